@@ -1,0 +1,39 @@
+"""Live loop config (owned by live/). Observe-only and testnet by default."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.base import FrozenModel
+
+TESTNET_WS = "wss://ws.testnet.bitmex.com/realtime"
+TESTNET_REST = "https://testnet.bitmex.com/api/v1"
+MAINNET_WS = "wss://ws.bitmex.com/realtime"
+MAINNET_REST = "https://www.bitmex.com/api/v1"
+
+
+class RiskConfig(FrozenModel):
+    """Limits that do not depend on the model."""
+
+    max_position_contracts: int = Field(1000, ge=0)
+    max_order_contracts: int = Field(100, ge=0)
+    max_orders_per_minute: int = Field(10, ge=0)
+    price_band_bps: float = Field(50.0, gt=0)
+    max_drawdown_xbt: float = Field(0.01, gt=0)
+    stale_after_s: float = Field(10.0, gt=0)
+
+
+class LiveConfig(FrozenModel):
+    feed: Literal["bitmex", "replay"] = "bitmex"
+    ws_url: str = TESTNET_WS
+    rest_url: str = TESTNET_REST
+    symbol: str = "XBTUSD"
+    model_name: str = "chappie-xbtusd"
+    alias: str = "champion"
+    allow_trade: bool = False
+    mainnet: bool = False
+    alias_poll_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    risk: RiskConfig = RiskConfig()

@@ -1,0 +1,62 @@
+"""PPO, sweep, evaluation and gate config (owned by training/)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from core.config.base import FrozenModel
+from core.config.env import EnvConfig
+
+
+class PPOConfig(FrozenModel):
+    learning_rate: float = 3e-4
+    n_steps: int = 1024
+    batch_size: int = 256
+    n_epochs: int = 5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    net_arch: tuple[int, ...] = (64, 64)
+    activation: Literal["tanh", "relu"] = "tanh"
+
+
+class TrialConfig(FrozenModel):
+    """One point of the experiment grid: env + reward + PPO parameters."""
+
+    name: str = "base"
+    env: EnvConfig = EnvConfig()
+    ppo: PPOConfig = PPOConfig()
+
+
+class SweepConfig(FrozenModel):
+    """Grid: trials x seeds x timesteps, over every walk-forward fold."""
+
+    trials: tuple[TrialConfig, ...] = (TrialConfig(),)
+    seeds: tuple[int, ...] = (0, 1)
+    timesteps: tuple[int, ...] = (20_000,)
+    executor: Literal["process", "dask", "sequential"] = "process"
+    n_workers: int = Field(2, ge=1)
+    dask_address: str | None = None  # e.g. tcp://127.0.0.1:8786; None: local cluster
+    retries: int = Field(1, ge=0)
+
+
+class GatesConfig(FrozenModel):
+    """Thresholds of the promotion gates (training/gates.py has their definitions)."""
+
+    min_pass_fraction: float = Field(0.5, ge=0, le=1)  # strictly more than this share of slices
+    min_slice_return: float = 0.0  # a slice "passes" with total pnl above this (fraction)
+    max_drawdown: float = Field(0.05, gt=0)  # cap on max drawdown of any test slice (fraction)
+    min_seed_pass_fraction: float = Field(0.5, ge=0, le=1)  # seeds of the config that must pass
+    max_pbo: float = Field(0.5, ge=0, le=1)
+    min_dsr: float = Field(0.0, ge=0, le=1)
+    min_trades: int = Field(1, ge=0)  # fewer trades in total: retest, not promote
+
+
+class EvaluationConfig(FrozenModel):
+    gates: GatesConfig = GatesConfig()
+    periods_per_year: float = 365 * 24  # Sharpe annualisation of hourly returns

@@ -1,0 +1,49 @@
+"""Instrument specification: travels with every event partition, slice and model.
+
+Prices stay integer ticks until a feature needs a float: `price = ticks * tick_size`.
+Inverse contracts (XBTUSD) settle in XBT: pnl = contracts * multiplier * (1/entry - 1/exit).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OffTickError(ValueError):
+    """A price that is not an integer multiple of the tick size."""
+
+
+class InstrumentSpec(BaseModel):
+    """Tick size, lot size, settlement and fees of one instrument.
+
+    Fees are fractions of notional; a negative fee is a rebate
+    (BitMEX XBTUSD in 2021: maker -0.00025, taker 0.00075).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = "XBTUSD"
+    tick_size: float = Field(0.5, gt=0)
+    lot_size: int = Field(100, gt=0)
+    is_inverse: bool = True
+    multiplier: float = 1.0
+    maker_fee: float = -0.00025
+    taker_fee: float = 0.00075
+    funding_interval_hours: float = 8.0
+    settle_currency: Literal["XBt", "XBT", "USDt", "USD"] = "XBT"
+
+    def price_to_ticks(self, price: float | str | Decimal) -> int:
+        """Exact integer ticks of `price`; raises OffTickError when it is off the grid."""
+        d = Decimal(str(price)) / Decimal(str(self.tick_size))
+        if d != d.to_integral_value():
+            raise OffTickError(f"price {price} is not a multiple of tick size {self.tick_size}")
+        return int(d)
+
+    def ticks_to_price(self, ticks: int | float) -> float:
+        return float(ticks) * self.tick_size
+
+
+XBTUSD = InstrumentSpec()

@@ -1,0 +1,1 @@
+"""Chappie envs package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Chappie expectations package (see DESIGN.md)."""

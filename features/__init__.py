@@ -1,0 +1,1 @@
+"""Chappie features package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Chappie flows package (see DESIGN.md)."""

@@ -1,0 +1,90 @@
+"""The `chappie` command. Control flow only.
+
+`chappie --help` must return in well under 2 seconds: this module and the
+`flows/cli_*.py` modules it registers import only argparse and the standard library
+at import time; every handler imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_CONFIG = "conf/default.yaml"
+
+
+def _prepare_environment() -> None:
+    """Process-wide settings that must exist before torch or prefect are imported."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+    os.environ.setdefault("TQDM_MININTERVAL", "1")
+    data_dir = Path(os.environ.get("CHAPPIE_DATA_DIR", "./data")).resolve()
+    # Prefect's own database lives with the data unless the user points elsewhere.
+    os.environ.setdefault("PREFECT_HOME", str(data_dir / "prefect"))
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.nightly import run_nightly_cli
+
+    return run_nightly_cli(args.config)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from flows.ui import run_ui
+
+    return run_ui(host=args.host, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from flows import cli_features, cli_ingest, cli_live, cli_ops, cli_registry, cli_training
+
+    parser = argparse.ArgumentParser(
+        prog="chappie",
+        description="Chappie: raw BitMEX order-book data to a gated PPO policy and a live bot.",
+        epilog="Data folder: CHAPPIE_DATA_DIR (default ./data). MLflow: MLFLOW_TRACKING_URI "
+        "(default sqlite:///<data>/mlflow.db).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("nightly", help="run the whole pipeline once as one Prefect flow")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML ({DEFAULT_CONFIG})")
+    p.set_defaults(func=_cmd_nightly)
+
+    cli_ingest.register(sub)
+    cli_features.register(sub)
+    cli_training.register(sub)
+    cli_registry.register(sub)
+    cli_live.register(sub)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_cmd_ui)
+
+    audit = sub.add_parser("audit", help="audit features and backtests on your own data")
+    audit_sub = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
+    cli_features.register_audit(audit_sub)
+    cli_training.register_audit(audit_sub)
+
+    cli_ops.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _prepare_environment()
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chappie ingest package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Chappie live package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Chappie registry package (see DESIGN.md)."""

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.atomic import write_json_atomic, write_with_atomic
+from core.hashing import sha256_file
+
+
+def test_write_json_atomic_publishes_complete_file(tmp_path):
+    p = write_json_atomic(tmp_path / "a" / "m.json", {"b": 1, "a": 2})
+    assert json.loads(p.read_text()) == {"a": 2, "b": 1}
+    assert [f.name for f in p.parent.iterdir()] == ["m.json"]
+
+
+def test_write_with_atomic_on_error_leaves_target_untouched(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+
+    def boom(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_with_atomic(target, boom)
+    assert target.read_bytes() == b"old"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_same_bytes_give_same_sha256(tmp_path):
+    a = write_with_atomic(tmp_path / "a", lambda t: t.write_bytes(b"abc"))
+    b = write_with_atomic(tmp_path / "b", lambda t: t.write_bytes(b"abc"))
+    assert sha256_file(a) == sha256_file(b)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.config.experiment import ExperimentConfig, load_config
+from core.config.features import FeatureSpec, FeaturesConfig, WalkForwardConfig
+from core.hashing import canonical_json, fingerprint
+from core.instrument import InstrumentSpec, OffTickError
+
+
+def test_feature_spec_hash_is_stable_and_changes_with_any_field():
+    a, b = FeatureSpec(), FeatureSpec()
+    assert a.spec_hash == b.spec_hash
+    assert FeatureSpec(windows_s=(10, 30)).spec_hash != a.spec_hash
+    assert FeatureSpec(interval_ms=500).spec_hash != a.spec_hash
+
+
+def test_feature_spec_names_are_unique_and_ordered():
+    names = FeatureSpec().names
+    assert len(names) == len(set(names))
+    assert names[:2] == ("spread_ticks", "spread_bps")
+
+
+def test_features_config_with_embargo_shorter_than_lookback_raises():
+    with pytest.raises(ValidationError, match="embargo"):
+        FeaturesConfig(walk_forward=WalkForwardConfig(embargo_s=5))
+
+
+def test_experiment_config_unknown_key_raises(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\nsweep:\n  seedz: [1]\n")
+    with pytest.raises(ValidationError, match="seedz"):
+        load_config(p)
+
+
+def test_experiment_fingerprint_is_canonical():
+    c = ExperimentConfig()
+    assert c.fingerprint == fingerprint(c.model_dump(mode="json"))
+    assert canonical_json(c) == canonical_json(ExperimentConfig.model_validate_json(c.model_dump_json()))
+
+
+def test_price_to_ticks_off_grid_raises():
+    spec = InstrumentSpec(tick_size=0.5)
+    assert spec.price_to_ticks("32001.5") == 64003
+    with pytest.raises(OffTickError):
+        spec.price_to_ticks(32001.25)

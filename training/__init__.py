@@ -1,0 +1,1 @@
+"""Chappie training package (see DESIGN.md)."""
