@@ -1,0 +1,41 @@
+"""What every flow and CLI handler resolves the same way: the config, the data folder and
+the MLflow tracking URI. Control flow only."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config.experiment import ExperimentConfig, load_config
+from core.paths import DataLayout
+from core.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this run reads and writes."""
+
+    data_dir: str
+    tracking_uri: str
+
+    @property
+    def layout(self) -> DataLayout:
+        return DataLayout(Path(self.data_dir))
+
+
+def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None) -> Runtime:
+    """Data folder from the argument or CHAPPIE_DATA_DIR (default ./data); tracking URI from
+    the argument, MLFLOW_TRACKING_URI, or SQLite inside the data folder."""
+    settings: Settings = load_settings()
+    root = Path(data_dir).resolve() if data_dir else settings.layout.root
+    uri = tracking_uri or settings.mlflow_tracking_uri or f"sqlite:///{DataLayout(root).mlflow_db}"
+    return Runtime(data_dir=str(root), tracking_uri=uri)
+
+
+def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """The experiment config at `path`, with a clear error when the file is missing."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"config file not found: {p} (see conf/default.yaml)")
+    return load_config(p)

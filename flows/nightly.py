@@ -1,0 +1,187 @@
+"""The nightly pipeline as one Prefect flow: ingest → features → train → evaluate → promote.
+
+Control flow only: each step is another area's flow (run here as a subflow). A failing
+step fails the run loudly, naming the step; outputs of earlier steps stay intact (every
+step publishes atomically and is idempotent, so the next run resumes).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from core.atomic import write_json_atomic
+from flows.common import Runtime, load_experiment, resolve_runtime
+
+STEPS = ("ingest", "features", "train", "evaluate", "promote")
+
+
+class NightlyStepFailed(RuntimeError):
+    """A named step of the nightly pipeline failed."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"nightly step '{step}' failed: {type(cause).__name__}: {cause}")
+        self.step = step
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _write_outcome(rt: Runtime, outcome: dict[str, Any]) -> None:
+    write_json_atomic(rt.layout.root / "reports" / "last_nightly.json", outcome)
+
+
+def summary_markdown(outcome: dict[str, Any]) -> str:
+    """The nightly summary as markdown (posted as a Prefect artifact and printed)."""
+    lines = [f"# Chappie nightly: {outcome['status']}", ""]
+    if outcome.get("failed_step"):
+        lines += [f"**Failed step:** `{outcome['failed_step']}` — {outcome.get('error', '')}", ""]
+    evaluation = outcome.get("evaluation") or {}
+    candidates = evaluation.get("candidates", [])
+    if candidates:
+        lines += [
+            "| model | decision | pnl+fees | trades | max dd | gates |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in candidates:
+            totals = c.get("test_totals", {})
+            gates = ", ".join(
+                f"{name} {'✓' if g.get('passed') else '✗'}"
+                for name, g in c.get("gates", {}).items()
+            )
+            lines.append(
+                f"| {c['candidate_id']} | **{c['decision']}** | {totals.get('pnl_plus_fees', 0):.6f} "
+                f"| {totals.get('trades', 0)} | {totals.get('max_drawdown', 0):.4f} | {gates} |"
+            )
+        lines.append("")
+        ov = evaluation.get("overfitting") or {}
+        if ov:
+            lines.append(
+                f"Overfitting over {ov.get('n_trials', 0)} trials: PBO {ov.get('pbo')}, DSR {ov.get('dsr')}"
+            )
+            lines.append("")
+    promotion = outcome.get("promotion") or {}
+    if promotion:
+        lines += [
+            f"Registry: `{promotion.get('model_name')}` version {promotion.get('version')} — "
+            f"{promotion.get('decision')}; aliases {promotion.get('aliases')}",
+            "",
+        ]
+        for reason in promotion.get("reasons", []):
+            lines.append(f"- {reason}")
+        lines.append("")
+    lines += [
+        f"Data folder: `{outcome['data_dir']}`",
+        f"MLflow tracking: `{outcome['tracking_uri']}`",
+        "",
+        "Next: `chappie ui` (MLflow UI on http://127.0.0.1:5000), "
+        "`chappie live --feed replay --duration 60` (observe-only live loop on a local replay).",
+    ]
+    return "\n".join(lines)
+
+
+@flow(name="nightly", log_prints=True)
+def nightly_flow(
+    config_path: str = "conf/default.yaml", data_dir: str | None = None
+) -> dict[str, Any]:
+    """Run every stage once on the config at `config_path`; returns the outcome dict that is
+    also written to `<data>/reports/last_nightly.json`."""
+    from flows.evaluate import evaluate_flow
+    from flows.features import build_features_flow
+    from flows.ingest import ingest_flow
+    from flows.promote import promote_flow
+    from flows.train import train_flow
+
+    logger = get_run_logger()
+    cfg = load_experiment(config_path)
+    rt = resolve_runtime(data_dir)
+    outcome: dict[str, Any] = {
+        "started": _now(),
+        "finished": None,
+        "status": "running",
+        "failed_step": None,
+        "config": str(config_path),
+        "config_fingerprint": cfg.fingerprint,
+        "data_dir": rt.data_dir,
+        "tracking_uri": rt.tracking_uri,
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "steps": {},
+    }
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        logger.info("step %s: starting", name)
+        try:
+            result = fn()
+        except BaseException as exc:
+            outcome.update(
+                status="failed",
+                failed_step=name,
+                error=f"{type(exc).__name__}: {exc}",
+                finished=_now(),
+                traceback=traceback.format_exc(limit=20),
+            )
+            outcome["steps"][name] = {"status": "failed", "seconds": time.perf_counter() - t0}
+            _write_outcome(rt, outcome)
+            _post_artifact(outcome)
+            raise NightlyStepFailed(name, exc) from exc
+        outcome["steps"][name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 2)}
+        logger.info("step %s: done in %.1f s", name, time.perf_counter() - t0)
+        return result
+
+    outcome["ingest"] = step("ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir))
+    outcome["folds"] = step(
+        "features", lambda: build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+    )
+    sweep = step("train", lambda: train_flow(cfg, rt.data_dir, rt.tracking_uri))
+    outcome["sweep_run_id"] = sweep["sweep_run_id"]
+    evaluation = step(
+        "evaluate", lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep["sweep_run_id"])
+    )
+    outcome["evaluation"] = evaluation
+    evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
+    outcome["promotion"] = step(
+        "promote", lambda: promote_flow(evaluation_path, cfg.registry, rt.tracking_uri)
+    )
+    outcome.update(status="completed", finished=_now())
+    _write_outcome(rt, outcome)
+    _post_artifact(outcome)
+    return outcome
+
+
+def _post_artifact(outcome: dict[str, Any]) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(
+            key="nightly-summary", markdown=summary_markdown(outcome), description="Chappie nightly"
+        )
+    except Exception:  # an artifact is a report, never a reason to fail the run
+        get_run_logger().warning("could not post the nightly summary artifact", exc_info=True)
+
+
+def run_nightly_cli(config_path: str) -> int:
+    """`chappie nightly`: run the flow, print the summary, exit 0 on success."""
+    try:
+        outcome = nightly_flow(config_path)
+    except NightlyStepFailed as exc:
+        print(f"\nNIGHTLY FAILED at step '{exc.step}': {exc.__cause__}")
+        rt = resolve_runtime()
+        print(f"Details: {rt.layout.root / 'reports' / 'last_nightly.json'}")
+        return 1
+    print()
+    print(summary_markdown(outcome))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(json.dumps(nightly_flow(), indent=2, default=str))
