@@ -37,7 +37,9 @@ def test_experiment_config_unknown_key_raises(tmp_path):
 def test_experiment_fingerprint_is_canonical():
     c = ExperimentConfig()
     assert c.fingerprint == fingerprint(c.model_dump(mode="json"))
-    assert canonical_json(c) == canonical_json(ExperimentConfig.model_validate_json(c.model_dump_json()))
+    assert canonical_json(c) == canonical_json(
+        ExperimentConfig.model_validate_json(c.model_dump_json())
+    )
 
 
 def test_price_to_ticks_off_grid_raises():
