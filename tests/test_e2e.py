@@ -1,0 +1,88 @@
+"""End to end: the nightly flow on conf/tiny.yaml through a real Prefect run, then the
+observe-only live loop on a local replay with whatever the registry decided."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def nightly_outcome(tmp_path_factory, prefect_harness):
+    from flows.nightly import nightly_flow
+
+    data_dir = tmp_path_factory.mktemp("e2e-data")
+    outcome = nightly_flow(str(REPO / "conf" / "tiny.yaml"), str(data_dir))
+    return outcome, data_dir
+
+
+def test_nightly_flow_completes_every_step(nightly_outcome):
+    outcome, data_dir = nightly_outcome
+    assert outcome["status"] == "completed"
+    assert list(outcome["steps"]) == ["ingest", "features", "train", "evaluate", "promote"]
+    saved = json.loads((data_dir / "reports" / "last_nightly.json").read_text())
+    assert saved["status"] == "completed"
+    report = outcome["ingest"]
+    assert report["rows_in"] == report["rows_out"] + report["rows_rejected"]
+
+
+def test_nightly_publishes_validated_slices_with_hashes(nightly_outcome):
+    from core.hashing import sha256_file
+
+    outcome, data_dir = nightly_outcome
+    folds = outcome["folds"]
+    assert len(folds["folds"]) == 2 and folds["stress"]
+    spec_dirs = list((data_dir / "slices").iterdir())
+    assert len(spec_dirs) == 1
+    manifests = sorted(spec_dirs[0].glob("*.manifest.json"))
+    assert len(manifests) >= 5  # 2 x (train, test) + stress
+    for m in manifests:
+        meta = json.loads(m.read_text())
+        assert meta["validation"]["success"] is True
+        assert sha256_file(spec_dirs[0] / f"{meta['slice_id']}.parquet") == meta["sha256"]
+    for fold in folds["folds"]:
+        stats = data_dir / "stats" / fold["stats_id"]
+        assert (stats / "mean.npy").exists() and (stats / "sigma.npy").exists()
+
+
+def test_nightly_logs_sweep_and_child_runs_to_mlflow(nightly_outcome):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    outcome, data_dir = nightly_outcome
+    client = MlflowClient(tracking_uri=outcome["tracking_uri"])
+    parent = client.get_run(outcome["sweep_run_id"])
+    exp_id = parent.info.experiment_id
+    children = client.search_runs(
+        [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    # 2 seeds x 2 folds x 1 trial x 1 timesteps
+    assert len(children) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert mlflow.get_tracking_uri() is not None
+
+
+def test_nightly_registry_outcome_follows_the_gates(nightly_outcome):
+    from mlflow.tracking import MlflowClient
+
+    outcome, _ = nightly_outcome
+    evaluation = outcome["evaluation"]
+    promotion = outcome["promotion"]
+    client = MlflowClient(tracking_uri=outcome["tracking_uri"])
+    name = promotion["model_name"]
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert versions, "a model version is registered whatever the decision"
+    if evaluation["best"] is not None:
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.tags["decision"] == "promote"
+        assert champion.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
+    else:
+        with pytest.raises(Exception):
+            client.get_model_version_by_alias(name, "champion")
+        challenger = client.get_model_version_by_alias(name, "challenger")
+        assert challenger.tags["decision"] in {"reject", "retest"}
+        assert challenger.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
