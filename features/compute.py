@@ -1,0 +1,297 @@
+"""Batch features v1: polars expressions over sampled bars. Pure.
+
+Every builder is named after the column it makes, states its unit and look-back, and
+cites where the formula comes from. Windows are trailing: a row at bar close `t` sees
+bars in `(t - W, t]` only (W seconds = `bars_for(W, spec)` bars of the fixed grid).
+
+Bit-for-bit twin: `features.stream.FeatureStream` computes the same values one bar at
+a time. To make that hold exactly, every windowed quantity is an *integer* sum (sizes,
+counts, squared tick changes) taken as a difference of int64 cumulative sums, and each
+float value is produced by the same short sequence of IEEE operations (int->float cast,
++, *, /, sqrt, log) in the same order in both paths. Divisions by zero give the value
+documented per feature (0.0 for imbalances, NaN otherwise) in both paths. A division
+by a constant is written as a multiplication by its reciprocal (polars evaluates
+`col / scalar` that way; spelling it out keeps both paths on one operation).
+
+Input contract: bars with `core.schema.bar_columns(spec.depth)` on a complete grid (one
+row per `spec.interval_ns`, as `features.sampler.sample_bars` emits them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from core import schema as S
+from core.clock import NS_PER_S
+from core.config.features import FeatureSpec
+
+F64 = pl.Float64
+NAN = float("nan")
+
+# internal helper columns (dropped before returning)
+_S2 = "__s2_ticks"  # bid0 + ask0 = 2 * mid, int64 (exact)
+_DS2SQ = "__ds2_sq"  # (s2_t - s2_{t-1})**2, int64; 0 on the first bar
+_SIGNED = "__signed_vol"  # buy_vol - sell_vol
+_TOTAL = "__total_vol"  # buy_vol + sell_vol
+_NOTOK = "__not_ok"  # 1 when book_ok is false
+_IDX = "__row"
+
+
+def bars_for(seconds: float, spec: FeatureSpec) -> int:
+    """Number of bars spanning `seconds` on the spec's grid (at least 1)."""
+    return max(1, math.ceil(seconds * NS_PER_S / spec.interval_ns))
+
+
+def depth_suffix(x_bps: float) -> str:
+    return f"{x_bps:g}".replace(".", "p")
+
+
+# ---------------------------------------------------------------- helpers
+def _f(e: pl.Expr) -> pl.Expr:
+    return e.cast(F64)
+
+
+def _ratio(num: pl.Expr, den: pl.Expr, zero: float) -> pl.Expr:
+    """float(num) / float(den), `zero` where den == 0 (ints in, float out)."""
+    return pl.when(den == 0).then(pl.lit(zero, F64)).otherwise(_f(num) / _f(den))
+
+
+def _window_sum(col: str, n: int) -> pl.Expr:
+    """Exact int64 sum of `col` over the last n rows, partial at the start.
+
+    cum_t - cum_{t-n}: the streaming twin keeps the same cumulative sums.
+    """
+    c = pl.col(col).cum_sum()
+    return c - c.shift(n, fill_value=0)
+
+
+# ---------------------------------------------------------------- level features
+def mid_ticks() -> pl.Expr:
+    """Mid price in ticks, (bid0 + ask0) / 2. Look-back: none. Carried, not observed."""
+    return (_f(pl.col(_S2)) * 0.5).alias(S.MID_TICKS)
+
+
+def spread_ticks() -> pl.Expr:
+    """Quoted spread ask0 - bid0 in ticks. Look-back: none."""
+    return _f(pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))).alias("spread_ticks")
+
+
+def spread_bps() -> pl.Expr:
+    """Quoted spread relative to mid, in basis points: 1e4 * (ask0 - bid0) / mid.
+
+    Computed as 2e4 * spread / (bid0 + ask0). NaN when the book is empty. Look-back: none.
+    """
+    spread = pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))
+    return _ratio(spread * 20000, pl.col(_S2), NAN).alias("spread_bps")
+
+
+def microprice_offset_bps() -> pl.Expr:
+    """Microprice minus mid, in bps of mid (Stoikov 2018, "The micro-price"; here the
+    size-weighted mid of Gatheral-Oomen 2010). Look-back: none.
+
+    micro - mid = spread * (bid_sz0 - ask_sz0) / (2 (bid_sz0 + ask_sz0)) ticks, so
+    offset_bps = 1e4 * spread * (bs - as) / ((bs + as) * (bid0 + ask0)); the numerator
+    and denominator are exact int64 products. NaN when either is undefined.
+    """
+    spread = pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))
+    bs, as_ = pl.col(S.bid_sz(0)), pl.col(S.ask_sz(0))
+    num = spread * (bs - as_)
+    den = (bs + as_) * pl.col(_S2)
+    return (_ratio(num, den, NAN) * 10000.0).alias("microprice_offset_bps")
+
+
+def imbalance_l1() -> pl.Expr:
+    """Level-1 queue imbalance in [-1, 1]: (bid_sz0 - ask_sz0) / (bid_sz0 + ask_sz0)
+    (Cartea, Jaimungal, Penalva 2015 ch. 4; Gould-Bonart 2016). 0 when both are empty.
+    Look-back: none."""
+    bs, as_ = pl.col(S.bid_sz(0)), pl.col(S.ask_sz(0))
+    return _ratio(bs - as_, bs + as_, 0.0).alias("imbalance_l1")
+
+
+def _imbalance_depth(levels: int, name: str) -> pl.Expr:
+    # linear integer weights levels, levels-1, ..., 1: exact int sums
+    num = pl.lit(0, pl.Int64)
+    den = pl.lit(0, pl.Int64)
+    for i in range(levels):
+        w = levels - i
+        num = num + (pl.col(S.bid_sz(i)) - pl.col(S.ask_sz(i))) * w
+        den = den + (pl.col(S.bid_sz(i)) + pl.col(S.ask_sz(i))) * w
+    return _ratio(num, den, 0.0).alias(name)
+
+
+def imbalance_l5() -> pl.Expr:
+    """Depth-weighted imbalance over 5 levels in [-1, 1]: sum w_i (b_i - a_i) / sum w_i
+    (b_i + a_i), linear weights w_i = 5 - i (Cao, Hansch, Wang 2009, "The information
+    content of an open limit-order book"). Missing levels count as size 0. Look-back: none.
+    """
+    return _imbalance_depth(5, "imbalance_l5")
+
+
+def imbalance_l10() -> pl.Expr:
+    """Depth-weighted imbalance over 10 levels, weights 10 - i (as `imbalance_l5`)."""
+    return _imbalance_depth(10, "imbalance_l10")
+
+
+def depth_within_bps(x_bps: float, side: str, spec: FeatureSpec) -> pl.Expr:
+    """Resting size (contracts) on one side at prices within `x_bps` of mid, over the
+    sampled `spec.depth` levels (Cont, Kukanov, Stoikov 2014 use depth as the OFI price
+    impact scale). Level i counts when its price is set and
+    |2 px_i - (bid0 + ask0)| * 1e4 <= (bid0 + ask0) * x_bps. Look-back: none.
+    """
+    px, sz = (S.bid_px, S.bid_sz) if side == "bid" else (S.ask_px, S.ask_sz)
+    total = pl.lit(0, pl.Int64)
+    s2 = pl.col(_S2)
+    lim = _f(s2) * x_bps
+    for i in range(spec.depth):
+        dist = (pl.col(px(i)) * 2 - s2).abs() * 10000
+        inside = (pl.col(px(i)) > 0) & (_f(dist) <= lim)
+        total = total + pl.when(inside).then(pl.col(sz(i))).otherwise(0)
+    return _f(total).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
+
+
+# ---------------------------------------------------------------- windowed features
+def ofi(w: int, spec: FeatureSpec) -> pl.Expr:
+    """Order-flow imbalance over (t - w s, t], contracts: sum of the sampler's per-bar
+    level-1 OFI e_n (Cont, Kukanov, Stoikov 2014, "The price impact of order book
+    events", eq. 2-3). Look-back: w seconds."""
+    return _f(_window_sum(S.OFI_L1, bars_for(w, spec))).alias(f"ofi_{w}s")
+
+
+def signed_volume(w: int, spec: FeatureSpec) -> pl.Expr:
+    """Taker buy minus taker sell volume over (t - w s, t], contracts (signed order flow,
+    Kyle 1985; Chordia-Subrahmanyam 2004). Look-back: w seconds."""
+    return _f(_window_sum(_SIGNED, bars_for(w, spec))).alias(f"signed_volume_{w}s")
+
+
+def trade_imbalance(w: int, spec: FeatureSpec) -> pl.Expr:
+    """Trade-flow imbalance in [-1, 1] over (t - w s, t]: (buy - sell) / (buy + sell)
+    taker volume (Chordia-Subrahmanyam 2004); 0 when nothing traded. Look-back: w s."""
+    n = bars_for(w, spec)
+    return _ratio(_window_sum(_SIGNED, n), _window_sum(_TOTAL, n), 0.0).alias(
+        f"trade_imbalance_{w}s"
+    )
+
+
+def trade_intensity(w: int, spec: FeatureSpec) -> pl.Expr:
+    """Trades per second over (t - w s, t] (Engle 2000 / Hawkes-style intensity
+    estimate: count / window). Look-back: w seconds."""
+    return (_f(_window_sum(S.N_TRADES, bars_for(w, spec))) * (1.0 / w)).alias(
+        f"trade_intensity_{w}s"
+    )
+
+
+def realized_vol(w: int, spec: FeatureSpec) -> pl.Expr:
+    """Realised volatility of the mid over (t - w s, t], in bps of the current mid:
+    1e4 * sqrt(sum (mid_k - mid_{k-1})^2) / mid_t (Andersen-Bollerslev 1998 realised
+    variance, on price changes at the bar frequency). Summed in exact int64 half-ticks
+    squared. NaN when the book is empty. Look-back: w seconds plus one bar.
+    """
+    ss = _f(_window_sum(_DS2SQ, bars_for(w, spec))).sqrt()
+    s2 = pl.col(_S2)
+    return (pl.when(s2 == 0).then(pl.lit(NAN, F64)).otherwise(ss / _f(s2) * 10000.0)).alias(
+        f"realized_vol_{w}s"
+    )
+
+
+def time_since_trade_s(spec: FeatureSpec) -> pl.Expr:
+    """Seconds from the last trade at or before t to t, capped at the longest look-back
+    (a stationary, bounded value). NaN before the first trade. Look-back: the cap."""
+    cap = spec.lookback_ns
+    dt = pl.min_horizontal(pl.col(S.TS) - pl.col(S.LAST_TRADE_TS), pl.lit(cap, pl.Int64))
+    return (
+        pl.when(pl.col(S.LAST_TRADE_TS) < 0)
+        .then(pl.lit(NAN, F64))
+        .otherwise(_f(dt) * (1.0 / NS_PER_S))
+        .alias("time_since_trade_s")
+    )
+
+
+def log_return(h: int, spec: FeatureSpec) -> pl.Expr:
+    """Log return of the mid over h seconds, ln(mid_t / mid_{t-h}) (dimensionless).
+    NaN until h seconds of history exist or when a mid is undefined. Look-back: h s."""
+    n = bars_for(h, spec)
+    cur, past = pl.col(_S2), pl.col(_S2).shift(n, fill_value=0)
+    ok = (cur > 0) & (past > 0)
+    return (pl.when(ok).then((_f(cur) / _f(past)).log()).otherwise(pl.lit(NAN, F64))).alias(
+        f"log_return_{h}s"
+    )
+
+
+# ---------------------------------------------------------------- assembly
+def feature_exprs(spec: FeatureSpec) -> list[pl.Expr]:
+    """One expression per feature, in `spec.names` order."""
+    exprs = [
+        spread_ticks(),
+        spread_bps(),
+        microprice_offset_bps(),
+        imbalance_l1(),
+        imbalance_l5(),
+        imbalance_l10(),
+    ]
+    for w in spec.windows_s:
+        exprs += [ofi(w, spec), signed_volume(w, spec), trade_imbalance(w, spec)]
+    for w in spec.windows_s:
+        exprs += [trade_intensity(w, spec), realized_vol(w, spec)]
+    exprs.append(time_since_trade_s(spec))
+    for h in spec.return_horizons_s:
+        exprs.append(log_return(h, spec))
+    for x in spec.depth_bps:
+        exprs += [depth_within_bps(x, "bid", spec), depth_within_bps(x, "ask", spec)]
+    return exprs
+
+
+def warmup(spec: FeatureSpec) -> pl.Expr:
+    """True while the longest look-back is not filled: the first `lookback_bars - 1`
+    rows, any row whose last `lookback_bars` bars include one with `book_ok` false, and
+    rows before the first trade."""
+    n = spec.lookback_bars
+    return (
+        (pl.col(_IDX) < n - 1) | (_window_sum(_NOTOK, n) > 0) | (pl.col(S.LAST_TRADE_TS) < 0)
+    ).alias(S.WARMUP)
+
+
+def compute_features(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
+    """Bars (core.schema.bar_columns) -> `ts`, `mid_ticks`, every `spec.names` column
+    (float64, raw), `warmup`, then `core.schema.EXEC_COLUMNS`.
+
+    Pure and lazy. Rows stay one per bar, in order; warm-up rows are kept and flagged
+    (slices drop them). Raises polars ColumnNotFoundError on missing bar columns.
+    """
+    s2 = pl.col(S.bid_px(0)) + pl.col(S.ask_px(0))
+    prep = (
+        bars.with_columns(
+            s2.alias(_S2),
+            (pl.col(S.BUY_VOL) - pl.col(S.SELL_VOL)).alias(_SIGNED),
+            (pl.col(S.BUY_VOL) + pl.col(S.SELL_VOL)).alias(_TOTAL),
+            (~pl.col(S.BOOK_OK)).cast(pl.Int64).alias(_NOTOK),
+            pl.int_range(pl.len(), dtype=pl.Int64).alias(_IDX),
+        )
+        .with_columns(
+            (pl.col(_S2) - pl.col(_S2).shift(1)).fill_null(0).alias(_DS2SQ),
+        )
+        .with_columns(
+            (pl.col(_DS2SQ) * pl.col(_DS2SQ)).alias(_DS2SQ),
+        )
+    )
+    exec_cols = [
+        pl.col(S.bid_px(0)).alias(S.BEST_BID_TICKS),
+        pl.col(S.ask_px(0)).alias(S.BEST_ASK_TICKS),
+        pl.col(S.BUY_HI_TICKS),
+        pl.col(S.SELL_LO_TICKS),
+        pl.col(S.BUY_VOL),
+        pl.col(S.SELL_VOL),
+    ]
+    return prep.select(
+        pl.col(S.TS),
+        mid_ticks(),
+        *feature_exprs(spec),
+        warmup(spec),
+        *exec_cols,
+    )
+
+
+def output_columns(spec: FeatureSpec) -> list[str]:
+    """Columns of `compute_features` in order."""
+    return [S.TS, S.MID_TICKS, *spec.names, S.WARMUP, *S.EXEC_COLUMNS]
