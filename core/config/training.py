@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config.base import FrozenModel
 from core.config.env import EnvConfig
@@ -55,8 +55,36 @@ class GatesConfig(FrozenModel):
     max_pbo: float = Field(0.5, ge=0, le=1)
     min_dsr: float = Field(0.0, ge=0, le=1)
     min_trades: int = Field(1, ge=0)  # fewer trades in total: retest, not promote
+    min_slices: int = Field(2, ge=1)  # fewer test slices: retest, not promote
+
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
 class EvaluationConfig(FrozenModel):
+    """Backtest evaluation. Returns (for Sharpe, PBO and DSR) are equity changes over
+    `return_period_s`; Sharpe is annualised by sqrt(periods_per_year), which defaults to
+    (and, when given, must equal) the number of return periods in a 365-day year."""
+
     gates: GatesConfig = GatesConfig()
-    periods_per_year: float = 365 * 24  # Sharpe annualisation of hourly returns
+    periods_per_year: float | None = None  # None: SECONDS_PER_YEAR / return_period_s
+    return_period_s: float = Field(60.0, gt=0)  # equity sampled every this many seconds
+    pbo_splits: int = Field(16, ge=2)  # CSCV blocks (even; fewer when too few periods)
+
+    @model_validator(mode="after")
+    def _annualisation_matches_period(self) -> EvaluationConfig:
+        expected = SECONDS_PER_YEAR / self.return_period_s
+        given = self.periods_per_year
+        if given is not None and abs(given - expected) > 1e-6 * expected:
+            raise ValueError(
+                f"periods_per_year={given} does not match return_period_s="
+                f"{self.return_period_s} (expected {expected:g})"
+            )
+        if self.pbo_splits % 2:
+            raise ValueError(f"pbo_splits must be even, got {self.pbo_splits}")
+        return self
+
+    @property
+    def annualisation(self) -> float:
+        """Return periods per 365-day year (the Sharpe annualisation factor, squared)."""
+        return SECONDS_PER_YEAR / self.return_period_s

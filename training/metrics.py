@@ -1,0 +1,161 @@
+"""Per-slice backtest metrics. Pure (numpy only).
+
+Units: money amounts (pnl, fees) are fractions of the slice's initial equity (a 1% gain is
+0.01) so slices and gates compare across equity sizes; `fees` is the signed fee cash flow
+(negative = paid, positive = maker rebate), so `pnl_plus_fees = pnl + fees`. Drawdown is
+a fraction of the running peak equity. Sharpe is annualised from returns over a fixed
+period of time (equity sampled on a clock, not per trade).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from training.overfitting import sharpe_per_period
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    """One model on one slice (the `slices[]` entry of evaluation.json)."""
+
+    slice_id: str
+    kind: str  # train | validation | test | stress
+    fold: int | None
+    steps: int
+    trades: int  # closed trades (round trips or partial closes, as the env counts them)
+    wins: int  # closed trades with pnl after fees > 0
+    losses: int  # closed trades with pnl after fees < 0
+    pnl: float  # pnl without fees / initial equity
+    fees: float  # signed fees / initial equity (negative = paid)
+    pnl_plus_fees: float  # pnl + fees
+    max_drawdown: float  # max (peak - equity) / peak, in [0, 1]
+    sharpe: float  # annualised Sharpe of period returns; 0 when undefined
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest fall from a running peak as a fraction of that peak, in [0, 1] for positive
+    equity. The first element is the starting point. Empty input: 0.
+
+    Raises ValueError on non-finite or non-positive equity (a ruined account is a bug in
+    the accounting, not a drawdown)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    if eq.size == 0:
+        return 0.0
+    if not np.all(np.isfinite(eq)) or np.any(eq <= 0):
+        raise ValueError("equity must be finite and positive")
+    peak = np.maximum.accumulate(eq)
+    return float(np.max((peak - eq) / peak))
+
+
+def drawdown_curve(equity: np.ndarray) -> np.ndarray:
+    """(peak - equity) / peak at every point (0 at new highs)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    if eq.size == 0:
+        return eq
+    peak = np.maximum.accumulate(eq)
+    return (peak - eq) / peak
+
+
+def sample_on_clock(ts_ns: np.ndarray, values: np.ndarray, period_ns: int) -> np.ndarray:
+    """Values at the clock points t0, t0 + period, ... <= ts[-1], where t0 = ts[0]: at each
+    point the last value whose timestamp is <= the point (piecewise constant, no look-ahead).
+
+    `ts_ns` must be non-decreasing int64 ns and the same length as `values`."""
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    v = np.asarray(values, dtype=np.float64)
+    if ts.shape != v.shape:
+        raise ValueError(f"ts and values differ in shape: {ts.shape} vs {v.shape}")
+    if period_ns <= 0:
+        raise ValueError(f"period_ns must be > 0, got {period_ns}")
+    if ts.size == 0:
+        return v
+    if np.any(np.diff(ts) < 0):
+        raise ValueError("timestamps must be non-decreasing")
+    grid = np.arange(ts[0], ts[-1] + 1, period_ns, dtype=np.int64)
+    idx = np.searchsorted(ts, grid, side="right") - 1
+    return v[idx]
+
+
+def period_returns(ts_ns: np.ndarray, equity: np.ndarray, period_ns: int) -> np.ndarray:
+    """Simple returns of equity sampled every `period_ns` from the first timestamp."""
+    eq = sample_on_clock(ts_ns, equity, period_ns)
+    if eq.size < 2:
+        return np.zeros(0)
+    return np.diff(eq) / eq[:-1]
+
+
+def annualised_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
+    """mean / std (ddof=1) * sqrt(periods_per_year); 0 with fewer than 2 returns or zero
+    variance (undefined, and never reported as infinite)."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 2:
+        return 0.0
+    sr = float(sharpe_per_period(r)[0])
+    if not math.isfinite(sr):
+        return 0.0
+    return sr * math.sqrt(periods_per_year)
+
+
+def compute_slice_metrics(
+    *,
+    slice_id: str,
+    kind: str,
+    fold: int | None,
+    ts_ns: np.ndarray,
+    equity: np.ndarray,
+    pnl_without_fees: float,
+    fees: float,
+    trade_pnls: np.ndarray,
+    return_period_ns: int,
+    periods_per_year: float,
+) -> SliceMetrics:
+    """Metrics of one slice from its equity curve (`equity[0]` is the starting equity at
+    `ts_ns[0]`, then the equity after each step at its bar time), the slice totals of pnl
+    without fees and signed fees (account currency), and the pnl after fees of each
+    closed trade.
+
+    Raises ValueError on shape mismatch, an empty curve or non-positive equity."""
+    eq = np.asarray(equity, dtype=np.float64)
+    ts = np.asarray(ts_ns, dtype=np.int64)
+    if eq.shape != ts.shape:
+        raise ValueError(f"equity and ts differ in shape: {eq.shape} vs {ts.shape}")
+    if eq.size == 0:
+        raise ValueError("empty equity curve")
+    initial = float(eq[0])
+    mdd = max_drawdown(eq)  # also rejects non-positive equity
+    trades = np.asarray(trade_pnls, dtype=np.float64)
+    rets = period_returns(ts, eq, return_period_ns)
+    pnl = pnl_without_fees / initial
+    fee = fees / initial
+    return SliceMetrics(
+        slice_id=slice_id,
+        kind=kind,
+        fold=fold,
+        steps=int(eq.size - 1),
+        trades=int(trades.size),
+        wins=int(np.sum(trades > 0)),
+        losses=int(np.sum(trades < 0)),
+        pnl=float(pnl),
+        fees=float(fee),
+        pnl_plus_fees=float(pnl + fee),
+        max_drawdown=mdd,
+        sharpe=annualised_sharpe(rets, periods_per_year),
+    )
+
+
+def aggregate_totals(metrics: list[SliceMetrics]) -> dict[str, float | int]:
+    """Totals over slices (the `test_totals` of evaluation.json): sums of trades and money
+    fractions, the worst max drawdown."""
+    return {
+        "pnl": float(sum(m.pnl for m in metrics)),
+        "fees": float(sum(m.fees for m in metrics)),
+        "pnl_plus_fees": float(sum(m.pnl_plus_fees for m in metrics)),
+        "trades": int(sum(m.trades for m in metrics)),
+        "max_drawdown": float(max((m.max_drawdown for m in metrics), default=0.0)),
+    }
