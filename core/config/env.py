@@ -7,20 +7,29 @@ from typing import Literal
 from pydantic import Field
 
 from core.config.base import FrozenModel
+from core.instrument import InstrumentSpec
 
 
 class RewardConfig(FrozenModel):
-    """Shaped reward (envs/rewards.py). `version` is logged with every model."""
+    """Shaped reward (envs/rewards.py). `version` is logged with every model.
+
+    Every term is a fraction of the balance per env step (so terms add up), reported
+    separately in the env's `info["reward_terms"]`. Penalties are multiplied by the
+    curriculum's punishment scale (see `envs.rewards.punishment_scale`).
+    """
 
     version: str = "r1"
-    unrealized_scale: float = 1.0  # weight of unrealised % scaled by position size
-    fee_scale: float = 1.0  # weight of the fee term (rebates positive)
-    realized_scale: float = 1.0  # weight of realised pnl % on closes
-    open_position_hours: float = 2.0  # holding beyond this is penalised
+    unrealized_scale: float = 1.0  # weight of unrealised return x position size (|exposure|)
+    fee_scale: float = 1.0  # weight of -fees/balance paid this step (rebates positive)
+    realized_scale: float = 1.0  # weight of realised pnl / balance on closes
+    funding_scale: float = 1.0  # weight of -funding/balance paid this step
+    open_position_hours: float = (
+        2.0  # holding (stake-weighted mean lot age) beyond this is penalised
+    )
     open_position_penalty: float = 0.001  # per step beyond the limit
     close_position_hours: float = 1.0  # staying flat beyond this is penalised
     close_position_penalty: float = 0.0005  # per step beyond the limit
-    terminal_penalty: float = 0.01  # at episode end while holding
+    terminal_penalty: float = 0.01  # at episode end while holding, times |position size|
     punishment_suppression_rate: float = Field(0.5, ge=0, le=1)  # penalties start at (1-rate)
     punishment_suppression_cycles: int = Field(4, ge=0)  # curriculum steps to full penalties
     punishment_scaling: float = Field(1.0, ge=0)  # final penalty multiplier
@@ -33,12 +42,18 @@ class EnvConfig(FrozenModel):
     stake_fraction: float = Field(0.1, gt=0, le=1)  # exposure added per fill
     max_exposure: float = Field(1.0, gt=0)  # cap on total exposure (fraction of equity)
     fill_model: Literal["trade_through", "touch"] = "trade_through"
+    roll_orders: bool = True  # a resting order follows the best price of its side every bar
     step_skip: int = Field(1, ge=1)  # bars per env step
     mean_steps_per_episode: int = Field(2048, ge=1)
     std_steps_per_episode: float = Field(0.0, ge=0)  # 0: fixed budget
+    min_steps_per_episode: int = Field(16, ge=1)  # floor of a drawn budget
     random_start: bool = True
     random_initial_position: bool = False
     initial_equity_xbt: float = Field(1.0, gt=0)
     obs_clip: float = Field(10.0, gt=0)  # normalised features are clipped to +-obs_clip
+    hours_clip: float = Field(24.0, gt=0)  # management-state hours are clipped to [0, hours_clip]
+    pct_clip: float = Field(100.0, gt=0)  # unrealised % is clipped to +-pct_clip
     funding: bool = False
+    funding_rate: float = 0.0001  # per funding interval, positive = longs pay shorts
+    instrument: InstrumentSpec = InstrumentSpec()  # XBTUSD (inverse, maker rebate) by default
     reward: RewardConfig = RewardConfig()

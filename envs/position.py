@@ -1,0 +1,392 @@
+"""Stacked partial positions and their accounting (pure ring).
+
+A position is two stacks of lots (open longs, open shorts); at most one of them is
+non-empty. Every fill adds or removes one *stake* (a fraction of the balance): a fill on
+the side of the stack (or on a flat book) opens a new lot, a fill on the opposite side
+reduces the stack first, oldest lot first (FIFO), and never flips it. Exposure (the sum
+of the open lots' stakes) never exceeds `max_exposure`.
+
+Accounting, all amounts in the settle currency (XBT for XBTUSD):
+
+- inverse (XBTUSD): contracts = stake * balance * price / multiplier (USD contracts);
+  pnl = side * contracts * multiplier * (1/entry - 1/exit); notional = contracts *
+  multiplier / price.
+- linear: contracts = stake * balance / (price * multiplier); pnl = side * contracts *
+  multiplier * (exit - entry); notional = contracts * multiplier * price.
+- fee = rate * notional at the fill price, `rate` = the instrument's maker or taker fee
+  (negative = rebate, which *raises* the balance).
+
+The balance moves only on realised pnl, fees and funding; unrealised pnl is marked on
+demand. Every function here is pure: it returns new values and never mutates.
+
+The live loop uses the same functions (`apply_fill`, `management_state`) so that its
+observation matches the env's bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from core.clock import NS_PER_HOUR
+from core.instrument import InstrumentSpec
+
+LONG, FLAT, SHORT = 1, 0, -1
+_EPS = 1e-12
+
+
+class ExposureError(ValueError):
+    """A fill would push the exposure beyond its cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """One open fill: side (+1 long / -1 short), price in ticks, fill time (ns),
+    stake (fraction of the balance at entry), contracts, and the entry fee that was paid
+    (settle currency, negative = rebate received)."""
+
+    side: int
+    price_ticks: int
+    ts_ns: int
+    stake: float
+    contracts: float
+    entry_fee: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """A lot (or part of it) closed by an opposite fill. `pnl` excludes fees; `fees` is
+    the entry-fee share plus the exit fee (negative = net rebate)."""
+
+    side: int
+    entry_ts_ns: int
+    exit_ts_ns: int
+    entry_price_ticks: int
+    exit_price_ticks: int
+    stake: float
+    contracts: float
+    pnl: float
+    fees: float
+
+    @property
+    def pnl_plus_fees(self) -> float:
+        """Net result of the trade: pnl minus fees (settle currency)."""
+        return self.pnl - self.fees
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "side": self.side,
+            "entry_ts_ns": self.entry_ts_ns,
+            "exit_ts_ns": self.exit_ts_ns,
+            "entry_price_ticks": self.entry_price_ticks,
+            "exit_price_ticks": self.exit_price_ticks,
+            "stake": self.stake,
+            "contracts": self.contracts,
+            "pnl": self.pnl,
+            "fees": self.fees,
+            "pnl_plus_fees": self.pnl_plus_fees,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Open lots plus the account they live in.
+
+    longs / shorts: open lots, oldest first (at most one stack is non-empty).
+    balance: settle currency, after realised pnl, fees and funding.
+    realized_pnl / fees / funding: cumulative since the account was opened
+    (fees and funding positive = paid).
+    flat_since_ns: when the position last became flat (or the account was opened).
+    """
+
+    balance: float
+    flat_since_ns: int
+    longs: tuple[Lot, ...] = ()
+    shorts: tuple[Lot, ...] = ()
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+    funding: float = 0.0
+
+    @property
+    def side(self) -> int:
+        """+1 long, -1 short, 0 flat."""
+        return LONG if self.longs else (SHORT if self.shorts else FLAT)
+
+    @property
+    def lots(self) -> tuple[Lot, ...]:
+        return self.longs or self.shorts
+
+    @property
+    def exposure(self) -> float:
+        """Sum of the open lots' stakes (fraction of the balance, >= 0)."""
+        return sum(lot.stake for lot in self.lots)
+
+    @property
+    def signed_exposure(self) -> float:
+        return self.side * self.exposure
+
+    @property
+    def contracts(self) -> float:
+        return sum(lot.contracts for lot in self.lots)
+
+
+def open_account(balance: float, now_ns: int) -> Position:
+    """A flat account with `balance` (settle currency, > 0) opened at `now_ns`."""
+    if not balance > 0:
+        raise ValueError(f"balance must be > 0, got {balance}")
+    return Position(balance=float(balance), flat_since_ns=int(now_ns))
+
+
+# ------------------------------------------------------------------ contract arithmetic
+def contracts_for(stake: float, balance: float, price: float, instrument: InstrumentSpec) -> float:
+    """Contracts worth `stake * balance` (settle currency) at `price` (quote currency)."""
+    if instrument.is_inverse:
+        return stake * balance * price / instrument.multiplier
+    return stake * balance / (price * instrument.multiplier)
+
+
+def notional(contracts: float, price: float, instrument: InstrumentSpec) -> float:
+    """Value of `contracts` at `price`, in the settle currency (>= 0 for contracts >= 0)."""
+    if instrument.is_inverse:
+        return contracts * instrument.multiplier / price
+    return contracts * instrument.multiplier * price
+
+
+def lot_pnl(
+    side: int, contracts: float, entry: float, exit_: float, instrument: InstrumentSpec
+) -> float:
+    """Pnl (settle currency, without fees) of `contracts` opened at `entry` and closed
+    at `exit_` (quote currency prices). Inverse: side * c * m * (1/entry - 1/exit)."""
+    if instrument.is_inverse:
+        return side * contracts * instrument.multiplier * (1.0 / entry - 1.0 / exit_)
+    return side * contracts * instrument.multiplier * (exit_ - entry)
+
+
+def fee_for(
+    contracts: float, price: float, instrument: InstrumentSpec, liquidity: Literal["maker", "taker"]
+) -> float:
+    """Fee paid on a fill (settle currency; negative = rebate)."""
+    rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
+    return rate * notional(contracts, price, instrument)
+
+
+# ------------------------------------------------------------------ fills
+def can_fill(position: Position, side: int, stake: float, max_exposure: float) -> bool:
+    """True when a fill of `stake` on `side` is allowed: it reduces an opposite stack,
+    or the new exposure stays within `max_exposure`."""
+    if side not in (LONG, SHORT):
+        raise ValueError(f"side must be +1 or -1, got {side}")
+    if position.side == -side:
+        return True
+    return position.exposure + stake <= max_exposure + 1e-9
+
+
+def apply_fill(
+    position: Position,
+    side: int,
+    price_ticks: int,
+    ts_ns: int,
+    instrument: InstrumentSpec,
+    stake: float,
+    max_exposure: float,
+    liquidity: Literal["maker", "taker"] = "maker",
+) -> tuple[Position, tuple[ClosedTrade, ...]]:
+    """Apply one fill of `stake` (fraction of the balance) on `side` at `price_ticks`.
+
+    Opposite stack present: reduce it FIFO by `stake` (never flips; a smaller remainder
+    is closed entirely), realise pnl, pay the exit fee, return the closed trades.
+    Otherwise: open a new lot sized on the current balance and pay the entry fee.
+    Raises ExposureError when opening would exceed `max_exposure`, ValueError on a bad
+    side, stake or price.
+    """
+    if not stake > 0:
+        raise ValueError(f"stake must be > 0, got {stake}")
+    if price_ticks <= 0:
+        raise ValueError(f"price_ticks must be > 0, got {price_ticks}")
+    if not can_fill(position, side, stake, max_exposure):
+        raise ExposureError(
+            f"fill of {stake} on side {side} would raise exposure {position.exposure} above {max_exposure}"
+        )
+    price = price_ticks * instrument.tick_size
+    if position.side == -side:
+        return _reduce(position, side, price_ticks, price, ts_ns, instrument, stake, liquidity)
+    contracts = contracts_for(stake, position.balance, price, instrument)
+    fee = fee_for(contracts, price, instrument, liquidity)
+    lot = Lot(side, int(price_ticks), int(ts_ns), float(stake), contracts, fee)
+    if side == LONG:
+        new = replace(position, longs=(*position.longs, lot))
+    else:
+        new = replace(position, shorts=(*position.shorts, lot))
+    return replace(new, balance=new.balance - fee, fees=new.fees + fee), ()
+
+
+def _reduce(
+    position: Position,
+    side: int,
+    price_ticks: int,
+    price: float,
+    ts_ns: int,
+    instrument: InstrumentSpec,
+    stake: float,
+    liquidity: Literal["maker", "taker"],
+) -> tuple[Position, tuple[ClosedTrade, ...]]:
+    stack = list(position.lots)
+    remaining = stake
+    closed: list[ClosedTrade] = []
+    pnl_sum = 0.0
+    fee_sum = 0.0
+    while stack and remaining > _EPS:
+        lot = stack[0]
+        take = min(lot.stake, remaining)
+        frac = take / lot.stake
+        if frac >= 1.0 - 1e-9:
+            frac, take = 1.0, lot.stake
+            stack.pop(0)
+        else:
+            stack[0] = replace(
+                lot,
+                stake=lot.stake - take,
+                contracts=lot.contracts * (1 - frac),
+                entry_fee=lot.entry_fee * (1 - frac),
+            )
+        c = lot.contracts * frac
+        entry = lot.price_ticks * instrument.tick_size
+        pnl = lot_pnl(lot.side, c, entry, price, instrument)
+        exit_fee = fee_for(c, price, instrument, liquidity)
+        closed.append(
+            ClosedTrade(
+                side=lot.side,
+                entry_ts_ns=lot.ts_ns,
+                exit_ts_ns=int(ts_ns),
+                entry_price_ticks=lot.price_ticks,
+                exit_price_ticks=int(price_ticks),
+                stake=take,
+                contracts=c,
+                pnl=pnl,
+                fees=lot.entry_fee * frac + exit_fee,
+            )
+        )
+        pnl_sum += pnl
+        fee_sum += exit_fee
+        remaining -= take
+    lots = tuple(stack)
+    longs, shorts = (lots, ()) if position.side == LONG else ((), lots)
+    flat_since = int(ts_ns) if not lots else position.flat_since_ns
+    new = replace(
+        position,
+        longs=longs,
+        shorts=shorts,
+        balance=position.balance + pnl_sum - fee_sum,
+        realized_pnl=position.realized_pnl + pnl_sum,
+        fees=position.fees + fee_sum,
+        flat_since_ns=flat_since,
+    )
+    return new, tuple(closed)
+
+
+def apply_funding(
+    position: Position, rate: float, mark_ticks: float, instrument: InstrumentSpec
+) -> tuple[Position, float]:
+    """Settle one funding payment at `rate` (fraction of notional per interval; positive =
+    longs pay shorts) marked at `mark_ticks`. Returns the new position and the amount paid
+    (settle currency, positive = paid)."""
+    if position.side == FLAT or rate == 0.0:
+        return position, 0.0
+    paid = (
+        position.side
+        * rate
+        * notional(position.contracts, mark_ticks * instrument.tick_size, instrument)
+    )
+    return replace(position, balance=position.balance - paid, funding=position.funding + paid), paid
+
+
+# ------------------------------------------------------------------ marking
+def unrealized_pnl(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
+    """Pnl (settle currency, without fees) of the open lots if closed at `mark_ticks`."""
+    mark = mark_ticks * instrument.tick_size
+    total = 0.0
+    for lot in position.lots:
+        total += lot_pnl(
+            lot.side, lot.contracts, lot.price_ticks * instrument.tick_size, mark, instrument
+        )
+    return total
+
+
+def entry_notional(position: Position, instrument: InstrumentSpec) -> float:
+    """Value of the open lots at their entry prices (settle currency)."""
+    return sum(
+        notional(lot.contracts, lot.price_ticks * instrument.tick_size, instrument)
+        for lot in position.lots
+    )
+
+
+def unrealized_return(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
+    """Unrealised pnl as a fraction of the open lots' entry value (0 when flat)."""
+    base = entry_notional(position, instrument)
+    if base <= 0.0:
+        return 0.0
+    return unrealized_pnl(position, mark_ticks, instrument) / base
+
+
+def equity(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
+    """Balance plus unrealised pnl at `mark_ticks` (settle currency)."""
+    return position.balance + unrealized_pnl(position, mark_ticks, instrument)
+
+
+@dataclass(frozen=True, slots=True)
+class StateLimits:
+    """Clips that keep the management state finite (observation bounds).
+
+    max_exposure: position_size is signed exposure / max_exposure, in [-1, 1].
+    hours_clip: every hours value is clipped to [0, hours_clip].
+    pct_clip: unrealised % is clipped to [-pct_clip, pct_clip].
+    """
+
+    max_exposure: float = 1.0
+    hours_clip: float = 24.0
+    pct_clip: float = 100.0
+
+
+def management_state(
+    position: Position,
+    now_ns: int,
+    mark_ticks: float,
+    instrument: InstrumentSpec,
+    long_order: bool,
+    short_order: bool,
+    limits: StateLimits,
+) -> np.ndarray:
+    """The 7 management values in `core.schema.MANAGEMENT_STATE` order, float64:
+
+    0 long_state: 1.0 when a long (buy) maker order rests, else 0.0
+    1 short_state: 1.0 when a short (sell) maker order rests, else 0.0
+    2 position_size: signed exposure / max_exposure, in [-1, 1] (long > 0)
+    3 unrealized_pct: unrealised return of the open lots in %, clipped to +-pct_clip
+    4 avg_open_position_hours: stake-weighted mean age of the open lots (0 when flat)
+    5 last_open_position_hours: age of the newest open lot (0 when flat)
+    6 hours_since_close: hours flat since the position last closed (0 while holding)
+
+    Hours are clipped to [0, hours_clip]. Pure.
+    """
+    out = np.zeros(7, dtype=np.float64)
+    out[0] = 1.0 if long_order else 0.0
+    out[1] = 1.0 if short_order else 0.0
+    lots = position.lots
+    if lots:
+        side = position.side
+        stake_sum = 0.0
+        age_sum = 0.0
+        for lot in lots:
+            stake_sum += lot.stake
+            age_sum += lot.stake * (now_ns - lot.ts_ns)
+        out[2] = side * min(stake_sum / limits.max_exposure, 1.0)
+        pct = 100.0 * unrealized_return(position, mark_ticks, instrument)
+        out[3] = min(max(pct, -limits.pct_clip), limits.pct_clip)
+        out[4] = age_sum / stake_sum / NS_PER_HOUR
+        out[5] = (now_ns - lots[-1].ts_ns) / NS_PER_HOUR
+    else:
+        out[6] = (now_ns - position.flat_since_ns) / NS_PER_HOUR
+    np.clip(out[4:], 0.0, limits.hours_clip, out=out[4:])
+    return out

@@ -1,0 +1,90 @@
+"""Shaped reward of the ManagementEnv (pure ring). Spec version: `RewardConfig.version`.
+
+Every term is a fraction of the balance at the start of the step, so terms add up and
+do not depend on the account size. Penalties are multiplied by the curriculum's
+punishment scale, which a training callback drives through `env.set_punishment_scale`.
+
+Terms (r1):
+- unrealized = unrealized_scale * unrealised return of the open lots * |exposure|
+  (the unrealised %, as a fraction, scaled by the position size)
+- realized   = realized_scale * pnl realised this step / balance
+- fees       = -fee_scale * fees paid this step / balance (a maker rebate is positive)
+- funding    = -funding_scale * funding paid this step / balance
+- open_penalty   = -open_position_penalty * scale while the stake-weighted mean age of
+  the open lots exceeds open_position_hours
+- close_penalty  = -close_position_penalty * scale while flat for longer than
+  close_position_hours
+- terminal_penalty = -terminal_penalty * scale * |exposure| at the end of an episode
+  (terminated or truncated) while holding
+"""
+
+from __future__ import annotations
+
+from core.config.env import RewardConfig
+
+TERM_NAMES: tuple[str, ...] = (
+    "unrealized",
+    "realized",
+    "fees",
+    "funding",
+    "open_penalty",
+    "close_penalty",
+    "terminal_penalty",
+)
+
+
+def punishment_scale(cycle: int, cfg: RewardConfig) -> float:
+    """Penalty multiplier at curriculum `cycle` (0, 1, 2, ...): starts at
+    `punishment_scaling * (1 - punishment_suppression_rate)` and rises linearly to
+    `punishment_scaling` after `punishment_suppression_cycles` cycles (0 cycles: full
+    penalties at once). Raises ValueError on a negative cycle."""
+    if cycle < 0:
+        raise ValueError(f"cycle must be >= 0, got {cycle}")
+    n = cfg.punishment_suppression_cycles
+    remaining = 0.0 if n == 0 else max(0.0, 1.0 - cycle / n)
+    return cfg.punishment_scaling * (1.0 - cfg.punishment_suppression_rate * remaining)
+
+
+def reward_terms(
+    cfg: RewardConfig,
+    *,
+    balance: float,
+    exposure: float,
+    unrealized_return: float,
+    realized_pnl: float,
+    fees: float,
+    funding: float,
+    avg_open_hours: float,
+    hours_since_close: float,
+    episode_end: bool,
+    scale: float,
+) -> dict[str, float]:
+    """The reward terms of one step (see module docstring) and their sum under "total".
+
+    balance: settle currency at the start of the step (> 0); exposure: sum of the open
+    stakes (>= 0, 0 = flat); unrealized_return: unrealised pnl / entry value of the open
+    lots; realized_pnl, fees, funding: settle-currency amounts of this step (fees and
+    funding positive = paid); hours: management-state values; scale: punishment scale.
+    """
+    if not balance > 0:
+        raise ValueError(f"balance must be > 0, got {balance}")
+    holding = exposure > 0.0
+    terms = {
+        "unrealized": cfg.unrealized_scale * unrealized_return * exposure,
+        "realized": cfg.realized_scale * realized_pnl / balance,
+        "fees": -cfg.fee_scale * fees / balance,
+        "funding": -cfg.funding_scale * funding / balance,
+        "open_penalty": -cfg.open_position_penalty * scale
+        if holding and avg_open_hours > cfg.open_position_hours
+        else 0.0,
+        "close_penalty": (
+            -cfg.close_position_penalty * scale
+            if not holding and hours_since_close > cfg.close_position_hours
+            else 0.0
+        ),
+        "terminal_penalty": -cfg.terminal_penalty * scale * exposure
+        if episode_end and holding
+        else 0.0,
+    }
+    terms["total"] = sum(terms.values())
+    return terms
