@@ -1,0 +1,407 @@
+"""Fixed-interval bar sampler over the one order book (`features.book`). Pure.
+
+Contract (lead's cross-area contracts, DESIGN.md):
+- Bars close at multiples of ``spec.interval_ns`` on the ``ts_recv`` clock. Bar
+  ``(t - dt, t]`` holds the book after every delta with ``ts_recv <= t`` and aggregates
+  the trades with ``ts_recv`` in ``(t - dt, t]``.
+- Bars are emitted for every grid point from the first bar whose book is complete
+  (both sides present, not crossed, not desynced) up to the bar holding the last event;
+  empty intervals carry the book. Later bars whose book is not complete are still
+  emitted with ``book_ok = False``.
+- ``ofi_l1`` = sum over the bar's messages of the Cont-Kukanov-Stoikov level-1 e_n
+  (see `features.book`). ``n_book_events`` counts deltas (rows), not messages.
+
+ONE kernel (`_sample_kernel`) does the work for the batch `sample_bars` and the
+streaming `BarSampler`; it is resumable (state in arrays), so streaming is the batch
+kernel fed in chunks, and both give identical rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+from numba import njit
+
+from core import schema
+from features.book import (
+    ST_BUYHI,
+    ST_BUYV,
+    ST_DESYNC,
+    ST_HAVE_T,
+    ST_LAST_TS,
+    ST_LASTTR,
+    ST_NA,
+    ST_NB,
+    ST_NEV,
+    ST_NTR,
+    ST_OFI,
+    ST_SELLLO,
+    ST_SELLV,
+    ST_STARTED,
+    ST_TCUR,
+    apply_message_kernel,
+    new_book,
+    new_state,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from core.config.features import FeatureSpec
+
+N_EVENT_COLS = len(schema.BAR_EVENT_COLUMNS)
+
+
+def n_bar_cols(depth: int) -> int:
+    return 1 + 4 * depth + N_EVENT_COLS
+
+
+@njit(cache=True)
+def _ceil_grid(t: np.int64, dt: np.int64) -> np.int64:
+    q = t // dt
+    if q * dt < t:
+        q += 1
+    return q * dt
+
+
+@njit(cache=True)
+def _close_bar(
+    book: np.ndarray, st: np.ndarray, dt: np.int64, depth: int, out: np.ndarray, k: int
+) -> int:
+    nb = st[ST_NB]
+    na = st[ST_NA]
+    ok = st[ST_DESYNC] == 0 and nb > 0 and na > 0
+    if st[ST_STARTED] == 0 and ok:
+        st[ST_STARTED] = 1
+    if st[ST_STARTED] == 1:
+        out[k, 0] = st[ST_TCUR]
+        c = 1
+        for i in range(depth):
+            if i < nb:
+                out[k, c] = book[0, nb - 1 - i]
+                out[k, c + 1] = book[1, nb - 1 - i]
+            else:
+                out[k, c] = 0
+                out[k, c + 1] = 0
+            if i < na:
+                out[k, c + 2] = -book[2, na - 1 - i]
+                out[k, c + 3] = book[3, na - 1 - i]
+            else:
+                out[k, c + 2] = 0
+                out[k, c + 3] = 0
+            c += 4
+        out[k, c] = 1 if ok else 0
+        out[k, c + 1] = st[ST_NEV]
+        out[k, c + 2] = st[ST_OFI]
+        out[k, c + 3] = st[ST_BUYV]
+        out[k, c + 4] = st[ST_SELLV]
+        out[k, c + 5] = st[ST_NTR]
+        out[k, c + 6] = st[ST_LASTTR]
+        out[k, c + 7] = st[ST_BUYHI]
+        out[k, c + 8] = st[ST_SELLLO]
+        k += 1
+    st[ST_NEV] = 0
+    st[ST_OFI] = 0
+    st[ST_BUYV] = 0
+    st[ST_SELLV] = 0
+    st[ST_NTR] = 0
+    st[ST_BUYHI] = 0
+    st[ST_SELLLO] = 0
+    st[ST_TCUR] += dt
+    return k
+
+
+@njit(cache=True)
+def _roll_to(
+    book: np.ndarray, st: np.ndarray, e: np.int64, dt: np.int64, depth: int, out: np.ndarray, k: int
+) -> int:
+    """Close every open bar whose close time is before event time `e`."""
+    if st[ST_HAVE_T] == 0:
+        st[ST_HAVE_T] = 1
+        st[ST_TCUR] = _ceil_grid(e, dt)
+        return k
+    if st[ST_STARTED] == 0 and e > st[ST_TCUR]:
+        # nothing can be emitted yet: close once (to start if the book is complete)
+        k = _close_bar(book, st, dt, depth, out, k)
+        if st[ST_STARTED] == 0 and e > st[ST_TCUR]:
+            st[ST_TCUR] = _ceil_grid(e, dt)
+    while e > st[ST_TCUR]:
+        k = _close_bar(book, st, dt, depth, out, k)
+    return k
+
+
+@njit(cache=True)
+def _sample_kernel(
+    book: np.ndarray,
+    st: np.ndarray,
+    bts: np.ndarray,
+    bside: np.ndarray,
+    bpx: np.ndarray,
+    bsz: np.ndarray,
+    bsnap: np.ndarray,
+    tts: np.ndarray,
+    tside: np.ndarray,
+    tpx: np.ndarray,
+    tsz: np.ndarray,
+    dt: np.int64,
+    close_until: np.int64,
+    depth: int,
+    out: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Feed sorted book deltas and trades, then close bars with close time <= close_until.
+
+    Returns (book array, number of rows written to `out`).
+    """
+    nb = bts.shape[0]
+    nt = tts.shape[0]
+    i = 0
+    j = 0
+    k = 0
+    while i < nb or j < nt:
+        if j >= nt or (i < nb and bts[i] <= tts[j]):
+            e = bts[i]
+            k = _roll_to(book, st, e, dt, depth, out, k)
+            m = i + 1
+            while m < nb and bts[m] == e:
+                m += 1
+            book = apply_message_kernel(book, st, bside, bpx, bsz, bsnap, i, m)
+            st[ST_NEV] += m - i
+            i = m
+        else:
+            e = tts[j]
+            k = _roll_to(book, st, e, dt, depth, out, k)
+            q = tsz[j]
+            p = tpx[j]
+            if tside[j] > 0:
+                st[ST_BUYV] += q
+                if p > st[ST_BUYHI]:
+                    st[ST_BUYHI] = p
+            else:
+                st[ST_SELLV] += q
+                if st[ST_SELLLO] == 0 or p < st[ST_SELLLO]:
+                    st[ST_SELLLO] = p
+            st[ST_NTR] += 1
+            if e > st[ST_LASTTR]:
+                st[ST_LASTTR] = e
+            j += 1
+    if st[ST_HAVE_T] == 1:
+        while st[ST_TCUR] <= close_until:
+            k = _close_bar(book, st, dt, depth, out, k)
+    return book, k
+
+
+def _max_rows(st: np.ndarray, first_ts: int | None, close_until: int, dt: int) -> int:
+    if st[ST_HAVE_T]:
+        start = int(st[ST_TCUR])
+    elif first_ts is not None:
+        start = -(-first_ts // dt) * dt
+    else:
+        return 0
+    return max(0, (close_until - start) // dt + 1)
+
+
+def _to_frame(rows: np.ndarray, depth: int) -> pl.DataFrame:
+    cols = schema.bar_columns(depth)
+    data: dict[str, Any] = {}
+    for c, name in enumerate(cols):
+        col = rows[:, c]
+        data[name] = col.astype(np.bool_) if name == schema.BOOK_OK else col
+    return pl.DataFrame(data)
+
+
+def _arr(df: pl.DataFrame, name: str, dtype: type) -> np.ndarray:
+    return np.ascontiguousarray(df.get_column(name).to_numpy(), dtype=dtype)
+
+
+def sample_bars(book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """Canonical book deltas and trades (each sorted by ts_recv) -> bars.
+
+    Columns: exactly ``core.schema.bar_columns(spec.depth)``; all int64 except
+    ``book_ok`` (bool). Raises ValueError when an input is not sorted by ts_recv or a
+    side is not +1/-1.
+    """
+    return _sample_arrays(*_book_arrays(book), *_trade_arrays(trades), spec.interval_ns, spec.depth)
+
+
+def _book_arrays(book: pl.DataFrame) -> tuple[np.ndarray, ...]:
+    return (
+        _arr(book, schema.TS_RECV, np.int64),
+        _arr(book, schema.SIDE, np.int64),
+        _arr(book, schema.PRICE_TICKS, np.int64),
+        _arr(book, schema.SIZE, np.int64),
+        _arr(book, schema.IS_SNAPSHOT, np.bool_),
+    )
+
+
+def _trade_arrays(trades: pl.DataFrame) -> tuple[np.ndarray, ...]:
+    return (
+        _arr(trades, schema.TS_RECV, np.int64),
+        _arr(trades, schema.SIDE, np.int64),
+        _arr(trades, schema.PRICE_TICKS, np.int64),
+        _arr(trades, schema.SIZE, np.int64),
+    )
+
+
+def _check_sorted(ts: np.ndarray, what: str) -> None:
+    if ts.shape[0] > 1 and bool(np.any(ts[1:] < ts[:-1])):
+        raise ValueError(f"{what} must be sorted by ts_recv")
+
+
+def _check_sides(side: np.ndarray, what: str) -> None:
+    if side.shape[0] and bool(np.any((side != 1) & (side != -1))):
+        raise ValueError(f"{what} side must be +1 or -1")
+
+
+def _sample_arrays(
+    bts: np.ndarray,
+    bside: np.ndarray,
+    bpx: np.ndarray,
+    bsz: np.ndarray,
+    bsnap: np.ndarray,
+    tts: np.ndarray,
+    tside: np.ndarray,
+    tpx: np.ndarray,
+    tsz: np.ndarray,
+    dt: int,
+    depth: int,
+) -> pl.DataFrame:
+    _check_sorted(bts, "book deltas")
+    _check_sorted(tts, "trades")
+    _check_sides(bside, "book")
+    _check_sides(tside, "trade")
+    st = new_state()
+    firsts = [int(a[0]) for a in (bts, tts) if a.shape[0]]
+    lasts = [int(a[-1]) for a in (bts, tts) if a.shape[0]]
+    if not firsts:
+        return _to_frame(np.zeros((0, n_bar_cols(depth)), dtype=np.int64), depth)
+    close_until = -(-max(lasts) // dt) * dt
+    out = np.zeros((_max_rows(st, min(firsts), close_until, dt), n_bar_cols(depth)), dtype=np.int64)
+    _, k = _sample_kernel(
+        new_book(256),
+        st,
+        bts,
+        bside,
+        bpx,
+        bsz,
+        bsnap,
+        tts,
+        tside,
+        tpx,
+        tsz,
+        np.int64(dt),
+        np.int64(close_until),
+        depth,
+        out,
+    )
+    return _to_frame(out[:k], depth)
+
+
+class BarSampler:
+    """Streaming twin of `sample_bars` for the live loop (same kernel, same rows).
+
+    Feed events in ts_recv order with `on_book` / `on_message` / `on_trade`, then call
+    `advance(now_ns)`: it promises that every event with ``ts_recv <= now_ns`` has been
+    delivered, applies them and returns the bars with close time ``<= now_ns`` as dicts
+    keyed by ``core.schema.bar_columns(depth)``. Events with ``ts_recv > now_ns`` stay
+    buffered. Raises ValueError on an event older than one already applied.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+        self.dt = int(spec.interval_ns)
+        self.depth = int(spec.depth)
+        self._book = new_book(256)
+        self._st = new_state()
+        self._b: list[tuple[int, int, int, int, bool]] = []
+        self._t: list[tuple[int, int, int, int]] = []
+        self._cols = schema.bar_columns(self.depth)
+        self._applied_ts = -1
+
+    def _check_time(self, ts_recv: int) -> None:
+        if ts_recv < self._applied_ts:
+            raise ValueError(
+                f"event at {ts_recv} is older than already applied time {self._applied_ts}"
+            )
+
+    def on_book(
+        self, ts_recv: int, side: int, price_ticks: int, size: int, is_snapshot: bool
+    ) -> None:
+        self._check_time(ts_recv)
+        if side not in (1, -1):
+            raise ValueError("book side must be +1 or -1")
+        self._b.append((int(ts_recv), int(side), int(price_ticks), int(size), bool(is_snapshot)))
+
+    def on_message(
+        self,
+        ts_recv: int,
+        sides: list[int] | np.ndarray,
+        prices: list[int] | np.ndarray,
+        sizes: list[int] | np.ndarray,
+        is_snapshot: bool | list[bool] | np.ndarray = False,
+    ) -> None:
+        """A whole message (all rows share ts_recv)."""
+        n = len(sides)
+        snaps = (
+            [bool(is_snapshot)] * n
+            if isinstance(is_snapshot, bool | np.bool_)
+            else list(is_snapshot)
+        )
+        for s, p, q, f in zip(sides, prices, sizes, snaps, strict=True):
+            self.on_book(ts_recv, int(s), int(p), int(q), bool(f))
+
+    def on_trade(self, ts_recv: int, side: int, price_ticks: int, size: int) -> None:
+        self._check_time(ts_recv)
+        if side not in (1, -1):
+            raise ValueError("trade side must be +1 or -1")
+        self._t.append((int(ts_recv), int(side), int(price_ticks), int(size)))
+
+    @property
+    def book_ok(self) -> bool:
+        """Book complete after the events applied so far."""
+        return bool(self._st[ST_DESYNC] == 0 and self._st[ST_NB] > 0 and self._st[ST_NA] > 0)
+
+    def advance(self, now_ns: int) -> list[dict[str, Any]]:
+        now_ns = int(now_ns)
+        b_now = [e for e in self._b if e[0] <= now_ns]
+        t_now = [e for e in self._t if e[0] <= now_ns]
+        self._b = [e for e in self._b if e[0] > now_ns]
+        self._t = [e for e in self._t if e[0] > now_ns]
+        b_now.sort(key=lambda e: e[0])
+        t_now.sort(key=lambda e: e[0])
+        ba = np.array(b_now, dtype=np.int64).reshape(-1, 5)
+        ta = np.array(t_now, dtype=np.int64).reshape(-1, 4)
+        close_until = (now_ns // self.dt) * self.dt
+        firsts = [int(a[0, 0]) for a in (ba, ta) if a.shape[0]]
+        out = np.zeros(
+            (
+                _max_rows(self._st, min(firsts) if firsts else None, close_until, self.dt),
+                n_bar_cols(self.depth),
+            ),
+            dtype=np.int64,
+        )
+        self._book, k = _sample_kernel(
+            self._book,
+            self._st,
+            np.ascontiguousarray(ba[:, 0]),
+            np.ascontiguousarray(ba[:, 1]),
+            np.ascontiguousarray(ba[:, 2]),
+            np.ascontiguousarray(ba[:, 3]),
+            np.ascontiguousarray(ba[:, 4].astype(np.bool_)),
+            np.ascontiguousarray(ta[:, 0]),
+            np.ascontiguousarray(ta[:, 1]),
+            np.ascontiguousarray(ta[:, 2]),
+            np.ascontiguousarray(ta[:, 3]),
+            np.int64(self.dt),
+            np.int64(close_until),
+            self.depth,
+            out,
+        )
+        self._applied_ts = max(self._applied_ts, now_ns)
+        self._st[ST_LAST_TS] = self._applied_ts
+        rows = []
+        ok_i = self._cols.index(schema.BOOK_OK)
+        for r in out[:k]:
+            d = {c: int(v) for c, v in zip(self._cols, r.tolist(), strict=True)}
+            d[schema.BOOK_OK] = bool(r[ok_i])
+            rows.append(d)
+        return rows

@@ -1,0 +1,207 @@
+"""Sampler: hand-computed bars, the contract on messages/snapshots, batch == streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import schema
+from core.config.features import FeatureSpec
+from features.sampler import BarSampler, sample_bars
+
+S = 1_000_000_000
+SPEC = FeatureSpec(interval_ms=1000, depth=10)
+
+
+def _book(rows: list[tuple[int, int, int, int, bool]]) -> pl.DataFrame:
+    ts, side, px, sz, snap = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [])
+    )
+    return pl.DataFrame(
+        {
+            "ts_event": ts,
+            "ts_recv": ts,
+            "side": side,
+            "price_ticks": px,
+            "size": sz,
+            "is_snapshot": snap,
+        },
+        schema={
+            "ts_event": pl.Int64,
+            "ts_recv": pl.Int64,
+            "side": pl.Int8,
+            "price_ticks": pl.Int64,
+            "size": pl.Int64,
+            "is_snapshot": pl.Boolean,
+        },
+    )
+
+
+def _trades(rows: list[tuple[int, int, int, int]]) -> pl.DataFrame:
+    ts, side, px, sz = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [])
+    return pl.DataFrame(
+        {"ts_event": ts, "ts_recv": ts, "side": side, "price_ticks": px, "size": sz},
+        schema={
+            "ts_event": pl.Int64,
+            "ts_recv": pl.Int64,
+            "side": pl.Int8,
+            "price_ticks": pl.Int64,
+            "size": pl.Int64,
+        },
+    )
+
+
+SNAP = [
+    (S // 2, 1, 100, 5, True),
+    (S // 2, 1, 99, 6, True),
+    (S // 2, -1, 101, 7, True),
+    (S // 2, -1, 102, 8, True),
+]
+
+
+def test_sample_bars_hand_computed_rows() -> None:
+    book = _book([*SNAP, (2 * S, 1, 100, 9, False), (int(2.5 * S), -1, 101, 0, False)])
+    trades = _trades(
+        [(int(1.2 * S), 1, 101, 3), (2 * S, -1, 100, 2), (int(1.9 * S), -1, 99, 4)][:1]
+        + [(int(1.9 * S), -1, 99, 4), (2 * S, -1, 100, 2)]
+    )
+    bars = sample_bars(book, trades, SPEC)
+    assert bars.columns == schema.bar_columns(10)
+    assert bars["ts"].to_list() == [S, 2 * S, 3 * S]
+    assert bars["book_ok"].to_list() == [True, True, True]
+    # bar (1s, 2s]: the delta at exactly 2s belongs to it (ts_recv <= t)
+    assert bars["bid_sz_0"].to_list() == [5, 9, 9]
+    assert bars["ask_px_0"].to_list() == [101, 101, 102]
+    assert bars["n_book_events"].to_list() == [4, 1, 1]
+    assert bars["ofi_l1"].to_list() == [0, 4, 7]  # snapshot adds 0; 9-5; old ask queue 7
+    assert bars["buy_vol"].to_list() == [0, 3, 0]
+    assert bars["sell_vol"].to_list() == [0, 6, 0]
+    assert bars["n_trades"].to_list() == [0, 3, 0]
+    assert bars["buy_hi_ticks"].to_list() == [0, 101, 0]
+    assert bars["sell_lo_ticks"].to_list() == [0, 99, 0]
+    assert bars["last_trade_ts"].to_list() == [-1, 2 * S, 2 * S]
+    assert bars["bid_px_2"].to_list() == [0, 0, 0]
+
+
+def test_sample_bars_starts_at_first_complete_book_and_carries_empty_intervals() -> None:
+    book = _book(
+        [
+            (S // 2, 1, 100, 5, True),
+            (int(2.2 * S), -1, 101, 1, False),
+            (int(5.5 * S), 1, 100, 1, False),
+        ]
+    )
+    bars = sample_bars(book, _trades([]), SPEC)
+    assert bars["ts"].to_list() == [3 * S, 4 * S, 5 * S, 6 * S]
+    assert bars["bid_sz_0"].to_list() == [5, 5, 5, 1]
+    assert bars["n_book_events"].to_list() == [1, 0, 0, 1]
+
+
+def test_sample_bars_desync_marks_book_not_ok_until_next_snapshot() -> None:
+    book = _book(
+        [
+            *SNAP,
+            (int(1.5 * S), 1, 101, 1, False),
+            (int(2.5 * S), 1, 100, 1, True),
+            (int(2.5 * S), -1, 103, 1, True),
+        ]
+    )
+    bars = sample_bars(book, _trades([]), SPEC)
+    assert bars["book_ok"].to_list() == [True, False, True]
+    assert bars["ask_px_0"].to_list()[-1] == 103 and bars["bid_px_1"].to_list()[-1] == 0
+
+
+def test_sample_bars_unsorted_input_raises() -> None:
+    book = _book([(2 * S, 1, 1, 1, True), (S, -1, 2, 1, True)])
+    try:
+        sample_bars(book, _trades([]), SPEC)
+    except ValueError as exc:
+        assert "sorted" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError
+
+
+def test_sample_bars_empty_input_gives_empty_frame_with_columns() -> None:
+    bars = sample_bars(_book([]), _trades([]), SPEC)
+    assert bars.height == 0 and bars.columns == schema.bar_columns(10)
+
+
+@st.composite
+def event_streams(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, list[int]]:
+    t = draw(st.integers(0, 3 * S))
+    rows: list[tuple[int, int, int, int, bool]] = []
+    bids: dict[int, int] = {}
+    asks: dict[int, int] = {}
+    for i in range(draw(st.integers(1, 4))):
+        bids[100 - i] = draw(st.integers(1, 50))
+        asks[101 + i] = draw(st.integers(1, 50))
+    rows += [(t, 1, p, q, True) for p, q in bids.items()] + [
+        (t, -1, p, q, True) for p, q in asks.items()
+    ]
+    trades: list[tuple[int, int, int, int]] = []
+    for _ in range(draw(st.integers(0, 60))):
+        t += draw(st.sampled_from([0, 1, 10**6, S // 3, S, 4 * S]))
+        kind = draw(st.sampled_from(["book", "book", "trade", "snap"]))
+        if kind == "trade":
+            trades.append(
+                (
+                    t,
+                    draw(st.sampled_from([1, -1])),
+                    draw(st.integers(95, 106)),
+                    draw(st.integers(1, 9)),
+                )
+            )
+            continue
+        if kind == "snap":
+            rows += [(t, 1, 99, 3, True), (t, -1, 102, 4, True)]
+            continue
+        side = draw(st.sampled_from([1, -1]))
+        px = draw(st.integers(90, 112))
+        sz = draw(st.integers(0, 20))
+        rows.append((t, side, px, sz, False))  # may desync: both paths must agree anyway
+    cuts = sorted(draw(st.lists(st.integers(0, t + 2 * S), max_size=6)))
+    return _book(rows), _trades(trades), cuts
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=event_streams(), interval_ms=st.sampled_from([1, 250, 1000, 3000]))
+def test_streaming_bars_equal_batch(
+    data: tuple[pl.DataFrame, pl.DataFrame, list[int]], interval_ms: int
+) -> None:
+    book, trades, cuts = data
+    spec = FeatureSpec(interval_ms=interval_ms, depth=10)
+    batch = sample_bars(book, trades, spec)
+    sampler = BarSampler(spec)
+    events = [(r[1], 0, r) for r in book.iter_rows()] + [(r[1], 1, r) for r in trades.iter_rows()]
+    events.sort(key=lambda e: (e[0], e[1]))  # stable: book rows keep their order
+    rows: list[dict] = []
+    ci = 0
+    for ts, kind, r in events:
+        while ci < len(cuts) and cuts[ci] < ts:
+            rows += sampler.advance(cuts[ci])
+            ci += 1
+        if kind == 0:
+            sampler.on_book(r[1], r[2], r[3], r[4], r[5])
+        else:
+            sampler.on_trade(r[1], r[2], r[3], r[4])
+    last = max(book["ts_recv"].max() or 0, trades["ts_recv"].max() if trades.height else 0)
+    rows += sampler.advance(-(-int(last) // spec.interval_ns) * spec.interval_ns)
+    stream = pl.DataFrame(rows, schema=batch.schema) if rows else batch.clear()
+    assert stream.equals(batch)
+    ok = batch.filter(pl.col("book_ok"))
+    assert (ok["bid_px_0"] < ok["ask_px_0"]).all()
+    assert np.all(np.diff(batch["ts"].to_numpy()) == spec.interval_ns)
+
+
+def test_bar_sampler_rejects_event_older_than_applied_time() -> None:
+    s = BarSampler(SPEC)
+    s.on_book(S, 1, 1, 1, True)
+    s.advance(2 * S)
+    try:
+        s.on_trade(S, 1, 1, 1)
+    except ValueError:
+        pass
+    else:  # pragma: no cover
+        raise AssertionError
