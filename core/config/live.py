@@ -30,6 +30,10 @@ class LiveConfig(FrozenModel):
     ws_url: str = TESTNET_WS
     rest_url: str = TESTNET_REST
     symbol: str = "XBTUSD"
+    # orderBookL2 (full depth) by default: the training pipeline samples the full book, and
+    # depth features need more than 25 levels in a calm XBTUSD book
+    book_table: Literal["orderBookL2", "orderBookL2_25"] = "orderBookL2"
+    speed: float = Field(1.0, ge=0)  # replay speed (x real time); 0 = as fast as possible
     model_name: str = "chappie-xbtusd"
     alias: str = "champion"
     allow_trade: bool = False

@@ -1,0 +1,135 @@
+"""`chappie live` wiring: config, model, replay server, then `live.loop.run_live`.
+
+Orchestration ring. The model comes only through `registry.load_champion` (verified,
+pickle-free bundle); any failure to load it leaves the loop observe-only with the reason
+printed. Keys are never read here (only the order path reads `core.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import IO, Any
+
+from core.config.features import FeatureSpec
+from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
+from live.predictor import Normalizer, Predictor
+
+
+def load_predictor(
+    model_name: str, alias: str, tracking_uri: str, timeout_s: float = 30.0
+) -> tuple[Predictor, FeatureSpec | None, Normalizer | None]:
+    """The champion as a Predictor with its spec and stats, or observe-only with the reason."""
+    try:
+        from registry import load_champion  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return Predictor(None, None, f"registry cannot load models yet ({exc})"), None, None
+    try:
+        model = load_champion(
+            model_name, alias=alias, tracking_uri=tracking_uri, timeout_s=timeout_s
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure means observe-only, and we say why
+        return Predictor(None, None, f"{type(exc).__name__}: {exc}"), None, None
+    version = _model_version(model)
+    return Predictor(model.policy, version, ""), model.spec, model.stats
+
+
+def _model_version(model: Any) -> str:
+    meta = getattr(model, "metadata", {}) or {}
+    for key in ("version", "model_version"):
+        if key in meta:
+            return f"{meta.get('name', '')}@{meta[key]}".lstrip("@")
+    return str(getattr(model, "version", "unknown"))
+
+
+def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
+    from core.clock import Clock
+    from core.settings import load_settings
+    from live.loop import ScaledClock, run_live
+    from live.recording import load_recording
+    from live.replay_server import ReplayServerThread
+
+    spec = FeatureSpec()
+    live_cfg = LiveConfig()
+    obs_clip = 10.0
+    if args.config:
+        from core.config.experiment import load_config
+
+        exp = load_config(args.config)
+        spec = exp.features.spec
+        live_cfg = exp.live
+        if exp.sweep.trials:
+            obs_clip = exp.sweep.trials[0].env.obs_clip
+    updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
+    if args.mainnet:
+        updates.update(ws_url=MAINNET_WS, rest_url=MAINNET_REST, mainnet=True)
+    if args.ws_url:
+        updates["ws_url"] = args.ws_url
+    if args.rest_url:
+        updates["rest_url"] = args.rest_url
+    if args.model:
+        updates["model_name"] = args.model
+    if args.book_table:
+        updates["book_table"] = args.book_table
+    updates["speed"] = args.speed
+    updates["allow_trade"] = bool(args.allow_trade)
+    live_cfg = LiveConfig.model_validate({**live_cfg.model_dump(), **updates})
+
+    if live_cfg.allow_trade:
+        print(
+            "chappie live: --allow-trade is not available in this build; refusing to start",
+            file=out,
+        )
+        return 2
+
+    clock: Clock | None = None
+    max_skew_s: float | None = 30.0
+    server: ReplayServerThread | None = None
+    if live_cfg.feed == "replay":
+        max_skew_s = None  # a replay's exchange times are from the past by design
+        if args.replay:
+            if live_cfg.speed <= 0:
+                print("chappie live: --speed must be > 0 for the live loop", file=out)
+                return 2
+            messages = load_recording(args.replay)
+            if not messages:
+                print(f"chappie live: {args.replay} holds no message", file=out)
+                return 2
+            server = ReplayServerThread(messages, speed=live_cfg.speed)
+            url = server.start()
+            live_cfg = LiveConfig.model_validate({**live_cfg.model_dump(), "ws_url": url})
+            clock = ScaledClock(min(ts for ts, _ in messages), live_cfg.speed)
+            print(
+                f"chappie live: replaying {args.replay} at {live_cfg.speed:g}x on {url}", file=out
+            )
+        elif not args.ws_url:
+            print("chappie live: --feed replay needs --replay PATH or --ws-url URL", file=out)
+            return 2
+
+    stats: Normalizer | None = None
+    if args.no_model:
+        predictor = Predictor(None, None, "--no-model")
+    else:
+        settings = load_settings()
+        predictor, model_spec, stats = load_predictor(
+            live_cfg.model_name, live_cfg.alias, settings.tracking_uri
+        )
+        if model_spec is not None:
+            spec = model_spec
+    try:
+        summary = run_live(
+            live_cfg,
+            spec=spec,
+            stats=stats,
+            predictor=predictor,
+            clock=clock,
+            duration_s=args.duration,
+            decisions_out=args.decisions_out,
+            record=args.record,
+            out=out,
+            obs_clip=obs_clip,
+            max_skew_s=max_skew_s,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    return 0 if summary.stopped else 1

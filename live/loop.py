@@ -1,0 +1,445 @@
+"""The live loop: feed -> decoder -> book/sampler -> features -> stats -> encoder -> policy.
+
+Orchestration ring. `LiveSession` is the synchronous core (messages and clock ticks in,
+decision records out) that the parity test drives directly; `run_live` wires it to the
+websocket feed, a ticker, the decision sinks, the recording and a clean stop
+(`--duration`, SIGTERM, SIGINT).
+
+Observe-only (the default) sends no order: a decision is logged, and the paper order
+flags follow the action (toggle long / toggle short) so that the management state the
+policy sees evolves as in the env. Without a valid model the loop still runs the feed,
+book, sampler and features, logs `action: null` and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from core.clock import NS_PER_S, Clock, SystemClock
+from core.config.features import FeatureSpec
+from core.config.live import LiveConfig
+from core.instrument import XBTUSD, InstrumentSpec
+from core.schema import MANAGEMENT_STATE
+from envs.position import Position, StateLimits, management_state, open_account
+from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
+from live.feed import BitmexFeed, FeedMessage, FeedStatus
+from live.jsonl import JsonLinesAppender
+from live.predictor import ACTION_NAMES, BarUpdate, Normalizer, ObservationBuilder, Predictor
+from live.recording import RecordingWriter
+from live.replay_server import iso_ms
+from live.snapshot import SnapshotManager
+
+
+class ScaledClock:
+    """Market time of a replay: `origin_ns + (wall elapsed since start) * speed`."""
+
+    def __init__(self, origin_ns: int, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError("a replay clock needs speed > 0")
+        self.origin_ns = int(origin_ns)
+        self.speed = float(speed)
+        self._t0 = time.perf_counter_ns()
+
+    def now_ns(self) -> int:
+        return self.origin_ns + int((time.perf_counter_ns() - self._t0) * self.speed)
+
+
+@dataclass
+class LiveSummary:
+    mode: str
+    model_version: str | None
+    model_reason: str
+    spec_hash: str
+    decisions: int = 0
+    actions: dict[str, int] = field(default_factory=dict)
+    bars: int = 0
+    messages: int = 0
+    desyncs: int = 0
+    resubscribes: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    orders_sent: int = 0
+    stopped: str = ""
+    feed_errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PaperState:
+    """Order flags and the position the policy sees (envs.position bookkeeping)."""
+
+    position: Position
+    long_order: bool = False
+    short_order: bool = False
+
+    def apply_action(self, action: int | None) -> None:
+        """Toggle the resting-order flags as the env does (1: long, 2: short)."""
+        if action == 1:
+            self.long_order = not self.long_order
+        elif action == 2:
+            self.short_order = not self.short_order
+
+
+def decision_record(
+    ts_ns: int,
+    action: int | None,
+    state: np.ndarray,
+    model_version: str | None,
+    mode: str,
+    mid_ticks: float,
+    latency_us: float,
+) -> dict[str, Any]:
+    """One decision as a JSON-able dict (the line written to stdout and --decisions-out). Pure."""
+    return {
+        "ts": int(ts_ns),
+        "time": iso_ms(int(ts_ns)),
+        "action": action,
+        "action_name": None if action is None else ACTION_NAMES[action],
+        "state": {name: float(v) for name, v in zip(MANAGEMENT_STATE, state.tolist(), strict=True)},
+        "model_version": model_version,
+        "mode": mode,
+        "mid_ticks": mid_ticks,
+        "latency_us": round(latency_us, 1),
+    }
+
+
+def format_decision(rec: dict[str, Any]) -> str:
+    """Human line for stdout."""
+    st = rec["state"]
+    return (
+        f"{rec['time']} action={rec['action_name'] or 'none'} pos={st['position_size']:+.3f} "
+        f"long_order={int(st['long_state'])} short_order={int(st['short_state'])} "
+        f"model={rec['model_version'] or 'none'} mode={rec['mode']}"
+    )
+
+
+class LiveSession:
+    """Synchronous core of the loop: messages and ticks in, decision records out."""
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        stats: Normalizer | None,
+        predictor: Predictor,
+        *,
+        symbol: str = "XBTUSD",
+        instrument: InstrumentSpec = XBTUSD,
+        obs_clip: float = 10.0,
+        stale_after_s: float = 10.0,
+        max_skew_s: float | None = 30.0,
+        initial_balance: float = 1.0,
+        limits: StateLimits | None = None,
+        mode: str = "observe",
+        book_table: str = "orderBookL2",
+        on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.predictor = predictor
+        self.instrument = instrument
+        self.symbol = symbol
+        self.mode = mode
+        self.book_table = book_table
+        self.limits = limits or StateLimits()
+        self.decoder = make_decoder(symbol, instrument)
+        self.builder = ObservationBuilder(spec, stats, obs_clip)
+        skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
+        self.gate = SnapshotManager(spec.window, int(stale_after_s * NS_PER_S), skew)
+        self.initial_balance = initial_balance
+        self.paper: PaperState | None = None
+        self.on_decision = on_decision
+        self.last_event_ns = -1
+        self.desyncs = 0
+        self.pending_resubscribe: str | None = None
+        self.decisions: list[dict[str, Any]] = []
+        self.observations: list[np.ndarray] = []
+        self.keep_history = False
+        self.actions: Counter[str] = Counter()
+        self.bars = 0
+        self.messages = 0
+
+    def reset(self, reason: str) -> None:
+        """Forget book, bars, features and readiness (reconnect, resubscribe)."""
+        self.decoder.reset()
+        self.builder.reset()
+        self.gate.reset(reason)
+        self.last_event_ns = -1
+
+    def on_message(self, ts_recv: int, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        """Apply one received message; returns the decisions of the bars it closed.
+
+        A desync (unknown level, crossed book) resets the session and sets
+        `pending_resubscribe` to the book table: the caller resubscribes.
+        """
+        self.messages += 1
+        table = msg.get("table")
+        if not isinstance(table, str):
+            return []
+        if ts_recv < self.last_event_ns:
+            ts_recv = self.last_event_ns  # never feed the sampler backwards (clock jitter)
+        out = self.on_tick(ts_recv - 1)  # close bars that ended before this message
+        ts_ex = _exchange_time(msg)
+        self.gate.on_message(ts_recv, ts_ex)
+        try:
+            decoded = self.decoder.decode(msg, ts_recv)
+        except UnknownLevelError as exc:
+            self._desync(str(exc), table)
+            return out
+        self.builder.on_decoded(ts_recv, decoded)
+        self.last_event_ns = ts_recv
+        return out
+
+    def _desync(self, reason: str, table: str) -> None:
+        self.desyncs += 1
+        self.reset(f"desync: {reason}")
+        self.pending_resubscribe = table
+
+    def on_tick(self, now_ns: int) -> list[dict[str, Any]]:
+        """Close bars up to now_ns and decide on every bar that is ready."""
+        if self.last_event_ns < 0:
+            return []
+        out = []
+        for upd in self.builder.advance(max(now_ns, self.last_event_ns)):
+            self.bars += 1
+            rec = self._on_bar(upd)
+            if rec is not None:
+                out.append(rec)
+        if _desynced(self.builder.sampler):
+            self._desync("crossed or inconsistent book", self.book_table)
+        return out
+
+    def _on_bar(self, upd: BarUpdate) -> dict[str, Any] | None:
+        ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
+        if not ready.ok:
+            return None
+        t0 = time.perf_counter_ns()
+        if self.paper is None:
+            self.paper = PaperState(open_account(self.initial_balance, upd.ts))
+        state = management_state(
+            self.paper.position,
+            upd.ts,
+            upd.mid_ticks,
+            self.instrument,
+            self.paper.long_order,
+            self.paper.short_order,
+            self.limits,
+        )
+        obs = self.builder.observation(state) if self.builder.stats is not None else None
+        action = self.predictor.act(obs)
+        latency_us = (time.perf_counter_ns() - t0) / 1000.0
+        rec = decision_record(
+            upd.ts, action, state, self.predictor.version, self.mode, upd.mid_ticks, latency_us
+        )
+        self.paper.apply_action(action)
+        self.actions[rec["action_name"] or "none"] += 1
+        if self.keep_history:
+            self.decisions.append(rec)
+            if obs is not None:
+                self.observations.append(obs)
+        if self.on_decision is not None:
+            self.on_decision(rec, obs)
+        return rec
+
+
+def _desynced(sampler: Any) -> bool:
+    from features.book import ST_DESYNC
+
+    return bool(sampler._st[ST_DESYNC] != 0)
+
+
+def _exchange_time(msg: dict[str, Any]) -> int | None:
+    """Exchange time of a message's last timestamped row (trade, quote, instrument)."""
+    data = msg.get("data")
+    if not isinstance(data, list) or not data or msg.get("action") == "partial":
+        return None
+    ts = data[-1].get("timestamp") if isinstance(data[-1], dict) else None
+    if not isinstance(ts, str):
+        return None
+    try:
+        return parse_timestamp_ns(ts)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------- the async runner
+class DecisionSink:
+    """stdout lines and an optional JSON lines file (flushed per line, fsynced on close)."""
+
+    def __init__(self, out: IO[str] | None, path: str | Path | None) -> None:
+        self.out = out
+        self._file = JsonLinesAppender(path) if path else None
+        self.count = 0
+
+    def __call__(self, rec: dict[str, Any], obs: np.ndarray | None) -> None:
+        self.count += 1
+        if self.out is not None:
+            print(format_decision(rec), file=self.out, flush=True)
+        if self._file is not None:
+            self._file.append(rec)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def run_live(
+    cfg: LiveConfig,
+    *,
+    spec: FeatureSpec,
+    stats: Normalizer | None = None,
+    predictor: Predictor | None = None,
+    clock: Clock | None = None,
+    duration_s: float | None = None,
+    decisions_out: str | Path | None = None,
+    record: str | Path | None = None,
+    out: IO[str] | None = sys.stdout,
+    obs_clip: float = 10.0,
+    instrument: InstrumentSpec = XBTUSD,
+    max_skew_s: float | None = 30.0,
+    tick_s: float = 0.05,
+    backoff_base_s: float = 1.0,
+) -> LiveSummary:
+    """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
+
+    Observe-only unless `cfg.allow_trade` (trading is refused here until an order manager
+    is wired: the caller gets a ValueError rather than a loop that silently does not trade).
+    """
+    if cfg.allow_trade:
+        raise ValueError("trading is not wired into run_live yet; run observe-only")
+    predictor = predictor or Predictor(None, None, "no model requested")
+    summary = LiveSummary(
+        mode="observe",
+        model_version=predictor.version,
+        model_reason=predictor.reason,
+        spec_hash=spec.spec_hash,
+    )
+    sink = DecisionSink(out, decisions_out)
+    recorder = RecordingWriter(record) if record else None
+    session = LiveSession(
+        spec,
+        stats,
+        predictor,
+        symbol=cfg.symbol,
+        instrument=instrument,
+        obs_clip=obs_clip,
+        stale_after_s=cfg.risk.stale_after_s,
+        max_skew_s=max_skew_s,
+        book_table=cfg.book_table,
+        on_decision=sink,
+    )
+    clock = clock or SystemClock()
+    feed = BitmexFeed(
+        cfg.ws_url,
+        cfg.symbol,
+        tables=(cfg.book_table, "trade", "instrument"),
+        clock=clock,
+        heartbeat_s=cfg.heartbeat_s,
+        pong_timeout_s=cfg.heartbeat_s,
+        backoff_base_s=backoff_base_s,
+        recorder=recorder,
+    )
+    if out is not None:
+        model = (
+            predictor.version
+            or f"none ({predictor.reason}); observe-only, actions are logged as none"
+        )
+        print(
+            f"chappie live: feed={cfg.feed} url={cfg.ws_url} symbol={cfg.symbol} mode=observe "
+            f"model={model} spec={spec.spec_hash[:12]}",
+            file=out,
+            flush=True,
+        )
+    try:
+        summary.stopped = asyncio.run(_run(session, feed, clock, duration_s, tick_s))
+    finally:
+        sink.close()
+        if recorder is not None:
+            recorder.close()
+    summary.decisions = sink.count
+    summary.actions = dict(session.actions)
+    summary.bars = session.bars
+    summary.messages = session.messages
+    summary.desyncs = session.desyncs
+    summary.resubscribes = feed.stats.resubscribes
+    summary.connects = feed.stats.connects
+    summary.disconnects = feed.stats.disconnects
+    summary.feed_errors = feed.stats.errors[-20:]
+    if out is not None:
+        print(
+            f"chappie live: stopped ({summary.stopped}): {json.dumps(summary.as_dict())}",
+            file=out,
+            flush=True,
+        )
+    return summary
+
+
+async def _run(
+    session: LiveSession, feed: BitmexFeed, clock: Clock, duration_s: float | None, tick_s: float
+) -> str:
+    stop = asyncio.Event()
+    why = {"reason": "feed ended"}
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+            loop.add_signal_handler(
+                sig, lambda s=sig: (why.update(reason=signal.Signals(s).name), stop.set())
+            )
+
+    async def consume() -> None:
+        async for ev in feed.events():
+            if isinstance(ev, FeedStatus):
+                session.reset(f"feed {ev.kind}: {ev.reason}")
+                continue
+            assert isinstance(ev, FeedMessage)
+            session.on_message(ev.ts_recv, ev.msg)
+            if session.pending_resubscribe is not None:
+                table = session.pending_resubscribe
+                session.pending_resubscribe = None
+                await feed.resubscribe(table)
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(tick_s)
+            session.on_tick(clock.now_ns())
+            if session.pending_resubscribe is not None:
+                table = session.pending_resubscribe
+                session.pending_resubscribe = None
+                await feed.resubscribe(table)
+
+    async def timer() -> None:
+        if duration_s is None:
+            return
+        await asyncio.sleep(duration_s)
+        why["reason"] = f"duration {duration_s:g} s"
+        stop.set()
+
+    tasks = [
+        asyncio.create_task(consume()),
+        asyncio.create_task(ticker()),
+        asyncio.create_task(timer()),
+    ]
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+    await feed.close()
+    for t in (*tasks, stopper):
+        t.cancel()
+    for t in (*tasks, stopper):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    return why["reason"]

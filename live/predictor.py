@@ -1,0 +1,127 @@
+"""Observation rebuilding and the champion's action, one bar at a time.
+
+Orchestration of pure parts: the shared sampler (`features.sampler.BarSampler`, which holds
+the one order book), the streaming features (`features.stream.FeatureStream`, bit-equal to
+the batch), the frozen stats (`normalize(x, clip)`) and the one encoder
+(`envs.observation.encode_observation`). No I/O, no clock: times are given.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from core import schema
+from core.config.features import FeatureSpec
+from envs.observation import encode_observation
+from features.sampler import BarSampler
+from features.stream import FeatureStream
+from live.decode import Decoded
+
+ACTION_NAMES = ("hold", "toggle_long", "toggle_short")
+
+
+class Normalizer(Protocol):
+    def normalize(self, x: np.ndarray, clip: float) -> np.ndarray: ...
+
+
+class Policy(Protocol):
+    def predict(self, obs: np.ndarray) -> int: ...
+
+
+@dataclass
+class BarUpdate:
+    """One closed bar: its raw features, and the normalised row when stats are loaded."""
+
+    ts: int
+    bar: dict[str, Any]
+    features: np.ndarray
+    warmup: bool
+    book_ok: bool
+    mid_ticks: float
+    norm_row: np.ndarray | None
+
+    @property
+    def finite(self) -> bool:
+        row = self.norm_row if self.norm_row is not None else self.features
+        return bool(np.isfinite(row).all())
+
+
+class ObservationBuilder:
+    """Canonical events in, closed bars with features and the observation window out."""
+
+    def __init__(self, spec: FeatureSpec, stats: Normalizer | None, obs_clip: float) -> None:
+        self.spec = spec
+        self.stats = stats
+        self.obs_clip = float(obs_clip)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over (reconnect, desync): a new sampler, a new feature stream, an empty window."""
+        self.sampler = BarSampler(self.spec)
+        self.stream = FeatureStream(self.spec)
+        self.window: deque[np.ndarray] = deque(maxlen=self.spec.window)
+        self.bars = 0
+
+    def on_decoded(self, ts_recv: int, d: Decoded) -> None:
+        """Feed one decoded message (all rows share `ts_recv`)."""
+        for side, px, size, _ts_event in d.trades:
+            self.sampler.on_trade(ts_recv, side, px, size)
+        if d.book:
+            sides = [r[0] for r in d.book]
+            prices = [r[1] for r in d.book]
+            sizes = [r[2] for r in d.book]
+            self.sampler.on_message(ts_recv, sides, prices, sizes, d.is_snapshot)
+
+    def advance(self, now_ns: int) -> list[BarUpdate]:
+        """Close every bar with close time <= now_ns (all events up to now_ns were fed)."""
+        out = []
+        for bar in self.sampler.advance(now_ns):
+            feats = self.stream.update(bar)
+            norm = None
+            if self.stats is not None:
+                norm = self.stats.normalize(feats, self.obs_clip)
+                self.window.append(norm)
+            else:
+                self.window.append(feats)
+            self.bars += 1
+            out.append(
+                BarUpdate(
+                    ts=int(bar[schema.TS]),
+                    bar=bar,
+                    features=feats,
+                    warmup=bool(self.stream.warmup),
+                    book_ok=bool(bar[schema.BOOK_OK]),
+                    mid_ticks=float(self.stream.mid_ticks),
+                    norm_row=norm,
+                )
+            )
+        return out
+
+    def observation(self, state: np.ndarray) -> np.ndarray:
+        """The encoded observation of the current window (requires stats and a full window)."""
+        if self.stats is None:
+            raise ValueError("no frozen stats: an observation needs the model's stats")
+        if len(self.window) < self.spec.window:
+            raise ValueError(f"window holds {len(self.window)} of {self.spec.window} rows")
+        return encode_observation(np.stack(self.window), state)
+
+
+class Predictor:
+    """The champion's policy, or none (observe-only: the action is None)."""
+
+    def __init__(self, policy: Policy | None, version: str | None, reason: str = "") -> None:
+        self.policy = policy
+        self.version = version
+        self.reason = reason
+
+    def act(self, obs: np.ndarray | None) -> int | None:
+        if self.policy is None or obs is None:
+            return None
+        action = int(self.policy.predict(obs))
+        if action not in (0, 1, 2):
+            raise ValueError(f"policy returned action {action}, expected 0, 1 or 2")
+        return action

@@ -1,0 +1,125 @@
+"""`chappie live --feed replay` end to end against the replay server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.config.features import FeatureSpec
+from core.config.live import LiveConfig
+from core.schema import MANAGEMENT_STATE
+from flows.cli import main
+from live.loop import LiveSession, run_live
+from live.predictor import Predictor
+from live.recording import load_recording
+from live.replay_server import ReplayServerThread
+
+SMALL_YAML = """
+features:
+  spec: {windows_s: [2, 5], return_horizons_s: [1, 2], window: 4}
+  walk_forward: {embargo_s: 10}
+sweep:
+  trials:
+    - name: base
+      env: {window: 4}
+"""
+SMALL_SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
+
+
+def test_cli_replay_without_model_writes_one_decision_line_per_bar(
+    tmp_path: Path, ws_capture: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL_YAML)
+    out = tmp_path / "decisions.jsonl"
+    rec = tmp_path / "rec.jsonl"
+    rc = main(
+        [
+            "live",
+            "--feed",
+            "replay",
+            "--replay",
+            str(ws_capture),
+            "--speed",
+            "20",
+            "--duration",
+            "2.5",
+            "--decisions-out",
+            str(out),
+            "--record",
+            str(rec),
+            "--config",
+            str(cfg),
+            "--no-model",
+        ]
+    )
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "model=none (--no-model); observe-only" in stdout
+    lines = [json.loads(s) for s in out.read_text().splitlines()]
+    assert len(lines) >= 10
+    ts = [d["ts"] for d in lines]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)
+    assert all(t % SMALL_SPEC.interval_ns == 0 for t in ts)
+    for d in lines:
+        assert d["action"] is None and d["model_version"] is None and d["mode"] == "observe"
+        assert list(d["state"]) == list(MANAGEMENT_STATE)
+    # stdout carries the same decisions as human lines
+    assert sum(1 for s in stdout.splitlines() if " action=none " in s) == len(lines)
+    # the recording holds every received message in the format ingest reads
+    recorded = load_recording(rec)
+    assert recorded[0][1]["info"].startswith("Welcome")
+    assert sum(1 for _, m in recorded if m.get("table") == "orderBookL2") > 1000
+
+
+def test_cli_refuses_replay_feed_without_a_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["live", "--feed", "replay", "--no-model", "--duration", "1"]) == 2
+    assert "--replay PATH or --ws-url" in capsys.readouterr().out
+
+
+def test_desync_leads_to_resubscribe_and_decisions_resume(ws_capture: Path, tmp_path: Path) -> None:
+    msgs = load_recording(ws_capture)
+    bad = {
+        "table": "orderBookL2",
+        "action": "update",
+        "data": [{"symbol": "XBTUSD", "id": 1, "side": "Buy", "size": 5}],
+    }
+    with ReplayServerThread(msgs, speed=8) as srv:
+        from live.loop import ScaledClock
+
+        clock = ScaledClock(msgs[0][0], 8)
+        timer = threading.Timer(
+            1.6, lambda: srv.call(srv.server.inject, "orderBookL2", "XBTUSD", bad)
+        )
+        timer.start()
+        cfg = LiveConfig(feed="replay", ws_url=srv.url)
+        out = tmp_path / "d.jsonl"
+        summary = run_live(
+            cfg,
+            spec=SMALL_SPEC,
+            clock=clock,
+            duration_s=3.6,
+            decisions_out=out,
+            out=None,
+            max_skew_s=None,
+        )
+        timer.cancel()
+        requests = srv.server.subscribe_requests
+    assert summary.desyncs == 1 and summary.resubscribes == 1
+    assert requests[-1] == ["orderBookL2:XBTUSD"]
+    ts = [json.loads(s)["ts"] for s in out.read_text().splitlines()]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    assert max(gaps) > SMALL_SPEC.interval_ns  # decisions paused for a fresh partial and warm-up
+    assert summary.orders_sent == 0
+
+
+def test_session_without_stats_gives_no_observation_and_no_action(ws_capture: Path) -> None:
+    s = LiveSession(SMALL_SPEC, None, Predictor(None, None, "none"), max_skew_s=None)
+    s.keep_history = True
+    for ts, m in load_recording(ws_capture):
+        s.on_message(ts, m)
+    assert s.decisions and all(d["action"] is None for d in s.decisions)
+    assert s.observations == []
