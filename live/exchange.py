@@ -1,0 +1,254 @@
+"""BitMEX REST client: signed requests, post-only orders, lookups, rate limits, dead man's switch.
+
+Adapter ring (HTTP only, no trading rules: the risk checks and the decision of what to send
+live elsewhere).
+
+Authentication (https://www.bitmex.com/app/apiKeysUsage): headers `api-expires` (unix
+seconds), `api-key`, `api-signature` = hex HMAC-SHA256(secret, verb + path + expires + body),
+`path` including `/api/v1` and the query string. Keys come only from `core.settings.Settings`
+(`CHAPPIE_BITMEX_API_KEY` / `CHAPPIE_BITMEX_API_SECRET`, SecretStr) and never appear in a
+log, an exception or a repr.
+
+Order creation is never blindly retried: a timeout, a transport error or a 502/503/504
+answer leaves the outcome unknown, so the client looks the order up by its clOrdID; found
+-> that is the order; not found -> it was never created, and it is sent once more with the
+same clOrdID (BitMEX refuses a duplicate clOrdID, so even that cannot create two).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+UNKNOWN_OUTCOME_STATUS = (502, 503, 504)
+
+
+class ExchangeError(RuntimeError):
+    """An error answer from the exchange (status and message, never the keys)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class RateLimitedError(ExchangeError):
+    """HTTP 429, or the client's own budget from the x-ratelimit-* headers is spent."""
+
+    def __init__(self, status: int, message: str, retry_after_s: float) -> None:
+        super().__init__(status, message)
+        self.retry_after_s = retry_after_s
+
+
+def sign_request(secret: str, verb: str, path: str, expires: int, body: str) -> str:
+    """BitMEX API signature: hex HMAC-SHA256(secret, verb + path + str(expires) + body). Pure."""
+    message = (verb.upper() + path + str(int(expires)) + body).encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def cl_ord_id(session: str, decision_ts_ns: int, side: int, purpose: str = "open") -> str:
+    """Deterministic clOrdID of one order intent (<= 36 chars, BitMEX's limit). Pure.
+
+    The same (session, decision time, side, purpose) always gives the same id, so a
+    re-sent intent is recognised by the exchange as a duplicate instead of a second order.
+    """
+    digest = hashlib.sha256(f"{session}|{decision_ts_ns}|{side}|{purpose}".encode()).hexdigest()
+    return f"chappie-{session[:8]}-{digest[:16]}"
+
+
+@dataclass
+class RateLimit:
+    """Budget from the last `x-ratelimit-*` headers."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_s: float | None = None  # unix seconds when the budget refills
+
+    def wait_s(self, now_s: float, reserve: int = 1) -> float:
+        """Seconds to wait before the next request so that `reserve` requests stay spare."""
+        if self.remaining is None or self.remaining > reserve or self.reset_s is None:
+            return 0.0
+        return max(0.0, self.reset_s - now_s)
+
+
+class BitmexRest:
+    """Signed BitMEX REST calls used by the live loop (see module docstring)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: SecretStr,
+        api_secret: SecretStr,
+        *,
+        timeout_s: float = 5.0,
+        expires_in_s: int = 10,
+        client: httpx.Client | None = None,
+        now_s: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._prefix = urlsplit(self.base_url).path  # "/api/v1"
+        self._key = api_key
+        self._secret = api_secret
+        self.timeout_s = timeout_s
+        self.expires_in_s = expires_in_s
+        self._client = client or httpx.Client(timeout=timeout_s)
+        self._now_s = now_s
+        self._sleep = sleep
+        self.rate = RateLimit()
+        self.requests = 0
+        self.lookups_after_unknown = 0
+
+    def __repr__(self) -> str:  # never show the keys
+        return f"BitmexRest({self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ transport
+    def request(
+        self,
+        verb: str,
+        endpoint: str,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
+        """One signed request; returns the decoded JSON. Raises ExchangeError, RateLimitedError,
+        httpx.TimeoutException / httpx.TransportError (outcome unknown)."""
+        wait = self.rate.wait_s(self._now_s())
+        if wait > 0:
+            self._sleep(min(wait, 60.0))
+        query = ("?" + urlencode(params)) if params else ""
+        path = f"{self._prefix}{endpoint}{query}"
+        data = json.dumps(body, separators=(",", ":")) if body is not None else ""
+        expires = int(self._now_s()) + self.expires_in_s
+        headers = {
+            "api-expires": str(expires),
+            "api-key": self._key.get_secret_value(),
+            "api-signature": sign_request(
+                self._secret.get_secret_value(), verb, path, expires, data
+            ),
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        url = f"{self.base_url}{endpoint}{query}"
+        self.requests += 1
+        resp = self._client.request(
+            verb.upper(), url, content=data.encode() if data else None, headers=headers
+        )
+        self._update_rate(resp)
+        if resp.status_code == 429:
+            retry = float(resp.headers.get("retry-after", "1"))
+            raise RateLimitedError(429, _error_text(resp), retry)
+        if resp.status_code >= 400:
+            raise ExchangeError(resp.status_code, _error_text(resp))
+        return resp.json()
+
+    def _update_rate(self, resp: httpx.Response) -> None:
+        h = resp.headers
+        if "x-ratelimit-remaining" in h:
+            self.rate = RateLimit(
+                limit=int(h.get("x-ratelimit-limit", 0)) or None,
+                remaining=int(h["x-ratelimit-remaining"]),
+                reset_s=float(h["x-ratelimit-reset"]) if "x-ratelimit-reset" in h else None,
+            )
+
+    # ------------------------------------------------------------------ orders
+    def get_order(self, symbol: str, cl_ord_id_: str) -> dict[str, Any] | None:
+        """The order with this clOrdID (any status), or None."""
+        rows = self.request(
+            "GET",
+            "/order",
+            {
+                "symbol": symbol,
+                "filter": json.dumps({"clOrdID": cl_ord_id_}),
+                "count": 10,
+                "reverse": "true",
+            },
+        )
+        for r in rows:
+            if r.get("clOrdID") == cl_ord_id_:
+                return dict(r)
+        return None
+
+    def open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        rows = self.request(
+            "GET", "/order", {"symbol": symbol, "filter": json.dumps({"open": True}), "count": 500}
+        )
+        return [dict(r) for r in rows]
+
+    def position(self, symbol: str) -> dict[str, Any]:
+        """The position row of `symbol` (currentQty 0 when none)."""
+        rows = self.request("GET", "/position", {"filter": json.dumps({"symbol": symbol})})
+        for r in rows:
+            if r.get("symbol") == symbol:
+                return dict(r)
+        return {"symbol": symbol, "currentQty": 0, "avgEntryPrice": None}
+
+    def place_post_only(
+        self, symbol: str, side: int, qty: int, price: float, cl_ord_id_: str
+    ) -> dict[str, Any]:
+        """A post-only limit order (`execInst=ParticipateDoNotInitiate`): it only ever adds
+        liquidity; the exchange cancels it instead of crossing. Never blindly retried."""
+        body = {
+            "symbol": symbol,
+            "side": "Buy" if side > 0 else "Sell",
+            "orderQty": int(qty),
+            "price": price,
+            "ordType": "Limit",
+            "execInst": "ParticipateDoNotInitiate",
+            "clOrdID": cl_ord_id_,
+        }
+        for attempt in range(2):
+            try:
+                return dict(self.request("POST", "/order", body=body))
+            except ExchangeError as exc:
+                if exc.status not in UNKNOWN_OUTCOME_STATUS:
+                    raise
+            except (httpx.TimeoutException, httpx.TransportError):
+                pass
+            # outcome unknown: look it up before anything else
+            self.lookups_after_unknown += 1
+            found = self.get_order(symbol, cl_ord_id_)
+            if found is not None:
+                return found
+            if attempt == 1:
+                break
+        raise ExchangeError(
+            503, f"order {cl_ord_id_} could not be placed (not found after two unknown outcomes)"
+        )
+
+    def amend_price(self, order_id: str, price: float) -> dict[str, Any]:
+        return dict(self.request("PUT", "/order", body={"orderID": order_id, "price": price}))
+
+    def cancel(self, cl_ord_ids: list[str]) -> list[dict[str, Any]]:
+        """Cancel orders by clOrdID (idempotent: cancelling a closed order is not an error)."""
+        if not cl_ord_ids:
+            return []
+        rows = self.request("DELETE", "/order", body={"clOrdID": cl_ord_ids})
+        return [dict(r) for r in rows]
+
+    def cancel_all(self, symbol: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.request("DELETE", "/order/all", body={"symbol": symbol})]
+
+    def cancel_all_after(self, timeout_ms: int) -> dict[str, Any]:
+        """Dead man's switch: cancel everything if not refreshed within `timeout_ms` (0 disarms)."""
+        return dict(
+            self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)})
+        )
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error", {})
+        return str(err.get("message", err)) if isinstance(err, dict) else str(err)
+    except (ValueError, AttributeError):
+        return resp.text[:200]

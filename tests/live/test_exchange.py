@@ -1,0 +1,134 @@
+"""The BitMEX REST client against the fake exchange on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from live.exchange import BitmexRest, ExchangeError, cl_ord_id, sign_request
+from live.fake_exchange import FakeBitmexRest
+
+KEY = "LAqUlngMIQkIUjXMUreyu3qn"
+SECRET = "chNOOS4KvNXR_Xq4k4c9qsfoKWvnDecLATCRlcBwyKDYnWgO"
+
+
+def test_signature_matches_bitmex_documentation_examples() -> None:
+    assert sign_request(SECRET, "GET", "/api/v1/instrument", 1518064236, "") == (
+        "c7682d435d0cfe87c16098df34ef2eb5a549d4c5a3c2b1f0f77b8af73423bf00"
+    )
+    body = '{"symbol":"XBTM15","price":219.0,"clOrdID":"mm_bitmex_1a/oemUeQ4CAJZgP3fjHsA","orderQty":98}'
+    assert sign_request(SECRET, "POST", "/api/v1/order", 1518064238, body) == (
+        "1749cd2ccae4aa49048ae09f0b95110cee706e0944e6a14ad0b3a8cb45bd336b"
+    )
+
+
+def test_cl_ord_id_is_deterministic_short_and_distinct() -> None:
+    a = cl_ord_id("sess-1", 10, 1)
+    assert a == cl_ord_id("sess-1", 10, 1) and len(a) <= 36 and a.startswith("chappie-")
+    assert (
+        len(
+            {a, cl_ord_id("sess-1", 10, -1), cl_ord_id("sess-1", 11, 1), cl_ord_id("sess-2", 10, 1)}
+        )
+        == 4
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBitmexRest]:
+    with FakeBitmexRest(KEY, SECRET) as f:
+        yield f
+
+
+def _client(fake: FakeBitmexRest, timeout_s: float = 2.0, secret: str = SECRET) -> BitmexRest:
+    return BitmexRest(fake.url, SecretStr(KEY), SecretStr(secret), timeout_s=timeout_s)
+
+
+def test_post_only_order_lookup_and_cancel(fake: FakeBitmexRest) -> None:
+    c = _client(fake)
+    o = c.place_post_only("XBTUSD", 1, 100, 32000.5, "chappie-a")
+    assert (
+        o["ordStatus"] == "New"
+        and o["execInst"] == "ParticipateDoNotInitiate"
+        and o["side"] == "Buy"
+    )
+    assert c.get_order("XBTUSD", "chappie-a")["orderID"] == o["orderID"]
+    assert [r["clOrdID"] for r in c.open_orders("XBTUSD")] == ["chappie-a"]
+    c.cancel(["chappie-a"])
+    assert c.open_orders("XBTUSD") == [] and fake.auth_failures == 0
+    assert c.rate.remaining == 119 and c.rate.limit == 120
+
+
+@pytest.mark.parametrize("status", [503, 502])
+def test_unknown_outcome_after_commit_leaves_exactly_one_order(
+    fake: FakeBitmexRest, status: int
+) -> None:
+    fake.fail_creates_after_commit = [status]
+    c = _client(fake)
+    o = c.place_post_only("XBTUSD", -1, 100, 32001.0, "chappie-b")
+    assert o["clOrdID"] == "chappie-b"
+    assert len(fake.open_orders()) == 1 and fake.creates_committed == 1
+    assert c.lookups_after_unknown == 1
+
+
+def test_503_before_commit_is_resolved_by_lookup_then_one_resend(fake: FakeBitmexRest) -> None:
+    fake.fail_creates_before_commit = [503]
+    c = _client(fake)
+    c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-c")
+    assert len(fake.open_orders()) == 1 and c.lookups_after_unknown == 1
+    creates = [r for r in fake.requests if r[:2] == ("POST", "/order")]
+    assert len(creates) == 2
+
+
+def test_timeout_on_create_is_resolved_by_lookup(fake: FakeBitmexRest) -> None:
+    fake.delay_next_create_s = 0.6
+    c = _client(fake, timeout_s=0.3)
+    o = c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-d")
+    assert (
+        o["clOrdID"] == "chappie-d" and len(fake.open_orders()) == 1 and fake.creates_committed == 1
+    )
+
+
+def test_duplicate_client_order_id_is_refused_not_duplicated(fake: FakeBitmexRest) -> None:
+    c = _client(fake)
+    c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-e")
+    with pytest.raises(ExchangeError, match="Duplicate"):
+        c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-e")
+    assert len(fake.open_orders()) == 1
+
+
+def test_rate_limit_headers_make_the_client_wait(fake: FakeBitmexRest) -> None:
+    waits: list[float] = []
+    c = BitmexRest(fake.url, SecretStr(KEY), SecretStr(SECRET), sleep=waits.append)
+    fake.rate_remaining = 0
+    c.open_orders("XBTUSD")
+    assert waits == []
+    c.open_orders("XBTUSD")
+    assert len(waits) == 1 and 0 < waits[0] <= 2.0
+
+
+def test_dead_mans_switch_cancels_when_not_refreshed(fake: FakeBitmexRest) -> None:
+    import time
+
+    c = _client(fake)
+    c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-f")
+    c.cancel_all_after(300)
+    time.sleep(0.5)
+    assert fake.open_orders() == []
+
+
+def test_keys_never_appear_in_logs_errors_or_reprs(
+    fake: FakeBitmexRest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    c = _client(fake)
+    c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-g")
+    bad = _client(fake, secret="wrong-secret-value-123")
+    with pytest.raises(ExchangeError) as exc:
+        bad.open_orders("XBTUSD")
+    assert exc.value.status == 401
+    text = caplog.text + str(exc.value) + repr(exc.value) + repr(c) + repr(bad)
+    for secret in (KEY, SECRET, "wrong-secret-value-123"):
+        assert secret not in text
