@@ -40,6 +40,7 @@ trades (closed in this step, as dicts), reward_terms, punishment_scale.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,17 @@ from envs.position import (
     ClosedTrade,
     Lot,
     Position,
+    PositionSummary,
     StateLimits,
     apply_fill,
     apply_funding,
     can_fill,
     contracts_for,
-    management_state,
+    management_values,
     open_account,
-    unrealized_pnl,
-    unrealized_return,
+    summarize,
 )
-from envs.rewards import punishment_scale, reward_terms
+from envs.rewards import ZERO_TERMS, punishment_scale, reward_terms
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 
@@ -149,19 +150,28 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.limits = StateLimits(
             max_exposure=cfg.max_exposure, hours_clip=cfg.hours_clip, pct_clip=cfg.pct_clip
         )
-        self._load(self.slice_path, self.stats_dir)
+        ts = self._load(self.slice_path, self.stats_dir)
+        self._stake = cfg.stake_fraction
+        self._cap = cfg.max_exposure
+        self._skip = cfg.step_skip
+        self._w = cfg.window
+        self._last = self.n_rows - 1
+        self._touch = cfg.fill_model == "touch"
+        self._roll = cfg.roll_orders
+        self._funding = cfg.funding
+        self._equity0 = cfg.initial_equity_xbt
         low, high = observation_bounds(self.n_features, cfg.window, cfg.obs_clip, self.limits)
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
         self.punishment_scale = punishment_scale(0, cfg.reward)
         # bar k settles funding when a funding time (multiple of the interval) lies in (ts[k-1], ts[k]]
         funding_ns = int(self.instrument.funding_interval_hours * NS_PER_HOUR)
-        self._funding_due = np.zeros(self.n_rows, dtype=bool)
+        due = np.zeros(self.n_rows, dtype=bool)
         if funding_ns > 0:
-            self._funding_due[1:] = (self._ts[1:] - 1) // funding_ns != (
-                self._ts[:-1] - 1
-            ) // funding_ns
-        self._pos: Position = open_account(cfg.initial_equity_xbt, int(self._ts[0]))
+            due[1:] = ts[1:] // funding_ns != ts[:-1] // funding_ns
+        self._funding_due: list[bool] = due.tolist()
+        self._pos: Position = open_account(cfg.initial_equity_xbt, self._ts_l[0])
+        self._summary: PositionSummary = summarize(self._pos, self.instrument)
         self._t = cfg.window - 1
         self._bid = 0
         self._ask = 0
@@ -170,7 +180,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._flatten_at_end = False
 
     # ------------------------------------------------------------------ data
-    def _load(self, slice_path: Path, stats_dir: Path) -> None:
+    def _load(self, slice_path: Path, stats_dir: Path) -> np.ndarray:
         if not slice_path.exists():
             raise SliceDataError(f"slice not found: {slice_path}")
         names, normalize, stats_hash = _load_normalizer(stats_dir)
@@ -203,23 +213,33 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         if not np.isfinite(raw).all():
             bad = int(np.argwhere(~np.isfinite(raw))[0][0])
             raise SliceDataError(f"slice {slice_path} has a non-finite feature at row {bad}")
-        self._ts = col(TS, np.int64)
-        self._mid = col(MID_TICKS, np.float64)
-        self._bid_px = col(BEST_BID_TICKS, np.int64)
-        self._ask_px = col(BEST_ASK_TICKS, np.int64)
-        self._buy_hi = col(BUY_HI_TICKS, np.int64)
-        self._sell_lo = col(SELL_LO_TICKS, np.int64)
-        if not ((self._bid_px > 0) & (self._bid_px < self._ask_px)).all():
-            bad = int(np.argmax(~((self._bid_px > 0) & (self._bid_px < self._ask_px))))
+        ts = col(TS, np.int64)
+        mid = col(MID_TICKS, np.float64)
+        bid = col(BEST_BID_TICKS, np.int64)
+        ask = col(BEST_ASK_TICKS, np.int64)
+        ok = (bid > 0) & (bid < ask)
+        if not ok.all():
+            bad = int(np.argmax(~ok))
             raise SliceDataError(
-                f"slice {slice_path} row {bad}: bad book bid={self._bid_px[bad]} ask={self._ask_px[bad]}"
+                f"slice {slice_path} row {bad}: bad book bid={bid[bad]} ask={ask[bad]}"
             )
-        if (np.diff(self._ts) <= 0).any():
+        if (np.diff(ts) <= 0).any():
             raise SliceDataError(f"slice {slice_path}: ts is not strictly increasing")
         self.feature_names = tuple(names)
         self.n_features = len(names)
         self.n_rows = n
-        self._norm = np.ascontiguousarray(normalize(raw, self.config.obs_clip), dtype=np.float64)
+        self.ts = ts  # int64 ns bar close times (read-only use)
+        # The step reads Python lists (fast scalar access) and one float32 feature block.
+        self._ts_l: list[int] = ts.tolist()
+        self._mid_l: list[float] = mid.tolist()
+        self._mark_l: list[float] = (mid * self.instrument.tick_size).tolist()
+        self._bid_l: list[int] = bid.tolist()
+        self._ask_l: list[int] = ask.tolist()
+        self._buy_hi_l: list[int] = col(BUY_HI_TICKS, np.int64).tolist()
+        self._sell_lo_l: list[int] = col(SELL_LO_TICKS, np.int64).tolist()
+        norm = normalize(raw, self.config.obs_clip)
+        self._norm32 = np.ascontiguousarray(norm, dtype=np.float32)
+        return ts
 
     # ------------------------------------------------------------------ curriculum
     def set_punishment_scale(self, scale: float) -> None:
@@ -272,91 +292,99 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._steps = 0
         self._bid = 0
         self._ask = 0
-        now = int(self._ts[self._t])
+        now = self._ts_l[self._t]
         self._pos = open_account(cfg.initial_equity_xbt, now)
         if cfg.random_initial_position and not full:
             self._pos = self._random_position(now)
-        return self._observe(), self._info((), self._zero_terms())
+        self._summary = summarize(self._pos, self.instrument)
+        obs, upnl = self._observe()
+        return obs, self._info((), dict(ZERO_TERMS), upnl)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Apply `action` at the close of the current bar, advance `step_skip` bars."""
         a = int(action)
-        if a not in (HOLD, TOGGLE_LONG, TOGGLE_SHORT):
-            raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
-        cfg = self.config
         t = self._t
-        if a == TOGGLE_LONG:
-            if self._bid:
-                self._bid = 0
-            elif can_fill(self._pos, LONG, cfg.stake_fraction, cfg.max_exposure):
-                self._bid = int(self._bid_px[t])
-        elif a == TOGGLE_SHORT:
-            if self._ask:
-                self._ask = 0
-            elif can_fill(self._pos, SHORT, cfg.stake_fraction, cfg.max_exposure):
-                self._ask = int(self._ask_px[t])
-
+        if a:
+            if a == TOGGLE_LONG:
+                if self._bid:
+                    self._bid = 0
+                elif can_fill(self._pos, LONG, self._stake, self._cap):
+                    self._bid = self._bid_l[t]
+            elif a == TOGGLE_SHORT:
+                if self._ask:
+                    self._ask = 0
+                elif can_fill(self._pos, SHORT, self._stake, self._cap):
+                    self._ask = self._ask_l[t]
+            else:
+                raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
+        end = t + self._skip
+        if end > self._last:
+            end = self._last
         before = self._pos
         closed: list[ClosedTrade] = []
-        end = min(t + cfg.step_skip, self.n_rows - 1)
-        touch = cfg.fill_model == "touch"
-        for k in range(t + 1, end + 1):
-            if self._bid:
-                p = self._bid
-                lo = self._sell_lo[k]
-                hit = (lo > 0 and (lo <= p if touch else lo < p)) or self._ask_px[k] <= p
-                if hit:
-                    closed.extend(self._fill(LONG, p, int(self._ts[k])))
-                    self._bid = 0
-            if self._ask:
-                p = self._ask
-                hi = self._buy_hi[k]
-                hit = (hi > 0 and (hi >= p if touch else hi > p)) or self._bid_px[k] >= p
-                if hit:
-                    closed.extend(self._fill(SHORT, p, int(self._ts[k])))
-                    self._ask = 0
-            if cfg.funding and self._funding_due[k]:
-                self._pos, _ = apply_funding(
-                    self._pos, cfg.funding_rate, float(self._mid[k]), self.instrument
-                )
-            if cfg.roll_orders:
-                if self._bid:
-                    self._bid = int(self._bid_px[k])
-                if self._ask:
-                    self._ask = int(self._ask_px[k])
+        if self._bid or self._ask or self._funding:
+            self._advance(t, end, closed)
         self._t = end
         self._steps += 1
-        terminated = end >= self.n_rows - 1
+        terminated = end == self._last
         truncated = (not terminated) and self._budget is not None and self._steps >= self._budget
         if terminated and self._flatten_at_end and self._pos.lots:
-            closed.extend(self._flatten(int(self._ts[end])))
+            closed.extend(self._flatten(self._ts_l[end]))
             self._bid = self._ask = 0
-
         pos = self._pos
-        state = self._state()
+        if pos is not before:
+            self._summary = summarize(pos, self.instrument)
+        obs, upnl, state = self._observe_state()
+        s = self._summary
+        base = s.entry_value
         terms = reward_terms(
-            cfg.reward,
+            self.config.reward,
             balance=before.balance,
-            exposure=pos.exposure,
-            unrealized_return=unrealized_return(pos, float(self._mid[end]), self.instrument),
+            exposure=s.exposure,
+            unrealized_return=upnl / base if base > 0.0 else 0.0,
             realized_pnl=pos.realized_pnl - before.realized_pnl,
             fees=pos.fees - before.fees,
             funding=pos.funding - before.funding,
-            avg_open_hours=float(state[4]),
-            hours_since_close=float(state[6]),
+            avg_open_hours=state[4],
+            hours_since_close=state[6],
             episode_end=terminated or truncated,
             scale=self.punishment_scale,
         )
-        obs = encode_observation(self._norm[end - cfg.window + 1 : end + 1], state)
-        return obs, float(terms["total"]), terminated, truncated, self._info(closed, terms)
+        return obs, terms["total"], terminated, truncated, self._info(closed, terms, upnl)
 
     # ------------------------------------------------------------------ internals
+    def _advance(self, t: int, end: int, closed: list[ClosedTrade]) -> None:
+        """Bars t+1..end: fills against each bar's prints and book, funding, rolling."""
+        touch = self._touch
+        for k in range(t + 1, end + 1):
+            p = self._bid
+            if p:
+                lo = self._sell_lo_l[k]
+                if (lo > 0 and (lo <= p if touch else lo < p)) or self._ask_l[k] <= p:
+                    closed.extend(self._fill(LONG, p, self._ts_l[k]))
+                    self._bid = 0
+            p = self._ask
+            if p:
+                hi = self._buy_hi_l[k]
+                if (hi > 0 and (hi >= p if touch else hi > p)) or self._bid_l[k] >= p:
+                    closed.extend(self._fill(SHORT, p, self._ts_l[k]))
+                    self._ask = 0
+            if self._funding and self._funding_due[k]:
+                self._pos, _ = apply_funding(
+                    self._pos, self.config.funding_rate, self._mid_l[k], self.instrument
+                )
+            if self._roll:
+                if self._bid:
+                    self._bid = self._bid_l[k]
+                if self._ask:
+                    self._ask = self._ask_l[k]
+
     def _fill(
         self, side: int, price: int, ts: int, stake: float | None = None, liquidity: str = "maker"
     ) -> tuple[ClosedTrade, ...]:
         """Fill one order of `stake` (default: the config's stake) unless the cap forbids it."""
-        cfg = self.config
-        stake = cfg.stake_fraction if stake is None else stake
-        if not can_fill(self._pos, side, stake, cfg.max_exposure):
+        stake = self._stake if stake is None else stake
+        if not can_fill(self._pos, side, stake, self._cap):
             return ()
         self._pos, closed = apply_fill(
             self._pos,
@@ -365,7 +393,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             ts,
             self.instrument,
             stake,
-            cfg.max_exposure,
+            self._cap,
             "taker" if liquidity == "taker" else "maker",
         )
         return closed
@@ -373,7 +401,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     def _flatten(self, ts: int) -> tuple[ClosedTrade, ...]:
         """Close every open lot at the touch as a taker (longs sell at the bid)."""
         side = -self._pos.side
-        price = int(self._bid_px[self._t] if side == SHORT else self._ask_px[self._t])
+        price = self._bid_l[self._t] if side == SHORT else self._ask_l[self._t]
         return self._fill(side, price, ts, self._pos.exposure, "taker")
 
     def _random_position(self, now: int) -> Position:
@@ -385,73 +413,56 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             return self._pos
         side = LONG if self.np_random.random() < 0.5 else SHORT
         n = int(self.np_random.integers(1, cap + 1))
-        price = int(self._bid_px[self._t] if side == LONG else self._ask_px[self._t])
+        price = self._bid_l[self._t] if side == LONG else self._ask_l[self._t]
         px = price * self.instrument.tick_size
         span = 2.0 * cfg.reward.open_position_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
-        lots = tuple(
-            Lot(
-                side,
-                price,
-                now - int(age),
-                cfg.stake_fraction,
-                contracts_for(cfg.stake_fraction, self._pos.balance, px, self.instrument),
-                0.0,
-            )
-            for age in ages
-        )
+        c = contracts_for(cfg.stake_fraction, self._pos.balance, px, self.instrument)
+        lots = tuple(Lot(side, price, now - int(age), cfg.stake_fraction, c, 0.0) for age in ages)
         if side == LONG:
-            return Position(
-                balance=self._pos.balance, flat_since_ns=self._pos.flat_since_ns, longs=lots
-            )
-        return Position(
-            balance=self._pos.balance, flat_since_ns=self._pos.flat_since_ns, shorts=lots
-        )
+            return replace(self._pos, longs=lots)
+        return replace(self._pos, shorts=lots)
 
-    def _state(self) -> np.ndarray:
+    def _observe_state(self) -> tuple[np.ndarray, float, list[float]]:
         t = self._t
-        return management_state(
-            self._pos,
-            int(self._ts[t]),
-            float(self._mid[t]),
-            self.instrument,
-            bool(self._bid),
-            bool(self._ask),
+        mark = self._mark_l[t]
+        state = management_values(
+            self._summary,
+            self._pos.flat_since_ns,
+            self._ts_l[t],
+            mark,
+            self._bid != 0,
+            self._ask != 0,
             self.limits,
         )
+        obs = encode_observation(self._norm32[t - self._w + 1 : t + 1], state, validate=False)
+        return obs, self._summary.unrealized(mark), state
 
-    def _observe(self) -> np.ndarray:
-        t = self._t
-        return encode_observation(self._norm[t - self.config.window + 1 : t + 1], self._state())
+    def _observe(self) -> tuple[np.ndarray, float]:
+        obs, upnl, _ = self._observe_state()
+        return obs, upnl
 
-    @staticmethod
-    def _zero_terms() -> dict[str, float]:
-        from envs.rewards import TERM_NAMES
-
-        return {**dict.fromkeys(TERM_NAMES, 0.0), "total": 0.0}
-
-    def _info(self, closed: Any, terms: dict[str, float]) -> dict[str, Any]:
+    def _info(self, closed: Any, terms: dict[str, float], upnl: float) -> dict[str, Any]:
         pos = self._pos
-        t = self._t
-        upnl = float(unrealized_pnl(pos, float(self._mid[t]), self.instrument))
+        s = self._summary
         eq = pos.balance + upnl
         return {
-            "ts": int(self._ts[t]),
-            "bar": t,
+            "ts": self._ts_l[self._t],
+            "bar": self._t,
             "equity": eq,
             "balance": pos.balance,
-            "pnl": eq - self.config.initial_equity_xbt,
+            "pnl": eq - self._equity0,
             "realized_pnl": pos.realized_pnl,
             "unrealized_pnl": upnl,
             "pnl_without_fees": pos.realized_pnl + upnl,
             "fees": pos.fees,
             "funding": pos.funding,
-            "position_size": float(pos.signed_exposure / self.config.max_exposure),
-            "exposure": float(pos.exposure),
-            "side": pos.side,
+            "position_size": s.side * s.exposure / self._cap,
+            "exposure": s.exposure,
+            "side": s.side,
             "long_order": self._bid,
             "short_order": self._ask,
-            "trades": [c.as_dict() for c in closed],
+            "trades": [c.as_dict() for c in closed] if closed else [],
             "reward_terms": terms,
             "punishment_scale": self.punishment_scale,
         }

@@ -7,6 +7,8 @@ Pure.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from core.schema import MANAGEMENT_STATE
@@ -22,23 +24,29 @@ def observation_size(n_features: int, window: int) -> int:
     return n_features * window + N_STATE
 
 
-def encode_observation(window_norm: np.ndarray, state: np.ndarray) -> np.ndarray:
+def encode_observation(
+    window_norm: np.ndarray, state: np.ndarray | Sequence[float], validate: bool = True
+) -> np.ndarray:
     """Flatten `window_norm` (window, F) float, oldest row first, and append `state` (7,).
 
     Returns a new float32 vector of length `observation_size(F, window)`. Raises
     ValueError on a wrong shape or a non-finite value (a NaN must never reach a policy).
+    `validate=False` skips the checks: only for callers whose inputs are finite and
+    shaped by construction (the env validates its slice once at load).
     """
-    if window_norm.ndim != 2:
-        raise ValueError(
-            f"window_norm must be 2-D (window, n_features), got shape {window_norm.shape}"
-        )
-    if state.shape != (N_STATE,):
-        raise ValueError(f"state must have shape ({N_STATE},), got {state.shape}")
+    if validate:
+        state = np.asarray(state)
+        if window_norm.ndim != 2:
+            raise ValueError(
+                f"window_norm must be 2-D (window, n_features), got shape {window_norm.shape}"
+            )
+        if state.shape != (N_STATE,):
+            raise ValueError(f"state must have shape ({N_STATE},), got {state.shape}")
     n = window_norm.size
     out = np.empty(n + N_STATE, dtype=np.float32)
     out[:n] = window_norm.reshape(-1)
     out[n:] = state
-    if not np.isfinite(out).all():
+    if validate and not np.isfinite(out).all():
         raise ValueError("observation holds a non-finite value")
     return out
 

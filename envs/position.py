@@ -26,7 +26,7 @@ observation matches the env's bit for bit.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -303,31 +303,86 @@ def apply_funding(
 
 
 # ------------------------------------------------------------------ marking
+class PositionSummary(NamedTuple):
+    """Aggregates of the open lots that make marking O(1) (see `summarize`).
+
+    side: +1 / -1 / 0; exposure: sum of stakes; contracts: sum of contracts; k_sum:
+    sum of contracts / entry price (inverse) or contracts * entry price (linear), so the
+    entry value is multiplier * k_sum; mean_ts_ns: stake-weighted mean entry time;
+    last_ts_ns: entry time of the newest lot (0 when flat).
+    """
+
+    side: int
+    exposure: float
+    contracts: float
+    k_sum: float
+    mean_ts_ns: float
+    last_ts_ns: int
+    multiplier: float
+    is_inverse: bool
+
+    @property
+    def entry_value(self) -> float:
+        """Value of the open lots at their entry prices (settle currency)."""
+        return self.multiplier * self.k_sum
+
+    def unrealized(self, mark: float) -> float:
+        """Pnl (settle currency, without fees) if every lot closed at `mark` (quote
+        currency). Inverse: side * m * (sum c/entry - sum c / mark)."""
+        if self.side == FLAT:
+            return 0.0
+        if self.is_inverse:
+            return self.side * self.multiplier * (self.k_sum - self.contracts / mark)
+        return self.side * self.multiplier * (self.contracts * mark - self.k_sum)
+
+
+def summarize(position: Position, instrument: InstrumentSpec) -> PositionSummary:
+    """O(lots) aggregates of `position` for O(1) marking and management state."""
+    lots = position.lots
+    if not lots:
+        return PositionSummary(
+            FLAT, 0.0, 0.0, 0.0, 0.0, 0, instrument.multiplier, instrument.is_inverse
+        )
+    tick = instrument.tick_size
+    ref = lots[0].ts_ns
+    stake = c_sum = k_sum = age = 0.0
+    for lot in lots:
+        price = lot.price_ticks * tick
+        stake += lot.stake
+        c_sum += lot.contracts
+        k_sum += lot.contracts / price if instrument.is_inverse else lot.contracts * price
+        age += lot.stake * (lot.ts_ns - ref)
+    return PositionSummary(
+        position.side,
+        stake,
+        c_sum,
+        k_sum,
+        ref + age / stake,
+        lots[-1].ts_ns,
+        instrument.multiplier,
+        instrument.is_inverse,
+    )
+
+
 def unrealized_pnl(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
     """Pnl (settle currency, without fees) of the open lots if closed at `mark_ticks`."""
-    mark = mark_ticks * instrument.tick_size
-    total = 0.0
-    for lot in position.lots:
-        total += lot_pnl(
-            lot.side, lot.contracts, lot.price_ticks * instrument.tick_size, mark, instrument
-        )
-    return total
+    return summarize(position, instrument).unrealized(mark_ticks * instrument.tick_size)
 
 
 def entry_notional(position: Position, instrument: InstrumentSpec) -> float:
     """Value of the open lots at their entry prices (settle currency)."""
-    return sum(
-        notional(lot.contracts, lot.price_ticks * instrument.tick_size, instrument)
-        for lot in position.lots
-    )
+    return summarize(position, instrument).entry_value
 
 
 def unrealized_return(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
     """Unrealised pnl as a fraction of the open lots' entry value (0 when flat)."""
-    base = entry_notional(position, instrument)
-    if base <= 0.0:
-        return 0.0
-    return unrealized_pnl(position, mark_ticks, instrument) / base
+    return summary_return(summarize(position, instrument), mark_ticks * instrument.tick_size)
+
+
+def summary_return(summary: PositionSummary, mark: float) -> float:
+    """Unrealised return of a summarised position at `mark` (quote currency); 0 when flat."""
+    base = summary.entry_value
+    return summary.unrealized(mark) / base if base > 0.0 else 0.0
 
 
 def equity(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
@@ -370,23 +425,45 @@ def management_state(
 
     Hours are clipped to [0, hours_clip]. Pure.
     """
-    out = np.zeros(7, dtype=np.float64)
-    out[0] = 1.0 if long_order else 0.0
-    out[1] = 1.0 if short_order else 0.0
-    lots = position.lots
-    if lots:
-        side = position.side
-        stake_sum = 0.0
-        age_sum = 0.0
-        for lot in lots:
-            stake_sum += lot.stake
-            age_sum += lot.stake * (now_ns - lot.ts_ns)
-        out[2] = side * min(stake_sum / limits.max_exposure, 1.0)
-        pct = 100.0 * unrealized_return(position, mark_ticks, instrument)
-        out[3] = min(max(pct, -limits.pct_clip), limits.pct_clip)
-        out[4] = age_sum / stake_sum / NS_PER_HOUR
-        out[5] = (now_ns - lots[-1].ts_ns) / NS_PER_HOUR
-    else:
-        out[6] = (now_ns - position.flat_since_ns) / NS_PER_HOUR
-    np.clip(out[4:], 0.0, limits.hours_clip, out=out[4:])
-    return out
+    values = management_values(
+        summarize(position, instrument),
+        position.flat_since_ns,
+        now_ns,
+        mark_ticks * instrument.tick_size,
+        long_order,
+        short_order,
+        limits,
+    )
+    return np.array(values, dtype=np.float64)
+
+
+def management_values(
+    summary: PositionSummary,
+    flat_since_ns: int,
+    now_ns: int,
+    mark: float,
+    long_order: bool,
+    short_order: bool,
+    limits: StateLimits,
+) -> list[float]:
+    """`management_state` from a summarised position, as a list (the env's fast path;
+    `mark` in quote currency)."""
+    hc = limits.hours_clip
+    if summary.side == FLAT:
+        since = (now_ns - flat_since_ns) / NS_PER_HOUR
+        since = 0.0 if since < 0.0 else (hc if since > hc else since)
+        return [1.0 if long_order else 0.0, 1.0 if short_order else 0.0, 0.0, 0.0, 0.0, 0.0, since]
+    size = summary.exposure / limits.max_exposure
+    pct = 100.0 * summary_return(summary, mark)
+    pc = limits.pct_clip
+    avg = (now_ns - summary.mean_ts_ns) / NS_PER_HOUR
+    last = (now_ns - summary.last_ts_ns) / NS_PER_HOUR
+    return [
+        1.0 if long_order else 0.0,
+        1.0 if short_order else 0.0,
+        summary.side * (1.0 if size > 1.0 else size),
+        -pc if pct < -pc else (pc if pct > pc else pct),
+        0.0 if avg < 0.0 else (hc if avg > hc else avg),
+        0.0 if last < 0.0 else (hc if last > hc else last),
+        0.0,
+    ]

@@ -32,6 +32,8 @@ TERM_NAMES: tuple[str, ...] = (
     "terminal_penalty",
 )
 
+ZERO_TERMS: dict[str, float] = {**dict.fromkeys(TERM_NAMES, 0.0), "total": 0.0}
+
 
 def punishment_scale(cycle: int, cfg: RewardConfig) -> float:
     """Penalty multiplier at curriculum `cycle` (0, 1, 2, ...): starts at

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config.base import FrozenModel
 from core.instrument import InstrumentSpec
@@ -57,3 +57,18 @@ class EnvConfig(FrozenModel):
     funding_rate: float = 0.0001  # per funding interval, positive = longs pay shorts
     instrument: InstrumentSpec = InstrumentSpec()  # XBTUSD (inverse, maker rebate) by default
     reward: RewardConfig = RewardConfig()
+
+    @model_validator(mode="after")
+    def _penalty_hours_are_observable(self) -> EnvConfig:
+        # the penalties read the clipped management-state hours: a limit at or above the
+        # clip would never trigger
+        for name in ("open_position_hours", "close_position_hours"):
+            if getattr(self.reward, name) >= self.hours_clip:
+                raise ValueError(
+                    f"reward.{name}={getattr(self.reward, name)} must be below hours_clip={self.hours_clip}"
+                )
+        if self.stake_fraction > self.max_exposure:
+            raise ValueError(
+                f"stake_fraction={self.stake_fraction} exceeds max_exposure={self.max_exposure}"
+            )
+        return self
