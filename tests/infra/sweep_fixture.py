@@ -1,0 +1,119 @@
+"""Log a small but complete, comparable sweep through Chappie's real tracking adapter
+(registry.tracking) and register two versions with `champion` / `challenger` aliases.
+
+The params, tags and metrics follow the convention in infra/README.md ("Comparing runs in
+the MLflow UI"): every child run of a sweep has the same param keys, `trial` and `seed`
+as params and tags, and the same metric keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MODEL_NAME = "chappie-test"
+EXPERIMENT = "chappie-infra"
+TRIALS = {
+    "base": {"learning_rate": 3e-4, "n_steps": 256},
+    "wide": {"learning_rate": 1e-4, "n_steps": 512},
+}
+SEEDS = (0, 1)
+COMPARE_PARAMS = ("trial", "seed", "timesteps", "fold", "config_fingerprint", "spec_hash")
+COMPARE_TAGS = ("chappie.candidate_id", "chappie.trial", "chappie.seed", "chappie.sweep_run_id")
+
+
+def candidate_id(trial: str, seed: int, timesteps: int = 1024) -> str:
+    return f"{trial}-s{seed}-t{timesteps}"
+
+
+def gates_for(passed: bool) -> dict[str, dict[str, Any]]:
+    return {
+        "pass_majority_slices": {
+            "passed": passed,
+            "value": 0.75 if passed else 0.25,
+            "threshold": 0.5,
+        },
+        "drawdown_cap": {"passed": True, "value": 0.01, "threshold": 0.05},
+    }
+
+
+def log_sweep(tracking_uri: str, tmp: Path) -> dict[str, Any]:
+    """Parent run + one child per (trial, seed); returns ids and the expected values."""
+    from mlflow import MlflowClient
+
+    from registry import tracking
+
+    tracking.configure(tracking_uri)
+    parent = tracking.start_parent_run(
+        EXPERIMENT,
+        "sweep-test",
+        params={"n_trials": len(TRIALS), "seeds": list(SEEDS)},
+        tags={"chappie.kind": "sweep"},
+    )
+    model_dir = tmp / "model"
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "policy.json").write_text(json.dumps({"arch": [64, 64]}))
+    children: dict[str, str] = {}
+    expected: dict[str, float] = {}
+    for t_index, (trial, ppo) in enumerate(TRIALS.items()):
+        for seed in SEEDS:
+            cid = candidate_id(trial, seed)
+            pnl = round(0.001 * (seed + 1) - 0.002 * t_index, 6)
+            expected[cid] = pnl
+            children[cid] = tracking.log_child_run(
+                parent,
+                EXPERIMENT,
+                f"{cid}-fold01",
+                params={
+                    "trial": trial,
+                    "seed": seed,
+                    "timesteps": 1024,
+                    "fold": 1,
+                    "config_fingerprint": "f" * 16,
+                    "spec_hash": "a" * 64,
+                    "ppo": ppo,
+                },
+                tags={
+                    "chappie.candidate_id": cid,
+                    "chappie.trial": trial,
+                    "chappie.seed": str(seed),
+                    "chappie.sweep_run_id": parent,
+                },
+                metrics_history=[
+                    ("train.ep_rew_mean", 0.1 * step + seed, step) for step in range(5)
+                ],
+                final_metrics={
+                    "test.pnl_plus_fees": pnl,
+                    "test.max_drawdown": 0.01,
+                    "test.trades": 7.0,
+                },
+                artifacts=[str(model_dir)],
+                datasets=[
+                    {"slice_id": "fold01-train", "sha256": "b" * 64, "kind": "train", "fold": 1}
+                ],
+            )
+    tracking.end_run(parent)
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client.create_registered_model(MODEL_NAME)
+    versions = {}
+    for cid, alias, passed in (
+        (candidate_id("base", 1), "champion", True),
+        (candidate_id("wide", 0), "challenger", False),
+    ):
+        run_id = children[cid]
+        mv = client.create_model_version(
+            MODEL_NAME,
+            source=f"runs:/{run_id}/model",
+            run_id=run_id,
+            tags={
+                "candidate_id": cid,
+                "decision": "promote" if passed else "reject",
+                "sweep_run_id": parent,
+                "gates": json.dumps(gates_for(passed)),
+            },
+        )
+        client.set_registered_model_alias(MODEL_NAME, alias, mv.version)
+        versions[alias] = str(mv.version)
+    return {"parent": parent, "children": children, "pnl": expected, "versions": versions}
