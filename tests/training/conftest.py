@@ -1,0 +1,171 @@
+"""Fixtures of the training tests: a data folder in the real on-disk formats (slice
+parquet + manifest, frozen stats, folds.json) holding a random-walk XBTUSD market, so the
+sweep, backtest and flows run without the ingest and features stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.atomic import write_json_atomic
+from core.config.experiment import ExperimentConfig, load_config
+from core.config.features import FeatureSpec
+from core.hashing import sha256_file
+from core.paths import DataLayout
+from core.schema import EXEC_COLUMNS, MID_TICKS, TS
+from features.stats import FrozenStats
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "conf" / "tiny.yaml"
+T0 = 1_704_067_200 * 1_000_000_000  # 2024-01-01 00:00 UTC
+
+
+def market_columns(
+    spec: FeatureSpec, n: int, seed: int, t0: int, vol: int = 2
+) -> dict[str, np.ndarray]:
+    """A random-walk book around 80,000 ticks with taker prints on both sides and
+    features that are noisy functions of the path (columns in slice order)."""
+    rng = np.random.default_rng(seed)
+    bid = 80_000 + np.cumsum(rng.integers(-vol, vol + 1, n)).astype(np.int64)
+    ask = bid + np.where(rng.random(n) < 0.9, 1, 2).astype(np.int64)
+    u = rng.random(n)
+    buy_hi = np.where(u < 0.35, ask + rng.integers(0, 3, n), 0).astype(np.int64)
+    sell_lo = np.where((u > 0.4) & (u < 0.75), bid - rng.integers(0, 3, n), 0).astype(np.int64)
+    cols: dict[str, np.ndarray] = {
+        TS: t0 + spec.interval_ns * np.arange(1, n + 1, dtype=np.int64),
+        MID_TICKS: (bid + ask) / 2.0,
+    }
+    for j, name in enumerate(spec.names):
+        cols[name] = rng.normal(j * 0.1, 1.0 + 0.1 * j, n)
+    cols[EXEC_COLUMNS[0]] = bid
+    cols[EXEC_COLUMNS[1]] = ask
+    cols[EXEC_COLUMNS[2]] = buy_hi
+    cols[EXEC_COLUMNS[3]] = sell_lo
+    cols[EXEC_COLUMNS[4]] = np.where(buy_hi > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
+    cols[EXEC_COLUMNS[5]] = np.where(sell_lo > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
+    return cols
+
+
+def write_slice(
+    layout: DataLayout,
+    spec: FeatureSpec,
+    slice_id: str,
+    kind: str,
+    fold: int | None,
+    n: int,
+    seed: int,
+    t0: int,
+    stats_id: str | None = None,
+    vol: int = 2,
+) -> dict:
+    """Slice parquet + manifest in the contract format; returns the manifest."""
+    folder = layout.slices(spec.spec_hash)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{slice_id}.parquet"
+    cols = market_columns(spec, n, seed, t0, vol)
+    pq.write_table(pa.table(cols), path)
+    manifest = {
+        "slice_id": slice_id,
+        "kind": kind,
+        "fold": fold,
+        "spec_hash": spec.spec_hash,
+        "t_start_ns": int(cols[TS][0]),
+        "t_end_ns": int(cols[TS][-1]),
+        "rows": n,
+        "sha256": sha256_file(path),
+        "path": str(path.resolve()),
+        "event_partitions": {},
+        "validation": {"success": True, "suite": "test", "failed": [], "statistics": {}},
+        "stats_id": stats_id,
+    }
+    write_json_atomic(folder / f"{slice_id}.manifest.json", manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+    layout: DataLayout
+    cfg: ExperimentConfig
+
+
+def build_data_dir(
+    root: Path, cfg: ExperimentConfig, rows: int = 600, stress_vol: int = 8
+) -> DataDir:
+    """folds.json with cfg.features.walk_forward.n_folds folds (train, test) and one
+    stress slice (a wider random walk: a regime unlike training)."""
+    spec = cfg.features.spec
+    layout = DataLayout(root.resolve())
+    folds = []
+    step = rows * spec.interval_ns
+    stats_id = None
+    for k in range(cfg.features.walk_forward.n_folds):
+        t0 = T0 + k * step
+        train = write_slice(layout, spec, f"fold{k:02d}-train", "train", k, rows, 100 + k, t0)
+        x = pq.read_table(train["path"], columns=list(spec.names)).to_pandas().to_numpy()
+        stats = FrozenStats.fit(
+            x,
+            spec.names,
+            spec.spec_hash,
+            spec.sigma_floor,
+            [{"slice_id": train["slice_id"], "sha256": train["sha256"]}],
+        )
+        stats.save(layout.stats(stats.stats_id))
+        stats_id = stats.stats_id
+        write_slice(
+            layout,
+            spec,
+            f"fold{k:02d}-test",
+            "test",
+            k,
+            rows // 2,
+            200 + k,
+            t0 + step + 10**12,
+            stats_id,
+        )
+        folds.append(
+            {
+                "fold": k,
+                "train": f"fold{k:02d}-train",
+                "validation": None,
+                "test": f"fold{k:02d}-test",
+                "stats_id": stats.stats_id,
+            }
+        )
+    write_slice(
+        layout,
+        spec,
+        "stress00",
+        "stress",
+        None,
+        rows // 2,
+        300,
+        T0 + 10**14,
+        stats_id,
+        vol=stress_vol,
+    )
+    write_json_atomic(
+        layout.slices(spec.spec_hash) / "folds.json",
+        {
+            "spec_hash": spec.spec_hash,
+            "folds": folds,
+            "stress": ["stress00"],
+            "stress_stats_id": stats_id,
+        },
+    )
+    return DataDir(root.resolve(), layout, cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> ExperimentConfig:
+    return load_config(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, tiny_cfg: ExperimentConfig) -> DataDir:
+    return build_data_dir(tmp_path_factory.mktemp("tiny-data"), tiny_cfg)

@@ -1,0 +1,172 @@
+"""Walk-forward backtest: lockstep equals one-at-a-time, accounting identities, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config.training import EvaluationConfig
+from features.slices import load_fold_index
+from tests.training.conftest import DataDir
+from training.backtest import SliceInput, backtest, sb3_batch_policy
+from training.report import render_markdown, write_report
+
+
+def slice_inputs(data: DataDir) -> tuple[list[SliceInput], str]:
+    spec = data.cfg.features.spec
+    idx = load_fold_index(data.layout, spec.spec_hash)
+    folder = data.layout.slices(spec.spec_hash)
+    paths = [folder / f"{f.test}.parquet" for f in idx.folds] + [
+        folder / f"{s}.parquet" for s in idx.stress
+    ]
+    return [SliceInput.from_path(p) for p in paths], str(data.layout.stats(idx.folds[-1].stats_id))
+
+
+def projection_policy(dim: int, seed: int = 0):
+    """A deterministic policy: argmax of a fixed random projection of the observation."""
+    w = np.random.default_rng(seed).normal(size=(dim, 3)).astype(np.float32)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.argmax(obs @ w, axis=1)
+
+    return act
+
+
+def obs_dim(data: DataDir) -> int:
+    spec = data.cfg.features.spec
+    return len(spec.names) * spec.window + 7
+
+
+def test_slice_input_reads_kind_and_fold_from_the_manifest(tiny_data: DataDir) -> None:
+    inputs, _ = slice_inputs(tiny_data)
+    assert [(s.slice_id, s.kind, s.fold) for s in inputs] == [
+        ("fold00-test", "test", 0),
+        ("fold01-test", "test", 1),
+        ("stress00", "stress", None),
+    ]
+
+
+def test_lockstep_backtest_equals_one_slice_at_a_time(tiny_data: DataDir) -> None:
+    inputs, stats = slice_inputs(tiny_data)
+    env_cfg = tiny_data.cfg.sweep.trials[0].env
+    pol = projection_policy(obs_dim(tiny_data))
+    a = backtest(pol, inputs, stats, env_cfg)
+    b = backtest(pol, inputs, stats, env_cfg, lockstep=False)
+    assert [r.slice.slice_id for r in a] == [s.slice_id for s in inputs]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.equity, y.equity)
+        np.testing.assert_array_equal(x.actions, y.actions)
+        assert x.metrics == y.metrics and x.trades == y.trades
+    assert sum(r.metrics.trades for r in a) > 0  # the projection policy trades
+
+
+def test_backtest_covers_the_full_slice_and_accounting_adds_up(tiny_data: DataDir) -> None:
+    inputs, stats = slice_inputs(tiny_data)
+    env_cfg = tiny_data.cfg.sweep.trials[0].env
+    for r in backtest(projection_policy(obs_dim(tiny_data), 1), inputs, stats, env_cfg):
+        rows = json.loads(
+            Path(r.slice.path).with_suffix("").with_suffix(".manifest.json").read_text()
+        )["rows"]
+        assert r.equity.size == rows - env_cfg.window + 1  # first full window to the last row
+        m = r.metrics
+        assert m.pnl_plus_fees == pytest.approx(r.equity[-1] / r.equity[0] - 1.0, abs=1e-12)
+        assert m.pnl_plus_fees == pytest.approx(m.pnl + m.fees)
+        assert m.wins + m.losses <= m.trades == len(r.trades)
+        assert r.position_size[-1] == 0.0  # flattened at the end of the slice
+        assert np.all(np.diff(r.ts_ns) > 0)
+
+
+def test_hold_only_policy_never_trades_and_keeps_equity(tiny_data: DataDir) -> None:
+    inputs, stats = slice_inputs(tiny_data)
+    res = backtest(
+        lambda o: np.zeros(len(o), dtype=np.int64), inputs, stats, tiny_data.cfg.sweep.trials[0].env
+    )
+    for r in res:
+        assert r.metrics.trades == 0 and r.metrics.pnl == 0.0 and r.metrics.fees == 0.0
+        assert r.metrics.max_drawdown == 0.0 and np.all(r.equity == r.equity[0])
+
+
+def test_policy_returning_the_wrong_number_of_actions_raises(tiny_data: DataDir) -> None:
+    inputs, stats = slice_inputs(tiny_data)
+    with pytest.raises(ValueError, match="actions for"):
+        backtest(
+            lambda o: np.zeros(1, dtype=np.int64), inputs, stats, tiny_data.cfg.sweep.trials[0].env
+        )
+
+
+def test_sb3_batch_policy_matches_sb3_predict(tiny_data: DataDir) -> None:
+    import torch
+    from stable_baselines3 import PPO
+
+    from envs.management import ManagementEnv
+    from training.sweep import ppo_kwargs
+
+    torch.set_num_threads(1)
+    inputs, stats = slice_inputs(tiny_data)
+    trial = tiny_data.cfg.sweep.trials[0]
+    env = ManagementEnv(inputs[0].path, stats, trial.env)
+    model = PPO("MlpPolicy", env, seed=3, device="cpu", **ppo_kwargs(trial))
+    obs = (
+        np.random.default_rng(0)
+        .normal(0, 3, size=(500, env.observation_space.shape[0]))
+        .astype(np.float32)
+    )
+    expected = np.array([model.predict(o, deterministic=True)[0] for o in obs])
+    np.testing.assert_array_equal(sb3_batch_policy(model)(obs), expected)
+
+
+def test_write_report_writes_pngs_trades_markdown_and_json(
+    tiny_data: DataDir, tmp_path: Path
+) -> None:
+    inputs, stats = slice_inputs(tiny_data)
+    res = backtest(
+        projection_policy(obs_dim(tiny_data)),
+        inputs,
+        stats,
+        tiny_data.cfg.sweep.trials[0].env,
+        EvaluationConfig(),
+    )
+    report = {
+        "candidate_id": "base-s0-t1024",
+        "decision": "reject",
+        "reasons": ["pass_majority_slices failed"],
+        "model": {"model_zip": "/x/model.zip"},
+        "gates": {
+            "drawdown_under_cap": {
+                "passed": True,
+                "value": 0.01,
+                "threshold": 0.05,
+                "definition": "d",
+            }
+        },
+        "slices": [r.metrics.as_dict() for r in res if r.slice.kind == "test"],
+        "stress_slices": [r.metrics.as_dict() for r in res if r.slice.kind == "stress"],
+        "test_totals": {"pnl": 0.0},
+        "train_slices": [{"slice_id": "fold00-train", "sha256": "ab" * 32}],
+        "test_slices": [],
+        "env_config": {},
+        "reward_config": {},
+        "ppo_config": {},
+        "notes": ["a note"],
+    }
+    paths = write_report(tmp_path / "rep", report, res)
+    for name in ("equity.png", "drawdown.png"):
+        assert Path(paths[name]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(paths["trades.csv"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == sum(len(r.trades) for r in res)
+    assert json.loads(Path(paths["report.json"]).read_text())["decision"] == "reject"
+    md = Path(paths["report.md"]).read_text()
+    assert md == render_markdown(report)
+    for text in (
+        "**Decision: reject**",
+        "drawdown_under_cap",
+        "stress00",
+        "fold00-train",
+        "a note",
+    ):
+        assert text in md

@@ -1,0 +1,121 @@
+"""Judging a sweep from hand-built backtest results (no env, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.clock import NS_PER_S
+from core.config.training import EvaluationConfig, GatesConfig, TrialConfig
+from training.backtest import SliceInput, SliceResult
+from training.evaluation import CandidateBacktest, evaluate_sweep, pick_best, returns_matrix
+from training.metrics import compute_slice_metrics
+
+CFG = EvaluationConfig()
+
+
+def result(
+    slice_id: str, kind: str, fold: int | None, rets: np.ndarray, trades: int = 4
+) -> SliceResult:
+    eq = np.concatenate(([1.0], np.cumprod(1.0 + rets)))
+    ts = np.arange(eq.size, dtype=np.int64) * 60 * NS_PER_S
+    m = compute_slice_metrics(
+        slice_id=slice_id,
+        kind=kind,
+        fold=fold,
+        ts_ns=ts,
+        equity=eq,
+        pnl_without_fees=eq[-1] - 1.0,
+        fees=0.0,
+        trade_pnls=np.full(trades, 1e-4),
+        return_period_ns=60 * NS_PER_S,
+        periods_per_year=CFG.annualisation,
+    )
+    return SliceResult(
+        SliceInput(f"/x/{slice_id}.parquet", slice_id, kind, fold),
+        ts,
+        eq,
+        np.zeros(eq.size),
+        np.zeros(eq.size - 1, dtype=np.int64),
+        metrics=m,
+    )
+
+
+def candidate(
+    seed: int, drift: float, rng: np.random.Generator, n_folds: int = 4, t: int = 64
+) -> CandidateBacktest:
+    test = [
+        result(f"fold{k:02d}-test", "test", k, rng.normal(drift, 1e-3, t)) for k in range(n_folds)
+    ]
+    stress = [result("stress00", "stress", None, rng.normal(-5e-3, 5e-3, t))]
+    return CandidateBacktest(
+        f"base-s{seed}-t100",
+        TrialConfig(),
+        seed,
+        100,
+        test,
+        stress,
+        model_zip=f"/m/{seed}.zip",
+        stats_dir="/s",
+        run_id=f"r{seed}",
+    )
+
+
+def test_returns_matrix_concatenates_folds_per_candidate() -> None:
+    rng = np.random.default_rng(0)
+    cands = [candidate(s, 0.0, rng) for s in range(3)]
+    m, notes = returns_matrix(cands, 60.0)
+    assert m.shape == (4 * 64, 3) and not notes
+    np.testing.assert_allclose(m[:64, 1], cands[1].test[0].returns(60.0))
+
+
+def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
+    rng = np.random.default_rng(1)
+    skilled = [candidate(s, 1e-3, rng) for s in range(3)]
+    losing = [candidate(10 + s, -1e-3, rng) for s in range(3)]
+    out = evaluate_sweep(skilled + losing, CFG)
+    dec = {c["candidate_id"]: c["decision"] for c in out["candidates"]}
+    assert all(dec[c.candidate_id] == "promote" for c in skilled), out["candidates"][0]["reasons"]
+    assert all(dec[c.candidate_id] == "reject" for c in losing)
+    assert out["overfitting"]["n_trials"] == 6 and out["overfitting"]["pbo"] < 0.1
+    best = max(skilled, key=lambda c: sum(r.metrics.pnl_plus_fees for r in c.test))
+    assert out["best"] == best.candidate_id
+    assert out["challenger"] in {c.candidate_id for c in losing}
+    first = out["candidates"][0]
+    assert set(first["gates"]) == {
+        "pass_majority_slices",
+        "drawdown_under_cap",
+        "no_single_slice_dependency",
+        "seed_stability",
+        "pbo_under_cap",
+        "dsr_above_min",
+    }
+    assert [s["slice_id"] for s in first["stress_slices"]] == ["stress00"]  # reported, not gated
+    assert first["test_totals"]["trades"] == 16
+
+
+def test_noise_family_is_not_promoted_on_luck() -> None:
+    rng = np.random.default_rng(2)
+    out = evaluate_sweep([candidate(s, 0.0, rng) for s in range(8)], CFG)
+    promoted = [c for c in out["candidates"] if c["decision"] == "promote"]
+    # pure noise: the PBO gate, the DSR gate or the slice gates stop (almost) everyone
+    assert len(promoted) <= 1
+
+
+def test_too_few_trades_means_retest() -> None:
+    rng = np.random.default_rng(3)
+    cands = [candidate(s, 1e-3, rng) for s in range(3)]
+    out = evaluate_sweep(cands, EvaluationConfig(gates=GatesConfig(min_trades=1000)))
+    assert {c["decision"] for c in out["candidates"]} == {"retest"}
+    assert out["best"] is None
+
+
+def test_pick_best_and_challenger() -> None:
+    cands = [
+        {"candidate_id": "a", "decision": "promote", "test_totals": {"pnl_plus_fees": 0.1}},
+        {"candidate_id": "b", "decision": "promote", "test_totals": {"pnl_plus_fees": 0.3}},
+        {"candidate_id": "c", "decision": "reject", "test_totals": {"pnl_plus_fees": 0.5}},
+        {"candidate_id": "d", "decision": "retest", "test_totals": {"pnl_plus_fees": 0.6}},
+    ]
+    assert pick_best(cands, promoted=True) == "b"
+    assert pick_best(cands, promoted=False) == "d"
+    assert pick_best([], promoted=True) is None

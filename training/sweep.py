@@ -1,0 +1,418 @@
+"""The PPO seed sweep: one training task per (trial, seed, timesteps, fold), each in its
+own process with one torch thread, on a process pool (default), Dask, or in-process.
+
+Adapter ring: `train_one` reads one train slice and its frozen stats, trains SB3 PPO on
+the ManagementEnv and writes `model.zip`, `metrics.csv` (SB3's logged values, long form:
+key, value, step) and `task.json` into the task's out dir. It never touches MLflow:
+the flow logs the captured metrics in batches afterwards.
+
+A curriculum callback drives the env's punishment scale: training is cut into
+`punishment_suppression_cycles + 1` equal phases and phase k sets curriculum cycle k
+(`envs.rewards.punishment_scale`), so penalties start suppressed and reach full strength
+in the last phase.
+
+`run_tasks` retries a failed task `SweepConfig.retries` times and reports every task,
+failed or not: nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from core.atomic import write_bytes_atomic, write_json_atomic, write_with_atomic
+from core.config.base import FrozenModel
+from core.config.training import SweepConfig, TrialConfig
+from core.hashing import fingerprint
+from core.settings import ensure_single_thread_math
+
+MODEL_ZIP = "model.zip"
+METRICS_CSV = "metrics.csv"
+TASK_JSON = "task.json"
+RESULT_JSON = "result.json"
+
+
+class TrainTask(FrozenModel):
+    """One PPO training run. JSON-able and hashable by content (Prefect caches on it):
+    `train_sha256` ties the cache to the slice's bytes, not only its path."""
+
+    trial: TrialConfig
+    seed: int
+    timesteps: int = Field(gt=0)
+    fold: int = Field(ge=0)
+    train_slice: str  # absolute path of the fold's train slice parquet
+    train_slice_id: str = ""
+    train_sha256: str = ""
+    stats_dir: str  # absolute path of the fold's frozen stats
+    stats_id: str = ""
+    out_dir: str  # where model.zip, metrics.csv, task.json go
+
+    @property
+    def trial_fingerprint(self) -> str:
+        """First 8 hex of the sha256 of the trial config (env + reward + PPO)."""
+        return fingerprint(self.trial)[:8]
+
+    @property
+    def candidate_id(self) -> str:
+        """A model candidate = (trial, seed, timesteps), trained once per fold."""
+        return candidate_id(self.trial.name, self.seed, self.timesteps)
+
+    @property
+    def run_name(self) -> str:
+        """Encodes every knob: trial name, config fingerprint, seed, timesteps, fold."""
+        return f"{self.trial.name}-{self.trial_fingerprint}-s{self.seed}-t{self.timesteps}-f{self.fold:02d}"
+
+
+def candidate_id(trial: str, seed: int, timesteps: int) -> str:
+    return f"{trial}-s{seed}-t{timesteps}"
+
+
+class TrainResult(FrozenModel):
+    """What a finished (or failed) task left behind. Paths are absolute."""
+
+    run_name: str
+    candidate_id: str
+    fold: int
+    ok: bool
+    model_zip: str | None = None
+    metrics_csv: str | None = None
+    task_json: str | None = None
+    timesteps_done: int = 0
+    wall_s: float = 0.0
+    steps_per_s: float = 0.0
+    final_metrics: dict[str, float] = {}
+    attempts: int = 1
+    error: str | None = None
+
+
+# ---------------------------------------------------------------- SB3 glue (lazy imports)
+def _activation(name: str) -> Any:
+    import torch.nn as nn
+
+    return {"tanh": nn.Tanh, "relu": nn.ReLU}[name]
+
+
+def ppo_kwargs(trial: TrialConfig) -> dict[str, Any]:
+    """SB3 PPO constructor arguments of a trial (policy_kwargs hold net_arch/activation)."""
+    p = trial.ppo
+    return {
+        "learning_rate": p.learning_rate,
+        "n_steps": p.n_steps,
+        "batch_size": p.batch_size,
+        "n_epochs": p.n_epochs,
+        "gamma": p.gamma,
+        "gae_lambda": p.gae_lambda,
+        "clip_range": p.clip_range,
+        "ent_coef": p.ent_coef,
+        "vf_coef": p.vf_coef,
+        "max_grad_norm": p.max_grad_norm,
+        "policy_kwargs": {"net_arch": list(p.net_arch), "activation_fn": _activation(p.activation)},
+    }
+
+
+def curriculum_cycle(num_timesteps: int, total_timesteps: int, n_cycles: int) -> int:
+    """Curriculum cycle at `num_timesteps` of `total_timesteps`: training is cut into
+    n_cycles + 1 equal phases, phase k is cycle k (0 cycles: always 0). Pure."""
+    if n_cycles <= 0 or total_timesteps <= 0:
+        return 0
+    return min(n_cycles, int(num_timesteps * (n_cycles + 1) // total_timesteps))
+
+
+def _make_callbacks(total: int, n_cycles: int) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CurriculumCallback(BaseCallback):
+        """Ramps the env's punishment scale at the start of every rollout."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.cycle = -1
+
+        def _on_rollout_start(self) -> None:
+            cycle = curriculum_cycle(self.num_timesteps, total, n_cycles)
+            if cycle != self.cycle:
+                self.cycle = cycle
+                scales = self.training_env.env_method("set_curriculum_cycle", cycle)
+                self.logger.record("curriculum/cycle", cycle)
+                self.logger.record("curriculum/punishment_scale", float(scales[0]))
+
+        def _on_step(self) -> bool:
+            return True
+
+    return CurriculumCallback()
+
+
+def _record_writer() -> Any:
+    from stable_baselines3.common.logger import KVWriter
+
+    class RecordWriter(KVWriter):
+        """Keeps every numeric value SB3 logs as (key, value, step) for batched logging."""
+
+        def __init__(self) -> None:
+            self.rows: list[tuple[str, float, int]] = []
+
+        def write(
+            self, key_values: dict[str, Any], key_excluded: dict[str, Any], step: int = 0
+        ) -> None:
+            for key, value in key_values.items():
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    and not hasattr(value, "item")
+                ):
+                    continue
+                try:
+                    v = float(value)
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(v):
+                    self.rows.append((key, v, int(step)))
+
+        def close(self) -> None:
+            pass
+
+    return RecordWriter()
+
+
+def write_metrics_csv(path: Path, rows: Sequence[tuple[str, float, int]]) -> Path:
+    """metrics.csv in long form (key, value, step), atomically."""
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["key", "value", "step"])
+            w.writerows((k, repr(v), s) for k, v, s in rows)
+
+    return write_with_atomic(path, _write)
+
+
+def read_metrics_csv(path: str | Path) -> list[tuple[str, float, int]]:
+    """(key, value, step) rows of a metrics.csv written by `write_metrics_csv`."""
+    with open(path, newline="") as fh:
+        return [(r["key"], float(r["value"]), int(r["step"])) for r in csv.DictReader(fh)]
+
+
+def final_values(rows: Iterable[tuple[str, float, int]]) -> dict[str, float]:
+    """The last logged value of every key."""
+    out: dict[str, float] = {}
+    for k, v, _ in rows:
+        out[k] = v
+    return out
+
+
+def train_one(task: TrainTask) -> TrainResult:
+    """Train PPO for `task` and publish model.zip, metrics.csv, task.json and result.json
+    in `task.out_dir` (each atomically; result.json last). Deterministic given the seed
+    on one thread. Raises on bad input (missing slice/stats, config mismatch): the caller
+    decides about retries."""
+    ensure_single_thread_math()
+    import torch
+
+    torch.set_num_threads(1)
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
+
+    from envs.management import ManagementEnv
+
+    out = Path(task.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
+    t0 = time.perf_counter()
+    env = ManagementEnv(task.train_slice, task.stats_dir, task.trial.env)
+    model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
+    writer = _record_writer()
+    model.set_logger(Logger(folder=None, output_formats=[writer]))
+    callback = _make_callbacks(task.timesteps, task.trial.env.reward.punishment_suppression_cycles)
+    model.learn(total_timesteps=task.timesteps, callback=callback, progress_bar=False)
+    wall = time.perf_counter() - t0
+    done = int(model.num_timesteps)
+
+    zip_path = out / MODEL_ZIP
+    _save_zip(model, zip_path)
+    rows = writer.rows
+    metrics_path = write_metrics_csv(out / METRICS_CSV, rows)
+    result = TrainResult(
+        run_name=task.run_name,
+        candidate_id=task.candidate_id,
+        fold=task.fold,
+        ok=True,
+        model_zip=str(zip_path.resolve()),
+        metrics_csv=str(metrics_path.resolve()),
+        task_json=str((out / TASK_JSON).resolve()),
+        timesteps_done=done,
+        wall_s=wall,
+        steps_per_s=done / wall if wall > 0 else 0.0,
+        final_metrics=final_values(rows),
+    )
+    write_json_atomic(out / RESULT_JSON, result.model_dump(mode="json"))
+    env.close()
+    return result
+
+
+def _save_zip(model: Any, target: Path) -> None:
+    """model.save into a temp .zip beside `target`, then an atomic rename."""
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.zip")
+    try:
+        model.save(tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_result(out_dir: str | Path) -> TrainResult | None:
+    """The result.json of a finished task, or None."""
+    p = Path(out_dir) / RESULT_JSON
+    if not p.exists():
+        return None
+    return TrainResult.model_validate_json(p.read_text())
+
+
+# ---------------------------------------------------------------- executors
+def _failed(task: TrainTask, exc: BaseException, attempts: int) -> TrainResult:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return TrainResult(
+        run_name=task.run_name,
+        candidate_id=task.candidate_id,
+        fold=task.fold,
+        ok=False,
+        attempts=attempts,
+        error=text,
+    )
+
+
+def _worker_init() -> None:
+    ensure_single_thread_math()
+
+
+def run_tasks(
+    tasks: Sequence[TrainTask],
+    cfg: SweepConfig,
+    fn: Callable[[TrainTask], TrainResult] = train_one,
+    on_done: Callable[[TrainResult], None] | None = None,
+) -> list[TrainResult]:
+    """Run every task on `cfg.executor` with `cfg.n_workers` workers; a failed task is
+    retried up to `cfg.retries` times, then reported with ok=False and its error.
+    Results come back in task order. `on_done` sees each final result (progress bars)."""
+    if cfg.executor == "sequential":
+        return [_run_with_retries(t, fn, cfg.retries, on_done) for t in tasks]
+    if cfg.executor == "process":
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(
+            max_workers=cfg.n_workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+        ) as pool:
+            return _drive(tasks, pool.submit, fn, cfg.retries, on_done)
+    if cfg.executor == "dask":
+        with dask_client(cfg) as client:
+            return _drive(
+                tasks, lambda f, t: client.submit(f, t, pure=False), fn, cfg.retries, on_done
+            )
+    raise ValueError(f"unknown executor {cfg.executor!r}")
+
+
+def _run_with_retries(
+    task: TrainTask,
+    fn: Callable[[TrainTask], TrainResult],
+    retries: int,
+    on_done: Callable[[TrainResult], None] | None,
+) -> TrainResult:
+    for attempt in range(1, retries + 2):
+        try:
+            res = fn(task).model_copy(update={"attempts": attempt})
+            break
+        except Exception as exc:  # reported, never dropped
+            res = _failed(task, exc, attempt)
+    if on_done:
+        on_done(res)
+    return res
+
+
+def _drive(
+    tasks: Sequence[TrainTask],
+    submit: Callable[..., Any],
+    fn: Callable[[TrainTask], TrainResult],
+    retries: int,
+    on_done: Callable[[TrainResult], None] | None,
+) -> list[TrainResult]:
+    """Submit everything, resubmit failures until their retries are spent."""
+    from concurrent.futures import wait
+
+    results: list[TrainResult | None] = [None] * len(tasks)
+    live: dict[Any, tuple[int, int]] = {}  # future -> (task index, attempt)
+    for i, t in enumerate(tasks):
+        live[submit(fn, t)] = (i, 1)
+    while live:
+        done = _wait_any(list(live), wait)
+        for fut in done:
+            i, attempt = live.pop(fut)
+            try:
+                res = fut.result().model_copy(update={"attempts": attempt})
+            except Exception as exc:
+                if attempt <= retries:
+                    live[submit(fn, tasks[i])] = (i, attempt + 1)
+                    continue
+                res = _failed(tasks[i], exc, attempt)
+            results[i] = res
+            if on_done:
+                on_done(res)
+    return [r for r in results if r is not None]
+
+
+def _wait_any(futures: list[Any], wait: Callable[..., Any]) -> list[Any]:
+    if futures and isinstance(futures[0], Future):
+        from concurrent.futures import FIRST_COMPLETED
+
+        return list(wait(futures, return_when=FIRST_COMPLETED).done)
+    from distributed import wait as dwait
+
+    return list(dwait(futures, return_when="FIRST_COMPLETED").done)
+
+
+class dask_client:  # noqa: N801 - a context manager used like a function
+    """A distributed.Client on `cfg.dask_address`, or on a local cluster of
+    `cfg.n_workers` single-threaded worker processes bound to 127.0.0.1."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.cluster: Any = None
+        self.client: Any = None
+
+    def __enter__(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        if self.cfg.dask_address:
+            self.client = Client(self.cfg.dask_address)
+        else:
+            self.cluster = LocalCluster(
+                n_workers=self.cfg.n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+            )
+            self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def write_task_list(path: str | Path, tasks: Sequence[TrainTask]) -> Path:
+    """The sweep's task list as JSON (for reports and resumption)."""
+    data = [{**t.model_dump(mode="json"), "run_name": t.run_name} for t in tasks]
+    return write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
