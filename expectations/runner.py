@@ -1,0 +1,177 @@
+"""The one place that calls Great Expectations (1.x). Adapter.
+
+GX is imported inside functions only (it takes seconds to import); polars frames are
+converted to pandas here, at this one boundary. `validate_slice` raises
+`SliceValidationError` naming every failed expectation; `run_suite` returns the result.
+Data Docs HTML is written under the given folder when asked.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core.config.features import ExpectationsConfig, FeatureSpec
+from expectations.suites import Suite, book_suite, book_view, feature_suite, feature_view
+
+
+class SliceValidationError(RuntimeError):
+    """A slice failed its expectation suites; `failed` lists the expectations."""
+
+    def __init__(self, slice_id: str, failed: list[str], result: ValidationResult | None = None):
+        self.slice_id = slice_id
+        self.failed = failed
+        self.result = result
+        super().__init__(
+            f"slice {slice_id} failed {len(failed)} expectation(s): {'; '.join(failed)}"
+        )
+
+
+@dataclass
+class ValidationResult:
+    """Summary kept in the slice manifest (`validation`)."""
+
+    success: bool
+    suite: str
+    failed: list[str] = field(default_factory=list)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    data_docs: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "success": self.success,
+            "suite": self.suite,
+            "failed": list(self.failed),
+            "statistics": dict(self.statistics),
+        }
+        if self.data_docs:
+            out["data_docs"] = self.data_docs
+        return out
+
+
+_CONTEXT: Any = None
+
+
+def _context() -> Any:
+    """One ephemeral GX context per process, progress bars off."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _gx_suite(ctx: Any, suite: Suite) -> Any:
+    import great_expectations as gx
+
+    gx_suite = gx.ExpectationSuite(name=suite.name)
+    for e in suite.expectations:
+        cls = getattr(gx.expectations, e.type)
+        gx_suite.add_expectation(cls(**e.kwargs))
+    return gx_suite
+
+
+def _describe(res: Any) -> str:
+    cfg = res.expectation_config
+    kw = cfg.kwargs
+    cols = kw.get("column") or ",".join(str(kw[k]) for k in ("column_A", "column_B") if k in kw)
+    detail = res.result or {}
+    n = detail.get("unexpected_count")
+    pct = detail.get("unexpected_percent")
+    extra = ""
+    if n is not None:
+        extra = f": {n} unexpected"
+        if pct is not None:
+            extra += f" ({pct:.3g}%)"
+    name = "".join(part.title() for part in str(cfg.type).split("_"))
+    return f"{name}({cols}){extra}"
+
+
+def run_suite(frame: pl.DataFrame, suite: Suite, asset: str = "frame") -> ValidationResult:
+    """Validate a polars frame against `suite`; never raises on failed expectations."""
+    ctx = _context()
+    pdf = frame.to_pandas()
+    ds_name = "chappie-pandas"
+    try:
+        ds = ctx.data_sources.get(ds_name)
+    except Exception:  # noqa: BLE001 - GX raises its own lookup errors
+        ds = ctx.data_sources.add_pandas(ds_name)
+    try:
+        data_asset = ds.get_asset(asset)
+    except Exception:  # noqa: BLE001
+        data_asset = ds.add_dataframe_asset(asset)
+    try:
+        bd = data_asset.get_batch_definition("whole")
+    except Exception:  # noqa: BLE001
+        bd = data_asset.add_batch_definition_whole_dataframe("whole")
+    batch = bd.get_batch(batch_parameters={"dataframe": pdf})
+    res = batch.validate(_gx_suite(ctx, suite), result_format="SUMMARY")
+    failed = [_describe(r) for r in res.results if not r.success]
+    stats = {k: v for k, v in dict(res.statistics).items() if v is not None}
+    return ValidationResult(
+        success=bool(res.success), suite=suite.name, failed=failed, statistics=stats
+    )
+
+
+def validate_frames(
+    slice_frame: pl.DataFrame,
+    bars: pl.DataFrame | None,
+    spec: FeatureSpec,
+    cfg: ExpectationsConfig,
+    mean: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+) -> ValidationResult:
+    """Run the book suite on `bars` (the slice's bars, when given) and the feature suite
+    on `slice_frame`; merge both into one result. Never raises on failures."""
+    results: list[ValidationResult] = []
+    if bars is not None:
+        results.append(run_suite(book_view(bars, spec.depth), book_suite(), "book"))
+    fsuite = feature_suite(spec, cfg, with_stats=mean is not None)
+    results.append(run_suite(feature_view(slice_frame, spec, mean, sigma), fsuite, "features"))
+    stats = {
+        "evaluated_expectations": sum(
+            r.statistics.get("evaluated_expectations", 0) for r in results
+        ),
+        "successful_expectations": sum(
+            r.statistics.get("successful_expectations", 0) for r in results
+        ),
+        "unsuccessful_expectations": sum(
+            r.statistics.get("unsuccessful_expectations", 0) for r in results
+        ),
+        "rows": slice_frame.height,
+    }
+    return ValidationResult(
+        success=all(r.success for r in results),
+        suite="+".join(r.suite for r in results),
+        failed=[f for r in results for f in r.failed],
+        statistics=stats,
+    )
+
+
+def validate_slice(
+    slice_frame: pl.DataFrame | str | Path,
+    spec: FeatureSpec,
+    cfg: ExpectationsConfig | None = None,
+    *,
+    bars: pl.DataFrame | None = None,
+    mean: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+    slice_id: str = "slice",
+) -> ValidationResult:
+    """Validate a slice (frame or parquet path) and its bars; raise
+    SliceValidationError listing the failed expectations, else return the result."""
+    frame = slice_frame if isinstance(slice_frame, pl.DataFrame) else pl.read_parquet(slice_frame)
+    result = validate_frames(frame, bars, spec, cfg or ExpectationsConfig(), mean, sigma)
+    if not result.success:
+        raise SliceValidationError(slice_id, result.failed, result)
+    return result

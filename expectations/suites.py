@@ -1,0 +1,144 @@
+"""Expectation suites as plain data, and the frames they run on. Pure (no GX import).
+
+A suite is a name and a list of `Expectation(type, kwargs)`; `expectations.runner`
+turns them into Great Expectations 1.x objects. Keeping them as data lets tests and
+manifests name every expectation without importing GX.
+
+book suite    (on `book_view(bars)` of a slice's bars): no nulls, strictly increasing
+              time, never crossed (ask0 > bid0), spread >= 1 tick, positive level-0 sizes
+              and prices, every level either empty (price 0, size 0) or with size > 0.
+feature suite (on `feature_view(slice, stats)`): no NaN or infinity in any feature,
+              imbalances within [-1, 1], spreads >= 0, strictly increasing time, and
+              normalised values (x - mean) / sigma within +-`normalized_abs_max` for at
+              least `normalized_mostly` of rows (when frozen stats are given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core import schema as S
+from core.config.features import ExpectationsConfig, FeatureSpec
+
+BOOK_SUITE = "chappie-book"
+FEATURE_SUITE = "chappie-features"
+SPREAD_COL = "spread_ticks"
+BAD_LEVELS_COL = "bad_levels"  # per row: levels that are half empty or have size <= 0
+Z_PREFIX = "z__"
+FINITE_MAX = 1.7e308  # a between() with finite bounds rejects +-inf
+
+
+@dataclass(frozen=True)
+class Expectation:
+    type: str  # GX class name, e.g. "ExpectColumnValuesToNotBeNull"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """Short human label, e.g. `ExpectColumnValuesToBeBetween(imbalance_l1)`."""
+        cols = self.kwargs.get("column") or ",".join(
+            str(self.kwargs[k]) for k in ("column_A", "column_B") if k in self.kwargs
+        )
+        return f"{self.type}({cols})"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    expectations: tuple[Expectation, ...]
+
+
+def _not_null(col: str) -> Expectation:
+    return Expectation("ExpectColumnValuesToNotBeNull", {"column": col})
+
+
+def _between(col: str, lo: float | None, hi: float | None, mostly: float = 1.0) -> Expectation:
+    kw: dict[str, Any] = {"column": col, "min_value": lo, "max_value": hi}
+    if mostly < 1.0:
+        kw["mostly"] = mostly
+    return Expectation("ExpectColumnValuesToBeBetween", kw)
+
+
+def _increasing(col: str) -> Expectation:
+    return Expectation("ExpectColumnValuesToBeIncreasing", {"column": col, "strictly": True})
+
+
+# ---------------------------------------------------------------- book
+def book_view(bars: pl.DataFrame, depth: int) -> pl.DataFrame:
+    """The columns the book suite checks: ts, level-0 book, spread and a per-row count
+    of malformed levels (price set with size <= 0, or size without a price)."""
+    bad = pl.lit(0, pl.Int64)
+    for i in range(depth):
+        for px, sz in ((S.bid_px(i), S.bid_sz(i)), (S.ask_px(i), S.ask_sz(i))):
+            half = ((pl.col(px) > 0) & (pl.col(sz) <= 0)) | ((pl.col(px) <= 0) & (pl.col(sz) != 0))
+            bad = bad + half.cast(pl.Int64)
+    return bars.select(
+        S.TS,
+        S.BOOK_OK,
+        S.bid_px(0),
+        S.bid_sz(0),
+        S.ask_px(0),
+        S.ask_sz(0),
+        (pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))).alias(SPREAD_COL),
+        bad.alias(BAD_LEVELS_COL),
+    )
+
+
+def book_suite() -> Suite:
+    cols = [S.TS, S.BOOK_OK, S.bid_px(0), S.bid_sz(0), S.ask_px(0), S.ask_sz(0)]
+    exps = [_not_null(c) for c in cols]
+    exps += [
+        _increasing(S.TS),
+        Expectation(
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {"column_A": S.ask_px(0), "column_B": S.bid_px(0), "or_equal": False},
+        ),
+        _between(SPREAD_COL, 1, None),
+        _between(S.bid_px(0), 1, None),
+        _between(S.bid_sz(0), 1, None),
+        _between(S.ask_sz(0), 1, None),
+        Expectation("ExpectColumnValuesToBeInSet", {"column": S.BOOK_OK, "value_set": [True]}),
+        Expectation("ExpectColumnValuesToBeInSet", {"column": BAD_LEVELS_COL, "value_set": [0]}),
+    ]
+    return Suite(BOOK_SUITE, tuple(exps))
+
+
+# ---------------------------------------------------------------- features
+def _is_imbalance(name: str) -> bool:
+    return name.startswith(("imbalance_", "trade_imbalance_"))
+
+
+def feature_view(
+    slice_frame: pl.DataFrame,
+    spec: FeatureSpec,
+    mean: np.ndarray | None = None,
+    sigma: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """The slice's ts and features, plus unclipped normalised columns `z__<name>` when
+    frozen `mean`/`sigma` (spec.names order) are given."""
+    cols: list[pl.Expr] = [pl.col(S.TS), *(pl.col(n) for n in spec.names)]
+    if mean is not None and sigma is not None:
+        cols += [
+            ((pl.col(n) - float(m)) / float(s)).alias(Z_PREFIX + n)
+            for n, m, s in zip(spec.names, mean, sigma, strict=True)
+        ]
+    return slice_frame.select(cols)
+
+
+def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool) -> Suite:
+    exps = [_not_null(S.TS), _increasing(S.TS)]
+    for n in spec.names:
+        exps.append(_not_null(n))
+        if _is_imbalance(n):
+            exps.append(_between(n, -1.0, 1.0))
+        elif n.startswith("spread_"):
+            exps.append(_between(n, 0.0, FINITE_MAX))
+        else:
+            exps.append(_between(n, -FINITE_MAX, FINITE_MAX))
+    if with_stats:
+        lim = cfg.normalized_abs_max
+        exps += [_between(Z_PREFIX + n, -lim, lim, cfg.normalized_mostly) for n in spec.names]
+    return Suite(f"{FEATURE_SUITE}-{spec.version}", tuple(exps))

@@ -1,0 +1,124 @@
+"""Expectation suites accept good frames and REJECT crafted bad ones, naming the failure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from core import schema as S
+from core.config.features import ExpectationsConfig, FeatureSpec
+from expectations.runner import SliceValidationError, run_suite, validate_slice
+from expectations.suites import book_suite, book_view, feature_suite, feature_view
+from features.compute import compute_features
+from tests.features.strategies import make_bars
+
+SPEC = FeatureSpec()
+CFG = ExpectationsConfig()
+
+
+@pytest.fixture(scope="module")
+def bars() -> pl.DataFrame:
+    return make_bars(300, 9, SPEC, p_missing_level=0.1, p_trade=0.5)
+
+
+@pytest.fixture(scope="module")
+def slice_frame(bars) -> pl.DataFrame:
+    return compute_features(bars.lazy(), SPEC).collect().filter(~pl.col(S.WARMUP)).drop(S.WARMUP)
+
+
+def _set(frame: pl.DataFrame, col: str, row: int, value) -> pl.DataFrame:
+    vals = frame[col].to_list()
+    vals[row] = value
+    return frame.with_columns(pl.Series(col, vals, dtype=frame.schema[col]))
+
+
+def test_book_suite_accepts_a_valid_book(bars):
+    res = run_suite(book_view(bars, SPEC.depth), book_suite(), "book")
+    assert res.success, res.failed
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda b: _set(b, S.bid_px(0), 10, b[S.ask_px(0)][10] + 1),
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+        ),
+        (
+            lambda b: _set(b, S.bid_px(0), 10, b[S.ask_px(0)][10]),
+            "ExpectColumnValuesToBeBetween(spread_ticks)",
+        ),
+        (lambda b: _set(b, S.TS, 20, b[S.TS][19]), "ExpectColumnValuesToBeIncreasing(ts)"),
+        (lambda b: _set(b, S.ask_sz(0), 5, None), "ExpectColumnValuesToNotBeNull(ask_sz_0)"),
+        (lambda b: _set(b, S.bid_sz(0), 7, 0), "ExpectColumnValuesToBeBetween(bid_sz_0)"),
+        (lambda b: _set(b, S.ask_sz(3), 7, -4), "ExpectColumnValuesToBeInSet(bad_levels)"),
+        (lambda b: _set(b, S.BOOK_OK, 7, False), "ExpectColumnValuesToBeInSet(book_ok)"),
+    ],
+    ids=[
+        "crossed",
+        "locked",
+        "time-repeat",
+        "null-size",
+        "zero-size",
+        "negative-deep-size",
+        "book-not-ok",
+    ],
+)
+def test_book_suite_rejects_crafted_bad_books(bars, mutate, expected):
+    res = run_suite(book_view(mutate(bars), SPEC.depth), book_suite(), "book")
+    assert not res.success
+    assert any(f.startswith(expected) for f in res.failed), res.failed
+
+
+def test_feature_suite_accepts_valid_features_with_stats(slice_frame):
+    x = slice_frame.select(SPEC.names).to_numpy()
+    res = validate_slice(slice_frame, SPEC, CFG, mean=x.mean(0), sigma=np.maximum(x.std(0), 1e-8))
+    assert res.success and res.statistics["unsuccessful_expectations"] == 0
+
+
+@pytest.mark.parametrize(
+    ("col", "value", "expected"),
+    [
+        ("ofi_10s", math.nan, "ExpectColumnValuesToNotBeNull(ofi_10s)"),
+        ("realized_vol_60s", math.inf, "ExpectColumnValuesToBeBetween(realized_vol_60s)"),
+        ("log_return_1s", -math.inf, "ExpectColumnValuesToBeBetween(log_return_1s)"),
+        ("imbalance_l5", 1.5, "ExpectColumnValuesToBeBetween(imbalance_l5)"),
+        ("trade_imbalance_60s", -1.01, "ExpectColumnValuesToBeBetween(trade_imbalance_60s)"),
+        ("spread_bps", -0.5, "ExpectColumnValuesToBeBetween(spread_bps)"),
+    ],
+)
+def test_feature_suite_rejects_crafted_bad_values(slice_frame, col, value, expected):
+    bad = _set(slice_frame, col, 3, value)
+    with pytest.raises(SliceValidationError) as err:
+        validate_slice(bad, SPEC, CFG, slice_id="crafted")
+    assert any(f.startswith(expected) for f in err.value.failed), err.value.failed
+    assert "crafted" in str(err.value)
+
+
+def test_feature_suite_rejects_values_far_outside_the_frozen_stats(slice_frame):
+    x = slice_frame.select(SPEC.names).to_numpy()
+    mean, sigma = x.mean(0), np.maximum(x.std(0), 1e-8)
+    shifted = slice_frame.with_columns(
+        pl.col("ofi_60s") + 50 * float(sigma[SPEC.names.index("ofi_60s")])
+    )
+    with pytest.raises(SliceValidationError) as err:
+        validate_slice(shifted, SPEC, CFG, mean=mean, sigma=sigma)
+    assert (
+        err.value.failed == [f for f in err.value.failed if "z__ofi_60s" in f] and err.value.failed
+    )
+
+
+def test_suites_are_plain_data_naming_every_feature():
+    suite = feature_suite(SPEC, CFG, with_stats=True)
+    cols = {e.kwargs.get("column") for e in suite.expectations}
+    assert set(SPEC.names) <= cols and {"z__" + n for n in SPEC.names} <= cols
+    view = feature_view(
+        pl.DataFrame({S.TS: [1], **{n: [1.0] for n in SPEC.names}}),
+        SPEC,
+        np.zeros(len(SPEC.names)),
+        np.full(len(SPEC.names), 2.0),
+    )
+    assert view["z__spread_ticks"][0] == 0.5

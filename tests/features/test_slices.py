@@ -1,0 +1,174 @@
+"""Slices: publish, idempotence, stats from train only, validation gate, lineage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from core import schema as S
+from core.config.features import FeaturesConfig, FeatureSpec, WalkForwardConfig
+from core.hashing import sha256_file
+from core.paths import DataLayout
+from expectations.runner import SliceValidationError
+from features.slices import (
+    SliceBuildError,
+    build_slices_from_bars,
+    load_fold_index,
+    load_manifest,
+    slice_columns,
+)
+from features.stats import FrozenStats
+from tests.features.strategies import T0_NS, make_bars
+
+SPEC = FeatureSpec()
+CFG = FeaturesConfig(
+    spec=SPEC,
+    walk_forward=WalkForwardConfig(
+        train_hours=0.25,
+        test_hours=0.1,
+        step_hours=0.1,
+        n_folds=2,
+        embargo_s=120,
+        stress_windows=((0.8, 0.95),),
+    ),
+)
+N_BARS = 3600  # one hour of 1 s bars
+
+
+@pytest.fixture(scope="module")
+def bars() -> pl.DataFrame:
+    return make_bars(N_BARS, 5, SPEC, p_missing_level=0.05, p_trade=0.4)
+
+
+@pytest.fixture(scope="module")
+def built(bars, tmp_path_factory):
+    layout = DataLayout(tmp_path_factory.mktemp("data"))
+    index = build_slices_from_bars(bars, CFG, layout, event_partitions={"2024-01-01": "ab" * 32})
+    return layout, index
+
+
+def test_build_slices_publishes_slices_manifests_stats_and_folds(built):
+    layout, index = built
+    assert load_fold_index(layout, SPEC.spec_hash) == index
+    assert [f.train for f in index.folds] == ["fold00-train", "fold01-train"]
+    assert index.stress == ["stress00"] and index.stress_stats_id == index.folds[-1].stats_id
+    folder = layout.slices(SPEC.spec_hash)
+    for sid in ["fold00-train", "fold00-test", "fold01-train", "fold01-test", "stress00"]:
+        m = load_manifest(folder / f"{sid}.parquet")
+        frame = pl.read_parquet(m.path)
+        assert m.sha256 == sha256_file(m.path) and len(m.sha256) == 64
+        assert frame.columns == slice_columns(SPEC) and frame.height == m.rows
+        assert m.t_start_ns == frame[S.TS][0] and m.t_end_ns == frame[S.TS][-1]
+        assert m.validation["success"] and m.validation["failed"] == []
+        assert m.event_partitions == {"2024-01-01": "ab" * 32}
+        assert m.spec_hash == SPEC.spec_hash and m.stats_id is not None
+        assert frame.select(SPEC.names).to_numpy().dtype == np.float64
+        assert np.isfinite(frame.select(SPEC.names).to_numpy()).all()
+    train0 = pl.read_parquet(folder / "fold00-train.parquet")
+    # warm-up rows never enter a slice: the first lookback-1 bars are gone
+    assert train0[S.TS][0] >= T0_NS + SPEC.lookback_bars * SPEC.interval_ns
+    test0 = load_manifest(folder / "fold00-test.manifest.json")
+    assert test0.t_start_ns >= train0[S.TS][-1] + CFG.walk_forward.embargo_s * 1e9
+
+
+def test_frozen_stats_are_fitted_on_the_train_slice_only(built):
+    layout, index = built
+    st = FrozenStats.load(layout.stats(index.folds[0].stats_id))
+    train = pl.read_parquet(layout.slices(SPEC.spec_hash) / "fold00-train.parquet")
+    x = train.select(SPEC.names).to_numpy()
+    np.testing.assert_array_equal(st.mean, x.mean(axis=0))
+    np.testing.assert_array_equal(st.sigma, np.maximum(x.std(axis=0), SPEC.sigma_floor))
+    assert st.train_slices == (
+        {
+            "slice_id": "fold00-train",
+            "sha256": sha256_file(layout.slices(SPEC.spec_hash) / "fold00-train.parquet"),
+        },
+    )
+    meta = json.loads((layout.stats(st.stats_id) / "stats.json").read_text())
+    assert set(meta) == {
+        "stats_id",
+        "spec_hash",
+        "feature_names",
+        "sigma_floor",
+        "n_rows",
+        "train_slices",
+    }
+
+
+def test_changing_test_slice_data_leaves_stats_unchanged(bars, built, tmp_path):
+    layout, index = built
+    test0 = load_manifest(layout.slices(SPEC.spec_hash) / "fold00-test.manifest.json")
+    in_test = (pl.col(S.TS) >= test0.t_start_ns) & (pl.col(S.TS) <= test0.t_end_ns)
+    changed = bars.with_columns(
+        pl.when(in_test)
+        .then(pl.col(S.bid_sz(0)) * 3 + 7)
+        .otherwise(pl.col(S.bid_sz(0)))
+        .alias(S.bid_sz(0)),
+        pl.when(in_test).then(-pl.col(S.OFI_L1)).otherwise(pl.col(S.OFI_L1)).alias(S.OFI_L1),
+    )
+    layout2 = DataLayout(tmp_path)
+    index2 = build_slices_from_bars(
+        changed, CFG, layout2, event_partitions={"2024-01-01": "ab" * 32}, validate=False
+    )
+    assert index2.folds[0].stats_id == index.folds[0].stats_id
+    a, b = (
+        FrozenStats.load(layout.stats(index.folds[0].stats_id)),
+        FrozenStats.load(layout2.stats(index2.folds[0].stats_id)),
+    )
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.sigma, b.sigma)
+    m2 = load_manifest(layout2.slices(SPEC.spec_hash) / "fold00-test.manifest.json")
+    assert m2.sha256 != test0.sha256
+
+
+def test_build_slices_is_idempotent_same_inputs_same_sha256(bars, built, tmp_path):
+    layout, index = built
+    before = {p.name: sha256_file(p) for p in layout.slices(SPEC.spec_hash).glob("*.parquet")}
+    layout2 = DataLayout(tmp_path)
+    parts = {"2024-01-01": "ab" * 32}
+    assert build_slices_from_bars(bars, CFG, layout2, event_partitions=parts) == index
+    assert (
+        build_slices_from_bars(bars, CFG, layout2, event_partitions=parts, validate=False) == index
+    )
+    after = {p.name: sha256_file(p) for p in layout2.slices(SPEC.spec_hash).glob("*.parquet")}
+    assert before == after
+
+
+def test_slice_failing_validation_is_not_published_and_error_lists_expectations(bars, tmp_path):
+    # cross the book in a stretch of the second fold's test window
+    t = T0_NS + int(0.42 * 3600e9)
+    bad_rows = (pl.col(S.TS) > t) & (pl.col(S.TS) <= t + 5 * SPEC.interval_ns)
+    crossed = bars.with_columns(
+        pl.when(bad_rows)
+        .then(pl.col(S.bid_px(0)) + 50)
+        .otherwise(pl.col(S.bid_px(0)))
+        .alias(S.bid_px(0))
+    )
+    layout = DataLayout(tmp_path)
+    with pytest.raises(SliceValidationError) as err:
+        build_slices_from_bars(crossed, CFG, layout)
+    text = str(err.value)
+    assert "fold01-test" in text
+    assert "ExpectColumnPairValuesAToBeGreaterThanB(ask_px_0,bid_px_0)" in text
+    assert "ExpectColumnValuesToBeBetween(spread_ticks)" in text
+    assert not layout.slices(SPEC.spec_hash).exists() and not (tmp_path / "stats").exists()
+
+
+def test_bars_with_a_gap_raise_before_anything_is_written(bars, tmp_path):
+    gapped = pl.concat([bars.head(1000), bars.slice(1001)])
+    with pytest.raises(SliceBuildError, match="grid"):
+        build_slices_from_bars(gapped, CFG, DataLayout(tmp_path))
+    assert not (tmp_path / "slices").exists()
+
+
+def test_folds_that_do_not_fit_the_data_raise(bars, tmp_path):
+    cfg = CFG.model_copy(
+        update={"walk_forward": CFG.walk_forward.model_copy(update={"n_folds": 20})}
+    )
+    from features.walk_forward import WalkForwardError
+
+    with pytest.raises(WalkForwardError, match="fold"):
+        build_slices_from_bars(bars, cfg, DataLayout(tmp_path))
