@@ -146,6 +146,11 @@ def tracking_uri() -> str:
     return _state["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
 
 
+def configured_uri() -> str | None:
+    """The URI of the last `configure` call in this process, or None."""
+    return _state["uri"]
+
+
 def client() -> MlflowClient:
     """An MlflowClient on the configured tracking and registry URI."""
     uri = tracking_uri()
@@ -173,6 +178,7 @@ def configure(tracking_uri: str, artifact_location: str | None = None) -> None:
     Raises TrackingError when the store cannot be opened.
     """
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ["MLFLOW_REGISTRY_URI"] = tracking_uri
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)

@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-N_FEATURES = 6
-WINDOW = 4
+from core.config.env import EnvConfig
+from core.config.features import FeatureSpec
+
+SPEC = FeatureSpec(window=2)
+ENV = EnvConfig(window=2)
+N_FEATURES = len(SPEC.names)
+WINDOW = SPEC.window
 OBS_DIM = N_FEATURES * WINDOW + 7
 
 
@@ -102,3 +107,109 @@ def recorded_obs(sb3_zip: Path) -> np.ndarray:
         if term or trunc:
             obs, _ = env.reset()
     return out
+
+
+@pytest.fixture(scope="session")
+def stats_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Frozen stats for SPEC fitted on seeded random rows (features.stats.FrozenStats)."""
+    from features.stats import FrozenStats
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(0.0, 2.0, (500, N_FEATURES))
+    train = [{"slice_id": "fold01-train", "sha256": "ab" * 32}]
+    stats = FrozenStats.fit(x, SPEC.names, SPEC.spec_hash, SPEC.sigma_floor, train)
+    return stats.save(tmp_path_factory.mktemp("stats") / stats.stats_id)
+
+
+def candidate_record(cid: str, decision: str, zip_path: Path, stats: Path, pnl: float) -> dict:
+    """One evaluation.json candidate (contract), gates passed only on promote."""
+    passed = decision == "promote"
+    return {
+        "candidate_id": cid,
+        "trial": "base",
+        "seed": int(cid.split("-s")[1].split("-")[0]) if "-s" in cid else 0,
+        "timesteps": 1024,
+        "decision": decision,
+        "reasons": ["all gates passed"] if passed else ["drawdown above cap on fold01-test"],
+        "gates": {
+            "pass_majority_slices": {
+                "passed": True,
+                "value": 0.75,
+                "threshold": 0.5,
+                "definition": "share of test slices with pnl > 0",
+            },
+            "drawdown_cap": {
+                "passed": passed,
+                "value": 0.01 if passed else 0.2,
+                "threshold": 0.05,
+                "definition": "max drawdown of any test slice",
+            },
+        },
+        "test_totals": {
+            "pnl": pnl,
+            "fees": -0.1,
+            "pnl_plus_fees": pnl - 0.1,
+            "trades": 12,
+            "max_drawdown": 0.01,
+        },
+        "slices": [
+            {
+                "slice_id": "fold01-test",
+                "kind": "test",
+                "fold": 1,
+                "trades": 12,
+                "pnl": pnl,
+                "fees": -0.1,
+                "pnl_plus_fees": pnl - 0.1,
+                "max_drawdown": 0.01,
+                "sharpe": 1.0,
+                "wins": 7,
+                "losses": 5,
+            }
+        ],
+        "model_zip": str(zip_path),
+        "stats_dir": str(stats),
+        "run_id": None,
+        "env_config": ENV.model_dump(mode="json"),
+        "reward_config": ENV.reward.model_dump(mode="json"),
+        "ppo_config": {"net_arch": [64, 64], "activation": "tanh"},
+        "train_slices": [{"slice_id": "fold01-train", "sha256": "ab" * 32}],
+        "test_slices": [{"slice_id": "fold01-test", "sha256": "cd" * 32}],
+    }
+
+
+def evaluation_doc(
+    candidates: list[dict], best: str | None, challenger: str | None, sweep: str = "sweep-1"
+) -> dict:
+    return {
+        "sweep_run_id": sweep,
+        "experiment": "chappie",
+        "config_fingerprint": "f" * 64,
+        "spec_hash": SPEC.spec_hash,
+        "candidates": candidates,
+        "best": best,
+        "challenger": challenger,
+        "overfitting": {"pbo": 0.2, "dsr": 0.9, "n_trials": len(candidates)},
+    }
+
+
+@pytest.fixture(scope="session")
+def built_bundle(sb3_zip: Path, stats_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle built once from the session's SB3 zip and stats (read-only: copy to edit)."""
+    from registry.bundle import build_bundle
+
+    cand = candidate_record("base-s0-t1024", "promote", sb3_zip, stats_dir, 1.0)
+    return build_bundle(
+        tmp_path_factory.mktemp("bundle") / "bundle",
+        model_zip=sb3_zip,
+        stats_dir=stats_dir,
+        feature_spec=SPEC,
+        env_config=ENV,
+        config_fingerprint="f" * 64,
+        candidate=cand,
+        train_slices=cand["train_slices"],
+        test_slices=cand["test_slices"],
+        decision="promote",
+        reasons=cand["reasons"],
+        gates=cand["gates"],
+    )

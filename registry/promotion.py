@@ -1,0 +1,404 @@
+"""Gates-driven promotion and rollback of registry aliases.
+
+Rules (DESIGN.md "Registry aliases"):
+- `champion` moves only here, and only for a candidate whose decision is `promote`
+  (evaluation.json `best`); the champion it replaces gets `previous-champion`.
+- When no candidate passed, the best non-passing candidate (`challenger`) is registered
+  and gets the `challenger` alias; `champion` does not move.
+- `rollback` points `champion` back at `previous-champion` (and `previous-champion` at
+  the champion before that, recorded on each version as `replaced_version`).
+- Every registered version carries tags: spec_hash, stats_id, decision, every gate, the
+  candidate and sweep ids, config fingerprint, code version, bundle sha256; every alias
+  move adds who (user@host), when (UTC ISO) and why.
+- Re-running a promotion of the same (sweep, candidate) reuses its version (idempotent).
+
+`plan_promotion` is pure; `promote` / `rollback` are the orchestration on top of the
+MLflow store adapter (`registry.store`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from core.config.registry import RegistryConfig
+
+Action = Literal["promote", "challenger", "none"]
+REQUIRED_KEYS = ("sweep_run_id", "candidates", "best", "challenger")
+
+
+class PromotionError(RuntimeError):
+    """evaluation.json is inconsistent, or an alias operation is impossible."""
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    """What a promotion will do (pure result of `plan_promotion`)."""
+
+    action: Action
+    candidate_id: str | None
+    decision: str
+    alias: str | None
+    alias_from: str | None  # version the alias points at now (None: unset)
+    demote_to_previous: str | None  # champion version that becomes previous-champion
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reasons"] = list(self.reasons)
+        return out
+
+
+def who() -> str:
+    """user@host of the process making a change."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def read_evaluation(path: str | Path) -> dict[str, Any]:
+    """Read evaluation.json and check the keys promotion needs. Raises PromotionError."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromotionError(f"evaluation file not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PromotionError(f"{path} is not valid JSON: {exc}") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in doc]
+    if missing:
+        raise PromotionError(f"{path} lacks {missing}")
+    return doc
+
+
+def find_candidate(evaluation: Mapping[str, Any], candidate_id: str) -> dict[str, Any]:
+    for cand in evaluation.get("candidates", []):
+        if cand.get("candidate_id") == candidate_id:
+            return dict(cand)
+    raise PromotionError(
+        f"candidate {candidate_id!r} named in evaluation.json is not among its candidates"
+    )
+
+
+def plan_promotion(
+    evaluation: Mapping[str, Any], cfg: RegistryConfig, current: Mapping[str, str]
+) -> PromotionPlan:
+    """Decide what promotion does, from evaluation.json and the current aliases. Pure.
+
+    - `best` set: it must have decision "promote" -> champion moves to it; the current
+      champion (if any) becomes previous-champion.
+    - else `challenger` set: it must not have decision "promote" -> challenger moves.
+    - else nothing changes.
+    Raises PromotionError when `best` did not pass or a named candidate is missing.
+    """
+    best, challenger = evaluation.get("best"), evaluation.get("challenger")
+    if best:
+        cand = find_candidate(evaluation, best)
+        if cand.get("decision") != "promote":
+            raise PromotionError(
+                f"evaluation.json names {best!r} as best, but its decision is "
+                f"{cand.get('decision')!r}; only a promote decision moves {cfg.champion_alias!r}"
+            )
+        old = current.get(cfg.champion_alias)
+        reasons = (f"{best}: decision promote", *[str(r) for r in cand.get("reasons", [])])
+        return PromotionPlan("promote", best, "promote", cfg.champion_alias, old, old, reasons)
+    if challenger:
+        cand = find_candidate(evaluation, challenger)
+        if cand.get("decision") == "promote":
+            raise PromotionError(f"challenger {challenger!r} has decision promote but is not best")
+        reasons = (
+            f"no candidate passed the gates; {challenger} is the best that did not "
+            f"(decision {cand.get('decision')}); {cfg.champion_alias!r} unchanged",
+            *[str(r) for r in cand.get("reasons", [])],
+        )
+        return PromotionPlan(
+            "challenger",
+            challenger,
+            str(cand.get("decision")),
+            cfg.challenger_alias,
+            current.get(cfg.challenger_alias),
+            None,
+            reasons,
+        )
+    return PromotionPlan(
+        "none", None, "none", None, None, None, ("no candidates to register; aliases unchanged",)
+    )
+
+
+def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, Any]:
+    """Tags of a newly registered version (gates flattened by registry.store.gate_tags). Pure."""
+    from registry.store import gate_tags
+
+    totals = cand.get("test_totals") or {}
+    over = evaluation.get("overfitting") or {}
+    tags: dict[str, Any] = {
+        "candidate_id": cand.get("candidate_id"),
+        "candidate_key": candidate_key(evaluation, cand),
+        "sweep_run_id": evaluation.get("sweep_run_id"),
+        "training_run_id": cand.get("run_id") or "",
+        "decision": cand.get("decision"),
+        "reasons": list(cand.get("reasons", [])),
+        "config_fingerprint": evaluation.get("config_fingerprint"),
+        "trial": cand.get("trial"),
+        "seed": cand.get("seed"),
+        "timesteps": cand.get("timesteps"),
+        **{f"test.{k}": v for k, v in totals.items()},
+        **{f"overfitting.{k}": v for k, v in over.items()},
+        **gate_tags(cand.get("gates") or {}),
+    }
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str:
+    return f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}"
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def _register_candidate(
+    evaluation: dict[str, Any], cand: dict[str, Any], cfg: RegistryConfig, feature_spec: Any = None
+) -> str:
+    """Build, log and register the candidate's bundle; reuse an existing version of the
+    same (sweep, candidate). Returns the version."""
+    from features.stats import FrozenStats
+    from registry import store, tracking
+    from registry.bundle import build_bundle, verify_bundle
+
+    key = candidate_key(evaluation, cand)
+    existing = store.find_version_by_tag(cfg.model_name, "candidate_key", key)
+    if existing is not None:
+        return existing
+    for field_name in ("model_zip", "stats_dir"):
+        if not cand.get(field_name) or not Path(cand[field_name]).exists():
+            raise PromotionError(
+                f"candidate {cand.get('candidate_id')}: {field_name} {cand.get(field_name)!r} not found"
+            )
+    stats = FrozenStats.load(cand["stats_dir"])
+    spec = _feature_spec(evaluation, cand, stats.spec_hash, feature_spec)
+    if evaluation.get("spec_hash") and stats.spec_hash != evaluation["spec_hash"]:
+        raise PromotionError(
+            f"stats {stats.stats_id} have spec hash {stats.spec_hash}, evaluation.json says {evaluation['spec_hash']}"
+        )
+    experiment = str(evaluation.get("experiment") or cfg.experiment)
+    parent = str(evaluation.get("sweep_run_id") or "")
+    tags = {"chappie.step": "register", "candidate_id": str(cand.get("candidate_id"))}
+    if parent and _run_exists(parent):
+        tags[tracking.PARENT_TAG] = parent
+    run_id = tracking.start_parent_run(experiment, f"register-{cand.get('candidate_id')}", {}, tags)
+    try:
+        with tempfile.TemporaryDirectory(prefix="chappie-bundle-") as tmp:
+            bundle = build_bundle(
+                Path(tmp) / "bundle",
+                model_zip=cand["model_zip"],
+                stats_dir=cand["stats_dir"],
+                feature_spec=spec,
+                env_config=cand.get("env_config") or {"window": spec.window},
+                reward_config=cand.get("reward_config"),
+                ppo_config=cand.get("ppo_config"),
+                config_fingerprint=str(evaluation.get("config_fingerprint", "")),
+                candidate=cand,
+                train_slices=cand.get("train_slices", []),
+                test_slices=cand.get("test_slices", []),
+                decision=str(cand.get("decision")),
+                reasons=cand.get("reasons", []),
+                gates=cand.get("gates", {}),
+                lineage={
+                    "sweep_run_id": evaluation.get("sweep_run_id"),
+                    "training_run_id": cand.get("run_id"),
+                    "overfitting": evaluation.get("overfitting"),
+                },
+            )
+            info = verify_bundle(bundle)
+            tracking.log_slice_datasets(run_id, list(cand.get("train_slices", [])), "train")
+            tracking.log_slice_datasets(run_id, list(cand.get("test_slices", [])), "test")
+            model_info = store.log_bundle_model(bundle, run_id, cand["model_zip"])
+            tags_v = version_tags_for(evaluation, cand)
+            tags_v |= {
+                "spec_hash": info.spec_hash,
+                "stats_id": info.stats_id,
+                "bundle_sha256": info.sha256,
+                "code_version": json.loads((bundle / "lineage.json").read_text())["code_version"],
+                "registered_by": who(),
+                "registered_at": utc_now_iso(),
+            }
+            version = store.register_version(model_info.model_uri, cfg.model_name, run_id, tags_v)
+        tracking.set_tags(run_id, {"registered_version": version, "model_name": cfg.model_name})
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id, "FINISHED")
+    return version
+
+
+def _feature_spec(
+    evaluation: Mapping[str, Any], cand: Mapping[str, Any], spec_hash: str, given: Any = None
+) -> Any:
+    """The FeatureSpec the candidate was trained on: `given` (the experiment config's), else
+    `feature_spec` in the candidate or evaluation.json, else the default spec with the env
+    window. It must hash to the stats' spec hash. Raises PromotionError."""
+    from core.config.features import FeatureSpec
+
+    raw = given if given is not None else cand.get("feature_spec") or evaluation.get("feature_spec")
+    if raw is not None:
+        spec = raw if isinstance(raw, FeatureSpec) else FeatureSpec.model_validate(raw)
+    else:
+        window = int((cand.get("env_config") or {}).get("window", FeatureSpec().window))
+        spec = FeatureSpec(window=window)
+    if spec.spec_hash != spec_hash:
+        raise PromotionError(
+            f"cannot reconstruct the FeatureSpec of candidate {cand.get('candidate_id')}: "
+            f"spec hash {spec.spec_hash} != stats spec hash {spec_hash}; add 'feature_spec' to evaluation.json"
+        )
+    return spec
+
+
+def _run_exists(run_id: str) -> bool:
+    from registry import tracking
+
+    try:
+        tracking.client().get_run(run_id)
+    except Exception:  # noqa: BLE001 - unknown run id
+        return False
+    return True
+
+
+def promote(
+    evaluation_path: str | Path,
+    cfg: RegistryConfig,
+    tracking_uri: str,
+    dry_run: bool = False,
+    feature_spec: Any = None,
+) -> dict[str, Any]:
+    """Register the candidate chosen by evaluation.json and move its alias.
+
+    `feature_spec`: the experiment's FeatureSpec (or its dict); optional when
+    evaluation.json carries `feature_spec` or the spec is the default with the env window.
+
+    Returns `{"decision", "model_name", "version", "aliases", "reasons", "candidate_id",
+    "action", "dry_run", "plan"}`. With `dry_run` nothing is written (no run, no
+    version, no alias); `version` is the existing version of that candidate or None.
+    Raises PromotionError on an inconsistent evaluation.json or missing model files.
+    """
+    from registry import store, tracking
+
+    evaluation = read_evaluation(evaluation_path)
+    tracking.configure(tracking_uri)
+    current = store.aliases(cfg.model_name)
+    plan = plan_promotion(evaluation, cfg, current)
+    result: dict[str, Any] = {
+        "decision": plan.decision,
+        "action": plan.action,
+        "model_name": cfg.model_name,
+        "candidate_id": plan.candidate_id,
+        "version": None,
+        "aliases": dict(current),
+        "reasons": list(plan.reasons),
+        "dry_run": dry_run,
+        "plan": plan.to_json(),
+    }
+    if plan.action == "none" or plan.candidate_id is None:
+        return result
+    cand = find_candidate(evaluation, plan.candidate_id)
+    if dry_run:
+        result["version"] = store.find_version_by_tag(
+            cfg.model_name, "candidate_key", candidate_key(evaluation, cand)
+        )
+        return result
+    version = _register_candidate(evaluation, cand, cfg, feature_spec)
+    stamp = {"by": who(), "at": utc_now_iso(), "why": "; ".join(plan.reasons)}
+    if plan.action == "promote":
+        old = plan.alias_from
+        if old != version:
+            if old is not None:
+                store.set_alias(cfg.model_name, cfg.previous_alias, old)
+            store.set_alias(cfg.model_name, cfg.champion_alias, version)
+            store.set_version_tags(
+                cfg.model_name,
+                version,
+                {
+                    "promoted_by": stamp["by"],
+                    "promoted_at": stamp["at"],
+                    "promotion_reason": stamp["why"],
+                    "replaced_version": old or "",
+                },
+            )
+    else:
+        store.set_alias(cfg.model_name, cfg.challenger_alias, version)
+        store.set_version_tags(
+            cfg.model_name,
+            version,
+            {
+                "challenger_by": stamp["by"],
+                "challenger_at": stamp["at"],
+                "challenger_reason": stamp["why"],
+            },
+        )
+    result["version"] = version
+    result["aliases"] = store.aliases(cfg.model_name)
+    return result
+
+
+def rollback(
+    cfg: RegistryConfig, tracking_uri: str, dry_run: bool = False, reason: str = "manual rollback"
+) -> dict[str, Any]:
+    """Point `champion` back at `previous-champion`.
+
+    Afterwards `previous-champion` points at the version the restored champion had
+    replaced (its `replaced_version` tag), or is removed when there is none. The rolled-
+    back version is tagged `rolled_back_by/at/reason`. Returns `{"model_name",
+    "from_version", "to_version", "aliases", "dry_run", "reasons"}`. Raises PromotionError
+    when there is no previous champion.
+    """
+    from registry import store, tracking
+
+    tracking.configure(tracking_uri)
+    current = store.aliases(cfg.model_name)
+    prev = current.get(cfg.previous_alias)
+    champ = current.get(cfg.champion_alias)
+    if prev is None:
+        raise PromotionError(
+            f"model {cfg.model_name!r} has no {cfg.previous_alias!r} alias: nothing to roll back to "
+            f"(aliases: {current})"
+        )
+    result: dict[str, Any] = {
+        "model_name": cfg.model_name,
+        "from_version": champ,
+        "to_version": prev,
+        "aliases": dict(current),
+        "dry_run": dry_run,
+        "reasons": [reason],
+    }
+    if dry_run:
+        return result
+    before = store.version_tags(cfg.model_name, prev).get("replaced_version") or None
+    store.set_alias(cfg.model_name, cfg.champion_alias, prev)
+    if before and before not in (prev, champ):
+        store.set_alias(cfg.model_name, cfg.previous_alias, before)
+    else:
+        store.delete_alias(cfg.model_name, cfg.previous_alias)
+    by, at = who(), utc_now_iso()
+    if champ is not None:
+        store.set_version_tags(
+            cfg.model_name,
+            champ,
+            {"rolled_back_by": by, "rolled_back_at": at, "rolled_back_reason": reason},
+        )
+    store.set_version_tags(
+        cfg.model_name, prev, {"restored_by": by, "restored_at": at, "restored_reason": reason}
+    )
+    result["aliases"] = store.aliases(cfg.model_name)
+    return result

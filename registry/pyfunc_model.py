@@ -1,0 +1,43 @@
+"""MLflow models-from-code entry point: the bundle's numpy policy as a pyfunc model.
+
+MLflow executes this file (it is not unpickled) when `mlflow.pyfunc.load_model` or
+`mlflow models serve` loads a registered Chappie model. The model input is a float32
+tensor (N, obs_dim) of encoded observations (`envs.observation.encode_observation`);
+the output is the deterministic action per row (int64: 0 hold, 1 toggle long,
+2 toggle short). Loading verifies every sha256 of the bundle first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class ChappiePolicyModel(PythonModel):
+    """pyfunc wrapper around registry.policy.NumpyPolicy (no torch, no SB3, no pickle)."""
+
+    def load_context(self, context):  # noqa: ANN001, ANN201 - MLflow's signature
+        from registry.bundle import verify_bundle
+        from registry.policy import NumpyPolicy
+
+        bundle = Path(context.artifacts["bundle"])
+        self.bundle_info = verify_bundle(bundle)
+        self.policy = NumpyPolicy.load(bundle / "policy")
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        x: Any = model_input
+        if isinstance(x, dict):  # a named tensor input
+            x = next(iter(x.values()))
+        if hasattr(x, "to_numpy"):  # a DataFrame from the REST server
+            x = x.to_numpy()
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        return self.policy.predict_batch(x)
+
+
+mlflow.models.set_model(ChappiePolicyModel())
