@@ -132,3 +132,66 @@ def mlflow_server(
         yield url
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def moto_s3(tmp: Path, bucket: str) -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 with `bucket` created; yields the env an S3 client
+    (MLflow server, boto3) needs to reach it."""
+    port = free_port()
+    log = tmp / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [_bin("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tmp,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        wait_http(f"{endpoint}/moto-api/", proc, log)
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def postgres_database(
+    user: str = "postgres", host: str = "127.0.0.1", port: int = 5432
+) -> Iterator[str]:
+    """A fresh database `chappie_test_<random>` on the PostgreSQL at host:port, dropped
+    afterwards (even with servers still connected). Yields its name."""
+    import secrets
+
+    import psycopg2
+
+    name = f"chappie_test_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(host=host, port=port, user=user, dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield name
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
