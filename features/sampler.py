@@ -360,6 +360,12 @@ class BarSampler:
         """Book complete after the events applied so far."""
         return bool(self._st[ST_DESYNC] == 0 and self._st[ST_NB] > 0 and self._st[ST_NA] > 0)
 
+    @property
+    def desynced(self) -> bool:
+        """The book is desynced (unknown-level delete, negative size or crossed after a
+        message) and stays so until the next snapshot."""
+        return bool(self._st[ST_DESYNC])
+
     def advance(self, now_ns: int) -> list[dict[str, Any]]:
         now_ns = int(now_ns)
         b_now = [e for e in self._b if e[0] <= now_ns]

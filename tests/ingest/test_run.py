@@ -1,0 +1,68 @@
+"""ingest(): synthetic end to end, report balances, idempotent re-run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config.ingest import IngestConfig
+from core.config.market import SyntheticMarketConfig
+from core.paths import DataLayout
+from ingest.events import read_manifest
+from ingest.report import IngestReport
+from ingest.run import ingest
+
+CFG = IngestConfig(synthetic=SyntheticMarketConfig(seed=2, days=2, day_hours=0.25))
+
+
+def test_ingest_synthetic_publishes_every_day_with_balanced_report(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    rep = ingest(CFG, layout)
+    assert rep.partitions_written == ["2024-01-01", "2024-01-02"]
+    assert rep.rows_in == rep.rows_out == rep.events_out["book"] + rep.events_out["trades"] > 0
+    assert rep.rows_rejected == 0 and rep.desyncs == {} and rep.files_in == 0
+    m = read_manifest(layout, "XBTUSD", "2024-01-02")
+    assert m is not None and m["extra"]["book_check"]["snapshots"] == 1
+    assert not any((tmp_path / "staging").iterdir())
+
+
+def test_ingest_synthetic_rerun_does_no_work(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    ingest(CFG, layout)
+    rep = ingest(CFG, layout)
+    assert rep.partitions_written == [] and rep.partitions_unchanged == ["2024-01-01", "2024-01-02"]
+    assert rep.rows_in == 0
+
+
+def test_ingest_report_rejects_unbalanced_counts() -> None:
+    kw = dict(
+        source="x",
+        symbol="XBTUSD",
+        events_out={},
+        partitions_written=[],
+        partitions_unchanged=[],
+        desyncs={},
+        quarantine=[],
+        reasons={},
+    )
+    with pytest.raises(ValueError, match="rows_in"):
+        IngestReport(
+            files_in=0,
+            files_ok=0,
+            files_quarantined=0,
+            rows_in=3,
+            rows_out=1,
+            rows_rejected=1,
+            **kw,
+        )
+    with pytest.raises(ValueError, match="files_in"):
+        IngestReport(
+            files_in=2,
+            files_ok=1,
+            files_quarantined=0,
+            rows_in=0,
+            rows_out=0,
+            rows_rejected=0,
+            **kw,
+        )
