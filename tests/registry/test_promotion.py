@@ -1,0 +1,139 @@
+"""Promotion: the pure plan, then promote / challenger / rollback on a SQLite registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config.registry import RegistryConfig
+from registry import store, tracking
+from registry.promotion import PromotionError, plan_promotion, promote, rollback
+from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
+
+CFG = RegistryConfig(model_name="chappie-test")
+
+
+def _eval(best: str | None, challenger: str | None, decisions: dict[str, str]) -> dict:
+    cands = [
+        {"candidate_id": cid, "decision": dec, "reasons": [f"{cid} {dec}"]}
+        for cid, dec in decisions.items()
+    ]
+    return {"sweep_run_id": "s", "candidates": cands, "best": best, "challenger": challenger}
+
+
+def test_plan_best_promotes_and_demotes_current_champion() -> None:
+    plan = plan_promotion(
+        _eval("a", "b", {"a": "promote", "b": "reject"}), CFG, {"champion": "3", "challenger": "2"}
+    )
+    assert plan.action == "promote" and plan.alias == "champion"
+    assert plan.alias_from == "3" and plan.demote_to_previous == "3"
+    assert plan.candidate_id == "a" and "a promote" in plan.reasons
+
+
+def test_plan_without_best_sets_challenger_and_keeps_champion() -> None:
+    plan = plan_promotion(_eval(None, "b", {"b": "retest"}), CFG, {"champion": "3"})
+    assert plan.action == "challenger" and plan.alias == "challenger"
+    assert plan.demote_to_previous is None and plan.decision == "retest"
+    assert "champion" in plan.reasons[0] and "unchanged" in plan.reasons[0]
+
+
+def test_plan_nothing_to_register() -> None:
+    assert plan_promotion(_eval(None, None, {}), CFG, {}).action == "none"
+
+
+def test_plan_refuses_best_without_promote_decision() -> None:
+    with pytest.raises(PromotionError, match="only a promote decision"):
+        plan_promotion(_eval("a", None, {"a": "reject"}), CFG, {})
+
+
+def test_plan_refuses_unknown_candidate() -> None:
+    with pytest.raises(PromotionError, match="not among"):
+        plan_promotion(_eval("zz", None, {"a": "promote"}), CFG, {})
+
+
+@pytest.fixture()
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _write(tmp_path: Path, doc: dict, name: str) -> Path:
+    path = tmp_path / name / "evaluation.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_promote_register_promote_again_and_rollback(
+    uri: str, tmp_path: Path, sb3_zip: Path, stats_dir: Path
+) -> None:
+    a = candidate_record("base-s0-t1024", "promote", sb3_zip, stats_dir, 1.0)
+    b = candidate_record("base-s1-t1024", "reject", sb3_zip, stats_dir, 0.5)
+    ev1 = _write(
+        tmp_path, evaluation_doc([a, b], "base-s0-t1024", "base-s1-t1024", "sweep-1"), "r1"
+    )
+
+    dry = promote(ev1, CFG, uri, dry_run=True)
+    assert dry["action"] == "promote" and dry["version"] is None and dry["dry_run"]
+    assert store.aliases(CFG.model_name) == {}  # nothing written
+
+    r1 = promote(ev1, CFG, uri)
+    assert r1["version"] == "1" and r1["aliases"] == {"champion": "1"}
+    tags = store.version_tags(CFG.model_name, "1")
+    assert tags["spec_hash"] == SPEC.spec_hash and tags["decision"] == "promote"
+    assert tags["gate.drawdown_cap"] == "true" and tags["gate.drawdown_cap.threshold"] == "0.05"
+    assert tags["gate.pass_majority_slices.value"] == "0.75"
+    assert "@" in tags["promoted_by"] and tags["promoted_at"].endswith("+00:00")
+    assert "decision promote" in tags["promotion_reason"]
+    assert len(tags["bundle_sha256"]) == 64 and tags["stats_id"] == stats_dir.name
+
+    again = promote(ev1, CFG, uri)  # idempotent: same version, aliases unchanged
+    assert again["version"] == "1" and again["aliases"] == {"champion": "1"}
+
+    # a sweep where nobody passed: challenger moves, champion stays
+    c = candidate_record("base-s2-t1024", "retest", sb3_zip, stats_dir, 0.2)
+    ev2 = _write(tmp_path, evaluation_doc([c], None, "base-s2-t1024", "sweep-2"), "r2")
+    r2 = promote(ev2, CFG, uri)
+    assert r2["action"] == "challenger" and r2["version"] == "2"
+    assert r2["aliases"] == {"champion": "1", "challenger": "2"}
+    assert store.version_tags(CFG.model_name, "2")["decision"] == "retest"
+
+    # a new promotion: previous champion is kept addressable
+    d = candidate_record("base-s3-t1024", "promote", sb3_zip, stats_dir, 2.0)
+    ev3 = _write(tmp_path, evaluation_doc([d], "base-s3-t1024", None, "sweep-3"), "r3")
+    r3 = promote(ev3, CFG, uri)
+    assert r3["aliases"] == {"champion": "3", "previous-champion": "1", "challenger": "2"}
+    assert store.version_tags(CFG.model_name, "3")["replaced_version"] == "1"
+
+    dry_rb = rollback(CFG, uri, dry_run=True)
+    assert (dry_rb["from_version"], dry_rb["to_version"]) == ("3", "1")
+    assert store.aliases(CFG.model_name)["champion"] == "3"
+
+    rb = rollback(CFG, uri, reason="pnl drift")
+    assert rb["aliases"] == {"champion": "1", "challenger": "2"}
+    t3 = store.version_tags(CFG.model_name, "3")
+    assert t3["rolled_back_reason"] == "pnl drift" and "rolled_back_by" in t3
+    with pytest.raises(PromotionError, match="nothing to roll back"):
+        rollback(CFG, uri)
+
+    # the registration runs are children of the sweep when the sweep run exists (here not)
+    runs = tracking.client().search_runs(
+        [tracking.ensure_experiment("chappie")], filter_string="tags.`chappie.step` = 'register'"
+    )
+    assert len(runs) == 3
+
+
+def test_promote_missing_model_zip_raises_and_moves_nothing(
+    uri: str, tmp_path: Path, stats_dir: Path
+) -> None:
+    a = candidate_record("base-s0-t1024", "promote", tmp_path / "nope.zip", stats_dir, 1.0)
+    ev = _write(tmp_path, evaluation_doc([a], "base-s0-t1024", None), "r")
+    with pytest.raises(PromotionError, match="model_zip"):
+        promote(ev, CFG, uri)
+    assert store.aliases(CFG.model_name) == {}
+
+
+def test_promote_nonexistent_evaluation_raises(uri: str, tmp_path: Path) -> None:
+    with pytest.raises(PromotionError, match="not found"):
+        promote(tmp_path / "missing.json", CFG, uri)
