@@ -31,11 +31,20 @@ from core.clock import NS_PER_S, Clock, SystemClock
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
-from core.schema import MANAGEMENT_STATE
-from envs.position import Position, StateLimits, management_state, open_account
+from core.schema import MANAGEMENT_STATE, ask_px, bid_px
+from envs.position import (
+    ExposureError,
+    Position,
+    StateLimits,
+    apply_fill,
+    equity,
+    management_state,
+    open_account,
+)
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
 from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
+from live.orders import OrderManager
 from live.predictor import ACTION_NAMES, BarUpdate, Normalizer, ObservationBuilder, Predictor
 from live.recording import RecordingWriter
 from live.replay_server import iso_ms
@@ -43,17 +52,24 @@ from live.snapshot import SnapshotManager
 
 
 class ScaledClock:
-    """Market time of a replay: `origin_ns + (wall elapsed since start) * speed`."""
+    """Market time of a replay: `origin_ns + (wall time since the first reading) * speed`.
+
+    It starts on its first reading (the feed's connect), which is when the replay server
+    starts its timeline (on the subscription right after), so receive times track the
+    recording's own."""
 
     def __init__(self, origin_ns: int, speed: float) -> None:
         if speed <= 0:
             raise ValueError("a replay clock needs speed > 0")
         self.origin_ns = int(origin_ns)
         self.speed = float(speed)
-        self._t0 = time.perf_counter_ns()
+        self._t0: int | None = None
 
     def now_ns(self) -> int:
-        return self.origin_ns + int((time.perf_counter_ns() - self._t0) * self.speed)
+        now = time.perf_counter_ns()
+        if self._t0 is None:
+            self._t0 = now
+        return self.origin_ns + int((now - self._t0) * self.speed)
 
 
 @dataclass
@@ -145,6 +161,8 @@ class LiveSession:
         limits: StateLimits | None = None,
         mode: str = "observe",
         book_table: str = "orderBookL2",
+        orders: OrderManager | None = None,
+        stake_fraction: float = 0.1,
         on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
     ) -> None:
         self.spec = spec
@@ -153,6 +171,8 @@ class LiveSession:
         self.symbol = symbol
         self.mode = mode
         self.book_table = book_table
+        self.orders = orders
+        self.stake_fraction = stake_fraction
         self.limits = limits or StateLimits()
         self.decoder = make_decoder(symbol, instrument)
         self.builder = ObservationBuilder(spec, stats, obs_clip)
@@ -228,6 +248,8 @@ class LiveSession:
         t0 = time.perf_counter_ns()
         if self.paper is None:
             self.paper = PaperState(open_account(self.initial_balance, upd.ts))
+        if self.orders is not None:
+            self._sync_orders(upd)
         state = management_state(
             self.paper.position,
             upd.ts,
@@ -243,7 +265,22 @@ class LiveSession:
         rec = decision_record(
             upd.ts, action, state, self.predictor.version, self.mode, upd.mid_ticks, latency_us
         )
-        self.paper.apply_action(action)
+        if self.orders is not None:
+            rec["order"] = self.orders.on_decision(
+                action,
+                upd.ts,
+                int(upd.bar[bid_px(0)]),
+                int(upd.bar[ask_px(0)]),
+                upd.mid_ticks,
+                now_ns=upd.ts,
+                last_data_ns=self.gate.last_recv_ns,
+            )
+            self.paper.long_order, self.paper.short_order = (
+                self.orders.long_order,
+                self.orders.short_order,
+            )
+        else:
+            self.paper.apply_action(action)
         self.actions[rec["action_name"] or "none"] += 1
         if self.keep_history:
             self.decisions.append(rec)
@@ -252,6 +289,32 @@ class LiveSession:
         if self.on_decision is not None:
             self.on_decision(rec, obs)
         return rec
+
+    def _sync_orders(self, upd: BarUpdate) -> None:
+        """Trading: fills move the position, resting orders roll to the best price, the
+        drawdown kill switch sees the equity, and the order flags come from the exchange."""
+        assert self.orders is not None and self.paper is not None
+        for fill in self.orders.poll_fills(upd.ts):
+            try:
+                self.paper.position, _ = apply_fill(
+                    self.paper.position,
+                    fill.side,
+                    fill.price_ticks,
+                    upd.ts,
+                    self.instrument,
+                    self.stake_fraction,
+                    self.limits.max_exposure,
+                )
+            except ExposureError:  # the exchange position is the truth; the paper stack is capped
+                continue
+        self.orders.reprice(int(upd.bar[bid_px(0)]), int(upd.bar[ask_px(0)]), upd.mid_ticks, upd.ts)
+        self.orders.update_equity(
+            equity(self.paper.position, upd.mid_ticks, self.instrument), upd.ts
+        )
+        self.paper.long_order, self.paper.short_order = (
+            self.orders.long_order,
+            self.orders.short_order,
+        )
 
 
 def _desynced(sampler: Any) -> bool:
@@ -311,17 +374,31 @@ def run_live(
     max_skew_s: float | None = 30.0,
     tick_s: float = 0.05,
     backoff_base_s: float = 1.0,
+    orders: OrderManager | None = None,
+    stake_fraction: float = 0.1,
 ) -> LiveSummary:
     """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
 
-    Observe-only unless `cfg.allow_trade` (trading is refused here until an order manager
-    is wired: the caller gets a ValueError rather than a loop that silently does not trade).
+    Observe-only unless `cfg.allow_trade`; trading additionally needs an `OrderManager`
+    (keys, REST client, journal) and a loaded model with its stats, else ValueError. With
+    orders: reconcile on start and after every reconnect, dead man's switch refreshed by
+    the ticker, own orders cancelled on every way out (duration, SIGTERM, SIGINT, error).
     """
-    if cfg.allow_trade:
-        raise ValueError("trading is not wired into run_live yet; run observe-only")
     predictor = predictor or Predictor(None, None, "no model requested")
+    if cfg.allow_trade:
+        if orders is None:
+            raise ValueError("allow_trade needs an order manager (keys and a REST client)")
+        if predictor.policy is None or stats is None:
+            raise ValueError(
+                f"allow_trade needs a loaded, verified model: {predictor.reason or 'none'}"
+            )
+    elif orders is not None:
+        raise ValueError(
+            "an order manager was given but allow_trade is off: observe-only sends no order"
+        )
+    mode = "trade" if cfg.allow_trade else "observe"
     summary = LiveSummary(
-        mode="observe",
+        mode=mode,
         model_version=predictor.version,
         model_reason=predictor.reason,
         spec_hash=spec.spec_hash,
@@ -338,6 +415,9 @@ def run_live(
         stale_after_s=cfg.risk.stale_after_s,
         max_skew_s=max_skew_s,
         book_table=cfg.book_table,
+        orders=orders,
+        stake_fraction=stake_fraction,
+        mode=mode,
         on_decision=sink,
     )
     clock = clock or SystemClock()
@@ -357,14 +437,23 @@ def run_live(
             or f"none ({predictor.reason}); observe-only, actions are logged as none"
         )
         print(
-            f"chappie live: feed={cfg.feed} url={cfg.ws_url} symbol={cfg.symbol} mode=observe "
+            f"chappie live: feed={cfg.feed} url={cfg.ws_url} symbol={cfg.symbol} mode={mode} "
             f"model={model} spec={spec.spec_hash[:12]}",
             file=out,
             flush=True,
         )
     try:
+        if orders is not None:
+            orders.reconcile(clock.now_ns())
+            orders.refresh_dead_man()
         summary.stopped = asyncio.run(_run(session, feed, clock, duration_s, tick_s))
     finally:
+        if orders is not None:
+            try:
+                orders.shutdown(clock.now_ns())
+            finally:
+                summary.orders_sent = orders.orders_sent
+                orders.journal.close()
         sink.close()
         if recorder is not None:
             recorder.close()
@@ -402,6 +491,12 @@ async def _run(
         async for ev in feed.events():
             if isinstance(ev, FeedStatus):
                 session.reset(f"feed {ev.kind}: {ev.reason}")
+                if (
+                    ev.kind == "connected"
+                    and session.orders is not None
+                    and feed.stats.connects > 1
+                ):
+                    session.orders.reconcile(ev.ts_recv)
                 continue
             assert isinstance(ev, FeedMessage)
             session.on_message(ev.ts_recv, ev.msg)
@@ -414,6 +509,8 @@ async def _run(
         while True:
             await asyncio.sleep(tick_s)
             session.on_tick(clock.now_ns())
+            if session.orders is not None:
+                session.orders.refresh_dead_man()
             if session.pending_resubscribe is not None:
                 table = session.pending_resubscribe
                 session.pending_resubscribe = None

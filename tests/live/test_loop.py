@@ -25,6 +25,8 @@ sweep:
   trials:
     - name: base
       env: {window: 4}
+live:
+  risk: {stale_after_s: 600}   # this test checks the wiring, not staleness under CPU load
 """
 SMALL_SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
 
@@ -95,7 +97,7 @@ def test_desync_leads_to_resubscribe_and_decisions_resume(ws_capture: Path, tmp_
             1.6, lambda: srv.call(srv.server.inject, "orderBookL2", "XBTUSD", bad)
         )
         timer.start()
-        cfg = LiveConfig(feed="replay", ws_url=srv.url)
+        cfg = LiveConfig(feed="replay", ws_url=srv.url, risk={"stale_after_s": 600})
         out = tmp_path / "d.jsonl"
         summary = run_live(
             cfg,

@@ -1,0 +1,198 @@
+"""Trading against the fake BitMEX (REST + websocket on 127.0.0.1): orders only when allowed,
+reconciliation, exactly-once creates, SIGTERM cancels own orders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from core.config.features import FeatureSpec
+from core.config.live import LiveConfig, RiskConfig
+from core.instrument import XBTUSD
+from flows.cli import main
+from live.exchange import BitmexRest, cl_ord_id
+from live.fake_exchange import FakeBitmexRest
+from live.journal import Journal, read_journal, unresolved_intents
+from live.loop import ScaledClock, run_live
+from live.orders import OrderManager
+from live.predictor import Predictor
+from live.recording import load_recording
+from live.replay_server import ReplayServerThread
+
+KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"
+SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
+RISK = RiskConfig(
+    max_position_contracts=1000,
+    max_order_contracts=100,
+    max_orders_per_minute=30,
+    price_band_bps=50.0,
+    max_drawdown_xbt=0.5,
+    stale_after_s=600,
+)
+
+
+class CyclePolicy:
+    """A deterministic policy for tests: cycles through a fixed action list."""
+
+    def __init__(self, actions: list[int]) -> None:
+        self.actions = actions
+        self.calls = 0
+
+    def predict(self, obs: np.ndarray) -> int:
+        a = self.actions[self.calls % len(self.actions)]
+        self.calls += 1
+        return a
+
+
+class ClipStats:
+    def normalize(self, x: np.ndarray, clip: float) -> np.ndarray:
+        return np.clip(x, -clip, clip)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBitmexRest]:
+    with FakeBitmexRest(KEY, SECRET) as f:
+        yield f
+
+
+def _manager(fake: FakeBitmexRest, tmp_path: Path, session: str = "sess0001") -> OrderManager:
+    rest = BitmexRest(fake.url, SecretStr(KEY), SecretStr(SECRET), timeout_s=2.0)
+    return OrderManager(
+        rest,
+        symbol="XBTUSD",
+        instrument=XBTUSD,
+        risk=RISK,
+        stake_contracts=100,
+        session=session,
+        journal=Journal(tmp_path / "journal.jsonl", session),
+    )
+
+
+def test_observe_only_cli_sends_zero_orders(
+    fake: FakeBitmexRest, ws_capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAPPIE_BITMEX_API_KEY", KEY)
+    monkeypatch.setenv("CHAPPIE_BITMEX_API_SECRET", SECRET)
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path))
+    rc = main(
+        [
+            "live",
+            "--feed",
+            "replay",
+            "--replay",
+            str(ws_capture),
+            "--speed",
+            "30",
+            "--duration",
+            "1.5",
+            "--rest-url",
+            fake.url,
+            "--no-model",
+        ]
+    )
+    assert rc == 0
+    assert fake.requests == [] and fake.creates_committed == 0
+
+
+def test_order_manager_reconciles_own_and_foreign_orders(
+    fake: FakeBitmexRest, tmp_path: Path
+) -> None:
+    m = _manager(fake, tmp_path)
+    rest = m.rest
+    own = cl_ord_id("sess0001", 1, 1)
+    rest.place_post_only("XBTUSD", 1, 100, 32000.0, own)
+    rest.place_post_only("XBTUSD", 1, 100, 31999.5, cl_ord_id("sess0001", 2, 1))  # a second own buy
+    rest.place_post_only("XBTUSD", -1, 100, 32010.0, "someone-else")
+    fake.position_qty["XBTUSD"] = 200
+    summary = m.reconcile(0)
+    assert summary["position"] == 200 and summary["own"] == 1 and summary["foreign"] == 1
+    assert len(summary["cancelled_extra"]) == 1
+    assert m.long_order and not m.short_order
+    assert sorted(o["clOrdID"] for o in fake.open_orders()) == sorted([own, "someone-else"])
+    m.shutdown(1)
+    assert [o["clOrdID"] for o in fake.open_orders()] == [
+        "someone-else"
+    ]  # foreign orders untouched
+    m.journal.close()
+
+
+def test_toggle_places_post_only_at_best_price_and_503_still_leaves_one_order(
+    fake: FakeBitmexRest, tmp_path: Path
+) -> None:
+    m = _manager(fake, tmp_path)
+    m.reconcile(0)
+    fake.fail_creates_after_commit = [503]
+    S = 1_000_000_000
+    out = m.on_decision(1, 10 * S, 64000, 64001, 64000.5, now_ns=10 * S, last_data_ns=10 * S)
+    assert out.startswith("placed")
+    opened = fake.open_orders()
+    assert len(opened) == 1 and opened[0]["price"] == 32000.0 and opened[0]["side"] == "Buy"
+    assert opened[0]["execInst"] == "ParticipateDoNotInitiate"
+    # stale data: no new order, but the toggle-off cancel still goes through
+    assert m.on_decision(
+        2, 11 * S, 64000, 64001, 64000.5, now_ns=1000 * S, last_data_ns=10 * S
+    ).startswith("refused")
+    assert m.on_decision(
+        1, 12 * S, 64000, 64001, 64000.5, now_ns=1000 * S, last_data_ns=10 * S
+    ).startswith("cancelled")
+    assert fake.open_orders() == []
+    m.journal.close()
+    entries = read_journal(tmp_path / "journal.jsonl")
+    assert unresolved_intents(entries) == []
+    assert [e["kind"] for e in entries if e.get("cl_ord_id") == opened[0]["clOrdID"]].count(
+        "intent"
+    ) == 2
+
+
+def test_trading_loop_sigterm_cancels_own_orders_and_flushes(
+    fake: FakeBitmexRest, ws_capture: Path, tmp_path: Path
+) -> None:
+    msgs = load_recording(ws_capture)
+    with ReplayServerThread(msgs, speed=10) as srv:
+        m = _manager(fake, tmp_path)
+        cfg = LiveConfig(
+            feed="replay", ws_url=srv.url, rest_url=fake.url, allow_trade=True, risk=RISK
+        )
+        policy = CyclePolicy([1, 0, 2, 0, 0])  # ends with both orders toggled on, then holds
+        timer = threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        timer.start()
+        try:
+            summary = run_live(
+                cfg,
+                spec=SPEC,
+                stats=ClipStats(),
+                predictor=Predictor(policy, "test@v1"),
+                clock=ScaledClock(msgs[0][0], 10),
+                duration_s=20,
+                out=None,
+                decisions_out=tmp_path / "d.jsonl",
+                max_skew_s=None,
+                orders=m,
+            )
+        finally:
+            timer.cancel()
+    assert summary.stopped == "SIGTERM" and summary.mode == "trade"
+    assert summary.orders_sent >= 2
+    assert fake.open_orders() == []  # own orders cancelled on the way out
+    assert fake.dead_man_calls >= 2 and fake.dead_man_timeout_ms == 0  # armed, then disarmed
+    entries = read_journal(tmp_path / "journal.jsonl")
+    assert entries[-1]["what"] == "shutdown"
+    assert unresolved_intents(entries) == []
+    assert fake.auth_failures == 0
+
+
+def test_run_live_refuses_trading_without_a_model(fake: FakeBitmexRest, tmp_path: Path) -> None:
+    m = _manager(fake, tmp_path)
+    cfg = LiveConfig(allow_trade=True)
+    with pytest.raises(ValueError, match="loaded, verified model"):
+        run_live(cfg, spec=SPEC, orders=m, out=None)
+    with pytest.raises(ValueError, match="observe-only sends no order"):
+        run_live(LiveConfig(), spec=SPEC, orders=m, out=None)
+    assert fake.requests == []
