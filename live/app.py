@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
@@ -34,11 +35,60 @@ def load_predictor(
 
 
 def _model_version(model: Any) -> str:
-    meta = getattr(model, "metadata", {}) or {}
-    for key in ("version", "model_version"):
-        if key in meta:
-            return f"{meta.get('name', '')}@{meta[key]}".lstrip("@")
-    return str(getattr(model, "version", "unknown"))
+    """`<name>@v<version>` of a registry.LoadedModel."""
+    meta = getattr(model, "metadata", None)
+    name = getattr(meta, "name", "")
+    return f"{name}@v{model.version}" if name else f"v{model.version}"
+
+
+def is_mainnet_url(url: str) -> bool:
+    """True for a BitMEX production host (anything on bitmex.com that is not testnet)."""
+    host = (urlsplit(url).hostname or "").lower()
+    on_bitmex = host == "bitmex.com" or host.endswith(".bitmex.com")
+    return on_bitmex and not (host.startswith("testnet.") or ".testnet." in host)
+
+
+def trade_refusal(cfg: LiveConfig) -> str:
+    """Why trading must not start with this config ('' when it may). Pure."""
+    if not cfg.allow_trade:
+        return "allow_trade is off"
+    if not cfg.mainnet and (is_mainnet_url(cfg.rest_url) or is_mainnet_url(cfg.ws_url)):
+        return "a mainnet URL without --mainnet"
+    if cfg.stake_contracts > cfg.risk.max_order_contracts:
+        return f"stake {cfg.stake_contracts} exceeds max order size {cfg.risk.max_order_contracts}"
+    return ""
+
+
+def build_order_manager(cfg: LiveConfig, settings: Any) -> Any:
+    """REST client with keys from the environment only, journal under <data>/live/."""
+    import time as _time
+    import uuid
+
+    from core.instrument import XBTUSD
+    from live.exchange import BitmexRest
+    from live.journal import Journal
+    from live.orders import OrderManager
+
+    key, secret = settings.bitmex_api_key, settings.bitmex_api_secret
+    if key is None or secret is None:
+        raise SystemExit(
+            "chappie live: --allow-trade needs CHAPPIE_BITMEX_API_KEY and CHAPPIE_BITMEX_API_SECRET"
+        )
+    session = uuid.uuid4().hex[:8]
+    stamp = _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime())
+    journal = Journal(settings.layout.live / f"journal-{stamp}-{session}.jsonl", session)
+    rest = BitmexRest(cfg.rest_url, key, secret, timeout_s=cfg.rest_timeout_s)
+    return OrderManager(
+        rest,
+        symbol=cfg.symbol,
+        instrument=XBTUSD,
+        risk=cfg.risk,
+        stake_contracts=cfg.stake_contracts,
+        session=session,
+        journal=journal,
+        dead_man_timeout_ms=cfg.dead_man_timeout_ms,
+        dead_man_refresh_s=cfg.dead_man_refresh_s,
+    )
 
 
 def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
@@ -51,6 +101,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     spec = FeatureSpec()
     live_cfg = LiveConfig()
     obs_clip = 10.0
+    stake_fraction = 0.1
     if args.config:
         from core.config.experiment import load_config
 
@@ -59,6 +110,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         live_cfg = exp.live
         if exp.sweep.trials:
             obs_clip = exp.sweep.trials[0].env.obs_clip
+            stake_fraction = exp.sweep.trials[0].env.stake_fraction
     updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
     if args.mainnet:
         updates.update(ws_url=MAINNET_WS, rest_url=MAINNET_REST, mainnet=True)
@@ -75,11 +127,10 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     live_cfg = LiveConfig.model_validate({**live_cfg.model_dump(), **updates})
 
     if live_cfg.allow_trade:
-        print(
-            "chappie live: --allow-trade is not available in this build; refusing to start",
-            file=out,
-        )
-        return 2
+        refusal = trade_refusal(live_cfg)
+        if refusal:
+            print(f"chappie live: refusing to trade: {refusal}", file=out)
+            return 2
 
     clock: Clock | None = None
     max_skew_s: float | None = 30.0
@@ -115,6 +166,15 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         )
         if model_spec is not None:
             spec = model_spec
+    orders = None
+    if live_cfg.allow_trade:
+        if predictor.policy is None or stats is None:
+            print(
+                f"chappie live: refusing to trade without a verified model ({predictor.reason})",
+                file=out,
+            )
+            return 2
+        orders = build_order_manager(live_cfg, load_settings())
     try:
         summary = run_live(
             live_cfg,
@@ -128,6 +188,8 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             out=out,
             obs_clip=obs_clip,
             max_skew_s=max_skew_s,
+            orders=orders,
+            stake_fraction=stake_fraction,
         )
     finally:
         if server is not None:

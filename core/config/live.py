@@ -41,3 +41,7 @@ class LiveConfig(FrozenModel):
     alias_poll_s: float = Field(60.0, gt=0)
     heartbeat_s: float = Field(5.0, gt=0)
     risk: RiskConfig = RiskConfig()
+    stake_contracts: int = Field(100, gt=0)  # order size (contracts, a multiple of the lot size)
+    dead_man_timeout_ms: int = Field(60_000, gt=0)  # cancelAllAfter while trading
+    dead_man_refresh_s: float = Field(15.0, gt=0)  # re-armed this often (well inside the timeout)
+    rest_timeout_s: float = Field(5.0, gt=0)

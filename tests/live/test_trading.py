@@ -196,3 +196,40 @@ def test_run_live_refuses_trading_without_a_model(fake: FakeBitmexRest, tmp_path
     with pytest.raises(ValueError, match="observe-only sends no order"):
         run_live(LiveConfig(), spec=SPEC, orders=m, out=None)
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("updates", "reason"),
+    [
+        ({"rest_url": "https://www.bitmex.com/api/v1"}, "mainnet URL without --mainnet"),
+        ({"ws_url": "wss://ws.bitmex.com/realtime"}, "mainnet URL without --mainnet"),
+        ({"stake_contracts": 200}, "exceeds max order size"),
+        ({}, ""),
+        (
+            {
+                "rest_url": "https://www.bitmex.com/api/v1",
+                "ws_url": "wss://ws.bitmex.com/realtime",
+                "mainnet": True,
+            },
+            "",
+        ),
+    ],
+)
+def test_trade_refusal_rules(updates: dict, reason: str) -> None:
+    from live.app import trade_refusal
+
+    cfg = LiveConfig(allow_trade=True, **updates)
+    assert (trade_refusal(cfg) == "") if not reason else (reason in trade_refusal(cfg))
+
+
+def test_cli_allow_trade_refuses_mainnet_without_flag_and_without_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path))
+    assert (
+        main(["live", "--allow-trade", "--rest-url", "https://www.bitmex.com/api/v1", "--no-model"])
+        == 2
+    )
+    assert "mainnet URL without --mainnet" in capsys.readouterr().out
+    assert main(["live", "--allow-trade", "--no-model", "--duration", "1"]) == 2
+    assert "without a verified model" in capsys.readouterr().out
