@@ -115,7 +115,7 @@ def run_suite(frame: pl.DataFrame, suite: Suite, asset: str = "frame") -> Valida
     except Exception:  # noqa: BLE001
         bd = data_asset.add_batch_definition_whole_dataframe("whole")
     batch = bd.get_batch(batch_parameters={"dataframe": pdf})
-    res = batch.validate(_gx_suite(ctx, suite), result_format="SUMMARY")
+    res = batch.validate(_gx_suite(ctx, suite), result_format="BASIC")
     failed = [_describe(r) for r in res.results if not r.success]
     stats = {k: v for k, v in dict(res.statistics).items() if v is not None}
     return ValidationResult(
@@ -167,6 +167,7 @@ def validate_slice(
     mean: np.ndarray | None = None,
     sigma: np.ndarray | None = None,
     slice_id: str = "slice",
+    data_docs_dir: str | Path | None = None,
 ) -> ValidationResult:
     """Validate a slice (frame or parquet path) and its bars; raise
     SliceValidationError listing the failed expectations, else return the result."""

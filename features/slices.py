@@ -14,8 +14,9 @@ sha256); an existing file with the right sha256 is left untouched.
 from __future__ import annotations
 
 import io
+import json
+import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from core import schema as S
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
-from core.hashing import sha256_bytes, sha256_file
+from core.hashing import fingerprint, sha256_bytes, sha256_file
 from core.paths import DataLayout
 from features.compute import compute_features
 from features.stats import FrozenStats
@@ -162,56 +163,63 @@ def partitions_for(
     }
 
 
-@dataclass
-class _Pending:
-    window: Window
-    frame: pl.DataFrame
-    bars: pl.DataFrame
-    data: bytes
+def _cut(frame: pl.DataFrame, start_ns: int, end_ns: int) -> pl.DataFrame:
+    return frame.filter((pl.col(S.TS) >= start_ns) & (pl.col(S.TS) < end_ns))
+
+
+# ---------------------------------------------------------------- stage -> validate -> publish
+class StagedSlice(_Model):
+    """A slice computed into the staging folder, not yet validated or published."""
+
+    slice_id: str
+    kind: Literal["train", "validation", "test", "stress"]
+    fold: int | None
+    start_ns: int  # window [start_ns, end_ns)
+    end_ns: int
+    path: str  # staged parquet
     sha256: str
-    stats: FrozenStats | None
-    validation: dict[str, Any] | None = None
+    rows: int
+    t_start_ns: int
+    t_end_ns: int
+    stats_id: str
 
 
-def _cut(frame: pl.DataFrame, w: Window) -> pl.DataFrame:
-    return frame.filter((pl.col(S.TS) >= w.start_ns) & (pl.col(S.TS) < w.end_ns))
+class SlicePlan(_Model):
+    """Everything `stage_slices` made; JSON-able (passed between flow tasks)."""
+
+    spec_hash: str
+    staging_dir: str
+    bars_path: str
+    origin_ns: int
+    slices: list[StagedSlice]
+    folds: list[FoldEntry]
+    stress: list[str]
+    stress_stats_id: str
+
+    def staged(self, slice_id: str) -> StagedSlice:
+        for s in self.slices:
+            if s.slice_id == slice_id:
+                return s
+        raise KeyError(slice_id)
+
+    def stats_dir(self, stats_id: str) -> Path:
+        return Path(self.staging_dir) / "stats" / stats_id
 
 
-def _pending(
-    window: Window, ready: pl.DataFrame, bars: pl.DataFrame, spec: FeatureSpec
-) -> _Pending:
-    frame = _cut(ready, window).select(slice_columns(spec))
-    if frame.height == 0:
-        raise SliceBuildError(
-            f"slice {window.slice_id} [{window.start_ns}, {window.end_ns}) has no rows after warm-up"
-        )
-    data = parquet_bytes(frame)
-    return _Pending(window, frame, _cut(bars, window), data, sha256_bytes(data), None)
+def stage_slices(
+    bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int | None = None
+) -> SlicePlan:
+    """Bars parquet -> features -> warm-up dropped -> walk-forward windows -> staged slice
+    files and per-fold frozen stats (fitted on the train slice only) under `staging_dir`.
 
-
-# ---------------------------------------------------------------- build
-def build_slices_from_bars(
-    bars: pl.DataFrame,
-    cfg: FeaturesConfig,
-    layout: DataLayout,
-    *,
-    event_partitions: Mapping[str, str] | None = None,
-    origin_ns: int | None = None,
-    validate: bool = True,
-) -> FoldIndex:
-    """Bars -> validated, published slices, stats and folds.json (see module doc).
-
-    `event_partitions` maps event day -> sha256 of that day's manifest (lineage);
-    `origin_ns` is the walk-forward origin (default: 00:00 UTC of the first bar's day).
-    Raises SliceBuildError, WalkForwardError, SliceValidationError; publishes nothing
-    on any of them.
+    `origin_ns` is the walk-forward origin (default 00:00 UTC of the first bar's day).
+    Raises SliceBuildError (gaps, empty slices, all warm-up), WalkForwardError.
     """
     spec = cfg.spec
     sh = spec.spec_hash
+    bars = pl.read_parquet(bars_path)
     check_grid(bars, spec)
-    parts = dict(event_partitions or {})
-    feats = compute_features(bars.lazy(), spec).collect()
-    ready = feats.filter(~pl.col(S.WARMUP))
+    ready = compute_features(bars.lazy(), spec).filter(~pl.col(S.WARMUP)).collect()
     if ready.height == 0:
         raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
     if origin_ns is None:
@@ -219,104 +227,202 @@ def build_slices_from_bars(
     data_end = int(bars[S.TS][-1]) + 1
     folds = make_folds(cfg.walk_forward, origin_ns, data_end)
     stress = make_stress_windows(cfg.walk_forward, origin_ns, data_end)
+    root = Path(staging_dir)
+    staged: list[StagedSlice] = []
 
-    pending: list[_Pending] = []
-    stats_by_fold: dict[int, FrozenStats] = {}
+    def stage(w: Window, stats_id: str | None) -> tuple[StagedSlice, pl.DataFrame]:
+        frame = _cut(ready, w.start_ns, w.end_ns).select(slice_columns(spec))
+        if frame.height == 0:
+            raise SliceBuildError(
+                f"slice {w.slice_id} [{w.start_ns}, {w.end_ns}) has no rows after warm-up"
+            )
+        data = parquet_bytes(frame)
+        path = write_bytes_atomic(root / "slices" / f"{w.slice_id}.parquet", data)
+        item = StagedSlice(
+            slice_id=w.slice_id,
+            kind=w.kind,
+            fold=w.fold,
+            start_ns=w.start_ns,
+            end_ns=w.end_ns,
+            path=str(path),
+            sha256=sha256_bytes(data),
+            rows=frame.height,
+            t_start_ns=int(frame[S.TS][0]),
+            t_end_ns=int(frame[S.TS][-1]),
+            stats_id=stats_id or "",
+        )
+        return item, frame
+
+    entries: list[FoldEntry] = []
     for f in folds:
-        train = _pending(f.train, ready, bars, spec)
-        x = train.frame.select(spec.names).to_numpy()
+        train, frame = stage(f.train, None)
         st = FrozenStats.fit(
-            x,
+            frame.select(spec.names).to_numpy(),
             spec.names,
             sh,
             spec.sigma_floor,
-            [{"slice_id": f.train.slice_id, "sha256": train.sha256}],
+            [{"slice_id": train.slice_id, "sha256": train.sha256}],
         )
-        stats_by_fold[f.fold] = st
-        train.stats = st
-        pending.append(train)
+        st.save(root / "stats" / st.stats_id)
+        staged.append(train.model_copy(update={"stats_id": st.stats_id}))
         for w in (f.validation, f.test):
             if w is not None:
-                p = _pending(w, ready, bars, spec)
-                p.stats = st
-                pending.append(p)
-    last_stats = stats_by_fold[folds[-1].fold]
-    for w in stress:
-        p = _pending(w, ready, bars, spec)
-        p.stats = last_stats
-        pending.append(p)
-
-    if validate:
-        _validate_all(pending, cfg)
-
-    out_dir = layout.slices(sh)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for st in stats_by_fold.values():
-        st.save(layout.stats(st.stats_id))
-    for p in pending:
-        _publish(p, layout, sh, spec, parts)
-    index = FoldIndex(
-        spec_hash=sh,
-        folds=[
+                staged.append(stage(w, st.stats_id)[0])
+        entries.append(
             FoldEntry(
                 fold=f.fold,
                 train=f.train.slice_id,
                 validation=f.validation.slice_id if f.validation else None,
                 test=f.test.slice_id,
-                stats_id=stats_by_fold[f.fold].stats_id,
+                stats_id=st.stats_id,
             )
-            for f in folds
-        ],
+        )
+    last = entries[-1].stats_id
+    staged += [stage(w, last)[0] for w in stress]
+    plan = SlicePlan(
+        spec_hash=sh,
+        staging_dir=str(root),
+        bars_path=str(bars_path),
+        origin_ns=origin_ns,
+        slices=staged,
+        folds=entries,
         stress=[w.slice_id for w in stress],
-        stress_stats_id=last_stats.stats_id,
+        stress_stats_id=last,
     )
-    write_json_atomic(out_dir / FOLDS_FILE, index.model_dump(mode="json"))
+    write_json_atomic(root / "plan.json", plan.model_dump(mode="json"))
+    return plan
+
+
+def validate_staged_slice(
+    plan: SlicePlan, slice_id: str, cfg: FeaturesConfig, data_docs_dir: str | None = None
+) -> dict[str, Any]:
+    """Run the book suite on the slice's bars and the feature suite (with its frozen
+    stats) on the staged slice. Returns the manifest `validation` summary; raises
+    SliceValidationError listing the failed expectations."""
+    from expectations.runner import validate_slice
+
+    item = plan.staged(slice_id)
+    frame = pl.read_parquet(item.path)
+    bars = _cut(pl.scan_parquet(plan.bars_path), item.start_ns, item.end_ns).collect()
+    st = FrozenStats.load(plan.stats_dir(item.stats_id))
+    res = validate_slice(
+        frame,
+        cfg.spec,
+        cfg.expectations,
+        bars=bars,
+        mean=st.mean,
+        sigma=st.sigma,
+        slice_id=slice_id,
+        data_docs_dir=data_docs_dir,
+    )
+    return res.to_json()
+
+
+def publish_slices(
+    plan: SlicePlan,
+    validations: Mapping[str, Mapping[str, Any]],
+    layout: DataLayout,
+    event_partitions: Mapping[str, str],
+    lookback_ns: int,
+) -> FoldIndex:
+    """Publish every staged slice that passed validation: stats folders, slice files
+    (atomic; an identical existing file is left alone), manifests (after their file),
+    then folds.json. Raises SliceBuildError, before writing anything, when a slice has
+    no successful validation or its staged file changed since staging."""
+    for item in plan.slices:
+        v = validations.get(item.slice_id)
+        if not v or not v.get("success"):
+            raise SliceBuildError(
+                f"slice {item.slice_id} has no successful validation: not published"
+            )
+        if sha256_file(item.path) != item.sha256:
+            raise SliceBuildError(f"staged slice {item.slice_id} changed after staging")
+    for stats_id in sorted({i.stats_id for i in plan.slices}):
+        FrozenStats.load(plan.stats_dir(stats_id)).save(layout.stats(stats_id))
+    for item in plan.slices:
+        path = slice_path(layout, plan.spec_hash, item.slice_id)
+        if not (path.exists() and sha256_file(path) == item.sha256):
+            write_bytes_atomic(path, Path(item.path).read_bytes())
+        window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
+        manifest = {
+            "slice_id": item.slice_id,
+            "kind": item.kind,
+            "fold": item.fold,
+            "spec_hash": plan.spec_hash,
+            "t_start_ns": item.t_start_ns,
+            "t_end_ns": item.t_end_ns,
+            "rows": item.rows,
+            "sha256": item.sha256,
+            "path": str(path.resolve()),
+            "event_partitions": partitions_for(window, lookback_ns, event_partitions),
+            "validation": dict(validations[item.slice_id]),
+            "stats_id": item.stats_id,
+        }
+        write_json_atomic(manifest_path(layout, plan.spec_hash, item.slice_id), manifest)
+    index = FoldIndex(
+        spec_hash=plan.spec_hash,
+        folds=plan.folds,
+        stress=plan.stress,
+        stress_stats_id=plan.stress_stats_id,
+    )
+    write_json_atomic(layout.slices(plan.spec_hash) / FOLDS_FILE, index.model_dump(mode="json"))
     return index
 
 
-def _validate_all(pending: list[_Pending], cfg: FeaturesConfig) -> None:
-    from expectations.runner import SliceValidationError, validate_frames
+def staging_dir_for(layout: DataLayout, cfg: FeaturesConfig, bars_sha256: str) -> Path:
+    """Deterministic staging folder of (config, bars)."""
+    key = fingerprint({"features": cfg.model_dump(mode="json"), "bars": bars_sha256})[:16]
+    return layout.root / "staging" / "features" / key
 
-    failures: list[str] = []
-    for p in pending:
-        st = p.stats
-        res = validate_frames(
-            p.frame,
-            p.bars,
-            cfg.spec,
-            cfg.expectations,
-            st.mean if st else None,
-            st.sigma if st else None,
+
+def validate_all(
+    plan: SlicePlan, cfg: FeaturesConfig, data_docs_dir: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Validate every staged slice; raise one SliceValidationError listing the failures
+    of every failing slice (slice id prefixed), else return the summaries by slice id."""
+    from expectations.runner import SliceValidationError
+
+    out: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    bad: list[str] = []
+    for item in plan.slices:
+        try:
+            out[item.slice_id] = validate_staged_slice(plan, item.slice_id, cfg, data_docs_dir)
+        except SliceValidationError as e:
+            bad.append(item.slice_id)
+            failed += [f"{item.slice_id}: {f}" for f in e.failed]
+    if failed:
+        raise SliceValidationError(",".join(bad), failed)
+    return out
+
+
+def build_slices_from_bars(
+    bars: pl.DataFrame,
+    cfg: FeaturesConfig,
+    layout: DataLayout,
+    *,
+    event_partitions: Mapping[str, str] | None = None,
+    origin_ns: int | None = None,
+) -> FoldIndex:
+    """Bars -> staged, validated, published slices + stats + folds.json, in one call.
+
+    `event_partitions` maps event day -> sha256 of that day's manifest (lineage).
+    Raises SliceBuildError, WalkForwardError or SliceValidationError (every failing
+    slice listed); on any of them nothing is published. The staging folder is removed.
+    """
+    check_grid(bars, cfg.spec)
+    data = parquet_bytes(bars)
+    staging = staging_dir_for(layout, cfg, sha256_bytes(data))
+    try:
+        bars_path = write_bytes_atomic(staging / "bars.parquet", data)
+        plan = stage_slices(str(bars_path), cfg, str(staging), origin_ns)
+        docs = str(layout.gx) if cfg.expectations.data_docs else None
+        validations = validate_all(plan, cfg, docs)
+        return publish_slices(
+            plan, validations, layout, event_partitions or {}, cfg.spec.lookback_ns
         )
-        p.validation = res.to_json()
-        if not res.success:
-            failures += [f"{p.window.slice_id}: {f}" for f in res.failed]
-    if failures:
-        raise SliceValidationError(",".join(sorted({f.split(":")[0] for f in failures})), failures)
-
-
-def _publish(
-    p: _Pending, layout: DataLayout, sh: str, spec: FeatureSpec, parts: Mapping[str, str]
-) -> None:
-    path = slice_path(layout, sh, p.window.slice_id)
-    if not (path.exists() and sha256_file(path) == p.sha256):
-        write_bytes_atomic(path, p.data)
-    manifest = {
-        "slice_id": p.window.slice_id,
-        "kind": p.window.kind,
-        "fold": p.window.fold,
-        "spec_hash": sh,
-        "t_start_ns": int(p.frame[S.TS][0]),
-        "t_end_ns": int(p.frame[S.TS][-1]),
-        "rows": p.frame.height,
-        "sha256": p.sha256,
-        "path": str(path.resolve()),
-        "event_partitions": partitions_for(p.window, spec.lookback_ns, parts),
-        "validation": p.validation
-        or {"success": True, "suite": "none", "failed": [], "statistics": {}},
-        "stats_id": p.stats.stats_id if p.stats else None,
-    }
-    write_json_atomic(manifest_path(layout, sh, p.window.slice_id), manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, str]:
@@ -324,22 +430,45 @@ def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> 
     return {d: sha256_file(layout.events_day(symbol, d) / "manifest.json") for d in days}
 
 
-def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIndex:
-    """Events of `symbol` -> bars (features.sampler) -> slices. See `build_slices_from_bars`."""
+def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
+    """Events of `symbol` -> bars parquet (features.sampler), keyed by the event
+    partitions' manifest hashes and the spec. Returns JSON-able
+    {"bars_path", "bars_sha256", "event_partitions", "origin_ns"}; raises
+    SliceBuildError when there are no events. Idempotent."""
     from features.sampler import sample_bars
     from ingest.events import list_event_days, read_events
 
+    layout = DataLayout(Path(data_dir))
     days = list_event_days(layout, symbol)
     if not days:
         raise SliceBuildError(
             f"no event partitions for {symbol} under {layout.events_symbol(symbol)}"
         )
-    book, trades = read_events(layout, symbol)
-    bars = sample_bars(book, trades, cfg.spec)
+    parts = event_partition_hashes(layout, symbol, days)
+    key = fingerprint({"spec": cfg.spec.spec_hash, "events": parts})[:16]
+    path = layout.root / "bars" / symbol / layout.spec12(cfg.spec.spec_hash) / f"bars-{key}.parquet"
+    if not path.exists():
+        book, trades = read_events(layout, symbol)
+        bars = sample_bars(book, trades, cfg.spec)
+        check_grid(bars, cfg.spec)
+        write_bytes_atomic(path, parquet_bytes(bars))
+    return {
+        "bars_path": str(path),
+        "bars_sha256": sha256_file(path),
+        "event_partitions": parts,
+        "origin_ns": day_start_ns(days[0]),
+    }
+
+
+def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIndex:
+    """Events of `symbol` -> bars (the one sampler) -> validated, published slices."""
+    info = build_bars(cfg, str(layout.root), symbol)
+    bars = pl.read_parquet(info["bars_path"])
     return build_slices_from_bars(
-        bars,
-        cfg,
-        layout,
-        event_partitions=event_partition_hashes(layout, symbol, days),
-        origin_ns=day_start_ns(days[0]),
+        bars, cfg, layout, event_partitions=info["event_partitions"], origin_ns=info["origin_ns"]
     )
+
+
+def manifest_json(path: str | Path) -> dict[str, Any]:
+    """A manifest as plain JSON (for MLflow dataset logging)."""
+    return json.loads(Path(path).read_text())
