@@ -29,6 +29,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WINDOW = 16
+NOTE = """Reading the figures. `env.step` alone: gym-anytrading's step returns a view into its
+precomputed (window, 2) array and keeps three info keys, so it is a floor for any Python
+env; ManagementEnv copies a fresh 423-float observation (16 x 26 features + 7 state values,
+as a policy must never see an aliased buffer), marks the stacked position, evaluates every
+reward term and builds the full evaluation `info` (equity, pnl with and without fees,
+closed trades, each reward term). Through SB3's DummyVecEnv, the way PPO consumes an env
+(obs copied into the vec buffer, every info deep-copied), ManagementEnv is ahead of
+gym-anytrading, whose info holds an Enum that is slow to deep-copy. The machine is shared
+(2 cores, other jobs running): compare ratios within one run, not absolute figures across
+runs.
+"""
 
 
 def _actions(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -37,19 +48,51 @@ def _actions(n: int, k: int, seed: int = 0) -> np.ndarray:
     return rng.choice(k, size=n, p=p)
 
 
-def _time_passes(env: Any, actions: np.ndarray, repeats: int, reset: Any) -> tuple[float, int]:
-    best, steps = 0.0, 0
+def _timed(fn: Any) -> tuple[float, float]:
+    """(process CPU seconds, wall seconds) spent in fn()."""
+    c, w = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c, time.perf_counter() - w
+
+
+def _time_passes(env: Any, actions: np.ndarray, repeats: int, reset: Any) -> dict[str, float]:
+    """Best of `repeats` full episodes through env.step: steps per CPU and wall second."""
+    best_cpu = best_wall = 0.0
+    steps = 0
     for _ in range(repeats):
         reset()
-        n, done = 0, False
-        t = time.perf_counter()
-        while not done:
-            out = env.step(actions[n])
-            done = out[2] or out[3]
-            n += 1
-        best = max(best, n / (time.perf_counter() - t))
-        steps = n
-    return best, steps
+
+        def one_pass() -> None:
+            nonlocal steps
+            n, done = 0, False
+            while not done:
+                out = env.step(actions[n])
+                done = out[2] or out[3]
+                n += 1
+            steps = n
+
+        cpu, wall = _timed(one_pass)
+        best_cpu, best_wall = max(best_cpu, steps / cpu), max(best_wall, steps / wall)
+    return {"cpu": best_cpu, "wall": best_wall, "steps": steps}
+
+
+def _time_vec(make: Any, actions: np.ndarray, steps: int, repeats: int) -> dict[str, float]:
+    """The same through SB3's DummyVecEnv (one env), the way PPO consumes an env: obs
+    copied into the vec buffer, every info deep-copied, auto-reset at episode end."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    vec = DummyVecEnv([make])
+    best_cpu = best_wall = 0.0
+    for _ in range(repeats):
+        vec.reset()
+
+        def one_pass() -> None:
+            for n in range(steps):
+                vec.step(actions[n : n + 1])
+
+        cpu, wall = _timed(one_pass)
+        best_cpu, best_wall = max(best_cpu, steps / cpu), max(best_wall, steps / wall)
+    return {"cpu": best_cpu, "wall": best_wall}
 
 
 def write_data(root: Path, rows: int) -> dict[str, str]:
@@ -68,33 +111,40 @@ def write_data(root: Path, rows: int) -> dict[str, str]:
     return {"slice": str(files.slice_path), "stats": str(files.stats_dir), "root": str(root)}
 
 
+def _measure(
+    name: str, make: Any, n_actions: int, repeats: int, reset_options: dict | None = None
+) -> dict[str, Any]:
+    """Time full passes of `make()` with the shared action draw, raw and via DummyVecEnv."""
+    env = make()
+    actions = _actions(200_000, n_actions)
+    raw = _time_passes(env, actions, repeats, lambda: env.reset(seed=0, options=reset_options))
+    vec = _time_vec(make, actions, int(raw["steps"]), repeats)
+    return {"env": name, "raw": raw, "vec": vec, "steps": int(raw["steps"])}
+
+
 def bench_management(data: dict[str, str], repeats: int) -> dict[str, Any]:
     from envs.management import ManagementEnv
 
-    env = ManagementEnv(data["slice"], data["stats"], {"window": WINDOW})
-    actions = _actions(env.n_rows + 1, 3)
-    sps, steps = _time_passes(env, actions, repeats, lambda: env.reset(options={"full": True}))
-    return {
-        "env": "chappie ManagementEnv (stacked maker fills, fees, 7-value state)",
-        "steps_per_s": sps,
-        "steps": steps,
-    }
+    return _measure(
+        "chappie ManagementEnv (stacked maker fills, fees, 7-value state, 26 features)",
+        lambda: ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}),
+        3,
+        repeats,
+        {"full": True},
+    )
 
 
 def bench_anytrading(data: dict[str, str], repeats: int) -> dict[str, Any]:
     import pandas as pd
     from gym_anytrading.envs import StocksEnv
 
-    mid = np.load(Path(data["root"]) / "mid_usd.npy")
-    df = pd.DataFrame({"Close": mid})
-    env = StocksEnv(df=df, window_size=WINDOW, frame_bound=(WINDOW, len(df)))
-    actions = _actions(len(df) + 1, 2)
-    sps, steps = _time_passes(env, actions, repeats, lambda: env.reset(seed=0))
-    return {
-        "env": "gym-anytrading StocksEnv (2 actions, close + diff)",
-        "steps_per_s": sps,
-        "steps": steps,
-    }
+    df = pd.DataFrame({"Close": np.load(Path(data["root"]) / "mid_usd.npy")})
+    return _measure(
+        "gym-anytrading StocksEnv (2 actions, close + diff)",
+        lambda: StocksEnv(df=df, window_size=WINDOW, frame_bound=(WINDOW, len(df))),
+        2,
+        repeats,
+    )
 
 
 def bench_trading_env(data: dict[str, str], repeats: int) -> dict[str, Any]:
@@ -111,21 +161,19 @@ def bench_trading_env(data: dict[str, str], repeats: int) -> dict[str, Any]:
     )
     for j in range(feats.shape[1]):
         df[f"feature_{j}"] = feats[:, j]
-    env = TradingEnv(
-        df=df,
-        positions=[-1, 0, 1],
-        windows=WINDOW,
-        trading_fees=0.00075,
-        initial_position=0,
-        verbose=0,
+    return _measure(
+        "gym-trading-env TradingEnv (3 positions, 26 features)",
+        lambda: TradingEnv(
+            df=df,
+            positions=[-1, 0, 1],
+            windows=WINDOW,
+            trading_fees=0.00075,
+            initial_position=0,
+            verbose=0,
+        ),
+        3,
+        repeats,
     )
-    actions = _actions(len(df) + 1, 3)
-    sps, steps = _time_passes(env, actions, repeats, lambda: env.reset(seed=0))
-    return {
-        "env": "gym-trading-env TradingEnv (3 positions, 26 features)",
-        "steps_per_s": sps,
-        "steps": steps,
-    }
 
 
 def main() -> int:
@@ -162,35 +210,37 @@ def main() -> int:
         if proc.returncode == 0:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         else:
-            results.append(
-                {
-                    "env": "gym-trading-env",
-                    "steps_per_s": float("nan"),
-                    "steps": 0,
-                    "error": proc.stderr[-300:],
-                }
-            )
+            results.append({"env": "gym-trading-env", "error": proc.stderr[-300:]})
 
-    base = results[1]["steps_per_s"]
+    base = results[1]
     lines = [
         "## envs: ManagementEnv step speed",
         "",
-        f"Single process, one core, {args.rows} bars, window {WINDOW}, same random actions (80 % hold), "
-        f"best of {args.repeats} full passes; machine `{platform.node()}` ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Single process, {args.rows} bars, window {WINDOW}, the same pre-drawn random actions "
+        f"(80 % hold), best of {args.repeats} full passes; machine `{platform.node()}` "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared), "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+        "Steps per second of process CPU time (robust to the other jobs on the machine); "
+        "wall-clock figures in brackets.",
         "",
-        "| env | steps/s | steps per pass | vs gym-anytrading |",
-        "|---|---:|---:|---:|",
+        "| env | env.step steps/s | vs gym-anytrading | via SB3 DummyVecEnv steps/s | vs gym-anytrading |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        ratio = r["steps_per_s"] / base if base else float("nan")
-        lines.append(f"| {r['env']} | {r['steps_per_s']:,.0f} | {r['steps']:,} | {ratio:.2f}x |")
         if "error" in r:
-            lines.append(f"\ngym-trading-env failed: `{r['error']}`\n")
+            lines.append(f"| {r['env']} | failed: `{r['error'].strip()[-120:]}` | | | |")
+            continue
+        lines.append(
+            f"| {r['env']} | {r['raw']['cpu']:,.0f} ({r['raw']['wall']:,.0f}) | "
+            f"{r['raw']['cpu'] / base['raw']['cpu']:.2f}x | "
+            f"{r['vec']['cpu']:,.0f} ({r['vec']['wall']:,.0f}) | "
+            f"{r['vec']['cpu'] / base['vec']['cpu']:.2f}x |"
+        )
     lines += [
         "",
         f"Command: `.venv/bin/python -m bench.bench_env --rows {args.rows} --repeats {args.repeats}`",
         "",
+        NOTE,
     ]
     text = "\n".join(lines)
     print(text)

@@ -39,6 +39,7 @@ trades (closed in this step, as dicts), reward_terms, punishment_scale.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -79,6 +80,58 @@ from envs.position import (
 from envs.rewards import ZERO_TERMS, punishment_scale, reward_terms
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
+
+
+# keys of every step's info (scalars, except the two containers)
+INFO_KEYS = frozenset(
+    (
+        "ts",
+        "bar",
+        "equity",
+        "balance",
+        "pnl",
+        "realized_pnl",
+        "unrealized_pnl",
+        "pnl_without_fees",
+        "fees",
+        "funding",
+        "position_size",
+        "exposure",
+        "side",
+        "long_order",
+        "short_order",
+        "trades",
+        "reward_terms",
+        "punishment_scale",
+    )
+)
+
+
+class StepInfo(dict):
+    """The env's `info` dict, with a cheap exact `__deepcopy__`.
+
+    SB3's VecEnvs deep-copy every info on every step; a generic deepcopy of ~20 float
+    entries costs more than the env step itself. Every value the env puts under
+    INFO_KEYS is an immutable scalar, a dict of scalars ("reward_terms") or a list of
+    dicts of scalars ("trades"), so copying those two containers one level is an exact
+    deep copy; any key a wrapper adds (e.g. "terminal_observation") goes through
+    `copy.deepcopy`.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
+        out = StepInfo(self)
+        terms = self.get("reward_terms")
+        if type(terms) is dict:
+            out["reward_terms"] = dict(terms)
+        trades = self.get("trades")
+        if type(trades) is list:
+            out["trades"] = [dict(t) for t in trades]
+        if len(self) > len(INFO_KEYS) or self.keys() != INFO_KEYS:
+            for key in self.keys() - INFO_KEYS:
+                out[key] = copy.deepcopy(self[key], memo)
+        return out
 
 
 class SliceDataError(ValueError):
@@ -160,6 +213,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._roll = cfg.roll_orders
         self._funding = cfg.funding
         self._equity0 = cfg.initial_equity_xbt
+        self._reward_cfg = cfg.reward
         low, high = observation_bounds(self.n_features, cfg.window, cfg.obs_clip, self.limits)
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
@@ -332,19 +386,38 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             closed.extend(self._flatten(self._ts_l[end]))
             self._bid = self._ask = 0
         pos = self._pos
-        if pos is not before:
-            self._summary = summarize(pos, self.instrument)
-        obs, upnl, state = self._observe_state()
         s = self._summary
+        if pos is not before:
+            s = self._summary = summarize(pos, self.instrument)
+        # observation (inlined _observe for speed: this is the hot path)
+        mark = self._mark_l[end]
+        upnl = s.unrealized(mark)
+        state = management_values(
+            s,
+            pos.flat_since_ns,
+            self._ts_l[end],
+            mark,
+            self._bid != 0,
+            self._ask != 0,
+            self.limits,
+            upnl,
+        )
+        obs = encode_observation(self._norm32[end - self._w + 1 : end + 1], state, validate=False)
         base = s.entry_value
+        if pos is before:
+            realized = fees = funding = 0.0
+        else:
+            realized = pos.realized_pnl - before.realized_pnl
+            fees = pos.fees - before.fees
+            funding = pos.funding - before.funding
         terms = reward_terms(
-            self.config.reward,
+            self._reward_cfg,
             balance=before.balance,
             exposure=s.exposure,
             unrealized_return=upnl / base if base > 0.0 else 0.0,
-            realized_pnl=pos.realized_pnl - before.realized_pnl,
-            fees=pos.fees - before.fees,
-            funding=pos.funding - before.funding,
+            realized_pnl=realized,
+            fees=fees,
+            funding=funding,
             avg_open_hours=state[4],
             hours_since_close=state[6],
             episode_end=terminated or truncated,
@@ -423,9 +496,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             return replace(self._pos, longs=lots)
         return replace(self._pos, shorts=lots)
 
-    def _observe_state(self) -> tuple[np.ndarray, float, list[float]]:
+    def _observe(self) -> tuple[np.ndarray, float]:
         t = self._t
         mark = self._mark_l[t]
+        upnl = self._summary.unrealized(mark)
         state = management_values(
             self._summary,
             self._pos.flat_since_ns,
@@ -434,35 +508,35 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             self._bid != 0,
             self._ask != 0,
             self.limits,
+            upnl,
         )
-        obs = encode_observation(self._norm32[t - self._w + 1 : t + 1], state, validate=False)
-        return obs, self._summary.unrealized(mark), state
+        return encode_observation(
+            self._norm32[t - self._w + 1 : t + 1], state, validate=False
+        ), upnl
 
-    def _observe(self) -> tuple[np.ndarray, float]:
-        obs, upnl, _ = self._observe_state()
-        return obs, upnl
-
-    def _info(self, closed: Any, terms: dict[str, float], upnl: float) -> dict[str, Any]:
+    def _info(self, closed: Any, terms: dict[str, float], upnl: float) -> StepInfo:
         pos = self._pos
         s = self._summary
         eq = pos.balance + upnl
-        return {
-            "ts": self._ts_l[self._t],
-            "bar": self._t,
-            "equity": eq,
-            "balance": pos.balance,
-            "pnl": eq - self._equity0,
-            "realized_pnl": pos.realized_pnl,
-            "unrealized_pnl": upnl,
-            "pnl_without_fees": pos.realized_pnl + upnl,
-            "fees": pos.fees,
-            "funding": pos.funding,
-            "position_size": s.side * s.exposure / self._cap,
-            "exposure": s.exposure,
-            "side": s.side,
-            "long_order": self._bid,
-            "short_order": self._ask,
-            "trades": [c.as_dict() for c in closed] if closed else [],
-            "reward_terms": terms,
-            "punishment_scale": self.punishment_scale,
-        }
+        return StepInfo(
+            {
+                "ts": self._ts_l[self._t],
+                "bar": self._t,
+                "equity": eq,
+                "balance": pos.balance,
+                "pnl": eq - self._equity0,
+                "realized_pnl": pos.realized_pnl,
+                "unrealized_pnl": upnl,
+                "pnl_without_fees": pos.realized_pnl + upnl,
+                "fees": pos.fees,
+                "funding": pos.funding,
+                "position_size": s.side * min(s.exposure / self._cap, 1.0),  # as in the state
+                "exposure": s.exposure,
+                "side": s.side,
+                "long_order": self._bid,
+                "short_order": self._ask,
+                "trades": [c.as_dict() for c in closed] if closed else [],
+                "reward_terms": terms,
+                "punishment_scale": self.punishment_scale,
+            }
+        )

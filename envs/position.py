@@ -215,11 +215,19 @@ def apply_fill(
     contracts = contracts_for(stake, position.balance, price, instrument)
     fee = fee_for(contracts, price, instrument, liquidity)
     lot = Lot(side, int(price_ticks), int(ts_ns), float(stake), contracts, fee)
-    if side == LONG:
-        new = replace(position, longs=(*position.longs, lot))
-    else:
-        new = replace(position, shorts=(*position.shorts, lot))
-    return replace(new, balance=new.balance - fee, fees=new.fees + fee), ()
+    # direct construction: dataclasses.replace costs more than the rest of a fill
+    longs = (*position.longs, lot) if side == LONG else position.longs
+    shorts = (*position.shorts, lot) if side == SHORT else position.shorts
+    new = Position(
+        position.balance - fee,
+        position.flat_since_ns,
+        longs,
+        shorts,
+        position.realized_pnl,
+        position.fees + fee,
+        position.funding,
+    )
+    return new, ()
 
 
 def _reduce(
@@ -274,14 +282,14 @@ def _reduce(
     lots = tuple(stack)
     longs, shorts = (lots, ()) if position.side == LONG else ((), lots)
     flat_since = int(ts_ns) if not lots else position.flat_since_ns
-    new = replace(
-        position,
-        longs=longs,
-        shorts=shorts,
-        balance=position.balance + pnl_sum - fee_sum,
-        realized_pnl=position.realized_pnl + pnl_sum,
-        fees=position.fees + fee_sum,
-        flat_since_ns=flat_since,
+    new = Position(
+        position.balance + pnl_sum - fee_sum,
+        flat_since,
+        longs,
+        shorts,
+        position.realized_pnl + pnl_sum,
+        position.fees + fee_sum,
+        position.funding,
     )
     return new, tuple(closed)
 
@@ -445,16 +453,20 @@ def management_values(
     long_order: bool,
     short_order: bool,
     limits: StateLimits,
+    unrealized: float | None = None,
 ) -> list[float]:
     """`management_state` from a summarised position, as a list (the env's fast path;
-    `mark` in quote currency)."""
+    `mark` in quote currency; `unrealized` = `summary.unrealized(mark)` when the caller
+    already has it)."""
     hc = limits.hours_clip
     if summary.side == FLAT:
         since = (now_ns - flat_since_ns) / NS_PER_HOUR
         since = 0.0 if since < 0.0 else (hc if since > hc else since)
         return [1.0 if long_order else 0.0, 1.0 if short_order else 0.0, 0.0, 0.0, 0.0, 0.0, since]
     size = summary.exposure / limits.max_exposure
-    pct = 100.0 * summary_return(summary, mark)
+    upnl = summary.unrealized(mark) if unrealized is None else unrealized
+    base = summary.entry_value
+    pct = 100.0 * upnl / base if base > 0.0 else 0.0
     pc = limits.pct_clip
     avg = (now_ns - summary.mean_ts_ns) / NS_PER_HOUR
     last = (now_ns - summary.last_ts_ns) / NS_PER_HOUR

@@ -303,3 +303,29 @@ def test_punishment_scale_is_driven_through_vec_env_method(tmp_path: Path) -> No
     assert vec.env_method("set_curriculum_cycle", 4) == [1.0, 1.0]
     with pytest.raises(ValueError):
         vec.env_method("set_punishment_scale", -1.0)
+
+
+def test_step_info_deepcopy_is_exact_and_independent(tmp_path: Path, flat_stats: Path) -> None:
+    import copy
+
+    n = 12
+    bid = np.full(n, 80_000)
+    sell_lo = np.zeros(n, np.int64)
+    sell_lo[2] = 79_999
+    buy_hi = np.zeros(n, np.int64)
+    buy_hi[4] = 80_005
+    env = scenario_env(tmp_path, flat_stats, bid=bid, ask=bid + 1, sell_lo=sell_lo, buy_hi=buy_hi)
+    infos = run(env, [TOGGLE_LONG, TOGGLE_SHORT, HOLD])
+    info = next(i for i in infos if i["trades"])
+    info["terminal_observation"] = np.arange(3.0)  # what SB3's DummyVecEnv adds
+    dup = copy.deepcopy(info)
+    assert type(dup) is type(info) and dup.keys() == info.keys()
+    assert {k: v for k, v in dup.items() if k != "terminal_observation"} == {
+        k: v for k, v in info.items() if k != "terminal_observation"
+    }
+    assert dup["reward_terms"] is not info["reward_terms"]
+    assert dup["trades"][0] is not info["trades"][0] and dup["trades"] == info["trades"]
+    assert dup["terminal_observation"] is not info["terminal_observation"]
+    dup["terminal_observation"][0] = 9.0
+    dup["reward_terms"]["total"] = 99.0
+    assert info["terminal_observation"][0] == 0.0 and info["reward_terms"]["total"] != 99.0
