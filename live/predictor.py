@@ -9,6 +9,7 @@ the batch), the frozen stats (`normalize(x, clip)`) and the one encoder
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -76,9 +77,11 @@ class ObservationBuilder:
             sizes = [r[2] for r in d.book]
             self.sampler.on_message(ts_recv, sides, prices, sizes, d.is_snapshot)
 
-    def advance(self, now_ns: int) -> list[BarUpdate]:
-        """Close every bar with close time <= now_ns (all events up to now_ns were fed)."""
-        out = []
+    def advance(self, now_ns: int) -> Iterator[BarUpdate]:
+        """Close every bar with close time <= now_ns (all events up to now_ns were fed).
+
+        A generator: each bar enters the window only when the consumer asks for it, so a
+        decision on bar k never sees bar k+1 even when several bars close at once."""
         for bar in self.sampler.advance(now_ns):
             feats = self.stream.update(bar)
             norm = None
@@ -88,18 +91,15 @@ class ObservationBuilder:
             else:
                 self.window.append(feats)
             self.bars += 1
-            out.append(
-                BarUpdate(
-                    ts=int(bar[schema.TS]),
-                    bar=bar,
-                    features=feats,
-                    warmup=bool(self.stream.warmup),
-                    book_ok=bool(bar[schema.BOOK_OK]),
-                    mid_ticks=float(self.stream.mid_ticks),
-                    norm_row=norm,
-                )
+            yield BarUpdate(
+                ts=int(bar[schema.TS]),
+                bar=bar,
+                features=feats,
+                warmup=bool(self.stream.warmup),
+                book_ok=bool(bar[schema.BOOK_OK]),
+                mid_ticks=float(self.stream.mid_ticks),
+                norm_row=norm,
             )
-        return out
 
     def observation(self, state: np.ndarray) -> np.ndarray:
         """The encoded observation of the current window (requires stats and a full window)."""
