@@ -1,0 +1,148 @@
+"""Prefect flow `build-features`: event partitions -> bars -> staged slices -> validated
+-> published slices, frozen stats and folds.json.
+
+Wiring only. Tasks wrap `features.slices` adapter functions and pass paths, ids, plans
+(JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
+TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
+cached staging plan whose files are gone is rebuilt. Every slice is validated by its
+own task; when any fails the flow raises `SliceValidationError` listing every failed
+expectation of every failing slice, and nothing is published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from core.config.features import FeaturesConfig
+from core.paths import DataLayout
+from features import slices
+
+
+def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
+    """`events_fp` (the event manifests' hashes) is part of the cache key only."""
+    return slices.build_bars(cfg, data_dir, symbol)
+
+
+def _stage(bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int) -> dict[str, Any]:
+    return slices.stage_slices(bars_path, cfg, staging_dir, origin_ns).model_dump(mode="json")
+
+
+def _validate(
+    plan: dict[str, Any], slice_id: str, cfg: FeaturesConfig, docs: str | None
+) -> dict[str, Any]:
+    return slices.validate_staged_slice(slices.SlicePlan.model_validate(plan), slice_id, cfg, docs)
+
+
+def _publish(
+    plan: dict[str, Any],
+    validations: dict[str, Any],
+    data_dir: str,
+    parts: dict[str, str],
+    lookback_ns: int,
+) -> dict[str, Any]:
+    index = slices.publish_slices(
+        slices.SlicePlan.model_validate(plan),
+        validations,
+        DataLayout(Path(data_dir)),
+        parts,
+        lookback_ns,
+    )
+    return index.model_dump(mode="json")
+
+
+def _staged_files_exist(plan: dict[str, Any]) -> bool:
+    p = slices.SlicePlan.model_validate(plan)
+    return all(Path(s.path).exists() for s in p.slices) and all(
+        p.stats_dir(s.stats_id).exists() for s in p.slices
+    )
+
+
+def _events_fingerprint(data_dir: str, symbol: str) -> str:
+    from core.hashing import fingerprint
+    from ingest.events import list_event_days
+
+    layout = DataLayout(Path(data_dir))
+    return fingerprint(
+        slices.event_partition_hashes(layout, symbol, list_event_days(layout, symbol))
+    )
+
+
+events_fingerprint = task(name="events-fingerprint")(_events_fingerprint)
+build_bars = task(name="build-bars", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)(
+    _build_bars
+)
+stage_slices = task(name="stage-slices", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)(
+    _stage
+)
+staged_files_exist = task(name="staged-files-exist")(_staged_files_exist)
+validate_slice = task(name="validate-slice", task_run_name="validate-{slice_id}")(_validate)
+publish_slices = task(name="publish-slices")(_publish)
+
+
+@flow(name="build-features")
+def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
+    """Build validated walk-forward slices for `symbol` under `<data_dir>/slices`.
+
+    Returns the folds.json content. Raises SliceValidationError (listing every failed
+    expectation) when any slice fails its suites, SliceBuildError / WalkForwardError
+    when the events cannot make the configured slices.
+    """
+    from expectations.runner import SliceValidationError
+
+    layout = DataLayout(Path(data_dir))
+    if not layout.events_symbol(symbol).exists():
+        raise slices.SliceBuildError(f"no events for {symbol} under {layout.events_symbol(symbol)}")
+    fp = events_fingerprint(data_dir, symbol)
+    bars = build_bars(cfg, data_dir, symbol, fp)
+    if not Path(bars["bars_path"]).exists():
+        bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
+    staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
+    plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
+    if not staged_files_exist(plan):
+        plan = stage_slices.with_options(refresh_cache=True)(
+            bars["bars_path"], cfg, staging, bars["origin_ns"]
+        )
+    docs = str(layout.gx) if cfg.expectations.data_docs else None
+    validations: dict[str, Any] = {}
+    failed: list[str] = []
+    bad: list[str] = []
+    for item in plan["slices"]:
+        sid = item["slice_id"]
+        state = validate_slice(plan, sid, cfg, docs, return_state=True)
+        if state.is_completed():
+            validations[sid] = state.result()
+            continue
+        try:
+            state.result()
+        except SliceValidationError as e:
+            bad.append(sid)
+            failed += [f"{sid}: {f}" for f in e.failed]
+    if failed:
+        raise SliceValidationError(",".join(bad), failed)
+    index = publish_slices(
+        plan, validations, data_dir, bars["event_partitions"], cfg.spec.lookback_ns
+    )
+    create_table_artifact(
+        key="feature-slices",
+        table=[
+            {
+                "slice": s["slice_id"],
+                "kind": s["kind"],
+                "fold": s["fold"],
+                "rows": s["rows"],
+                "sha256": s["sha256"][:16],
+                "stats_id": s["stats_id"],
+                "expectations": validations[s["slice_id"]]["statistics"].get(
+                    "evaluated_expectations"
+                ),
+            }
+            for s in plan["slices"]
+        ],
+        description=f"validated slices of {symbol}, spec {cfg.spec.spec_hash[:12]}",
+    )
+    return index

@@ -1,0 +1,86 @@
+"""Events -> slices through the real sampler: plain adapter call and one real Prefect run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForwardConfig
+from core.config.ingest import IngestConfig
+from core.config.market import SyntheticMarketConfig
+from core.hashing import sha256_file
+from core.paths import DataLayout
+from expectations.runner import SliceValidationError
+from features.slices import build_slices, load_fold_index, load_manifest
+
+SYMBOL = "XBTUSD"
+CFG = FeaturesConfig(
+    walk_forward=WalkForwardConfig(
+        train_hours=0.06,
+        test_hours=0.03,
+        step_hours=0.03,
+        n_folds=2,
+        embargo_s=120,
+        stress_windows=((24, 24.2),),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def events_dir(tmp_path_factory) -> Path:
+    from ingest.run import ingest
+
+    root = tmp_path_factory.mktemp("events")
+    ingest(
+        IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2)),
+        DataLayout(root),
+    )
+    return root
+
+
+def _copy_events(src: Path, dst: Path) -> DataLayout:
+    import shutil
+
+    shutil.copytree(src / "events", dst / "events")
+    return DataLayout(dst)
+
+
+def test_build_slices_from_synthetic_events_records_lineage(events_dir, tmp_path):
+    layout = _copy_events(events_dir, tmp_path)
+    index = build_slices(CFG, layout, SYMBOL)
+    assert [f.test for f in index.folds] == ["fold00-test", "fold01-test"] and index.stress == [
+        "stress00"
+    ]
+    day1 = sha256_file(layout.events_day(SYMBOL, "2024-01-01") / "manifest.json")
+    day2 = sha256_file(layout.events_day(SYMBOL, "2024-01-02") / "manifest.json")
+    m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json")
+    assert m.event_partitions == {"2024-01-01": day1}
+    s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.manifest.json")
+    # its first rows look back across midnight into day 1
+    assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
+    assert s.stats_id == index.stress_stats_id
+    assert s.validation["success"] and "z__" not in str(s.validation)
+
+
+def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations(
+    events_dir, tmp_path, prefect_harness
+):
+    from flows.features import build_features_flow
+
+    layout = _copy_events(events_dir, tmp_path / "ok")
+    out = build_features_flow(SYMBOL, CFG, str(layout.root))
+    assert out == load_fold_index(layout, CFG.spec.spec_hash).model_dump(mode="json")
+    m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold01-test.parquet")
+    assert m.validation["success"] and m.sha256 == sha256_file(m.path)
+
+    strict = CFG.model_copy(update={"expectations": ExpectationsConfig(normalized_abs_max=0.01)})
+    bad_layout = _copy_events(events_dir, tmp_path / "bad")
+    with pytest.raises(SliceValidationError) as err:
+        build_features_flow(SYMBOL, strict, str(bad_layout.root))
+    assert "fold00-train" in err.value.slice_id
+    assert any(
+        "z__" in f and f.startswith("fold00-train: ExpectColumnValuesToBeBetween")
+        for f in err.value.failed
+    )
+    assert not bad_layout.slices(strict.spec.spec_hash).exists()
