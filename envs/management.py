@@ -78,6 +78,7 @@ from envs.position import (
     summarize,
 )
 from envs.rewards import ZERO_TERMS, punishment_scale, reward_terms
+from features.stats import FrozenStats
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 
@@ -138,36 +139,13 @@ class SliceDataError(ValueError):
     """A slice or stats directory that the env cannot use (named in the message)."""
 
 
-def _load_normalizer(stats_dir: Path) -> tuple[list[str], Any, str | None]:
-    """(feature names, normalize(x, clip) callable, spec_hash) of a frozen-stats dir.
-
-    Uses `features.stats.FrozenStats` when it exists, else reads the fixed file format
-    (mean.npy, sigma.npy, stats.json) directly."""
-    meta_path = stats_dir / "stats.json"
-    if not meta_path.exists():
-        raise SliceDataError(f"no stats.json in {stats_dir}")
-    meta = json.loads(meta_path.read_text())
-    names = list(meta["feature_names"])
+def _load_stats(stats_dir: Path) -> FrozenStats:
+    """The frozen stats of `stats_dir`; any unreadable or inconsistent dir is a
+    SliceDataError naming it."""
     try:
-        from features.stats import FrozenStats
-    except ImportError:
-        FrozenStats = None  # noqa: N806
-    if FrozenStats is not None:
-        stats = FrozenStats.load(stats_dir)
-        return names, stats.normalize, meta.get("spec_hash")
-    mean = np.load(stats_dir / "mean.npy", allow_pickle=False).astype(np.float64)
-    sigma = np.load(stats_dir / "sigma.npy", allow_pickle=False).astype(np.float64)
-    if mean.shape != (len(names),) or sigma.shape != (len(names),):
-        raise SliceDataError(
-            f"{stats_dir}: mean {mean.shape} / sigma {sigma.shape} do not match {len(names)} features"
-        )
-    if not (np.isfinite(sigma).all() and (sigma > 0).all()):
-        raise SliceDataError(f"{stats_dir}: sigma must be finite and > 0")
-
-    def normalize(x: np.ndarray, clip: float) -> np.ndarray:
-        return np.clip((x - mean) / sigma, -clip, clip)
-
-    return names, normalize, meta.get("spec_hash")
+        return FrozenStats.load(stats_dir)
+    except (OSError, KeyError, ValueError) as exc:
+        raise SliceDataError(f"cannot load frozen stats from {stats_dir}: {exc}") from exc
 
 
 def _slice_spec_hash(slice_path: Path) -> str | None:
@@ -237,7 +215,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     def _load(self, slice_path: Path, stats_dir: Path) -> np.ndarray:
         if not slice_path.exists():
             raise SliceDataError(f"slice not found: {slice_path}")
-        names, normalize, stats_hash = _load_normalizer(stats_dir)
+        stats = _load_stats(stats_dir)
+        names, stats_hash = list(stats.feature_names), stats.spec_hash
         slice_hash = _slice_spec_hash(slice_path)
         if stats_hash and slice_hash and stats_hash != slice_hash:
             raise SliceDataError(
@@ -291,7 +270,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._ask_l: list[int] = ask.tolist()
         self._buy_hi_l: list[int] = col(BUY_HI_TICKS, np.int64).tolist()
         self._sell_lo_l: list[int] = col(SELL_LO_TICKS, np.int64).tolist()
-        norm = normalize(raw, self.config.obs_clip)
+        norm = stats.normalize(raw, self.config.obs_clip)
         self._norm32 = np.ascontiguousarray(norm, dtype=np.float32)
         return ts
 

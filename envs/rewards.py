@@ -71,22 +71,25 @@ def reward_terms(
     if not balance > 0:
         raise ValueError(f"balance must be > 0, got {balance}")
     holding = exposure > 0.0
-    terms = {
-        "unrealized": cfg.unrealized_scale * unrealized_return * exposure,
-        "realized": cfg.realized_scale * realized_pnl / balance,
-        "fees": -cfg.fee_scale * fees / balance,
-        "funding": -cfg.funding_scale * funding / balance,
-        "open_penalty": -cfg.open_position_penalty * scale
-        if holding and avg_open_hours > cfg.open_position_hours
-        else 0.0,
-        "close_penalty": (
-            -cfg.close_position_penalty * scale
-            if not holding and hours_since_close > cfg.close_position_hours
-            else 0.0
-        ),
-        "terminal_penalty": -cfg.terminal_penalty * scale * exposure
-        if episode_end and holding
-        else 0.0,
+    unrealized = cfg.unrealized_scale * unrealized_return * exposure
+    realized = cfg.realized_scale * realized_pnl / balance
+    fee = -cfg.fee_scale * fees / balance
+    fund = -cfg.funding_scale * funding / balance
+    open_pen = close_pen = terminal = 0.0
+    if holding:
+        if avg_open_hours > cfg.open_position_hours:
+            open_pen = -cfg.open_position_penalty * scale
+        if episode_end:
+            terminal = -cfg.terminal_penalty * scale * exposure
+    elif hours_since_close > cfg.close_position_hours:
+        close_pen = -cfg.close_position_penalty * scale
+    return {
+        "unrealized": unrealized,
+        "realized": realized,
+        "fees": fee,
+        "funding": fund,
+        "open_penalty": open_pen,
+        "close_penalty": close_pen,
+        "terminal_penalty": terminal,
+        "total": unrealized + realized + fee + fund + open_pen + close_pen + terminal,
     }
-    terms["total"] = sum(terms.values())
-    return terms

@@ -329,3 +329,48 @@ def test_step_info_deepcopy_is_exact_and_independent(tmp_path: Path, flat_stats:
     dup["terminal_observation"][0] = 9.0
     dup["reward_terms"]["total"] = 99.0
     assert info["terminal_observation"][0] == 0.0 and info["reward_terms"]["total"] != 99.0
+
+
+def test_missing_or_bad_stats_dir_raises_naming_it(tmp_path: Path) -> None:
+    path = write_slice(tmp_path / "s.parquet", np.full(20, 80_000), np.full(20, 80_001))
+    with pytest.raises(SliceDataError, match="nowhere"):
+        ManagementEnv(path, tmp_path / "nowhere")
+    bad = write_stats(tmp_path / "bad", NAMES, np.zeros(N_F), np.zeros(N_F), SPEC.spec_hash)
+    with pytest.raises(SliceDataError, match="bad"):
+        ManagementEnv(path, bad)
+
+
+def test_observation_matches_what_the_live_loop_rebuilds(market_files: SliceFiles) -> None:
+    """The live loop rebuilds obs from FrozenStats, management_state and the one encoder:
+    the env's observation must be exactly that, at every step."""
+    import pyarrow.parquet as pq
+
+    from envs.observation import encode_observation
+    from envs.position import StateLimits, management_state
+    from features.stats import FrozenStats
+
+    cfg = EnvConfig(window=4, mean_steps_per_episode=60, fill_model="touch")
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, cfg)
+    table = pq.read_table(market_files.slice_path)
+    raw = np.column_stack([table.column(c).to_numpy() for c in NAMES])
+    mid = table.column("mid_ticks").to_numpy()
+    stats = FrozenStats.load(market_files.stats_dir)
+    limits = StateLimits(cfg.max_exposure, cfg.hours_clip, cfg.pct_clip)
+    obs, info = env.reset(seed=2)
+    rng = np.random.default_rng(2)
+    for _ in range(60):
+        t = info["bar"]
+        state = management_state(
+            env.position,
+            info["ts"],
+            float(mid[t]),
+            cfg.instrument,
+            info["long_order"] != 0,
+            info["short_order"] != 0,
+            limits,
+        )
+        window = stats.normalize(raw[t - 3 : t + 1], cfg.obs_clip)
+        np.testing.assert_array_equal(obs, encode_observation(window, state))
+        obs, _, term, trunc, info = env.step(int(rng.integers(3)))
+        if term or trunc:
+            break
