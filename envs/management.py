@@ -77,7 +77,7 @@ from envs.position import (
     open_account,
     summarize,
 )
-from envs.rewards import ZERO_TERMS, punishment_scale, reward_terms
+from envs.rewards import ZERO_TERMS, check_version, punishment_scale, reward_terms
 from features.stats import FrozenStats
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
@@ -174,6 +174,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             cfg = config
         else:
             cfg = EnvConfig.model_validate(config)
+        check_version(cfg.reward)
         self.config = cfg
         self.slice_path = Path(slice_path)
         self.stats_dir = Path(stats_dir)

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from core.config.env import RewardConfig
 
+# reward spec versions this module implements; a config naming another is refused
+SUPPORTED_VERSIONS: tuple[str, ...] = ("r1",)
+
 TERM_NAMES: tuple[str, ...] = (
     "unrealized",
     "realized",
@@ -33,6 +36,15 @@ TERM_NAMES: tuple[str, ...] = (
 )
 
 ZERO_TERMS: dict[str, float] = {**dict.fromkeys(TERM_NAMES, 0.0), "total": 0.0}
+
+
+def check_version(cfg: RewardConfig) -> None:
+    """Raise ValueError when `cfg.version` is not implemented here (a model trained under
+    another reward spec must not be silently evaluated under this one)."""
+    if cfg.version not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"reward spec version {cfg.version!r} is not implemented (supported: {SUPPORTED_VERSIONS})"
+        )
 
 
 def punishment_scale(cycle: int, cfg: RewardConfig) -> float:

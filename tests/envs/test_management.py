@@ -374,3 +374,59 @@ def test_observation_matches_what_the_live_loop_rebuilds(market_files: SliceFile
         obs, _, term, trunc, info = env.step(int(rng.integers(3)))
         if term or trunc:
             break
+
+
+def test_step_skip_fills_on_a_print_in_a_middle_bar(tmp_path: Path, flat_stats: Path) -> None:
+    sell_lo = np.zeros(12, np.int64)
+    sell_lo[3] = 79_999  # second of the three bars of the first step
+    path = write_slice(
+        tmp_path / "s.parquet", np.full(12, 80_000), np.full(12, 80_001), sell_lo=sell_lo
+    )
+    env = ManagementEnv(path, flat_stats, {**SCENARIO, "step_skip": 3})
+    (info,) = run(env, [TOGGLE_LONG])
+    assert info["bar"] == 4 and info["position_size"] == 0.1
+    assert env.position.longs[0].ts_ns == env.ts[3]  # filled at the close of bar 3
+    assert info["long_order"] == 0
+
+
+def test_drawn_budgets_are_seeded_and_floored(market_files: SliceFiles) -> None:
+    cfg = {"mean_steps_per_episode": 20, "std_steps_per_episode": 30.0, "min_steps_per_episode": 5}
+
+    def lengths(seed: int) -> list[int]:
+        env = ManagementEnv(market_files.slice_path, market_files.stats_dir, cfg)
+        env.reset(seed=seed)
+        out, n = [], 0
+        while len(out) < 15:
+            _, _, term, trunc, _ = env.step(HOLD)
+            n += 1
+            if term or trunc:
+                out.append(n)
+                n = 0
+                env.reset()
+        return out
+
+    a = lengths(7)
+    assert a == lengths(7)
+    assert min(a) >= 5 and len(set(a)) > 3
+
+
+def test_linear_instrument_accounts_in_quote_currency(tmp_path: Path, flat_stats: Path) -> None:
+    from core.instrument import InstrumentSpec
+
+    n = 12
+    bid = np.full(n, 80_000)
+    bid[5:] = 80_800
+    sell_lo = np.zeros(n, np.int64)
+    sell_lo[2] = 79_999
+    buy_hi = np.zeros(n, np.int64)
+    buy_hi[7] = 80_900
+    path = write_slice(tmp_path / "s.parquet", bid, bid + 1, sell_lo=sell_lo, buy_hi=buy_hi)
+    inst = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, maker_fee=0.0, taker_fee=0.0005)
+    env = ManagementEnv(
+        path, flat_stats, {**SCENARIO, "instrument": inst, "initial_equity_xbt": 10_000.0}
+    )
+    infos = run(env, [TOGGLE_LONG, HOLD, HOLD, HOLD, TOGGLE_SHORT, HOLD, HOLD])
+    (trade,) = [t for i in infos for t in i["trades"]]
+    contracts = 1000.0 / 40_000  # 10 % of 10,000 USDT in XBT
+    assert trade["pnl"] == pytest.approx(contracts * (40_400.5 - 40_000))
+    assert infos[-1]["equity"] == pytest.approx(10_000 + trade["pnl"])

@@ -128,3 +128,12 @@ def test_env_config_rejects_penalty_hours_beyond_the_state_clip() -> None:
         EnvConfig(hours_clip=1.5)
     with pytest.raises(ValidationError, match="stake_fraction"):
         EnvConfig(stake_fraction=0.5, max_exposure=0.2)
+
+
+def test_unknown_reward_version_is_refused_by_the_env(market_files) -> None:  # noqa: ANN001
+    from envs.management import ManagementEnv
+
+    with pytest.raises(ValueError, match="r9"):
+        ManagementEnv(
+            market_files.slice_path, market_files.stats_dir, {"reward": {"version": "r9"}}
+        )
