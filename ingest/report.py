@@ -55,6 +55,13 @@ class FileRead:
                 }
             )
 
+    def quarantine_if_nothing_valid(self, symbol: str) -> bool:
+        """Quarantine a readable file whose every row for `symbol` was rejected."""
+        if self.ok and self.rows_in == self.rows_rejected:
+            top = "; ".join(f"{r} x{n}" for r, n in self.row_reasons.most_common(3))
+            self.quarantine_file(f"no valid rows for symbol {symbol}: {top}")
+        return not self.ok
+
     def quarantine_file(self, reason: str) -> None:
         """Reject the whole file: every row read so far becomes rejected."""
         self.file_reason = reason

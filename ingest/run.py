@@ -210,7 +210,7 @@ def stage_source(
             "ok": fr.ok,
             "rows_in": fr.rows_in,
             "rows_rejected": fr.rows_rejected,
-            "is_file": fr.sha256 is not None,
+            "is_file": not fr.path.startswith("synthetic:"),
         }
         for fr in reads
     ]

@@ -165,7 +165,7 @@ def event_streams(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, list[int
     return _book(rows), _trades(trades), cuts
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=event_streams(), interval_ms=st.sampled_from([1, 250, 1000, 3000]))
 def test_streaming_bars_equal_batch(
     data: tuple[pl.DataFrame, pl.DataFrame, list[int]], interval_ms: int

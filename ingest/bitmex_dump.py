@@ -1,0 +1,94 @@
+"""BitMEX public daily dumps (``trade/YYYYMMDD.csv.gz``, ``quote/YYYYMMDD.csv.gz``) ->
+canonical events (adapter).
+
+- trade: ``timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional[,trdType]``
+- quote: ``timestamp,symbol,bidSize,bidPrice,askPrice,askSize`` -> a depth-1 book.
+Timestamps look like ``2019-01-01D00:00:03.367608000`` (UTC, ns). A dump has no
+receive time, so ``ts_recv = ts_event``. Every symbol is mixed in one file: rows of
+other symbols are ignored (index symbols such as ``.BXBT`` carry size 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from core import schema
+from core.instrument import InstrumentSpec
+from ingest.csvtable import account, add_reason, check_header, read_lines, split_fields
+from ingest.events import empty_book, empty_trades, trade_schema
+from ingest.rawfile import RawFileError, read_raw
+from ingest.report import FileRead
+from ingest.tardis import _levels, _price, _size
+
+TRADE = [
+    "timestamp",
+    "symbol",
+    "side",
+    "size",
+    "price",
+    "tickDirection",
+    "trdMatchID",
+    "grossValue",
+    "homeNotional",
+    "foreignNotional",
+]
+TRADE_OPTIONAL = ["trdType"]
+QUOTE = ["timestamp", "symbol", "bidSize", "bidPrice", "askPrice", "askSize"]
+
+
+def timestamp_ns(col: pl.Expr) -> pl.Expr:
+    """Int64 ns of ``YYYY-MM-DDDhh:mm:ss.fffffffff`` text; null when malformed."""
+    return (
+        col.str.replace("D", "T", literal=True)
+        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", time_unit="ns", time_zone="UTC", strict=False)
+        .dt.epoch("ns")
+    )
+
+
+def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
+    """Read one trade or quote dump for `symbol`; bad content is reported, never raised."""
+    fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
+    try:
+        data, fr.sha256 = read_raw(path)
+        header, lines = read_lines(data)
+        if header[: len(TRADE)] == TRADE:
+            check_header(header, TRADE, TRADE_OPTIONAL)
+            kind = "trade"
+        else:
+            check_header(header, QUOTE)
+            kind = "quote"
+        df = split_fields(lines, header).filter(pl.col("symbol") == symbol)
+        if df.height == 0:
+            fr.quarantine_file(f"no rows for symbol {symbol}")
+            return fr
+        df = df.with_columns(timestamp_ns(pl.col("timestamp")).alias(schema.TS_EVENT))
+        df = df.with_columns(pl.col(schema.TS_EVENT).alias(schema.TS_RECV))
+        df = add_reason(df, pl.col(schema.TS_EVENT).is_null(), "malformed timestamp")
+        if kind == "trade":
+            df = df.with_columns(
+                pl.col("side")
+                .replace_strict({"Buy": 1, "Sell": -1}, default=None, return_dtype=pl.Int8)
+                .alias(schema.SIDE)
+            )
+            df = add_reason(df, pl.col(schema.SIDE).is_null(), "bad trade side (expected Buy/Sell)")
+            df = _price(df, "price", instrument.tick_size, schema.PRICE_TICKS)
+            df = _size(df, "size", schema.SIZE)
+            df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
+            good = account(fr, df)
+            fr.trades = (
+                good.select(schema.TRADE_COLUMNS)
+                .cast(trade_schema())
+                .sort(schema.TS_RECV, maintain_order=True)
+            )  # type: ignore[arg-type]
+        else:
+            cols = {"bids": [("bidPrice", "bidSize")], "asks": [("askPrice", "askSize")]}
+            fr.book = _levels(
+                fr, df.sort(schema.TS_RECV, maintain_order=True), cols, 1, instrument.tick_size
+            )
+    except RawFileError as exc:
+        fr.sha256 = fr.sha256 or exc.sha256
+        fr.quarantine_file(str(exc))
+    fr.quarantine_if_nothing_valid(symbol)
+    return fr

@@ -1,0 +1,132 @@
+"""Fast, loss-accounting CSV parsing into string columns (adapter helpers, polars).
+
+A file is read as lines, the header checked, every line's field count checked (a
+ragged line is a malformed row, never silently truncated), then split into string
+columns. Casting to numbers happens in the vendor readers with ``strict=False`` so a
+bad value becomes a counted, reasoned rejection instead of an exception.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import polars as pl
+
+from ingest.rawfile import RawFileError
+from ingest.report import FileRead
+
+LINE = "_line"
+REASON = "_reason"
+ROWNO = "_row"
+
+
+def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
+    """(header fields, frame of data lines with their 1-based line number).
+
+    Raises RawFileError when there is no header line.
+    """
+    nl = data.find(b"\n")
+    head = (data if nl < 0 else data[:nl]).decode("utf-8", errors="replace").strip("\r\n\ufeff ")
+    if not head:
+        raise RawFileError("missing header line")
+    body = b"" if nl < 0 else data[nl + 1 :]
+    if not body.strip():
+        lines = pl.DataFrame({LINE: []}, schema={LINE: pl.String})
+    else:
+        lines = pl.read_csv(
+            io.BytesIO(body),
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            new_columns=[LINE],
+            infer_schema=False,
+            encoding="utf8-lossy",
+        )
+    lines = lines.with_columns(pl.col(LINE).str.strip_chars_end("\r")).with_row_index(
+        ROWNO, offset=2
+    )
+    return head.split(","), lines
+
+
+def check_header(
+    header: Sequence[str], required: Sequence[str], optional: Sequence[str] = ()
+) -> None:
+    """Raises RawFileError unless `header` is `required` (+ a prefix of `optional`)."""
+    allowed = [list(required) + list(optional[:i]) for i in range(len(optional) + 1)]
+    if list(header) not in allowed:
+        raise RawFileError(
+            f"wrong header: {','.join(header)[:200]!r}, expected {','.join(required)!r}"
+        )
+
+
+def split_fields(lines: pl.DataFrame, header: Sequence[str]) -> pl.DataFrame:
+    """String columns named by `header`, plus REASON ("malformed row: ..." for a line
+    with the wrong number of fields) and ROWNO/LINE."""
+    n = len(header)
+    counted = lines.with_columns(
+        (pl.col(LINE).str.count_matches(",", literal=True) + 1).alias("_nf")
+    )
+    fields = pl.col(LINE).str.split_exact(",", n - 1).struct.rename_fields(list(header))
+    return (
+        counted.with_columns(fields.alias("_f"))
+        .unnest("_f")
+        .with_columns(
+            pl.when(pl.col("_nf") != n)
+            .then(pl.format("malformed row: {} fields, expected {}", pl.col("_nf"), pl.lit(n)))
+            .otherwise(None)
+            .alias(REASON)
+        )
+        .drop("_nf")
+    )
+
+
+def add_reason(df: pl.DataFrame, cond: pl.Expr, reason: str | pl.Expr) -> pl.DataFrame:
+    """Set REASON where it is still null and `cond` holds (first reason wins)."""
+    r = pl.lit(reason) if isinstance(reason, str) else reason
+    return df.with_columns(
+        pl.when(pl.col(REASON).is_null() & cond.fill_null(True))
+        .then(r)
+        .otherwise(pl.col(REASON))
+        .alias(REASON)
+    )
+
+
+def account(fr: FileRead, df: pl.DataFrame, keep: int = 200) -> pl.DataFrame:
+    """Count df's rows into fr (rows_in, rejected with reasons); return the good rows."""
+    fr.rows_in += df.height
+    bad = df.filter(pl.col(REASON).is_not_null())
+    if bad.height:
+        for reason, n in bad.group_by(REASON).len().iter_rows():
+            fr.rows_rejected += int(n)
+            fr.row_reasons[str(reason)] += int(n)
+        for row_no, line, reason in bad.select(ROWNO, LINE, REASON).head(keep).iter_rows():
+            if len(fr.rejected_rows) < keep:
+                fr.rejected_rows.append(
+                    {"reason": reason, "row": {"line_no": int(row_no), "line": line}}
+                )
+    return df.filter(pl.col(REASON).is_null())
+
+
+def ticks_expr(price: pl.Expr, tick_size: float) -> pl.Expr:
+    """Integer ticks of a Float64 price (null when off the grid by > 1e-6 tick).
+
+    Prices parsed from decimal text are within float rounding of the grid; a relative
+    tolerance of 1e-6 tick separates rounding from a real off-grid price."""
+    t = (price / tick_size).round(0)
+    return (
+        pl.when((price - t * tick_size).abs() <= tick_size * 1e-6)
+        .then(t.cast(pl.Int64))
+        .otherwise(None)
+    )
+
+
+def off_tick(price: pl.Expr, tick_size: float) -> pl.Expr:
+    t = (price / tick_size).round(0)
+    return (price - t * tick_size).abs() > tick_size * 1e-6
+
+
+def int_expr(x: pl.Expr) -> pl.Expr:
+    """Int64 of numeric text that is integral ("100", "100.0"); null otherwise."""
+    f = x.cast(pl.Float64, strict=False)
+    return pl.when(f == f.round(0)).then(f.cast(pl.Int64, strict=False)).otherwise(None)

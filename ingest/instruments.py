@@ -1,0 +1,80 @@
+"""Instrument specs from a config file or a BitMEX instrument JSON (adapter).
+
+``load_instrument(path, symbol)`` accepts:
+- a BitMEX REST answer (``GET /api/v1/instrument`` or ``/instrument/active``): a JSON list
+  of instrument objects (or one object) with ``symbol``, ``tickSize``, ``lotSize``,
+  ``isInverse``, ``multiplier``, ``makerFee``, ``takerFee``, ``fundingInterval``,
+  ``settlCurrency``;
+- a config file (``.json`` or ``.yaml``) holding `core.instrument.InstrumentSpec` fields
+  (optionally under an ``instrument:`` key).
+Raises ValueError with a clear message when the symbol is absent or a field is invalid.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from core.instrument import InstrumentSpec
+
+_SETTLE = {"XBt": "XBt", "XBT": "XBT", "USDt": "USDt", "USD": "USD"}
+
+
+def _funding_hours(text: Any) -> float:
+    """BitMEX encodes the funding interval as a time after 2000-01-01 (8 h = 08:00)."""
+    if not isinstance(text, str):
+        return 8.0
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    base = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+    return (dt - base).total_seconds() / 3600.0
+
+
+def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
+    """InstrumentSpec of one BitMEX instrument object."""
+    try:
+        settle = _SETTLE.get(str(obj.get("settlCurrency")), "XBT")
+        if obj.get("isInverse"):
+            settle = "XBT"  # inverse pnl is computed in XBT with multiplier 1 (core.instrument)
+        return InstrumentSpec(
+            symbol=str(obj["symbol"]),
+            tick_size=float(obj["tickSize"]),
+            lot_size=int(obj["lotSize"]),
+            is_inverse=bool(obj.get("isInverse", False)),
+            multiplier=abs(float(obj.get("multiplier") or 1.0))
+            if not obj.get("isInverse")
+            else 1.0,
+            maker_fee=float(obj.get("makerFee") or 0.0),
+            taker_fee=float(obj.get("takerFee") or 0.0),
+            funding_interval_hours=_funding_hours(obj.get("fundingInterval")),
+            settle_currency=settle,  # type: ignore[arg-type]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"bad BitMEX instrument {obj.get('symbol')!r}: {exc}") from exc
+
+
+def load_instrument(path: str | Path, symbol: str) -> InstrumentSpec:
+    """The spec of `symbol` from a BitMEX instrument JSON or an InstrumentSpec config file."""
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data: Any = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if isinstance(data, dict) and "tickSize" in data:
+        data = [data]
+    if isinstance(data, list):
+        for obj in data:
+            if isinstance(obj, dict) and obj.get("symbol") == symbol:
+                return from_bitmex(obj)
+        raise ValueError(f"symbol {symbol!r} not found in {p}")
+    if isinstance(data, dict):
+        fields = data.get("instrument", data)
+        spec = InstrumentSpec(**fields)
+        if spec.symbol != symbol:
+            raise ValueError(f"{p} describes {spec.symbol!r}, not {symbol!r}")
+        return spec
+    raise ValueError(f"{p} is neither a BitMEX instrument list nor an instrument config")

@@ -1,0 +1,225 @@
+"""tardis.dev CSV (.csv / .csv.gz) -> canonical events (adapter).
+
+Data types (detected from the header):
+- ``incremental_book_L2``: exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount
+  (amount = new absolute level size, 0 deletes; a new run of is_snapshot=true rows
+  replaces the book; updates before the first snapshot are dropped and counted).
+- ``book_snapshot_N`` (e.g. 25): exchange,symbol,timestamp,local_timestamp, then
+  asks[i].price, asks[i].amount, bids[i].price, bids[i].amount: consecutive top-N states
+  become deltas (`ingest.levels`).
+- ``trades``: exchange,symbol,timestamp,local_timestamp,id,side,price,amount.
+- ``quotes``: exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount
+  (a depth-1 book).
+Timestamps are microseconds: ``ts_event = timestamp*1000``, ``ts_recv = local_timestamp*1000``.
+Rows of other symbols are ignored (not counted). Bad rows are rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from core import schema
+from core.instrument import InstrumentSpec
+from ingest.csvtable import (
+    REASON,
+    account,
+    add_reason,
+    int_expr,
+    off_tick,
+    read_lines,
+    split_fields,
+    ticks_expr,
+)
+from ingest.events import book_schema, empty_book, empty_trades, trade_schema
+from ingest.levels import levels_to_deltas
+from ingest.rawfile import RawFileError, read_raw
+from ingest.report import FileRead
+
+BASE = ["exchange", "symbol", "timestamp", "local_timestamp"]
+INCREMENTAL = [*BASE, "is_snapshot", "side", "price", "amount"]
+TRADES = [*BASE, "id", "side", "price", "amount"]
+QUOTES = [*BASE, "ask_amount", "ask_price", "bid_price", "bid_amount"]
+_LEVEL = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
+
+
+def _kind(header: list[str]) -> str:
+    if header == INCREMENTAL:
+        return "incremental_book_L2"
+    if header == TRADES:
+        return "trades"
+    if header == QUOTES:
+        return "quotes"
+    if header[:4] == BASE and len(header) > 4 and all(_LEVEL.match(h) for h in header[4:]):
+        levels = {int(_LEVEL.match(h).group(2)) for h in header[4:]}  # type: ignore[union-attr]
+        k = max(levels) + 1
+        want = {
+            f"{s}[{i}].{f}" for s in ("asks", "bids") for i in range(k) for f in ("price", "amount")
+        }
+        if set(header[4:]) == want and len(header) == 4 + len(want):
+            return "book_snapshot"
+    raise RawFileError(
+        f"wrong header: not a tardis incremental_book_L2/book_snapshot/trades/quotes file: {','.join(header)[:200]!r}"
+    )
+
+
+def _times(df: pl.DataFrame) -> pl.DataFrame:
+    df = df.with_columns(
+        (int_expr(pl.col("timestamp")) * 1000).alias(schema.TS_EVENT),
+        (int_expr(pl.col("local_timestamp")) * 1000).alias(schema.TS_RECV),
+    )
+    return add_reason(
+        df,
+        pl.col(schema.TS_EVENT).is_null() | pl.col(schema.TS_RECV).is_null(),
+        "malformed timestamp",
+    )
+
+
+def _price(df: pl.DataFrame, col: str, tick: float, name: str) -> pl.DataFrame:
+    px = pl.col(col).cast(pl.Float64, strict=False)
+    df = add_reason(df, px.is_null() | (px <= 0), f"malformed {col}")
+    df = add_reason(df, off_tick(px, tick), f"off-tick {col} (tick {tick:g})")
+    return df.with_columns(ticks_expr(px, tick).alias(name))
+
+
+def _size(df: pl.DataFrame, col: str, name: str) -> pl.DataFrame:
+    df = df.with_columns(int_expr(pl.col(col)).alias(name))
+    return add_reason(
+        df,
+        pl.col(name).is_null() | (pl.col(name) < 0),
+        f"malformed {col} (not a non-negative integer)",
+    )
+
+
+def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
+    """Read one tardis CSV(.gz) file for `symbol`. Never raises for bad content: the
+    FileRead carries the file- or row-level reasons."""
+    fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
+    try:
+        data, fr.sha256 = read_raw(path)
+        header, lines = read_lines(data)
+        kind = _kind(header)
+        df = split_fields(lines, header)
+        df = df.filter(pl.col("symbol") == symbol)
+        if df.height == 0:
+            fr.quarantine_file(f"no rows for symbol {symbol}")
+            return fr
+        df = _times(df)
+        tick = instrument.tick_size
+        if kind == "incremental_book_L2":
+            df = df.with_columns(
+                pl.col("side")
+                .replace_strict({"bid": 1, "ask": -1}, default=None, return_dtype=pl.Int8)
+                .alias(schema.SIDE)
+            )
+            df = add_reason(df, pl.col(schema.SIDE).is_null(), "bad side (expected bid/ask)")
+            df = df.with_columns(
+                pl.col("is_snapshot")
+                .replace_strict(
+                    {"true": True, "false": False}, default=None, return_dtype=pl.Boolean
+                )
+                .alias(schema.IS_SNAPSHOT)
+            )
+            df = add_reason(
+                df, pl.col(schema.IS_SNAPSHOT).is_null(), "bad is_snapshot (expected true/false)"
+            )
+            df = _price(df, "price", tick, schema.PRICE_TICKS)
+            df = _size(df, "amount", schema.SIZE)
+            first_snap = (
+                df.with_row_index("_i")
+                .filter(pl.col(REASON).is_null() & pl.col(schema.IS_SNAPSHOT))
+                .select(pl.col("_i").min())
+                .item()
+            )
+            idx = pl.int_range(pl.len())
+            df = add_reason(
+                df,
+                idx < (first_snap if first_snap is not None else df.height),
+                "update before the first snapshot",
+            )
+            good = account(fr, df)
+            fr.book = good.select(schema.BOOK_COLUMNS).cast(book_schema())  # type: ignore[arg-type]
+        elif kind == "trades":
+            df = df.with_columns(
+                pl.col("side")
+                .replace_strict({"buy": 1, "sell": -1}, default=None, return_dtype=pl.Int8)
+                .alias(schema.SIDE)
+            )
+            df = add_reason(
+                df, pl.col(schema.SIDE).is_null(), "bad or unknown trade side (expected buy/sell)"
+            )
+            df = _price(df, "price", tick, schema.PRICE_TICKS)
+            df = _size(df, "amount", schema.SIZE)
+            df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
+            good = account(fr, df)
+            fr.trades = good.select(schema.TRADE_COLUMNS).cast(trade_schema())  # type: ignore[arg-type]
+        else:
+            if kind == "quotes":
+                k = 1
+                cols = {
+                    "bids": [("bid_price", "bid_amount")],
+                    "asks": [("ask_price", "ask_amount")],
+                }
+            else:
+                k = len(header[4:]) // 4
+                cols = {
+                    s: [(f"{s}[{i}].price", f"{s}[{i}].amount") for i in range(k)]
+                    for s in ("bids", "asks")
+                }
+            fr.book = _levels(fr, df, cols, k, tick)
+    except RawFileError as exc:
+        fr.sha256 = fr.sha256 or exc.sha256
+        fr.quarantine_file(str(exc))
+    fr.quarantine_if_nothing_valid(symbol)
+    return fr
+
+
+def _levels(
+    fr: FileRead, df: pl.DataFrame, cols: dict[str, list[tuple[str, str]]], k: int, tick: float
+) -> pl.DataFrame:
+    """Top-k states -> deltas; an empty level (both fields empty) is absent."""
+    exprs = []
+    for s, pairs in cols.items():
+        for i, (pc, qc) in enumerate(pairs):
+            px = pl.col(pc).cast(pl.Float64, strict=False)
+            present = pl.col(pc).str.len_chars() > 0
+            exprs += [
+                pl.when(present).then(ticks_expr(px, tick)).otherwise(0).alias(f"_{s}_p{i}"),
+                pl.when(present).then(int_expr(pl.col(qc))).otherwise(0).alias(f"_{s}_q{i}"),
+                (present & (px.is_null() | (px <= 0))).alias(f"_{s}_bad{i}"),
+                (present & off_tick(px, tick).fill_null(False)).alias(f"_{s}_off{i}"),
+            ]
+    df = df.with_columns(exprs)
+    bad_any = pl.any_horizontal([pl.col(f"_{s}_bad{i}") for s in cols for i in range(k)])
+    off_any = pl.any_horizontal([pl.col(f"_{s}_off{i}") for s in cols for i in range(k)])
+    df = add_reason(df, bad_any, "malformed level price")
+    df = add_reason(df, off_any, f"off-tick level price (tick {tick:g})")
+    q_null = pl.any_horizontal(
+        [
+            pl.col(f"_{s}_q{i}").is_null() | (pl.col(f"_{s}_q{i}") < 0)
+            for s in cols
+            for i in range(k)
+        ]
+    )
+    df = add_reason(df, q_null, "malformed level amount")
+    good = account(fr, df)
+    if good.height == 0:
+        return empty_book()
+    mat = {
+        f"{s}{f}": good.select([f"_{s}_{f}{i}" for i in range(k)]).to_numpy().astype(np.int64)
+        for s in cols
+        for f in ("p", "q")
+    }
+    rows = levels_to_deltas(
+        good[schema.TS_EVENT].to_numpy(),
+        good[schema.TS_RECV].to_numpy(),
+        mat["bidsp"],
+        mat["bidsq"],
+        mat["asksp"],
+        mat["asksq"],
+    )
+    out = pl.DataFrame({c: rows[:, i] for i, c in enumerate(schema.BOOK_COLUMNS)})
+    return out.cast(book_schema())  # type: ignore[arg-type]

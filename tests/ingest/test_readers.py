@@ -1,0 +1,211 @@
+"""tardis and BitMEX dump readers, instrument specs, and the corrupt-file corpus."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from core.config.ingest import IngestConfig
+from core.instrument import InstrumentSpec
+from core.paths import DataLayout
+from ingest.bitmex_dump import read_bitmex_dump
+from ingest.events import list_event_days, read_events
+from ingest.instruments import load_instrument
+from ingest.run import ingest
+from ingest.tardis import read_tardis
+
+XBT = InstrumentSpec()
+INC_HEAD = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
+TRADES_HEAD = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+DUMP_TRADE_HEAD = "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional\n"
+DUMP_QUOTE_HEAD = "timestamp,symbol,bidSize,bidPrice,askPrice,askSize\n"
+T = 1_626_912_000_000_000  # 2021-07-22 00:00 UTC in us
+
+
+def _inc_rows() -> str:
+    return (
+        f"bitmex,XBTUSD,{T + 1},{T + 2},false,bid,100.0,5\n"  # before snapshot: dropped
+        f"bitmex,XBTUSD,{T + 10},{T + 11},true,bid,100.0,500\n"
+        f"bitmex,XBTUSD,{T + 10},{T + 11},true,ask,100.5,300\n"
+        f"bitmex,ETHUSD,{T + 10},{T + 11},true,ask,7.5,300\n"  # other symbol: ignored
+        f"bitmex,XBTUSD,{T + 20},{T + 21},false,ask,100.5,0\n"
+        f"bitmex,XBTUSD,{T + 20},{T + 21},false,ask,101.0,100\n"
+    )
+
+
+def test_tardis_incremental_drops_pre_snapshot_updates_and_converts_units(tmp_path: Path) -> None:
+    p = tmp_path / "inc.csv.gz"
+    p.write_bytes(gzip.compress((INC_HEAD + _inc_rows()).encode()))
+    fr = read_tardis(p, "XBTUSD", XBT)
+    assert fr.ok and fr.rows_in == 5 and fr.rows_rejected == 1
+    assert fr.row_reasons == {"update before the first snapshot": 1}
+    assert (
+        fr.book["ts_event"].to_list()[0] == (T + 10) * 1000
+        and fr.book["ts_recv"].to_list()[0] == (T + 11) * 1000
+    )
+    assert fr.book.select("side", "price_ticks", "size", "is_snapshot").rows() == [
+        (1, 200, 500, True),
+        (-1, 201, 300, True),
+        (-1, 201, 0, False),
+        (-1, 202, 100, False),
+    ]
+    assert fr.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_tardis_book_snapshot_25_becomes_deltas(tmp_path: Path) -> None:
+    head = "exchange,symbol,timestamp,local_timestamp," + ",".join(
+        f"asks[{i}].price,asks[{i}].amount,bids[{i}].price,bids[{i}].amount" for i in range(25)
+    )
+    lvl = lambda a, b: ",".join(f"{a + i * 0.5},{10 + i},{b - i * 0.5},{20 + i}" for i in range(25))  # noqa: E731
+    rows = [
+        f"bitmex,XBTUSD,{T},{T + 1},{lvl(100.5, 100.0)}",
+        f"bitmex,XBTUSD,{T + 5},{T + 6},{lvl(101.0, 100.5)}",
+    ]
+    p = tmp_path / "snap.csv"
+    p.write_text(head + "\n" + "\n".join(rows) + "\n")
+    fr = read_tardis(p, "XBTUSD", XBT)
+    snap = fr.book.filter(pl.col("is_snapshot"))
+    assert fr.ok and snap.height == 50
+    upd = fr.book.filter(~pl.col("is_snapshot"))
+    # the whole book moved up one tick: every level changes size or appears/disappears
+    assert upd.filter(pl.col("size") == 0).height == 2  # ask 100.5 and bid 88.0 left the top 25
+    assert upd.filter(pl.col("side") == 1).sort("price_ticks")["price_ticks"].to_list()[-1] == 201
+
+
+def test_tardis_trades_and_quotes(tmp_path: Path) -> None:
+    p = tmp_path / "trades.csv"
+    p.write_text(
+        TRADES_HEAD
+        + f"bitmex,XBTUSD,{T},{T + 1},a,buy,100.5,100\nbitmex,XBTUSD,{T},{T + 1},b,unknown,100.5,100\n"
+    )
+    fr = read_tardis(p, "XBTUSD", XBT)
+    assert fr.trades.rows() == [(T * 1000, (T + 1) * 1000, 1, 201, 100)] and fr.rows_rejected == 1
+    q = tmp_path / "quotes.csv"
+    q.write_text(
+        "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n"
+        + f"bitmex,XBTUSD,{T},{T + 1},10,100.5,100,5\n"
+    )
+    assert read_tardis(q, "XBTUSD", XBT).book.select("side", "price_ticks", "size").rows() == [
+        (1, 200, 5),
+        (-1, 201, 10),
+    ]
+
+
+def test_bitmex_dump_trades_and_quotes_with_symbol_filter(tmp_path: Path) -> None:
+    p = tmp_path / "20190101.csv.gz"
+    body = (
+        "2019-01-01D00:00:03.367608000,XBTUSD,Buy,100,3700.5,PlusTick,a,1,0.1,100\n"
+        "2019-01-01D00:00:04.000000000,.BXBT,Buy,0,3700.33,PlusTick,b,0,0,0\n"
+        "2019-01-01D00:00:05.000000000,XBTUSD,Sell,30,3700.25,MinusTick,c,1,0.1,30\n"
+    )
+    p.write_bytes(gzip.compress((DUMP_TRADE_HEAD + body).encode()))
+    fr = read_bitmex_dump(p, "XBTUSD", XBT)
+    assert fr.rows_in == 2 and fr.trades.rows() == [
+        (1546300803367608000, 1546300803367608000, 1, 7401, 100)
+    ]
+    assert list(fr.row_reasons) == ["off-tick price (tick 0.5)"]
+    q = tmp_path / "quote.csv.gz"
+    q.write_bytes(
+        gzip.compress(
+            (
+                DUMP_QUOTE_HEAD
+                + "2019-01-01D00:00:03.367608000,XBTUSD,100,3700,3700.5,200\n2019-01-01D00:00:04.0,XBTUSD,100,3700.5,3701,200\n"
+            ).encode()
+        )
+    )
+    book = read_bitmex_dump(q, "XBTUSD", XBT).book
+    assert book.select("side", "price_ticks", "size", "is_snapshot").rows() == [
+        (1, 7400, 100, True),
+        (-1, 7401, 200, True),
+        (1, 7400, 0, False),
+        (1, 7401, 100, False),
+        (-1, 7401, 0, False),
+        (-1, 7402, 200, False),
+    ]
+
+
+def test_instrument_from_bitmex_json_and_config(instruments_json: Path, tmp_path: Path) -> None:
+    spec = load_instrument(instruments_json, "XBTUSD")
+    assert (
+        spec.tick_size,
+        spec.lot_size,
+        spec.is_inverse,
+        spec.maker_fee,
+        spec.taker_fee,
+        spec.funding_interval_hours,
+    ) == (0.5, 100, True, -0.00025, 0.00075, 8.0)
+    cfg = tmp_path / "inst.yaml"
+    cfg.write_text("instrument: {symbol: XBTUSD, tick_size: 1.0, lot_size: 1}\n")
+    assert load_instrument(cfg, "XBTUSD").tick_size == 1.0
+    with pytest.raises(ValueError, match="not found"):
+        load_instrument(instruments_json, "NOPE")
+
+
+# ------------------------------------------------------------------ corrupt corpus
+def _corpus(folder: Path) -> dict[str, str]:
+    """name -> expected reason fragment (file level)."""
+    good = INC_HEAD + _inc_rows()
+    files = {
+        "good.csv": (good.encode(), None),
+        "truncated.csv.gz": (gzip.compress(good.encode() * 50)[:-40], "truncated or corrupt gzip"),
+        "wrong_header.csv": (b"a,b,c\n1,2,3\n", "wrong header"),
+        "empty.csv": (b"", "empty file"),
+        "header_only.csv": (INC_HEAD.encode(), "no rows for symbol"),
+        "other_symbol.csv": (
+            (INC_HEAD + f"bitmex,ETHUSD,{T},{T},true,bid,1,1\n").encode(),
+            "no rows for symbol",
+        ),
+        "all_bad.csv": (
+            (INC_HEAD + f"bitmex,XBTUSD,{T},{T},true,bid,100.25,1\nbitmex,XBTUSD,x,y\n").encode(),
+            "no valid rows",
+        ),
+        "not_gzip.csv.gz": (good.encode(), "not gzip"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    return {n: r for n, (_, r) in files.items() if r}
+
+
+def test_corrupt_corpus_is_quarantined_with_reasons_and_balances(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    expected = _corpus(raw)
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    layout = DataLayout(tmp_path / "data")
+    rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), layout)
+    assert rep.files_in == 8 and rep.files_ok == 1 and rep.files_quarantined == 7
+    assert rep.rows_in == rep.rows_out + rep.rows_rejected
+    by_file = {Path(q.path).name: q.reason for q in rep.quarantine if q.level == "file"}
+    assert set(by_file) == set(expected)
+    for name, frag in expected.items():
+        assert frag in by_file[name], (name, by_file[name])
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before  # raw input untouched
+    qdirs = list((layout.quarantine("tardis")).iterdir())
+    reasons = [json.loads((d / "reason.json").read_text()) for d in qdirs]
+    assert any(r["file_reason"] and "truncated" in r["file_reason"] for r in reasons)
+    assert any((d / "truncated.csv.gz").exists() for d in qdirs)  # a copy, the raw stays
+    assert list_event_days(layout, "XBTUSD") == ["2021-07-22"]
+    book, _ = read_events(layout, "XBTUSD")
+    assert book.height == 4
+
+
+def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(tmp_path: Path) -> None:
+    p = tmp_path / "rows.csv"
+    p.write_text(
+        INC_HEAD
+        + _inc_rows()
+        + f"bitmex,XBTUSD,{T + 30},{T + 31},false,ask,101.25,100\n"  # off tick
+        + f"bitmex,XBTUSD,{T + 30},{T + 31},false,ask,101.0,100,extra\n"  # ragged
+        + f"bitmex,XBTUSD,{T + 30},{T + 31},false,up,101.0,100\n"  # bad side
+        + f"bitmex,XBTUSD,{T + 30},{T + 31},false,ask,101.0,1.5\n"  # fractional size
+        + f"bitmex,XBTUSD,never,{T + 31},false,ask,101.0,1\n"  # bad timestamp
+    )
+    rep = ingest(IngestConfig(source="tardis", paths=(str(p),)), DataLayout(tmp_path / "d"))
+    assert rep.files_ok == 1 and rep.rows_in == 10 and rep.rows_rejected == 6 and rep.rows_out == 4
+    assert {q.level for q in rep.quarantine} == {"row"}
+    assert len(rep.reasons) == 6
