@@ -32,9 +32,19 @@ terminated at the end of the slice, truncated at the budget. Evaluation (the bac
 slice closes any open lots at the touch as a taker (`options["flatten_at_end"]`, default
 True) so that every trade is reported.
 
-`info` on every step: ts, bar, equity, balance, pnl, realized_pnl, unrealized_pnl,
-pnl_without_fees, fees, funding, position_size, exposure, side, long_order, short_order,
-trades (closed in this step, as dicts), reward_terms, punishment_scale.
+`info` (a `StepInfo` dict) on reset and every step, amounts in the settle currency
+(XBT for XBTUSD), cumulative since reset unless said otherwise:
+  ts (bar close, ns), bar (row index), equity (balance + unrealised), balance, pnl (equity
+  - initial), realized_pnl and unrealized_pnl (before fees), pnl_without_fees (realised +
+  unrealised), fees (paid; negative = net rebates), funding (paid), position_size (signed
+  exposure / max_exposure, in [-1, 1]), exposure, side (+1/0/-1), long_order / short_order
+  (resting price in ticks, 0 = none), trades (closed in this step: side, entry/exit ts and
+  price ticks, stake, contracts, pnl, fees, pnl_plus_fees), reward_terms (this step's
+  terms and total, see `envs.rewards`), punishment_scale.
+Invariant: equity = initial + pnl_without_fees - fees - funding.
+
+Curriculum: `set_punishment_scale(x)` / `set_curriculum_cycle(k)`, callable through
+`VecEnv.env_method`; the attribute `punishment_scale` starts at cycle 0's value.
 """
 
 from __future__ import annotations
@@ -83,6 +93,7 @@ from features.stats import FrozenStats
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 
 
+_IMMUTABLE = (bool, int, float, str, type(None))
 # keys of every step's info (scalars, except the two containers)
 INFO_KEYS = frozenset(
     (
@@ -129,9 +140,10 @@ class StepInfo(dict):
         trades = self.get("trades")
         if type(trades) is list:
             out["trades"] = [dict(t) for t in trades]
-        if len(self) > len(INFO_KEYS) or self.keys() != INFO_KEYS:
-            for key in self.keys() - INFO_KEYS:
-                out[key] = copy.deepcopy(self[key], memo)
+        for key in self.keys() - INFO_KEYS:  # added by wrappers (SB3: TimeLimit.truncated, ...)
+            value = self[key]
+            if type(value) not in _IMMUTABLE:
+                out[key] = copy.deepcopy(value, memo)
         return out
 
 
