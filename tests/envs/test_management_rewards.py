@@ -118,6 +118,10 @@ def test_funding_is_paid_by_longs_at_the_funding_time(tmp_path: Path, flat_stats
         -expected / out[bar15 - 1][1]["balance"]
     )
     assert paid[-1] == paid[bar15]
+    for _, i in out:  # the documented invariant, funding included
+        assert i["equity"] == pytest.approx(
+            1.0 + i["pnl_without_fees"] - i["fees"] - i["funding"], abs=1e-15
+        )
 
 
 def test_random_initial_position_is_seeded_capped_and_fee_free(market_files) -> None:  # noqa: ANN001
