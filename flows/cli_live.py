@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--no-model", action="store_true", help="do not load a model: observe-only, actions none"
     )
+    p.add_argument(
+        "--bundle", default=None, help="a verified model bundle folder instead of the registry"
+    )
     p.add_argument("--duration", type=float, default=None, help="stop cleanly after SECONDS")
     p.add_argument("--decisions-out", default=None, help="write decisions as JSON lines to PATH")
     p.add_argument(
@@ -41,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--replay",
         default=None,
-        help="with --feed replay: serve this recording (capture .txt or JSON lines) on 127.0.0.1",
+        help="with --feed replay: serve this recording (capture .txt or JSON lines), or `synthetic`, on 127.0.0.1",
     )
     p.add_argument("--speed", type=float, default=1.0, help="replay speed, x real time (> 0)")
     p.add_argument(

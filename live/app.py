@@ -13,32 +13,20 @@ from urllib.parse import urlsplit
 
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
+from live.model_watch import BundleSource, ModelSource, RegistrySource, poll_model
 from live.predictor import Normalizer, Predictor
 
 
-def load_predictor(
-    model_name: str, alias: str, tracking_uri: str, timeout_s: float = 30.0
-) -> tuple[Predictor, FeatureSpec | None, Normalizer | None]:
-    """The champion as a Predictor with its spec and stats, or observe-only with the reason."""
-    try:
-        from registry import load_champion  # type: ignore[attr-defined]
-    except ImportError as exc:
-        return Predictor(None, None, f"registry cannot load models yet ({exc})"), None, None
-    try:
-        model = load_champion(
-            model_name, alias=alias, tracking_uri=tracking_uri, timeout_s=timeout_s
-        )
-    except Exception as exc:  # noqa: BLE001 - any failure means observe-only, and we say why
-        return Predictor(None, None, f"{type(exc).__name__}: {exc}"), None, None
-    version = _model_version(model)
-    return Predictor(model.policy, version, ""), model.spec, model.stats
-
-
-def _model_version(model: Any) -> str:
-    """`<name>@v<version>` of a registry.LoadedModel."""
-    meta = getattr(model, "metadata", None)
-    name = getattr(meta, "name", "")
-    return f"{name}@v{model.version}" if name else f"v{model.version}"
+def initial_model(
+    source: ModelSource,
+) -> tuple[Predictor, FeatureSpec | None, Normalizer | None, str | None]:
+    """The champion at start, or observe-only with the reason (never raises)."""
+    outcome = poll_model(source, None)
+    if outcome.action == "swap" and outcome.champion is not None:
+        c = outcome.champion
+        return c.predictor, c.spec, c.stats, outcome.version
+    reason = outcome.reason if outcome.reason != "no champion" else "the alias is not set"
+    return Predictor(None, None, reason), None, None, None
 
 
 def is_mainnet_url(url: str) -> bool:
@@ -91,23 +79,43 @@ def build_order_manager(cfg: LiveConfig, settings: Any) -> Any:
     )
 
 
+def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[int, dict[str, Any]]]:
+    """Messages to replay: a recording file, or `synthetic` (the first day of the configured
+    synthetic market, at most its first hour unless the config says fewer, as BitMEX
+    orderBookL2 + trade messages)."""
+    if what != "synthetic":
+        from live.recording import load_recording
+
+        return load_recording(what)
+    from core.config.market import SyntheticMarketConfig
+    from core.instrument import XBTUSD
+    from ingest.synthetic import generate_market
+    from live.replay_server import canonical_to_messages
+
+    base = synthetic_cfg or SyntheticMarketConfig()
+    cfg = base.model_copy(update={"days": 1, "day_hours": min(base.day_hours, 1.0)})
+    _day, book, trades = next(iter(generate_market(cfg)))
+    return canonical_to_messages(book, trades, symbol, XBTUSD.tick_size)
+
+
 def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     from core.clock import Clock
     from core.settings import load_settings
     from live.loop import ScaledClock, run_live
-    from live.recording import load_recording
     from live.replay_server import ReplayServerThread
 
     spec = FeatureSpec()
     live_cfg = LiveConfig()
     obs_clip = 10.0
     stake_fraction = 0.1
+    synthetic_cfg = None
     if args.config:
         from core.config.experiment import load_config
 
         exp = load_config(args.config)
         spec = exp.features.spec
         live_cfg = exp.live
+        synthetic_cfg = exp.ingest.synthetic
         if exp.sweep.trials:
             obs_clip = exp.sweep.trials[0].env.obs_clip
             stake_fraction = exp.sweep.trials[0].env.stake_fraction
@@ -132,38 +140,24 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             print(f"chappie live: refusing to trade: {refusal}", file=out)
             return 2
 
-    clock: Clock | None = None
-    max_skew_s: float | None = 30.0
-    server: ReplayServerThread | None = None
-    if live_cfg.feed == "replay":
-        max_skew_s = None  # a replay's exchange times are from the past by design
-        if args.replay:
-            if live_cfg.speed <= 0:
-                print("chappie live: --speed must be > 0 for the live loop", file=out)
-                return 2
-            messages = load_recording(args.replay)
-            if not messages:
-                print(f"chappie live: {args.replay} holds no message", file=out)
-                return 2
-            server = ReplayServerThread(messages, speed=live_cfg.speed)
-            url = server.start()
-            live_cfg = LiveConfig.model_validate({**live_cfg.model_dump(), "ws_url": url})
-            clock = ScaledClock(min(ts for ts, _ in messages), live_cfg.speed)
-            print(
-                f"chappie live: replaying {args.replay} at {live_cfg.speed:g}x on {url}", file=out
-            )
-        elif not args.ws_url:
-            print("chappie live: --feed replay needs --replay PATH or --ws-url URL", file=out)
-            return 2
+    if live_cfg.feed == "replay" and not (args.replay or args.ws_url):
+        print("chappie live: --feed replay needs --replay PATH or --ws-url URL", file=out)
+        return 2
+    if args.replay and live_cfg.speed <= 0:
+        print("chappie live: --speed must be > 0 for the live loop", file=out)
+        return 2
 
     stats: Normalizer | None = None
+    source: ModelSource | None = None
     if args.no_model:
         predictor = Predictor(None, None, "--no-model")
     else:
-        settings = load_settings()
-        predictor, model_spec, stats = load_predictor(
-            live_cfg.model_name, live_cfg.alias, settings.tracking_uri
-        )
+        if args.bundle:
+            source = BundleSource(args.bundle)
+        else:
+            settings = load_settings()
+            source = RegistrySource(live_cfg.model_name, live_cfg.alias, settings.tracking_uri)
+        predictor, model_spec, stats, _version = initial_model(source)
         if model_spec is not None:
             spec = model_spec
     orders = None
@@ -175,6 +169,25 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             )
             return 2
         orders = build_order_manager(live_cfg, load_settings())
+
+    clock: Clock | None = None
+    max_skew_s: float | None = 30.0
+    server: ReplayServerThread | None = None
+    if live_cfg.feed == "replay":
+        max_skew_s = None  # a replay's exchange times are from the past by design
+        if args.replay:
+            messages = replay_messages(args.replay, synthetic_cfg, live_cfg.symbol)
+            if not messages:
+                print(f"chappie live: {args.replay} holds no message", file=out)
+                return 2
+            server = ReplayServerThread(messages, speed=live_cfg.speed)
+            url = server.start()
+            live_cfg = LiveConfig.model_validate({**live_cfg.model_dump(), "ws_url": url})
+            clock = ScaledClock(min(ts for ts, _ in messages), live_cfg.speed)
+            print(
+                f"chappie live: replaying {args.replay} at {live_cfg.speed:g}x on {url}", file=out
+            )
+
     try:
         summary = run_live(
             live_cfg,
@@ -190,6 +203,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             max_skew_s=max_skew_s,
             orders=orders,
             stake_fraction=stake_fraction,
+            model_source=None if args.bundle else source,
         )
     finally:
         if server is not None:

@@ -44,6 +44,7 @@ from envs.position import (
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
 from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
+from live.model_watch import LoadedChampion, ModelSource, poll_model
 from live.orders import OrderManager
 from live.predictor import ACTION_NAMES, BarUpdate, Normalizer, ObservationBuilder, Predictor
 from live.recording import RecordingWriter
@@ -89,6 +90,7 @@ class LiveSummary:
     orders_sent: int = 0
     stopped: str = ""
     feed_errors: list[str] = field(default_factory=list)
+    model_events: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,6 +192,30 @@ class LiveSession:
         self.actions: Counter[str] = Counter()
         self.bars = 0
         self.messages = 0
+
+    def swap_model(self, champion: LoadedChampion | None, reason: str) -> None:
+        """Between decisions: a new verified champion (or none: observe-only). A different
+        FeatureSpec rebuilds the observation pipeline, which warms up again."""
+        if champion is None:
+            self.predictor = Predictor(None, None, reason)
+            self.builder = ObservationBuilder(self.spec, None, self.builder.obs_clip)
+            if self.orders is not None:
+                self.orders.cancel_own(max(self.last_event_ns, 0))
+            self.reset(f"observe-only: {reason}")
+            return
+        self.predictor = champion.predictor
+        if champion.spec.spec_hash != self.spec.spec_hash:
+            self.spec = champion.spec
+            self.gate = SnapshotManager(
+                self.spec.window, self.gate.stale_after_ns, self.gate.max_skew_ns
+            )
+            self.builder = ObservationBuilder(self.spec, champion.stats, self.builder.obs_clip)
+            self.reset(f"new FeatureSpec {self.spec.spec_hash[:12]}: warming up again")
+        else:
+            # same spec: bars and features carry over; the window is re-normalised
+            self.builder.stats = champion.stats
+            self.builder.window.clear()
+            self.gate.reset("new stats: refilling the observation window")
 
     def reset(self, reason: str) -> None:
         """Forget book, bars, features and readiness (reconnect, resubscribe)."""
@@ -376,6 +402,7 @@ def run_live(
     backoff_base_s: float = 1.0,
     orders: OrderManager | None = None,
     stake_fraction: float = 0.1,
+    model_source: ModelSource | None = None,
 ) -> LiveSummary:
     """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
 
@@ -446,7 +473,10 @@ def run_live(
         if orders is not None:
             orders.reconcile(clock.now_ns())
             orders.refresh_dead_man()
-        summary.stopped = asyncio.run(_run(session, feed, clock, duration_s, tick_s))
+        watch = None
+        if model_source is not None:
+            watch = (model_source, cfg.alias_poll_s, summary.model_events, out)
+        summary.stopped = asyncio.run(_run(session, feed, clock, duration_s, tick_s, watch))
     finally:
         if orders is not None:
             try:
@@ -458,6 +488,7 @@ def run_live(
         if recorder is not None:
             recorder.close()
     summary.decisions = sink.count
+    summary.model_version = session.predictor.version
     summary.actions = dict(session.actions)
     summary.bars = session.bars
     summary.messages = session.messages
@@ -476,7 +507,12 @@ def run_live(
 
 
 async def _run(
-    session: LiveSession, feed: BitmexFeed, clock: Clock, duration_s: float | None, tick_s: float
+    session: LiveSession,
+    feed: BitmexFeed,
+    clock: Clock,
+    duration_s: float | None,
+    tick_s: float,
+    watch: tuple[ModelSource, float, list[str], IO[str] | None] | None = None,
 ) -> str:
     stop = asyncio.Event()
     why = {"reason": "feed ended"}
@@ -523,10 +559,29 @@ async def _run(
         why["reason"] = f"duration {duration_s:g} s"
         stop.set()
 
+    async def watcher() -> None:
+        if watch is None:
+            return
+        source, every_s, events, out = watch
+        while True:
+            await asyncio.sleep(every_s)
+            outcome = await asyncio.to_thread(poll_model, source, session.predictor.version)
+            if outcome.action == "keep" and outcome.reason in ("unchanged", "no champion"):
+                continue
+            # applied here, on the loop thread: between two decisions, never during one
+            if outcome.action == "swap":
+                session.swap_model(outcome.champion, outcome.reason)
+            elif outcome.action == "observe":
+                session.swap_model(None, outcome.reason)
+            events.append(outcome.reason)
+            if out is not None:
+                print(f"chappie live: model: {outcome.reason}", file=out, flush=True)
+
     tasks = [
         asyncio.create_task(consume()),
         asyncio.create_task(ticker()),
         asyncio.create_task(timer()),
+        asyncio.create_task(watcher()),
     ]
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)

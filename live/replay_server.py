@@ -286,7 +286,9 @@ class ReplayServer:
         instrument: dict[str, Any] | None = None,
     ) -> None:
         self.timeline = build_timeline(messages)
-        self._recorded_topics = {(e.table, e.symbol) for e in self.timeline}
+        self._recorded_partials = {
+            (e.table, e.symbol) for e in self.timeline if e.msg.get("action") == "partial"
+        }
         self._recorded_tables = {e.table for e in self.timeline}
         self.speed = float(speed)
         self.host = host
@@ -465,7 +467,10 @@ class ReplayServer:
     async def _send_partial_if_due(self, client: _Client, topic: tuple[str, str]) -> None:
         table, symbol = topic
         state = self._state.get(self._source_key(topic))
-        has_recorded = self._source_key(topic) in self._recorded_topics
+        # the recorded partial is waited for only when the timeline holds one and it has not
+        # played yet; otherwise (a late joiner, or a table recorded without a partial) one is
+        # synthesised from the current state now
+        has_recorded = self._source_key(topic) in self._recorded_partials
         if (state is not None and state.seen_partial) or not has_recorded:
             rows = [] if state is None else [dict(r) for r in state.rows.values()]
             if table == "instrument" and not rows and self.instrument is not None:

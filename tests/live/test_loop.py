@@ -125,3 +125,32 @@ def test_session_without_stats_gives_no_observation_and_no_action(ws_capture: Pa
         s.on_message(ts, m)
     assert s.decisions and all(d["action"] is None for d in s.decisions)
     assert s.observations == []
+
+
+def test_cli_replays_the_synthetic_market(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(SMALL_YAML + "ingest:\n  synthetic: {seed: 5, day_hours: 0.05}\n")
+    out = tmp_path / "d.jsonl"
+    rc = main(
+        [
+            "live",
+            "--feed",
+            "replay",
+            "--replay",
+            "synthetic",
+            "--speed",
+            "50",
+            "--duration",
+            "2.5",
+            "--decisions-out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--no-model",
+        ]
+    )
+    assert rc == 0
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    assert len(recs) >= 10 and recs[0]["time"].startswith("2024-01-01T00:0")

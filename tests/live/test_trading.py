@@ -9,11 +9,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from core.config.features import FeatureSpec
 from core.config.live import LiveConfig, RiskConfig
 from core.instrument import XBTUSD
 from flows.cli import main
@@ -25,9 +23,10 @@ from live.orders import OrderManager
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
+from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy
 
 KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"
-SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
+SPEC = SMALL_SPEC
 RISK = RiskConfig(
     max_position_contracts=1000,
     max_order_contracts=100,
@@ -36,24 +35,6 @@ RISK = RiskConfig(
     max_drawdown_xbt=0.5,
     stale_after_s=600,
 )
-
-
-class CyclePolicy:
-    """A deterministic policy for tests: cycles through a fixed action list."""
-
-    def __init__(self, actions: list[int]) -> None:
-        self.actions = actions
-        self.calls = 0
-
-    def predict(self, obs: np.ndarray) -> int:
-        a = self.actions[self.calls % len(self.actions)]
-        self.calls += 1
-        return a
-
-
-class ClipStats:
-    def normalize(self, x: np.ndarray, clip: float) -> np.ndarray:
-        return np.clip(x, -clip, clip)
 
 
 @pytest.fixture

@@ -1,0 +1,130 @@
+"""Where the live loop's model comes from, and the champion swap.
+
+Orchestration ring. `RegistrySource` is the only path to a model in production: it
+resolves `name@alias` (one cheap registry call, polled) and loads a version through
+`registry.load_champion`, which verifies every sha256 and never unpickles. `BundleSource`
+loads a verified bundle folder (`registry.load_bundle`, offline replays).
+
+`poll_model` is the swap rule: called between decisions (never during one), it returns
+what to do: keep the model, swap in a new verified one, or drop to observe-only, each
+with the reason to log. A model that fails to load or verify is never swapped in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from core.config.features import FeatureSpec
+from live.predictor import Normalizer, Predictor
+
+
+@dataclass(frozen=True)
+class LoadedChampion:
+    predictor: Predictor
+    spec: FeatureSpec
+    stats: Normalizer
+
+
+class ModelSource(Protocol):
+    def resolve(self) -> str | None: ...  # version the alias points at (None: unset)
+
+    def load(self, version: str) -> LoadedChampion: ...  # raises on any failure
+
+
+def _champion(model: Any, label: str) -> LoadedChampion:
+    return LoadedChampion(Predictor(model.policy, label), model.spec, model.stats)
+
+
+class RegistrySource:
+    """`name@alias` in the MLflow registry (timeouts bound every call)."""
+
+    def __init__(self, name: str, alias: str, tracking_uri: str, timeout_s: float = 30.0) -> None:
+        self.name, self.alias, self.tracking_uri, self.timeout_s = (
+            name,
+            alias,
+            tracking_uri,
+            timeout_s,
+        )
+
+    def resolve(self) -> str | None:
+        from registry import resolve_alias_version
+
+        return resolve_alias_version(
+            self.name, self.alias, self.tracking_uri, timeout_s=min(self.timeout_s, 10.0)
+        )
+
+    def load(self, version: str) -> LoadedChampion:
+        from registry import load_champion
+
+        model = load_champion(
+            self.name, alias=self.alias, tracking_uri=self.tracking_uri, timeout_s=self.timeout_s
+        )
+        if str(model.version) != str(version):  # the alias moved between resolve and load
+            version = str(model.version)
+        return _champion(model, f"{self.name}@v{version}")
+
+
+class BundleSource:
+    """A bundle folder (verified on load); its version is its bundle sha256."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def resolve(self) -> str | None:
+        return "bundle:" + self.folder.name
+
+    def load(self, version: str) -> LoadedChampion:
+        from registry import load_bundle
+
+        return _champion(load_bundle(self.folder), f"bundle:{self.folder.name}")
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    action: Literal["keep", "swap", "observe"]
+    reason: str
+    champion: LoadedChampion | None = None
+    version: str | None = None
+
+
+def poll_model(
+    source: ModelSource, current_version: str | None, expected_spec_hash: str | None = None
+) -> PollOutcome:
+    """One poll of the alias (blocking: run it off the event loop).
+
+    - alias unchanged -> keep;
+    - alias moved and the new version loads and verifies -> swap (a different FeatureSpec
+      is allowed: the caller rebuilds the observation pipeline and warms up again, unless
+      `expected_spec_hash` pins it, then it is refused and the old model kept);
+    - the registry cannot be reached, or the new version fails to load/verify -> keep
+      the old model (or stay observe-only when there is none), with the reason;
+    - the alias was removed -> observe-only (the champion was withdrawn).
+    """
+    try:
+        version = source.resolve()
+    except Exception as exc:  # noqa: BLE001
+        return PollOutcome(
+            "keep", f"alias not resolved ({type(exc).__name__}: {exc}); keeping {current_version}"
+        )
+    if version is None:
+        if current_version is None:
+            return PollOutcome("keep", "no champion")
+        return PollOutcome("observe", f"alias removed: dropping {current_version}, observe-only")
+    if version == current_version:
+        return PollOutcome("keep", "unchanged")
+    try:
+        champ = source.load(version)
+    except Exception as exc:  # noqa: BLE001
+        return PollOutcome(
+            "keep",
+            f"version {version} refused ({type(exc).__name__}: {exc}); keeping {current_version}",
+        )
+    if expected_spec_hash is not None and champ.spec.spec_hash != expected_spec_hash:
+        return PollOutcome(
+            "keep",
+            f"version {version} has spec {champ.spec.spec_hash[:12]}, expected {expected_spec_hash[:12]}; "
+            f"keeping {current_version}",
+        )
+    return PollOutcome("swap", f"swapped in {version} (was {current_version})", champ, version)

@@ -1,0 +1,108 @@
+"""The champion swap: only verified models, only between decisions, else keep or observe."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from core.config.features import FeatureSpec
+from core.config.live import LiveConfig
+from live.loop import ScaledClock, run_live
+from live.model_watch import LoadedChampion, poll_model
+from live.predictor import Predictor
+from live.recording import load_recording
+from live.replay_server import ReplayServerThread
+from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy
+
+
+class VersionedSource:
+    """A registry stand-in: `alias` names the current version; `broken` versions fail to load."""
+
+    def __init__(
+        self, alias: str | None, specs: dict[str, FeatureSpec], broken: set[str] | None = None
+    ) -> None:
+        self.alias = alias
+        self.specs = specs
+        self.broken = broken or set()
+        self.unreachable = False
+        self.loads: list[str] = []
+
+    def resolve(self) -> str | None:
+        if self.unreachable:
+            raise ConnectionError("tracking server unreachable")
+        return self.alias
+
+    def load(self, version: str) -> LoadedChampion:
+        self.loads.append(version)
+        if version in self.broken:
+            raise ValueError(f"bundle of {version}: sha256 mismatch")
+        action = int(version[-1]) % 3
+        return LoadedChampion(
+            Predictor(CyclePolicy([action]), version), self.specs[version], ClipStats()
+        )
+
+
+def test_poll_model_rules() -> None:
+    other = FeatureSpec(windows_s=(3, 5), return_horizons_s=(1, 2), window=4)
+    src = VersionedSource("v1", {"v1": SMALL_SPEC, "v2": SMALL_SPEC, "v3": other}, broken={"v2"})
+    assert poll_model(src, None).action == "swap"
+    assert poll_model(src, "v1").reason == "unchanged"
+    src.alias = "v2"
+    out = poll_model(src, "v1")
+    assert out.action == "keep" and "sha256 mismatch" in out.reason and "keeping v1" in out.reason
+    src.alias = "v3"
+    assert poll_model(src, "v1").action == "swap"
+    assert poll_model(src, "v1", expected_spec_hash=SMALL_SPEC.spec_hash).action == "keep"
+    src.unreachable = True
+    assert poll_model(src, "v1").action == "keep"
+    src.unreachable, src.alias = False, None
+    assert poll_model(src, "v1").action == "observe"
+    assert poll_model(src, None).action == "keep"
+
+
+def test_loop_swaps_champion_between_decisions_and_refuses_a_broken_one(
+    ws_capture: Path, tmp_path: Path
+) -> None:
+    msgs = load_recording(ws_capture)
+    src = VersionedSource(
+        "v1", {"v1": SMALL_SPEC, "v2": SMALL_SPEC, "v5": SMALL_SPEC}, broken={"v2"}
+    )
+    first = src.load("v1")
+    out = tmp_path / "d.jsonl"
+
+    def move(alias: str) -> None:
+        src.alias = alias
+
+    timers = [threading.Timer(1.0, move, ("v2",)), threading.Timer(2.0, move, ("v5",))]
+    with ReplayServerThread(msgs, speed=10) as srv:
+        for t in timers:
+            t.start()
+        cfg = LiveConfig(
+            feed="replay", ws_url=srv.url, alias_poll_s=0.2, risk={"stale_after_s": 600}
+        )
+        summary = run_live(
+            cfg,
+            spec=SMALL_SPEC,
+            stats=first.stats,
+            predictor=first.predictor,
+            clock=ScaledClock(msgs[0][0], 10),
+            duration_s=3.5,
+            decisions_out=out,
+            out=None,
+            max_skew_s=None,
+            model_source=src,
+        )
+        for t in timers:
+            t.cancel()
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    versions = [r["model_version"] for r in recs]
+    assert versions[0] == "v1" and versions[-1] == "v5"
+    assert "v2" not in versions  # never swapped in: it failed verification
+    assert versions == sorted(versions, key=lambda v: int(v[1:]))  # one swap, no flapping back
+    assert all(
+        r["action"] == int(r["model_version"][-1]) % 3 for r in recs
+    )  # each decision by its own model
+    assert any("v2 refused" in e for e in summary.model_events)
+    assert any("swapped in v5" in e for e in summary.model_events)
+    assert summary.model_version == "v5"
