@@ -71,14 +71,19 @@ def _context() -> Any:
     return _CONTEXT
 
 
-def _gx_suite(ctx: Any, suite: Suite) -> Any:
+_SUITES: dict[str, Any] = {}
+
+
+def _gx_suite(suite: Suite) -> Any:
+    """GX suite for `suite`, built once per process per content (building one
+    expectation at a time is quadratic in GX)."""
     import great_expectations as gx
 
-    gx_suite = gx.ExpectationSuite(name=suite.name)
-    for e in suite.expectations:
-        cls = getattr(gx.expectations, e.type)
-        gx_suite.add_expectation(cls(**e.kwargs))
-    return gx_suite
+    key = repr(suite)
+    if key not in _SUITES:
+        exps = [getattr(gx.expectations, e.type)(**e.kwargs) for e in suite.expectations]
+        _SUITES[key] = gx.ExpectationSuite(name=suite.name, expectations=exps)
+    return _SUITES[key]
 
 
 def _describe(res: Any) -> str:
@@ -115,7 +120,7 @@ def run_suite(frame: pl.DataFrame, suite: Suite, asset: str = "frame") -> Valida
     except Exception:  # noqa: BLE001
         bd = data_asset.add_batch_definition_whole_dataframe("whole")
     batch = bd.get_batch(batch_parameters={"dataframe": pdf})
-    res = batch.validate(_gx_suite(ctx, suite), result_format="BASIC")
+    res = batch.validate(_gx_suite(suite), result_format="BASIC")
     failed = [_describe(r) for r in res.results if not r.success]
     stats = {k: v for k, v in dict(res.statistics).items() if v is not None}
     return ValidationResult(

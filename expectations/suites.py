@@ -7,7 +7,8 @@ manifests name every expectation without importing GX.
 book suite    (on `book_view(bars)` of a slice's bars): no nulls, strictly increasing
               time, never crossed (ask0 > bid0), spread >= 1 tick, positive level-0 sizes
               and prices, every level either empty (price 0, size 0) or with size > 0.
-feature suite (on `feature_view(slice, stats)`): no NaN or infinity in any feature,
+feature suite (on `feature_view(slice, stats)`): no NaN, null or infinity in any
+              feature (one finite-range check per feature: the view maps NaN to inf),
               imbalances within [-1, 1], spreads >= 0, strictly increasing time, and
               normalised values (x - mean) / sigma within +-`normalized_abs_max` for at
               least `normalized_mostly` of rows (when frozen stats are given).
@@ -119,7 +120,13 @@ def feature_view(
 ) -> pl.DataFrame:
     """The slice's ts and features, plus unclipped normalised columns `z__<name>` when
     frozen `mean`/`sigma` (spec.names order) are given."""
-    cols: list[pl.Expr] = [pl.col(S.TS), *(pl.col(n) for n in spec.names)]
+    # NaN and null become +inf so that one finite-range expectation per feature
+    # rejects NaN, null and infinity alike (GX's between() skips missing values).
+    inf = float("inf")
+    cols: list[pl.Expr] = [
+        pl.col(S.TS),
+        *(pl.col(n).fill_nan(inf).fill_null(inf) for n in spec.names),
+    ]
     if mean is not None and sigma is not None:
         cols += [
             ((pl.col(n) - float(m)) / float(s)).alias(Z_PREFIX + n)
@@ -130,8 +137,7 @@ def feature_view(
 
 def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool) -> Suite:
     exps = [_not_null(S.TS), _increasing(S.TS)]
-    for n in spec.names:
-        exps.append(_not_null(n))
+    for n in spec.names:  # NaN / null arrive as +inf (feature_view): one check each
         if _is_imbalance(n):
             exps.append(_between(n, -1.0, 1.0))
         elif n.startswith("spread_"):

@@ -82,12 +82,14 @@ def test_feature_suite_accepts_valid_features_with_stats(slice_frame):
 @pytest.mark.parametrize(
     ("col", "value", "expected"),
     [
-        ("ofi_10s", math.nan, "ExpectColumnValuesToNotBeNull(ofi_10s)"),
+        ("ofi_10s", math.nan, "ExpectColumnValuesToBeBetween(ofi_10s)"),
         ("realized_vol_60s", math.inf, "ExpectColumnValuesToBeBetween(realized_vol_60s)"),
         ("log_return_1s", -math.inf, "ExpectColumnValuesToBeBetween(log_return_1s)"),
         ("imbalance_l5", 1.5, "ExpectColumnValuesToBeBetween(imbalance_l5)"),
         ("trade_imbalance_60s", -1.01, "ExpectColumnValuesToBeBetween(trade_imbalance_60s)"),
         ("spread_bps", -0.5, "ExpectColumnValuesToBeBetween(spread_bps)"),
+        ("imbalance_l1", None, "ExpectColumnValuesToBeBetween(imbalance_l1)"),
+        ("time_since_trade_s", math.nan, "ExpectColumnValuesToBeBetween(time_since_trade_s)"),
     ],
 )
 def test_feature_suite_rejects_crafted_bad_values(slice_frame, col, value, expected):
@@ -114,7 +116,11 @@ def test_feature_suite_rejects_values_far_outside_the_frozen_stats(slice_frame):
 def test_suites_are_plain_data_naming_every_feature():
     suite = feature_suite(SPEC, CFG, with_stats=True)
     cols = {e.kwargs.get("column") for e in suite.expectations}
-    assert set(SPEC.names) <= cols and {"z__" + n for n in SPEC.names} <= cols
+    assert (
+        set(SPEC.names) <= cols
+        and len(suite.expectations) == 2 + 2 * len(SPEC.names)
+        and {"z__" + n for n in SPEC.names} <= cols
+    )
     view = feature_view(
         pl.DataFrame({S.TS: [1], **{n: [1.0] for n in SPEC.names}}),
         SPEC,
