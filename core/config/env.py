@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.config.base import FrozenModel
-from core.instrument import InstrumentSpec
+from core.instrument import XBTUSD, InstrumentSpec
 
 
 class RewardConfig(FrozenModel):
@@ -30,32 +30,37 @@ class RewardConfig(FrozenModel):
     close_position_hours: float = 1.0  # staying flat beyond this is penalised
     close_position_penalty: float = 0.0005  # per step beyond the limit
     terminal_penalty: float = 0.01  # at episode end while holding, times |position size|
-    punishment_suppression_rate: float = Field(0.5, ge=0, le=1)  # penalties start at (1-rate)
-    punishment_suppression_cycles: int = Field(4, ge=0)  # curriculum steps to full penalties
-    punishment_scaling: float = Field(1.0, ge=0)  # final penalty multiplier
+    punishment_suppression_rate: float = Field(
+        default=0.5, ge=0, le=1
+    )  # penalties start at (1-rate)
+    # curriculum steps to full penalties
+    punishment_suppression_cycles: int = Field(default=4, ge=0)
+    punishment_scaling: float = Field(default=1.0, ge=0)  # final penalty multiplier
 
 
 class EnvConfig(FrozenModel):
     """ManagementEnv: stacked partial positions, maker orders, time-aware state."""
 
-    window: int = Field(16, ge=1)  # feature rows in the observation (must equal FeatureSpec.window)
-    stake_fraction: float = Field(0.1, gt=0, le=1)  # exposure added per fill
-    max_exposure: float = Field(1.0, gt=0)  # cap on total exposure (fraction of equity)
+    # feature rows in the observation (must equal FeatureSpec.window)
+    window: int = Field(default=16, ge=1)
+    stake_fraction: float = Field(default=0.1, gt=0, le=1)  # exposure added per fill
+    max_exposure: float = Field(default=1.0, gt=0)  # cap on total exposure (fraction of equity)
     fill_model: Literal["trade_through", "touch"] = "trade_through"
     roll_orders: bool = True  # a resting order follows the best price of its side every bar
-    step_skip: int = Field(1, ge=1)  # bars per env step
-    mean_steps_per_episode: int = Field(2048, ge=1)
-    std_steps_per_episode: float = Field(0.0, ge=0)  # 0: fixed budget
-    min_steps_per_episode: int = Field(16, ge=1)  # floor of a drawn budget
+    step_skip: int = Field(default=1, ge=1)  # bars per env step
+    mean_steps_per_episode: int = Field(default=2048, ge=1)
+    std_steps_per_episode: float = Field(default=0.0, ge=0)  # 0: fixed budget
+    min_steps_per_episode: int = Field(default=16, ge=1)  # floor of a drawn budget
     random_start: bool = True
     random_initial_position: bool = False
-    initial_equity_xbt: float = Field(1.0, gt=0)
-    obs_clip: float = Field(10.0, gt=0)  # normalised features are clipped to +-obs_clip
-    hours_clip: float = Field(24.0, gt=0)  # management-state hours are clipped to [0, hours_clip]
-    pct_clip: float = Field(100.0, gt=0)  # unrealised % is clipped to +-pct_clip
+    initial_equity_xbt: float = Field(default=1.0, gt=0)
+    obs_clip: float = Field(default=10.0, gt=0)  # normalised features are clipped to +-obs_clip
+    # management-state hours are clipped to [0, hours_clip]
+    hours_clip: float = Field(default=24.0, gt=0)
+    pct_clip: float = Field(default=100.0, gt=0)  # unrealised % is clipped to +-pct_clip
     funding: bool = False
     funding_rate: float = 0.0001  # per funding interval, positive = longs pay shorts
-    instrument: InstrumentSpec = InstrumentSpec()  # XBTUSD (inverse, maker rebate) by default
+    instrument: InstrumentSpec = XBTUSD  # inverse, maker rebate; frozen, so sharing is safe
     reward: RewardConfig = RewardConfig()
 
     @model_validator(mode="after")
