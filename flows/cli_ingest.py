@@ -1,16 +1,140 @@
 """`chappie` subcommands of the ingest area (registered by flows/cli.py).
 
 Import only argparse at module level; handlers import their packages when they run.
+
+    chappie ingest SOURCE [PATH ...] [--symbol XBTUSD] [--instrument FILE] [--json]
+    chappie ingest synthetic [--config conf/default.yaml]
+    chappie ingest bitmex-dump --url BASE --start YYYY-MM-DD --end YYYY-MM-DD [--kinds trade,quote]
+
+Exit status 0 when the run completed (even with quarantined files); 2 when it could
+not proceed (bad arguments, unreadable instrument file, unwritable data folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+SOURCES = ("synthetic", "tardis", "bitmex-dump", "ws-recording")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands to the `chappie` parser."""
+    p = sub.add_parser(
+        "ingest",
+        help="read raw data (tardis, bitmex-dump, ws-recording, synthetic) into canonical events",
+        description="Read raw order-book data into canonical event partitions under "
+        "<data>/events. Bad files and rows are quarantined with a reason, never fatal.",
+    )
+    p.add_argument("source", choices=SOURCES, help="raw data format")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or folders (walked recursively)")
+    p.add_argument(
+        "--symbol", default=None, help="instrument symbol (default XBTUSD or the config's)"
+    )
+    p.add_argument(
+        "--instrument",
+        default=None,
+        metavar="FILE",
+        help="BitMEX instrument JSON or an InstrumentSpec YAML/JSON",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="PATH",
+        help="experiment YAML whose `ingest:` section is used",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument(
+        "--data-dir", default=None, help="data folder (default CHAPPIE_DATA_DIR or ./data)"
+    )
+    g = p.add_argument_group("bitmex-dump download mode")
+    g.add_argument("--url", default=None, help="base URL of the dump bucket (…/data)")
+    g.add_argument("--start", default=None, help="first day, YYYY-MM-DD")
+    g.add_argument("--end", default=None, help="last day, YYYY-MM-DD (inclusive)")
+    g.add_argument("--kinds", default="trade,quote", help="dump kinds to download (trade,quote)")
+    p.set_defaults(func=_cmd_ingest)
 
 
 def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's `chappie audit` subcommands."""
+
+
+def _fail(msg: str) -> int:
+    print(f"chappie ingest: {msg}", file=sys.stderr)
+    return 2
+
+
+def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | None]:
+    """(IngestConfig, download spec or None) from the arguments. Raises ValueError."""
+    from core.config.ingest import IngestConfig
+
+    base = IngestConfig()
+    if args.config:
+        from flows.common import load_experiment
+
+        base = load_experiment(args.config).ingest
+    symbol = args.symbol or base.symbol
+    instrument = base.instrument
+    if args.instrument:
+        from ingest.instruments import load_instrument
+
+        instrument = load_instrument(args.instrument, symbol)
+    elif instrument.symbol != symbol:
+        raise ValueError(f"no instrument spec for {symbol}: pass --instrument FILE")
+    download = None
+    if args.url or args.start or args.end:
+        if args.source != "bitmex-dump":
+            raise ValueError("--url/--start/--end are for the bitmex-dump source")
+        if not (args.url and args.start and args.end):
+            raise ValueError("download mode needs --url, --start and --end")
+        kinds = [k for k in args.kinds.split(",") if k]
+        download = {"url": args.url, "start": args.start, "end": args.end, "kinds": kinds}
+    if args.source not in ("synthetic",) and not args.paths and download is None:
+        raise ValueError(f"source {args.source} needs at least one PATH")
+    cfg = base.model_copy(
+        update={
+            "source": args.source,
+            "symbol": symbol,
+            "instrument": instrument,
+            "paths": tuple(args.paths),
+        }
+    )
+    return IngestConfig.model_validate(cfg.model_dump()), download
+
+
+def _print_human(report: dict[str, object]) -> None:
+    r = report
+    print(f"ingest {r['source']} {r['symbol']}")
+    print(f"  files: in {r['files_in']}, ok {r['files_ok']}, quarantined {r['files_quarantined']}")
+    print(
+        f"  rows:  in {r['rows_in']}, out {r['rows_out']}, rejected {r['rows_rejected']}  (events out {r['events_out']})"
+    )
+    print(f"  partitions written: {', '.join(r['partitions_written']) or '-'}")  # type: ignore[arg-type]
+    print(f"  partitions unchanged: {', '.join(r['partitions_unchanged']) or '-'}")  # type: ignore[arg-type]
+    if r["desyncs"]:
+        print(f"  book desyncs per day: {r['desyncs']}")
+    for q in r["quarantine"]:  # type: ignore[attr-defined]
+        print(f"  quarantined ({q['level']}): {q['path']}: {q['reason']} [{q['rows']} rows]")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        cfg, download = build_config(args)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    from flows.common import resolve_runtime
+    from flows.ingest import ingest_flow
+
+    rt = resolve_runtime(args.data_dir)
+    try:
+        report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type]
+    except (OSError, ValueError, RuntimeError) as exc:
+        return _fail(f"{type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_human(report)
+        print(f"  data: {rt.data_dir}")
+    return 0

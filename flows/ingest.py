@@ -20,9 +20,17 @@ from core.config.ingest import IngestConfig
 from ingest import run as ingest_run
 
 
-def _stage(cfg: IngestConfig, data_dir: str, staging_dir: str, source_fp: str) -> dict[str, Any]:
+def _stage(
+    cfg: IngestConfig, data_dir: str, staging_dir: str, source_fp: str, progress: bool = False
+) -> dict[str, Any]:
     """`source_fp` is part of the cache key only."""
-    return ingest_run.stage_source(cfg, data_dir, staging_dir)
+    return ingest_run.stage_source(cfg, data_dir, staging_dir, progress=progress)
+
+
+def _download(url: str, start: str, end: str, dest_dir: str, kinds: list[str]) -> dict[str, Any]:
+    from ingest.download import download_range
+
+    return download_range(url, start, end, dest_dir, tuple(kinds))
 
 
 fingerprint_source = task(name="fingerprint-source")(ingest_run.source_fingerprint)
@@ -34,20 +42,36 @@ publish_day = task(name="publish-day", task_run_name="publish-{cfg.source}-{day}
     ingest_run.publish_staged_day
 )
 build_report = task(name="ingest-report")(ingest_run.build_report)
+download_dumps = task(name="download-dumps", retries=2, retry_delay_seconds=[5, 30])(_download)
 
 
 @flow(name="ingest-events")
-def ingest_flow(cfg: IngestConfig, data_dir: str) -> dict[str, Any]:
+def ingest_flow(
+    cfg: IngestConfig,
+    data_dir: str,
+    progress: bool = False,
+    download: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Ingest `cfg.source` into `<data_dir>/events`; returns the ingest report as a dict.
 
-    Bad input is quarantined and counted, never fatal; raises only when the run itself
-    cannot proceed.
+    `download` (bitmex-dump only): ``{"url", "start", "end", "kinds"}``: the dumps are
+    first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
+    from there. Bad input is quarantined and counted, never fatal; raises only when the
+    run itself cannot proceed.
     """
+    downloaded = None
+    if download is not None:
+        dest = str(Path(data_dir) / "raw" / "bitmex-dump")
+        downloaded = download_dumps(
+            download["url"], download["start"], download["end"], dest, list(download["kinds"])
+        )
+        files = [*downloaded["downloaded"], *downloaded["skipped"]]
+        cfg = cfg.model_copy(update={"source": "bitmex-dump", "paths": (*cfg.paths, *files)})
     fp = fingerprint_source(cfg)
     staging = str(Path(data_dir) / "staging" / "ingest" / fp[:16])
-    index = stage_source(cfg, data_dir, staging, fp)
+    index = stage_source(cfg, data_dir, staging, fp, progress)
     if not staged_files_exist(index):
-        index = stage_source.with_options(refresh_cache=True)(cfg, data_dir, staging, fp)
+        index = stage_source.with_options(refresh_cache=True)(cfg, data_dir, staging, fp, progress)
     futures = [
         publish_day.submit(cfg, data_dir, day, staged)
         for day, staged in sorted(index["days"].items())
@@ -59,4 +83,7 @@ def ingest_flow(cfg: IngestConfig, data_dir: str) -> dict[str, Any]:
         table=ingest_run.report_table(report),
         description=f"ingest {cfg.source} {cfg.symbol}: files, rows in/out/rejected, quarantine reasons",
     )
-    return report.model_dump(mode="json")
+    out = report.model_dump(mode="json")
+    if downloaded is not None:
+        out["download"] = downloaded
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from ingest.events import (
 from ingest.report import FileRead, IngestReport, QuarantineEntry
 
 STAGED_INDEX = "staged.json"
-Progress = Callable[[int], None]
 
 
 # ------------------------------------------------------------------ reading
@@ -142,9 +141,11 @@ def stage_source(
     cfg: IngestConfig,
     data_dir: str,
     staging_dir: str | None = None,
-    progress: Progress | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Read the source, quarantine bad input, write staged per-day Parquet.
+
+    `progress` shows a tqdm bar over the raw files (stderr; TQDM_DISABLE turns it off).
 
     Returns a JSON-able index: ``{"days": {day: {"book", "trades", "inputs"}},
     "current": [days already published from these inputs], "files": [...], "quarantine": [...]}``.
@@ -159,13 +160,16 @@ def stage_source(
     if cfg.source == "synthetic":
         reads, day_inputs, current = _synthetic_reads(cfg, layout)
     else:
-        reads, current = [], []
-        for p in expand_paths(cfg.paths):
-            from ingest.sources import read_source_file
+        from tqdm import tqdm
 
+        from ingest.sources import read_source_file
+
+        files = expand_paths(cfg.paths)
+        reads, current = [], []
+        for p in tqdm(
+            files, desc=f"ingest {cfg.source}", unit="file", disable=not progress or None
+        ):
             reads.append(read_source_file(cfg.source, p, cfg.symbol, cfg.instrument))
-            if progress:
-                progress(1)
         day_inputs = {}
     quarantine: list[dict[str, Any]] = []
     books: dict[str, list[pl.DataFrame]] = {}
@@ -303,7 +307,7 @@ def build_report(
     )
 
 
-def ingest(cfg: IngestConfig, layout: DataLayout, progress: Progress | None = None) -> IngestReport:
+def ingest(cfg: IngestConfig, layout: DataLayout, progress: bool = False) -> IngestReport:
     """Read `cfg.source`, quarantine bad input, publish every day; return the report.
 
     Never raises for bad input (it is quarantined and counted); raises only when the
