@@ -470,8 +470,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         return self._fill(side, price, ts, self._pos.exposure, "taker")
 
     def _random_position(self, now: int) -> Position:
-        """1..cap lots on a random side at the current touch, aged up to 2 x
-        open_position_hours, fee-free (the agent inherits risk, not a fee bill)."""
+        """1..cap lots on a random side at the current touch, aged uniformly up to
+        `initial_position_max_hours`, fee-free (the agent inherits risk, not a fee bill)."""
         cfg = self.config
         cap = int(cfg.max_exposure / cfg.stake_fraction + 1e-9)
         if cap < 1:
@@ -480,7 +480,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         n = int(self.np_random.integers(1, cap + 1))
         price = self._bid_l[self._t] if side == LONG else self._ask_l[self._t]
         px = price * self.instrument.tick_size
-        span = 2.0 * cfg.reward.open_position_hours * NS_PER_HOUR
+        span = cfg.initial_position_max_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
         c = contracts_for(cfg.stake_fraction, self._pos.balance, px, self.instrument)
         lots = tuple(Lot(side, price, now - int(age), cfg.stake_fraction, c, 0.0) for age in ages)

@@ -53,6 +53,8 @@ class EnvConfig(FrozenModel):
     min_steps_per_episode: int = Field(default=16, ge=1)  # floor of a drawn budget
     random_start: bool = True
     random_initial_position: bool = False
+    # a random initial position holds 1..max_exposure/stake lots aged uniformly in [0, this]
+    initial_position_max_hours: float = Field(default=4.0, ge=0)
     initial_equity_xbt: float = Field(default=1.0, gt=0)
     obs_clip: float = Field(default=10.0, gt=0)  # normalised features are clipped to +-obs_clip
     # management-state hours are clipped to [0, hours_clip]
