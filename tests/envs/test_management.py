@@ -193,6 +193,13 @@ def test_round_trip_reports_inverse_pnl_and_rebates(tmp_path: Path, flat_stats: 
     assert last["equity"] == pytest.approx(1.0 + pnl - fees)
     assert last["pnl_without_fees"] == pytest.approx(pnl)
     assert last["position_size"] == 0.0
+    # the closing step's realised and fee terms, as fractions of the balance before it
+    k = next(j for j, i in enumerate(infos) if i["trades"])
+    balance_before = infos[k - 1]["balance"]
+    exit_fee = -0.00025 * contracts / 40_400.5
+    assert infos[k]["reward_terms"]["realized"] == pytest.approx(pnl / balance_before, rel=1e-12)
+    assert infos[k]["reward_terms"]["fees"] == pytest.approx(-exit_fee / balance_before, rel=1e-12)
+    assert infos[k]["reward_terms"]["unrealized"] == 0.0  # flat again
 
 
 def test_full_evaluation_runs_every_row_deterministically_and_flattens(
