@@ -222,3 +222,29 @@ def test_round_trip_at_the_same_price_has_zero_pnl(price: int, side: int) -> Non
     pos, closed = apply_fill(pos, -side, price, T0 + 1, XBT, 0.1, 1.0)
     assert closed[0].pnl == 0.0
     assert np.isclose(pos.balance, 1.0 - pos.fees)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fills, st.integers(60_000, 100_000), st.booleans())
+def test_summary_marking_equals_the_per_lot_sum(
+    seq: list[tuple[int, int, float]], mark: int, inverse: bool
+) -> None:
+    from envs.position import lot_pnl, summarize
+
+    inst = XBT if inverse else LINEAR
+    pos = open_account(1.0, T0)
+    for i, (side, price, stake) in enumerate(seq):
+        if can_fill(pos, side, stake, 1.0):
+            pos, _ = apply_fill(pos, side, price, T0 + i * NS_PER_HOUR, inst, stake, 1.0)
+    px = mark * inst.tick_size
+    direct = sum(
+        lot_pnl(lot.side, lot.contracts, lot.price_ticks * inst.tick_size, px, inst)
+        for lot in pos.lots
+    )
+    s = summarize(pos, inst)
+    assert s.unrealized(px) == pytest.approx(direct, rel=1e-9, abs=1e-15)
+    assert s.exposure == pytest.approx(pos.exposure)
+    if pos.lots:
+        ages = [(T0 + 10**18 - lot.ts_ns) * lot.stake for lot in pos.lots]
+        mean_age = sum(ages) / pos.exposure
+        assert T0 + 10**18 - s.mean_ts_ns == pytest.approx(mean_age, rel=1e-9)
