@@ -1,0 +1,76 @@
+"""Prefect flows `promote-model` and `rollback-model`: wiring only.
+
+`promote_flow` reads evaluation.json (written by `evaluate-sweep`), registers the chosen
+candidate's pickle-free bundle as an MLflow model version and moves `champion` (promote
+decision only) or `challenger` (`registry.promotion`). The registration is idempotent per
+(sweep, candidate), so the one retry (network I/O to the tracking server) is safe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from core.config.registry import RegistryConfig
+from registry import promotion
+
+promote_task = task(name="register-and-promote", retries=1, retry_delay_seconds=2)(
+    promotion.promote
+)
+rollback_task = task(name="rollback-champion", retries=1, retry_delay_seconds=2)(promotion.rollback)
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# Promotion: {result.get('action')} ({'dry run' if result.get('dry_run') else 'applied'})",
+        "",
+        f"- model: `{result.get('model_name')}` version `{result.get('version')}`",
+        f"- candidate: `{result.get('candidate_id')}`, decision **{result.get('decision')}**",
+        f"- aliases: `{result.get('aliases')}`",
+        "",
+        "## Why",
+        *[f"- {r}" for r in result.get("reasons", [])],
+    ]
+    return "\n".join(lines)
+
+
+@flow(name="promote-model")
+def promote_flow(
+    evaluation_path: str,
+    cfg: RegistryConfig,
+    tracking_uri: str,
+    dry_run: bool = False,
+    feature_spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register the evaluation's best (or challenger) candidate and move its alias.
+
+    Returns `{"decision", "model_name", "version", "aliases", "reasons", ...}`;
+    `dry_run` changes nothing. `feature_spec` (FeatureSpec JSON) is needed only when the
+    experiment's spec is not the default one with the env window.
+    """
+    result = promote_task(
+        evaluation_path, cfg, tracking_uri, dry_run=dry_run, feature_spec=feature_spec
+    )
+    get_run_logger().info(
+        "promotion %s: %s v%s aliases=%s",
+        result["action"],
+        result["candidate_id"],
+        result["version"],
+        result["aliases"],
+    )
+    create_markdown_artifact(
+        key="promotion", markdown=_markdown(result), description="registry promotion"
+    )
+    return result
+
+
+@flow(name="rollback-model")
+def rollback_flow(
+    cfg: RegistryConfig, tracking_uri: str, dry_run: bool = False, reason: str = "manual rollback"
+) -> dict[str, Any]:
+    """Point `champion` back at `previous-champion` (registry.promotion.rollback)."""
+    result = rollback_task(cfg, tracking_uri, dry_run=dry_run, reason=reason)
+    get_run_logger().info("rollback %s -> %s", result["from_version"], result["to_version"])
+    return result
