@@ -1,16 +1,171 @@
 """`chappie` subcommands of the features area (registered by flows/cli.py).
 
 Import only argparse at module level; handlers import their packages when they run.
+
+    chappie features [--config PATH] [--data-dir DIR] [--json]
+    chappie audit parity EVENTS... [--config PATH] [--bound 1e-12] [--json]
+    chappie audit lookahead EVENTS... [--config PATH] [--cuts 12] [--json]
+
+EVENTS: a data folder, an events/<symbol> folder or day partition folders.
+Exit status: 0 ok; 1 the audit found a problem (beyond the bound / sees the future) or a
+slice failed validation; 2 bad arguments or input.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+DEFAULT_CONFIG = "conf/default.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands to the `chappie` parser."""
+    p = sub.add_parser(
+        "features",
+        help="build validated walk-forward feature slices and frozen stats from events",
+        description="Run the build-features flow: events -> bars -> features -> validated "
+        "walk-forward slices (+ manifests, frozen stats, folds.json) under <data>/slices.",
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML ({DEFAULT_CONFIG})")
+    p.add_argument(
+        "--data-dir", default=None, help="data folder (default CHAPPIE_DATA_DIR or ./data)"
+    )
+    p.add_argument("--json", action="store_true", help="print folds.json as one JSON object")
+    p.set_defaults(func=_cmd_features)
 
 
 def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's `chappie audit` subcommands."""
+    for name, help_text in (
+        ("parity", "batch (polars) vs streaming (live path) features on the same events"),
+        ("lookahead", "truncate events at many bar closes: no feature may see the future"),
+    ):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "events",
+            nargs="+",
+            metavar="EVENTS",
+            help="data folder, events/<symbol> or day folders",
+        )
+        p.add_argument(
+            "--config",
+            default=DEFAULT_CONFIG,
+            help="experiment YAML whose features.spec is audited",
+        )
+        p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        if name == "parity":
+            p.add_argument(
+                "--bound", type=float, default=1e-12, help="max relative difference (1e-12)"
+            )
+            p.set_defaults(func=_cmd_parity)
+        else:
+            p.add_argument("--cuts", type=int, default=12, help="truncation points (12)")
+            p.set_defaults(func=_cmd_lookahead)
+
+
+def _fail(cmd: str, msg: str) -> int:
+    print(f"chappie {cmd}: {msg}", file=sys.stderr)
+    return 2
+
+
+def _spec(path: str) -> Any:
+    from flows.common import load_experiment
+
+    return load_experiment(path).features.spec
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    import json
+
+    from flows.common import load_experiment, resolve_runtime
+
+    try:
+        cfg = load_experiment(args.config)
+    except (OSError, ValueError) as exc:
+        return _fail("features", str(exc))
+    from expectations.runner import SliceValidationError
+    from flows.features import build_features_flow
+
+    rt = resolve_runtime(args.data_dir)
+    try:
+        index = build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+    except SliceValidationError as exc:
+        print(f"chappie features: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        return _fail("features", f"{type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(index, sort_keys=True))
+        return 0
+    print(f"features {cfg.ingest.symbol} spec {index['spec_hash'][:12]}")
+    for f in index["folds"]:
+        val = f" validation {f['validation']}" if f["validation"] else ""
+        print(f"  fold {f['fold']}: train {f['train']}{val} test {f['test']} stats {f['stats_id']}")
+    if index["stress"]:
+        print(f"  stress: {', '.join(index['stress'])} (stats {index['stress_stats_id']})")
+    print(f"  slices: {rt.layout.slices(index['spec_hash'])}")
+    return 0
+
+
+def _load(args: argparse.Namespace, cmd: str) -> tuple[Any, Any, Any] | int:
+    from features.audit import AuditInputError, load_events
+
+    try:
+        spec = _spec(args.config)
+        book, trades, _ = load_events(args.events)
+    except (AuditInputError, OSError, ValueError) as exc:
+        return _fail(f"audit {cmd}", str(exc))
+    return spec, book, trades
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    import json
+
+    from features.audit import parity_report
+
+    loaded = _load(args, "parity")
+    if isinstance(loaded, int):
+        return loaded
+    spec, book, trades = loaded
+    rep = parity_report(book, trades, spec, args.bound)
+    if args.json:
+        print(json.dumps(rep, sort_keys=True))
+    else:
+        print(f"parity batch vs streaming: {rep['bars']} bars, bound {rep['bound']:g} (relative)")
+        width = max(len(n) for n in rep["features"])
+        for name, f in rep["features"].items():
+            print(
+                f"  {name:<{width}}  max_abs {f['max_abs']:.3g}  max_rel {f['max_rel']:.3g}  not bit-equal {f['not_bit_equal']}"
+            )
+        for p in rep["problems"]:
+            print(f"  PROBLEM: {p}")
+        print(
+            "OK: bit for bit"
+            if rep["bit_equal"] and rep["ok"]
+            else ("OK" if rep["ok"] else "FAILED")
+        )
+    return 0 if rep["ok"] else 1
+
+
+def _cmd_lookahead(args: argparse.Namespace) -> int:
+    import json
+
+    from features.audit import lookahead_report
+
+    loaded = _load(args, "lookahead")
+    if isinstance(loaded, int):
+        return loaded
+    spec, book, trades = loaded
+    if args.cuts < 1:
+        return _fail("audit lookahead", "--cuts must be at least 1")
+    rep = lookahead_report(book, trades, spec, args.cuts)
+    if args.json:
+        print(json.dumps(rep, sort_keys=True))
+    else:
+        print(f"look-ahead: {rep['bars']} bars, events truncated at {len(rep['cuts'])} bar closes")
+        for name, n in rep["features"].items():
+            print(f"  {name}: {'SEES THE FUTURE on ' + str(n) + ' rows' if n else 'ok'}")
+        print("OK: no feature sees the future" if rep["ok"] else f"FAILED: {rep['sees_future']}")
+    return 0 if rep["ok"] else 1

@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForwardConfig
-from core.config.ingest import IngestConfig
-from core.config.market import SyntheticMarketConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
@@ -25,18 +23,6 @@ CFG = FeaturesConfig(
         stress_windows=((24, 24.2),),
     )
 )
-
-
-@pytest.fixture(scope="module")
-def events_dir(tmp_path_factory) -> Path:
-    from ingest.run import ingest
-
-    root = tmp_path_factory.mktemp("events")
-    ingest(
-        IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2)),
-        DataLayout(root),
-    )
-    return root
 
 
 def _copy_events(src: Path, dst: Path) -> DataLayout:
