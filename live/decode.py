@@ -58,12 +58,18 @@ class LiveDecoder:
         self.symbol = symbol
         self.instrument = instrument
         self._price_of: dict[tuple[int, int], int] = {}  # (id, side) -> price_ticks
+        self._ticks_cache: dict[Any, int] = {}
 
     def reset(self) -> None:
         self._price_of.clear()
 
     def _ticks(self, price: Any) -> int:
-        return self.instrument.price_to_ticks(price)
+        t = self._ticks_cache.get(price)
+        if t is None:  # exact Decimal check once per distinct price (a hot path in replays)
+            t = self.instrument.price_to_ticks(price)
+            if len(self._ticks_cache) < 100_000:
+                self._ticks_cache[price] = t
+        return t
 
     def decode(self, msg: dict[str, Any], ts_recv: int) -> Decoded:
         table = msg.get("table")

@@ -227,12 +227,14 @@ class BitmexFeed:
 
         while not self._closed:
             try:
-                raw = await asyncio.wait_for(ws.recv(), self.heartbeat_s)
+                async with asyncio.timeout(self.heartbeat_s):  # no task per frame, unlike wait_for
+                    raw = await ws.recv()
             except TimeoutError:
                 await ws.send("ping")
                 self.stats.pings_sent += 1
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), self.pong_timeout_s)
+                    async with asyncio.timeout(self.pong_timeout_s):
+                        raw = await ws.recv()
                 except TimeoutError:
                     return
             except ConnectionClosed:

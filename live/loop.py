@@ -184,6 +184,7 @@ class LiveSession:
         self.paper: PaperState | None = None
         self.on_decision = on_decision
         self.last_event_ns = -1
+        self._next_close = 0
         self.desyncs = 0
         self.pending_resubscribe: str | None = None
         self.decisions: list[dict[str, Any]] = []
@@ -223,6 +224,7 @@ class LiveSession:
         self.builder.reset()
         self.gate.reset(reason)
         self.last_event_ns = -1
+        self._next_close = 0
 
     def on_message(self, ts_recv: int, msg: dict[str, Any]) -> list[dict[str, Any]]:
         """Apply one received message; returns the decisions of the bars it closed.
@@ -257,8 +259,12 @@ class LiveSession:
         """Close bars up to now_ns and decide on every bar that is ready."""
         if self.last_event_ns < 0:
             return []
+        t = max(now_ns, self.last_event_ns)
+        if t < self._next_close:
+            return []  # no bar closes before t: the events stay buffered in the sampler
+        self._next_close = (t // self.spec.interval_ns + 1) * self.spec.interval_ns
         out = []
-        for upd in self.builder.advance(max(now_ns, self.last_event_ns)):
+        for upd in self.builder.advance(t):
             self.bars += 1
             rec = self._on_bar(upd)
             if rec is not None:

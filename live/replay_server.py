@@ -181,23 +181,29 @@ def canonical_to_messages(
             msg["data"] = rows
             out.append((ts, 1, msg))
         else:
-            groups: dict[str, list[dict[str, Any]]] = {"delete": [], "update": [], "insert": []}
+            # consecutive rows of one action form one message, in the original order (a
+            # level inserted and deleted within one receive time must stay in that order)
+            runs: list[tuple[str, list[dict[str, Any]]]] = []
             for k in range(i, j):
                 key = (b_side[k], b_px[k])
                 row = _level_row(symbol, b_side[k], b_px[k], b_sz[k], tick_size)
                 if b_sz[k] == 0:
-                    if key in levels:
-                        del levels[key]
-                        groups["delete"].append({kk: row[kk] for kk in ("symbol", "id", "side")})
+                    if key not in levels:
+                        continue
+                    del levels[key]
+                    action, row = "delete", {kk: row[kk] for kk in ("symbol", "id", "side")}
                 elif key in levels:
                     levels[key] = b_sz[k]
-                    groups["update"].append(row)
+                    action = "update"
                 else:
                     levels[key] = b_sz[k]
-                    groups["insert"].append(row)
-            for action, rows in groups.items():
-                if rows:
-                    out.append((ts, 1, {"table": table, "action": action, "data": rows}))
+                    action = "insert"
+                if runs and runs[-1][0] == action:
+                    runs[-1][1].append(row)
+                else:
+                    runs.append((action, [row]))
+            for action, rows in runs:
+                out.append((ts, 1, {"table": table, "action": action, "data": rows}))
         i = j
     t_ts, t_ev, t_side, t_px, t_sz = (
         col(trades, c) for c in ("ts_recv", "ts_event", "side", "price_ticks", "size")
@@ -330,6 +336,7 @@ class ReplayServer:
             process_request=self._process_request,
             max_size=None,
             ping_interval=None,
+            compression=None,  # per-message deflate costs more CPU than loopback bandwidth
         )
         sock = next(iter(self._server.sockets))
         self.port = int(sock.getsockname()[1])
