@@ -30,6 +30,9 @@ import httpx
 from pydantic import SecretStr
 
 UNKNOWN_OUTCOME_STATUS = (502, 503, 504)
+# Every order Chappie sends carries this clOrdID prefix: a restarted loop (a new session)
+# still recognises the orders of the session before it as its own.
+OWN_PREFIX = "chappie-"
 
 
 class ExchangeError(RuntimeError):
@@ -61,7 +64,7 @@ def cl_ord_id(session: str, decision_ts_ns: int, side: int, purpose: str = "open
     re-sent intent is recognised by the exchange as a duplicate instead of a second order.
     """
     digest = hashlib.sha256(f"{session}|{decision_ts_ns}|{side}|{purpose}".encode()).hexdigest()
-    return f"chappie-{session[:8]}-{digest[:16]}"
+    return f"{OWN_PREFIX}{session[:8]}-{digest[:16]}"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 from core.config.live import RiskConfig
 from core.instrument import InstrumentSpec
-from live.exchange import BitmexRest, ExchangeError, cl_ord_id
+from live.exchange import OWN_PREFIX, BitmexRest, ExchangeError, cl_ord_id
 from live.journal import Journal
 from live.risk import OrderIntent, RiskState, check_new_order, update_equity
 
@@ -78,7 +78,7 @@ class OrderManager:
         self.orders_sent = 0
         self.refusals: list[str] = []
         self._last_dead_man = -1e18
-        self._prefix = f"chappie-{session[:8]}-"
+        self._prefix = OWN_PREFIX  # own = any Chappie session's order (restarts included)
 
     # ------------------------------------------------------------------ truth from the exchange
     def reconcile(self, now_ns: int) -> dict[str, Any]:

@@ -82,14 +82,14 @@ def test_observe_only_cli_sends_zero_orders(
     assert fake.requests == [] and fake.creates_committed == 0
 
 
-def test_order_manager_reconciles_own_and_foreign_orders(
+def test_order_manager_adopts_a_previous_sessions_orders_and_leaves_foreign_ones(
     fake: FakeBitmexRest, tmp_path: Path
 ) -> None:
     m = _manager(fake, tmp_path)
     rest = m.rest
-    own = cl_ord_id("sess0001", 1, 1)
+    own = cl_ord_id("oldsess9", 1, 1)  # left by the session before a restart
     rest.place_post_only("XBTUSD", 1, 100, 32000.0, own)
-    rest.place_post_only("XBTUSD", 1, 100, 31999.5, cl_ord_id("sess0001", 2, 1))  # a second own buy
+    rest.place_post_only("XBTUSD", 1, 100, 31999.5, cl_ord_id("oldsess9", 2, 1))  # a second own buy
     rest.place_post_only("XBTUSD", -1, 100, 32010.0, "someone-else")
     fake.position_qty["XBTUSD"] = 200
     summary = m.reconcile(0)
@@ -214,3 +214,36 @@ def test_cli_allow_trade_refuses_mainnet_without_flag_and_without_model(
     assert "mainnet URL without --mainnet" in capsys.readouterr().out
     assert main(["live", "--allow-trade", "--no-model", "--duration", "1"]) == 2
     assert "without a verified model" in capsys.readouterr().out
+
+
+def test_reconnect_triggers_reconciliation(
+    fake: FakeBitmexRest, ws_capture: Path, tmp_path: Path
+) -> None:
+    msgs = load_recording(ws_capture)
+    with ReplayServerThread(msgs, speed=10) as srv:
+        m = _manager(fake, tmp_path)
+        cfg = LiveConfig(
+            feed="replay", ws_url=srv.url, rest_url=fake.url, allow_trade=True, risk=RISK
+        )
+        timer = threading.Timer(1.0, lambda: srv.call(srv.server.drop_connections))
+        timer.start()
+        try:
+            summary = run_live(
+                cfg,
+                spec=SPEC,
+                stats=ClipStats(),
+                predictor=Predictor(CyclePolicy([0]), "t@v1"),
+                clock=ScaledClock(msgs[0][0], 10),
+                duration_s=2.5,
+                out=None,
+                max_skew_s=None,
+                orders=m,
+                backoff_base_s=0.05,
+            )
+        finally:
+            timer.cancel()
+    assert summary.connects >= 2
+    reconciles = [
+        e for e in read_journal(tmp_path / "journal.jsonl") if e.get("what") == "reconcile"
+    ]
+    assert len(reconciles) == summary.connects  # on start, then after every reconnect
