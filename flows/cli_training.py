@@ -6,11 +6,86 @@ Import only argparse at module level; handlers import their packages when they r
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = "conf/default.yaml"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from flows.common import load_experiment, resolve_runtime
+    from flows.train import train_flow
+
+    cfg = load_experiment(args.config)
+    rt = resolve_runtime()
+    out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
+    ok = sum(1 for t in out["tasks"] if t["ok"])
+    print(f"sweep {out['sweep_run_id']}: {ok}/{len(out['tasks'])} tasks finished")
+    for name in out["failed"]:
+        print(f"FAILED: {name}", file=sys.stderr)
+    print(f"next: chappie evaluate --config {args.config} --sweep {out['sweep_run_id']}")
+    return 1 if out["failed"] else 0
+
+
+def latest_sweep(reports: Path) -> str:
+    """The sweep run id of the newest reports/<id>/sweep.json."""
+    found = sorted(reports.glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no sweep under {reports}: run `chappie train` first")
+    return found[-1].parent.name
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from flows.common import load_experiment, resolve_runtime
+    from flows.evaluate import evaluate_flow
+
+    cfg = load_experiment(args.config)
+    rt = resolve_runtime()
+    sweep = args.sweep or latest_sweep(rt.layout.root / "reports")
+    ev = evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep)
+    for c in ev["candidates"]:
+        t = c["test_totals"]
+        print(
+            f"{c['candidate_id']:<28} {c['decision']:<8} pnl+fees {t['pnl_plus_fees']:+.6f} trades {t['trades']}"
+        )
+        for reason in c["reasons"]:
+            print(f"    - {reason}")
+    o = ev["overfitting"]
+    print(f"PBO {o.get('pbo')}  DSR {o.get('dsr')}  trials {o.get('n_trials')}")
+    print(f"best: {ev['best']}  challenger: {ev['challenger']}")
+    print(f"written: {rt.layout.reports(sweep) / 'evaluation.json'}")
+    return 0
+
+
+def _cmd_audit_overfitting(args: argparse.Namespace) -> int:
+    from flows.common import resolve_runtime
+    from training.audit import audit_overfitting, render_audit
+
+    rt = resolve_runtime()
+    audit = audit_overfitting(rt.layout.reports(args.run_id))
+    print(json.dumps(audit, indent=2) if args.json else render_audit(audit))
+    return 0 if audit["agree"] else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands to the `chappie` parser."""
+    p = sub.add_parser("train", help="train the PPO sweep (trials x seeds x timesteps x folds)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML ({DEFAULT_CONFIG})")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser("evaluate", help="walk-forward backtests, gates, PBO/DSR of a sweep")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"experiment YAML ({DEFAULT_CONFIG})")
+    p.add_argument(
+        "--sweep", default=None, metavar="RUN_ID", help="sweep run id (default: the latest)"
+    )
+    p.set_defaults(func=_cmd_evaluate)
 
 
 def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's `chappie audit` subcommands."""
+    p = sub.add_parser(
+        "overfitting", help="recompute PBO and DSR of a sweep from its saved backtests"
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the sweep's MLflow run id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_audit_overfitting)

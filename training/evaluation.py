@@ -37,6 +37,7 @@ class CandidateBacktest:
     timesteps: int
     test: list[SliceResult]  # one per fold, the fold's own model, fold order
     stress: list[SliceResult] = field(default_factory=list)  # last-fold model
+    validation: list[SliceResult] = field(default_factory=list)  # each fold's own model
     model_zip: str = ""
     stats_dir: str = ""
     run_id: str | None = None
@@ -68,8 +69,12 @@ def returns_matrix(
     return np.column_stack([s[:t] for s in series]) if t else np.zeros((0, len(series))), notes
 
 
-def evaluate_sweep(cands: Sequence[CandidateBacktest], cfg: EvaluationConfig) -> dict[str, Any]:
-    """Gates, overfitting statistics and decisions for every candidate. Returns
+def evaluate_sweep(
+    cands: Sequence[CandidateBacktest], cfg: EvaluationConfig, n_trials: int | None = None
+) -> dict[str, Any]:
+    """Gates, overfitting statistics and decisions for every candidate. `n_trials`
+    (default: the number of candidates) is what the DSR deflates by: pass every trial
+    that was tried, including candidates whose training failed. Returns
     {"candidates": [...], "best", "challenger", "overfitting": {...}, "notes": [...]}
     in the evaluation.json shape (the caller adds sweep ids and fingerprints)."""
     g = cfg.gates
@@ -82,13 +87,17 @@ def evaluate_sweep(cands: Sequence[CandidateBacktest], cfg: EvaluationConfig) ->
     m, cut_notes = returns_matrix(cands, cfg.return_period_s)
     notes += cut_notes
     pbo: float | None = None
-    over: dict[str, Any] = {"pbo": None, "dsr": None, "n_trials": len(cands)}
+    n_all = max(n_trials or 0, len(cands))
+    over: dict[str, Any] = {"pbo": None, "dsr": None, "n_trials": n_all}
     trial_var = 0.0
     if m.shape[0] >= 2 and m.shape[1] >= 1:
         rep = overfitting_report(m, cfg.pbo_splits)
         pbo = rep.pbo
         trial_var = rep.trials_sharpe_variance
         over = {**rep.as_dict(), "best_candidate": cands[rep.best_trial].candidate_id}
+        if n_all > len(cands):
+            series = m[:, rep.best_trial]
+            over.update(dsr=deflated_sharpe_ratio(series, n_all, trial_var), n_trials=n_all)
         if pbo is None:
             notes.append("PBO needs at least 2 candidates: not computed")
     else:
@@ -100,7 +109,7 @@ def evaluate_sweep(cands: Sequence[CandidateBacktest], cfg: EvaluationConfig) ->
         dsr: float | None = None
         series = m[:, j] if m.shape[0] >= 2 else None
         if series is not None and np.isfinite(sharpe_per_period(series)[0]):
-            dsr = deflated_sharpe_ratio(series, len(cands), trial_var)
+            dsr = deflated_sharpe_ratio(series, n_all, trial_var)
         gates = candidate_gates(test_m, groups[(c.trial.name, c.timesteps)], pbo, dsr, g)
         totals = aggregate_totals(test_m)
         dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)
@@ -116,6 +125,9 @@ def evaluate_sweep(cands: Sequence[CandidateBacktest], cfg: EvaluationConfig) ->
                 "test_totals": totals,
                 "slices": [s.as_dict() for s in test_m],
                 "stress_slices": [r.metrics.as_dict() for r in c.stress if r.metrics is not None],
+                "validation_slices": [
+                    r.metrics.as_dict() for r in c.validation if r.metrics is not None
+                ],
                 "dsr": dsr,
                 "model_zip": c.model_zip,
                 "stats_dir": c.stats_dir,

@@ -234,6 +234,8 @@ def train_one(task: TrainTask) -> TrainResult:
     model.set_logger(Logger(folder=None, output_formats=[writer]))
     callback = _make_callbacks(task.timesteps, task.trial.env.reward.punishment_suppression_cycles)
     model.learn(total_timesteps=task.timesteps, callback=callback, progress_bar=False)
+    # SB3 dumps before each update, so the last update's train/* values are still pending
+    model.logger.dump(step=model.num_timesteps)
     wall = time.perf_counter() - t0
     done = int(model.num_timesteps)
 
@@ -276,6 +278,23 @@ def load_result(out_dir: str | Path) -> TrainResult | None:
     if not p.exists():
         return None
     return TrainResult.model_validate_json(p.read_text())
+
+
+def finished_result(task: TrainTask) -> TrainResult | None:
+    """The result of an earlier successful run of exactly this task (same task.json, model
+    still on disk), or None: lets a re-run skip finished work without starting workers."""
+    out = Path(task.out_dir)
+    res = load_result(out)
+    if res is None or not res.ok or not res.model_zip or not Path(res.model_zip).exists():
+        return None
+    try:
+        recorded = json.loads((out / TASK_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    recorded.pop("run_name", None)
+    if recorded != task.model_dump(mode="json"):
+        return None
+    return res
 
 
 # ---------------------------------------------------------------- executors

@@ -1,0 +1,215 @@
+"""Prefect flow `train-policies`: the PPO sweep. Control flow only.
+
+One task per (trial, seed, timesteps, fold), on a process pool by default (one torch
+thread per process), on Dask when `sweep.executor == "dask"`, or one at a time
+("sequential"). Tasks retry `sweep.retries` times and are cached by their inputs
+(INPUTS + TASK_SOURCE, results persisted), so a re-run resumes where it stopped; a task
+that still fails is reported in the result and on the sweep's MLflow run, never dropped.
+
+MLflow (through `registry.tracking`): one parent run per sweep, a child run per task
+named after its knobs, the full config as params and as a JSON artifact, SB3 metrics in
+batches, the train slice as a dataset input and the model zip as an artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from core.atomic import write_json_atomic
+from core.config.experiment import ExperimentConfig
+from core.config.training import SweepConfig
+from core.paths import DataLayout
+from core.settings import ensure_single_thread_math
+from training.candidates import load_catalog, plan_tasks, training_root
+from training.sweep import TrainResult, TrainTask, finished_result, read_metrics_csv, train_one
+
+SWEEP_JSON = "sweep.json"
+
+
+@task(name="train-policy", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def train_policy(train_task: TrainTask) -> dict[str, Any]:
+    """One PPO run (training.sweep.train_one); returns the TrainResult as JSON."""
+    return train_one(train_task).model_dump(mode="json")
+
+
+def task_runner(sweep: SweepConfig) -> TaskRunner:  # type: ignore[type-arg]
+    """Process pool (default), Dask (prefect-dask), or one worker thread."""
+    if sweep.executor == "process":
+        return ProcessPoolTaskRunner(
+            max_workers=sweep.n_workers, initializer=ensure_single_thread_math
+        )
+    if sweep.executor == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if sweep.dask_address:
+            return DaskTaskRunner(address=sweep.dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": sweep.n_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            }
+        )
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def _progress(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc="sweep", unit="task", disable=os.environ.get("TQDM_DISABLE") == "1"
+    )
+
+
+def _log_task(
+    parent: str,
+    experiment: str,
+    cfg: ExperimentConfig,
+    t: TrainTask,
+    res: TrainResult,
+    manifest: dict[str, Any],
+) -> str:
+    from registry import tracking
+
+    params = {
+        "trial": t.trial.model_dump(mode="json"),
+        "seed": t.seed,
+        "timesteps": t.timesteps,
+        "fold": t.fold,
+        "train_slice_id": t.train_slice_id,
+        "stats_id": t.stats_id,
+    }
+    tags = {
+        "candidate_id": t.candidate_id,
+        "trial": t.trial.name,
+        "trial_fingerprint": t.trial_fingerprint,
+        "config_fingerprint": cfg.fingerprint,
+        "spec_hash": cfg.features.spec.spec_hash,
+        "seed": str(t.seed),
+        "timesteps": str(t.timesteps),
+        "fold": str(t.fold),
+        "reward_version": t.trial.env.reward.version,
+        "attempts": str(res.attempts),
+    }
+    history = read_metrics_csv(res.metrics_csv) if res.metrics_csv else []
+    finals = {
+        "timesteps_done": float(res.timesteps_done),
+        "wall_s": res.wall_s,
+        "steps_per_s": res.steps_per_s,
+    }
+    artifacts = [p for p in (res.model_zip, res.task_json, res.metrics_csv) if p]
+    return tracking.log_child_run(
+        parent, experiment, t.run_name, params, tags, history, finals, artifacts, [manifest]
+    )
+
+
+def _await(fut: Any, t: TrainTask, retries: int) -> TrainResult:
+    """The task's TrainResult, or a failed one carrying the task's own exception."""
+    fut.wait()
+    if fut.state.is_completed():
+        return TrainResult.model_validate(fut.result())
+    exc = fut.result(raise_on_failure=False)
+    err = (
+        f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(fut.state.message)
+    )
+    return TrainResult(
+        run_name=t.run_name,
+        candidate_id=t.candidate_id,
+        fold=t.fold,
+        ok=False,
+        attempts=retries + 1,
+        error=err,
+    )
+
+
+@flow(name="train-policies")
+def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
+    """Run the sweep (module docstring); returns {"sweep_run_id", "tasks", "failed"} and
+    writes it to reports/<sweep_run_id>/sweep.json."""
+    from registry import tracking
+
+    logger = get_run_logger()
+    layout = DataLayout(Path(data_dir).resolve())
+    spec_hash = cfg.features.spec.spec_hash
+    catalog = load_catalog(layout, spec_hash)
+    tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
+    tracking.configure(tracking_uri)
+    experiment = cfg.registry.experiment
+    parent = tracking.start_parent_run(
+        experiment,
+        f"sweep-{cfg.name}-{cfg.fingerprint[:8]}",
+        params=cfg.model_dump(mode="json"),
+        tags={
+            "config_fingerprint": cfg.fingerprint,
+            "spec_hash": spec_hash,
+            "kind": "sweep",
+            "n_tasks": str(len(tasks)),
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "experiment_config.json"
+        cfg_path.write_text(json.dumps(cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+        tracking.log_artifacts(parent, [str(cfg_path)])
+    logger.info(
+        "sweep %s: %d tasks on %s x%d", parent, len(tasks), cfg.sweep.executor, cfg.sweep.n_workers
+    )
+
+    # finished work (same task, model on disk) is reused without starting a worker;
+    # everything else goes to the task runner, where Prefect's input cache is the second net
+    done = {i: r for i, t in enumerate(tasks) if (r := finished_result(t)) is not None}
+    submit = train_policy.with_options(retries=cfg.sweep.retries)
+    futures = {i: submit.submit(t) for i, t in enumerate(tasks) if i not in done}
+    logger.info("%d tasks already finished, %d to run", len(done), len(futures))
+    bar = _progress(len(tasks))
+    bar.update(len(done))
+    out: list[dict[str, Any]] = []
+    for i, t in enumerate(tasks):
+        res = done.get(i) or _await(futures[i], t, cfg.sweep.retries)
+        if i in futures:
+            bar.update(1)
+        run_id = None
+        if res.ok:
+            run_id = _log_task(parent, experiment, cfg, t, res, catalog.manifests[t.train_slice_id])
+        else:
+            logger.error(
+                "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
+            )
+        out.append(
+            {
+                **res.model_dump(mode="json"),
+                "run_id": run_id,
+                "out_dir": t.out_dir,
+                "task": t.model_dump(mode="json"),
+            }
+        )
+    bar.close()
+    failed = [r["run_name"] for r in out if not r["ok"]]
+    tracking.set_tags(parent, {"failed_tasks": ",".join(failed) or "none"})
+    tracking.end_run(parent, "FAILED" if failed and len(failed) == len(out) else "FINISHED")
+    result = {
+        "sweep_run_id": parent,
+        "tasks": out,
+        "failed": failed,
+        "config_fingerprint": cfg.fingerprint,
+        "spec_hash": spec_hash,
+    }
+    write_json_atomic(layout.reports(parent) / SWEEP_JSON, result)
+    return result
+
+
+def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
+    """Entry point (nightly, CLI): the `train-policies` flow on the task runner that
+    `cfg.sweep` asks for."""
+    return train_policies_flow.with_options(task_runner=task_runner(cfg.sweep))(
+        cfg, data_dir, tracking_uri
+    )

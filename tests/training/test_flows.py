@@ -1,0 +1,177 @@
+"""train-policies and evaluate-policies through real Prefect runs (the session harness),
+MLflow on SQLite, and `chappie audit overfitting` on the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config.experiment import ExperimentConfig
+from tests.training.conftest import DataDir, build_data_dir
+
+CONTRACT_KEYS = {
+    "sweep_run_id",
+    "experiment",
+    "config_fingerprint",
+    "spec_hash",
+    "candidates",
+    "best",
+    "challenger",
+    "overfitting",
+}
+CANDIDATE_KEYS = {
+    "candidate_id",
+    "trial",
+    "seed",
+    "timesteps",
+    "decision",
+    "reasons",
+    "gates",
+    "test_totals",
+    "slices",
+    "model_zip",
+    "stats_dir",
+    "run_id",
+    "env_config",
+    "reward_config",
+    "ppo_config",
+    "train_slices",
+    "test_slices",
+}
+
+
+def small(
+    cfg: ExperimentConfig, executor: str = "sequential", seeds: tuple[int, ...] = (0, 1)
+) -> ExperimentConfig:
+    sweep = cfg.sweep.model_copy(update={"executor": executor, "timesteps": (256,), "seeds": seeds})
+    return cfg.model_copy(update={"sweep": sweep})
+
+
+@pytest.fixture(scope="module")
+def swept(
+    prefect_harness: None, tmp_path_factory: pytest.TempPathFactory, tiny_cfg: ExperimentConfig
+):
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
+
+    data = build_data_dir(tmp_path_factory.mktemp("flow-data"), tiny_cfg)
+    cfg = small(tiny_cfg)
+    uri = f"sqlite:///{data.root}/mlflow.db"
+    sweep = train_flow(cfg, str(data.root), uri)
+    evaluation = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
+    return data, cfg, uri, sweep, evaluation
+
+
+def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
+    from mlflow import MlflowClient
+
+    data, cfg, uri, sweep, _ = swept
+    assert len(sweep["tasks"]) == 2 * 2 and not sweep["failed"]  # 2 seeds x 2 folds
+    assert all(Path(t["model_zip"]).is_file() for t in sweep["tasks"])
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(sweep["sweep_run_id"])
+    assert parent.data.tags["config_fingerprint"] == cfg.fingerprint
+    assert parent.data.params["sweep.seeds"] == "[0, 1]" or "sweep.seeds" in parent.data.params
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(t["run_name"] for t in sweep["tasks"])
+    child = children[0]
+    assert len(client.get_metric_history(child.info.run_id, "train/value_loss")) >= 1
+    assert child.data.tags["seed"] in {"0", "1"} and "trial.ppo.n_steps" in child.data.params
+    arts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"model.zip", "metrics.csv", "task.json"} <= arts
+    inputs = child.inputs.dataset_inputs
+    assert inputs and any(t.key == "sha256" and len(t.value) == 64 for t in inputs[0].tags)
+
+
+def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None:
+    data, cfg, uri, sweep, ev = swept
+    path = data.layout.reports(sweep["sweep_run_id"]) / "evaluation.json"
+    assert json.loads(path.read_text()) == ev
+    assert set(ev) >= CONTRACT_KEYS
+    assert ev["overfitting"]["n_trials"] == 2 and ev["overfitting"]["pbo"] is not None
+    for c in ev["candidates"]:
+        assert set(c) >= CANDIDATE_KEYS
+        assert c["decision"] in {"promote", "reject", "retest"} and c["reasons"]
+        assert [s["slice_id"] for s in c["slices"]] == ["fold00-test", "fold01-test"]
+        assert [s["slice_id"] for s in c["stress_slices"]] == ["stress00"]
+        assert c["model_zip"].endswith(
+            "-f01-" + c["model_zip"].split("-f01-")[-1]
+        )  # last-fold model
+        assert set(c["gates"]) >= {
+            "pass_majority_slices",
+            "drawdown_under_cap",
+            "no_single_slice_dependency",
+            "seed_stability",
+            "pbo_under_cap",
+            "dsr_above_min",
+        }
+        for name in ("equity.png", "drawdown.png", "trades.csv", "report.md", "report.json"):
+            assert Path(c["report"][name]).is_file()
+    promoted = [c for c in ev["candidates"] if c["decision"] == "promote"]
+    if promoted:
+        best = max(promoted, key=lambda c: c["test_totals"]["pnl_plus_fees"])
+        assert ev["best"] == best["candidate_id"]
+    else:
+        assert ev["best"] is None
+
+
+def test_rerun_resumes_without_retraining(swept) -> None:
+    from flows.train import train_flow
+
+    data, cfg, uri, sweep, _ = swept
+    again = train_flow(cfg, str(data.root), uri)
+    assert again["sweep_run_id"] != sweep["sweep_run_id"]
+    before = {t["run_name"]: t["wall_s"] for t in sweep["tasks"]}
+    assert {t["run_name"]: t["wall_s"] for t in again["tasks"]} == before  # reused, not retrained
+
+
+def test_audit_overfitting_recomputes_the_record(
+    swept, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from flows.cli import main
+
+    data, _, _, sweep, ev = swept
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(data.root))
+    assert main(["audit", "overfitting", sweep["sweep_run_id"], "--json"]) == 0
+    audit = json.loads(capsys.readouterr().out)
+    assert audit["agree"] and audit["recomputed"]["pbo"] == pytest.approx(ev["overfitting"]["pbo"])
+
+
+def test_failed_training_is_retried_reported_and_judged_retest(
+    prefect_harness: None, tmp_path: Path, tiny_cfg: ExperimentConfig
+) -> None:
+    from flows.evaluate import evaluate_flow
+    from flows.train import train_flow
+
+    data: DataDir = build_data_dir(tmp_path / "d", tiny_cfg)
+    bad = data.layout.slices(tiny_cfg.features.spec.spec_hash) / "fold01-train.parquet"
+    bad.write_bytes(b"not a parquet file")
+    cfg = small(tiny_cfg, seeds=(0,))
+    uri = f"sqlite:///{data.root}/mlflow.db"
+    sweep = train_flow(cfg, str(data.root), uri)
+    assert [t["ok"] for t in sweep["tasks"]] == [True, False]
+    failed = sweep["tasks"][1]
+    assert failed["attempts"] == 2 and failed["error"] and sweep["failed"] == [failed["run_name"]]
+    ev = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
+    (c,) = ev["candidates"]
+    assert c["decision"] == "retest" and "training failed" in c["reasons"][0]
+    assert ev["best"] is None
+
+
+@pytest.mark.slow
+def test_train_flow_on_the_process_pool(
+    prefect_harness: None, tmp_path: Path, tiny_cfg: ExperimentConfig
+) -> None:
+    from flows.train import train_flow
+
+    data = build_data_dir(tmp_path / "d", tiny_cfg)
+    sweep = train_flow(
+        small(tiny_cfg, "process"), str(data.root), f"sqlite:///{data.root}/mlflow.db"
+    )
+    assert [t["ok"] for t in sweep["tasks"]] == [True] * 4

@@ -1,0 +1,275 @@
+"""Sweep planning and per-candidate walk-forward backtests on disk.
+
+- `plan_tasks` (pure): the experiment grid, trials x seeds x timesteps x folds, as
+  TrainTasks whose out dirs depend only on what determines the model (run name and the
+  train slice's sha256), so a re-run finds finished work.
+- `backtest_candidate` (adapter): one candidate's fold models on their own fold's test
+  (and validation) slices, the last-fold model also on the stress slices, each model's
+  slices in one lockstep pass; results saved as `backtest.npz` + `backtest.json` so a
+  Prefect task can return a path and the evaluation can reload them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from core.atomic import write_bytes_atomic, write_json_atomic
+from core.config.base import FrozenModel
+from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
+from core.paths import DataLayout
+from training.backtest import SliceInput, SliceResult, backtest, sb3_batch_policy
+from training.evaluation import CandidateBacktest
+from training.metrics import SliceMetrics
+from training.sweep import TrainTask, candidate_id
+
+BACKTEST_NPZ = "backtest.npz"
+BACKTEST_JSON = "backtest.json"
+
+
+class FoldSlices(FrozenModel):
+    """What one fold contributes: slice ids, paths, sha256s and its stats."""
+
+    fold: int
+    train_id: str
+    train_path: str
+    train_sha256: str
+    test_id: str
+    test_path: str
+    test_sha256: str
+    validation_id: str | None = None
+    validation_path: str | None = None
+    validation_sha256: str | None = None
+    stats_id: str
+    stats_dir: str
+
+
+def training_root(layout: DataLayout, spec_hash: str) -> Path:
+    """Where task out dirs live: <data>/training/<spec12>/."""
+    return layout.root / "training" / layout.spec12(spec_hash)
+
+
+def plan_tasks(sweep: SweepConfig, folds: Sequence[FoldSlices], root: Path) -> list[TrainTask]:
+    """Every (trial, seed, timesteps, fold) as a TrainTask, grid order (trial, seed,
+    timesteps, fold). Pure. Raises ValueError on duplicate trial names (candidate ids
+    must be unique)."""
+    names = [t.name for t in sweep.trials]
+    if len(set(names)) != len(names):
+        raise ValueError(f"trial names must be unique, got {names}")
+    tasks = []
+    for trial in sweep.trials:
+        for seed in sweep.seeds:
+            for timesteps in sweep.timesteps:
+                for f in folds:
+                    t = TrainTask(
+                        trial=trial,
+                        seed=seed,
+                        timesteps=timesteps,
+                        fold=f.fold,
+                        train_slice=f.train_path,
+                        train_slice_id=f.train_id,
+                        train_sha256=f.train_sha256,
+                        stats_dir=f.stats_dir,
+                        stats_id=f.stats_id,
+                        out_dir="",
+                    )
+                    out = root / f"{t.run_name}-{f.train_sha256[:8] or 'nohash'}"
+                    tasks.append(t.model_copy(update={"out_dir": str(out)}))
+    return tasks
+
+
+class CandidatePlan(FrozenModel):
+    """One candidate's backtest: its model per fold (fold order) and the slices."""
+
+    candidate_id: str
+    trial: TrialConfig
+    seed: int
+    timesteps: int
+    model_zips: tuple[str, ...]  # one per fold, fold order
+    folds: tuple[FoldSlices, ...]
+    stress_paths: tuple[str, ...] = ()
+    stress_ids: tuple[str, ...] = ()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    out_dir: str
+    model_sha256: tuple[str, ...] = Field(default=())  # ties the task cache to the models' bytes
+
+
+def group_candidates(tasks: Sequence[TrainTask]) -> dict[str, list[TrainTask]]:
+    """Tasks by candidate id, each list in fold order. Pure."""
+    out: dict[str, list[TrainTask]] = {}
+    for t in tasks:
+        out.setdefault(candidate_id(t.trial.name, t.seed, t.timesteps), []).append(t)
+    return {k: sorted(v, key=lambda t: t.fold) for k, v in out.items()}
+
+
+def _load_policy(zip_path: str) -> Any:
+    from core.settings import ensure_single_thread_math
+
+    ensure_single_thread_math()
+    import torch
+
+    torch.set_num_threads(1)
+    from stable_baselines3 import PPO
+
+    if not Path(zip_path).exists():
+        raise FileNotFoundError(f"model not found: {zip_path}")
+    return sb3_batch_policy(PPO.load(zip_path, device="cpu"))
+
+
+def backtest_candidate(plan: CandidatePlan) -> str:
+    """Backtest every fold model of `plan` on its own fold's validation and test slices,
+    and the last-fold model on the stress slices too; write backtest.npz/backtest.json
+    into `plan.out_dir`; return the out dir. Raises on a missing model or bad slice."""
+    results: list[SliceResult] = []
+    last = len(plan.folds) - 1
+    for k, (zip_path, f) in enumerate(zip(plan.model_zips, plan.folds, strict=True)):
+        inputs = []
+        if f.validation_path and f.validation_id:
+            inputs.append(SliceInput(f.validation_path, f.validation_id, "validation", f.fold))
+        inputs.append(SliceInput(f.test_path, f.test_id, "test", f.fold))
+        if k == last:
+            inputs += [
+                SliceInput(p, sid, "stress", None)
+                for p, sid in zip(plan.stress_paths, plan.stress_ids, strict=True)
+            ]
+        policy = _load_policy(zip_path)
+        results += backtest(policy, inputs, f.stats_dir, plan.trial.env, plan.evaluation)
+    save_results(Path(plan.out_dir), results)
+    return plan.out_dir
+
+
+def save_results(out_dir: Path, results: Sequence[SliceResult]) -> None:
+    """backtest.npz (curves) then backtest.json (slices, metrics, trades), atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    meta = []
+    for i, r in enumerate(results):
+        arrays[f"ts{i}"] = r.ts_ns
+        arrays[f"eq{i}"] = r.equity
+        arrays[f"pos{i}"] = r.position_size
+        arrays[f"act{i}"] = r.actions
+        meta.append(
+            {
+                "slice": {
+                    "path": r.slice.path,
+                    "slice_id": r.slice.slice_id,
+                    "kind": r.slice.kind,
+                    "fold": r.slice.fold,
+                },
+                "metrics": r.metrics.as_dict() if r.metrics else None,
+                "fees_paid": r.fees_paid,
+                "trades": r.trades,
+            }
+        )
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out_dir / BACKTEST_NPZ, buf.getvalue())
+    write_json_atomic(out_dir / BACKTEST_JSON, {"slices": meta})
+
+
+def load_results(out_dir: str | Path) -> list[SliceResult]:
+    """The SliceResults written by `save_results` (no pickles)."""
+    d = Path(out_dir)
+    meta = json.loads((d / BACKTEST_JSON).read_text())["slices"]
+    with np.load(d / BACKTEST_NPZ, allow_pickle=False) as z:
+        return [
+            SliceResult(
+                slice=SliceInput(**m["slice"]),
+                ts_ns=z[f"ts{i}"],
+                equity=z[f"eq{i}"],
+                position_size=z[f"pos{i}"],
+                actions=z[f"act{i}"],
+                trades=m["trades"],
+                fees_paid=float(m["fees_paid"]),
+                metrics=SliceMetrics(**m["metrics"]) if m["metrics"] else None,
+            )
+            for i, m in enumerate(meta)
+        ]
+
+
+def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> CandidateBacktest:
+    """The evaluation view of a candidate: test slices gated; stress and validation
+    slices reported, never gated."""
+    return CandidateBacktest(
+        candidate_id=plan.candidate_id,
+        trial=plan.trial,
+        seed=plan.seed,
+        timesteps=plan.timesteps,
+        test=[r for r in results if r.slice.kind == "test"],
+        stress=[r for r in results if r.slice.kind == "stress"],
+        validation=[r for r in results if r.slice.kind == "validation"],
+        model_zip=plan.model_zips[-1] if plan.model_zips else "",
+        stats_dir=plan.folds[-1].stats_dir if plan.folds else "",
+        train_slices=[{"slice_id": f.train_id, "sha256": f.train_sha256} for f in plan.folds],
+        test_slices=[{"slice_id": f.test_id, "sha256": f.test_sha256} for f in plan.folds],
+    )
+
+
+class SliceCatalog(FrozenModel):
+    """The folds and stress slices of a spec, with every slice manifest (as dicts)."""
+
+    spec_hash: str
+    folds: tuple[FoldSlices, ...]
+    stress_ids: tuple[str, ...]
+    stress_paths: tuple[str, ...]
+    manifests: dict[str, dict[str, Any]]
+
+
+def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
+    """Read folds.json and every manifest it names. Raises FileNotFoundError when the
+    features stage has not run, ValueError when a slice failed validation or a listed
+    file is missing."""
+    from features.slices import load_fold_index, load_manifest
+
+    index = load_fold_index(layout, spec_hash)
+    folder = layout.slices(spec_hash)
+    manifests: dict[str, dict[str, Any]] = {}
+
+    def manifest(slice_id: str) -> dict[str, Any]:
+        m = load_manifest(folder / f"{slice_id}.manifest.json").model_dump(mode="json")
+        if not m["validation"].get("success", False):
+            raise ValueError(f"slice {slice_id} failed validation: {m['validation'].get('failed')}")
+        path = folder / f"{slice_id}.parquet"
+        if not path.exists():
+            raise ValueError(f"slice file missing: {path}")
+        m["path"] = str(path.resolve())
+        manifests[slice_id] = m
+        return m
+
+    folds = []
+    for f in index.folds:
+        tr, te = manifest(f.train), manifest(f.test)
+        va = manifest(f.validation) if f.validation else None
+        stats = layout.stats(f.stats_id)
+        if not (stats / "stats.json").exists():
+            raise ValueError(f"fold {f.fold}: stats {f.stats_id} missing at {stats}")
+        folds.append(
+            FoldSlices(
+                fold=f.fold,
+                train_id=f.train,
+                train_path=tr["path"],
+                train_sha256=tr["sha256"],
+                test_id=f.test,
+                test_path=te["path"],
+                test_sha256=te["sha256"],
+                validation_id=f.validation,
+                validation_path=va["path"] if va else None,
+                validation_sha256=va["sha256"] if va else None,
+                stats_id=f.stats_id,
+                stats_dir=str(stats.resolve()),
+            )
+        )
+    stress = [manifest(s) for s in index.stress]
+    return SliceCatalog(
+        spec_hash=spec_hash,
+        folds=tuple(folds),
+        stress_ids=tuple(m["slice_id"] for m in stress),
+        stress_paths=tuple(m["path"] for m in stress),
+        manifests=manifests,
+    )
