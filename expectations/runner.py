@@ -74,16 +74,97 @@ def _context() -> Any:
 _SUITES: dict[str, Any] = {}
 
 
+def _suite_key(suite: Suite) -> str:
+    """Suite name plus a content hash: one name never means two different suites."""
+    from core.hashing import sha256_bytes
+
+    return f"{suite.name}-{sha256_bytes(repr(suite).encode())[:8]}"
+
+
 def _gx_suite(suite: Suite) -> Any:
     """GX suite for `suite`, built once per process per content (building one
     expectation at a time is quadratic in GX)."""
     import great_expectations as gx
 
-    key = repr(suite)
+    key = _suite_key(suite)
     if key not in _SUITES:
         exps = [getattr(gx.expectations, e.type)(**e.kwargs) for e in suite.expectations]
-        _SUITES[key] = gx.ExpectationSuite(name=suite.name, expectations=exps)
+        _SUITES[key] = gx.ExpectationSuite(name=key, expectations=exps)
     return _SUITES[key]
+
+
+def _get_or_add(store: Any, name: str, make: Any) -> Any:
+    try:
+        return store.get(name)
+    except Exception:  # noqa: BLE001 - GX raises its own lookup errors
+        return store.add(make())
+
+
+def _batch_definition(ctx: Any, asset: str) -> Any:
+    ds_name = "chappie-pandas"
+    try:
+        ds = ctx.data_sources.get(ds_name)
+    except Exception:  # noqa: BLE001
+        ds = ctx.data_sources.add_pandas(ds_name)
+    try:
+        data_asset = ds.get_asset(asset)
+    except Exception:  # noqa: BLE001
+        data_asset = ds.add_dataframe_asset(asset)
+    try:
+        return data_asset.get_batch_definition("whole")
+    except Exception:  # noqa: BLE001
+        return data_asset.add_batch_definition_whole_dataframe("whole")
+
+
+def _docs_site(ctx: Any, folder: Path) -> str:
+    """Register a local Data Docs site writing HTML into `folder` (once)."""
+    from core.hashing import sha256_bytes
+
+    name = f"chappie-{sha256_bytes(str(folder.resolve()).encode())[:8]}"
+    if name not in ctx.get_site_names():
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx.add_data_docs_site(
+            site_name=name,
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(folder.resolve()),
+                },
+            },
+        )
+    return name
+
+
+def _run_with_docs(
+    ctx: Any, bd: Any, pdf: Any, suite: Suite, asset: str, folder: Path, run_name: str
+) -> Any:
+    """Validate through a Checkpoint whose action renders Data Docs HTML into `folder`."""
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    site = _docs_site(ctx, folder)
+    gx_suite = _get_or_add(ctx.suites, _suite_key(suite), lambda: _gx_suite(suite))
+    vd_name = f"{_suite_key(suite)}:{asset}"
+    vd = _get_or_add(
+        ctx.validation_definitions,
+        vd_name,
+        lambda: gx.ValidationDefinition(name=vd_name, data=bd, suite=gx_suite),
+    )
+    cp_name = f"{vd_name}:{site}"
+    cp = _get_or_add(
+        ctx.checkpoints,
+        cp_name,
+        lambda: gx.Checkpoint(
+            name=cp_name,
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs", site_names=[site])],
+            result_format="BASIC",
+        ),
+    )
+    result = cp.run(batch_parameters={"dataframe": pdf}, run_id=RunIdentifier(run_name=run_name))
+    return next(iter(result.run_results.values()))
 
 
 def _describe(res: Any) -> str:
@@ -102,29 +183,32 @@ def _describe(res: Any) -> str:
     return f"{name}({cols}){extra}"
 
 
-def run_suite(frame: pl.DataFrame, suite: Suite, asset: str = "frame") -> ValidationResult:
-    """Validate a polars frame against `suite`; never raises on failed expectations."""
+def run_suite(
+    frame: pl.DataFrame,
+    suite: Suite,
+    asset: str = "frame",
+    data_docs_dir: str | Path | None = None,
+    run_name: str | None = None,
+) -> ValidationResult:
+    """Validate a polars frame against `suite`; never raises on failed expectations.
+
+    With `data_docs_dir` the run goes through a GX Checkpoint that renders Data Docs
+    HTML there (index.html, one page per run named `run_name`)."""
     ctx = _context()
     pdf = frame.to_pandas()
-    ds_name = "chappie-pandas"
-    try:
-        ds = ctx.data_sources.get(ds_name)
-    except Exception:  # noqa: BLE001 - GX raises its own lookup errors
-        ds = ctx.data_sources.add_pandas(ds_name)
-    try:
-        data_asset = ds.get_asset(asset)
-    except Exception:  # noqa: BLE001
-        data_asset = ds.add_dataframe_asset(asset)
-    try:
-        bd = data_asset.get_batch_definition("whole")
-    except Exception:  # noqa: BLE001
-        bd = data_asset.add_batch_definition_whole_dataframe("whole")
-    batch = bd.get_batch(batch_parameters={"dataframe": pdf})
-    res = batch.validate(_gx_suite(suite), result_format="BASIC")
+    bd = _batch_definition(ctx, asset)
+    docs: str | None = None
+    if data_docs_dir is not None:
+        folder = Path(data_docs_dir)
+        res = _run_with_docs(ctx, bd, pdf, suite, asset, folder, run_name or asset)
+        docs = str(folder / "index.html")
+    else:
+        batch = bd.get_batch(batch_parameters={"dataframe": pdf})
+        res = batch.validate(_gx_suite(suite), result_format="BASIC")
     failed = [_describe(r) for r in res.results if not r.success]
     stats = {k: v for k, v in dict(res.statistics).items() if v is not None}
     return ValidationResult(
-        success=bool(res.success), suite=suite.name, failed=failed, statistics=stats
+        success=bool(res.success), suite=suite.name, failed=failed, statistics=stats, data_docs=docs
     )
 
 
@@ -135,31 +219,33 @@ def validate_frames(
     cfg: ExpectationsConfig,
     mean: np.ndarray | None = None,
     sigma: np.ndarray | None = None,
+    data_docs_dir: str | Path | None = None,
+    run_name: str = "slice",
 ) -> ValidationResult:
     """Run the book suite on `bars` (the slice's bars, when given) and the feature suite
     on `slice_frame`; merge both into one result. Never raises on failures."""
     results: list[ValidationResult] = []
     if bars is not None:
-        results.append(run_suite(book_view(bars, spec.depth), book_suite(), "book"))
+        view = book_view(bars, spec.depth)
+        results.append(run_suite(view, book_suite(), "book", data_docs_dir, run_name))
     fsuite = feature_suite(spec, cfg, with_stats=mean is not None)
-    results.append(run_suite(feature_view(slice_frame, spec, mean, sigma), fsuite, "features"))
+    fview = feature_view(slice_frame, spec, mean, sigma)
+    results.append(run_suite(fview, fsuite, "features", data_docs_dir, run_name))
     stats = {
-        "evaluated_expectations": sum(
-            r.statistics.get("evaluated_expectations", 0) for r in results
-        ),
-        "successful_expectations": sum(
-            r.statistics.get("successful_expectations", 0) for r in results
-        ),
-        "unsuccessful_expectations": sum(
-            r.statistics.get("unsuccessful_expectations", 0) for r in results
-        ),
-        "rows": slice_frame.height,
+        key: sum(r.statistics.get(key, 0) for r in results)
+        for key in (
+            "evaluated_expectations",
+            "successful_expectations",
+            "unsuccessful_expectations",
+        )
     }
+    stats["rows"] = slice_frame.height
     return ValidationResult(
         success=all(r.success for r in results),
         suite="+".join(r.suite for r in results),
         failed=[f for r in results for f in r.failed],
         statistics=stats,
+        data_docs=results[-1].data_docs,
     )
 
 
@@ -177,7 +263,9 @@ def validate_slice(
     """Validate a slice (frame or parquet path) and its bars; raise
     SliceValidationError listing the failed expectations, else return the result."""
     frame = slice_frame if isinstance(slice_frame, pl.DataFrame) else pl.read_parquet(slice_frame)
-    result = validate_frames(frame, bars, spec, cfg or ExpectationsConfig(), mean, sigma)
+    result = validate_frames(
+        frame, bars, spec, cfg or ExpectationsConfig(), mean, sigma, data_docs_dir, slice_id
+    )
     if not result.success:
         raise SliceValidationError(slice_id, result.failed, result)
     return result

@@ -147,4 +147,5 @@ def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool) 
     if with_stats:
         lim = cfg.normalized_abs_max
         exps += [_between(Z_PREFIX + n, -lim, lim, cfg.normalized_mostly) for n in spec.names]
-    return Suite(f"{FEATURE_SUITE}-{spec.version}", tuple(exps))
+    name = f"{FEATURE_SUITE}-{spec.version}" + ("" if with_stats else "-raw")
+    return Suite(name, tuple(exps))

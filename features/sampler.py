@@ -74,31 +74,31 @@ def _close_bar(
     if st[ST_STARTED] == 0 and ok:
         st[ST_STARTED] = 1
     if st[ST_STARTED] == 1:
-        out[k, 0] = st[ST_TCUR]
+        out[0, k] = st[ST_TCUR]
         c = 1
         for i in range(depth):
             if i < nb:
-                out[k, c] = book[0, nb - 1 - i]
-                out[k, c + 1] = book[1, nb - 1 - i]
+                out[c, k] = book[0, nb - 1 - i]
+                out[c + 1, k] = book[1, nb - 1 - i]
             else:
-                out[k, c] = 0
-                out[k, c + 1] = 0
+                out[c, k] = 0
+                out[c + 1, k] = 0
             if i < na:
-                out[k, c + 2] = -book[2, na - 1 - i]
-                out[k, c + 3] = book[3, na - 1 - i]
+                out[c + 2, k] = -book[2, na - 1 - i]
+                out[c + 3, k] = book[3, na - 1 - i]
             else:
-                out[k, c + 2] = 0
-                out[k, c + 3] = 0
+                out[c + 2, k] = 0
+                out[c + 3, k] = 0
             c += 4
-        out[k, c] = 1 if ok else 0
-        out[k, c + 1] = st[ST_NEV]
-        out[k, c + 2] = st[ST_OFI]
-        out[k, c + 3] = st[ST_BUYV]
-        out[k, c + 4] = st[ST_SELLV]
-        out[k, c + 5] = st[ST_NTR]
-        out[k, c + 6] = st[ST_LASTTR]
-        out[k, c + 7] = st[ST_BUYHI]
-        out[k, c + 8] = st[ST_SELLLO]
+        out[c, k] = 1 if ok else 0
+        out[c + 1, k] = st[ST_NEV]
+        out[c + 2, k] = st[ST_OFI]
+        out[c + 3, k] = st[ST_BUYV]
+        out[c + 4, k] = st[ST_SELLV]
+        out[c + 5, k] = st[ST_NTR]
+        out[c + 6, k] = st[ST_LASTTR]
+        out[c + 7, k] = st[ST_BUYHI]
+        out[c + 8, k] = st[ST_SELLLO]
         k += 1
     st[ST_NEV] = 0
     st[ST_OFI] = 0
@@ -201,10 +201,11 @@ def _max_rows(st: np.ndarray, first_ts: int | None, close_until: int, dt: int) -
 
 
 def _to_frame(rows: np.ndarray, depth: int) -> pl.DataFrame:
+    """`rows` is column-major: (n_bar_cols, n) — one contiguous array per column."""
     cols = schema.bar_columns(depth)
     data: dict[str, Any] = {}
     for c, name in enumerate(cols):
-        col = rows[:, c]
+        col = rows[c]
         data[name] = col.astype(np.bool_) if name == schema.BOOK_OK else col
     return pl.DataFrame(data)
 
@@ -273,9 +274,9 @@ def _sample_arrays(
     firsts = [int(a[0]) for a in (bts, tts) if a.shape[0]]
     lasts = [int(a[-1]) for a in (bts, tts) if a.shape[0]]
     if not firsts:
-        return _to_frame(np.zeros((0, n_bar_cols(depth)), dtype=np.int64), depth)
+        return _to_frame(np.zeros((n_bar_cols(depth), 0), dtype=np.int64), depth)
     close_until = -(-max(lasts) // dt) * dt
-    out = np.zeros((_max_rows(st, min(firsts), close_until, dt), n_bar_cols(depth)), dtype=np.int64)
+    out = np.zeros((n_bar_cols(depth), _max_rows(st, min(firsts), close_until, dt)), dtype=np.int64)
     _, k = _sample_kernel(
         new_book(256),
         st,
@@ -293,7 +294,7 @@ def _sample_arrays(
         depth,
         out,
     )
-    return _to_frame(out[:k], depth)
+    return _to_frame(np.ascontiguousarray(out[:, :k]) if k < out.shape[1] else out, depth)
 
 
 class BarSampler:
@@ -380,8 +381,8 @@ class BarSampler:
         firsts = [int(a[0, 0]) for a in (ba, ta) if a.shape[0]]
         out = np.zeros(
             (
-                _max_rows(self._st, min(firsts) if firsts else None, close_until, self.dt),
                 n_bar_cols(self.depth),
+                _max_rows(self._st, min(firsts) if firsts else None, close_until, self.dt),
             ),
             dtype=np.int64,
         )
@@ -406,7 +407,7 @@ class BarSampler:
         self._st[ST_LAST_TS] = self._applied_ts
         rows = []
         ok_i = self._cols.index(schema.BOOK_OK)
-        for r in out[:k]:
+        for r in out[:, :k].T:
             d = {c: int(v) for c, v in zip(self._cols, r.tolist(), strict=True)}
             d[schema.BOOK_OK] = bool(r[ok_i])
             rows.append(d)

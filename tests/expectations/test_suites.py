@@ -128,3 +128,17 @@ def test_suites_are_plain_data_naming_every_feature():
         np.full(len(SPEC.names), 2.0),
     )
     assert view["z__spread_ticks"][0] == 0.5
+
+
+def test_validation_with_data_docs_writes_html_per_slice_and_still_rejects(slice_frame, bars, tmp_path):
+    docs = tmp_path / "gx"
+    ok = validate_slice(slice_frame, SPEC, CFG, bars=bars, slice_id="fold00-test", data_docs_dir=docs)
+    assert ok.success and ok.data_docs == str(docs / "index.html")
+    assert (docs / "index.html").exists()
+    pages = sorted(p.relative_to(docs).as_posix() for p in (docs / "validations").rglob("*.html"))
+    assert any("/fold00-test/" in p for p in pages) and len(pages) == 2  # book + features
+    assert "fold00-test" in (docs / "index.html").read_text()
+    bad = _set(slice_frame, "imbalance_l1", 0, 2.0)
+    with pytest.raises(SliceValidationError):
+        validate_slice(bad, SPEC, CFG, bars=bars, slice_id="fold01-test", data_docs_dir=docs)
+    assert any("/fold01-test/" in p.as_posix() for p in (docs / "validations").rglob("*.html"))

@@ -1,4 +1,4 @@
-"""Events -> slices through the real sampler: plain adapter call and one real Prefect run."""
+"""Events -> slices through the real sampler and ingest partitions, in a real Prefect run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForward
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
-from features.slices import build_slices, load_fold_index, load_manifest
+from features.slices import load_fold_index, load_manifest
 
 SYMBOL = "XBTUSD"
 CFG = FeaturesConfig(
@@ -32,23 +32,6 @@ def _copy_events(src: Path, dst: Path) -> DataLayout:
     return DataLayout(dst)
 
 
-def test_build_slices_from_synthetic_events_records_lineage(events_dir, tmp_path):
-    layout = _copy_events(events_dir, tmp_path)
-    index = build_slices(CFG, layout, SYMBOL)
-    assert [f.test for f in index.folds] == ["fold00-test", "fold01-test"] and index.stress == [
-        "stress00"
-    ]
-    day1 = sha256_file(layout.events_day(SYMBOL, "2024-01-01") / "manifest.json")
-    day2 = sha256_file(layout.events_day(SYMBOL, "2024-01-02") / "manifest.json")
-    m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json")
-    assert m.event_partitions == {"2024-01-01": day1}
-    s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.manifest.json")
-    # its first rows look back across midnight into day 1
-    assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
-    assert s.stats_id == index.stress_stats_id
-    assert s.validation["success"] and "z__" not in str(s.validation)
-
-
 def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations(
     events_dir, tmp_path, prefect_harness
 ):
@@ -59,8 +42,24 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
     assert out == load_fold_index(layout, CFG.spec.spec_hash).model_dump(mode="json")
     m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold01-test.parquet")
     assert m.validation["success"] and m.sha256 == sha256_file(m.path)
+    assert (
+        m.validation["data_docs"] == str(layout.gx / "index.html")
+        and (layout.gx / "index.html").exists()
+    )
+    # lineage: sha256 of the event partitions' manifests each slice came from
+    day1 = sha256_file(layout.events_day(SYMBOL, "2024-01-01") / "manifest.json")
+    day2 = sha256_file(layout.events_day(SYMBOL, "2024-01-02") / "manifest.json")
+    assert load_manifest(
+        layout.slices(CFG.spec.spec_hash) / "fold00-train.parquet"
+    ).event_partitions == {"2024-01-01": day1}
+    s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.parquet")
+    # its first rows look back across midnight into day 1; no normalised check on stress
+    assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
+    assert s.stats_id == out["stress_stats_id"] and "z__" not in str(s.validation)
 
-    strict = CFG.model_copy(update={"expectations": ExpectationsConfig(normalized_abs_max=0.01)})
+    strict = CFG.model_copy(
+        update={"expectations": ExpectationsConfig(normalized_abs_max=0.01, data_docs=False)}
+    )
     bad_layout = _copy_events(events_dir, tmp_path / "bad")
     with pytest.raises(SliceValidationError) as err:
         build_features_flow(SYMBOL, strict, str(bad_layout.root))

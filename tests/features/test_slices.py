@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from core import schema as S
-from core.config.features import FeaturesConfig, FeatureSpec, WalkForwardConfig
+from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec, WalkForwardConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
@@ -34,6 +34,7 @@ CFG = FeaturesConfig(
         embargo_s=120,
         stress_windows=((0.8, 0.95),),
     ),
+    expectations=ExpectationsConfig(data_docs=False),  # Data Docs: tests/expectations, test_flow
 )
 N_BARS = 3600  # one hour of 1 s bars
 
