@@ -128,15 +128,17 @@ class BitmexFeed:
     def topics(self, tables: Sequence[str] | None = None) -> list[str]:
         return [f"{t}:{self.symbol}" for t in (tables or self.tables)]
 
-    async def resubscribe(self, table: str) -> None:
-        """Unsubscribe and subscribe `table` again: the exchange answers with a fresh
-        partial, and that table's messages are dropped until it arrives (desync recovery)."""
+    async def resubscribe(self, tables: Sequence[str] | None = None) -> None:
+        """Unsubscribe and subscribe `tables` (default: all) again: the exchange answers
+        with fresh partials, and each table's messages are dropped until its partial
+        arrives (desync recovery)."""
+        tables = tuple(tables or self.tables)
         self.stats.resubscribes += 1
-        self._need_partial.add(table)
+        self._need_partial.update(tables)
         ws = self._ws
         if ws is None:
             return  # the next connection subscribes afresh anyway
-        topic = self.topics([table])
+        topic = self.topics(tables)
         with contextlib.suppress(Exception):
             await ws.send(json.dumps({"op": "unsubscribe", "args": topic}))
             await ws.send(json.dumps({"op": "subscribe", "args": topic}))

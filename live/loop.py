@@ -176,7 +176,7 @@ class LiveSession:
         self.orders = orders
         self.stake_fraction = stake_fraction
         self.limits = limits or StateLimits()
-        self.decoder = make_decoder(symbol, instrument)
+        self.decoder = make_decoder(symbol, instrument, book_table)
         self.builder = ObservationBuilder(spec, stats, obs_clip)
         skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
         self.gate = SnapshotManager(spec.window, int(stale_after_s * NS_PER_S), skew)
@@ -186,7 +186,7 @@ class LiveSession:
         self.last_event_ns = -1
         self._next_close = 0
         self.desyncs = 0
-        self.pending_resubscribe: str | None = None
+        self.pending_resubscribe = False
         self.decisions: list[dict[str, Any]] = []
         self.observations: list[np.ndarray] = []
         self.keep_history = False
@@ -253,7 +253,7 @@ class LiveSession:
     def _desync(self, reason: str, table: str) -> None:
         self.desyncs += 1
         self.reset(f"desync: {reason}")
-        self.pending_resubscribe = table
+        self.pending_resubscribe = True  # every table: the decoder restarts from fresh partials
 
     def on_tick(self, now_ns: int) -> list[dict[str, Any]]:
         """Close bars up to now_ns and decide on every bar that is ready."""
@@ -542,10 +542,9 @@ async def _run(
                 continue
             assert isinstance(ev, FeedMessage)
             session.on_message(ev.ts_recv, ev.msg)
-            if session.pending_resubscribe is not None:
-                table = session.pending_resubscribe
-                session.pending_resubscribe = None
-                await feed.resubscribe(table)
+            if session.pending_resubscribe:
+                session.pending_resubscribe = False
+                await feed.resubscribe()
 
     async def ticker() -> None:
         while True:
@@ -553,10 +552,9 @@ async def _run(
             session.on_tick(clock.now_ns())
             if session.orders is not None:
                 session.orders.refresh_dead_man()
-            if session.pending_resubscribe is not None:
-                table = session.pending_resubscribe
-                session.pending_resubscribe = None
-                await feed.resubscribe(table)
+            if session.pending_resubscribe:
+                session.pending_resubscribe = False
+                await feed.resubscribe()
 
     async def timer() -> None:
         if duration_s is None:

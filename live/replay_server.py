@@ -205,6 +205,11 @@ def canonical_to_messages(
             for action, rows in runs:
                 out.append((ts, 1, {"table": table, "action": action, "data": rows}))
         i = j
+    if out or len(col(trades, "ts_recv")):
+        # a trade partial (no history) opens the trade table, as the exchange sends on subscribe
+        first = min([ts for ts, _, _ in out] + [int(x) for x in col(trades, "ts_recv")[:1]])
+        trade_partial = {"table": "trade", "action": "partial", **_PARTIAL_HEADERS["trade"]}
+        out.append((first, -1, {**trade_partial, "filter": {"symbol": symbol}, "data": []}))
     t_ts, t_ev, t_side, t_px, t_sz = (
         col(trades, c) for c in ("ts_recv", "ts_event", "side", "price_ticks", "size")
     )

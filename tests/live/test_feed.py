@@ -114,7 +114,7 @@ def test_resubscribe_drops_messages_until_the_new_partial(ws_capture: Path) -> N
                     continue
                 seen.append(ev.msg["action"])
                 if len(seen) == 5:
-                    await feed.resubscribe("orderBookL2")
+                    await feed.resubscribe(["orderBookL2"])
                 if len(seen) == 8:
                     break
             await feed.close()

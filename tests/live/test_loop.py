@@ -72,6 +72,11 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
     # stdout carries the same decisions as human lines
     assert sum(1 for s in stdout.splitlines() if " action=none " in s) == len(lines)
     # the recording holds every received message in the format ingest reads
+    from core.instrument import XBTUSD
+    from ingest.ws_recording import read_ws_recording
+
+    fr = read_ws_recording(rec, "XBTUSD", XBTUSD)  # ingest reads what --record wrote
+    assert fr.ok and fr.book.height > 1000 and fr.trades.height > 0
     recorded = load_recording(rec)
     assert recorded[0][1]["info"].startswith("Welcome")
     assert sum(1 for _, m in recorded if m.get("table") == "orderBookL2") > 1000
@@ -111,7 +116,11 @@ def test_desync_leads_to_resubscribe_and_decisions_resume(ws_capture: Path, tmp_
         timer.cancel()
         requests = srv.server.subscribe_requests
     assert summary.desyncs == 1 and summary.resubscribes == 1
-    assert requests[-1] == ["orderBookL2:XBTUSD"]
+    assert requests[-1] == [
+        "orderBookL2:XBTUSD",
+        "trade:XBTUSD",
+        "instrument:XBTUSD",
+    ]  # fresh partials for all
     ts = [json.loads(s)["ts"] for s in out.read_text().splitlines()]
     gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
     assert max(gaps) > SMALL_SPEC.interval_ns  # decisions paused for a fresh partial and warm-up

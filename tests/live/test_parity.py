@@ -4,7 +4,6 @@ identical observations and actions (the real capture is one of the cases)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -18,7 +17,7 @@ from envs.position import StateLimits, management_state, open_account
 from features.compute import compute_features
 from features.sampler import sample_bars
 from features.stats import FrozenStats
-from live.decode import make_decoder
+from ingest.ws_recording import read_ws_recording
 from live.loop import LiveSession, PaperState
 from live.predictor import Predictor
 from live.recording import load_recording
@@ -27,20 +26,6 @@ from registry.policy import NumpyPolicy, PolicyArchitecture
 
 SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
 CLIP = 10.0
-
-
-def _events(messages: list[tuple[int, dict[str, Any]]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The recording's canonical events (the batch pipeline's input)."""
-    dec = make_decoder("XBTUSD", XBTUSD)
-    book: list[tuple] = []
-    trades: list[tuple] = []
-    for ts, msg in messages:
-        d = dec.decode(msg, ts)
-        book += [(ts, ts, s, p, q, d.is_snapshot) for s, p, q in d.book]
-        trades += [(te, ts, s, p, q) for s, p, q, te in d.trades]
-    bdf = pl.DataFrame(book, schema=list(S.BOOK_COLUMNS), orient="row")
-    tdf = pl.DataFrame(trades, schema=list(S.TRADE_COLUMNS), orient="row")
-    return bdf, tdf
 
 
 def _policy(n_features: int, seed: int) -> NumpyPolicy:
@@ -57,9 +42,8 @@ def _policy(n_features: int, seed: int) -> NumpyPolicy:
 
 
 def _batch(
-    messages: list, stats: FrozenStats, policy: NumpyPolicy, end_ns: int
+    book: pl.DataFrame, trades: pl.DataFrame, stats: FrozenStats, policy: NumpyPolicy, end_ns: int
 ) -> tuple[list[int], list[np.ndarray], list[int]]:
-    book, trades = _events(messages)
     bars = sample_bars(book, trades, SPEC)
     feats = compute_features(bars.lazy(), SPEC).collect()
     bars = bars.filter(pl.col(S.TS) <= end_ns)
@@ -107,19 +91,20 @@ def _live(
     return [d["ts"] for d in s.decisions], s.observations, [d["action"] for d in s.decisions]
 
 
-def _stats(messages: list) -> FrozenStats:
-    book, trades = _events(messages)
+def _stats(book: pl.DataFrame, trades: pl.DataFrame) -> FrozenStats:
     feats = compute_features(sample_bars(book, trades, SPEC).lazy(), SPEC).collect()
     x = feats.filter(~pl.col(S.WARMUP)).select(SPEC.names).to_numpy()
     x = x[np.isfinite(x).all(axis=1)]
     return FrozenStats.fit(x, SPEC.names, SPEC.spec_hash, SPEC.sigma_floor, [])
 
 
-def _assert_parity(messages: list, seed: int) -> int:
-    stats = _stats(messages)
+def _assert_parity(messages: list, book: pl.DataFrame, trades: pl.DataFrame, seed: int) -> int:
+    """Live: the raw messages through LiveSession. Batch: the canonical events through
+    sample_bars + compute_features + the frozen stats + the encoder."""
+    stats = _stats(book, trades)
     policy = _policy(len(SPEC.names), seed)
     lts, lobs, lact = _live(messages, stats, policy)
-    bts, bobs, bact = _batch(messages, stats, policy, end_ns=lts[-1] if lts else 0)
+    bts, bobs, bact = _batch(book, trades, stats, policy, end_ns=lts[-1] if lts else 0)
     assert len(lts) > 0
     assert lts == bts
     assert lact == bact
@@ -129,10 +114,12 @@ def _assert_parity(messages: list, seed: int) -> int:
 
 
 def test_real_capture_live_equals_batch(ws_capture: Path) -> None:
-    messages = [(ts, m) for ts, m in load_recording(ws_capture)]
+    messages = load_recording(ws_capture)
+    fr = read_ws_recording(ws_capture, "XBTUSD", XBTUSD)  # ingest's batch reader
+    assert fr.ok
     distinct = 0
     for seed in range(3):
-        distinct = max(distinct, _assert_parity(messages, seed))
+        distinct = max(distinct, _assert_parity(messages, fr.book, fr.trades, seed))
     assert distinct >= 2  # the policies do act, so the paper state path is exercised
 
 
@@ -144,4 +131,4 @@ def test_synthetic_market_live_equals_batch(seed: int) -> None:
     cfg = SyntheticMarketConfig(seed=seed, days=1, day_hours=0.05)
     _day, book, trades = next(iter(generate_market(cfg)))
     messages = canonical_to_messages(book, trades, "XBTUSD", XBTUSD.tick_size)
-    _assert_parity(messages, seed)
+    _assert_parity(messages, book, trades, seed)  # batch side: the generated events themselves

@@ -1,4 +1,6 @@
-"""Recording formats: the real capture, the project's JSON lines, malformed lines."""
+"""Recordings: the real capture, the project's JSON lines (written by --record), bad lines.
+
+Line parsing itself is ingest's (`ingest.bitmex_ws.parse_recording_line`, tested there)."""
 
 from __future__ import annotations
 
@@ -9,45 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from live.recording import (
-    RecordingError,
-    RecordingWriter,
-    iter_recording,
-    load_recording,
-    parse_recording_line,
-    seconds_text_to_ns,
-)
-
-
-def test_seconds_text_to_ns_is_exact_for_microsecond_epoch_times() -> None:
-    assert seconds_text_to_ns("1626993367.875267") == 1_626_993_367_875_267_000
-    assert seconds_text_to_ns("1626993368.0018098") == 1_626_993_368_001_809_800
-
-
-def test_parse_capture_line_and_header_lines() -> None:
-    assert parse_recording_line("wss://www.bitmex.com/realtime <-> 1626993367.388005") is None
-    assert parse_recording_line('wss://x <- 1626993367.874177: {"op":"subscribe"}') is None
-    assert parse_recording_line("   ") is None
-    ts, msg = parse_recording_line('1626993370.5: {"table":"trade","action":"insert","data":[]}')  # type: ignore[misc]
-    assert ts == 1_626_993_370_500_000_000
-    assert msg == {"table": "trade", "action": "insert", "data": []}
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        "not a line",
-        "123.4: {broken",
-        "abc: {}",
-        '123: ["list"]',
-        '{"ts_recv": 1.5, "msg": {}}',
-        '{"ts_recv": 1, "msg": 3}',
-        '{"msg": {}}',
-    ],
-)
-def test_parse_malformed_line_raises(line: str) -> None:
-    with pytest.raises(RecordingError):
-        parse_recording_line(line)
+from live.recording import RecordingError, RecordingWriter, iter_recording, load_recording
 
 
 def test_iter_recording_names_file_and_line_of_bad_line(tmp_path: Path) -> None:

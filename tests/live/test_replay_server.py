@@ -150,12 +150,15 @@ def test_canonical_events_become_partial_insert_update_delete_and_trades() -> No
     msgs = canonical_to_messages(book, trades, "XBTUSD", 0.5)
     kinds = [(ts, m["table"], m["action"]) for ts, m in msgs]
     assert kinds == [
+        (10, "trade", "partial"),
         (10, "orderBookL2", "partial"),
         (20, "trade", "insert"),
         (20, "orderBookL2", "update"),
         (20, "orderBookL2", "insert"),
         (30, "orderBookL2", "delete"),
     ]
+    assert msgs[0][1]["data"] == [] and msgs[0][1]["filter"] == {"symbol": "XBTUSD"}
+    msgs = msgs[1:]
     partial = msgs[0][1]["data"]
     assert [(r["side"], r["price"], r["size"]) for r in partial] == [
         ("Sell", 100.5, 6),
