@@ -16,7 +16,15 @@ import polars as pl
 
 from core import schema
 from core.instrument import InstrumentSpec
-from ingest.csvtable import account, add_reason, check_header, read_lines, split_fields
+from ingest.csvtable import (
+    account,
+    add_reason,
+    check_header,
+    read_header,
+    read_lines,
+    read_typed,
+    split_fields,
+)
 from ingest.events import empty_book, empty_trades, trade_schema
 from ingest.rawfile import RawFileError, read_raw
 from ingest.report import FileRead
@@ -36,6 +44,9 @@ TRADE = [
 ]
 TRADE_OPTIONAL = ["trdType"]
 QUOTE = ["timestamp", "symbol", "bidSize", "bidPrice", "askPrice", "askSize"]
+_DTYPES: dict[str, pl.DataType] = {
+    c: pl.Float64() for c in ("size", "price", "bidSize", "bidPrice", "askPrice", "askSize")
+}
 
 
 def timestamp_ns(col: pl.Expr) -> pl.Expr:
@@ -52,14 +63,17 @@ def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) 
     fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
     try:
         data, fr.sha256 = read_raw(path)
-        header, lines = read_lines(data)
+        header = read_header(data)
         if header[: len(TRADE)] == TRADE:
             check_header(header, TRADE, TRADE_OPTIONAL)
             kind = "trade"
         else:
             check_header(header, QUOTE)
             kind = "quote"
-        df = split_fields(lines, header).filter(pl.col("symbol") == symbol)
+        df = read_typed(data, header, _DTYPES)
+        if df is None:
+            df = split_fields(read_lines(data)[1], header)
+        df = df.filter(pl.col("symbol") == symbol)
         if df.height == 0:
             fr.quarantine_file(f"no rows for symbol {symbol}")
             return fr

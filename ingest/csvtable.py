@@ -21,15 +21,22 @@ REASON = "_reason"
 ROWNO = "_row"
 
 
+def read_header(data: bytes) -> list[str]:
+    """Fields of the first line. Raises RawFileError when there is no header line."""
+    nl = data.find(b"\n")
+    head = (data if nl < 0 else data[:nl]).decode("utf-8", errors="replace").strip("\r\n\ufeff ")
+    if not head:
+        raise RawFileError("missing header line")
+    return head.split(",")
+
+
 def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
     """(header fields, frame of data lines with their 1-based line number).
 
     Raises RawFileError when there is no header line.
     """
+    header = read_header(data)
     nl = data.find(b"\n")
-    head = (data if nl < 0 else data[:nl]).decode("utf-8", errors="replace").strip("\r\n\ufeff ")
-    if not head:
-        raise RawFileError("missing header line")
     body = b"" if nl < 0 else data[nl + 1 :]
     if not body.strip():
         lines = pl.DataFrame({LINE: []}, schema={LINE: pl.String})
@@ -46,7 +53,38 @@ def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
     lines = lines.with_columns(pl.col(LINE).str.strip_chars_end("\r")).with_row_index(
         ROWNO, offset=2
     )
-    return head.split(","), lines
+    return header, lines
+
+
+def read_typed(
+    data: bytes, header: Sequence[str], dtypes: dict[str, pl.DataType]
+) -> pl.DataFrame | None:
+    """Fast path for a clean file: one typed polars parse (header already checked).
+
+    Returns None when any line does not parse (a ragged line, a value of the wrong
+    type): the caller then takes the line-by-line path that gives each bad row its
+    reason. Missing trailing fields parse as nulls, which the readers reject.
+    """
+    try:
+        df = pl.read_csv(
+            io.BytesIO(data),
+            has_header=True,
+            schema=pl.Schema({h: dtypes.get(h, pl.String()) for h in header}),
+            truncate_ragged_lines=False,
+            quote_char=None,
+        )
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    return df.with_row_index(ROWNO, offset=2).with_columns(
+        pl.lit(None, dtype=pl.String).alias(LINE), pl.lit(None, dtype=pl.String).alias(REASON)
+    )
+
+
+def int_col(df: pl.DataFrame, col: str) -> pl.Expr:
+    """Int64 of an integer column, or of integral numeric text (null otherwise)."""
+    if df.schema[col].is_integer():
+        return pl.col(col).cast(pl.Int64)
+    return int_expr(pl.col(col))
 
 
 def check_header(

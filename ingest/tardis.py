@@ -28,9 +28,12 @@ from ingest.csvtable import (
     REASON,
     account,
     add_reason,
+    int_col,
     int_expr,
     off_tick,
+    read_header,
     read_lines,
+    read_typed,
     split_fields,
     ticks_expr,
 )
@@ -66,10 +69,34 @@ def _kind(header: list[str]) -> str:
     )
 
 
+def _dtypes(header: list[str]) -> dict[str, pl.DataType]:
+    """Typed-parse schema of the fast path (numbers as numbers, the rest as text)."""
+    out: dict[str, pl.DataType] = {"timestamp": pl.Int64(), "local_timestamp": pl.Int64()}
+    for h in header:
+        if h in (
+            "price",
+            "amount",
+            "ask_amount",
+            "ask_price",
+            "bid_price",
+            "bid_amount",
+        ) or _LEVEL.match(h):
+            out[h] = pl.Float64()
+    return out
+
+
+def _flag(
+    df: pl.DataFrame, col: str, mapping: dict[str, int | bool], dtype: pl.DataType
+) -> pl.Expr:
+    if df.schema[col] == pl.String:
+        return pl.col(col).replace_strict(mapping, default=None, return_dtype=dtype)  # type: ignore[arg-type]
+    return pl.col(col).cast(dtype, strict=False)
+
+
 def _times(df: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns(
-        (int_expr(pl.col("timestamp")) * 1000).alias(schema.TS_EVENT),
-        (int_expr(pl.col("local_timestamp")) * 1000).alias(schema.TS_RECV),
+        (int_col(df, "timestamp") * 1000).alias(schema.TS_EVENT),
+        (int_col(df, "local_timestamp") * 1000).alias(schema.TS_RECV),
     )
     return add_reason(
         df,
@@ -100,9 +127,11 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
     fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
     try:
         data, fr.sha256 = read_raw(path)
-        header, lines = read_lines(data)
+        header = read_header(data)
         kind = _kind(header)
-        df = split_fields(lines, header)
+        df = read_typed(data, header, _dtypes(header))
+        if df is None:
+            df = split_fields(read_lines(data)[1], header)
         df = df.filter(pl.col("symbol") == symbol)
         if df.height == 0:
             fr.quarantine_file(f"no rows for symbol {symbol}")
@@ -117,11 +146,9 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
             )
             df = add_reason(df, pl.col(schema.SIDE).is_null(), "bad side (expected bid/ask)")
             df = df.with_columns(
-                pl.col("is_snapshot")
-                .replace_strict(
-                    {"true": True, "false": False}, default=None, return_dtype=pl.Boolean
+                _flag(df, "is_snapshot", {"true": True, "false": False}, pl.Boolean()).alias(
+                    schema.IS_SNAPSHOT
                 )
-                .alias(schema.IS_SNAPSHOT)
             )
             df = add_reason(
                 df, pl.col(schema.IS_SNAPSHOT).is_null(), "bad is_snapshot (expected true/false)"
@@ -185,7 +212,11 @@ def _levels(
     for s, pairs in cols.items():
         for i, (pc, qc) in enumerate(pairs):
             px = pl.col(pc).cast(pl.Float64, strict=False)
-            present = pl.col(pc).str.len_chars() > 0
+            present = (
+                pl.col(pc).str.len_chars() > 0
+                if df.schema[pc] == pl.String
+                else pl.col(pc).is_not_null()
+            )
             exprs += [
                 pl.when(present).then(ticks_expr(px, tick)).otherwise(0).alias(f"_{s}_p{i}"),
                 pl.when(present).then(int_expr(pl.col(qc))).otherwise(0).alias(f"_{s}_q{i}"),

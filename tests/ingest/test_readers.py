@@ -209,3 +209,19 @@ def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(tmp_path
     assert rep.files_ok == 1 and rep.rows_in == 10 and rep.rows_rejected == 6 and rep.rows_out == 4
     assert {q.level for q in rep.quarantine} == {"row"}
     assert len(rep.reasons) == 6
+
+
+def test_typed_fast_path_and_line_path_agree_on_good_rows(tmp_path: Path) -> None:
+    clean = tmp_path / "clean.csv"
+    clean.write_text(INC_HEAD + _inc_rows())
+    dirty = tmp_path / "dirty.csv"
+    dirty.write_text(
+        INC_HEAD + _inc_rows() + f"bitmex,XBTUSD,{T + 30},{T + 31},false,ask,101.0,1,ragged\n"
+    )
+    a, b = read_tardis(clean, "XBTUSD", XBT), read_tardis(dirty, "XBTUSD", XBT)
+    assert a.book.equals(b.book) and a.row_reasons == {"update before the first snapshot": 1}
+    assert b.row_reasons == {
+        "update before the first snapshot": 1,
+        "malformed row: 9 fields, expected 8": 1,
+    }
+    assert b.rejected_rows[-1]["row"]["line_no"] == 8
