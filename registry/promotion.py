@@ -195,9 +195,13 @@ def _register_candidate(
         )
     experiment = str(evaluation.get("experiment") or cfg.experiment)
     parent = str(evaluation.get("sweep_run_id") or "")
-    tags = {"chappie.step": "register", "candidate_id": str(cand.get("candidate_id"))}
-    if parent and _run_exists(parent):
-        tags[tracking.PARENT_TAG] = parent
+    # Not nested under the sweep (its children are the training tasks); linked by tag.
+    tags = {
+        "chappie.step": "register",
+        "candidate_id": str(cand.get("candidate_id")),
+        "sweep_run_id": parent,
+        "training_run_id": str(cand.get("run_id") or ""),
+    }
     run_id = tracking.start_parent_run(experiment, f"register-{cand.get('candidate_id')}", {}, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="chappie-bundle-") as tmp:
@@ -264,16 +268,6 @@ def _feature_spec(
             f"spec hash {spec.spec_hash} != stats spec hash {spec_hash}; add 'feature_spec' to evaluation.json"
         )
     return spec
-
-
-def _run_exists(run_id: str) -> bool:
-    from registry import tracking
-
-    try:
-        tracking.client().get_run(run_id)
-    except Exception:  # noqa: BLE001 - unknown run id
-        return False
-    return True
 
 
 def promote(

@@ -213,3 +213,24 @@ def built_bundle(sb3_zip: Path, stats_dir: Path, tmp_path_factory: pytest.TempPa
         reasons=cand["reasons"],
         gates=cand["gates"],
     )
+
+
+@pytest.fixture(scope="session")
+def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite database migrated once per session (migrations take seconds)."""
+    from registry import tracking
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    tracking.configure(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture()
+def sqlite_uri(_template_db: Path, tmp_path: Path) -> str:
+    """A fresh, already-migrated MLflow SQLite store in this test's tmp_path."""
+    import shutil
+
+    db = tmp_path / "data" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(_template_db, db)
+    return f"sqlite:///{db}"

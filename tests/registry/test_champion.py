@@ -27,8 +27,11 @@ CFG = RegistryConfig(model_name="chappie-champ")
 
 
 @pytest.fixture(scope="module")
-def registry_uri(tmp_path_factory: pytest.TempPathFactory, sb3_zip: Path, stats_dir: Path) -> str:
+def registry_uri(
+    tmp_path_factory: pytest.TempPathFactory, _template_db: Path, sb3_zip: Path, stats_dir: Path
+) -> str:
     root = tmp_path_factory.mktemp("reg")
+    shutil.copy2(_template_db, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cand = candidate_record("base-s0-t1024", "promote", sb3_zip, stats_dir, 1.0)
     ev = root / "evaluation.json"

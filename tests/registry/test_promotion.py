@@ -54,8 +54,8 @@ def test_plan_refuses_unknown_candidate() -> None:
 
 
 @pytest.fixture()
-def uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def uri(sqlite_uri: str) -> str:
+    return sqlite_uri
 
 
 def _write(tmp_path: Path, doc: dict, name: str) -> Path:
@@ -117,11 +117,13 @@ def test_promote_register_promote_again_and_rollback(
     with pytest.raises(PromotionError, match="nothing to roll back"):
         rollback(CFG, uri)
 
-    # the registration runs are children of the sweep when the sweep run exists (here not)
+    # one registration run per registered version, linked to its sweep by tag
     runs = tracking.client().search_runs(
         [tracking.ensure_experiment("chappie")], filter_string="tags.`chappie.step` = 'register'"
     )
     assert len(runs) == 3
+    assert {r.data.tags["sweep_run_id"] for r in runs} == {"sweep-1", "sweep-2", "sweep-3"}
+    assert all(tracking.PARENT_TAG not in r.data.tags for r in runs)
 
 
 def test_promote_missing_model_zip_raises_and_moves_nothing(

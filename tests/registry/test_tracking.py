@@ -14,10 +14,9 @@ from registry import tracking
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> str:
-    uri = f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}"
-    tracking.configure(uri)
-    return uri
+def store(sqlite_uri: str) -> str:
+    tracking.configure(sqlite_uri)
+    return sqlite_uri
 
 
 def _manifest(i: int, kind: str = "test") -> dict:
@@ -51,7 +50,8 @@ def test_sqlite_path_parses_absolute_and_rejects_other_schemes() -> None:
     assert tracking.sqlite_path("sqlite:///:memory:") is None
 
 
-def test_configure_creates_db_and_artifacts_beside_it(store: str, tmp_path: Path) -> None:
+def test_configure_creates_db_and_artifacts_beside_it(tmp_path: Path) -> None:
+    tracking.configure(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
     assert (tmp_path / "data" / "mlflow.db").exists()
     exp_id = tracking.ensure_experiment("chappie")
     assert tracking.ensure_experiment("chappie") == exp_id
