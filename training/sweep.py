@@ -152,6 +152,26 @@ def _make_callbacks(total: int, n_cycles: int) -> Any:
     return CurriculumCallback()
 
 
+def _training_env(task: TrainTask) -> Any:
+    """The task's ManagementEnv, its `info` reduced to an empty dict: PPO reads none of
+    it (SB3's Monitor adds the episode totals itself) and the VecEnv would deep-copy the
+    ~20 accounting entries on every step. Evaluation uses the raw env and its info."""
+    import gymnasium as gym
+
+    from envs.management import ManagementEnv
+
+    class DropInfo(gym.Wrapper):  # type: ignore[type-arg]
+        def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+            obs, reward, terminated, truncated, _ = self.env.step(action)
+            return obs, reward, terminated, truncated, {}
+
+        def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+            obs, _ = self.env.reset(**kwargs)
+            return obs, {}
+
+    return DropInfo(ManagementEnv(task.train_slice, task.stats_dir, task.trial.env))
+
+
 def _record_writer() -> Any:
     from stable_baselines3.common.logger import KVWriter
 
@@ -222,13 +242,11 @@ def train_one(task: TrainTask) -> TrainResult:
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
 
-    from envs.management import ManagementEnv
-
     out = Path(task.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
     t0 = time.perf_counter()
-    env = ManagementEnv(task.train_slice, task.stats_dir, task.trial.env)
+    env = _training_env(task)
     model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
     writer = _record_writer()
     model.set_logger(Logger(folder=None, output_formats=[writer]))

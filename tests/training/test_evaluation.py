@@ -8,6 +8,7 @@ from core.clock import NS_PER_S
 from core.config.training import EvaluationConfig, GatesConfig, TrialConfig
 from training.backtest import SliceInput, SliceResult
 from training.evaluation import CandidateBacktest, evaluate_sweep, pick_best, returns_matrix
+from training.gates import DEFINITIONS
 from training.metrics import compute_slice_metrics
 
 CFG = EvaluationConfig()
@@ -81,14 +82,7 @@ def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
     assert out["best"] == best.candidate_id
     assert out["challenger"] in {c.candidate_id for c in losing}
     first = out["candidates"][0]
-    assert set(first["gates"]) == {
-        "pass_majority_slices",
-        "drawdown_under_cap",
-        "no_single_slice_dependency",
-        "seed_stability",
-        "pbo_under_cap",
-        "dsr_above_min",
-    }
+    assert set(first["gates"]) == set(DEFINITIONS)
     assert [s["slice_id"] for s in first["stress_slices"]] == ["stress00"]  # reported, not gated
     assert first["test_totals"]["trades"] == 16
 

@@ -10,6 +10,7 @@ import pytest
 
 from core.config.experiment import ExperimentConfig
 from tests.training.conftest import DataDir, build_data_dir
+from training.gates import DEFINITIONS
 
 CONTRACT_KEYS = {
     "sweep_run_id",
@@ -103,14 +104,7 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
         assert c["model_zip"].endswith(
             "-f01-" + c["model_zip"].split("-f01-")[-1]
         )  # last-fold model
-        assert set(c["gates"]) >= {
-            "pass_majority_slices",
-            "drawdown_under_cap",
-            "no_single_slice_dependency",
-            "seed_stability",
-            "pbo_under_cap",
-            "dsr_above_min",
-        }
+        assert set(c["gates"]) >= set(DEFINITIONS)
         for name in ("equity.png", "drawdown.png", "trades.csv", "report.md", "report.json"):
             assert Path(c["report"][name]).is_file()
     promoted = [c for c in ev["candidates"] if c["decision"] == "promote"]
@@ -165,13 +159,28 @@ def test_failed_training_is_retried_reported_and_judged_retest(
 
 
 @pytest.mark.slow
-def test_train_flow_on_the_process_pool(
-    prefect_harness: None, tmp_path: Path, tiny_cfg: ExperimentConfig
+@pytest.mark.parametrize("executor", ["process", "dask"])
+def test_train_flow_on_worker_processes(
+    prefect_harness: None, tmp_path: Path, tiny_cfg: ExperimentConfig, executor: str
 ) -> None:
     from flows.train import train_flow
 
     data = build_data_dir(tmp_path / "d", tiny_cfg)
     sweep = train_flow(
-        small(tiny_cfg, "process"), str(data.root), f"sqlite:///{data.root}/mlflow.db"
+        small(tiny_cfg, executor), str(data.root), f"sqlite:///{data.root}/mlflow.db"
     )
     assert [t["ok"] for t in sweep["tasks"]] == [True] * 4
+
+
+def test_task_runner_follows_the_sweep_config() -> None:
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from core.config.training import SweepConfig
+    from flows.train import task_runner
+
+    assert isinstance(
+        task_runner(SweepConfig(executor="process", n_workers=2)), ProcessPoolTaskRunner
+    )
+    assert isinstance(task_runner(SweepConfig(executor="dask")), DaskTaskRunner)
+    assert isinstance(task_runner(SweepConfig(executor="sequential")), ThreadPoolTaskRunner)

@@ -1,0 +1,272 @@
+"""Training-area speed targets, each side by side with its baseline in one run:
+
+1. seed sweep on 2 worker processes vs 1 (target >= 1.7x), `training.sweep.run_tasks`
+   with the spawn process pool, the same PPO tasks;
+2. PPO training throughput on the ManagementEnv vs SB3's on CartPole-v1 with the same
+   PPO settings (target >= 90 %), one process, one torch thread;
+3. vectorised backtest (every slice of a model in lockstep, one batched forward pass per
+   step) vs one env per slice stepped to the end with SB3's `model.predict` per step
+   (target >= 5x); the lockstep pass is also checked to produce identical equity curves.
+
+    .venv/bin/python -m bench.bench_training                 # all three, writes bench/RESULTS_training.md
+    .venv/bin/python -m bench.bench_training --only ppo      # one of: sweep, ppo, backtest
+
+Data: slices in the real slice schema (random-walk XBTUSD book, 22 features of the tiny
+FeatureSpec, window 16), written to a temp folder by the training tests' fixture builder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"machine `{platform.node()}` ({platform.machine()}, {os.cpu_count()} cores, shared), Python "
+        f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"1-min load average at the end {load:.1f}"
+    )
+
+
+def _data(rows: int) -> Any:
+    from core.config.experiment import load_config
+    from tests.training.conftest import TINY, build_data_dir
+
+    cfg = load_config(TINY)
+    return build_data_dir(Path(tempfile.mkdtemp(prefix="bench-training-")), cfg, rows=rows)
+
+
+def _task(data: Any, seed: int, timesteps: int, fold: int = 0) -> Any:
+    from features.slices import load_fold_index
+    from training.sweep import TrainTask
+
+    spec = data.cfg.features.spec
+    f = load_fold_index(data.layout, spec.spec_hash).folds[fold]
+    return TrainTask(
+        trial=data.cfg.sweep.trials[0],
+        seed=seed,
+        timesteps=timesteps,
+        fold=fold,
+        train_slice=str(data.layout.slices(spec.spec_hash) / f"{f.train}.parquet"),
+        stats_dir=str(data.layout.stats(f.stats_id)),
+        out_dir=str(data.root / "runs" / f"s{seed}-t{timesteps}-{time.time_ns()}"),
+    )
+
+
+# ---------------------------------------------------------------- 1. seed sweep scaling
+def bench_sweep(n_tasks: int, timesteps: int) -> str:
+    from core.config.training import SweepConfig
+    from training.sweep import run_tasks
+
+    data = _data(rows=4000)
+    walls = {}
+    for workers in (1, 2):
+        tasks = [_task(data, seed, timesteps) for seed in range(n_tasks)]
+        t0 = time.perf_counter()
+        res = run_tasks(tasks, SweepConfig(executor="process", n_workers=workers, retries=0))
+        walls[workers] = time.perf_counter() - t0
+        assert all(r.ok for r in res), [r.error for r in res]
+    speedup = walls[1] / walls[2]
+    return "\n".join(
+        [
+            "### Seed sweep: 2 worker processes vs 1",
+            "",
+            f"{n_tasks} PPO tasks (seeds 0..{n_tasks - 1}) x {timesteps} timesteps on the tiny trial "
+            "(n_steps 256, batch 64, 2 epochs, MLP 64x64), spawn process pool, one torch thread per "
+            "process, wall clock including worker start-up.",
+            "",
+            "| workers | wall s | speed-up |",
+            "|---:|---:|---:|",
+            f"| 1 | {walls[1]:.1f} | 1.00x |",
+            f"| 2 | {walls[2]:.1f} | {speedup:.2f}x |",
+            "",
+            f"Target (>= 1.7x on 2 workers): {'met' if speedup >= 1.7 else 'NOT met'} ({speedup:.2f}x).",
+            "",
+            f"Command: `.venv/bin/python -m bench.bench_training --only sweep --tasks {n_tasks} --timesteps {timesteps}`",
+        ]
+    )
+
+
+# ---------------------------------------------------------------- 2. PPO throughput
+def _ppo_fps(env: Any, kwargs: dict[str, Any], timesteps: int) -> tuple[float, float]:
+    from stable_baselines3 import PPO
+
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", verbose=0, **kwargs)
+    model.learn(total_timesteps=kwargs["n_steps"])  # warm-up: first rollout + update
+    c, w = time.process_time(), time.perf_counter()
+    model.learn(total_timesteps=timesteps, reset_num_timesteps=False)
+    return timesteps / (time.process_time() - c), timesteps / (time.perf_counter() - w)
+
+
+def bench_ppo(timesteps: int, repeats: int) -> str:
+    import gymnasium as gym
+    import torch
+
+    from training.sweep import _training_env, ppo_kwargs
+
+    torch.set_num_threads(1)
+    data = _data(rows=6000)
+    task = _task(data, 0, timesteps)
+    kw = ppo_kwargs(task.trial)
+    best: dict[str, tuple[float, float]] = {"management": (0.0, 0.0), "cartpole": (0.0, 0.0)}
+    for _ in range(repeats):  # interleaved, so both see the same machine load
+        mg = _ppo_fps(_training_env(task), kw, timesteps)  # exactly what train_one trains on
+        cp = _ppo_fps(gym.make("CartPole-v1"), kw, timesteps)
+        best["management"] = max(best["management"], mg)
+        best["cartpole"] = max(best["cartpole"], cp)
+    ratio_cpu = best["management"][0] / best["cartpole"][0]
+    ratio_wall = best["management"][1] / best["cartpole"][1]
+    p = task.trial.ppo
+    return "\n".join(
+        [
+            "### PPO training throughput: ManagementEnv vs CartPole-v1",
+            "",
+            f"SB3 PPO, identical settings for both (n_steps {p.n_steps}, batch {p.batch_size}, epochs "
+            f"{p.n_epochs}, MLP {list(p.net_arch)} {p.activation}, one env, CPU, one torch thread), "
+            f"{timesteps} timesteps after a one-rollout warm-up, best of {repeats} interleaved runs. "
+            "Timesteps per second of process CPU time (robust to other jobs); wall clock in brackets. "
+            f"ManagementEnv observation: {len(data.cfg.features.spec.names)} features x window 16 + 7 = "
+            f"{len(data.cfg.features.spec.names) * 16 + 7} floats; CartPole: 4.",
+            "",
+            "| env | timesteps/s | vs CartPole |",
+            "|---|---:|---:|",
+            f"| chappie ManagementEnv | {best['management'][0]:,.0f} ({best['management'][1]:,.0f}) | "
+            f"{ratio_cpu:.2f}x ({ratio_wall:.2f}x) |",
+            f"| CartPole-v1 | {best['cartpole'][0]:,.0f} ({best['cartpole'][1]:,.0f}) | 1.00x |",
+            "",
+            f"Target (>= 90 % of CartPole's): {'met' if ratio_cpu >= 0.9 else 'NOT met'} ({ratio_cpu:.0%}).",
+            "",
+            f"Command: `.venv/bin/python -m bench.bench_training --only ppo --timesteps {timesteps} "
+            f"--repeats {repeats}`",
+        ]
+    )
+
+
+# ---------------------------------------------------------------- 3. backtest
+def bench_backtest(rows: int, n_slices: int, repeats: int) -> str:
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+
+    from envs.management import ManagementEnv
+    from features.slices import load_fold_index
+    from training.backtest import SliceInput, backtest, sb3_batch_policy
+    from training.sweep import ppo_kwargs
+
+    torch.set_num_threads(1)
+    data = _data(rows=rows)
+    spec = data.cfg.features.spec
+    idx = load_fold_index(data.layout, spec.spec_hash)
+    folder = data.layout.slices(spec.spec_hash)
+    base = [folder / f"{f.test}.parquet" for f in idx.folds] + [
+        folder / f"{s}.parquet" for s in idx.stress
+    ]
+    paths = [base[i % len(base)] for i in range(n_slices)]
+    inputs = [SliceInput(str(p), f"s{i}", "test", i) for i, p in enumerate(paths)]
+    stats = str(data.layout.stats(idx.folds[-1].stats_id))
+    trial = data.cfg.sweep.trials[0]
+    model = PPO(
+        "MlpPolicy",
+        ManagementEnv(paths[0], stats, trial.env),
+        seed=0,
+        device="cpu",
+        **ppo_kwargs(trial),
+    )
+    model.learn(512)  # a policy that trades, not the all-hold initialisation
+
+    def predict_one(obs: np.ndarray) -> np.ndarray:
+        return np.array([model.predict(obs[0], deterministic=True)[0]])
+
+    batch = sb3_batch_policy(model)
+    runs = {
+        "lockstep": lambda: backtest(batch, inputs, stats, trial.env),
+        "sequential": lambda: backtest(predict_one, inputs, stats, trial.env, lockstep=False),
+    }
+    best = {k: float("inf") for k in runs}
+    out: dict[str, Any] = {}
+    for _ in range(repeats):
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            out[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - t0)
+    same = all(
+        np.array_equal(a.equity, b.equity)
+        for a, b in zip(out["lockstep"], out["sequential"], strict=True)
+    )
+    steps = sum(r.actions.size for r in out["lockstep"])
+    trades = sum(len(r.trades) for r in out["lockstep"])
+    speedup = best["sequential"] / best["lockstep"]
+    return "\n".join(
+        [
+            "### Vectorised walk-forward backtest",
+            "",
+            f"One model over {n_slices} slices of {rows // 2} bars ({steps} env steps, {trades} trades in "
+            "total), deterministic policy, best of "
+            f"{repeats}. Lockstep: every slice's ManagementEnv advances together and the policy sees one "
+            "(N, D) batch per step (`training.backtest.backtest` with `sb3_batch_policy`). Baseline: one env "
+            "per slice stepped to the end, SB3 `model.predict(obs, deterministic=True)` per step.",
+            "",
+            "| path | wall s | env steps/s | speed-up |",
+            "|---|---:|---:|---:|",
+            f"| sequential, model.predict per step | {best['sequential']:.2f} | {steps / best['sequential']:,.0f} "
+            "| 1.00x |",
+            f"| lockstep, one batched forward per step | {best['lockstep']:.2f} | {steps / best['lockstep']:,.0f} "
+            f"| {speedup:.2f}x |",
+            "",
+            f"Identical equity curves on both paths: {'yes' if same else 'NO'}. Target (>= 5x): "
+            f"{'met' if speedup >= 5 else 'NOT met'} ({speedup:.2f}x).",
+            "",
+            f"Command: `.venv/bin/python -m bench.bench_training --only backtest --rows {rows} --slices {n_slices} "
+            f"--repeats {repeats}`",
+        ]
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["sweep", "ppo", "backtest"], default=None)
+    ap.add_argument("--tasks", type=int, default=4)
+    ap.add_argument("--timesteps", type=int, default=8192)
+    ap.add_argument("--rows", type=int, default=8000)
+    ap.add_argument("--slices", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=str(HERE / "RESULTS_training.md"))
+    args = ap.parse_args()
+    sections = []
+    if args.only in (None, "backtest"):
+        sections.append(bench_backtest(args.rows, args.slices, args.repeats))
+        print(sections[-1], flush=True)
+    if args.only in (None, "ppo"):
+        sections.append(bench_ppo(args.timesteps, args.repeats))
+        print(sections[-1], flush=True)
+    if args.only in (None, "sweep"):
+        sections.append(bench_sweep(args.tasks, args.timesteps))
+        print(sections[-1], flush=True)
+    if args.only is None:
+        text = (
+            "## training: sweep scaling, PPO throughput, vectorised backtest\n\n"
+            + _machine()
+            + "\n\n"
+        )
+        Path(args.out).write_text(text + "\n\n".join(sections) + "\n")
+        print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
