@@ -37,6 +37,8 @@ _SIGNED = "__signed_vol"  # buy_vol - sell_vol
 _TOTAL = "__total_vol"  # buy_vol + sell_vol
 _NOTOK = "__not_ok"  # 1 when book_ok is false
 _IDX = "__row"
+_CUM = "__cum_"  # prefix of the int64 cumulative sums behind every window
+_SUMMED = (S.OFI_L1, _SIGNED, _TOTAL, S.N_TRADES, _DS2SQ, _NOTOK)
 
 
 def bars_for(seconds: float, spec: FeatureSpec) -> int:
@@ -63,7 +65,7 @@ def _window_sum(col: str, n: int) -> pl.Expr:
 
     cum_t - cum_{t-n}: the streaming twin keeps the same cumulative sums.
     """
-    c = pl.col(col).cum_sum()
+    c = pl.col(_CUM + col)  # precomputed once per column in compute_features
     return c - c.shift(n, fill_value=0)
 
 
@@ -112,12 +114,12 @@ def imbalance_l1() -> pl.Expr:
 
 def _imbalance_depth(levels: int, name: str) -> pl.Expr:
     # linear integer weights levels, levels-1, ..., 1: exact int sums
-    num = pl.lit(0, pl.Int64)
-    den = pl.lit(0, pl.Int64)
-    for i in range(levels):
-        w = levels - i
-        num = num + (pl.col(S.bid_sz(i)) - pl.col(S.ask_sz(i))) * w
-        den = den + (pl.col(S.bid_sz(i)) + pl.col(S.ask_sz(i))) * w
+    num = pl.sum_horizontal(
+        (pl.col(S.bid_sz(i)) - pl.col(S.ask_sz(i))) * (levels - i) for i in range(levels)
+    )
+    den = pl.sum_horizontal(
+        (pl.col(S.bid_sz(i)) + pl.col(S.ask_sz(i))) * (levels - i) for i in range(levels)
+    )
     return _ratio(num, den, 0.0).alias(name)
 
 
@@ -141,14 +143,14 @@ def depth_within_bps(x_bps: float, side: str, spec: FeatureSpec) -> pl.Expr:
     |2 px_i - (bid0 + ask0)| * 1e4 <= (bid0 + ask0) * x_bps. Look-back: none.
     """
     px, sz = (S.bid_px, S.bid_sz) if side == "bid" else (S.ask_px, S.ask_sz)
-    total = pl.lit(0, pl.Int64)
     s2 = pl.col(_S2)
     lim = _f(s2) * x_bps
+    terms = []
     for i in range(spec.depth):
         dist = (pl.col(px(i)) * 2 - s2).abs() * 10000
         inside = (pl.col(px(i)) > 0) & (_f(dist) <= lim)
-        total = total + pl.when(inside).then(pl.col(sz(i))).otherwise(0)
-    return _f(total).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
+        terms.append(pl.col(sz(i)) * inside.cast(pl.Int64))
+    return _f(pl.sum_horizontal(terms)).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
 
 
 # ---------------------------------------------------------------- windowed features
@@ -274,6 +276,7 @@ def compute_features(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
         .with_columns(
             (pl.col(_DS2SQ) * pl.col(_DS2SQ)).alias(_DS2SQ),
         )
+        .with_columns(pl.col(c).cum_sum().alias(_CUM + c) for c in _SUMMED)
     )
     exec_cols = [
         pl.col(S.bid_px(0)).alias(S.BEST_BID_TICKS),
