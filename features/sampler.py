@@ -221,10 +221,16 @@ def sample_bars(book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec) -> 
     ``book_ok`` (bool). Raises ValueError when an input is not sorted by ts_recv or a
     side is not +1/-1.
     """
-    return _sample_arrays(*_book_arrays(book), *_trade_arrays(trades), spec.interval_ns, spec.depth)
+    bts, bside, bpx, bsz, bsnap = _book_arrays(book)
+    tts, tside, tpx, tsz = _trade_arrays(trades)
+    return _sample_arrays(
+        bts, bside, bpx, bsz, bsnap, tts, tside, tpx, tsz, spec.interval_ns, spec.depth
+    )
 
 
-def _book_arrays(book: pl.DataFrame) -> tuple[np.ndarray, ...]:
+def _book_arrays(
+    book: pl.DataFrame,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         _arr(book, schema.TS_RECV, np.int64),
         _arr(book, schema.SIDE, np.int64),
@@ -234,7 +240,7 @@ def _book_arrays(book: pl.DataFrame) -> tuple[np.ndarray, ...]:
     )
 
 
-def _trade_arrays(trades: pl.DataFrame) -> tuple[np.ndarray, ...]:
+def _trade_arrays(trades: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         _arr(trades, schema.TS_RECV, np.int64),
         _arr(trades, schema.SIDE, np.int64),

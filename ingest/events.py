@@ -44,12 +44,12 @@ def _pl_dtype(name: str) -> pl.DataType:
     return {"int64": pl.Int64(), "int8": pl.Int8(), "bool": pl.Boolean()}[name]
 
 
-def book_schema() -> dict[str, pl.DataType]:
-    return {c: _pl_dtype(schema.EVENT_DTYPES[c]) for c in schema.BOOK_COLUMNS}
+def book_schema() -> pl.Schema:
+    return pl.Schema({c: _pl_dtype(schema.EVENT_DTYPES[c]) for c in schema.BOOK_COLUMNS})
 
 
-def trade_schema() -> dict[str, pl.DataType]:
-    return {c: _pl_dtype(schema.EVENT_DTYPES[c]) for c in schema.TRADE_COLUMNS}
+def trade_schema() -> pl.Schema:
+    return pl.Schema({c: _pl_dtype(schema.EVENT_DTYPES[c]) for c in schema.TRADE_COLUMNS})
 
 
 def empty_book() -> pl.DataFrame:
@@ -192,7 +192,7 @@ def publish_partition(
         book_b = _parquet_bytes(book)
         trades_b = _parquet_bytes(trades)
         ts_all = [
-            int(x)
+            int(x)  # type: ignore[arg-type]
             for df in (book, trades)
             if df.height
             for x in (df[schema.TS_RECV].min(), df[schema.TS_RECV].max())

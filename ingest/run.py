@@ -207,7 +207,7 @@ def stage_source(
         write_with_atomic(tp, t.write_parquet)
         uniq = {(i["path"], i["sha256"]): i for i in day_inputs.get(day, [])}
         days[day] = {"book": str(bp), "trades": str(tp), "inputs": list(uniq.values())}
-    files = [
+    file_rows = [
         {
             "path": fr.path,
             "sha256": fr.sha256,
@@ -224,7 +224,7 @@ def stage_source(
         "symbol": cfg.symbol,
         "days": days,
         "current": current,
-        "files": files,
+        "files": file_rows,
         "quarantine": quarantine,
     }
     write_json_atomic(stage / STAGED_INDEX, index)

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="arg-type,assignment"
+# (numba kernels mix np.int64 and int freely; numba, not mypy, types their bodies)
 """Deterministic synthetic BitMEX-like XBTUSD market in canonical form. Pure.
 
 Model (a queue-reactive limit order book, simulated event by event in numba):
@@ -77,12 +79,12 @@ def _level(rng: np.random.Generator, depth: int) -> int:
 def _push(
     rows: np.ndarray,
     n: int,
-    a: np.int64,
-    b: np.int64,
-    c: np.int64,
-    d: np.int64,
-    e: np.int64,
-    f: np.int64,
+    a: int,
+    b: int,
+    c: int,
+    d: int,
+    e: int,
+    f: int,
 ) -> np.ndarray:
     if n >= rows.shape[0]:
         new = np.zeros((rows.shape[0] * 2, rows.shape[1]), dtype=np.int64)
@@ -105,8 +107,8 @@ def _simulate_day(
     sti: np.ndarray,
     bidq: np.ndarray,
     askq: np.ndarray,
-    t0: np.int64,
-    t1: np.int64,
+    t0: int,
+    t1: int,
     book_rate: float,
     trade_rate: float,
     vol_scale: float,
