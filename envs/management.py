@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,27 +70,16 @@ from core.schema import (
     SELL_LO_TICKS,
     TS,
 )
-from envs.observation import encode_observation, observation_bounds
-from envs.position import (
-    LONG,
-    SHORT,
-    ClosedTrade,
-    Lot,
-    Position,
-    PositionSummary,
-    StateLimits,
-    apply_fill,
-    apply_funding,
-    can_fill,
-    contracts_for,
-    management_values,
-    open_account,
-    summarize,
-)
-from envs.rewards import ZERO_TERMS, check_version, punishment_scale, reward_terms
+from envs import kernels as K
+from envs.observation import observation_bounds, observation_size
+from envs.position import LONG, SHORT, Position, StateLimits, contracts_for, position_from_arrays
+from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
+_LOG_ROWS = 4096  # info log rows per chunk
+_LOG_LAST = _LOG_ROWS - 1
+_env_step = K.env_step
 
 
 _IMMUTABLE = (bool, int, float, str, type(None))
@@ -133,7 +122,10 @@ class StepInfo(dict):
     __slots__ = ()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
-        out = StepInfo(self)
+        return self._deep_fill(StepInfo(self), memo)
+
+    def _deep_fill(self, out: StepInfo, memo: dict[int, Any]) -> StepInfo:
+        """`out` (a one-level copy of self) made an exact deep copy."""
         terms = self.get("reward_terms")
         if type(terms) is dict:
             out["reward_terms"] = dict(terms)
@@ -145,6 +137,128 @@ class StepInfo(dict):
             if type(value) not in _IMMUTABLE:
                 out[key] = copy.deepcopy(value, memo)
         return out
+
+
+_TERM_KEYS = (*TERM_NAMES, "total")
+_TRADE_KEYS = (
+    "side",
+    "entry_ts_ns",
+    "exit_ts_ns",
+    "entry_price_ticks",
+    "exit_price_ticks",
+    "stake",
+    "contracts",
+    "pnl",
+    "fees",
+)
+
+
+def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
+    """The info dict of one log row (see `envs.kernels` G_*), keys in INFO order."""
+    log, logf, row, trades = src
+    g = log[row].tolist()
+    f = logf[row].tolist()
+    t = K.G_TERMS
+    closed = []
+    if trades is not None:
+        for ints, floats in zip(trades[0], trades[1], strict=True):
+            d = dict(zip(_TRADE_KEYS, (*ints, *floats), strict=True))
+            d["pnl_plus_fees"] = d["pnl"] - d["fees"]
+            closed.append(d)
+    return {
+        "ts": g[K.G_TS],
+        "bar": g[K.G_BAR],
+        "equity": f[K.G_EQ],
+        "balance": f[K.G_BAL],
+        "pnl": f[K.G_PNL],
+        "realized_pnl": f[K.G_REAL],
+        "unrealized_pnl": f[K.G_UPNL],
+        "pnl_without_fees": f[K.G_PWF],
+        "fees": f[K.G_FEES],
+        "funding": f[K.G_FUND],
+        "position_size": f[K.G_PSIZE],
+        "exposure": f[K.G_EXP],
+        "side": g[K.G_SIDE],
+        "long_order": g[K.G_LONG],
+        "short_order": g[K.G_SHORT],
+        "trades": closed,
+        "reward_terms": dict(zip(_TERM_KEYS, f[t : t + 8], strict=True)),
+        "punishment_scale": f[K.G_PSCALE],
+    }
+
+
+def _loading(name: str) -> Callable[..., Any]:
+    method = getattr(dict, name)
+
+    def wrapper(self: _LazyInfo, *args: Any, **kwargs: Any) -> Any:
+        if self._src is not None:
+            self._load()
+        return method(self, *args, **kwargs)
+
+    wrapper.__name__ = name
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class _LazyInfo(StepInfo):
+    """A StepInfo whose entries are built from the env's info log on first use.
+
+    The step only records its values (one row of a log chunk that is never overwritten);
+    the dict is filled the first time anything reads, writes, compares, copies or pickles
+    it, so every observable behaviour equals that of the eager StepInfo. A deep copy of an
+    unread info shares the (immutable) log row; a pickle carries a plain StepInfo.
+    """
+
+    __slots__ = ("_src",)
+
+    def _load(self) -> None:
+        src = self._src
+        self._src = None
+        dict.update(self, _build_info(src))
+
+    for _name in (
+        "__getitem__", "__contains__", "__iter__", "__len__", "__repr__",
+        "__or__", "__ror__", "__ior__", "__reversed__", "__setitem__", "__delitem__", "get",
+        "keys", "values", "items", "copy", "pop", "popitem", "setdefault", "update", "clear",
+        "__sizeof__",
+    ):  # fmt: skip
+        locals()[_name] = _loading(_name)
+    del _name
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        if self._src is not None:
+            self._load()
+        if isinstance(other, _LazyInfo) and other._src is not None:
+            other._load()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def _clone(self) -> _LazyInfo:
+        out = _LazyInfo()
+        out._src = self._src
+        if self._src is None:
+            dict.update(out, self)
+        return out
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
+        out = self._clone()
+        return out if self._src is not None else self._deep_fill(out, memo)
+
+    def __copy__(self) -> StepInfo:
+        return self._clone()
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
+        if self._src is not None:
+            self._load()
+        return StepInfo, (dict(self),)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[type, tuple[dict[str, Any]]]:
+        return self.__reduce__()
 
 
 class SliceDataError(ValueError):
@@ -194,35 +308,69 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.limits = StateLimits(
             max_exposure=cfg.max_exposure, hours_clip=cfg.hours_clip, pct_clip=cfg.pct_clip
         )
-        ts = self._load(self.slice_path, self.stats_dir)
-        self._stake = cfg.stake_fraction
-        self._cap = cfg.max_exposure
-        self._skip = cfg.step_skip
-        self._w = cfg.window
-        self._last = self.n_rows - 1
-        self._touch = cfg.fill_model == "touch"
-        self._roll = cfg.roll_orders
-        self._funding = cfg.funding
-        self._equity0 = cfg.initial_equity_xbt
-        self._reward_cfg = cfg.reward
+        self._load(self.slice_path, self.stats_dir)
         low, high = observation_bounds(self.n_features, cfg.window, cfg.obs_clip, self.limits)
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(3)
+        self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
+        self._new_log()
+        self._start(cfg.window - 1, None, False)
+
+    def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
+        """The step's whole state in two flat arrays for `envs.kernels.env_step`: the
+        header (cursor, orders, budget, config), the account and lots, a closed-trade
+        buffer, then the per-bar columns."""
+        cfg = self.config
+        inst = self.instrument
+        n = self.n_rows
+        lot_cap = int((cfg.max_exposure + 1e-9) / cfg.stake_fraction) + 2
+        trade_cap = lot_cap * (2 * cfg.step_skip + 1)
+        ni, nf = K.packed_sizes(n, lot_cap, trade_cap)
+        I = np.zeros(ni, np.int64)  # noqa: E741
+        F = np.zeros(nf, np.float64)
+        I[K.H_BUDGET] = -1
+        I[K.H_LAST] = n - 1
+        I[K.H_SKIP] = cfg.step_skip
+        I[K.H_W] = cfg.window
+        I[K.H_NF] = self.n_features
+        I[K.H_TOUCH] = cfg.fill_model == "touch"
+        I[K.H_ROLL] = cfg.roll_orders
+        I[K.H_FUNDING] = cfg.funding
+        I[K.H_INVERSE] = inst.is_inverse
+        I[K.H_NROWS] = n
+        I[K.H_LOTCAP] = lot_cap
+        I[K.H_TRCAP] = trade_cap
+        F[K.F_STAKE] = cfg.stake_fraction
+        F[K.F_CAP] = cfg.max_exposure
+        F[K.F_TICK] = inst.tick_size
+        F[K.F_MULT] = inst.multiplier
+        F[K.F_MAKER] = inst.maker_fee
+        F[K.F_TAKER] = inst.taker_fee
+        F[K.F_FRATE] = cfg.funding_rate
+        F[K.F_HC] = cfg.hours_clip
+        F[K.F_PC] = cfg.pct_clip
+        F[K.F_EQ0] = cfg.initial_equity_xbt
+        F[K.F_RW : K.F_RW + K.N_REWARD_PARAMS] = reward_params(cfg.reward)
+        di, df = K.data_offsets(lot_cap, trade_cap)
+        for j, name in ((K.D_TS, TS), (K.D_BID, BEST_BID_TICKS), (K.D_ASK, BEST_ASK_TICKS)):
+            I[di + j * n : di + (j + 1) * n] = cols[name]
+        I[di + K.D_BUY_HI * n : di + (K.D_BUY_HI + 1) * n] = cols[BUY_HI_TICKS]
+        I[di + K.D_SELL_LO * n : di + (K.D_SELL_LO + 1) * n] = cols[SELL_LO_TICKS]
         # bar k settles funding when a funding time (multiple of the interval) lies in (ts[k-1], ts[k]]
-        funding_ns = int(self.instrument.funding_interval_hours * NS_PER_HOUR)
-        due = np.zeros(self.n_rows, dtype=bool)
+        ts = cols[TS]
+        funding_ns = int(inst.funding_interval_hours * NS_PER_HOUR)
         if funding_ns > 0:
+            due = I[di + K.D_DUE * n : di + (K.D_DUE + 1) * n]
             due[1:] = ts[1:] // funding_ns != ts[:-1] // funding_ns
-        self._funding_due: list[bool] = due.tolist()
-        self._pos: Position = open_account(cfg.initial_equity_xbt, self._ts_l[0])
-        self._summary: PositionSummary = summarize(self._pos, self.instrument)
-        self._t = cfg.window - 1
-        self._bid = 0
-        self._ask = 0
-        self._steps = 0
-        self._budget: int | None = None
-        self._flatten_at_end = False
+        F[df + K.D_MARK * n : df + (K.D_MARK + 1) * n] = mid * inst.tick_size
+        F[df + K.D_MID * n : df + (K.D_MID + 1) * n] = mid
+        self._I, self._F = I, F
+        self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f, _, _ = (
+            K._views(I, F)
+        )
+        self._bid_col = cols[BEST_BID_TICKS]
+        self._ask_col = cols[BEST_ASK_TICKS]
 
     # ------------------------------------------------------------------ data
     def _load(self, slice_path: Path, stats_dir: Path) -> np.ndarray:
@@ -275,19 +423,24 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.n_features = len(names)
         self.n_rows = n
         self.ts = ts  # int64 ns bar close times (read-only use)
-        # The step reads Python lists (fast scalar access) and one float32 feature block.
-        self._ts_l: list[int] = ts.tolist()
-        self._mid_l: list[float] = mid.tolist()
-        self._mark_l: list[float] = (mid * self.instrument.tick_size).tolist()
-        self._bid_l: list[int] = bid.tolist()
-        self._ask_l: list[int] = ask.tolist()
-        self._buy_hi_l: list[int] = col(BUY_HI_TICKS, np.int64).tolist()
-        self._sell_lo_l: list[int] = col(SELL_LO_TICKS, np.int64).tolist()
         norm = stats.normalize(raw, self.config.obs_clip)
         self._norm32 = np.ascontiguousarray(norm, dtype=np.float32)
-        return ts
+        self._norm_flat = self._norm32.reshape(-1)
+        cols = {TS: ts, BEST_BID_TICKS: bid, BEST_ASK_TICKS: ask}
+        cols[BUY_HI_TICKS] = col(BUY_HI_TICKS, np.int64)
+        cols[SELL_LO_TICKS] = col(SELL_LO_TICKS, np.int64)
+        self._pack(cols, mid)
 
     # ------------------------------------------------------------------ curriculum
+    @property
+    def punishment_scale(self) -> float:
+        """The penalty multiplier of the reward (>= 0)."""
+        return float(self._F[K.F_PSCALE])
+
+    @punishment_scale.setter
+    def punishment_scale(self, scale: float) -> None:
+        self._F[K.F_PSCALE] = scale
+
     def set_punishment_scale(self, scale: float) -> None:
         """Set the penalty multiplier (>= 0); a training callback drives it via env_method."""
         if not scale >= 0:
@@ -302,7 +455,12 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     # ------------------------------------------------------------------ gym API
     @property
     def position(self) -> Position:
-        return self._pos
+        """The account and open lots now (a fresh immutable value)."""
+        return position_from_arrays(self._acct_f, self._acct_i, self._lot_i, self._lot_f)
+
+    @property
+    def _t(self) -> int:
+        return int(self._I[K.H_T])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -315,220 +473,117 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         first = cfg.window - 1
         last = self.n_rows - 2  # at least one step left
         full = bool(opts.get("full", False))
+        budget: int | None
         if full:
-            self._budget = None
-            self._t = min(max(int(opts.get("start", first)), first), last)
-            self._flatten_at_end = bool(opts.get("flatten_at_end", True))
+            budget = None
+            t = min(max(int(opts.get("start", first)), first), last)
+            flatten = bool(opts.get("flatten_at_end", True))
         else:
             if cfg.std_steps_per_episode > 0:
                 drawn = round(
                     self.np_random.normal(cfg.mean_steps_per_episode, cfg.std_steps_per_episode)
                 )
-                self._budget = max(cfg.min_steps_per_episode, int(drawn))
+                budget = max(cfg.min_steps_per_episode, int(drawn))
             else:
-                self._budget = cfg.mean_steps_per_episode
+                budget = cfg.mean_steps_per_episode
             if "start" in opts:
-                self._t = min(max(int(opts["start"]), first), last)
+                t = min(max(int(opts["start"]), first), last)
             elif cfg.random_start:
-                hi = max(first, self.n_rows - 1 - self._budget * cfg.step_skip)
-                self._t = int(self.np_random.integers(first, hi + 1))
+                hi = max(first, self.n_rows - 1 - budget * cfg.step_skip)
+                t = int(self.np_random.integers(first, hi + 1))
             else:
-                self._t = first
-            self._flatten_at_end = bool(opts.get("flatten_at_end", False))
-        self._steps = 0
-        self._bid = 0
-        self._ask = 0
-        now = self._ts_l[self._t]
-        self._pos = open_account(cfg.initial_equity_xbt, now)
+                t = first
+            flatten = bool(opts.get("flatten_at_end", False))
+        self._start(t, budget, flatten)
         if cfg.random_initial_position and not full:
-            self._pos = self._random_position(now)
-        self._summary = summarize(self._pos, self.instrument)
-        obs, upnl = self._observe()
-        return obs, self._info((), dict(ZERO_TERMS), upnl)
+            self._random_position(int(self.ts[t]))
+            K.env_summarize(self._I, self._F)
+        obs = np.empty(self._obs_size, np.float32)
+        row = self._row
+        K.env_observe(
+            self._I, self._F, self._norm_flat, obs, self._log, row, False, False, 0.0, 0.0, 0.0
+        )
+        return obs, self._next_info(row, None)
+
+    def _start(self, t: int, budget: int | None, flatten: bool) -> None:
+        """A flat account at bar t with no resting orders."""
+        I = self._I  # noqa: E741
+        I[K.H_T] = t
+        I[K.H_BUDGET] = -1 if budget is None else budget
+        I[K.H_FLATTEN] = flatten
+        I[K.H_STEPS] = 0
+        I[K.H_BID] = 0
+        I[K.H_ASK] = 0
+        I[K.H_FLAT] = self.ts[t]
+        I[K.H_N] = 0
+        self._acct_f[:] = (float(self.config.initial_equity_xbt), 0.0, 0.0, 0.0)
+        K.env_summarize(I, self._F)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Apply `action` at the close of the current bar, advance `step_skip` bars."""
-        a = int(action)
-        t = self._t
-        if a:
-            if a == TOGGLE_LONG:
-                if self._bid:
-                    self._bid = 0
-                elif can_fill(self._pos, LONG, self._stake, self._cap):
-                    self._bid = self._bid_l[t]
-            elif a == TOGGLE_SHORT:
-                if self._ask:
-                    self._ask = 0
-                elif can_fill(self._pos, SHORT, self._stake, self._cap):
-                    self._ask = self._ask_l[t]
-            else:
-                raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
-        end = t + self._skip
-        if end > self._last:
-            end = self._last
-        before = self._pos
-        closed: list[ClosedTrade] = []
-        if self._bid or self._ask or self._funding:
-            self._advance(t, end, closed)
-        self._t = end
-        self._steps += 1
-        terminated = end == self._last
-        truncated = (not terminated) and self._budget is not None and self._steps >= self._budget
-        if terminated and self._flatten_at_end and self._pos.lots:
-            closed.extend(self._flatten(self._ts_l[end]))
-            self._bid = self._ask = 0
-        pos = self._pos
-        s = self._summary
-        if pos is not before:
-            s = self._summary = summarize(pos, self.instrument)
-        # observation (inlined _observe for speed: this is the hot path)
-        mark = self._mark_l[end]
-        upnl = s.unrealized(mark)
-        state = management_values(
-            s,
-            pos.flat_since_ns,
-            self._ts_l[end],
-            mark,
-            self._bid != 0,
-            self._ask != 0,
-            self.limits,
-            upnl,
+        """Apply `action` at the close of the current bar, advance `step_skip` bars (the
+        arithmetic is `envs.kernels.env_step`)."""
+        obs = np.empty(self._obs_size, np.float32)
+        row = self._row
+        reward, code = _env_step(
+            int(action), self._I, self._F, self._norm_flat, obs, self._log, row
         )
-        obs = encode_observation(self._norm32[end - self._w + 1 : end + 1], state, validate=False)
-        base = s.entry_value
-        if pos is before:
-            realized = fees = funding = 0.0
+        if code < 0:
+            self._refuse(code, action)
+        if row == _LOG_LAST:
+            self._new_log()
         else:
-            realized = pos.realized_pnl - before.realized_pnl
-            fees = pos.fees - before.fees
-            funding = pos.funding - before.funding
-        terms = reward_terms(
-            self._reward_cfg,
-            balance=before.balance,
-            exposure=s.exposure,
-            unrealized_return=upnl / base if base > 0.0 else 0.0,
-            realized_pnl=realized,
-            fees=fees,
-            funding=funding,
-            avg_open_hours=state[4],
-            hours_since_close=state[6],
-            episode_end=terminated or truncated,
-            scale=self.punishment_scale,
-        )
-        return obs, terms["total"], terminated, truncated, self._info(closed, terms, upnl)
+            self._row = row + 1
+        info = _LazyInfo()
+        if code > 3:
+            n = code >> 2
+            info._src = (
+                self._log,
+                self._logf,
+                row,
+                (self._tr_i[:n].tolist(), self._tr_f[:n].tolist()),
+            )
+        else:
+            info._src = (self._log, self._logf, row, None)
+        return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals
-    def _advance(self, t: int, end: int, closed: list[ClosedTrade]) -> None:
-        """Bars t+1..end: fills against each bar's prints and book, funding, rolling."""
-        touch = self._touch
-        for k in range(t + 1, end + 1):
-            p = self._bid
-            if p:
-                lo = self._sell_lo_l[k]
-                if (lo > 0 and (lo <= p if touch else lo < p)) or self._ask_l[k] <= p:
-                    closed.extend(self._fill(LONG, p, self._ts_l[k]))
-                    self._bid = 0
-            p = self._ask
-            if p:
-                hi = self._buy_hi_l[k]
-                if (hi > 0 and (hi >= p if touch else hi > p)) or self._bid_l[k] >= p:
-                    closed.extend(self._fill(SHORT, p, self._ts_l[k]))
-                    self._ask = 0
-            if self._funding and self._funding_due[k]:
-                self._pos, _ = apply_funding(
-                    self._pos, self.config.funding_rate, self._mid_l[k], self.instrument
-                )
-            if self._roll:
-                if self._bid:
-                    self._bid = self._bid_l[k]
-                if self._ask:
-                    self._ask = self._ask_l[k]
+    def _refuse(self, code: int, action: Any) -> None:
+        if code == K.BAD_ACTION:
+            raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
+        balance = float(self._F[K.F_BAL0])
+        raise ValueError(f"balance must be > 0, got {balance}")
 
-    def _fill(
-        self, side: int, price: int, ts: int, stake: float | None = None, liquidity: str = "maker"
-    ) -> tuple[ClosedTrade, ...]:
-        """Fill one order of `stake` (default: the config's stake) unless the cap forbids it."""
-        stake = self._stake if stake is None else stake
-        if not can_fill(self._pos, side, stake, self._cap):
-            return ()
-        self._pos, closed = apply_fill(
-            self._pos,
-            side,
-            price,
-            ts,
-            self.instrument,
-            stake,
-            self._cap,
-            "taker" if liquidity == "taker" else "maker",
-        )
-        return closed
+    def _new_log(self) -> None:
+        """A fresh info log chunk (infos handed out keep their chunk alive)."""
+        self._log = np.empty((_LOG_ROWS, K.G_WIDTH), np.int64)
+        self._logf = self._log.view(np.float64)
+        self._row = 0
 
-    def _flatten(self, ts: int) -> tuple[ClosedTrade, ...]:
-        """Close every open lot at the touch as a taker (longs sell at the bid)."""
-        side = -self._pos.side
-        price = self._bid_l[self._t] if side == SHORT else self._ask_l[self._t]
-        return self._fill(side, price, ts, self._pos.exposure, "taker")
+    def _next_info(self, row: int, trades: Any) -> _LazyInfo:
+        info = _LazyInfo()
+        info._src = (self._log, self._logf, row, trades)
+        if row == _LOG_LAST:
+            self._new_log()
+        else:
+            self._row = row + 1
+        return info
 
-    def _random_position(self, now: int) -> Position:
+    def _random_position(self, now: int) -> None:
         """1..cap lots on a random side at the current touch, aged uniformly up to
         `initial_position_max_hours`, fee-free (the agent inherits risk, not a fee bill)."""
         cfg = self.config
         cap = int(cfg.max_exposure / cfg.stake_fraction + 1e-9)
         if cap < 1:
-            return self._pos
+            return
+        t = self._t
         side = LONG if self.np_random.random() < 0.5 else SHORT
         n = int(self.np_random.integers(1, cap + 1))
-        price = self._bid_l[self._t] if side == LONG else self._ask_l[self._t]
+        price = int(self._bid_col[t] if side == LONG else self._ask_col[t])
         px = price * self.instrument.tick_size
         span = cfg.initial_position_max_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
-        c = contracts_for(cfg.stake_fraction, self._pos.balance, px, self.instrument)
-        lots = tuple(Lot(side, price, now - int(age), cfg.stake_fraction, c, 0.0) for age in ages)
-        if side == LONG:
-            return replace(self._pos, longs=lots)
-        return replace(self._pos, shorts=lots)
-
-    def _observe(self) -> tuple[np.ndarray, float]:
-        t = self._t
-        mark = self._mark_l[t]
-        upnl = self._summary.unrealized(mark)
-        state = management_values(
-            self._summary,
-            self._pos.flat_since_ns,
-            self._ts_l[t],
-            mark,
-            self._bid != 0,
-            self._ask != 0,
-            self.limits,
-            upnl,
-        )
-        return encode_observation(
-            self._norm32[t - self._w + 1 : t + 1], state, validate=False
-        ), upnl
-
-    def _info(self, closed: Any, terms: dict[str, float], upnl: float) -> StepInfo:
-        pos = self._pos
-        s = self._summary
-        eq = pos.balance + upnl
-        return StepInfo(
-            {
-                "ts": self._ts_l[self._t],
-                "bar": self._t,
-                "equity": eq,
-                "balance": pos.balance,
-                "pnl": eq - self._equity0,
-                "realized_pnl": pos.realized_pnl,
-                "unrealized_pnl": upnl,
-                "pnl_without_fees": pos.realized_pnl + upnl,
-                "fees": pos.fees,
-                "funding": pos.funding,
-                "position_size": s.side * min(s.exposure / self._cap, 1.0),  # as in the state
-                "exposure": s.exposure,
-                "side": s.side,
-                "long_order": self._bid,
-                "short_order": self._ask,
-                "trades": [c.as_dict() for c in closed] if closed else [],
-                "reward_terms": terms,
-                "punishment_scale": self.punishment_scale,
-            }
-        )
+        c = contracts_for(cfg.stake_fraction, float(self._acct_f[K.A_BAL]), px, self.instrument)
+        for i, age in enumerate(ages):
+            self._lot_i[i] = (side, price, now - int(age))
+            self._lot_f[i] = (cfg.stake_fraction, c, 0.0)
+        self._acct_i[K.A_N] = n

@@ -20,7 +20,9 @@ The balance moves only on realised pnl, fees and funding; unrealised pnl is mark
 demand. Every function here is pure: it returns new values and never mutates.
 
 The live loop uses the same functions (`apply_fill`, `management_state`) so that its
-observation matches the env's bit for bit.
+observation matches the env's bit for bit. The arithmetic itself lives in the numba
+kernels of `envs.kernels` (the one implementation, also run by the env's step); the
+functions here validate, convert the dataclasses to arrays and back.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from core.clock import NS_PER_HOUR
 from core.instrument import InstrumentSpec
+from envs import kernels as K
 
 LONG, FLAT, SHORT = 1, 0, -1
 _EPS = 1e-12
@@ -142,16 +144,14 @@ def open_account(balance: float, now_ns: int) -> Position:
 # ------------------------------------------------------------------ contract arithmetic
 def contracts_for(stake: float, balance: float, price: float, instrument: InstrumentSpec) -> float:
     """Contracts worth `stake * balance` (settle currency) at `price` (quote currency)."""
-    if instrument.is_inverse:
-        return stake * balance * price / instrument.multiplier
-    return stake * balance / (price * instrument.multiplier)
+    return K.contracts_for(
+        float(stake), float(balance), float(price), instrument.is_inverse, instrument.multiplier
+    )
 
 
 def notional(contracts: float, price: float, instrument: InstrumentSpec) -> float:
     """Value of `contracts` at `price`, in the settle currency (>= 0 for contracts >= 0)."""
-    if instrument.is_inverse:
-        return contracts * instrument.multiplier / price
-    return contracts * instrument.multiplier * price
+    return K.notional(float(contracts), float(price), instrument.is_inverse, instrument.multiplier)
 
 
 def lot_pnl(
@@ -159,9 +159,14 @@ def lot_pnl(
 ) -> float:
     """Pnl (settle currency, without fees) of `contracts` opened at `entry` and closed
     at `exit_` (quote currency prices). Inverse: side * c * m * (1/entry - 1/exit)."""
-    if instrument.is_inverse:
-        return side * contracts * instrument.multiplier * (1.0 / entry - 1.0 / exit_)
-    return side * contracts * instrument.multiplier * (exit_ - entry)
+    return K.lot_pnl(
+        int(side),
+        float(contracts),
+        float(entry),
+        float(exit_),
+        instrument.is_inverse,
+        instrument.multiplier,
+    )
 
 
 def fee_for(
@@ -169,7 +174,59 @@ def fee_for(
 ) -> float:
     """Fee paid on a fill (settle currency; negative = rebate)."""
     rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
-    return rate * notional(contracts, price, instrument)
+    return K.fee_for(
+        float(rate), float(contracts), float(price), instrument.is_inverse, instrument.multiplier
+    )
+
+
+# ------------------------------------------------------------------ array form
+def _arrays(
+    position: Position, spare: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(acct_f, acct_i, lot_i, lot_f) of `position` in the kernels' layout, with room for
+    `spare` more lots."""
+    lots = position.lots
+    n = len(lots)
+    acct_f = np.array(
+        (position.balance, position.realized_pnl, position.fees, position.funding), np.float64
+    )
+    acct_i = np.array((position.flat_since_ns, n), np.int64)
+    lot_i = np.zeros((n + spare, 3), np.int64)
+    lot_f = np.zeros((n + spare, 3), np.float64)
+    for i, lot in enumerate(lots):
+        lot_i[i] = (lot.side, lot.price_ticks, lot.ts_ns)
+        lot_f[i] = (lot.stake, lot.contracts, lot.entry_fee)
+    return acct_f, acct_i, lot_i, lot_f
+
+
+def lots_from_arrays(n: int, lot_i: np.ndarray, lot_f: np.ndarray) -> tuple[Lot, ...]:
+    """The first `n` lots of the kernels' lot arrays, as Lot values (Python scalars)."""
+    li = lot_i[:n].tolist()
+    lf = lot_f[:n].tolist()
+    return tuple(Lot(a[0], a[1], a[2], b[0], b[1], b[2]) for a, b in zip(li, lf, strict=True))
+
+
+def position_from_arrays(
+    acct_f: np.ndarray, acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray
+) -> Position:
+    """The Position held in the kernels' arrays."""
+    bal, real, fees, funding = acct_f[:4].tolist()
+    flat_since, n = acct_i[:2].tolist()
+    lots = lots_from_arrays(n, lot_i, lot_f)
+    side = lots[0].side if lots else FLAT
+    longs = lots if side == LONG else ()
+    shorts = lots if side == SHORT else ()
+    return Position(bal, flat_since, longs, shorts, real, fees, funding)
+
+
+def trades_from_arrays(ntr: int, tr_i: np.ndarray, tr_f: np.ndarray) -> tuple[ClosedTrade, ...]:
+    """The first `ntr` closed trades of the kernels' trade arrays."""
+    ti = tr_i[:ntr].tolist()
+    tf = tr_f[:ntr].tolist()
+    return tuple(
+        ClosedTrade(a[0], a[1], a[2], a[3], a[4], b[0], b[1], b[2], b[3])
+        for a, b in zip(ti, tf, strict=True)
+    )
 
 
 # ------------------------------------------------------------------ fills
@@ -178,9 +235,8 @@ def can_fill(position: Position, side: int, stake: float, max_exposure: float) -
     or the new exposure stays within `max_exposure`."""
     if side not in (LONG, SHORT):
         raise ValueError(f"side must be +1 or -1, got {side}")
-    if position.side == -side:
-        return True
-    return position.exposure + stake <= max_exposure + 1e-9
+    _, acct_i, lot_i, lot_f = _arrays(position)
+    return bool(K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)))
 
 
 def apply_fill(
@@ -209,89 +265,17 @@ def apply_fill(
         raise ExposureError(
             f"fill of {stake} on side {side} would raise exposure {position.exposure} above {max_exposure}"
         )
-    price = price_ticks * instrument.tick_size
-    if position.side == -side:
-        return _reduce(position, side, price_ticks, price, ts_ns, instrument, stake, liquidity)
-    contracts = contracts_for(stake, position.balance, price, instrument)
-    fee = fee_for(contracts, price, instrument, liquidity)
-    lot = Lot(side, int(price_ticks), int(ts_ns), float(stake), contracts, fee)
-    # direct construction: dataclasses.replace costs more than the rest of a fill
-    longs = (*position.longs, lot) if side == LONG else position.longs
-    shorts = (*position.shorts, lot) if side == SHORT else position.shorts
-    new = Position(
-        position.balance - fee,
-        position.flat_since_ns,
-        longs,
-        shorts,
-        position.realized_pnl,
-        position.fees + fee,
-        position.funding,
-    )
-    return new, ()
-
-
-def _reduce(
-    position: Position,
-    side: int,
-    price_ticks: int,
-    price: float,
-    ts_ns: int,
-    instrument: InstrumentSpec,
-    stake: float,
-    liquidity: Literal["maker", "taker"],
-) -> tuple[Position, tuple[ClosedTrade, ...]]:
-    stack = list(position.lots)
-    remaining = stake
-    closed: list[ClosedTrade] = []
-    pnl_sum = 0.0
-    fee_sum = 0.0
-    while stack and remaining > _EPS:
-        lot = stack[0]
-        take = min(lot.stake, remaining)
-        frac = take / lot.stake
-        if frac >= 1.0 - 1e-9:
-            frac, take = 1.0, lot.stake
-            stack.pop(0)
-        else:
-            stack[0] = replace(
-                lot,
-                stake=lot.stake - take,
-                contracts=lot.contracts * (1 - frac),
-                entry_fee=lot.entry_fee * (1 - frac),
-            )
-        c = lot.contracts * frac
-        entry = lot.price_ticks * instrument.tick_size
-        pnl = lot_pnl(lot.side, c, entry, price, instrument)
-        exit_fee = fee_for(c, price, instrument, liquidity)
-        closed.append(
-            ClosedTrade(
-                side=lot.side,
-                entry_ts_ns=lot.ts_ns,
-                exit_ts_ns=int(ts_ns),
-                entry_price_ticks=lot.price_ticks,
-                exit_price_ticks=int(price_ticks),
-                stake=take,
-                contracts=c,
-                pnl=pnl,
-                fees=lot.entry_fee * frac + exit_fee,
-            )
-        )
-        pnl_sum += pnl
-        fee_sum += exit_fee
-        remaining -= take
-    lots = tuple(stack)
-    longs, shorts = (lots, ()) if position.side == LONG else ((), lots)
-    flat_since = int(ts_ns) if not lots else position.flat_since_ns
-    new = Position(
-        position.balance + pnl_sum - fee_sum,
-        flat_since,
-        longs,
-        shorts,
-        position.realized_pnl + pnl_sum,
-        position.fees + fee_sum,
-        position.funding,
-    )
-    return new, tuple(closed)
+    acct_f, acct_i, lot_i, lot_f = _arrays(position, spare=1)
+    n = len(lot_i)
+    tr_i = np.zeros((n, 5), np.int64)
+    tr_f = np.zeros((n, 4), np.float64)
+    rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
+    ntr = K.fill(
+        acct_f, acct_i, lot_i, lot_f, int(side), int(price_ticks), int(ts_ns), float(stake),
+        float(rate), float(instrument.tick_size), instrument.is_inverse,
+        float(instrument.multiplier), tr_i, tr_f, 0,
+    )  # fmt: skip
+    return position_from_arrays(acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)
 
 
 def apply_funding(
@@ -302,12 +286,12 @@ def apply_funding(
     (settle currency, positive = paid)."""
     if position.side == FLAT or rate == 0.0:
         return position, 0.0
-    paid = (
-        position.side
-        * rate
-        * notional(position.contracts, mark_ticks * instrument.tick_size, instrument)
-    )
-    return replace(position, balance=position.balance - paid, funding=position.funding + paid), paid
+    acct_f, acct_i, lot_i, lot_f = _arrays(position)
+    paid = K.pay_funding(
+        acct_f, acct_i, lot_i, lot_f, float(rate), float(mark_ticks),
+        float(instrument.tick_size), instrument.is_inverse, float(instrument.multiplier),
+    )  # fmt: skip
+    return replace(position, balance=float(acct_f[0]), funding=float(acct_f[3])), paid
 
 
 # ------------------------------------------------------------------ marking
@@ -337,36 +321,24 @@ class PositionSummary(NamedTuple):
     def unrealized(self, mark: float) -> float:
         """Pnl (settle currency, without fees) if every lot closed at `mark` (quote
         currency). Inverse: side * m * (sum c/entry - sum c / mark)."""
-        if self.side == FLAT:
-            return 0.0
-        if self.is_inverse:
-            return self.side * self.multiplier * (self.k_sum - self.contracts / mark)
-        return self.side * self.multiplier * (self.contracts * mark - self.k_sum)
+        return K.unrealized(
+            self.side, self.multiplier, self.is_inverse, self.k_sum, self.contracts, float(mark)
+        )
 
 
 def summarize(position: Position, instrument: InstrumentSpec) -> PositionSummary:
     """O(lots) aggregates of `position` for O(1) marking and management state."""
-    lots = position.lots
-    if not lots:
-        return PositionSummary(
-            FLAT, 0.0, 0.0, 0.0, 0.0, 0, instrument.multiplier, instrument.is_inverse
-        )
-    tick = instrument.tick_size
-    ref = lots[0].ts_ns
-    stake = c_sum = k_sum = age = 0.0
-    for lot in lots:
-        price = lot.price_ticks * tick
-        stake += lot.stake
-        c_sum += lot.contracts
-        k_sum += lot.contracts / price if instrument.is_inverse else lot.contracts * price
-        age += lot.stake * (lot.ts_ns - ref)
+    _, acct_i, lot_i, lot_f = _arrays(position)
+    side, exposure, contracts, k_sum, mean_ts, last_ts = K.summarize(
+        acct_i, lot_i, lot_f, float(instrument.tick_size), instrument.is_inverse
+    )
     return PositionSummary(
-        position.side,
-        stake,
-        c_sum,
+        side,
+        exposure,
+        contracts,
         k_sum,
-        ref + age / stake,
-        lots[-1].ts_ns,
+        mean_ts,
+        last_ts,
         instrument.multiplier,
         instrument.is_inverse,
     )
@@ -455,27 +427,24 @@ def management_values(
     limits: StateLimits,
     unrealized: float | None = None,
 ) -> list[float]:
-    """`management_state` from a summarised position, as a list (the env's fast path;
-    `mark` in quote currency; `unrealized` = `summary.unrealized(mark)` when the caller
-    already has it)."""
-    hc = limits.hours_clip
-    if summary.side == FLAT:
-        since = (now_ns - flat_since_ns) / NS_PER_HOUR
-        since = 0.0 if since < 0.0 else (hc if since > hc else since)
-        return [1.0 if long_order else 0.0, 1.0 if short_order else 0.0, 0.0, 0.0, 0.0, 0.0, since]
-    size = summary.exposure / limits.max_exposure
+    """`management_state` from a summarised position, as a list (`mark` in quote
+    currency; `unrealized` = `summary.unrealized(mark)` when the caller already has it)."""
     upnl = summary.unrealized(mark) if unrealized is None else unrealized
-    base = summary.entry_value
-    pct = 100.0 * upnl / base if base > 0.0 else 0.0
-    pc = limits.pct_clip
-    avg = (now_ns - summary.mean_ts_ns) / NS_PER_HOUR
-    last = (now_ns - summary.last_ts_ns) / NS_PER_HOUR
-    return [
-        1.0 if long_order else 0.0,
-        1.0 if short_order else 0.0,
-        summary.side * (1.0 if size > 1.0 else size),
-        -pc if pct < -pc else (pc if pct > pc else pct),
-        0.0 if avg < 0.0 else (hc if avg > hc else avg),
-        0.0 if last < 0.0 else (hc if last > hc else last),
-        0.0,
-    ]
+    return list(
+        K.management_values(
+            summary.side,
+            summary.exposure,
+            summary.k_sum,
+            summary.mean_ts_ns,
+            summary.last_ts_ns,
+            float(summary.multiplier),
+            int(flat_since_ns),
+            int(now_ns),
+            bool(long_order),
+            bool(short_order),
+            float(limits.max_exposure),
+            float(limits.hours_clip),
+            float(limits.pct_clip),
+            float(upnl),
+        )  # fmt: skip
+    )

@@ -20,7 +20,10 @@ Terms (r1):
 
 from __future__ import annotations
 
+import numpy as np
+
 from core.config.env import RewardConfig
+from envs import kernels as K
 
 # reward spec versions this module implements; a config naming another is refused
 SUPPORTED_VERSIONS: tuple[str, ...] = ("r1",)
@@ -82,26 +85,24 @@ def reward_terms(
     """
     if not balance > 0:
         raise ValueError(f"balance must be > 0, got {balance}")
-    holding = exposure > 0.0
-    unrealized = cfg.unrealized_scale * unrealized_return * exposure
-    realized = cfg.realized_scale * realized_pnl / balance
-    fee = -cfg.fee_scale * fees / balance
-    fund = -cfg.funding_scale * funding / balance
-    open_pen = close_pen = terminal = 0.0
-    if holding:
-        if avg_open_hours > cfg.open_position_hours:
-            open_pen = -cfg.open_position_penalty * scale
-        if episode_end:
-            terminal = -cfg.terminal_penalty * scale * exposure
-    elif hours_since_close > cfg.close_position_hours:
-        close_pen = -cfg.close_position_penalty * scale
-    return {
-        "unrealized": unrealized,
-        "realized": realized,
-        "fees": fee,
-        "funding": fund,
-        "open_penalty": open_pen,
-        "close_penalty": close_pen,
-        "terminal_penalty": terminal,
-        "total": unrealized + realized + fee + fund + open_pen + close_pen + terminal,
-    }
+    terms = K.reward_terms(
+        reward_params(cfg), float(balance), float(exposure), float(unrealized_return),
+        float(realized_pnl), float(fees), float(funding), float(avg_open_hours),
+        float(hours_since_close), bool(episode_end), float(scale),
+    )  # fmt: skip
+    return dict(zip((*TERM_NAMES, "total"), terms, strict=True))
+
+
+def reward_params(cfg: RewardConfig) -> np.ndarray:
+    """The reward constants of `cfg` in the kernels' order (`envs.kernels.R_*`)."""
+    out = np.empty(K.N_REWARD_PARAMS, np.float64)
+    out[K.R_UNREAL] = cfg.unrealized_scale
+    out[K.R_REAL] = cfg.realized_scale
+    out[K.R_FEE] = cfg.fee_scale
+    out[K.R_FUND] = cfg.funding_scale
+    out[K.R_OPEN_H] = cfg.open_position_hours
+    out[K.R_OPEN_PEN] = cfg.open_position_penalty
+    out[K.R_CLOSE_H] = cfg.close_position_hours
+    out[K.R_CLOSE_PEN] = cfg.close_position_penalty
+    out[K.R_TERM] = cfg.terminal_penalty
+    return out

@@ -1,0 +1,614 @@
+"""Numba kernels: the ONE implementation of fills, accounting, marking, the management
+state and the reward terms (pure ring, plain arrays in, plain arrays out).
+
+`envs.position` and `envs.rewards` (used by the live loop and the backtest) wrap these
+kernels for their dataclass API; `envs.management` calls `env_step` / `env_observe`,
+which run the same kernels over the env's packed state. There is no second copy of the
+arithmetic anywhere: a change here changes the env, the backtest and the live loop alike.
+
+Arithmetic is written in exactly the order of the original Python (IEEE double, no
+fastmath), so the results are bit-identical to it.
+
+Array layouts (all C-contiguous):
+  acct_f float64[4]: balance, realized_pnl, fees, funding (settle currency)
+  acct_i int64[2]: flat_since_ns, number of open lots
+  lot_i int64[cap, 3]: side, price_ticks, ts_ns (oldest lot first)
+  lot_f float64[cap, 3]: stake, contracts, entry_fee
+  tr_i int64[cap, 5]: side, entry_ts_ns, exit_ts_ns, entry_price_ticks, exit_price_ticks
+  tr_f float64[cap, 4]: stake, contracts, pnl, fees (closed trades)
+  rw float64[9]: reward params (see R_* below)
+Kernels check their buffer capacities and raise instead of writing out of bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from core.clock import NS_PER_HOUR
+
+EPS = 1e-12
+CAP_TOL = 1e-9
+
+A_BAL, A_REAL, A_FEES, A_FUND = 0, 1, 2, 3
+A_FLAT, A_N = 0, 1
+L_SIDE, L_PX, L_TS = 0, 1, 2
+L_STAKE, L_C, L_FEE = 0, 1, 2
+T_SIDE, T_ENTRY_TS, T_EXIT_TS, T_ENTRY_PX, T_EXIT_PX = 0, 1, 2, 3, 4
+T_STAKE, T_C, T_PNL, T_FEES = 0, 1, 2, 3
+# reward params
+R_UNREAL, R_REAL, R_FEE, R_FUND, R_OPEN_H, R_OPEN_PEN, R_CLOSE_H, R_CLOSE_PEN, R_TERM = range(9)
+N_REWARD_PARAMS = 9
+
+_JIT = {"cache": True, "nogil": True}
+
+
+# ------------------------------------------------------------------ contract arithmetic
+@njit(**_JIT)
+def contracts_for(stake: float, balance: float, price: float, inverse: bool, mult: float) -> float:
+    if inverse:
+        return stake * balance * price / mult
+    return stake * balance / (price * mult)
+
+
+@njit(**_JIT)
+def notional(contracts: float, price: float, inverse: bool, mult: float) -> float:
+    if inverse:
+        return contracts * mult / price
+    return contracts * mult * price
+
+
+@njit(**_JIT)
+def lot_pnl(
+    side: int, contracts: float, entry: float, exit_: float, inverse: bool, mult: float
+) -> float:
+    if inverse:
+        return side * contracts * mult * (1.0 / entry - 1.0 / exit_)
+    return side * contracts * mult * (exit_ - entry)
+
+
+@njit(**_JIT)
+def fee_for(rate: float, contracts: float, price: float, inverse: bool, mult: float) -> float:
+    return rate * notional(contracts, price, inverse, mult)
+
+
+# ------------------------------------------------------------------ position
+@njit(**_JIT)
+def side_of(acct_i: np.ndarray, lot_i: np.ndarray) -> int:
+    return lot_i[0, L_SIDE] if acct_i[A_N] > 0 else 0
+
+
+@njit(**_JIT)
+def exposure_of(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
+    e = 0.0
+    for i in range(acct_i[A_N]):
+        e += lot_f[i, L_STAKE]
+    return e
+
+
+@njit(**_JIT)
+def can_fill(
+    acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, side: int, stake: float, cap: float
+) -> bool:
+    if side_of(acct_i, lot_i) == -side:
+        return True
+    return exposure_of(acct_i, lot_f) + stake <= cap + CAP_TOL
+
+
+@njit(**_JIT)
+def fill(
+    acct_f: np.ndarray,
+    acct_i: np.ndarray,
+    lot_i: np.ndarray,
+    lot_f: np.ndarray,
+    side: int,
+    price_ticks: int,
+    ts_ns: int,
+    stake: float,
+    rate: float,
+    tick: float,
+    inverse: bool,
+    mult: float,
+    tr_i: np.ndarray,
+    tr_f: np.ndarray,
+    ntr: int,
+) -> int:
+    """Apply one fill in place (the caller has checked `can_fill`): reduce the opposite
+    stack FIFO (closed trades appended at `ntr`) or open a lot. Returns the new ntr."""
+    price = price_ticks * tick
+    n = acct_i[A_N]
+    if n > 0 and lot_i[0, L_SIDE] == -side:
+        return _reduce(
+            acct_f, acct_i, lot_i, lot_f, price_ticks, price, ts_ns, stake, rate, tick, inverse,
+            mult, tr_i, tr_f, ntr,
+        )  # fmt: skip
+    if n >= lot_i.shape[0]:
+        raise ValueError("lot buffer full")
+    c = contracts_for(stake, acct_f[A_BAL], price, inverse, mult)
+    fee = fee_for(rate, c, price, inverse, mult)
+    lot_i[n, L_SIDE] = side
+    lot_i[n, L_PX] = price_ticks
+    lot_i[n, L_TS] = ts_ns
+    lot_f[n, L_STAKE] = stake
+    lot_f[n, L_C] = c
+    lot_f[n, L_FEE] = fee
+    acct_i[A_N] = n + 1
+    acct_f[A_BAL] = acct_f[A_BAL] - fee
+    acct_f[A_FEES] = acct_f[A_FEES] + fee
+    return ntr
+
+
+@njit(**_JIT)
+def _reduce(
+    acct_f: np.ndarray,
+    acct_i: np.ndarray,
+    lot_i: np.ndarray,
+    lot_f: np.ndarray,
+    price_ticks: int,
+    price: float,
+    ts_ns: int,
+    stake: float,
+    rate: float,
+    tick: float,
+    inverse: bool,
+    mult: float,
+    tr_i: np.ndarray,
+    tr_f: np.ndarray,
+    ntr: int,
+) -> int:
+    n = acct_i[A_N]
+    head = 0
+    remaining = stake
+    pnl_sum = 0.0
+    fee_sum = 0.0
+    while head < n and remaining > EPS:
+        lstake = lot_f[head, L_STAKE]
+        lc = lot_f[head, L_C]
+        lfee = lot_f[head, L_FEE]
+        lside = lot_i[head, L_SIDE]
+        entry_ticks = lot_i[head, L_PX]
+        entry_ts = lot_i[head, L_TS]
+        take = remaining if remaining < lstake else lstake  # min(lstake, remaining)
+        frac = take / lstake
+        if frac >= 1.0 - 1e-9:
+            frac, take = 1.0, lstake
+            head += 1
+        else:
+            lot_f[head, L_STAKE] = lstake - take
+            lot_f[head, L_C] = lc * (1 - frac)
+            lot_f[head, L_FEE] = lfee * (1 - frac)
+        c = lc * frac
+        entry = entry_ticks * tick
+        pnl = lot_pnl(lside, c, entry, price, inverse, mult)
+        exit_fee = fee_for(rate, c, price, inverse, mult)
+        if ntr >= tr_i.shape[0]:
+            raise ValueError("trade buffer full")
+        tr_i[ntr, T_SIDE] = lside
+        tr_i[ntr, T_ENTRY_TS] = entry_ts
+        tr_i[ntr, T_EXIT_TS] = ts_ns
+        tr_i[ntr, T_ENTRY_PX] = entry_ticks
+        tr_i[ntr, T_EXIT_PX] = price_ticks
+        tr_f[ntr, T_STAKE] = take
+        tr_f[ntr, T_C] = c
+        tr_f[ntr, T_PNL] = pnl
+        tr_f[ntr, T_FEES] = lfee * frac + exit_fee
+        ntr += 1
+        pnl_sum += pnl
+        fee_sum += exit_fee
+        remaining -= take
+    m = n - head
+    if head:
+        for i in range(m):
+            for j in range(3):
+                lot_i[i, j] = lot_i[i + head, j]
+                lot_f[i, j] = lot_f[i + head, j]
+    acct_i[A_N] = m
+    if m == 0:
+        acct_i[A_FLAT] = ts_ns
+    acct_f[A_BAL] = acct_f[A_BAL] + pnl_sum - fee_sum
+    acct_f[A_REAL] = acct_f[A_REAL] + pnl_sum
+    acct_f[A_FEES] = acct_f[A_FEES] + fee_sum
+    return ntr
+
+
+@njit(**_JIT)
+def pay_funding(
+    acct_f: np.ndarray,
+    acct_i: np.ndarray,
+    lot_i: np.ndarray,
+    lot_f: np.ndarray,
+    rate: float,
+    mark_ticks: float,
+    tick: float,
+    inverse: bool,
+    mult: float,
+) -> float:
+    """Settle one funding payment in place on a non-flat position; returns the amount
+    paid (positive = paid). The caller skips flat positions and a zero rate."""
+    c = 0.0
+    for i in range(acct_i[A_N]):
+        c += lot_f[i, L_C]
+    paid = lot_i[0, L_SIDE] * rate * notional(c, mark_ticks * tick, inverse, mult)
+    acct_f[A_BAL] = acct_f[A_BAL] - paid
+    acct_f[A_FUND] = acct_f[A_FUND] + paid
+    return paid
+
+
+# ------------------------------------------------------------------ marking and state
+@njit(**_JIT)
+def summarize(
+    acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, tick: float, inverse: bool
+) -> tuple[int, float, float, float, float, int]:
+    """(side, exposure, contracts, k_sum, stake-weighted mean entry ts, newest entry ts)."""
+    n = acct_i[A_N]
+    if n == 0:
+        return 0, 0.0, 0.0, 0.0, 0.0, 0
+    ref = lot_i[0, L_TS]
+    stake = c_sum = k_sum = age = 0.0
+    for i in range(n):
+        price = lot_i[i, L_PX] * tick
+        s = lot_f[i, L_STAKE]
+        c = lot_f[i, L_C]
+        stake += s
+        c_sum += c
+        k_sum += c / price if inverse else c * price
+        age += s * (lot_i[i, L_TS] - ref)
+    return lot_i[0, L_SIDE], stake, c_sum, k_sum, ref + age / stake, lot_i[n - 1, L_TS]
+
+
+@njit(**_JIT)
+def unrealized(
+    side: int, mult: float, inverse: bool, k_sum: float, contracts: float, mark: float
+) -> float:
+    if side == 0:
+        return 0.0
+    if inverse:
+        return side * mult * (k_sum - contracts / mark)
+    return side * mult * (contracts * mark - k_sum)
+
+
+@njit(**_JIT)
+def management_values(
+    side: int,
+    exposure: float,
+    k_sum: float,
+    mean_ts: float,
+    last_ts: int,
+    mult: float,
+    flat_since_ns: int,
+    now_ns: int,
+    long_order: bool,
+    short_order: bool,
+    max_exposure: float,
+    hours_clip: float,
+    pct_clip: float,
+    upnl: float,
+) -> tuple[float, float, float, float, float, float, float]:
+    """The 7 management values (see `envs.position.management_state`)."""
+    lo = 1.0 if long_order else 0.0
+    so = 1.0 if short_order else 0.0
+    hc = hours_clip
+    if side == 0:
+        since = (now_ns - flat_since_ns) / NS_PER_HOUR
+        since = 0.0 if since < 0.0 else (hc if since > hc else since)
+        return lo, so, 0.0, 0.0, 0.0, 0.0, since
+    size = exposure / max_exposure
+    base = mult * k_sum
+    pct = 100.0 * upnl / base if base > 0.0 else 0.0
+    pc = pct_clip
+    avg = (now_ns - mean_ts) / NS_PER_HOUR
+    last = (now_ns - last_ts) / NS_PER_HOUR
+    return (
+        lo,
+        so,
+        side * (1.0 if size > 1.0 else size),
+        -pc if pct < -pc else (pc if pct > pc else pct),
+        0.0 if avg < 0.0 else (hc if avg > hc else avg),
+        0.0 if last < 0.0 else (hc if last > hc else last),
+        0.0,
+    )
+
+
+# ------------------------------------------------------------------ reward
+@njit(**_JIT)
+def reward_terms(
+    rw: np.ndarray,
+    balance: float,
+    exposure: float,
+    unrealized_return: float,
+    realized_pnl: float,
+    fees: float,
+    funding: float,
+    avg_open_hours: float,
+    hours_since_close: float,
+    episode_end: bool,
+    scale: float,
+) -> tuple[float, float, float, float, float, float, float, float]:
+    """(unrealized, realized, fees, funding, open_penalty, close_penalty,
+    terminal_penalty, total); see `envs.rewards`. balance > 0 is the caller's check."""
+    holding = exposure > 0.0
+    unreal = rw[R_UNREAL] * unrealized_return * exposure
+    real = rw[R_REAL] * realized_pnl / balance
+    fee = -rw[R_FEE] * fees / balance
+    fund = -rw[R_FUND] * funding / balance
+    open_pen = close_pen = terminal = 0.0
+    if holding:
+        if avg_open_hours > rw[R_OPEN_H]:
+            open_pen = -rw[R_OPEN_PEN] * scale
+        if episode_end:
+            terminal = -rw[R_TERM] * scale * exposure
+    elif hours_since_close > rw[R_CLOSE_H]:
+        close_pen = -rw[R_CLOSE_PEN] * scale
+    total = unreal + real + fee + fund + open_pen + close_pen + terminal
+    return unreal, real, fee, fund, open_pen, close_pen, terminal, total
+
+
+# ------------------------------------------------------------------ the env's packed state
+# I (int64) header
+H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
+H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
+H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
+H_SSIDE, H_SLAST, H_NROWS, H_LOTCAP, H_TRCAP = 16, 17, 18, 19, 20
+H_SIZE = 24
+# F (float64) header; acct_f = F[0:4]
+F_STAKE, F_CAP, F_TICK, F_MULT, F_MAKER, F_TAKER, F_FRATE = 4, 5, 6, 7, 8, 9, 10
+F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(11, 20)
+F_RW = 20  # reward params F[F_RW:F_RW + 9]
+F_SIZE = F_RW + N_REWARD_PARAMS
+# data columns (rows of the slice), after the lot and trade regions
+D_TS, D_BID, D_ASK, D_BUY_HI, D_SELL_LO, D_DUE = range(6)
+N_DI = 6
+D_MARK, D_MID = 0, 1
+N_DF = 2
+# info log row (int64; float columns through a float64 view of the same row)
+G_TS, G_BAR, G_SIDE, G_LONG, G_SHORT = range(5)
+G_EQ, G_BAL, G_PNL, G_REAL, G_UPNL, G_PWF, G_FEES, G_FUND, G_PSIZE, G_EXP, G_PSCALE = range(5, 16)
+G_TERMS = 16  # 8 reward terms (total last)
+G_WIDTH = G_TERMS + 8
+# env_step status codes (>= 0: bit 0 terminated, bit 1 truncated, bits 2+: closed trades)
+BAD_ACTION, BAD_BALANCE = -1, -2
+
+
+@njit(**_JIT)
+def _views(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+    lc = I[H_LOTCAP]
+    tc = I[H_TRCAP]
+    n = I[H_NROWS]
+    o = H_SIZE
+    lot_i = I[o : o + 3 * lc].reshape((lc, 3))
+    o += 3 * lc
+    tr_i = I[o : o + 5 * tc].reshape((tc, 5))
+    di = o + 5 * tc
+    o = F_SIZE
+    lot_f = F[o : o + 3 * lc].reshape((lc, 3))
+    o += 3 * lc
+    tr_f = F[o : o + 4 * tc].reshape((tc, 4))
+    df = o + 4 * tc
+    _ = n
+    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:4], di, df
+
+
+def packed_sizes(n_rows: int, lot_cap: int, trade_cap: int) -> tuple[int, int]:
+    """Lengths of the env's packed int64 and float64 state arrays."""
+    return (
+        H_SIZE + 3 * lot_cap + 5 * trade_cap + N_DI * n_rows,
+        F_SIZE + 3 * lot_cap + 4 * trade_cap + N_DF * n_rows,
+    )
+
+
+def data_offsets(lot_cap: int, trade_cap: int) -> tuple[int, int]:
+    """Where the data columns start in the packed int64 and float64 arrays."""
+    return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap
+
+
+@njit(**_JIT)
+def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
+    """Refresh the summary cached in the headers from the lots."""
+    lot_i, lot_f, _, _, acct_i, _, _, _ = _views(I, F)
+    side, exp, c, k, mean, last = summarize(acct_i, lot_i, lot_f, F[F_TICK], I[H_INVERSE] != 0)
+    I[H_SSIDE] = side
+    I[H_SLAST] = last
+    F[F_SEXP] = exp
+    F[F_SC] = c
+    F[F_SK] = k
+    F[F_SMEAN] = mean
+
+
+@njit(**_JIT)
+def env_observe(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    norm: np.ndarray,
+    obs: np.ndarray,
+    log: np.ndarray,
+    row: int,
+    with_reward: bool,
+    episode_end: bool,
+    realized: float,
+    fees: float,
+    funding: float,
+) -> float:
+    """Write the observation at bar I[H_T] into `obs` and the info values into
+    `log[row]`; with_reward: evaluate the reward terms (else all zero) with the balance
+    at the start of the step, F[F_BAL0] (> 0, checked by the caller). Returns the total."""
+    n = I[H_NROWS]
+    t = I[H_T]
+    _, _, _, _, _, acct_f, di, df = _views(I, F)
+    now = I[di + D_TS * n + t]
+    mark = F[df + D_MARK * n + t]
+    mult = F[F_MULT]
+    side = I[H_SSIDE]
+    exp = F[F_SEXP]
+    k = F[F_SK]
+    upnl = unrealized(side, mult, I[H_INVERSE] != 0, k, F[F_SC], mark)
+    bid = I[H_BID]
+    ask = I[H_ASK]
+    s0, s1, s2, s3, s4, s5, s6 = management_values(
+        side, exp, k, F[F_SMEAN], I[H_SLAST], mult, I[H_FLAT], now, bid != 0, ask != 0,
+        F[F_CAP], F[F_HC], F[F_PC], upnl,
+    )  # fmt: skip
+    w = I[H_W]
+    nf = I[H_NF]
+    m = w * nf
+    src = (t - w + 1) * nf
+    for j in range(m):
+        obs[j] = norm[src + j]
+    obs[m] = s0
+    obs[m + 1] = s1
+    obs[m + 2] = s2
+    obs[m + 3] = s3
+    obs[m + 4] = s4
+    obs[m + 5] = s5
+    obs[m + 6] = s6
+    lg = log[row]
+    lf = log.view(np.float64)[row]
+    for j in range(G_TERMS, G_WIDTH):
+        lf[j] = 0.0
+    total = 0.0
+    if with_reward:
+        balance = F[F_BAL0]
+        base = mult * k
+        terms = reward_terms(
+            F[F_RW : F_RW + N_REWARD_PARAMS], balance, exp, upnl / base if base > 0.0 else 0.0,
+            realized, fees, funding, s4, s6, episode_end, F[F_PSCALE],
+        )  # fmt: skip
+        for j in range(8):
+            lf[G_TERMS + j] = terms[j]
+        total = terms[7]
+    bal = acct_f[A_BAL]
+    eq = bal + upnl
+    x = exp / F[F_CAP]
+    lg[G_TS] = now
+    lg[G_BAR] = t
+    lg[G_SIDE] = side
+    lg[G_LONG] = bid
+    lg[G_SHORT] = ask
+    lf[G_EQ] = eq
+    lf[G_BAL] = bal
+    lf[G_PNL] = eq - F[F_EQ0]
+    lf[G_REAL] = acct_f[A_REAL]
+    lf[G_UPNL] = upnl
+    lf[G_PWF] = acct_f[A_REAL] + upnl
+    lf[G_FEES] = acct_f[A_FEES]
+    lf[G_FUND] = acct_f[A_FUND]
+    lf[G_PSIZE] = side * (1.0 if x > 1.0 else x)  # side * min(x, 1.0)
+    lf[G_EXP] = exp
+    lf[G_PSCALE] = F[F_PSCALE]
+    return total
+
+
+@njit(**_JIT)
+def env_step(
+    a: int,
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    norm: np.ndarray,
+    obs: np.ndarray,
+    log: np.ndarray,
+    row: int,
+) -> tuple[float, int]:
+    """One ManagementEnv step (see envs.management): the action at the close of bar t,
+    fills / funding / rolling over bars t+1..t+skip, the flatten at the end of an
+    evaluation slice, then `env_observe`. Returns (reward, status code)."""
+    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f, di, df = _views(I, F)
+    n = I[H_NROWS]
+    t = I[H_T]
+    stake = F[F_STAKE]
+    cap = F[F_CAP]
+    if a != 0:
+        if a == 1:
+            if I[H_BID] != 0:
+                I[H_BID] = 0
+            elif can_fill(acct_i, lot_i, lot_f, 1, stake, cap):
+                I[H_BID] = I[di + D_BID * n + t]
+        elif a == 2:
+            if I[H_ASK] != 0:
+                I[H_ASK] = 0
+            elif can_fill(acct_i, lot_i, lot_f, -1, stake, cap):
+                I[H_ASK] = I[di + D_ASK * n + t]
+        else:
+            return 0.0, BAD_ACTION
+    last = I[H_LAST]
+    end = t + I[H_SKIP]
+    if end > last:
+        end = last
+    F[F_BAL0] = acct_f[A_BAL]
+    real0 = acct_f[A_REAL]
+    fees0 = acct_f[A_FEES]
+    fund0 = acct_f[A_FUND]
+    tick = F[F_TICK]
+    inverse = I[H_INVERSE] != 0
+    mult = F[F_MULT]
+    changed = False
+    ntr = 0
+    funding = I[H_FUNDING] != 0
+    if I[H_BID] != 0 or I[H_ASK] != 0 or funding:
+        touch = I[H_TOUCH] != 0
+        roll = I[H_ROLL] != 0
+        maker = F[F_MAKER]
+        for k in range(t + 1, end + 1):
+            p = I[H_BID]
+            if p != 0:
+                lo = I[di + D_SELL_LO * n + k]
+                if (lo > 0 and (lo <= p if touch else lo < p)) or I[di + D_ASK * n + k] <= p:
+                    if can_fill(acct_i, lot_i, lot_f, 1, stake, cap):
+                        ntr = fill(
+                            acct_f, acct_i, lot_i, lot_f, 1, p, I[di + D_TS * n + k], stake,
+                            maker, tick, inverse, mult, tr_i, tr_f, ntr,
+                        )  # fmt: skip
+                        changed = True
+                    I[H_BID] = 0
+            p = I[H_ASK]
+            if p != 0:
+                hi = I[di + D_BUY_HI * n + k]
+                if (hi > 0 and (hi >= p if touch else hi > p)) or I[di + D_BID * n + k] >= p:
+                    if can_fill(acct_i, lot_i, lot_f, -1, stake, cap):
+                        ntr = fill(
+                            acct_f, acct_i, lot_i, lot_f, -1, p, I[di + D_TS * n + k], stake,
+                            maker, tick, inverse, mult, tr_i, tr_f, ntr,
+                        )  # fmt: skip
+                        changed = True
+                    I[H_ASK] = 0
+            if funding and I[di + D_DUE * n + k] != 0 and acct_i[A_N] > 0 and F[F_FRATE] != 0.0:
+                pay_funding(
+                    acct_f, acct_i, lot_i, lot_f, F[F_FRATE], F[df + D_MID * n + k], tick,
+                    inverse, mult,
+                )  # fmt: skip
+                changed = True
+            if roll:
+                if I[H_BID] != 0:
+                    I[H_BID] = I[di + D_BID * n + k]
+                if I[H_ASK] != 0:
+                    I[H_ASK] = I[di + D_ASK * n + k]
+    I[H_T] = end
+    steps = I[H_STEPS] + 1
+    I[H_STEPS] = steps
+    terminated = end == last
+    budget = I[H_BUDGET]
+    truncated = (not terminated) and budget >= 0 and steps >= budget
+    if terminated and I[H_FLATTEN] != 0 and acct_i[A_N] > 0:
+        side = -lot_i[0, L_SIDE]
+        price = I[di + D_BID * n + end] if side == -1 else I[di + D_ASK * n + end]
+        ntr = fill(
+            acct_f, acct_i, lot_i, lot_f, side, price, I[di + D_TS * n + end],
+            exposure_of(acct_i, lot_f), F[F_TAKER], tick, inverse, mult, tr_i, tr_f, ntr,
+        )  # fmt: skip
+        changed = True
+        I[H_BID] = 0
+        I[H_ASK] = 0
+    if changed:
+        env_summarize(I, F)
+        realized = acct_f[A_REAL] - real0
+        fees = acct_f[A_FEES] - fees0
+        fund = acct_f[A_FUND] - fund0
+    else:
+        realized = fees = fund = 0.0
+    if not F[F_BAL0] > 0:
+        return 0.0, BAD_BALANCE
+    total = env_observe(
+        I, F, norm, obs, log, row, True, terminated or truncated, realized, fees, fund
+    )
+    return total, (1 if terminated else 0) | (2 if truncated else 0) | (ntr << 2)
