@@ -13,20 +13,23 @@ from urllib.parse import urlsplit
 
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
-from live.model_watch import BundleSource, ModelSource, RegistrySource, poll_model
+from live.model_watch import (
+    BundleSource,
+    LoadedChampion,
+    ModelSource,
+    RegistrySource,
+    poll_model,
+)
 from live.predictor import Normalizer, Predictor
 
 
-def initial_model(
-    source: ModelSource,
-) -> tuple[Predictor, FeatureSpec | None, Normalizer | None, str | None]:
+def initial_model(source: ModelSource) -> tuple[Predictor, LoadedChampion | None]:
     """The champion at start, or observe-only with the reason (never raises)."""
     outcome = poll_model(source, None)
     if outcome.action == "swap" and outcome.champion is not None:
-        c = outcome.champion
-        return c.predictor, c.spec, c.stats, outcome.version
+        return outcome.champion.predictor, outcome.champion
     reason = outcome.reason if outcome.reason != "no champion" else "the alias is not set"
-    return Predictor(None, None, reason), None, None, None
+    return Predictor(None, None, reason), None
 
 
 def is_mainnet_url(url: str) -> bool:
@@ -157,9 +160,10 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         else:
             settings = load_settings()
             source = RegistrySource(live_cfg.model_name, live_cfg.alias, settings.tracking_uri)
-        predictor, model_spec, stats, _version = initial_model(source)
-        if model_spec is not None:
-            spec = model_spec
+        predictor, champion = initial_model(source)
+        if champion is not None:  # the model's own observation contract wins over --config
+            spec, stats, obs_clip = champion.spec, champion.stats, champion.obs_clip
+            stake_fraction = float(champion.env_config.get("stake_fraction", stake_fraction))
     orders = None
     if live_cfg.allow_trade:
         if predictor.policy is None or stats is None:

@@ -205,12 +205,13 @@ class LiveSession:
             self.reset(f"observe-only: {reason}")
             return
         self.predictor = champion.predictor
+        self.builder.obs_clip = champion.obs_clip
         if champion.spec.spec_hash != self.spec.spec_hash:
             self.spec = champion.spec
             self.gate = SnapshotManager(
                 self.spec.window, self.gate.stale_after_ns, self.gate.max_skew_ns
             )
-            self.builder = ObservationBuilder(self.spec, champion.stats, self.builder.obs_clip)
+            self.builder = ObservationBuilder(self.spec, champion.stats, champion.obs_clip)
             self.reset(f"new FeatureSpec {self.spec.spec_hash[:12]}: warming up again")
         else:
             # same spec: bars and features carry over; the window is re-normalised
@@ -558,13 +559,14 @@ async def _run(
 
     async def timer() -> None:
         if duration_s is None:
-            return
+            await asyncio.Event().wait()  # no limit: only a signal or the feed ends the run
         await asyncio.sleep(duration_s)
         why["reason"] = f"duration {duration_s:g} s"
         stop.set()
 
     async def watcher() -> None:
         if watch is None:
+            await asyncio.Event().wait()
             return
         source, every_s, events, out = watch
         while True:
@@ -588,7 +590,11 @@ async def _run(
         asyncio.create_task(watcher()),
     ]
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([tasks[0], stopper], return_when=asyncio.FIRST_COMPLETED)
+    # any task ending ends the run: the feed closing, the stop event, or a task failing
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    failure = next(
+        (t.exception() for t in done if not t.cancelled() and t.exception() is not None), None
+    )
     await feed.close()
     for t in (*tasks, stopper):
         t.cancel()
@@ -598,4 +604,6 @@ async def _run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)
+    if failure is not None:
+        raise failure  # run_live's finally still cancels own orders and flushes the files
     return why["reason"]

@@ -12,7 +12,7 @@ with the reason to log. A model that fails to load or verify is never swapped in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -25,6 +25,11 @@ class LoadedChampion:
     predictor: Predictor
     spec: FeatureSpec
     stats: Normalizer
+    env_config: dict[str, Any] = field(default_factory=dict)  # obs_clip, stake_fraction, ...
+
+    @property
+    def obs_clip(self) -> float:
+        return float(self.env_config.get("obs_clip", 10.0))
 
 
 class ModelSource(Protocol):
@@ -34,7 +39,9 @@ class ModelSource(Protocol):
 
 
 def _champion(model: Any, label: str) -> LoadedChampion:
-    return LoadedChampion(Predictor(model.policy, label), model.spec, model.stats)
+    return LoadedChampion(
+        Predictor(model.policy, label), model.spec, model.stats, dict(model.env_config)
+    )
 
 
 class RegistrySource:

@@ -163,3 +163,37 @@ def test_cli_replays_the_synthetic_market(
     assert rc == 0
     recs = [json.loads(s) for s in out.read_text().splitlines()]
     assert len(recs) >= 10 and recs[0]["time"].startswith("2024-01-01T00:0")
+
+
+def test_crossed_book_is_a_desync_that_asks_for_fresh_partials() -> None:
+    s = LiveSession(SMALL_SPEC, None, Predictor(None, None, "none"), max_skew_s=None)
+    S = 1_000_000_000
+    rows = [
+        {"symbol": "XBTUSD", "id": 1, "side": "Sell", "size": 5, "price": 100.5},
+        {"symbol": "XBTUSD", "id": 2, "side": "Buy", "size": 7, "price": 100.0},
+    ]
+    s.on_message(
+        1 * S, {"table": "trade", "action": "partial", "filter": {"symbol": "XBTUSD"}, "data": []}
+    )
+    s.on_message(
+        1 * S,
+        {"table": "orderBookL2", "action": "partial", "filter": {"symbol": "XBTUSD"}, "data": rows},
+    )
+    s.on_tick(2 * S)
+    assert s.desyncs == 0 and not s.pending_resubscribe
+    cross = {
+        "symbol": "XBTUSD",
+        "id": 3,
+        "side": "Buy",
+        "size": 1,
+        "price": 101.0,
+    }  # bid above the ask
+    s.on_message(int(2.5 * S), {"table": "orderBookL2", "action": "insert", "data": [cross]})
+    s.on_tick(3 * S)
+    assert s.desyncs == 1 and s.pending_resubscribe
+    # after the reset, an update of a level from before is an unknown level, not a silent error
+    s.pending_resubscribe = False
+    s.on_message(
+        4 * S, {"table": "orderBookL2", "action": "update", "data": [{**rows[0], "size": 1}]}
+    )
+    assert s.bars >= 1 and s.desyncs == 1  # dropped: the decoder waits for a fresh partial

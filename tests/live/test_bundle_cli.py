@@ -1,0 +1,138 @@
+"""`chappie live --bundle DIR` runs a real, verified, pickle-free model bundle end to end:
+an SB3 PPO zip exported by the registry, the frozen stats fitted on the capture, the
+capture replayed on 127.0.0.1. Nothing is unpickled while the loop runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from core import schema as S
+from core.config.env import EnvConfig
+from core.instrument import XBTUSD
+from envs.observation import observation_size
+from flows.cli import main
+from tests.live.support import SMALL_SPEC
+
+ENV = EnvConfig(window=SMALL_SPEC.window)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import gymnasium as gym
+    import torch
+    from gymnasium import spaces
+    from stable_baselines3 import PPO
+
+    from features.compute import compute_features
+    from features.sampler import sample_bars
+    from features.stats import FrozenStats
+    from ingest.ws_recording import read_ws_recording
+    from registry.bundle import build_bundle
+
+    torch.set_num_threads(1)
+    fr = read_ws_recording(ws_capture, "XBTUSD", XBTUSD)
+    feats = compute_features(
+        sample_bars(fr.book, fr.trades, SMALL_SPEC).lazy(), SMALL_SPEC
+    ).collect()
+    x = feats.filter(~pl.col(S.WARMUP)).select(SMALL_SPEC.names).to_numpy()
+    x = x[np.isfinite(x).all(axis=1)]
+    tmp = tmp_path_factory.mktemp("bundle-src")
+    train = [{"slice_id": "capture", "sha256": "0" * 64}]
+    stats = FrozenStats.fit(
+        x, SMALL_SPEC.names, SMALL_SPEC.spec_hash, SMALL_SPEC.sigma_floor, train
+    )
+    stats_dir = stats.save(tmp / stats.stats_id)
+    dim = observation_size(len(SMALL_SPEC.names), SMALL_SPEC.window)
+
+    class Box(gym.Env):
+        observation_space = spaces.Box(-10.0, 10.0, (dim,), np.float32)
+        action_space = spaces.Discrete(3)
+
+        def reset(self, *, seed=None, options=None):  # type: ignore[no-untyped-def]
+            super().reset(seed=seed)
+            return np.zeros(dim, np.float32), {}
+
+        def step(self, action):  # type: ignore[no-untyped-def]
+            return np.zeros(dim, np.float32), 0.0, True, False, {}
+
+    model = PPO(
+        "MlpPolicy",
+        Box(),
+        n_steps=64,
+        batch_size=32,
+        seed=3,
+        device="cpu",
+        policy_kwargs={"net_arch": [32, 32], "activation_fn": torch.nn.Tanh},
+    )
+    zip_path = tmp / "model.zip"
+    model.save(zip_path)
+    return build_bundle(
+        tmp_path_factory.mktemp("bundle") / "bundle",
+        model_zip=zip_path,
+        stats_dir=stats_dir,
+        feature_spec=SMALL_SPEC,
+        env_config=ENV,
+        config_fingerprint="f" * 64,
+        train_slices=train,
+        decision="promote",
+    )
+
+
+def test_cli_runs_a_verified_bundle_without_unpickling(
+    bundle_dir: Path,
+    ws_capture: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real_load, real_loads = pickle.load, pickle.loads
+
+    def guard(real):  # type: ignore[no-untyped-def]
+        def call(*a, **k):  # type: ignore[no-untyped-def]
+            caller = sys._getframe(1).f_code.co_filename
+            if f"{os.sep}numba{os.sep}" not in caller:  # numba's own compiled-kernel cache
+                raise AssertionError(f"the live loop unpickled something (from {caller})")
+            return real(*a, **k)
+
+        return call
+
+    monkeypatch.setattr(pickle, "load", guard(real_load))
+    monkeypatch.setattr(pickle, "loads", guard(real_loads))
+    out = tmp_path / "d.jsonl"
+    rc = main(
+        [
+            "live",
+            "--feed",
+            "replay",
+            "--replay",
+            str(ws_capture),
+            "--speed",
+            "20",
+            "--duration",
+            "4",
+            "--bundle",
+            str(bundle_dir),
+            "--decisions-out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert (
+        f"model=bundle:{bundle_dir.name}" in stdout
+        and f"spec={SMALL_SPEC.spec_hash[:12]}" in stdout
+    )
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    assert len(recs) >= 5, stdout
+    assert all(
+        r["action"] in (0, 1, 2) and r["model_version"] == f"bundle:{bundle_dir.name}" for r in recs
+    )
+    assert all(r["mode"] == "observe" for r in recs)
