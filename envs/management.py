@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,15 @@ from core.schema import (
 )
 from envs import kernels as K
 from envs.observation import observation_bounds, observation_size
-from envs.position import LONG, SHORT, Position, StateLimits, contracts_for, position_from_arrays
+from envs.position import (
+    LONG,
+    SHORT,
+    ClosedTrade,
+    Position,
+    StateLimits,
+    contracts_for,
+    position_from_arrays,
+)
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
 
@@ -140,17 +149,7 @@ class StepInfo(dict):
 
 
 _TERM_KEYS = (*TERM_NAMES, "total")
-_TRADE_KEYS = (
-    "side",
-    "entry_ts_ns",
-    "exit_ts_ns",
-    "entry_price_ticks",
-    "exit_price_ticks",
-    "stake",
-    "contracts",
-    "pnl",
-    "fees",
-)
+_TRADE_KEYS = tuple(f.name for f in fields(ClosedTrade))  # the kernels' trade columns, in order
 
 
 def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
