@@ -91,7 +91,7 @@ class PolicyArchitecture:
 
 
 def _validate_arrays(arch: PolicyArchitecture, arrays: dict[str, np.ndarray]) -> None:
-    expected = {f"w{i}": s for i, s in enumerate(arch.layer_shapes)}
+    expected: dict[str, tuple[int, ...]] = {f"w{i}": s for i, s in enumerate(arch.layer_shapes)}
     expected |= {f"b{i}": (s[0],) for i, s in enumerate(arch.layer_shapes)}
     if set(arrays) != set(expected):
         raise PolicyFormatError(f"policy arrays {sorted(arrays)} != expected {sorted(expected)}")
@@ -183,7 +183,7 @@ class NumpyPolicy:
 
         def _write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy stub: allow_pickle kw
 
         npz = write_with_atomic(folder / POLICY_NPZ, _write)
         js = write_json_atomic(folder / POLICY_JSON, self.arch.to_json())

@@ -26,6 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -217,10 +218,10 @@ def _log_params_tags(run_id: str, params: Mapping[str, Any], tags: Mapping[str, 
     c = client()
     flat = [Param(k, v) for k, v in flatten_params(params).items()]
     run_tags = [RunTag(k, str(v)) for k, v in tags.items()]
-    for chunk in _chunks(flat, PARAMS_TAGS_PER_BATCH):
-        _retry("log params", lambda ch=chunk: c.log_batch(run_id, params=list(ch)), run_id)
-    for chunk in _chunks(run_tags, PARAMS_TAGS_PER_BATCH):
-        _retry("set tags", lambda ch=chunk: c.log_batch(run_id, tags=list(ch)), run_id)
+    for pchunk in _chunks(flat, PARAMS_TAGS_PER_BATCH):
+        _retry("log params", partial(c.log_batch, run_id, params=list(pchunk)), run_id)
+    for tchunk in _chunks(run_tags, PARAMS_TAGS_PER_BATCH):
+        _retry("set tags", partial(c.log_batch, run_id, tags=list(tchunk)), run_id)
 
 
 def start_parent_run(experiment: str, run_name: str, params: dict, tags: dict[str, str]) -> str:
@@ -246,7 +247,7 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None)
 def _log_metric_objects(run_id: str, items: Sequence[Metric]) -> None:
     c = client()
     for chunk in _chunks(items, METRICS_PER_BATCH):
-        _retry("log metrics", lambda ch=chunk: c.log_batch(run_id, metrics=list(ch)), run_id)
+        _retry("log metrics", partial(c.log_batch, run_id, metrics=list(chunk)), run_id)
 
 
 def log_artifacts(run_id: str, paths: list[str], artifact_path: str | None = None) -> None:
@@ -262,11 +263,9 @@ def log_artifacts(run_id: str, paths: list[str], artifact_path: str | None = Non
     for p in map(Path, paths):
         if p.is_dir():
             dest = f"{artifact_path}/{p.name}" if artifact_path else p.name
-            _retry("log artifacts", lambda p=p, d=dest: c.log_artifacts(run_id, str(p), d), run_id)
+            _retry("log artifacts", partial(c.log_artifacts, run_id, str(p), dest), run_id)
         else:
-            _retry(
-                "log artifact", lambda p=p: c.log_artifact(run_id, str(p), artifact_path), run_id
-            )
+            _retry("log artifact", partial(c.log_artifact, run_id, str(p), artifact_path), run_id)
 
 
 class SliceDatasetSource(DatasetSource):
@@ -354,7 +353,7 @@ def log_slice_datasets(run_id: str, manifests: list[dict], context: str) -> None
     inputs = [slice_dataset(m, context) for m in manifests]
     c = client()
     for chunk in _chunks(inputs, 500):
-        _retry("log inputs", lambda ch=chunk: c.log_inputs(run_id, datasets=list(ch)), run_id)
+        _retry("log inputs", partial(c.log_inputs, run_id, datasets=list(chunk)), run_id)
 
 
 def set_tags(run_id: str, tags: dict[str, str]) -> None:

@@ -181,3 +181,18 @@ print(json.dumps({{"version": m.metadata.version, "action": a, "bad": bad}}))
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["version"] == "1" and res["action"] in (0, 1, 2)
     assert res["bad"] == []
+
+
+def test_registered_version_serves_as_mlflow_pyfunc_with_signature(
+    registry_uri: str, recorded_obs: np.ndarray, tmp_path: Path
+) -> None:
+    import mlflow
+
+    tracking.configure(registry_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{CFG.model_name}@champion")
+    sig = pyfunc.metadata.signature
+    assert sig is not None and tuple(sig.inputs.inputs[0].shape) == (-1, OBS_DIM)
+    ours = load_champion(CFG.model_name, tracking_uri=registry_uri, cache_dir=tmp_path)
+    served = np.asarray(pyfunc.predict(recorded_obs[:500]))
+    np.testing.assert_array_equal(served, ours.policy.predict_batch(recorded_obs[:500]))
+    assert pyfunc.metadata.metadata["spec_hash"] == SPEC.spec_hash
