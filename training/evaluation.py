@@ -113,6 +113,7 @@ def evaluate_sweep(
         gates = candidate_gates(test_m, groups[(c.trial.name, c.timesteps)], pbo, dsr, g)
         totals = aggregate_totals(test_m)
         dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)
+        cand_notes = list(c.notes) + stress_notes(c.stress, g.min_slice_return)
         out_cands.append(
             {
                 "candidate_id": c.candidate_id,
@@ -137,7 +138,7 @@ def evaluate_sweep(
                 "ppo_config": c.trial.ppo.model_dump(mode="json"),
                 "train_slices": c.train_slices,
                 "test_slices": c.test_slices,
-                "notes": list(c.notes),
+                "notes": cand_notes,
             }
         )
     return {
@@ -147,6 +148,26 @@ def evaluate_sweep(
         "overfitting": over,
         "notes": notes,
     }
+
+
+def stress_notes(stress: Sequence[SliceResult], min_return: float) -> list[str]:
+    """One line per stress slice: a regime unlike training, expected to fail. A pass is
+    flagged for inspection rather than counted: stress slices are never gated."""
+    out = []
+    for r in stress:
+        m = r.metrics
+        if m is None:
+            continue
+        verdict = (
+            "passed although it is a regime unlike training: inspect before trusting it"
+            if m.pnl_plus_fees > min_return
+            else "failed, as expected for a regime unlike training"
+        )
+        out.append(
+            f"stress slice {m.slice_id} (last-fold model, not gated): pnl_plus_fees {m.pnl_plus_fees:.6g}, "
+            f"max_drawdown {m.max_drawdown:.4g}; {verdict}"
+        )
+    return out
 
 
 def pick_best(cands: Sequence[dict[str, Any]], promoted: bool) -> str | None:

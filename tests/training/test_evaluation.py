@@ -85,6 +85,7 @@ def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
     assert set(first["gates"]) == set(DEFINITIONS)
     assert [s["slice_id"] for s in first["stress_slices"]] == ["stress00"]  # reported, not gated
     assert first["test_totals"]["trades"] == 16
+    assert any("stress slice stress00" in n and "failed, as expected" in n for n in first["notes"])
 
 
 def test_noise_family_is_not_promoted_on_luck() -> None:
