@@ -20,7 +20,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from flows.status import run_status_cli
 
-    return run_status_cli(as_json=args.json)
+    return run_status_cli(as_json=args.json, config_path=args.config)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="data inventory, latest slices, champion/challenger and the last nightly",
     )
     p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument(
+        "--config", default=None, help="experiment YAML naming the registered model (default names)"
+    )
     p.set_defaults(func=_cmd_status)
 
 

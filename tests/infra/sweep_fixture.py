@@ -8,7 +8,10 @@ as params and tags, and the same metric keys.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,9 @@ def candidate_id(trial: str, seed: int, timesteps: int = 1024) -> str:
     return f"{trial}-s{seed}-t{timesteps}"
 
 
+ROLES = (("base-s1-t1024", "champion", True), ("wide-s0-t1024", "challenger", False))
+
+
 def gates_for(passed: bool) -> dict[str, dict[str, Any]]:
     return {
         "pass_majority_slices": {
@@ -38,11 +44,39 @@ def gates_for(passed: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def log_sweep(tracking_uri: str, tmp: Path) -> dict[str, Any]:
-    """Parent run + one child per (trial, seed); returns ids and the expected values."""
+@contextlib.contextmanager
+def restored_mlflow_env() -> Iterator[None]:
+    """registry.tracking.configure exports MLFLOW_*_URI for child processes; put this
+    process's environment back so later tests resolve their own stores."""
+    from registry import tracking
+
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    state = dict(tracking._state)
+    try:
+        yield
+    finally:
+        tracking._state.update(state)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def log_sweep(tracking_uri: str, tmp: Path, gate_tags: bool = True) -> dict[str, Any]:
+    """Parent run + one child per (trial, seed); returns ids and the expected values.
+
+    The registered versions carry the registry's tags (decision, `gate.<name>...` as
+    written by registry.store.gate_tags, `test.<total>`) unless `gate_tags` is False."""
+    with restored_mlflow_env():
+        return _log_sweep(tracking_uri, tmp, gate_tags)
+
+
+def _log_sweep(tracking_uri: str, tmp: Path, gate_tags: bool) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     from registry import tracking
+    from registry.store import gate_tags as flatten_gates
 
     tracking.configure(tracking_uri)
     parent = tracking.start_parent_run(
@@ -103,16 +137,15 @@ def log_sweep(tracking_uri: str, tmp: Path) -> dict[str, Any]:
         (candidate_id("wide", 0), "challenger", False),
     ):
         run_id = children[cid]
+        tags = {
+            "candidate_id": cid,
+            "decision": "promote" if passed else "reject",
+            "sweep_run_id": parent,
+        }
+        if gate_tags:
+            tags |= flatten_gates(gates_for(passed)) | {"test.pnl_plus_fees": str(expected[cid])}
         mv = client.create_model_version(
-            MODEL_NAME,
-            source=f"runs:/{run_id}/model",
-            run_id=run_id,
-            tags={
-                "candidate_id": cid,
-                "decision": "promote" if passed else "reject",
-                "sweep_run_id": parent,
-                "gates": json.dumps(gates_for(passed)),
-            },
+            MODEL_NAME, source=f"runs:/{run_id}/model", run_id=run_id, tags=tags
         )
         client.set_registered_model_alias(MODEL_NAME, alias, mv.version)
         versions[alias] = str(mv.version)
