@@ -168,3 +168,44 @@ def test_onnx_export_matches_numpy_policy(
 def test_export_missing_zip_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.zip"):
         export_sb3_zip(tmp_path / "model.zip", tmp_path / "out")
+
+
+def test_parity_on_10000_observations_recorded_from_management_env(tmp_path: Path) -> None:
+    """The project's own env (chappie/Management-v0 on a slice in the contract schema):
+    train PPO briefly, record 10,000 observations of a rollout, compare actions."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from core.config.env import EnvConfig
+    from envs.management import ManagementEnv
+    from tests.envs.conftest import make_market_files
+
+    torch.set_num_threads(1)
+    files = make_market_files(tmp_path, n=1500, seed=3)
+    env = ManagementEnv(files.slice_path, files.stats_dir, EnvConfig(mean_steps_per_episode=256))
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=256,
+        batch_size=64,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
+        policy_kwargs={"net_arch": [64, 64], "activation_fn": torch.nn.Tanh},
+    )
+    model.learn(total_timesteps=512)
+    zip_path = tmp_path / "model.zip"
+    model.save(zip_path)
+    obs_log = np.empty((10_000, env.observation_space.shape[0]), np.float32)
+    obs, _ = env.reset(seed=5)
+    for i in range(10_000):
+        obs_log[i] = obs
+        action, _ = model.predict(obs, deterministic=False)
+        obs, _, term, trunc, _ = env.step(int(action))
+        if term or trunc:
+            obs, _ = env.reset()
+    export_sb3_zip(zip_path, tmp_path / "policy", onnx=False)
+    policy = NumpyPolicy.load(tmp_path / "policy")
+    want, _ = PPO.load(zip_path, device="cpu").predict(obs_log, deterministic=True)
+    assert len(np.unique(want)) >= 2
+    np.testing.assert_array_equal(policy.predict_batch(obs_log), want)
