@@ -54,6 +54,15 @@ def test_ingest_flow_cache_cli_and_download_in_prefect(
         "2024-01-01",
         "2024-01-02",
     ]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-report"]))
+        )
+    assert arts and arts[0].type == "table"
+    assert "rows" in str(arts[0].data) and "partitions" in str(arts[0].data)
 
     bucket = tmp_path / "bucket"
     (bucket / "trade").mkdir(parents=True)
