@@ -7,10 +7,11 @@ Adapter ring (network I/O only; no business rules).
 - Heartbeat (BitMEX's recommendation): when no frame arrived for `heartbeat_s`, send the
   text `"ping"`; when nothing (the `"pong"` or any other frame) arrives within
   `pong_timeout_s` after that, the socket is considered dead and replaced.
-- Reconnect with jittered exponential backoff: attempt k waits
-  `min(backoff_max_s, backoff_base_s * 2**k) * U(0.5, 1)`; after an HTTP 502 or 503 on the
-  handshake it waits at least `busy_backoff_s` (5 s). A connection that delivered data
-  resets k.
+- Reconnect: a connection that delivered data and then died is replaced at once; every
+  further failed attempt k waits `min(backoff_max_s, backoff_base_s * 2**k) * U(0.5, 1)`
+  (jittered exponential backoff), and at least `busy_backoff_s` (5 s) after an HTTP 502 or
+  503 on the handshake. With the defaults (ping after 5 s of silence, 4.5 s for the pong)
+  a silent socket is replaced within 10 s.
 - A fresh `partial` is required per table after every (re)connect and every
   `resubscribe(table)`: table messages before it are dropped (counted in
   `stats.dropped_before_partial`).
@@ -95,7 +96,7 @@ class BitmexFeed:
         tables: Sequence[str] = DEFAULT_TABLES,
         clock: Clock | None = None,
         heartbeat_s: float = 5.0,
-        pong_timeout_s: float = 5.0,
+        pong_timeout_s: float = 4.5,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
         busy_backoff_s: float = 5.0,
@@ -208,16 +209,20 @@ class BitmexFeed:
                 self.stats.errors.append(f"disconnected: {reason}")
                 yield FeedStatus("disconnected", self.clock.now_ns(), reason)
                 if got_data:
-                    attempt = 0
+                    attempt = -1  # a healthy connection died: replace it at once, back off after
             if self._closed:
                 return
-            delay = backoff_delay(
-                attempt,
-                self.backoff_base_s,
-                self.backoff_max_s,
-                self._rng,
-                busy,
-                self.busy_backoff_s,
+            delay = (
+                0.0
+                if attempt < 0
+                else backoff_delay(
+                    attempt,
+                    self.backoff_base_s,
+                    self.backoff_max_s,
+                    self._rng,
+                    busy,
+                    self.busy_backoff_s,
+                )
             )
             self.stats.backoffs_s.append(delay)
             attempt += 1

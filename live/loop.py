@@ -461,7 +461,7 @@ def run_live(
         tables=(cfg.book_table, "trade", "instrument"),
         clock=clock,
         heartbeat_s=cfg.heartbeat_s,
-        pong_timeout_s=cfg.heartbeat_s,
+        pong_timeout_s=cfg.pong_timeout_s,
         backoff_base_s=backoff_base_s,
         recorder=recorder,
     )
@@ -524,11 +524,14 @@ async def _run(
     stop = asyncio.Event()
     why = {"reason": "feed ended"}
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        why["reason"] = sig.name
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
-            loop.add_signal_handler(
-                sig, lambda s=sig: (why.update(reason=signal.Signals(s).name), stop.set())
-            )
+            loop.add_signal_handler(sig, on_signal, sig)
 
     async def consume() -> None:
         async for ev in feed.events():
@@ -560,6 +563,7 @@ async def _run(
     async def timer() -> None:
         if duration_s is None:
             await asyncio.Event().wait()  # no limit: only a signal or the feed ends the run
+            return
         await asyncio.sleep(duration_s)
         why["reason"] = f"duration {duration_s:g} s"
         stop.set()

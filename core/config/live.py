@@ -39,7 +39,8 @@ class LiveConfig(FrozenModel):
     allow_trade: bool = False
     mainnet: bool = False
     alias_poll_s: float = Field(60.0, gt=0)
-    heartbeat_s: float = Field(5.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)  # no frame for this long -> send "ping"
+    pong_timeout_s: float = Field(4.5, gt=0)  # no answer within this -> reconnect (< 10 s total)
     risk: RiskConfig = RiskConfig()
     stake_contracts: int = Field(100, gt=0)  # order size (contracts, a multiple of the lot size)
     dead_man_timeout_ms: int = Field(60_000, gt=0)  # cancelAllAfter while trading

@@ -7,6 +7,7 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -123,3 +124,35 @@ def test_resubscribe_drops_messages_until_the_new_partial(ws_capture: Path) -> N
             assert srv.subscribe_requests == [["orderBookL2:XBTUSD"], ["orderBookL2:XBTUSD"]]
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+@pytest.mark.slow
+def test_silent_socket_with_default_heartbeat_is_replaced_within_10s(ws_capture: Path) -> None:
+    msgs = load_recording(ws_capture)
+
+    async def main() -> float:
+        async with ReplayServer(msgs, speed=1) as srv:
+            feed = BitmexFeed(
+                srv.url, "XBTUSD", tables=("orderBookL2", "trade")
+            )  # defaults: 5 s + 4.5 s
+            last_frame = None
+            async for ev in feed.events():
+                if (
+                    isinstance(ev, FeedMessage)
+                    and ev.msg.get("table") == "orderBookL2"
+                    and last_frame is None
+                ):
+                    srv.go_silent()
+                    last_frame = time.monotonic()
+                if (
+                    isinstance(ev, FeedStatus)
+                    and ev.kind == "connected"
+                    and feed.stats.connects == 2
+                ):
+                    break
+            await feed.close()
+            assert last_frame is not None
+            return time.monotonic() - last_frame
+
+    replaced_after = asyncio.run(asyncio.wait_for(main(), 30))
+    assert 9.0 < replaced_after < 10.0
