@@ -225,3 +225,45 @@ def test_typed_fast_path_and_line_path_agree_on_good_rows(tmp_path: Path) -> Non
         "malformed row: 9 fields, expected 8": 1,
     }
     assert b.rejected_rows[-1]["row"]["line_no"] == 8
+
+
+def test_ws_and_dump_corrupt_files_are_quarantined_with_reasons(
+    tmp_path: Path, ws_capture: Path
+) -> None:
+    from ingest.ws_recording import read_ws_recording
+
+    good = ws_capture.read_bytes()
+    cases = {
+        "empty.txt": (b"", "empty file"),
+        "trunc.txt.gz": (gzip.compress(good)[:-100], "truncated or corrupt gzip"),
+        "garbage.txt": (b"hello\nworld\n", "no parseable websocket messages"),
+        "eth_only.txt": (
+            b'1626993368.1: {"table":"trade","action":"insert","data":[{"symbol":"ETHUSD","side":"Buy","size":1,"price":1,"timestamp":"2021-07-22T00:00:00Z"}]}\n',
+            "no rows for symbol",
+        ),
+    }
+    for name, (data, frag) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        fr = read_ws_recording(tmp_path / name, "XBTUSD", XBT)
+        assert not fr.ok and frag in str(fr.file_reason), (name, fr.file_reason)
+        assert fr.rows_in == fr.rows_rejected
+    lines = good.decode().splitlines()
+    (tmp_path / "some_bad_lines.txt").write_text(
+        "\n".join([*lines[:200], "oops not a line", "17: {broken", *lines[200:]]) + "\n"
+    )
+    fr = read_ws_recording(tmp_path / "some_bad_lines.txt", "XBTUSD", XBT)
+    assert (
+        fr.ok and sum(n for r, n in fr.row_reasons.items() if r.startswith("malformed line")) == 2
+    )
+    dump = tmp_path / "trade.csv.gz"
+    dump.write_bytes(
+        gzip.compress(
+            (
+                DUMP_TRADE_HEAD + "2019-01-01D00:00:03.3,.BXBT,Buy,0,3700.33,PlusTick,a,0,0,0\n"
+            ).encode()
+        )
+    )
+    assert "no rows for symbol" in str(read_bitmex_dump(dump, "XBTUSD", XBT).file_reason)
+    hdr = tmp_path / "quote.csv"
+    hdr.write_text("timestamp,symbol,bid,ask\n")
+    assert "wrong header" in str(read_bitmex_dump(hdr, "XBTUSD", XBT).file_reason)
