@@ -151,7 +151,12 @@ def resolve_alias_version(
 
 
 def _use_uri_with_deadline(tracking_uri: str | None, deadline: float) -> str:
+    from registry.tracking import sqlite_path
+
     target = tracking_uri or _current_uri()
+    db = sqlite_path(target)
+    if db is not None and not db.is_file():  # a read must not create an empty store
+        raise ChampionLoadError(f"no MLflow database at {db} (tracking URI {target})")
     _probe(target, deadline)
     return _run_with_deadline(lambda: _use_uri(tracking_uri), deadline, "open store", target)
 

@@ -196,3 +196,19 @@ def test_registered_version_serves_as_mlflow_pyfunc_with_signature(
     served = np.asarray(pyfunc.predict(recorded_obs[:500]))
     np.testing.assert_array_equal(served, ours.policy.predict_batch(recorded_obs[:500]))
     assert pyfunc.metadata.metadata["spec_hash"] == SPEC.spec_hash
+
+
+def test_load_champion_missing_sqlite_store_is_refused_without_creating_it(tmp_path: Path) -> None:
+    db = tmp_path / "nowhere" / "mlflow.db"
+    with pytest.raises(ChampionLoadError, match="no MLflow database"):
+        load_champion("m", tracking_uri=f"sqlite:///{db}", cache_dir=tmp_path)
+    assert not db.exists()
+
+
+def test_import_registry_is_light() -> None:
+    code = "import sys, registry; print(sorted(m for m in ('mlflow', 'torch', 'prefect', 'stable_baselines3') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
