@@ -136,3 +136,65 @@ def test_cli_runs_a_verified_bundle_without_unpickling(
         r["action"] in (0, 1, 2) and r["model_version"] == f"bundle:{bundle_dir.name}" for r in recs
     )
     assert all(r["mode"] == "observe" for r in recs)
+
+
+def test_cli_trades_on_the_fake_exchange_and_never_shows_the_keys(
+    bundle_dir: Path,
+    ws_capture: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from live.fake_exchange import FakeBitmexRest
+    from live.journal import read_journal, unresolved_intents
+
+    key, secret = "KEY-live-test-9f8e7d", "SECRET-live-test-0a1b2c3d4e5f"
+    monkeypatch.setenv("CHAPPIE_BITMEX_API_KEY", key)
+    monkeypatch.setenv("CHAPPIE_BITMEX_API_SECRET", secret)
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path / "data"))
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "d.jsonl"
+    with FakeBitmexRest(key, secret) as fake:
+        rc = main(
+            [
+                "live",
+                "--feed",
+                "replay",
+                "--replay",
+                str(ws_capture),
+                "--speed",
+                "20",
+                "--duration",
+                "4",
+                "--bundle",
+                str(bundle_dir),
+                "--decisions-out",
+                str(out),
+                "--allow-trade",
+                "--rest-url",
+                fake.url,
+            ]
+        )
+        open_after = fake.open_orders()
+        creates = [r for r in fake.requests if r[:2] == ("POST", "/order")]
+        auth_failures = fake.auth_failures
+    assert rc == 0
+    captured = capsys.readouterr()
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    assert recs and all(r["mode"] == "trade" and "order" in r for r in recs)
+    assert len(creates) >= 1, {r["order"] for r in recs}
+    assert auth_failures == 0 and open_after == []  # own orders cancelled on the way out
+    journals = list((tmp_path / "data" / "live").glob("journal-*.jsonl"))
+    assert len(journals) == 1
+    entries = read_journal(journals[0])
+    assert unresolved_intents(entries) == []
+    assert len([e for e in entries if e["kind"] == "intent" and e.get("op") == "create"]) == len(
+        creates
+    )
+    everything = (
+        captured.out + captured.err + caplog.text + out.read_text() + journals[0].read_text()
+    )
+    assert key not in everything and secret not in everything
