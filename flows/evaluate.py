@@ -103,7 +103,7 @@ def _failed_candidate(cid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-@flow(name="evaluate-policies", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="evaluate-policies", task_runner=ThreadPoolTaskRunner(max_workers=1))  # type: ignore[arg-type]
 def evaluate_policies_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
 ) -> dict[str, Any]:

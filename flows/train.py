@@ -210,6 +210,6 @@ def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str)
 def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     """Entry point (nightly, CLI): the `train-policies` flow on the task runner that
     `cfg.sweep` asks for."""
-    return train_policies_flow.with_options(task_runner=task_runner(cfg.sweep))(
+    return train_policies_flow.with_options(task_runner=task_runner(cfg.sweep))(  # type: ignore[arg-type]
         cfg, data_dir, tracking_uri
     )

@@ -167,7 +167,7 @@ def save_results(out_dir: Path, results: Sequence[SliceResult]) -> None:
             }
         )
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     out_dir.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out_dir / BACKTEST_NPZ, buf.getvalue())
     write_json_atomic(out_dir / BACKTEST_JSON, {"slices": meta})

@@ -107,9 +107,8 @@ def evaluate_sweep(
     for j, c in enumerate(cands):
         test_m = c.test_metrics()
         dsr: float | None = None
-        series = m[:, j] if m.shape[0] >= 2 else None
-        if series is not None and np.isfinite(sharpe_per_period(series)[0]):
-            dsr = deflated_sharpe_ratio(series, n_all, trial_var)
+        if m.shape[0] >= 2 and np.isfinite(sharpe_per_period(m[:, j])[0]):
+            dsr = deflated_sharpe_ratio(m[:, j], n_all, trial_var)
         gates = candidate_gates(test_m, groups[(c.trial.name, c.timesteps)], pbo, dsr, g)
         totals = aggregate_totals(test_m)
         dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)

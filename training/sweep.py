@@ -163,7 +163,7 @@ def _training_env(task: TrainTask) -> Any:
     class DropInfo(gym.Wrapper):  # type: ignore[type-arg]
         def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
             obs, reward, terminated, truncated, _ = self.env.step(action)
-            return obs, reward, terminated, truncated, {}
+            return obs, float(reward), terminated, truncated, {}
 
         def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
             obs, _ = self.env.reset(**kwargs)

@@ -68,8 +68,8 @@ class EvaluationConfig(FrozenModel):
 
     gates: GatesConfig = GatesConfig()
     periods_per_year: float | None = None  # None: SECONDS_PER_YEAR / return_period_s
-    return_period_s: float = Field(60.0, gt=0)  # equity sampled every this many seconds
-    pbo_splits: int = Field(16, ge=2)  # CSCV blocks (even; fewer when too few periods)
+    return_period_s: float = Field(default=60.0, gt=0)  # equity sampled every this many seconds
+    pbo_splits: int = Field(default=16, ge=2)  # CSCV blocks (even; fewer when too few periods)
 
     @model_validator(mode="after")
     def _annualisation_matches_period(self) -> EvaluationConfig:
