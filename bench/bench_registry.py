@@ -84,6 +84,41 @@ def _time_each(fn: Callable[[np.ndarray], object], obs: np.ndarray) -> list[floa
     return out
 
 
+def _swap_cost(model, spec, n: int = 20) -> dict[str, float]:  # noqa: ANN001
+    """Median ms of verify+load of a bundle vs SB3 PPO.load of the zip."""
+    from stable_baselines3 import PPO
+
+    from features.stats import FrozenStats
+    from registry.bundle import build_bundle
+    from registry.champion import load_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        zip_path = root / "model.zip"
+        model.save(zip_path)
+        x = np.random.default_rng(1).normal(size=(1000, len(spec.names)))
+        stats = FrozenStats.fit(x, spec.names, spec.spec_hash, spec.sigma_floor, [])
+        stats_dir = stats.save(root / "stats" / stats.stats_id)
+        bundle = build_bundle(
+            root / "bundle",
+            model_zip=zip_path,
+            stats_dir=stats_dir,
+            feature_spec=spec,
+            env_config={"window": spec.window},
+            config_fingerprint="bench",
+        )
+        verify = []
+        sb3 = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            load_bundle(bundle, expected_spec_hash=spec.spec_hash)
+            verify.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            PPO.load(zip_path, device="cpu")
+            sb3.append((time.perf_counter() - t0) * 1000)
+    return {"verify_load_ms": statistics.median(verify), "sb3_load_ms": statistics.median(sb3)}
+
+
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
@@ -148,6 +183,7 @@ def main() -> int:
             if name not in best or statistics.median(t) < statistics.median(best[name]):
                 best[name] = t
 
+    swap = _swap_cost(model, spec)
     med = {k: statistics.median(v) for k, v in best.items()}
     target = med["chappie NumpyPolicy.predict (bundle, numpy)"]
     rows = "\n".join(
@@ -166,6 +202,8 @@ Default FeatureSpec (22 features x window 16 + 7 management values = obs {obs_di
 {rows}
 
 NumpyPolicy is {speedup:.0f}x faster than SB3 `predict`. Target median <= 50 µs per decision: **{"met" if target <= 50 else "NOT met"}** ({target:.1f} µs).
+
+Champion swap (off the decision path): verify every sha256 of a default-size bundle and load it (`registry.load_bundle`): median {swap["verify_load_ms"]:.1f} ms; SB3 `PPO.load` of the same model's zip (unpickles; never in the live loop): median {swap["sb3_load_ms"]:.1f} ms.
 
 Command: `.venv/bin/python -m bench.bench_registry --decisions {args.decisions} --repeats {args.repeats}`
 """
