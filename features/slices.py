@@ -166,7 +166,7 @@ def partitions_for(
     }
 
 
-def _cut(frame: pl.DataFrame, start_ns: int, end_ns: int) -> pl.DataFrame:
+def _cut(frame: pl.LazyFrame, start_ns: int, end_ns: int) -> pl.LazyFrame:
     return frame.filter((pl.col(S.TS) >= start_ns) & (pl.col(S.TS) < end_ns))
 
 
