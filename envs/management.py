@@ -200,31 +200,70 @@ def _loading(name: str) -> Callable[..., Any]:
 
 
 class _LazyInfo(StepInfo):
-    """A StepInfo whose entries are built from the env's info log on first use.
+    """A StepInfo whose INFO_KEYS entries are built from the env's info log on first use.
 
-    The step only records its values (one row of a log chunk that is never overwritten);
-    the dict is filled the first time anything reads, writes, compares, copies or pickles
-    it, so every observable behaviour equals that of the eager StepInfo. A deep copy of an
-    unread info shares the (immutable) log row; a pickle carries a plain StepInfo.
+    The step only records where its values are (a row of a log chunk that is never
+    overwritten). Keys set before that (SB3's "TimeLimit.truncated",
+    "terminal_observation", Monitor's "episode") are kept aside and applied after the
+    built entries, so the final dict, its key order and every read equal the eager
+    StepInfo's. Reading, writing, comparing, copying or pickling fills it, except the
+    cheap cases that cannot tell: setting a key, and looking up or testing a key outside
+    INFO_KEYS (answered from the keys set aside). A deep copy of an unfilled info shares
+    the immutable log row and deep-copies the keys set aside; a pickle carries a plain
+    StepInfo.
     """
 
-    __slots__ = ("_src",)
+    __slots__ = ("_src", "_extra")
 
     def _load(self) -> None:
         src = self._src
         self._src = None
         dict.update(self, _build_info(src))
+        extra = self._extra
+        if extra:
+            self._extra = None
+            dict.update(self, extra)
 
     for _name in (
-        "__getitem__", "__contains__", "__iter__", "__len__", "__repr__",
-        "__or__", "__ror__", "__ior__", "__reversed__", "__setitem__", "__delitem__", "get",
-        "keys", "values", "items", "copy", "pop", "popitem", "setdefault", "update", "clear",
-        "__sizeof__",
+        "__iter__", "__len__", "__repr__", "__or__", "__ror__", "__ior__", "__reversed__",
+        "__delitem__", "keys", "values", "items", "copy", "pop", "popitem", "setdefault",
+        "update", "clear", "__sizeof__",
     ):  # fmt: skip
         locals()[_name] = _loading(_name)
     del _name
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if self._src is None:
+            dict.__setitem__(self, key, value)
+        elif self._extra is None:
+            self._extra = {key: value}
+        else:
+            self._extra[key] = value
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._src is not None:
+            if key in INFO_KEYS:
+                self._load()
+            elif self._extra is not None and key in self._extra:
+                return self._extra[key]
+            else:
+                raise KeyError(key)
+        return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if self._src is not None:
+            if key in INFO_KEYS:
+                self._load()
+            else:
+                return default if self._extra is None else self._extra.get(key, default)
+        return dict.get(self, key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if self._src is not None:
+            return key in INFO_KEYS or (self._extra is not None and key in self._extra)
+        return dict.__contains__(self, key)
 
     def __eq__(self, other: object) -> bool:
         if self._src is not None:
@@ -237,19 +276,27 @@ class _LazyInfo(StepInfo):
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
-    def _clone(self) -> _LazyInfo:
+    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
         out = _LazyInfo()
         out._src = self._src
+        out._extra = None
+        if self._src is None:
+            dict.update(out, self)
+            return self._deep_fill(out, memo)
+        if self._extra:
+            out._extra = {
+                k: v if type(v) in _IMMUTABLE else copy.deepcopy(v, memo)
+                for k, v in self._extra.items()
+            }
+        return out
+
+    def __copy__(self) -> StepInfo:
+        out = _LazyInfo()
+        out._src = self._src
+        out._extra = None if self._extra is None else dict(self._extra)
         if self._src is None:
             dict.update(out, self)
         return out
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
-        out = self._clone()
-        return out if self._src is not None else self._deep_fill(out, memo)
-
-    def __copy__(self) -> StepInfo:
-        return self._clone()
 
     def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
         if self._src is not None:
@@ -523,26 +570,22 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         arithmetic is `envs.kernels.env_step`)."""
         obs = np.empty(self._obs_size, np.float32)
         row = self._row
-        reward, code = _env_step(
-            int(action), self._I, self._F, self._norm_flat, obs, self._log, row
-        )
+        log = self._log
+        reward, code = _env_step(int(action), self._I, self._F, self._norm_flat, obs, log, row)
         if code < 0:
             self._refuse(code, action)
-        if row == _LOG_LAST:
+        info = _LazyInfo()
+        info._extra = None
+        if code > 3:
+            n = code >> 2
+            trades = (self._tr_i[:n].tolist(), self._tr_f[:n].tolist())
+            info._src = (log, self._logf, row, trades)
+        else:
+            info._src = (log, self._logf, row, None)
+        if row == _LOG_LAST:  # the chunk is full: later steps write a fresh one
             self._new_log()
         else:
             self._row = row + 1
-        info = _LazyInfo()
-        if code > 3:
-            n = code >> 2
-            info._src = (
-                self._log,
-                self._logf,
-                row,
-                (self._tr_i[:n].tolist(), self._tr_f[:n].tolist()),
-            )
-        else:
-            info._src = (self._log, self._logf, row, None)
         return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals
@@ -560,6 +603,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
 
     def _next_info(self, row: int, trades: Any) -> _LazyInfo:
         info = _LazyInfo()
+        info._extra = None
         info._src = (self._log, self._logf, row, trades)
         if row == _LOG_LAST:
             self._new_log()

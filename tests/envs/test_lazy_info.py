@@ -1,0 +1,124 @@
+"""The env's `info` is filled from its info log on first use: every observable behaviour
+must equal that of a plain dict built at step time."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+
+from envs.management import INFO_KEYS, ManagementEnv, StepInfo
+from tests.envs.conftest import SliceFiles
+
+CFG = {"mean_steps_per_episode": 300, "window": 4}
+ORDER = [
+    "ts",
+    "bar",
+    "equity",
+    "balance",
+    "pnl",
+    "realized_pnl",
+    "unrealized_pnl",
+    "pnl_without_fees",
+    "fees",
+    "funding",
+    "position_size",
+    "exposure",
+    "side",
+    "long_order",
+    "short_order",
+    "trades",
+    "reward_terms",
+    "punishment_scale",
+]
+
+
+def _rollout(files: SliceFiles, steps: int, read_now: bool) -> list[dict]:
+    env = ManagementEnv(files.slice_path, files.stats_dir, CFG)
+    actions = np.random.default_rng(2).choice(3, size=steps, p=[0.5, 0.25, 0.25])
+    _, info = env.reset(seed=5)
+    infos = [dict(info) if read_now else info]
+    for a in actions:
+        _, _, term, trunc, info = env.step(a)
+        infos.append(dict(info) if read_now else info)
+        if term or trunc:
+            _, info = env.reset()
+            infos.append(dict(info) if read_now else info)
+    return infos
+
+
+def test_infos_read_late_equal_infos_read_at_once(market_files: SliceFiles) -> None:
+    """Across several info-log chunks (4096 rows each) and many resets."""
+    now = _rollout(market_files, 9000, read_now=True)
+    late = _rollout(market_files, 9000, read_now=False)
+    assert len(now) == len(late) > 9000
+    assert sum(len(i["trades"]) for i in now) > 100
+    assert [dict(i) for i in late] == now
+    assert all(list(i) == ORDER for i in now)
+    assert set(ORDER) == INFO_KEYS
+
+
+def test_keys_set_before_reading_keep_their_order_and_value(market_files: SliceFiles) -> None:
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    env.reset(seed=0)
+    info = env.step(0)[4]
+    info["TimeLimit.truncated"] = False  # what SB3's DummyVecEnv does on every step
+    info["equity"] = 123.0  # a wrapper overriding an env key
+    assert "TimeLimit.truncated" in info and "episode" not in info and "bar" in info
+    assert info.get("episode") is None and info.get("TimeLimit.truncated") is False
+    assert list(info) == [*ORDER, "TimeLimit.truncated"]
+    assert info["equity"] == 123.0 and len(info) == len(ORDER) + 1
+
+
+def test_copies_pickles_and_json_equal_the_plain_dict(market_files: SliceFiles) -> None:
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    env.reset(seed=3)
+    env.action_space.seed(3)
+    infos = [env.step(env.action_space.sample())[4] for _ in range(200)]
+    info = next(i for i in infos if i["trades"])
+    plain = {k: info[k] for k in ORDER}
+    for i in infos:
+        i["terminal_observation"] = np.arange(3.0)
+    fresh = [env.step(0)[4] for _ in range(3)]  # unread
+    deep = copy.deepcopy(fresh)  # SB3 deep-copies every step's infos, unread
+    shallow = [copy.copy(i) for i in fresh]
+    assert [dict(d) for d in deep] == [dict(i) for i in fresh] == [dict(s) for s in shallow]
+    assert json.dumps({k: info[k] for k in ORDER}) == json.dumps(plain)
+    assert {**info} == {**plain, "terminal_observation": info["terminal_observation"]}
+    back = pickle.loads(pickle.dumps(fresh[0]))
+    assert type(back) is StepInfo and back == fresh[0] and repr(back) == repr(fresh[0])
+    dup = copy.deepcopy(info)
+    dup["trades"][0]["pnl"] = 99.0
+    dup["terminal_observation"][0] = 7.0
+    assert info["trades"][0]["pnl"] != 99.0 and info["terminal_observation"][0] == 0.0
+    unread = env.step(0)[4]
+    unread["terminal_observation"] = np.zeros(2)
+    twin = copy.deepcopy(unread)
+    twin["terminal_observation"][0] = 1.0
+    assert unread["terminal_observation"][0] == 0.0 and twin == {
+        **unread,
+        "terminal_observation": twin["terminal_observation"],
+    }
+    assert isinstance(unread, dict) and unread == dict(unread)
+
+
+def test_unread_infos_compare_like_dicts(market_files: SliceFiles) -> None:
+    envs = [ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG) for _ in range(3)]
+    for e in envs:
+        e.reset(seed=4)
+    for a in (1, 0, 2, 0, 0, 1):
+        read, unread, unread2 = (e.step(a)[4] for e in envs)
+        plain = dict(read)
+        assert not (plain != unread) and plain == unread2  # noqa: SIM202 (tests __ne__)
+        assert not (unread != unread2)  # noqa: SIM202
+    assert plain != {**plain, "bar": -1}
+
+
+def test_reset_info_is_lazy_and_exact(market_files: SliceFiles) -> None:
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    _, a = env.reset(seed=9)
+    _, b = env.reset(seed=9)
+    assert a == b and a["trades"] == [] and set(a["reward_terms"].values()) == {0.0}
+    assert a["equity"] == a["balance"] == 1.0 and a["pnl"] == 0.0
