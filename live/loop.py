@@ -173,6 +173,7 @@ class LiveSession:
         self.symbol = symbol
         self.mode = mode
         self.book_table = book_table
+        self.instrument_state: str | None = None  # from the instrument table; None = not seen
         self.orders = orders
         self.stake_fraction = stake_fraction
         self.limits = limits or StateLimits()
@@ -237,6 +238,9 @@ class LiveSession:
         table = msg.get("table")
         if not isinstance(table, str):
             return []
+        if table == "instrument":
+            self._on_instrument(msg)
+            return []
         if ts_recv < self.last_event_ns:
             ts_recv = self.last_event_ns  # never feed the sampler backwards (clock jitter)
         out = self.on_tick(ts_recv - 1)  # close bars that ended before this message
@@ -298,7 +302,11 @@ class LiveSession:
         rec = decision_record(
             upd.ts, action, state, self.predictor.version, self.mode, upd.mid_ticks, latency_us
         )
-        if self.orders is not None:
+        if self.orders is not None and self.instrument_state not in (None, "Open"):
+            # the exchange is not trading this instrument: no new order; the resting ones are
+            # the exchange's to handle (it cancels them on settlement/closing)
+            rec["order"] = f"refused: instrument state {self.instrument_state}"
+        elif self.orders is not None:
             rec["order"] = self.orders.on_decision(
                 action,
                 upd.ts,
@@ -322,6 +330,12 @@ class LiveSession:
         if self.on_decision is not None:
             self.on_decision(rec, obs)
         return rec
+
+    def _on_instrument(self, msg: dict[str, Any]) -> None:
+        """Track the instrument's trading state (`Open`, `Closed`, `Settled`, ...)."""
+        for row in msg.get("data") or []:
+            if isinstance(row, dict) and row.get("symbol") == self.symbol and "state" in row:
+                self.instrument_state = str(row["state"])
 
     def _sync_orders(self, upd: BarUpdate) -> None:
         """Trading: fills move the position, resting orders roll to the best price, the

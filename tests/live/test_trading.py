@@ -247,3 +247,59 @@ def test_reconnect_triggers_reconciliation(
         e for e in read_journal(tmp_path / "journal.jsonl") if e.get("what") == "reconcile"
     ]
     assert len(reconciles) == summary.connects  # on start, then after every reconnect
+
+
+def test_instrument_not_open_blocks_new_orders(
+    fake: FakeBitmexRest, ws_capture: Path, tmp_path: Path
+) -> None:
+    from live.loop import LiveSession
+
+    m = _manager(fake, tmp_path)
+    m.reconcile(0)
+    s = LiveSession(
+        SPEC,
+        ClipStats(),
+        Predictor(CyclePolicy([1, 1]), "t@v1"),
+        max_skew_s=None,
+        stale_after_s=600,
+        orders=m,
+        mode="trade",
+    )
+    s.keep_history = True
+    s.on_message(
+        0,
+        {
+            "table": "instrument",
+            "action": "partial",
+            "data": [{"symbol": "XBTUSD", "state": "Closed"}],
+        },
+    )
+    for ts, msg in load_recording(ws_capture):
+        s.on_message(ts, msg)
+    assert s.decisions and all(
+        d["order"] == "refused: instrument state Closed" for d in s.decisions
+    )
+    assert fake.creates_committed == 0
+    s.on_message(
+        0,
+        {
+            "table": "instrument",
+            "action": "update",
+            "data": [{"symbol": "XBTUSD", "state": "Open"}],
+        },
+    )
+    assert s.instrument_state == "Open"
+    m.journal.close()
+
+
+def test_dead_mans_switch_is_refreshed_while_trading_and_disarmed_on_shutdown(
+    fake: FakeBitmexRest, tmp_path: Path
+) -> None:
+    m = _manager(fake, tmp_path)
+    assert m.refresh_dead_man(100.0) and fake.dead_man_timeout_ms == 60_000
+    assert not m.refresh_dead_man(114.9)  # still well inside the 60 s timeout
+    assert m.refresh_dead_man(115.0)
+    assert fake.dead_man_calls == 2
+    m.shutdown(0)
+    assert fake.dead_man_timeout_ms == 0 and fake.dead_man_calls == 3
+    m.journal.close()
