@@ -132,6 +132,54 @@ def _await(fut: Any, t: TrainTask, retries: int) -> TrainResult:
     )
 
 
+def _run_sweep(
+    cfg: ExperimentConfig,
+    tasks: list[TrainTask],
+    parent: str,
+    experiment: str,
+    manifests: dict[str, dict[str, Any]],
+    logger: Any,
+) -> list[dict[str, Any]]:
+    """Submit, await in completion order (progress bar, child runs), report in task order."""
+    from prefect.futures import as_completed
+
+    # finished work (same task, model on disk) is reused without starting a worker;
+    # everything else goes to the task runner, where Prefect's input cache is the second net
+    done: dict[int, TrainResult] = {
+        i: r for i, t in enumerate(tasks) if (r := finished_result(t)) is not None
+    }
+    submit = train_policy.with_options(retries=cfg.sweep.retries)
+    futures = {submit.submit(t): i for i, t in enumerate(tasks) if i not in done}
+    logger.info("%d tasks already finished, %d to run", len(done), len(futures))
+    bar = _progress(len(tasks))
+    rows: dict[int, dict[str, Any]] = {}
+
+    def record(i: int, res: TrainResult) -> None:
+        t = tasks[i]
+        run_id = None
+        if res.ok:
+            run_id = _log_task(parent, experiment, cfg, t, res, manifests[t.train_slice_id])
+        else:
+            logger.error(
+                "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
+            )
+        rows[i] = {
+            **res.model_dump(mode="json"),
+            "run_id": run_id,
+            "out_dir": t.out_dir,
+            "task": t.model_dump(mode="json"),
+        }
+        bar.update(1)
+
+    for i, res in done.items():
+        record(i, res)
+    for fut in as_completed(list(futures)):
+        i = futures[fut]
+        record(i, _await(fut, tasks[i], cfg.sweep.retries))
+    bar.close()
+    return [rows[i] for i in range(len(tasks))]
+
+
 @flow(name="train-policies")
 def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     """Run the sweep (module docstring); returns {"sweep_run_id", "tasks", "failed"} and
@@ -164,35 +212,11 @@ def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str)
         "sweep %s: %d tasks on %s x%d", parent, len(tasks), cfg.sweep.executor, cfg.sweep.n_workers
     )
 
-    # finished work (same task, model on disk) is reused without starting a worker;
-    # everything else goes to the task runner, where Prefect's input cache is the second net
-    done = {i: r for i, t in enumerate(tasks) if (r := finished_result(t)) is not None}
-    submit = train_policy.with_options(retries=cfg.sweep.retries)
-    futures = {i: submit.submit(t) for i, t in enumerate(tasks) if i not in done}
-    logger.info("%d tasks already finished, %d to run", len(done), len(futures))
-    bar = _progress(len(tasks))
-    bar.update(len(done))
-    out: list[dict[str, Any]] = []
-    for i, t in enumerate(tasks):
-        res = done.get(i) or _await(futures[i], t, cfg.sweep.retries)
-        if i in futures:
-            bar.update(1)
-        run_id = None
-        if res.ok:
-            run_id = _log_task(parent, experiment, cfg, t, res, catalog.manifests[t.train_slice_id])
-        else:
-            logger.error(
-                "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
-            )
-        out.append(
-            {
-                **res.model_dump(mode="json"),
-                "run_id": run_id,
-                "out_dir": t.out_dir,
-                "task": t.model_dump(mode="json"),
-            }
-        )
-    bar.close()
+    try:
+        out = _run_sweep(cfg, tasks, parent, experiment, catalog.manifests, logger)
+    except BaseException:
+        tracking.end_run(parent, "FAILED")
+        raise
     failed = [r["run_name"] for r in out if not r["ok"]]
     tracking.set_tags(parent, {"failed_tasks": ",".join(failed) or "none"})
     tracking.end_run(parent, "FAILED" if failed and len(failed) == len(out) else "FINISHED")
