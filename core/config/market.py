@@ -23,7 +23,11 @@ class SyntheticMarketConfig(FrozenModel):
     start_day: str = "2024-01-01"
     days: int = Field(3, ge=1)
     day_hours: float = Field(24.0, gt=0, le=24.0)  # generate only the first hours of each day
-    start_price: float = 40_000.0
+    # USD. 4,000 (XBTUSD in early 2019, tick 0.5 = 1.25 bps): at this price the model's
+    # few-ticks-per-minute moves are a realistic few bps, and the 25 contiguous levels
+    # span ~30 bps, so depth features within 10 bps are not the whole book. At 40,000 a
+    # tick is 0.125 bps: minute returns of ~0.3 bps and maker rebates dwarf every move.
+    start_price: float = Field(4_000.0, gt=0)
     depth_levels: int = Field(25, ge=10)
     book_events_per_s: float = Field(4.0, gt=0)
     trades_per_s: float = Field(0.5, gt=0)
