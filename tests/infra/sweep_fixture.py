@@ -22,8 +22,17 @@ TRIALS = {
     "wide": {"learning_rate": 1e-4, "n_steps": 512},
 }
 SEEDS = (0, 1)
-COMPARE_PARAMS = ("trial", "seed", "timesteps", "fold", "config_fingerprint", "spec_hash")
-COMPARE_TAGS = ("chappie.candidate_id", "chappie.trial", "chappie.seed", "chappie.sweep_run_id")
+# What flows/train.py and flows/evaluate.py log (infra/README.md, "Comparing runs").
+COMPARE_PARAMS = ("trial.name", "seed", "timesteps", "fold", "train_slice_id", "stats_id")
+COMPARE_TAGS = (
+    "candidate_id",
+    "trial",
+    "seed",
+    "timesteps",
+    "fold",
+    "config_fingerprint",
+    "spec_hash",
+)
 
 
 def candidate_id(trial: str, seed: int, timesteps: int = 1024) -> str:
@@ -83,7 +92,7 @@ def _log_sweep(tracking_uri: str, tmp: Path, gate_tags: bool) -> dict[str, Any]:
         EXPERIMENT,
         "sweep-test",
         params={"n_trials": len(TRIALS), "seeds": list(SEEDS)},
-        tags={"chappie.kind": "sweep"},
+        tags={"kind": "sweep"},
     )
     model_dir = tmp / "model"
     model_dir.mkdir(exist_ok=True)
@@ -100,27 +109,29 @@ def _log_sweep(tracking_uri: str, tmp: Path, gate_tags: bool) -> dict[str, Any]:
                 EXPERIMENT,
                 f"{cid}-fold01",
                 params={
-                    "trial": trial,
+                    "trial": {"name": trial, "ppo": ppo},
                     "seed": seed,
                     "timesteps": 1024,
                     "fold": 1,
-                    "config_fingerprint": "f" * 16,
-                    "spec_hash": "a" * 64,
-                    "ppo": ppo,
+                    "train_slice_id": "fold01-train",
+                    "stats_id": "s1",
                 },
                 tags={
-                    "chappie.candidate_id": cid,
-                    "chappie.trial": trial,
-                    "chappie.seed": str(seed),
-                    "chappie.sweep_run_id": parent,
+                    "candidate_id": cid,
+                    "trial": trial,
+                    "seed": str(seed),
+                    "timesteps": "1024",
+                    "fold": "1",
+                    "config_fingerprint": "f" * 16,
+                    "spec_hash": "a" * 64,
                 },
                 metrics_history=[
                     ("train.ep_rew_mean", 0.1 * step + seed, step) for step in range(5)
                 ],
                 final_metrics={
-                    "test.pnl_plus_fees": pnl,
-                    "test.max_drawdown": 0.01,
-                    "test.trades": 7.0,
+                    "test_pnl_plus_fees": pnl,
+                    "test_max_drawdown": 0.01,
+                    "test_trades": 7.0,
                 },
                 artifacts=[str(model_dir)],
                 datasets=[

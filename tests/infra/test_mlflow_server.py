@@ -35,7 +35,7 @@ def check_server_view(url: str, logged: dict) -> None:
             json={
                 "experiment_ids": [exp_id],
                 "filter": f"tags.mlflow.parentRunId = '{logged['parent']}'",
-                "order_by": ["params.trial ASC", "params.seed ASC"],
+                "order_by": ["params.`trial.name` ASC", "params.seed ASC"],
                 "max_results": 100,
             },
         )
@@ -46,7 +46,9 @@ def check_server_view(url: str, logged: dict) -> None:
         # Compare view: same param keys in every child; seeds and configs differ by value.
         param_keys = [frozenset(p["key"] for p in run["data"]["params"]) for run in runs]
         assert len(set(param_keys)) == 1
-        assert set(COMPARE_PARAMS) | {"ppo.learning_rate", "ppo.n_steps"} <= param_keys[0]
+        assert (
+            set(COMPARE_PARAMS) | {"trial.ppo.learning_rate", "trial.ppo.n_steps"} <= param_keys[0]
+        )
         rows = []
         for run in runs:
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
@@ -54,9 +56,9 @@ def check_server_view(url: str, logged: dict) -> None:
             metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
             assert set(COMPARE_TAGS) <= set(tags)
             assert run["info"]["status"] == "FINISHED"
-            cid = tags["chappie.candidate_id"]
-            assert metrics["test.pnl_plus_fees"] == logged["pnl"][cid]
-            rows.append((params["trial"], params["seed"], params["ppo.learning_rate"]))
+            cid = tags["candidate_id"]
+            assert metrics["test_pnl_plus_fees"] == logged["pnl"][cid]
+            rows.append((params["trial.name"], params["seed"], params["trial.ppo.learning_rate"]))
         assert rows == [
             (t, str(s), str(TRIALS[t]["learning_rate"])) for t in sorted(TRIALS) for s in SEEDS
         ]
