@@ -26,6 +26,23 @@ class FeatureSpec(FrozenModel):
     window: int = Field(16, ge=1)  # feature rows in one observation
     sigma_floor: float = Field(1e-8, gt=0)  # frozen sigma never below this
 
+    @model_validator(mode="after")
+    def _windows_make_distinct_columns(self) -> FeatureSpec:
+        for field, values in (
+            ("windows_s", self.windows_s),
+            ("return_horizons_s", self.return_horizons_s),
+            ("depth_bps", self.depth_bps),
+        ):
+            if not values:
+                raise ValueError(f"{field} must not be empty")
+            if any(v <= 0 for v in values):
+                raise ValueError(f"{field} must be positive, got {list(values)}")
+            if len(set(values)) != len(values):
+                raise ValueError(
+                    f"{field} has duplicates (feature columns would collide): {list(values)}"
+                )
+        return self
+
     @property
     def names(self) -> tuple[str, ...]:
         """Ordered feature columns (core.schema.feature_names)."""

@@ -94,3 +94,8 @@ def test_cli_audit_parity_and_lookahead_json_and_exit_codes(capture_events_dir, 
     assert "OK: no feature sees the future" in capsys.readouterr().out
     assert main(["audit", "parity", str(tmp_path)]) == 2
     assert "no event partitions" in capsys.readouterr().err
+
+
+def test_cli_features_with_a_missing_config_exits_2(tmp_path, capsys):
+    assert main(["features", "--config", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path)]) == 2
+    assert "config file not found" in capsys.readouterr().err

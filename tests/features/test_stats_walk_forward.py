@@ -117,3 +117,21 @@ def test_folds_never_overlap_train_and_test_and_keep_the_embargo(
             assert f.train.start_ns == 0
     ends = [f.test.end_ns for f in folds]
     assert ends == sorted(ends)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"windows_s": (10, 10)},
+        {"return_horizons_s": ()},
+        {"depth_bps": (0.0,)},
+        {"windows_s": (-1, 5)},
+    ],
+)
+def test_feature_spec_rejects_windows_that_would_collide_or_are_not_positive(kwargs):
+    from pydantic import ValidationError
+
+    from core.config.features import FeatureSpec
+
+    with pytest.raises(ValidationError):
+        FeatureSpec(**kwargs)
