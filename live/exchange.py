@@ -96,6 +96,8 @@ class BitmexRest:
         client: httpx.Client | None = None,
         now_s: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        reserve_requests: int = 5,
+        max_wait_s: float = 2.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._prefix = urlsplit(self.base_url).path  # "/api/v1"
@@ -107,6 +109,8 @@ class BitmexRest:
         self._now_s = now_s
         self._sleep = sleep
         self.rate = RateLimit()
+        self.reserve_requests = reserve_requests
+        self.max_wait_s = max_wait_s
         self.requests = 0
         self.lookups_after_unknown = 0
 
@@ -123,12 +127,21 @@ class BitmexRest:
         endpoint: str,
         params: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        *,
+        urgent: bool = False,
     ) -> Any:
         """One signed request; returns the decoded JSON. Raises ExchangeError, RateLimitedError,
-        httpx.TimeoutException / httpx.TransportError (outcome unknown)."""
-        wait = self.rate.wait_s(self._now_s())
+        httpx.TimeoutException / httpx.TransportError (outcome unknown).
+
+        Rate budget (the last `x-ratelimit-*` headers): ordinary requests keep
+        `reserve_requests` spare for cancels (`urgent=True`, which keep only one). When the
+        budget is spent the client waits for the reset if that is at most `max_wait_s`,
+        else it raises RateLimitedError without sending (the loop must not stall)."""
+        wait = self.rate.wait_s(self._now_s(), reserve=1 if urgent else self.reserve_requests)
+        if wait > self.max_wait_s:
+            raise RateLimitedError(429, f"rate budget spent for {wait:.1f} s (client-side)", wait)
         if wait > 0:
-            self._sleep(min(wait, 60.0))
+            self._sleep(wait)
         query = ("?" + urlencode(params)) if params else ""
         path = f"{self._prefix}{endpoint}{query}"
         data = json.dumps(body, separators=(",", ":")) if body is not None else ""
@@ -236,16 +249,21 @@ class BitmexRest:
         """Cancel orders by clOrdID (idempotent: cancelling a closed order is not an error)."""
         if not cl_ord_ids:
             return []
-        rows = self.request("DELETE", "/order", body={"clOrdID": cl_ord_ids})
+        rows = self.request("DELETE", "/order", body={"clOrdID": cl_ord_ids}, urgent=True)
         return [dict(r) for r in rows]
 
     def cancel_all(self, symbol: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.request("DELETE", "/order/all", body={"symbol": symbol})]
+        return [
+            dict(r)
+            for r in self.request("DELETE", "/order/all", body={"symbol": symbol}, urgent=True)
+        ]
 
     def cancel_all_after(self, timeout_ms: int) -> dict[str, Any]:
         """Dead man's switch: cancel everything if not refreshed within `timeout_ms` (0 disarms)."""
         return dict(
-            self.request("POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)})
+            self.request(
+                "POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, urgent=True
+            )
         )
 
 

@@ -45,6 +45,7 @@ class FakeBitmexRest:
         self.delay_next_create_s = 0.0
         self.rate_limit = 120
         self.rate_remaining = 119
+        self.rate_reset_in_s = 1
         self.dead_man_timeout_ms = 0
         self.dead_man_armed_at = 0.0
         self.dead_man_calls = 0
@@ -127,7 +128,7 @@ class FakeBitmexRest:
         h.send_header("content-length", str(len(data)))
         h.send_header("x-ratelimit-limit", str(self.rate_limit))
         h.send_header("x-ratelimit-remaining", str(self.rate_remaining))
-        h.send_header("x-ratelimit-reset", str(int(time.time()) + 1))
+        h.send_header("x-ratelimit-reset", str(int(time.time()) + self.rate_reset_in_s))
         h.end_headers()
         h.wfile.write(data)
 

@@ -57,6 +57,7 @@ class OrderManager:
         journal: Journal,
         dead_man_timeout_ms: int = 60_000,
         dead_man_refresh_s: float = 15.0,
+        fill_poll_s: float = 2.0,
     ) -> None:
         if stake_contracts <= 0 or stake_contracts % instrument.lot_size:
             raise ValueError(
@@ -78,6 +79,8 @@ class OrderManager:
         self.orders_sent = 0
         self.refusals: list[str] = []
         self._last_dead_man = -1e18
+        self.fill_poll_ns = int(fill_poll_s * 1e9)  # REST budget: BitMEX allows ~120 requests/min
+        self._last_fill_poll = -(2**62)
         self._prefix = OWN_PREFIX  # own = any Chappie session's order (restarts included)
 
     # ------------------------------------------------------------------ truth from the exchange
@@ -205,9 +208,11 @@ class OrderManager:
         return f"cancelled {r.cl_ord_id}"
 
     def poll_fills(self, now_ns: int) -> list[Fill]:
-        """Own orders that left the open set: filled ones update the position."""
-        if not self.resting:
+        """Own orders that left the open set: filled ones update the position. Polled at
+        most every `fill_poll_s` (market time) to stay inside the REST rate budget."""
+        if not self.resting or now_ns - self._last_fill_poll < self.fill_poll_ns:
             return []
+        self._last_fill_poll = now_ns
         open_ids = {o.get("clOrdID") for o in self.rest.open_orders(self.symbol)}
         fills = []
         for side, r in list(self.resting.items()):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from live.exchange import BitmexRest, ExchangeError, cl_ord_id, sign_request
+from live.exchange import BitmexRest, ExchangeError, RateLimitedError, cl_ord_id, sign_request
 from live.fake_exchange import FakeBitmexRest
 
 KEY = "LAqUlngMIQkIUjXMUreyu3qn"
@@ -107,6 +107,24 @@ def test_rate_limit_headers_make_the_client_wait(fake: FakeBitmexRest) -> None:
     assert waits == []
     c.open_orders("XBTUSD")
     assert len(waits) == 1 and 0 < waits[0] <= 2.0
+
+
+def test_spent_rate_budget_refuses_ordinary_requests_but_keeps_cancels_going(
+    fake: FakeBitmexRest,
+) -> None:
+    waits: list[float] = []
+    c = BitmexRest(
+        fake.url, SecretStr(KEY), SecretStr(SECRET), sleep=waits.append, reserve_requests=5
+    )
+    c.place_post_only("XBTUSD", 1, 100, 32000.0, "chappie-r")
+    fake.rate_remaining, fake.rate_reset_in_s = 3, 30  # 3 left, refill in 30 s
+    c.open_orders("XBTUSD")  # learns the budget from the headers
+    sent = len(fake.requests)
+    with pytest.raises(RateLimitedError):
+        c.place_post_only("XBTUSD", -1, 100, 32001.0, "chappie-s")  # would eat the cancel reserve
+    assert len(fake.requests) == sent and waits == []  # refused client-side, nothing sent
+    c.cancel(["chappie-r"])  # cancels keep going
+    assert fake.open_orders() == []
 
 
 def test_dead_mans_switch_cancels_when_not_refreshed(fake: FakeBitmexRest) -> None:

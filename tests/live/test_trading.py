@@ -303,3 +303,22 @@ def test_dead_mans_switch_is_refreshed_while_trading_and_disarmed_on_shutdown(
     m.shutdown(0)
     assert fake.dead_man_timeout_ms == 0 and fake.dead_man_calls == 3
     m.journal.close()
+
+
+def test_fills_are_polled_at_most_every_fill_poll_interval(
+    fake: FakeBitmexRest, tmp_path: Path
+) -> None:
+    m = _manager(fake, tmp_path)
+    m.reconcile(0)
+    S = 1_000_000_000
+    m.on_decision(
+        2, 1 * S, 64000, 64001, 64000.5, now_ns=1 * S, last_data_ns=1 * S
+    )  # sell at the ask
+    cid = m.resting[-1].cl_ord_id
+    assert m.poll_fills(2 * S) == []  # first poll: still resting
+    fake.fill(cid)
+    assert m.poll_fills(3 * S) == []  # within 2 s of the last poll: no REST call
+    fills = m.poll_fills(4 * S)
+    assert [(f.side, f.price_ticks, f.qty) for f in fills] == [(-1, 64001, 100)]
+    assert m.position == -100 and not m.short_order and m.risk.position == -100
+    m.journal.close()
