@@ -184,3 +184,26 @@ def test_task_runner_follows_the_sweep_config() -> None:
     )
     assert isinstance(task_runner(SweepConfig(executor="dask")), DaskTaskRunner)
     assert isinstance(task_runner(SweepConfig(executor="sequential")), ThreadPoolTaskRunner)
+
+
+def test_cli_evaluate_defaults_to_the_latest_sweep(
+    swept, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import yaml
+
+    from flows.cli import main
+    from flows.cli_training import latest_sweep
+
+    data, cfg, uri, sweep, ev = swept
+    conf = tmp_path / "exp.yaml"
+    conf.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(data.root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    latest = latest_sweep(data.layout.root / "reports")
+    assert main(["evaluate", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert f"reports/{latest}/evaluation.json" in out
+    for c in ev["candidates"]:
+        assert c["candidate_id"] in out
+    with pytest.raises(FileNotFoundError, match="chappie train"):
+        latest_sweep(tmp_path / "nothing")
