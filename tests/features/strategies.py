@@ -95,3 +95,73 @@ def bar_frames(
         first_trade_bar=draw(st.integers(0, 20)),
         mid0_ticks=draw(st.sampled_from([50, 80_000, 3_000_000])),
     )
+
+
+def make_events(
+    seed: int,
+    n_messages: int,
+    *,
+    p_snapshot: float = 0.02,
+    p_cross: float = 0.0,
+    trade_rate: float = 0.5,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Canonical events (core.schema BOOK_COLUMNS / TRADE_COLUMNS, EVENT_DTYPES): a
+    snapshot, then messages of 1-3 deltas (updates, inserts, deletes of existing levels;
+    with probability `p_cross` a delta that crosses the book and desyncs it until the
+    next snapshot), occasional new snapshots, and trades, all in ts_recv order with gaps
+    of 0-2.5 s (so some bars are empty)."""
+    rng = np.random.default_rng(seed)
+    t = T0_NS + int(rng.integers(0, 10**9))
+    center = int(rng.integers(1000, 100_000))
+    book: list[tuple[int, int, int, int, int, bool]] = []
+    trades: list[tuple[int, int, int, int, int]] = []
+    levels: dict[int, dict[int, int]] = {S.BID: {}, S.ASK: {}}
+
+    def snapshot(ts: int, c: int) -> None:
+        levels[S.BID].clear()
+        levels[S.ASK].clear()
+        for i in range(12):
+            for side, px in ((S.BID, c - 1 - i), (S.ASK, c + 1 + i)):
+                size = int(rng.integers(1, 5000))
+                levels[side][px] = size
+                book.append((ts, ts, side, px, size, True))
+
+    snapshot(t, center)
+    for _ in range(n_messages):
+        t += int(rng.choice([0, 1, 1, 50, 300, 900, 2500])) * 1_000_000
+        if rng.random() < p_snapshot:
+            center += int(rng.integers(-5, 6))
+            snapshot(t, center)
+            continue
+        for _ in range(int(rng.integers(1, 4))):
+            side = S.BID if rng.random() < 0.5 else S.ASK
+            own = levels[side]
+            if own and rng.random() < 0.25 and len(own) > 1:  # delete an existing level
+                px = int(rng.choice(sorted(own)))
+                del own[px]
+                book.append((t, t, side, px, 0, False))
+                continue
+            best_bid = max(levels[S.BID], default=center - 1)
+            best_ask = min(levels[S.ASK], default=center + 1)
+            off = int(rng.integers(0, 8))
+            if rng.random() < p_cross:
+                px = best_ask + 1 if side == S.BID else best_bid - 1
+            else:
+                px = best_ask - 1 - off if side == S.BID else best_bid + 1 + off
+                if (side == S.BID and px >= best_ask) or (side == S.ASK and px <= best_bid):
+                    continue
+            size = int(rng.integers(1, 5000))
+            own[px] = size
+            book.append((t, t, side, px, size, False))
+        if rng.random() < trade_rate:
+            side = S.BUY if rng.random() < 0.5 else S.SELL
+            trades.append((t, t, side, center + side, int(rng.integers(1, 3000))))
+    bdf = pl.DataFrame(book, schema=list(S.BOOK_COLUMNS), orient="row")
+    tdf = pl.DataFrame(trades, schema=list(S.TRADE_COLUMNS), orient="row")
+    casts = {
+        c: getattr(pl, d.capitalize()) if d != "bool" else pl.Boolean
+        for c, d in S.EVENT_DTYPES.items()
+    }
+    return bdf.cast({c: casts[c] for c in bdf.columns}), tdf.cast(
+        {c: casts[c] for c in tdf.columns}
+    )

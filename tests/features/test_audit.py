@@ -8,6 +8,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.config.features import FeatureSpec
 from features.audit import (
@@ -21,6 +23,7 @@ from features.audit import (
 )
 from features.compute import compute_features
 from flows.cli import main
+from tests.features.strategies import make_events
 
 SPEC = FeatureSpec()
 SMALL = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2, 3))
@@ -97,5 +100,23 @@ def test_cli_audit_parity_and_lookahead_json_and_exit_codes(capture_events_dir, 
 
 
 def test_cli_features_with_a_missing_config_exits_2(tmp_path, capsys):
-    assert main(["features", "--config", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path)]) == 2
+    assert (
+        main(["features", "--config", str(tmp_path / "nope.yaml"), "--data-dir", str(tmp_path)])
+        == 2
+    )
     assert "config file not found" in capsys.readouterr().err
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(5, 250),
+    p_cross=st.sampled_from([0.0, 0.0, 0.05]),
+    trade_rate=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_parity_on_hypothesis_generated_events_is_bit_for_bit(seed, n, p_cross, trade_rate):
+    """Events -> BarSampler -> FeatureStream equals sample_bars -> compute_features,
+    including desynced books (crossing deltas) and empty bars."""
+    book, trades = make_events(seed, n, p_cross=p_cross, trade_rate=trade_rate)
+    rep = parity_report(book, trades, SMALL)
+    assert rep["ok"] and rep["bit_equal"], rep["problems"]
