@@ -18,12 +18,13 @@ MLflow store adapter (`registry.store`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,6 +55,21 @@ class PromotionPlan:
         out = asdict(self)
         out["reasons"] = list(self.reasons)
         return out
+
+
+@contextlib.contextmanager
+def registry_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise promotions and rollbacks on one SQLite store (a lock file beside the
+    database), so two concurrent runs cannot interleave alias moves. Other stores: no-op
+    (a server serialises single alias writes; run one promotion at a time there)."""
+    from registry.tracking import file_lock, sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        yield
+        return
+    with file_lock(db.with_name(db.name + ".promote.lock")):
+        yield
 
 
 def who() -> str:
@@ -287,10 +303,19 @@ def promote(
     version, no alias); `version` is the existing version of that candidate or None.
     Raises PromotionError on an inconsistent evaluation.json or missing model files.
     """
-    from registry import store, tracking
+    from registry import tracking
 
     evaluation = read_evaluation(evaluation_path)
     tracking.configure(tracking_uri)
+    with registry_lock(tracking_uri):
+        return _promote(evaluation, cfg, dry_run, feature_spec)
+
+
+def _promote(
+    evaluation: dict[str, Any], cfg: RegistryConfig, dry_run: bool, feature_spec: Any
+) -> dict[str, Any]:
+    from registry import store
+
     current = store.aliases(cfg.model_name)
     plan = plan_promotion(evaluation, cfg, current)
     result: dict[str, Any] = {
@@ -357,9 +382,16 @@ def rollback(
     "from_version", "to_version", "aliases", "dry_run", "reasons"}`. Raises PromotionError
     when there is no previous champion.
     """
-    from registry import store, tracking
+    from registry import tracking
 
     tracking.configure(tracking_uri)
+    with registry_lock(tracking_uri):
+        return _rollback(cfg, dry_run, reason)
+
+
+def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]:
+    from registry import store
+
     current = store.aliases(cfg.model_name)
     prev = current.get(cfg.previous_alias)
     champ = current.get(cfg.champion_alias)

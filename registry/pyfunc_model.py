@@ -20,6 +20,11 @@ from mlflow.pyfunc import PythonModel
 class ChappiePolicyModel(PythonModel):
     """pyfunc wrapper around registry.policy.NumpyPolicy (no torch, no SB3, no pickle)."""
 
+    # The model's input contract is the explicit tensor signature logged with it
+    # (float32 (-1, obs_dim)), not predict() type hints; this MLflow class flag skips the
+    # type-hint wrapper and its warning.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):  # noqa: ANN001, ANN201 - MLflow's signature
         from registry.bundle import verify_bundle
         from registry.policy import NumpyPolicy

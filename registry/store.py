@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,9 +69,7 @@ def log_bundle_model(
     if sb3_zip is not None:
         artifacts[SB3_ARTIFACT] = str(Path(sb3_zip).resolve())
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # our predict() deliberately has no type hints: the signature above is the contract
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+    with mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_NAME,
             python_model=str(PYFUNC_FILE),

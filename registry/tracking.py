@@ -132,7 +132,8 @@ def _retry(op: str, fn: Callable[[], _T], run_id: str | None = None) -> _T:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on `path` (created if missing) for the `with` block."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
@@ -189,7 +190,7 @@ def configure(tracking_uri: str, artifact_location: str | None = None) -> None:
     if db is None:
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(db.with_name(db.name + ".lock")):
+    with file_lock(db.with_name(db.name + ".lock")):
         _retry("open store", lambda: client().search_experiments(max_results=1))
 
 

@@ -139,3 +139,31 @@ def test_promote_missing_model_zip_raises_and_moves_nothing(
 def test_promote_nonexistent_evaluation_raises(uri: str, tmp_path: Path) -> None:
     with pytest.raises(PromotionError, match="not found"):
         promote(tmp_path / "missing.json", CFG, uri)
+
+
+def _promote_worker(evaluation: str, uri: str, q) -> None:  # noqa: ANN001 - runs in a child
+    from registry.promotion import promote as run
+
+    q.put(run(evaluation, CFG, uri)["version"])
+
+
+@pytest.mark.slow
+def test_two_concurrent_promotions_of_one_evaluation_register_one_version(
+    uri: str, tmp_path: Path, sb3_zip: Path, stats_dir: Path
+) -> None:
+    import multiprocessing as mp
+
+    a = candidate_record("base-s0-t1024", "promote", sb3_zip, stats_dir, 1.0)
+    ev = _write(tmp_path, evaluation_doc([a], "base-s0-t1024", None, "sweep-x"), "rx")
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_promote_worker, args=(str(ev), uri, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert {q.get(timeout=5), q.get(timeout=5)} == {"1"}
+    tracking.configure(uri)
+    assert len(tracking.client().search_model_versions(f"name = '{CFG.model_name}'")) == 1
+    assert store.aliases(CFG.model_name) == {"champion": "1"}
