@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.config.registry import RegistryConfig
 from registry import store, tracking
 from registry.promotion import PromotionError, plan_promotion, promote, rollback
+from registry.store import gate_tags
 from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
 
 CFG = RegistryConfig(model_name="chappie-test")
@@ -167,3 +170,46 @@ def test_two_concurrent_promotions_of_one_evaluation_register_one_version(
     tracking.configure(uri)
     assert len(tracking.client().search_model_versions(f"name = '{CFG.model_name}'")) == 1
     assert store.aliases(CFG.model_name) == {"champion": "1"}
+
+
+_decisions = st.lists(st.sampled_from(["promote", "reject", "retest"]), min_size=0, max_size=6)
+
+
+@given(decisions=_decisions, champion=st.one_of(st.none(), st.integers(1, 9).map(str)))
+def test_plan_moves_champion_only_for_a_promote_decision(
+    decisions: list[str], champion: str | None
+) -> None:
+    """Property: whatever the sweep, champion moves iff a candidate was promoted; the
+    demoted version is exactly the current champion; challenger never holds a promote."""
+    cands = {f"c{i}": d for i, d in enumerate(decisions)}
+    passed = [c for c, d in cands.items() if d == "promote"]
+    failed = [c for c, d in cands.items() if d != "promote"]
+    ev = _eval(passed[0] if passed else None, failed[0] if failed else None, cands)
+    current = {"champion": champion} if champion else {}
+    plan = plan_promotion(ev, CFG, current)
+    assert (plan.alias == "champion") == bool(passed)
+    if plan.alias == "champion":
+        assert plan.demote_to_previous == champion and cands[plan.candidate_id] == "promote"
+    else:
+        assert plan.demote_to_previous is None
+        if plan.alias == "challenger":
+            assert cands[plan.candidate_id] != "promote"
+        else:
+            assert not cands
+
+
+@given(
+    st.dictionaries(
+        st.text("abcdefgh_", min_size=1, max_size=12),
+        st.fixed_dictionaries(
+            {"passed": st.booleans(), "value": st.floats(-1e6, 1e6), "threshold": st.floats(0, 1)}
+        ),
+        max_size=6,
+    )
+)
+def test_gate_tags_record_every_gate_outcome(gates: dict) -> None:
+    tags = gate_tags(gates)
+    for name, g in gates.items():
+        assert tags[f"gate.{name}"] == str(g["passed"]).lower()
+        assert float(tags[f"gate.{name}.value"]) == g["value"]
+        assert float(tags[f"gate.{name}.threshold"]) == g["threshold"]
