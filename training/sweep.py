@@ -383,14 +383,12 @@ def _drive(
     on_done: Callable[[TrainResult], None] | None,
 ) -> list[TrainResult]:
     """Submit everything, resubmit failures until their retries are spent."""
-    from concurrent.futures import wait
-
     results: list[TrainResult | None] = [None] * len(tasks)
     live: dict[Any, tuple[int, int]] = {}  # future -> (task index, attempt)
     for i, t in enumerate(tasks):
         live[submit(fn, t)] = (i, 1)
     while live:
-        done = _wait_any(list(live), wait)
+        done = _wait_any(list(live))
         for fut in done:
             i, attempt = live.pop(fut)
             try:
@@ -406,9 +404,10 @@ def _drive(
     return [r for r in results if r is not None]
 
 
-def _wait_any(futures: list[Any], wait: Callable[..., Any]) -> list[Any]:
+def _wait_any(futures: list[Any]) -> list[Any]:
+    """The finished futures, blocking until at least one is (concurrent or Dask futures)."""
     if futures and isinstance(futures[0], Future):
-        from concurrent.futures import FIRST_COMPLETED
+        from concurrent.futures import FIRST_COMPLETED, wait
 
         return list(wait(futures, return_when=FIRST_COMPLETED).done)
     from distributed import wait as dwait
