@@ -31,13 +31,18 @@ ROOT = HERE.parent
 WINDOW = 16
 NOTE = """Reading the figures. gym-anytrading's step returns a view into its precomputed
 (window, 2) array, does no order or fee accounting and keeps three info keys: it is close
-to the floor of a Python env. ManagementEnv per step copies a fresh 423-float observation
-(16 x 26 features + 7 management values; a policy must never see an aliased buffer),
-checks resting maker orders against the bar's prints and book, marks the stacked
-position, evaluates every reward term and builds the evaluation `info` (equity, pnl with
-and without fees, closed trades, each reward term). "Via SB3 DummyVecEnv" is how PPO
-consumes an env: the observation is copied into the vec buffer and every info dict is
-deep-copied (ManagementEnv's `StepInfo` makes that copy cheap and exact).
+to the floor of a Python env. ManagementEnv per step returns a fresh 423-float
+observation (16 x 26 features + 7 management values; never an aliased buffer), checks
+resting maker orders against the bar's prints and book, marks the stacked position and
+evaluates every reward term, all in one numba call (`envs.kernels.env_step`, the same
+kernels `envs.position` / `envs.rewards` wrap for the live loop and the backtest). Its
+`info` (equity, pnl with and without fees, closed trades, each reward term) is recorded as
+one row of an info log and built into the dict on first read, with the same keys, order
+and values; the "info read every step" row charges that build to every step (through a
+gymnasium Wrapper that reads `info["equity"]`, so it also pays the wrapper's call), which
+is what the backtest does. "Via SB3 DummyVecEnv" is how PPO consumes an env: the
+observation is copied into the vec buffer, a key is added to every info and every info
+is deep-copied (an unread info copies as a reference to its log row).
 """
 
 
@@ -133,6 +138,27 @@ def bench_management(data: dict[str, str], repeats: int) -> dict[str, Any]:
     )
 
 
+def bench_management_info_read(data: dict[str, str], repeats: int) -> dict[str, Any]:
+    """ManagementEnv with its info read on every step (the backtest's use)."""
+    import gymnasium as gym
+
+    from envs.management import ManagementEnv
+
+    class ReadInfo(gym.Wrapper):
+        def step(self, action: Any) -> Any:
+            out = self.env.step(action)
+            out[4]["equity"]
+            return out
+
+    return _measure(
+        "chappie ManagementEnv, info read every step (via a Wrapper)",
+        lambda: ReadInfo(ManagementEnv(data["slice"], data["stats"], {"window": WINDOW})),
+        3,
+        repeats,
+        {"full": True},
+    )
+
+
 def bench_anytrading(data: dict[str, str], repeats: int) -> dict[str, Any]:
     import pandas as pd
     from gym_anytrading.envs import StocksEnv
@@ -194,7 +220,11 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory(prefix="chappie-bench-env-") as tmp:
         data = write_data(Path(tmp), args.rows)
-        results = [bench_management(data, args.repeats), bench_anytrading(data, args.repeats)]
+        results = [
+            bench_management(data, args.repeats),
+            bench_management_info_read(data, args.repeats),
+            bench_anytrading(data, args.repeats),
+        ]
         cmd = [
             sys.executable,
             "-m",
@@ -211,7 +241,7 @@ def main() -> int:
         else:
             results.append({"env": "gym-trading-env", "error": proc.stderr[-300:]})
 
-    base = results[1]
+    base = results[2]  # gym-anytrading
     lines = [
         "## envs: ManagementEnv step speed",
         "",

@@ -148,16 +148,27 @@ class StepInfo(dict):
         return out
 
 
-_TERM_KEYS = (*TERM_NAMES, "total")
 _TRADE_KEYS = tuple(f.name for f in fields(ClosedTrade))  # the kernels' trade columns, in order
+
+
+# _build_info unpacks a log row positionally; this pins the layout it assumes
+assert (K.G_TS, K.G_BAR, K.G_SIDE, K.G_LONG, K.G_SHORT, K.G_EQ, K.G_PSCALE, K.G_TERMS) == (
+    0, 1, 2, 3, 4, 5, 15, 16,
+) and K.G_WIDTH == 24  # fmt: skip
+assert TERM_NAMES == (
+    "unrealized", "realized", "fees", "funding", "open_penalty", "close_penalty",
+    "terminal_penalty",
+)  # fmt: skip
 
 
 def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
     """The info dict of one log row (see `envs.kernels` G_*), keys in INFO order."""
     log, logf, row, trades = src
-    g = log[row].tolist()
-    f = logf[row].tolist()
-    t = K.G_TERMS
+    ts, bar, side, long_order, short_order = log[row, :5].tolist()
+    (
+        eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
+        unreal, realized, fee, fund, open_pen, close_pen, terminal, total,
+    ) = logf[row, 5:].tolist()  # fmt: skip
     closed = []
     if trades is not None:
         for ints, floats in zip(trades[0], trades[1], strict=True):
@@ -165,24 +176,33 @@ def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
             d["pnl_plus_fees"] = d["pnl"] - d["fees"]
             closed.append(d)
     return {
-        "ts": g[K.G_TS],
-        "bar": g[K.G_BAR],
-        "equity": f[K.G_EQ],
-        "balance": f[K.G_BAL],
-        "pnl": f[K.G_PNL],
-        "realized_pnl": f[K.G_REAL],
-        "unrealized_pnl": f[K.G_UPNL],
-        "pnl_without_fees": f[K.G_PWF],
-        "fees": f[K.G_FEES],
-        "funding": f[K.G_FUND],
-        "position_size": f[K.G_PSIZE],
-        "exposure": f[K.G_EXP],
-        "side": g[K.G_SIDE],
-        "long_order": g[K.G_LONG],
-        "short_order": g[K.G_SHORT],
+        "ts": ts,
+        "bar": bar,
+        "equity": eq,
+        "balance": bal,
+        "pnl": pnl,
+        "realized_pnl": real,
+        "unrealized_pnl": upnl,
+        "pnl_without_fees": pwf,
+        "fees": fees,
+        "funding": funding,
+        "position_size": psize,
+        "exposure": exposure,
+        "side": side,
+        "long_order": long_order,
+        "short_order": short_order,
         "trades": closed,
-        "reward_terms": dict(zip(_TERM_KEYS, f[t : t + 8], strict=True)),
-        "punishment_scale": f[K.G_PSCALE],
+        "reward_terms": {
+            "unrealized": unreal,
+            "realized": realized,
+            "fees": fee,
+            "funding": fund,
+            "open_penalty": open_pen,
+            "close_penalty": close_pen,
+            "terminal_penalty": terminal,
+            "total": total,
+        },
+        "punishment_scale": pscale,
     }
 
 
