@@ -334,6 +334,33 @@ class OrderBook:
         st = self._st
         return int(st[ST_N_UNKNOWN]), int(st[ST_N_CROSSED]), int(st[ST_N_BADSIZE])
 
+    def replay(
+        self,
+        ts_recv: np.ndarray,
+        side: np.ndarray,
+        price_ticks: np.ndarray,
+        size: np.ndarray,
+        is_snapshot: np.ndarray,
+    ) -> int:
+        """Apply canonical deltas (sorted by ts_recv), message by message, in the numba
+        kernel; return the number of desyncs they caused (``strict`` is not applied)."""
+        ts = np.ascontiguousarray(ts_recv, dtype=np.int64)
+        if ts.shape[0] > 1 and np.any(np.diff(ts) < 0):
+            raise ValueError("book deltas must be sorted by ts_recv")
+        before = self.n_desyncs
+        first = np.full(1, -1, dtype=np.int64)
+        self._book = replay_kernel(
+            self._book,
+            self._st,
+            ts,
+            np.ascontiguousarray(side, dtype=np.int64),
+            np.ascontiguousarray(price_ticks, dtype=np.int64),
+            np.ascontiguousarray(size, dtype=np.int64),
+            np.ascontiguousarray(is_snapshot, dtype=np.bool_),
+            first,
+        )
+        return self.n_desyncs - before
+
     # -------------------------------------------------- queries
     @property
     def desynced(self) -> bool:

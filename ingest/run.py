@@ -19,11 +19,11 @@ import polars as pl
 
 from core import schema
 from core.atomic import write_json_atomic, write_with_atomic
-from core.clock import NS_PER_DAY, iso_day
+from core.clock import NS_PER_DAY, iso_day, parse_day
 from core.config.ingest import IngestConfig
 from core.hashing import fingerprint, sha256_bytes
 from core.paths import DataLayout
-from features.book import check_book
+from features.book import OrderBook, check_book
 from ingest.events import (
     book_schema,
     empty_book,
@@ -43,7 +43,6 @@ def _synthetic_reads(
     cfg: IngestConfig, layout: DataLayout
 ) -> tuple[list[FileRead], dict[str, list[dict[str, Any]]], list[str]]:
     """Generate the synthetic market unless every day is already published from it."""
-    from core.clock import parse_day
     from ingest.synthetic import generate_market
 
     syn = cfg.synthetic
@@ -191,12 +190,15 @@ def stage_source(
                     {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
                 )
     days: dict[str, dict[str, Any]] = {}
+    running = OrderBook()  # the book across day boundaries of this run's input
     for day in sorted(set(books) | set(trades)):
         b = (
             pl.concat([empty_book(), *books.get(day, [])])
             .sort(schema.TS_RECV, maintain_order=True)
             .cast(book_schema())
         )  # type: ignore[arg-type]
+        b = with_boundary_snapshot(running, b, parse_day(day))
+        running.replay(*(b[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
         t = (
             pl.concat([empty_trades(), *trades.get(day, [])])
             .sort(schema.TS_RECV, maintain_order=True)
@@ -229,6 +231,34 @@ def stage_source(
     }
     write_json_atomic(stage / STAGED_INDEX, index)
     return index
+
+
+BOOK_REPLAY_COLUMNS = (
+    schema.TS_RECV,
+    schema.SIDE,
+    schema.PRICE_TICKS,
+    schema.SIZE,
+    schema.IS_SNAPSHOT,
+)
+
+
+def with_boundary_snapshot(
+    running: OrderBook, day_book: pl.DataFrame, day_start_ns: int
+) -> pl.DataFrame:
+    """Make a day partition self-contained: when the day does not open with a snapshot
+    but the same input carried a good book across midnight, prepend that book as
+    snapshot rows at 00:00 (ts_event = ts_recv = day start). Replaying the days in a row
+    gives the same book; replaying the day alone no longer starts from nothing. Pure
+    apart from reading `running`."""
+    if day_book.height and bool(day_book[schema.IS_SNAPSHOT][0]):
+        return day_book
+    if not running.is_ok:
+        return day_book
+    rows = [
+        (day_start_ns, day_start_ns, s, p, q, True) for s in (1, -1) for p, q in running.levels(s)
+    ]
+    snap = pl.DataFrame(rows, schema=book_schema(), orient="row")
+    return pl.concat([snap, day_book])
 
 
 def publish_staged_day(

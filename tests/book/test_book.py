@@ -229,3 +229,20 @@ def test_book_snapshot_resets_whatever_came_before(
     assert not b.desynced
     assert b.levels(1) == sorted(bids, reverse=True)
     assert b.levels(-1) == sorted(asks)
+
+
+def test_book_replay_equals_message_by_message_and_counts_desyncs() -> None:
+    ts = np.array([1, 1, 1, 2, 3, 3, 4])
+    side = np.array([1, 1, -1, 1, -1, -1, 1])
+    px = np.array([10, 9, 12, 11, 12, 13, 50])
+    sz = np.array([1, 2, 3, 4, 0, 6, 0])
+    snap = np.array([True, True, True, False, False, False, False])
+    a = OrderBook()
+    assert a.replay(ts, side, px, sz, snap) == 1  # the delete of unknown level 50
+    b = OrderBook()
+    for t in np.unique(ts):
+        m = ts == t
+        b.apply_message(side[m], px[m], sz[m], snap[m])
+    assert a.levels(1) == b.levels(1) == [(11, 4), (10, 1), (9, 2)]
+    assert a.levels(-1) == b.levels(-1) == [(13, 6)]
+    assert a.ofi == b.ofi

@@ -246,3 +246,47 @@ def test_live_path_decoder_plus_bar_sampler_equals_batch_on_real_capture(ws_capt
     rows += sampler.advance(-(-last // spec.interval_ns) * spec.interval_ns)
     assert batch.height > 20
     assert pl.DataFrame(rows, schema=batch.schema).equals(batch)
+
+
+def test_recording_across_midnight_gives_self_contained_day_partitions(tmp_path: Path) -> None:
+    from core.clock import parse_day
+    from core.config.ingest import IngestConfig
+    from core.paths import DataLayout
+    from ingest.events import read_events, read_manifest
+    from ingest.run import ingest
+
+    t0 = parse_day("2021-07-23") - 2_000_000_000  # 2 s before midnight
+    msgs = [
+        (
+            t0,
+            _msg(
+                "orderBookL2",
+                "partial",
+                [_row(1, "Buy", 10, 100.0), _row(2, "Sell", 20, 100.5), _row(3, "Sell", 5, 101.0)],
+            ),
+        ),
+        (t0 + 1_000_000_000, _msg("orderBookL2", "update", [_row(1, "Buy", 11)])),
+        (t0 + 3_000_000_000, _msg("orderBookL2", "delete", [_row(2, "Sell")])),  # after midnight
+        (t0 + 4_000_000_000, _msg("orderBookL2", "insert", [_row(4, "Buy", 7, 100.5)])),
+    ]
+    rec = tmp_path / "rec.jsonl"
+    rec.write_text("".join(json.dumps({"ts_recv": ts, "msg": m}) + "\n" for ts, m in msgs))
+    layout = DataLayout(tmp_path / "data")
+    rep = ingest(IngestConfig(source="ws-recording", paths=(str(rec),)), layout)
+    assert rep.partitions_written == ["2021-07-22", "2021-07-23"] and rep.desyncs == {}
+    day2, _ = read_events(layout, "XBTUSD", ["2021-07-23"])
+    head = day2.filter(pl.col("is_snapshot"))
+    assert head.select("side", "price_ticks", "size").rows() == [
+        (1, 200, 11),
+        (-1, 201, 20),
+        (-1, 202, 5),
+    ]
+    assert head["ts_recv"].to_list() == [parse_day("2021-07-23")] * 3
+    m = read_manifest(layout, "XBTUSD", "2021-07-23")
+    assert m is not None and m["extra"]["book_check"]["unknown_level"] == 0
+    both, _ = read_events(layout, "XBTUSD")
+    ob = OrderBook(strict=True)
+    ob.replay(
+        *(both[c].to_numpy() for c in ("ts_recv", "side", "price_ticks", "size", "is_snapshot"))
+    )
+    assert ob.levels(1) == [(201, 7), (200, 11)] and ob.levels(-1) == [(202, 5)]
