@@ -160,3 +160,36 @@ def test_run_tasks_on_a_local_dask_cluster(tiny_data: DataDir, tmp_path: Path) -
     res = run_tasks(_tasks(tiny_data, tmp_path, [0, 1, -2]), cfg, fn=fake_train)
     assert [r.ok for r in res] == [True, True, False]
     assert [r.attempts for r in res] == [1, 2, 2]
+
+
+def test_plan_tasks_covers_the_grid_with_unique_stable_out_dirs(tmp_path: Path) -> None:
+    from core.config.env import EnvConfig
+    from training.candidates import FoldSlices, group_candidates, plan_tasks
+
+    folds = [
+        FoldSlices(
+            fold=k,
+            train_id=f"fold{k:02d}-train",
+            train_path=f"/s/{k}.parquet",
+            train_sha256=f"{k}" * 64,
+            test_id=f"fold{k:02d}-test",
+            test_path=f"/s/t{k}.parquet",
+            test_sha256="e" * 64,
+            stats_id=f"st{k}",
+            stats_dir=f"/stats/{k}",
+        )
+        for k in range(2)
+    ]
+    trials = (TrialConfig(name="base"), TrialConfig(name="wide", env=EnvConfig(stake_fraction=0.2)))
+    sweep = SweepConfig(trials=trials, seeds=(0, 1), timesteps=(100, 200))
+    tasks = plan_tasks(sweep, folds, tmp_path)
+    assert len(tasks) == 2 * 2 * 2 * 2
+    assert len({t.run_name for t in tasks}) == len({t.out_dir for t in tasks}) == 16
+    assert (
+        plan_tasks(sweep, folds, tmp_path) == tasks
+    )  # deterministic: a re-run finds the same dirs
+    groups = group_candidates(tasks)
+    assert len(groups) == 8 and all([t.fold for t in g] == [0, 1] for g in groups.values())
+    assert "wide-s1-t200" in groups
+    with pytest.raises(ValueError, match="unique"):
+        plan_tasks(SweepConfig(trials=(TrialConfig(), TrialConfig())), folds, tmp_path)
