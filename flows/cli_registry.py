@@ -29,6 +29,23 @@ def _print(result: dict) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
+def _clean_errors(handler):  # noqa: ANN001, ANN202 - argparse handler decorator
+    """Known user errors (missing files, inconsistent evaluation, nothing to roll back)
+    print one line and exit 2 instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from registry.promotion import PromotionError
+
+        try:
+            return int(handler(args))
+        except (FileNotFoundError, PromotionError) as exc:
+            print(f"chappie {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_clean_errors
 def _cmd_promote(args: argparse.Namespace) -> int:
     from flows.common import load_experiment, resolve_runtime
 
@@ -54,6 +71,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+@_clean_errors
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from flows.common import load_experiment, resolve_runtime
 
