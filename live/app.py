@@ -20,6 +20,7 @@ from live.model_watch import (
     RegistrySource,
     poll_model,
 )
+from live.paper import PaperRules
 from live.predictor import Normalizer, Predictor
 
 
@@ -110,7 +111,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     spec = FeatureSpec()
     live_cfg = LiveConfig()
     obs_clip = 10.0
-    stake_fraction = 0.1
+    rules = PaperRules()
     synthetic_cfg = None
     if args.config:
         from core.config.experiment import load_config
@@ -121,7 +122,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         synthetic_cfg = exp.ingest.synthetic
         if exp.sweep.trials:
             obs_clip = exp.sweep.trials[0].env.obs_clip
-            stake_fraction = exp.sweep.trials[0].env.stake_fraction
+            rules = PaperRules.from_env_config(exp.sweep.trials[0].env.model_dump(mode="json"))
     updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
     if args.mainnet:
         updates.update(ws_url=MAINNET_WS, rest_url=MAINNET_REST, mainnet=True)
@@ -163,7 +164,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         predictor, champion = initial_model(source)
         if champion is not None:  # the model's own observation contract wins over --config
             spec, stats, obs_clip = champion.spec, champion.stats, champion.obs_clip
-            stake_fraction = float(champion.env_config.get("stake_fraction", stake_fraction))
+            rules = PaperRules.from_env_config(champion.env_config)
     orders = None
     if live_cfg.allow_trade:
         if predictor.policy is None or stats is None:
@@ -206,7 +207,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             obs_clip=obs_clip,
             max_skew_s=max_skew_s,
             orders=orders,
-            stake_fraction=stake_fraction,
+            rules=rules,
             model_source=None if args.bundle else source,
         )
     finally:

@@ -31,14 +31,11 @@ from core.clock import NS_PER_S, Clock, SystemClock
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
-from core.schema import MANAGEMENT_STATE, ask_px, bid_px
+from core.schema import BUY_HI_TICKS, MANAGEMENT_STATE, SELL_LO_TICKS, ask_px, bid_px
 from envs.position import (
     ExposureError,
-    Position,
-    StateLimits,
     apply_fill,
     equity,
-    management_state,
     open_account,
 )
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
@@ -46,6 +43,7 @@ from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model
 from live.orders import OrderManager
+from live.paper import PaperAccount, PaperRules
 from live.predictor import ACTION_NAMES, BarUpdate, Normalizer, ObservationBuilder, Predictor
 from live.recording import RecordingWriter
 from live.replay_server import iso_ms
@@ -96,22 +94,6 @@ class LiveSummary:
         return asdict(self)
 
 
-@dataclass
-class PaperState:
-    """Order flags and the position the policy sees (envs.position bookkeeping)."""
-
-    position: Position
-    long_order: bool = False
-    short_order: bool = False
-
-    def apply_action(self, action: int | None) -> None:
-        """Toggle the resting-order flags as the env does (1: long, 2: short)."""
-        if action == 1:
-            self.long_order = not self.long_order
-        elif action == 2:
-            self.short_order = not self.short_order
-
-
 def decision_record(
     ts_ns: int,
     action: int | None,
@@ -159,12 +141,10 @@ class LiveSession:
         obs_clip: float = 10.0,
         stale_after_s: float = 10.0,
         max_skew_s: float | None = 30.0,
-        initial_balance: float = 1.0,
-        limits: StateLimits | None = None,
+        rules: PaperRules | None = None,
         mode: str = "observe",
         book_table: str = "orderBookL2",
         orders: OrderManager | None = None,
-        stake_fraction: float = 0.1,
         on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
     ) -> None:
         self.spec = spec
@@ -175,14 +155,12 @@ class LiveSession:
         self.book_table = book_table
         self.instrument_state: str | None = None  # from the instrument table; None = not seen
         self.orders = orders
-        self.stake_fraction = stake_fraction
-        self.limits = limits or StateLimits()
+        self.rules = rules or PaperRules()
         self.decoder = make_decoder(symbol, instrument, book_table)
         self.builder = ObservationBuilder(spec, stats, obs_clip)
         skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
         self.gate = SnapshotManager(spec.window, int(stale_after_s * NS_PER_S), skew)
-        self.initial_balance = initial_balance
-        self.paper: PaperState | None = None
+        self.paper: PaperAccount | None = None
         self.on_decision = on_decision
         self.last_event_ns = -1
         self._next_close = 0
@@ -207,6 +185,11 @@ class LiveSession:
             return
         self.predictor = champion.predictor
         self.builder.obs_clip = champion.obs_clip
+        self.rules = (
+            PaperRules.from_env_config(champion.env_config) if champion.env_config else self.rules
+        )
+        if self.paper is not None:
+            self.paper.rules = self.rules
         if champion.spec.spec_hash != self.spec.spec_hash:
             self.spec = champion.spec
             self.gate = SnapshotManager(
@@ -271,6 +254,12 @@ class LiveSession:
         out = []
         for upd in self.builder.advance(t):
             self.bars += 1
+            if self.paper is not None and self.orders is None:
+                # observe-only: the paper orders rest, fill and roll on every bar, as in the env
+                b = upd.bar
+                self.paper.on_bar(
+                    upd.ts, b[bid_px(0)], b[ask_px(0)], b[BUY_HI_TICKS], b[SELL_LO_TICKS]
+                )
             rec = self._on_bar(upd)
             if rec is not None:
                 out.append(rec)
@@ -284,18 +273,12 @@ class LiveSession:
             return None
         t0 = time.perf_counter_ns()
         if self.paper is None:
-            self.paper = PaperState(open_account(self.initial_balance, upd.ts))
+            self.paper = PaperAccount(
+                self.rules, self.instrument, open_account(self.rules.initial_equity_xbt, upd.ts)
+            )
         if self.orders is not None:
             self._sync_orders(upd)
-        state = management_state(
-            self.paper.position,
-            upd.ts,
-            upd.mid_ticks,
-            self.instrument,
-            self.paper.long_order,
-            self.paper.short_order,
-            self.limits,
-        )
+        state = self.paper.state(upd.ts, upd.mid_ticks)
         obs = self.builder.observation(state) if self.builder.stats is not None else None
         action = self.predictor.act(obs)
         latency_us = (time.perf_counter_ns() - t0) / 1000.0
@@ -316,12 +299,9 @@ class LiveSession:
                 now_ns=upd.ts,
                 last_data_ns=self.gate.last_recv_ns,
             )
-            self.paper.long_order, self.paper.short_order = (
-                self.orders.long_order,
-                self.orders.short_order,
-            )
+            self._order_flags()
         else:
-            self.paper.apply_action(action)
+            self.paper.act(action, int(upd.bar[bid_px(0)]), int(upd.bar[ask_px(0)]))
         self.actions[rec["action_name"] or "none"] += 1
         if self.keep_history:
             self.decisions.append(rec)
@@ -349,8 +329,8 @@ class LiveSession:
                     fill.price_ticks,
                     upd.ts,
                     self.instrument,
-                    self.stake_fraction,
-                    self.limits.max_exposure,
+                    self.rules.stake_fraction,
+                    self.rules.max_exposure,
                 )
             except ExposureError:  # the exchange position is the truth; the paper stack is capped
                 continue
@@ -358,10 +338,14 @@ class LiveSession:
         self.orders.update_equity(
             equity(self.paper.position, upd.mid_ticks, self.instrument), upd.ts
         )
-        self.paper.long_order, self.paper.short_order = (
-            self.orders.long_order,
-            self.orders.short_order,
-        )
+        self._order_flags()
+
+    def _order_flags(self) -> None:
+        """Trading: the resting-order part of the state comes from the exchange's orders."""
+        assert self.orders is not None and self.paper is not None
+        own = self.orders.resting
+        self.paper.bid_px = own[1].price_ticks if 1 in own else 0
+        self.paper.ask_px = own[-1].price_ticks if -1 in own else 0
 
 
 def _desynced(sampler: Any) -> bool:
@@ -422,7 +406,7 @@ def run_live(
     tick_s: float = 0.05,
     backoff_base_s: float = 1.0,
     orders: OrderManager | None = None,
-    stake_fraction: float = 0.1,
+    rules: PaperRules | None = None,
     model_source: ModelSource | None = None,
 ) -> LiveSummary:
     """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
@@ -464,7 +448,7 @@ def run_live(
         max_skew_s=max_skew_s,
         book_table=cfg.book_table,
         orders=orders,
-        stake_fraction=stake_fraction,
+        rules=rules,
         mode=mode,
         on_decision=sink,
     )

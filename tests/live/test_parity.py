@@ -13,12 +13,13 @@ from core import schema as S
 from core.config.features import FeatureSpec
 from core.instrument import XBTUSD
 from envs.observation import encode_observation, observation_size
-from envs.position import StateLimits, management_state, open_account
+from envs.position import open_account
 from features.compute import compute_features
 from features.sampler import sample_bars
 from features.stats import FrozenStats
 from ingest.ws_recording import read_ws_recording
-from live.loop import LiveSession, PaperState
+from live.loop import LiveSession
+from live.paper import PaperAccount, PaperRules
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import canonical_to_messages
@@ -53,27 +54,23 @@ def _batch(
     ok = (~feats[S.WARMUP].to_numpy()) & bars[S.BOOK_OK].to_numpy() & np.isfinite(norm).all(axis=1)
     ts = feats[S.TS].to_list()
     mid = feats[S.MID_TICKS].to_numpy()
+    bid, ask = feats[S.BEST_BID_TICKS].to_numpy(), feats[S.BEST_ASK_TICKS].to_numpy()
+    buy_hi, sell_lo = feats[S.BUY_HI_TICKS].to_numpy(), feats[S.SELL_LO_TICKS].to_numpy()
     out_ts, out_obs, out_act = [], [], []
-    paper = None
+    paper: PaperAccount | None = None
     run = 0
     for k in range(len(ts)):
+        if paper is not None:  # the paper orders rest, fill and roll on every bar
+            paper.on_bar(ts[k], int(bid[k]), int(ask[k]), int(buy_hi[k]), int(sell_lo[k]))
         run = run + 1 if ok[k] else 0
         if run < SPEC.window:
             continue
         if paper is None:
-            paper = PaperState(open_account(1.0, ts[k]))
-        state = management_state(
-            paper.position,
-            ts[k],
-            float(mid[k]),
-            XBTUSD,
-            paper.long_order,
-            paper.short_order,
-            StateLimits(),
-        )
+            paper = PaperAccount(PaperRules(), XBTUSD, open_account(1.0, ts[k]))
+        state = paper.state(ts[k], float(mid[k]))
         obs = encode_observation(norm[k - SPEC.window + 1 : k + 1], state)
         a = policy.predict(obs)
-        paper.apply_action(a)
+        paper.act(a, int(bid[k]), int(ask[k]))
         out_ts.append(ts[k])
         out_obs.append(obs)
         out_act.append(a)
@@ -132,3 +129,65 @@ def test_synthetic_market_live_equals_batch(seed: int) -> None:
     _day, book, trades = next(iter(generate_market(cfg)))
     messages = canonical_to_messages(book, trades, "XBTUSD", XBTUSD.tick_size)
     _assert_parity(messages, book, trades, seed)  # batch side: the generated events themselves
+
+
+def _env_path(
+    book: pl.DataFrame,
+    trades: pl.DataFrame,
+    stats: FrozenStats,
+    policy: NumpyPolicy,
+    tmp: Path,
+    end_ns: int,
+) -> tuple[list[int], list[np.ndarray], list[int]]:
+    """The training env itself (ManagementEnv, evaluation mode) on a slice of the batch
+    features: its observations include the env's own order, fill and accounting rules."""
+    from core.config.env import EnvConfig
+    from envs.management import ManagementEnv
+
+    feats = compute_features(sample_bars(book, trades, SPEC).lazy(), SPEC).collect()
+    rows = feats.filter(~pl.col(S.WARMUP) & (pl.col(S.TS) <= end_ns))
+    rows = rows.select([S.TS, S.MID_TICKS, *SPEC.names, *S.EXEC_COLUMNS])
+    slice_path = tmp / "slice.parquet"
+    rows.write_parquet(slice_path)
+    stats_dir = stats.save(tmp / "stats")
+    env = ManagementEnv(slice_path, stats_dir, EnvConfig(window=SPEC.window, obs_clip=CLIP))
+    obs, _ = env.reset(options={"full": True, "flatten_at_end": False})
+    ts, observations, actions = [], [], []
+    ts_col = rows[S.TS].to_list()
+    k = SPEC.window - 1
+    while True:
+        a = policy.predict(obs)
+        ts.append(ts_col[k])
+        observations.append(obs)
+        actions.append(a)
+        obs, _r, terminated, _trunc, _info = env.step(a)
+        k += 1
+        if terminated:
+            ts.append(ts_col[k])
+            observations.append(obs)
+            actions.append(policy.predict(obs))
+            break
+    return ts, observations, actions
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_synthetic_market_live_equals_the_training_env(seed: int, tmp_path: Path) -> None:
+    """Observe-only live decisions see exactly the observations ManagementEnv produces on
+    the same market: features, stats, window and the paper position (orders, fills, roll)."""
+    from core.config.market import SyntheticMarketConfig
+    from ingest.synthetic import generate_market
+
+    _day, book, trades = next(
+        iter(generate_market(SyntheticMarketConfig(seed=seed, days=1, day_hours=0.1)))
+    )
+    messages = canonical_to_messages(book, trades, "XBTUSD", XBTUSD.tick_size)
+    stats = _stats(book, trades)
+    policy = _policy(len(SPEC.names), seed)
+    lts, lobs, lact = _live(messages, stats, policy)
+    ets, eobs, eact = _env_path(book, trades, stats, policy, tmp_path, end_ns=lts[-1])
+    assert lts == ets
+    assert lact == eact
+    assert len(set(lact)) >= 2
+    for k, (a, b) in enumerate(zip(lobs, eobs, strict=True)):
+        assert np.array_equal(a, b), (k, np.where(a != b)[0])
+    assert any(o[-5] != 0 for o in lobs)  # position_size moved: paper fills happened

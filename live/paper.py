@@ -1,0 +1,128 @@
+"""The paper position of observe-only mode: the env's order and fill rules, bar by bar.
+
+Pure state machine over `envs.position` accounting (no I/O, no clock). It follows
+`envs.management` (ManagementEnv) so that the management state the policy sees live
+evolves exactly as in training and in the backtest:
+
+- action 1 toggles a resting buy at the decision bar's best bid: cancel it if one rests,
+  else place it when `can_fill` allows (the exposure cap); action 2 mirrors it at the ask;
+- on each later bar k, a resting buy at p fills (a maker fill at p, `apply_fill`) when a
+  taker sell printed below p (`0 < sell_lo_ticks < p`; `<=` with the `touch` fill model) or
+  the best ask came down to p; a sell mirrors it with `buy_hi_ticks` and the best bid; the
+  buy is applied first when both fill; a fill the exposure cap refuses removes the order;
+- unfilled orders roll to bar k's best price of their side (`roll_orders`).
+
+Funding is not simulated (the env's default is `funding: false`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.instrument import InstrumentSpec
+from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fill, management_state
+
+
+@dataclass(frozen=True)
+class PaperRules:
+    """The env parameters the paper position needs (from the model's env config)."""
+
+    stake_fraction: float = 0.1
+    max_exposure: float = 1.0
+    fill_model: str = "trade_through"
+    roll_orders: bool = True
+    hours_clip: float = 24.0
+    pct_clip: float = 100.0
+    initial_equity_xbt: float = 1.0
+
+    @classmethod
+    def from_env_config(cls, env: dict[str, Any] | None) -> PaperRules:
+        env = env or {}
+        d = cls()
+        return cls(**{k: type(getattr(d, k))(env[k]) for k in d.__dataclass_fields__ if k in env})
+
+    @property
+    def limits(self) -> StateLimits:
+        return StateLimits(
+            max_exposure=self.max_exposure, hours_clip=self.hours_clip, pct_clip=self.pct_clip
+        )
+
+
+class PaperAccount:
+    """Resting paper orders (price in ticks, 0 = none) and the paper position."""
+
+    def __init__(self, rules: PaperRules, instrument: InstrumentSpec, position: Position) -> None:
+        self.rules = rules
+        self.instrument = instrument
+        self.position = position
+        self.bid_px = 0
+        self.ask_px = 0
+        self.fills = 0
+
+    @property
+    def long_order(self) -> bool:
+        return self.bid_px != 0
+
+    @property
+    def short_order(self) -> bool:
+        return self.ask_px != 0
+
+    def state(self, now_ns: int, mid_ticks: float) -> np.ndarray:
+        return management_state(
+            self.position,
+            now_ns,
+            mid_ticks,
+            self.instrument,
+            self.long_order,
+            self.short_order,
+            self.rules.limits,
+        )
+
+    def act(self, action: int | None, best_bid: int, best_ask: int) -> None:
+        """The action at the close of the decision bar (whose best prices are given)."""
+        r = self.rules
+        if action == 1:
+            if self.bid_px:
+                self.bid_px = 0
+            elif can_fill(self.position, LONG, r.stake_fraction, r.max_exposure):
+                self.bid_px = int(best_bid)
+        elif action == 2:
+            if self.ask_px:
+                self.ask_px = 0
+            elif can_fill(self.position, SHORT, r.stake_fraction, r.max_exposure):
+                self.ask_px = int(best_ask)
+
+    def on_bar(self, ts_ns: int, best_bid: int, best_ask: int, buy_hi: int, sell_lo: int) -> None:
+        """Fills and rolling over one bar after the decision bar."""
+        r = self.rules
+        touch = r.fill_model == "touch"
+        p = self.bid_px
+        if p and ((sell_lo > 0 and (sell_lo <= p if touch else sell_lo < p)) or best_ask <= p):
+            if can_fill(self.position, LONG, r.stake_fraction, r.max_exposure):
+                self.position, _ = apply_fill(
+                    self.position, LONG, p, ts_ns, self.instrument, r.stake_fraction, r.max_exposure
+                )
+                self.fills += 1
+            self.bid_px = 0
+        p = self.ask_px
+        if p and ((buy_hi > 0 and (buy_hi >= p if touch else buy_hi > p)) or best_bid >= p):
+            if can_fill(self.position, SHORT, r.stake_fraction, r.max_exposure):
+                self.position, _ = apply_fill(
+                    self.position,
+                    SHORT,
+                    p,
+                    ts_ns,
+                    self.instrument,
+                    r.stake_fraction,
+                    r.max_exposure,
+                )
+                self.fills += 1
+            self.ask_px = 0
+        if r.roll_orders:
+            if self.bid_px:
+                self.bid_px = int(best_bid)
+            if self.ask_px:
+                self.ask_px = int(best_ask)
