@@ -26,7 +26,7 @@ from ingest.csvtable import (
     split_fields,
 )
 from ingest.events import empty_book, empty_trades, trade_schema
-from ingest.rawfile import RawFileError, read_raw
+from ingest.rawfile import RawFileError, read_symbol_lines
 from ingest.report import FileRead
 from ingest.tardis import _levels, _price, _size
 
@@ -59,10 +59,13 @@ def timestamp_ns(col: pl.Expr) -> pl.Expr:
 
 
 def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
-    """Read one trade or quote dump for `symbol`; bad content is reported, never raised."""
+    """Read one trade or quote dump for `symbol`; bad content is reported, never raised.
+
+    Only the lines of `symbol` are kept while the file streams through (dumps hold every
+    symbol); rejected-row line numbers count those lines only."""
     fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
     try:
-        data, fr.sha256 = read_raw(path)
+        data, fr.sha256 = read_symbol_lines(path, symbol)
         header = read_header(data)
         if header[: len(TRADE)] == TRADE:
             check_header(header, TRADE, TRADE_OPTIONAL)

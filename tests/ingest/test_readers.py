@@ -267,3 +267,29 @@ def test_ws_and_dump_corrupt_files_are_quarantined_with_reasons(
     hdr = tmp_path / "quote.csv"
     hdr.write_text("timestamp,symbol,bid,ask\n")
     assert "wrong header" in str(read_bitmex_dump(hdr, "XBTUSD", XBT).file_reason)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 20])
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_symbol_lines_streams_and_keeps_only_the_symbol(
+    tmp_path: Path, chunk: int, gz: bool
+) -> None:
+    from ingest.rawfile import RawFileError, read_symbol_lines
+
+    rows = [
+        f"2019-01-01D00:00:{i:02d}.000000000,{sym},Buy,{i + 1},3700.5,PlusTick,x,1,0.1,1"
+        for i, sym in enumerate(["XBTUSD", ".BXBT", "XBTUSDX", "XBTUSD", "ETHUSD"] * 5)
+    ]
+    text = (DUMP_TRADE_HEAD + "\n".join(rows)).encode()  # no final newline on purpose
+    p = tmp_path / ("d.csv.gz" if gz else "d.csv")
+    p.write_bytes(
+        gzip.compress(text[:40]) + gzip.compress(text[40:]) if gz else text
+    )  # two gzip members
+    data, digest = read_symbol_lines(p, "XBTUSD", chunk=chunk)
+    assert digest == hashlib.sha256(p.read_bytes()).hexdigest()
+    want = DUMP_TRADE_HEAD + "".join(r + "\n" for r in rows if ",XBTUSD," in r)
+    assert data.decode() == want
+    if gz:
+        p.write_bytes(gzip.compress(text)[:-30])
+        with pytest.raises(RawFileError, match="truncated"):
+            read_symbol_lines(p, "XBTUSD", chunk=chunk)
