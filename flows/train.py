@@ -175,7 +175,13 @@ def _run_sweep(
         record(i, res)
     for fut in as_completed(list(futures)):
         i = futures[fut]
-        record(i, _await(fut, tasks[i], cfg.sweep.retries))
+        res = _await(fut, tasks[i], cfg.sweep.retries)
+        if res.ok and not (res.model_zip and Path(res.model_zip).exists()):
+            # a cached result whose files were deleted since: train again
+            logger.warning("cached result of %s lost its model; retraining", tasks[i].run_name)
+            again = train_policy.with_options(retries=cfg.sweep.retries, refresh_cache=True)
+            res = _await(again.submit(tasks[i]), tasks[i], cfg.sweep.retries)
+        record(i, res)
     bar.close()
     return [rows[i] for i in range(len(tasks))]
 

@@ -125,6 +125,18 @@ def test_rerun_resumes_without_retraining(swept) -> None:
     assert {t["run_name"]: t["wall_s"] for t in again["tasks"]} == before  # reused, not retrained
 
 
+def test_rerun_retrains_a_task_whose_model_was_deleted(swept) -> None:
+    import shutil
+
+    from flows.train import train_flow
+
+    data, cfg, uri, sweep, _ = swept
+    lost = sweep["tasks"][0]
+    shutil.rmtree(lost["out_dir"])  # Prefect's cache still holds the old result
+    again = train_flow(cfg, str(data.root), uri)
+    assert Path(again["tasks"][0]["model_zip"]).is_file() and not again["failed"]
+
+
 def test_audit_overfitting_recomputes_the_record(
     swept, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
