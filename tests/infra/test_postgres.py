@@ -41,6 +41,7 @@ def _rows(db: str, sql: str) -> list[tuple]:
         return cur.fetchall()
 
 
+@pytest.mark.slow  # ~16 s quiet; keeps the default infra suite under its time budget
 def test_prefect_server_on_postgres_records_a_flow_run(tmp_path: Path) -> None:
     with postgres_database(PG_USER) as db:
         url = f"postgresql+asyncpg://{PG_USER}@127.0.0.1:5432/{db}"
