@@ -36,8 +36,12 @@ fi
 
 die() { echo "local-stack: $*" >&2; exit 1; }
 
-mkdir -p "$dir"
-dir="$(cd "$dir" && pwd)"
+case "$cmd" in
+  start|stop|status|env) ;;
+  *) die "usage: $0 start|stop|status|env [DIR]" ;;
+esac
+[[ "$cmd" == start ]] && mkdir -p "$dir"
+dir="$(realpath -m "$dir")"   # status/stop/env never create the folder
 run="$dir/run"
 logs="$dir/logs"
 

@@ -36,11 +36,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_usage_and_status_of_a_stopped_stack(tmp_path: Path) -> None:
-    r = stack("bogus", str(tmp_path))
+    folder = tmp_path / "stack"
+    r = stack("bogus", str(folder))
     assert r.returncode == 1 and "usage" in r.stderr
-    r = stack("status", str(tmp_path))
+    r = stack("status", str(folder))
     assert r.returncode == 1
     assert "prefect: stopped" in r.stdout and "mlflow: stopped" in r.stdout
+    assert stack("stop", str(folder)).returncode == 0
+    assert not folder.exists()  # only `start` creates the folder
 
 
 def test_start_refuses_a_taken_port(tmp_path: Path) -> None:
