@@ -393,6 +393,11 @@ def _publish_file(src: Path, target: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
+def remove_staging(plan: SlicePlan) -> None:
+    """Delete a plan's staging folder (published files are separate hard links/copies)."""
+    shutil.rmtree(plan.staging_dir, ignore_errors=True)
+
+
 def staging_dir_for(layout: DataLayout, cfg: FeaturesConfig, bars_sha256: str) -> Path:
     """Deterministic staging folder of (config, bars)."""
     key = fingerprint({"features": cfg.model_dump(mode="json"), "bars": bars_sha256})[:16]

@@ -4,7 +4,8 @@
 Wiring only. Tasks wrap `features.slices` adapter functions and pass paths, ids, plans
 (JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
 TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
-cached staging plan whose files are gone is rebuilt. Every slice is validated by its
+cached staging plan whose files are gone is rebuilt (staging is removed after a
+successful publish; a failed run keeps it for inspection). Every slice is validated by its
 own task; when any fails the flow raises `SliceValidationError` listing every failed
 expectation of every failing slice, and nothing is published.
 """
@@ -55,6 +56,10 @@ def _publish(
     return index.model_dump(mode="json")
 
 
+def _remove_staging(plan: dict[str, Any]) -> None:
+    slices.remove_staging(slices.SlicePlan.model_validate(plan))
+
+
 def _staged_files_exist(plan: dict[str, Any]) -> bool:
     p = slices.SlicePlan.model_validate(plan)
     return all(Path(s.path).exists() for s in p.slices) and all(
@@ -82,6 +87,7 @@ stage_slices = task(name="stage-slices", cache_policy=INPUTS + TASK_SOURCE, pers
 staged_files_exist = task(name="staged-files-exist")(_staged_files_exist)
 validate_slice = task(name="validate-slice", task_run_name="validate-{slice_id}")(_validate)
 publish_slices = task(name="publish-slices")(_publish)
+remove_staging = task(name="remove-staging")(_remove_staging)
 
 
 @flow(name="build-features")
@@ -127,6 +133,7 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
     index = publish_slices(
         plan, validations, data_dir, bars["event_partitions"], cfg.spec.lookback_ns
     )
+    remove_staging(plan)
     create_table_artifact(
         key="feature-slices",
         table=[

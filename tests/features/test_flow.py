@@ -57,8 +57,17 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
     assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
     assert s.stats_id == out["stress_stats_id"] and "z__" not in str(s.validation)
 
-    strict = CFG.model_copy(
-        update={"expectations": ExpectationsConfig(normalized_abs_max=0.01, data_docs=False)}
+    assert not any((layout.root / "staging" / "features").iterdir())
+    again = build_features_flow(SYMBOL, CFG, str(layout.root))  # cached stage rebuilt
+    assert again == out
+
+    strict = CFG.model_copy(  # one fold, no stress: two slices, both failing
+        update={
+            "expectations": ExpectationsConfig(normalized_abs_max=0.01, data_docs=False),
+            "walk_forward": CFG.walk_forward.model_copy(
+                update={"n_folds": 1, "stress_windows": ()}
+            ),
+        }
     )
     bad_layout = _copy_events(events_dir, tmp_path / "bad")
     with pytest.raises(SliceValidationError) as err:
