@@ -40,25 +40,23 @@ T_STAKE, T_C, T_PNL, T_FEES = 0, 1, 2, 3
 R_UNREAL, R_REAL, R_FEE, R_FUND, R_OPEN_H, R_OPEN_PEN, R_CLOSE_H, R_CLOSE_PEN, R_TERM = range(9)
 N_REWARD_PARAMS = 9
 
-_JIT = {"cache": True, "nogil": True}
-
 
 # ------------------------------------------------------------------ contract arithmetic
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def contracts_for(stake: float, balance: float, price: float, inverse: bool, mult: float) -> float:
     if inverse:
         return stake * balance * price / mult
     return stake * balance / (price * mult)
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def notional(contracts: float, price: float, inverse: bool, mult: float) -> float:
     if inverse:
         return contracts * mult / price
     return contracts * mult * price
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def lot_pnl(
     side: int, contracts: float, entry: float, exit_: float, inverse: bool, mult: float
 ) -> float:
@@ -67,18 +65,18 @@ def lot_pnl(
     return side * contracts * mult * (exit_ - entry)
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def fee_for(rate: float, contracts: float, price: float, inverse: bool, mult: float) -> float:
     return rate * notional(contracts, price, inverse, mult)
 
 
 # ------------------------------------------------------------------ position
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def side_of(acct_i: np.ndarray, lot_i: np.ndarray) -> int:
     return lot_i[0, L_SIDE] if acct_i[A_N] > 0 else 0
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def exposure_of(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
     e = 0.0
     for i in range(acct_i[A_N]):
@@ -86,7 +84,7 @@ def exposure_of(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
     return e
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def can_fill(
     acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, side: int, stake: float, cap: float
 ) -> bool:
@@ -95,7 +93,7 @@ def can_fill(
     return exposure_of(acct_i, lot_f) + stake <= cap + CAP_TOL
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def fill(
     acct_f: np.ndarray,
     acct_i: np.ndarray,
@@ -138,7 +136,7 @@ def fill(
     return ntr
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def _reduce(
     acct_f: np.ndarray,
     acct_i: np.ndarray,
@@ -211,7 +209,7 @@ def _reduce(
     return ntr
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def pay_funding(
     acct_f: np.ndarray,
     acct_i: np.ndarray,
@@ -235,7 +233,7 @@ def pay_funding(
 
 
 # ------------------------------------------------------------------ marking and state
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def summarize(
     acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, tick: float, inverse: bool
 ) -> tuple[int, float, float, float, float, int]:
@@ -256,7 +254,7 @@ def summarize(
     return lot_i[0, L_SIDE], stake, c_sum, k_sum, ref + age / stake, lot_i[n - 1, L_TS]
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def unrealized(
     side: int, mult: float, inverse: bool, k_sum: float, contracts: float, mark: float
 ) -> float:
@@ -267,7 +265,7 @@ def unrealized(
     return side * mult * (contracts * mark - k_sum)
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def management_values(
     side: int,
     exposure: float,
@@ -310,7 +308,7 @@ def management_values(
 
 
 # ------------------------------------------------------------------ reward
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def reward_terms(
     rw: np.ndarray,
     balance: float,
@@ -369,7 +367,7 @@ G_WIDTH = G_TERMS + 8
 BAD_ACTION, BAD_BALANCE = -1, -2
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def _views(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
@@ -404,7 +402,7 @@ def data_offsets(lot_cap: int, trade_cap: int) -> tuple[int, int]:
     return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
     """Refresh the summary cached in the headers from the lots."""
     lot_i, lot_f, _, _, acct_i, _, _, _ = _views(I, F)
@@ -417,7 +415,7 @@ def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
     F[F_SMEAN] = mean
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def env_observe(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
@@ -500,7 +498,7 @@ def env_observe(
     return total
 
 
-@njit(**_JIT)
+@njit(cache=True, nogil=True)
 def env_step(
     a: int,
     I: np.ndarray,  # noqa: E741

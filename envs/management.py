@@ -6,6 +6,11 @@ Data. One slice parquet (`ts`, `mid_ticks`, the FeatureSpec features raw, then
 `stats_dir` (`clip((x - mean) / sigma, -obs_clip, obs_clip)`). Everything `step` reads
 is a numpy array prepared in `__init__`: no polars or pandas in the step.
 
+Implementation. The step is one call of `envs.kernels.env_step` over two packed arrays
+(cursor, resting orders, account, lots, closed-trade buffer and the per-bar columns):
+the same numba kernels that `envs.position` and `envs.rewards` wrap for the live loop and
+the backtest, so there is one implementation of fills, accounting, state and reward.
+
 Time. The agent decides at the close of bar t (it has seen rows <= t). A step then
 advances `step_skip` bars; in each bar k the resting orders may fill against bar k's
 trades and book, and unfilled orders roll to bar k's best price of their side.
@@ -32,7 +37,8 @@ terminated at the end of the slice, truncated at the budget. Evaluation (the bac
 slice closes any open lots at the touch as a taker (`options["flatten_at_end"]`, default
 True) so that every trade is reported.
 
-`info` (a `StepInfo` dict) on reset and every step, amounts in the settle currency
+`info` (a `StepInfo` dict, filled from the env's info log on first use; see
+`_LazyInfo`) on reset and every step, amounts in the settle currency
 (XBT for XBTUSD), cumulative since reset unless said otherwise:
   ts (bar close, ns), bar (row index), equity (balance + unrealised), balance, pnl (equity
   - initial), realized_pnl and unrealized_pnl (before fees), pnl_without_fees (realised +
@@ -54,7 +60,7 @@ import json
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import gymnasium as gym
 import numpy as np
@@ -234,9 +240,12 @@ class _LazyInfo(StepInfo):
     """
 
     __slots__ = ("_src", "_extra")
+    _src: tuple[np.ndarray, np.ndarray, int, Any] | None
+    _extra: dict[Any, Any] | None
 
     def _load(self) -> None:
         src = self._src
+        assert src is not None
         self._src = None
         dict.update(self, _build_info(src))
         extra = self._extra
@@ -380,6 +389,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = gym.spaces.Discrete(3)
         self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
+        self._row: int = 0
         self._new_log()
         self._start(cfg.window - 1, None, False)
 
@@ -439,7 +449,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._ask_col = cols[BEST_ASK_TICKS]
 
     # ------------------------------------------------------------------ data
-    def _load(self, slice_path: Path, stats_dir: Path) -> np.ndarray:
+    def _load(self, slice_path: Path, stats_dir: Path) -> None:
         if not slice_path.exists():
             raise SliceDataError(f"slice not found: {slice_path}")
         stats = _load_stats(stats_dir)
@@ -609,7 +619,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals
-    def _refuse(self, code: int, action: Any) -> None:
+    def _refuse(self, code: int, action: Any) -> NoReturn:
         if code == K.BAD_ACTION:
             raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
         balance = float(self._F[K.F_BAL0])
