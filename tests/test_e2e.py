@@ -81,8 +81,38 @@ def test_nightly_registry_outcome_follows_the_gates(nightly_outcome):
         assert champion.tags["decision"] == "promote"
         assert champion.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
     else:
-        with pytest.raises(Exception):
+        from mlflow.exceptions import MlflowException
+
+        with pytest.raises(MlflowException):
             client.get_model_version_by_alias(name, "champion")
         challenger = client.get_model_version_by_alias(name, "challenger")
         assert challenger.tags["decision"] in {"reject", "retest"}
         assert challenger.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
+
+
+def test_live_loop_observes_with_the_registry_outcome_and_sends_no_order(
+    nightly_outcome, tmp_path, monkeypatch, capsys
+):
+    from flows.cli import main
+
+    outcome, data_dir = nightly_outcome
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", outcome["tracking_uri"])
+    decisions = tmp_path / "decisions.jsonl"
+    argv = ["live", "--feed", "replay", "--replay", "synthetic", "--speed", "50"]
+    argv += ["--duration", "20", "--decisions-out", str(decisions)]
+    argv += ["--config", str(REPO / "conf" / "tiny.yaml")]
+    assert main(argv) == 0
+    lines = [json.loads(x) for x in decisions.read_text().splitlines()]
+    assert lines, "the loop made decisions once warm"
+    assert all(d["mode"] == "observe" for d in lines)
+    summary = capsys.readouterr().out
+    assert '"orders_sent": 0' in summary
+    if outcome["evaluation"]["best"] is not None:
+        version = outcome["promotion"]["version"]
+        assert all(
+            d["model_version"] == f"{outcome['promotion']['model_name']}@v{version}" for d in lines
+        )
+        assert {d["action_name"] for d in lines} <= {"hold", "toggle_long", "toggle_short"}
+    else:  # no champion: the loop says so and decides nothing
+        assert all(d["action"] is None for d in lines)
