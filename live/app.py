@@ -209,6 +209,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             orders=orders,
             rules=rules,
             model_source=None if args.bundle else source,
+            source_done=None if server is None else server.finished,
         )
     finally:
         if server is not None:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -120,6 +121,7 @@ class BitmexFeed:
         self._ws: Any = None
         self._need_partial: set[str] = set()
         self._closed = False
+        self.last_frame_at = time.monotonic()  # wall (monotonic) time of the last frame
 
     # ------------------------------------------------------------------ control
     @property
@@ -249,6 +251,7 @@ class BitmexFeed:
                     return
                 raise
             ts = self.clock.now_ns()
+            self.last_frame_at = time.monotonic()
             if raw == "pong":
                 self.stats.pongs += 1
                 continue

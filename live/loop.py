@@ -408,6 +408,7 @@ def run_live(
     orders: OrderManager | None = None,
     rules: PaperRules | None = None,
     model_source: ModelSource | None = None,
+    source_done: Callable[[], bool] | None = None,
 ) -> LiveSummary:
     """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
 
@@ -481,7 +482,9 @@ def run_live(
         watch = None
         if model_source is not None:
             watch = (model_source, cfg.alias_poll_s, summary.model_events, out)
-        summary.stopped = asyncio.run(_run(session, feed, clock, duration_s, tick_s, watch))
+        summary.stopped = asyncio.run(
+            _run(session, feed, clock, duration_s, tick_s, watch, source_done)
+        )
     finally:
         if orders is not None:
             try:
@@ -518,6 +521,7 @@ async def _run(
     duration_s: float | None,
     tick_s: float,
     watch: tuple[ModelSource, float, list[str], IO[str] | None] | None = None,
+    source_done: Callable[[], bool] | None = None,
 ) -> str:
     stop = asyncio.Event()
     why = {"reason": "feed ended"}
@@ -554,6 +558,13 @@ async def _run(
             session.on_tick(clock.now_ns())
             if session.orders is not None:
                 session.orders.refresh_dead_man()
+            if (
+                source_done is not None
+                and source_done()
+                and time.monotonic() - feed.last_frame_at > 0.5
+            ):
+                why["reason"] = "replay finished"  # everything was sent and has been received
+                stop.set()
             if session.pending_resubscribe:
                 session.pending_resubscribe = False
                 await feed.resubscribe()

@@ -600,6 +600,10 @@ class ReplayServerThread:
 
         return asyncio.run_coroutine_threadsafe(_wrap(), self._loop).result(30)
 
+    def finished(self) -> bool:
+        """True once the whole timeline was sent (the replay of a recording is over)."""
+        return self.server is not None and self.server.pump_done.is_set()
+
     def wait_pump_done(self, timeout: float) -> bool:
         assert self.server is not None
         deadline = time.monotonic() + timeout

@@ -3,6 +3,11 @@ a fixed-action policy and a clip-only normaliser satisfy the policy/stats contra
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
 from core.config.features import FeatureSpec
@@ -26,3 +31,22 @@ class CyclePolicy:
 class ClipStats:
     def normalize(self, x: np.ndarray, clip: float) -> np.ndarray:
         return np.clip(x, -clip, clip)
+
+
+def after_lines(
+    path: Path, n: int, action: Callable[[], object], timeout_s: float = 30.0
+) -> threading.Thread:
+    """Run `action` once `path` (a decisions file being written) holds `n` lines: tests
+    key their fault injection on progress, not on wall time (robust on a loaded machine)."""
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists() and len(path.read_text().splitlines()) >= n:
+                action()
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=wait, daemon=True)
+    t.start()
+    return t

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from live.loop import LiveSession, run_live
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
+from tests.live.support import after_lines
 
 SMALL_YAML = """
 features:
@@ -48,7 +48,7 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
             "--speed",
             "20",
             "--duration",
-            "2.5",
+            "60",
             "--decisions-out",
             str(out),
             "--record",
@@ -61,6 +61,7 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
     assert rc == 0
     stdout = capsys.readouterr().out
     assert "model=none (--no-model); observe-only" in stdout
+    assert "stopped (replay finished)" in stdout  # the run ends with the replay, well before 60 s
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert len(lines) >= 10
     ts = [d["ts"] for d in lines]
@@ -87,43 +88,47 @@ def test_cli_refuses_replay_feed_without_a_source(capsys: pytest.CaptureFixture[
     assert "--replay PATH or --ws-url" in capsys.readouterr().out
 
 
-def test_desync_leads_to_resubscribe_and_decisions_resume(ws_capture: Path, tmp_path: Path) -> None:
-    msgs = load_recording(ws_capture)
-    bad = {
+def test_desync_leads_to_resubscribe_and_decisions_resume(tmp_path: Path) -> None:
+    from core.config.market import SyntheticMarketConfig
+    from core.instrument import XBTUSD
+    from ingest.synthetic import generate_market
+    from live.loop import ScaledClock
+    from live.replay_server import canonical_to_messages
+
+    _day, book, trades = next(
+        iter(generate_market(SyntheticMarketConfig(seed=2, days=1, day_hours=0.1)))
+    )
+    msgs = canonical_to_messages(book, trades, "XBTUSD", XBTUSD.tick_size)
+    bad = {  # an update of a level id the book never had: a desync
         "table": "orderBookL2",
         "action": "update",
         "data": [{"symbol": "XBTUSD", "id": 1, "side": "Buy", "size": 5}],
     }
-    with ReplayServerThread(msgs, speed=8) as srv:
-        from live.loop import ScaledClock
-
-        clock = ScaledClock(msgs[0][0], 8)
-        timer = threading.Timer(
-            1.6, lambda: srv.call(srv.server.inject, "orderBookL2", "XBTUSD", bad)
-        )
-        timer.start()
+    out = tmp_path / "d.jsonl"
+    with ReplayServerThread(msgs, speed=100) as srv:
+        after_lines(out, 3, lambda: srv.call(srv.server.inject, "orderBookL2", "XBTUSD", bad))
         cfg = LiveConfig(feed="replay", ws_url=srv.url, risk={"stale_after_s": 600})
-        out = tmp_path / "d.jsonl"
         summary = run_live(
             cfg,
             spec=SMALL_SPEC,
-            clock=clock,
-            duration_s=3.6,
+            clock=ScaledClock(msgs[0][0], 100),
+            duration_s=60,
             decisions_out=out,
             out=None,
             max_skew_s=None,
+            source_done=srv.finished,
         )
-        timer.cancel()
         requests = srv.server.subscribe_requests
     assert summary.desyncs == 1 and summary.resubscribes == 1
     assert requests[-1] == [
         "orderBookL2:XBTUSD",
         "trade:XBTUSD",
         "instrument:XBTUSD",
-    ]  # fresh partials for all
+    ]  # fresh partials
     ts = [json.loads(s)["ts"] for s in out.read_text().splitlines()]
     gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
-    assert max(gaps) > SMALL_SPEC.interval_ns  # decisions paused for a fresh partial and warm-up
+    assert max(gaps) > SMALL_SPEC.interval_ns  # decisions paused for the partials and the warm-up
+    assert sum(1 for t in ts if t > ts[2] + max(gaps)) > 0  # and resumed
     assert summary.orders_sent == 0
 
 
@@ -152,7 +157,7 @@ def test_cli_replays_the_synthetic_market(
             "--speed",
             "50",
             "--duration",
-            "2.5",
+            "60",
             "--decisions-out",
             str(out),
             "--config",

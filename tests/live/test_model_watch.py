@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 from core.config.features import FeatureSpec
@@ -13,7 +12,7 @@ from live.model_watch import LoadedChampion, poll_model
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
-from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy
+from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy, after_lines
 
 
 class VersionedSource:
@@ -74,12 +73,11 @@ def test_loop_swaps_champion_between_decisions_and_refuses_a_broken_one(
     def move(alias: str) -> None:
         src.alias = alias
 
-    timers = [threading.Timer(1.0, move, ("v2",)), threading.Timer(2.0, move, ("v5",))]
     with ReplayServerThread(msgs, speed=10) as srv:
-        for t in timers:
-            t.start()
+        after_lines(out, 2, lambda: move("v2"))
+        after_lines(out, 6, lambda: move("v5"))
         cfg = LiveConfig(
-            feed="replay", ws_url=srv.url, alias_poll_s=0.2, risk={"stale_after_s": 600}
+            feed="replay", ws_url=srv.url, alias_poll_s=0.1, risk={"stale_after_s": 600}
         )
         summary = run_live(
             cfg,
@@ -87,14 +85,13 @@ def test_loop_swaps_champion_between_decisions_and_refuses_a_broken_one(
             stats=first.stats,
             predictor=first.predictor,
             clock=ScaledClock(msgs[0][0], 10),
-            duration_s=3.5,
+            duration_s=60,
             decisions_out=out,
             out=None,
             max_skew_s=None,
             model_source=src,
+            source_done=srv.finished,
         )
-        for t in timers:
-            t.cancel()
     recs = [json.loads(s) for s in out.read_text().splitlines()]
     versions = [r["model_version"] for r in recs]
     assert versions[0] == "v1" and versions[-1] == "v5"

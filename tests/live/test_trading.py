@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_observe_only_cli_sends_zero_orders(
             "--speed",
             "30",
             "--duration",
-            "1.5",
+            "60",
             "--rest-url",
             fake.url,
             "--no-model",
@@ -142,7 +143,14 @@ def test_trading_loop_sigterm_cancels_own_orders_and_flushes(
             feed="replay", ws_url=srv.url, rest_url=fake.url, allow_trade=True, risk=RISK
         )
         policy = CyclePolicy([1, 0, 2, 0, 0])  # ends with both orders toggled on, then holds
-        timer = threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+        def terminate_once_orders_rest() -> None:  # SIGTERM while own orders rest
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and len(fake.open_orders()) < 2:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        timer = threading.Thread(target=terminate_once_orders_rest, daemon=True)
         timer.start()
         try:
             summary = run_live(
@@ -151,14 +159,14 @@ def test_trading_loop_sigterm_cancels_own_orders_and_flushes(
                 stats=ClipStats(),
                 predictor=Predictor(policy, "test@v1"),
                 clock=ScaledClock(msgs[0][0], 10),
-                duration_s=20,
+                duration_s=30,
                 out=None,
                 decisions_out=tmp_path / "d.jsonl",
                 max_skew_s=None,
                 orders=m,
             )
         finally:
-            timer.cancel()
+            timer.join(20)
     assert summary.stopped == "SIGTERM" and summary.mode == "trade"
     assert summary.orders_sent >= 2
     assert fake.open_orders() == []  # own orders cancelled on the way out
@@ -234,7 +242,8 @@ def test_reconnect_triggers_reconciliation(
                 stats=ClipStats(),
                 predictor=Predictor(CyclePolicy([0]), "t@v1"),
                 clock=ScaledClock(msgs[0][0], 10),
-                duration_s=2.5,
+                duration_s=60,
+                source_done=srv.finished,
                 out=None,
                 max_skew_s=None,
                 orders=m,
