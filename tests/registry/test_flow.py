@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.config.registry import RegistryConfig
 from registry import store
 from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
@@ -12,6 +14,7 @@ from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
 CFG = RegistryConfig(model_name="chappie-flow")
 
 
+@pytest.mark.slow  # the session Prefect harness; the nightly e2e test also runs promote_flow
 def test_promote_and_rollback_flows(
     prefect_harness: None, tmp_path: Path, sqlite_uri: str, sb3_zip: Path, stats_dir: Path
 ) -> None:
