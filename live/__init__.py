@@ -1,1 +1,17 @@
-"""Chappie live package (see DESIGN.md)."""
+"""Chappie live: the loop that trades (or observes) the promoted model (DESIGN.md).
+
+Observe-only and testnet by default; never imports prefect, great_expectations or
+stable_baselines3, and never unpickles anything.
+
+Modules, by ring:
+- pure: `risk` (model-independent limits), `snapshot` (when inference may run),
+  `paper` (the env's order/fill/roll rules for the observe-only position);
+- adapters: `feed` (BitMEX websocket client: heartbeat, reconnect, partials, resubscribe,
+  recording), `exchange` (signed BitMEX REST: post-only orders, lookups on unknown outcomes,
+  rate budget, dead man's switch), `journal` (fsynced intents and outcomes), `recording`
+  and `jsonl` (JSON lines files), `decode` (ingest's one BitMEX decoder, strict),
+  `replay_server` and `fake_exchange` (BitMEX-protocol servers on 127.0.0.1);
+- orchestration: `predictor` (sampler -> streaming features -> frozen stats -> encoder ->
+  policy), `orders` (decisions -> orders under the risk limits), `model_watch` (champion
+  polling and swap), `loop` (`LiveSession`, `run_live`), `app` (`chappie live`).
+"""
