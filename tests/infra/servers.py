@@ -195,3 +195,37 @@ def postgres_database(
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+def api_call(
+    http: httpx.Client, method: str, path: str, json: object = None, tries: int = 5
+) -> object:
+    """A Prefect REST call that retries transient server errors (a busy SQLite answers
+    5xx under load); raises with the response text otherwise."""
+    for attempt in range(tries):
+        try:
+            r = http.request(method, path, json=json)
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(1 + attempt)
+            continue
+        if r.status_code < 500 or attempt == tries - 1:
+            if r.is_error:
+                raise AssertionError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
+            return r.json()
+        time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
+
+
+def wait_flow_run(http: httpx.Client, run_id: str, timeout_s: float, poll_s: float = 1.0) -> str:
+    """The final state type of a flow run (COMPLETED, FAILED, CRASHED, CANCELLED), or the
+    last state seen when `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    state = "UNKNOWN"
+    while time.monotonic() < deadline:
+        state = api_call(http, "GET", f"/flow_runs/{run_id}")["state"]["type"]  # type: ignore[index]
+        if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        time.sleep(poll_s)
+    return state

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import yaml
 
 from flows.serve import DEFAULT_CRON, DEFAULT_TIMEZONE, DEPLOYMENT_NAME, load_flow
 from tests.conftest import REPO
-from tests.infra.servers import _bin, base_env, prefect_server, stop
+from tests.infra.servers import _bin, api_call, base_env, prefect_server, stop, wait_flow_run
 
 PREFECT_YAML = REPO / "infra" / "prefect.yaml"
 
@@ -88,7 +87,7 @@ def test_prefect_deploy_and_process_worker_run(tmp_path: Path) -> None:
                 {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
             ]
             dep = http.get("/deployments/name/nightly-stub/chappie-nightly-stub").json()
-            run = http.post(f"/deployments/{dep['id']}/create_flow_run", json={}).json()
+            run = api_call(http, "POST", f"/deployments/{dep['id']}/create_flow_run", {})
 
             log = tmp_path / "worker.log"
             with log.open("wb") as out:
@@ -101,13 +100,7 @@ def test_prefect_deploy_and_process_worker_run(tmp_path: Path) -> None:
                     start_new_session=True,
                 )
             try:
-                deadline = time.monotonic() + 150
-                state = None
-                while time.monotonic() < deadline:
-                    state = http.get(f"/flow_runs/{run['id']}").json()["state"]["type"]
-                    if state in ("COMPLETED", "FAILED", "CRASHED"):
-                        break
-                    time.sleep(1)
+                state = wait_flow_run(http, run["id"], 150)
                 assert state == "COMPLETED", log.read_text()[-3000:]
             finally:
                 stop(worker)

@@ -23,7 +23,7 @@ from flows.serve import (
     validate_cron,
 )
 from tests.conftest import REPO
-from tests.infra.servers import base_env, prefect_server, stop
+from tests.infra.servers import api_call, base_env, prefect_server, stop, wait_flow_run
 
 TINY = REPO / "conf" / "tiny.yaml"
 STUB = "tests.infra.stub_flows:nightly_stub"
@@ -146,16 +146,9 @@ def test_serve_registers_schedule_and_runs_a_triggered_flow(tmp_path: Path) -> N
                     t = datetime.fromisoformat(run["expected_start_time"].replace("Z", "+00:00"))
                     assert (t.utcoffset().total_seconds(), t.hour, t.minute) == (0, 2, 0)
 
-                r = http.post(f"/deployments/{dep['id']}/create_flow_run", json={})
-                r.raise_for_status()
-                run_id = r.json()["id"]
-
-                def finished() -> dict | None:
-                    fr = http.get(f"/flow_runs/{run_id}").json()
-                    return fr if fr["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
-
-                fr = _wait(finished, 90, "the triggered run")
-                assert fr["state"]["type"] == "COMPLETED", log.read_text()[-3000:]
+                run = api_call(http, "POST", f"/deployments/{dep['id']}/create_flow_run", {})
+                state = wait_flow_run(http, run["id"], 120)
+                assert state == "COMPLETED", log.read_text()[-3000:]
         finally:
             stop(server)
     outcome = json.loads((data / "reports" / "last_nightly.json").read_text())
