@@ -179,7 +179,13 @@ def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> 
 
 
 def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str:
-    return f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}"
+    """Identity of a registration: sweep, candidate, and a hash of its decision and gate
+    results. A re-run of the same promotion reuses the version; a re-evaluation that
+    changed the verdict registers a new version (whose bundle carries the new gates). Pure."""
+    from core.hashing import fingerprint
+
+    verdict = fingerprint({"decision": cand.get("decision"), "gates": cand.get("gates") or {}})
+    return f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}/{verdict[:12]}"
 
 
 # --------------------------------------------------------------------------- orchestration

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from core.config.registry import RegistryConfig
 from registry import store, tracking
-from registry.promotion import PromotionError, plan_promotion, promote, rollback
+from registry.promotion import PromotionError, candidate_key, plan_promotion, promote, rollback
 from registry.store import gate_tags
 from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
 
@@ -213,3 +213,12 @@ def test_gate_tags_record_every_gate_outcome(gates: dict) -> None:
         assert tags[f"gate.{name}"] == str(g["passed"]).lower()
         assert float(tags[f"gate.{name}.value"]) == g["value"]
         assert float(tags[f"gate.{name}.threshold"]) == g["threshold"]
+
+
+def test_candidate_key_changes_with_the_verdict_only() -> None:
+    ev = {"sweep_run_id": "s"}
+    a = {"candidate_id": "c", "decision": "reject", "gates": {"g": {"passed": False}}}
+    b = {**a, "decision": "promote", "gates": {"g": {"passed": True}}}
+    assert candidate_key(ev, a) == candidate_key(ev, dict(a))
+    assert candidate_key(ev, a) != candidate_key(ev, b)
+    assert candidate_key(ev, a).startswith("s/c/")
