@@ -24,8 +24,9 @@ from tests.live.support import SMALL_SPEC
 ENV = EnvConfig(window=SMALL_SPEC.window)
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_model_files(ws_capture: Path, tmp: Path) -> tuple[Path, Path]:
+    """An SB3 PPO zip (untrained MlpPolicy, 32x32 tanh) for SMALL_SPEC's observation and
+    frozen stats fitted on the capture's features: what a training run would hand over."""
     import gymnasium as gym
     import torch
     from gymnasium import spaces
@@ -35,7 +36,6 @@ def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from features.sampler import sample_bars
     from features.stats import FrozenStats
     from ingest.ws_recording import read_ws_recording
-    from registry.bundle import build_bundle
 
     torch.set_num_threads(1)
     fr = read_ws_recording(ws_capture, "XBTUSD", XBTUSD)
@@ -44,10 +44,8 @@ def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     ).collect()
     x = feats.filter(~pl.col(S.WARMUP)).select(SMALL_SPEC.names).to_numpy()
     x = x[np.isfinite(x).all(axis=1)]
-    tmp = tmp_path_factory.mktemp("bundle-src")
-    train = [{"slice_id": "capture", "sha256": "0" * 64}]
     stats = FrozenStats.fit(
-        x, SMALL_SPEC.names, SMALL_SPEC.spec_hash, SMALL_SPEC.sigma_floor, train
+        x, SMALL_SPEC.names, SMALL_SPEC.spec_hash, SMALL_SPEC.sigma_floor, TRAIN
     )
     stats_dir = stats.save(tmp / stats.stats_id)
     dim = observation_size(len(SMALL_SPEC.names), SMALL_SPEC.window)
@@ -74,6 +72,17 @@ def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     )
     zip_path = tmp / "model.zip"
     model.save(zip_path)
+    return zip_path, stats_dir
+
+
+TRAIN = [{"slice_id": "capture", "sha256": "0" * 64}]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from registry.bundle import build_bundle
+
+    zip_path, stats_dir = build_model_files(ws_capture, tmp_path_factory.mktemp("bundle-src"))
     return build_bundle(
         tmp_path_factory.mktemp("bundle") / "bundle",
         model_zip=zip_path,
@@ -81,7 +90,7 @@ def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         feature_spec=SMALL_SPEC,
         env_config=ENV,
         config_fingerprint="f" * 64,
-        train_slices=train,
+        train_slices=TRAIN,
         decision="promote",
     )
 
