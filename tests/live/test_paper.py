@@ -1,0 +1,84 @@
+"""The observe-only paper account: the env's order, fill and roll rules (hand cases and
+properties over any action and bar sequence)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.instrument import XBTUSD
+from envs.position import equity, open_account
+from live.paper import PaperAccount, PaperRules
+
+S = 1_000_000_000
+
+
+def _acct(**rules: object) -> PaperAccount:
+    return PaperAccount(PaperRules(**rules), XBTUSD, open_account(1.0, 0))  # type: ignore[arg-type]
+
+
+def test_buy_rests_at_bid_fills_on_a_trade_through_and_rolls_otherwise() -> None:
+    a = _acct()
+    a.act(1, 64000, 64001)
+    assert a.bid_px == 64000 and a.long_order
+    a.on_bar(1 * S, 64001, 64002, buy_hi=0, sell_lo=64000)  # a print AT the price: no trade-through
+    assert a.position.side == 0 and a.bid_px == 64001  # rolled to the new best bid
+    a.on_bar(2 * S, 64001, 64002, buy_hi=0, sell_lo=64000)  # a print below 64001: filled
+    assert a.position.side == 1 and a.bid_px == 0 and a.fills == 1
+    assert a.position.longs[0].price_ticks == 64001
+
+
+def test_touch_model_fills_at_the_price_and_a_crossed_ask_fills_too() -> None:
+    a = _acct(fill_model="touch")
+    a.act(1, 64000, 64001)
+    a.on_bar(1 * S, 63999, 64001, buy_hi=0, sell_lo=64000)
+    assert a.position.side == 1
+    b = _acct()
+    b.act(2, 64000, 64001)
+    b.on_bar(1 * S, 64001, 64002, buy_hi=0, sell_lo=0)  # the bid came up to the sell's price
+    assert b.position.side == -1
+
+
+def test_toggle_cancels_and_cap_refuses_new_orders() -> None:
+    a = _acct(stake_fraction=0.5, max_exposure=0.5)
+    a.act(1, 64000, 64001)
+    a.act(1, 64000, 64001)
+    assert not a.long_order
+    a.act(1, 64000, 64001)
+    a.on_bar(1 * S, 63990, 63995, 0, 0)  # ask crossed down: filled
+    assert a.position.exposure == 0.5
+    a.act(1, 63990, 63995)  # at the cap: the env ignores a new long order
+    assert not a.long_order
+    a.act(2, 63990, 63995)  # a sell reduces: allowed
+    assert a.short_order
+
+
+bars = st.tuples(st.integers(-3, 3), st.integers(1, 3), st.integers(0, 5), st.integers(0, 5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([0, 1, 2]), bars), max_size=120),
+    st.sampled_from(["trade_through", "touch"]),
+)
+def test_any_sequence_keeps_exposure_capped_and_state_finite(steps: list, model: str) -> None:
+    a = _acct(stake_fraction=0.25, max_exposure=0.5, fill_model=model)
+    mid = 64000
+    for k, (action, (drift, spread, hi_off, lo_off)) in enumerate(steps, start=1):
+        bid, ask = mid - 1, mid - 1 + spread
+        a.act(action, bid, ask)
+        mid += drift
+        bid, ask = mid - 1, mid - 1 + spread
+        a.on_bar(
+            k * S,
+            bid,
+            ask,
+            buy_hi=(ask + hi_off - 2) if hi_off else 0,
+            sell_lo=(bid - lo_off + 2) if lo_off else 0,
+        )
+        assert a.position.exposure <= 0.5 + 1e-9
+        assert not (a.position.longs and a.position.shorts)
+        st_ = a.state(k * S, float(mid))
+        assert st_.shape == (7,) and all(abs(v) < 1e6 for v in st_)
+        assert -1.0 <= st_[2] <= 1.0
+        assert equity(a.position, float(mid), XBTUSD) > 0
