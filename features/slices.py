@@ -312,13 +312,19 @@ def validate_staged_slice(
 ) -> dict[str, Any]:
     """Run the book suite on the slice's bars and the feature suite on the staged
     slice, with its fold's frozen stats (normalised-range check) except for stress
-    slices, which are out of distribution by design. Returns the manifest `validation` summary; raises
-    SliceValidationError listing the failed expectations."""
+    slices, which are out of distribution by design. Returns the manifest
+    `validation` summary; raises SliceValidationError listing the failed expectations."""
     from expectations.runner import validate_slice
 
     item = plan.staged(slice_id)
     frame = pl.read_parquet(item.path)
-    bars = _cut(pl.scan_parquet(plan.bars_path), item.start_ns, item.end_ns).collect()
+    # the bars of the rows that entered the slice (warm-up bars, e.g. a desynced book,
+    # were dropped and are not the slice's)
+    bars = (
+        _cut(pl.scan_parquet(plan.bars_path), item.start_ns, item.end_ns)
+        .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
+        .collect()
+    )
     # Stress windows are out of distribution by design: no normalised-range check.
     st = None if item.kind == "stress" else FrozenStats.load(plan.stats_dir(item.stats_id))
     res = validate_slice(

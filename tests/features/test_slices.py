@@ -103,7 +103,12 @@ def test_changing_test_slice_data_leaves_stats_unchanged(bars, built, tmp_path):
     layout, index = built
     test0 = load_manifest(layout.slices(SPEC.spec_hash) / "fold00-test.manifest.json")
     in_test = (pl.col(S.TS) >= test0.t_start_ns) & (pl.col(S.TS) <= test0.t_end_ns)
+    desync_at = test0.t_start_ns + 100 * SPEC.interval_ns  # a bad book inside the test window
     changed = bars.with_columns(
+        pl.when(pl.col(S.TS) == desync_at)
+        .then(False)
+        .otherwise(pl.col(S.BOOK_OK))
+        .alias(S.BOOK_OK),
         pl.when(in_test)
         .then(pl.col(S.bid_sz(0)) * 3 + 7)
         .otherwise(pl.col(S.bid_sz(0)))
@@ -123,6 +128,8 @@ def test_changing_test_slice_data_leaves_stats_unchanged(bars, built, tmp_path):
     np.testing.assert_array_equal(a.sigma, b.sigma)
     m2 = load_manifest(layout2.slices(SPEC.spec_hash) / "fold00-test.manifest.json")
     assert m2.sha256 != test0.sha256
+    # the bad bar and the look-back after it are warm-up: dropped, the slice still valid
+    assert m2.rows == test0.rows - SPEC.lookback_bars and m2.validation["success"]
     # same train inputs in a fresh folder -> byte-identical train slice (deterministic)
     train_a = load_manifest(layout.slices(SPEC.spec_hash) / "fold00-train.manifest.json")
     train_b = load_manifest(layout2.slices(SPEC.spec_hash) / "fold00-train.manifest.json")
