@@ -186,16 +186,15 @@ def _arrays(
     """(acct_f, acct_i, lot_i, lot_f) of `position` in the kernels' layout, with room for
     `spare` more lots."""
     lots = position.lots
-    n = len(lots)
     acct_f = np.array(
         (position.balance, position.realized_pnl, position.fees, position.funding), np.float64
     )
-    acct_i = np.array((position.flat_since_ns, n), np.int64)
-    lot_i = np.zeros((n + spare, 3), np.int64)
-    lot_f = np.zeros((n + spare, 3), np.float64)
-    for i, lot in enumerate(lots):
-        lot_i[i] = (lot.side, lot.price_ticks, lot.ts_ns)
-        lot_f[i] = (lot.stake, lot.contracts, lot.entry_fee)
+    acct_i = np.array((position.flat_since_ns, len(lots)), np.int64)
+    lot_i = np.zeros((len(lots) + spare, 3), np.int64)
+    lot_f = np.zeros((len(lots) + spare, 3), np.float64)
+    if lots:
+        lot_i[: len(lots)] = [(x.side, x.price_ticks, x.ts_ns) for x in lots]
+        lot_f[: len(lots)] = [(x.stake, x.contracts, x.entry_fee) for x in lots]
     return acct_f, acct_i, lot_i, lot_f
 
 
@@ -261,11 +260,13 @@ def apply_fill(
         raise ValueError(f"stake must be > 0, got {stake}")
     if price_ticks <= 0:
         raise ValueError(f"price_ticks must be > 0, got {price_ticks}")
-    if not can_fill(position, side, stake, max_exposure):
+    if side not in (LONG, SHORT):
+        raise ValueError(f"side must be +1 or -1, got {side}")
+    acct_f, acct_i, lot_i, lot_f = _arrays(position, spare=1)
+    if not K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)):
         raise ExposureError(
             f"fill of {stake} on side {side} would raise exposure {position.exposure} above {max_exposure}"
         )
-    acct_f, acct_i, lot_i, lot_f = _arrays(position, spare=1)
     n = len(lot_i)
     tr_i = np.zeros((n, 5), np.int64)
     tr_f = np.zeros((n, 4), np.float64)
@@ -275,7 +276,34 @@ def apply_fill(
         float(rate), float(instrument.tick_size), instrument.is_inverse,
         float(instrument.multiplier), tr_i, tr_f, 0,
     )  # fmt: skip
-    return position_from_arrays(acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)
+    return _after_fill(position, acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)
+
+
+def _after_fill(
+    before: Position, acct_f: np.ndarray, acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray
+) -> Position:
+    """`position_from_arrays` after one fill of `before`, reusing the (immutable) Lot
+    values the fill left unchanged: a fill appends one lot, or removes lots from the
+    front and may shrink the new front lot."""
+    old = before.lots
+    n = int(acct_i[1])
+    if n == len(old) + 1:
+        lots = (*old, Lot(*lot_i[n - 1].tolist(), *lot_f[n - 1].tolist()))
+    else:
+        lots = old[len(old) - n :] if n else ()
+        if lots and lot_f[0].tolist() != [lots[0].stake, lots[0].contracts, lots[0].entry_fee]:
+            lots = (*lots_from_arrays(1, lot_i, lot_f), *lots[1:])
+    bal, real, fees, funding = acct_f.tolist()
+    side = lots[0].side if lots else FLAT
+    return Position(
+        bal,
+        int(acct_i[0]),
+        lots if side == LONG else (),
+        lots if side == SHORT else (),
+        real,
+        fees,
+        funding,
+    )
 
 
 def apply_funding(
