@@ -101,6 +101,7 @@ def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) 
             )  # type: ignore[arg-type]
         else:
             cols = {"bids": [("bidPrice", "bidSize")], "asks": [("askPrice", "askSize")]}
+            fr.book_kind = "bitmex-dump:quote"
             fr.book = _levels(
                 fr, df.sort(schema.TS_RECV, maintain_order=True), cols, 1, instrument.tick_size
             )

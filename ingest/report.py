@@ -32,6 +32,7 @@ class FileRead:
     file_reason: str | None = None  # set when the whole file is quarantined
     row_reasons: Counter[str] = field(default_factory=Counter)
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)  # sample, with reasons
+    book_kind: str | None = None  # which book stream the file carries (BOOK_KIND_RANK)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,33 @@ class FileRead:
         """Reject the whole file: every row read so far becomes rejected."""
         self.file_reason = reason
         self.rows_rejected = self.rows_in
+
+
+# Book streams from richest to poorest. One run feeds ONE book: mixing streams (a full
+# L2 book and a depth-1 quote book) would corrupt it, so poorer book files are set aside.
+BOOK_KIND_RANK: tuple[str, ...] = (
+    "tardis:incremental_book_L2",
+    "ws:orderBookL2",
+    "ws:orderBookL2_25",
+    "tardis:book_snapshot",
+    "ws:orderBook10",
+    "tardis:quotes",
+    "ws:quote",
+    "bitmex-dump:quote",
+)
+
+
+def set_aside_poorer_books(reads: list[FileRead]) -> None:
+    """Quarantine every file whose book stream is poorer than the run's richest one."""
+    kinds = [fr.book_kind for fr in reads if fr.ok and fr.book_kind and fr.book.height]
+    if len(set(kinds)) < 2:
+        return
+    best = min(kinds, key=BOOK_KIND_RANK.index)
+    for fr in reads:
+        if fr.ok and fr.book_kind and fr.book.height and fr.book_kind != best:
+            fr.quarantine_file(
+                f"book stream {fr.book_kind} set aside: the run also has the richer {best} (one book per run)"
+            )
 
 
 class QuarantineEntry(BaseModel):

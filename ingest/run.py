@@ -33,7 +33,7 @@ from ingest.events import (
     publish_partition,
     trade_schema,
 )
-from ingest.report import FileRead, IngestReport, QuarantineEntry
+from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
 
 STAGED_INDEX = "staged.json"
 
@@ -173,6 +173,7 @@ def stage_source(
     quarantine: list[dict[str, Any]] = []
     books: dict[str, list[pl.DataFrame]] = {}
     trades: dict[str, list[pl.DataFrame]] = {}
+    set_aside_poorer_books(reads)
     for fr in reads:
         quarantine += [q.model_dump() for q in quarantine_file_read(layout, cfg.source, fr)]
         if not fr.ok:

@@ -169,6 +169,7 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
             )
             good = account(fr, df)
             fr.book = good.select(schema.BOOK_COLUMNS).cast(book_schema())  # type: ignore[arg-type]
+            fr.book_kind = f"tardis:{kind}"
         elif kind == "trades":
             df = df.with_columns(
                 pl.col("side")
@@ -197,6 +198,7 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
                     for s in ("bids", "asks")
                 }
             fr.book = _levels(fr, df, cols, k, tick)
+            fr.book_kind = f"tardis:{kind}"
     except RawFileError as exc:
         fr.sha256 = fr.sha256 or exc.sha256
         fr.quarantine_file(str(exc))

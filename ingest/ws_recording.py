@@ -108,5 +108,6 @@ def read_ws_recording(
         fr.quarantine_file(f"no rows for symbol {symbol}")
     elif not fr.quarantine_if_nothing_valid(symbol):
         fr.book = pl.DataFrame(book, schema=book_schema(), orient="row")
+        fr.book_kind = f"ws:{table}"
         fr.trades = pl.DataFrame(trades, schema=trade_schema(), orient="row")
     return fr

@@ -293,3 +293,21 @@ def test_read_symbol_lines_streams_and_keeps_only_the_symbol(
         p.write_bytes(gzip.compress(text)[:-30])
         with pytest.raises(RawFileError, match="truncated"):
             read_symbol_lines(p, "XBTUSD", chunk=chunk)
+
+
+def test_one_book_per_run_poorer_book_files_are_set_aside(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "inc.csv").write_text(INC_HEAD + _inc_rows())
+    (raw / "quotes.csv").write_text(
+        "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n"
+        + f"bitmex,XBTUSD,{T + 15},{T + 16},10,100.5,100,5\n"
+    )
+    (raw / "trades.csv").write_text(
+        TRADES_HEAD + f"bitmex,XBTUSD,{T + 12},{T + 13},a,buy,100.5,100\n"
+    )
+    rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), DataLayout(tmp_path / "d"))
+    assert rep.files_ok == 2 and rep.files_quarantined == 1
+    (q,) = [q for q in rep.quarantine if q.level == "file"]
+    assert q.path.endswith("quotes.csv") and "tardis:incremental_book_L2" in q.reason
+    assert rep.events_out == {"book": 4, "trades": 1} and rep.desyncs == {}
