@@ -8,6 +8,7 @@ at import time; every handler imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ def _prepare_environment() -> None:
     data_dir = Path(os.environ.get("CHAPPIE_DATA_DIR", "./data")).resolve()
     # Prefect's own database lives with the data unless the user points elsewhere.
     os.environ.setdefault("PREFECT_HOME", str(data_dir / "prefect"))
+    # Prefect cannot create its SQLite database under a missing folder (a fresh data dir).
+    with contextlib.suppress(OSError):
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
