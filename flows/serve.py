@@ -85,10 +85,15 @@ def nightly_deployment(
 ) -> Any:
     """The nightly `RunnerDeployment`: one run per cron tick (UTC by default), never two
     at once (concurrency limit 1), parameters `config_path` and `data_dir`."""
+    from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     flow = load_flow(entrypoint)
+    # A module-path entrypoint (flows.nightly.nightly_flow), never a file path: loading
+    # flows/nightly.py as a script puts flows/ on sys.path, and then `import features`
+    # finds flows/features.py instead of the features package (a circular import).
     return flow.to_deployment(
+        entrypoint_type=EntrypointType.MODULE_PATH,
         name=name,
         schedules=[Cron(validate_cron(cron), timezone=timezone)],
         parameters=nightly_parameters(config_path, data_dir),

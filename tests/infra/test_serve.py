@@ -56,6 +56,7 @@ def test_nightly_deployment_definition_uses_the_real_nightly_flow(tmp_path: Path
     assert sched.schedule.timezone == "UTC"
     assert dep.parameters["config_path"] == str(TINY.resolve())
     assert dep.concurrency_limit == 1
+    assert dep.entrypoint == "flows.nightly.nightly_flow"  # module path, never flows/nightly.py
 
 
 def test_require_server_fails_clearly_without_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
