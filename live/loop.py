@@ -18,6 +18,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -172,6 +173,7 @@ class LiveSession:
         self.actions: Counter[str] = Counter()
         self.bars = 0
         self.messages = 0
+        self.lock = threading.Lock()  # serialises calls when the loop runs them in threads
 
     def swap_model(self, champion: LoadedChampion | None, reason: str) -> None:
         """Between decisions: a new verified champion (or none: observe-only). A different
@@ -488,7 +490,8 @@ def run_live(
     finally:
         if orders is not None:
             try:
-                orders.shutdown(clock.now_ns())
+                with session.lock:  # after any decision still running in a worker thread
+                    orders.shutdown(clock.now_ns())
             finally:
                 summary.orders_sent = orders.orders_sent
                 orders.journal.close()
@@ -535,19 +538,37 @@ async def _run(
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
 
+    # Trading makes blocking REST calls inside a decision: then every session call runs in a
+    # worker thread, one at a time (session.lock), so the event loop keeps reading the socket
+    # and answering pings. Observe-only stays on the loop thread (no I/O, microseconds).
+    offload = session.orders is not None
+
+    def locked(fn: Callable[..., Any], *args: Any) -> Any:
+        with session.lock:
+            return fn(*args)
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        if offload:
+            return await asyncio.to_thread(locked, fn, *args)
+        return fn(*args)
+
+    def on_status(ev: FeedStatus) -> None:
+        session.reset(f"feed {ev.kind}: {ev.reason}")
+        if ev.kind == "connected" and session.orders is not None and feed.stats.connects > 1:
+            session.orders.reconcile(ev.ts_recv)
+
+    def on_tick(now_ns: int) -> None:
+        session.on_tick(now_ns)
+        if session.orders is not None:
+            session.orders.refresh_dead_man()
+
     async def consume() -> None:
         async for ev in feed.events():
             if isinstance(ev, FeedStatus):
-                session.reset(f"feed {ev.kind}: {ev.reason}")
-                if (
-                    ev.kind == "connected"
-                    and session.orders is not None
-                    and feed.stats.connects > 1
-                ):
-                    session.orders.reconcile(ev.ts_recv)
+                await call(on_status, ev)
                 continue
             assert isinstance(ev, FeedMessage)
-            session.on_message(ev.ts_recv, ev.msg)
+            await call(session.on_message, ev.ts_recv, ev.msg)
             if session.pending_resubscribe:
                 session.pending_resubscribe = False
                 await feed.resubscribe()
@@ -555,9 +576,7 @@ async def _run(
     async def ticker() -> None:
         while True:
             await asyncio.sleep(tick_s)
-            session.on_tick(clock.now_ns())
-            if session.orders is not None:
-                session.orders.refresh_dead_man()
+            await call(on_tick, clock.now_ns())
             if (
                 source_done is not None
                 and source_done()
@@ -589,9 +608,9 @@ async def _run(
                 continue
             # applied here, on the loop thread: between two decisions, never during one
             if outcome.action == "swap":
-                session.swap_model(outcome.champion, outcome.reason)
+                await call(session.swap_model, outcome.champion, outcome.reason)
             elif outcome.action == "observe":
-                session.swap_model(None, outcome.reason)
+                await call(session.swap_model, None, outcome.reason)
             events.append(outcome.reason)
             if out is not None:
                 print(f"chappie live: model: {outcome.reason}", file=out, flush=True)
