@@ -42,6 +42,7 @@ publish_day = task(name="publish-day", task_run_name="publish-{cfg.source}-{day}
     ingest_run.publish_staged_day
 )
 build_report = task(name="ingest-report")(ingest_run.build_report)
+prune_staging = task(name="prune-staging")(ingest_run.prune_staging)
 download_dumps = task(name="download-dumps", retries=2, retry_delay_seconds=[5, 30])(_download)
 
 
@@ -78,6 +79,7 @@ def ingest_flow(
     ]
     published = [f.result() for f in futures]
     report = build_report(cfg, index, published)
+    prune_staging(data_dir, fp[:16])
     create_table_artifact(
         key="ingest-report",
         table=ingest_run.report_table(report),

@@ -408,3 +408,21 @@ def report_table(report: IngestReport) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def prune_staging(data_dir: str, keep: str, min_age_s: float = 3600.0) -> list[str]:
+    """Remove staged ingest folders other than `keep` (the current run's) untouched for
+    `min_age_s` (so a concurrent run's staging survives); returns their names.
+
+    Staging exists so a cached re-run of the same input skips reading; older inputs'
+    staging only costs disk (a cache hit on a pruned one re-stages, see the flow)."""
+    import time
+
+    root = Path(data_dir) / "staging" / "ingest"
+    removed = []
+    if root.exists():
+        for d in root.iterdir():
+            if d.is_dir() and d.name != keep and time.time() - d.stat().st_mtime >= min_age_s:
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d.name)
+    return sorted(removed)

@@ -66,3 +66,19 @@ def test_ingest_report_rejects_unbalanced_counts() -> None:
             rows_rejected=0,
             **kw,
         )
+
+
+def test_prune_staging_keeps_only_the_current_folder(tmp_path: Path) -> None:
+    from ingest.run import prune_staging
+
+    root = tmp_path / "staging" / "ingest"
+    import os
+
+    for name in ("aaa", "bbb", "ccc", "ddd"):
+        (root / name).mkdir(parents=True)
+        (root / name / "x.parquet").write_bytes(b"x")
+        if name != "ddd":  # ddd: a concurrent run's fresh staging
+            os.utime(root / name, (0, 0))
+    assert prune_staging(str(tmp_path), "bbb") == ["aaa", "ccc"]
+    assert sorted(p.name for p in root.iterdir()) == ["bbb", "ddd"]
+    assert prune_staging(str(tmp_path / "nowhere"), "bbb") == []
