@@ -102,7 +102,7 @@ def test_duplicate_client_order_id_is_refused_not_duplicated(fake: FakeBitmexRes
 def test_rate_limit_headers_make_the_client_wait(fake: FakeBitmexRest) -> None:
     waits: list[float] = []
     c = BitmexRest(fake.url, SecretStr(KEY), SecretStr(SECRET), sleep=waits.append)
-    fake.rate_remaining = 0
+    fake.rate_remaining, fake.rate_reset_in_s = 0, 2  # refill 1-2 s ahead (whole seconds)
     c.open_orders("XBTUSD")
     assert waits == []
     c.open_orders("XBTUSD")
