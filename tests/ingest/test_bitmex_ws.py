@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.instrument import InstrumentSpec
 from features.book import OrderBook, check_book
@@ -290,3 +292,83 @@ def test_recording_across_midnight_gives_self_contained_day_partitions(tmp_path:
         *(both[c].to_numpy() for c in ("ts_recv", "side", "price_ticks", "size", "is_snapshot"))
     )
     assert ob.levels(1) == [(201, 7), (200, 11)] and ob.levels(-1) == [(202, 5)]
+
+
+@st.composite
+def l2_sessions(draw: st.DrawFn) -> list[dict]:
+    """A partial then random valid insert/update/delete messages, BitMEX style (ids
+    encode the price; updates carry no price)."""
+    live: dict[tuple[int, str], int] = {}  # (id, side) -> price ticks
+
+    def row(i: int, side: str, size: int | None, px: int | None) -> dict:
+        r: dict = {"symbol": "XBTUSD", "id": i, "side": side}
+        if size is not None:
+            r["size"] = size
+        if px is not None:
+            r["price"] = px / 2
+        return r
+
+    part = []
+    for px in range(190, 200):
+        live[(10_000 - px, "Buy")] = px
+        part.append(row(10_000 - px, "Buy", draw(st.integers(1, 50)), px))
+    for px in range(201, 211):
+        live[(10_000 - px, "Sell")] = px
+        part.append(row(10_000 - px, "Sell", draw(st.integers(1, 50)), px))
+    msgs = [_msg("orderBookL2", "partial", part, filter={"symbol": "XBTUSD"})]
+    for _ in range(draw(st.integers(0, 40))):
+        action = draw(st.sampled_from(["insert", "update", "delete"]))
+        if action == "insert":
+            side = draw(st.sampled_from(["Buy", "Sell"]))
+            best_ask = min((p for (_, s), p in live.items() if s == "Sell"), default=400)
+            best_bid = max((p for (_, s), p in live.items() if s == "Buy"), default=0)
+            px = draw(
+                st.integers(150, best_ask - 1) if side == "Buy" else st.integers(best_bid + 1, 250)
+            )
+            key = (10_000 - px, side)
+            if key in live or (10_000 - px, "Buy" if side == "Sell" else "Sell") in live:
+                continue
+            live[key] = px
+            msgs.append(
+                _msg("orderBookL2", "insert", [row(key[0], side, draw(st.integers(1, 50)), px)])
+            )
+        elif live:
+            key = draw(st.sampled_from(sorted(live)))
+            if action == "update":
+                msgs.append(
+                    _msg(
+                        "orderBookL2",
+                        "update",
+                        [row(key[0], key[1], draw(st.integers(1, 50)), None)],
+                    )
+                )
+            else:
+                del live[key]
+                msgs.append(_msg("orderBookL2", "delete", [row(key[0], key[1], None, None)]))
+    return msgs
+
+
+@settings(max_examples=40, deadline=None)
+@given(msgs=l2_sessions())
+def test_decoder_stream_rebuilds_the_reference_book_and_never_crosses(msgs: list[dict]) -> None:
+    dec = BitmexWsDecoder("XBTUSD", XBT)
+    ob = OrderBook(strict=True)
+    ref: dict[tuple[int, str], tuple[int, int]] = {}
+    for n, m in enumerate(msgs):
+        d = dec.decode(m, n + 1)
+        ob.apply_message(
+            [r[0] for r in d.book], [r[1] for r in d.book], [r[2] for r in d.book], d.is_snapshot
+        )
+        for r in m["data"]:
+            key = (r["id"], r["side"])
+            if m["action"] == "delete":
+                ref.pop(key)
+            else:
+                px = int(r["price"] * 2) if "price" in r else ref[key][0]
+                ref[key] = (px, r["size"])
+        bb, ba = ob.best_bid(), ob.best_ask()
+        assert bb is None or ba is None or bb[0] < ba[0]
+    assert ob.levels(1) == sorted(
+        ((p, q) for (_, s), (p, q) in ref.items() if s == "Buy"), reverse=True
+    )
+    assert ob.levels(-1) == sorted((p, q) for (_, s), (p, q) in ref.items() if s == "Sell")
