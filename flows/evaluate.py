@@ -132,6 +132,13 @@ def evaluate_policies_flow(
     plans: list[CandidatePlan] = []
     run_ids: dict[str, str | None] = {}
     failed_entries = []
+    trained_on = {r["task"]["train_slice_id"]: r["task"]["train_sha256"] for r in sweep["tasks"]}
+    current = {f.train_id: f.train_sha256 for f in catalog.folds}
+    if trained_on != current:
+        raise ValueError(
+            f"the slices changed since sweep {sweep_run_id} was trained (train slices then "
+            f"{sorted(trained_on)}, now {sorted(current)}, or their sha256 differ): train again"
+        )
     for cid, rows in by_cid.items():
         rows = sorted(rows, key=lambda r: r["fold"])
         if not all(r["ok"] for r in rows) or len(rows) != len(catalog.folds):

@@ -168,6 +168,12 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     (c,) = ev["candidates"]
     assert c["decision"] == "retest" and "training failed" in c["reasons"][0]
     assert ev["best"] is None
+    # slices rebuilt after the sweep: evaluation refuses instead of mixing data
+    manifest = bad.with_name("fold00-train.manifest.json")
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**m, "sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="slices changed"):
+        evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
 
 
 @pytest.mark.slow
