@@ -3,7 +3,7 @@
 Import only argparse at module level; handlers import their packages when they run.
 
     chappie features [--config PATH] [--data-dir DIR] [--json]
-    chappie audit parity EVENTS... [--config PATH] [--bound 1e-12] [--json]
+    chappie audit parity EVENTS... [--config PATH] [--bound 1e-12] [--json]   (default spec: FeatureSpec())
     chappie audit lookahead EVENTS... [--config PATH] [--cuts 12] [--json]
 
 EVENTS: a data folder, an events/<symbol> folder or day partition folders.
@@ -51,8 +51,8 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         )
         p.add_argument(
             "--config",
-            default=DEFAULT_CONFIG,
-            help="experiment YAML whose features.spec is audited",
+            default=None,
+            help="experiment YAML whose features.spec is audited (default: the default FeatureSpec)",
         )
         p.add_argument("--json", action="store_true", help="print the report as one JSON object")
         if name == "parity":
@@ -70,7 +70,11 @@ def _fail(cmd: str, msg: str) -> int:
     return 2
 
 
-def _spec(path: str) -> Any:
+def _spec(path: str | None) -> Any:
+    if path is None:
+        from core.config.features import FeatureSpec
+
+        return FeatureSpec()
     from flows.common import load_experiment
 
     return load_experiment(path).features.spec
