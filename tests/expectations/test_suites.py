@@ -130,9 +130,13 @@ def test_suites_are_plain_data_naming_every_feature():
     assert view["z__spread_ticks"][0] == 0.5
 
 
-def test_validation_with_data_docs_writes_html_per_slice_and_still_rejects(slice_frame, bars, tmp_path):
+def test_validation_with_data_docs_writes_html_per_slice_and_still_rejects(
+    slice_frame, bars, tmp_path
+):
     docs = tmp_path / "gx"
-    ok = validate_slice(slice_frame, SPEC, CFG, bars=bars, slice_id="fold00-test", data_docs_dir=docs)
+    ok = validate_slice(
+        slice_frame, SPEC, CFG, bars=bars, slice_id="fold00-test", data_docs_dir=docs
+    )
     assert ok.success and ok.data_docs == str(docs / "index.html")
     assert (docs / "index.html").exists()
     pages = sorted(p.relative_to(docs).as_posix() for p in (docs / "validations").rglob("*.html"))
