@@ -107,6 +107,18 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
         assert set(c["gates"]) >= set(DEFINITIONS)
         for name in ("equity.png", "drawdown.png", "trades.csv", "report.md", "report.json"):
             assert Path(c["report"][name]).is_file()
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(ev["candidates"][0]["run_id"])
+    contexts = {
+        t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"
+    }
+    assert {"train", "test", "stress"} <= contexts
+    assert "test_pnl_plus_fees" in run.data.metrics and run.data.tags["decision"] in {
+        "promote",
+        "reject",
+        "retest",
+    }
     promoted = [c for c in ev["candidates"] if c["decision"] == "promote"]
     if promoted:
         best = max(promoted, key=lambda c: c["test_totals"]["pnl_plus_fees"])
