@@ -30,9 +30,11 @@ class FeatureStream:
     """Incremental features for one symbol on the spec's bar grid.
 
     `update(bar)` takes one bar (a mapping with `core.schema.bar_columns(spec.depth)`
-    keys, bars in grid order with none skipped) and returns the feature vector in
-    `spec.names` order. After each update, `warmup` tells whether the row would be a
-    warm-up row in the batch, and `mid_ticks` holds the bar's mid.
+    keys, bars in grid order) and returns the feature vector in `spec.names` order.
+    A bar that is not after the previous one raises ValueError; a skipped grid point
+    restarts every window (counted in `gaps`), as after a fresh start. After each
+    update, `warmup` tells whether the row would be a warm-up row in the batch, and
+    `mid_ticks` holds the bar's mid.
     """
 
     def __init__(self, spec: FeatureSpec) -> None:
@@ -43,19 +45,25 @@ class FeatureStream:
         self._lookback = spec.lookback_bars
         self._cap_ns = spec.lookback_ns
         self._depth = spec.depth
+        self._interval = spec.interval_ns
         self._depth_bps = [float(x) for x in spec.depth_bps]
-        keep = max([n for _, n in self._windows] + self._horizons + [self._lookback]) + 1
-        self._hist: deque[tuple[int, ...]] = deque(maxlen=keep)
-        self._cum = [0, 0, 0, 0, 0, 0]
-        self._prev_s2: int | None = None
+        self._keep = max([n for _, n in self._windows] + self._horizons + [self._lookback]) + 1
+        self.gaps = 0  # times the bar grid broke and the stream started over
+        self._start()
         self._bid_px = [S.bid_px(i) for i in range(spec.depth)]
         self._bid_sz = [S.bid_sz(i) for i in range(spec.depth)]
         self._ask_px = [S.ask_px(i) for i in range(spec.depth)]
         self._ask_sz = [S.ask_sz(i) for i in range(spec.depth)]
+        self.ts = -1
+
+    def _start(self) -> None:
+        """Empty state: every window restarts (warm-up again)."""
+        self._hist: deque[tuple[int, ...]] = deque(maxlen=self._keep)
+        self._cum = [0, 0, 0, 0, 0, 0]
+        self._prev_s2: int | None = None
         self.rows = 0
         self.warmup = True
         self.mid_ticks = NAN
-        self.ts = -1
 
     def _wsum(self, k: int, n: int) -> int:
         """Exact sum of quantity k over the last n bars (partial at the start)."""
@@ -70,6 +78,14 @@ class FeatureStream:
         ap = [int(bar[c]) for c in self._ask_px]
         az = [int(bar[c]) for c in self._ask_sz]
         ts = int(bar[S.TS])
+        if self.ts >= 0:
+            if ts <= self.ts:
+                raise ValueError(f"bar at {ts} ns is not after the previous bar at {self.ts} ns")
+            if ts != self.ts + self._interval:
+                # a broken grid (e.g. a feed outage): windows cannot span it; start over,
+                # as the batch path refuses such bars (features.slices.check_grid)
+                self._start()
+                self.gaps += 1
         buy, sell = int(bar[S.BUY_VOL]), int(bar[S.SELL_VOL])
         last_trade = int(bar[S.LAST_TRADE_TS])
         s2 = bp[0] + ap[0]

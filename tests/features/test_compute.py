@@ -190,3 +190,20 @@ def test_features_on_first_k_bars_equal_first_k_rows_on_all_bars(bars, data):
 def test_bars_for_rounds_windows_up_to_whole_bars():
     spec = FeatureSpec(interval_ms=400)
     assert bars_for(1, spec) == 3 and bars_for(2, spec) == 5 and bars_for(0.1, spec) == 1
+
+
+def test_stream_restarts_its_windows_after_a_skipped_bar_and_rejects_old_bars():
+    spec = SMALL_SPEC
+    bars = make_bars(80, 11, spec, p_trade=1.0)
+    gapped = pl.concat([bars.head(30), bars.slice(31)])  # bar 30 missing
+    online, warm = _stream(gapped, spec)
+    fresh, fresh_warm = _stream(bars.slice(31), spec)  # a new stream from bar 31
+    assert _bit_equal(online[30:], fresh).all() and warm[30:] == fresh_warm
+    assert warm[30] and not warm[29]
+    fs = FeatureStream(spec)
+    rows = list(bars.head(3).iter_rows(named=True))
+    fs.update(rows[0])
+    fs.update(rows[1])
+    with pytest.raises(ValueError, match="not after"):
+        fs.update(rows[1])
+    assert fs.gaps == 0
