@@ -197,3 +197,25 @@ def test_overfitting_report_picks_best_trial_and_counts_all() -> None:
     assert single.pbo is None and single.n_trials == 1
     few = overfitting_report(r[:5])  # 5 periods: CSCV with 4 blocks
     assert few.n_splits == 4
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 6))
+def test_pbo_does_not_depend_on_the_order_of_trials(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0.0, 1.0, (40, n))
+    perm = rng.permutation(n)
+    assert probability_of_backtest_overfitting(r, 8) == probability_of_backtest_overfitting(
+        r[:, perm], 8
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 500),
+    var=st.floats(1e-6, 0.5),
+)
+def test_dsr_never_rises_with_more_trials(seed: int, n: int, var: float) -> None:
+    r = np.random.default_rng(seed).normal(0.001, 0.01, 300)
+    assert deflated_sharpe_ratio(r, n + 1, var) <= deflated_sharpe_ratio(r, n, var)
