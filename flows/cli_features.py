@@ -110,6 +110,8 @@ def _cmd_features(args: argparse.Namespace) -> int:
     if index["stress"]:
         print(f"  stress: {', '.join(index['stress'])} (stats {index['stress_stats_id']})")
     print(f"  slices: {rt.layout.slices(index['spec_hash'])}")
+    if (rt.layout.gx / "index.html").exists():
+        print(f"  validation (Data Docs): {rt.layout.gx / 'index.html'}")
     return 0
 
 
