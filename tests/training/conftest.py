@@ -95,10 +95,14 @@ class DataDir:
 
 
 def build_data_dir(
-    root: Path, cfg: ExperimentConfig, rows: int = 600, stress_vol: int = 8
+    root: Path,
+    cfg: ExperimentConfig,
+    rows: int = 600,
+    stress_vol: int = 8,
+    validation: bool = False,
 ) -> DataDir:
-    """folds.json with cfg.features.walk_forward.n_folds folds (train, test) and one
-    stress slice (a wider random walk: a regime unlike training)."""
+    """folds.json with cfg.features.walk_forward.n_folds folds (train, [validation,] test)
+    and one stress slice (a wider random walk: a regime unlike training)."""
     spec = cfg.features.spec
     layout = DataLayout(root.resolve())
     folds = []
@@ -128,11 +132,23 @@ def build_data_dir(
             t0 + step + 10**12,
             stats_id,
         )
+        if validation:
+            write_slice(
+                layout,
+                spec,
+                f"fold{k:02d}-validation",
+                "validation",
+                k,
+                rows // 3,
+                400 + k,
+                t0 + step + 10**11,
+                stats_id,
+            )
         folds.append(
             {
                 "fold": k,
                 "train": f"fold{k:02d}-train",
-                "validation": None,
+                "validation": f"fold{k:02d}-validation" if validation else None,
                 "test": f"fold{k:02d}-test",
                 "stats_id": stats.stats_id,
             }

@@ -170,3 +170,67 @@ def test_write_report_writes_pngs_trades_markdown_and_json(
         "a note",
     ):
         assert text in md
+
+
+def test_backtest_candidate_judges_each_fold_model_and_round_trips(
+    tmp_path: Path, tiny_data: DataDir
+) -> None:
+    import torch
+    from stable_baselines3 import PPO
+
+    from envs.management import ManagementEnv
+    from tests.training.conftest import build_data_dir
+    from training.candidates import (
+        CandidatePlan,
+        backtest_candidate,
+        candidate_backtest,
+        load_catalog,
+        load_results,
+    )
+    from training.sweep import ppo_kwargs
+
+    torch.set_num_threads(1)
+    data = build_data_dir(tmp_path / "d", tiny_data.cfg, validation=True)
+    catalog = load_catalog(data.layout, data.cfg.features.spec.spec_hash)
+    trial = data.cfg.sweep.trials[0]
+    zips = []
+    for f in catalog.folds:  # untrained but distinct models, one per fold
+        model = PPO(
+            "MlpPolicy",
+            ManagementEnv(f.train_path, f.stats_dir, trial.env),
+            seed=f.fold,
+            **ppo_kwargs(trial),
+        )
+        model.save(tmp_path / f"m{f.fold}.zip")
+        zips.append(str(tmp_path / f"m{f.fold}.zip"))
+    plan = CandidatePlan(
+        candidate_id="base-s0-t1",
+        trial=trial,
+        seed=0,
+        timesteps=1,
+        model_zips=tuple(zips),
+        folds=catalog.folds,
+        stress_paths=catalog.stress_paths,
+        stress_ids=catalog.stress_ids,
+        out_dir=str(tmp_path / "bt"),
+    )
+    results = load_results(backtest_candidate(plan))
+    assert [(r.slice.slice_id, r.slice.kind) for r in results] == [
+        ("fold00-validation", "validation"),
+        ("fold00-test", "test"),
+        ("fold01-validation", "validation"),
+        ("fold01-test", "test"),
+        ("stress00", "stress"),
+    ]
+    c = candidate_backtest(plan, results)
+    assert [r.slice.slice_id for r in c.test] == ["fold00-test", "fold01-test"]
+    assert [r.slice.slice_id for r in c.validation] == ["fold00-validation", "fold01-validation"]
+    assert c.model_zip == zips[-1] and c.stats_dir == catalog.folds[-1].stats_dir
+    again = backtest(
+        sb3_batch_policy(PPO.load(zips[0], device="cpu")),
+        [results[1].slice],
+        catalog.folds[0].stats_dir,
+        trial.env,
+    )
+    np.testing.assert_array_equal(again[0].equity, results[1].equity)  # saved == recomputed
+    assert again[0].metrics == results[1].metrics
