@@ -371,22 +371,55 @@ BAD_ACTION, BAD_BALANCE = -1, -2
 def _views(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(lot_i, lot_f, tr_i, tr_f, acct_i, acct_f) as views of the packed arrays (these
+    views cost ~20 ns each: the step builds them only when it touches the lots)."""
     lc = I[H_LOTCAP]
     tc = I[H_TRCAP]
-    n = I[H_NROWS]
     o = H_SIZE
     lot_i = I[o : o + 3 * lc].reshape((lc, 3))
-    o += 3 * lc
-    tr_i = I[o : o + 5 * tc].reshape((tc, 5))
-    di = o + 5 * tc
+    tr_i = I[o + 3 * lc : o + 3 * lc + 5 * tc].reshape((tc, 5))
     o = F_SIZE
     lot_f = F[o : o + 3 * lc].reshape((lc, 3))
-    o += 3 * lc
-    tr_f = F[o : o + 4 * tc].reshape((tc, 4))
-    df = o + 4 * tc
-    _ = n
-    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:4], di, df
+    tr_f = F[o + 3 * lc : o + 3 * lc + 4 * tc].reshape((tc, 4))
+    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:4]
+
+
+@njit(cache=True, nogil=True)
+def _offsets(I: np.ndarray) -> tuple[int, int]:  # noqa: E741
+    """Where the data columns start in I and F."""
+    lc = I[H_LOTCAP]
+    tc = I[H_TRCAP]
+    return H_SIZE + 3 * lc + 5 * tc, F_SIZE + 3 * lc + 4 * tc
+
+
+@njit(cache=True, nogil=True)
+def _env_can_fill(I: np.ndarray, F: np.ndarray, side: int) -> bool:  # noqa: E741
+    lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
+    return can_fill(acct_i, lot_i, lot_f, side, F[F_STAKE], F[F_CAP])
+
+
+@njit(cache=True, nogil=True)
+def _env_fill(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    side: int,
+    price_ticks: int,
+    ts_ns: int,
+    stake: float,
+    rate: float,
+    check: bool,
+    ntr: int,
+) -> tuple[int, bool]:
+    """One fill on the packed state (when `check`, only if `can_fill`); (ntr, filled)."""
+    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
+    if check and not can_fill(acct_i, lot_i, lot_f, side, stake, F[F_CAP]):
+        return ntr, False
+    ntr = fill(
+        acct_f, acct_i, lot_i, lot_f, side, price_ticks, ts_ns, stake, rate, F[F_TICK],
+        I[H_INVERSE] != 0, F[F_MULT], tr_i, tr_f, ntr,
+    )  # fmt: skip
+    return ntr, True
 
 
 def packed_sizes(n_rows: int, lot_cap: int, trade_cap: int) -> tuple[int, int]:
@@ -405,7 +438,7 @@ def data_offsets(lot_cap: int, trade_cap: int) -> tuple[int, int]:
 @njit(cache=True, nogil=True)
 def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
     """Refresh the summary cached in the headers from the lots."""
-    lot_i, lot_f, _, _, acct_i, _, _, _ = _views(I, F)
+    lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
     side, exp, c, k, mean, last = summarize(acct_i, lot_i, lot_f, F[F_TICK], I[H_INVERSE] != 0)
     I[H_SSIDE] = side
     I[H_SLAST] = last
@@ -434,7 +467,7 @@ def env_observe(
     at the start of the step, F[F_BAL0] (> 0, checked by the caller). Returns the total."""
     n = I[H_NROWS]
     t = I[H_T]
-    _, _, _, _, _, acct_f, di, df = _views(I, F)
+    di, df = _offsets(I)
     now = I[di + D_TS * n + t]
     mark = F[df + D_MARK * n + t]
     mult = F[F_MULT]
@@ -463,8 +496,6 @@ def env_observe(
     obs[m + 6] = s6
     lg = log[row]
     lf = log.view(np.float64)[row]
-    for j in range(G_TERMS, G_WIDTH):
-        lf[j] = 0.0
     total = 0.0
     if with_reward:
         balance = F[F_BAL0]
@@ -476,7 +507,10 @@ def env_observe(
         for j in range(8):
             lf[G_TERMS + j] = terms[j]
         total = terms[7]
-    bal = acct_f[A_BAL]
+    else:
+        for j in range(G_TERMS, G_WIDTH):
+            lf[j] = 0.0
+    bal = F[A_BAL]
     eq = bal + upnl
     x = exp / F[F_CAP]
     lg[G_TS] = now
@@ -487,11 +521,11 @@ def env_observe(
     lf[G_EQ] = eq
     lf[G_BAL] = bal
     lf[G_PNL] = eq - F[F_EQ0]
-    lf[G_REAL] = acct_f[A_REAL]
+    lf[G_REAL] = F[A_REAL]
     lf[G_UPNL] = upnl
-    lf[G_PWF] = acct_f[A_REAL] + upnl
-    lf[G_FEES] = acct_f[A_FEES]
-    lf[G_FUND] = acct_f[A_FUND]
+    lf[G_PWF] = F[A_REAL] + upnl
+    lf[G_FEES] = F[A_FEES]
+    lf[G_FUND] = F[A_FUND]
     lf[G_PSIZE] = side * (1.0 if x > 1.0 else x)  # side * min(x, 1.0)
     lf[G_EXP] = exp
     lf[G_PSCALE] = F[F_PSCALE]
@@ -510,22 +544,23 @@ def env_step(
 ) -> tuple[float, int]:
     """One ManagementEnv step (see envs.management): the action at the close of bar t,
     fills / funding / rolling over bars t+1..t+skip, the flatten at the end of an
-    evaluation slice, then `env_observe`. Returns (reward, status code)."""
-    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f, di, df = _views(I, F)
+    evaluation slice, then `env_observe`. Returns (reward, status code).
+
+    The account lives at F[0:4] (acct_f) and I[H_FLAT:H_FLAT + 2] (acct_i); the lot and
+    trade views are built only where the lots are touched."""
     n = I[H_NROWS]
+    di, df = _offsets(I)
     t = I[H_T]
-    stake = F[F_STAKE]
-    cap = F[F_CAP]
     if a != 0:
         if a == 1:
             if I[H_BID] != 0:
                 I[H_BID] = 0
-            elif can_fill(acct_i, lot_i, lot_f, 1, stake, cap):
+            elif _env_can_fill(I, F, 1):
                 I[H_BID] = I[di + D_BID * n + t]
         elif a == 2:
             if I[H_ASK] != 0:
                 I[H_ASK] = 0
-            elif can_fill(acct_i, lot_i, lot_f, -1, stake, cap):
+            elif _env_can_fill(I, F, -1):
                 I[H_ASK] = I[di + D_ASK * n + t]
         else:
             return 0.0, BAD_ACTION
@@ -533,47 +568,42 @@ def env_step(
     end = t + I[H_SKIP]
     if end > last:
         end = last
-    F[F_BAL0] = acct_f[A_BAL]
-    real0 = acct_f[A_REAL]
-    fees0 = acct_f[A_FEES]
-    fund0 = acct_f[A_FUND]
-    tick = F[F_TICK]
-    inverse = I[H_INVERSE] != 0
-    mult = F[F_MULT]
+    F[F_BAL0] = F[A_BAL]
+    real0 = F[A_REAL]
+    fees0 = F[A_FEES]
+    fund0 = F[A_FUND]
     changed = False
     ntr = 0
     funding = I[H_FUNDING] != 0
     if I[H_BID] != 0 or I[H_ASK] != 0 or funding:
         touch = I[H_TOUCH] != 0
         roll = I[H_ROLL] != 0
+        stake = F[F_STAKE]
         maker = F[F_MAKER]
         for k in range(t + 1, end + 1):
             p = I[H_BID]
             if p != 0:
                 lo = I[di + D_SELL_LO * n + k]
                 if (lo > 0 and (lo <= p if touch else lo < p)) or I[di + D_ASK * n + k] <= p:
-                    if can_fill(acct_i, lot_i, lot_f, 1, stake, cap):
-                        ntr = fill(
-                            acct_f, acct_i, lot_i, lot_f, 1, p, I[di + D_TS * n + k], stake,
-                            maker, tick, inverse, mult, tr_i, tr_f, ntr,
-                        )  # fmt: skip
-                        changed = True
+                    ntr, filled = _env_fill(
+                        I, F, 1, p, I[di + D_TS * n + k], stake, maker, True, ntr
+                    )
+                    changed = changed or filled
                     I[H_BID] = 0
             p = I[H_ASK]
             if p != 0:
                 hi = I[di + D_BUY_HI * n + k]
                 if (hi > 0 and (hi >= p if touch else hi > p)) or I[di + D_BID * n + k] >= p:
-                    if can_fill(acct_i, lot_i, lot_f, -1, stake, cap):
-                        ntr = fill(
-                            acct_f, acct_i, lot_i, lot_f, -1, p, I[di + D_TS * n + k], stake,
-                            maker, tick, inverse, mult, tr_i, tr_f, ntr,
-                        )  # fmt: skip
-                        changed = True
+                    ntr, filled = _env_fill(
+                        I, F, -1, p, I[di + D_TS * n + k], stake, maker, True, ntr
+                    )
+                    changed = changed or filled
                     I[H_ASK] = 0
-            if funding and I[di + D_DUE * n + k] != 0 and acct_i[A_N] > 0 and F[F_FRATE] != 0.0:
+            if funding and I[di + D_DUE * n + k] != 0 and I[H_N] > 0 and F[F_FRATE] != 0.0:
+                lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
                 pay_funding(
-                    acct_f, acct_i, lot_i, lot_f, F[F_FRATE], F[df + D_MID * n + k], tick,
-                    inverse, mult,
+                    acct_f, acct_i, lot_i, lot_f, F[F_FRATE], F[df + D_MID * n + k], F[F_TICK],
+                    I[H_INVERSE] != 0, F[F_MULT],
                 )  # fmt: skip
                 changed = True
             if roll:
@@ -587,21 +617,22 @@ def env_step(
     terminated = end == last
     budget = I[H_BUDGET]
     truncated = (not terminated) and budget >= 0 and steps >= budget
-    if terminated and I[H_FLATTEN] != 0 and acct_i[A_N] > 0:
+    if terminated and I[H_FLATTEN] != 0 and I[H_N] > 0:
+        lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
         side = -lot_i[0, L_SIDE]
         price = I[di + D_BID * n + end] if side == -1 else I[di + D_ASK * n + end]
-        ntr = fill(
-            acct_f, acct_i, lot_i, lot_f, side, price, I[di + D_TS * n + end],
-            exposure_of(acct_i, lot_f), F[F_TAKER], tick, inverse, mult, tr_i, tr_f, ntr,
+        ntr, _ = _env_fill(
+            I, F, side, price, I[di + D_TS * n + end], exposure_of(acct_i, lot_f), F[F_TAKER],
+            False, ntr,
         )  # fmt: skip
         changed = True
         I[H_BID] = 0
         I[H_ASK] = 0
     if changed:
         env_summarize(I, F)
-        realized = acct_f[A_REAL] - real0
-        fees = acct_f[A_FEES] - fees0
-        fund = acct_f[A_FUND] - fund0
+        realized = F[A_REAL] - real0
+        fees = F[A_FEES] - fees0
+        fund = F[A_FUND] - fund0
     else:
         realized = fees = fund = 0.0
     if not F[F_BAL0] > 0:

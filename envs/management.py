@@ -442,8 +442,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         F[df + K.D_MARK * n : df + (K.D_MARK + 1) * n] = mid * inst.tick_size
         F[df + K.D_MID * n : df + (K.D_MID + 1) * n] = mid
         self._I, self._F = I, F
-        self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f, _, _ = (
-            K._views(I, F)
+        self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f = K._views(
+            I, F
         )
         self._bid_col = cols[BEST_BID_TICKS]
         self._ask_col = cols[BEST_ASK_TICKS]
