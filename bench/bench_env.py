@@ -43,6 +43,11 @@ gymnasium Wrapper that reads `info["equity"]`, so it also pays the wrapper's cal
 is what the backtest does. "Via SB3 DummyVecEnv" is how PPO consumes an env: the
 observation is copied into the vec buffer, a key is added to every info and every info
 is deep-copied (an unread info copies as a reference to its log row).
+
+History: the pure-Python step (stacked Position dataclasses, eager info; commit
+fe37b33) measured 159,447 steps/s, 0.40x gym-anytrading raw and 0.67x via DummyVecEnv.
+The numba step returns bit-identical observations, rewards and infos
+(tests/envs/test_golden_rollout.py, recorded from the Python step).
 """
 
 
