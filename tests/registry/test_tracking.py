@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from registry import tracking
+from tests.conftest import REPO
 
 
 @pytest.fixture()
@@ -136,29 +138,35 @@ def test_end_run_unknown_status_raises(store: str) -> None:
         tracking.end_run("abc", "DONE")
 
 
-def _worker(uri: str, i: int, q: mp.Queue) -> None:  # pragma: no cover - runs in a child
-    from registry import tracking as t
-
-    t.configure(uri)
-    parent = t.start_parent_run("chappie", f"p{i}", {"i": i}, {})
-    child = t.log_child_run(
-        parent, "chappie", f"c{i}", {}, {}, [("m", 1.0, k) for k in range(200)], {}, [], []
-    )
-    t.end_run(parent)
-    q.put(child)
+_WORKER = """
+import sys
+from registry import tracking as t
+uri, i = sys.argv[1], sys.argv[2]
+t.configure(uri)
+parent = t.start_parent_run("chappie", f"p{i}", {"i": i}, {})
+child = t.log_child_run(parent, "chappie", f"c{i}", {}, {}, [("m", 1.0, k) for k in range(200)], {}, [], [])
+t.end_run(parent)
+print(child)
+"""
 
 
 def test_parallel_processes_configure_and_write_same_new_db(tmp_path: Path) -> None:
+    """Two fresh interpreters (as a process pool's workers) configure the same, not yet
+    existing SQLite store at once and write runs: one schema, one experiment, no error."""
     uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    ctx = mp.get_context("fork")  # mlflow already imported: forked writers start fast
-    q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(uri, i, q)) for i in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0]
-    children = {q.get(timeout=5) for _ in procs}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, uri, str(i)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in outs]
+    children = {o.strip().splitlines()[-1] for o, _ in outs}
     tracking.configure(uri)
     c = tracking.client()
     exps = [e for e in c.search_experiments() if e.name == "chappie"]
