@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.bench_env --rows 20000 --repeats 3
 
 Data: one synthetic XBTUSD-like slice (random-walk book around 80,000 ticks, taker prints
-on both sides, the 26 features of FeatureSpec v1), written once in the slice schema. Every
+on both sides, the features of the default FeatureSpec), written once in the slice schema. Every
 env steps through the whole slice with the same pre-drawn random actions (80 % hold),
 window 16, in a single process on one core; the figure is the best of `--repeats` full
 passes (steps / wall-clock second, reset excluded). gym-trading-env runs in its own
@@ -31,8 +31,8 @@ ROOT = HERE.parent
 WINDOW = 16
 NOTE = """Reading the figures. gym-anytrading's step returns a view into its precomputed
 (window, 2) array, does no order or fee accounting and keeps three info keys: it is close
-to the floor of a Python env. ManagementEnv per step returns a fresh 423-float
-observation (16 x 26 features + 7 management values; never an aliased buffer), checks
+to the floor of a Python env. ManagementEnv per step returns a fresh observation
+(16 x the FeatureSpec's features + 7 management values; never an aliased buffer), checks
 resting maker orders against the bar's prints and book, marks the stacked position and
 evaluates every reward term, all in one numba call (`envs.kernels.env_step`, the same
 kernels `envs.position` / `envs.rewards` wrap for the live loop and the backtest). Its
@@ -49,6 +49,12 @@ fe37b33) measured 159,447 steps/s, 0.40x gym-anytrading raw and 0.67x via DummyV
 The numba step returns bit-identical observations, rewards and infos
 (tests/envs/test_golden_rollout.py, recorded from the Python step).
 """
+
+
+def _n_features() -> int:
+    from core.config.features import FeatureSpec
+
+    return len(FeatureSpec().names)
 
 
 def _actions(n: int, k: int, seed: int = 0) -> np.ndarray:
@@ -135,7 +141,7 @@ def bench_management(data: dict[str, str], repeats: int) -> dict[str, Any]:
     from envs.management import ManagementEnv
 
     return _measure(
-        "chappie ManagementEnv (stacked maker fills, fees, 7-value state, 26 features)",
+        f"chappie ManagementEnv (stacked maker fills, fees, 7-value state, {_n_features()} features)",
         lambda: ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}),
         3,
         repeats,
@@ -192,7 +198,7 @@ def bench_trading_env(data: dict[str, str], repeats: int) -> dict[str, Any]:
     for j in range(feats.shape[1]):
         df[f"feature_{j}"] = feats[:, j]
     return _measure(
-        "gym-trading-env TradingEnv (3 positions, 26 features)",
+        f"gym-trading-env TradingEnv (3 positions, {_n_features()} features)",
         lambda: TradingEnv(
             df=df,
             positions=[-1, 0, 1],
