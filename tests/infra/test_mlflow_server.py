@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from core.config.registry import RegistryConfig
+from flows.status import collect_status
 from tests.infra.servers import mlflow_server
 from tests.infra.sweep_fixture import (
     COMPARE_PARAMS,
@@ -100,5 +102,11 @@ def test_mlflow_server_shows_comparable_runs_and_registry(tmp_path: Path) -> Non
     with mlflow_server(tmp_path) as url:
         logged = log_sweep(url, tmp_path)
         check_server_view(url, logged)
+        # `chappie status` against the server (MLFLOW_TRACKING_URI=http://...)
+        models = collect_status(
+            str(tmp_path / "data"), tracking_uri=url, registry=RegistryConfig(model_name=MODEL_NAME)
+        )["models"]
+        assert models["available"] and models["aliases"] == logged["versions"]
+        assert models["champion"]["gates"]["pass_majority_slices"]["passed"] is True
     # Artifacts went through the server into its artifact folder, not the client's cwd.
     assert list((tmp_path / "mlartifacts").rglob("policy.json"))

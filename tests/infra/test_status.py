@@ -120,6 +120,12 @@ def test_gates_from_tags_reads_registry_gate_tags() -> None:
     assert gates_from_tags({"gate.x.y": "true"}) == {"x.y": {"passed": True}}
 
 
+def test_status_with_an_unreachable_tracking_server_says_so(tmp_path: Path) -> None:
+    models = collect_status(str(tmp_path), tracking_uri="http://127.0.0.1:9")["models"]
+    assert models["available"] is False
+    assert "no MLflow server answers at http://127.0.0.1:9" in models["reason"]
+
+
 def test_status_on_an_empty_folder_creates_nothing(tmp_path: Path) -> None:
     status = collect_status(str(tmp_path))
     assert status["data"] == {} and status["slices"] is None and status["last_nightly"] is None
