@@ -45,7 +45,14 @@ from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model
 from live.orders import OrderManager
 from live.paper import PaperAccount, PaperRules
-from live.predictor import ACTION_NAMES, BarUpdate, Normalizer, ObservationBuilder, Predictor
+from live.predictor import (
+    ACTION_NAMES,
+    BarUpdate,
+    Normalizer,
+    ObservationBuilder,
+    Predictor,
+    warm_up_kernels,
+)
 from live.recording import RecordingWriter
 from live.replay_server import iso_ms
 from live.snapshot import SnapshotManager
@@ -477,6 +484,7 @@ def run_live(
             file=out,
             flush=True,
         )
+    warm_up_kernels(spec)  # before the first clock reading: JIT time is not market time
     try:
         if orders is not None:
             orders.reconcile(clock.now_ns())

@@ -110,6 +110,21 @@ class ObservationBuilder:
         return encode_observation(np.stack(self.window), state)
 
 
+def warm_up_kernels(spec: FeatureSpec) -> None:
+    """Compile the sampler's numba kernels before the market clock starts: a first compile
+    takes seconds (no cache on a fresh machine), and a live loop must not spend them in
+    its first bar. Runs a two-level book and one trade through a throwaway builder."""
+    from live.decode import Decoded
+
+    b = ObservationBuilder(spec, None, 10.0)
+    dt = spec.interval_ns
+    b.on_decoded(dt, Decoded(book=[(1, 100, 1), (-1, 101, 1)], is_snapshot=True))
+    b.on_decoded(dt + 1, Decoded(book=[(1, 100, 2)]))
+    b.on_decoded(dt + 2, Decoded(trades=[(1, 101, 1, dt + 2)]))
+    for _ in b.advance(4 * dt):
+        pass
+
+
 class Predictor:
     """The champion's policy, or none (observe-only: the action is None)."""
 

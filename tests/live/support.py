@@ -50,3 +50,20 @@ def after_lines(
     t = threading.Thread(target=wait, daemon=True)
     t.start()
     return t
+
+
+def replay_cli(source: str | Path, *extra: str, speed: int = 20) -> list[str]:
+    """`chappie live` arguments replaying `source` on 127.0.0.1; the run ends with the replay
+    (the 60 s duration is only a safety cap)."""
+    return [
+        "live",
+        "--feed",
+        "replay",
+        "--replay",
+        str(source),
+        "--speed",
+        str(speed),
+        "--duration",
+        "60",
+        *extra,
+    ]

@@ -19,7 +19,7 @@ from core.config.env import EnvConfig
 from core.instrument import XBTUSD
 from envs.observation import observation_size
 from flows.cli import main
-from tests.live.support import SMALL_SPEC
+from tests.live.support import SMALL_SPEC, replay_cli
 
 ENV = EnvConfig(window=SMALL_SPEC.window)
 
@@ -116,23 +116,7 @@ def test_cli_runs_a_verified_bundle_without_unpickling(
     monkeypatch.setattr(pickle, "load", guard(real_load))
     monkeypatch.setattr(pickle, "loads", guard(real_loads))
     out = tmp_path / "d.jsonl"
-    rc = main(
-        [
-            "live",
-            "--feed",
-            "replay",
-            "--replay",
-            str(ws_capture),
-            "--speed",
-            "20",
-            "--duration",
-            "60",
-            "--bundle",
-            str(bundle_dir),
-            "--decisions-out",
-            str(out),
-        ]
-    )
+    rc = main(replay_cli(ws_capture, "--bundle", str(bundle_dir), "--decisions-out", str(out)))
     assert rc == 0
     stdout = capsys.readouterr().out
     assert (
@@ -168,16 +152,8 @@ def test_cli_trades_on_the_fake_exchange_and_never_shows_the_keys(
     out = tmp_path / "d.jsonl"
     with FakeBitmexRest(key, secret) as fake:
         rc = main(
-            [
-                "live",
-                "--feed",
-                "replay",
-                "--replay",
-                str(ws_capture),
-                "--speed",
-                "20",
-                "--duration",
-                "60",
+            replay_cli(
+                ws_capture,
                 "--bundle",
                 str(bundle_dir),
                 "--decisions-out",
@@ -185,7 +161,7 @@ def test_cli_trades_on_the_fake_exchange_and_never_shows_the_keys(
                 "--allow-trade",
                 "--rest-url",
                 fake.url,
-            ]
+            )
         )
         open_after = fake.open_orders()
         creates = [r for r in fake.requests if r[:2] == ("POST", "/order")]

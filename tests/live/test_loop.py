@@ -15,7 +15,7 @@ from live.loop import LiveSession, run_live
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
-from tests.live.support import after_lines
+from tests.live.support import after_lines, replay_cli
 
 SMALL_YAML = """
 features:
@@ -39,16 +39,8 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
     out = tmp_path / "decisions.jsonl"
     rec = tmp_path / "rec.jsonl"
     rc = main(
-        [
-            "live",
-            "--feed",
-            "replay",
-            "--replay",
-            str(ws_capture),
-            "--speed",
-            "20",
-            "--duration",
-            "60",
+        replay_cli(
+            ws_capture,
             "--decisions-out",
             str(out),
             "--record",
@@ -56,7 +48,7 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
             "--config",
             str(cfg),
             "--no-model",
-        ]
+        )
     )
     assert rc == 0
     stdout = capsys.readouterr().out
@@ -148,22 +140,9 @@ def test_cli_replays_the_synthetic_market(
     cfg.write_text(SMALL_YAML + "ingest:\n  synthetic: {seed: 5, day_hours: 0.05}\n")
     out = tmp_path / "d.jsonl"
     rc = main(
-        [
-            "live",
-            "--feed",
-            "replay",
-            "--replay",
-            "synthetic",
-            "--speed",
-            "50",
-            "--duration",
-            "60",
-            "--decisions-out",
-            str(out),
-            "--config",
-            str(cfg),
-            "--no-model",
-        ]
+        replay_cli(
+            "synthetic", "--decisions-out", str(out), "--config", str(cfg), "--no-model", speed=50
+        )
     )
     assert rc == 0
     recs = [json.loads(s) for s in out.read_text().splitlines()]

@@ -12,7 +12,7 @@ import pytest
 from core.config.env import EnvConfig
 from core.config.registry import RegistryConfig
 from flows.cli import main
-from tests.live.support import SMALL_SPEC
+from tests.live.support import SMALL_SPEC, replay_cli
 from tests.live.test_bundle_cli import TRAIN, build_model_files
 
 CFG = RegistryConfig(model_name="chappie-live-test")
@@ -77,23 +77,7 @@ def test_cli_loads_the_registry_champion(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path / "data"))
     out = tmp_path / "d.jsonl"
-    rc = main(
-        [
-            "live",
-            "--feed",
-            "replay",
-            "--replay",
-            str(ws_capture),
-            "--speed",
-            "20",
-            "--duration",
-            "60",
-            "--model",
-            CFG.model_name,
-            "--decisions-out",
-            str(out),
-        ]
-    )
+    rc = main(replay_cli(ws_capture, "--model", CFG.model_name, "--decisions-out", str(out)))
     assert rc == 0
     stdout = capsys.readouterr().out
     assert f"model={CFG.model_name}@v1" in stdout

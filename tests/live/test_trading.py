@@ -24,7 +24,7 @@ from live.orders import OrderManager
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
-from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy
+from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy, replay_cli
 
 KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"
 SPEC = SMALL_SPEC
@@ -63,22 +63,7 @@ def test_observe_only_cli_sends_zero_orders(
     monkeypatch.setenv("CHAPPIE_BITMEX_API_KEY", KEY)
     monkeypatch.setenv("CHAPPIE_BITMEX_API_SECRET", SECRET)
     monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path))
-    rc = main(
-        [
-            "live",
-            "--feed",
-            "replay",
-            "--replay",
-            str(ws_capture),
-            "--speed",
-            "30",
-            "--duration",
-            "60",
-            "--rest-url",
-            fake.url,
-            "--no-model",
-        ]
-    )
+    rc = main(replay_cli(ws_capture, "--rest-url", fake.url, "--no-model", speed=30))
     assert rc == 0
     assert fake.requests == [] and fake.creates_committed == 0
 
