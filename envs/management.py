@@ -243,6 +243,13 @@ class _LazyInfo(StepInfo):
     _src: tuple[np.ndarray, np.ndarray, int, Any] | None
     _extra: dict[Any, Any] | None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # an eager (already filled) instance, e.g. built by a library as type(info)(...);
+        # the env creates its instances with _new_info, bypassing this
+        self._src = None
+        self._extra = None
+        dict.__init__(self, *args, **kwargs)
+
     def _load(self) -> None:
         src = self._src
         assert src is not None
@@ -306,7 +313,7 @@ class _LazyInfo(StepInfo):
         return eq if eq is NotImplemented else not eq
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
-        out = _LazyInfo()
+        out = _new_info(_LazyInfo)
         out._src = self._src
         out._extra = None
         if self._src is None:
@@ -320,7 +327,7 @@ class _LazyInfo(StepInfo):
         return out
 
     def __copy__(self) -> StepInfo:
-        out = _LazyInfo()
+        out = _new_info(_LazyInfo)
         out._src = self._src
         out._extra = None if self._extra is None else dict(self._extra)
         if self._src is None:
@@ -334,6 +341,9 @@ class _LazyInfo(StepInfo):
 
     def __reduce_ex__(self, protocol: Any) -> tuple[type, tuple[dict[str, Any]]]:
         return self.__reduce__()
+
+
+_new_info = dict.__new__  # an empty _LazyInfo without __init__ (the caller sets both slots)
 
 
 class SliceDataError(ValueError):
@@ -604,7 +614,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         reward, code = _env_step(int(action), self._I, self._F, self._norm_flat, obs, log, row)
         if code < 0:
             self._refuse(code, action)
-        info = _LazyInfo()
+        info = _new_info(_LazyInfo)
         info._extra = None
         if code > 3:
             n = code >> 2
@@ -632,7 +642,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._row = 0
 
     def _next_info(self, row: int, trades: Any) -> _LazyInfo:
-        info = _LazyInfo()
+        info = _new_info(_LazyInfo)
         info._extra = None
         info._src = (self._log, self._logf, row, trades)
         if row == _LOG_LAST:

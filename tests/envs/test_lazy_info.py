@@ -122,3 +122,11 @@ def test_reset_info_is_lazy_and_exact(market_files: SliceFiles) -> None:
     _, b = env.reset(seed=9)
     assert a == b and a["trades"] == [] and set(a["reward_terms"].values()) == {0.0}
     assert a["equity"] == a["balance"] == 1.0 and a["pnl"] == 0.0
+
+
+def test_an_info_built_by_its_type_is_a_plain_filled_info(market_files: SliceFiles) -> None:
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    env.reset(seed=0)
+    info = env.step(1)[4]
+    again = type(info)(info)  # what a library may do to copy a mapping
+    assert again == info and list(again) == ORDER and again["bar"] == info["bar"]
