@@ -96,6 +96,10 @@ class PollOutcome:
     version: str | None = None
 
 
+def _keeping(current_version: str | None) -> str:
+    return f"keeping {current_version}" if current_version else "staying observe-only"
+
+
 def poll_model(
     source: ModelSource, current_version: str | None, expected_spec_hash: str | None = None
 ) -> PollOutcome:
@@ -113,7 +117,7 @@ def poll_model(
         version = source.resolve()
     except Exception as exc:  # noqa: BLE001
         return PollOutcome(
-            "keep", f"alias not resolved ({type(exc).__name__}: {exc}); keeping {current_version}"
+            "keep", f"alias not resolved ({type(exc).__name__}: {exc}); {_keeping(current_version)}"
         )
     if version is None:
         if current_version is None:
@@ -126,12 +130,12 @@ def poll_model(
     except Exception as exc:  # noqa: BLE001
         return PollOutcome(
             "keep",
-            f"version {version} refused ({type(exc).__name__}: {exc}); keeping {current_version}",
+            f"version {version} refused ({type(exc).__name__}: {exc}); {_keeping(current_version)}",
         )
     if expected_spec_hash is not None and champ.spec.spec_hash != expected_spec_hash:
         return PollOutcome(
             "keep",
             f"version {version} has spec {champ.spec.spec_hash[:12]}, expected {expected_spec_hash[:12]}; "
-            f"keeping {current_version}",
+            f"{_keeping(current_version)}",
         )
     return PollOutcome("swap", f"swapped in {version} (was {current_version})", champ, version)
