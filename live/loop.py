@@ -186,11 +186,13 @@ class LiveSession:
         """Between decisions: a new verified champion (or none: observe-only). A different
         FeatureSpec rebuilds the observation pipeline, which warms up again."""
         if champion is None:
+            # the book, bars and features carry on; only the model and its stats go
             self.predictor = Predictor(None, None, reason)
-            self.builder = ObservationBuilder(self.spec, None, self.builder.obs_clip)
+            self.builder.stats = None
+            self.builder.window.clear()
             if self.orders is not None:
                 self.orders.cancel_own(max(self.last_event_ns, 0))
-            self.reset(f"observe-only: {reason}")
+            self.gate.reset(f"observe-only: {reason}")
             return
         self.predictor = champion.predictor
         self.builder.obs_clip = champion.obs_clip
@@ -206,6 +208,7 @@ class LiveSession:
             )
             self.builder = ObservationBuilder(self.spec, champion.stats, champion.obs_clip)
             self.reset(f"new FeatureSpec {self.spec.spec_hash[:12]}: warming up again")
+            self.pending_resubscribe = True  # the new book needs fresh partials
         else:
             # same spec: bars and features carry over; the window is re-normalised
             self.builder.stats = champion.stats

@@ -103,3 +103,28 @@ def test_loop_swaps_champion_between_decisions_and_refuses_a_broken_one(
     assert any("v2 refused" in e for e in summary.model_events)
     assert any("swapped in v5" in e for e in summary.model_events)
     assert summary.model_version == "v5"
+
+
+def test_swaps_keep_the_market_flowing(ws_capture: Path) -> None:
+    """Dropping to observe-only keeps the book and features going; a new FeatureSpec asks
+    for fresh partials (its new book starts empty) instead of stalling."""
+    from live.loop import LiveSession
+
+    msgs = load_recording(ws_capture)
+    first = VersionedSource("v1", {"v1": SMALL_SPEC}).load("v1")
+    s = LiveSession(SMALL_SPEC, first.stats, first.predictor, max_skew_s=None, stale_after_s=1e9)
+    s.keep_history = True
+    half = len(msgs) // 2
+    for ts, m in msgs[:half]:
+        s.on_message(ts, m)
+    n_before = len(s.decisions)
+    assert n_before > 0 and s.decisions[-1]["model_version"] == "v1"
+    s.swap_model(None, "alias removed")
+    for ts, m in msgs[half:]:
+        s.on_message(ts, m)
+    after = s.decisions[n_before:]
+    assert after and all(d["action"] is None and d["model_version"] is None for d in after)
+    assert not s.pending_resubscribe
+    other = FeatureSpec(windows_s=(3, 5), return_horizons_s=(1, 2), window=4)
+    s.swap_model(VersionedSource("v7", {"v7": other}).load("v7"), "swapped in v7")
+    assert s.spec == other and s.pending_resubscribe
