@@ -143,15 +143,23 @@ def depth_within_bps(x_bps: float, side: str, spec: FeatureSpec) -> pl.Expr:
     sampled `spec.depth` levels (Cont, Kukanov, Stoikov 2014 use depth as the OFI price
     impact scale). Level i counts when its price is set and
     |2 px_i - (bid0 + ask0)| * 1e4 <= (bid0 + ask0) * x_bps. Look-back: none.
+
+    Evaluated as an integer price band (the streaming twin evaluates the float test
+    above; both give the same levels): with s2 = bid0 + ask0 and the double
+    F = float(s2) * x_bps, an integer N satisfies float(N) <= F iff N <= floor(F) (N
+    exact below 2**53), so the test is |2 px - s2| <= k with k = floor(F) // 10000, i.e.
+    max(1, ceil((s2 - k) / 2)) <= px <= floor((s2 + k) / 2). Exact while
+    |2 px - s2| * 1e4 < 2**53 (prices below ~4.5e11 ticks).
     """
     px, sz = (S.bid_px, S.bid_sz) if side == "bid" else (S.ask_px, S.ask_sz)
     s2 = pl.col(_S2)
-    lim = _f(s2) * x_bps
-    terms = []
-    for i in range(spec.depth):
-        dist = (pl.col(px(i)) * 2 - s2).abs() * 10000
-        inside = (pl.col(px(i)) > 0) & (_f(dist) <= lim)
-        terms.append(pl.col(sz(i)) * inside.cast(pl.Int64))
+    k = (_f(s2) * x_bps).floor().cast(pl.Int64) // 10000
+    lo = pl.max_horizontal((s2 - k + 1) // 2, pl.lit(1, pl.Int64))
+    hi = (s2 + k) // 2
+    terms = [
+        pl.when(pl.col(px(i)).is_between(lo, hi)).then(pl.col(sz(i))).otherwise(0)
+        for i in range(spec.depth)
+    ]
     return _f(pl.sum_horizontal(terms)).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
 
 

@@ -13,7 +13,7 @@ sha256); an existing file with the right sha256 is left untouched.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import os
 import shutil
@@ -27,13 +27,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
-from core.atomic import atomic_path, write_bytes_atomic, write_json_atomic
+from core.atomic import atomic_path, write_bytes_atomic, write_json_atomic, write_with_atomic
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_bytes, sha256_file
 from core.paths import DataLayout
 from features.compute import compute_features
-from features.stats import FrozenStats
+from features.stats import FrozenStats, json_bytes, write_if_changed
 from features.walk_forward import Window, make_folds, make_stress_windows
 
 FOLDS_FILE = "folds.json"
@@ -123,6 +123,14 @@ def slice_columns(spec: FeatureSpec) -> list[str]:
     return [S.TS, S.MID_TICKS, *spec.names, *S.EXEC_COLUMNS]
 
 
+def slice_rows(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.DataFrame:
+    """Features of every bar once over the whole history, warm-up rows dropped, slice
+    columns in order: every slice is a zero-copy row range of this frame."""
+    return (
+        compute_features(bars, spec).filter(~pl.col(S.WARMUP)).select(slice_columns(spec)).collect()
+    )
+
+
 def day_start_ns(day: str) -> int:
     """00:00 UTC of `YYYY-MM-DD` in ns."""
     dt = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -146,15 +154,43 @@ def check_grid(bars: pl.DataFrame, spec: FeatureSpec) -> None:
             )
 
 
-def parquet_bytes(frame: pl.DataFrame) -> bytes:
-    """Deterministic parquet encoding (same frame -> same bytes). LZ4 and no dictionary
-    pages: float features barely compress, and this writes about 2x faster than
-    zstd with dictionaries."""
+#: Parquet encoding of slice and bar files. Part of a file's bytes, hence of its sha256:
+#: changing it changes every slice's sha256 (and stats_id). LZ4 pages, PLAIN encoding
+#: (no dictionary pages: float features barely repeat), no column statistics (slices
+#: are always read whole; statistics cost a pass over every column), pyarrow's default
+#: row groups (1M rows) and data pages (1 MiB). Deterministic: the same frame gives the
+#: same bytes (tests/features/test_slices.py::test_parquet_encoding_is_deterministic...).
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "write_statistics": False,
+}
+
+
+def encode_parquet(frame: pl.DataFrame) -> Any:
+    """`frame` as a parquet file in memory (a `pyarrow.Buffer`, no extra copy), with
+    `PARQUET_OPTIONS`. Same frame -> same bytes."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    pq.write_table(frame.to_arrow(), buf, compression="lz4", use_dictionary=False)
-    return buf.getvalue()
+    sink = pa.BufferOutputStream()
+    pq.write_table(frame.to_arrow(), sink, **PARQUET_OPTIONS)
+    return sink.getvalue()
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    """Deterministic parquet encoding of `frame` as bytes (`encode_parquet`)."""
+    return encode_parquet(frame).to_pybytes()
+
+
+def write_parquet_atomic(target: str | Path, frame: pl.DataFrame) -> tuple[Path, str]:
+    """Encode `frame` once in memory, hash those bytes (no re-read), publish them at
+    `target` atomically. Returns (path, sha256 of the file's bytes)."""
+    buf = encode_parquet(frame)
+    view = memoryview(buf)
+    digest = hashlib.sha256(view).hexdigest()
+    path = write_with_atomic(target, lambda p: p.write_bytes(view))
+    return path, digest
 
 
 def partitions_for(
@@ -225,12 +261,7 @@ def stage_slices(
     sh = spec.spec_hash
     bars = pl.read_parquet(bars_path)
     check_grid(bars, spec)
-    ready = (
-        compute_features(bars.lazy(), spec)
-        .filter(~pl.col(S.WARMUP))
-        .select(slice_columns(spec))
-        .collect()
-    )
+    ready = slice_rows(bars.lazy(), spec)
     ts = ready[S.TS].to_numpy()
     if ready.height == 0:
         raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
@@ -250,8 +281,7 @@ def stage_slices(
             raise SliceBuildError(
                 f"slice {w.slice_id} [{w.start_ns}, {w.end_ns}) has no rows after warm-up"
             )
-        data = parquet_bytes(frame)
-        path = write_bytes_atomic(root / "slices" / f"{w.slice_id}.parquet", data)
+        path, digest = write_parquet_atomic(root / "slices" / f"{w.slice_id}.parquet", frame)
         item = StagedSlice(
             slice_id=w.slice_id,
             kind=w.kind,
@@ -259,7 +289,7 @@ def stage_slices(
             start_ns=w.start_ns,
             end_ns=w.end_ns,
             path=str(path),
-            sha256=sha256_bytes(data),
+            sha256=digest,
             rows=frame.height,
             t_start_ns=int(frame[S.TS][0]),
             t_end_ns=int(frame[S.TS][-1]),
@@ -270,8 +300,8 @@ def stage_slices(
     entries: list[FoldEntry] = []
     for f in folds:
         train, frame = stage(f.train, None)
-        st = FrozenStats.fit(
-            frame.select(spec.names).to_numpy(),
+        st = FrozenStats.fit_columns(
+            [frame[n].to_numpy() for n in spec.names],  # zero-copy views
             spec.names,
             sh,
             spec.sigma_floor,
@@ -363,7 +393,7 @@ def publish_slices(
         FrozenStats.load(plan.stats_dir(stats_id)).save(layout.stats(stats_id))
     for item in plan.slices:
         path = slice_path(layout, plan.spec_hash, item.slice_id)
-        if not (path.exists() and sha256_file(path) == item.sha256):
+        if not _holds(path, Path(item.path), item.sha256):
             _publish_file(Path(item.path), path)
         window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
         manifest = {
@@ -380,15 +410,30 @@ def publish_slices(
             "validation": dict(validations[item.slice_id]),
             "stats_id": item.stats_id,
         }
-        write_json_atomic(manifest_path(layout, plan.spec_hash, item.slice_id), manifest)
+        write_if_changed(manifest_path(layout, plan.spec_hash, item.slice_id), json_bytes(manifest))
     index = FoldIndex(
         spec_hash=plan.spec_hash,
         folds=plan.folds,
         stress=plan.stress,
         stress_stats_id=plan.stress_stats_id,
     )
-    write_json_atomic(layout.slices(plan.spec_hash) / FOLDS_FILE, index.model_dump(mode="json"))
+    write_if_changed(
+        layout.slices(plan.spec_hash) / FOLDS_FILE, json_bytes(index.model_dump(mode="json"))
+    )
     return index
+
+
+def _holds(target: Path, staged: Path, sha256: str) -> bool:
+    """`target` already holds the staged bytes: it is the staged file itself (a hard
+    link from an earlier publish), or it has the same size and sha256."""
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        return False
+    sst = staged.stat()
+    if (st.st_dev, st.st_ino) == (sst.st_dev, sst.st_ino):
+        return True
+    return st.st_size == sst.st_size and sha256_file(target) == sha256
 
 
 def _publish_file(src: Path, target: Path) -> None:

@@ -8,6 +8,7 @@ and nothing can re-fit stats under an existing id with other data.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import write_json_atomic, write_with_atomic
+from core.atomic import write_bytes_atomic
 from core.hashing import fingerprint
 
 MEAN_FILE, SIGMA_FILE, STATS_FILE = "mean.npy", "sigma.npy", "stats.json"
@@ -86,6 +87,50 @@ class FrozenStats:
             raise StatsError(f"non-finite train values in {names}")
         mean = x.mean(axis=0)
         sigma = np.maximum(x.std(axis=0), sigma_floor)
+        return cls._fitted(
+            mean, sigma, x.shape[0], feature_names, spec_hash, sigma_floor, train_slices
+        )
+
+    @classmethod
+    def fit_columns(
+        cls,
+        columns: Sequence[np.ndarray],
+        feature_names: Sequence[str],
+        spec_hash: str,
+        sigma_floor: float,
+        train_slices: Sequence[dict[str, str]],
+    ) -> FrozenStats:
+        """`fit` on one 1-D array per feature (e.g. zero-copy views of a frame's
+        columns): no (rows, features) matrix is assembled. Bit-identical to `fit` on
+        the column-major matrix polars' `DataFrame.to_numpy` returns (numpy reduces a
+        contiguous column with the same pairwise sum either way). Same errors as `fit`.
+        """
+        cols = [np.asarray(c, dtype=np.float64) for c in columns]
+        if len(cols) != len(feature_names) or any(c.ndim != 1 for c in cols):
+            raise StatsError(f"need one 1-D column per feature ({len(feature_names)})")
+        n_rows = cols[0].shape[0] if cols else 0
+        if any(c.shape[0] != n_rows for c in cols):
+            raise StatsError("feature columns differ in length")
+        if n_rows == 0:
+            raise StatsError("cannot fit stats on zero rows")
+        names = [n for n, c in zip(feature_names, cols, strict=True) if not np.isfinite(c).all()]
+        if names:
+            raise StatsError(f"non-finite train values in {names}")
+        mean = np.array([c.mean() for c in cols], dtype=np.float64)
+        sigma = np.maximum(np.array([c.std() for c in cols], dtype=np.float64), sigma_floor)
+        return cls._fitted(mean, sigma, n_rows, feature_names, spec_hash, sigma_floor, train_slices)
+
+    @classmethod
+    def _fitted(
+        cls,
+        mean: np.ndarray,
+        sigma: np.ndarray,
+        n_rows: int,
+        feature_names: Sequence[str],
+        spec_hash: str,
+        sigma_floor: float,
+        train_slices: Sequence[dict[str, str]],
+    ) -> FrozenStats:
         slices = tuple({"slice_id": s["slice_id"], "sha256": s["sha256"]} for s in train_slices)
         return cls(
             stats_id=compute_stats_id(spec_hash, slices),
@@ -94,7 +139,7 @@ class FrozenStats:
             mean=mean,
             sigma=sigma,
             sigma_floor=float(sigma_floor),
-            n_rows=int(x.shape[0]),
+            n_rows=int(n_rows),
             train_slices=slices,
         )
 
@@ -118,12 +163,13 @@ class FrozenStats:
 
     # ------------------------------------------------------------ adapters
     def save(self, directory: str | Path) -> Path:
-        """Write mean.npy, sigma.npy, then stats.json (last, atomically). Idempotent."""
+        """Write mean.npy, sigma.npy, then stats.json (last), each atomically. Idempotent:
+        a file that already holds the same bytes is left untouched."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        write_with_atomic(d / MEAN_FILE, lambda p: _save_npy(p, self.mean))
-        write_with_atomic(d / SIGMA_FILE, lambda p: _save_npy(p, self.sigma))
-        write_json_atomic(d / STATS_FILE, self.to_json())
+        write_if_changed(d / MEAN_FILE, _npy_bytes(self.mean))
+        write_if_changed(d / SIGMA_FILE, _npy_bytes(self.sigma))
+        write_if_changed(d / STATS_FILE, json_bytes(self.to_json()))
         return d
 
     @classmethod
@@ -145,6 +191,26 @@ class FrozenStats:
         )
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.asarray(arr, dtype=np.float64), allow_pickle=False)
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr, dtype=np.float64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def json_bytes(obj: Any) -> bytes:
+    """The bytes `core.atomic.write_json_atomic` writes for `obj` (indented, sorted)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
+def write_if_changed(target: str | Path, data: bytes) -> bool:
+    """Publish `data` at `target` atomically unless `target` already holds exactly these
+    bytes (then it is not rewritten: same mtime, no fsync). Returns True when written.
+    For small files (manifests, stats): the comparison reads the existing file."""
+    p = Path(target)
+    try:
+        if p.stat().st_size == len(data) and p.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    write_bytes_atomic(p, data)
+    return True
