@@ -149,8 +149,12 @@ def nightly_flow(
     )
     outcome["evaluation"] = evaluation
     evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
+    spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
     outcome["promotion"] = step(
-        "promote", lambda: promote_flow(evaluation_path, cfg.registry, rt.tracking_uri)
+        "promote",
+        lambda: promote_flow(
+            evaluation_path, cfg.registry, rt.tracking_uri, feature_spec=spec_json
+        ),
     )
     outcome.update(status="completed", finished=_now())
     _write_outcome(rt, outcome)
