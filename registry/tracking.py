@@ -330,7 +330,10 @@ def slice_dataset(manifest: Mapping[str, Any], context: str) -> DatasetInput:
     """The DatasetInput for one slice manifest (contract: slice manifest JSON).
 
     Input tags: `mlflow.data.context`, `sha256` (full), `slice_id`, `kind`, `fold`,
-    `spec_hash`. Raises KeyError naming the field when `slice_id` or `sha256` is missing.
+    `spec_hash`, and the Great Expectations summary of the manifest's `validation`
+    (`validation.success`, `validation.suite`, `validation.evaluated`,
+    `validation.unsuccessful`, `validation.failed` — the failed expectations, truncated to
+    fit a tag). Raises KeyError naming the field when `slice_id` or `sha256` is missing.
     """
     for field in ("slice_id", "sha256"):
         if field not in manifest:
@@ -344,7 +347,28 @@ def slice_dataset(manifest: Mapping[str, Any], context: str) -> DatasetInput:
     for key in ("kind", "fold", "spec_hash"):
         if manifest.get(key) is not None:
             tags.append(InputTag(key, str(manifest[key])))
+    tags += [InputTag(k, v) for k, v in validation_tags(manifest.get("validation")).items()]
     return DatasetInput(dataset=ds._to_mlflow_entity(), tags=tags)
+
+
+_MAX_INPUT_TAG = 500  # MLflow's input tag value limit
+
+
+def validation_tags(validation: Mapping[str, Any] | None) -> dict[str, str]:
+    """Tags summarising a slice manifest's validation result; {} when there is none."""
+    if not validation:
+        return {}
+    stats = validation.get("statistics") or {}
+    tags = {
+        "validation.success": str(bool(validation.get("success"))).lower(),
+        "validation.suite": str(validation.get("suite", "")),
+        "validation.failed": json.dumps(list(validation.get("failed") or []))[:_MAX_INPUT_TAG],
+    }
+    if "evaluated_expectations" in stats:
+        tags["validation.evaluated"] = str(stats["evaluated_expectations"])
+    if "unsuccessful_expectations" in stats:
+        tags["validation.unsuccessful"] = str(stats["unsuccessful_expectations"])
+    return tags
 
 
 def log_slice_datasets(run_id: str, manifests: list[dict], context: str) -> None:

@@ -33,6 +33,12 @@ def _manifest(i: int, kind: str = "test") -> dict:
         "rows": 100 + i,
         "sha256": sha,
         "path": f"/data/slices/cccccccccccc/fold{i:02d}-{kind}.parquet",
+        "validation": {
+            "success": True,
+            "suite": "chappie-book+chappie-features-v1",
+            "failed": [],
+            "statistics": {"evaluated_expectations": 60, "unsuccessful_expectations": 0},
+        },
     }
 
 
@@ -101,6 +107,10 @@ def test_parent_and_child_runs_carry_params_metrics_datasets_and_artifacts(
         assert di.dataset.digest == tags["sha256"][:32]
         assert tags["sha256"] in di.dataset.source
         assert json.loads(di.dataset.profile)["sha256"] == tags["sha256"]
+        assert tags["validation.success"] == "true"
+        assert tags["validation.suite"] == "chappie-book+chappie-features-v1"
+        assert tags["validation.evaluated"] == "60"
+        assert tags["validation.unsuccessful"] == "0"
     assert {dict((t.key, t.value) for t in di.tags)["mlflow.data.context"] for di in inputs} == {
         "train",
         "test",
@@ -131,6 +141,17 @@ def test_log_slice_datasets_manifest_without_sha_raises_naming_field(store: str)
     parent = tracking.start_parent_run("chappie", "sweep", {}, {})
     with pytest.raises(KeyError, match="sha256"):
         tracking.log_slice_datasets(parent, [{"slice_id": "x"}], "test")
+
+
+def test_validation_tags_summarise_a_failed_validation_and_fit_a_tag() -> None:
+    failed = [f"ExpectColumnValuesToBeBetween(z__f{i}): 10 unexpected" for i in range(40)]
+    tags = tracking.validation_tags(
+        {"success": False, "suite": "s", "failed": failed, "statistics": {}}
+    )
+    assert tags["validation.success"] == "false"
+    assert tags["validation.failed"].startswith('["ExpectColumnValuesToBeBetween(z__f0)')
+    assert len(tags["validation.failed"]) <= 500
+    assert tracking.validation_tags(None) == {}
 
 
 def test_end_run_unknown_status_raises(store: str) -> None:
