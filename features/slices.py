@@ -380,20 +380,28 @@ def publish_slices(
     """Publish every staged slice that passed validation: stats folders, slice files
     (atomic; an identical existing file is left alone), manifests (after their file),
     then folds.json. Raises SliceBuildError, before writing anything, when a slice has
-    no successful validation or its staged file changed since staging."""
+    no successful validation or its staged file changed since staging.
+
+    Each slice file is hashed once: a published file that already holds the staged
+    sha256 is kept (nothing of the staged copy is used, so it needs no check); any
+    other staged file is re-hashed before it is linked into place."""
+    publish: list[StagedSlice] = []
     for item in plan.slices:
         v = validations.get(item.slice_id)
         if not v or not v.get("success"):
             raise SliceBuildError(
                 f"slice {item.slice_id} has no successful validation: not published"
             )
+        if _holds(slice_path(layout, plan.spec_hash, item.slice_id), item):
+            continue
         if sha256_file(item.path) != item.sha256:
             raise SliceBuildError(f"staged slice {item.slice_id} changed after staging")
+        publish.append(item)
     for stats_id in sorted({i.stats_id for i in plan.slices}):
         FrozenStats.load(plan.stats_dir(stats_id)).save(layout.stats(stats_id))
     for item in plan.slices:
         path = slice_path(layout, plan.spec_hash, item.slice_id)
-        if not _holds(path, Path(item.path), item.sha256):
+        if item in publish:
             _publish_file(Path(item.path), path)
         window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
         manifest = {
@@ -423,17 +431,13 @@ def publish_slices(
     return index
 
 
-def _holds(target: Path, staged: Path, sha256: str) -> bool:
-    """`target` already holds the staged bytes: it is the staged file itself (a hard
-    link from an earlier publish), or it has the same size and sha256."""
+def _holds(target: Path, item: StagedSlice) -> bool:
+    """`target` already holds the bytes the plan staged for `item` (its sha256; one read
+    of `target`, none of the staged copy)."""
     try:
-        st = target.stat()
+        return sha256_file(target) == item.sha256
     except FileNotFoundError:
         return False
-    sst = staged.stat()
-    if (st.st_dev, st.st_ino) == (sst.st_dev, sst.st_ino):
-        return True
-    return st.st_size == sst.st_size and sha256_file(target) == sha256
 
 
 def _publish_file(src: Path, target: Path) -> None:

@@ -161,3 +161,21 @@ def test_depth_integer_band_equals_the_float_definition(s2, x, offsets, data):
     )
     got = frame.select(compute.depth_within_bps(x, "bid", spec)).item()
     assert got == _depth_float(px, sz, s2, x)
+
+
+def test_republish_keeps_files_that_already_hold_the_staged_sha256(staged, tmp_path):
+    from core.paths import DataLayout
+
+    layout = DataLayout(tmp_path / "d")
+    publish_slices(staged, _ok(staged), layout, {}, SPEC.lookback_ns)
+    item = staged.slices[0]
+    published = tmp_path / "d" / "slices"
+    before = {p.name: p.stat().st_mtime_ns for p in published.rglob("*")}
+    os.unlink(item.path)  # (published files are hard links of the staged ones)
+    Path(item.path).write_bytes(b"not the validated slice")  # staged copy now useless
+    publish_slices(staged, _ok(staged), layout, {}, SPEC.lookback_ns)  # nothing taken from it
+    assert {p.name: p.stat().st_mtime_ns for p in published.rglob("*")} == before
+    target = next(published.rglob(f"{item.slice_id}.parquet"))
+    assert sha256_file(target) == item.sha256
+    with pytest.raises(SliceBuildError, match="changed after staging"):  # a fresh target needs it
+        publish_slices(staged, _ok(staged), DataLayout(tmp_path / "e"), {}, SPEC.lookback_ns)
