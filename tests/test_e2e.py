@@ -35,11 +35,11 @@ def test_nightly_publishes_validated_slices_with_hashes(nightly_outcome):
 
     outcome, data_dir = nightly_outcome
     folds = outcome["folds"]
-    assert len(folds["folds"]) == 2 and folds["stress"]
+    assert len(folds["folds"]) == 3 and folds["stress"]
     spec_dirs = list((data_dir / "slices").iterdir())
     assert len(spec_dirs) == 1
     manifests = sorted(spec_dirs[0].glob("*.manifest.json"))
-    assert len(manifests) >= 5  # 2 x (train, test) + stress
+    assert len(manifests) >= 7  # 3 x (train, test) + stress
     for m in manifests:
         meta = json.loads(m.read_text())
         assert meta["validation"]["success"] is True
@@ -60,8 +60,8 @@ def test_nightly_logs_sweep_and_child_runs_to_mlflow(nightly_outcome):
     children = client.search_runs(
         [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    # 2 seeds x 2 folds x 1 trial x 1 timesteps
-    assert len(children) == 4
+    # 2 seeds x 3 folds x 1 trial x 1 timesteps
+    assert len(children) == 6
     assert all(c.info.status == "FINISHED" for c in children)
     assert mlflow.get_tracking_uri() is not None
 

@@ -52,10 +52,12 @@ class GatesConfig(FrozenModel):
     min_slice_return: float = 0.0  # a slice "passes" with total pnl above this (fraction)
     max_drawdown: float = Field(0.05, gt=0)  # cap on max drawdown of any test slice (fraction)
     min_seed_pass_fraction: float = Field(0.5, ge=0, le=1)  # seeds of the config that must pass
-    max_pbo: float = Field(0.5, ge=0, le=1)
-    min_dsr: float = Field(0.0, ge=0, le=1)
-    min_trades: int = Field(1, ge=0)  # fewer trades in total: retest, not promote
-    min_slices: int = Field(2, ge=1)  # fewer test slices: retest, not promote
+    max_pbo: float = Field(0.5, ge=0, le=1)  # PBO at or above a coin flip: overfit
+    # Deflated Sharpe Ratio: probability that the true Sharpe is positive after deflating
+    # for every trial; 0.95 is the threshold of Bailey & Lopez de Prado (2014).
+    min_dsr: float = Field(0.95, ge=0, le=1)
+    min_trades: int = Field(20, ge=0)  # fewer closed test trades in total: retest, not promote
+    min_slices: int = Field(3, ge=1)  # fewer test slices: a "majority" means little; retest
 
 
 SECONDS_PER_YEAR = 365 * 24 * 3600

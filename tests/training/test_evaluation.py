@@ -15,7 +15,7 @@ CFG = EvaluationConfig()
 
 
 def result(
-    slice_id: str, kind: str, fold: int | None, rets: np.ndarray, trades: int = 4
+    slice_id: str, kind: str, fold: int | None, rets: np.ndarray, trades: int = 8
 ) -> SliceResult:
     eq = np.concatenate(([1.0], np.cumprod(1.0 + rets)))
     ts = np.arange(eq.size, dtype=np.int64) * 60 * NS_PER_S
@@ -73,7 +73,11 @@ def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
     rng = np.random.default_rng(1)
     skilled = [candidate(s, 1e-3, rng) for s in range(3)]
     losing = [candidate(10 + s, -1e-3, rng) for s in range(3)]
-    out = evaluate_sweep(skilled + losing, CFG)
+    # This family is bimodal on purpose (Sharpe ~ +1 and ~ -1), so the cross-trial Sharpe
+    # variance makes the Deflated Sharpe bar (expected max Sharpe under the null) ~1.3 and
+    # the DSR gate fails everyone; that gate has its own tests. Here: slices, seeds, PBO.
+    cfg = EvaluationConfig(gates=GatesConfig(min_dsr=0.0))
+    out = evaluate_sweep(skilled + losing, cfg)
     dec = {c["candidate_id"]: c["decision"] for c in out["candidates"]}
     assert all(dec[c.candidate_id] == "promote" for c in skilled), out["candidates"][0]["reasons"]
     assert all(dec[c.candidate_id] == "reject" for c in losing)
@@ -84,7 +88,7 @@ def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
     first = out["candidates"][0]
     assert set(first["gates"]) == set(DEFINITIONS)
     assert [s["slice_id"] for s in first["stress_slices"]] == ["stress00"]  # reported, not gated
-    assert first["test_totals"]["trades"] == 16
+    assert first["test_totals"]["trades"] == 32  # 4 test slices x 8 trades
     assert any("stress slice stress00" in n and "failed, as expected" in n for n in first["notes"])
 
 

@@ -63,7 +63,8 @@ def test_pbo_and_dsr_gates_strict_and_none_fails() -> None:
     assert pbo_under_cap(0.2, G).passed
     assert not pbo_under_cap(0.5, G).passed
     assert pbo_under_cap(None, G).value is None and not pbo_under_cap(None, G).passed
-    assert dsr_above_min(0.3, G).passed and not dsr_above_min(0.0, G).passed
+    assert dsr_above_min(0.96, G).passed and not dsr_above_min(0.95, G).passed  # strictly above
+    assert not dsr_above_min(None, G).passed
 
 
 def test_every_gate_has_a_definition_in_its_result() -> None:
@@ -76,15 +77,15 @@ def test_every_gate_has_a_definition_in_its_result() -> None:
 
 def test_decide_promotes_when_all_gates_pass() -> None:
     slices = [sl(0.01, i=0), sl(0.02, i=1), sl(0.005, i=2)]
-    gates = candidate_gates(slices, [True, True], 0.1, 0.9, G)
-    d = decide(gates, total_trades=15, n_slices=3, g=G)
+    gates = candidate_gates(slices, [True, True], 0.1, 0.97, G)
+    d = decide(gates, total_trades=25, n_slices=3, g=G)
     assert d.decision == "promote"
 
 
 def test_decide_rejects_and_names_every_failed_gate() -> None:
     slices = [sl(0.10, i=0), sl(-0.01, i=1), sl(-0.02, dd=0.2, i=2)]
-    gates = candidate_gates(slices, [False, False], 0.7, 0.9, G)
-    d = decide(gates, total_trades=15, n_slices=3, g=G)
+    gates = candidate_gates(slices, [False, False], 0.7, 0.97, G)
+    d = decide(gates, total_trades=25, n_slices=3, g=G)
     assert d.decision == "reject"
     text = " ".join(d.reasons)
     for name in (
