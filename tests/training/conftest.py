@@ -179,7 +179,11 @@ def build_data_dir(
 
 @pytest.fixture(scope="session")
 def tiny_cfg() -> ExperimentConfig:
-    return load_config(TINY)
+    """conf/tiny.yaml with exactly 2 walk-forward folds, whatever the file says, so these
+    tests count tasks and slices independently of the smoke config."""
+    cfg = load_config(TINY)
+    wf = cfg.features.walk_forward.model_copy(update={"n_folds": 2})
+    return cfg.model_copy(update={"features": cfg.features.model_copy(update={"walk_forward": wf})})
 
 
 @pytest.fixture(scope="session")
