@@ -39,3 +39,15 @@ def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
     if not p.exists():
         raise FileNotFoundError(f"config file not found: {p} (see conf/default.yaml)")
     return load_config(p)
+
+
+def post_markdown_artifact(key: str, markdown: str, description: str) -> None:
+    """Post a Prefect markdown artifact; a report is never a reason to fail the run, so a
+    failure to post is logged as a warning and swallowed."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
+    except Exception:
+        get_run_logger().warning("could not post the %s artifact", key, exc_info=True)

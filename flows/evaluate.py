@@ -27,6 +27,7 @@ from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
+from flows.common import post_markdown_artifact
 from training.candidates import (
     CandidatePlan,
     backtest_candidate,
@@ -239,14 +240,7 @@ def evaluate_policies_flow(
 
 
 def _post_artifact(evaluation: dict[str, Any]) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    try:
-        create_markdown_artifact(
-            key="evaluation", markdown=_summary_markdown(evaluation), description="gates"
-        )
-    except Exception:  # a report, never a reason to fail the run
-        get_run_logger().warning("could not post the evaluation artifact", exc_info=True)
+    post_markdown_artifact("evaluation", _summary_markdown(evaluation), "gates")
 
 
 def evaluate_flow(

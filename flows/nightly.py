@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from core.atomic import write_json_atomic
-from flows.common import Runtime, load_experiment, resolve_runtime
+from flows.common import Runtime, load_experiment, post_markdown_artifact, resolve_runtime
 
 STEPS = ("ingest", "features", "train", "evaluate", "promote")
 
@@ -163,14 +163,7 @@ def nightly_flow(
 
 
 def _post_artifact(outcome: dict[str, Any]) -> None:
-    from prefect.artifacts import create_markdown_artifact
-
-    try:
-        create_markdown_artifact(
-            key="nightly-summary", markdown=summary_markdown(outcome), description="Chappie nightly"
-        )
-    except Exception:  # an artifact is a report, never a reason to fail the run
-        get_run_logger().warning("could not post the nightly summary artifact", exc_info=True)
+    post_markdown_artifact("nightly-summary", summary_markdown(outcome), "Chappie nightly")
 
 
 def run_nightly_cli(config_path: str) -> int:
