@@ -61,7 +61,7 @@ def write_json_atomic(target: str | Path, obj: Any) -> Path:
     return write_bytes_atomic(target, text.encode())
 
 
-def write_with_atomic(target: str | Path, writer: Callable[[Path], None]) -> Path:
+def write_with_atomic(target: str | Path, writer: Callable[[Path], object]) -> Path:
     """Publish whatever `writer(tmp_path)` writes, atomically at `target`."""
     with atomic_path(target) as tmp:
         writer(tmp)
