@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.config.experiment import ExperimentConfig, load_config
-from core.config.features import FeatureSpec, FeaturesConfig, WalkForwardConfig
+from core.config.features import FeaturesConfig, FeatureSpec, WalkForwardConfig
 from core.hashing import canonical_json, fingerprint
 from core.instrument import InstrumentSpec, OffTickError
 
