@@ -39,6 +39,10 @@ def _write_outcome(rt: Runtime, outcome: dict[str, Any]) -> None:
     write_json_atomic(rt.layout.root / "reports" / "last_nightly.json", outcome)
 
 
+def _num(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, int | float) else "n/a"
+
+
 def summary_markdown(outcome: dict[str, Any]) -> str:
     """The nightly summary as markdown (posted as a Prefect artifact and printed)."""
     lines = [f"# Chappie nightly: {outcome['status']}", ""]
@@ -48,24 +52,47 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
     candidates = evaluation.get("candidates", [])
     if candidates:
         lines += [
-            "| model | decision | pnl+fees | trades | max dd | gates |",
-            "|---|---|---|---|---|---|",
+            "| model | decision | pnl+fees | pnl w/o fees | fees | trades | max dd "
+            "| stress pnl+fees | gates |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
+        rebate_driven = []
         for c in candidates:
             totals = c.get("test_totals", {})
             gates = ", ".join(
                 f"{name} {'✓' if g.get('passed') else '✗'}"
                 for name, g in c.get("gates", {}).items()
             )
+            stress = ", ".join(
+                f"{s.get('pnl_plus_fees', 0):+.4f}" for s in c.get("stress_slices", [])
+            )
+            pnl, fees = totals.get("pnl", 0.0), totals.get("fees", 0.0)
             lines.append(
-                f"| {c['candidate_id']} | **{c['decision']}** | {totals.get('pnl_plus_fees', 0):.6f} "
-                f"| {totals.get('trades', 0)} | {totals.get('max_drawdown', 0):.4f} | {gates} |"
+                f"| {c['candidate_id']} | **{c['decision']}** "
+                f"| {totals.get('pnl_plus_fees', 0):+.4f} | {pnl:+.4f} | {fees:+.4f} "
+                f"| {totals.get('trades', 0)} | {totals.get('max_drawdown', 0):.4f} "
+                f"| {stress or '-'} | {gates} |"
+            )
+            if fees > 0 and fees > abs(pnl):
+                rebate_driven.append(c["candidate_id"])
+        lines += [
+            "",
+            "pnl, fees and drawdown are fractions of starting equity over the test slices; "
+            "fees > 0 are maker rebates earned. Stress slices (a regime unlike training) are "
+            "reported, never gated.",
+        ]
+        if rebate_driven:
+            lines.append(
+                f"Note: most of the test pnl of {', '.join(rebate_driven)} is maker rebates, "
+                "not price edge (|pnl w/o fees| < fees). It holds only while the exchange pays "
+                "the instrument's maker rebate and fills come as the fill model assumes."
             )
         lines.append("")
         ov = evaluation.get("overfitting") or {}
         if ov:
             lines.append(
-                f"Overfitting over {ov.get('n_trials', 0)} trials: PBO {ov.get('pbo')}, DSR {ov.get('dsr')}"
+                f"Overfitting over {ov.get('n_trials', 0)} trials: "
+                f"PBO {_num(ov.get('pbo'))}, Deflated Sharpe {_num(ov.get('dsr'))}"
             )
             lines.append("")
     promotion = outcome.get("promotion") or {}
