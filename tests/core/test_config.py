@@ -47,3 +47,31 @@ def test_price_to_ticks_off_grid_raises():
     assert spec.price_to_ticks("32001.5") == 64003
     with pytest.raises(OffTickError):
         spec.price_to_ticks(32001.25)
+
+
+def test_trial_env_inherits_the_ingest_instrument():
+    cfg = ExperimentConfig.model_validate(
+        {"ingest": {"instrument": {"maker_fee": 0.0001, "taker_fee": 0.0005}}}
+    )
+    assert cfg.sweep.trials[0].env.instrument.maker_fee == 0.0001
+    assert cfg.sweep.trials[0].env.instrument == cfg.ingest.instrument
+
+
+def test_trial_env_instrument_differing_from_ingest_raises():
+    with pytest.raises(ValidationError, match="env.instrument"):
+        ExperimentConfig.model_validate(
+            {
+                "ingest": {"instrument": {"maker_fee": 0.0001}},
+                "sweep": {
+                    "trials": [{"name": "x", "env": {"instrument": {"maker_fee": -0.00025}}}]
+                },
+            }
+        )
+
+
+def test_shipped_configs_load_with_consistent_instruments():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "conf").glob("*.yaml")):
+        cfg = load_config(path)
+        assert all(t.env.instrument == cfg.ingest.instrument for t in cfg.sweep.trials)
