@@ -72,7 +72,9 @@ def test_served_nightly_runs_end_to_end(tmp_path: Path) -> None:
     status = json.loads(r.stdout)
     assert status["last_nightly"]["status"] == "completed"
     assert status["data"]["XBTUSD"]["n_days"] == 2
-    assert status["slices"]["n_folds"] == 2
+    from core.config.experiment import load_config
+
+    assert status["slices"]["n_folds"] == load_config(TINY).features.walk_forward.n_folds
     models = status["models"]
     assert models["available"], models
     assert models["champion"] or models["challenger"]
