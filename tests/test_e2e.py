@@ -116,3 +116,26 @@ def test_live_loop_observes_with_the_registry_outcome_and_sends_no_order(
         assert {d["action_name"] for d in lines} <= {"hold", "toggle_long", "toggle_short"}
     else:  # no champion: the loop says so and decides nothing
         assert all(d["action"] is None for d in lines)
+
+
+def test_nightly_failure_names_the_step_and_keeps_earlier_outputs(tmp_path, prefect_harness):
+    import yaml
+
+    from flows.nightly import NightlyStepFailed, nightly_flow
+
+    cfg = yaml.safe_load((REPO / "conf" / "tiny.yaml").read_text())
+    cfg["features"]["walk_forward"]["n_folds"] = 50  # far more folds than 2 x 3.5 h hold
+    path = tmp_path / "too-many-folds.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    data_dir = tmp_path / "data"
+    with pytest.raises(NightlyStepFailed) as err:
+        nightly_flow(str(path), str(data_dir))
+    assert err.value.step == "features"
+    saved = json.loads((data_dir / "reports" / "last_nightly.json").read_text())
+    assert saved["status"] == "failed" and saved["failed_step"] == "features"
+    assert saved["steps"]["ingest"]["status"] == "ok"
+    days = sorted(p.name for p in (data_dir / "events" / "XBTUSD").iterdir())
+    assert len(days) == 2
+    for day in days:  # the ingest step's outputs are published and intact
+        assert (data_dir / "events" / "XBTUSD" / day / "manifest.json").exists()
+    assert not (data_dir / "slices").exists() or not list((data_dir / "slices").rglob("*.parquet"))
