@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/chappie nightly
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
