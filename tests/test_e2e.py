@@ -124,13 +124,15 @@ def test_nightly_failure_names_the_step_and_keeps_earlier_outputs(tmp_path, pref
     from flows.nightly import NightlyStepFailed, nightly_flow
 
     cfg = yaml.safe_load((REPO / "conf" / "tiny.yaml").read_text())
-    cfg["features"]["walk_forward"]["n_folds"] = 50  # far more folds than 2 x 3.5 h hold
+    # more folds than the data's span can hold: the features step refuses (WalkForwardError)
+    cfg["features"]["walk_forward"]["n_folds"] = 100
     path = tmp_path / "too-many-folds.yaml"
     path.write_text(yaml.safe_dump(cfg))
     data_dir = tmp_path / "data"
     with pytest.raises(NightlyStepFailed) as err:
         nightly_flow(str(path), str(data_dir))
     assert err.value.step == "features"
+    assert "WalkForwardError" in str(err.value)
     saved = json.loads((data_dir / "reports" / "last_nightly.json").read_text())
     assert saved["status"] == "failed" and saved["failed_step"] == "features"
     assert saved["steps"]["ingest"]["status"] == "ok"
