@@ -33,10 +33,6 @@ class Settings(BaseSettings):
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.layout.mlflow_db}"
 
-    @property
-    def artifact_root(self) -> str:
-        return self.layout.mlflow_artifacts.as_uri()
-
 
 def load_settings() -> Settings:
     """Settings from the environment (CHAPPIE_*, MLFLOW_TRACKING_URI)."""

@@ -24,9 +24,10 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     os.environ.setdefault("TQDM_MININTERVAL", "1")
-    data_dir = Path(os.environ.get("CHAPPIE_DATA_DIR", "./data")).resolve()
+    from core.settings import load_settings
+
     # Prefect's own database lives with the data unless the user points elsewhere.
-    os.environ.setdefault("PREFECT_HOME", str(data_dir / "prefect"))
+    os.environ.setdefault("PREFECT_HOME", str(load_settings().layout.prefect_home))
     # Prefect cannot create its SQLite database under a missing folder (a fresh data dir).
     with contextlib.suppress(OSError):
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

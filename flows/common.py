@@ -28,9 +28,11 @@ def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None
     """Data folder from the argument or CHAPPIE_DATA_DIR (default ./data); tracking URI from
     the argument, MLFLOW_TRACKING_URI, or SQLite inside the data folder."""
     settings: Settings = load_settings()
-    root = Path(data_dir).resolve() if data_dir else settings.layout.root
-    uri = tracking_uri or settings.mlflow_tracking_uri or f"sqlite:///{DataLayout(root).mlflow_db}"
-    return Runtime(data_dir=str(root), tracking_uri=uri)
+    if data_dir:
+        settings = settings.model_copy(update={"data_dir": Path(data_dir)})
+    return Runtime(
+        data_dir=str(settings.layout.root), tracking_uri=tracking_uri or settings.tracking_uri
+    )
 
 
 def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
