@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,26 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 WS_CAPTURE = SHARED_DATA / "bitmex_ws_XBTUSD_2021-07-22.txt"
 INSTRUMENTS = SHARED_DATA / "bitmex_instrument_active_2021-07-22.json"
+
+
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_MLFLOW_ENV_BASELINE = {var: os.environ.get(var) for var in _MLFLOW_ENV}
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_store_leaks() -> Iterator[None]:
+    """`registry.tracking.configure` points the whole process (os.environ, its own state)
+    at a store on purpose, so that child processes follow; no test may leave that behind
+    for the next one (a later `chappie status` read the previous test's store)."""
+    yield
+    for var, value in _MLFLOW_ENV_BASELINE.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    tracking = sys.modules.get("registry.tracking")
+    if tracking is not None:
+        tracking._state.update(uri=None, artifact_location=None)
 
 
 @pytest.fixture(scope="session")
