@@ -64,7 +64,6 @@ from typing import Any, NoReturn
 
 import gymnasium as gym
 import numpy as np
-import pyarrow.parquet as pq
 
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
@@ -90,6 +89,7 @@ from envs.position import (
 )
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
+from features.store import SliceReadError, slice_table
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 _LOG_ROWS = 4096  # info log rows per chunk
@@ -360,7 +360,13 @@ def _load_stats(stats_dir: Path) -> FrozenStats:
 
 
 def _slice_spec_hash(slice_path: Path) -> str | None:
-    manifest = slice_path.with_name(slice_path.stem + ".manifest.json")
+    """The spec hash of a slice: from its manifest (the path itself, or the
+    `<stem>.manifest.json` beside a plain slice file), None when it has none."""
+    manifest = (
+        slice_path
+        if slice_path.name.endswith(".json")
+        else slice_path.with_name(slice_path.name.split(".")[0] + ".manifest.json")
+    )
     if manifest.exists():
         return json.loads(manifest.read_text()).get("spec_hash")
     return None
@@ -469,7 +475,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             raise SliceDataError(
                 f"spec_hash mismatch: slice {slice_path.name} has {slice_hash}, stats {stats_dir} has {stats_hash}"
             )
-        table = pq.read_table(slice_path)
+        try:
+            table = slice_table(slice_path)
+        except (SliceReadError, ValueError, OSError) as exc:  # pyarrow errors are ValueErrors
+            raise SliceDataError(f"cannot read slice {slice_path}: {exc}") from exc
         cols = table.column_names
         fixed = {TS, MID_TICKS, *EXEC_COLUMNS}
         missing = [c for c in (TS, MID_TICKS, *EXEC_COLUMNS) if c not in cols]

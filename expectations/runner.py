@@ -18,6 +18,7 @@ import polars as pl
 
 from core.config.features import ExpectationsConfig, FeatureSpec
 from expectations.suites import Suite, book_suite, book_view, feature_suite, feature_view
+from features.store import read_slice
 
 
 class SliceValidationError(RuntimeError):
@@ -260,9 +261,9 @@ def validate_slice(
     slice_id: str = "slice",
     data_docs_dir: str | Path | None = None,
 ) -> ValidationResult:
-    """Validate a slice (frame or parquet path) and its bars; raise
+    """Validate a slice (frame, slice manifest or file path) and its bars; raise
     SliceValidationError listing the failed expectations, else return the result."""
-    frame = slice_frame if isinstance(slice_frame, pl.DataFrame) else pl.read_parquet(slice_frame)
+    frame = slice_frame if isinstance(slice_frame, pl.DataFrame) else read_slice(slice_frame)
     result = validate_frames(
         frame, bars, spec, cfg or ExpectationsConfig(), mean, sigma, data_docs_dir, slice_id
     )

@@ -7,8 +7,10 @@ Modules
 - stream.py            `FeatureStream`: the same features one bar at a time, bit for bit
 - walk_forward.py      pure fold / stress-window generation
 - stats.py             `FrozenStats`: mean and floored sigma from train slices only
-- slices.py            stage -> validate (expectations/) -> publish slice files,
+- slices.py            stage -> validate (expectations/) -> publish segments, slice
                        manifests, stats and folds.json; `load_fold_index`, `load_manifest`
+- store.py             slice storage: content-addressed Arrow IPC segments (each row
+                       written once), `read_slice`, `slice_table`, `verify_slice`
 - audit.py             `chappie audit parity|lookahead` on users' own event partitions
 
 Feature set v1 (`core.schema.feature_names`; W = `spec.windows_s`, H = `spec.return_horizons_s`,

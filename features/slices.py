@@ -1,19 +1,19 @@
-"""Walk-forward slice files, manifests, frozen stats and `folds.json`. Adapter.
+"""Walk-forward slices, manifests, frozen stats and `folds.json`. Adapter.
 
 `build_slices` reads canonical events, samples bars with the one sampler, computes the
-features, drops warm-up rows, cuts folds and stress windows, fits frozen stats on each
-fold's train slice only, validates every slice with the expectation suites, and only
-then publishes: slice parquet files (atomically), their manifests (written after the
-file), the stats folders and finally `folds.json`. If any slice fails validation
-nothing new is published and `SliceValidationError` lists every failure.
+features once over the whole history, drops warm-up rows, cuts folds and stress
+windows, fits frozen stats on each fold's train slice only, validates every slice with
+the expectation suites, and only then publishes: segment files, the stats folders,
+one manifest per slice (a slice *is* its manifest: the ordered segments it is made of,
+see `features.store`) and finally `folds.json`. If any slice fails validation nothing
+new is published and `SliceValidationError` lists every failure.
 
-Publishing is idempotent: the same events and config give byte-identical files (same
-sha256); an existing file with the right sha256 is left untouched.
+Publishing is idempotent: the same events and config give byte-identical segments
+(same sha256, hence the same slice digests); an existing segment is left untouched.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,20 +24,34 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
-from core.atomic import atomic_path, write_bytes_atomic, write_json_atomic, write_with_atomic
+from core.atomic import atomic_path, write_json_atomic
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
-from core.hashing import fingerprint, sha256_bytes, sha256_file
+from core.hashing import fingerprint, sha256_file
 from core.paths import DataLayout
 from features.compute import compute_features
 from features.stats import FrozenStats, json_bytes, write_if_changed
+from features.store import (
+    MANIFEST_SUFFIX,
+    SEGMENT_MAX_ROWS,
+    SLICE_FORMAT,
+    read_arrow,
+    read_slice,
+    segment_file,
+    slice_digest,
+    write_arrow_atomic,
+    write_segment,
+)
 from features.walk_forward import Window, make_folds, make_stress_windows
 
 FOLDS_FILE = "folds.json"
-MANIFEST_SUFFIX = ".manifest.json"
+BARS_SUFFIX = ".arrow"
+
+__all__ = ["MANIFEST_SUFFIX", "read_slice"]
 
 
 class SliceBuildError(ValueError):
@@ -71,9 +85,19 @@ class FoldIndex(_Model):
     stress_stats_id: str | None = None
 
 
+class SlicePart(_Model):
+    """One segment of a slice: `file` relative to the spec's slices folder."""
+
+    file: str
+    sha256: str
+    rows: int
+
+
 class SliceManifest(_Model):
-    """Mirror of `<slice_id>.manifest.json`. `t_start_ns`/`t_end_ns` are the first and
-    last row `ts` (inclusive); `path` is the absolute parquet path."""
+    """Mirror of `<slice_id>.manifest.json`: the slice itself. `t_start_ns`/`t_end_ns`
+    are the first and last row `ts` (inclusive); `parts` are its segments in row order;
+    `sha256` is `features.store.slice_digest` of the parts; `path` is the manifest's
+    own absolute path (what the env, backtests and `read_slice` take)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -86,6 +110,8 @@ class SliceManifest(_Model):
     rows: int
     sha256: str
     path: str
+    format: str
+    parts: list[SlicePart]
     event_partitions: dict[str, str]
     validation: dict[str, Any]
     stats_id: str | None
@@ -102,33 +128,41 @@ def load_fold_index(layout: DataLayout, spec_hash: str) -> FoldIndex:
 
 
 def load_manifest(path: str | Path) -> SliceManifest:
-    """Read a slice manifest (`<slice_id>.manifest.json`, or the slice parquet path)."""
+    """Read a slice manifest (`<slice_id>.manifest.json`, or `<slice_id>` beside it)."""
     p = Path(path)
-    if p.suffix == ".parquet":
-        p = p.with_name(p.stem + MANIFEST_SUFFIX)
+    if not p.name.endswith(MANIFEST_SUFFIX):
+        p = p.with_name(p.name.split(".")[0] + MANIFEST_SUFFIX)
     return SliceManifest.model_validate_json(p.read_text())
 
 
-def slice_path(layout: DataLayout, spec_hash: str, slice_id: str) -> Path:
-    return layout.slices(spec_hash) / f"{slice_id}.parquet"
-
-
 def manifest_path(layout: DataLayout, spec_hash: str, slice_id: str) -> Path:
+    """Where a published slice lives: its manifest."""
     return layout.slices(spec_hash) / f"{slice_id}{MANIFEST_SUFFIX}"
 
 
 # ---------------------------------------------------------------- pure helpers
 def slice_columns(spec: FeatureSpec) -> list[str]:
-    """Columns of a slice file, in order."""
+    """Columns of a slice, in order."""
     return [S.TS, S.MID_TICKS, *spec.names, *S.EXEC_COLUMNS]
 
 
 def slice_rows(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Features of every bar once over the whole history, warm-up rows dropped, slice
-    columns in order: every slice is a zero-copy row range of this frame."""
-    return (
-        compute_features(bars, spec).filter(~pl.col(S.WARMUP)).select(slice_columns(spec)).collect()
-    )
+    columns in order: every slice is a zero-copy row range of this frame.
+
+    Warm-up rows are usually a prefix (the first look-back, the first trade): then the
+    rest is a zero-copy row range; only warm-up rows later on (a desynced book) cost a
+    filtered copy."""
+    frame = compute_features(bars, spec).collect()
+    warm = frame[S.WARMUP].to_numpy()
+    ok = np.flatnonzero(~warm)
+    cols = slice_columns(spec)
+    if ok.size == 0:
+        return frame.clear().select(cols)
+    first = int(ok[0])
+    if ok.size == frame.height - first:  # no warm-up after the first ready row
+        return frame.slice(first).select(cols)
+    return frame.filter(~pl.col(S.WARMUP)).select(cols)
 
 
 def day_start_ns(day: str) -> int:
@@ -154,43 +188,20 @@ def check_grid(bars: pl.DataFrame, spec: FeatureSpec) -> None:
             )
 
 
-#: Parquet encoding of slice and bar files. Part of a file's bytes, hence of its sha256:
-#: changing it changes every slice's sha256 (and stats_id). LZ4 pages, PLAIN encoding
-#: (no dictionary pages: float features barely repeat), no column statistics (slices
-#: are always read whole; statistics cost a pass over every column), pyarrow's default
-#: row groups (1M rows) and data pages (1 MiB). Deterministic: the same frame gives the
-#: same bytes (tests/features/test_slices.py::test_parquet_encoding_is_deterministic...).
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "lz4",
-    "use_dictionary": False,
-    "write_statistics": False,
-}
+def read_bars(path: str | Path) -> pl.DataFrame:
+    """A bars file: Arrow IPC (`.arrow`, memory-mapped, what `build_bars` writes) or
+    Parquet."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        return pl.read_parquet(p)
+    out = pl.from_arrow(read_arrow(p), rechunk=False)
+    assert isinstance(out, pl.DataFrame)
+    return out
 
 
-def encode_parquet(frame: pl.DataFrame) -> Any:
-    """`frame` as a parquet file in memory (a `pyarrow.Buffer`, no extra copy), with
-    `PARQUET_OPTIONS`. Same frame -> same bytes."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(frame.to_arrow(), sink, **PARQUET_OPTIONS)
-    return sink.getvalue()
-
-
-def parquet_bytes(frame: pl.DataFrame) -> bytes:
-    """Deterministic parquet encoding of `frame` as bytes (`encode_parquet`)."""
-    return encode_parquet(frame).to_pybytes()
-
-
-def write_parquet_atomic(target: str | Path, frame: pl.DataFrame) -> tuple[Path, str]:
-    """Encode `frame` once in memory, hash those bytes (no re-read), publish them at
-    `target` atomically. Returns (path, sha256 of the file's bytes)."""
-    buf = encode_parquet(frame)
-    view = memoryview(buf)
-    digest = hashlib.sha256(view).hexdigest()
-    path = write_with_atomic(target, lambda p: p.write_bytes(view))
-    return path, digest
+def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
+    """Publish bars atomically as Arrow IPC; returns the file's sha256."""
+    return write_arrow_atomic(target, bars)[1]
 
 
 def partitions_for(
@@ -209,6 +220,16 @@ def _cut(frame: pl.LazyFrame, start_ns: int, end_ns: int) -> pl.LazyFrame:
     return frame.filter((pl.col(S.TS) >= start_ns) & (pl.col(S.TS) < end_ns))
 
 
+def segment_bounds(ranges: list[tuple[int, int]], max_rows: int = SEGMENT_MAX_ROWS) -> list[int]:
+    """Row boundaries that cut every range `[lo, hi)` into whole segments: every range
+    end, plus a cut every `max_rows` rows of a stretch between them. Sorted, unique."""
+    ends = sorted({b for r in ranges for b in r})
+    out: list[int] = []
+    for a, b in zip(ends, ends[1:], strict=False):
+        out += list(range(a, b, max_rows))
+    return [*out, ends[-1]] if ends else []
+
+
 # ---------------------------------------------------------------- stage -> validate -> publish
 class StagedSlice(_Model):
     """A slice computed into the staging folder, not yet validated or published."""
@@ -218,8 +239,8 @@ class StagedSlice(_Model):
     fold: int | None
     start_ns: int  # window [start_ns, end_ns)
     end_ns: int
-    path: str  # staged parquet
-    sha256: str
+    parts: list[SlicePart]
+    sha256: str  # slice_digest(parts)
     rows: int
     t_start_ns: int
     t_end_ns: int
@@ -227,13 +248,16 @@ class StagedSlice(_Model):
 
 
 class SlicePlan(_Model):
-    """Everything `stage_slices` made; JSON-able (passed between flow tasks)."""
+    """Everything `stage_slices` made; JSON-able (passed between flow tasks).
+    `segments` records each staged segment's (size, mtime_ns) to tell, without
+    re-reading it, that it is unchanged when published."""
 
     spec_hash: str
     staging_dir: str
     bars_path: str
     origin_ns: int
     slices: list[StagedSlice]
+    segments: dict[str, tuple[int, int]]
     folds: list[FoldEntry]
     stress: list[str]
     stress_stats_id: str
@@ -247,59 +271,87 @@ class SlicePlan(_Model):
     def stats_dir(self, stats_id: str) -> Path:
         return Path(self.staging_dir) / "stats" / stats_id
 
+    def segment_path(self, part: SlicePart) -> Path:
+        return Path(self.staging_dir) / part.file
+
+    def frame(self, slice_id: str) -> pl.DataFrame:
+        """A staged slice's rows (its staged segments, memory-mapped)."""
+        tables = [read_arrow(self.segment_path(p)) for p in self.staged(slice_id).parts]
+        out = pl.from_arrow(pa.concat_tables(tables), rechunk=False)
+        assert isinstance(out, pl.DataFrame)
+        return out
+
 
 def stage_slices(
     bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int | None = None
 ) -> SlicePlan:
-    """Bars parquet -> features -> warm-up dropped -> walk-forward windows -> staged slice
-    files and per-fold frozen stats (fitted on the train slice only) under `staging_dir`.
+    """Bars file -> features -> warm-up dropped -> walk-forward windows -> staged segments
+    (each row written once, however many windows hold it) and per-fold frozen stats
+    (fitted on the train slice only) under `staging_dir`.
 
     `origin_ns` is the walk-forward origin (default 00:00 UTC of the first bar's day).
     Raises SliceBuildError (gaps, empty slices, all warm-up), WalkForwardError.
     """
     spec = cfg.spec
     sh = spec.spec_hash
-    bars = pl.read_parquet(bars_path)
+    bars = read_bars(bars_path)
     check_grid(bars, spec)
     ready = slice_rows(bars.lazy(), spec)
-    ts = ready[S.TS].to_numpy()
     if ready.height == 0:
         raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
+    ts = ready[S.TS].to_numpy()
+    first_ts, last_ts = int(bars[S.TS][0]), int(bars[S.TS][-1])
+    del bars
     if origin_ns is None:
-        origin_ns = int(bars[S.TS][0]) // NS_PER_DAY * NS_PER_DAY
-    data_end = int(bars[S.TS][-1]) + 1
-    folds = make_folds(cfg.walk_forward, origin_ns, data_end)
-    stress = make_stress_windows(cfg.walk_forward, origin_ns, data_end)
-    root = Path(staging_dir)
-    staged: list[StagedSlice] = []
-
-    def stage(w: Window, stats_id: str | None) -> tuple[StagedSlice, pl.DataFrame]:
-        # ts is sorted: a zero-copy row range instead of a filter
+        origin_ns = first_ts // NS_PER_DAY * NS_PER_DAY
+    folds = make_folds(cfg.walk_forward, origin_ns, last_ts + 1)
+    stress = make_stress_windows(cfg.walk_forward, origin_ns, last_ts + 1)
+    windows = [w for f in folds for w in (f.train, f.validation, f.test) if w is not None]
+    windows += stress
+    # ts is sorted: every window is a row range [lo, hi) of `ready`
+    rows: dict[str, tuple[int, int]] = {}
+    for w in windows:
         lo, hi = (int(i) for i in np.searchsorted(ts, [w.start_ns, w.end_ns], side="left"))
-        frame = ready.slice(lo, hi - lo)
-        if frame.height == 0:
+        if hi <= lo:
             raise SliceBuildError(
                 f"slice {w.slice_id} [{w.start_ns}, {w.end_ns}) has no rows after warm-up"
             )
-        path, digest = write_parquet_atomic(root / "slices" / f"{w.slice_id}.parquet", frame)
-        item = StagedSlice(
+        rows[w.slice_id] = (lo, hi)
+    root = Path(staging_dir)
+    # each stretch between two window boundaries is written once, as one segment
+    bounds = segment_bounds(list(rows.values()))
+    covered = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if _covered(a, b, rows)]
+    segments: dict[int, SlicePart] = {}
+    stamps: dict[str, tuple[int, int]] = {}
+    for a, b in covered:
+        digest, n = write_segment(root, ready.slice(a, b - a))
+        segments[a] = SlicePart(file=segment_file(digest), sha256=digest, rows=n)
+        st = (root / segments[a].file).stat()
+        stamps[digest] = (st.st_size, st.st_mtime_ns)
+
+    def stage(w: Window, stats_id: str | None) -> StagedSlice:
+        lo, hi = rows[w.slice_id]
+        parts = [segments[a] for a, _ in covered if lo <= a < hi]
+        return StagedSlice(
             slice_id=w.slice_id,
             kind=w.kind,
             fold=w.fold,
             start_ns=w.start_ns,
             end_ns=w.end_ns,
-            path=str(path),
-            sha256=digest,
-            rows=frame.height,
-            t_start_ns=int(frame[S.TS][0]),
-            t_end_ns=int(frame[S.TS][-1]),
+            parts=parts,
+            sha256=slice_digest((p.sha256, p.rows) for p in parts),
+            rows=hi - lo,
+            t_start_ns=int(ts[lo]),
+            t_end_ns=int(ts[hi - 1]),
             stats_id=stats_id or "",
         )
-        return item, frame
 
+    staged: list[StagedSlice] = []
     entries: list[FoldEntry] = []
     for f in folds:
-        train, frame = stage(f.train, None)
+        train = stage(f.train, None)
+        lo, hi = rows[f.train.slice_id]
+        frame = ready.slice(lo, hi - lo)
         st = FrozenStats.fit_columns(
             [frame[n].to_numpy() for n in spec.names],  # zero-copy views
             spec.names,
@@ -311,7 +363,7 @@ def stage_slices(
         staged.append(train.model_copy(update={"stats_id": st.stats_id}))
         for w in (f.validation, f.test):
             if w is not None:
-                staged.append(stage(w, st.stats_id)[0])
+                staged.append(stage(w, st.stats_id))
         entries.append(
             FoldEntry(
                 fold=f.fold,
@@ -322,19 +374,24 @@ def stage_slices(
             )
         )
     last = entries[-1].stats_id
-    staged += [stage(w, last)[0] for w in stress]
+    staged += [stage(w, last) for w in stress]
     plan = SlicePlan(
         spec_hash=sh,
         staging_dir=str(root),
         bars_path=str(bars_path),
         origin_ns=origin_ns,
         slices=staged,
+        segments=stamps,
         folds=entries,
         stress=[w.slice_id for w in stress],
         stress_stats_id=last,
     )
     write_json_atomic(root / "plan.json", plan.model_dump(mode="json"))
     return plan
+
+
+def _covered(a: int, b: int, rows: Mapping[str, tuple[int, int]]) -> bool:
+    return any(lo <= a and b <= hi for lo, hi in rows.values())
 
 
 def validate_staged_slice(
@@ -347,11 +404,11 @@ def validate_staged_slice(
     from expectations.runner import validate_slice
 
     item = plan.staged(slice_id)
-    frame = pl.read_parquet(item.path)
+    frame = plan.frame(slice_id)
     # the bars of the rows that entered the slice (warm-up bars, e.g. a desynced book,
     # were dropped and are not the slice's)
     bars = (
-        _cut(pl.scan_parquet(plan.bars_path), item.start_ns, item.end_ns)
+        _cut(read_bars(plan.bars_path).lazy(), item.start_ns, item.end_ns)
         .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
         .collect()
     )
@@ -377,32 +434,31 @@ def publish_slices(
     event_partitions: Mapping[str, str],
     lookback_ns: int,
 ) -> FoldIndex:
-    """Publish every staged slice that passed validation: stats folders, slice files
-    (atomic; an identical existing file is left alone), manifests (after their file),
-    then folds.json. Raises SliceBuildError, before writing anything, when a slice has
-    no successful validation or its staged file changed since staging.
+    """Publish every staged slice that passed validation: segments, stats folders,
+    manifests (after their segments), then folds.json. Raises SliceBuildError, before
+    writing anything, when a slice has no successful validation or a staged segment it
+    needs changed since staging.
 
-    Each slice file is hashed once: a published file that already holds the staged
-    sha256 is kept (nothing of the staged copy is used, so it needs no check); any
-    other staged file is re-hashed before it is linked into place."""
-    publish: list[StagedSlice] = []
+    A segment already in the store is kept (its name is its sha256). A staged segment
+    whose size and mtime are as staged is linked into place without re-reading it;
+    one rewritten since is re-hashed and refused unless it holds the staged bytes."""
+    folder = layout.slices(plan.spec_hash)
     for item in plan.slices:
         v = validations.get(item.slice_id)
         if not v or not v.get("success"):
             raise SliceBuildError(
                 f"slice {item.slice_id} has no successful validation: not published"
             )
-        if _holds(slice_path(layout, plan.spec_hash, item.slice_id), item):
-            continue
-        if sha256_file(item.path) != item.sha256:
-            raise SliceBuildError(f"staged slice {item.slice_id} changed after staging")
-        publish.append(item)
+    needed = {p.sha256: p for item in plan.slices for p in item.parts}
+    publish = [p for p in needed.values() if not (folder / p.file).exists()]
+    for part in publish:
+        _check_staged(plan, part)
+    for part in publish:
+        _publish_file(plan.segment_path(part), folder / part.file)
     for stats_id in sorted({i.stats_id for i in plan.slices}):
         FrozenStats.load(plan.stats_dir(stats_id)).save(layout.stats(stats_id))
     for item in plan.slices:
-        path = slice_path(layout, plan.spec_hash, item.slice_id)
-        if item in publish:
-            _publish_file(Path(item.path), path)
+        path = manifest_path(layout, plan.spec_hash, item.slice_id)
         window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
         manifest = {
             "slice_id": item.slice_id,
@@ -414,30 +470,36 @@ def publish_slices(
             "rows": item.rows,
             "sha256": item.sha256,
             "path": str(path.resolve()),
+            "format": SLICE_FORMAT,
+            "parts": [p.model_dump() for p in item.parts],
             "event_partitions": partitions_for(window, lookback_ns, event_partitions),
             "validation": dict(validations[item.slice_id]),
             "stats_id": item.stats_id,
         }
-        write_if_changed(manifest_path(layout, plan.spec_hash, item.slice_id), json_bytes(manifest))
+        write_if_changed(path, json_bytes(manifest))
+        # a slice file of the one-file-per-slice layout (before segments) is stale now
+        (folder / f"{item.slice_id}.parquet").unlink(missing_ok=True)
     index = FoldIndex(
         spec_hash=plan.spec_hash,
         folds=plan.folds,
         stress=plan.stress,
         stress_stats_id=plan.stress_stats_id,
     )
-    write_if_changed(
-        layout.slices(plan.spec_hash) / FOLDS_FILE, json_bytes(index.model_dump(mode="json"))
-    )
+    write_if_changed(folder / FOLDS_FILE, json_bytes(index.model_dump(mode="json")))
     return index
 
 
-def _holds(target: Path, item: StagedSlice) -> bool:
-    """`target` already holds the bytes the plan staged for `item` (its sha256; one read
-    of `target`, none of the staged copy)."""
+def _check_staged(plan: SlicePlan, part: SlicePart) -> None:
+    """Raise SliceBuildError unless the staged segment still holds the staged bytes."""
+    path = plan.segment_path(part)
     try:
-        return sha256_file(target) == item.sha256
+        st = path.stat()
     except FileNotFoundError:
-        return False
+        raise SliceBuildError(f"staged segment {path} is gone: stage again") from None
+    if (st.st_size, st.st_mtime_ns) == tuple(plan.segments.get(part.sha256, ())):
+        return
+    if sha256_file(path) != part.sha256:
+        raise SliceBuildError(f"staged segment {path} changed after staging")
 
 
 def _publish_file(src: Path, target: Path) -> None:
@@ -498,10 +560,13 @@ def build_slices_from_bars(
     slice listed); on any of them nothing is published. The staging folder is removed.
     """
     check_grid(bars, cfg.spec)
-    data = parquet_bytes(bars)
-    staging = staging_dir_for(layout, cfg, sha256_bytes(data))
+    incoming = layout.root / "staging" / "features" / f".bars-{os.getpid()}{BARS_SUFFIX}"
+    digest = write_bars(incoming, bars)
+    staging = staging_dir_for(layout, cfg, digest)
     try:
-        bars_path = write_bytes_atomic(staging / "bars.parquet", data)
+        staging.mkdir(parents=True, exist_ok=True)
+        bars_path = staging / f"bars{BARS_SUFFIX}"
+        os.replace(incoming, bars_path)
         plan = stage_slices(str(bars_path), cfg, str(staging), origin_ns)
         docs = str(layout.gx) if cfg.expectations.data_docs else None
         validations = validate_all(plan, cfg, docs)
@@ -509,6 +574,7 @@ def build_slices_from_bars(
             plan, validations, layout, event_partitions or {}, cfg.spec.lookback_ns
         )
     finally:
+        incoming.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -518,7 +584,7 @@ def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> 
 
 
 def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
-    """Events of `symbol` -> bars parquet (features.sampler), keyed by the event
+    """Events of `symbol` -> bars file (Arrow IPC; features.sampler), keyed by the event
     partitions' manifest hashes and the spec. Returns JSON-able
     {"bars_path", "bars_sha256", "event_partitions", "origin_ns"}; raises
     SliceBuildError when there are no events. Idempotent."""
@@ -533,15 +599,18 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
         )
     parts = event_partition_hashes(layout, symbol, days)
     key = fingerprint({"spec": cfg.spec.spec_hash, "events": parts})[:16]
-    path = layout.root / "bars" / symbol / layout.spec12(cfg.spec.spec_hash) / f"bars-{key}.parquet"
-    if not path.exists():
+    folder = layout.root / "bars" / symbol / layout.spec12(cfg.spec.spec_hash)
+    path = folder / f"bars-{key}{BARS_SUFFIX}"
+    if path.exists():
+        digest = sha256_file(path)
+    else:
         book, trades = read_events(layout, symbol)
         bars = sample_bars(book, trades, cfg.spec)
         check_grid(bars, cfg.spec)
-        write_bytes_atomic(path, parquet_bytes(bars))
+        digest = write_bars(path, bars)
     return {
         "bars_path": str(path),
-        "bars_sha256": sha256_file(path),
+        "bars_sha256": digest,
         "event_partitions": parts,
         "origin_ns": day_start_ns(days[0]),
     }
@@ -550,7 +619,7 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
 def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIndex:
     """Events of `symbol` -> bars (the one sampler) -> validated, published slices."""
     info = build_bars(cfg, str(layout.root), symbol)
-    bars = pl.read_parquet(info["bars_path"])
+    bars = read_bars(info["bars_path"])
     return build_slices_from_bars(
         bars, cfg, layout, event_partitions=info["event_partitions"], origin_ns=info["origin_ns"]
     )

@@ -5,6 +5,7 @@ Import only argparse at module level; handlers import their packages when they r
     chappie features [--config PATH] [--data-dir DIR] [--json]
     chappie audit parity EVENTS... [--config PATH] [--bound 1e-12] [--json]   (default spec: FeatureSpec())
     chappie audit lookahead EVENTS... [--config PATH] [--cuts 12] [--json]
+    chappie audit slices [--data-dir DIR] [--json]   (re-hash every published slice)
 
 EVENTS: a data folder, an events/<symbol> folder or day partition folders.
 Exit status: 0 ok; 1 the audit found a problem (beyond the bound / sees the future) or a
@@ -63,6 +64,18 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         else:
             p.add_argument("--cuts", type=int, default=12, help="truncation points (12)")
             p.set_defaults(func=_cmd_lookahead)
+    p = sub.add_parser(
+        "slices",
+        help="re-hash every published slice's segments against its manifest",
+        description="Check every slice under <data>/slices: each segment's sha256 against "
+        "the manifests that list it (each segment hashed once) and each slice digest. "
+        "Lists segments no manifest uses (left by a failed run; safe to delete).",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="data folder (default CHAPPIE_DATA_DIR or ./data)"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=_cmd_audit_slices)
 
 
 def _fail(cmd: str, msg: str) -> int:
@@ -175,3 +188,30 @@ def _cmd_lookahead(args: argparse.Namespace) -> int:
             print(f"  {name}: {'SEES THE FUTURE on ' + str(n) + ' rows' if n else 'ok'}")
         print("OK: no feature sees the future" if rep["ok"] else f"FAILED: {rep['sees_future']}")
     return 0 if rep["ok"] else 1
+
+
+def _cmd_audit_slices(args: argparse.Namespace) -> int:
+    import json
+
+    from features.store import audit_store
+    from flows.common import resolve_runtime
+
+    root = resolve_runtime(args.data_dir).layout.root / "slices"
+    folders = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        return _fail("audit slices", f"no published slices under {root}")
+    reports = [audit_store(f) for f in folders]
+    ok = all(r["ok"] for r in reports)
+    if args.json:
+        print(json.dumps({"ok": ok, "folders": reports}, sort_keys=True))
+        return 0 if ok else 1
+    for r in reports:
+        bad = {k: v for k, v in r["slices"].items() if v}
+        print(f"{r['folder']}: {len(r['slices'])} slices, {r['segments']} segments hashed")
+        for sid, problems in bad.items():
+            for p in problems:
+                print(f"  {sid}: {p}")
+        if r["orphans"]:
+            print(f"  {len(r['orphans'])} segment(s) no slice uses (safe to delete)")
+    print("OK: every slice holds the bytes its manifest names" if ok else "FAILED")
+    return 0 if ok else 1

@@ -63,7 +63,7 @@ def _remove_staging(plan: dict[str, Any]) -> None:
 
 def _staged_files_exist(plan: dict[str, Any]) -> bool:
     p = slices.SlicePlan.model_validate(plan)
-    return all(Path(s.path).exists() for s in p.slices) and all(
+    return all(p.segment_path(part).exists() for s in p.slices for part in s.parts) and all(
         p.stats_dir(s.stats_id).exists() for s in p.slices
     )
 

@@ -270,7 +270,8 @@ def log_artifacts(run_id: str, paths: list[str], artifact_path: str | None = Non
 
 
 class SliceDatasetSource(DatasetSource):
-    """A slice Parquet file on the data folder, identified by its full sha256."""
+    """A slice on the data folder (its manifest path), identified by its full sha256 (the
+    digest of its segments, each hashed whole: `features.store.slice_digest`)."""
 
     def __init__(self, path: str, sha256: str) -> None:
         self._path = path

@@ -31,7 +31,7 @@ def test_nightly_flow_completes_every_step(nightly_outcome):
 
 
 def test_nightly_publishes_validated_slices_with_hashes(nightly_outcome):
-    from core.hashing import sha256_file
+    from features.store import verify_slice
 
     outcome, data_dir = nightly_outcome
     folds = outcome["folds"]
@@ -43,7 +43,7 @@ def test_nightly_publishes_validated_slices_with_hashes(nightly_outcome):
     for m in manifests:
         meta = json.loads(m.read_text())
         assert meta["validation"]["success"] is True
-        assert sha256_file(spec_dirs[0] / f"{meta['slice_id']}.parquet") == meta["sha256"]
+        assert verify_slice(m) == [] and meta["path"] == str(m.resolve())
     for fold in folds["folds"]:
         stats = data_dir / "stats" / fold["stats_id"]
         assert (stats / "mean.npy").exists() and (stats / "sigma.npy").exists()
@@ -140,4 +140,6 @@ def test_nightly_failure_names_the_step_and_keeps_earlier_outputs(tmp_path, pref
     assert len(days) == 2
     for day in days:  # the ingest step's outputs are published and intact
         assert (data_dir / "events" / "XBTUSD" / day / "manifest.json").exists()
-    assert not (data_dir / "slices").exists() or not list((data_dir / "slices").rglob("*.parquet"))
+    assert not (data_dir / "slices").exists() or not list(
+        (data_dir / "slices").rglob("*.manifest.json")
+    )

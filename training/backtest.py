@@ -52,7 +52,8 @@ TRADE_FIELDS = (
 
 @dataclass(frozen=True)
 class SliceInput:
-    """A slice to evaluate: its parquet path and what the report calls it."""
+    """A slice to evaluate: its manifest (or a plain slice file) and what the report
+    calls it."""
 
     path: str
     slice_id: str
@@ -61,15 +62,17 @@ class SliceInput:
 
     @classmethod
     def from_path(cls, path: str | Path) -> SliceInput:
-        """Kind and fold from the slice's manifest when it exists, else from its id."""
+        """Kind and fold from the slice's manifest (the path itself, or the manifest
+        beside a plain slice file) when it exists, else from its id."""
         p = Path(path)
-        manifest = p.with_name(p.stem + ".manifest.json")
+        slice_id = p.name.split(".")[0]
+        manifest = p if p.name.endswith(".json") else p.with_name(f"{slice_id}.manifest.json")
         if manifest.exists():
             from features.slices import load_manifest
 
             m = load_manifest(manifest)
             return cls(str(p), m.slice_id, m.kind, m.fold)
-        return cls(str(p), p.stem)
+        return cls(str(p), slice_id)
 
 
 @dataclass

@@ -225,19 +225,20 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     """Read folds.json and every manifest it names. Raises FileNotFoundError when the
     features stage has not run, ValueError when a slice failed validation or a listed
     file is missing."""
-    from features.slices import load_fold_index, load_manifest
+    from features.slices import MANIFEST_SUFFIX, load_fold_index, load_manifest
 
     index = load_fold_index(layout, spec_hash)
     folder = layout.slices(spec_hash)
     manifests: dict[str, dict[str, Any]] = {}
 
     def manifest(slice_id: str) -> dict[str, Any]:
-        m = load_manifest(folder / f"{slice_id}.manifest.json").model_dump(mode="json")
+        m = load_manifest(folder / f"{slice_id}{MANIFEST_SUFFIX}").model_dump(mode="json")
         if not m["validation"].get("success", False):
             raise ValueError(f"slice {slice_id} failed validation: {m['validation'].get('failed')}")
-        path = folder / f"{slice_id}.parquet"
-        if not path.exists():
-            raise ValueError(f"slice file missing: {path}")
+        path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
+        missing = [p["file"] for p in m["parts"] if not (folder / p["file"]).exists()]
+        if missing:
+            raise ValueError(f"slice {slice_id}: segment file(s) missing: {missing}")
         m["path"] = str(path.resolve())
         manifests[slice_id] = m
         return m

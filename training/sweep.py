@@ -50,7 +50,7 @@ class TrainTask(FrozenModel):
     seed: int
     timesteps: int = Field(gt=0)
     fold: int = Field(ge=0)
-    train_slice: str  # absolute path of the fold's train slice parquet
+    train_slice: str  # absolute path of the fold's train slice (its manifest)
     train_slice_id: str = ""
     train_sha256: str = ""
     stats_dir: str  # absolute path of the fold's frozen stats

@@ -11,6 +11,7 @@ from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
 from features.slices import load_fold_index, load_manifest
+from features.store import verify_slice
 
 SYMBOL = "XBTUSD"
 CFG = FeaturesConfig(
@@ -40,8 +41,8 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
     layout = _copy_events(events_dir, tmp_path / "ok")
     out = build_features_flow(SYMBOL, CFG, str(layout.root))
     assert out == load_fold_index(layout, CFG.spec.spec_hash).model_dump(mode="json")
-    m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold01-test.parquet")
-    assert m.validation["success"] and m.sha256 == sha256_file(m.path)
+    m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold01-test.manifest.json")
+    assert m.validation["success"] and verify_slice(m.path) == []
     assert (
         m.validation["data_docs"] == str(layout.gx / "index.html")
         and (layout.gx / "index.html").exists()
@@ -50,9 +51,9 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
     day1 = sha256_file(layout.events_day(SYMBOL, "2024-01-01") / "manifest.json")
     day2 = sha256_file(layout.events_day(SYMBOL, "2024-01-02") / "manifest.json")
     assert load_manifest(
-        layout.slices(CFG.spec.spec_hash) / "fold00-train.parquet"
+        layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json"
     ).event_partitions == {"2024-01-01": day1}
-    s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.parquet")
+    s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.manifest.json")
     # its first rows look back across midnight into day 1; no normalised check on stress
     assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
     assert s.stats_id == out["stress_stats_id"] and "z__" not in str(s.validation)

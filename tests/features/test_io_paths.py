@@ -1,7 +1,7 @@
-"""The fast paths of slice building: one in-memory parquet encoding hashed once,
-zero-copy stats, no rewrite of identical small files, the staged-file guard (a full
-re-hash), and the integer price band behind `depth_within_bps` (equal to its float
-definition)."""
+"""The fast paths of slice building: segments hashed while written and named by their
+sha256, zero-copy stats, no rewrite of identical small files, the staged-segment guard
+(size and mtime, else a full re-hash), and the integer price band behind
+`depth_within_bps` (equal to its float definition)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,9 @@ from core import schema as S
 from core.config.features import FeatureSpec
 from core.hashing import sha256_file
 from features import compute
-from features.slices import (
-    PARQUET_OPTIONS,
-    SliceBuildError,
-    encode_parquet,
-    parquet_bytes,
-    publish_slices,
-    stage_slices,
-    write_parquet_atomic,
-)
+from features.slices import SliceBuildError, publish_slices, stage_slices, write_bars
 from features.stats import FrozenStats, StatsError, write_if_changed
+from features.store import read_slice, write_arrow_atomic, write_segment
 from tests.features.strategies import make_bars
 from tests.features.test_slices import CFG, SPEC
 
@@ -40,22 +33,21 @@ def frame() -> pl.DataFrame:
     return compute.compute_features(bars.lazy(), SPEC).collect()
 
 
-def test_parquet_encoding_is_deterministic_and_hashed_bytes_are_the_file(frame, tmp_path):
-    a = parquet_bytes(frame)
-    b = parquet_bytes(pl.DataFrame(frame.to_dicts(), schema=frame.schema))  # rebuilt frame
-    assert a == b and bytes(encode_parquet(frame)) == a
-    path, digest = write_parquet_atomic(tmp_path / "x.parquet", frame)
-    assert digest == sha256_file(path) == hashlib.sha256(a).hexdigest()
-    back = pl.read_parquet(path)
+def test_segments_are_deterministic_and_named_by_the_sha256_of_their_bytes(frame, tmp_path):
+    rebuilt = pl.DataFrame(frame.to_dicts(), schema=frame.schema)
+    padded = pl.concat([frame.head(7), frame, frame.tail(5)]).slice(7, frame.height)
+    a, n = write_segment(tmp_path / "a", frame)
+    b, _ = write_segment(tmp_path / "b", rebuilt)  # a frame built row by row
+    c, _ = write_segment(tmp_path / "c", padded)  # a zero-copy row range of a bigger frame
+    assert a == b == c and n == frame.height
+    path = tmp_path / "a" / "segments" / f"{a}.arrow"
+    assert sha256_file(path) == a
+    assert [p.name for p in (tmp_path / "a" / "segments").iterdir()] == [path.name]  # no temp
+    back = read_slice(path)
     assert back.schema == frame.schema and back.equals(frame)  # same dtypes and values
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(path).metadata
-    col = meta.row_group(0).column(0)
-    assert col.compression == PARQUET_OPTIONS["compression"].upper() + "_RAW" or (
-        col.compression == PARQUET_OPTIONS["compression"].upper()
-    )
-    assert not col.is_stats_set and not col.has_dictionary_page
+    p2, digest, size = write_arrow_atomic(tmp_path / "x.arrow", frame)
+    assert digest == a == sha256_file(p2) and size == p2.stat().st_size
+    assert hashlib.sha256(p2.read_bytes()).hexdigest() == a
 
 
 def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
@@ -86,8 +78,8 @@ def test_write_if_changed_leaves_identical_files_alone(tmp_path):
 @pytest.fixture
 def staged(tmp_path):
     bars = make_bars(3600, 5, SPEC, p_missing_level=0.05, p_trade=0.4)
-    bars_path = tmp_path / "bars.parquet"
-    bars_path.write_bytes(parquet_bytes(bars))
+    bars_path = tmp_path / "bars.arrow"
+    write_bars(bars_path, bars)
     return stage_slices(str(bars_path), CFG, str(tmp_path / "staging"))
 
 
@@ -95,26 +87,26 @@ def _ok(plan):
     return {s.slice_id: {"success": True, "failed": [], "statistics": {}} for s in plan.slices}
 
 
-def test_publish_refuses_a_staged_file_rewritten_after_staging(staged, tmp_path):
+def test_publish_refuses_a_staged_segment_rewritten_after_staging(staged, tmp_path):
     from core.paths import DataLayout
 
-    item = staged.slices[1]
-    data = Path(item.path).read_bytes()
-    with open(item.path, "r+b") as fh:  # same size, one byte flipped, in place
+    path = staged.segment_path(staged.slices[1].parts[0])
+    data = path.read_bytes()
+    with open(path, "r+b") as fh:  # same size, one byte flipped, in place
         fh.seek(len(data) // 2)
         fh.write(bytes([data[len(data) // 2] ^ 0xFF]))
-    with pytest.raises(SliceBuildError, match=f"{item.slice_id} changed after staging"):
+    with pytest.raises(SliceBuildError, match=f"{path.name} changed after staging"):
         publish_slices(staged, _ok(staged), DataLayout(tmp_path / "d"), {}, SPEC.lookback_ns)
     assert not (tmp_path / "d").exists()
 
 
-def test_publish_accepts_a_staged_file_rewritten_with_the_same_bytes(staged, tmp_path):
+def test_publish_accepts_a_staged_segment_rewritten_with_the_same_bytes(staged, tmp_path):
     from core.paths import DataLayout
 
-    item = staged.slices[0]
-    data = Path(item.path).read_bytes()
-    os.unlink(item.path)
-    Path(item.path).write_bytes(data)  # new inode, same bytes
+    path = staged.segment_path(staged.slices[0].parts[0])
+    data = path.read_bytes()
+    os.unlink(path)
+    path.write_bytes(data)  # new inode and mtime, same bytes: re-hashed, accepted
     index = publish_slices(staged, _ok(staged), DataLayout(tmp_path / "d"), {}, SPEC.lookback_ns)
     assert index.folds[0].train == "fold00-train"
 
@@ -163,19 +155,20 @@ def test_depth_integer_band_equals_the_float_definition(s2, x, offsets, data):
     assert got == _depth_float(px, sz, s2, x)
 
 
-def test_republish_keeps_files_that_already_hold_the_staged_sha256(staged, tmp_path):
+def test_republish_keeps_segments_already_in_the_store(staged, tmp_path):
     from core.paths import DataLayout
 
     layout = DataLayout(tmp_path / "d")
     publish_slices(staged, _ok(staged), layout, {}, SPEC.lookback_ns)
-    item = staged.slices[0]
+    part = staged.slices[0].parts[0]
     published = tmp_path / "d" / "slices"
     before = {p.name: p.stat().st_mtime_ns for p in published.rglob("*")}
-    os.unlink(item.path)  # (published files are hard links of the staged ones)
-    Path(item.path).write_bytes(b"not the validated slice")  # staged copy now useless
+    path = staged.segment_path(part)
+    os.unlink(path)  # (published segments are hard links of the staged ones)
+    path.write_bytes(b"not the validated segment")  # staged copy now useless
     publish_slices(staged, _ok(staged), layout, {}, SPEC.lookback_ns)  # nothing taken from it
     assert {p.name: p.stat().st_mtime_ns for p in published.rglob("*")} == before
-    target = next(published.rglob(f"{item.slice_id}.parquet"))
-    assert sha256_file(target) == item.sha256
-    with pytest.raises(SliceBuildError, match="changed after staging"):  # a fresh target needs it
+    target = next(published.rglob(Path(part.file).name))
+    assert sha256_file(target) == part.sha256
+    with pytest.raises(SliceBuildError, match="changed after staging"):  # a fresh store needs it
         publish_slices(staged, _ok(staged), DataLayout(tmp_path / "e"), {}, SPEC.lookback_ns)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,7 @@ from features.slices import (
     slice_columns,
 )
 from features.stats import FrozenStats
+from features.store import SLICE_FORMAT, read_slice, slice_digest, verify_slice
 from tests.features.strategies import T0_NS, make_bars
 
 SPEC = FeatureSpec()
@@ -58,9 +60,12 @@ def test_build_slices_publishes_slices_manifests_stats_and_folds(built):
     assert index.stress == ["stress00"] and index.stress_stats_id == index.folds[-1].stats_id
     folder = layout.slices(SPEC.spec_hash)
     for sid in ["fold00-train", "fold00-test", "fold01-train", "fold01-test", "stress00"]:
-        m = load_manifest(folder / f"{sid}.parquet")
-        frame = pl.read_parquet(m.path)
-        assert m.sha256 == sha256_file(m.path) and len(m.sha256) == 64
+        m = load_manifest(folder / f"{sid}.manifest.json")
+        frame = read_slice(m.path)
+        assert m.format == SLICE_FORMAT and verify_slice(m.path) == []
+        assert m.sha256 == slice_digest((p.sha256, p.rows) for p in m.parts)
+        for part in m.parts:  # every segment is named by the sha256 of its bytes
+            assert sha256_file(folder / part.file) == part.sha256 == part.file[9:-6]
         assert frame.columns == slice_columns(SPEC) and frame.height == m.rows
         assert m.t_start_ns == frame[S.TS][0] and m.t_end_ns == frame[S.TS][-1]
         assert m.validation["success"] and m.validation["failed"] == []
@@ -68,7 +73,7 @@ def test_build_slices_publishes_slices_manifests_stats_and_folds(built):
         assert m.spec_hash == SPEC.spec_hash and m.stats_id is not None
         assert frame.select(SPEC.names).to_numpy().dtype == np.float64
         assert np.isfinite(frame.select(SPEC.names).to_numpy()).all()
-    train0 = pl.read_parquet(folder / "fold00-train.parquet")
+    train0 = read_slice(folder / "fold00-train.manifest.json")
     # warm-up rows never enter a slice: the first lookback-1 bars are gone
     assert train0[S.TS][0] >= T0_NS + SPEC.lookback_bars * SPEC.interval_ns
     test0 = load_manifest(folder / "fold00-test.manifest.json")
@@ -78,14 +83,14 @@ def test_build_slices_publishes_slices_manifests_stats_and_folds(built):
 def test_frozen_stats_are_fitted_on_the_train_slice_only(built):
     layout, index = built
     st = FrozenStats.load(layout.stats(index.folds[0].stats_id))
-    train = pl.read_parquet(layout.slices(SPEC.spec_hash) / "fold00-train.parquet")
+    train = read_slice(layout.slices(SPEC.spec_hash) / "fold00-train.manifest.json")
     x = train.select(SPEC.names).to_numpy()
     np.testing.assert_array_equal(st.mean, x.mean(axis=0))
     np.testing.assert_array_equal(st.sigma, np.maximum(x.std(axis=0), SPEC.sigma_floor))
     assert st.train_slices == (
         {
             "slice_id": "fold00-train",
-            "sha256": sha256_file(layout.slices(SPEC.spec_hash) / "fold00-train.parquet"),
+            "sha256": load_manifest(layout.slices(SPEC.spec_hash) / "fold00-train").sha256,
         },
     )
     meta = json.loads((layout.stats(st.stats_id) / "stats.json").read_text())
@@ -138,15 +143,49 @@ def test_changing_test_slice_data_leaves_stats_unchanged(bars, built, tmp_path):
 
 def test_build_slices_is_idempotent_same_inputs_same_sha256(bars, built):
     layout, index = built
-    files = sorted(layout.slices(SPEC.spec_hash).glob("*.parquet"))
+    files = sorted(p for p in layout.slices(SPEC.spec_hash).rglob("*") if p.is_file())
     before = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in files}
     parts = {"2024-01-01": "ab" * 32}
     assert build_slices_from_bars(bars, CFG, layout, event_partitions=parts) == index
     after = {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in files}
     assert before == after  # identical files are not even rewritten
+    assert sorted(p for p in layout.slices(SPEC.spec_hash).rglob("*") if p.is_file()) == files
     assert not (layout.root / "staging" / "features").exists() or not any(
         (layout.root / "staging" / "features").iterdir()
     )
+
+
+def test_overlapping_windows_store_each_row_once(built):
+    """Sliding folds overlap (fold01-train holds fold00-test); the store holds every row
+    once, and each slice is exactly its window's rows in order."""
+    layout, index = built
+    folder = layout.slices(SPEC.spec_hash)
+    manifests = {
+        sid: load_manifest(folder / f"{sid}.manifest.json")
+        for f in index.folds
+        for sid in (f.train, f.test)
+    } | {sid: load_manifest(folder / f"{sid}.manifest.json") for sid in index.stress}
+    stored = [read_slice(p) for p in sorted((folder / "segments").glob("*.arrow"))]
+    stored_ts = pl.concat([s.select(S.TS) for s in stored])[S.TS]
+    assert stored_ts.n_unique() == stored_ts.len()  # no row twice
+    union = pl.concat([read_slice(m.path).select(S.TS) for m in manifests.values()])[S.TS]
+    assert set(union.to_list()) == set(stored_ts.to_list())
+    assert sum(m.rows for m in manifests.values()) > stored_ts.len()  # windows do overlap
+    shared = {p.sha256 for p in manifests["fold00-test"].parts}
+    assert shared & {p.sha256 for p in manifests["fold01-train"].parts}
+
+
+def test_verify_slice_finds_a_changed_segment(built, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(built[0].slices(SPEC.spec_hash), folder)
+    m = load_manifest(folder / "fold00-test.manifest.json")
+    assert verify_slice(folder / "fold00-test.manifest.json") == []
+    seg = folder / m.parts[0].file
+    data = bytearray(seg.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    problems = verify_slice(folder / "fold00-test.manifest.json")
+    assert len(problems) == 1 and m.parts[0].sha256 in problems[0]
 
 
 def test_slice_failing_validation_is_not_published_and_error_lists_expectations(bars, tmp_path):
@@ -184,3 +223,27 @@ def test_folds_that_do_not_fit_the_data_raise(bars, tmp_path):
 
     with pytest.raises(WalkForwardError, match="fold"):
         build_slices_from_bars(bars, cfg, DataLayout(tmp_path))
+
+
+def test_cli_audit_slices_rehashes_every_segment_and_exits_1_on_a_changed_one(
+    built, tmp_path, capsys
+):
+    from flows.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(built[0].slices(SPEC.spec_hash), DataLayout(data).slices(SPEC.spec_hash))
+    assert main(["audit", "slices", "--data-dir", str(data), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    (folder,) = rep["folders"]
+    assert rep["ok"] and folder["orphans"] == [] and set(folder["slices"]) >= {"fold00-train"}
+    segments = DataLayout(data).slices(SPEC.spec_hash) / "segments"
+    assert folder["segments"] == len(list(segments.glob("*.arrow")))  # each hashed once
+    m = load_manifest(DataLayout(data).slices(SPEC.spec_hash) / "fold01-test")
+    (segments / "stray.arrow").write_bytes(b"left by a failed run")
+    seg = segments.parent / m.parts[-1].file
+    seg.write_bytes(seg.read_bytes()[:-1] + b"\0")
+    assert main(["audit", "slices", "--data-dir", str(data)]) == 1
+    out = capsys.readouterr().out
+    assert "fold01-test: segment" in out and "FAILED" in out
+    assert "1 segment(s) no slice uses" in out
+    assert main(["audit", "slices", "--data-dir", str(tmp_path / "none")]) == 2

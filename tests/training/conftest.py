@@ -8,17 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig, load_config
 from core.config.features import FeatureSpec
-from core.hashing import sha256_file
 from core.paths import DataLayout
 from core.schema import EXEC_COLUMNS, MID_TICKS, TS
 from features.stats import FrozenStats
+from features.store import (
+    MANIFEST_SUFFIX,
+    SLICE_FORMAT,
+    read_slice,
+    segment_file,
+    slice_digest,
+    write_segment,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "conf" / "tiny.yaml"
@@ -63,12 +70,12 @@ def write_slice(
     stats_id: str | None = None,
     vol: int = 2,
 ) -> dict:
-    """Slice parquet + manifest in the contract format; returns the manifest."""
+    """Slice segment + manifest in the contract format; returns the manifest."""
     folder = layout.slices(spec.spec_hash)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{slice_id}.parquet"
+    path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
     cols = market_columns(spec, n, seed, t0, vol)
-    pq.write_table(pa.table(cols), path)
+    digest, rows = write_segment(folder, pl.from_arrow(pa.table(cols)))
     manifest = {
         "slice_id": slice_id,
         "kind": kind,
@@ -77,13 +84,15 @@ def write_slice(
         "t_start_ns": int(cols[TS][0]),
         "t_end_ns": int(cols[TS][-1]),
         "rows": n,
-        "sha256": sha256_file(path),
+        "sha256": slice_digest([(digest, rows)]),
         "path": str(path.resolve()),
+        "format": SLICE_FORMAT,
+        "parts": [{"file": segment_file(digest), "sha256": digest, "rows": rows}],
         "event_partitions": {},
         "validation": {"success": True, "suite": "test", "failed": [], "statistics": {}},
         "stats_id": stats_id,
     }
-    write_json_atomic(folder / f"{slice_id}.manifest.json", manifest)
+    write_json_atomic(path, manifest)
     return manifest
 
 
@@ -111,7 +120,7 @@ def build_data_dir(
     for k in range(cfg.features.walk_forward.n_folds):
         t0 = T0 + k * step
         train = write_slice(layout, spec, f"fold{k:02d}-train", "train", k, rows, 100 + k, t0)
-        x = pq.read_table(train["path"], columns=list(spec.names)).to_pandas().to_numpy()
+        x = read_slice(train["path"], columns=list(spec.names)).to_numpy()
         stats = FrozenStats.fit(
             x,
             spec.names,

@@ -20,8 +20,8 @@ def slice_inputs(data: DataDir) -> tuple[list[SliceInput], str]:
     spec = data.cfg.features.spec
     idx = load_fold_index(data.layout, spec.spec_hash)
     folder = data.layout.slices(spec.spec_hash)
-    paths = [folder / f"{f.test}.parquet" for f in idx.folds] + [
-        folder / f"{s}.parquet" for s in idx.stress
+    paths = [folder / f"{f.test}.manifest.json" for f in idx.folds] + [
+        folder / f"{s}.manifest.json" for s in idx.stress
     ]
     return [SliceInput.from_path(p) for p in paths], str(data.layout.stats(idx.folds[-1].stats_id))
 

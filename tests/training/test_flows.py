@@ -168,8 +168,9 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     from flows.train import train_flow
 
     data: DataDir = build_data_dir(tmp_path / "d", tiny_cfg)
-    bad = data.layout.slices(tiny_cfg.features.spec.spec_hash) / "fold01-train.parquet"
-    bad.write_bytes(b"not a parquet file")
+    folder = data.layout.slices(tiny_cfg.features.spec.spec_hash)
+    manifest = json.loads((folder / "fold01-train.manifest.json").read_text())
+    (folder / manifest["parts"][0]["file"]).write_bytes(b"not an arrow file")
     cfg = small(tiny_cfg, seeds=(0,))
     uri = f"sqlite:///{data.root}/mlflow.db"
     sweep = train_flow(cfg, str(data.root), uri)
@@ -181,7 +182,7 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     assert c["decision"] == "retest" and "training failed" in c["reasons"][0]
     assert ev["best"] is None
     # slices rebuilt after the sweep: evaluation refuses instead of mixing data
-    manifest = bad.with_name("fold00-train.manifest.json")
+    manifest = folder / "fold00-train.manifest.json"
     m = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**m, "sha256": "0" * 64}))
     with pytest.raises(ValueError, match="slices changed"):

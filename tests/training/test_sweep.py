@@ -33,7 +33,7 @@ def make_task(
         seed=seed,
         timesteps=timesteps,
         fold=fold,
-        train_slice=str(data.layout.slices(spec.spec_hash) / f"{f.train}.parquet"),
+        train_slice=str(data.layout.slices(spec.spec_hash) / f"{f.train}.manifest.json"),
         train_slice_id=f.train,
         stats_dir=str(data.layout.stats(f.stats_id)),
         stats_id=f.stats_id,

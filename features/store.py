@@ -1,0 +1,255 @@
+"""Slice storage: content-addressed Arrow IPC segments, read back as one table. Adapter.
+
+Walk-forward windows overlap (a sliding fold's train window holds the previous folds'
+test windows; an expanding one holds every earlier row). Writing each slice as its own
+file would write, hash and store the same rows again for every window that holds them
+(1.67x the unique rows with the default sliding folds, quadratic with expanding ones).
+So the rows are cut once at every window boundary into *segments*, and a slice is the
+ordered list of the segments between its boundaries, written down in its manifest (the
+design of table formats such as Iceberg and Delta: immutable data files, manifests
+that list them).
+
+- A segment is an Arrow IPC file (Feather v2, uncompressed): the column buffers as they
+  are in memory, so a reader memory-maps it without copying or decoding (the env loads
+  a slice in under a millisecond), and writing one is a single pass that hashes and
+  writes the same bytes. Its name is its sha256: `segments/<sha256>.arrow`. The same
+  rows give the same bytes (tested), so the same inputs give the same names.
+- A slice's sha256 (`slice_digest`) is the sha256 of its part list, one line
+  `<segment sha256> <rows>\\n` per segment in order: it changes when any byte of any
+  segment changes, and `verify_slice` checks it against the files.
+- `read_slice` / `slice_table` read a slice manifest's parts in order as one frame; they
+  also read a plain Parquet or Arrow file with the slice columns (users' own data).
+
+Polars users can also read a slice's segments directly:
+`pl.scan_ipc([folder / p["file"] for p in manifest["parts"]])`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from core.atomic import atomic_path
+
+SEGMENTS_DIR = "segments"
+SEGMENT_SUFFIX = ".arrow"
+#: a manifest's `format`: the layout `read_slice` understands
+SLICE_FORMAT = "chappie-slice/1 (arrow-ipc segments)"
+MANIFEST_SUFFIX = ".manifest.json"
+#: longest segment: a very long window is cut into segments of at most this many rows
+#: (bounds a segment's file size; boundaries stay deterministic)
+SEGMENT_MAX_ROWS = 1 << 20
+
+
+class SliceReadError(ValueError):
+    """A slice (manifest or file) that cannot be read: missing part, bad manifest."""
+
+
+def segment_file(sha256: str) -> str:
+    """A segment's path relative to its spec's slices folder."""
+    return f"{SEGMENTS_DIR}/{sha256}{SEGMENT_SUFFIX}"
+
+
+def slice_digest(parts: Iterable[tuple[str, int]]) -> str:
+    """sha256 of the part list: one `<segment sha256> <rows>\\n` line per part, in order."""
+    text = "".join(f"{sha} {int(rows)}\n" for sha, rows in parts)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+class _HashingFile:
+    """A write-only file object for pyarrow: hashes and writes each buffer it is handed
+    (no intermediate copy of the file in memory)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self.sha.update(view)
+        n = len(view)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        pass
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+def write_arrow(path: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
+    """Write `frame` as one Arrow IPC file at `path` (not atomic: callers write to a
+    temp path). Returns (sha256 of the file's bytes, size), computed while writing."""
+    table = frame.to_arrow()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        sink = _HashingFile(fd)
+        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    finally:
+        os.close(fd)
+    return sink.sha.hexdigest(), sink.size
+
+
+def write_arrow_atomic(target: str | Path, frame: pl.DataFrame) -> tuple[Path, str, int]:
+    """`write_arrow` published atomically at `target`. Returns (path, sha256, size)."""
+    with atomic_path(target) as tmp:
+        digest, size = write_arrow(tmp, frame)
+    return Path(target), digest, size
+
+
+def write_segment(folder: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
+    """Write `frame` as a content-addressed segment `folder/segments/<sha256>.arrow`.
+
+    Written to a temp file, hashed while written, fsynced, then renamed to its sha256
+    name: a reader never sees a partial segment, and a segment that already exists
+    holds the same bytes (same name), so replacing it changes nothing. Returns
+    (sha256, rows)."""
+    seg_dir = Path(folder) / SEGMENTS_DIR
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".segment.", suffix=".tmp", dir=seg_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        digest, _ = write_arrow(tmp, frame)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, seg_dir / f"{digest}{SEGMENT_SUFFIX}")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest, frame.height
+
+
+def read_arrow(path: str | Path) -> pa.Table:
+    """An Arrow IPC file, memory-mapped (no copy)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def slice_parts(manifest_path: str | Path) -> tuple[dict[str, Any], list[Path]]:
+    """(manifest dict, absolute part paths in order) of a slice manifest."""
+    p = Path(manifest_path)
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise SliceReadError(f"cannot read slice manifest {p}: {e}") from e
+    if "parts" not in m:
+        raise SliceReadError(f"{p} is not a segment slice manifest (no 'parts')")
+    return m, [p.parent / part["file"] for part in m["parts"]]
+
+
+def slice_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of a slice as one Arrow table (chunked per segment, memory-mapped).
+
+    `path`: a slice manifest (`*.manifest.json`), or a Parquet / Arrow IPC file with the
+    slice columns. Raises SliceReadError naming a missing part or unknown file type.
+    """
+    p = Path(path)
+    if p.name.endswith(".json"):
+        _, files = slice_parts(p)
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise SliceReadError(f"slice {p.name}: missing segment(s) {missing}")
+        tables = [read_arrow(f) for f in files]
+        table = pa.concat_tables(tables) if tables else pa.table({})
+    elif p.suffix in (".arrow", ".feather", ".ipc"):
+        table = read_arrow(p)
+    elif p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(p)
+    else:
+        raise SliceReadError(f"{p}: not a slice manifest, Parquet or Arrow file")
+    return table.select(list(columns)) if columns is not None else table
+
+
+def read_slice(path: str | Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    """`slice_table` as a polars frame (one chunk per segment; zero-copy)."""
+    out = pl.from_arrow(slice_table(path, columns), rechunk=False)
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
+def verify_slice(manifest_path: str | Path) -> list[str]:
+    """Re-hash every segment of a slice and its digest; return the problems found
+    (empty when every byte is what the manifest says)."""
+    from core.hashing import sha256_file
+
+    m, files = slice_parts(manifest_path)
+    problems = []
+    for part, f in zip(m["parts"], files, strict=True):
+        if not f.exists():
+            problems.append(f"missing segment {f}")
+        elif (got := sha256_file(f)) != part["sha256"]:
+            problems.append(f"segment {f.name}: sha256 {got}, manifest says {part['sha256']}")
+    digest = slice_digest((p["sha256"], p["rows"]) for p in m["parts"])
+    if digest != m.get("sha256"):
+        problems.append(f"slice digest {digest}, manifest says {m.get('sha256')}")
+    if sum(int(p["rows"]) for p in m["parts"]) != m.get("rows"):
+        problems.append("part rows do not add up to the manifest's rows")
+    return problems
+
+
+def audit_store(folder: str | Path) -> dict[str, Any]:
+    """Check every slice manifest in one spec's slices folder against its segments,
+    hashing each segment once however many slices share it.
+
+    Returns {"folder", "slices": {slice_id: [problems]}, "segments", "orphans" (segment
+    files no manifest lists: left by a failed run, safe to delete), "ok"}."""
+    from core.hashing import sha256_file
+
+    root = Path(folder)
+    hashed: dict[str, str | None] = {}
+    slices: dict[str, list[str]] = {}
+    for mpath in sorted(root.glob(f"*{MANIFEST_SUFFIX}")):
+        try:
+            m, files = slice_parts(mpath)
+        except SliceReadError as e:
+            slices[mpath.name.removesuffix(MANIFEST_SUFFIX)] = [str(e)]
+            continue
+        problems = []
+        for part, f in zip(m["parts"], files, strict=True):
+            if part["file"] not in hashed:
+                hashed[part["file"]] = sha256_file(f) if f.exists() else None
+            got = hashed[part["file"]]
+            if got is None:
+                problems.append(f"missing segment {part['file']}")
+            elif got != part["sha256"]:
+                problems.append(
+                    f"segment {part['file']}: sha256 {got}, manifest says {part['sha256']}"
+                )
+        if slice_digest((p["sha256"], p["rows"]) for p in m["parts"]) != m.get("sha256"):
+            problems.append("slice digest does not match its parts")
+        slices[str(m.get("slice_id", mpath.name))] = problems
+    listed = {Path(f).name for f in hashed}
+    orphans = sorted(
+        p.name for p in (root / SEGMENTS_DIR).glob(f"*{SEGMENT_SUFFIX}") if p.name not in listed
+    )
+    return {
+        "folder": str(root),
+        "slices": slices,
+        "segments": len(hashed),
+        "orphans": orphans,
+        "ok": bool(slices) and not any(slices.values()),
+    }
