@@ -22,6 +22,7 @@ row per `spec.interval_ns`, as `features.sampler.sample_bars` emits them).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import polars as pl
 
@@ -32,15 +33,25 @@ from core.config.features import FeatureSpec
 F64 = pl.Float64
 NAN = float("nan")
 
-# internal helper columns (dropped before returning)
+# internal helper columns (dropped before returning): each quantity that several
+# features read is computed once in `compute_features`'s prep steps
 _S2 = "__s2_ticks"  # bid0 + ask0 = 2 * mid, int64 (exact)
+_S2F = "__s2_f"  # float(s2)
+_S2NZ = "__s2_nz_f"  # float(s2), NaN where s2 == 0
+_S2POS = "__s2_pos_f"  # float(s2), NaN where s2 <= 0
+_SPREAD = "__spread_ticks"  # ask0 - bid0, int64
+_D0 = "__sz_diff_0"  # bid_sz0 - ask_sz0, int64
+_T0 = "__sz_sum_0"  # bid_sz0 + ask_sz0, int64
+_WB, _WA = "__wbid_l", "__wask_l"  # + levels: sum_{i<L} (L - i) sz_i per side, int64
+_LO, _HI = "__band_lo_", "__band_hi_"  # + depth_suffix(x_bps): depth price band, int64
 _DS2SQ = "__ds2_sq"  # (s2_t - s2_{t-1})**2, int64; 0 on the first bar
 _SIGNED = "__signed_vol"  # buy_vol - sell_vol
 _TOTAL = "__total_vol"  # buy_vol + sell_vol
-_NOTOK = "__not_ok"  # 1 when book_ok is false
-_IDX = "__row"
+_NOTOK = "__not_ok"  # running count of bars with book_ok false, this bar included (uint)
+_NOTOK_BEFORE = "__not_ok_before"  # the same count before this bar (uint)
 _CUM = "__cum_"  # prefix of the int64 cumulative sums behind every window
-_SUMMED = (S.OFI_L1, _SIGNED, _TOTAL, S.N_TRADES, _DS2SQ, _NOTOK)
+_SUMMED = (S.OFI_L1, _SIGNED, _TOTAL, S.N_TRADES, _DS2SQ)
+_LAG = "__lag_"  # + n: struct of the helper columns as they were n rows back
 
 
 def bars_for(seconds: float, spec: FeatureSpec) -> int:
@@ -62,24 +73,45 @@ def _ratio(num: pl.Expr, den: pl.Expr, zero: float) -> pl.Expr:
     return pl.when(den == 0).then(pl.lit(zero, F64)).otherwise(_f(num) / _f(den))
 
 
+def _add(terms: list[pl.Expr]) -> pl.Expr:
+    """terms[0] + terms[1] + ... as a chain of binary `+` (exact for int64)."""
+    acc = terms[0]
+    for t in terms[1:]:
+        acc = acc + t
+    return acc
+
+
+def _weighted_sizes(sz: Callable[[int], str], levels: int) -> pl.Expr:
+    """sum_{i < levels} (levels - i) * sz_i, exact int64 (the depth imbalance weights)."""
+    return _add(
+        [pl.col(sz(i)) * (levels - i) for i in range(levels - 1)] + [pl.col(sz(levels - 1))]
+    )
+
+
+def _lagged(col: str, n: int) -> pl.Expr:
+    """Helper column `col` n rows back (from the `_LAG` struct of n); null on the first
+    n rows."""
+    return pl.col(f"{_LAG}{n}").struct.field(col)
+
+
 def _window_sum(col: str, n: int) -> pl.Expr:
     """Exact int64 sum of `col` over the last n rows, partial at the start.
 
-    cum_t - cum_{t-n}: the streaming twin keeps the same cumulative sums.
+    cum_t - cum_{t-n} (0 before the first row): the streaming twin keeps the same
+    cumulative sums.
     """
-    c = pl.col(_CUM + col)  # precomputed once per column in compute_features
-    return c - c.shift(n, fill_value=0)
+    return pl.col(_CUM + col) - _lagged(_CUM + col, n).fill_null(0)
 
 
 # ---------------------------------------------------------------- level features
 def mid_ticks() -> pl.Expr:
     """Mid price in ticks, (bid0 + ask0) / 2. Look-back: none. Carried, not observed."""
-    return (_f(pl.col(_S2)) * 0.5).alias(S.MID_TICKS)
+    return (pl.col(_S2F) * 0.5).alias(S.MID_TICKS)
 
 
 def spread_ticks() -> pl.Expr:
     """Quoted spread ask0 - bid0 in ticks. Look-back: none."""
-    return _f(pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))).alias("spread_ticks")
+    return _f(pl.col(_SPREAD)).alias("spread_ticks")
 
 
 def spread_bps() -> pl.Expr:
@@ -87,8 +119,8 @@ def spread_bps() -> pl.Expr:
 
     Computed as 2e4 * spread / (bid0 + ask0). NaN when the book is empty. Look-back: none.
     """
-    spread = pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))
-    return _ratio(spread * 20000, pl.col(_S2), NAN).alias("spread_bps")
+    # x / NaN is that NaN: dividing by `_S2NZ` gives the NaN of the empty book
+    return (_f(pl.col(_SPREAD) * 20000) / pl.col(_S2NZ)).alias("spread_bps")
 
 
 def microprice_offset_bps() -> pl.Expr:
@@ -99,10 +131,8 @@ def microprice_offset_bps() -> pl.Expr:
     offset_bps = 1e4 * spread * (bs - as) / ((bs + as) * (bid0 + ask0)); the numerator
     and denominator are exact int64 products. NaN when either is undefined.
     """
-    spread = pl.col(S.ask_px(0)) - pl.col(S.bid_px(0))
-    bs, as_ = pl.col(S.bid_sz(0)), pl.col(S.ask_sz(0))
-    num = spread * (bs - as_)
-    den = (bs + as_) * pl.col(_S2)
+    num = pl.col(_SPREAD) * pl.col(_D0)
+    den = pl.col(_T0) * pl.col(_S2)
     return (_ratio(num, den, NAN) * 10000.0).alias("microprice_offset_bps")
 
 
@@ -110,19 +140,16 @@ def imbalance_l1() -> pl.Expr:
     """Level-1 queue imbalance in [-1, 1]: (bid_sz0 - ask_sz0) / (bid_sz0 + ask_sz0)
     (Cartea, Jaimungal, Penalva 2015 ch. 4; Gould-Bonart 2016). 0 when both are empty.
     Look-back: none."""
-    bs, as_ = pl.col(S.bid_sz(0)), pl.col(S.ask_sz(0))
-    return _ratio(bs - as_, bs + as_, 0.0).alias("imbalance_l1")
+    return _ratio(pl.col(_D0), pl.col(_T0), 0.0).alias("imbalance_l1")
 
 
 def _imbalance_depth(levels: int, name: str) -> pl.Expr:
-    # linear integer weights levels, levels-1, ..., 1: exact int sums
-    num = pl.sum_horizontal(
-        (pl.col(S.bid_sz(i)) - pl.col(S.ask_sz(i))) * (levels - i) for i in range(levels)
-    )
-    den = pl.sum_horizontal(
-        (pl.col(S.bid_sz(i)) + pl.col(S.ask_sz(i))) * (levels - i) for i in range(levels)
-    )
-    return _ratio(num, den, 0.0).alias(name)
+    # linear integer weights levels, levels-1, ..., 1: exact int sums, from the per-side
+    # weighted sizes WB = sum w_i b_i and WA = sum w_i a_i (prep columns, shared by the
+    # numerator and the denominator): sum w_i (b_i - a_i) = WB - WA and
+    # sum w_i (b_i + a_i) = WB + WA
+    wb, wa = pl.col(f"{_WB}{levels}"), pl.col(f"{_WA}{levels}")
+    return _ratio(wb - wa, wb + wa, 0.0).alias(name)
 
 
 def imbalance_l5() -> pl.Expr:
@@ -138,7 +165,18 @@ def imbalance_l10() -> pl.Expr:
     return _imbalance_depth(10, "imbalance_l10")
 
 
-def depth_within_bps(x_bps: float, side: str, spec: FeatureSpec) -> pl.Expr:
+def _depth_band(x_bps: float) -> tuple[pl.Expr, pl.Expr]:
+    """(lo, hi): the integer price band of `depth_within_bps`, from `__s2_ticks`."""
+    s2 = pl.col(_S2)
+    k = (_f(s2) * x_bps).floor().cast(pl.Int64) // 10000
+    lo = pl.max_horizontal((s2 - k + 1) // 2, pl.lit(1, pl.Int64))
+    hi = (s2 + k) // 2
+    return lo, hi
+
+
+def depth_within_bps(
+    x_bps: float, side: str, spec: FeatureSpec, *, band: tuple[pl.Expr, pl.Expr] | None = None
+) -> pl.Expr:
     """Resting size (contracts) on one side at prices within `x_bps` of mid, over the
     sampled `spec.depth` levels (Cont, Kukanov, Stoikov 2014 use depth as the OFI price
     impact scale). Level i counts when its price is set and
@@ -150,17 +188,17 @@ def depth_within_bps(x_bps: float, side: str, spec: FeatureSpec) -> pl.Expr:
     exact below 2**53), so the test is |2 px - s2| <= k with k = floor(F) // 10000, i.e.
     max(1, ceil((s2 - k) / 2)) <= px <= floor((s2 + k) / 2). Exact while
     |2 px - s2| * 1e4 < 2**53 (prices below ~4.5e11 ticks).
+
+    `band` is that (lo, hi) already evaluated (`compute_features` passes helper columns
+    it computed once per `x_bps` for both sides); by default it is computed here.
     """
     px, sz = (S.bid_px, S.bid_sz) if side == "bid" else (S.ask_px, S.ask_sz)
-    s2 = pl.col(_S2)
-    k = (_f(s2) * x_bps).floor().cast(pl.Int64) // 10000
-    lo = pl.max_horizontal((s2 - k + 1) // 2, pl.lit(1, pl.Int64))
-    hi = (s2 + k) // 2
+    lo, hi = _depth_band(x_bps) if band is None else band
     terms = [
         pl.when(pl.col(px(i)).is_between(lo, hi)).then(pl.col(sz(i))).otherwise(0)
         for i in range(spec.depth)
     ]
-    return _f(pl.sum_horizontal(terms)).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
+    return _f(_add(terms)).alias(f"depth_{side}_{depth_suffix(x_bps)}bps")
 
 
 # ---------------------------------------------------------------- windowed features
@@ -201,10 +239,8 @@ def realized_vol(w: int, spec: FeatureSpec) -> pl.Expr:
     squared. NaN when the book is empty. Look-back: w seconds plus one bar.
     """
     ss = _f(_window_sum(_DS2SQ, bars_for(w, spec))).sqrt()
-    s2 = pl.col(_S2)
-    return (pl.when(s2 == 0).then(pl.lit(NAN, F64)).otherwise(ss / _f(s2) * 10000.0)).alias(
-        f"realized_vol_{w}s"
-    )
+    # x / NaN is that NaN: dividing by `_S2NZ` gives the NaN of the empty book
+    return (ss / pl.col(_S2NZ) * 10000.0).alias(f"realized_vol_{w}s")
 
 
 def time_since_trade_s(spec: FeatureSpec) -> pl.Expr:
@@ -223,12 +259,10 @@ def time_since_trade_s(spec: FeatureSpec) -> pl.Expr:
 def log_return(h: int, spec: FeatureSpec) -> pl.Expr:
     """Log return of the mid over h seconds, ln(mid_t / mid_{t-h}) (dimensionless).
     NaN until h seconds of history exist or when a mid is undefined. Look-back: h s."""
-    n = bars_for(h, spec)
-    cur, past = pl.col(_S2), pl.col(_S2).shift(n, fill_value=0)
-    ok = (cur > 0) & (past > 0)
-    return (pl.when(ok).then((_f(cur) / _f(past)).log()).otherwise(pl.lit(NAN, F64))).alias(
-        f"log_return_{h}s"
-    )
+    # `_S2POS` is float(s2), NaN where s2 <= 0; a NaN operand (or the NaN fill of the
+    # first h seconds) comes out of / and log as that same NaN, so no mask is needed
+    past = _lagged(_S2POS, bars_for(h, spec)).fill_null(pl.lit(NAN, F64))
+    return (pl.col(_S2POS) / past).log().alias(f"log_return_{h}s")
 
 
 # ---------------------------------------------------------------- assembly
@@ -250,7 +284,11 @@ def feature_exprs(spec: FeatureSpec) -> list[pl.Expr]:
     for h in spec.return_horizons_s:
         exprs.append(log_return(h, spec))
     for x in spec.depth_bps:
-        exprs += [depth_within_bps(x, "bid", spec), depth_within_bps(x, "ask", spec)]
+        band = (pl.col(_LO + depth_suffix(x)), pl.col(_HI + depth_suffix(x)))
+        exprs += [
+            depth_within_bps(x, "bid", spec, band=band),
+            depth_within_bps(x, "ask", spec, band=band),
+        ]
     return exprs
 
 
@@ -258,10 +296,13 @@ def warmup(spec: FeatureSpec) -> pl.Expr:
     """True while the longest look-back is not filled: the first `lookback_bars - 1`
     rows, any row whose last `lookback_bars` bars include one with `book_ok` false, and
     rows before the first trade."""
-    n = spec.lookback_bars
-    return (
-        (pl.col(_IDX) < n - 1) | (_window_sum(_NOTOK, n) > 0) | (pl.col(S.LAST_TRADE_TS) < 0)
-    ).alias(S.WARMUP)
+    # The count of bad bars before row t - (n - 1), i.e. up to row t - n, is null on the
+    # first n - 1 rows; the running count grew since then iff one of the last n bars is
+    # bad. Lag n - 1 is the longest window or horizon, so this reads no extra lag.
+    bad_before = _lagged(_NOTOK_BEFORE, spec.lookback_bars - 1)
+    return ((pl.col(_NOTOK) > bad_before).fill_null(True) | (pl.col(S.LAST_TRADE_TS) < 0)).alias(
+        S.WARMUP
+    )
 
 
 def compute_features(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
@@ -271,23 +312,6 @@ def compute_features(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
     Pure and lazy. Rows stay one per bar, in order; warm-up rows are kept and flagged
     (slices drop them). Raises polars ColumnNotFoundError on missing bar columns.
     """
-    s2 = pl.col(S.bid_px(0)) + pl.col(S.ask_px(0))
-    prep = (
-        bars.with_columns(
-            s2.alias(_S2),
-            (pl.col(S.BUY_VOL) - pl.col(S.SELL_VOL)).alias(_SIGNED),
-            (pl.col(S.BUY_VOL) + pl.col(S.SELL_VOL)).alias(_TOTAL),
-            (~pl.col(S.BOOK_OK)).cast(pl.Int64).alias(_NOTOK),
-            pl.int_range(pl.len(), dtype=pl.Int64).alias(_IDX),
-        )
-        .with_columns(
-            (pl.col(_S2) - pl.col(_S2).shift(1)).fill_null(0).alias(_DS2SQ),
-        )
-        .with_columns(
-            (pl.col(_DS2SQ) * pl.col(_DS2SQ)).alias(_DS2SQ),
-        )
-        .with_columns(pl.col(c).cum_sum().alias(_CUM + c) for c in _SUMMED)
-    )
     exec_cols = [
         pl.col(S.bid_px(0)).alias(S.BEST_BID_TICKS),
         pl.col(S.ask_px(0)).alias(S.BEST_ASK_TICKS),
@@ -296,12 +320,80 @@ def compute_features(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
         pl.col(S.BUY_VOL),
         pl.col(S.SELL_VOL),
     ]
-    return prep.select(
+    exprs = feature_exprs(spec)
+    # Features that read no earlier row are computed before the shifted `_LAG` columns
+    # join the frame: under polars' default (streaming) engine the row-wise work is
+    # markedly cheaper there (measured) than after the shifts, which cut the batches.
+    lagged = [any(r.startswith(_LAG) for r in e.meta.root_names()) for e in exprs]
+    now = [e for e, lag in zip(exprs, lagged, strict=True) if not lag]
+    return _lags(_with_helpers(bars, spec).with_columns(mid_ticks(), *now), spec).select(
         pl.col(S.TS),
-        mid_ticks(),
-        *feature_exprs(spec),
+        pl.col(S.MID_TICKS),
+        *(
+            e if lag else pl.col(name)
+            for e, lag, name in zip(exprs, lagged, spec.names, strict=True)
+        ),
         warmup(spec),
         *exec_cols,
+    )
+
+
+def _with_helpers(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
+    """Bars plus the `__` helper columns that need no lagged row."""
+    bid0, ask0 = pl.col(S.bid_px(0)), pl.col(S.ask_px(0))
+    bs0, as0 = pl.col(S.bid_sz(0)), pl.col(S.ask_sz(0))
+    s2 = pl.col(_S2)
+    not_ok = ~pl.col(S.BOOK_OK)
+    signed = pl.col(S.BUY_VOL) - pl.col(S.SELL_VOL)
+    total = pl.col(S.BUY_VOL) + pl.col(S.SELL_VOL)
+    return (
+        bars.with_columns(
+            (bid0 + ask0).alias(_S2),
+            (ask0 - bid0).alias(_SPREAD),
+            (bs0 - as0).alias(_D0),
+            (bs0 + as0).alias(_T0),
+            *(
+                _weighted_sizes(sz, levels).alias(f"{w}{levels}")
+                for levels in (5, 10)
+                for w, sz in ((_WB, S.bid_sz), (_WA, S.ask_sz))
+            ),
+            pl.when(not_ok).then(True).cum_count().alias(_NOTOK),  # counts the non-nulls
+            pl.col(S.OFI_L1).cum_sum().alias(_CUM + S.OFI_L1),
+            pl.col(S.N_TRADES).cum_sum().alias(_CUM + S.N_TRADES),
+            signed.cum_sum().alias(_CUM + _SIGNED),
+            total.cum_sum().alias(_CUM + _TOTAL),
+        )
+        .with_columns(
+            _f(s2).alias(_S2F),
+            (pl.col(_NOTOK) - not_ok.cast(pl.UInt32)).alias(_NOTOK_BEFORE),
+            *(
+                e.alias(name + depth_suffix(x))
+                for x in spec.depth_bps
+                for e, name in zip(_depth_band(x), (_LO, _HI), strict=True)
+            ),
+        )
+        .with_columns(
+            pl.when(s2 == 0).then(pl.lit(NAN, F64)).otherwise(pl.col(_S2F)).alias(_S2NZ),
+            pl.when(s2 <= 0).then(pl.lit(NAN, F64)).otherwise(pl.col(_S2F)).alias(_S2POS),
+        )
+    )
+
+
+def _lags(frame: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
+    """`frame` plus the realised-variance cumulative sum and one `_LAG` struct per
+    distinct look-back n: a single shift per n, of every helper column read n rows back."""
+    s2 = pl.col(_S2)
+    lags: dict[int, list[str]] = {}
+    for w in spec.windows_s:
+        lags.setdefault(bars_for(w, spec), []).extend(_CUM + c for c in _SUMMED)
+    for h in spec.return_horizons_s:
+        lags.setdefault(bars_for(h, spec), []).append(_S2POS)
+    lags.setdefault(spec.lookback_bars - 1, []).append(_NOTOK_BEFORE)
+    return frame.with_columns(
+        (s2 - s2.shift(1)).fill_null(0).pow(2).cum_sum().alias(_CUM + _DS2SQ)
+    ).with_columns(
+        pl.struct(sorted(set(cols))).shift(n).alias(f"{_LAG}{n}")
+        for n, cols in sorted(lags.items())
     )
 
 

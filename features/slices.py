@@ -306,7 +306,9 @@ def stage_slices(
         origin_ns = first_ts // NS_PER_DAY * NS_PER_DAY
     folds = make_folds(cfg.walk_forward, origin_ns, last_ts + 1)
     stress = make_stress_windows(cfg.walk_forward, origin_ns, last_ts + 1)
-    windows = [w for f in folds for w in (f.train, f.validation, f.test) if w is not None]
+    windows: list[Window] = [
+        w for f in folds for w in (f.train, f.validation, f.test) if w is not None
+    ]
     windows += stress
     # ts is sorted: every window is a row range [lo, hi) of `ready`
     rows: dict[str, tuple[int, int]] = {}
@@ -326,8 +328,8 @@ def stage_slices(
     for a, b in covered:
         digest, n = write_segment(root, ready.slice(a, b - a))
         segments[a] = SlicePart(file=segment_file(digest), sha256=digest, rows=n)
-        st = (root / segments[a].file).stat()
-        stamps[digest] = (st.st_size, st.st_mtime_ns)
+        info = (root / segments[a].file).stat()
+        stamps[digest] = (info.st_size, info.st_mtime_ns)
 
     def stage(w: Window, stats_id: str | None) -> StagedSlice:
         lo, hi = rows[w.slice_id]
@@ -361,9 +363,9 @@ def stage_slices(
         )
         st.save(root / "stats" / st.stats_id)
         staged.append(train.model_copy(update={"stats_id": st.stats_id}))
-        for w in (f.validation, f.test):
-            if w is not None:
-                staged.append(stage(w, st.stats_id))
+        for held_out in (f.validation, f.test):
+            if held_out is not None:
+                staged.append(stage(held_out, st.stats_id))
         entries.append(
             FoldEntry(
                 fold=f.fold,

@@ -101,8 +101,14 @@ class _HashingFile:
 
 def write_arrow(path: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
     """Write `frame` as one Arrow IPC file at `path` (not atomic: callers write to a
-    temp path). Returns (sha256 of the file's bytes, size), computed while writing."""
+    temp path): one record batch, whatever the frame's chunks, so the same rows and
+    schema always give the same bytes. Returns (sha256 of the file's bytes, size),
+    computed while writing."""
     table = frame.to_arrow()
+    if any(c.num_chunks > 1 for c in table.columns):
+        # one record batch of contiguous buffers: the bytes depend on the rows only,
+        # not on how polars happened to chunk them (engine, threads, filters)
+        table = table.combine_chunks()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         sink = _HashingFile(fd)

@@ -36,10 +36,13 @@ def frame() -> pl.DataFrame:
 def test_segments_are_deterministic_and_named_by_the_sha256_of_their_bytes(frame, tmp_path):
     rebuilt = pl.DataFrame(frame.to_dicts(), schema=frame.schema)
     padded = pl.concat([frame.head(7), frame, frame.tail(5)]).slice(7, frame.height)
+    pieces = pl.concat([frame.head(100), frame.slice(100, 333), frame.slice(433)], rechunk=False)
+    assert pieces.n_chunks() > 1
     a, n = write_segment(tmp_path / "a", frame)
     b, _ = write_segment(tmp_path / "b", rebuilt)  # a frame built row by row
     c, _ = write_segment(tmp_path / "c", padded)  # a zero-copy row range of a bigger frame
-    assert a == b == c and n == frame.height
+    d, _ = write_segment(tmp_path / "d", pieces)  # the same rows in three chunks
+    assert a == b == c == d and n == frame.height
     path = tmp_path / "a" / "segments" / f"{a}.arrow"
     assert sha256_file(path) == a
     assert [p.name for p in (tmp_path / "a" / "segments").iterdir()] == [path.name]  # no temp
