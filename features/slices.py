@@ -46,7 +46,15 @@ from features.store import (
     write_arrow_atomic,
     write_segment,
 )
-from features.walk_forward import Window, make_folds, make_stress_windows
+from features.walk_forward import (
+    WalkForwardError,
+    Window,
+    after_gaps,
+    make_folds,
+    make_stress_windows,
+    quiet_spans,
+    windows_over_gaps,
+)
 
 FOLDS_FILE = "folds.json"
 BARS_SUFFIX = ".arrow"
@@ -296,20 +304,34 @@ def stage_slices(
     sh = spec.spec_hash
     bars = read_bars(bars_path)
     check_grid(bars, spec)
-    ready = slice_rows(bars.lazy(), spec)
-    if ready.height == 0:
-        raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
-    ts = ready[S.TS].to_numpy()
     first_ts, last_ts = int(bars[S.TS][0]), int(bars[S.TS][-1])
-    del bars
     if origin_ns is None:
         origin_ns = first_ts // NS_PER_DAY * NS_PER_DAY
-    folds = make_folds(cfg.walk_forward, origin_ns, last_ts + 1)
-    stress = make_stress_windows(cfg.walk_forward, origin_ns, last_ts + 1)
+    wf = cfg.walk_forward
+    folds = make_folds(wf, origin_ns, last_ts + 1)
+    stress = make_stress_windows(wf, origin_ns, last_ts + 1)
     windows: list[Window] = [
         w for f in folds for w in (f.train, f.validation, f.test) if w is not None
     ]
     windows += stress
+    spans = _quiet_spans(bars, cfg)
+    problems = windows_over_gaps(windows, spans)
+    if problems:
+        raise WalkForwardError(
+            f"{len(problems)} window(s) hold a hole in the data (>= {wf.max_quiet_s:g} s "
+            "without a book event or trade; the sampler carries the last book through it, "
+            "so its bars look valid but are stale): "
+            + "; ".join(problems)
+            + ". Move the windows (walk_forward start_hours, n_folds, stress_windows), "
+            "fill the gap, or raise walk_forward.max_quiet_s for a truly quiet market."
+        )
+    ready = slice_rows(bars.lazy(), spec)
+    del bars
+    if spans:  # rows whose look-back reaches into a hole are warm-up too
+        ready = ready.filter(~after_gaps(ready[S.TS].to_numpy(), spans, spec.lookback_ns))
+    if ready.height == 0:
+        raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
+    ts = ready[S.TS].to_numpy()
     # ts is sorted: every window is a row range [lo, hi) of `ready`
     rows: dict[str, tuple[int, int]] = {}
     for w in windows:
@@ -390,6 +412,18 @@ def stage_slices(
     )
     write_json_atomic(root / "plan.json", plan.model_dump(mode="json"))
     return plan
+
+
+def _quiet_spans(bars: pl.DataFrame, cfg: FeaturesConfig) -> list[tuple[int, int]]:
+    """Holes in the data: `walk_forward.max_quiet_s` or more of bars without a book
+    event or a trade (`features.walk_forward.quiet_spans`)."""
+    quiet = (bars[S.N_BOOK_EVENTS] == 0) & (bars[S.N_TRADES] == 0)
+    return quiet_spans(
+        bars[S.TS].to_numpy(),
+        quiet.to_numpy(),
+        cfg.spec.interval_ns,
+        round(cfg.walk_forward.max_quiet_s * 1e9),
+    )
 
 
 def _covered(a: int, b: int, rows: Mapping[str, tuple[int, int]]) -> bool:

@@ -14,8 +14,12 @@ test row's look-back out of the train window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
+
+import numpy as np
 
 from core.clock import NS_PER_HOUR, NS_PER_S
 from core.config.features import WalkForwardConfig
@@ -111,3 +115,47 @@ def all_windows(folds: list[Fold], stress: list[Window]) -> list[Window]:
             out.append(f.validation)
         out.append(f.test)
     return out + stress
+
+
+def quiet_spans(
+    ts: np.ndarray, quiet: np.ndarray, interval_ns: int, min_ns: int
+) -> list[tuple[int, int]]:
+    """Stretches `(start_ns, end_ns]` of consecutive quiet bars (no book event, no trade)
+    lasting at least `min_ns`. `ts` are bar close times on a complete grid; bar k covers
+    `(ts_k - interval, ts_k]`. Empty when `min_ns` is 0."""
+    if min_ns <= 0 or ts.size == 0:
+        return []
+    q = np.concatenate(([False], np.asarray(quiet, dtype=bool), [False]))
+    edges = np.flatnonzero(q[1:] != q[:-1])  # run starts and ends, alternating
+    out = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        start, end = int(ts[a]) - interval_ns, int(ts[b - 1])
+        if end - start >= min_ns:
+            out.append((start, end))
+    return out
+
+
+def windows_over_gaps(windows: Sequence[Window], spans: Sequence[tuple[int, int]]) -> list[str]:
+    """One message per window with rows inside a quiet span `(start_ns, end_ns]`."""
+    out = []
+    for w in windows:
+        hit = [(a, b) for a, b in spans if a < w.end_ns and b >= w.start_ns]
+        if hit:
+            gaps = ", ".join(
+                f"{_utc(a)} .. {_utc(b)} ({(b - a) / NS_PER_HOUR:.2f} h)" for a, b in hit
+            )
+            out.append(f"{w.slice_id} [{_utc(w.start_ns)}, {_utc(w.end_ns)}) meets {gaps}")
+    return out
+
+
+def after_gaps(ts: np.ndarray, spans: Sequence[tuple[int, int]], lookback_ns: int) -> np.ndarray:
+    """Mask of rows inside a quiet span or whose look-back `(ts - lookback, ts]` meets one:
+    their look-back is not filled with real data (warm-up, like after a desync)."""
+    out = np.zeros(ts.shape[0], dtype=bool)
+    for a, b in spans:
+        out |= (ts > a) & (ts < b + lookback_ns)
+    return out
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")

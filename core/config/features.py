@@ -88,6 +88,10 @@ class WalkForwardConfig(FrozenModel):
     mode: Literal["sliding", "expanding"] = "sliding"
     # extra evaluation windows (hours from start) reported separately, e.g. a stress day
     stress_windows: tuple[tuple[float, float], ...] = ()
+    # a stretch this long without any book event or trade is a hole in the data (a
+    # recorder outage, a day not captured), not a quiet market: a window (or its
+    # look-back) that meets one is refused, naming both. 0 turns the check off.
+    max_quiet_s: float = Field(300.0, ge=0)
 
 
 class ExpectationsConfig(FrozenModel):

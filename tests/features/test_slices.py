@@ -247,3 +247,35 @@ def test_cli_audit_slices_rehashes_every_segment_and_exits_1_on_a_changed_one(
     assert "fold01-test: segment" in out and "FAILED" in out
     assert "1 segment(s) no slice uses" in out
     assert main(["audit", "slices", "--data-dir", str(tmp_path / "none")]) == 2
+
+
+def _hole(bars: pl.DataFrame, a_s: float, b_s: float) -> pl.DataFrame:
+    """No book event and no trade in bars closing in [T0 + a_s, T0 + b_s)."""
+    gap = (pl.col(S.TS) >= T0_NS + int(a_s * 1e9)) & (pl.col(S.TS) < T0_NS + int(b_s * 1e9))
+    return bars.with_columns(
+        pl.when(gap).then(0).otherwise(pl.col(c)).alias(c) for c in (S.N_BOOK_EVENTS, S.N_TRADES)
+    )
+
+
+def test_a_window_holding_a_hole_in_the_data_is_refused_before_anything_is_written(bars, tmp_path):
+    from features.walk_forward import WalkForwardError
+
+    holed = _hole(bars, 1400, 1720)  # 320 s inside fold01-test [1380 s, 1740 s)
+    with pytest.raises(WalkForwardError) as err:
+        build_slices_from_bars(holed, CFG, DataLayout(tmp_path))
+    assert "1 window(s) hold a hole" in str(err.value) and "fold01-test [" in str(err.value)
+    assert not (tmp_path / "slices").exists()
+    lenient = CFG.model_copy(
+        update={"walk_forward": CFG.walk_forward.model_copy(update={"max_quiet_s": 600})}
+    )
+    build_slices_from_bars(holed, lenient, DataLayout(tmp_path / "lenient"))  # not a hole
+
+
+def test_rows_whose_look_back_reaches_into_a_hole_never_enter_a_slice(bars, built, tmp_path):
+    layout = DataLayout(tmp_path)
+    build_slices_from_bars(_hole(bars, 2500, 2870), CFG, layout)  # ends 10 s before stress00
+    hole_end = T0_NS + 2869 * 10**9
+    s = load_manifest(layout.slices(SPEC.spec_hash) / "stress00")
+    assert s.t_start_ns >= hole_end + SPEC.lookback_ns
+    before = load_manifest(built[0].slices(SPEC.spec_hash) / "stress00")
+    assert s.t_end_ns == before.t_end_ns and s.rows < before.rows

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from core.clock import NS_PER_HOUR, NS_PER_S
 from core.config.features import WalkForwardConfig
 from features.stats import FrozenStats, StatsError, compute_stats_id
-from features.walk_forward import WalkForwardError, all_windows, make_folds, make_stress_windows
+from features.walk_forward import (
+    WalkForwardError,
+    Window,
+    all_windows,
+    make_folds,
+    make_stress_windows,
+)
 
 NAMES = ("a", "b", "c")
 TRAIN = [{"slice_id": "fold00-train", "sha256": "0" * 64}]
@@ -135,3 +141,26 @@ def test_feature_spec_rejects_windows_that_would_collide_or_are_not_positive(kwa
 
     with pytest.raises(ValidationError):
         FeatureSpec(**kwargs)
+
+
+def test_quiet_spans_find_holes_at_least_min_long_and_windows_meeting_them():
+    from features.walk_forward import after_gaps, quiet_spans, windows_over_gaps
+
+    dt = 1_000_000_000
+    ts = np.arange(1, 21, dtype=np.int64) * dt  # bars closing at 1 s .. 20 s
+    quiet = np.zeros(20, dtype=bool)
+    quiet[2:5] = True  # bars closing at 3, 4, 5 s: no events in (2 s, 5 s] -> 3 s
+    quiet[9:16] = True  # (9 s, 16 s] -> 7 s
+    assert quiet_spans(ts, quiet, dt, 4 * dt) == [(9 * dt, 16 * dt)]
+    assert quiet_spans(ts, quiet, dt, 3 * dt) == [(2 * dt, 5 * dt), (9 * dt, 16 * dt)]
+    assert quiet_spans(ts, quiet, dt, 0) == []  # the check turned off
+    quiet[-3:] = True  # a hole at the very end
+    assert quiet_spans(ts, quiet, dt, 3 * dt)[-1] == (17 * dt, 20 * dt)
+    spans = [(9 * dt, 16 * dt)]
+    inside = Window("fold00-test", "test", 0, 12 * dt, 14 * dt)
+    before = Window("fold00-train", "train", 0, 1 * dt, 9 * dt)  # ends where the hole starts
+    after = Window("stress00", "stress", None, 17 * dt, 21 * dt)  # look-back reaches in
+    (msg,) = windows_over_gaps([before, inside, after], spans)
+    assert msg.startswith("fold00-test [") and "(0.00 h)" in msg
+    # rows in the hole or whose 3 s look-back reaches into it are warm-up
+    np.testing.assert_array_equal(np.flatnonzero(after_gaps(ts, spans, 3 * dt)), np.arange(9, 18))
