@@ -89,7 +89,7 @@ from envs.position import (
 )
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
-from features.store import SliceReadError, slice_table
+from features.store import SliceReadError, manifest_for, slice_table
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 _LOG_ROWS = 4096  # info log rows per chunk
@@ -362,11 +362,7 @@ def _load_stats(stats_dir: Path) -> FrozenStats:
 def _slice_spec_hash(slice_path: Path) -> str | None:
     """The spec hash of a slice: from its manifest (the path itself, or the
     `<stem>.manifest.json` beside a plain slice file), None when it has none."""
-    manifest = (
-        slice_path
-        if slice_path.name.endswith(".json")
-        else slice_path.with_name(slice_path.name.split(".")[0] + ".manifest.json")
-    )
+    manifest = manifest_for(slice_path)
     if manifest.exists():
         return json.loads(manifest.read_text()).get("spec_hash")
     return None

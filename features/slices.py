@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
@@ -39,7 +38,10 @@ from features.store import (
     MANIFEST_SUFFIX,
     SEGMENT_MAX_ROWS,
     SLICE_FORMAT,
+    as_frame,
+    manifest_for,
     read_arrow,
+    read_parts,
     read_slice,
     segment_file,
     slice_digest,
@@ -137,10 +139,7 @@ def load_fold_index(layout: DataLayout, spec_hash: str) -> FoldIndex:
 
 def load_manifest(path: str | Path) -> SliceManifest:
     """Read a slice manifest (`<slice_id>.manifest.json`, or `<slice_id>` beside it)."""
-    p = Path(path)
-    if not p.name.endswith(MANIFEST_SUFFIX):
-        p = p.with_name(p.name.split(".")[0] + MANIFEST_SUFFIX)
-    return SliceManifest.model_validate_json(p.read_text())
+    return SliceManifest.model_validate_json(manifest_for(path).read_text())
 
 
 def manifest_path(layout: DataLayout, spec_hash: str, slice_id: str) -> Path:
@@ -200,11 +199,7 @@ def read_bars(path: str | Path) -> pl.DataFrame:
     """A bars file: Arrow IPC (`.arrow`, memory-mapped, what `build_bars` writes) or
     Parquet."""
     p = Path(path)
-    if p.suffix == ".parquet":
-        return pl.read_parquet(p)
-    out = pl.from_arrow(read_arrow(p), rechunk=False)
-    assert isinstance(out, pl.DataFrame)
-    return out
+    return pl.read_parquet(p) if p.suffix == ".parquet" else as_frame(read_arrow(p))
 
 
 def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
@@ -284,10 +279,7 @@ class SlicePlan(_Model):
 
     def frame(self, slice_id: str) -> pl.DataFrame:
         """A staged slice's rows (its staged segments, memory-mapped)."""
-        tables = [read_arrow(self.segment_path(p)) for p in self.staged(slice_id).parts]
-        out = pl.from_arrow(pa.concat_tables(tables), rechunk=False)
-        assert isinstance(out, pl.DataFrame)
-        return out
+        return as_frame(read_parts([self.segment_path(p) for p in self.staged(slice_id).parts]))
 
 
 def stage_slices(

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,26 @@ def read_arrow(path: str | Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
+def manifest_for(path: str | Path) -> Path:
+    """The manifest of a slice path: the path itself when it is a `.json` manifest, else
+    `<slice_id>.manifest.json` beside it (a plain slice file, or a bare slice id)."""
+    p = Path(path)
+    return p if p.name.endswith(".json") else p.with_name(p.name.split(".")[0] + MANIFEST_SUFFIX)
+
+
+def read_parts(files: Sequence[Path]) -> pa.Table:
+    """Segment files in order as one table (one chunk per segment, memory-mapped)."""
+    tables = [read_arrow(f) for f in files]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def as_frame(table: pa.Table) -> pl.DataFrame:
+    """An Arrow table as a polars frame without copying (chunks kept)."""
+    out = pl.from_arrow(table, rechunk=False)
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
 def slice_parts(manifest_path: str | Path) -> tuple[dict[str, Any], list[Path]]:
     """(manifest dict, absolute part paths in order) of a slice manifest."""
     p = Path(manifest_path)
@@ -177,8 +197,7 @@ def slice_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Ta
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise SliceReadError(f"slice {p.name}: missing segment(s) {missing}")
-        tables = [read_arrow(f) for f in files]
-        table = pa.concat_tables(tables) if tables else pa.table({})
+        table = read_parts(files)
     elif p.suffix in (".arrow", ".feather", ".ipc"):
         table = read_arrow(p)
     elif p.suffix == ".parquet":
@@ -192,23 +211,21 @@ def slice_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Ta
 
 def read_slice(path: str | Path, columns: Sequence[str] | None = None) -> pl.DataFrame:
     """`slice_table` as a polars frame (one chunk per segment; zero-copy)."""
-    out = pl.from_arrow(slice_table(path, columns), rechunk=False)
-    assert isinstance(out, pl.DataFrame)
-    return out
+    return as_frame(slice_table(path, columns))
 
 
-def verify_slice(manifest_path: str | Path) -> list[str]:
-    """Re-hash every segment of a slice and its digest; return the problems found
-    (empty when every byte is what the manifest says)."""
-    from core.hashing import sha256_file
-
-    m, files = slice_parts(manifest_path)
+def _check_manifest(
+    m: dict[str, Any], files: Sequence[Path], sha_of: Callable[[Path], str | None]
+) -> list[str]:
+    """Problems of one slice manifest against its segment files; `sha_of(file)` is the
+    file's sha256, None when it is missing."""
     problems = []
     for part, f in zip(m["parts"], files, strict=True):
-        if not f.exists():
-            problems.append(f"missing segment {f}")
-        elif (got := sha256_file(f)) != part["sha256"]:
-            problems.append(f"segment {f.name}: sha256 {got}, manifest says {part['sha256']}")
+        got = sha_of(f)
+        if got is None:
+            problems.append(f"missing segment {part['file']}")
+        elif got != part["sha256"]:
+            problems.append(f"segment {part['file']}: sha256 {got}, manifest says {part['sha256']}")
     digest = slice_digest((p["sha256"], p["rows"]) for p in m["parts"])
     if digest != m.get("sha256"):
         problems.append(f"slice digest {digest}, manifest says {m.get('sha256')}")
@@ -217,38 +234,42 @@ def verify_slice(manifest_path: str | Path) -> list[str]:
     return problems
 
 
+def _sha_or_none(f: Path) -> str | None:
+    from core.hashing import sha256_file
+
+    return sha256_file(f) if f.exists() else None
+
+
+def verify_slice(manifest_path: str | Path) -> list[str]:
+    """Re-hash every segment of a slice and its digest; return the problems found
+    (empty when every byte is what the manifest says)."""
+    m, files = slice_parts(manifest_path)
+    return _check_manifest(m, files, _sha_or_none)
+
+
 def audit_store(folder: str | Path) -> dict[str, Any]:
     """Check every slice manifest in one spec's slices folder against its segments,
     hashing each segment once however many slices share it.
 
     Returns {"folder", "slices": {slice_id: [problems]}, "segments", "orphans" (segment
     files no manifest lists: left by a failed run, safe to delete), "ok"}."""
-    from core.hashing import sha256_file
-
     root = Path(folder)
-    hashed: dict[str, str | None] = {}
+    hashed: dict[Path, str | None] = {}
     slices: dict[str, list[str]] = {}
+
+    def sha_once(f: Path) -> str | None:
+        if f not in hashed:
+            hashed[f] = _sha_or_none(f)
+        return hashed[f]
+
     for mpath in sorted(root.glob(f"*{MANIFEST_SUFFIX}")):
         try:
             m, files = slice_parts(mpath)
         except SliceReadError as e:
             slices[mpath.name.removesuffix(MANIFEST_SUFFIX)] = [str(e)]
             continue
-        problems = []
-        for part, f in zip(m["parts"], files, strict=True):
-            if part["file"] not in hashed:
-                hashed[part["file"]] = sha256_file(f) if f.exists() else None
-            got = hashed[part["file"]]
-            if got is None:
-                problems.append(f"missing segment {part['file']}")
-            elif got != part["sha256"]:
-                problems.append(
-                    f"segment {part['file']}: sha256 {got}, manifest says {part['sha256']}"
-                )
-        if slice_digest((p["sha256"], p["rows"]) for p in m["parts"]) != m.get("sha256"):
-            problems.append("slice digest does not match its parts")
-        slices[str(m.get("slice_id", mpath.name))] = problems
-    listed = {Path(f).name for f in hashed}
+        slices[str(m.get("slice_id", mpath.name))] = _check_manifest(m, files, sha_once)
+    listed = {f.name for f in hashed}
     orphans = sorted(
         p.name for p in (root / SEGMENTS_DIR).glob(f"*{SEGMENT_SUFFIX}") if p.name not in listed
     )

@@ -64,15 +64,16 @@ class SliceInput:
     def from_path(cls, path: str | Path) -> SliceInput:
         """Kind and fold from the slice's manifest (the path itself, or the manifest
         beside a plain slice file) when it exists, else from its id."""
+        from features.store import manifest_for
+
         p = Path(path)
-        slice_id = p.name.split(".")[0]
-        manifest = p if p.name.endswith(".json") else p.with_name(f"{slice_id}.manifest.json")
+        manifest = manifest_for(p)
         if manifest.exists():
             from features.slices import load_manifest
 
             m = load_manifest(manifest)
             return cls(str(p), m.slice_id, m.kind, m.fold)
-        return cls(str(p), slice_id)
+        return cls(str(p), p.name.split(".")[0])
 
 
 @dataclass
