@@ -61,7 +61,7 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
             totals = c.get("test_totals", {})
             gates = ", ".join(
                 f"{name} {'✓' if g.get('passed') else '✗'}"
-                for name, g in c.get("gates", {}).items()
+                for name, g in sorted(c.get("gates", {}).items())
             )
             stress = ", ".join(
                 f"{s.get('pnl_plus_fees', 0):+.4f}" for s in c.get("stress_slices", [])
