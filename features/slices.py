@@ -19,6 +19,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,16 +28,17 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
-from core.atomic import atomic_path, write_json_atomic
+from core.atomic import fsync_dir, write_with_atomic
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_file
 from core.paths import DataLayout
 from features.compute import compute_features
-from features.stats import FrozenStats, json_bytes, write_if_changed
+from features.stats import FrozenStats, json_bytes, publish_if_changed
 from features.store import (
     MANIFEST_SUFFIX,
     SEGMENT_MAX_ROWS,
+    SEGMENTS_DIR,
     SLICE_FORMAT,
     as_frame,
     manifest_for,
@@ -253,7 +255,9 @@ class StagedSlice(_Model):
 class SlicePlan(_Model):
     """Everything `stage_slices` made; JSON-able (passed between flow tasks).
     `segments` records each staged segment's (size, mtime_ns) to tell, without
-    re-reading it, that it is unchanged when published."""
+    re-reading it, that it is unchanged when published. `stats` holds each fold's
+    frozen stats (`FrozenStats.to_record`, by stats_id): they are saved only when
+    published."""
 
     spec_hash: str
     staging_dir: str
@@ -264,6 +268,7 @@ class SlicePlan(_Model):
     folds: list[FoldEntry]
     stress: list[str]
     stress_stats_id: str
+    stats: dict[str, dict[str, Any]]
 
     def staged(self, slice_id: str) -> StagedSlice:
         for s in self.slices:
@@ -271,8 +276,8 @@ class SlicePlan(_Model):
                 return s
         raise KeyError(slice_id)
 
-    def stats_dir(self, stats_id: str) -> Path:
-        return Path(self.staging_dir) / "stats" / stats_id
+    def frozen_stats(self, stats_id: str) -> FrozenStats:
+        return FrozenStats.from_record(self.stats[stats_id])
 
     def segment_path(self, part: SlicePart) -> Path:
         return Path(self.staging_dir) / part.file
@@ -286,8 +291,8 @@ def stage_slices(
     bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int | None = None
 ) -> SlicePlan:
     """Bars file -> features -> warm-up dropped -> walk-forward windows -> staged segments
-    (each row written once, however many windows hold it) and per-fold frozen stats
-    (fitted on the train slice only) under `staging_dir`.
+    under `staging_dir` (each row written once, however many windows hold it) and
+    per-fold frozen stats (fitted on the train slice only; kept in the plan).
 
     `origin_ns` is the walk-forward origin (default 00:00 UTC of the first bar's day).
     Raises SliceBuildError (gaps, empty slices, all warm-up), WalkForwardError.
@@ -339,8 +344,9 @@ def stage_slices(
     covered = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if _covered(a, b, rows)]
     segments: dict[int, SlicePart] = {}
     stamps: dict[str, tuple[int, int]] = {}
+    table = ready.to_arrow()  # once (zero-copy); a row range of it is zero-copy too
     for a, b in covered:
-        digest, n = write_segment(root, ready.slice(a, b - a))
+        digest, n = write_segment(root, table.slice(a, b - a))
         segments[a] = SlicePart(file=segment_file(digest), sha256=digest, rows=n)
         info = (root / segments[a].file).stat()
         stamps[digest] = (info.st_size, info.st_mtime_ns)
@@ -364,6 +370,7 @@ def stage_slices(
 
     staged: list[StagedSlice] = []
     entries: list[FoldEntry] = []
+    fitted: dict[str, dict[str, Any]] = {}
     for f in folds:
         train = stage(f.train, None)
         lo, hi = rows[f.train.slice_id]
@@ -375,7 +382,7 @@ def stage_slices(
             spec.sigma_floor,
             [{"slice_id": train.slice_id, "sha256": train.sha256}],
         )
-        st.save(root / "stats" / st.stats_id)
+        fitted[st.stats_id] = st.to_record()
         staged.append(train.model_copy(update={"stats_id": st.stats_id}))
         for held_out in (f.validation, f.test):
             if held_out is not None:
@@ -401,8 +408,8 @@ def stage_slices(
         folds=entries,
         stress=[w.slice_id for w in stress],
         stress_stats_id=last,
+        stats=fitted,
     )
-    write_json_atomic(root / "plan.json", plan.model_dump(mode="json"))
     return plan
 
 
@@ -441,7 +448,7 @@ def validate_staged_slice(
         .collect()
     )
     # Stress windows are out of distribution by design: no normalised-range check.
-    st = None if item.kind == "stress" else FrozenStats.load(plan.stats_dir(item.stats_id))
+    st = None if item.kind == "stress" else plan.frozen_stats(item.stats_id)
     res = validate_slice(
         frame,
         cfg.spec,
@@ -462,14 +469,15 @@ def publish_slices(
     event_partitions: Mapping[str, str],
     lookback_ns: int,
 ) -> FoldIndex:
-    """Publish every staged slice that passed validation: segments, stats folders,
-    manifests (after their segments), then folds.json. Raises SliceBuildError, before
-    writing anything, when a slice has no successful validation or a staged segment it
-    needs changed since staging.
+    """Publish every staged slice that passed validation, in three durable steps:
+    segments and stats folders, then the manifests naming them, then folds.json. Raises
+    SliceBuildError, before writing anything, when a slice has no successful validation
+    or a staged segment it needs changed since staging.
 
     A segment already in the store is kept (its name is its sha256). A staged segment
     whose size and mtime are as staged is linked into place without re-reading it;
-    one rewritten since is re-hashed and refused unless it holds the staged bytes."""
+    one rewritten since is re-hashed and refused unless it holds the staged bytes.
+    Stats, manifests and folds.json are rewritten only when their bytes change."""
     folder = layout.slices(plan.spec_hash)
     for item in plan.slices:
         v = validations.get(item.slice_id)
@@ -481,10 +489,15 @@ def publish_slices(
     publish = [p for p in needed.values() if not (folder / p.file).exists()]
     for part in publish:
         _check_staged(plan, part)
-    for part in publish:
-        _publish_file(plan.segment_path(part), folder / part.file)
-    for stats_id in sorted({i.stats_id for i in plan.slices}):
-        FrozenStats.load(plan.stats_dir(stats_id)).save(layout.stats(stats_id))
+    _link_segments(plan, publish, folder)
+    publish_if_changed(
+        [
+            f
+            for stats_id in sorted({i.stats_id for i in plan.slices})
+            for f in plan.frozen_stats(stats_id).files(layout.stats(stats_id))
+        ]
+    )
+    manifests: list[tuple[Path, bytes]] = []
     for item in plan.slices:
         path = manifest_path(layout, plan.spec_hash, item.slice_id)
         window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
@@ -504,7 +517,9 @@ def publish_slices(
             "validation": dict(validations[item.slice_id]),
             "stats_id": item.stats_id,
         }
-        write_if_changed(path, json_bytes(manifest))
+        manifests.append((path, json_bytes(manifest)))
+    publish_if_changed(manifests)
+    for item in plan.slices:
         # a slice file of the one-file-per-slice layout (before segments) is stale now
         (folder / f"{item.slice_id}.parquet").unlink(missing_ok=True)
     index = FoldIndex(
@@ -513,7 +528,7 @@ def publish_slices(
         stress=plan.stress,
         stress_stats_id=plan.stress_stats_id,
     )
-    write_if_changed(folder / FOLDS_FILE, json_bytes(index.model_dump(mode="json")))
+    publish_if_changed([(folder / FOLDS_FILE, json_bytes(index.model_dump(mode="json")))])
     return index
 
 
@@ -530,15 +545,24 @@ def _check_staged(plan: SlicePlan, part: SlicePart) -> None:
         raise SliceBuildError(f"staged segment {path} changed after staging")
 
 
-def _publish_file(src: Path, target: Path) -> None:
-    """Atomically place `src`'s bytes at `target`: a hard link when staging and data
-    share a file system (no copy), else a copy; renamed over `target` either way."""
-    with atomic_path(target) as tmp:
-        tmp.unlink()
+def _link_segments(plan: SlicePlan, parts: list[SlicePart], folder: Path) -> None:
+    """Place each staged segment at its name in the store, then fsync the segments
+    folder once. A hard link when staging and data share a file system: no copy, and
+    no second fsync (the staged file was fsynced when written; a link is atomic). Else
+    an atomic copy (temp file, fsync, rename). A name that appeared meanwhile holds the
+    same bytes (it is their sha256) and is kept."""
+    if not parts:
+        return
+    (folder / SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
+    for part in parts:
+        src, target = plan.segment_path(part), folder / part.file
         try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+            os.link(src, target)
+        except FileExistsError:
+            pass
+        except OSError:  # another file system (EXDEV), or links not supported
+            write_with_atomic(target, partial(shutil.copyfile, src))
+    fsync_dir(folder / SEGMENTS_DIR)
 
 
 def remove_staging(plan: SlicePlan) -> None:

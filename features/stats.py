@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import write_bytes_atomic
+from core.atomic import write_files_atomic
 from core.hashing import fingerprint
 
 MEAN_FILE, SIGMA_FILE, STATS_FILE = "mean.npy", "sigma.npy", "stats.json"
@@ -103,7 +103,8 @@ class FrozenStats:
         """`fit` on one 1-D array per feature (e.g. zero-copy views of a frame's
         columns): no (rows, features) matrix is assembled. Bit-identical to `fit` on
         the column-major matrix polars' `DataFrame.to_numpy` returns (numpy reduces a
-        contiguous column with the same pairwise sum either way). Same errors as `fit`.
+        contiguous column with the same pairwise sum either way), in two passes per
+        column instead of five (`_mean_var`). Same errors as `fit`.
         """
         cols = [np.asarray(c, dtype=np.float64) for c in columns]
         if len(cols) != len(feature_names) or any(c.ndim != 1 for c in cols):
@@ -113,11 +114,17 @@ class FrozenStats:
             raise StatsError("feature columns differ in length")
         if n_rows == 0:
             raise StatsError("cannot fit stats on zero rows")
-        names = [n for n, c in zip(feature_names, cols, strict=True) if not np.isfinite(c).all()]
-        if names:
-            raise StatsError(f"non-finite train values in {names}")
-        mean = np.array([c.mean() for c in cols], dtype=np.float64)
-        sigma = np.maximum(np.array([c.std() for c in cols], dtype=np.float64), sigma_floor)
+        mean = np.empty(len(cols))
+        var = np.empty(len(cols))
+        for i, c in enumerate(cols):
+            mean[i], var[i] = _mean_var(c)
+        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            names = [
+                n for n, c in zip(feature_names, cols, strict=True) if not np.isfinite(c).all()
+            ]
+            if names:
+                raise StatsError(f"non-finite train values in {names}")
+        sigma = np.maximum(np.sqrt(var), sigma_floor)
         return cls._fitted(mean, sigma, n_rows, feature_names, spec_hash, sigma_floor, train_slices)
 
     @classmethod
@@ -167,10 +174,27 @@ class FrozenStats:
         a file that already holds the same bytes is left untouched."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        write_if_changed(d / MEAN_FILE, _npy_bytes(self.mean))
-        write_if_changed(d / SIGMA_FILE, _npy_bytes(self.sigma))
-        write_if_changed(d / STATS_FILE, json_bytes(self.to_json()))
+        publish_if_changed(self.files(d))
         return d
+
+    def files(self, directory: str | Path) -> list[tuple[Path, bytes]]:
+        """What `save` writes: (path, bytes) of mean.npy, sigma.npy, then stats.json."""
+        d = Path(directory)
+        return [
+            (d / MEAN_FILE, _npy_bytes(self.mean)),
+            (d / SIGMA_FILE, _npy_bytes(self.sigma)),
+            (d / STATS_FILE, json_bytes(self.to_json())),
+        ]
+
+    def to_record(self) -> dict[str, Any]:
+        """`to_json` plus `mean` and `sigma` as lists of floats (JSON round-trips a float64
+        exactly): stats carried in a staging plan before they are saved."""
+        return {**self.to_json(), "mean": self.mean.tolist(), "sigma": self.sigma.tolist()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FrozenStats:
+        """The inverse of `to_record`. Raises StatsError / KeyError."""
+        return cls._from_meta(record, record["mean"], record["sigma"])
 
     @classmethod
     def load(cls, directory: str | Path) -> FrozenStats:
@@ -179,6 +203,10 @@ class FrozenStats:
         meta = json.loads((d / STATS_FILE).read_text())
         mean = np.load(d / MEAN_FILE, allow_pickle=False)
         sigma = np.load(d / SIGMA_FILE, allow_pickle=False)
+        return cls._from_meta(meta, mean, sigma)
+
+    @classmethod
+    def _from_meta(cls, meta: dict[str, Any], mean: Any, sigma: Any) -> FrozenStats:
         return cls(
             stats_id=meta["stats_id"],
             spec_hash=meta["spec_hash"],
@@ -206,11 +234,33 @@ def write_if_changed(target: str | Path, data: bytes) -> bool:
     """Publish `data` at `target` atomically unless `target` already holds exactly these
     bytes (then it is not rewritten: same mtime, no fsync). Returns True when written.
     For small files (manifests, stats): the comparison reads the existing file."""
-    p = Path(target)
+    return bool(publish_if_changed([(target, data)]))
+
+
+def publish_if_changed(files: Sequence[tuple[str | Path, bytes]]) -> list[Path]:
+    """`write_if_changed` for several files as one `core.atomic.write_files_atomic`
+    group (renamed in the order given, one fsync per file and per folder). Returns the
+    paths written."""
+    todo = [(Path(t), data) for t, data in files if not _holds(Path(t), data)]
+    write_files_atomic(todo)
+    return [t for t, _ in todo]
+
+
+def _holds(p: Path, data: bytes) -> bool:
     try:
-        if p.stat().st_size == len(data) and p.read_bytes() == data:
-            return False
+        return p.stat().st_size == len(data) and p.read_bytes() == data
     except FileNotFoundError:
-        pass
-    write_bytes_atomic(p, data)
-    return True
+        return False
+
+
+def _mean_var(c: np.ndarray) -> tuple[float, float]:
+    """`(c.mean(), c.var())` bit for bit as numpy computes them (`numpy/_core/_methods.py`:
+    a pairwise sum divided by n; then the pairwise sum of squared deviations from that
+    mean, divided by n), with the sum and the deviations computed once. Non-finite
+    values make both non-finite."""
+    n = c.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = np.add.reduce(c) / n
+        d = np.subtract(c, mean)
+        np.multiply(d, d, out=d)
+        return float(mean), float(np.add.reduce(d) / n)

@@ -104,18 +104,22 @@ def write_arrow(path: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
     temp path): one record batch, whatever the frame's chunks, so the same rows and
     schema always give the same bytes. Returns (sha256 of the file's bytes, size),
     computed while writing."""
-    table = frame.to_arrow()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        return _write_arrow_fd(fd, frame)
+    finally:
+        os.close(fd)
+
+
+def _write_arrow_fd(fd: int, frame: pl.DataFrame | pa.Table) -> tuple[str, int]:
+    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     if any(c.num_chunks > 1 for c in table.columns):
         # one record batch of contiguous buffers: the bytes depend on the rows only,
         # not on how polars happened to chunk them (engine, threads, filters)
         table = table.combine_chunks()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        sink = _HashingFile(fd)
-        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
-            writer.write_table(table, max_chunksize=max(1, table.num_rows))
-    finally:
-        os.close(fd)
+    sink = _HashingFile(fd)
+    with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        writer.write_table(table, max_chunksize=max(1, table.num_rows))
     return sink.sha.hexdigest(), sink.size
 
 
@@ -126,26 +130,29 @@ def write_arrow_atomic(target: str | Path, frame: pl.DataFrame) -> tuple[Path, s
     return Path(target), digest, size
 
 
-def write_segment(folder: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
-    """Write `frame` as a content-addressed segment `folder/segments/<sha256>.arrow`.
+def write_segment(folder: str | Path, frame: pl.DataFrame | pa.Table) -> tuple[str, int]:
+    """Write `frame` (a polars frame, or an Arrow table such as a zero-copy row range of
+    one) as a content-addressed segment `folder/segments/<sha256>.arrow`.
 
-    Written to a temp file, hashed while written, fsynced, then renamed to its sha256
-    name: a reader never sees a partial segment, and a segment that already exists
-    holds the same bytes (same name), so replacing it changes nothing. Returns
-    (sha256, rows)."""
+    Written to a temp file (one open), hashed while written, fsynced, then renamed to
+    its sha256 name: a reader never sees a partial segment, and a segment that already
+    exists holds the same bytes (same name), so replacing it changes nothing. The
+    folder is not fsynced here: whoever publishes the name (`features.slices`) does,
+    once for all segments. Returns (sha256, rows)."""
     seg_dir = Path(folder) / SEGMENTS_DIR
     seg_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".segment.", suffix=".tmp", dir=seg_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        digest, _ = write_arrow(tmp, frame)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, seg_dir / f"{digest}{SEGMENT_SUFFIX}")
-    finally:
-        tmp.unlink(missing_ok=True)
-    return digest, frame.height
+        try:
+            digest, _ = _write_arrow_fd(fd, frame)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp_name, seg_dir / f"{digest}{SEGMENT_SUFFIX}")
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return digest, frame.height if isinstance(frame, pl.DataFrame) else frame.num_rows
 
 
 def read_arrow(path: str | Path) -> pa.Table:

@@ -4,7 +4,7 @@
 Wiring only. Tasks wrap `features.slices` adapter functions and pass paths, ids, plans
 (JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
 TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
-cached staging plan whose files are gone is rebuilt (staging is removed after a
+cached staging plan whose files are gone, or that an earlier version wrote, is rebuilt (staging is removed after a
 successful publish; a failed run keeps it for inspection). Every slice is validated by its
 own task; when any fails the flow raises `SliceValidationError` listing every failed
 expectation of every failing slice, and nothing is published.
@@ -62,10 +62,15 @@ def _remove_staging(plan: dict[str, Any]) -> None:
 
 
 def _staged_files_exist(plan: dict[str, Any]) -> bool:
-    p = slices.SlicePlan.model_validate(plan)
-    return all(p.segment_path(part).exists() for s in p.slices for part in s.parts) and all(
-        p.stats_dir(s.stats_id).exists() for s in p.slices
-    )
+    """True when a (cached) plan is usable: it has this version's fields and every
+    staged segment it names is still there."""
+    from pydantic import ValidationError
+
+    try:
+        p = slices.SlicePlan.model_validate(plan)
+    except ValidationError:  # persisted by an earlier version of stage_slices
+        return False
+    return all(p.segment_path(part).exists() for s in p.slices for part in s.parts)
 
 
 def _events_fingerprint(data_dir: str, symbol: str) -> str:

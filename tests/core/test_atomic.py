@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.atomic import write_json_atomic, write_with_atomic
+from core.atomic import write_files_atomic, write_json_atomic, write_with_atomic
 from core.hashing import sha256_file
 
 
@@ -32,3 +32,17 @@ def test_same_bytes_give_same_sha256(tmp_path):
     a = write_with_atomic(tmp_path / "a", lambda t: t.write_bytes(b"abc"))
     b = write_with_atomic(tmp_path / "b", lambda t: t.write_bytes(b"abc"))
     assert sha256_file(a) == sha256_file(b)
+
+
+def test_write_files_atomic_publishes_every_file_or_none(tmp_path):
+    old = tmp_path / "a" / "one.json"
+    old.parent.mkdir()
+    old.write_bytes(b"old")
+    write_files_atomic([(old, b"new"), (tmp_path / "b" / "two.bin", b"2" * 70_000)])
+    assert old.read_bytes() == b"new" and (tmp_path / "b" / "two.bin").read_bytes() == b"2" * 70_000
+    with pytest.raises(TypeError):  # the second file cannot be written: nothing is renamed
+        write_files_atomic([(old, b"newer"), (tmp_path / "b" / "three", None)])  # type: ignore[list-item]
+    assert old.read_bytes() == b"new" and not (tmp_path / "b" / "three").exists()
+    leftovers = [f.name for f in tmp_path.rglob("*") if f.name.endswith(".tmp")]
+    assert leftovers == []
+    write_files_atomic([])  # nothing to do

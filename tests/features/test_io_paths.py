@@ -70,6 +70,20 @@ def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
         FrozenStats.fit_columns([np.zeros(2), np.zeros(3)], ["a", "b"], "h", 1e-8, train)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=1, max_size=700),
+    st.floats(-1e6, 1e6),
+)
+def test_fit_columns_equals_numpy_mean_and_std_bit_for_bit(values, shift):
+    """`fit_columns` computes mean and sigma in fewer passes than numpy; the values must
+    be numpy's own, to the bit (any length: pairwise sums work in blocks)."""
+    c = np.asarray(values) + shift
+    s = FrozenStats.fit_columns([c], ["a"], "h", 0.0, [])
+    assert s.mean.tobytes() == np.float64(c.mean()).tobytes()
+    assert s.sigma.tobytes() == np.float64(c.std()).tobytes()
+
+
 def test_write_if_changed_leaves_identical_files_alone(tmp_path):
     p = tmp_path / "m.json"
     assert write_if_changed(p, b"one")
@@ -101,6 +115,34 @@ def test_publish_refuses_a_staged_segment_rewritten_after_staging(staged, tmp_pa
     with pytest.raises(SliceBuildError, match=f"{path.name} changed after staging"):
         publish_slices(staged, _ok(staged), DataLayout(tmp_path / "d"), {}, SPEC.lookback_ns)
     assert not (tmp_path / "d").exists()
+
+
+def test_publish_copies_segments_when_staging_is_on_another_file_system(
+    staged, tmp_path, monkeypatch
+):
+    from core.paths import DataLayout
+
+    def cross_device(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)
+    publish_slices(staged, _ok(staged), DataLayout(tmp_path / "d"), {}, SPEC.lookback_ns)
+    for part in {p.sha256: p for s in staged.slices for p in s.parts}.values():
+        target = next((tmp_path / "d" / "slices").rglob(Path(part.file).name))
+        assert sha256_file(target) == part.sha256
+        assert target.stat().st_ino != staged.segment_path(part).stat().st_ino  # a copy
+    assert not [f for f in (tmp_path / "d").rglob("*") if f.name.endswith(".tmp")]
+
+
+def test_a_cached_plan_from_an_earlier_version_is_restaged(staged):
+    from flows.features import _staged_files_exist
+
+    plan = staged.model_dump(mode="json")
+    assert _staged_files_exist(plan)
+    del plan["stats"]  # plans before stats were carried in the plan
+    assert not _staged_files_exist(plan)
+    os.unlink(staged.segment_path(staged.slices[0].parts[0]))
+    assert not _staged_files_exist(staged.model_dump(mode="json"))
 
 
 def test_publish_accepts_a_staged_segment_rewritten_with_the_same_bytes(staged, tmp_path):

@@ -43,6 +43,18 @@ def test_save_load_round_trip_without_pickles(tmp_path):
     assert np.load(tmp_path / s.stats_id / "mean.npy", allow_pickle=False).dtype == np.float64
 
 
+def test_record_round_trip_through_json_is_exact():
+    """Staging plans carry stats as JSON (`to_record`); published files must hold the
+    very float64 values that were fitted."""
+    import json
+
+    x = np.random.default_rng(1).normal(size=(500, 3)) * [1e-9, 1.0, 1e9]
+    s = FrozenStats.fit(x, NAMES, "h" * 64, 1e-8, TRAIN)
+    t = FrozenStats.from_record(json.loads(json.dumps(s.to_record())))
+    assert t.mean.tobytes() == s.mean.tobytes() and t.sigma.tobytes() == s.sigma.tobytes()
+    assert t.to_json() == s.to_json()
+
+
 def test_fit_rejects_non_finite_and_empty_input():
     with pytest.raises(StatsError, match="non-finite"):
         FrozenStats.fit(np.array([[1.0, np.nan, 0.0]]), NAMES, "h", 1e-8, TRAIN)
