@@ -127,12 +127,10 @@ def quiet_spans(
         return []
     q = np.concatenate(([False], np.asarray(quiet, dtype=bool), [False]))
     edges = np.flatnonzero(q[1:] != q[:-1])  # run starts and ends, alternating
-    out = []
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
-        start, end = int(ts[a]) - interval_ns, int(ts[b - 1])
-        if end - start >= min_ns:
-            out.append((start, end))
-    return out
+    starts = ts[edges[::2]] - interval_ns
+    ends = ts[edges[1::2] - 1]
+    keep = ends - starts >= min_ns  # (a live market has many short quiet runs)
+    return [(int(a), int(b)) for a, b in zip(starts[keep], ends[keep], strict=True)]
 
 
 def windows_over_gaps(windows: Sequence[Window], spans: Sequence[tuple[int, int]]) -> list[str]:
