@@ -53,6 +53,23 @@ def test_segments_are_deterministic_and_named_by_the_sha256_of_their_bytes(frame
     assert hashlib.sha256(p2.read_bytes()).hexdigest() == a
 
 
+def test_segment_bytes_do_not_depend_on_block_preallocation(frame, tmp_path, monkeypatch):
+    """Segments reserve their blocks first (fallocate) and are trimmed to the bytes
+    written; where fallocate is missing they are written plainly: the same file."""
+    from features import store
+
+    a, _ = write_segment(tmp_path / "a", frame)
+    monkeypatch.setattr(store, "_FALLOCATE", None)
+    b, _ = write_segment(tmp_path / "b", frame)
+    pa_, pb = (tmp_path / d / "segments" / f"{a}.arrow" for d in "ab")
+    assert a == b and pa_.read_bytes() == pb.read_bytes() and sha256_file(pa_) == a
+    fd = os.open(tmp_path / "c", os.O_CREAT | os.O_WRONLY)
+    try:  # where it reserves, the file grows to the reserved size (then is trimmed)
+        assert not store._preallocate(fd, 12_345) or os.fstat(fd).st_size == 12_345
+    finally:
+        os.close(fd)
+
+
 def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
     x = frame.filter(~pl.col(S.WARMUP)).select(SPEC.names)
     train = [{"slice_id": "fold00-train", "sha256": "0" * 64}]
