@@ -97,10 +97,30 @@ def write_files_atomic(files: Sequence[tuple[str | Path, bytes]]) -> None:
         fsync_dir(folder)
 
 
+def publish_if_changed(files: Sequence[tuple[str | Path, bytes]]) -> list[Path]:
+    """`write_files_atomic` of the files whose target does not already hold exactly these
+    bytes (those are not rewritten: same mtime, no fsync). Returns the paths written.
+    For small files (manifests, stats): the comparison reads the existing file."""
+    todo = [(Path(t), data) for t, data in files if not _holds(Path(t), data)]
+    write_files_atomic(todo)
+    return [t for t, _ in todo]
+
+
+def _holds(p: Path, data: bytes) -> bool:
+    try:
+        return p.stat().st_size == len(data) and p.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def json_bytes(obj: Any) -> bytes:
+    """`obj` as indented, key-sorted JSON (NaN refused), newline-terminated."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+
+
 def write_json_atomic(target: str | Path, obj: Any) -> Path:
-    """Publish `obj` as indented, key-sorted JSON at `target` atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    return write_bytes_atomic(target, text.encode())
+    """Publish `json_bytes(obj)` at `target` atomically."""
+    return write_bytes_atomic(target, json_bytes(obj))
 
 
 def write_with_atomic(target: str | Path, writer: Callable[[Path], object]) -> Path:

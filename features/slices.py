@@ -28,13 +28,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
-from core.atomic import fsync_dir, write_with_atomic
+from core.atomic import fsync_dir, json_bytes, publish_if_changed, write_with_atomic
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_file
 from core.paths import DataLayout
 from features.compute import compute_features
-from features.stats import FrozenStats, json_bytes, publish_if_changed
+from features.stats import FrozenStats
 from features.store import (
     MANIFEST_SUFFIX,
     SEGMENT_MAX_ROWS,
@@ -381,7 +381,7 @@ def stage_slices(
         lo, hi = rows[f.train.slice_id]
         frame = ready.slice(lo, hi - lo)
         st = FrozenStats.fit_columns(
-            [frame[n].to_numpy() for n in spec.names],  # zero-copy views
+            [frame[n].to_numpy() for n in spec.names],  # zero-copy unless over a chunk edge
             spec.names,
             sh,
             spec.sigma_floor,

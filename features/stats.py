@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.atomic import write_files_atomic
+from core.atomic import json_bytes, publish_if_changed
 from core.hashing import fingerprint
 
 MEAN_FILE, SIGMA_FILE, STATS_FILE = "mean.npy", "sigma.npy", "stats.json"
@@ -173,7 +173,6 @@ class FrozenStats:
         """Write mean.npy, sigma.npy, then stats.json (last), each atomically. Idempotent:
         a file that already holds the same bytes is left untouched."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         publish_if_changed(self.files(d))
         return d
 
@@ -223,34 +222,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(arr, dtype=np.float64), allow_pickle=False)
     return buf.getvalue()
-
-
-def json_bytes(obj: Any) -> bytes:
-    """The bytes `core.atomic.write_json_atomic` writes for `obj` (indented, sorted)."""
-    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-
-
-def write_if_changed(target: str | Path, data: bytes) -> bool:
-    """Publish `data` at `target` atomically unless `target` already holds exactly these
-    bytes (then it is not rewritten: same mtime, no fsync). Returns True when written.
-    For small files (manifests, stats): the comparison reads the existing file."""
-    return bool(publish_if_changed([(target, data)]))
-
-
-def publish_if_changed(files: Sequence[tuple[str | Path, bytes]]) -> list[Path]:
-    """`write_if_changed` for several files as one `core.atomic.write_files_atomic`
-    group (renamed in the order given, one fsync per file and per folder). Returns the
-    paths written."""
-    todo = [(Path(t), data) for t, data in files if not _holds(Path(t), data)]
-    write_files_atomic(todo)
-    return [t for t, _ in todo]
-
-
-def _holds(p: Path, data: bytes) -> bool:
-    try:
-        return p.stat().st_size == len(data) and p.read_bytes() == data
-    except FileNotFoundError:
-        return False
 
 
 def _mean_var(c: np.ndarray) -> tuple[float, float]:

@@ -21,7 +21,7 @@ from core.config.features import FeatureSpec
 from core.hashing import sha256_file
 from features import compute
 from features.slices import SliceBuildError, publish_slices, stage_slices, write_bars
-from features.stats import FrozenStats, StatsError, write_if_changed
+from features.stats import FrozenStats, StatsError
 from features.store import read_slice, write_arrow_atomic, write_segment
 from tests.features.strategies import make_bars
 from tests.features.test_slices import CFG, SPEC
@@ -101,12 +101,14 @@ def test_fit_columns_equals_numpy_mean_and_std_bit_for_bit(values, shift):
     assert s.sigma.tobytes() == np.float64(c.std()).tobytes()
 
 
-def test_write_if_changed_leaves_identical_files_alone(tmp_path):
+def test_publish_if_changed_leaves_identical_files_alone(tmp_path):
+    from core.atomic import publish_if_changed
+
     p = tmp_path / "m.json"
-    assert write_if_changed(p, b"one")
+    assert publish_if_changed([(p, b"one")])
     os.utime(p, ns=(1, 1))
-    assert not write_if_changed(p, b"one") and p.stat().st_mtime_ns == 1
-    assert write_if_changed(p, b"two") and p.read_bytes() == b"two"
+    assert not publish_if_changed([(p, b"one")]) and p.stat().st_mtime_ns == 1
+    assert publish_if_changed([(p, b"two")]) and p.read_bytes() == b"two"
 
 
 @pytest.fixture
