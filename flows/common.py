@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.config.experiment import ExperimentConfig, load_config
 from core.paths import DataLayout
@@ -33,6 +34,14 @@ def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None
     return Runtime(
         data_dir=str(settings.layout.root), tracking_uri=tracking_uri or settings.tracking_uri
     )
+
+
+def progress(total: int, desc: str, unit: str) -> Any:
+    """A command-line progress bar over a flow's steps (TQDM_DISABLE=1 turns it off).
+    Use it as a context manager so it is closed when the flow raises."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=os.environ.get("TQDM_DISABLE") == "1")
 
 
 def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:

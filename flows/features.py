@@ -12,7 +12,6 @@ expectation of every failing slice, and nothing is published.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from core.config.features import FeaturesConfig
 from core.paths import DataLayout
 from features import slices
+from flows.common import progress
 
 
 def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
@@ -96,15 +96,6 @@ publish_slices = task(name="publish-slices")(_publish)
 remove_staging = task(name="remove-staging")(_remove_staging)
 
 
-def _progress() -> Any:
-    """A command-line progress bar over the flow's steps (TQDM_DISABLE=1 turns it off)."""
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=3, desc="features", unit="step", disable=os.environ.get("TQDM_DISABLE") == "1"
-    )
-
-
 @flow(name="build-features")
 def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
     """Build validated walk-forward slices for `symbol` under `<data_dir>/slices`.
@@ -118,45 +109,43 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
     layout = DataLayout(Path(data_dir))
     if not layout.events_symbol(symbol).exists():
         raise slices.SliceBuildError(f"no events for {symbol} under {layout.events_symbol(symbol)}")
-    bar = _progress()
-    fp = events_fingerprint(data_dir, symbol)
-    bars = build_bars(cfg, data_dir, symbol, fp)
-    if not Path(bars["bars_path"]).exists():
-        bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
-    staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
-    bar.update(1)
-    plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
-    if not staged_files_exist(plan):
-        plan = stage_slices.with_options(refresh_cache=True)(
-            bars["bars_path"], cfg, staging, bars["origin_ns"]
-        )
-    bar.total = 3 + len(plan["slices"])
-    bar.update(1)
-    docs = str(layout.gx) if cfg.expectations.data_docs else None
-    validations: dict[str, Any] = {}
-    failed: list[str] = []
-    bad: list[str] = []
-    for item in plan["slices"]:
-        sid = item["slice_id"]
-        state = validate_slice(plan, sid, cfg, docs, return_state=True)
+    with progress(3, "features", "step") as bar:
+        fp = events_fingerprint(data_dir, symbol)
+        bars = build_bars(cfg, data_dir, symbol, fp)
+        if not Path(bars["bars_path"]).exists():
+            bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
+        staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
         bar.update(1)
-        if state.is_completed():
-            validations[sid] = state.result()
-            continue
-        try:
-            state.result()
-        except SliceValidationError as e:
-            bad.append(sid)
-            failed += [f"{sid}: {f}" for f in e.failed]
-    if failed:
-        bar.close()
-        raise SliceValidationError(",".join(bad), failed)
-    index = publish_slices(
-        plan, validations, data_dir, bars["event_partitions"], cfg.spec.lookback_ns
-    )
-    remove_staging(plan)
-    bar.update(1)
-    bar.close()
+        plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
+        if not staged_files_exist(plan):
+            plan = stage_slices.with_options(refresh_cache=True)(
+                bars["bars_path"], cfg, staging, bars["origin_ns"]
+            )
+        bar.total = 3 + len(plan["slices"])
+        bar.update(1)
+        docs = str(layout.gx) if cfg.expectations.data_docs else None
+        validations: dict[str, Any] = {}
+        failed: list[str] = []
+        bad: list[str] = []
+        for item in plan["slices"]:
+            sid = item["slice_id"]
+            state = validate_slice(plan, sid, cfg, docs, return_state=True)
+            bar.update(1)
+            if state.is_completed():
+                validations[sid] = state.result()
+                continue
+            try:
+                state.result()
+            except SliceValidationError as e:
+                bad.append(sid)
+                failed += [f"{sid}: {f}" for f in e.failed]
+        if failed:
+            raise SliceValidationError(",".join(bad), failed)
+        index = publish_slices(
+            plan, validations, data_dir, bars["event_partitions"], cfg.spec.lookback_ns
+        )
+        remove_staging(plan)
+        bar.update(1)
     create_table_artifact(
         key="feature-slices",
         table=[

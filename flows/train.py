@@ -14,7 +14,6 @@ batches, the train slice as a dataset input and the model zip as an artifact.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from core.config.experiment import ExperimentConfig
 from core.config.training import SweepConfig
 from core.paths import DataLayout
 from core.settings import ensure_single_thread_math
+from flows.common import progress
 from training.candidates import load_catalog, plan_tasks, training_root
 from training.sweep import TrainResult, TrainTask, finished_result, read_metrics_csv, train_one
 
@@ -61,14 +61,6 @@ def task_runner(sweep: SweepConfig) -> TaskRunner:  # type: ignore[type-arg]
             }
         )
     return ThreadPoolTaskRunner(max_workers=1)
-
-
-def _progress(total: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc="sweep", unit="task", disable=os.environ.get("TQDM_DISABLE") == "1"
-    )
 
 
 def _log_task(
@@ -151,38 +143,37 @@ def _run_sweep(
     submit = train_policy.with_options(retries=cfg.sweep.retries)
     futures = {submit.submit(t): i for i, t in enumerate(tasks) if i not in done}
     logger.info("%d tasks already finished, %d to run", len(done), len(futures))
-    bar = _progress(len(tasks))
-    rows: dict[int, dict[str, Any]] = {}
+    with progress(len(tasks), "sweep", "task") as bar:
+        rows: dict[int, dict[str, Any]] = {}
 
-    def record(i: int, res: TrainResult) -> None:
-        t = tasks[i]
-        run_id = None
-        if res.ok:
-            run_id = _log_task(parent, experiment, cfg, t, res, manifests[t.train_slice_id])
-        else:
-            logger.error(
-                "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
-            )
-        rows[i] = {
-            **res.model_dump(mode="json"),
-            "run_id": run_id,
-            "out_dir": t.out_dir,
-            "task": t.model_dump(mode="json"),
-        }
-        bar.update(1)
+        def record(i: int, res: TrainResult) -> None:
+            t = tasks[i]
+            run_id = None
+            if res.ok:
+                run_id = _log_task(parent, experiment, cfg, t, res, manifests[t.train_slice_id])
+            else:
+                logger.error(
+                    "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
+                )
+            rows[i] = {
+                **res.model_dump(mode="json"),
+                "run_id": run_id,
+                "out_dir": t.out_dir,
+                "task": t.model_dump(mode="json"),
+            }
+            bar.update(1)
 
-    for i, res in done.items():
-        record(i, res)
-    for fut in as_completed(list(futures)):
-        i = futures[fut]
-        res = _await(fut, tasks[i], cfg.sweep.retries)
-        if res.ok and not (res.model_zip and Path(res.model_zip).exists()):
-            # a cached result whose files were deleted since: train again
-            logger.warning("cached result of %s lost its model; retraining", tasks[i].run_name)
-            again = train_policy.with_options(retries=cfg.sweep.retries, refresh_cache=True)
-            res = _await(again.submit(tasks[i]), tasks[i], cfg.sweep.retries)
-        record(i, res)
-    bar.close()
+        for i, res in done.items():
+            record(i, res)
+        for fut in as_completed(list(futures)):
+            i = futures[fut]
+            res = _await(fut, tasks[i], cfg.sweep.retries)
+            if res.ok and not (res.model_zip and Path(res.model_zip).exists()):
+                # a cached result whose files were deleted since: train again
+                logger.warning("cached result of %s lost its model; retraining", tasks[i].run_name)
+                again = train_policy.with_options(retries=cfg.sweep.retries, refresh_cache=True)
+                res = _await(again.submit(tasks[i]), tasks[i], cfg.sweep.retries)
+            record(i, res)
     return [rows[i] for i in range(len(tasks))]
 
 
