@@ -118,7 +118,6 @@ def pandas_pipeline(
     """Read bars, compute features, cut windows, fit stats on train, write each slice
     as its own file in the same format as ours (Arrow IPC, uncompressed) and hash it
     (sha256): the one-file-per-slice layout."""
-    import hashlib
 
     import pyarrow as pa
     import pyarrow.feather as feather
@@ -306,7 +305,7 @@ def main() -> int:
         lat[i] = time.perf_counter_ns() - t0
     med, p99 = float(np.median(lat)) / 1e3, float(np.percentile(lat, 99)) / 1e3
 
-    slice_rows = sum(s.rows for s in plan.slices)
+    n_slice_rows = sum(s.rows for s in plan.slices)
     load = os.getloadavg()[0]
     ours_rate, pd_rate = input_rows / ours_cpu / 1e6, input_rows / pd_cpu / 1e6
     text = f"""## features: bars -> features -> slices; streaming update
@@ -314,7 +313,7 @@ def main() -> int:
 <!-- section:features -->
 ### bars + trades -> features v1 -> published walk-forward slices (`features.slices`)
 
-machine `{platform.node()}` ({platform.machine()}, {os.cpu_count()} cores, shared), Python {platform.python_version()}, {time.strftime("%Y-%m-%d %H:%M", time.gmtime())} UTC, load average {load:.1f}; `POLARS_MAX_THREADS=1`; best of {args.repeat}; synthetic market {args.days} days, 1 s bars, default FeatureSpec ({len(cfg.spec.names)} features), {len(plan.slices)} slices holding {slice_rows:,} rows (sliding folds overlap), stored as {len(plan.segments)} segments holding {segment_rows:,} rows (each row once). Input rows = bars {bars.height:,} + trades {n_trades:,} = {input_rows:,}. Rates are per second of process CPU time (user + system), wall clock beside it (wall includes waiting for every fsync).
+machine `{platform.node()}` ({platform.machine()}, {os.cpu_count()} cores, shared), Python {platform.python_version()}, {time.strftime("%Y-%m-%d %H:%M", time.gmtime())} UTC, load average {load:.1f}; `POLARS_MAX_THREADS=1`; best of {args.repeat}; synthetic market {args.days} days, 1 s bars, default FeatureSpec ({len(cfg.spec.names)} features), {len(plan.slices)} slices holding {n_slice_rows:,} rows (sliding folds overlap), stored as {len(plan.segments)} segments holding {segment_rows:,} rows (each row once). Input rows = bars {bars.height:,} + trades {n_trades:,} = {input_rows:,}. Rates are per second of process CPU time (user + system), wall clock beside it (wall includes waiting for every fsync).
 
 Timed, from scratch each run (staging and data folders removed, untimed, before each): read the bars file (Arrow IPC, memory-mapped), compute features once over the whole history, drop warm-up, cut folds and stress windows as row ranges, write every stretch between window boundaries once as a segment (Arrow IPC, uncompressed; sha256 computed on the bytes as they are written; fsync; renamed to its sha256), fit frozen stats on each train window, publish (segments hard-linked into the store, then the stats files, then one manifest per slice, then folds.json: each file atomic and fsynced, each folder fsynced once per step). The pandas baseline computes the same features, windows and stats and writes each slice as its own file (the same format, `pyarrow.feather`, uncompressed) with a sha256 per file, without manifests, fsync or atomic publishing. GX validation is not in this figure (timed separately below).
 

@@ -89,8 +89,9 @@ class WalkForwardConfig(FrozenModel):
     # extra evaluation windows (hours from start) reported separately, e.g. a stress day
     stress_windows: tuple[tuple[float, float], ...] = ()
     # a stretch this long without any book event or trade is a hole in the data (a
-    # recorder outage, a day not captured), not a quiet market: a window (or its
-    # look-back) that meets one is refused, naming both. 0 turns the check off.
+    # recorder outage, a day not captured), not a quiet market: a window that meets one
+    # is refused, naming both; rows whose look-back reaches into one are warm-up (never
+    # in a slice). 0 turns the check off.
     max_quiet_s: float = Field(300.0, ge=0)
 
 
