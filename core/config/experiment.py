@@ -38,7 +38,8 @@ class ExperimentConfig(FrozenModel):
         if inst is None:
             return data
         sweep = dict(data.get("sweep") or {})
-        trials = sweep.get("trials", [{"name": "base"}])
+        default = SweepConfig.model_fields["trials"].default
+        trials = sweep.get("trials", [t.model_dump(exclude_unset=True) for t in default])
         if not all(isinstance(t, dict) for t in trials):
             return data
         new_trials = []
