@@ -213,17 +213,10 @@ def evaluate_policies_flow(
             tracking.log_metrics(entry["run_id"], metrics)
             tracking.log_artifacts(entry["run_id"], list(paths.values()), artifact_path="backtest")
             tracking.set_tags(entry["run_id"], {"decision": entry["decision"]})
-            judged_on = [s["slice_id"] for s in entry["slices"] + entry["stress_slices"]]
-            for context in ("test", "stress"):
-                tracking.log_slice_datasets(
-                    entry["run_id"],
-                    [
-                        catalog.manifests[i]
-                        for i in judged_on
-                        if catalog.manifests[i]["kind"] == context
-                    ],
-                    context,
-                )
+            judged_on = entry["slices"] + entry["stress_slices"]  # test and stress slices
+            tracking.log_slice_datasets_by_kind(
+                entry["run_id"], [catalog.manifests[s["slice_id"]] for s in judged_on]
+            )
     path = write_json_atomic(reports / EVALUATION_JSON, evaluation)
     over = {
         k: float(v)

@@ -382,6 +382,16 @@ def log_slice_datasets(run_id: str, manifests: list[dict], context: str) -> None
         _retry("log inputs", partial(c.log_inputs, run_id, datasets=list(chunk)), run_id)
 
 
+def log_slice_datasets_by_kind(run_id: str, manifests: list[dict]) -> None:
+    """`log_slice_datasets` with each manifest's `kind` (train, test, stress, ...) as its
+    context; a manifest without one is train data."""
+    by_context: dict[str, list[dict]] = {}
+    for m in manifests:
+        by_context.setdefault(str(m.get("kind") or "train"), []).append(m)
+    for context, group in by_context.items():
+        log_slice_datasets(run_id, group, context)
+
+
 def set_tags(run_id: str, tags: dict[str, str]) -> None:
     """Set run tags (values stringified), batched."""
     _log_params_tags(run_id, {}, tags)
@@ -432,11 +442,7 @@ def log_child_run(
         last_step = max((int(s) for _, _, s in metrics_history), default=0)
         finals = [Metric(k, float(v), now, last_step) for k, v in final_metrics.items()]
         _log_metric_objects(run_id, history + finals)
-        by_context: dict[str, list[dict]] = {}
-        for m in datasets:
-            by_context.setdefault(str(m.get("kind") or "train"), []).append(m)
-        for context, group in by_context.items():
-            log_slice_datasets(run_id, group, context)
+        log_slice_datasets_by_kind(run_id, datasets)
         if artifacts:
             log_artifacts(run_id, artifacts)
     except BaseException:
