@@ -89,7 +89,7 @@ from envs.position import (
 )
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
-from features.store import SliceReadError, manifest_for, slice_table
+from features.store import manifest_for, slice_table
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
 _LOG_ROWS = 4096  # info log rows per chunk
@@ -473,7 +473,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             )
         try:
             table = slice_table(slice_path)
-        except (SliceReadError, ValueError, OSError) as exc:  # pyarrow errors are ValueErrors
+        except (ValueError, OSError) as exc:  # SliceReadError and pyarrow's are ValueErrors
             raise SliceDataError(f"cannot read slice {slice_path}: {exc}") from exc
         cols = table.column_names
         fixed = {TS, MID_TICKS, *EXEC_COLUMNS}

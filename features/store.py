@@ -197,7 +197,12 @@ def manifest_for(path: str | Path) -> Path:
     """The manifest of a slice path: the path itself when it is a `.json` manifest, else
     `<slice_id>.manifest.json` beside it (a plain slice file, or a bare slice id)."""
     p = Path(path)
-    return p if p.name.endswith(".json") else p.with_name(p.name.split(".")[0] + MANIFEST_SUFFIX)
+    return p if p.name.endswith(".json") else p.with_name(slice_id_of(p) + MANIFEST_SUFFIX)
+
+
+def slice_id_of(path: str | Path) -> str:
+    """The slice id a slice path names: its file name up to the first dot."""
+    return Path(path).name.split(".")[0]
 
 
 def read_parts(files: Sequence[Path]) -> pa.Table:

@@ -37,6 +37,7 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import MAX_INPUT_TAG_VALUE_SIZE
 
 __all__ = [
     "TrackingError",
@@ -352,9 +353,6 @@ def slice_dataset(manifest: Mapping[str, Any], context: str) -> DatasetInput:
     return DatasetInput(dataset=ds._to_mlflow_entity(), tags=tags)
 
 
-_MAX_INPUT_TAG = 500  # MLflow's input tag value limit
-
-
 def validation_tags(validation: Mapping[str, Any] | None) -> dict[str, str]:
     """Tags summarising a slice manifest's validation result; {} when there is none."""
     if not validation:
@@ -363,7 +361,9 @@ def validation_tags(validation: Mapping[str, Any] | None) -> dict[str, str]:
     tags = {
         "validation.success": str(bool(validation.get("success"))).lower(),
         "validation.suite": str(validation.get("suite", "")),
-        "validation.failed": json.dumps(list(validation.get("failed") or []))[:_MAX_INPUT_TAG],
+        "validation.failed": json.dumps(list(validation.get("failed") or []))[
+            :MAX_INPUT_TAG_VALUE_SIZE
+        ],
     }
     if "evaluated_expectations" in stats:
         tags["validation.evaluated"] = str(stats["evaluated_expectations"])

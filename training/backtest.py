@@ -64,7 +64,7 @@ class SliceInput:
     def from_path(cls, path: str | Path) -> SliceInput:
         """Kind and fold from the slice's manifest (the path itself, or the manifest
         beside a plain slice file) when it exists, else from its id."""
-        from features.store import manifest_for
+        from features.store import manifest_for, slice_id_of
 
         p = Path(path)
         manifest = manifest_for(p)
@@ -73,7 +73,7 @@ class SliceInput:
 
             m = load_manifest(manifest)
             return cls(str(p), m.slice_id, m.kind, m.fold)
-        return cls(str(p), p.name.split(".")[0])
+        return cls(str(p), slice_id_of(p))
 
 
 @dataclass

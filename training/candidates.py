@@ -225,17 +225,17 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     """Read folds.json and every manifest it names. Raises FileNotFoundError when the
     features stage has not run, ValueError when a slice failed validation or a listed
     file is missing."""
-    from features.slices import MANIFEST_SUFFIX, load_fold_index, load_manifest
+    from features.slices import load_fold_index, load_manifest, manifest_path
 
     index = load_fold_index(layout, spec_hash)
     folder = layout.slices(spec_hash)
     manifests: dict[str, dict[str, Any]] = {}
 
     def manifest(slice_id: str) -> dict[str, Any]:
-        m = load_manifest(folder / f"{slice_id}{MANIFEST_SUFFIX}").model_dump(mode="json")
+        path = manifest_path(layout, spec_hash, slice_id)
+        m = load_manifest(path).model_dump(mode="json")
         if not m["validation"].get("success", False):
             raise ValueError(f"slice {slice_id} failed validation: {m['validation'].get('failed')}")
-        path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
         missing = [p["file"] for p in m["parts"] if not (folder / p["file"]).exists()]
         if missing:
             raise ValueError(f"slice {slice_id}: segment file(s) missing: {missing}")
