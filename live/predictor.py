@@ -111,9 +111,21 @@ class ObservationBuilder:
 
 
 def warm_up_kernels(spec: FeatureSpec) -> None:
-    """Compile the sampler's numba kernels before the market clock starts: a first compile
-    takes seconds (no cache on a fresh machine), and a live loop must not spend them in
-    its first bar. Runs a two-level book and one trade through a throwaway builder."""
+    """Compile the numba kernels a live loop calls before the market clock starts: a first
+    compile takes seconds (no cache on a fresh machine), and a live loop must not spend
+    them in its first bar. Runs a two-level book and one trade through a throwaway
+    builder (the sampler), then the management state and a maker fill opened and closed
+    on a throwaway account (the position kernels of the paper account and the state)."""
+    from core.instrument import InstrumentSpec
+    from envs.position import (
+        LONG,
+        SHORT,
+        StateLimits,
+        apply_fill,
+        can_fill,
+        management_state,
+        open_account,
+    )
     from live.decode import Decoded
 
     b = ObservationBuilder(spec, None, 10.0)
@@ -123,6 +135,12 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
     b.on_decoded(dt + 2, Decoded(trades=[(1, 101, 1, dt + 2)]))
     for _ in b.advance(4 * dt):
         pass
+    inst, limits = InstrumentSpec(), StateLimits()
+    pos = open_account(1.0, 0)
+    for side, px in ((LONG, 100), (SHORT, 101)):  # open a lot, then close it
+        if can_fill(pos, side, 0.1, 1.0):
+            pos, _ = apply_fill(pos, side, px, dt, inst, 0.1, 1.0)
+        management_state(pos, 2 * dt, 100.5, inst, True, False, limits)
 
 
 class Predictor:
