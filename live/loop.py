@@ -188,11 +188,9 @@ class LiveSession:
         if champion is None:
             # the book, bars and features carry on; only the model and its stats go
             self.predictor = Predictor(None, None, reason)
-            self.builder.stats = None
-            self.builder.window.clear()
             if self.orders is not None:
                 self.orders.cancel_own(max(self.last_event_ns, 0))
-            self.gate.reset(f"observe-only: {reason}")
+            self._restat(None, f"observe-only: {reason}")
             return
         self.predictor = champion.predictor
         self.builder.obs_clip = champion.obs_clip
@@ -211,9 +209,13 @@ class LiveSession:
             self.pending_resubscribe = True  # the new book needs fresh partials
         else:
             # same spec: bars and features carry over; the window is re-normalised
-            self.builder.stats = champion.stats
-            self.builder.window.clear()
-            self.gate.reset("new stats: refilling the observation window")
+            self._restat(champion.stats, "new stats: refilling the observation window")
+
+    def _restat(self, stats: Normalizer | None, reason: str) -> None:
+        """New frozen stats (or none) for the same spec: the normalised window refills."""
+        self.builder.stats = stats
+        self.builder.window.clear()
+        self.gate.reset(reason)
 
     def reset(self, reason: str) -> None:
         """Forget book, bars, features and readiness (reconnect, resubscribe)."""
