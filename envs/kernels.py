@@ -388,9 +388,7 @@ def _views(
 @njit(cache=True, nogil=True)
 def _offsets(I: np.ndarray) -> tuple[int, int]:  # noqa: E741
     """Where the data columns start in I and F."""
-    lc = I[H_LOTCAP]
-    tc = I[H_TRCAP]
-    return H_SIZE + 3 * lc + 5 * tc, F_SIZE + 3 * lc + 4 * tc
+    return data_offsets(I[H_LOTCAP], I[H_TRCAP])
 
 
 @njit(cache=True, nogil=True)
@@ -424,14 +422,14 @@ def _env_fill(
 
 def packed_sizes(n_rows: int, lot_cap: int, trade_cap: int) -> tuple[int, int]:
     """Lengths of the env's packed int64 and float64 state arrays."""
-    return (
-        H_SIZE + 3 * lot_cap + 5 * trade_cap + N_DI * n_rows,
-        F_SIZE + 3 * lot_cap + 4 * trade_cap + N_DF * n_rows,
-    )
+    di, df = data_offsets(lot_cap, trade_cap)
+    return di + N_DI * n_rows, df + N_DF * n_rows
 
 
+@njit(cache=True, nogil=True)
 def data_offsets(lot_cap: int, trade_cap: int) -> tuple[int, int]:
-    """Where the data columns start in the packed int64 and float64 arrays."""
+    """Where the data columns start in the packed int64 and float64 arrays: after the
+    headers, the lots (3 values each) and the closed trades (5 ints, 4 floats each)."""
     return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap
 
 
