@@ -209,13 +209,16 @@ def position_from_arrays(
     acct_f: np.ndarray, acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray
 ) -> Position:
     """The Position held in the kernels' arrays."""
+    return _position(acct_f, acct_i, lots_from_arrays(int(acct_i[1]), lot_i, lot_f))
+
+
+def _position(acct_f: np.ndarray, acct_i: np.ndarray, lots: tuple[Lot, ...]) -> Position:
+    """A Position from the kernels' account arrays and its lots (all on one side)."""
     bal, real, fees, funding = acct_f[:4].tolist()
-    flat_since, n = acct_i[:2].tolist()
-    lots = lots_from_arrays(n, lot_i, lot_f)
     side = lots[0].side if lots else FLAT
     longs = lots if side == LONG else ()
     shorts = lots if side == SHORT else ()
-    return Position(bal, flat_since, longs, shorts, real, fees, funding)
+    return Position(bal, int(acct_i[0]), longs, shorts, real, fees, funding)
 
 
 def trades_from_arrays(ntr: int, tr_i: np.ndarray, tr_f: np.ndarray) -> tuple[ClosedTrade, ...]:
@@ -229,11 +232,15 @@ def trades_from_arrays(ntr: int, tr_i: np.ndarray, tr_f: np.ndarray) -> tuple[Cl
 
 
 # ------------------------------------------------------------------ fills
+def _check_side(side: int) -> None:
+    if side not in (LONG, SHORT):
+        raise ValueError(f"side must be +1 or -1, got {side}")
+
+
 def can_fill(position: Position, side: int, stake: float, max_exposure: float) -> bool:
     """True when a fill of `stake` on `side` is allowed: it reduces an opposite stack,
     or the new exposure stays within `max_exposure`."""
-    if side not in (LONG, SHORT):
-        raise ValueError(f"side must be +1 or -1, got {side}")
+    _check_side(side)
     _, acct_i, lot_i, lot_f = _arrays(position)
     return bool(K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)))
 
@@ -260,8 +267,7 @@ def apply_fill(
         raise ValueError(f"stake must be > 0, got {stake}")
     if price_ticks <= 0:
         raise ValueError(f"price_ticks must be > 0, got {price_ticks}")
-    if side not in (LONG, SHORT):
-        raise ValueError(f"side must be +1 or -1, got {side}")
+    _check_side(side)
     acct_f, acct_i, lot_i, lot_f = _arrays(position, spare=1)
     if not K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)):
         raise ExposureError(
@@ -288,22 +294,12 @@ def _after_fill(
     old = before.lots
     n = int(acct_i[1])
     if n == len(old) + 1:
-        lots = (*old, Lot(*lot_i[n - 1].tolist(), *lot_f[n - 1].tolist()))
+        lots = (*old, *lots_from_arrays(1, lot_i[n - 1 :], lot_f[n - 1 :]))
     else:
         lots = old[len(old) - n :] if n else ()
         if lots and lot_f[0].tolist() != [lots[0].stake, lots[0].contracts, lots[0].entry_fee]:
             lots = (*lots_from_arrays(1, lot_i, lot_f), *lots[1:])
-    bal, real, fees, funding = acct_f.tolist()
-    side = lots[0].side if lots else FLAT
-    return Position(
-        bal,
-        int(acct_i[0]),
-        lots if side == LONG else (),
-        lots if side == SHORT else (),
-        real,
-        fees,
-        funding,
-    )
+    return _position(acct_f, acct_i, lots)
 
 
 def apply_funding(
