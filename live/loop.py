@@ -619,7 +619,8 @@ async def _run(
             outcome = await asyncio.to_thread(poll_model, source, session.predictor.version)
             if outcome.action == "keep" and outcome.reason in ("unchanged", "no champion"):
                 continue
-            # applied here, on the loop thread: between two decisions, never during one
+            # applied through `call` (one session call at a time): between two decisions,
+            # never during one
             if outcome.action == "swap":
                 await call(session.swap_model, outcome.champion, outcome.reason)
             elif outcome.action == "observe":
