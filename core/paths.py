@@ -45,8 +45,13 @@ class DataLayout:
     def features_day(self, symbol: str, spec_hash: str, day: str) -> Path:
         return self.root / "features" / symbol / self.spec12(spec_hash) / f"{day}.parquet"
 
+    @property
+    def slices_root(self) -> Path:
+        """One folder per FeatureSpec under it (`slices`)."""
+        return self.root / "slices"
+
     def slices(self, spec_hash: str) -> Path:
-        return self.root / "slices" / self.spec12(spec_hash)
+        return self.slices_root / self.spec12(spec_hash)
 
     def stats(self, stats_id: str) -> Path:
         return self.root / "stats" / stats_id

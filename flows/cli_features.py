@@ -196,7 +196,7 @@ def _cmd_audit_slices(args: argparse.Namespace) -> int:
     from features.store import audit_store
     from flows.common import resolve_runtime
 
-    root = resolve_runtime(args.data_dir).layout.root / "slices"
+    root = resolve_runtime(args.data_dir).layout.slices_root
     folders = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
     if not folders:
         return _fail("audit slices", f"no published slices under {root}")

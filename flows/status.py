@@ -77,7 +77,7 @@ def data_inventory(layout: DataLayout) -> dict[str, Any]:
 def latest_slices(layout: DataLayout) -> dict[str, Any] | None:
     """The most recently written folds.json with one line per slice (kind, fold, rows,
     validation), or None when no slices were built."""
-    indexes = sorted((layout.root / "slices").glob("*/folds.json"), key=lambda p: p.stat().st_mtime)
+    indexes = sorted(layout.slices_root.glob("*/folds.json"), key=lambda p: p.stat().st_mtime)
     if not indexes:
         return None
     path = indexes[-1]
