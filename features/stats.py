@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ class FrozenStats:
     @classmethod
     def fit_columns(
         cls,
-        columns: Sequence[np.ndarray],
+        columns: Iterable[np.ndarray],
         feature_names: Sequence[str],
         spec_hash: str,
         sigma_floor: float,
@@ -105,27 +105,39 @@ class FrozenStats:
         the column-major matrix polars' `DataFrame.to_numpy` returns (numpy reduces a
         contiguous column with the same pairwise sum either way), in two passes per
         column instead of five (`_mean_var`). Same errors as `fit`.
+
+        The columns are read one at a time, in order, and none is kept: an iterator
+        may hand out one reused buffer refilled per column (`features.slices` does for
+        a window that spans two chunks of the feature frame).
         """
-        cols = [np.asarray(c, dtype=np.float64) for c in columns]
-        if len(cols) != len(feature_names) or any(c.ndim != 1 for c in cols):
-            raise StatsError(f"need one 1-D column per feature ({len(feature_names)})")
-        n_rows = cols[0].shape[0] if cols else 0
-        if any(c.shape[0] != n_rows for c in cols):
-            raise StatsError("feature columns differ in length")
-        if n_rows == 0:
-            raise StatsError("cannot fit stats on zero rows")
-        mean = np.empty(len(cols))
-        var = np.empty(len(cols))
-        for i, c in enumerate(cols):
+        names = list(feature_names)
+        mean = np.empty(len(names))
+        var = np.empty(len(names))
+        bad: list[str] = []
+        n_rows = -1
+        count = 0
+        for i, col in enumerate(columns):
+            c = np.asarray(col, dtype=np.float64)
+            if i >= len(names) or c.ndim != 1:
+                raise StatsError(f"need one 1-D column per feature ({len(names)})")
+            if n_rows < 0:
+                n_rows = c.shape[0]
+            elif c.shape[0] != n_rows:
+                raise StatsError("feature columns differ in length")
+            if n_rows == 0:
+                raise StatsError("cannot fit stats on zero rows")
             mean[i], var[i] = _mean_var(c)
-        if not (np.isfinite(mean).all() and np.isfinite(var).all()):
-            names = [
-                n for n, c in zip(feature_names, cols, strict=True) if not np.isfinite(c).all()
-            ]
-            if names:
-                raise StatsError(f"non-finite train values in {names}")
+            if not (np.isfinite(mean[i]) and np.isfinite(var[i])) and not np.isfinite(c).all():
+                bad.append(names[i])
+            count += 1
+        if count != len(names):
+            raise StatsError(f"need one 1-D column per feature ({len(names)})")
+        if n_rows <= 0:
+            raise StatsError("cannot fit stats on zero rows")
+        if bad:
+            raise StatsError(f"non-finite train values in {bad}")
         sigma = np.maximum(np.sqrt(var), sigma_floor)
-        return cls._fitted(mean, sigma, n_rows, feature_names, spec_hash, sigma_floor, train_slices)
+        return cls._fitted(mean, sigma, n_rows, names, spec_hash, sigma_floor, train_slices)
 
     @classmethod
     def _fitted(

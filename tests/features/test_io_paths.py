@@ -182,6 +182,32 @@ def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
         FrozenStats.fit_columns([np.zeros(2), np.zeros(3)], ["a", "b"], "h", 1e-8, train)
 
 
+def test_stats_of_a_window_over_chunk_edges_equal_those_of_one_contiguous_frame(frame):
+    """stage_slices fits a window that spans chunks of the feature frame through one
+    reused scratch buffer: the stats are the contiguous frame's, to the bit, and each
+    column is its own (the buffer is refilled, not shared)."""
+    from features.slices import _float_columns
+
+    x = frame.filter(~pl.col(S.WARMUP)).select(SPEC.names)
+    pieces = pl.concat([x.slice(0, 1), x.slice(1, 300), x.slice(301)], rechunk=False)
+    assert pieces.n_chunks() == 3
+    train = [{"slice_id": "fold00-train", "sha256": "0" * 64}]
+    a = FrozenStats.fit(x.to_numpy(), SPEC.names, "h" * 64, 1e-8, train)
+    b = FrozenStats.fit_columns(
+        _float_columns(pieces, SPEC.names), SPEC.names, "h" * 64, 1e-8, train
+    )
+    assert a.mean.tobytes() == b.mean.tobytes() and a.sigma.tobytes() == b.sigma.tobytes()
+    cols = [c.copy() for c in _float_columns(pieces, SPEC.names)]
+    assert all(
+        np.array_equal(c, x[n].to_numpy(), equal_nan=True)
+        for c, n in zip(cols, SPEC.names, strict=True)
+    )
+    with pytest.raises(StatsError, match="one 1-D column per feature"):
+        FrozenStats.fit_columns(iter([np.zeros(3)]), ["a", "b"], "h", 1e-8, train)
+    with pytest.raises(StatsError, match="zero rows"):
+        FrozenStats.fit_columns([], [], "h", 1e-8, train)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.floats(-1e12, 1e12, allow_nan=False), min_size=1, max_size=700),
