@@ -225,7 +225,7 @@ def main() -> int:
     from features.slices import slice_rows
 
     spec = cfg.spec
-    ready = slice_rows(bars.lazy(), spec)
+    ready = slice_rows(bars, spec)
     ts = ready[S.TS].to_numpy()
     ranges = [
         (s.slice_id, *(int(i) for i in np.searchsorted(ts, [s.start_ns, s.end_ns])))
@@ -249,7 +249,7 @@ def main() -> int:
     phases = {
         "read bars (Arrow IPC, memory-mapped)": timed(lambda: read_bars(bars_path), args.repeat)[0],
         "compute features, drop warm-up": timed(
-            lambda: slice_rows(read_bars(bars_path).lazy(), spec),
+            lambda: slice_rows(read_bars(bars_path), spec),
             args.repeat,
         )[0],
         "sha256 + write + fsync of the segments": timed(

@@ -155,19 +155,20 @@ def slice_columns(spec: FeatureSpec) -> list[str]:
     return [S.TS, S.MID_TICKS, *spec.names, *S.EXEC_COLUMNS]
 
 
-def slice_rows(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.DataFrame:
+#: bars per feature pass of `slice_rows` (about 3 days of 1 s bars)
+FEATURE_BLOCK_ROWS = 1 << 18
+
+
+def slice_rows(
+    bars: pl.DataFrame, spec: FeatureSpec, block_rows: int = FEATURE_BLOCK_ROWS
+) -> pl.DataFrame:
     """Features of every bar once over the whole history, warm-up rows dropped, slice
     columns in order: every slice is a zero-copy row range of this frame.
 
     Warm-up rows are usually a prefix (the first look-back, the first trade): then the
     rest is a zero-copy row range; only warm-up rows later on (a desynced book) cost a
     filtered copy."""
-    # Bigger streaming morsels (polars' default gives ~30k-row chunks): fewer chunk
-    # boundaries, so fewer train windows and segments that straddle one and must be
-    # copied into contiguous memory (stats, segment bytes); values are the same.
-    # 2**17 rows of ~110 intermediate columns keep the engine's working set ~115 MB.
-    with pl.Config(streaming_chunk_size=1 << 17):
-        frame = compute_features(bars, spec).collect()
+    frame = features_in_blocks(bars, spec, block_rows)
     warm = frame[S.WARMUP].to_numpy()
     ok = np.flatnonzero(~warm)
     cols = slice_columns(spec)
@@ -177,6 +178,36 @@ def slice_rows(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.DataFrame:
     if ok.size == frame.height - first:  # no warm-up after the first ready row
         return frame.slice(first).select(cols)
     return frame.filter(~pl.col(S.WARMUP)).select(cols)
+
+
+def features_in_blocks(
+    bars: pl.DataFrame, spec: FeatureSpec, block_rows: int = FEATURE_BLOCK_ROWS
+) -> pl.DataFrame:
+    """`compute_features(bars.lazy(), spec).collect()`, bit for bit, computed
+    `block_rows` bars at a time by polars' in-memory engine: each block is computed
+    with the `spec.lookback_bars` bars before it (every lag, window and horizon
+    reaches back at most that far; the windowed sums are differences of exact integer
+    cumulative sums, so where a block's sums start does not change them), whose rows
+    are then dropped. One contiguous chunk per block.
+
+    Why not the streaming engine over the whole history: it emits a few tiny chunks
+    wherever its shifted columns start (rows 1, 2, 10, 11, 60 of every morsel with the
+    default spec), so the windows and segments over them must be copied into
+    contiguous memory for the stats and the segment bytes. Measured on this VM,
+    features alone, interleaved runs: 3 days 53 ms median (47 best) against 73 (47)
+    streaming; 14 days 265 (253) against 331 (235); one cold 14-day pass 465 ms and
+    825 MB peak against 508 ms and 877 MB, in 5 chunks instead of 58. A block's
+    intermediate columns stay bounded (~230 MB at 2**18 bars)."""
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    back = spec.lookback_bars
+    parts = []
+    for start in range(0, max(bars.height, 1), block_rows):
+        lo = max(0, start - back)
+        block = bars.slice(lo, start + block_rows - lo)
+        frame = compute_features(block.lazy(), spec).collect(engine="in-memory")
+        parts.append(frame.slice(start - lo))
+    return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
 
 
 def day_start_ns(day: str) -> int:
@@ -327,7 +358,7 @@ def stage_slices(
             + ". Move the windows (walk_forward start_hours, n_folds, stress_windows), "
             "fill the gap, or raise walk_forward.max_quiet_s for a truly quiet market."
         )
-    ready = slice_rows(bars.lazy(), spec)
+    ready = slice_rows(bars, spec)
     del bars
     if spans:  # rows whose look-back reaches into a hole are warm-up too
         ready = ready.filter(~after_gaps(ready[S.TS].to_numpy(), spans, spec.lookback_ns))
