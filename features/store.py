@@ -228,7 +228,7 @@ def _write_arrow_fd(
     with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
         writer.write_table(table, max_chunksize=max(1, table.num_rows))
     sink.finish()
-    if reserved:
+    if reserved and not isinstance(sink, _DirectFile):  # the direct writer trims itself
         os.ftruncate(fd, sink.size)
     return sink.sha.hexdigest(), sink.size
 
