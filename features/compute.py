@@ -183,8 +183,8 @@ def depth_within_bps(
     impact scale). Level i counts when its price is set and
     |2 px_i - (bid0 + ask0)| * 1e4 <= (bid0 + ask0) * x_bps. Look-back: none.
 
-    Evaluated as an integer price band (the streaming twin evaluates the float test
-    above; both give the same levels): with s2 = bid0 + ask0 and the double
+    Evaluated as an integer price band (so is the streaming twin; a property test
+    checks the band against the float test above): with s2 = bid0 + ask0 and the double
     F = float(s2) * x_bps, an integer N satisfies float(N) <= F iff N <= floor(F) (N
     exact below 2**53), so the test is |2 px - s2| <= k with k = floor(F) // 10000, i.e.
     max(1, ceil((s2 - k) / 2)) <= px <= floor((s2 + k) / 2). Exact while

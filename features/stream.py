@@ -9,6 +9,7 @@ operations in the same order, with scalar `math.sqrt` / `math.log` (glibc, as po
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,8 @@ NAN = float("nan")
 
 # positions in one history record
 _OFI, _SIGNED, _TOTAL, _NTR, _DSQ, _NOTOK, _S2 = range(7)
+#: the history record before the first bar (every cumulative sum 0)
+_ZERO = (0, 0, 0, 0, 0, 0, 0)
 
 
 class FeatureStream:
@@ -50,10 +53,9 @@ class FeatureStream:
         self._keep = max([n for _, n in self._windows] + self._horizons + [self._lookback]) + 1
         self.gaps = 0  # times the bar grid broke and the stream started over
         self._start()
-        self._bid_px = [S.bid_px(i) for i in range(spec.depth)]
-        self._bid_sz = [S.bid_sz(i) for i in range(spec.depth)]
-        self._ask_px = [S.ask_px(i) for i in range(spec.depth)]
-        self._ask_sz = [S.ask_sz(i) for i in range(spec.depth)]
+        self._book = operator.itemgetter(
+            *(f(i) for f in (S.bid_px, S.bid_sz, S.ask_px, S.ask_sz) for i in range(spec.depth))
+        )
         self.ts = -1
 
     def _start(self) -> None:
@@ -65,18 +67,10 @@ class FeatureStream:
         self.warmup = True
         self.mid_ticks = NAN
 
-    def _wsum(self, k: int, n: int) -> int:
-        """Exact sum of quantity k over the last n bars (partial at the start)."""
-        h = self._hist
-        cur = h[-1][k]
-        return cur - h[-n - 1][k] if len(h) > n else cur
-
     def update(self, bar: Mapping[str, Any]) -> np.ndarray:
         """Advance by one bar; return the float64 feature vector (spec.names order)."""
-        bp = [int(bar[c]) for c in self._bid_px]
-        bz = [int(bar[c]) for c in self._bid_sz]
-        ap = [int(bar[c]) for c in self._ask_px]
-        az = [int(bar[c]) for c in self._ask_sz]
+        d = self._depth
+        book = list(map(int, self._book(bar)))  # bid px, bid sz, ask px, ask sz; d each
         ts = int(bar[S.TS])
         if self.ts >= 0:
             if ts <= self.ts:
@@ -88,7 +82,8 @@ class FeatureStream:
                 self.gaps += 1
         buy, sell = int(bar[S.BUY_VOL]), int(bar[S.SELL_VOL])
         last_trade = int(bar[S.LAST_TRADE_TS])
-        s2 = bp[0] + ap[0]
+        bid0, bs, ask0, as_ = book[0], book[d], book[2 * d], book[3 * d]
+        s2 = bid0 + ask0
         ds = 0 if self._prev_s2 is None else s2 - self._prev_s2
         self._prev_s2 = s2
         cum = self._cum
@@ -98,57 +93,66 @@ class FeatureStream:
         cum[_NTR] += int(bar[S.N_TRADES])
         cum[_DSQ] += ds * ds
         cum[_NOTOK] += 0 if bar[S.BOOK_OK] else 1
-        self._hist.append((*cum, s2))
+        h = self._hist
+        now = (*cum, s2)
+        h.append(now)
         self.rows += 1
         self.ts = ts
         self.mid_ticks = float(s2) * 0.5
 
         out: list[float] = []
-        spread = ap[0] - bp[0]
+        spread = ask0 - bid0
         out.append(float(spread))
         out.append(float(spread * 20000) / float(s2) if s2 != 0 else NAN)
-        bs, as_ = bz[0], az[0]
         den = (bs + as_) * s2
         out.append(float(spread * (bs - as_)) / float(den) * 10000.0 if den != 0 else NAN)
         out.append(float(bs - as_) / float(bs + as_) if bs + as_ != 0 else 0.0)
-        for levels in (5, 10):
-            num = 0
-            dsum = 0
-            for i in range(levels):
-                w = levels - i
-                num += (bz[i] - az[i]) * w
-                dsum += (bz[i] + az[i]) * w
-            out.append(float(num) / float(dsum) if dsum != 0 else 0.0)
-        wsum = self._wsum
-        for _, n in self._windows:
-            sg = wsum(_SIGNED, n)
-            tot = wsum(_TOTAL, n)
-            out.append(float(wsum(_OFI, n)))
+        # depth-weighted imbalances: sum_{i<L} (L - i) x_i = sum_{j<L} (x_0 + ... + x_j),
+        # the running prefix sums of (bid - ask) and (bid + ask) sizes (exact ints)
+        pnum = pden = wnum = wden = 0
+        for i in range(10):
+            b, a = book[d + i], book[3 * d + i]
+            pnum += b - a
+            pden += b + a
+            wnum += pnum
+            wden += pden
+            if i == 4:
+                out.append(float(wnum) / float(wden) if wden != 0 else 0.0)
+        out.append(float(wnum) / float(wden) if wden != 0 else 0.0)
+        n_hist = len(h)
+        for _, n in self._windows:  # exact window sums: cum now - cum n bars ago
+            past = h[-n - 1] if n_hist > n else _ZERO
+            sg = now[_SIGNED] - past[_SIGNED]
+            tot = now[_TOTAL] - past[_TOTAL]
+            out.append(float(now[_OFI] - past[_OFI]))
             out.append(float(sg))
             out.append(float(sg) / float(tot) if tot != 0 else 0.0)
         for w, n in self._windows:
-            out.append(float(wsum(_NTR, n)) * (1.0 / w))
-            out.append(math.sqrt(float(wsum(_DSQ, n))) / float(s2) * 10000.0 if s2 != 0 else NAN)
+            past = h[-n - 1] if n_hist > n else _ZERO
+            out.append(float(now[_NTR] - past[_NTR]) * (1.0 / w))
+            dsq = now[_DSQ] - past[_DSQ]
+            out.append(math.sqrt(float(dsq)) / float(s2) * 10000.0 if s2 != 0 else NAN)
         if last_trade < 0:
             out.append(NAN)
         else:
             out.append(float(min(ts - last_trade, self._cap_ns)) * (1.0 / NS_PER_S))
-        h = self._hist
         for n in self._horizons:
-            past = h[-n - 1][_S2] if len(h) > n else 0
-            out.append(math.log(float(s2) / float(past)) if s2 > 0 and past > 0 else NAN)
-        lim = float(s2)
+            p0 = h[-n - 1][_S2] if n_hist > n else 0
+            out.append(math.log(float(s2) / float(p0)) if s2 > 0 and p0 > 0 else NAN)
         for x in self._depth_bps:
-            limx = lim * x
-            for px, sz in ((bp, bz), (ap, az)):
+            # level i counts when its price is set and |2 px - s2| * 1e4 <= s2 * x (in
+            # floats, as documented on `features.compute.depth_within_bps`), i.e. when
+            # lo <= px <= hi for the integer band below (the equivalence is proven
+            # there and tested against the float test)
+            k = math.floor(float(s2) * x) // 10000
+            lo, hi = max((s2 - k + 1) // 2, 1), (s2 + k) // 2
+            for px0, sz0 in ((0, d), (2 * d, 3 * d)):
                 total = 0
-                for i in range(self._depth):
-                    p = px[i]
-                    if p > 0 and float(abs(p * 2 - s2) * 10000) <= limx:
-                        total += sz[i]
+                for i in range(d):
+                    if lo <= book[px0 + i] <= hi:
+                        total += book[sz0 + i]
                 out.append(float(total))
 
-        self.warmup = (
-            self.rows - 1 < self._lookback - 1 or wsum(_NOTOK, self._lookback) > 0 or last_trade < 0
-        )
+        past = h[-self._lookback - 1] if n_hist > self._lookback else _ZERO
+        self.warmup = self.rows < self._lookback or now[_NOTOK] - past[_NOTOK] > 0 or last_trade < 0
         return np.array(out, dtype=np.float64)

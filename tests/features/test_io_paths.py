@@ -319,7 +319,7 @@ def test_publish_accepts_a_staged_segment_rewritten_with_the_same_bytes(staged, 
 
 # ---------------------------------------------------------------- depth price band
 def _depth_float(px: list[int], sz: list[int], s2: int, x: float) -> float:
-    """The definition, as the streaming twin evaluates it."""
+    """The definition, evaluated literally in floats."""
     lim = float(s2) * x
     return float(
         sum(
