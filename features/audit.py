@@ -181,6 +181,7 @@ def parity_report(
         problems.append(f"beyond the bound {bound:g}: {beyond}")
     return {
         "check": "parity",
+        "spec_hash": spec.spec_hash,
         "bars": int(n),
         "bound": bound,
         "worst_rel": worst,
@@ -233,6 +234,7 @@ def lookahead_report(
     bad = sorted(n for n, c in counts.items() if c)
     return {
         "check": "lookahead",
+        "spec_hash": spec.spec_hash,
         "bars": len(ts),
         "cuts": checked,
         "features": counts,

@@ -53,7 +53,8 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
         p.add_argument(
             "--config",
             default=None,
-            help="experiment YAML whose features.spec is audited (default: the default FeatureSpec)",
+            help="experiment YAML whose features.spec is audited (default: the default "
+            "FeatureSpec, which conf/default.yaml uses too)",
         )
         p.add_argument("--json", action="store_true", help="print the report as one JSON object")
         if name == "parity":
@@ -152,7 +153,10 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep, sort_keys=True))
     else:
-        print(f"parity batch vs streaming: {rep['bars']} bars, bound {rep['bound']:g} (relative)")
+        print(
+            f"parity batch vs streaming: spec {rep['spec_hash'][:12]}, {rep['bars']} bars, "
+            f"bound {rep['bound']:g} (relative)"
+        )
         width = max(len(n) for n in rep["features"])
         for name, f in rep["features"].items():
             print(
@@ -183,7 +187,10 @@ def _cmd_lookahead(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rep, sort_keys=True))
     else:
-        print(f"look-ahead: {rep['bars']} bars, events truncated at {len(rep['cuts'])} bar closes")
+        print(
+            f"look-ahead: spec {rep['spec_hash'][:12]}, {rep['bars']} bars, events truncated "
+            f"at {len(rep['cuts'])} bar closes"
+        )
         for name, n in rep["features"].items():
             print(f"  {name}: {'SEES THE FUTURE on ' + str(n) + ' rows' if n else 'ok'}")
         print("OK: no feature sees the future" if rep["ok"] else f"FAILED: {rep['sees_future']}")

@@ -4,6 +4,7 @@ BitMEX capture), and that each audit FAILS on a crafted defect."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -93,10 +94,22 @@ def test_cli_audit_parity_and_lookahead_json_and_exit_codes(capture_events_dir, 
     assert main(["audit", "parity", str(capture_events_dir), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["ok"] and set(rep["features"]) == set(SPEC.names)
+    assert rep["spec_hash"] == FeatureSpec().spec_hash  # the spec audited, by default
     assert main(["audit", "lookahead", str(capture_events_dir), "--cuts", "3"]) == 0
-    assert "OK: no feature sees the future" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK: no feature sees the future" in out and FeatureSpec().spec_hash[:12] in out
     assert main(["audit", "parity", str(tmp_path)]) == 2
     assert "no event partitions" in capsys.readouterr().err
+
+
+def test_the_audits_default_spec_is_the_one_chappie_features_builds_by_default():
+    """`chappie audit` defaults to FeatureSpec() (it runs on users' data, anywhere);
+    `chappie features` reads conf/default.yaml. They must not drift apart."""
+    from flows.cli_features import DEFAULT_CONFIG
+    from flows.common import load_experiment
+
+    root = Path(__file__).resolve().parents[2]
+    assert load_experiment(root / DEFAULT_CONFIG).features.spec == FeatureSpec()
 
 
 def test_cli_features_with_a_missing_config_exits_2(tmp_path, capsys):
