@@ -43,6 +43,7 @@ publish_day = task(name="publish-day", task_run_name="publish-{cfg.source}-{day}
 )
 build_report = task(name="ingest-report")(ingest_run.build_report)
 prune_staging = task(name="prune-staging")(ingest_run.prune_staging)
+claim_staging = task(name="claim-staging")(ingest_run.claim_staging)
 download_dumps = task(name="download-dumps", retries=2, retry_delay_seconds=[5, 30])(_download)
 
 
@@ -71,6 +72,9 @@ def ingest_flow(
     fp = fingerprint_source(cfg)
     staging = str(Path(data_dir) / "staging" / "ingest" / fp[:16])
     index = stage_source(cfg, data_dir, staging, fp, progress)
+    # a cache hit may reuse a folder staged long ago: claim it first, so that a
+    # concurrent run's pruning spares it, then check that its files are still there
+    claim_staging(staging)
     if not staged_files_exist(index):
         index = stage_source.with_options(refresh_cache=True)(cfg, data_dir, staging, fp, progress)
     futures = [

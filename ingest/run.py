@@ -8,6 +8,8 @@ one staged Parquet pair per day) then `publish_staged_day` per day, then
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -408,6 +410,14 @@ def report_table(report: IngestReport) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def claim_staging(staging_dir: str) -> None:
+    """Mark a staging folder as in use now (its mtime), before a run reuses it from the
+    cache: a concurrent run's `prune_staging` spares folders touched within the hour.
+    A folder already pruned is left missing (the caller's existence check re-stages)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(staging_dir)
 
 
 def prune_staging(data_dir: str, keep: str, min_age_s: float = 3600.0) -> list[str]:

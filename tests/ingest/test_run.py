@@ -82,3 +82,20 @@ def test_prune_staging_keeps_only_the_current_folder(tmp_path: Path) -> None:
     assert prune_staging(str(tmp_path), "bbb") == ["aaa", "ccc"]
     assert sorted(p.name for p in root.iterdir()) == ["bbb", "ddd"]
     assert prune_staging(str(tmp_path / "nowhere"), "bbb") == []
+
+
+def test_a_claimed_staging_folder_survives_a_concurrent_prune(tmp_path: Path) -> None:
+    """A run that reuses an old cached staging folder claims it (mtime now) before its
+    existence check: another run's prune_staging then leaves it alone."""
+    import os
+
+    from ingest.run import claim_staging, prune_staging
+
+    root = tmp_path / "staging" / "ingest"
+    for name in ("old", "reused", "mine"):
+        (root / name).mkdir(parents=True)
+        os.utime(root / name, (0, 0))
+    claim_staging(str(root / "reused"))
+    claim_staging(str(root / "gone"))  # pruned already: nothing to claim, no error
+    assert prune_staging(str(tmp_path), "mine") == ["old"]
+    assert sorted(p.name for p in root.iterdir()) == ["mine", "reused"]
