@@ -453,10 +453,9 @@ def _float_columns(frame: pl.DataFrame, names: Sequence[str]) -> Iterator[np.nda
     """Each named column of `frame` as a contiguous float64 array, one at a time: a
     zero-copy view where the column is one chunk; else its chunks copied into one
     scratch buffer reused for every column (valid until the next is taken). A window
-    over a chunk edge of the feature frame (polars' streaming engine emits a few tiny
-    chunks where its shifted columns start) then costs one small buffer, not a fresh
-    copy of every column (measured: ~9 ms of page faults and copies for 22 columns of
-    a 65k-row train window)."""
+    over a chunk edge of the feature frame (a block edge of `features_in_blocks`, or a
+    filtered copy's) then costs one small buffer, not a fresh copy of every column
+    (measured: ~9 ms of page faults and copies for 22 columns of a 65k-row window)."""
     scratch: np.ndarray | None = None
     for name in names:
         s = frame[name]
