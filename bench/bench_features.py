@@ -168,7 +168,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--days", type=int, default=3)
+    ap.add_argument("--days", type=int, default=3, help="days of synthetic market (>= 1)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--stream-bars", type=int, default=20000)
     ap.add_argument("--out", default=str(HERE / "RESULTS_features.md"))
@@ -176,7 +176,7 @@ def main() -> int:
 
     cfg = FeaturesConfig(
         walk_forward=WalkForwardConfig(
-            train_hours=18,
+            train_hours=18 if args.days >= 2 else 12,  # one day: a 12 h + 6 h fold fits
             test_hours=6,
             step_hours=6,
             n_folds=4 if args.days >= 3 else 1,
