@@ -45,5 +45,18 @@ class InstrumentSpec(BaseModel):
     def ticks_to_price(self, ticks: int | float) -> float:
         return float(ticks) * self.tick_size
 
+    def contract(self) -> dict[str, object]:
+        """The fields that give recorded prices and sizes their meaning (symbol, tick and
+        lot size, inverse or linear, multiplier, settlement), without the fees and the
+        funding interval: those are the account's and the backtest's assumptions, and
+        may be changed in the experiment without re-ingesting the data."""
+        return self.model_dump(mode="json", include=set(CONTRACT_FIELDS))
+
+
+#: `InstrumentSpec.contract` fields
+CONTRACT_FIELDS = frozenset(
+    {"symbol", "tick_size", "lot_size", "is_inverse", "multiplier", "settle_currency"}
+)
+
 
 XBTUSD = InstrumentSpec()

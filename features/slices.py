@@ -526,6 +526,7 @@ def publish_slices(
     layout: DataLayout,
     event_partitions: Mapping[str, str],
     lookback_ns: int,
+    instrument: Mapping[str, Any] | None = None,
 ) -> FoldIndex:
     """Publish every staged slice that passed validation, in three durable steps:
     segments and stats folders, then the manifests naming them, then folds.json. Raises
@@ -535,7 +536,12 @@ def publish_slices(
     A segment already in the store is kept (its name is its sha256). A staged segment
     whose size and mtime are as staged is linked into place without re-reading it;
     one rewritten since is re-hashed and refused unless it holds the staged bytes.
-    Stats, manifests and folds.json are rewritten only when their bytes change."""
+    Stats, manifests and folds.json are rewritten only when their bytes change.
+
+    `instrument`: the instrument contract the event partitions were ingested with
+    (`partition_instrument`), recorded in every manifest so that training and
+    evaluation can refuse to read these rows under another tick size, lot size or
+    contract type."""
     folder = layout.slices(plan.spec_hash)
     for item in plan.slices:
         v = validations.get(item.slice_id)
@@ -575,6 +581,8 @@ def publish_slices(
             "validation": dict(validations[item.slice_id]),
             "stats_id": item.stats_id,
         }
+        if instrument is not None:
+            manifest["instrument"] = dict(instrument)
         manifests.append((path, json_bytes(manifest)))
     publish_if_changed(manifests)
     for item in plan.slices:
@@ -662,10 +670,12 @@ def build_slices_from_bars(
     *,
     event_partitions: Mapping[str, str] | None = None,
     origin_ns: int | None = None,
+    instrument: Mapping[str, Any] | None = None,
 ) -> FoldIndex:
     """Bars -> staged, validated, published slices + stats + folds.json, in one call.
 
-    `event_partitions` maps event day -> sha256 of that day's manifest (lineage).
+    `event_partitions` maps event day -> sha256 of that day's manifest (lineage);
+    `instrument` is the partitions' instrument contract (recorded in every manifest).
     Raises SliceBuildError, WalkForwardError or SliceValidationError (every failing
     slice listed); on any of them nothing is published. The staging folder is removed.
     """
@@ -681,7 +691,7 @@ def build_slices_from_bars(
         docs = str(layout.gx) if cfg.expectations.data_docs else None
         validations = validate_all(plan, cfg, docs)
         return publish_slices(
-            plan, validations, layout, event_partitions or {}, cfg.spec.lookback_ns
+            plan, validations, layout, event_partitions or {}, cfg.spec.lookback_ns, instrument
         )
     finally:
         incoming.unlink(missing_ok=True)
@@ -693,11 +703,40 @@ def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> 
     return {d: sha256_file(layout.events_day(symbol, d) / "manifest.json") for d in days}
 
 
+def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, Any] | None:
+    """The instrument contract (`InstrumentSpec.contract`: symbol, tick and lot size,
+    inverse or linear, multiplier, settlement) the event partitions of `days` were
+    ingested with, from their manifests; None when no manifest records one. Raises
+    SliceBuildError when days disagree: prices in ticks and sizes in lots mean
+    different things under another contract. Fees may differ between days (they are
+    the account's, not the data's) and are not recorded."""
+    from core.instrument import InstrumentSpec
+
+    seen: dict[str, list[str]] = {}
+    contracts: dict[str, dict[str, Any]] = {}
+    for d in days:
+        manifest = json.loads((layout.events_day(symbol, d) / "manifest.json").read_text())
+        if manifest.get("instrument") is None:
+            continue
+        contract = InstrumentSpec.model_validate(manifest["instrument"]).contract()
+        key = json.dumps(contract, sort_keys=True)
+        seen.setdefault(key, []).append(d)
+        contracts[key] = contract
+    if len(seen) > 1:
+        detail = "; ".join(f"{ds[0]}..{ds[-1]} ({len(ds)} day(s)): {k}" for k, ds in seen.items())
+        raise SliceBuildError(
+            f"the event partitions of {symbol} were ingested under different instrument "
+            f"contracts: {detail}. Re-ingest them with one instrument (ingest.instrument)."
+        )
+    return next(iter(contracts.values())) if contracts else None
+
+
 def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
     """Events of `symbol` -> bars file (Arrow IPC; features.sampler), keyed by the event
     partitions' manifest hashes and the spec. Returns JSON-able
-    {"bars_path", "bars_sha256", "event_partitions", "origin_ns"}; raises
-    SliceBuildError when there are no events. Idempotent."""
+    {"bars_path", "bars_sha256", "event_partitions", "origin_ns", "instrument"}
+    (`partition_instrument`); raises SliceBuildError when there are no events or the
+    partitions disagree on the instrument. Idempotent."""
     from features.sampler import sample_bars
     from ingest.events import list_event_days, read_events
 
@@ -708,6 +747,7 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
             f"no event partitions for {symbol} under {layout.events_symbol(symbol)}"
         )
     parts = event_partition_hashes(layout, symbol, days)
+    instrument = partition_instrument(layout, symbol, days)
     key = fingerprint({"spec": cfg.spec.spec_hash, "events": parts})[:16]
     folder = layout.root / "bars" / symbol / layout.spec12(cfg.spec.spec_hash)
     path = folder / f"bars-{key}{BARS_SUFFIX}"
@@ -723,6 +763,7 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
         "bars_sha256": digest,
         "event_partitions": parts,
         "origin_ns": day_start_ns(days[0]),
+        "instrument": instrument,
     }
 
 
@@ -731,7 +772,12 @@ def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIn
     info = build_bars(cfg, str(layout.root), symbol)
     bars = read_bars(info["bars_path"])
     return build_slices_from_bars(
-        bars, cfg, layout, event_partitions=info["event_partitions"], origin_ns=info["origin_ns"]
+        bars,
+        cfg,
+        layout,
+        event_partitions=info["event_partitions"],
+        origin_ns=info["origin_ns"],
+        instrument=info["instrument"],
     )
 
 

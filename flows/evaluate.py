@@ -32,6 +32,7 @@ from training.candidates import (
     CandidatePlan,
     backtest_candidate,
     candidate_backtest,
+    check_instrument,
     load_catalog,
     load_results,
 )
@@ -126,6 +127,7 @@ def evaluate_policies_flow(
             f"sweep {sweep_run_id} used spec {sweep['spec_hash']}, the config has {spec_hash}"
         )
     catalog = load_catalog(layout, spec_hash)
+    check_instrument(catalog, cfg.ingest.instrument)
     by_cid: dict[str, list[dict[str, Any]]] = {}
     for row in sweep["tasks"]:
         by_cid.setdefault(row["candidate_id"], []).append(row)

@@ -26,7 +26,8 @@ from flows.common import progress
 
 
 def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
-    """`events_fp` (the event manifests' hashes) is part of the cache key only."""
+    """`events_fp` (the event manifests' hashes) is part of the cache key only. The
+    result carries the partitions' instrument spec (recorded in every slice manifest)."""
     return slices.build_bars(cfg, data_dir, symbol)
 
 
@@ -46,6 +47,7 @@ def _publish(
     data_dir: str,
     parts: dict[str, str],
     lookback_ns: int,
+    instrument: dict[str, Any] | None,
 ) -> dict[str, Any]:
     index = slices.publish_slices(
         slices.SlicePlan.model_validate(plan),
@@ -53,6 +55,7 @@ def _publish(
         DataLayout(Path(data_dir)),
         parts,
         lookback_ns,
+        instrument,
     )
     return index.model_dump(mode="json")
 
@@ -142,7 +145,12 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
         if failed:
             raise SliceValidationError(",".join(bad), failed)
         index = publish_slices(
-            plan, validations, data_dir, bars["event_partitions"], cfg.spec.lookback_ns
+            plan,
+            validations,
+            data_dir,
+            bars["event_partitions"],
+            cfg.spec.lookback_ns,
+            bars.get("instrument"),
         )
         remove_staging(plan)
         bar.update(1)

@@ -28,7 +28,7 @@ from core.config.training import SweepConfig
 from core.paths import DataLayout
 from core.settings import ensure_single_thread_math
 from flows.common import progress
-from training.candidates import load_catalog, plan_tasks, training_root
+from training.candidates import check_instrument, load_catalog, plan_tasks, training_root
 from training.sweep import TrainResult, TrainTask, finished_result, read_metrics_csv, train_one
 
 SWEEP_JSON = "sweep.json"
@@ -187,6 +187,7 @@ def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str)
     layout = DataLayout(Path(data_dir).resolve())
     spec_hash = cfg.features.spec.spec_hash
     catalog = load_catalog(layout, spec_hash)
+    check_instrument(catalog, cfg.ingest.instrument)
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
     tracking.configure(tracking_uri)
     experiment = cfg.registry.experiment

@@ -23,6 +23,7 @@ from pydantic import Field
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.base import FrozenModel
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
+from core.instrument import InstrumentSpec
 from core.paths import DataLayout
 from training.backtest import SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import CandidateBacktest
@@ -219,6 +220,28 @@ class SliceCatalog(FrozenModel):
     stress_ids: tuple[str, ...]
     stress_paths: tuple[str, ...]
     manifests: dict[str, dict[str, Any]]
+
+
+def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
+    """Refuse (ValueError) to train or backtest on slices whose events were ingested
+    under another instrument contract (`InstrumentSpec.contract`: tick size, lot
+    size, inverse or linear, ...) than the experiment's: prices in ticks and sizes in
+    lots would be read as something they are not, and every backtest figure would be
+    wrong without a sign. Fees may differ (they are the account's assumption). Slices
+    that record no contract (published before manifests carried one) are not checked."""
+    mine = instrument.contract()
+    other: dict[str, list[str]] = {}
+    for slice_id, m in sorted(catalog.manifests.items()):
+        theirs = m.get("instrument")
+        if theirs is not None and theirs != mine:
+            other.setdefault(json.dumps(theirs, sort_keys=True), []).append(slice_id)
+    if other:
+        seen = "; ".join(f"{ids} from {spec}" for spec, ids in other.items())
+        raise ValueError(
+            f"the slices were built from events ingested under another instrument "
+            f"contract: {seen}; the experiment's is {json.dumps(mine, sort_keys=True)}. "
+            "Set ingest.instrument to the one the events were ingested with, or re-ingest."
+        )
 
 
 def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:

@@ -75,3 +75,19 @@ def test_shipped_configs_load_with_consistent_instruments():
     for path in sorted((Path(__file__).resolve().parents[2] / "conf").glob("*.yaml")):
         cfg = load_config(path)
         assert all(t.env.instrument == cfg.ingest.instrument for t in cfg.sweep.trials)
+
+
+def test_an_instruments_contract_leaves_out_fees_and_funding():
+    from core.instrument import XBTUSD
+
+    c = XBTUSD.contract()
+    assert c == {
+        "symbol": "XBTUSD",
+        "tick_size": 0.5,
+        "lot_size": 100,
+        "is_inverse": True,
+        "multiplier": 1.0,
+        "settle_currency": "XBT",
+    }
+    assert XBTUSD.model_copy(update={"maker_fee": 0.0}).contract() == c
+    assert XBTUSD.model_copy(update={"tick_size": 0.1}).contract() != c

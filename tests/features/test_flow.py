@@ -8,6 +8,7 @@ import pytest
 
 from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForwardConfig
 from core.hashing import sha256_file
+from core.instrument import XBTUSD
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
 from features.slices import load_fold_index, load_manifest
@@ -53,6 +54,11 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
     assert load_manifest(
         layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json"
     ).event_partitions == {"2024-01-01": day1}
+    # the instrument contract the events were ingested under travels with every slice
+    assert (
+        load_manifest(layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json").instrument
+        == XBTUSD.contract()
+    )  # type: ignore[attr-defined]
     s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.manifest.json")
     # its first rows look back across midnight into day 1; no normalised check on stress
     assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
@@ -79,3 +85,27 @@ def test_build_features_flow_publishes_in_prefect_and_fails_listing_expectations
         for f in err.value.failed
     )
     assert not bad_layout.slices(strict.spec.spec_hash).exists()
+
+
+def _set_instrument(layout: DataLayout, day: str, **changes: object) -> None:
+    import json
+
+    path = layout.events_day(SYMBOL, day) / "manifest.json"
+    m = json.loads(path.read_text())
+    m["instrument"].update(changes)
+    path.write_text(json.dumps(m))
+
+
+def test_partitions_must_share_one_instrument_contract_but_not_fees(events_dir, tmp_path):
+    """Days ingested under another tick size cannot make one history (refused, naming
+    the days); days that differ only in fees can (fees are the account's)."""
+    from features.slices import SliceBuildError, partition_instrument
+
+    layout = _copy_events(events_dir, tmp_path / "fees")
+    days = ["2024-01-01", "2024-01-02"]
+    assert partition_instrument(layout, SYMBOL, days) == XBTUSD.contract()
+    _set_instrument(layout, "2024-01-02", maker_fee=0.0002, taker_fee=0.0005)
+    assert partition_instrument(layout, SYMBOL, days) == XBTUSD.contract()
+    _set_instrument(layout, "2024-01-02", tick_size=0.1)
+    with pytest.raises(SliceBuildError, match=r"different instrument contracts.*2024-01-02"):
+        partition_instrument(layout, SYMBOL, days)

@@ -234,3 +234,24 @@ def test_backtest_candidate_judges_each_fold_model_and_round_trips(
     )
     np.testing.assert_array_equal(again[0].equity, results[1].equity)  # saved == recomputed
     assert again[0].metrics == results[1].metrics
+
+
+def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(tiny_data):
+    """Slices record the instrument contract their events were ingested under: train
+    and evaluate refuse another tick size (prices would be misread), accept other fees
+    (the account's assumption), and skip slices that record none."""
+    from core.instrument import XBTUSD
+    from training.candidates import check_instrument, load_catalog
+
+    catalog = load_catalog(tiny_data.layout, tiny_data.cfg.features.spec.spec_hash)
+    check_instrument(catalog, XBTUSD)  # nothing recorded: nothing to check
+    sid = sorted(catalog.manifests)[0]
+
+    def recorded(contract: dict) -> object:
+        m = {**catalog.manifests[sid], "instrument": contract}
+        return catalog.model_copy(update={"manifests": {**catalog.manifests, sid: m}})
+
+    check_instrument(recorded(XBTUSD.contract()), XBTUSD.model_copy(update={"maker_fee": 0.0}))
+    other = XBTUSD.model_copy(update={"tick_size": 0.1}).contract()
+    with pytest.raises(ValueError, match=rf"another instrument contract: \['{sid}'\]"):
+        check_instrument(recorded(other), XBTUSD)
