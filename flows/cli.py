@@ -17,8 +17,9 @@ from pathlib import Path
 DEFAULT_CONFIG = "conf/default.yaml"
 
 
-def _prepare_environment() -> None:
-    """Process-wide settings that must exist before torch or prefect are imported."""
+def _prepare_environment(args: argparse.Namespace) -> None:
+    """Process-wide settings that must exist before torch or prefect are imported (no
+    command handler has imported them yet: handlers import their packages when run)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -26,8 +27,14 @@ def _prepare_environment() -> None:
     os.environ.setdefault("TQDM_MININTERVAL", "1")
     from core.settings import load_settings
 
-    # Prefect's own database lives with the data unless the user points elsewhere.
-    os.environ.setdefault("PREFECT_HOME", str(load_settings().layout.prefect_home))
+    # Prefect's own database lives with the data (the command's --data-dir, else
+    # CHAPPIE_DATA_DIR or ./data) unless the user points PREFECT_HOME elsewhere.
+    settings = load_settings()
+    if getattr(args, "data_dir", None):
+        settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    os.environ.setdefault("PREFECT_HOME", str(settings.layout.prefect_home))
+    if args.command == "audit":  # never starts Prefect: no folder where users audit data
+        return
     # Prefect cannot create its SQLite database under a missing folder (a fresh data dir).
     with contextlib.suppress(OSError):
         Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _prepare_environment()
+    _prepare_environment(args)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,3 +50,34 @@ def test_every_subcommand_help_imports_no_heavy_package():
 
 def test_unknown_command_exits_with_usage_error():
     assert _probe(["no-such-command"])["code"] == 2
+
+
+def test_prefect_home_follows_the_commands_data_dir_and_audits_create_no_folder(
+    tmp_path, monkeypatch
+):
+    """Prefect's own database goes with the data: the command's --data-dir, else
+    CHAPPIE_DATA_DIR (a PREFECT_HOME the user set wins); `chappie audit` never starts
+    Prefect and leaves no folder behind where users audit their data."""
+    import argparse
+
+    from flows import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path / "env-data"))
+    cli._prepare_environment(argparse.Namespace(command="features", data_dir=str(tmp_path / "x")))
+    assert os.environ["PREFECT_HOME"] == str((tmp_path / "x" / "prefect").resolve())
+    assert (tmp_path / "x" / "prefect").is_dir() and not (tmp_path / "env-data").exists()
+
+    monkeypatch.delenv("PREFECT_HOME")
+    cli._prepare_environment(argparse.Namespace(command="train"))
+    assert os.environ["PREFECT_HOME"] == str((tmp_path / "env-data" / "prefect").resolve())
+
+    monkeypatch.delenv("PREFECT_HOME")
+    monkeypatch.delenv("CHAPPIE_DATA_DIR")
+    cli._prepare_environment(argparse.Namespace(command="audit", audit_command="parity"))
+    assert not (tmp_path / "data").exists()
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "mine"))
+    cli._prepare_environment(argparse.Namespace(command="nightly"))
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "mine")
