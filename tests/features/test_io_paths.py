@@ -165,7 +165,7 @@ def test_direct_writer_gives_exactly_the_bytes_it_is_handed(tmp_path, monkeypatc
     assert (tmp_path / "f").read_bytes() == data
 
 
-@pytest.mark.parametrize("block_rows", [1, 7, 60, 61, 62, 500, 4000])  # look-back: 61
+@pytest.mark.parametrize("block_rows", [7, 60, 61, 62, 500, 4000])  # look-back: 61
 def test_features_in_blocks_equal_one_pass_over_the_history_bit_for_bit(block_rows):
     """slice_rows computes the history a block at a time, each block with the
     look-back before it: every column (warm-up flags included) equals one pass over
