@@ -60,6 +60,14 @@ def write_bytes_atomic(target: str | Path, data: bytes) -> Path:
     return Path(target)
 
 
+def write_all(fd: int, data: Any) -> None:
+    """Write every byte of `data` (bytes or any buffer) to `fd`, however short the
+    writes the kernel accepts."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_files_atomic(files: Sequence[tuple[str | Path, bytes]]) -> None:
     """Publish each `(target, data)` atomically, in order: every file is written to a temp
     file beside its target (one open) and fsynced; only when all are on disk are they
@@ -80,9 +88,7 @@ def write_files_atomic(files: Sequence[tuple[str | Path, bytes]]) -> None:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent)
             staged.append((tmp_name, t))
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -42,7 +42,7 @@ from typing import Any, cast
 import polars as pl
 import pyarrow as pa
 
-from core.atomic import atomic_path
+from core.atomic import atomic_path, write_all
 
 SEGMENTS_DIR = "segments"
 SEGMENT_SUFFIX = ".arrow"
@@ -87,7 +87,7 @@ class _HashingFile:
         return len(view)
 
     def _put(self, view: memoryview) -> None:
-        _write_all(self._fd, view)
+        write_all(self._fd, view)
 
     def finish(self) -> None:
         pass
@@ -106,11 +106,6 @@ class _HashingFile:
 
     def seekable(self) -> bool:
         return False
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 #: direct I/O granule: file offsets, lengths and buffer addresses are multiples of it
