@@ -712,23 +712,20 @@ def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> di
     the account's, not the data's) and are not recorded."""
     from core.instrument import InstrumentSpec
 
-    seen: dict[str, list[str]] = {}
-    contracts: dict[str, dict[str, Any]] = {}
+    seen: dict[str, list[str]] = {}  # contract (canonical JSON) -> days
     for d in days:
         manifest = json.loads((layout.events_day(symbol, d) / "manifest.json").read_text())
         if manifest.get("instrument") is None:
             continue
         contract = InstrumentSpec.model_validate(manifest["instrument"]).contract()
-        key = json.dumps(contract, sort_keys=True)
-        seen.setdefault(key, []).append(d)
-        contracts[key] = contract
+        seen.setdefault(json.dumps(contract, sort_keys=True), []).append(d)
     if len(seen) > 1:
         detail = "; ".join(f"{ds[0]}..{ds[-1]} ({len(ds)} day(s)): {k}" for k, ds in seen.items())
         raise SliceBuildError(
             f"the event partitions of {symbol} were ingested under different instrument "
             f"contracts: {detail}. Re-ingest them with one instrument (ingest.instrument)."
         )
-    return next(iter(contracts.values())) if contracts else None
+    return json.loads(next(iter(seen))) if seen else None
 
 
 def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:

@@ -115,7 +115,7 @@ class FrozenStats:
         var = np.empty(len(names))
         bad: list[str] = []
         n_rows = -1
-        count = 0
+        i = -1
         for i, col in enumerate(columns):
             c = np.asarray(col, dtype=np.float64)
             if i >= len(names) or c.ndim != 1:
@@ -129,8 +129,7 @@ class FrozenStats:
             mean[i], var[i] = _mean_var(c)
             if not (np.isfinite(mean[i]) and np.isfinite(var[i])) and not np.isfinite(c).all():
                 bad.append(names[i])
-            count += 1
-        if count != len(names):
+        if i + 1 != len(names):  # fewer columns than names (more raised in the loop)
             raise StatsError(f"need one 1-D column per feature ({len(names)})")
         if n_rows <= 0:
             raise StatsError("cannot fit stats on zero rows")
