@@ -268,8 +268,8 @@ def write_segment(folder: str | Path, frame: pl.DataFrame | pa.Table) -> tuple[s
     it into the page cache only to write it back at fsync costs CPU), fsynced, then
     renamed to its sha256 name: a reader never sees a partial segment, and a segment
     that already exists holds the same bytes (same name), so replacing it changes
-    nothing. The folder is not fsynced here: whoever publishes the name (`features.slices`) does,
-    once for all segments. Returns (sha256, rows)."""
+    nothing. The folder is not fsynced here: whoever publishes the name
+    (`features.slices`) does, once for all segments. Returns (sha256, rows)."""
     seg_dir = Path(folder) / SEGMENTS_DIR
     seg_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".segment.", suffix=".tmp", dir=seg_dir)

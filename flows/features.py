@@ -4,10 +4,11 @@
 Wiring only. Tasks wrap `features.slices` adapter functions and pass paths, ids, plans
 (JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
 TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
-cached staging plan whose files are gone, or that an earlier version wrote, is rebuilt (staging is removed after a
-successful publish; a failed run keeps it for inspection). Every slice is validated by its
-own task; when any fails the flow raises `SliceValidationError` listing every failed
-expectation of every failing slice, and nothing is published.
+cached staging plan whose files are gone, or that an earlier version wrote, is rebuilt
+(staging is removed after a successful publish; a failed run keeps it for inspection).
+Every slice is validated by its own task; when any fails the flow raises
+`SliceValidationError` listing every failed expectation of every failing slice, and
+nothing is published.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from flows.common import progress
 
 def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
     """`events_fp` (the event manifests' hashes) is part of the cache key only. The
-    result carries the partitions' instrument spec (recorded in every slice manifest)."""
+    result carries the partitions' instrument contract (recorded in every slice
+    manifest)."""
     return slices.build_bars(cfg, data_dir, symbol)
 
 
