@@ -17,10 +17,15 @@ class OffTickError(ValueError):
 
 
 class InstrumentSpec(BaseModel):
-    """Tick size, lot size, settlement and fees of one instrument.
+    """Tick size, lot size, settlement and funding interval of one instrument.
 
-    Fees are fractions of notional; a negative fee is a rebate
-    (BitMEX XBTUSD in 2021: maker -0.00025, taker 0.00075).
+    `maker_fee` / `taker_fee` (fractions of notional, negative = rebate) are the rates the
+    exchange listed when the spec was read (BitMEX's instrument list `makerFee` /
+    `takerFee`: its base tier at that moment), kept for reference and NEVER charged: the
+    account charges `core.fees.FeeConfig` (`fees:` in the experiment config; by default
+    BitMEX XBTUSD's rates by date). A config that still sets them (`ingest.instrument.
+    maker_fee`, or an EnvConfig's `instrument`) means a constant override of that side,
+    moved into `fees` on load (`core.fees.split_instrument_fees`). None: not given.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,8 +35,8 @@ class InstrumentSpec(BaseModel):
     lot_size: int = Field(100, gt=0)
     is_inverse: bool = True
     multiplier: float = 1.0
-    maker_fee: float = -0.00025
-    taker_fee: float = 0.00075
+    maker_fee: float | None = None  # listed / legacy override, never charged (see above)
+    taker_fee: float | None = None
     funding_interval_hours: float = 8.0
     settle_currency: Literal["XBt", "XBT", "USDt", "USD"] = "XBT"
 

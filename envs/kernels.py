@@ -10,7 +10,9 @@ Arithmetic is written in exactly the order of the original Python (IEEE double, 
 fastmath), so the results are bit-identical to it.
 
 Array layouts (all C-contiguous):
-  acct_f float64[4]: balance, realized_pnl, fees, funding (settle currency)
+  acct_f float64[8]: balance, realized_pnl, fees, funding, maker_volume, taker_volume,
+    maker_fees, taker_fees (settle currency; volume = notional of the fills, what the fee
+    rate multiplies; fees = maker_fees + taker_fees, each summed in fill order)
   acct_i int64[2]: flat_since_ns, number of open lots
   lot_i int64[cap, 3]: side, price_ticks, ts_ns (oldest lot first)
   lot_f float64[cap, 3]: stake, contracts, entry_fee
@@ -30,7 +32,9 @@ from core.clock import NS_PER_HOUR
 EPS = 1e-12
 CAP_TOL = 1e-9
 
-A_BAL, A_REAL, A_FEES, A_FUND = 0, 1, 2, 3
+A_BAL, A_REAL, A_FEES, A_FUND, A_MVOL, A_TVOL, A_MFEE, A_TFEE = range(8)
+N_ACCT = 8
+MAKER, TAKER = 0, 1  # liquidity of a fill: acct_f[A_MVOL + liq], acct_f[A_MFEE + liq]
 A_FLAT, A_N = 0, 1
 L_SIDE, L_PX, L_TS = 0, 1, 2
 L_STAKE, L_C, L_FEE = 0, 1, 2
@@ -104,6 +108,7 @@ def fill(
     ts_ns: int,
     stake: float,
     rate: float,
+    liq: int,
     tick: float,
     inverse: bool,
     mult: float,
@@ -112,18 +117,21 @@ def fill(
     ntr: int,
 ) -> int:
     """Apply one fill in place (the caller has checked `can_fill`): reduce the opposite
-    stack FIFO (closed trades appended at `ntr`) or open a lot. Returns the new ntr."""
+    stack FIFO (closed trades appended at `ntr`) or open a lot, charging `rate` (the fee
+    rate of this fill's liquidity `liq`, MAKER or TAKER) on its notional. Returns the new
+    ntr."""
     price = price_ticks * tick
     n = acct_i[A_N]
     if n > 0 and lot_i[0, L_SIDE] == -side:
         return _reduce(
-            acct_f, acct_i, lot_i, lot_f, price_ticks, price, ts_ns, stake, rate, tick, inverse,
-            mult, tr_i, tr_f, ntr,
+            acct_f, acct_i, lot_i, lot_f, price_ticks, price, ts_ns, stake, rate, liq, tick,
+            inverse, mult, tr_i, tr_f, ntr,
         )  # fmt: skip
     if n >= lot_i.shape[0]:
         raise ValueError("lot buffer full")
     c = contracts_for(stake, acct_f[A_BAL], price, inverse, mult)
-    fee = fee_for(rate, c, price, inverse, mult)
+    vol = notional(c, price, inverse, mult)
+    fee = rate * vol  # = fee_for(rate, c, price, ...), the same arithmetic
     lot_i[n, L_SIDE] = side
     lot_i[n, L_PX] = price_ticks
     lot_i[n, L_TS] = ts_ns
@@ -133,6 +141,8 @@ def fill(
     acct_i[A_N] = n + 1
     acct_f[A_BAL] = acct_f[A_BAL] - fee
     acct_f[A_FEES] = acct_f[A_FEES] + fee
+    acct_f[A_MVOL + liq] = acct_f[A_MVOL + liq] + vol
+    acct_f[A_MFEE + liq] = acct_f[A_MFEE + liq] + fee
     return ntr
 
 
@@ -147,6 +157,7 @@ def _reduce(
     ts_ns: int,
     stake: float,
     rate: float,
+    liq: int,
     tick: float,
     inverse: bool,
     mult: float,
@@ -159,6 +170,7 @@ def _reduce(
     remaining = stake
     pnl_sum = 0.0
     fee_sum = 0.0
+    vol_sum = 0.0
     while head < n and remaining > EPS:
         lstake = lot_f[head, L_STAKE]
         lc = lot_f[head, L_C]
@@ -178,7 +190,8 @@ def _reduce(
         c = lc * frac
         entry = entry_ticks * tick
         pnl = lot_pnl(lside, c, entry, price, inverse, mult)
-        exit_fee = fee_for(rate, c, price, inverse, mult)
+        vol = notional(c, price, inverse, mult)
+        exit_fee = rate * vol  # = fee_for(rate, c, price, ...)
         if ntr >= tr_i.shape[0]:
             raise ValueError("trade buffer full")
         tr_i[ntr, T_SIDE] = lside
@@ -193,6 +206,7 @@ def _reduce(
         ntr += 1
         pnl_sum += pnl
         fee_sum += exit_fee
+        vol_sum += vol
         remaining -= take
     m = n - head
     if head:
@@ -206,6 +220,8 @@ def _reduce(
     acct_f[A_BAL] = acct_f[A_BAL] + pnl_sum - fee_sum
     acct_f[A_REAL] = acct_f[A_REAL] + pnl_sum
     acct_f[A_FEES] = acct_f[A_FEES] + fee_sum
+    acct_f[A_MVOL + liq] = acct_f[A_MVOL + liq] + vol_sum
+    acct_f[A_MFEE + liq] = acct_f[A_MFEE + liq] + fee_sum
     return ntr
 
 
@@ -348,21 +364,23 @@ H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
 H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
 H_SSIDE, H_SLAST, H_NROWS, H_LOTCAP, H_TRCAP = 16, 17, 18, 19, 20
 H_SIZE = 24
-# F (float64) header; acct_f = F[0:4]
-F_STAKE, F_CAP, F_TICK, F_MULT, F_MAKER, F_TAKER, F_FRATE = 4, 5, 6, 7, 8, 9, 10
-F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(11, 20)
-F_RW = 20  # reward params F[F_RW:F_RW + 9]
+# F (float64) header; acct_f = F[0:N_ACCT]
+F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
+F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
+F_RW = N_ACCT + 14  # reward params F[F_RW:F_RW + 9]
 F_SIZE = F_RW + N_REWARD_PARAMS
-# data columns (rows of the slice), after the lot and trade regions
+# data columns (rows of the slice), after the lot and trade regions; D_MAKER / D_TAKER:
+# the fee rates in force at each bar (core.fees, resolved once when the env is built)
 D_TS, D_BID, D_ASK, D_BUY_HI, D_SELL_LO, D_DUE = range(6)
 N_DI = 6
-D_MARK, D_MID = 0, 1
-N_DF = 2
+D_MARK, D_MID, D_MAKER, D_TAKER = range(4)
+N_DF = 4
 # info log row (int64; float columns through a float64 view of the same row)
 G_TS, G_BAR, G_SIDE, G_LONG, G_SHORT = range(5)
 G_EQ, G_BAL, G_PNL, G_REAL, G_UPNL, G_PWF, G_FEES, G_FUND, G_PSIZE, G_EXP, G_PSCALE = range(5, 16)
 G_TERMS = 16  # 8 reward terms (total last)
-G_WIDTH = G_TERMS + 8
+G_MVOL, G_TVOL, G_MFEE, G_TFEE = range(G_TERMS + 8, G_TERMS + 12)  # cumulative, as acct_f
+G_WIDTH = G_TERMS + 12
 # env_step status codes (>= 0: bit 0 terminated, bit 1 truncated, bits 2+: closed trades)
 BAD_ACTION, BAD_BALANCE = -1, -2
 
@@ -382,7 +400,7 @@ def _views(
     o = F_SIZE
     lot_f = F[o : o + 3 * lc].reshape((lc, 3))
     tr_f = F[o + 3 * lc : o + 3 * lc + 4 * tc].reshape((tc, 4))
-    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:4]
+    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:N_ACCT]
 
 
 @njit(cache=True, nogil=True)
@@ -406,6 +424,7 @@ def _env_fill(
     ts_ns: int,
     stake: float,
     rate: float,
+    liq: int,
     check: bool,
     ntr: int,
 ) -> tuple[int, bool]:
@@ -414,7 +433,7 @@ def _env_fill(
     if check and not can_fill(acct_i, lot_i, lot_f, side, stake, F[F_CAP]):
         return ntr, False
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price_ticks, ts_ns, stake, rate, F[F_TICK],
+        acct_f, acct_i, lot_i, lot_f, side, price_ticks, ts_ns, stake, rate, liq, F[F_TICK],
         I[H_INVERSE] != 0, F[F_MULT], tr_i, tr_f, ntr,
     )  # fmt: skip
     return ntr, True
@@ -527,6 +546,10 @@ def env_observe(
     lf[G_PSIZE] = side * (1.0 if x > 1.0 else x)  # side * min(x, 1.0)
     lf[G_EXP] = exp
     lf[G_PSCALE] = F[F_PSCALE]
+    lf[G_MVOL] = F[A_MVOL]
+    lf[G_TVOL] = F[A_TVOL]
+    lf[G_MFEE] = F[A_MFEE]
+    lf[G_TFEE] = F[A_TFEE]
     return total
 
 
@@ -577,14 +600,14 @@ def env_step(
         touch = I[H_TOUCH] != 0
         roll = I[H_ROLL] != 0
         stake = F[F_STAKE]
-        maker = F[F_MAKER]
+        maker_col = df + D_MAKER * n  # bar k's maker rate: F[maker_col + k]
         for k in range(t + 1, end + 1):
             p = I[H_BID]
             if p != 0:
                 lo = I[di + D_SELL_LO * n + k]
                 if (lo > 0 and (lo <= p if touch else lo < p)) or I[di + D_ASK * n + k] <= p:
                     ntr, filled = _env_fill(
-                        I, F, 1, p, I[di + D_TS * n + k], stake, maker, True, ntr
+                        I, F, 1, p, I[di + D_TS * n + k], stake, F[maker_col + k], MAKER, True, ntr
                     )
                     changed = changed or filled
                     I[H_BID] = 0
@@ -593,7 +616,7 @@ def env_step(
                 hi = I[di + D_BUY_HI * n + k]
                 if (hi > 0 and (hi >= p if touch else hi > p)) or I[di + D_BID * n + k] >= p:
                     ntr, filled = _env_fill(
-                        I, F, -1, p, I[di + D_TS * n + k], stake, maker, True, ntr
+                        I, F, -1, p, I[di + D_TS * n + k], stake, F[maker_col + k], MAKER, True, ntr
                     )
                     changed = changed or filled
                     I[H_ASK] = 0
@@ -620,8 +643,8 @@ def env_step(
         side = -lot_i[0, L_SIDE]
         price = I[di + D_BID * n + end] if side == -1 else I[di + D_ASK * n + end]
         ntr, _ = _env_fill(
-            I, F, side, price, I[di + D_TS * n + end], exposure_of(acct_i, lot_f), F[F_TAKER],
-            False, ntr,
+            I, F, side, price, I[di + D_TS * n + end], exposure_of(acct_i, lot_f),
+            F[df + D_TAKER * n + end], TAKER, False, ntr,
         )  # fmt: skip
         changed = True
         I[H_BID] = 0

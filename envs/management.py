@@ -27,7 +27,10 @@ Fill models (bar k, resting buy at price p; the sell side mirrors it):
   trade_through (default): a taker sell printed below p (`sell_lo_ticks` in (0, p)) or the
     best ask crossed down to p (`best_ask_ticks <= p`);
   touch: a taker sell printed at or below p, or the best ask reached p.
-A fill is a maker fill at p (instrument maker fee; negative = rebate).
+A fill is a maker fill at p, charged the maker rate in force at bar k's close (the env's
+`EnvConfig.fees`, core.fees: by default BitMEX XBTUSD's rates by date; negative = rebate);
+the flatten at the end of an evaluation slice is a taker fill at that bar's taker rate.
+The schedule is resolved to per-bar rates once, when the env is built (`fee_rates`).
 
 Episodes. Training: random start, a budget of `mean_steps_per_episode` steps (or drawn
 from N(mean, std), floored at `min_steps_per_episode`), optional random initial position;
@@ -42,12 +45,17 @@ True) so that every trade is reported.
 (XBT for XBTUSD), cumulative since reset unless said otherwise:
   ts (bar close, ns), bar (row index), equity (balance + unrealised), balance, pnl (equity
   - initial), realized_pnl and unrealized_pnl (before fees), pnl_without_fees (realised +
-  unrealised), fees (paid; negative = net rebates), funding (paid), position_size (signed
+  unrealised), fees (paid; negative = net rebates), funding (paid), maker_volume /
+  taker_volume (notional of the maker / taker fills: contracts * multiplier / price for
+  XBTUSD, exactly what each fee rate multiplies), maker_fees / taker_fees (paid on them;
+  fees = maker_fees + taker_fees), position_size (signed
   exposure / max_exposure, in [-1, 1]), exposure, side (+1/0/-1), long_order / short_order
   (resting price in ticks, 0 = none), trades (closed in this step: side, entry/exit ts and
   price ticks, stake, contracts, pnl, fees, pnl_plus_fees), reward_terms (this step's
   terms and total, see `envs.rewards`), punishment_scale.
-Invariant: equity = initial + pnl_without_fees - fees - funding.
+Invariants: equity = initial + pnl_without_fees - fees - funding; under a constant fee
+(m, t), fees = maker_volume * m + taker_volume * t (re-scoring the same fills at another
+fee needs only the volumes).
 
 Curriculum: `set_punishment_scale(x)` / `set_curriculum_cycle(k)`, callable through
 `VecEnv.env_method`; the attribute `punishment_scale` starts at cycle 0's value.
@@ -111,6 +119,10 @@ INFO_KEYS = frozenset(
         "pnl_without_fees",
         "fees",
         "funding",
+        "maker_volume",
+        "taker_volume",
+        "maker_fees",
+        "taker_fees",
         "position_size",
         "exposure",
         "side",
@@ -160,7 +172,7 @@ _TRADE_KEYS = tuple(f.name for f in fields(ClosedTrade))  # the kernels' trade c
 # _build_info unpacks a log row positionally; this pins the layout it assumes
 assert (K.G_TS, K.G_BAR, K.G_SIDE, K.G_LONG, K.G_SHORT, K.G_EQ, K.G_PSCALE, K.G_TERMS) == (
     0, 1, 2, 3, 4, 5, 15, 16,
-) and K.G_WIDTH == 24  # fmt: skip
+) and (K.G_MVOL, K.G_TVOL, K.G_MFEE, K.G_TFEE, K.G_WIDTH) == (24, 25, 26, 27, 28)  # fmt: skip
 assert TERM_NAMES == (
     "unrealized", "realized", "fees", "funding", "open_penalty", "close_penalty",
     "terminal_penalty",
@@ -174,6 +186,7 @@ def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
     (
         eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
         unreal, realized, fee, fund, open_pen, close_pen, terminal, total,
+        mvol, tvol, mfee, tfee,
     ) = logf[row, 5:].tolist()  # fmt: skip
     closed = []
     if trades is not None:
@@ -192,6 +205,10 @@ def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
         "pnl_without_fees": pwf,
         "fees": fees,
         "funding": funding,
+        "maker_volume": mvol,
+        "taker_volume": tvol,
+        "maker_fees": mfee,
+        "taker_fees": tfee,
         "position_size": psize,
         "exposure": exposure,
         "side": side,
@@ -433,8 +450,6 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         F[K.F_CAP] = cfg.max_exposure
         F[K.F_TICK] = inst.tick_size
         F[K.F_MULT] = inst.multiplier
-        F[K.F_MAKER] = inst.maker_fee
-        F[K.F_TAKER] = inst.taker_fee
         F[K.F_FRATE] = cfg.funding_rate
         F[K.F_HC] = cfg.hours_clip
         F[K.F_PC] = cfg.pct_clip
@@ -453,6 +468,14 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             due[1:] = ts[1:] // funding_ns != ts[:-1] // funding_ns
         F[df + K.D_MARK * n : df + (K.D_MARK + 1) * n] = mid * inst.tick_size
         F[df + K.D_MID * n : df + (K.D_MID + 1) * n] = mid
+        # the fee in force at each bar's close, resolved once (the step reads a column)
+        maker, taker = cfg.fees.resolve(ts)
+        F[df + K.D_MAKER * n : df + (K.D_MAKER + 1) * n] = maker
+        F[df + K.D_TAKER * n : df + (K.D_TAKER + 1) * n] = taker
+        self._fee_cols = (
+            F[df + K.D_MAKER * n : df + (K.D_MAKER + 1) * n],
+            F[df + K.D_TAKER * n : df + (K.D_TAKER + 1) * n],
+        )
         self._I, self._F = I, F
         self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f = K._views(
             I, F
@@ -521,6 +544,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         cols[BUY_HI_TICKS] = col(BUY_HI_TICKS, np.int64)
         cols[SELL_LO_TICKS] = col(SELL_LO_TICKS, np.int64)
         self._pack(cols, mid)
+
+    @property
+    def fee_rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(maker, taker) fee rate charged at each bar (copies; row k = bar k's close)."""
+        return self._fee_cols[0].copy(), self._fee_cols[1].copy()
 
     # ------------------------------------------------------------------ curriculum
     @property
@@ -607,7 +635,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_ASK] = 0
         I[K.H_FLAT] = self.ts[t]
         I[K.H_N] = 0
-        self._acct_f[:] = (float(self.config.initial_equity_xbt), 0.0, 0.0, 0.0)
+        self._acct_f[:] = 0.0  # no pnl, fees, funding or fill volume yet
+        self._acct_f[K.A_BAL] = float(self.config.initial_equity_xbt)
         K.env_summarize(I, self._F)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:

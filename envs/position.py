@@ -13,8 +13,10 @@ Accounting, all amounts in the settle currency (XBT for XBTUSD):
   multiplier / price.
 - linear: contracts = stake * balance / (price * multiplier); pnl = side * contracts *
   multiplier * (exit - entry); notional = contracts * multiplier * price.
-- fee = rate * notional at the fill price, `rate` = the instrument's maker or taker fee
-  (negative = rebate, which *raises* the balance).
+- fee = rate * notional at the fill price, `rate` = the maker or taker rate of the
+  account's `core.fees.FeeConfig` in force at the fill's time (negative = rebate, which
+  *raises* the balance). The notional of every fill is summed per liquidity
+  (`maker_volume`, `taker_volume`), so the same fills can be re-scored at another fee.
 
 The balance moves only on realised pnl, fees and funding; unrealised pnl is marked on
 demand. Every function here is pure: it returns new values and never mutates.
@@ -32,6 +34,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from core.fees import DEFAULT_FEES, FeeConfig
 from core.instrument import InstrumentSpec
 from envs import kernels as K
 
@@ -101,6 +104,9 @@ class Position:
     realized_pnl / fees / funding: cumulative since the account was opened
     (fees and funding positive = paid).
     flat_since_ns: when the position last became flat (or the account was opened).
+    maker_volume / taker_volume: cumulative notional of the maker / taker fills (settle
+    currency, what the fee rate multiplies); maker_fees / taker_fees: the fees paid on
+    them (fees = maker_fees + taker_fees).
     """
 
     balance: float
@@ -110,6 +116,10 @@ class Position:
     realized_pnl: float = 0.0
     fees: float = 0.0
     funding: float = 0.0
+    maker_volume: float = 0.0
+    taker_volume: float = 0.0
+    maker_fees: float = 0.0
+    taker_fees: float = 0.0
 
     @property
     def side(self) -> int:
@@ -169,11 +179,9 @@ def lot_pnl(
     )
 
 
-def fee_for(
-    contracts: float, price: float, instrument: InstrumentSpec, liquidity: Literal["maker", "taker"]
-) -> float:
-    """Fee paid on a fill (settle currency; negative = rebate)."""
-    rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
+def fee_for(contracts: float, price: float, instrument: InstrumentSpec, rate: float) -> float:
+    """Fee paid on a fill of `contracts` at `price` charged `rate` (a fraction of notional,
+    e.g. `FeeConfig.rates_at(ts)`): settle currency, negative = rebate."""
     return K.fee_for(
         float(rate), float(contracts), float(price), instrument.is_inverse, instrument.multiplier
     )
@@ -186,9 +194,12 @@ def _arrays(
     """(acct_f, acct_i, lot_i, lot_f) of `position` in the kernels' layout, with room for
     `spare` more lots."""
     lots = position.lots
+    p = position
     acct_f = np.array(
-        (position.balance, position.realized_pnl, position.fees, position.funding), np.float64
-    )
+        (p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
+         p.maker_fees, p.taker_fees),
+        np.float64,
+    )  # fmt: skip
     acct_i = np.array((position.flat_since_ns, len(lots)), np.int64)
     lot_i = np.zeros((len(lots) + spare, 3), np.int64)
     lot_f = np.zeros((len(lots) + spare, 3), np.float64)
@@ -214,11 +225,11 @@ def position_from_arrays(
 
 def _position(acct_f: np.ndarray, acct_i: np.ndarray, lots: tuple[Lot, ...]) -> Position:
     """A Position from the kernels' account arrays and its lots (all on one side)."""
-    bal, real, fees, funding = acct_f[:4].tolist()
+    bal, real, fees, funding, mvol, tvol, mfee, tfee = acct_f[: K.N_ACCT].tolist()
     side = lots[0].side if lots else FLAT
     longs = lots if side == LONG else ()
     shorts = lots if side == SHORT else ()
-    return Position(bal, int(acct_i[0]), longs, shorts, real, fees, funding)
+    return Position(bal, int(acct_i[0]), longs, shorts, real, fees, funding, mvol, tvol, mfee, tfee)
 
 
 def trades_from_arrays(ntr: int, tr_i: np.ndarray, tr_f: np.ndarray) -> tuple[ClosedTrade, ...]:
@@ -254,8 +265,11 @@ def apply_fill(
     stake: float,
     max_exposure: float,
     liquidity: Literal["maker", "taker"] = "maker",
+    fees: FeeConfig = DEFAULT_FEES,
 ) -> tuple[Position, tuple[ClosedTrade, ...]]:
-    """Apply one fill of `stake` (fraction of the balance) on `side` at `price_ticks`.
+    """Apply one fill of `stake` (fraction of the balance) on `side` at `price_ticks`,
+    charged the `liquidity` rate of `fees` in force at `ts_ns` (the env charges a bar's
+    fill at the bar's close; pass that time to charge the same rate).
 
     Opposite stack present: reduce it FIFO by `stake` (never flips; a smaller remainder
     is closed entirely), realise pnl, pay the exit fee, return the closed trades.
@@ -276,11 +290,12 @@ def apply_fill(
     n = len(lot_i)
     tr_i = np.zeros((n, 5), np.int64)
     tr_f = np.zeros((n, 4), np.float64)
-    rate = instrument.maker_fee if liquidity == "maker" else instrument.taker_fee
+    maker, taker = fees.rates_at(int(ts_ns))
+    liq = K.MAKER if liquidity == "maker" else K.TAKER
     ntr = K.fill(
         acct_f, acct_i, lot_i, lot_f, int(side), int(price_ticks), int(ts_ns), float(stake),
-        float(rate), float(instrument.tick_size), instrument.is_inverse,
-        float(instrument.multiplier), tr_i, tr_f, 0,
+        maker if liq == K.MAKER else taker, liq, float(instrument.tick_size),
+        instrument.is_inverse, float(instrument.multiplier), tr_i, tr_f, 0,
     )  # fmt: skip
     return _after_fill(position, acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)
 

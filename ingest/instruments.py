@@ -8,6 +8,12 @@
 - a config file (``.json`` or ``.yaml``) holding `core.instrument.InstrumentSpec` fields
   (optionally under an ``instrument:`` key).
 Raises ValueError with a clear message when the symbol is absent or a field is invalid.
+
+Fees: ``makerFee`` / ``takerFee`` are what BitMEX lists for the instrument at the time of
+the query (its base tier then, not the user's tier and not the rate of older data). They
+are recorded in the spec (`InstrumentSpec.maker_fee` / `taker_fee`, never charged) and
+offered as a constant fee override by `listed_fees`; the account charges the experiment's
+`fees:` (core.fees, by default BitMEX XBTUSD's rates by date).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.fees import FeeConfig
 from core.instrument import InstrumentSpec
 
 _SETTLE = {"XBt": "XBt", "XBT": "XBT", "USDt": "USDt", "USD": "USD"}
@@ -31,8 +38,13 @@ def _funding_hours(text: Any) -> float:
     return (dt - base).total_seconds() / 3600.0
 
 
+def _fee(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
-    """InstrumentSpec of one BitMEX instrument object."""
+    """InstrumentSpec of one BitMEX instrument object (its listed fees recorded, not
+    charged: see the module docstring)."""
     try:
         settle = _SETTLE.get(str(obj.get("settlCurrency")), "XBT")
         if obj.get("isInverse"):
@@ -45,8 +57,8 @@ def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
             multiplier=abs(float(obj.get("multiplier") or 1.0))
             if not obj.get("isInverse")
             else 1.0,
-            maker_fee=float(obj.get("makerFee") or 0.0),
-            taker_fee=float(obj.get("takerFee") or 0.0),
+            maker_fee=_fee(obj.get("makerFee")),
+            taker_fee=_fee(obj.get("takerFee")),
             funding_interval_hours=_funding_hours(obj.get("fundingInterval")),
             settle_currency=settle,  # type: ignore[arg-type]
         )
@@ -78,3 +90,12 @@ def load_instrument(path: str | Path, symbol: str) -> InstrumentSpec:
             raise ValueError(f"{p} describes {spec.symbol!r}, not {symbol!r}")
         return spec
     raise ValueError(f"{p} is neither a BitMEX instrument list nor an instrument config")
+
+
+def listed_fees(spec: InstrumentSpec) -> FeeConfig:
+    """The fee the exchange listed for `spec` (`load_instrument` of a BitMEX instrument
+    list) as a constant override at every date: for a user whose tier that is, trading
+    data from around the time of the query. Raises ValueError when the spec lists no fee."""
+    if spec.maker_fee is None or spec.taker_fee is None:
+        raise ValueError(f"{spec.symbol}: the instrument lists no maker and taker fee")
+    return FeeConfig.constant(spec.maker_fee, spec.taker_fee)

@@ -10,18 +10,22 @@ evolves exactly as in training and in the backtest:
   taker sell printed below p (`0 < sell_lo_ticks < p`; `<=` with the `touch` fill model) or
   the best ask came down to p; a sell mirrors it with `buy_hi_ticks` and the best bid; the
   buy is applied first when both fill; a fill the exposure cap refuses removes the order;
-- unfilled orders roll to bar k's best price of their side (`roll_orders`).
+- unfilled orders roll to bar k's best price of their side (`roll_orders`);
+- a fill on bar k is charged the maker rate of `PaperRules.fees` in force at bar k's
+  close, the env's `EnvConfig.fees` rule (core.fees), so the paper account pays the same
+  fee as the env for the same bar.
 
 Funding is not simulated (the env's default is `funding: false`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.instrument import InstrumentSpec
 from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fill, management_state
 
@@ -37,12 +41,26 @@ class PaperRules:
     hours_clip: float = 24.0
     pct_clip: float = 100.0
     initial_equity_xbt: float = 1.0
+    fees: FeeConfig = DEFAULT_FEES  # the model's EnvConfig.fees
 
     @classmethod
     def from_env_config(cls, env: dict[str, Any] | None) -> PaperRules:
+        """The rules of an EnvConfig dump (a model's env_spec.json); missing keys take the
+        defaults. Its fee is `fees`, with the legacy `instrument.maker_fee` / `taker_fee`
+        of older dumps as the override they meant (the EnvConfig rule). Raises
+        ValueError (pydantic's) on an invalid fee."""
         env = env or {}
         d = cls()
-        return cls(**{k: type(getattr(d, k))(env[k]) for k in d.__dataclass_fields__ if k in env})
+        kw: dict[str, Any] = {
+            f.name: type(getattr(d, f.name))(env[f.name])
+            for f in fields(cls)
+            if f.name in env and f.name != "fees"
+        }
+        _, legacy = split_instrument_fees(env.get("instrument"))
+        fees = merge_override(env.get("fees"), legacy, "instrument")
+        if fees is not None:
+            kw["fees"] = FeeConfig.model_validate(fees)
+        return cls(**kw)
 
     @property
     def limits(self) -> StateLimits:
@@ -103,7 +121,14 @@ class PaperAccount:
         if p and ((sell_lo > 0 and (sell_lo <= p if touch else sell_lo < p)) or best_ask <= p):
             if can_fill(self.position, LONG, r.stake_fraction, r.max_exposure):
                 self.position, _ = apply_fill(
-                    self.position, LONG, p, ts_ns, self.instrument, r.stake_fraction, r.max_exposure
+                    self.position,
+                    LONG,
+                    p,
+                    ts_ns,
+                    self.instrument,
+                    r.stake_fraction,
+                    r.max_exposure,
+                    fees=r.fees,
                 )
                 self.fills += 1
             self.bid_px = 0
@@ -118,6 +143,7 @@ class PaperAccount:
                     self.instrument,
                     r.stake_fraction,
                     r.max_exposure,
+                    fees=r.fees,
                 )
                 self.fills += 1
             self.ask_px = 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from core.config.base import FrozenModel
+from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.instrument import XBTUSD, InstrumentSpec
 
 
@@ -62,8 +63,25 @@ class EnvConfig(FrozenModel):
     pct_clip: float = Field(default=100.0, gt=0)  # unrealised % is clipped to +-pct_clip
     funding: bool = False
     funding_rate: float = 0.0001  # per funding interval, positive = longs pay shorts
-    instrument: InstrumentSpec = XBTUSD  # inverse, maker rebate; frozen, so sharing is safe
+    instrument: InstrumentSpec = XBTUSD  # inverse XBTUSD; frozen, so sharing is safe
+    # the fee charged on every fill, by the date of its bar (core.fees); in an experiment
+    # it is the top-level `fees:`, copied here (one place to set it)
+    fees: FeeConfig = DEFAULT_FEES
     reward: RewardConfig = RewardConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _instrument_fees_are_an_override(cls, data: Any) -> Any:
+        """`instrument.maker_fee` / `taker_fee` are never charged; when given (the fee's
+        place before `fees` existed) they are a constant override of that side, moved into
+        `fees`. Setting a side in both places to different values is an error."""
+        if not isinstance(data, dict) or data.get("instrument") is None:
+            return data
+        inst, override = split_instrument_fees(data["instrument"])
+        if not override:
+            return data
+        fees = merge_override(data.get("fees"), override, "instrument")
+        return {**data, "instrument": inst, "fees": fees}
 
     @model_validator(mode="after")
     def _penalty_hours_are_observable(self) -> EnvConfig:

@@ -14,12 +14,17 @@ from core.config.ingest import IngestConfig
 from core.config.live import LiveConfig
 from core.config.registry import RegistryConfig
 from core.config.training import EvaluationConfig, SweepConfig
+from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.hashing import fingerprint
 
 
 class ExperimentConfig(FrozenModel):
+    """Every package's config. `fees` (core.fees.FeeConfig) is the one place the fee the
+    account pays is set: every trial's env charges it (copied into `env.fees`)."""
+
     name: str = "default"
     ingest: IngestConfig = IngestConfig()
+    fees: FeeConfig = DEFAULT_FEES
     features: FeaturesConfig = FeaturesConfig()
     sweep: SweepConfig = SweepConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -28,15 +33,22 @@ class ExperimentConfig(FrozenModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _env_instrument_from_ingest(cls, data: Any) -> Any:
-        """Every trial's env charges the fees and uses the tick size of the data it trades:
-        a trial that does not set `env.instrument` inherits `ingest.instrument`."""
+    def _env_instrument_and_fees_from_the_experiment(cls, data: Any) -> Any:
+        """Every trial's env uses the tick size of the data it trades and charges the
+        experiment's fee: a trial that does not set `env.instrument` inherits
+        `ingest.instrument`, and its `env.fees` is `fees`. A fee still given the old way,
+        `ingest.instrument.maker_fee` / `taker_fee`, is a constant override of that side,
+        moved into `fees` (core.fees.split_instrument_fees)."""
         if not isinstance(data, dict):
             return data
         ingest = data.get("ingest")
         inst = ingest.get("instrument") if isinstance(ingest, dict) else None
-        if inst is None:
-            return data
+        fees = data.get("fees")
+        if isinstance(ingest, dict) and inst is not None:
+            inst, override = split_instrument_fees(inst)
+            if override:
+                fees = merge_override(fees, override, "ingest.instrument")
+                data = {**data, "ingest": {**ingest, "instrument": inst}, "fees": fees}
         sweep = dict(data.get("sweep") or {})
         default = SweepConfig.model_fields["trials"].default
         trials = sweep.get("trials", [t.model_dump(exclude_unset=True) for t in default])
@@ -44,8 +56,15 @@ class ExperimentConfig(FrozenModel):
             return data
         new_trials = []
         for t in trials:
-            env = dict(t.get("env") or {})
-            env.setdefault("instrument", inst)
+            env = t.get("env")
+            if env is not None and not isinstance(env, dict):
+                new_trials.append(t)  # an EnvConfig instance: checked after validation
+                continue
+            env = dict(env or {})
+            if inst is not None:
+                env.setdefault("instrument", inst)
+            if fees is not None:
+                env.setdefault("fees", fees)
             new_trials.append({**t, "env": env})
         return {**data, "sweep": {**sweep, "trials": new_trials}}
 
@@ -55,8 +74,14 @@ class ExperimentConfig(FrozenModel):
             if trial.env.instrument != self.ingest.instrument:
                 raise ValueError(
                     f"trial {trial.name!r}: env.instrument {trial.env.instrument!r} differs from "
-                    f"ingest.instrument {self.ingest.instrument!r}; the env must charge the "
-                    "fees and use the tick size of the data it trades"
+                    f"ingest.instrument {self.ingest.instrument!r}; the env must use the tick "
+                    "size of the data it trades"
+                )
+            if trial.env.fees != self.fees:
+                raise ValueError(
+                    f"trial {trial.name!r}: env.fees ({trial.env.fees.describe()}) differs from "
+                    f"fees ({self.fees.describe()}); the fee is the account's: set it once, "
+                    "under the top-level `fees`"
                 )
         return self
 

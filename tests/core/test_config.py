@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from core.config.experiment import ExperimentConfig, load_config
 from core.config.features import FeaturesConfig, FeatureSpec, WalkForwardConfig
+from core.fees import DEFAULT_FEES, FeeConfig
 from core.hashing import canonical_json, fingerprint
 from core.instrument import InstrumentSpec, OffTickError
 
@@ -49,16 +50,43 @@ def test_price_to_ticks_off_grid_raises():
         spec.price_to_ticks(32001.25)
 
 
-def test_trial_env_inherits_the_ingest_instrument():
+def test_trial_env_inherits_the_ingest_instrument_and_the_experiment_fee():
+    cfg = ExperimentConfig.model_validate(
+        {"ingest": {"instrument": {"tick_size": 1.0}}, "fees": {"maker": 0.0002}}
+    )
+    env = cfg.sweep.trials[0].env
+    assert env.instrument == cfg.ingest.instrument and env.instrument.tick_size == 1.0
+    assert env.fees == cfg.fees == FeeConfig(maker=0.0002)
+
+
+def test_default_experiment_charges_the_dated_bitmex_schedule():
+    cfg = ExperimentConfig()
+    assert cfg.fees == DEFAULT_FEES and cfg.fees.schedule == "bitmex-xbtusd"
+    assert all(t.env.fees == DEFAULT_FEES for t in cfg.sweep.trials)
+
+
+def test_legacy_ingest_instrument_fee_is_the_fee_override():
+    """`ingest.instrument.maker_fee` (the fee's place before `fees:`) still loads: it means a
+    constant override of that side, moved into `fees`; the instrument keeps no fee."""
     cfg = ExperimentConfig.model_validate(
         {"ingest": {"instrument": {"maker_fee": 0.0001, "taker_fee": 0.0005}}}
     )
-    assert cfg.sweep.trials[0].env.instrument.maker_fee == 0.0001
+    assert cfg.fees == FeeConfig(maker=0.0001, taker=0.0005)
+    assert cfg.ingest.instrument.maker_fee is None
+    assert cfg.sweep.trials[0].env.fees == cfg.fees
     assert cfg.sweep.trials[0].env.instrument == cfg.ingest.instrument
 
 
-def test_trial_env_instrument_differing_from_ingest_raises():
-    with pytest.raises(ValidationError, match="env.instrument"):
+def test_a_fee_set_in_two_places_raises():
+    with pytest.raises(ValidationError, match="set twice"):
+        ExperimentConfig.model_validate(
+            {"ingest": {"instrument": {"maker_fee": 0.0001}}, "fees": {"maker": 0.0002}}
+        )
+    with pytest.raises(ValidationError, match="env.fees"):
+        ExperimentConfig.model_validate(
+            {"sweep": {"trials": [{"name": "x", "env": {"fees": {"maker": 0.0}}}]}}
+        )
+    with pytest.raises(ValidationError, match="set twice"):
         ExperimentConfig.model_validate(
             {
                 "ingest": {"instrument": {"maker_fee": 0.0001}},
@@ -69,12 +97,42 @@ def test_trial_env_instrument_differing_from_ingest_raises():
         )
 
 
-def test_shipped_configs_load_with_consistent_instruments():
+def test_trial_env_instrument_differing_from_ingest_raises():
+    with pytest.raises(ValidationError, match="env.instrument"):
+        ExperimentConfig.model_validate(
+            {
+                "ingest": {"instrument": {"tick_size": 1.0}},
+                "sweep": {"trials": [{"name": "x", "env": {"instrument": {"tick_size": 0.5}}}]},
+            }
+        )
+
+
+def test_env_config_alone_takes_its_instruments_fee_as_the_override():
+    from core.config.env import EnvConfig
+
+    env = EnvConfig(instrument=InstrumentSpec(maker_fee=0.0, taker_fee=0.0005))
+    assert env.fees == FeeConfig(maker=0.0, taker=0.0005) and env.instrument.maker_fee is None
+    assert EnvConfig().fees == DEFAULT_FEES
+
+
+def test_shipped_configs_load_with_consistent_instruments_and_one_fee():
     from pathlib import Path
 
     for path in sorted((Path(__file__).resolve().parents[2] / "conf").glob("*.yaml")):
         cfg = load_config(path)
         assert all(t.env.instrument == cfg.ingest.instrument for t in cfg.sweep.trials)
+        assert all(t.env.fees == cfg.fees for t in cfg.sweep.trials)
+
+
+def test_fee_config_round_trips_through_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "fees:\n  schedule:\n    - {since: '2022-01-01', maker: 0.0001, taker: 0.0004}\n"
+        "  taker: 0.0003\n"
+    )
+    cfg = load_config(p)
+    assert cfg.fees.taker == 0.0003 and cfg.fees.changes()[0].maker == 0.0001
+    assert FeeConfig.model_validate_json(cfg.fees.model_dump_json()) == cfg.fees
 
 
 def test_an_instruments_contract_leaves_out_fees_and_funding():

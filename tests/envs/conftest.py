@@ -105,6 +105,20 @@ def random_market(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"bid": bid, "ask": ask, "buy_hi": buy_hi, "sell_lo": sell_lo, "features": feats}
 
 
+def round_trip_market(n: int = 12) -> dict[str, np.ndarray]:
+    """A book at 80,000/80,001 then 80,800/80,801 from bar 5; a taker sell at 79,999 on bar 2
+    (fills a long maker order resting at 80,000) and a taker buy at 80,900 on bar 7 (fills a
+    short resting at 80,801): with window 2, actions long, hold x3, short, hold x2 make one
+    round trip."""
+    bid = np.full(n, 80_000, np.int64)
+    bid[5:] = 80_800
+    sell_lo = np.zeros(n, np.int64)
+    sell_lo[2] = 79_999
+    buy_hi = np.zeros(n, np.int64)
+    buy_hi[7] = 80_900
+    return {"bid": bid, "ask": bid + 1, "sell_lo": sell_lo, "buy_hi": buy_hi}
+
+
 def make_market_files(root: Path, n: int = 400, seed: int = 0) -> SliceFiles:
     m = random_market(n, seed)
     slice_path = write_slice(root / "slices" / "fold00-train.parquet", **m)

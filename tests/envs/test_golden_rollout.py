@@ -3,7 +3,10 @@
 
 The golden file `golden_rollouts.json` was recorded from the env before its step was
 optimised; any change to the accounting, fills, rewards, observation or info shows up
-here as the first step that differs. Re-record only for an intended behaviour change:
+here as the first step that differs. The slice is dated 2021-07-22, so the default dated
+fee (core.fees) charges BitMEX's maker -0.025 % / taker 0.075 % of then. Re-recorded once
+when the info gained maker/taker volume and fees: every value recorded before was checked
+bit-identical first. Re-record only for an intended behaviour change:
 
     .venv/bin/python -m tests.envs.test_golden_rollout --record
 """
@@ -26,9 +29,7 @@ from tests.envs.conftest import NAMES, SPEC, SliceFiles, random_market, write_sl
 
 GOLDEN = Path(__file__).with_name("golden_rollouts.json")
 BAR_NS = 120_000_000_000  # 2-minute bars: 400 bars span 13 h (hour penalties, funding)
-LINEAR = InstrumentSpec(
-    symbol="XBTUSDT", is_inverse=False, settle_currency="USDt", maker_fee=0.0002, taker_fee=0.0005
-)
+LINEAR = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, settle_currency="USDt")
 
 # name -> env config, reset options, action probabilities (default 50 % hold)
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -60,6 +61,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "window": 3,
             "roll_orders": False,
             "instrument": LINEAR,
+            "fees": {"maker": 0.0002, "taker": 0.0005},
             "initial_equity_xbt": 10_000.0,
             "mean_steps_per_episode": 200,
             "random_start": False,

@@ -12,7 +12,15 @@ import envs
 from core.config.env import EnvConfig
 from envs.management import HOLD, TOGGLE_LONG, TOGGLE_SHORT, ManagementEnv, SliceDataError
 from envs.observation import observation_size
-from tests.envs.conftest import NAMES, SPEC, SliceFiles, make_market_files, write_slice, write_stats
+from tests.envs.conftest import (
+    NAMES,
+    SPEC,
+    SliceFiles,
+    make_market_files,
+    round_trip_market,
+    write_slice,
+    write_stats,
+)
 
 N_F = len(NAMES)
 SCENARIO = {"window": 2, "random_start": False, "mean_steps_per_episode": 1000}
@@ -420,17 +428,13 @@ def test_drawn_budgets_are_seeded_and_floored(market_files: SliceFiles) -> None:
 def test_linear_instrument_accounts_in_quote_currency(tmp_path: Path, flat_stats: Path) -> None:
     from core.instrument import InstrumentSpec
 
-    n = 12
-    bid = np.full(n, 80_000)
-    bid[5:] = 80_800
-    sell_lo = np.zeros(n, np.int64)
-    sell_lo[2] = 79_999
-    buy_hi = np.zeros(n, np.int64)
-    buy_hi[7] = 80_900
-    path = write_slice(tmp_path / "s.parquet", bid, bid + 1, sell_lo=sell_lo, buy_hi=buy_hi)
-    inst = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, maker_fee=0.0, taker_fee=0.0005)
+    path = write_slice(tmp_path / "s.parquet", **round_trip_market())
+    inst = InstrumentSpec(symbol="XBTUSDT", is_inverse=False)
+    fees = {"maker": 0.0, "taker": 0.0005}
     env = ManagementEnv(
-        path, flat_stats, {**SCENARIO, "instrument": inst, "initial_equity_xbt": 10_000.0}
+        path,
+        flat_stats,
+        {**SCENARIO, "instrument": inst, "fees": fees, "initial_equity_xbt": 10_000.0},
     )
     infos = run(env, [TOGGLE_LONG, HOLD, HOLD, HOLD, TOGGLE_SHORT, HOLD, HOLD])
     (trade,) = [t for i in infos for t in i["trades"]]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.clock import NS_PER_HOUR
+from core.fees import FeeConfig
 from core.instrument import InstrumentSpec
 from envs.position import (
     LONG,
@@ -23,11 +24,10 @@ from envs.position import (
     unrealized_return,
 )
 
-XBT = InstrumentSpec()  # inverse, tick 0.5, maker -0.00025, taker 0.00075
-LINEAR = InstrumentSpec(
-    symbol="XBTUSDT", is_inverse=False, settle_currency="USDt", maker_fee=0.0002, taker_fee=0.0005
-)
-T0 = 1_626_912_000_000_000_000
+XBT = InstrumentSpec()  # inverse, tick 0.5; the default dated fee at T0: maker -0.00025
+LINEAR = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, settle_currency="USDt")
+LINEAR_FEES = FeeConfig.constant(0.0002, 0.0005)
+T0 = 1_626_912_000_000_000_000  # 2021-07-22: BitMEX maker -0.025 %, taker 0.075 %
 
 
 def test_inverse_long_round_trip_matches_hand_computation() -> None:
@@ -62,10 +62,10 @@ def test_inverse_short_loses_when_price_rises() -> None:
 
 def test_linear_long_pnl_is_contracts_times_price_move() -> None:
     pos = open_account(1000.0, T0)  # 1000 USDT
-    pos, _ = apply_fill(pos, LONG, 80_000, T0, LINEAR, 0.1, 1.0)
+    pos, _ = apply_fill(pos, LONG, 80_000, T0, LINEAR, 0.1, 1.0, fees=LINEAR_FEES)
     assert pos.longs[0].contracts == pytest.approx(100 / 40_000)
     assert pos.fees == pytest.approx(0.0002 * 100)  # fee paid on 100 USDT notional
-    pos, closed = apply_fill(pos, SHORT, 80_800, T0 + 1, LINEAR, 0.1, 1.0)
+    pos, closed = apply_fill(pos, SHORT, 80_800, T0 + 1, LINEAR, 0.1, 1.0, fees=LINEAR_FEES)
     assert closed[0].pnl == pytest.approx(0.0025 * 400)
     assert closed[0].fees == pytest.approx(0.0002 * 100 + 0.0002 * 0.0025 * 40_400)
 
@@ -184,13 +184,13 @@ fills = st.lists(
 def test_fees_never_raise_the_balance_at_zero_rebate(
     seq: list[tuple[int, int, float]], fee: float
 ) -> None:
-    inst = InstrumentSpec(maker_fee=fee, taker_fee=fee)
+    fees = FeeConfig.constant(fee, fee)
     pos = open_account(1.0, T0)
     for i, (side, price, stake) in enumerate(seq):
         if not can_fill(pos, side, stake, 1.0):
             continue
         before = pos
-        pos, closed = apply_fill(pos, side, price, T0 + i, inst, stake, 1.0)
+        pos, closed = apply_fill(pos, side, price, T0 + i, XBT, stake, 1.0, fees=fees)
         step_pnl = sum(c.pnl for c in closed)
         assert pos.fees >= before.fees
         assert pos.balance <= before.balance + step_pnl + 1e-15

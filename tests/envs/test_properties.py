@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.instrument import InstrumentSpec
 from envs.management import ManagementEnv
 from tests.envs.conftest import SliceFiles, make_market_files, write_slice
 
@@ -94,8 +93,8 @@ def test_exposure_never_exceeds_its_cap(
 def test_fees_never_raise_equity_at_zero_rebate(
     market: SliceFiles, seq: list[int], seed: int, maker: float, taker: float
 ) -> None:
-    inst = InstrumentSpec(maker_fee=maker, taker_fee=taker)
-    cfg = {"instrument": inst, "mean_steps_per_episode": 10_000, "fill_model": "touch"}
+    fees = {"maker": maker, "taker": taker}
+    cfg = {"fees": fees, "mean_steps_per_episode": 10_000, "fill_model": "touch"}
     env = ManagementEnv(market.slice_path, market.stats_dir, cfg)
     env.reset(seed=seed, options={"full": True})
     prev = 0.0

@@ -191,3 +191,59 @@ def test_synthetic_market_live_equals_the_training_env(seed: int, tmp_path: Path
     for k, (a, b) in enumerate(zip(lobs, eobs, strict=True)):
         assert np.array_equal(a, b), (k, np.where(a != b)[0])
     assert any(o[-5] != 0 for o in lobs)  # position_size moved: paper fills happened
+
+
+def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
+    tmp_path: Path,
+) -> None:
+    """The live paper account and ManagementEnv, same bars and actions, across BitMEX's
+    2021-08-18 fee change: the same fills charged the same rates, so the two accounts
+    (balance, fees, lots, maker volume) are equal after every bar."""
+    from core.config.env import EnvConfig
+    from core.fees import since_ns
+    from envs.management import ManagementEnv
+    from tests.envs.conftest import NAMES, random_market, write_slice, write_stats
+
+    n = 240
+    m = random_market(n, seed=9)
+    t0 = since_ns("2021-08-18") - 120 * 1_000_000_000  # the change falls mid-slice
+    path = write_slice(tmp_path / "s.parquet", **m, t0=t0)
+    k = len(NAMES)
+    stats = write_stats(tmp_path / "st", NAMES, np.zeros(k), np.ones(k), FeatureSpec().spec_hash)
+    cfg = EnvConfig(window=2)
+    env = ManagementEnv(path, stats, cfg)
+    maker, _ = env.fee_rates
+    assert set(maker) == {-0.00025, -0.0001}
+    ts, bid, ask = env.ts, m["bid"], m["ask"]
+    env.reset(options={"full": True, "flatten_at_end": False})
+    t = cfg.window - 1
+    rules = PaperRules.from_env_config(cfg.model_dump(mode="json"))
+    assert rules.fees == cfg.fees
+    paper = PaperAccount(rules, XBTUSD, open_account(1.0, int(ts[t])))
+    actions = np.random.default_rng(3).choice(3, size=n, p=[0.6, 0.2, 0.2])
+    fills_after_change = 0
+    while t < n - 1:
+        a = int(actions[t])
+        paper.act(a, int(bid[t]), int(ask[t]))
+        env.step(a)
+        t += 1
+        fills = paper.fills
+        paper.on_bar(
+            int(ts[t]), int(bid[t]), int(ask[t]), int(m["buy_hi"][t]), int(m["sell_lo"][t])
+        )
+        fills_after_change += paper.fills > fills and ts[t] >= since_ns("2021-08-18")
+        assert paper.position == env.position, t
+    assert paper.fills > 10 and fills_after_change > 0
+    assert paper.position.maker_volume > 0
+
+
+def test_paper_rules_read_the_fee_of_a_models_env_config() -> None:
+    from core.config.env import EnvConfig
+    from core.fees import DEFAULT_FEES, FeeConfig
+
+    env = EnvConfig(fees={"maker": 0.0002}).model_dump(mode="json")
+    assert PaperRules.from_env_config(env).fees == FeeConfig(maker=0.0002)
+    assert PaperRules.from_env_config({"window": 4}).fees == DEFAULT_FEES
+    # an env_spec.json written before `fees` existed: its instrument's fee was charged
+    old = {"instrument": {"symbol": "XBTUSD", "maker_fee": -0.00025, "taker_fee": 0.00075}}
+    assert PaperRules.from_env_config(old).fees == FeeConfig.constant(-0.00025, 0.00075)
