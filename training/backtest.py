@@ -15,6 +15,10 @@ the baseline of the speed benchmark, and a check that lockstep changes nothing.
 Accounting (from the env's `info`): `fees` in the env is the fee paid (positive = paid,
 negative = rebate); here it is turned into the signed cash flow (negative = paid), and
 pnl without fees = equity change + fees paid, so pnl + fees is exactly the equity change.
+The fee is the env config's `fees` (core.fees, by the date of each bar); the slice's
+maker / taker fill notional and the fees paid on them go into the metrics
+(`SliceMetrics.maker_volume`, `taker_volume`, `maker_fee`, `taker_fee`) so a report can
+state the fee charged and re-score the same fills at another (`training.metrics.fees_at`).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ class SliceResult:
         return period_returns(self.ts_ns, self.equity, int(period_s * NS_PER_S))
 
 
+_FILL_KEYS = ("maker_volume", "taker_volume", "maker_fees", "taker_fees")  # env info keys
+
+
 class _Recorder:
     """Collects one env's trajectory."""
 
@@ -106,6 +113,9 @@ class _Recorder:
         self.trades: list[dict[str, Any]] = []
         self.fees_start = float(info["fees"])
         self.fees_end = self.fees_start
+        # cumulative maker / taker volume and the fees paid on them, at reset and now
+        self.fills_start = tuple(float(info[k]) for k in _FILL_KEYS)
+        self.fills_end = self.fills_start
 
     def add(self, action: int, info: dict[str, Any]) -> None:
         self.ts.append(int(info["ts"]))
@@ -113,6 +123,7 @@ class _Recorder:
         self.pos.append(float(info["position_size"]))
         self.actions.append(action)
         self.fees_end = float(info["fees"])
+        self.fills_end = tuple(float(info[k]) for k in _FILL_KEYS)
         for t in info["trades"]:
             self.trades.append({"slice_id": self.spec.slice_id, **t})
 
@@ -121,6 +132,9 @@ class _Recorder:
         eq = np.asarray(self.equity, dtype=np.float64)
         fees_paid = self.fees_end - self.fees_start
         change = float(eq[-1] - eq[0])
+        mvol, tvol, mfee, tfee = (
+            b - a for a, b in zip(self.fills_start, self.fills_end, strict=True)
+        )
         metrics = compute_slice_metrics(
             slice_id=self.spec.slice_id,
             kind=self.spec.kind,
@@ -132,6 +146,10 @@ class _Recorder:
             trade_pnls=np.asarray([t["pnl_plus_fees"] for t in self.trades], dtype=np.float64),
             return_period_ns=int(eval_cfg.return_period_s * NS_PER_S),
             periods_per_year=eval_cfg.annualisation,
+            maker_volume=mvol,
+            taker_volume=tvol,
+            maker_fees_paid=mfee,
+            taker_fees_paid=tfee,
         )
         return SliceResult(
             slice=self.spec,

@@ -5,6 +5,12 @@ Units: money amounts (pnl, fees) are fractions of the slice's initial equity (a 
 (negative = paid, positive = maker rebate), so `pnl_plus_fees = pnl + fees`. Drawdown is
 a fraction of the running peak equity. Sharpe is annualised from returns over a fixed
 period of time (equity sampled on a clock, not per trade).
+
+Fill volumes (`maker_volume`, `taker_volume`: notional of the maker / taker fills, also
+fractions of the initial equity) let a report re-score the same fills at another fee:
+`fees_at(m, maker, taker) = -(maker_volume * maker + taker_volume * taker)`, exact (up to
+rounding) when the backtest's fee was constant; `maker_fee` / `taker_fee` are the
+volume-weighted rates the backtest actually charged (None without a fill of that side).
 """
 
 from __future__ import annotations
@@ -33,9 +39,27 @@ class SliceMetrics:
     pnl_plus_fees: float  # pnl + fees
     max_drawdown: float  # max (peak - equity) / peak, in [0, 1]
     sharpe: float  # annualised Sharpe of period returns; 0 when undefined
+    maker_volume: float = 0.0  # notional of the maker fills / initial equity
+    taker_volume: float = 0.0  # notional of the taker fills / initial equity
+    maker_fee: float | None = None  # maker rate charged (volume-weighted); None: no fill
+    taker_fee: float | None = None  # taker rate charged (volume-weighted); None: no fill
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+def fees_at(m: SliceMetrics, maker: float, taker: float) -> float:
+    """The slice's signed fees (fraction of initial equity, negative = paid) had its
+    fills been charged `maker` / `taker` (fractions of notional): the same fills, another
+    fee. Position sizes follow the balance, which the fee moves, so this is first-order
+    for a schedule different from the backtest's; it equals `m.fees` (up to rounding) at
+    the rates the backtest charged when they were constant."""
+    return -(m.maker_volume * maker + m.taker_volume * taker)
+
+
+def pnl_plus_fees_at(m: SliceMetrics, maker: float, taker: float) -> float:
+    """`m.pnl + fees_at(m, maker, taker)`: the slice's result at another fee."""
+    return m.pnl + fees_at(m, maker, taker)
 
 
 def max_drawdown(equity: np.ndarray) -> float:
@@ -114,11 +138,16 @@ def compute_slice_metrics(
     trade_pnls: np.ndarray,
     return_period_ns: int,
     periods_per_year: float,
+    maker_volume: float = 0.0,
+    taker_volume: float = 0.0,
+    maker_fees_paid: float = 0.0,
+    taker_fees_paid: float = 0.0,
 ) -> SliceMetrics:
     """Metrics of one slice from its equity curve (`equity[0]` is the starting equity at
     `ts_ns[0]`, then the equity after each step at its bar time), the slice totals of pnl
-    without fees and signed fees (account currency), and the pnl after fees of each
-    closed trade.
+    without fees and signed fees (account currency), the pnl after fees of each closed
+    trade, and the slice totals of maker / taker fill notional and the fees paid on them
+    (account currency, positive = paid).
 
     Raises ValueError on shape mismatch, an empty curve or non-positive equity."""
     eq = np.asarray(equity, dtype=np.float64)
@@ -133,6 +162,8 @@ def compute_slice_metrics(
     rets = period_returns(ts, eq, return_period_ns)
     pnl = pnl_without_fees / initial
     fee = fees / initial
+    if not (maker_volume >= 0 and taker_volume >= 0):
+        raise ValueError(f"fill volumes must be >= 0, got {maker_volume}, {taker_volume}")
     return SliceMetrics(
         slice_id=slice_id,
         kind=kind,
@@ -146,6 +177,10 @@ def compute_slice_metrics(
         pnl_plus_fees=float(pnl + fee),
         max_drawdown=mdd,
         sharpe=annualised_sharpe(rets, periods_per_year),
+        maker_volume=float(maker_volume / initial),
+        taker_volume=float(taker_volume / initial),
+        maker_fee=float(maker_fees_paid / maker_volume) if maker_volume > 0 else None,
+        taker_fee=float(taker_fees_paid / taker_volume) if taker_volume > 0 else None,
     )
 
 

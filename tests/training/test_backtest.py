@@ -255,3 +255,31 @@ def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(t
     other = XBTUSD.model_copy(update={"tick_size": 0.1}).contract()
     with pytest.raises(ValueError, match=rf"another instrument contract: \['{sid}'\]"):
         check_instrument(recorded(other), XBTUSD)
+
+
+def test_backtest_reports_fill_volumes_that_rescore_its_fees(
+    tmp_path: Path, tiny_data: DataDir
+) -> None:
+    """Under a constant fee the slice's fees are its volumes times the rates; the metrics
+    state the rate charged; the volumes survive save_results / load_results."""
+    from core.fees import FeeConfig
+    from training.candidates import load_results, save_results
+    from training.metrics import fees_at
+
+    inputs, stats = slice_inputs(tiny_data)
+    base = tiny_data.cfg.sweep.trials[0].env
+    env_cfg = base.model_copy(update={"fees": FeeConfig.constant(0.0002, 0.00075)})
+    pol = projection_policy(obs_dim(tiny_data), 1)
+    res = backtest(pol, inputs, stats, env_cfg)
+    for r in res:
+        m = r.metrics
+        assert m.maker_volume > 0 and m.maker_fee == pytest.approx(0.0002)
+        # a taker fill only when the slice ends holding (the flatten)
+        assert m.taker_fee == (pytest.approx(0.00075) if m.taker_volume > 0 else None)
+        assert m.fees == pytest.approx(fees_at(m, 0.0002, 0.00075), rel=1e-9)
+        assert -r.fees_paid / r.equity[0] == pytest.approx(m.fees)
+    # the default (dated) fee charges these 2024 slices BitMEX's base tier of then
+    dated = backtest(pol, inputs, stats, base)
+    assert [r.metrics.maker_fee for r in dated] == pytest.approx([0.0002] * len(dated))
+    save_results(tmp_path / "bt", res)
+    assert [r.metrics for r in load_results(tmp_path / "bt")] == [r.metrics for r in res]

@@ -10,12 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.metrics import (
+    SliceMetrics,
     aggregate_totals,
     annualised_sharpe,
     compute_slice_metrics,
     drawdown_curve,
+    fees_at,
     max_drawdown,
     period_returns,
+    pnl_plus_fees_at,
     sample_on_clock,
 )
 
@@ -141,3 +144,51 @@ def test_aggregate_totals_sums_and_takes_worst_drawdown() -> None:
     assert tot["pnl"] == pytest.approx(0.01) and tot["fees"] == pytest.approx(-0.008)
     assert tot["pnl_plus_fees"] == pytest.approx(0.002)
     assert tot["max_drawdown"] == pytest.approx(0.1)
+
+
+def _with_fills(**kw: float) -> SliceMetrics:
+    return compute_slice_metrics(
+        slice_id="s",
+        kind="test",
+        fold=0,
+        ts_ns=np.arange(3) * S,
+        equity=np.array([2.0, 2.01, 1.99]),
+        pnl_without_fees=-0.008,
+        fees=-0.002,
+        trade_pnls=np.array([-0.01]),
+        return_period_ns=S,
+        periods_per_year=1.0,
+        **kw,
+    )
+
+
+def test_fill_volumes_are_fractions_of_equity_and_rates_are_volume_weighted() -> None:
+    # 8 XBT of maker fills paid 0.0016, 0.5 XBT of taker fills paid 0.0004, on 2 XBT
+    m = _with_fills(
+        maker_volume=8.0, taker_volume=0.5, maker_fees_paid=0.0016, taker_fees_paid=0.0004
+    )
+    assert m.maker_volume == pytest.approx(4.0) and m.taker_volume == pytest.approx(0.25)
+    assert m.maker_fee == pytest.approx(0.0002) and m.taker_fee == pytest.approx(0.0008)
+    # re-scoring at the charged rates gives back the slice's fees; at another fee, the
+    # same fills: a -2.5 bp rebate earns 4 * 0.00025 and the taker side pays 0.25 * 0.00075
+    assert fees_at(m, m.maker_fee, m.taker_fee) == pytest.approx(m.fees)
+    assert fees_at(m, -0.00025, 0.00075) == pytest.approx(4 * 0.00025 - 0.25 * 0.00075)
+    assert pnl_plus_fees_at(m, 0.0, 0.0) == pytest.approx(m.pnl)
+    none = _with_fills()
+    assert (none.maker_volume, none.taker_volume, none.maker_fee, none.taker_fee) == (
+        0.0,
+        0.0,
+        None,
+        None,
+    )
+    with pytest.raises(ValueError, match="volumes"):
+        _with_fills(maker_volume=-1.0)
+
+
+def test_slice_metrics_round_trip_through_as_dict_and_json() -> None:
+    import json
+
+    m = _with_fills(maker_volume=8.0, maker_fees_paid=0.0016)
+    assert SliceMetrics(**json.loads(json.dumps(m.as_dict()))) == m
+    old = {k: v for k, v in m.as_dict().items() if "maker" not in k and "taker" not in k}
+    assert SliceMetrics(**old).maker_fee is None  # a results file written before volumes
