@@ -5,7 +5,10 @@ canonical events (adapter).
 - quote: ``timestamp,symbol,bidSize,bidPrice,askPrice,askSize`` -> a depth-1 book.
 Timestamps look like ``2019-01-01D00:00:03.367608000`` (UTC, ns). A dump has no
 receive time, so ``ts_recv = ts_event``. Every symbol is mixed in one file: rows of
-other symbols are ignored (index symbols such as ``.BXBT`` carry size 0).
+other symbols are filtered (index symbols such as ``.BXBT`` carry size 0), counted
+while the file streams (`ingest.rawfile.scan_symbol_lines`) with the blank and the
+malformed lines, before any symbol filter. Trades keep ``trdMatchID`` for
+de-duplication.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ import polars as pl
 from core import schema
 from core.instrument import InstrumentSpec
 from ingest.csvtable import (
+    BLANK,
+    OTHER_SYMBOL,
     account,
     add_reason,
+    body_of,
     check_header,
+    count_lines,
+    drop_blank,
+    filter_symbol,
     read_header,
     read_lines,
     read_typed,
     split_fields,
 )
 from ingest.events import empty_book, empty_trades, trade_schema
-from ingest.rawfile import RawFileError, read_symbol_lines
+from ingest.rawfile import RawFileError, scan_symbol_lines
 from ingest.report import FileRead
-from ingest.tardis import _levels, _price, _size
+from ingest.tardis import _levels, _price, _size, trade_id_series
 
 TRADE = [
     "timestamp",
@@ -65,7 +74,8 @@ def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) 
     symbol); rejected-row line numbers count those lines only."""
     fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
     try:
-        data, fr.sha256 = read_symbol_lines(path, symbol)
+        scan = scan_symbol_lines(path, symbol)
+        data, fr.sha256 = scan.data, scan.sha256
         header = read_header(data)
         if header[: len(TRADE)] == TRADE:
             check_header(header, TRADE, TRADE_OPTIONAL)
@@ -73,10 +83,18 @@ def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) 
         else:
             check_header(header, QUOTE)
             kind = "quote"
+        # the lines the scan set aside (other symbols, blank, malformed), then the kept ones
+        fr.rows_in = scan.other + scan.blank + sum(scan.malformed.values())
+        fr.filter(OTHER_SYMBOL, scan.other)
+        fr.filter(BLANK, scan.blank)
+        for reason, n in scan.malformed.items():
+            fr.rows_rejected += n
+            fr.row_reasons[reason] += n
+        fr.rows_in += count_lines(body_of(data))
         df = read_typed(data, header, _DTYPES)
         if df is None:
-            df = split_fields(read_lines(data)[1], header)
-        df = df.filter(pl.col("symbol") == symbol)
+            df = split_fields(drop_blank(fr, read_lines(data)[1]), header)
+        df = filter_symbol(fr, df, symbol)
         if df.height == 0:
             fr.quarantine_file(f"no rows for symbol {symbol}")
             return fr
@@ -93,12 +111,10 @@ def read_bitmex_dump(path: str | Path, symbol: str, instrument: InstrumentSpec) 
             df = _price(df, "price", instrument.tick_size, schema.PRICE_TICKS)
             df = _size(df, "size", schema.SIZE)
             df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
-            good = account(fr, df)
-            fr.trades = (
-                good.select(schema.TRADE_COLUMNS)
-                .cast(trade_schema())
-                .sort(schema.TS_RECV, maintain_order=True)
-            )  # type: ignore[arg-type]
+            good = account(fr, df).sort(schema.TS_RECV, maintain_order=True)
+            fr.trades = good.select(schema.TRADE_COLUMNS).cast(trade_schema())  # type: ignore[arg-type]
+            fr.trade_ids = trade_id_series(good, "trdMatchID")
+            fr.check_balance(good.height)
         else:
             cols = {"bids": [("bidPrice", "bidSize")], "asks": [("askPrice", "askSize")]}
             fr.book_kind = "bitmex-dump:quote"

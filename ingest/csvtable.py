@@ -4,11 +4,17 @@ A file is read as lines, the header checked, every line's field count checked (a
 ragged line is a malformed row, never silently truncated), then split into string
 columns. Casting to numbers happens in the vendor readers with ``strict=False`` so a
 bad value becomes a counted, reasoned rejection instead of an exception.
+
+Every line after the header is one row of ``rows_in``, counted from the bytes
+(`count_lines`) before any parsing or symbol filter: a blank line is filtered, a line
+with the wrong number of fields (a comma-less one included) is rejected whatever symbol
+it names, and only well-formed rows of other symbols are filtered as such.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 
 import polars as pl
@@ -19,6 +25,37 @@ from ingest.report import FileRead
 LINE = "_line"
 REASON = "_reason"
 ROWNO = "_row"
+BLANK = "blank line"
+OTHER_SYMBOL = "row of another symbol"
+_BLANK_LINE = re.compile(rb"(?:^|\n)[ \t\r]*(?:\n|$)")
+
+
+def body_of(data: bytes) -> bytes:
+    """The bytes after the header line."""
+    nl = data.find(b"\n")
+    return b"" if nl < 0 else data[nl + 1 :]
+
+
+def count_lines(body: bytes) -> int:
+    """Lines in `body` (the file after its header): one per newline, plus an
+    unterminated last line."""
+    if not body:
+        return 0
+    return body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+
+
+def has_blank_line(body: bytes) -> bool:
+    """True when some line of `body` is empty or white space only."""
+    if not body:
+        return False
+    s = body[:-1] if body.endswith(b"\n") else body  # the last newline ends a line
+    return not s or _BLANK_LINE.search(s) is not None
+
+
+def count_input(fr: FileRead, data: bytes) -> int:
+    """Set ``fr.rows_in`` to the data lines of `data` (header excluded); return it."""
+    fr.rows_in = count_lines(body_of(data))
+    return fr.rows_in
 
 
 def read_header(data: bytes) -> list[str]:
@@ -36,24 +73,50 @@ def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
     Raises RawFileError when there is no header line.
     """
     header = read_header(data)
-    nl = data.find(b"\n")
-    body = b"" if nl < 0 else data[nl + 1 :]
-    if not body.strip():
-        lines = pl.DataFrame({LINE: []}, schema={LINE: pl.String})
+    body = body_of(data)
+    n = count_lines(body)
+    lines = None
+    if n:
+        try:
+            lines = pl.read_csv(
+                io.BytesIO(body),
+                has_header=False,
+                separator="\x1f",
+                quote_char=None,
+                new_columns=[LINE],
+                infer_schema=False,
+                encoding="utf8-lossy",
+            )
+        except (pl.exceptions.PolarsError, ValueError):
+            lines = None  # a separator byte inside a line: split in Python below
+        if lines is not None and lines.height != n:
+            lines = None
+        if lines is None:
+            text = body.decode("utf-8", errors="replace").split("\n")
+            lines = pl.DataFrame({LINE: text[:n]}, schema={LINE: pl.String})
     else:
-        lines = pl.read_csv(
-            io.BytesIO(body),
-            has_header=False,
-            separator="\x1f",
-            quote_char=None,
-            new_columns=[LINE],
-            infer_schema=False,
-            encoding="utf8-lossy",
-        )
+        lines = pl.DataFrame({LINE: []}, schema={LINE: pl.String})
     lines = lines.with_columns(pl.col(LINE).str.strip_chars_end("\r")).with_row_index(
         ROWNO, offset=2
     )
     return header, lines
+
+
+def drop_blank(fr: FileRead, lines: pl.DataFrame) -> pl.DataFrame:
+    """Count blank lines as filtered and drop them."""
+    blank = pl.col(LINE).is_null() | (pl.col(LINE).str.strip_chars() == "")
+    n = int(lines.select(blank.sum()).item())
+    fr.filter(BLANK, n)
+    return lines.filter(~blank) if n else lines
+
+
+def filter_symbol(fr: FileRead, df: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    """Keep the rows of `symbol` and the malformed rows (a REASON already: rejected
+    whatever symbol they name); count well-formed rows of other symbols as filtered."""
+    keep = (pl.col("symbol") == symbol).fill_null(False) | pl.col(REASON).is_not_null()
+    out = df.filter(keep)
+    fr.filter(OTHER_SYMBOL, df.height - out.height)
+    return out
 
 
 def read_typed(
@@ -63,8 +126,13 @@ def read_typed(
 
     Returns None when any line does not parse (a ragged line, a value of the wrong
     type): the caller then takes the line-by-line path that gives each bad row its
-    reason. Missing trailing fields parse as nulls, which the readers reject.
+    reason. Missing trailing fields parse as nulls, which the readers reject. Also None
+    when the body has a blank line (the typed parse would make it a row of nulls) or the
+    parse does not give one row per line.
     """
+    body = body_of(data)
+    if has_blank_line(body):
+        return None
     try:
         df = pl.read_csv(
             io.BytesIO(data),
@@ -74,6 +142,8 @@ def read_typed(
             quote_char=None,
         )
     except (pl.exceptions.PolarsError, ValueError):
+        return None
+    if df.height != count_lines(body):
         return None
     return df.with_row_index(ROWNO, offset=2).with_columns(
         pl.lit(None, dtype=pl.String).alias(LINE), pl.lit(None, dtype=pl.String).alias(REASON)
@@ -131,8 +201,8 @@ def add_reason(df: pl.DataFrame, cond: pl.Expr, reason: str | pl.Expr) -> pl.Dat
 
 
 def account(fr: FileRead, df: pl.DataFrame, keep: int = 200) -> pl.DataFrame:
-    """Count df's rows into fr (rows_in, rejected with reasons); return the good rows."""
-    fr.rows_in += df.height
+    """Count df's rejected rows into fr (with reasons; ``rows_in`` is counted from the
+    file by `count_input`); return the good rows."""
     bad = df.filter(pl.col(REASON).is_not_null())
     if bad.height:
         for reason, n in bad.group_by(REASON).len().iter_rows():

@@ -1,12 +1,30 @@
 """Canonical event partitions on disk (adapter): ``events/<symbol>/<day>/``.
 
-``book.parquet`` and ``trades.parquet`` are published atomically (`core.atomic`),
-then ``manifest.json`` last. A partition is *current* when its manifest exists, its
-input fingerprint and code version match, and the files hash to the recorded sha256:
-re-publishing a current partition does no work and changes no byte. Publishing holds
-an exclusive ``flock`` on ``<day>/.lock`` so two concurrent runs on the same partition
-serialise instead of interleaving files. Manifests hold no wall-clock time, so the
-same inputs always give the same manifest bytes (features hash them).
+A partition is a manifest and the data files it names (format 2):
+``book-<sha16>.parquet``, ``trades-<sha16>.parquet`` and ``trade_ids-<sha16>.parquet``
+(the exchange's id of each trade, row for row; null where the format has none), each
+named by the sha256 of its bytes. Publishing writes the new data files beside the old
+ones, then replaces ``manifest.json`` atomically: that rename is the one commit point.
+Until it, the old manifest and the files it names are untouched and readable; a crash
+anywhere leaves the day as it was (never removed). Files no manifest names any more are
+deleted by a later publish of the day, once older than `READER_GRACE_S` (a reader that
+read the old manifest has that long to open its files), as are temp files of a crashed
+publish (the lock proves no writer uses them). Format 1 partitions (``book.parquet``,
+``trades.parquet``, no ids) stay readable.
+
+A partition is *current* when its manifest exists, its input fingerprint (the sha256s of
+its raw inputs: the same content under another name is the same input) and code version
+match, and the files hash to the recorded sha256: re-publishing a current partition does
+no work and changes no byte. Publishing holds an exclusive ``flock`` on ``<day>/.lock``
+so two concurrent runs on the same partition serialise instead of interleaving files.
+Manifests hold no wall-clock time, so the same inputs always give the same manifest
+bytes (features hash them).
+
+`publish_merged` is ingest's entry: the files of one day may arrive in separate runs
+(tardis ships trades and book as separate files). A run whose inputs include every
+input of the published day rebuilds it from them; otherwise the rows of its new inputs
+are merged into the day (existing rows first at equal ``ts_recv``) and inputs already
+published are not added again. Trades are de-duplicated by exchange trade id.
 """
 
 from __future__ import annotations
@@ -15,8 +33,10 @@ import contextlib
 import fcntl
 import io
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,16 +44,24 @@ from typing import Any
 import polars as pl
 
 from core import schema
-from core.atomic import write_bytes_atomic, write_json_atomic
+from core.atomic import write_files_atomic, write_json_atomic
 from core.clock import NS_PER_DAY, parse_day
 from core.hashing import fingerprint, sha256_bytes, sha256_file
 from core.instrument import InstrumentSpec
+from core.leftovers import remove_stale_temps
 from core.paths import DataLayout
 
-BOOK_FILE = "book.parquet"
+BOOK_FILE = "book.parquet"  # format 1 names
 TRADES_FILE = "trades.parquet"
 MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+TRADE_ID = "trade_id"
+#: staged frames carry the index of each row's input in the day's input list
+INPUT = "_input"
+BOUNDARY_INPUT = -1  # rows derived from the previous day's book (`with_boundary_snapshot`)
+#: seconds a superseded data file stays for readers of the previous manifest
+READER_GRACE_S = 600.0
+_DATA_KINDS = ("book", "trades", "trade_ids")
 
 
 class PartitionError(ValueError):
@@ -131,6 +159,23 @@ def manifest_sha256(layout: DataLayout, symbol: str, day: str) -> str:
     return sha256_file(layout.events_day(symbol, day) / MANIFEST_FILE)
 
 
+def partition_files(m: dict[str, Any]) -> dict[str, str]:
+    """kind ("book", "trades", and "trade_ids" from format 2) -> file name in the
+    partition folder, from its manifest."""
+    files = m.get("files")
+    if isinstance(files, dict):
+        return {str(k): str(v) for k, v in files.items()}
+    return {"book": BOOK_FILE, "trades": TRADES_FILE}
+
+
+def _intact(folder: Path, m: dict[str, Any]) -> bool:
+    """Every output file of manifest `m` holds the bytes it records."""
+    try:
+        return all(sha256_file(folder / name) == sha for name, sha in m["outputs"].items())
+    except (OSError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def is_current(
     layout: DataLayout, symbol: str, day: str, inputs_fingerprint: str, verify: bool = True
 ) -> bool:
@@ -142,22 +187,142 @@ def is_current(
         or m.get("code_version") != code_version()
     ):
         return False
-    if not verify:
-        return True
-    folder = layout.events_day(symbol, day)
+    return not verify or _intact(layout.events_day(symbol, day), m)
+
+
+def inputs_fingerprint_of(inputs: Sequence[dict[str, Any]], extra: Any = None) -> str:
+    """Fingerprint of a set of raw inputs: their sha256s (not their names: the same
+    content under another name is the same input) and `extra`."""
+    return fingerprint(
+        {"inputs": sorted({str(d.get("sha256", "")) for d in inputs}), "extra": extra}
+    )
+
+
+def _sorted_inputs(inputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per sha256 (the first name given wins), sorted by (path, sha256)."""
+    by_sha: dict[str, dict[str, Any]] = {}
+    for d in inputs:
+        by_sha.setdefault(
+            str(d.get("sha256", "")), {"path": d.get("path"), "sha256": d.get("sha256")}
+        )
+    return sorted(by_sha.values(), key=lambda d: (str(d["path"]), str(d["sha256"])))
+
+
+def _fp_extra(source: str, symbol: str, instrument: InstrumentSpec) -> dict[str, Any]:
+    return {"source": source, "symbol": symbol, "instrument": instrument.model_dump(mode="json")}
+
+
+def _data_name(kind: str, data: bytes) -> tuple[str, str]:
+    sha = sha256_bytes(data)
+    return f"{kind}-{sha[:16]}.parquet", sha
+
+
+def _holds(path: Path, size: int, sha: str) -> bool:
     try:
-        return all(sha256_file(folder / name) == sha for name, sha in m["outputs"].items())
+        return path.stat().st_size == size and sha256_file(path) == sha
     except OSError:
         return False
 
 
-def inputs_fingerprint_of(inputs: Sequence[dict[str, Any]], extra: Any = None) -> str:
-    return fingerprint(
-        {
-            "inputs": sorted(inputs, key=lambda d: (d.get("path", ""), d.get("sha256", ""))),
-            "extra": extra,
-        }
-    )
+def _trade_ids_frame(ids: pl.Series | None, n: int) -> pl.DataFrame:
+    if ids is None:
+        ids = pl.Series(TRADE_ID, [None] * n, dtype=pl.String)
+    if ids.len() != n:
+        raise PartitionError(f"trade ids: {ids.len()} rows for {n} trades")
+    return pl.DataFrame({TRADE_ID: ids.cast(pl.String)})
+
+
+def _write_partition(
+    folder: Path,
+    old: dict[str, Any] | None,
+    book: pl.DataFrame,
+    trades: pl.DataFrame,
+    trade_ids: pl.Series | None,
+    manifest: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the data files (content-named; one already holding the bytes is kept), then
+    the manifest (the commit point), then mark the superseded files (their mtime: the
+    grace period starts now). Caller holds the partition lock."""
+    blobs = {
+        "book": _parquet_bytes(book),
+        "trades": _parquet_bytes(trades),
+        "trade_ids": _parquet_bytes(_trade_ids_frame(trade_ids, trades.height)),
+    }
+    files: dict[str, str] = {}
+    outputs: dict[str, str] = {}
+    todo: list[tuple[Path, bytes]] = []
+    for kind, data in blobs.items():
+        name, sha = _data_name(kind, data)
+        files[kind], outputs[name] = name, sha
+        if not _holds(folder / name, len(data), sha):
+            todo.append((folder / name, data))
+    write_files_atomic(todo)  # fsynced before the manifest names them
+    manifest = {**manifest, "files": files, "outputs": outputs}
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    if old is not None:
+        now = time.time()
+        for name in set(partition_files(old).values()) - set(files.values()):
+            with contextlib.suppress(OSError):
+                os.utime(folder / name, (now, now))
+    return manifest
+
+
+def _prune(folder: Path, m: dict[str, Any] | None, grace_s: float = READER_GRACE_S) -> list[str]:
+    """Remove, under the partition lock, temp files of crashed publishes (any age: no
+    writer can be using them) and data files the manifest `m` does not name that are
+    older than `grace_s`. Returns the names removed."""
+    removed = [p.name for p in remove_stale_temps(folder, min_age_s=0.0)]
+    named = set(partition_files(m).values()) if m is not None else set()
+    now = time.time()
+    candidates = [folder / BOOK_FILE, folder / TRADES_FILE]
+    for kind in _DATA_KINDS:
+        candidates += sorted(folder.glob(f"{kind}-*.parquet"))
+    for p in candidates:
+        if p.name in named:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if now - p.stat().st_mtime >= grace_s:
+                p.unlink()
+                removed.append(p.name)
+    return removed
+
+
+def _manifest_body(
+    symbol: str,
+    day: str,
+    book: pl.DataFrame,
+    trades: pl.DataFrame,
+    instrument: InstrumentSpec,
+    source: str,
+    inputs: list[dict[str, Any]],
+    fp: str,
+    book_kind: str | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    ts_all = [
+        int(x)  # type: ignore[arg-type]
+        for df in (book, trades)
+        if df.height
+        for x in (df[schema.TS_RECV].min(), df[schema.TS_RECV].max())
+    ]  # type: ignore[arg-type]
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "symbol": symbol,
+        "day": day,
+        "source": source,
+        "instrument": instrument.model_dump(mode="json"),
+        "rows": {"book": book.height, "trades": trades.height},
+        "time_span": {
+            "ts_recv_min": min(ts_all) if ts_all else None,
+            "ts_recv_max": max(ts_all) if ts_all else None,
+        },
+        "inputs": inputs,
+        "inputs_fingerprint": fp,
+        "book_kind": book_kind,
+        "columns": {"book": list(schema.BOOK_COLUMNS), "trades": list(schema.TRADE_COLUMNS)},
+        "code_version": code_version(),
+        "extra": extra or {},
+    }
 
 
 def publish_partition(
@@ -170,57 +335,222 @@ def publish_partition(
     source: str,
     inputs: Sequence[dict[str, Any]],
     extra: dict[str, Any] | None = None,
+    *,
+    trade_ids: pl.Series | None = None,
+    book_kind: str | None = None,
 ) -> PublishResult:
-    """Publish one day partition atomically; manifest last.
+    """Publish one day partition from exactly these frames (replacing the day), atomically:
+    data files first, manifest last (see the module doc).
 
     `inputs`: ``[{"path", "sha256"}]`` of the raw inputs (or a config fingerprint for
-    generated data). `extra` is recorded in the manifest (e.g. desync counts).
-    Raises PartitionError when a frame breaks the canonical contract.
+    generated data). `extra` is recorded in the manifest (e.g. desync counts);
+    `trade_ids` (String, one per trade row) and `book_kind` too. Raises PartitionError
+    when a frame breaks the canonical contract.
     """
     _check_frame(book, schema.BOOK_COLUMNS, "book", day)
     _check_frame(trades, schema.TRADE_COLUMNS, "trades", day)
-    fp = inputs_fingerprint_of(
-        inputs,
-        {"source": source, "symbol": symbol, "instrument": instrument.model_dump(mode="json")},
-    )
+    fp = inputs_fingerprint_of(inputs, _fp_extra(source, symbol, instrument))
     folder = layout.events_day(symbol, day)
     with partition_lock(folder):
+        old = read_manifest(layout, symbol, day)
         if is_current(layout, symbol, day, fp):
-            m = read_manifest(layout, symbol, day)
-            assert m is not None
-            return PublishResult(day, str(folder), False, m)
-        book_b = _parquet_bytes(book)
-        trades_b = _parquet_bytes(trades)
-        ts_all = [
-            int(x)  # type: ignore[arg-type]
-            for df in (book, trades)
-            if df.height
-            for x in (df[schema.TS_RECV].min(), df[schema.TS_RECV].max())
-        ]  # type: ignore[arg-type]
-        manifest = {
-            "manifest_version": MANIFEST_VERSION,
-            "symbol": symbol,
-            "day": day,
-            "source": source,
-            "instrument": instrument.model_dump(mode="json"),
-            "rows": {"book": book.height, "trades": trades.height},
-            "time_span": {
-                "ts_recv_min": min(ts_all) if ts_all else None,
-                "ts_recv_max": max(ts_all) if ts_all else None,
-            },
-            "inputs": sorted(inputs, key=lambda d: (d.get("path", ""), d.get("sha256", ""))),
-            "inputs_fingerprint": fp,
-            "outputs": {BOOK_FILE: sha256_bytes(book_b), TRADES_FILE: sha256_bytes(trades_b)},
-            "columns": {"book": list(schema.BOOK_COLUMNS), "trades": list(schema.TRADE_COLUMNS)},
-            "code_version": code_version(),
-            "extra": extra or {},
-        }
-        # never leave an old manifest pointing at new files: remove it first
-        (folder / MANIFEST_FILE).unlink(missing_ok=True)
-        write_bytes_atomic(folder / BOOK_FILE, book_b)
-        write_bytes_atomic(folder / TRADES_FILE, trades_b)
-        write_json_atomic(folder / MANIFEST_FILE, manifest)
+            assert old is not None
+            _prune(folder, old)
+            return PublishResult(day, str(folder), False, old)
+        body = _manifest_body(
+            symbol,
+            day,
+            book,
+            trades,
+            instrument,
+            source,
+            _sorted_inputs(inputs),
+            fp,
+            book_kind,
+            extra,
+        )
+        manifest = _write_partition(folder, old, book, trades, trade_ids, body)
+        _prune(folder, manifest)
     return PublishResult(day, str(folder), True, manifest)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What `publish_merged` did to a day. ``mode``: "new" (no intact partition before),
+    "rebuilt" (the run had every input of the day), "merged" (new inputs added to the
+    day), "unchanged". ``duplicate_trades``: input sha256 -> trade rows dropped because
+    their exchange trade id was already in the day. ``already``: sha256s of the run's
+    inputs that the day held before (their rows were not added again)."""
+
+    result: PublishResult
+    mode: str
+    book: int
+    trades: int
+    duplicate_trades: dict[str, int] = field(default_factory=dict)
+    already: tuple[str, ...] = ()
+
+
+def _drop_duplicate_trades(
+    trades: pl.DataFrame, sha_of: dict[int, str]
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Keep the first row of each non-null trade id (existing rows come first); count the
+    dropped rows per input sha256 (`sha_of`: INPUT index -> sha256)."""
+    ids = pl.col(TRADE_ID)
+    dup = ids.is_not_null() & ~ids.is_first_distinct()
+    dropped = trades.filter(dup)
+    counts: dict[str, int] = {}
+    for idx, n in dropped.group_by(INPUT).len().iter_rows():
+        key = sha_of.get(int(idx), "existing")
+        counts[key] = counts.get(key, 0) + int(n)
+    return trades.filter(~dup), counts
+
+
+def publish_merged(
+    layout: DataLayout,
+    symbol: str,
+    day: str,
+    book: pl.DataFrame,
+    trades: pl.DataFrame,
+    inputs: Sequence[dict[str, Any]],
+    instrument: InstrumentSpec,
+    source: str,
+    book_kind: str | None,
+    extra_of: Callable[[pl.DataFrame], dict[str, Any]] | None = None,
+) -> MergeResult:
+    """Publish one day of a run into its partition, keeping what other runs published.
+
+    `book` / `trades`: the run's staged rows of the day in ``ts_recv`` order, with the
+    canonical columns plus INPUT (Int32: index into `inputs`, BOUNDARY_INPUT for the
+    day-start snapshot rows), trades also TRADE_ID (String, null where none). `inputs`:
+    ``[{"path", "sha256"}]``. `extra_of(book)` gives the manifest's ``extra`` for the
+    final book (e.g. the book check). Under the partition lock: a run holding every input
+    of the day rebuilds it; otherwise the rows of inputs the day does not hold are merged
+    in (none: unchanged). Trades are de-duplicated by trade id in both cases.
+
+    Raises PartitionError when the merge would mix two book streams or two instrument
+    contracts in one day (re-ingest the day's files together), or a frame breaks the
+    contract.
+    """
+    folder = layout.events_day(symbol, day)
+    fp_extra = _fp_extra(source, symbol, instrument)
+    with partition_lock(folder):
+        old = read_manifest(layout, symbol, day)
+        intact = old is not None and _intact(folder, old)
+        held = {str(i["sha256"]) for i in old["inputs"]} if intact and old else set()
+        run = {str(i["sha256"]) for i in inputs}
+        sha_of = {k: str(i["sha256"]) for k, i in enumerate(inputs)}
+        if not intact or held <= run:
+            mode = "new" if not intact else "rebuilt"
+            base_inputs: list[dict[str, Any]] = []
+            new_idx = list(range(len(inputs)))
+            b_old, t_old = empty_book(), empty_trades()
+            ids_old = pl.Series(TRADE_ID, [], dtype=pl.String)
+        else:
+            assert old is not None
+            mode = "merged"
+            base_inputs = list(old["inputs"])
+            new_idx = [k for k, i in enumerate(inputs) if str(i["sha256"]) not in held]
+            if not new_idx:
+                _prune(folder, old)
+                return MergeResult(
+                    PublishResult(day, str(folder), False, old),
+                    "unchanged",
+                    int(old["rows"]["book"]),
+                    int(old["rows"]["trades"]),
+                    already=tuple(sorted(run & held)),
+                )
+            theirs = InstrumentSpec.model_validate(old["instrument"]).contract()
+            if theirs != instrument.contract():
+                raise PartitionError(
+                    f"events/{symbol}/{day} was ingested under another instrument contract: "
+                    "ingest all of the day's files together to rebuild it"
+                )
+            b_old, t_old = read_day(layout, symbol, day)
+            ids_old = read_trade_ids(layout, symbol, day, old)
+        keep = pl.col(INPUT).is_in(new_idx)
+        b_new = book.filter(keep | (pl.col(INPUT) == BOUNDARY_INPUT) if b_old.height == 0 else keep)
+        if (
+            mode == "merged"
+            and b_old.height
+            and b_new.height
+            and old is not None
+            and old.get("book_kind") not in (None, book_kind)
+        ):
+            raise PartitionError(
+                f"events/{symbol}/{day} holds the book stream {old.get('book_kind')}, "
+                f"this run brings {book_kind}: one book per day; ingest the day's files "
+                "together to replace it"
+            )
+        old_tag = pl.lit(-2, dtype=pl.Int32).alias(INPUT)
+        merged_book = (
+            pl.concat([b_old.with_columns(old_tag), b_new.select(*schema.BOOK_COLUMNS, INPUT)])
+            .sort(schema.TS_RECV, maintain_order=True)
+            .drop(INPUT)
+        )
+        t_all = pl.concat(
+            [
+                t_old.with_columns(old_tag, ids_old.alias(TRADE_ID)),
+                trades.filter(keep).select(*schema.TRADE_COLUMNS, INPUT, TRADE_ID),
+            ]
+        )
+        t_all, dups = _drop_duplicate_trades(t_all, sha_of)
+        t_all = t_all.sort(schema.TS_RECV, maintain_order=True)
+        merged_trades = t_all.select(schema.TRADE_COLUMNS)
+        _check_frame(merged_book, schema.BOOK_COLUMNS, "book", day)
+        _check_frame(merged_trades, schema.TRADE_COLUMNS, "trades", day)
+        out_inputs = _sorted_inputs(base_inputs + [inputs[k] for k in new_idx])
+        fp = inputs_fingerprint_of(out_inputs, fp_extra)
+        res_kind = book_kind if b_new.height else (old or {}).get("book_kind")
+        if mode == "rebuilt" and is_current(layout, symbol, day, fp):
+            assert old is not None
+            _prune(folder, old)
+            return MergeResult(
+                PublishResult(day, str(folder), False, old),
+                "unchanged",
+                merged_book.height,
+                merged_trades.height,
+                dups,
+                tuple(sorted(run & held)),
+            )
+        body = _manifest_body(
+            symbol,
+            day,
+            merged_book,
+            merged_trades,
+            instrument,
+            source,
+            out_inputs,
+            fp,
+            res_kind,
+            extra_of(merged_book) if extra_of else None,
+        )
+        manifest = _write_partition(folder, old, merged_book, merged_trades, t_all[TRADE_ID], body)
+        _prune(folder, manifest)
+    return MergeResult(
+        PublishResult(day, str(folder), True, manifest),
+        mode,
+        merged_book.height,
+        merged_trades.height,
+        dups,
+        tuple(sorted(run & held)),
+    )
+
+
+def read_trade_ids(
+    layout: DataLayout, symbol: str, day: str, m: dict[str, Any] | None = None
+) -> pl.Series:
+    """The exchange trade ids of a published day, row for row with its trades (String;
+    all null for a format 1 partition). Raises PartitionError on a sha256 mismatch."""
+    m = m or read_manifest(layout, symbol, day)
+    if m is None:
+        raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
+    name = partition_files(m).get("trade_ids")
+    if name is None:
+        return pl.Series(TRADE_ID, [None] * int(m["rows"]["trades"]), dtype=pl.String)
+    data = (layout.events_day(symbol, day) / name).read_bytes()
+    if sha256_bytes(data) != m["outputs"][name]:
+        raise PartitionError(f"events/{symbol}/{day}/{name} does not match its manifest sha256")
+    return pl.read_parquet(io.BytesIO(data))[TRADE_ID]
 
 
 def list_event_days(layout: DataLayout, symbol: str) -> list[str]:
@@ -240,8 +570,9 @@ def read_day(
     if m is None:
         raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
     folder = layout.events_day(symbol, day)
+    files = partition_files(m)
     out = []
-    for name in (BOOK_FILE, TRADES_FILE):
+    for name in (files["book"], files["trades"]):
         data = (folder / name).read_bytes()
         if verify and sha256_bytes(data) != m["outputs"][name]:
             raise PartitionError(f"events/{symbol}/{day}/{name} does not match its manifest sha256")

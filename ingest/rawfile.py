@@ -9,7 +9,11 @@ import gzip
 import hashlib
 import re
 import zlib
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from core.hashing import sha256_bytes
 
@@ -52,8 +56,75 @@ def read_raw(path: str | Path) -> tuple[bytes, str]:
     return data, digest
 
 
+_BLANK_LINES = re.compile(rb"^[ \t\r]*\n", re.M)
+
+
+@dataclass
+class SymbolLines:
+    """What `scan_symbol_lines` kept and counted. ``data``: the header line and the lines
+    whose 2nd field is the symbol; ``other``: well-formed lines of other symbols;
+    ``blank``: blank lines; ``malformed``: the other lines with a wrong field count
+    (reason -> lines). Kept lines are counted by whoever parses ``data``."""
+
+    data: bytes
+    sha256: str
+    other: int = 0
+    blank: int = 0
+    malformed: Counter[str] = field(default_factory=Counter)
+
+    def count(self, block: bytes, kept: list[bytes], n_fields: int) -> None:
+        """Count the lines of `block` (complete lines, each ending in a newline) that
+        were not kept: blank, wrong field count, or another symbol's."""
+        if not block:
+            return
+        n = block.count(b"\n")
+        blank = len(_BLANK_LINES.findall(block))
+        wrong = _wrong_field_counts(block, n_fields)
+        if kept:
+            wrong.subtract(_wrong_field_counts(b"\n".join(kept) + b"\n", n_fields))
+        wrong = +wrong  # drop the zero counts
+        self.blank += blank
+        self.malformed.update(
+            {f"malformed row: {k} fields, expected {n_fields}": v for k, v in wrong.items()}
+        )
+        self.other += n - len(kept) - blank - sum(wrong.values())
+
+
+def _wrong_field_counts(block: bytes, n_fields: int) -> Counter[int]:
+    """Field count -> lines of `block` (complete lines) with a field count other than
+    `n_fields`, blank lines excluded (numpy over the byte positions: no per-line
+    Python loop over a multi-GB dump)."""
+    arr = np.frombuffer(block, dtype=np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    commas = np.flatnonzero(arr == 44)
+    before = np.searchsorted(commas, ends)  # commas before each line end
+    fields = np.diff(before, prepend=0) + 1
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    # a blank line has no comma; white space only lines are counted as blank by regex
+    bad = fields != n_fields
+    out: Counter[int] = Counter()
+    if bad.any():
+        nonblank = bad & (lengths > 0)
+        idx = np.flatnonzero(nonblank)
+        for i in idx[fields[idx] == 1]:  # a comma-less line may be white space only
+            if not block[starts[i] : ends[i]].strip():
+                nonblank[i] = False
+        vals, cnt = np.unique(fields[nonblank], return_counts=True)
+        out.update({int(v): int(c) for v, c in zip(vals, cnt, strict=True)})
+    return out
+
+
 def read_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> tuple[bytes, str]:
-    """(header line + only the lines whose 2nd field is `symbol`, sha256 of the file).
+    """(header line + only the lines whose 2nd field is `symbol`, sha256 of the file):
+    `scan_symbol_lines` without the counts."""
+    s = scan_symbol_lines(path, symbol, chunk)
+    return s.data, s.sha256
+
+
+def scan_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> SymbolLines:
+    """The header line and only the lines whose 2nd field is `symbol`, the sha256 of the
+    file, and the counts of every other line (`SymbolLines`).
 
     Streams the (optionally gzip) file in chunks so a multi-GB dump of every symbol
     never sits in memory whole; the kept lines are a small fraction of it. Raises
@@ -66,6 +137,8 @@ def read_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> tu
     header: bytes | None = None
     tail = b""
     total = 0
+    counts = SymbolLines(b"", "")
+    n_fields = 0
     try:
         fh = open(p, "rb")  # noqa: SIM115
     except OSError as exc:
@@ -98,7 +171,10 @@ def read_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> tu
                 if header is None:
                     nl = lines.find(b"\n")
                     header, lines = lines[: nl + 1], lines[nl + 1 :]
-                kept += pattern.findall(lines)
+                    n_fields = header.count(b",") + 1
+                found = pattern.findall(lines)
+                counts.count(lines, found, n_fields)
+                kept += found
             block = fh.read(chunk)
     digest = h.hexdigest()
     if dec is not None and not dec.eof:
@@ -112,6 +188,10 @@ def read_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> tu
         if header is None:
             header, tail = tail + b"\n", b""
         else:
-            kept += pattern.findall(tail)
+            found = pattern.findall(tail)
+            counts.count(tail + b"\n", found, n_fields)
+            kept += found
     body = b"\n".join(kept)
-    return (header or b"") + body + (b"\n" if kept else b""), digest
+    counts.data = (header or b"") + body + (b"\n" if kept else b"")
+    counts.sha256 = digest
+    return counts

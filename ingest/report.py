@@ -1,22 +1,48 @@
 """What a reader returns per raw file, and the ingest run report. Pure data.
 
-Counting rules (every run checks both balance equations):
+Counting rules (every run checks both balance equations, per file and in total):
 - ``files_in = files_ok + files_quarantined``
-- ``rows_in = rows_out + rows_rejected``; a *row* is one input record: a CSV line, one
-  element of a websocket message's ``data``, one generated event for synthetic data.
-  A file quarantined as a whole contributes its readable rows to ``rows_in`` and
-  ``rows_rejected``. ``events_out`` counts canonical rows written (a quote row gives
-  two book deltas, so it is reported separately).
+- ``rows_in = rows_out + rows_rejected + rows_filtered``. A *row* is one input unit,
+  counted from the file itself before any symbol filter: every line of a CSV after its
+  header (blank, comma-less and ragged lines included); for a websocket recording every
+  line, except that a line holding a message with ``data`` counts as its data
+  elements; one generated event for synthetic data.
+  - out: kept (in the published partition, written now or by an earlier run);
+  - rejected: bad (malformed, off-tick, ...), with a reason, sampled to quarantine;
+  - filtered: not bad, not ours: blank lines, other symbols, other tables, a file or a
+    trade already published (same sha256 / same exchange trade id), with a reason.
+  A file quarantined as a whole turns its unfiltered rows into rejected ones.
+  ``events_out`` counts canonical rows written (a quote row gives two book deltas, so
+  it is reported separately).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
+
+
+def json_safe(obj: Any, depth: int = 0) -> Any:
+    """`obj` as strict JSON values for quarantine samples: a non-finite float or any other
+    non-JSON value becomes its text, nesting deeper than 20 becomes text (bounded)."""
+    if obj is None or isinstance(obj, bool | int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else repr(obj)
+    if depth < 20 and isinstance(obj, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in obj.items()}
+    if depth < 20 and isinstance(obj, list | tuple):
+        return [json_safe(v, depth + 1) for v in obj]
+    return str(obj)[:300]
+
+
+class CountError(AssertionError):
+    """A reader's counts do not balance: a bug in the reader, never bad input."""
 
 
 @dataclass
@@ -33,6 +59,11 @@ class FileRead:
     row_reasons: Counter[str] = field(default_factory=Counter)
     rejected_rows: list[dict[str, Any]] = field(default_factory=list)  # sample, with reasons
     book_kind: str | None = None  # which book stream the file carries (BOOK_KIND_RANK)
+    rows_filtered: int = 0
+    filtered_reasons: Counter[str] = field(default_factory=Counter)
+    #: the exchange's trade id of each row of `trades` (String, null where none); None
+    #: when the format has no ids
+    trade_ids: pl.Series | None = None
 
     @property
     def ok(self) -> bool:
@@ -40,33 +71,46 @@ class FileRead:
 
     @property
     def rows_out(self) -> int:
-        return self.rows_in - self.rows_rejected
+        return self.rows_in - self.rows_rejected - self.rows_filtered
+
+    def filter(self, reason: str, n: int = 1) -> None:
+        """Count `n` rows already in `rows_in` as filtered (not bad, not ours)."""
+        if n:
+            self.rows_filtered += n
+            self.filtered_reasons[reason] += n
+
+    def check_balance(self, kept: int) -> None:
+        """Check the reader's independent count of kept rows against ``rows_in`` (counted
+        from the file) minus the rejected and filtered ones. Raises CountError (a reader
+        bug: a row counted twice or nowhere), never for bad input."""
+        if self.ok and kept != self.rows_out:
+            raise CountError(
+                f"{self.path}: {self.rows_in} rows in != {kept} out + {self.rows_rejected} "
+                f"rejected + {self.rows_filtered} filtered"
+            )
 
     def reject(self, reason: str, row: Any = None, keep: int = 1000) -> None:
         """Count one rejected input row (keeping up to `keep` samples for quarantine)."""
         self.rows_rejected += 1
         self.row_reasons[reason] += 1
         if len(self.rejected_rows) < keep:
-            self.rejected_rows.append(
-                {
-                    "reason": reason,
-                    "row": row
-                    if isinstance(row, str | int | float | dict | list | None)
-                    else str(row),
-                }
-            )
+            self.rejected_rows.append({"reason": reason, "row": json_safe(row)})
 
     def quarantine_if_nothing_valid(self, symbol: str) -> bool:
-        """Quarantine a readable file whose every row for `symbol` was rejected."""
-        if self.ok and self.rows_in == self.rows_rejected:
-            top = "; ".join(f"{r} x{n}" for r, n in self.row_reasons.most_common(3))
-            self.quarantine_file(f"no valid rows for symbol {symbol}: {top}")
+        """Quarantine a readable file that has no valid row for `symbol`."""
+        if self.ok and self.rows_out <= 0:
+            if self.rows_rejected:
+                top = "; ".join(f"{r} x{n}" for r, n in self.row_reasons.most_common(3))
+                self.quarantine_file(f"no valid rows for symbol {symbol}: {top}")
+            else:
+                self.quarantine_file(f"no rows for symbol {symbol}")
         return not self.ok
 
     def quarantine_file(self, reason: str) -> None:
-        """Reject the whole file: every row read so far becomes rejected."""
+        """Reject the whole file: every row read so far that was not filtered becomes
+        rejected (filtered rows were not ours: they stay filtered)."""
         self.file_reason = reason
-        self.rows_rejected = self.rows_in
+        self.rows_rejected = self.rows_in - self.rows_filtered
 
 
 # Book streams from richest to poorest. One run feeds ONE book: mixing streams (a full
@@ -125,6 +169,8 @@ class IngestReport(BaseModel):
     desyncs: dict[str, int]
     quarantine: list[QuarantineEntry]
     reasons: dict[str, int]
+    rows_filtered: int = 0
+    filtered: dict[str, int] = {}  # reason -> rows
 
     @model_validator(mode="after")
     def _balances(self) -> IngestReport:
@@ -132,9 +178,14 @@ class IngestReport(BaseModel):
             raise ValueError(
                 f"files_in {self.files_in} != files_ok {self.files_ok} + files_quarantined {self.files_quarantined}"
             )
-        if self.rows_in != self.rows_out + self.rows_rejected:
+        if self.rows_in != self.rows_out + self.rows_rejected + self.rows_filtered:
             raise ValueError(
-                f"rows_in {self.rows_in} != rows_out {self.rows_out} + rows_rejected {self.rows_rejected}"
+                f"rows_in {self.rows_in} != rows_out {self.rows_out} + rows_rejected "
+                f"{self.rows_rejected} + rows_filtered {self.rows_filtered}"
+            )
+        if sum(self.filtered.values()) != self.rows_filtered:
+            raise ValueError(
+                f"filtered reasons do not add up to rows_filtered {self.rows_filtered}"
             )
         return self
 

@@ -4,6 +4,14 @@ The steps are separate functions so the Prefect flow (`flows/ingest.py`) can wra
 one as a task: `stage_source` (read every raw file, quarantine the bad ones, write
 one staged Parquet pair per day) then `publish_staged_day` per day, then
 `build_report`. `ingest` runs the three in sequence.
+
+Idempotent and additive: a file whose sha256 an earlier file of the run had is
+counted as filtered (same content); each day is published with `publish_merged`, which
+merges the run's new inputs into what earlier runs published (trades then book in two
+runs keep every trade) and drops trades whose exchange id the day already holds.
+`build_report` checks ``rows_in = rows_out + rows_rejected + rows_filtered`` per file
+and in total (`ingest.report`). Leftover temp files of a crashed run are removed when
+the stage starts again (`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -24,15 +32,18 @@ from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_DAY, iso_day, parse_day
 from core.config.ingest import IngestConfig
 from core.hashing import fingerprint, sha256_bytes
+from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
 from features.book import OrderBook, check_book
 from ingest.events import (
+    BOUNDARY_INPUT,
+    INPUT,
+    TRADE_ID,
     book_schema,
-    empty_book,
-    empty_trades,
     inputs_fingerprint_of,
     is_current,
-    publish_partition,
+    publish_merged,
+    read_manifest,
     trade_schema,
 )
 from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
@@ -138,6 +149,68 @@ def _split_days(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
     return out
 
 
+def filter_duplicate_files(reads: list[FileRead]) -> None:
+    """A readable file whose sha256 an earlier file of the run had (the same content
+    under another name): its rows are counted as filtered and it is not staged."""
+    first: dict[str, str] = {}
+    for fr in reads:
+        if not fr.ok or fr.sha256 is None:
+            continue
+        if fr.sha256 in first:
+            fr.filter(f"same content as {Path(first[fr.sha256]).name} (sha256)", fr.rows_out)
+            fr.book, fr.trades, fr.trade_ids = fr.book.clear(), fr.trades.clear(), None
+        else:
+            first[fr.sha256] = fr.path
+
+
+def set_aside_other_published_books(reads: list[FileRead], layout: DataLayout, symbol: str) -> None:
+    """Quarantine a file whose book stream differs from the one a published day it
+    touches holds, unless the run has every input of that day (it rebuilds the day).
+    One book per day: mixing a full L2 book and a depth-1 quote book corrupts both."""
+    day_shas: dict[str, set[str]] = {}
+    for fr in reads:
+        if fr.ok and fr.sha256:
+            for df in (fr.book, fr.trades):
+                for day in _split_days(df.select(schema.TS_RECV)):
+                    day_shas.setdefault(day, set()).add(fr.sha256)
+    for fr in reads:
+        if not (fr.ok and fr.book_kind and fr.book.height):
+            continue
+        for day in _split_days(fr.book.select(schema.TS_RECV)):
+            m = read_manifest(layout, symbol, day)
+            if (
+                m is None
+                or not m.get("rows", {}).get("book")
+                or m.get("book_kind")
+                in (
+                    None,
+                    fr.book_kind,
+                )
+            ):
+                continue
+            if {str(i["sha256"]) for i in m.get("inputs", [])} <= day_shas.get(day, set()):
+                continue  # the run rebuilds the day from all its inputs
+            fr.quarantine_file(
+                f"book stream {fr.book_kind} set aside: events/{symbol}/{day} holds "
+                f"{m['book_kind']} (one book per day; ingest the day's files together to "
+                "replace it)"
+            )
+            break
+
+
+def remove_leftovers(layout: DataLayout, min_age_s: float = STALE_AFTER_S) -> list[str]:
+    """Temp files of a crashed ingest older than `min_age_s` under quarantine/ and the
+    event partitions (a partition's own publish also removes its temp files under its
+    lock, at any age). Returns the paths removed, relative to the data folder."""
+    removed = remove_stale_temps(layout.root / "quarantine", min_age_s, recursive=True)
+    removed += remove_stale_temps(layout.root / "events", min_age_s, recursive=True)
+    return sorted(str(p.relative_to(layout.root)) for p in removed)
+
+
+def _tag(df: pl.DataFrame, idx: int) -> pl.DataFrame:
+    return df.with_columns(pl.lit(idx, dtype=pl.Int32).alias(INPUT))
+
+
 def stage_source(
     cfg: IngestConfig,
     data_dir: str,
@@ -148,10 +221,14 @@ def stage_source(
 
     `progress` shows a tqdm bar over the raw files (stderr; TQDM_DISABLE turns it off).
 
-    Returns a JSON-able index: ``{"days": {day: {"book", "trades", "inputs"}},
-    "current": [days already published from these inputs], "files": [...], "quarantine": [...]}``.
+    Returns a JSON-able index: ``{"days": {day: {"book", "trades", "inputs",
+    "book_kind"}}, "current": [days already published from these inputs], "files":
+    [{path, sha256, ok, rows_in, rows_out, rows_rejected, rows_filtered, filtered,
+    is_file}], "quarantine": [...], "leftovers": [...]}``. Staged frames carry INPUT
+    (index into the day's ``inputs``) and the trades TRADE_ID.
     """
     layout = DataLayout(Path(data_dir))
+    leftovers = remove_leftovers(layout)
     if staging_dir:
         stage = Path(staging_dir)
         stage.mkdir(parents=True, exist_ok=True)
@@ -175,50 +252,74 @@ def stage_source(
     quarantine: list[dict[str, Any]] = []
     books: dict[str, list[pl.DataFrame]] = {}
     trades: dict[str, list[pl.DataFrame]] = {}
+    kinds: dict[str, str] = {}
+    filter_duplicate_files(reads)
     set_aside_poorer_books(reads)
+    set_aside_other_published_books(reads, layout, cfg.symbol)
     for fr in reads:
         quarantine += [q.model_dump() for q in quarantine_file_read(layout, cfg.source, fr)]
         if not fr.ok:
             continue
-        for day, part in _split_days(fr.book).items():
-            books.setdefault(day, []).append(part)
-            if fr.sha256:
-                day_inputs.setdefault(day, []).append(
-                    {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
-                )
-        for day, part in _split_days(fr.trades).items():
-            trades.setdefault(day, []).append(part)
-            if fr.sha256:
-                day_inputs.setdefault(day, []).append(
-                    {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
-                )
+        entry = {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
+        ids = (
+            fr.trade_ids
+            if fr.trade_ids is not None
+            else pl.repeat(None, fr.trades.height, dtype=pl.String, eager=True)
+        )
+        trades_with_ids = fr.trades.with_columns(ids.alias(TRADE_ID))
+        for kind, df, into in (("book", fr.book, books), ("trades", trades_with_ids, trades)):
+            for day, part in _split_days(df).items():
+                inputs = day_inputs.setdefault(day, [])
+                if fr.sha256:
+                    if entry not in inputs:
+                        inputs.append(entry)
+                    idx = inputs.index(entry)
+                else:
+                    idx = 0  # synthetic: one input per day, given by _synthetic_reads
+                into.setdefault(day, []).append(_tag(part, idx))
+                if kind == "book" and fr.book_kind:
+                    kinds[day] = fr.book_kind
     days: dict[str, dict[str, Any]] = {}
     running = OrderBook()  # the book across day boundaries of this run's input
+    staged_book = pl.Schema({**book_schema(), INPUT: pl.Int32()})
+    staged_trades = pl.Schema({**trade_schema(), INPUT: pl.Int32(), TRADE_ID: pl.String()})
     for day in sorted(set(books) | set(trades)):
         b = (
-            pl.concat([empty_book(), *books.get(day, [])])
+            pl.concat([pl.DataFrame(schema=staged_book), *books.get(day, [])])
             .sort(schema.TS_RECV, maintain_order=True)
-            .cast(book_schema())
-        )  # type: ignore[arg-type]
+            .cast(staged_book)  # type: ignore[arg-type]
+        )
         b = with_boundary_snapshot(running, b, parse_day(day))
         running.replay(*(b[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
         t = (
-            pl.concat([empty_trades(), *trades.get(day, [])])
+            pl.concat(
+                [
+                    pl.DataFrame(schema=staged_trades),
+                    *(x.select(staged_trades.names()) for x in trades.get(day, [])),
+                ]
+            )
             .sort(schema.TS_RECV, maintain_order=True)
-            .cast(trade_schema())
-        )  # type: ignore[arg-type]
+            .cast(staged_trades)  # type: ignore[arg-type]
+        )
         bp, tp = stage / f"{day}.book.parquet", stage / f"{day}.trades.parquet"
         write_with_atomic(bp, b.write_parquet)
         write_with_atomic(tp, t.write_parquet)
-        uniq = {(i["path"], i["sha256"]): i for i in day_inputs.get(day, [])}
-        days[day] = {"book": str(bp), "trades": str(tp), "inputs": list(uniq.values())}
+        days[day] = {
+            "book": str(bp),
+            "trades": str(tp),
+            "inputs": list(day_inputs.get(day, [])),
+            "book_kind": kinds.get(day),
+        }
     file_rows = [
         {
             "path": fr.path,
             "sha256": fr.sha256,
             "ok": fr.ok,
             "rows_in": fr.rows_in,
+            "rows_out": fr.rows_out,
             "rows_rejected": fr.rows_rejected,
+            "rows_filtered": fr.rows_filtered,
+            "filtered": dict(sorted(fr.filtered_reasons.items())),
             "is_file": not fr.path.startswith("synthetic:"),
         }
         for fr in reads
@@ -231,6 +332,7 @@ def stage_source(
         "current": current,
         "files": file_rows,
         "quarantine": quarantine,
+        "leftovers": leftovers,
     }
     write_json_atomic(stage / STAGED_INDEX, index)
     return index
@@ -261,29 +363,15 @@ def with_boundary_snapshot(
         (day_start_ns, day_start_ns, s, p, q, True) for s in (1, -1) for p, q in running.levels(s)
     ]
     snap = pl.DataFrame(rows, schema=book_schema(), orient="row")
-    return pl.concat([snap, day_book])
+    if INPUT in day_book.columns:  # staged rows: these come from no input of the day
+        snap = snap.with_columns(pl.lit(BOUNDARY_INPUT, dtype=pl.Int32).alias(INPUT))
+    return pl.concat([snap, day_book.select(snap.columns)])
 
 
-def publish_staged_day(
-    cfg: IngestConfig, data_dir: str, day: str, staged: dict[str, Any]
-) -> dict[str, Any]:
-    """Check one staged day through the order book and publish it as a partition."""
-    layout = DataLayout(Path(data_dir))
-    book = pl.read_parquet(staged["book"])
-    trades = pl.read_parquet(staged["trades"])
-    chk = check_book(
-        *(
-            book[c].to_numpy()
-            for c in (
-                schema.TS_RECV,
-                schema.SIDE,
-                schema.PRICE_TICKS,
-                schema.SIZE,
-                schema.IS_SNAPSHOT,
-            )
-        )
-    )
-    extra = {
+def book_check_extra(book: pl.DataFrame) -> dict[str, Any]:
+    """The manifest's ``extra``: a day's book replayed through the one order book."""
+    chk = check_book(*(book[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
+    return {
         "book_check": {
             "messages": chk.n_messages,
             "snapshots": chk.n_snapshots,
@@ -293,30 +381,78 @@ def publish_staged_day(
             "first_desync_row": chk.first_desync_row,
         }
     }
-    res = publish_partition(
-        layout, cfg.symbol, day, book, trades, cfg.instrument, cfg.source, staged["inputs"], extra
+
+
+def publish_staged_day(
+    cfg: IngestConfig, data_dir: str, day: str, staged: dict[str, Any]
+) -> dict[str, Any]:
+    """Check one staged day through the order book and publish (merge) it into its
+    partition (`ingest.events.publish_merged`). Returns a JSON-able summary:
+    ``{day, written, mode, path, book_rows, trades_rows, desyncs, duplicate_trades:
+    {sha256: rows}}`` (rows of the published day)."""
+    layout = DataLayout(Path(data_dir))
+    res = publish_merged(
+        layout,
+        cfg.symbol,
+        day,
+        pl.read_parquet(staged["book"]),
+        pl.read_parquet(staged["trades"]),
+        staged["inputs"],
+        cfg.instrument,
+        cfg.source,
+        staged.get("book_kind"),
+        book_check_extra,
     )
+    chk = res.result.manifest.get("extra", {}).get("book_check", {})
+    desyncs = sum(int(chk.get(k, 0)) for k in ("unknown_level", "crossed", "bad_size"))
     return {
         "day": day,
-        "written": res.written,
-        "path": res.path,
-        "book_rows": book.height,
-        "trades_rows": trades.height,
-        "desyncs": chk.n_desyncs,
+        "written": res.result.written,
+        "mode": res.mode,
+        "path": res.result.path,
+        "book_rows": res.book,
+        "trades_rows": res.trades,
+        "desyncs": desyncs,
+        "duplicate_trades": res.duplicate_trades,
     }
 
 
 def build_report(
     cfg: IngestConfig, index: dict[str, Any], published: list[dict[str, Any]]
 ) -> IngestReport:
-    """The run report; raises ValueError when a balance equation does not hold."""
+    """The run report. Trades a publish dropped as duplicates (trade id already in the
+    day) move from a file's out to its filtered rows. Raises ValueError when a file's or
+    the run's ``rows_in = rows_out + rows_rejected + rows_filtered`` does not hold."""
     files = [f for f in index["files"] if f["is_file"]]
     quarantine = [QuarantineEntry(**q) for q in index["quarantine"]]
     reasons: Counter[str] = Counter()
     for q in quarantine:
         reasons[q.reason] += q.rows if q.level == "row" else 1
-    rows_in = sum(f["rows_in"] for f in index["files"])
-    rows_rejected = sum(f["rows_rejected"] for f in index["files"])
+    dups: Counter[str] = Counter()
+    for p in published:
+        dups.update(p.get("duplicate_trades", {}))
+    filtered: Counter[str] = Counter()
+    rows_in = rows_out = rows_rejected = rows_filtered = 0
+    for f in index["files"]:
+        out = int(f.get("rows_out", f["rows_in"] - f["rows_rejected"]))
+        filt = int(f.get("rows_filtered", 0))
+        freasons = Counter(f.get("filtered", {}))
+        d = dups.pop(f["sha256"], 0) if f["ok"] and f["sha256"] else 0
+        if d:
+            out, filt = out - d, filt + d
+            freasons["duplicate trade id (already in the day)"] += d
+        if f["rows_in"] != out + f["rows_rejected"] + filt or sum(freasons.values()) != filt:
+            raise ValueError(
+                f"{f['path']}: rows_in {f['rows_in']} != out {out} + rejected "
+                f"{f['rows_rejected']} + filtered {filt}"
+            )
+        rows_in += f["rows_in"]
+        rows_out += out
+        rows_rejected += f["rows_rejected"]
+        rows_filtered += filt
+        filtered.update(freasons)
+    if sum(v for k, v in dups.items() if k != "existing"):
+        raise ValueError(f"duplicate trades counted for inputs not in this run: {dict(dups)}")
     return IngestReport(
         source=cfg.source,
         symbol=cfg.symbol,
@@ -324,8 +460,10 @@ def build_report(
         files_ok=sum(1 for f in files if f["ok"]),
         files_quarantined=sum(1 for f in files if not f["ok"]),
         rows_in=rows_in,
-        rows_out=rows_in - rows_rejected,
+        rows_out=rows_out,
         rows_rejected=rows_rejected,
+        rows_filtered=rows_filtered,
+        filtered=dict(sorted(filtered.items())),
         events_out={
             "book": sum(p["book_rows"] for p in published),
             "trades": sum(p["trades_rows"] for p in published),

@@ -11,7 +11,9 @@ Data types (detected from the header):
 - ``quotes``: exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount
   (a depth-1 book).
 Timestamps are microseconds: ``ts_event = timestamp*1000``, ``ts_recv = local_timestamp*1000``.
-Rows of other symbols are ignored (not counted). Bad rows are rejected with a reason.
+Every line is counted (`ingest.csvtable`): rows of other symbols and blank lines are
+filtered, bad rows rejected with a reason. Trades keep tardis' ``id`` (the exchange's
+trade id) for de-duplication (`FileRead.trade_ids`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from ingest.csvtable import (
     REASON,
     account,
     add_reason,
+    count_input,
+    drop_blank,
+    filter_symbol,
     int_col,
     int_expr,
     off_tick,
@@ -121,6 +126,12 @@ def _size(df: pl.DataFrame, col: str, name: str) -> pl.DataFrame:
     )
 
 
+def trade_id_series(good: pl.DataFrame, col: str) -> pl.Series:
+    """The exchange trade ids of the kept rows (String; null where empty)."""
+    ids = good[col].cast(pl.String).str.strip_chars()
+    return ids.set(ids == "", None).rename("trade_id")  # type: ignore[arg-type]
+
+
 def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
     """Read one tardis CSV(.gz) file for `symbol`. Never raises for bad content: the
     FileRead carries the file- or row-level reasons."""
@@ -129,10 +140,11 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
         data, fr.sha256 = read_raw(path)
         header = read_header(data)
         kind = _kind(header)
+        count_input(fr, data)
         df = read_typed(data, header, _dtypes(header))
         if df is None:
-            df = split_fields(read_lines(data)[1], header)
-        df = df.filter(pl.col("symbol") == symbol)
+            df = split_fields(drop_blank(fr, read_lines(data)[1]), header)
+        df = filter_symbol(fr, df, symbol)
         if df.height == 0:
             fr.quarantine_file(f"no rows for symbol {symbol}")
             return fr
@@ -170,6 +182,7 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
             good = account(fr, df)
             fr.book = good.select(schema.BOOK_COLUMNS).cast(book_schema())  # type: ignore[arg-type]
             fr.book_kind = f"tardis:{kind}"
+            fr.check_balance(good.height)
         elif kind == "trades":
             df = df.with_columns(
                 pl.col("side")
@@ -184,6 +197,8 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
             df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
             good = account(fr, df)
             fr.trades = good.select(schema.TRADE_COLUMNS).cast(trade_schema())  # type: ignore[arg-type]
+            fr.trade_ids = trade_id_series(good, "id")
+            fr.check_balance(good.height)
         else:
             if kind == "quotes":
                 k = 1
@@ -239,6 +254,7 @@ def _levels(
     )
     df = add_reason(df, q_null, "malformed level amount")
     good = account(fr, df)
+    fr.check_balance(good.height)
     if good.height == 0:
         return empty_book()
     mat = {

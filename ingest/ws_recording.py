@@ -4,12 +4,16 @@ Reads the capture format (``<unix seconds>: <json>`` lines with ``wss://`` heade
 the project's JSON lines (``{"ts_recv": <int ns>, "msg": {...}}``), plain or gzip.
 The book table is the richest one with a partial for the symbol in the file
 (orderBookL2 > orderBookL2_25 > orderBook10 > quote) unless given.
-A malformed line counts as one rejected row ("malformed line").
+
+Counting (`ingest.report`): a line holding a message with ``data`` counts as its data
+elements (classified by the decoder); every other line counts once: a malformed line is
+rejected ("malformed line: ..."), a blank or connection header line, or a message
+without rows, is filtered. A line that cannot be decoded never stops the file: it is
+quarantined with its reason and the rest is ingested.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -19,11 +23,12 @@ from ingest.bitmex_ws import (
     BOOK_TABLES,
     BitmexWsDecoder,
     RecordingFormatError,
+    message_units,
     parse_recording_line,
 )
 from ingest.events import book_schema, trade_schema
 from ingest.rawfile import RawFileError, read_raw
-from ingest.report import FileRead
+from ingest.report import CountError, FileRead, json_safe
 
 
 def detect_book_table(lines: list[str], symbol: str) -> str | None:
@@ -75,32 +80,42 @@ def read_ws_recording(
     dec = BitmexWsDecoder(symbol, instrument, book_table=table, strict=False)
     book: list[tuple[int, int, int, int, int, bool]] = []
     trades: list[tuple[int, int, int, int, int]] = []
-    malformed = 0
+    trade_ids: list[str | None] = []
     messages = 0
+    units = 0  # the decoder's share of rows_in, counted here from the messages themselves
     for no, line in enumerate(lines, start=1):
         try:
             parsed = parse_recording_line(line)
         except RecordingFormatError as exc:
-            malformed += 1
+            fr.rows_in += 1
             fr.reject(
                 f"malformed line: {str(exc).split(':')[0]}", {"line_no": no, "line": line[:300]}
             )
             continue
         if parsed is None:
+            fr.rows_in += 1
+            fr.filter("blank line" if not line.strip() else "connection header line")
             continue
         messages += 1
         ts_recv, msg = parsed
+        units += message_units(msg)
         d = dec.decode(msg, ts_recv)
         book += [(d.ts_event, ts_recv, s, p, q, d.is_snapshot) for s, p, q in d.book]
         trades += [(te, ts_recv, s, p, q) for s, p, q, te in d.trades]
-    fr.rows_in = dec.rows_in + malformed
-    fr.rows_rejected = malformed
+        trade_ids += d.trade_ids
+    if units != dec.rows_in + dec.rows_filtered:
+        raise CountError(
+            f"{path}: {units} message rows != decoder's {dec.rows_in} in + "
+            f"{dec.rows_filtered} filtered"
+        )
+    fr.rows_in += units
     for reason, n in dec.row_reasons.items():
         fr.rows_rejected += n
         fr.row_reasons[reason] += n
+    for reason, n in dec.filtered_reasons.items():
+        fr.filter(reason, n)
     fr.rejected_rows += [
-        {"reason": r["reason"], "row": json.loads(json.dumps(r["row"], default=str))}
-        for r in dec.rejected[:200]
+        {"reason": r["reason"], "row": json_safe(r["row"])} for r in dec.rejected[:200]
     ]
     if messages == 0:
         fr.quarantine_file("no parseable websocket messages")
@@ -110,4 +125,5 @@ def read_ws_recording(
         fr.book = pl.DataFrame(book, schema=book_schema(), orient="row")
         fr.book_kind = f"ws:{table}"
         fr.trades = pl.DataFrame(trades, schema=trade_schema(), orient="row")
+        fr.trade_ids = pl.Series("trade_id", trade_ids, dtype=pl.String)
     return fr

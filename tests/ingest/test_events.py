@@ -92,7 +92,9 @@ def test_publish_partition_new_inputs_rewrite_and_damaged_file_is_detected(tmp_p
         [{"path": "x", "sha256": "b"}],
     )
     assert res.written and read_events(layout, "XBTUSD")[0].height == 100
-    p = layout.events_day("XBTUSD", DAY) / "trades.parquet"
+    m = read_manifest(layout, "XBTUSD", DAY)
+    assert m is not None
+    p = layout.events_day("XBTUSD", DAY) / m["files"]["trades"]
     p.write_bytes(p.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(PartitionError, match="sha256"):
         read_events(layout, "XBTUSD")

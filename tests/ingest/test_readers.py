@@ -42,7 +42,7 @@ def test_tardis_incremental_drops_pre_snapshot_updates_and_converts_units(tmp_pa
     p = tmp_path / "inc.csv.gz"
     p.write_bytes(gzip.compress((INC_HEAD + _inc_rows()).encode()))
     fr = read_tardis(p, "XBTUSD", XBT)
-    assert fr.ok and fr.rows_in == 5 and fr.rows_rejected == 1
+    assert fr.ok and fr.rows_in == 6 and fr.rows_rejected == 1 and fr.rows_filtered == 1
     assert fr.row_reasons == {"update before the first snapshot": 1}
     assert (
         fr.book["ts_event"].to_list()[0] == (T + 10) * 1000
@@ -105,9 +105,11 @@ def test_bitmex_dump_trades_and_quotes_with_symbol_filter(tmp_path: Path) -> Non
     )
     p.write_bytes(gzip.compress((DUMP_TRADE_HEAD + body).encode()))
     fr = read_bitmex_dump(p, "XBTUSD", XBT)
-    assert fr.rows_in == 2 and fr.trades.rows() == [
-        (1546300803367608000, 1546300803367608000, 1, 7401, 100)
-    ]
+    assert (
+        fr.rows_in == 3
+        and fr.rows_filtered == 1
+        and fr.trades.rows() == [(1546300803367608000, 1546300803367608000, 1, 7401, 100)]
+    )
     assert list(fr.row_reasons) == ["off-tick price (tick 0.5)"]
     q = tmp_path / "quote.csv.gz"
     q.write_bytes(
@@ -179,7 +181,7 @@ def test_corrupt_corpus_is_quarantined_with_reasons_and_balances(tmp_path: Path)
     layout = DataLayout(tmp_path / "data")
     rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), layout)
     assert rep.files_in == 8 and rep.files_ok == 1 and rep.files_quarantined == 7
-    assert rep.rows_in == rep.rows_out + rep.rows_rejected
+    assert rep.rows_in == rep.rows_out + rep.rows_rejected + rep.rows_filtered
     by_file = {Path(q.path).name: q.reason for q in rep.quarantine if q.level == "file"}
     assert set(by_file) == set(expected)
     for name, frag in expected.items():
@@ -206,7 +208,8 @@ def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(tmp_path
         + f"bitmex,XBTUSD,never,{T + 31},false,ask,101.0,1\n"  # bad timestamp
     )
     rep = ingest(IngestConfig(source="tardis", paths=(str(p),)), DataLayout(tmp_path / "d"))
-    assert rep.files_ok == 1 and rep.rows_in == 10 and rep.rows_rejected == 6 and rep.rows_out == 4
+    assert rep.files_ok == 1 and rep.rows_in == 11 and rep.rows_rejected == 6 and rep.rows_out == 4
+    assert rep.rows_filtered == 1 and rep.filtered == {"row of another symbol": 1}
     assert {q.level for q in rep.quarantine} == {"row"}
     assert len(rep.reasons) == 6
 
@@ -246,7 +249,7 @@ def test_ws_and_dump_corrupt_files_are_quarantined_with_reasons(
         (tmp_path / name).write_bytes(data)
         fr = read_ws_recording(tmp_path / name, "XBTUSD", XBT)
         assert not fr.ok and frag in str(fr.file_reason), (name, fr.file_reason)
-        assert fr.rows_in == fr.rows_rejected
+        assert fr.rows_in == fr.rows_rejected + fr.rows_filtered
     lines = good.decode().splitlines()
     (tmp_path / "some_bad_lines.txt").write_text(
         "\n".join([*lines[:200], "oops not a line", "17: {broken", *lines[200:]]) + "\n"
