@@ -153,6 +153,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
 
     stats: Normalizer | None = None
     source: ModelSource | None = None
+    champion: LoadedChampion | None = None
     if args.no_model:
         predictor = Predictor(None, None, "--no-model")
     else:
@@ -210,8 +211,9 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
             rules=rules,
             model_source=None if args.bundle else source,
             source_done=None if server is None else server.finished,
+            champion_version=None if champion is None else champion.version,
         )
     finally:
         if server is not None:
             server.stop()
-    return 0 if summary.stopped else 1
+    return 0 if summary.stopped and not summary.stopped.startswith("fatal") else 1

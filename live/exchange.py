@@ -9,10 +9,14 @@ seconds), `api-key`, `api-signature` = hex HMAC-SHA256(secret, verb + path + exp
 (`CHAPPIE_BITMEX_API_KEY` / `CHAPPIE_BITMEX_API_SECRET`, SecretStr) and never appear in a
 log, an exception or a repr.
 
-Order creation is never blindly retried: a timeout, a transport error or a 502/503/504
-answer leaves the outcome unknown, so the client looks the order up by its clOrdID; found
--> that is the order; not found -> it was never created, and it is sent once more with the
-same clOrdID (BitMEX refuses a duplicate clOrdID, so even that cannot create two).
+Order creation is never blindly retried: a timeout, a transport error, an undecodable
+answer or a 5xx leaves the outcome unknown (`classify_error` -> "unknown"). `create_post_only`
+sends one POST and leaves the resolution to its caller (`live.orders.OrderManager` re-queries
+by clOrdID with backoff); `place_post_only` is the blocking convenience that looks the order
+up at once, and raises `UnknownOutcomeError` when even that cannot tell. Every request is
+signed with an `api-expires` deadline that BitMEX enforces: a request still queued after it
+is dropped by the exchange, so an order not found after its `last_expires` has passed was
+never created.
 """
 
 from __future__ import annotations
@@ -23,13 +27,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from pydantic import SecretStr
 
-UNKNOWN_OUTCOME_STATUS = (502, 503, 504)
 # Every order Chappie sends carries this clOrdID prefix: a restarted loop (a new session)
 # still recognises the orders of the session before it as its own.
 OWN_PREFIX = "chappie-"
@@ -43,12 +46,45 @@ class ExchangeError(RuntimeError):
         self.status = status
 
 
+class UnknownOutcomeError(ExchangeError):
+    """A create whose outcome could not be learned (the POST and the lookups failed): the
+    order may exist. Carries its clOrdID so the caller can keep looking it up."""
+
+    def __init__(self, cl_ord_id_: str, message: str) -> None:
+        super().__init__(503, message)
+        self.cl_ord_id = cl_ord_id_
+
+
 class RateLimitedError(ExchangeError):
     """HTTP 429, or the client's own budget from the x-ratelimit-* headers is spent."""
 
     def __init__(self, status: int, message: str, retry_after_s: float) -> None:
         super().__init__(status, message)
         self.retry_after_s = retry_after_s
+
+
+ErrorKind = Literal["unknown", "busy", "refused", "auth"]
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """What a failed request means. Pure.
+
+    - "auth": HTTP 401/403, the keys or their permissions are refused (retrying cannot help);
+    - "busy": HTTP 429 or the client's own rate budget: the request was not carried out;
+    - "refused": any other 4xx, the exchange processed the request and said no;
+    - "unknown": 5xx, timeouts, transport errors, an undecodable answer, anything else: the
+      request may or may not have taken effect (a mutation must be looked up).
+    """
+    if isinstance(exc, RateLimitedError):
+        return "busy"
+    if isinstance(exc, ExchangeError) and not isinstance(exc, UnknownOutcomeError):
+        if exc.status in (401, 403):
+            return "auth"
+        if exc.status == 429:
+            return "busy"
+        if 400 <= exc.status < 500:
+            return "refused"
+    return "unknown"
 
 
 def sign_request(secret: str, verb: str, path: str, expires: int, body: str) -> str:
@@ -113,6 +149,11 @@ class BitmexRest:
         self.max_wait_s = max_wait_s
         self.requests = 0
         self.lookups_after_unknown = 0
+        self.last_expires = 0  # `api-expires` (unix s) of the last request sent
+
+    def wall_s(self) -> float:
+        """The client's wall clock (unix seconds), the one `api-expires` is computed from."""
+        return self._now_s()
 
     def __repr__(self) -> str:  # never show the keys
         return f"BitmexRest({self.base_url!r})"
@@ -146,6 +187,7 @@ class BitmexRest:
         path = f"{self._prefix}{endpoint}{query}"
         data = json.dumps(body, separators=(",", ":")) if body is not None else ""
         expires = int(self._now_s()) + self.expires_in_s
+        self.last_expires = expires
         headers = {
             "api-expires": str(expires),
             "api-key": self._key.get_secret_value(),
@@ -166,7 +208,7 @@ class BitmexRest:
             raise RateLimitedError(429, _error_text(resp), retry)
         if resp.status_code >= 400:
             raise ExchangeError(resp.status_code, _error_text(resp))
-        return resp.json()
+        return resp.json()  # a ValueError on a garbled body: outcome unknown (classify_error)
 
     def _update_rate(self, resp: httpx.Response) -> None:
         h = resp.headers
@@ -209,11 +251,12 @@ class BitmexRest:
                 return dict(r)
         return {"symbol": symbol, "currentQty": 0, "avgEntryPrice": None}
 
-    def place_post_only(
+    def create_post_only(
         self, symbol: str, side: int, qty: int, price: float, cl_ord_id_: str
     ) -> dict[str, Any]:
-        """A post-only limit order (`execInst=ParticipateDoNotInitiate`): it only ever adds
-        liquidity; the exchange cancels it instead of crossing. Never blindly retried."""
+        """ONE POST of a post-only limit order (`execInst=ParticipateDoNotInitiate`): it only
+        ever adds liquidity; the exchange cancels it instead of crossing. Raises whatever
+        `request` raises; `classify_error` says whether the order may exist ("unknown")."""
         body = {
             "symbol": symbol,
             "side": "Buy" if side > 0 else "Sell",
@@ -223,23 +266,36 @@ class BitmexRest:
             "execInst": "ParticipateDoNotInitiate",
             "clOrdID": cl_ord_id_,
         }
+        return dict(self.request("POST", "/order", body=body))
+
+    def place_post_only(
+        self, symbol: str, side: int, qty: int, price: float, cl_ord_id_: str
+    ) -> dict[str, Any]:
+        """`create_post_only`, resolved at once: on an unknown outcome the order is looked up
+        by its clOrdID; found -> that is the order; not found -> sent once more with the same
+        clOrdID (BitMEX refuses a duplicate clOrdID, so even that cannot create two). Raises
+        ExchangeError on a refusal and UnknownOutcomeError when a lookup fails too (the
+        order may exist: the caller must keep looking it up, never send another)."""
         for attempt in range(2):
             try:
-                return dict(self.request("POST", "/order", body=body))
-            except ExchangeError as exc:
-                if exc.status not in UNKNOWN_OUTCOME_STATUS:
+                return self.create_post_only(symbol, side, qty, price, cl_ord_id_)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if classify_error(exc) != "unknown":
                     raise
-            except (httpx.TimeoutException, httpx.TransportError):
-                pass
             # outcome unknown: look it up before anything else
             self.lookups_after_unknown += 1
-            found = self.get_order(symbol, cl_ord_id_)
+            try:
+                found = self.get_order(symbol, cl_ord_id_)
+            except Exception as exc:  # noqa: BLE001 - the order may exist: say so
+                raise UnknownOutcomeError(
+                    cl_ord_id_, f"order {cl_ord_id_}: outcome unknown, lookup failed ({exc})"
+                ) from exc
             if found is not None:
                 return found
             if attempt == 1:
                 break
-        raise ExchangeError(
-            503, f"order {cl_ord_id_} could not be placed (not found after two unknown outcomes)"
+        raise UnknownOutcomeError(
+            cl_ord_id_, f"order {cl_ord_id_}: not found after two unknown outcomes"
         )
 
     def amend_price(self, order_id: str, price: float) -> dict[str, Any]:

@@ -9,6 +9,18 @@ Observe-only (the default) sends no order: a decision is logged, and the paper o
 flags follow the action (toggle long / toggle short) so that the management state the
 policy sees evolves as in the env. Without a valid model the loop still runs the feed,
 book, sampler and features, logs `action: null` and says why.
+
+No message can kill the loop: `on_message` counts (`dropped`), logs and drops what it
+cannot decode or apply; a dropped book message (or a book row the decoder refused) is a
+desync, so the book is rebuilt from fresh partials. A decision that raises is counted
+(`decision_errors`) and marks the strategy unhealthy until the next good decision.
+
+Trading is gated on health (`health`): when the feed is stale, desynced, disconnected or
+clock-skewed beyond `max_skew_s`, or the strategy is unhealthy, resting orders are
+cancelled and the dead man's switch is NOT refreshed, so the exchange cancels everything
+if the process cannot. A data fault clears only when the readiness gate has a full
+window of valid bars again. Only `live.orders.FatalTradingError` ends a run early: own
+orders are cancelled and `run_live` returns with `stopped = "fatal: ..."`.
 """
 
 from __future__ import annotations
@@ -16,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,8 +55,8 @@ from envs.position import (
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
 from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
-from live.model_watch import LoadedChampion, ModelSource, poll_model
-from live.orders import OrderManager
+from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
+from live.orders import FatalTradingError, OrderManager
 from live.paper import PaperAccount, PaperRules
 from live.predictor import (
     ACTION_NAMES,
@@ -56,6 +69,8 @@ from live.predictor import (
 from live.recording import RecordingWriter
 from live.replay_server import iso_ms
 from live.snapshot import SnapshotManager
+
+log = logging.getLogger(__name__)
 
 
 class ScaledClock:
@@ -97,6 +112,11 @@ class LiveSummary:
     stopped: str = ""
     feed_errors: list[str] = field(default_factory=list)
     model_events: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # messages dropped, by reason
+    decision_errors: int = 0
+    quotes_pulled: int = 0  # episodes of bad data or an unhealthy strategy with own orders
+    rest_errors: dict[str, int] = field(default_factory=dict)  # "poll: unknown" -> count
+    order_transitions: dict[str, int] = field(default_factory=dict)  # "live->done" -> count
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +200,13 @@ class LiveSession:
         self.actions: Counter[str] = Counter()
         self.bars = 0
         self.messages = 0
+        self.dropped: Counter[str] = Counter()  # messages dropped at the boundary, by reason
+        self.decision_errors = 0
+        self.data_fault = ""  # why the market data is not trusted ("" = trusted)
+        self.strategy_fault = ""  # why the decision pipeline is not trusted
+        self.quotes_pulled = 0
+        self._pulled_for = ""
+        self._started_ns: int | None = None
         self.lock = threading.Lock()  # serialises calls when the loop runs them in threads
 
     def swap_model(self, champion: LoadedChampion | None, reason: str) -> None:
@@ -193,13 +220,23 @@ class LiveSession:
             self._restat(None, f"observe-only: {reason}")
             return
         self.predictor = champion.predictor
-        self.builder.obs_clip = champion.obs_clip
         self.rules = (
             PaperRules.from_env_config(champion.env_config) if champion.env_config else self.rules
         )
         if self.paper is not None:
             self.paper.rules = self.rules
-        if champion.spec.spec_hash != self.spec.spec_hash:
+        same_spec = champion.spec.spec_hash == self.spec.spec_hash
+        if (
+            same_spec
+            and champion.obs_clip == self.builder.obs_clip
+            and same_stats(self.builder.stats, champion.stats)
+        ):
+            # same FeatureSpec, same frozen stats, same clip: the normalised window is what
+            # the new model would have seen, so it keeps deciding on the next bar
+            self.builder.stats = champion.stats
+            return
+        self.builder.obs_clip = champion.obs_clip
+        if not same_spec:
             self.spec = champion.spec
             self.gate = SnapshotManager(
                 self.spec.window, self.gate.stale_after_ns, self.gate.max_skew_ns
@@ -225,37 +262,135 @@ class LiveSession:
         self.last_event_ns = -1
         self._next_close = 0
 
-    def on_message(self, ts_recv: int, msg: dict[str, Any]) -> list[dict[str, Any]]:
+    def on_message(self, ts_recv: int, msg: Any) -> list[dict[str, Any]]:
         """Apply one received message; returns the decisions of the bars it closed.
 
-        A desync (unknown level, crossed book) resets the session and sets
-        `pending_resubscribe` to the book table: the caller resubscribes.
+        Never raises but `FatalTradingError` (from the order manager): a message that cannot
+        be decoded or applied is counted in `dropped`, logged and dropped; a dropped book
+        message, or book rows the decoder refused, is a desync. A desync (unknown level,
+        crossed book) resets the session and sets `pending_resubscribe`: the caller
+        resubscribes.
         """
         self.messages += 1
-        table = msg.get("table")
-        if not isinstance(table, str):
-            return []
-        if table == "instrument":
-            self._on_instrument(msg)
-            return []
-        if ts_recv < self.last_event_ns:
-            ts_recv = self.last_event_ns  # never feed the sampler backwards (clock jitter)
-        out = self.on_tick(ts_recv - 1)  # close bars that ended before this message
-        ts_ex = _exchange_time(msg)
-        self.gate.on_message(ts_recv, ts_ex)
+        out: list[dict[str, Any]] = []
+        table: Any = None
         try:
-            decoded = self.decoder.decode(msg, ts_recv)
-        except UnknownLevelError as exc:
-            self._desync(str(exc), table)
+            if not isinstance(msg, dict):
+                self._drop("not a JSON object", msg)
+                return out
+            table = msg.get("table")
+            if not isinstance(table, str):
+                return out
+            if table == "instrument":
+                self._on_instrument(msg)
+                return out
+            if ts_recv < self.last_event_ns:
+                ts_recv = self.last_event_ns  # never feed the sampler backwards (clock jitter)
+            out = self.on_tick(ts_recv - 1)  # close bars that ended before this message
+            if not self.gate.on_message(ts_recv, _exchange_time(msg)):
+                self._data_fault(f"bad timestamps: {self.gate.blocked_reason}")
+            book = table == self.book_table
+            had_partial = self.decoder.has_partial(table) or msg.get("action") == "partial"
+            rows_in = self.decoder.rows_in
+            try:
+                decoded = self.decoder.decode(msg, ts_recv)
+            except UnknownLevelError as exc:
+                self._desync(str(exc), table)
+                return out
+            if book and had_partial and self.decoder.rows_in - rows_in > len(decoded.book):
+                # a book row was refused: the book would silently miss a level
+                self._drop(f"{table}: refused book rows", msg)
+                self._desync("book rows refused by the decoder", table)
+                return out
+            self.builder.on_decoded(ts_recv, decoded)
+            self.last_event_ns = ts_recv
             return out
-        self.builder.on_decoded(ts_recv, decoded)
-        self.last_event_ns = ts_recv
-        return out
+        except FatalTradingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no message can kill the loop
+            self._drop(f"{table if isinstance(table, str) else '?'}: {type(exc).__name__}", msg)
+            if table == self.book_table:
+                self._desync(f"undecodable book message ({type(exc).__name__})", table)
+            return out
+
+    def _drop(self, reason: str, msg: Any) -> None:
+        """Count and log a dropped message (the first few of each reason, then every 1000th)."""
+        self.dropped[reason] += 1
+        n = self.dropped[reason]
+        if n <= 5 or n % 1000 == 0:
+            log.warning("dropped message #%d (%s): %.200r", n, reason, msg)
 
     def _desync(self, reason: str, table: str) -> None:
         self.desyncs += 1
         self.reset(f"desync: {reason}")
+        self._data_fault(f"desync: {reason}")
         self.pending_resubscribe = True  # every table: the decoder restarts from fresh partials
+
+    def _data_fault(self, reason: str) -> None:
+        """The market data is not trusted until the gate has a full window of valid bars."""
+        self.data_fault = reason
+
+    def on_feed_status(self, kind: str, reason: str, ts_ns: int, reconnect: bool) -> None:
+        """A feed status change: the book is rebuilt; a disconnect is a data fault; with
+        orders, a reconnect reconciles them with the exchange (retried if it fails)."""
+        self.reset(f"feed {kind}: {reason}")
+        if kind == "disconnected":
+            self._data_fault(f"feed disconnected: {reason}")
+        if kind == "connected" and reconnect and self.orders is not None:
+            self.orders.reconcile(ts_ns)
+
+    def health(self, now_ns: int) -> str:
+        """Why orders must not rest now ("" = healthy): a data fault, stale data (no market
+        message within `stale_after_s`), an unhealthy strategy, the kill switch, no model."""
+        if self.data_fault:
+            return self.data_fault
+        base = self.gate.last_recv_ns if self.gate.last_recv_ns >= 0 else self._started_ns
+        if base is not None and now_ns - base > self.gate.stale_after_ns:
+            return f"stale: no market message for {(now_ns - base) / NS_PER_S:.1f} s"
+        if self.strategy_fault:
+            return self.strategy_fault
+        if self.orders is not None and self.orders.risk.killed:
+            return f"kill switch: {self.orders.risk.kill_reason}"
+        if self.predictor.policy is None:
+            return f"no model: {self.predictor.reason}"
+        return ""
+
+    def on_timer(self, now_ns: int) -> list[dict[str, Any]]:
+        """The clock's tick: close bars; with orders, take quotes down when unhealthy, do the
+        order manager's due work, and refresh the dead man's switch ONLY while healthy.
+        Raises only FatalTradingError."""
+        if self._started_ns is None:
+            self._started_ns = now_ns
+        try:
+            out = self.on_tick(now_ns)
+        except FatalTradingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in one bar must not stop the loop
+            out = []
+            self._decision_failed(exc)
+        if self.orders is None:
+            return out
+        why = self.health(now_ns)
+        if why and self.orders.slots:
+            if why != self._pulled_for:
+                self.quotes_pulled += 1
+                self.orders.journal.record(now_ns, "event", what="quotes_pulled", reason=why)
+                log.warning("taking quotes down: %s", why)
+            self._pulled_for = why
+            self.orders.cancel_own(now_ns)
+        elif not why:
+            self._pulled_for = ""
+        self.orders.service(now_ns)
+        if not why:
+            self.orders.refresh_dead_man()
+        return out
+
+    def _decision_failed(self, exc: BaseException) -> None:
+        self.decision_errors += 1
+        self.strategy_fault = f"decision failed: {type(exc).__name__}: {exc}"[:200]
+        n = self.decision_errors
+        if n <= 5 or n % 1000 == 0:
+            log.error("decision #%d failed: %s", n, self.strategy_fault)
 
     def on_tick(self, now_ns: int) -> list[dict[str, Any]]:
         """Close bars up to now_ns and decide on every bar that is ready."""
@@ -285,6 +420,18 @@ class LiveSession:
         ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
         if not ready.ok:
             return None
+        self.data_fault = ""  # a full window of valid bars since the last fault
+        try:
+            rec = self._decide(upd)
+        except FatalTradingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted; the strategy is unhealthy until it decides again
+            self._decision_failed(exc)
+            return None
+        self.strategy_fault = ""
+        return rec
+
+    def _decide(self, upd: BarUpdate) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         if self.paper is None:
             self.paper = PaperAccount(
@@ -335,7 +482,8 @@ class LiveSession:
         """Trading: fills move the position, resting orders roll to the best price, the
         drawdown kill switch sees the equity, and the order flags come from the exchange."""
         assert self.orders is not None and self.paper is not None
-        for fill in self.orders.poll_fills(upd.ts):
+        self.orders.service(upd.ts)
+        for fill in self.orders.take_fills():
             try:
                 self.paper.position, _ = apply_fill(
                     self.paper.position,
@@ -369,7 +517,8 @@ def _desynced(sampler: Any) -> bool:
 
 
 def _exchange_time(msg: dict[str, Any]) -> int | None:
-    """Exchange time of a message's last timestamped row (trade, quote, instrument)."""
+    """Exchange time of a message's last timestamped row (trade, quote, instrument); None
+    when it has none or it cannot be read."""
     data = msg.get("data")
     if not isinstance(data, list) or not data or msg.get("action") == "partial":
         return None
@@ -378,7 +527,7 @@ def _exchange_time(msg: dict[str, Any]) -> int | None:
         return None
     try:
         return parse_timestamp_ns(ts)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - any unreadable timestamp is "none"
         return None
 
 
@@ -423,13 +572,18 @@ def run_live(
     rules: PaperRules | None = None,
     model_source: ModelSource | None = None,
     source_done: Callable[[], bool] | None = None,
+    champion_version: str | None = None,
 ) -> LiveSummary:
     """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
 
     Observe-only unless `cfg.allow_trade`; trading additionally needs an `OrderManager`
     (keys, REST client, journal) and a loaded model with its stats, else ValueError. With
     orders: reconcile on start and after every reconnect, dead man's switch refreshed by
-    the ticker, own orders cancelled on every way out (duration, SIGTERM, SIGINT, error).
+    the ticker while healthy, own orders cancelled on every way out (duration, SIGTERM,
+    SIGINT, error). A `FatalTradingError` ends the run cleanly: `stopped` says
+    "fatal: ..." and nothing is raised. `champion_version` is the registry version the
+    predictor came from (what `model_source.resolve()` returns; default: the predictor's
+    label), so the alias poll swaps only when the alias moved.
     """
     predictor = predictor or Predictor(None, None, "no model requested")
     if cfg.allow_trade:
@@ -491,15 +645,22 @@ def run_live(
         )
     warm_up_kernels(spec)  # before the first clock reading: JIT time is not market time
     try:
-        if orders is not None:
-            orders.reconcile(clock.now_ns())
-            orders.refresh_dead_man()
-        watch = None
-        if model_source is not None:
-            watch = (model_source, cfg.alias_poll_s, summary.model_events, out)
-        summary.stopped = asyncio.run(
-            _run(session, feed, clock, duration_s, tick_s, watch, source_done)
-        )
+        try:
+            if orders is not None:
+                orders.reconcile(clock.now_ns())  # a failure is retried by the ticker
+                orders.refresh_dead_man()
+            watch = None
+            if model_source is not None:
+                version = champion_version if champion_version is not None else predictor.version
+                watch = _Watch(model_source, cfg.alias_poll_s, summary.model_events, out, version)
+            summary.stopped = asyncio.run(
+                _run(session, feed, clock, duration_s, tick_s, watch, source_done)
+            )
+        except FatalTradingError as exc:
+            summary.stopped = f"fatal: {exc}"
+            log.error("chappie live: %s", summary.stopped)
+            if out is not None:
+                print(f"chappie live: {summary.stopped}", file=out, flush=True)
     finally:
         if orders is not None:
             try:
@@ -507,6 +668,8 @@ def run_live(
                     orders.shutdown(clock.now_ns())
             finally:
                 summary.orders_sent = orders.orders_sent
+                summary.rest_errors = dict(orders.stats.errors)
+                summary.order_transitions = dict(orders.stats.transitions)
                 orders.journal.close()
         sink.close()
         if recorder is not None:
@@ -521,6 +684,9 @@ def run_live(
     summary.connects = feed.stats.connects
     summary.disconnects = feed.stats.disconnects
     summary.feed_errors = feed.stats.errors[-20:]
+    summary.dropped = dict(session.dropped)
+    summary.decision_errors = session.decision_errors
+    summary.quotes_pulled = session.quotes_pulled
     if out is not None:
         print(
             f"chappie live: stopped ({summary.stopped}): {json.dumps(summary.as_dict())}",
@@ -530,13 +696,24 @@ def run_live(
     return summary
 
 
+@dataclass
+class _Watch:
+    """The alias poll: where from, how often, where its events go, the version in use."""
+
+    source: ModelSource
+    every_s: float
+    events: list[str]
+    out: IO[str] | None
+    version: str | None
+
+
 async def _run(
     session: LiveSession,
     feed: BitmexFeed,
     clock: Clock,
     duration_s: float | None,
     tick_s: float,
-    watch: tuple[ModelSource, float, list[str], IO[str] | None] | None = None,
+    watch: _Watch | None = None,
     source_done: Callable[[], bool] | None = None,
 ) -> str:
     stop = asyncio.Event()
@@ -566,14 +743,7 @@ async def _run(
         return fn(*args)
 
     def on_status(ev: FeedStatus) -> None:
-        session.reset(f"feed {ev.kind}: {ev.reason}")
-        if ev.kind == "connected" and session.orders is not None and feed.stats.connects > 1:
-            session.orders.reconcile(ev.ts_recv)
-
-    def on_tick(now_ns: int) -> None:
-        session.on_tick(now_ns)
-        if session.orders is not None:
-            session.orders.refresh_dead_man()
+        session.on_feed_status(ev.kind, ev.reason, ev.ts_recv, feed.stats.connects > 1)
 
     async def consume() -> None:
         async for ev in feed.events():
@@ -589,7 +759,7 @@ async def _run(
     async def ticker() -> None:
         while True:
             await asyncio.sleep(tick_s)
-            await call(on_tick, clock.now_ns())
+            await call(session.on_timer, clock.now_ns())
             if (
                 source_done is not None
                 and source_done()
@@ -613,21 +783,28 @@ async def _run(
         if watch is None:
             await asyncio.Event().wait()
             return
-        source, every_s, events, out = watch
         while True:
-            await asyncio.sleep(every_s)
-            outcome = await asyncio.to_thread(poll_model, source, session.predictor.version)
+            await asyncio.sleep(watch.every_s)
+            outcome = await asyncio.to_thread(poll_model, watch.source, watch.version)
             if outcome.action == "keep" and outcome.reason in ("unchanged", "no champion"):
                 continue
             # applied through `call` (one session call at a time): between two decisions,
             # never during one
-            if outcome.action == "swap":
-                await call(session.swap_model, outcome.champion, outcome.reason)
-            elif outcome.action == "observe":
-                await call(session.swap_model, None, outcome.reason)
-            events.append(outcome.reason)
-            if out is not None:
-                print(f"chappie live: model: {outcome.reason}", file=out, flush=True)
+            try:
+                if outcome.action == "swap":
+                    await call(session.swap_model, outcome.champion, outcome.reason)
+                    watch.version = outcome.version
+                elif outcome.action == "observe":
+                    await call(session.swap_model, None, outcome.reason)
+                    watch.version = None
+            except FatalTradingError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failed swap keeps the loop running
+                outcome = replace(outcome, reason=f"swap failed ({type(exc).__name__}: {exc})")
+                log.error("chappie live: model: %s", outcome.reason)
+            watch.events.append(outcome.reason)
+            if watch.out is not None:
+                print(f"chappie live: model: {outcome.reason}", file=watch.out, flush=True)
 
     tasks = [
         asyncio.create_task(consume()),

@@ -16,16 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from core.config.features import FeatureSpec
 from live.predictor import Normalizer, Predictor
 
 
 @dataclass(frozen=True)
 class LoadedChampion:
+    """A verified model ready to decide. `version` is the source's own version id (what
+    `ModelSource.resolve` returns, e.g. "3" for a registry version), `predictor.version`
+    the label decisions carry (e.g. "chappie-xbtusd@v3"); the poll compares `version`."""
+
     predictor: Predictor
     spec: FeatureSpec
     stats: Normalizer
     env_config: dict[str, Any] = field(default_factory=dict)  # obs_clip, stake_fraction, ...
+    version: str | None = None
 
     @property
     def obs_clip(self) -> float:
@@ -38,10 +45,29 @@ class ModelSource(Protocol):
     def load(self, version: str) -> LoadedChampion: ...  # raises on any failure
 
 
-def _champion(model: Any, label: str) -> LoadedChampion:
+def _champion(model: Any, label: str, version: str) -> LoadedChampion:
     return LoadedChampion(
-        Predictor(model.policy, label), model.spec, model.stats, dict(model.env_config)
+        Predictor(model.policy, label), model.spec, model.stats, dict(model.env_config), version
     )
+
+
+def same_stats(a: Normalizer | None, b: Normalizer | None) -> bool:
+    """True when two frozen stats normalise identically: the same object, or equal
+    `stats_id` and (when they carry them) bit-equal `mean` and `sigma`. Pure."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    ida, idb = getattr(a, "stats_id", None), getattr(b, "stats_id", None)
+    if ida is None or ida != idb:
+        return False
+    for name in ("mean", "sigma"):
+        xa, xb = getattr(a, name, None), getattr(b, name, None)
+        if xa is None and xb is None:
+            continue
+        if xa is None or xb is None or not np.array_equal(xa, xb):
+            return False
+    return True
 
 
 class RegistrySource:
@@ -68,9 +94,8 @@ class RegistrySource:
         model = load_champion(
             self.name, alias=self.alias, tracking_uri=self.tracking_uri, timeout_s=self.timeout_s
         )
-        if str(model.version) != str(version):  # the alias moved between resolve and load
-            version = str(model.version)
-        return _champion(model, f"{self.name}@v{version}")
+        version = str(model.version)  # the alias may have moved between resolve and load
+        return _champion(model, f"{self.name}@v{version}", version)
 
 
 class BundleSource:
@@ -85,7 +110,8 @@ class BundleSource:
     def load(self, version: str) -> LoadedChampion:
         from registry import load_bundle
 
-        return _champion(load_bundle(self.folder), f"bundle:{self.folder.name}")
+        label = f"bundle:{self.folder.name}"
+        return _champion(load_bundle(self.folder), label, label)
 
 
 @dataclass(frozen=True)
@@ -103,7 +129,9 @@ def _keeping(current_version: str | None) -> str:
 def poll_model(
     source: ModelSource, current_version: str | None, expected_spec_hash: str | None = None
 ) -> PollOutcome:
-    """One poll of the alias (blocking: run it off the event loop).
+    """One poll of the alias (blocking: run it off the event loop). `current_version` is
+    the source's version id of the model in use (`LoadedChampion.version`), never the
+    predictor's label: a registry resolves to "3", the label is "name@v3".
 
     - alias unchanged -> keep;
     - alias moved and the new version loads and verifies -> swap (a different FeatureSpec
@@ -138,4 +166,7 @@ def poll_model(
             f"version {version} has spec {champ.spec.spec_hash[:12]}, expected {expected_spec_hash[:12]}; "
             f"{_keeping(current_version)}",
         )
-    return PollOutcome("swap", f"swapped in {version} (was {current_version})", champ, version)
+    loaded = champ.version if champ.version is not None else version
+    if loaded == current_version:  # the alias moved back between resolve and load
+        return PollOutcome("keep", "unchanged")
+    return PollOutcome("swap", f"swapped in {loaded} (was {current_version})", champ, loaded)

@@ -7,12 +7,79 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import SecretStr
 
 from core.config.features import FeatureSpec
+from core.config.live import RiskConfig
+from core.instrument import XBTUSD
+from live.exchange import BitmexRest
+from live.journal import Journal
+from live.orders import OrderManager
+
+KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"  # the fake exchange's test keys
 
 SMALL_SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
+
+
+def trade_risk(**overrides: float) -> RiskConfig:
+    """Risk limits for trading tests: loose enough that the test decides what is refused;
+    staleness far off (the tests that check it set their own)."""
+    base: dict[str, float] = {
+        "max_position_contracts": 1000,
+        "max_order_contracts": 100,
+        "max_orders_per_minute": 30,
+        "price_band_bps": 50.0,
+        "max_drawdown_xbt": 0.5,
+        "stale_after_s": 600,
+    }
+    return RiskConfig.model_validate({**base, **overrides})
+
+
+class SimClock:
+    """Seconds that move only when told to (`t`): an order manager's REST schedule."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_manager(
+    url: str,
+    journal: Path,
+    *,
+    session: str = "sess0001",
+    secret: str = SECRET,
+    timeout_s: float = 2.0,
+    expires_in_s: int = 10,
+    wall: Callable[[], float] = time.time,
+    risk: RiskConfig | None = None,
+    **kw: Any,
+) -> OrderManager:
+    """An order manager on the fake exchange at `url` (real HTTP, real signatures): XBTUSD,
+    stake 100 contracts, journal at `journal`; `kw` go to OrderManager (mono, sleep, ...)."""
+    rest = BitmexRest(
+        url,
+        SecretStr(KEY),
+        SecretStr(secret),
+        timeout_s=timeout_s,
+        expires_in_s=expires_in_s,
+        now_s=wall,
+    )
+    return OrderManager(
+        rest,
+        symbol="XBTUSD",
+        instrument=XBTUSD,
+        risk=risk or trade_risk(),
+        stake_contracts=100,
+        session=session,
+        journal=Journal(journal, session),
+        **kw,
+    )
 
 
 class CyclePolicy:

@@ -7,35 +7,35 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from core.config.live import LiveConfig, RiskConfig
-from core.instrument import XBTUSD
+from core.config.live import LiveConfig
 from flows.cli import main
-from live.exchange import BitmexRest, cl_ord_id
+from live.exchange import cl_ord_id
 from live.fake_exchange import FakeBitmexRest
-from live.journal import Journal, read_journal, unresolved_intents
+from live.journal import read_journal, unresolved_intents
 from live.loop import ScaledClock, run_live
 from live.orders import OrderManager
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
-from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy, replay_cli
-
-KEY, SECRET = "test-key-abc", "test-secret-xyz-0123456789"
-SPEC = SMALL_SPEC
-RISK = RiskConfig(
-    max_position_contracts=1000,
-    max_order_contracts=100,
-    max_orders_per_minute=30,
-    price_band_bps=50.0,
-    max_drawdown_xbt=0.5,
-    stale_after_s=600,
+from tests.live.support import (
+    KEY,
+    SECRET,
+    SMALL_SPEC,
+    ClipStats,
+    CyclePolicy,
+    SimClock,
+    make_manager,
+    replay_cli,
+    trade_risk,
 )
+
+SPEC = SMALL_SPEC
+RISK = trade_risk()
 
 
 @pytest.fixture
@@ -44,17 +44,13 @@ def fake() -> Iterator[FakeBitmexRest]:
         yield f
 
 
-def _manager(fake: FakeBitmexRest, tmp_path: Path, session: str = "sess0001") -> OrderManager:
-    rest = BitmexRest(fake.url, SecretStr(KEY), SecretStr(SECRET), timeout_s=2.0)
-    return OrderManager(
-        rest,
-        symbol="XBTUSD",
-        instrument=XBTUSD,
-        risk=RISK,
-        stake_contracts=100,
-        session=session,
-        journal=Journal(tmp_path / "journal.jsonl", session),
-    )
+def _manager(
+    fake: FakeBitmexRest,
+    tmp_path: Path,
+    session: str = "sess0001",
+    mono: Callable[[], float] = time.monotonic,
+) -> OrderManager:
+    return make_manager(fake.url, tmp_path / "journal.jsonl", session=session, risk=RISK, mono=mono)
 
 
 def test_observe_only_cli_sends_zero_orders(
@@ -98,7 +94,7 @@ def test_toggle_places_post_only_at_best_price_and_503_still_leaves_one_order(
     fake.fail_creates_after_commit = [503]
     S = 1_000_000_000
     out = m.on_decision(1, 10 * S, 64000, 64001, 64000.5, now_ns=10 * S, last_data_ns=10 * S)
-    assert out.startswith("placed")
+    assert out.startswith("placed") and "after a lookup" in out
     opened = fake.open_orders()
     assert len(opened) == 1 and opened[0]["price"] == 32000.0 and opened[0]["side"] == "Buy"
     assert opened[0]["execInst"] == "ParticipateDoNotInitiate"
@@ -302,7 +298,8 @@ def test_dead_mans_switch_is_refreshed_while_trading_and_disarmed_on_shutdown(
 def test_fills_are_polled_at_most_every_fill_poll_interval(
     fake: FakeBitmexRest, tmp_path: Path
 ) -> None:
-    m = _manager(fake, tmp_path)
+    clock = SimClock()
+    m = _manager(fake, tmp_path, mono=clock)
     m.reconcile(0)
     S = 1_000_000_000
     m.on_decision(
@@ -311,7 +308,11 @@ def test_fills_are_polled_at_most_every_fill_poll_interval(
     cid = m.resting[-1].cl_ord_id
     assert m.poll_fills(2 * S) == []  # first poll: still resting
     fake.fill(cid)
+    polls = len(fake.requests)
+    clock.t += 1.0
     assert m.poll_fills(3 * S) == []  # within 2 s of the last poll: no REST call
+    assert len(fake.requests) == polls
+    clock.t += 1.0
     fills = m.poll_fills(4 * S)
     assert [(f.side, f.price_ticks, f.qty) for f in fills] == [(-1, 64001, 100)]
     assert m.position == -100 and not m.short_order and m.risk.position == -100
