@@ -4,10 +4,15 @@ reports and evaluation.json for one sweep. Control flow only.
 Every candidate (trial, seed, timesteps) is backtested with each fold's own model on that
 fold's test (and validation) slice, and with its last-fold model on the stress slices
 (reported separately, never gated): one cached task per candidate (INPUTS + TASK_SOURCE,
-the models' sha256 in the inputs). Then `training.evaluation.evaluate_sweep` applies the
-gates, seed stability, PBO and DSR over all candidates (failed trainings count as trials),
-reports are written under reports/<sweep_run_id>/<candidate_id>/, evaluation.json under
-reports/<sweep_run_id>/, and metrics, reports and decisions go to MLflow.
+the models' sha256 in the inputs). Beside them, the same walk-forward runs the baseline
+panel (`training.baselines`) and the current champion (`registry.reference`), once per
+distinct env config. Then `training.evaluation.evaluate_sweep` applies the gates
+(beats_baselines and beats_champion among them), seed stability, PBO and DSR over the
+trial ledger (`registry.ledger`: every candidate evaluated before on the same spec and
+test slices; failed trainings count as trials), reports are written under
+reports/<sweep_run_id>/<candidate_id>/, evaluation.json under reports/<sweep_run_id>/,
+and metrics, reports, decisions, ledger tags and the baseline runs (tagged
+`baseline=true`) go to MLflow.
 
 The backtests run in this process one candidate at a time: a few seconds each, less than
 starting a pool of workers.
@@ -27,16 +32,21 @@ from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
+from core.schema import feature_names
 from flows.common import post_markdown_artifact
 from training.candidates import (
     CandidatePlan,
+    ReferencePlan,
     backtest_candidate,
+    backtest_reference,
     candidate_backtest,
     check_instrument,
     load_catalog,
     load_results,
+    plan_references,
+    reference_backtest,
 )
-from training.evaluation import evaluate_sweep
+from training.evaluation import CHAMPION, data_key, evaluate_sweep
 from training.report import write_report
 
 EVALUATION_JSON = "evaluation.json"
@@ -46,6 +56,20 @@ EVALUATION_JSON = "evaluation.json"
 def backtest_candidate_task(plan: CandidatePlan) -> str:
     """training.candidates.backtest_candidate: returns the folder holding the results."""
     return backtest_candidate(plan)
+
+
+@task(name="backtest-reference", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def backtest_reference_task(plan: ReferencePlan) -> str:
+    """training.candidates.backtest_reference (a baseline): returns the results folder."""
+    return backtest_reference(plan)
+
+
+@task(name="backtest-champion", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+def backtest_champion_task(plan: ReferencePlan) -> str:
+    """registry.reference.backtest_champion: returns the results folder."""
+    from registry.reference import backtest_champion
+
+    return backtest_champion(plan)
 
 
 def _summary_markdown(evaluation: dict[str, Any]) -> str:
@@ -110,7 +134,8 @@ def evaluate_policies_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
 ) -> dict[str, Any]:
     """See the module docstring. Returns the evaluation.json content."""
-    from registry import tracking
+    from registry import ledger, tracking
+    from registry.reference import resolve_champion
 
     logger = get_run_logger()
     layout = DataLayout(Path(data_dir).resolve())
@@ -166,7 +191,24 @@ def evaluate_policies_flow(
         )
         run_ids[cid] = rows[-1]["run_id"]
     logger.info("evaluating %d candidates (%d failed in training)", len(plans), len(failed_entries))
+    tracking.configure(tracking_uri)
+    champ, champ_note = resolve_champion(
+        cfg.registry.model_name, cfg.registry.champion_alias, tracking_uri, spec_hash
+    )
+    ref_plans = plan_references(
+        [p.trial for p in plans],  # the env each candidate was trained and is judged in
+        catalog,
+        cfg.evaluation,
+        feature_names(cfg.features.spec),
+        cfg.features.spec.window,
+        reports / "references",
+        (champ.bundle_dir, champ.bundle_sha256) if champ is not None else None,
+    )
     futures = [backtest_candidate_task.submit(p) for p in plans]
+    ref_futures = [
+        (backtest_champion_task if p.name == CHAMPION else backtest_reference_task).submit(p)
+        for p in ref_plans
+    ]
     cands = []
     results_by_cid = {}
     for plan, fut in zip(plans, futures, strict=True):
@@ -175,22 +217,50 @@ def evaluate_policies_flow(
         c = candidate_backtest(plan, results)
         c.run_id = run_ids[plan.candidate_id]
         cands.append(c)
-    judged = evaluate_sweep(cands, cfg.evaluation, n_trials=len(by_cid))
+    refs = []
+    ref_results = {}
+    for rplan, fut in zip(ref_plans, ref_futures, strict=True):
+        results = load_results(fut.result())
+        ref = reference_backtest(rplan, results)
+        if rplan.name == CHAMPION and champ is not None:
+            ref.model_key, ref.label, ref.train_end_ns = (
+                champ.model_key,
+                champ.label,
+                champ.train_end_ns,
+            )
+        refs.append(ref)
+        ref_results[(rplan.env_key, rplan.name, rplan.seed)] = results
+    dkey = data_key([f.test_sha256 for f in catalog.folds], cfg.evaluation.return_period_s)
+    trials = ledger.read_ledger(cfg.registry.experiment, spec_hash, dkey)
+    judged = evaluate_sweep(
+        cands, cfg.evaluation, n_trials=len(by_cid), references=refs, ledger=trials
+    )
+    last_train = catalog.manifests[catalog.folds[-1].train_id]
+    for entry in judged["candidates"]:
+        entry["train_end_ns"] = int(last_train["t_end_ns"])
+    notes = judged["notes"] + ([champ_note] if champ_note else [])
     evaluation = {
         "sweep_run_id": sweep_run_id,
         "experiment": cfg.registry.experiment,
         "config_fingerprint": cfg.fingerprint,
         "spec_hash": spec_hash,
+        "data_key": dkey,
         "candidates": judged["candidates"] + failed_entries,
         "best": judged["best"],
         "challenger": judged["challenger"],
         "overfitting": judged["overfitting"],
-        "notes": judged["notes"],
+        "baselines": judged["baselines"],
+        "champion": judged["champion"],
+        "ledger": [
+            {"model_key": t.model_key, "config_key": t.config_key, "returns": list(t.returns)}
+            for t in trials
+        ],
+        "notes": notes,
         "stress_slices": list(catalog.stress_ids),
         "evaluation_config": cfg.evaluation.model_dump(mode="json"),
+        "env_configs": {c.env_key: c.trial.env.model_dump(mode="json") for c in cands},
     }
 
-    tracking.configure(tracking_uri)
     for entry in judged["candidates"]:
         cid = entry["candidate_id"]
         report = {
@@ -202,23 +272,44 @@ def evaluate_policies_flow(
                 "sweep_run_id": sweep_run_id,
             },
             "overfitting": judged["overfitting"],
+            "baselines": judged["baselines"],
         }
-        paths = write_report(reports / cid, report, results_by_cid[cid])
+        best = entry["best_baseline"]
+        seed0 = min((k[2] for k in ref_results if k[:2] == (entry["env_key"], best)), default=0)
+        reference = ref_results.get((entry["env_key"], best, seed0), [])
+        paths = write_report(reports / cid, report, results_by_cid[cid], reference, best or "")
         entry["report"] = paths
         if entry["run_id"]:
-            metrics = {f"test_{k}": float(v) for k, v in entry["test_totals"].items()}
-            for s in entry["slices"] + entry["stress_slices"] + entry["validation_slices"]:
-                for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
-                    metrics[f"{s['slice_id']}_{k}"] = float(s[k])
-            if entry["dsr"] is not None:
-                metrics["dsr"] = float(entry["dsr"])
-            tracking.log_metrics(entry["run_id"], metrics)
+            tracking.log_metrics(entry["run_id"], _run_metrics(entry))
             tracking.log_artifacts(entry["run_id"], list(paths.values()), artifact_path="backtest")
             tracking.set_tags(entry["run_id"], {"decision": entry["decision"]})
             judged_on = entry["slices"] + entry["stress_slices"]  # test and stress slices
             tracking.log_slice_datasets_by_kind(
                 entry["run_id"], [catalog.manifests[s["slice_id"]] for s in judged_on]
             )
+            c = next(x for x in cands if x.candidate_id == cid)
+            ledger.record_trial(
+                entry["run_id"],
+                ledger.ledger_tags(
+                    spec_hash,
+                    dkey,
+                    c.model_key,
+                    c.config_key,
+                    c.returns(cfg.evaluation.return_period_s),
+                ),
+            )
+    for name, b in judged["baselines"].items():
+        tracking.log_child_run(
+            sweep_run_id,
+            cfg.registry.experiment,
+            f"baseline-{name}",
+            {"baseline": name, "seeds": b.get("seeds", [0])},
+            {"baseline": "true", "sweep_run_id": sweep_run_id},
+            [],
+            _run_metrics({"test_totals": _totals_keys(b), **b}),
+            [],
+            [],
+        )
     path = write_json_atomic(reports / EVALUATION_JSON, evaluation)
     over = {
         k: float(v)
@@ -232,6 +323,31 @@ def evaluate_policies_flow(
     )
     _post_artifact(evaluation)
     return evaluation
+
+
+def _totals_keys(b: dict[str, Any]) -> dict[str, float]:
+    """A panel entry's totals under the candidates' `test_totals` keys."""
+    return {
+        "pnl": b["pnl_without_fees"],
+        "fees": b["fees"],
+        "pnl_plus_fees": b["pnl_plus_fees"],
+        "trades": b["trades"],
+        "max_drawdown": b["max_drawdown"],
+    }
+
+
+def _run_metrics(entry: dict[str, Any]) -> dict[str, float]:
+    """The metric keys every evaluated run carries (candidates and baselines alike)."""
+    metrics = {f"test_{k}": float(v) for k, v in entry["test_totals"].items()}
+    for s in entry["slices"] + entry["stress_slices"] + entry["validation_slices"]:
+        for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
+            metrics[f"{s['slice_id']}_{k}"] = float(s[k])
+    for row in entry.get("fee_sensitivity") or []:
+        # MLflow metric names take no "+": maker_-2.5bp, maker_0bp, maker_2bp
+        metrics[f"test_pnl_plus_fees_maker_{row['maker_fee'] * 1e4:g}bp"] = row["pnl_plus_fees"]
+    if entry.get("dsr") is not None:
+        metrics["dsr"] = float(entry["dsr"])
+    return metrics
 
 
 def _post_artifact(evaluation: dict[str, Any]) -> None:

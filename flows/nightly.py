@@ -43,58 +43,114 @@ def _num(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, int | float) else "n/a"
 
 
+def _gate_marks(gates: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{name} {'✓' if g.get('passed') else ('?' if g.get('value') is None else '✗')}"
+        for name, g in gates.items()
+    )
+
+
+def _sens(rows: list[dict[str, Any]] | None) -> str:
+    if not rows:
+        return "n/a"
+    return " / ".join(f"{r['pnl_plus_fees']:+.4f}" for r in rows)
+
+
 def summary_markdown(outcome: dict[str, Any]) -> str:
     """The nightly summary as markdown (posted as a Prefect artifact and printed)."""
     lines = [f"# Chappie nightly: {outcome['status']}", ""]
     if outcome.get("failed_step"):
         lines += [f"**Failed step:** `{outcome['failed_step']}` — {outcome.get('error', '')}", ""]
     evaluation = outcome.get("evaluation") or {}
-    candidates = evaluation.get("candidates", [])
+    candidates = [c for c in evaluation.get("candidates", []) if c.get("test_totals")]
+    baselines = evaluation.get("baselines") or {}
     if candidates:
         lines += [
-            "| model | decision | pnl+fees | pnl w/o fees | fees | trades | max dd "
+            "| policy | decision | pnl+fees | pnl w/o fees | fees | trades | max dd "
             "| stress pnl+fees | gates |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        rebate_driven = []
         for c in candidates:
-            totals = c.get("test_totals", {})
-            gates = ", ".join(
-                f"{name} {'✓' if g.get('passed') else '✗'}"
-                for name, g in sorted(c.get("gates", {}).items())
-            )
+            t = c["test_totals"]
             stress = ", ".join(
                 f"{s.get('pnl_plus_fees', 0):+.4f}" for s in c.get("stress_slices", [])
             )
-            pnl, fees = totals.get("pnl", 0.0), totals.get("fees", 0.0)
             lines.append(
                 f"| {c['candidate_id']} | **{c['decision']}** "
-                f"| {totals.get('pnl_plus_fees', 0):+.4f} | {pnl:+.4f} | {fees:+.4f} "
-                f"| {totals.get('trades', 0)} | {totals.get('max_drawdown', 0):.4f} "
-                f"| {stress or '-'} | {gates} |"
+                f"| {t.get('pnl_plus_fees', 0):+.4f} | {t.get('pnl', 0):+.4f} "
+                f"| {t.get('fees', 0):+.4f} | {t.get('trades', 0)} "
+                f"| {t.get('max_drawdown', 0):.4f} | {stress or '-'} "
+                f"| {_gate_marks(c.get('gates', {}))} |"
             )
-            if fees > 0 and fees > abs(pnl):
-                rebate_driven.append(c["candidate_id"])
+        for name, b in baselines.items():
+            stress = ", ".join(
+                f"{s.get('pnl_plus_fees', 0):+.4f}" for s in b.get("stress_slices", [])
+            )
+            spread = b.get("spread")
+            label = f"baseline: {name}"
+            if spread:
+                label += f" (mean of {len(b.get('seeds', []))} seeds, sd {spread['pnl_plus_fees_std']:.4f})"
+            lines.append(
+                f"| {label} | - | {b['pnl_plus_fees']:+.4f} | {b['pnl_without_fees']:+.4f} "
+                f"| {b['fees']:+.4f} | {b['trades']:.0f} | {b['max_drawdown']:.4f} "
+                f"| {stress or '-'} | - |"
+            )
+        champ = evaluation.get("champion")
+        if champ:
+            t = champ["test_totals"]
+            lines.append(
+                f"| current champion ({champ.get('label')}) | - | {t['pnl_plus_fees']:+.4f} "
+                f"| {t['pnl']:+.4f} | {t['fees']:+.4f} | {t['trades']} "
+                f"| {t['max_drawdown']:.4f} | - | - |"
+            )
+        rebate_driven = [
+            c["candidate_id"]
+            for c in candidates
+            if c["test_totals"].get("fees", 0) > abs(c["test_totals"].get("pnl", 0))
+        ]
         lines += [
             "",
             "pnl, fees and drawdown are fractions of starting equity over the test slices; "
-            "fees > 0 are maker rebates earned. Stress slices (a regime unlike training) are "
-            "reported, never gated.",
+            "fees > 0 are maker rebates earned, fees < 0 are fees paid. Baselines run on the "
+            "same slices through the same backtest at the same fee. Stress slices (a regime "
+            "unlike training) are reported, never gated. Gates: ✓ passed, ✗ failed, "
+            "? could not be judged (retest).",
         ]
         if rebate_driven:
             lines.append(
                 f"Note: most of the test pnl of {', '.join(rebate_driven)} is maker rebates, "
                 "not price edge (|pnl w/o fees| < fees). It holds only while the exchange pays "
-                "the instrument's maker rebate and fills come as the fill model assumes."
+                "that rebate and fills come as the fill model assumes."
             )
         lines.append("")
+        makers = (evaluation.get("evaluation_config") or {}).get("fee_sensitivity") or []
+        if makers:
+            head = " / ".join(f"{m * 1e4:+.1f} bp" for m in makers)
+            lines.append(
+                f"Fee sensitivity, pnl+fees re-scored from the same fills at maker {head}:"
+            )
+            lines.append("")
+            for c in candidates:
+                lines.append(f"- {c['candidate_id']}: {_sens(c.get('fee_sensitivity'))}")
+            for name, b in baselines.items():
+                lines.append(f"- baseline {name}: {_sens(b.get('fee_sensitivity'))}")
+            lines.append("")
         ov = evaluation.get("overfitting") or {}
         if ov:
             lines.append(
-                f"Overfitting over {ov.get('n_trials', 0)} trials: "
-                f"PBO {_num(ov.get('pbo'))}, Deflated Sharpe {_num(ov.get('dsr'))}"
+                f"Overfitting: PBO {_num(ov.get('pbo'))} over {ov.get('n_configs', 0)} distinct "
+                f"trial config(s) ({ov.get('pbo_note') or 'computed'}); Deflated Sharpe "
+                f"{_num(ov.get('dsr'))} deflated by {ov.get('n_trials_ledger', ov.get('n_trials'))} "
+                f"trials in the ledger ({ov.get('n_trials_sweep', '?')} in this sweep); "
+                f"returns over {ov.get('return_period_s', 0):g} s periods, lag-1 autocorrelation "
+                f"{_num(ov.get('lag1_autocorrelation_median'))}"
             )
             lines.append("")
+        for c in candidates:
+            failed = [r for r in c.get("reasons", []) if c["decision"] != "promote"]
+            if failed:
+                lines.append(f"Why not {c['candidate_id']}: " + "; ".join(failed))
+        lines.append("")
     promotion = outcome.get("promotion") or {}
     if promotion:
         lines += [

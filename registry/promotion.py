@@ -10,7 +10,9 @@ Rules (DESIGN.md "Registry aliases"):
 - Every registered version carries tags: spec_hash, stats_id, decision, every gate, the
   candidate and sweep ids, config fingerprint, code version, bundle sha256; every alias
   move adds who (user@host), when (UTC ISO) and why.
-- Re-running a promotion of the same (sweep, candidate) reuses its version (idempotent).
+- A candidate is registered once per (models, verdict): re-running the nightly on
+  unchanged data, config and code finds the version it registered before, registers
+  nothing and moves no alias, and the result says so (`unchanged`).
 
 `plan_promotion` is pure; `promote` / `rollback` are the orchestration on top of the
 MLflow store adapter (`registry.store`).
@@ -169,6 +171,8 @@ def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> 
         "reasons": list(cand.get("reasons", [])),
         "config_fingerprint": evaluation.get("config_fingerprint"),
         "trial": cand.get("trial"),
+        "model_key": cand.get("model_key") or None,
+        "train_end_ns": cand.get("train_end_ns"),
         "seed": cand.get("seed"),
         "timesteps": cand.get("timesteps"),
         **{f"test.{k}": v for k, v in totals.items()},
@@ -179,13 +183,16 @@ def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> 
 
 
 def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str:
-    """Identity of a registration: sweep, candidate, and a hash of its decision and gate
-    results. A re-run of the same promotion reuses the version; a re-evaluation that
-    changed the verdict registers a new version (whose bundle carries the new gates). Pure."""
+    """Identity of a registration: the candidate's models (`model_key`, their bytes;
+    older evaluations without one: sweep and candidate id) and a hash of its decision and
+    gate results. The same models with the same verdict reuse their version, whichever
+    sweep evaluated them; a re-evaluation that changed the verdict registers a new version
+    (whose bundle carries the new gates). Pure."""
     from core.hashing import fingerprint
 
     verdict = fingerprint({"decision": cand.get("decision"), "gates": cand.get("gates") or {}})
-    return f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}/{verdict[:12]}"
+    who_ = cand.get("model_key") or f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}"
+    return f"{who_}/{verdict[:12]}"
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -193,9 +200,9 @@ def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str
 
 def _register_candidate(
     evaluation: dict[str, Any], cand: dict[str, Any], cfg: RegistryConfig, feature_spec: Any = None
-) -> str:
-    """Build, log and register the candidate's bundle; reuse an existing version of the
-    same (sweep, candidate). Returns the version."""
+) -> tuple[str, bool]:
+    """Build, log and register the candidate's bundle, or find the version that already
+    holds the same models with the same verdict. Returns (version, newly registered)."""
     from features.stats import FrozenStats
     from registry import store, tracking
     from registry.bundle import build_bundle, verify_bundle
@@ -203,7 +210,7 @@ def _register_candidate(
     key = candidate_key(evaluation, cand)
     existing = store.find_version_by_tag(cfg.model_name, "candidate_key", key)
     if existing is not None:
-        return existing
+        return existing, False
     for field_name in ("model_zip", "stats_dir"):
         if not cand.get(field_name) or not Path(cand[field_name]).exists():
             raise PromotionError(
@@ -267,7 +274,7 @@ def _register_candidate(
         tracking.end_run(run_id, "FAILED")
         raise
     tracking.end_run(run_id, "FINISHED")
-    return version
+    return version, True
 
 
 def _feature_spec(
@@ -343,7 +350,17 @@ def _promote(
             cfg.model_name, "candidate_key", candidate_key(evaluation, cand)
         )
         return result
-    version = _register_candidate(evaluation, cand, cfg, feature_spec)
+    version, new = _register_candidate(evaluation, cand, cfg, feature_spec)
+    result["version"] = version
+    result["registered"] = new
+    if not new and current.get(str(plan.alias)) == version:
+        result["unchanged"] = True
+        result["reasons"] = [
+            f"{plan.candidate_id}: the same models with the same verdict are already "
+            f"version {version} under alias {plan.alias!r}: nothing registered, no alias moved",
+            *result["reasons"],
+        ]
+        return result
     stamp = {"by": who(), "at": utc_now_iso(), "why": "; ".join(plan.reasons)}
     if plan.action == "promote":
         old = plan.alias_from

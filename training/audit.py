@@ -12,16 +12,17 @@ from typing import Any
 
 from core.config.training import EvaluationConfig, TrialConfig
 from training.candidates import load_results
-from training.evaluation import CandidateBacktest, returns_matrix
-from training.overfitting import deflated_sharpe_ratio, overfitting_report, sharpe_per_period
+from training.evaluation import CandidateBacktest, LedgerTrial, overfitting_statistics
+from training.overfitting import sharpe_per_period
 
 
 def audit_overfitting(
     reports_dir: str | Path, cfg: EvaluationConfig | None = None
 ) -> dict[str, Any]:
-    """Recompute the sweep's PBO/DSR with the evaluation settings recorded in
-    evaluation.json (or `cfg`). `reports_dir` is reports/<sweep_run_id>. Raises
-    FileNotFoundError when evaluation.json or a candidate's backtest is missing."""
+    """Recompute the sweep's PBO/DSR with the evaluation settings and the trial ledger
+    recorded in evaluation.json (or `cfg`), through the same statistics the evaluation
+    ran. `reports_dir` is reports/<sweep_run_id>. Raises FileNotFoundError when
+    evaluation.json or a candidate's backtest is missing."""
     d = Path(reports_dir)
     evaluation = json.loads((d / "evaluation.json").read_text())
     if cfg is None:
@@ -34,46 +35,32 @@ def audit_overfitting(
             c["seed"],
             c["timesteps"],
             [r for r in load_results(d / c["candidate_id"]) if r.slice.kind == "test"],
+            model_key=c.get("model_key") or "",
+            config_key=c.get("config_key") or "",  # recorded from the full trial config
         )
         for c in evaluated
     ]
-    n_trials = len(evaluation["candidates"])
-    m, notes = returns_matrix(cands, cfg.return_period_s)
-    recomputed: dict[str, Any] = {
-        "pbo": None,
-        "dsr": None,
-        "n_trials": n_trials,
-        "n_periods": int(m.shape[0]),
-    }
+    ledger = [
+        LedgerTrial(t["model_key"], t["config_key"], tuple(t["returns"]))
+        for t in evaluation.get("ledger", [])
+    ]
+    n_failed = len(evaluation["candidates"]) - len(evaluated)
+    over, _, dsrs, notes = overfitting_statistics(cands, ledger, cfg, n_failed)
     per_candidate = []
-    if m.shape[0] >= 2 and m.shape[1] >= 1:
-        rep = overfitting_report(m, cfg.pbo_splits)
-        var = rep.trials_sharpe_variance
-        best = m[:, rep.best_trial]
-        recomputed.update(
-            pbo=rep.pbo,
-            dsr=deflated_sharpe_ratio(best, n_trials, var),
-            n_splits=rep.n_splits,
-            best_candidate=cands[rep.best_trial].candidate_id,
-            trials_sharpe_variance=var,
-        )
-        for j, c in enumerate(cands):
-            series = m[:, j]
-            sr = float(sharpe_per_period(series)[0])
-            dsr = deflated_sharpe_ratio(series, n_trials, var) if math.isfinite(sr) else None
-            per_candidate.append(
-                {"candidate_id": c.candidate_id, "sharpe_per_period": sr, "dsr": dsr}
-            )
+    for c, dsr in zip(cands, dsrs, strict=True):
+        series = c.returns(cfg.return_period_s)[: over["n_periods"]]
+        sr = float(sharpe_per_period(series)[0]) if series.size >= 2 else math.nan
+        per_candidate.append({"candidate_id": c.candidate_id, "sharpe_per_period": sr, "dsr": dsr})
     recorded = evaluation.get("overfitting", {})
     recorded_dsr = {c["candidate_id"]: c.get("dsr") for c in evaluated}
     for row in per_candidate:
         row["recorded_dsr"] = recorded_dsr.get(row["candidate_id"])
-    agree = all(_close(recomputed.get(k), recorded.get(k)) for k in ("pbo", "dsr")) and all(
+    agree = all(_close(over.get(k), recorded.get(k)) for k in ("pbo", "dsr")) and all(
         _close(r["dsr"], r["recorded_dsr"]) for r in per_candidate
     )
     return {
         "sweep_run_id": evaluation["sweep_run_id"],
-        "recomputed": recomputed,
+        "recomputed": over,
         "recorded": recorded,
         "candidates": per_candidate,
         "agree": agree,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from pydantic import Field
 
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.base import FrozenModel
+from core.config.env import EnvConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.instrument import InstrumentSpec
 from core.paths import DataLayout
-from training.backtest import SliceInput, SliceResult, backtest, sb3_batch_policy
-from training.evaluation import CandidateBacktest
+from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
+from training.evaluation import CandidateBacktest, ReferenceBacktest
 from training.metrics import SliceMetrics
 from training.sweep import TrainTask, candidate_id
 
@@ -123,13 +124,23 @@ def _load_policy(zip_path: str) -> Any:
     return sb3_batch_policy(PPO.load(zip_path, device="cpu"))
 
 
-def backtest_candidate(plan: CandidatePlan) -> str:
-    """Backtest every fold model of `plan` on its own fold's validation and test slices,
-    and the last-fold model on the stress slices too; write backtest.npz/backtest.json
-    into `plan.out_dir`; return the out dir. Raises on a missing model or bad slice."""
+def backtest_folds(
+    policy_for_fold: Callable[[int], BatchPolicy],
+    folds: Sequence[FoldSlices],
+    stress_paths: Sequence[str],
+    stress_ids: Sequence[str],
+    env: EnvConfig,
+    evaluation: EvaluationConfig,
+    stats_for_fold: Callable[[int], str] | None = None,
+) -> list[SliceResult]:
+    """Every fold's policy (`policy_for_fold(k)`, k the fold's position) on its own fold's
+    validation and test slices, the last fold's policy on the stress slices too, each
+    fold's slices in one lockstep pass, normalised with the fold's frozen stats (or
+    `stats_for_fold(k)`: the champion brings its own). The one walk-forward loop behind
+    candidates, baselines and the champion. Raises on a bad slice or stats."""
     results: list[SliceResult] = []
-    last = len(plan.folds) - 1
-    for k, (zip_path, f) in enumerate(zip(plan.model_zips, plan.folds, strict=True)):
+    last = len(folds) - 1
+    for k, f in enumerate(folds):
         inputs = []
         if f.validation_path and f.validation_id:
             inputs.append(SliceInput(f.validation_path, f.validation_id, "validation", f.fold))
@@ -137,10 +148,129 @@ def backtest_candidate(plan: CandidatePlan) -> str:
         if k == last:
             inputs += [
                 SliceInput(p, sid, "stress", None)
-                for p, sid in zip(plan.stress_paths, plan.stress_ids, strict=True)
+                for p, sid in zip(stress_paths, stress_ids, strict=True)
             ]
-        policy = _load_policy(zip_path)
-        results += backtest(policy, inputs, f.stats_dir, plan.trial.env, plan.evaluation)
+        stats_dir = stats_for_fold(k) if stats_for_fold is not None else f.stats_dir
+        results += backtest(policy_for_fold(k), inputs, stats_dir, env, evaluation)
+    return results
+
+
+def backtest_candidate(plan: CandidatePlan) -> str:
+    """Backtest every fold model of `plan` (`backtest_folds`); write
+    backtest.npz/backtest.json into `plan.out_dir`; return the out dir. Raises on a
+    missing model or bad slice."""
+    results = backtest_folds(
+        lambda k: _load_policy(plan.model_zips[k]),
+        plan.folds,
+        plan.stress_paths,
+        plan.stress_ids,
+        plan.trial.env,
+        plan.evaluation,
+    )
+    save_results(Path(plan.out_dir), results)
+    return plan.out_dir
+
+
+class ReferencePlan(FrozenModel):
+    """One reference policy's backtest under one env: a baseline (name, seed) here, or the
+    champion (a verified bundle folder with its own stats: `registry.reference`)."""
+
+    name: str
+    seed: int = 0
+    env: EnvConfig
+    env_key: str
+    folds: tuple[FoldSlices, ...]
+    feature_names: tuple[str, ...]
+    window: int
+    stress_paths: tuple[str, ...] = ()
+    stress_ids: tuple[str, ...] = ()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    out_dir: str
+    bundle_dir: str | None = None  # the champion's verified bundle
+    bundle_sha256: str | None = None  # ties the task cache to the champion's bytes
+
+
+def plan_references(
+    trials: Sequence[TrialConfig],
+    catalog: SliceCatalog,
+    evaluation: EvaluationConfig,
+    feature_names: Sequence[str],
+    window: int,
+    out_root: Path,
+    champion: tuple[str, str] | None = None,
+) -> list[ReferencePlan]:
+    """Every baseline run (`training.baselines.baseline_runs`) and, when given as
+    (bundle_dir, bundle_sha256), the champion, once per distinct env of `trials`; out dirs
+    `<out_root>/<env_key>/<name>-s<seed>`. Pure."""
+    from training.baselines import baseline_runs
+    from training.evaluation import CHAMPION, env_key
+
+    plans: list[ReferencePlan] = []
+    seen: set[str] = set()
+    for trial in trials:
+        key = env_key(trial)
+        if key in seen:
+            continue
+        seen.add(key)
+        runs: list[tuple[str, int, str | None, str | None]] = [
+            (name, seed, None, None) for name, seed in baseline_runs(evaluation.baselines)
+        ]
+        if champion is not None:
+            runs.append((CHAMPION, 0, champion[0], champion[1]))
+        for name, seed, bundle_dir, bundle_sha in runs:
+            plans.append(
+                ReferencePlan(
+                    name=name,
+                    seed=seed,
+                    env=trial.env,
+                    env_key=key,
+                    folds=catalog.folds,
+                    feature_names=tuple(feature_names),
+                    window=window,
+                    stress_paths=catalog.stress_paths,
+                    stress_ids=catalog.stress_ids,
+                    evaluation=evaluation,
+                    out_dir=str(out_root / key / f"{name}-s{seed}"),
+                    bundle_dir=bundle_dir,
+                    bundle_sha256=bundle_sha,
+                )
+            )
+    return plans
+
+
+def reference_backtest(plan: ReferencePlan, results: Sequence[SliceResult]) -> ReferenceBacktest:
+    """The evaluation view of a reference policy's saved results."""
+    return ReferenceBacktest(
+        name=plan.name,
+        seed=plan.seed,
+        env_key=plan.env_key,
+        test=[r for r in results if r.slice.kind == "test"],
+        stress=[r for r in results if r.slice.kind == "stress"],
+        validation=[r for r in results if r.slice.kind == "validation"],
+    )
+
+
+def backtest_reference(plan: ReferencePlan) -> str:
+    """Backtest one baseline walk-forward (`backtest_folds`) and save the results like a
+    candidate's; returns the out dir. Raises ValueError for a champion plan (it needs the
+    registry: `registry.reference.backtest_champion`)."""
+    from features.stats import FrozenStats
+    from training.baselines import ObservationLayout, baseline_policy_for_fold
+
+    if plan.bundle_dir is not None:
+        raise ValueError("a champion plan is backtested by registry.reference.backtest_champion")
+    layout = ObservationLayout(plan.feature_names, plan.window)
+
+    def fold_stats(k: int) -> tuple[Sequence[str], np.ndarray, np.ndarray]:
+        st = FrozenStats.load(plan.folds[k].stats_dir)
+        return st.feature_names, st.mean, st.sigma
+
+    policy_for_fold = baseline_policy_for_fold(
+        plan.name, plan.seed, layout, plan.evaluation.baselines, fold_stats
+    )
+    results = backtest_folds(
+        policy_for_fold, plan.folds, plan.stress_paths, plan.stress_ids, plan.env, plan.evaluation
+    )
     save_results(Path(plan.out_dir), results)
     return plan.out_dir
 
@@ -209,7 +339,16 @@ def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> C
         stats_dir=plan.folds[-1].stats_dir if plan.folds else "",
         train_slices=[{"slice_id": f.train_id, "sha256": f.train_sha256} for f in plan.folds],
         test_slices=[{"slice_id": f.test_id, "sha256": f.test_sha256} for f in plan.folds],
+        model_key=model_key(plan.model_sha256),
     )
+
+
+def model_key(model_sha256: Sequence[str]) -> str:
+    """Identity of a candidate's fold models (their bytes, fold order): evaluating the
+    same models again is the same trial. Empty for no models. Pure."""
+    from core.hashing import fingerprint
+
+    return fingerprint(list(model_sha256))[:32] if model_sha256 else ""
 
 
 class SliceCatalog(FrozenModel):

@@ -1,30 +1,76 @@
-"""Judging a sweep: per-candidate gates, seed stability, PBO and DSR over every candidate,
-the decision of each candidate and the sweep's best and challenger. Pure: takes backtest
-results, returns the JSON-able content of evaluation.json (contract in
-/tmp/prompts/contracts.md, mirrored in DEVELOPERS.md).
+"""Judging a sweep: per-candidate gates, the baseline panel, the champion, seed stability,
+PBO and DSR over the trial ledger, the decision of each candidate and the sweep's best
+and challenger. Pure: takes backtest results, returns the JSON-able content of
+evaluation.json (shape in DEVELOPERS.md).
 
 Walk-forward: a candidate (trial, seed, timesteps) has one model per fold, each judged on
 its own fold's test slice; the gates see those test slices only. Stress slices are
-evaluated with the last-fold model and reported separately, never gated. The returns
-behind PBO and DSR are each candidate's test-slice equity returns over
-`EvaluationConfig.return_period_s`, concatenated in fold order: every candidate is
-measured on the same periods, so the T x N matrix of CSCV is well formed.
+evaluated with the last-fold model and reported separately, never gated.
+
+Returns. Sharpe, DSR, PBO and the paired baseline test use each policy's equity returns
+over non-overlapping periods of `EvaluationConfig.return_period_s`, per test slice,
+concatenated in fold order: every policy is measured on the same periods, so the T x N
+matrix of CSCV is well formed and the baseline test is paired. The lag-1 autocorrelation
+of those returns is measured and reported beside the statistics that assume it is small.
+
+References. Every candidate is judged beside the baseline panel (`training.baselines`)
+and, when one exists, the current champion, all run by the same backtest on the same
+slices under the candidate's own env config (fees, fill model, stake).
+
+The trial ledger. `LedgerTrial`s are every candidate evaluated before on the same
+FeatureSpec and test slices (`registry.ledger` reads them from MLflow); with this sweep's
+candidates (deduplicated by model key: a re-run of the same model is one trial) they give
+the DSR its number of trials and Sharpe variance, and PBO its columns.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from core.config.training import EvaluationConfig, TrialConfig
+from core.hashing import fingerprint
 from training.backtest import SliceResult
-from training.gates import candidate_gates, decide, passes_slice_gates
+from training.gates import (
+    GateResult,
+    beats_baselines,
+    beats_champion,
+    candidate_gates,
+    decide,
+    passes_slice_gates,
+    pbo_under_cap,
+)
 from training.metrics import SliceMetrics, aggregate_totals
-from training.overfitting import deflated_sharpe_ratio, overfitting_report, sharpe_per_period
+from training.overfitting import cscv, deflated_sharpe_ratio, largest_even_splits, sharpe_per_period
+from training.significance import lag1_autocorrelation
+
+CHAMPION = "champion"
+
+
+def env_key(trial: TrialConfig) -> str:
+    """Identity of the env a policy is judged in (fees, fill model, stake...): references
+    are run once per distinct env key. Pure."""
+    return fingerprint(trial.env.model_dump(mode="json"))[:16]
+
+
+def trial_config_key(trial: TrialConfig, timesteps: int) -> str:
+    """Identity of a trial config for PBO: everything but the seed. Pure."""
+    return fingerprint({"trial": trial.model_dump(mode="json"), "timesteps": timesteps})[:16]
+
+
+def data_key(test_sha256: Sequence[str], return_period_s: float) -> str:
+    """Identity of the data a trial was judged on: its test slices (fold order) and the
+    return period; ledger trials are comparable only under the same key. Pure."""
+    return fingerprint({"test": list(test_sha256), "period_s": return_period_s})[:16]
+
+
+def _concat_returns(results: Sequence[SliceResult], period_s: float) -> np.ndarray:
+    parts = [r.returns(period_s) for r in results]
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 @dataclass(eq=False)
@@ -44,13 +90,48 @@ class CandidateBacktest:
     train_slices: list[dict[str, str]] = field(default_factory=list)
     test_slices: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    model_key: str = ""  # identity of the fold models' bytes (a re-run of them is one trial)
+    config_key: str = ""  # identity of the trial config without the seed (default: computed)
+
+    def __post_init__(self) -> None:
+        if not self.config_key:
+            self.config_key = trial_config_key(self.trial, self.timesteps)
 
     def test_metrics(self) -> list[SliceMetrics]:
         return [r.metrics for r in self.test if r.metrics is not None]
 
     def returns(self, period_s: float) -> np.ndarray:
-        parts = [r.returns(period_s) for r in self.test]
-        return np.concatenate(parts) if parts else np.zeros(0)
+        return _concat_returns(self.test, period_s)
+
+    @property
+    def env_key(self) -> str:
+        return env_key(self.trial)
+
+
+@dataclass(eq=False)
+class ReferenceBacktest:
+    """A reference policy (a baseline, or the champion) on the same slices as the
+    candidates of one env key."""
+
+    name: str
+    seed: int
+    env_key: str
+    test: list[SliceResult]
+    stress: list[SliceResult] = field(default_factory=list)
+    validation: list[SliceResult] = field(default_factory=list)
+    model_key: str = ""  # the champion's (empty for baselines)
+    label: str = ""  # e.g. "chappie-xbtusd v3" for the champion
+    train_end_ns: int | None = None  # the champion's last training bar; None: unknown
+
+
+@dataclass(frozen=True)
+class LedgerTrial:
+    """One earlier trial on the same spec and data: its identity and its non-overlapping
+    test returns."""
+
+    model_key: str
+    config_key: str
+    returns: tuple[float, ...]
 
 
 def returns_matrix(
@@ -69,50 +150,324 @@ def returns_matrix(
     return np.column_stack([s[:t] for s in series]) if t else np.zeros((0, len(series))), notes
 
 
-def evaluate_sweep(
-    cands: Sequence[CandidateBacktest], cfg: EvaluationConfig, n_trials: int | None = None
-) -> dict[str, Any]:
-    """Gates, overfitting statistics and decisions for every candidate. `n_trials`
-    (default: the number of candidates) is what the DSR deflates by: pass every trial
-    that was tried, including candidates whose training failed. Returns
-    {"candidates": [...], "best", "challenger", "overfitting": {...}, "notes": [...]}
-    in the evaluation.json shape (the caller adds sweep ids and fingerprints)."""
-    g = cfg.gates
+# ------------------------------------------------------------------ the baseline panel
+
+
+def _mean_slices(groups: Sequence[Sequence[SliceMetrics]]) -> list[dict[str, Any]]:
+    """Slice metrics averaged over the runs of one baseline (random: over seeds), slice by
+    slice; count fields stay counts (rounded means)."""
+    if not groups:
+        return []
+    out = []
+    for per_seed in zip(*groups, strict=False):
+        first = per_seed[0].as_dict()
+        row: dict[str, Any] = dict(first)
+        for k, v in first.items():
+            if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
+                if k in ("fold",):
+                    continue
+                vals = [float(m.as_dict()[k] or 0.0) for m in per_seed]
+                row[k] = float(np.mean(vals)) if isinstance(v, float) else round(np.mean(vals))
+        out.append(row)
+    return out
+
+
+def fee_sensitivity(
+    slices: Sequence[Mapping[str, Any]], makers: Sequence[float], taker: float
+) -> list[dict[str, float]] | None:
+    """pnl_plus_fees (fraction of initial equity, summed over `slices`) re-scored from the
+    same fills at each maker fee, taker fills at `taker`: pnl - maker_volume * m -
+    taker_volume * t per slice. None when the slices carry no fill volumes. Pure."""
+    if not slices or any(s.get("maker_volume") is None for s in slices):
+        return None
+    out = []
+    for m in makers:
+        total = sum(
+            float(s["pnl"]) - float(s["maker_volume"]) * m - float(s.get("taker_volume", 0)) * taker
+            for s in slices
+        )
+        out.append({"maker_fee": float(m), "taker_fee": float(taker), "pnl_plus_fees": total})
+    return out
+
+
+@dataclass(frozen=True)
+class PanelEntry:
+    """One reference policy's aggregate on the test slices (random: mean over seeds)."""
+
+    name: str
+    seeds: tuple[int, ...]
+    slices: list[dict[str, Any]]
+    validation_slices: list[dict[str, Any]]
+    stress_slices: list[dict[str, Any]]
+    returns: np.ndarray
+    per_seed: list[dict[str, Any]]
+
+    def totals(self) -> dict[str, float]:
+        return {
+            "pnl_plus_fees": float(sum(s["pnl_plus_fees"] for s in self.slices)),
+            "pnl_without_fees": float(sum(s["pnl"] for s in self.slices)),
+            "fees": float(sum(s["fees"] for s in self.slices)),
+            "trades": float(sum(s["trades"] for s in self.slices)),
+            "max_drawdown": float(max((s["max_drawdown"] for s in self.slices), default=0.0)),
+        }
+
+    def as_json(self, cfg: EvaluationConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.totals(),
+            "slices": self.slices,
+            "validation_slices": self.validation_slices,
+            "stress_slices": self.stress_slices,
+            "fee_sensitivity": fee_sensitivity(
+                self.slices, cfg.fee_sensitivity, cfg.fee_sensitivity_taker
+            ),
+        }
+        if len(self.seeds) > 1:
+            pnls = np.array([s["pnl_plus_fees"] for s in self.per_seed])
+            out["seeds"] = list(self.seeds)
+            out["per_seed"] = self.per_seed
+            out["spread"] = {
+                "pnl_plus_fees_std": float(pnls.std(ddof=1)),
+                "pnl_plus_fees_min": float(pnls.min()),
+                "pnl_plus_fees_max": float(pnls.max()),
+            }
+        return out
+
+
+def baseline_panel(refs: Sequence[ReferenceBacktest], period_s: float) -> dict[str, PanelEntry]:
+    """Group reference backtests by name (not the champion) into panel entries; the
+    random baseline's returns are the per-period mean over its seeds. Pure."""
+    by_name: dict[str, list[ReferenceBacktest]] = defaultdict(list)
+    for r in refs:
+        if r.name != CHAMPION:
+            by_name[r.name].append(r)
+    panel = {}
+    for name, runs in by_name.items():
+        runs = sorted(runs, key=lambda r: r.seed)
+        series = [_concat_returns(r.test, period_s) for r in runs]
+        t = min(s.size for s in series)
+        per_seed = []
+        for r in runs:
+            tot = aggregate_totals([x.metrics for x in r.test if x.metrics is not None])
+            per_seed.append({"seed": r.seed, **tot})
+
+        def metrics(kind: str, runs: list[ReferenceBacktest] = runs) -> list[dict[str, Any]]:
+            return _mean_slices(
+                [[x.metrics for x in getattr(r, kind) if x.metrics is not None] for r in runs]
+            )
+
+        panel[name] = PanelEntry(
+            name=name,
+            seeds=tuple(r.seed for r in runs),
+            slices=metrics("test"),
+            validation_slices=metrics("validation"),
+            stress_slices=metrics("stress"),
+            returns=np.mean(np.stack([s[:t] for s in series]), axis=0) if t else np.zeros(0),
+            per_seed=per_seed,
+        )
+    return panel
+
+
+def best_baseline(panel: Mapping[str, PanelEntry]) -> PanelEntry | None:
+    """The entry with the highest total test pnl_plus_fees (first on ties)."""
+    if not panel:
+        return None
+    return max(panel.values(), key=lambda e: e.totals()["pnl_plus_fees"])
+
+
+# ------------------------------------------------------------------ trials and PBO
+
+
+def _trial_columns(
+    cands: Sequence[CandidateBacktest],
+    ledger: Sequence[LedgerTrial],
+    period_s: float,
+    extra_failed: int,
+) -> tuple[list[LedgerTrial], int]:
+    """This sweep's candidates and the ledger's earlier trials, one per model key (this
+    sweep's version wins), and the number of trials for the DSR (plus trainings that
+    failed, which were tried too)."""
+    trials: dict[str, LedgerTrial] = {t.model_key: t for t in ledger if t.model_key}
+    for c in cands:
+        key = c.model_key or f"sweep:{c.candidate_id}"
+        trials[key] = LedgerTrial(key, c.config_key, tuple(float(x) for x in c.returns(period_s)))
+    out = list(trials.values())
+    return out, len(out) + max(extra_failed, 0)
+
+
+def overfitting_statistics(
+    cands: Sequence[CandidateBacktest],
+    ledger: Sequence[LedgerTrial],
+    cfg: EvaluationConfig,
+    n_failed: int,
+) -> tuple[dict[str, Any], GateResult, list[float | None], list[str]]:
+    """PBO over every comparable trial, the DSR of each candidate deflated by the ledger,
+    and the autocorrelation of the returns they use."""
+    period = cfg.return_period_s
     notes: list[str] = []
-    # seed stability: which seeds of the same (trial, timesteps) pass the slice gates
+    trials, n_trials = _trial_columns(cands, ledger, period, n_failed)
+    t = min((c.returns(period).size for c in cands), default=0)
+    same = [tr for tr in trials if len(tr.returns) >= t > 0]
+    if len(same) < len(trials):
+        notes.append(
+            f"{len(trials) - len(same)} ledger trial(s) have fewer than {t} return periods: "
+            "counted for the DSR, left out of PBO"
+        )
+    m = np.column_stack([np.asarray(tr.returns[:t]) for tr in same]) if same else np.zeros((0, 0))
+    n_configs = len({tr.config_key for tr in same})
+    srs = np.array(
+        [sharpe_per_period(np.asarray(tr.returns))[0] for tr in trials if len(tr.returns) >= 2]
+    )
+    srs = srs[np.isfinite(srs)]
+    var = float(np.var(srs, ddof=1)) if srs.size > 1 else 0.0
+    splits = largest_even_splits(t, cfg.pbo_splits) if t else None
+    pbo = cscv(m, splits).pbo if (m.shape[1] >= 2 and splits is not None) else None
+    dsrs: list[float | None] = []
+    acfs = []
+    for c in cands:
+        r = c.returns(period)[:t]
+        acf = lag1_autocorrelation(r)
+        if acf is not None:
+            acfs.append(acf)
+        ok = r.size >= 2 and np.isfinite(sharpe_per_period(r)[0]) and float(np.std(r)) > 0
+        dsrs.append(deflated_sharpe_ratio(r, n_trials, var) if ok else None)
+    if t < 2:
+        notes.append(f"only {t} test return periods: PBO and DSR not computed")
+    best_j = (
+        int(
+            np.argmax(
+                [sharpe_per_period(c.returns(period)[:t])[0] if t >= 2 else -np.inf for c in cands]
+            )
+        )
+        if cands
+        else None
+    )
+    over: dict[str, Any] = {
+        "pbo": pbo,
+        "dsr": dsrs[best_j] if best_j is not None else None,
+        "best_candidate": cands[best_j].candidate_id if best_j is not None else None,
+        "n_trials": n_trials,
+        "n_trials_sweep": len(cands) + max(n_failed, 0),
+        "n_trials_ledger": n_trials,
+        "n_configs": n_configs,
+        "n_pbo_columns": int(m.shape[1]),
+        "n_periods": t,
+        "n_splits": splits if pbo is not None else None,
+        "return_period_s": period,
+        "trials_sharpe_variance": var,
+        "lag1_autocorrelation_median": float(np.median(acfs)) if acfs else None,
+    }
+    gate = pbo_under_cap(pbo, n_configs, cfg.gates)
+    if gate.note:
+        over["pbo_note"] = gate.note
+    return over, gate, dsrs, notes
+
+
+# ------------------------------------------------------------------ references
+
+
+def _champion_gate(
+    c: CandidateBacktest, champ: ReferenceBacktest | None
+) -> tuple[GateResult | None, str | None]:
+    """beats_champion on the test slices that start after the champion's training data
+    (its out-of-sample slices), or a note saying why there is no such gate."""
+    if champ is None:
+        return None, None
+    if champ.model_key and champ.model_key == c.model_key:
+        return None, f"{c.candidate_id} is the current champion ({champ.label}): same model"
+    ids = [
+        r.slice.slice_id
+        for r in champ.test
+        if champ.train_end_ns is None or (r.ts_ns.size and int(r.ts_ns[0]) > champ.train_end_ns)
+    ]
+    if not ids:
+        return None, (
+            f"no test slice lies after the training data of the champion ({champ.label}): "
+            "beats_champion not judged"
+        )
+
+    def total(results: Sequence[SliceResult]) -> float:
+        return float(
+            sum(r.metrics.pnl_plus_fees for r in results if r.metrics and r.slice.slice_id in ids)
+        )
+
+    gate = beats_champion(total(c.test), total(champ.test), champ.label or CHAMPION)
+    scope = (
+        "all test slices (the champion's training span is unknown)"
+        if champ.train_end_ns is None
+        else f"test slices after the champion's training data: {ids}"
+    )
+    return gate, f"beats_champion judged on {scope}"
+
+
+def evaluate_sweep(
+    cands: Sequence[CandidateBacktest],
+    cfg: EvaluationConfig,
+    n_trials: int | None = None,
+    *,
+    references: Sequence[ReferenceBacktest] = (),
+    ledger: Sequence[LedgerTrial] = (),
+) -> dict[str, Any]:
+    """Gates, references, overfitting statistics and decisions for every candidate.
+
+    `n_trials` (default: the number of candidates) counts this sweep's trials, including
+    candidates whose training failed. `references`: baselines (and the champion, name
+    "champion") per env key; a candidate whose env key has no baseline panel cannot pass
+    `beats_baselines` (value None: retest). `ledger`: earlier trials on the same data.
+
+    Returns {"candidates": [...], "best", "challenger", "overfitting", "baselines",
+    "champion", "notes"} in the evaluation.json shape (the caller adds ids and
+    fingerprints)."""
+    g = cfg.gates
+    period = cfg.return_period_s
+    notes: list[str] = []
     groups: dict[tuple[str, int], list[bool]] = defaultdict(list)
     for c in cands:
         groups[(c.trial.name, c.timesteps)].append(passes_slice_gates(c.test_metrics(), g))
+    n_failed = (n_trials or len(cands)) - len(cands)
+    over, pbo_gate, dsrs, over_notes = overfitting_statistics(cands, ledger, cfg, n_failed)
+    notes += over_notes
 
-    m, cut_notes = returns_matrix(cands, cfg.return_period_s)
-    notes += cut_notes
-    pbo: float | None = None
-    n_all = max(n_trials or 0, len(cands))
-    over: dict[str, Any] = {"pbo": None, "dsr": None, "n_trials": n_all}
-    trial_var = 0.0
-    if m.shape[0] >= 2 and m.shape[1] >= 1:
-        rep = overfitting_report(m, cfg.pbo_splits)
-        pbo = rep.pbo
-        trial_var = rep.trials_sharpe_variance
-        over = {**rep.as_dict(), "best_candidate": cands[rep.best_trial].candidate_id}
-        if n_all > len(cands):
-            series = m[:, rep.best_trial]
-            over.update(dsr=deflated_sharpe_ratio(series, n_all, trial_var), n_trials=n_all)
-        if pbo is None:
-            notes.append("PBO needs at least 2 candidates: not computed")
-    else:
-        notes.append(f"only {m.shape[0]} test return periods: PBO and DSR not computed")
+    refs_by_env: dict[str, list[ReferenceBacktest]] = defaultdict(list)
+    for r in references:
+        refs_by_env[r.env_key].append(r)
+    panels = {k: baseline_panel(v, period) for k, v in refs_by_env.items()}
+    champions = {
+        k: next((r for r in v if r.name == CHAMPION), None) for k, v in refs_by_env.items()
+    }
 
     out_cands = []
     for j, c in enumerate(cands):
         test_m = c.test_metrics()
-        dsr: float | None = None
-        if m.shape[0] >= 2 and np.isfinite(sharpe_per_period(m[:, j])[0]):
-            dsr = deflated_sharpe_ratio(m[:, j], n_all, trial_var)
-        gates = candidate_gates(test_m, groups[(c.trial.name, c.timesteps)], pbo, dsr, g)
         totals = aggregate_totals(test_m)
-        dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)
         cand_notes = list(c.notes) + stress_notes(c.stress, g.min_slice_return)
+        panel = panels.get(c.env_key, {})
+        best = best_baseline(panel)
+        extra: list[GateResult] = []
+        if best is not None:
+            extra.append(
+                beats_baselines(c.returns(period), best.returns, best.name, float(totals["pnl"]), g)
+            )
+        else:
+            extra.append(
+                GateResult(
+                    "beats_baselines",
+                    False,
+                    None,
+                    g.max_baseline_p,
+                    "",
+                    note="no baseline panel was run for this candidate's env config",
+                )
+            )
+        champ_gate, champ_note = _champion_gate(c, champions.get(c.env_key))
+        if champ_gate is not None:
+            extra.append(champ_gate)
+        if champ_note:
+            cand_notes.append(champ_note)
+        gates = candidate_gates(
+            test_m, groups[(c.trial.name, c.timesteps)], pbo_gate, dsrs[j], g, extra
+        )
+        dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)
+        slices = [s.as_dict() for s in test_m]
         out_cands.append(
             {
                 "candidate_id": c.candidate_id,
@@ -123,12 +478,19 @@ def evaluate_sweep(
                 "reasons": list(dec.reasons),
                 "gates": {k: v.as_dict() for k, v in gates.items()},
                 "test_totals": totals,
-                "slices": [s.as_dict() for s in test_m],
+                "fee_sensitivity": fee_sensitivity(
+                    slices, cfg.fee_sensitivity, cfg.fee_sensitivity_taker
+                ),
+                "best_baseline": best.name if best is not None else None,
+                "slices": slices,
                 "stress_slices": [r.metrics.as_dict() for r in c.stress if r.metrics is not None],
                 "validation_slices": [
                     r.metrics.as_dict() for r in c.validation if r.metrics is not None
                 ],
-                "dsr": dsr,
+                "dsr": dsrs[j],
+                "model_key": c.model_key,
+                "config_key": c.config_key,
+                "env_key": c.env_key,
                 "model_zip": c.model_zip,
                 "stats_dir": c.stats_dir,
                 "run_id": c.run_id,
@@ -140,11 +502,31 @@ def evaluate_sweep(
                 "notes": cand_notes,
             }
         )
+    first_env = cands[0].env_key if cands else next(iter(panels), None)
+    baselines_json = {name: e.as_json(cfg) for name, e in panels.get(first_env or "", {}).items()}
+    champ = champions.get(first_env or "")
+    champion_json = None
+    if champ is not None:
+        champ_m = [r.metrics for r in champ.test if r.metrics is not None]
+        champion_json = {
+            "label": champ.label,
+            "model_key": champ.model_key,
+            "train_end_ns": champ.train_end_ns,
+            "test_totals": aggregate_totals(champ_m),
+            "slices": [m.as_dict() for m in champ_m],
+        }
+    if len(panels) > 1:
+        notes.append(
+            f"{len(panels)} env configs among the trials: each candidate is judged against the "
+            "baselines of its own env; `baselines` shows the first trial's"
+        )
     return {
         "candidates": out_cands,
         "best": pick_best(out_cands, promoted=True),
         "challenger": pick_best(out_cands, promoted=False),
         "overfitting": over,
+        "baselines": baselines_json,
+        "champion": champion_json,
         "notes": notes,
     }
 

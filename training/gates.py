@@ -7,20 +7,24 @@ them to make a model pass.
 
 Decision rule (`decide`):
 1. retest when the evidence is too thin to judge: fewer closed trades than
-   `min_trades`, fewer test slices than `min_slices`, or an overfitting statistic that
-   could not be computed;
+   `min_trades`, fewer test slices than `min_slices`, or a gate that could not be
+   computed (an overfitting statistic over too few trials or periods, a paired test
+   over fewer than 2 periods);
 2. otherwise promote when every gate passed;
 3. otherwise reject, naming every failed gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from core.config.training import GatesConfig
 from training.metrics import SliceMetrics
+from training.significance import paired_one_sided_test
 
 DecisionKind = Literal["promote", "reject", "retest"]
 
@@ -47,9 +51,25 @@ DEFINITIONS: dict[str, str] = {
         "(Bailey, Borwein, Lopez de Prado, Zhu 2017); passes when strictly below max_pbo"
     ),
     "dsr_above_min": (
-        "Deflated Sharpe Ratio of this candidate's test returns, deflated by the number "
-        "of candidates and the variance of their Sharpe ratios (Bailey, Lopez de Prado "
-        "2014); passes when strictly above min_dsr"
+        "Deflated Sharpe Ratio of this candidate's non-overlapping test returns, deflated "
+        "by the number of trials in the trial ledger (every candidate ever evaluated on the "
+        "same FeatureSpec and test slices) and the variance of their Sharpe ratios (Bailey, "
+        "Lopez de Prado 2014); passes when strictly above min_dsr"
+    ),
+    "beats_baselines": (
+        "one-sided paired t-test over the non-overlapping test return periods of "
+        "'candidate minus the best baseline' (the reference policy with the highest test "
+        "pnl_plus_fees, run by the same backtest on the same slices at the same fee; the "
+        "random baseline as its mean over seeds); H0: mean difference <= 0. Assumes "
+        "independent, roughly normal period differences (their lag-1 autocorrelation is "
+        "reported). Passes when p is strictly below max_baseline_p AND the candidate's "
+        "test pnl without fees is strictly positive, so rebates alone cannot pass"
+    ),
+    "beats_champion": (
+        "the current champion re-run by the same backtest on the same test slices at the "
+        "same fee; passes when the candidate's total test pnl_plus_fees is strictly above "
+        "the champion's. Absent when there is no champion, the champion is this very "
+        "model, or it was trained on another FeatureSpec (a note says which)"
     ),
 }
 
@@ -61,14 +81,21 @@ class GateResult:
     value: float | None  # None: could not be computed
     threshold: float
     definition: str
+    note: str | None = None  # why the value is None, or what was compared
+    detail: Mapping[str, Any] = field(default_factory=dict)  # the test's own figures
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "passed": self.passed,
             "value": self.value,
             "threshold": self.threshold,
             "definition": self.definition,
         }
+        if self.note:
+            out["note"] = self.note
+        if self.detail:
+            out["detail"] = dict(self.detail)
+        return out
 
 
 @dataclass(frozen=True)
@@ -77,8 +104,17 @@ class Decision:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _gate(name: str, passed: bool, value: float | None, threshold: float) -> GateResult:
-    return GateResult(name, bool(passed), value, float(threshold), DEFINITIONS[name])
+def _gate(
+    name: str,
+    passed: bool,
+    value: float | None,
+    threshold: float,
+    note: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> GateResult:
+    return GateResult(
+        name, bool(passed), value, float(threshold), DEFINITIONS[name], note, dict(detail or {})
+    )
 
 
 def pass_majority_slices(slices: Sequence[SliceMetrics], g: GatesConfig) -> GateResult:
@@ -136,11 +172,22 @@ def seed_stability(seed_passes: Sequence[bool], g: GatesConfig) -> GateResult:
     )
 
 
-def pbo_under_cap(pbo: float | None, g: GatesConfig) -> GateResult:
-    """PBO strictly below max_pbo; None (fewer than 2 candidates or periods): fails."""
+def pbo_under_cap(pbo: float | None, n_configs: int, g: GatesConfig) -> GateResult:
+    """PBO strictly below max_pbo. Over fewer than `min_pbo_configs` distinct trial
+    configs the value is None ("not enough trials": retest), whatever PBO came out: a
+    selection among seeds of one config is not the selection PBO measures. None from the
+    caller (too few periods) also fails as not computable."""
+    if n_configs < g.min_pbo_configs:
+        note = (
+            f"not enough trials: {n_configs} distinct trial config(s) < min_pbo_configs "
+            f"{g.min_pbo_configs}"
+        )
+        return _gate("pbo_under_cap", False, None, g.max_pbo, note, {"pbo": pbo})
     if pbo is None:
-        return _gate("pbo_under_cap", False, None, g.max_pbo)
-    return _gate("pbo_under_cap", pbo < g.max_pbo, float(pbo), g.max_pbo)
+        return _gate("pbo_under_cap", False, None, g.max_pbo, "too few test return periods")
+    return _gate(
+        "pbo_under_cap", pbo < g.max_pbo, float(pbo), g.max_pbo, detail={"n_configs": n_configs}
+    )
 
 
 def dsr_above_min(dsr: float | None, g: GatesConfig) -> GateResult:
@@ -150,16 +197,54 @@ def dsr_above_min(dsr: float | None, g: GatesConfig) -> GateResult:
     return _gate("dsr_above_min", dsr > g.min_dsr, float(dsr), g.min_dsr)
 
 
+def beats_baselines(
+    candidate_returns: np.ndarray,
+    baseline_returns: np.ndarray,
+    baseline_name: str,
+    pnl_without_fees: float,
+    g: GatesConfig,
+) -> GateResult:
+    """The paired test of DEFINITIONS["beats_baselines"] against the best baseline's
+    returns over the same periods. Fewer than 2 periods: value None (retest)."""
+    n = min(candidate_returns.size, baseline_returns.size)
+    test = paired_one_sided_test(candidate_returns[:n], baseline_returns[:n])
+    detail = {
+        "baseline": baseline_name,
+        "pnl_without_fees": float(pnl_without_fees),
+        **test.as_dict(),
+    }
+    if test.p_value is None:
+        note = f"only {test.n} paired return period(s): the test needs at least 2"
+        return _gate("beats_baselines", False, None, g.max_baseline_p, note, detail)
+    passed = test.p_value < g.max_baseline_p and pnl_without_fees > 0.0
+    note = (
+        f"vs {baseline_name}: mean difference {test.mean_difference:+.3g} per period over "
+        f"{test.n} periods, p {test.p_value:.3g}; pnl without fees {pnl_without_fees:+.4g}"
+    )
+    return _gate("beats_baselines", passed, test.p_value, g.max_baseline_p, note, detail)
+
+
+def beats_champion(candidate_total: float, champion_total: float, champion: str) -> GateResult:
+    """Candidate's total test pnl_plus_fees strictly above the champion's, both from the
+    same backtest on the same slices (threshold: the champion's total)."""
+    note = f"champion {champion}: {champion_total:+.4g}; candidate {candidate_total:+.4g}"
+    return _gate(
+        "beats_champion", candidate_total > champion_total, candidate_total, champion_total, note
+    )
+
+
 def candidate_gates(
     slices: Sequence[SliceMetrics],
     seed_passes: Sequence[bool],
-    pbo: float | None,
+    pbo: GateResult,
     dsr: float | None,
     g: GatesConfig,
+    extra: Sequence[GateResult] = (),
 ) -> dict[str, GateResult]:
-    """All six gates of one candidate, in report order."""
+    """Every gate of one candidate, in report order: the three slice gates, seed
+    stability, PBO, DSR, then `extra` (beats_baselines, beats_champion)."""
     gates = slice_gates(slices, g)
-    for r in (seed_stability(seed_passes, g), pbo_under_cap(pbo, g), dsr_above_min(dsr, g)):
+    for r in (seed_stability(seed_passes, g), pbo, dsr_above_min(dsr, g), *extra):
         gates[r.name] = r
     return gates
 
@@ -183,7 +268,7 @@ def decide(
         thin.append(f"too few test slices: {n_slices} < min_slices {g.min_slices}")
     for r in gates.values():
         if r.value is None:
-            thin.append(f"{r.name} could not be computed")
+            thin.append(f"{r.name}: {r.note}" if r.note else f"{r.name} could not be computed")
     failed = [
         f"{r.name} failed: value {_fmt(r.value)} vs threshold {r.threshold:g}"
         for r in gates.values()

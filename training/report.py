@@ -27,8 +27,16 @@ def _hours(ts: np.ndarray) -> np.ndarray:
     return (ts - ts[0]) / 3.6e12 if ts.size else ts.astype(np.float64)
 
 
-def plot_curves(results: Sequence[SliceResult], out_dir: str | Path, title: str) -> list[Path]:
-    """equity.png (equity / starting equity - 1, per slice) and drawdown.png."""
+def plot_curves(
+    results: Sequence[SliceResult],
+    out_dir: str | Path,
+    title: str,
+    reference: Sequence[SliceResult] = (),
+    reference_name: str = "",
+) -> list[Path]:
+    """equity.png (equity / starting equity - 1, per slice) and drawdown.png; each slice of
+    `reference` (the best baseline, run on the same slices) is drawn dotted in the colour
+    of the model's curve on that slice."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -45,11 +53,22 @@ def plot_curves(results: Sequence[SliceResult], out_dir: str | Path, title: str)
         (DRAWDOWN_PNG, "drawdown (fraction of peak)", lambda r: -drawdown_curve(r.equity)),
     ):
         fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+        ref = {r.slice.slice_id: r for r in reference}
         for r in results:
             style = "--" if r.slice.kind == "stress" else "-"
-            ax.plot(
+            (line,) = ax.plot(
                 _hours(r.ts_ns), fn(r), style, lw=1.0, label=f"{r.slice.slice_id} ({r.slice.kind})"
             )
+            b = ref.get(r.slice.slice_id)
+            if b is not None and b.equity.size:
+                ax.plot(
+                    _hours(b.ts_ns),
+                    fn(b),
+                    ":",
+                    lw=1.0,
+                    color=line.get_color(),
+                    label=f"{reference_name or 'baseline'} on {r.slice.slice_id}",
+                )
         ax.set_xlabel("hours from slice start")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -115,6 +134,30 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     tot = report.get("test_totals", {})
     lines += ["", "Test totals: " + ", ".join(f"{k} {_fmt(v)}" for k, v in tot.items())]
+    baselines = report.get("baselines") or {}
+    if baselines:
+        lines += [
+            "",
+            "## Beside the baselines (same slices, same backtest, same fee)",
+            "",
+            "| policy | pnl+fees | pnl w/o fees | fees | trades | max dd |",
+            "|---|---|---|---|---|---|",
+            f"| **this model** | {_fmt(tot.get('pnl_plus_fees'))} | {_fmt(tot.get('pnl'))} "
+            f"| {_fmt(tot.get('fees'))} | {_fmt(tot.get('trades'))} | {_fmt(tot.get('max_drawdown'))} |",
+        ]
+        for name, b in baselines.items():
+            lines.append(
+                f"| {name} | {_fmt(b['pnl_plus_fees'])} | {_fmt(b['pnl_without_fees'])} "
+                f"| {_fmt(b['fees'])} | {_fmt(b['trades'])} | {_fmt(b['max_drawdown'])} |"
+            )
+    sens = report.get("fee_sensitivity")
+    if sens:
+        lines += ["", "## Fee sensitivity (re-scored from the same fills)", ""]
+        lines += [
+            f"- maker {s['maker_fee'] * 1e4:+.1f} bp, taker {s['taker_fee'] * 1e4:+.1f} bp: "
+            f"pnl+fees {_fmt(s['pnl_plus_fees'])}"
+            for s in sens
+        ]
     over = report.get("overfitting", {})
     if over:
         lines += ["", "## Overfitting (whole sweep)", ""] + [
@@ -147,12 +190,18 @@ def write_report(
     out_dir: str | Path,
     report: Mapping[str, Any],
     results: Sequence[SliceResult],
+    reference: Sequence[SliceResult] = (),
+    reference_name: str = "",
 ) -> dict[str, str]:
     """Write equity.png, drawdown.png, trades.csv, report.md and report.json into
-    `out_dir`; returns {name: absolute path}. `report` must be JSON-able."""
+    `out_dir`; returns {name: absolute path}. `report` must be JSON-able; `reference` is
+    drawn beside the model on the plots (`plot_curves`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {p.name: p for p in plot_curves(results, out, str(report["candidate_id"]))}
+    title = str(report["candidate_id"])
+    if reference_name:
+        title += f" (dotted: {reference_name}, the best baseline)"
+    written = {p.name: p for p in plot_curves(results, out, title, reference, reference_name)}
     written[TRADES_CSV] = write_trades_csv(out / TRADES_CSV, results)
     written[REPORT_JSON] = write_json_atomic(out / REPORT_JSON, dict(report))
     written[REPORT_MD] = write_bytes_atomic(out / REPORT_MD, render_markdown(report).encode())

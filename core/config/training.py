@@ -58,9 +58,41 @@ class GatesConfig(FrozenModel):
     min_dsr: float = Field(0.95, ge=0, le=1)
     min_trades: int = Field(20, ge=0)  # fewer closed test trades in total: retest, not promote
     min_slices: int = Field(3, ge=1)  # fewer test slices: a "majority" means little; retest
+    # beats_baselines: one-sided p-value of the paired test "candidate beats the best
+    # baseline" must be strictly below this (training/gates.py states the test)
+    max_baseline_p: float = Field(0.05, gt=0, le=1)
+    # PBO over fewer distinct trial configs (seeds of one config are not distinct) says
+    # nothing about selection: "not enough trials", decision retest
+    min_pbo_configs: int = Field(4, ge=2)
+
+
+class BaselinesConfig(FrozenModel):
+    """The reference policies backtested beside every candidate (training/baselines.py)."""
+
+    names: tuple[Literal["flat", "always_quote", "random", "imbalance_rule"], ...] = (
+        "flat",
+        "always_quote",
+        "random",
+        "imbalance_rule",
+    )
+    random_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # uniform random actions, one run each
+    rule_feature: str = "imbalance_l1"  # the simple rule quotes the side this feature favours
+    rule_threshold: float = Field(0.0, ge=0)  # |raw feature| above this to quote a side
+
+    @model_validator(mode="after")
+    def _enough_random_seeds(self) -> BaselinesConfig:
+        if "random" in self.names and len(set(self.random_seeds)) < 5:
+            raise ValueError(
+                f"the random baseline needs at least 5 distinct seeds (mean and spread), "
+                f"got {self.random_seeds}"
+            )
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"baseline names repeat: {self.names}")
+        return self
 
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
+RETURN_PERIOD_S = 3600.0
 
 
 class EvaluationConfig(FrozenModel):
@@ -69,9 +101,20 @@ class EvaluationConfig(FrozenModel):
     (and, when given, must equal) the number of return periods in a 365-day year."""
 
     gates: GatesConfig = GatesConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
     periods_per_year: float | None = None  # None: SECONDS_PER_YEAR / return_period_s
-    return_period_s: float = Field(default=60.0, gt=0)  # equity sampled every this many seconds
+    # Non-overlapping return period of Sharpe, DSR, PBO and the paired baseline test.
+    # 60 s returns of these policies are serially correlated (positions live for minutes
+    # to hours), which inflates Sharpe and every test that assumes independent periods;
+    # the default is where the measured autocorrelation is gone (BENCHMARKS.md,
+    # "Return period").
+    return_period_s: float = Field(default=RETURN_PERIOD_S, gt=0)
     pbo_splits: int = Field(default=16, ge=2)  # CSCV blocks (even; fewer when too few periods)
+    # maker fees (fraction of notional; negative = rebate) at which every report re-scores
+    # the candidate and every baseline from the same fills; taker fills keep the taker fee
+    # below. BitMEX's 2021 rebate, zero, and a +2 bp maker fee.
+    fee_sensitivity: tuple[float, ...] = (-0.00025, 0.0, 0.0002)
+    fee_sensitivity_taker: float = 0.00075
 
     @model_validator(mode="after")
     def _annualisation_matches_period(self) -> EvaluationConfig:

@@ -33,10 +33,18 @@ T0 = 1_704_067_200 * 1_000_000_000  # 2024-01-01 00:00 UTC
 
 
 def market_columns(
-    spec: FeatureSpec, n: int, seed: int, t0: int, vol: int = 2
+    spec: FeatureSpec,
+    n: int,
+    seed: int,
+    t0: int,
+    vol: int = 2,
+    leak: str | None = None,
+    leak_bars: int = 30,
 ) -> dict[str, np.ndarray]:
-    """A random-walk book around 80,000 ticks with taker prints on both sides and
-    features that are noisy functions of the path (columns in slice order)."""
+    """A random-walk book around 80,000 ticks with taker prints on both sides (uninformed:
+    they do not anticipate the walk) and noise features (columns in slice order).
+    `leak` names a feature that instead holds the mid move over the NEXT `leak_bars`
+    bars: planted skill for a policy that reads it, which no real feature may have."""
     rng = np.random.default_rng(seed)
     bid = 80_000 + np.cumsum(rng.integers(-vol, vol + 1, n)).astype(np.int64)
     ask = bid + np.where(rng.random(n) < 0.9, 1, 2).astype(np.int64)
@@ -49,6 +57,11 @@ def market_columns(
     }
     for j, name in enumerate(spec.names):
         cols[name] = rng.normal(j * 0.1, 1.0 + 0.1 * j, n)
+    if leak is not None:
+        mid = cols[MID_TICKS]
+        ahead = np.zeros(n)
+        ahead[:-leak_bars] = mid[leak_bars:] - mid[:-leak_bars]
+        cols[leak] = ahead
     cols[EXEC_COLUMNS[0]] = bid
     cols[EXEC_COLUMNS[1]] = ask
     cols[EXEC_COLUMNS[2]] = buy_hi
@@ -69,12 +82,13 @@ def write_slice(
     t0: int,
     stats_id: str | None = None,
     vol: int = 2,
+    leak: str | None = None,
 ) -> dict:
     """Slice segment + manifest in the contract format; returns the manifest."""
     folder = layout.slices(spec.spec_hash)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
-    cols = market_columns(spec, n, seed, t0, vol)
+    cols = market_columns(spec, n, seed, t0, vol, leak)
     digest, rows = write_segment(folder, pl.from_arrow(pa.table(cols)))
     manifest = {
         "slice_id": slice_id,
@@ -109,9 +123,14 @@ def build_data_dir(
     rows: int = 600,
     stress_vol: int = 8,
     validation: bool = False,
+    test_rows: int | None = None,
+    leak: str | None = None,
+    vol: int = 2,
 ) -> DataDir:
     """folds.json with cfg.features.walk_forward.n_folds folds (train, [validation,] test)
-    and one stress slice (a wider random walk: a regime unlike training)."""
+    and one stress slice (a wider random walk: a regime unlike training). Test slices have
+    `test_rows` rows (default rows // 2); `leak`: see `market_columns`."""
+    test_rows = test_rows or rows // 2
     spec = cfg.features.spec
     layout = DataLayout(root.resolve())
     folds = []
@@ -119,7 +138,9 @@ def build_data_dir(
     stats_id = None
     for k in range(cfg.features.walk_forward.n_folds):
         t0 = T0 + k * step
-        train = write_slice(layout, spec, f"fold{k:02d}-train", "train", k, rows, 100 + k, t0)
+        train = write_slice(
+            layout, spec, f"fold{k:02d}-train", "train", k, rows, 100 + k, t0, vol=vol, leak=leak
+        )
         x = read_slice(train["path"], columns=list(spec.names)).to_numpy()
         stats = FrozenStats.fit(
             x,
@@ -136,10 +157,12 @@ def build_data_dir(
             f"fold{k:02d}-test",
             "test",
             k,
-            rows // 2,
+            test_rows,
             200 + k,
             t0 + step + 10**12,
             stats_id,
+            vol=vol,
+            leak=leak,
         )
         if validation:
             write_slice(
@@ -173,6 +196,7 @@ def build_data_dir(
         T0 + 10**14,
         stats_id,
         vol=stress_vol,
+        leak=leak,
     )
     write_json_atomic(
         layout.slices(spec.spec_hash) / "folds.json",
