@@ -1,9 +1,13 @@
 """Frozen normalisation stats: mean and sigma per feature, fitted on train slices only.
 
 Files (`stats/<stats_id>/`): `mean.npy`, `sigma.npy` (float64, `spec.names` order,
-`np.save`; loaded with `allow_pickle=False`) and `stats.json`. `stats_id` is the hash of
-the spec hash and the train slices' sha256s, so the same train data gives the same id
-and nothing can re-fit stats under an existing id with other data.
+`np.save`; loaded with `allow_pickle=False`), `stats.json`, and, written last,
+`checksums.json`: the sha256 of the three (``{"mean.npy": sha, "sigma.npy": sha,
+"stats.json": sha}``). `load` refuses files that do not hold those bytes
+(`verify_stats_dir`, also run by `chappie audit slices`); a folder written before the
+checksums (no `checksums.json`) still loads, unverified, and the audit says so. `stats_id` is the hash of the spec hash and the train slices'
+sha256s, so the same train data gives the same id and nothing can re-fit stats under an
+existing id with other data.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from core.atomic import json_bytes, publish_if_changed
-from core.hashing import fingerprint
+from core.hashing import fingerprint, sha256_bytes
+from core.leftovers import remove_stale_temps
 
 MEAN_FILE, SIGMA_FILE, STATS_FILE = "mean.npy", "sigma.npy", "stats.json"
+CHECKSUMS_FILE = "checksums.json"
 
 
 class StatsError(ValueError):
@@ -184,17 +190,21 @@ class FrozenStats:
         """Write mean.npy, sigma.npy, then stats.json (last), each atomically. Idempotent:
         a file that already holds the same bytes is left untouched."""
         d = Path(directory)
+        remove_stale_temps(d)  # a crashed save's temp files (older than an hour)
         publish_if_changed(self.files(d))
         return d
 
     def files(self, directory: str | Path) -> list[tuple[Path, bytes]]:
-        """What `save` writes: (path, bytes) of mean.npy, sigma.npy, then stats.json."""
+        """What `save` writes: (path, bytes) of mean.npy, sigma.npy, stats.json, then
+        checksums.json (the sha256 of the other three)."""
         d = Path(directory)
-        return [
+        out = [
             (d / MEAN_FILE, _npy_bytes(self.mean)),
             (d / SIGMA_FILE, _npy_bytes(self.sigma)),
             (d / STATS_FILE, json_bytes(self.to_json())),
         ]
+        sums = {p.name: sha256_bytes(data) for p, data in out}
+        return [*out, (d / CHECKSUMS_FILE, json_bytes(sums))]
 
     def to_record(self) -> dict[str, Any]:
         """`to_json` plus `mean` and `sigma` as lists of floats (JSON round-trips a float64
@@ -208,12 +218,19 @@ class FrozenStats:
 
     @classmethod
     def load(cls, directory: str | Path) -> FrozenStats:
-        """Read a stats folder (no pickles). Raises StatsError / FileNotFoundError."""
+        """Read a stats folder (no pickles), checking the arrays' bytes against the
+        sha256 stats.json records. Raises StatsError (a checksum mismatch, a damaged
+        file) / FileNotFoundError."""
         d = Path(directory)
-        meta = json.loads((d / STATS_FILE).read_text())
-        mean = np.load(d / MEAN_FILE, allow_pickle=False)
-        sigma = np.load(d / SIGMA_FILE, allow_pickle=False)
-        return cls._from_meta(meta, mean, sigma)
+        meta, blobs, _ = _read_checked(d)
+        try:
+            mean = np.load(io.BytesIO(blobs[MEAN_FILE]), allow_pickle=False)
+            sigma = np.load(io.BytesIO(blobs[SIGMA_FILE]), allow_pickle=False)
+            return cls._from_meta(meta, mean, sigma)
+        except (ValueError, KeyError, TypeError, EOFError) as exc:
+            if isinstance(exc, StatsError):
+                raise
+            raise StatsError(f"{d}: damaged stats: {exc}") from exc
 
     @classmethod
     def _from_meta(cls, meta: dict[str, Any], mean: Any, sigma: Any) -> FrozenStats:
@@ -227,6 +244,49 @@ class FrozenStats:
             n_rows=int(meta["n_rows"]),
             train_slices=tuple(meta.get("train_slices", [])),
         )
+
+
+def _read_checked(d: Path) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+    """(stats.json, {file: bytes}, checked) of a stats folder, the bytes checked against
+    checksums.json when there is one (`checked`). Raises StatsError / FileNotFoundError."""
+    blobs = {name: (d / name).read_bytes() for name in (MEAN_FILE, SIGMA_FILE, STATS_FILE)}
+    checked = (d / CHECKSUMS_FILE).exists()
+    if checked:
+        try:
+            sums = json.loads((d / CHECKSUMS_FILE).read_text())
+        except ValueError as exc:
+            raise StatsError(f"{d / CHECKSUMS_FILE}: not JSON: {exc}") from exc
+        for name, data in blobs.items():
+            want = sums.get(name) if isinstance(sums, dict) else None
+            if sha256_bytes(data) != want:
+                raise StatsError(
+                    f"{d / name} does not match its sha256 in {CHECKSUMS_FILE} "
+                    "(damaged or replaced)"
+                )
+    try:
+        meta = json.loads(blobs[STATS_FILE])
+    except ValueError as exc:
+        raise StatsError(f"{d / STATS_FILE}: not JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise StatsError(f"{d / STATS_FILE}: not a JSON object")
+    return meta, blobs, checked
+
+
+def verify_stats_dir(directory: str | Path) -> list[str]:
+    """Problems of a stats folder: missing files, arrays that do not match the sha256
+    stats.json records, arrays that do not load or fit the names; "no checksums" for a
+    folder written before them. Empty when every byte checks out."""
+    d = Path(directory)
+    try:
+        _, _, checked = _read_checked(d)
+        FrozenStats.load(d)
+    except FileNotFoundError as exc:
+        return [f"missing {Path(str(exc.filename)).name}"]
+    except (StatsError, OSError, KeyError, TypeError, ValueError) as exc:
+        return [str(exc)]
+    if not checked:
+        return [f"no {CHECKSUMS_FILE} (written before checksums were recorded): re-run features"]
+    return []
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:

@@ -19,6 +19,12 @@ that list them).
   segment changes, and `verify_slice` checks it against the files.
 - `read_slice` / `slice_table` read a slice manifest's parts in order as one frame; they
   also read a plain Parquet or Arrow file with the slice columns (users' own data).
+- A manifest's part paths are confined to the segment store: each must be
+  `segments/<64 hex>.arrow` and resolve inside the folder's `segments/` (no `..`, no
+  absolute path, no symlink out); `read_slice`, `verify_slice` refuse any other
+  (SliceReadError) and `audit_store` reports it, with the frozen stats the manifests
+  name (checksums, `features.stats.verify_stats_dir`) and temp files a crashed writer
+  left (`write_segment` removes those older than an hour when it next writes there).
 
 Polars users can also read a slice's segments directly:
 `pl.scan_ipc([folder / p["file"] for p in manifest["parts"]])`.
@@ -32,6 +38,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -43,6 +50,7 @@ import polars as pl
 import pyarrow as pa
 
 from core.atomic import atomic_path, write_all
+from core.leftovers import remove_stale_temps
 
 SEGMENTS_DIR = "segments"
 SEGMENT_SUFFIX = ".arrow"
@@ -55,7 +63,28 @@ SEGMENT_MAX_ROWS = 1 << 20
 
 
 class SliceReadError(ValueError):
-    """A slice (manifest or file) that cannot be read: missing part, bad manifest."""
+    """A slice (manifest or file) that cannot be read: missing part, bad manifest, a part
+    path outside the segment store."""
+
+
+_PART_FILE = re.compile(rf"{SEGMENTS_DIR}/[0-9a-f]{{64}}{re.escape(SEGMENT_SUFFIX)}")
+SEGMENT_TEMP_GLOB = ".segment.*.tmp"
+_swept: set[Path] = set()  # segment folders this process already swept of leftovers
+
+
+def part_path(folder: Path, file: Any) -> Path:
+    """The absolute path of a manifest part `file` in the slices `folder`. Raises
+    SliceReadError unless it is `segments/<sha256>.arrow` inside `folder/segments`."""
+    if not isinstance(file, str) or not _PART_FILE.fullmatch(file):
+        raise SliceReadError(
+            f"part path {str(file)[:120]!r} is not {SEGMENTS_DIR}/<sha256>{SEGMENT_SUFFIX} "
+            "(parts are confined to the segment store)"
+        )
+    path = folder / file
+    store = (folder / SEGMENTS_DIR).resolve()
+    if path.resolve().parent != store:  # a symlink out of the store
+        raise SliceReadError(f"part {file} resolves outside the segment store {store}")
+    return path
 
 
 def segment_file(sha256: str) -> str:
@@ -272,6 +301,9 @@ def write_segment(folder: str | Path, frame: pl.DataFrame | pa.Table) -> tuple[s
     (`features.slices`) does, once for all segments. Returns (sha256, rows)."""
     seg_dir = Path(folder) / SEGMENTS_DIR
     seg_dir.mkdir(parents=True, exist_ok=True)
+    if seg_dir not in _swept:  # the first write of this run here: a crashed run's leftovers
+        remove_stale_temps(seg_dir, pattern=SEGMENT_TEMP_GLOB)
+        _swept.add(seg_dir)
     fd, tmp_name = tempfile.mkstemp(prefix=".segment.", suffix=".tmp", dir=seg_dir)
     try:
         try:
@@ -323,9 +355,15 @@ def slice_parts(manifest_path: str | Path) -> tuple[dict[str, Any], list[Path]]:
         m = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise SliceReadError(f"cannot read slice manifest {p}: {e}") from e
-    if "parts" not in m:
+    if not isinstance(m, dict) or not isinstance(m.get("parts"), list):
         raise SliceReadError(f"{p} is not a segment slice manifest (no 'parts')")
-    return m, [p.parent / part["file"] for part in m["parts"]]
+    try:
+        files = [part_path(p.parent, part["file"]) for part in m["parts"]]
+    except (KeyError, TypeError) as e:
+        raise SliceReadError(f"{p}: malformed part entry: {e}") from e
+    except SliceReadError as e:
+        raise SliceReadError(f"{p.name}: {e}") from e
+    return m, files
 
 
 def slice_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Table:
@@ -390,15 +428,27 @@ def verify_slice(manifest_path: str | Path) -> list[str]:
     return _check_manifest(m, files, _sha_or_none)
 
 
-def audit_store(folder: str | Path) -> dict[str, Any]:
+def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> dict[str, Any]:
     """Check every slice manifest in one spec's slices folder against its segments,
-    hashing each segment once however many slices share it.
+    hashing each segment once however many slices share it, and the frozen stats each
+    manifest names (`stats_root`, default `<data>/stats` beside `<data>/slices/<spec12>`)
+    against their checksums.
 
-    Returns {"folder", "slices": {slice_id: [problems]}, "segments", "orphans" (segment
-    files no manifest lists: left by a failed run, safe to delete), "ok"}."""
+    Returns {"folder", "slices": {slice_id: [problems]} (a slice's stats problems
+    included, prefixed "stats <id>:"), "stats": {stats_id: [problems]}, "segments",
+    "orphans" (segment files no manifest lists: left by a failed run, safe to delete),
+    "leftovers" (temp files of a crashed writer), "stats_absent" (stats ids whose folder
+    is not under `stats_root`: not checked, not a failure, so a copied slices folder can
+    be audited alone), "ok"}. A part path outside the segment store is a problem of
+    its slice."""
+    from features.stats import verify_stats_dir
+
     root = Path(folder)
+    stats_dir = Path(stats_root) if stats_root is not None else root.parent.parent / "stats"
     hashed: dict[Path, str | None] = {}
     slices: dict[str, list[str]] = {}
+    stats: dict[str, list[str]] = {}
+    absent: set[str] = set()
 
     def sha_once(f: Path) -> str | None:
         if f not in hashed:
@@ -411,15 +461,32 @@ def audit_store(folder: str | Path) -> dict[str, Any]:
         except SliceReadError as e:
             slices[mpath.name.removesuffix(MANIFEST_SUFFIX)] = [str(e)]
             continue
-        slices[str(m.get("slice_id", mpath.name))] = _check_manifest(m, files, sha_once)
+        problems = _check_manifest(m, files, sha_once)
+        sid = m.get("stats_id")
+        if isinstance(sid, str) and sid:
+            if sid not in stats:
+                bad_id = not re.fullmatch(r"[0-9a-f]{8,64}", sid)
+                if bad_id:
+                    stats[sid] = ["not a stats id"]
+                elif (stats_dir / sid).is_dir():
+                    stats[sid] = verify_stats_dir(stats_dir / sid)
+                else:  # slices audited apart from their stats (a copied folder)
+                    absent.add(sid)
+                    stats[sid] = []
+            problems += [f"stats {sid}: {p}" for p in stats[sid]]
+        slices[str(m.get("slice_id", mpath.name))] = problems
     listed = {f.name for f in hashed}
     orphans = sorted(
         p.name for p in (root / SEGMENTS_DIR).glob(f"*{SEGMENT_SUFFIX}") if p.name not in listed
     )
+    leftovers = sorted(str(p.relative_to(root)) for p in root.rglob(".*.tmp") if p.is_file())
     return {
         "folder": str(root),
         "slices": slices,
+        "stats": stats,
         "segments": len(hashed),
         "orphans": orphans,
+        "leftovers": leftovers,
+        "stats_absent": sorted(absent),
         "ok": bool(slices) and not any(slices.values()),
     }
