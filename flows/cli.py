@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
     cli_features.register_audit(audit_sub)
     cli_training.register_audit(audit_sub)
+    __import__("flows.cli_audit_market", fromlist=["_"]).register_audit(audit_sub)
 
     cli_ops.register(sub)
     return parser

@@ -1,0 +1,226 @@
+"""The realistic synthetic market (#16): canonical and deterministic, of the real
+capture's order where it matters to a maker, adverse selection, sweeps, and a planted
+edge whose zero means no edge. Also: the default (simple) model's output is pinned."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from core import schema
+from core.clock import NS_PER_S, parse_day
+from core.config.experiment import load_config
+from core.config.market import PlantedEdgeConfig, RegimeConfig, SyntheticMarketConfig
+from features.book import check_book
+from features.market_audit import (
+    edge_correlation,
+    market_orders,
+    market_report,
+    mid_volatility,
+    passive_markouts,
+    touch_series,
+)
+from ingest.synthetic import generate_market, market_metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = SyntheticMarketConfig(model="realistic", seed=11, days=2, day_hours=3.0)
+
+
+def _digest(cfg: SyntheticMarketConfig) -> str:
+    h = hashlib.sha256()
+    for day, book, trades in generate_market(cfg):
+        h.update(day.encode())
+        for df in (book, trades):
+            for c in df.columns:
+                h.update(c.encode() + str(df.schema[c]).encode() + df[c].to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _concat(cfg: SyntheticMarketConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    days = list(generate_market(cfg))
+    return pl.concat([b for _, b, _ in days]), pl.concat([t for _, _, t in days])
+
+
+@pytest.fixture(scope="module")
+def market() -> list[tuple[str, pl.DataFrame, pl.DataFrame]]:
+    return list(generate_market(REAL))
+
+
+@pytest.fixture(scope="module")
+def report(market: list[tuple[str, pl.DataFrame, pl.DataFrame]]) -> dict:
+    book = pl.concat([b for _, b, _ in market])
+    trades = pl.concat([t for _, _, t in market])
+    return market_report(book, trades)
+
+
+def test_the_default_simple_market_is_byte_identical_to_before_the_realistic_model() -> None:
+    """Many tests and goldens depend on the default market (3 days x 24 h, seed 7): its
+    bytes are pinned (digest recorded before the realistic model existed). A change here
+    must be on purpose."""
+    assert SyntheticMarketConfig().model == "simple"
+    assert (
+        _digest(SyntheticMarketConfig())
+        == "72eaacee71ab9c3439043500d5800bee492065a317747807628542cc856e14bd"
+    )
+
+
+def test_realistic_days_are_canonical_sorted_and_never_cross(
+    market: list[tuple[str, pl.DataFrame, pl.DataFrame]],
+) -> None:
+    assert [d for d, _, _ in market] == ["2024-01-01", "2024-01-02"]
+    for day, book, trades in market:
+        assert book.columns == list(schema.BOOK_COLUMNS)
+        assert trades.columns == list(schema.TRADE_COLUMNS)
+        assert book.schema["side"] == pl.Int8 and trades.schema["size"] == pl.Int64
+        assert book["ts_recv"].is_sorted() and trades["ts_recv"].is_sorted()
+        assert (book["ts_recv"] >= book["ts_event"]).all()
+        t0 = parse_day(day)
+        assert book["ts_recv"].max() < t0 + int(REAL.day_hours * 3600 * NS_PER_S) + NS_PER_S
+        assert book.head(2)["is_snapshot"].all() and book["ts_recv"][0] == t0
+        assert (trades["size"] > 0).all() and (trades["size"] % 100 == 0).all()
+        chk = check_book(
+            *(book[c].to_numpy() for c in ("ts_recv", "side", "price_ticks", "size", "is_snapshot"))
+        )
+        assert chk.ok and chk.n_snapshots == 1, chk
+
+
+def test_realistic_market_is_deterministic_per_seed() -> None:
+    cfg = REAL.model_copy(update={"days": 1, "day_hours": 0.25})
+    assert _digest(cfg) == _digest(cfg)
+    assert _digest(cfg) != _digest(cfg.model_copy(update={"seed": 12}))
+
+
+def test_realistic_market_has_the_real_captures_order_where_a_maker_cares(report: dict) -> None:
+    """Bands around the 2021-07-22 capture (tests/features/test_market_audit.py pins it):
+    touch queues of ~1.4 M on the heavy side, one-tick spread, ~13/74/13 % mix."""
+    q = report["queue_at_touch"]
+    assert 300_000 <= q["heavy_side_median"] <= 3_000_000
+    assert q["light_side_median"] <= 20_000 and q["median"] >= 10_000
+    assert report["spread_ticks"]["share_1_tick"] > 0.98
+    mix = report["message_mix"]
+    assert 0.65 <= mix["update_share"] <= 0.85
+    assert 0.08 <= mix["insert_share"] <= 0.2 and 0.08 <= mix["delete_share"] <= 0.2
+    sizes = report["trade_size"]["per_print"]
+    assert sizes["median"] <= 1_000 and sizes["p99"] >= 10_000  # the capture's heavy tail
+
+
+def test_passive_fills_are_adversely_selected_and_sweeps_move_the_price(
+    market: list[tuple[str, pl.DataFrame, pl.DataFrame]], report: dict
+) -> None:
+    for h in ("1s", "10s"):
+        m = report["markout"][h]
+        assert m["mean_ticks"] + 3 * m["se_ticks"] < 0, (h, m)
+    lv = report["levels_swept"]
+    assert lv["max"] >= 3 and lv["share_multi"] > 0.03
+    # an order that sweeps k levels is the price jumping through stale quotes: the
+    # maker it filled at the touch is at least k - 1/2 ticks behind a second later
+    book = pl.concat([b for _, b, _ in market])
+    trades = pl.concat([t for _, _, t in market])
+    orders = market_orders(trades)
+    sweeps = orders.filter(pl.col("levels") >= 2)
+    out = passive_markouts(touch_series(book), sweeps, horizons_s=(1,))["1s"]
+    assert out["n"] > 20 and out["mean_ticks"] <= -1.5
+
+
+def test_stress_regime_scales_moves_and_orders() -> None:
+    # 6 h: the activity factor (half-life 20 min) makes 1-hour rates vary by 2-3x
+    calm = SyntheticMarketConfig(model="realistic", seed=5, days=1, day_hours=6.0)
+    busy = calm.model_copy(
+        update={"regimes": (RegimeConfig(volatility_scale=3.0, trade_rate_scale=3.0),)}
+    )
+    rows = {name: _concat(c) for name, c in (("calm", calm), ("busy", busy))}
+    assert rows["busy"][1].height > 2 * rows["calm"][1].height
+    vol = {n: mid_volatility(touch_series(r[0]), (60,))["60s"]["ticks"] for n, r in rows.items()}
+    assert vol["busy"] > 1.3 * vol["calm"]
+
+
+@pytest.mark.parametrize("feature", ["imbalance_l1", "trade_imbalance_60s", "log_return_60s"])
+def test_planted_edge_zero_means_no_edge_and_the_dial_plants_one(feature: str) -> None:
+    """On 3 hours: corr(named feature, forward mid move) at 10 and 30 s is within 3
+    standard errors of 0 at strength 0 (the error counts non-overlapping moves) and
+    clearly positive at strength 0.5."""
+    rep = {}
+    for strength in (0.0, 0.5):
+        cfg = SyntheticMarketConfig(
+            model="realistic",
+            seed=21,
+            days=1,
+            day_hours=3.0,
+            edge=PlantedEdgeConfig(feature=feature, strength=strength),
+        )
+        rep[strength] = edge_correlation(*_concat(cfg), feature, horizons_s=(10, 30))["horizons"]
+    for h in ("10s", "30s"):
+        null, planted = rep[0.0][h], rep[0.5][h]
+        assert abs(null["corr"]) < 3 * null["se"], (h, null)
+        assert planted["corr"] > max(0.15, 3 * planted["se"]), (h, planted)
+
+
+def test_market_metadata_names_the_edge_per_day() -> None:
+    cfg = SyntheticMarketConfig(
+        model="realistic",
+        days=3,
+        edge=PlantedEdgeConfig(feature="trade_imbalance_60s", strength=0.4),
+        regimes=(RegimeConfig(), RegimeConfig(edge_scale=0.0)),
+    )
+    meta = market_metadata(cfg)
+    assert meta["model"] == "realistic" and meta["edge"]["feature"] == "trade_imbalance_60s"
+    assert meta["edge"]["strength_by_day"] == [0.4, 0.0, 0.0]
+    simple = market_metadata(SyntheticMarketConfig())
+    assert simple["edge"]["strength"] is None and "no zero-edge" in simple["edge"]["description"]
+
+
+def test_knobs_of_the_other_model_are_refused() -> None:
+    with pytest.raises(ValidationError, match="imbalance_tilt is the simple model's"):
+        SyntheticMarketConfig(model="realistic", regimes=(RegimeConfig(imbalance_tilt=0.0),))
+    with pytest.raises(ValidationError, match="trades_per_s is the simple model's"):
+        SyntheticMarketConfig(model="realistic", trades_per_s=1.0)
+    with pytest.raises(ValidationError, match="need `model: realistic`"):
+        SyntheticMarketConfig(edge=PlantedEdgeConfig(strength=0.3))
+    with pytest.raises(ValidationError, match="edge_scale"):
+        SyntheticMarketConfig(regimes=(RegimeConfig(edge_scale=0.0),))
+    with pytest.raises(ValidationError):
+        PlantedEdgeConfig(feature="ofi_10s")  # type: ignore[arg-type]
+
+
+def test_shipped_no_edge_and_planted_edge_configs_load_with_known_answers() -> None:
+    no_edge = load_config(ROOT / "conf" / "no-edge.yaml")
+    planted = load_config(ROOT / "conf" / "planted-edge.yaml")
+    default = load_config(ROOT / "conf" / "default.yaml")
+    for cfg in (no_edge, planted):
+        syn = cfg.ingest.synthetic
+        assert cfg.ingest.source == "synthetic" and syn.model == "realistic"
+        assert cfg.features == default.features and syn.days == default.ingest.synthetic.days
+    assert no_edge.ingest.synthetic.edge.strength == 0.0
+    assert planted.ingest.synthetic.edge.strength > 0.0
+    # the same market but for the dial
+    assert (
+        no_edge.ingest.synthetic.model_copy(update={"edge": planted.ingest.synthetic.edge})
+        == planted.ingest.synthetic
+    )
+    assert no_edge.registry.model_name != planted.registry.model_name
+
+
+def test_realistic_generation_keeps_numpy_arrays_int64() -> None:
+    _, book, trades = next(generate_market(REAL.model_copy(update={"days": 1, "day_hours": 0.05})))
+    assert book["price_ticks"].to_numpy().dtype == np.int64
+    assert trades["ts_event"].to_numpy().dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        SyntheticMarketConfig(),
+        SyntheticMarketConfig(
+            model="realistic",
+            edge=PlantedEdgeConfig(feature="log_return_60s", strength=0.2),
+            regimes=(RegimeConfig(edge_scale=0.5, volatility_scale=2.0),),
+        ),
+    ],
+)
+def test_a_dumped_market_config_validates_again(cfg: SyntheticMarketConfig) -> None:
+    assert SyntheticMarketConfig.model_validate_json(cfg.model_dump_json()) == cfg
