@@ -60,8 +60,9 @@ def test_nightly_logs_sweep_and_child_runs_to_mlflow(nightly_outcome):
     children = client.search_runs(
         [exp_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    # 2 seeds x 3 folds x 1 trial x 1 timesteps
-    assert len(children) == 6
+    # 2 seeds x 3 folds x 1 trial x 1 timesteps, and one run per baseline
+    trained = [c for c in children if c.data.tags.get("baseline") != "true"]
+    assert len(trained) == 6 and len(children) == 6 + 4
     assert all(c.info.status == "FINISHED" for c in children)
     assert mlflow.get_tracking_uri() is not None
 
@@ -88,6 +89,43 @@ def test_nightly_registry_outcome_follows_the_gates(nightly_outcome):
         challenger = client.get_model_version_by_alias(name, "challenger")
         assert challenger.tags["decision"] in {"reject", "retest"}
         assert challenger.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
+
+
+def test_an_untrained_policy_beside_the_baselines_moves_no_alias(nightly_outcome):
+    """#15: an (almost) untrained sweep is judged beside the baseline panel and promotes
+    nothing; evaluation.json holds the panel with the documented fields."""
+    outcome, data_dir = nightly_outcome
+    ev_path = data_dir / "reports" / outcome["sweep_run_id"] / "evaluation.json"
+    ev = json.loads(ev_path.read_text())
+    assert set(ev["baselines"]) == {"flat", "always_quote", "random", "imbalance_rule"}
+    for b in ev["baselines"].values():
+        assert {"pnl_plus_fees", "pnl_without_fees", "fees", "trades", "max_drawdown"} <= set(b)
+        assert b["slices"] and b["fee_sensitivity"]
+    assert ev["best"] is None  # 1 trial config: PBO is "not enough trials", never a pass
+    assert "champion" not in outcome["promotion"]["aliases"]
+    text = __import__("flows.nightly", fromlist=["summary_markdown"]).summary_markdown(outcome)
+    assert "baseline: always_quote" in text and "Fee sensitivity" in text
+
+
+@pytest.mark.slow  # a second nightly (about 40 s); registry-level twin: tests/registry/test_promotion.py
+def test_a_rerun_on_unchanged_data_registers_nothing_and_moves_no_alias(nightly_outcome):
+    from mlflow.tracking import MlflowClient
+
+    from flows.nightly import nightly_flow, summary_markdown
+
+    outcome, data_dir = nightly_outcome
+    client = MlflowClient(tracking_uri=outcome["tracking_uri"])
+    name = outcome["promotion"]["model_name"]
+    before = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    again = nightly_flow(str(REPO / "conf" / "tiny.yaml"), str(data_dir))
+    after = sorted(v.version for v in client.search_model_versions(f"name = '{name}'"))
+    assert after == before
+    assert again["promotion"]["aliases"] == outcome["promotion"]["aliases"]
+    assert again["promotion"].get("unchanged") is True
+    assert "nothing registered, no alias moved" in summary_markdown(again)
+    # the ledger counts the same models once however often they are evaluated
+    over = again["evaluation"]["overfitting"]
+    assert over["n_trials_ledger"] == outcome["evaluation"]["overfitting"]["n_trials_ledger"]
 
 
 def test_live_loop_observes_with_the_registry_outcome_and_sends_no_order(

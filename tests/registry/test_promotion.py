@@ -222,3 +222,30 @@ def test_candidate_key_changes_with_the_verdict_only() -> None:
     assert candidate_key(ev, a) == candidate_key(ev, dict(a))
     assert candidate_key(ev, a) != candidate_key(ev, b)
     assert candidate_key(ev, a).startswith("s/c/")
+
+
+def test_candidate_key_follows_the_models_not_the_sweep() -> None:
+    a = {"candidate_id": "c", "decision": "reject", "gates": {}, "model_key": "m1"}
+    assert candidate_key({"sweep_run_id": "s1"}, a) == candidate_key({"sweep_run_id": "s2"}, a)
+    assert candidate_key({"sweep_run_id": "s1"}, a).startswith("m1/")
+    assert candidate_key({}, {**a, "model_key": "m2"}) != candidate_key({}, a)
+
+
+@pytest.mark.parametrize("decision", ["promote", "retest"])
+def test_a_rerun_of_the_same_models_registers_nothing_and_moves_no_alias(
+    uri: str, tmp_path: Path, sb3_zip: Path, stats_dir: Path, decision: str
+) -> None:
+    """#15: the nightly re-run on unchanged data evaluates the same models to the same
+    verdict under a new sweep id; promotion finds their version and says so."""
+    cand = {**candidate_record("base-s0-t1024", decision, sb3_zip, stats_dir, 1.0)}
+    cand |= {"model_key": "k" * 32, "train_end_ns": 1_700_000_000_000_000_000}
+    best, chall = ("base-s0-t1024", None) if decision == "promote" else (None, "base-s0-t1024")
+    first = promote(_write(tmp_path, evaluation_doc([cand], best, chall, "sweep-1"), "a"), CFG, uri)
+    assert first["version"] == "1" and first["registered"] is True
+    tags = store.version_tags(CFG.model_name, "1")
+    assert tags["model_key"] == "k" * 32 and tags["train_end_ns"] == "1700000000000000000"
+    again = promote(_write(tmp_path, evaluation_doc([cand], best, chall, "sweep-2"), "b"), CFG, uri)
+    assert again["unchanged"] is True and again["registered"] is False
+    assert again["version"] == "1" and again["aliases"] == first["aliases"]
+    assert "nothing registered, no alias moved" in again["reasons"][0]
+    assert len(tracking.client().search_model_versions(f"name = '{CFG.model_name}'")) == 1
