@@ -17,8 +17,9 @@ rates of its route: creates answered 503 after or before the commit, answered to
 (committed, or committed late if the request's `api-expires` has not passed by then, as
 BitMEX drops expired requests), lookups and polls answered 503 or too late, cancels answered
 503 after or before taking effect, amends, positions and `cancelAllAfter` answered 503.
-`faults_injected` counts what was injected. `now_s` is the exchange's clock for the dead
-man's switch (a test may run it in simulated time); signatures always use the wall clock.
+`faults_injected` counts what was injected. `now_s` is the exchange's clock (unix seconds):
+`api-expires`, the dead man's switch; a test may run it in simulated time, with the client's
+clock the same.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ class FakeBitmexRest:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as the exchange's endpoint
+            disable_nagle_algorithm = True  # headers and body go out at once (no 40 ms stall)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -220,7 +224,7 @@ class FakeBitmexRest:
         h.send_header("content-length", str(len(data)))
         h.send_header("x-ratelimit-limit", str(self.rate_limit))
         h.send_header("x-ratelimit-remaining", str(self.rate_remaining))
-        h.send_header("x-ratelimit-reset", str(int(time.time()) + self.rate_reset_in_s))
+        h.send_header("x-ratelimit-reset", str(int(self.now_s()) + self.rate_reset_in_s))
         h.end_headers()
         h.wfile.write(data)
 
@@ -237,7 +241,7 @@ class FakeBitmexRest:
         ok = (
             h.headers.get("api-key") == self.api_key
             and expires.isdigit()
-            and int(expires) >= int(time.time())
+            and int(expires) >= int(self.now_s())
             and hmac.compare_digest(
                 sig, sign_request(self.api_secret, verb, h.path, int(expires), raw)
             )
@@ -323,7 +327,7 @@ class FakeBitmexRest:
             return
         if self._fault("create_late_commit"):
             self._late()  # queued in the exchange: the client gives up meanwhile
-            if int(time.time()) > expires:  # BitMEX drops a request whose api-expires passed
+            if int(self.now_s()) > expires:  # BitMEX drops a request whose api-expires passed
                 self._error(h, 503, "request expired while queued")
                 return
         cid = b.get("clOrdID", "")

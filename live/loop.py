@@ -203,9 +203,12 @@ class LiveSession:
         self.dropped: Counter[str] = Counter()  # messages dropped at the boundary, by reason
         self.decision_errors = 0
         self.data_fault = ""  # why the market data is not trusted ("" = trusted)
+        # after a skewed exchange time, only a sane one clears the fault (bars without
+        # timestamped messages prove nothing about the clocks)
+        self._clock_suspect = False
         self.strategy_fault = ""  # why the decision pipeline is not trusted
         self.quotes_pulled = 0
-        self._pulled_for = ""
+        self._pulling = False  # within an episode of taking quotes down
         self._started_ns: int | None = None
         self.lock = threading.Lock()  # serialises calls when the loop runs them in threads
 
@@ -287,8 +290,12 @@ class LiveSession:
             if ts_recv < self.last_event_ns:
                 ts_recv = self.last_event_ns  # never feed the sampler backwards (clock jitter)
             out = self.on_tick(ts_recv - 1)  # close bars that ended before this message
-            if not self.gate.on_message(ts_recv, _exchange_time(msg)):
+            ts_ex = _exchange_time(msg)
+            if not self.gate.on_message(ts_recv, ts_ex):
                 self._data_fault(f"bad timestamps: {self.gate.blocked_reason}")
+                self._clock_suspect = True
+            elif ts_ex is not None:
+                self._clock_suspect = False  # a sane exchange time: the clocks agree again
             book = table == self.book_table
             had_partial = self.decoder.has_partial(table) or msg.get("action") == "partial"
             rows_in = self.decoder.rows_in
@@ -327,7 +334,8 @@ class LiveSession:
         self.pending_resubscribe = True  # every table: the decoder restarts from fresh partials
 
     def _data_fault(self, reason: str) -> None:
-        """The market data is not trusted until the gate has a full window of valid bars."""
+        """The market data is not trusted until the gate has a full window of valid bars
+        (and, after bad timestamps, a message with a sane exchange time arrived)."""
         self.data_fault = reason
 
     def on_feed_status(self, kind: str, reason: str, ts_ns: int, reconnect: bool) -> None:
@@ -372,14 +380,14 @@ class LiveSession:
             return out
         why = self.health(now_ns)
         if why and self.orders.slots:
-            if why != self._pulled_for:
+            if not self._pulling:  # one journal entry per episode, with what started it
+                self._pulling = True
                 self.quotes_pulled += 1
                 self.orders.journal.record(now_ns, "event", what="quotes_pulled", reason=why)
                 log.warning("taking quotes down: %s", why)
-            self._pulled_for = why
             self.orders.cancel_own(now_ns)
         elif not why:
-            self._pulled_for = ""
+            self._pulling = False
         self.orders.service(now_ns)
         if not why:
             self.orders.refresh_dead_man()
@@ -420,7 +428,8 @@ class LiveSession:
         ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
         if not ready.ok:
             return None
-        self.data_fault = ""  # a full window of valid bars since the last fault
+        if not self._clock_suspect:
+            self.data_fault = ""  # a full window of valid bars since the last fault
         try:
             rec = self._decide(upd)
         except FatalTradingError:

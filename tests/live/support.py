@@ -58,10 +58,11 @@ def make_manager(
     expires_in_s: int = 10,
     wall: Callable[[], float] = time.time,
     risk: RiskConfig | None = None,
+    cls: type[OrderManager] = OrderManager,
     **kw: Any,
 ) -> OrderManager:
-    """An order manager on the fake exchange at `url` (real HTTP, real signatures): XBTUSD,
-    stake 100 contracts, journal at `journal`; `kw` go to OrderManager (mono, sleep, ...)."""
+    """An order manager (`cls`) on the fake exchange at `url` (real HTTP, real signatures):
+    XBTUSD, stake 100 contracts, journal at `journal`; `kw` go to it (mono, sleep, ...)."""
     rest = BitmexRest(
         url,
         SecretStr(KEY),
@@ -70,7 +71,7 @@ def make_manager(
         expires_in_s=expires_in_s,
         now_s=wall,
     )
-    return OrderManager(
+    return cls(
         rest,
         symbol="XBTUSD",
         instrument=XBTUSD,
