@@ -107,8 +107,11 @@ def _print_human(report: dict[str, object]) -> None:
     print(f"ingest {r['source']} {r['symbol']}")
     print(f"  files: in {r['files_in']}, ok {r['files_ok']}, quarantined {r['files_quarantined']}")
     print(
-        f"  rows:  in {r['rows_in']}, out {r['rows_out']}, rejected {r['rows_rejected']}  (events out {r['events_out']})"
+        f"  rows:  in {r['rows_in']}, out {r['rows_out']}, rejected {r['rows_rejected']}, "
+        f"filtered {r.get('rows_filtered', 0)}  (events out {r['events_out']})"
     )
+    for reason, n in dict(r.get("filtered") or {}).items():  # type: ignore[call-overload]
+        print(f"  filtered: {reason} [{n} rows]")
     print(f"  partitions written: {', '.join(r['partitions_written']) or '-'}")  # type: ignore[arg-type]
     print(f"  partitions unchanged: {', '.join(r['partitions_unchanged']) or '-'}")  # type: ignore[arg-type]
     if r["desyncs"]:
@@ -129,7 +132,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     rt = resolve_runtime(args.data_dir)
     try:
-        report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type]
+        report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     if args.json:

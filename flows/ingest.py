@@ -3,7 +3,9 @@
 Wiring only. Tasks wrap `ingest.run` adapter functions and pass paths, ids and frozen
 configs. Staging is cached by inputs (`INPUTS + TASK_SOURCE`, persisted results) keyed
 by the source fingerprint (config + file sizes and mtimes); publishing is one task per
-(source, day) and is idempotent by itself (a current partition is not rewritten).
+(source, day) and is idempotent and additive by itself (`ingest.events.publish_merged`:
+a current partition is not rewritten, other runs' inputs are kept). The staging cache
+key includes the staging format, so a folder staged by an older layout is not reused.
 Retries are only on the download task (network I/O).
 """
 
@@ -21,9 +23,14 @@ from ingest import run as ingest_run
 
 
 def _stage(
-    cfg: IngestConfig, data_dir: str, staging_dir: str, source_fp: str, progress: bool = False
+    cfg: IngestConfig,
+    data_dir: str,
+    staging_dir: str,
+    source_fp: str,
+    progress: bool = False,
+    staging_format: int = ingest_run.STAGING_FORMAT,
 ) -> dict[str, Any]:
-    """`source_fp` is part of the cache key only."""
+    """`source_fp` and `staging_format` are part of the cache key only."""
     return ingest_run.stage_source(cfg, data_dir, staging_dir, progress=progress)
 
 
@@ -90,6 +97,7 @@ def ingest_flow(
         description=f"ingest {cfg.source} {cfg.symbol}: files, rows in/out/rejected, quarantine reasons",
     )
     out = report.model_dump(mode="json")
+    out["leftovers_removed"] = list(index.get("leftovers", []))
     if downloaded is not None:
         out["download"] = downloaded
     return out

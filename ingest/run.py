@@ -49,6 +49,9 @@ from ingest.events import (
 from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
 
 STAGED_INDEX = "staged.json"
+#: the staged files' layout (INPUT and TRADE_ID columns, per-file counts): part of the
+#: flow's staging cache key, so a staging folder of another layout is never reused
+STAGING_FORMAT = 2
 
 
 # ------------------------------------------------------------------ reading
