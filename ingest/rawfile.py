@@ -56,9 +56,6 @@ def read_raw(path: str | Path) -> tuple[bytes, str]:
     return data, digest
 
 
-_BLANK_LINES = re.compile(rb"^[ \t\r]*\n", re.M)
-
-
 @dataclass
 class SymbolLines:
     """What `scan_symbol_lines` kept and counted. ``data``: the header line and the lines
@@ -78,10 +75,10 @@ class SymbolLines:
         if not block:
             return
         n = block.count(b"\n")
-        blank = len(_BLANK_LINES.findall(block))
-        wrong = _wrong_field_counts(block, n_fields)
+        blank, wrong = _line_shapes(block, n_fields)
         if kept:
-            wrong.subtract(_wrong_field_counts(b"\n".join(kept) + b"\n", n_fields))
+            _, kept_wrong = _line_shapes(b"\n".join(kept) + b"\n", n_fields)
+            wrong.subtract(kept_wrong)
         wrong = +wrong  # drop the zero counts
         self.blank += blank
         self.malformed.update(
@@ -90,29 +87,25 @@ class SymbolLines:
         self.other += n - len(kept) - blank - sum(wrong.values())
 
 
-def _wrong_field_counts(block: bytes, n_fields: int) -> Counter[int]:
-    """Field count -> lines of `block` (complete lines) with a field count other than
-    `n_fields`, blank lines excluded (numpy over the byte positions: no per-line
-    Python loop over a multi-GB dump)."""
+def _line_shapes(block: bytes, n_fields: int) -> tuple[int, Counter[int]]:
+    """(blank lines, field count -> lines with a count other than `n_fields`, blank ones
+    excluded) of `block` (complete lines). numpy over the byte positions of newlines and
+    commas: no per-line Python loop over a multi-GB dump (only comma-less lines, rare,
+    are looked at one by one to tell white space from garbage)."""
     arr = np.frombuffer(block, dtype=np.uint8)
     ends = np.flatnonzero(arr == 10)
     commas = np.flatnonzero(arr == 44)
-    before = np.searchsorted(commas, ends)  # commas before each line end
-    fields = np.diff(before, prepend=0) + 1
+    fields = np.diff(np.searchsorted(commas, ends), prepend=0) + 1
     starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts
-    # a blank line has no comma; white space only lines are counted as blank by regex
-    bad = fields != n_fields
+    blank_mask = np.zeros(len(ends), dtype=bool)
+    for i in np.flatnonzero(fields == 1):
+        blank_mask[i] = not block[starts[i] : ends[i]].strip()
+    bad = (fields != n_fields) & ~blank_mask
     out: Counter[int] = Counter()
     if bad.any():
-        nonblank = bad & (lengths > 0)
-        idx = np.flatnonzero(nonblank)
-        for i in idx[fields[idx] == 1]:  # a comma-less line may be white space only
-            if not block[starts[i] : ends[i]].strip():
-                nonblank[i] = False
-        vals, cnt = np.unique(fields[nonblank], return_counts=True)
+        vals, cnt = np.unique(fields[bad], return_counts=True)
         out.update({int(v): int(c) for v, c in zip(vals, cnt, strict=True)})
-    return out
+    return int(blank_mask.sum()), out
 
 
 def read_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> tuple[bytes, str]:
