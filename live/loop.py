@@ -269,8 +269,9 @@ class LiveSession:
         """Apply one received message; returns the decisions of the bars it closed.
 
         Never raises but `FatalTradingError` (from the order manager): a message that cannot
-        be decoded or applied is counted in `dropped`, logged and dropped; a dropped book
-        message, or book rows the decoder refused, is a desync. A desync (unknown level,
+        be decoded or applied, or whose rows the decoder refused, is counted in `dropped`
+        and logged (the good rows of a trade message still count); a dropped book message,
+        or a refused book row, is a desync. A desync (unknown level,
         crossed book) resets the session and sets `pending_resubscribe`: the caller
         resubscribes.
         """
@@ -283,6 +284,11 @@ class LiveSession:
                 return out
             table = msg.get("table")
             if not isinstance(table, str):
+                return out  # subscription answers, welcome, errors: not market data
+            if not isinstance(msg.get("data"), list):
+                self._drop(f"{table}: data is not a list", msg)
+                if table == self.book_table:
+                    self._desync("undecodable book message (data is not a list)", table)
                 return out
             if table == "instrument":
                 self._on_instrument(msg)
@@ -304,11 +310,13 @@ class LiveSession:
             except UnknownLevelError as exc:
                 self._desync(str(exc), table)
                 return out
-            if book and had_partial and self.decoder.rows_in - rows_in > len(decoded.book):
-                # a book row was refused: the book would silently miss a level
-                self._drop(f"{table}: refused book rows", msg)
-                self._desync("book rows refused by the decoder", table)
-                return out
+            refused = self.decoder.rows_in - rows_in - len(decoded.book) - len(decoded.trades)
+            history = table == "trade" and msg.get("action") == "partial"  # not ours to apply
+            if had_partial and refused > 0 and not history:
+                self._drop(f"{table}: refused rows", msg)
+                if book:  # the book would silently miss a level: rebuild it
+                    self._desync("book rows refused by the decoder", table)
+                    return out
             self.builder.on_decoded(ts_recv, decoded)
             self.last_event_ns = ts_recv
             return out
