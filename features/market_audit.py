@@ -549,15 +549,17 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
             " / ".join(_fmt(v["vs_fill_ticks"], 3) for v in rep["markout"].values()),
         )
     )
+    m = rep.get("market") or {}
+    planted = m.get("edge")
+    if planted:
+        strength = "n/a" if planted["strength"] is None else f"{planted['strength']:g}"
+        rows.append(("planted edge: feature (strength)", f"{planted['feature']} ({strength})"))
     edge = rep.get("edge")
     if edge:
+        rows.append(("edge feature measured", edge["feature"]))
         for h, v in edge["horizons"].items():
             se = f" +- {_fmt(v['se'], 3)}" if v["se"] is not None else ""
-            rows.append((f"corr({edge['feature']}, fwd mid {h})", f"{_fmt(v['corr'], 3)}{se}"))
-    m = rep.get("market") or {}
-    if m.get("edge"):
-        e = m["edge"]
-        rows.append(("planted edge", f"{e['feature']} strength {e['strength']:g}"))
+            rows.append((f"corr(edge feature, fwd mid {h})", f"{_fmt(v['corr'], 3)}{se}"))
     return rows
 
 

@@ -328,6 +328,7 @@ _FRESH_MEDIAN = 200.0  # contracts: the first order at a new price (the capture:
 _INFORMED_MULT = 4.0  # an informed order's touch take: noise median times this
 _DEEP_SIGMA = 1.2  # ln size of a real-size deep level (the capture: 5k to 300k)
 _DEEP_LEVEL_P = 0.2  # geometric parameter of the deep level an add/cancel hits
+_PATH_STEP_S = 1.0  # grid of the activity and lean paths (half-lives of 60 s and more)
 
 
 @njit(cache=True)
@@ -378,6 +379,7 @@ def _snapshot(
 @njit(cache=True)
 def _simulate_day_realistic(
     rng: np.random.Generator,
+    rng_path: np.random.Generator,
     stf: np.ndarray,
     sti: np.ndarray,
     bidq: np.ndarray,
@@ -386,7 +388,8 @@ def _simulate_day_realistic(
     t1: int,
     p: np.ndarray,
 ) -> tuple[np.ndarray, int, np.ndarray, int]:
-    """Simulate [t0, t1) ns of the realistic model (module doc). stf: `S_*` state,
+    """Simulate [t0, t1) ns of the realistic model (module doc): events from `rng`, the
+    activity and lean paths from `rng_path`. stf: `S_*` state,
     sti = [best_bid_ticks, spread_ticks]; bidq[i] / askq[i] = size at best_bid - i /
     best_ask + i, 0 = no level (the touch, i = 0, is never empty between messages)."""
     depth = bidq.shape[0]
@@ -396,11 +399,22 @@ def _simulate_day_realistic(
     spread = sti[1]
     book, nb = _snapshot(book, 0, t0, bidq, askq, pb, pb + spread)
     nt = 0
-    kappa_h = np.log(2.0) / _HALF_LIFE_S
-    kappa_z = np.log(2.0) / p[P_EDGE_HL]
+    # the activity h and the leans Z, ZB: exogenous paths on a 1 s grid from their own
+    # generator, so that markets differing only in a dial (edge strength, a regime's
+    # scales) share them exactly
+    a_h = np.exp(-np.log(2.0) / _HALF_LIFE_S * _PATH_STEP_S)
+    a_z = np.exp(-np.log(2.0) / p[P_EDGE_HL] * _PATH_STEP_S)
+    step_ns = _PATH_STEP_S * NS_PER_S
+    grid = float(t0) + step_ns
     t = float(t0)
     last_recv = t0
     while True:
+        while grid <= t:
+            grid += step_ns
+            z = rng_path.standard_normal()
+            stf[S_H] = stf[S_H] * a_h + _H_STD * np.sqrt(1.0 - a_h * a_h) * z
+            stf[S_Z] = stf[S_Z] * a_z + np.sqrt(1.0 - a_z * a_z) * rng_path.standard_normal()
+            stf[S_ZB] = stf[S_ZB] * a_z + np.sqrt(1.0 - a_z * a_z) * rng_path.standard_normal()
         v = np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
         r_move = p[P_MOVES] * p[P_VOL] * v
         r_noise = p[P_NOISE] * p[P_TRADE_SCALE] * v
@@ -409,13 +423,20 @@ def _simulate_day_realistic(
         r_touch_b = 0.5 * p[P_TOUCH] + r_burst_b
         r_touch_a = 0.5 * p[P_TOUCH] + r_burst_a
         total = r_move + r_noise + r_touch_b + r_touch_a + p[P_DEEP]
-        dt_s = rng.exponential(1.0 / total)
-        a = np.exp(-kappa_h * dt_s)
-        stf[S_H] = stf[S_H] * a + _H_STD * np.sqrt(1.0 - a * a) * rng.standard_normal()
-        a = np.exp(-kappa_z * dt_s)
-        stf[S_Z] = stf[S_Z] * a + np.sqrt(1.0 - a * a) * rng.standard_normal()
-        stf[S_ZB] = stf[S_ZB] * a + np.sqrt(1.0 - a * a) * rng.standard_normal()
-        t += dt_s * NS_PER_S
+        t_next = t + rng.exponential(1.0 / total) * NS_PER_S
+        # rates are piecewise constant: at a change (a grid step, a burst's end) the
+        # clock restarts from there (exact, as the waiting time is memoryless)
+        change = grid
+        if t < stf[S_FRESH_B] < change:
+            change = stf[S_FRESH_B]
+        if t < stf[S_FRESH_A] < change:
+            change = stf[S_FRESH_A]
+        if t_next >= change:
+            t = change
+            if t >= t1:
+                break
+            continue
+        t = t_next
         te = np.int64(t)
         if te >= t1:
             break
@@ -572,15 +593,15 @@ def realistic_params(cfg: SyntheticMarketConfig, regime: RegimeConfig) -> np.nda
 
 
 def _realistic_start(
-    cfg: SyntheticMarketConfig, rng: np.random.Generator
+    cfg: SyntheticMarketConfig, rng: np.random.Generator, rng_path: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Initial (state, bid sizes, ask sizes): touch queues at their targets, deep levels
     present with the stationary share of a level being there."""
     r = cfg.realistic
     depth = cfg.depth_levels
     stf = np.zeros(N_STATE)
-    stf[S_Z] = rng.standard_normal()
-    stf[S_ZB] = rng.standard_normal()
+    stf[S_Z] = rng_path.standard_normal()
+    stf[S_ZB] = rng_path.standard_normal()
     stf[S_EPS_B] = rng.standard_normal()
     stf[S_EPS_A] = rng.standard_normal()
     p = realistic_params(cfg, _regime(cfg, 0))
@@ -678,12 +699,13 @@ def _lots_py(rng: np.random.Generator, mu: float) -> int:
 def _generate_realistic(
     cfg: SyntheticMarketConfig, inst: InstrumentSpec, rng: np.random.Generator
 ) -> Iterator[tuple[str, pl.DataFrame, pl.DataFrame]]:
-    stf, bidq, askq = _realistic_start(cfg, rng)
+    rng_path = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(1,)))
+    stf, bidq, askq = _realistic_start(cfg, rng, rng_path)
     sti = _start_ticks(cfg, inst)
 
     def simulate(d: int, t0: np.int64, t1: np.int64) -> _DayRows:
         p = realistic_params(cfg, _regime(cfg, d))
-        return _simulate_day_realistic(rng, stf, sti, bidq, askq, t0, t1, p)
+        return _simulate_day_realistic(rng, rng_path, stf, sti, bidq, askq, t0, t1, p)
 
     yield from _days(cfg, simulate)
 

@@ -68,8 +68,8 @@ class RealisticMarketConfig(FrozenModel):
     noise_size_sigma: float = Field(1.9, ge=0)  # of ln size
     # touch queue targets: median * exp(+-touch_lean_ln * L + touch_queue_sigma * eps),
     # contracts (the capture: ~1.4 M on the heavy side, a few hundred on the light one)
-    touch_queue_median: float = Field(60_000.0, gt=0)
-    touch_lean_ln: float = Field(3.2, ge=0)
+    touch_queue_median: float = Field(45_000.0, gt=0)
+    touch_lean_ln: float = Field(3.6, ge=0)
     touch_queue_sigma: float = Field(0.3, ge=0)  # per-level noise of a touch target (ln)
     touch_updates_per_s: float = Field(10.0, gt=0)  # both sides, in steady state
     burst_updates_per_s: float = Field(150.0, gt=0)  # a fresh touch level filling up

@@ -187,7 +187,7 @@ def test_cli_audit_market_json_text_and_errors(capture_events_dir, capsys, tmp_p
     assert rep["edge"]["feature"] == "imbalance_l1"
     assert main(["audit", "market", str(capture_events_dir), "--feature", "spread_ticks"]) == 0
     out = capsys.readouterr().out
-    assert "markout 1s ticks" in out and "corr(spread_ticks, fwd mid 10s)" in out
+    assert "markout 1s ticks" in out and "edge feature measured" in out and "spread_ticks" in out
     assert main(["audit", "market", str(tmp_path)]) == 2
     assert "no event partitions" in capsys.readouterr().err
     assert main(["audit", "market"]) == 2
@@ -199,3 +199,38 @@ def test_cli_audit_market_json_text_and_errors(capture_events_dir, capsys, tmp_p
     cfg.write_text("ingest: {synthetic: {model: realistic}}\n")
     assert main(["audit", "market", str(capture_events_dir), "--config", str(cfg)]) == 2
     assert "not the one these partitions" in capsys.readouterr().err
+
+
+def test_cli_audit_market_shows_the_planted_edge_of_ingested_synthetic_partitions(
+    tmp_path, capsys
+) -> None:
+    """The partitions record their market's fingerprint; `--config` names the YAML they
+    came from and the report shows its planted edge (refused for another market)."""
+    from core.config.ingest import IngestConfig
+    from core.config.market import PlantedEdgeConfig, SyntheticMarketConfig
+    from core.paths import DataLayout
+    from ingest.run import ingest
+
+    syn = SyntheticMarketConfig(
+        model="realistic",
+        days=1,
+        day_hours=0.3,
+        edge=PlantedEdgeConfig(feature="log_return_60s", strength=0.4),
+    )
+    ingest(IngestConfig(synthetic=syn), DataLayout(tmp_path / "data"))
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(f"ingest:\n  synthetic: {syn.model_dump_json()}\n")
+    args = ["audit", "market", str(tmp_path / "data"), "--config", str(cfg), "--json"]
+    assert main(args) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["market"]["edge"]["feature"] == "log_return_60s"
+    assert rep["market"]["edge"]["strength"] == 0.4 and rep["edge"]["feature"] == "log_return_60s"
+    assert rep["markout"]["1s"]["n"] > 100
+    other = tmp_path / "other.yaml"
+    other.write_text(
+        f"ingest:\n  synthetic: {syn.model_copy(update={'seed': 8}).model_dump_json()}\n"
+    )
+    assert main([*args[:4], str(other)]) == 2
+    assert "not the one these partitions" in capsys.readouterr().err
+    assert main(["audit", "market", "--synthetic", str(cfg)]) == 0
+    assert "log_return_60s (0.4)" in capsys.readouterr().out
