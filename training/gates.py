@@ -60,8 +60,9 @@ DEFINITIONS: dict[str, str] = {
         "one-sided paired t-test over the non-overlapping test return periods of "
         "'candidate minus the best baseline' (the reference policy with the highest test "
         "pnl_plus_fees, run by the same backtest on the same slices at the same fee; the "
-        "random baseline as its mean over seeds); H0: mean difference <= 0. Assumes "
-        "independent, roughly normal period differences (their lag-1 autocorrelation is "
+        "random baseline as its mean over seeds); H0: mean difference <= 0; standard error "
+        "Newey-West (autocorrelation-robust), never below the iid one. Assumes weakly "
+        "dependent, roughly normal period differences (their lag-1 autocorrelation is "
         "reported). Passes when p is strictly below max_baseline_p AND the candidate's "
         "test pnl without fees is strictly positive, so rebates alone cannot pass"
     ),

@@ -250,3 +250,17 @@ def test_evaluation_carries_the_baseline_panel_with_spread_and_fee_sensitivity(j
     # a maker rebate only raises pnl+fees: the sensitivity is ordered by the fee
     sens = [r["pnl_plus_fees"] for r in panel["always_quote"]["fee_sensitivity"]]
     assert sens[0] > sens[1] > sens[2]
+
+
+def test_newey_west_widens_the_error_of_autocorrelated_differences() -> None:
+    from training.significance import newey_west_lags, newey_west_se
+
+    assert newey_west_lags(20) == 2 and newey_west_lags(100) == 4
+    # x - mean = (-1.5, -0.5, 0.5, 1.5): g0 = 5/4, g1 = (0.75 - 0.25 + 0.75) / 4 = 0.3125;
+    # with 1 lag (weight 1/2): s = 1.25 + 2 * 0.5 * 0.3125 = 1.5625, se = sqrt(s / 4) = 0.625
+    assert newey_west_se(np.array([1.0, 2.0, 3.0, 4.0]), 1) == pytest.approx(0.625)
+    rng = np.random.default_rng(0)
+    trend = np.repeat(rng.normal(0.0, 1.0, 10), 4)  # runs of 4 equal values
+    iid = paired_one_sided_test(trend + 0.3, np.zeros(40))
+    assert iid.standard_error is not None
+    assert iid.standard_error > trend.std(ddof=1) / np.sqrt(40)  # the runs are seen
