@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
+from features.stats import FrozenStats
 from live.loop import ScaledClock, run_live
-from live.model_watch import LoadedChampion, poll_model
+from live.model_watch import LoadedChampion, poll_model, same_stats
 from live.predictor import Predictor
 from live.recording import load_recording
 from live.replay_server import ReplayServerThread
@@ -128,3 +131,83 @@ def test_swaps_keep_the_market_flowing(ws_capture: Path) -> None:
     other = FeatureSpec(windows_s=(3, 5), return_horizons_s=(1, 2), window=4)
     s.swap_model(VersionedSource("v7", {"v7": other}).load("v7"), "swapped in v7")
     assert s.spec == other and s.pending_resubscribe
+
+
+class RegistryLike:
+    """Resolves to registry version ids ("1") while its models carry labels ("name@v1"), as
+    `RegistrySource` does; counts loads."""
+
+    def __init__(self, version: str, stats: object) -> None:
+        self.alias: str | None = version
+        self.stats = stats
+        self.loads = 0
+
+    def resolve(self) -> str | None:
+        return self.alias
+
+    def load(self, version: str) -> LoadedChampion:
+        self.loads += 1
+        return LoadedChampion(
+            Predictor(CyclePolicy([0]), f"chappie-xbtusd@v{version}"),
+            SMALL_SPEC,
+            self.stats,  # type: ignore[arg-type]
+            version=version,
+        )
+
+
+def _fitted_stats(seed: int) -> FrozenStats:
+    x = np.random.default_rng(seed).normal(size=(50, len(SMALL_SPEC.names)))
+    return FrozenStats.fit(x, SMALL_SPEC.names, SMALL_SPEC.spec_hash, SMALL_SPEC.sigma_floor, [])
+
+
+def test_poll_compares_registry_versions_not_labels() -> None:
+    """The alias names "1"; the model in use is labelled "chappie-xbtusd@v1". Polling with
+    the champion's version keeps it (no reload); only a moved alias loads."""
+    src = RegistryLike("1", _fitted_stats(0))
+    first = poll_model(src, None)
+    assert first.action == "swap" and first.version == "1" and first.champion is not None
+    assert first.champion.predictor.version == "chappie-xbtusd@v1"
+    for _ in range(5):
+        assert poll_model(src, first.version).reason == "unchanged"
+    assert src.loads == 1
+    src.alias = "2"
+    moved = poll_model(src, first.version)
+    assert moved.action == "swap" and moved.version == "2" and src.loads == 2
+
+
+def test_same_stats_is_by_id_and_values() -> None:
+    a, b = _fitted_stats(0), _fitted_stats(0)
+    assert a is not b and same_stats(a, b)
+    assert not same_stats(a, _fitted_stats(1))
+    assert not same_stats(a, None) and not same_stats(ClipStats(), ClipStats())
+
+
+def _bars_to_first_decision_after_swap(stats_after: FrozenStats, ws_capture: Path) -> int:
+    from live.loop import LiveSession
+
+    msgs = load_recording(ws_capture)
+    src = RegistryLike("1", _fitted_stats(0))
+    champ = src.load("1")
+    s = LiveSession(SMALL_SPEC, champ.stats, champ.predictor, max_skew_s=None, stale_after_s=1e9)
+    s.keep_history = True
+    half = len(msgs) // 2
+    for ts, m in msgs[:half]:
+        s.on_message(ts, m)
+    assert s.decisions and s.decisions[-1]["model_version"] == "chappie-xbtusd@v1"
+    src.stats, src.alias = stats_after, "2"
+    out = poll_model(src, "1")
+    assert out.action == "swap" and out.champion is not None
+    bars = s.bars
+    s.swap_model(out.champion, out.reason)
+    for ts, m in msgs[half:]:
+        s.on_message(ts, m)
+        if s.decisions[-1]["model_version"] == "chappie-xbtusd@v2":
+            return s.bars - bars
+    raise AssertionError("the new model never decided")
+
+
+def test_new_version_with_same_spec_and_stats_keeps_the_window(ws_capture: Path) -> None:
+    """Same FeatureSpec, same frozen stats: the new version decides on the very next bar.
+    New stats: the window refills first (SMALL_SPEC.window bars)."""
+    assert _bars_to_first_decision_after_swap(_fitted_stats(0), ws_capture) == 1
+    assert _bars_to_first_decision_after_swap(_fitted_stats(5), ws_capture) >= SMALL_SPEC.window

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config.env import EnvConfig
+from core.config.live import LiveConfig
 from core.config.registry import RegistryConfig
 from flows.cli import main
 from tests.live.support import SMALL_SPEC, replay_cli
@@ -85,3 +86,77 @@ def test_cli_loads_the_registry_champion(
     assert recs and all(
         r["model_version"] == f"{CFG.model_name}@v1" and r["action"] in (0, 1, 2) for r in recs
     )
+
+
+@pytest.mark.slow
+def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_keeps_deciding(
+    ws_capture: Path, tmp_path: Path
+) -> None:
+    """#18: the poll compared "1" with "chappie-...@v1" and reloaded every minute, emptying
+    the window. On a real MLflow registry (SQLite): an unchanged alias is never reloaded
+    (run_live's watcher included), and v2 with the same FeatureSpec and stats decides on
+    the bar right after the swap."""
+    from live.loop import LiveSession, ScaledClock, run_live
+    from live.model_watch import RegistrySource, poll_model, same_stats
+    from live.recording import load_recording
+    from live.replay_server import ReplayServerThread
+    from registry import tracking
+    from registry.promotion import promote
+
+    db = tmp_path / "data" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    uri = f"sqlite:///{db}"
+    tracking.configure(uri)
+    zip_path, stats_dir = build_model_files(ws_capture, tmp_path)
+    ev = _evaluation(zip_path, stats_dir)
+    (tmp_path / "ev1.json").write_text(json.dumps(ev))
+    assert promote(tmp_path / "ev1.json", CFG, uri, feature_spec=SMALL_SPEC)["version"] == "1"
+
+    src = RegistrySource(CFG.model_name, "champion", uri)
+    first = poll_model(src, None)
+    assert first.action == "swap" and first.version == "1" and first.champion is not None
+    assert first.champion.predictor.version == f"{CFG.model_name}@v1"  # label != version
+    assert poll_model(src, first.version).reason == "unchanged"
+
+    msgs = load_recording(ws_capture)
+    with ReplayServerThread(msgs, speed=10) as srv:
+        summary = run_live(
+            LiveConfig(
+                feed="replay", ws_url=srv.url, alias_poll_s=0.2, risk={"stale_after_s": 600}
+            ),
+            spec=first.champion.spec,
+            stats=first.champion.stats,
+            predictor=first.champion.predictor,
+            clock=ScaledClock(msgs[0][0], 10),
+            duration_s=60,
+            out=None,
+            max_skew_s=None,
+            model_source=src,
+            source_done=srv.finished,
+            champion_version=first.version,
+        )
+    assert summary.decisions > 0 and summary.model_events == []  # polled, never reloaded
+
+    s = LiveSession(
+        first.champion.spec, first.champion.stats, first.champion.predictor, max_skew_s=None
+    )
+    s.keep_history = True
+    half = len(msgs) // 2
+    for ts, m in msgs[:half]:
+        s.on_message(ts, m)
+    assert s.decisions[-1]["model_version"] == f"{CFG.model_name}@v1"
+
+    ev2 = dict(ev, sweep_run_id="sweep-live-2", best="base-s1-t64")
+    ev2["candidates"] = [dict(ev["candidates"][0], candidate_id="base-s1-t64", seed=1)]
+    (tmp_path / "ev2.json").write_text(json.dumps(ev2))
+    assert promote(tmp_path / "ev2.json", CFG, uri, feature_spec=SMALL_SPEC)["version"] == "2"
+    moved = poll_model(src, first.version)
+    assert moved.action == "swap" and moved.version == "2" and moved.champion is not None
+    assert same_stats(first.champion.stats, moved.champion.stats)
+    bars = s.bars
+    s.swap_model(moved.champion, moved.reason)
+    for ts, m in msgs[half:]:
+        s.on_message(ts, m)
+        if s.decisions[-1]["model_version"] == f"{CFG.model_name}@v2":
+            break
+    assert s.bars - bars == 1  # the window was kept: the next bar decided
