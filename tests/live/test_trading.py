@@ -15,7 +15,7 @@ import pytest
 from core.config.live import LiveConfig
 from flows.cli import main
 from live.exchange import cl_ord_id
-from live.fake_exchange import FakeBitmexRest
+from live.fake_exchange import FakeBitmexRest, FaultPlan
 from live.journal import read_journal, unresolved_intents
 from live.loop import ScaledClock, run_live
 from live.orders import OrderManager
@@ -317,3 +317,71 @@ def test_fills_are_polled_at_most_every_fill_poll_interval(
     assert [(f.side, f.price_ticks, f.qty) for f in fills] == [(-1, 64001, 100)]
     assert m.position == -100 and not m.short_order and m.risk.position == -100
     m.journal.close()
+
+
+def test_refused_keys_end_run_live_cleanly_with_a_fatal_reason(
+    fake: FakeBitmexRest, tmp_path: Path
+) -> None:
+    m = make_manager(fake.url, tmp_path / "journal.jsonl", secret="wrong-secret", risk=RISK)
+    cfg = LiveConfig(feed="replay", ws_url="ws://127.0.0.1:9/none", allow_trade=True, risk=RISK)
+    summary = run_live(
+        cfg,
+        spec=SPEC,
+        stats=ClipStats(),
+        predictor=Predictor(CyclePolicy([0]), "t@v1"),
+        duration_s=5,
+        out=None,
+        orders=m,
+    )
+    assert summary.stopped.startswith("fatal:") and "refused the keys" in summary.stopped
+    assert read_journal(tmp_path / "journal.jsonl")[-1]["what"] == "shutdown"
+
+
+@pytest.mark.slow
+def test_a_silent_feed_takes_quotes_down_over_the_real_socket_and_a_rest_outage_is_fatal(
+    fake: FakeBitmexRest, ws_capture: Path, tmp_path: Path
+) -> None:
+    """run_live end to end: once both own orders rest the replay goes silent; the ticker
+    sees stale data and cancels them. Then every REST request fails: beyond the outage
+    bound the run stops with a fatal reason, cleanly (no exception)."""
+    msgs = load_recording(ws_capture)
+    risk = trade_risk(stale_after_s=2)  # market seconds: 0.2 s of wall time at 10x
+    with ReplayServerThread(msgs, speed=10) as srv:
+        m = make_manager(
+            fake.url, tmp_path / "journal.jsonl", risk=risk, rest_outage_s=1.0, timeout_s=0.5
+        )
+        cfg = LiveConfig(
+            feed="replay", ws_url=srv.url, rest_url=fake.url, allow_trade=True, risk=risk
+        )
+        seen: dict[str, float] = {}
+
+        def script() -> None:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(fake.open_orders()) < 2:
+                time.sleep(0.02)
+            srv.call(srv.server.go_silent)
+            seen["silent_at"] = time.monotonic()
+            while time.monotonic() < deadline and fake.open_orders():
+                time.sleep(0.02)
+            seen["down_after_s"] = time.monotonic() - seen["silent_at"]
+            fake.faults = FaultPlan.uniform(0, rate=1.0, timeout_rate=0.0, delay_s=0.0)
+
+        driver = threading.Thread(target=script, daemon=True)
+        driver.start()
+        summary = run_live(
+            cfg,
+            spec=SPEC,
+            stats=ClipStats(),
+            predictor=Predictor(CyclePolicy([1, 2] + [0] * 1000), "t@v1"),
+            clock=ScaledClock(msgs[0][0], 10),
+            duration_s=30,
+            out=None,
+            max_skew_s=None,
+            orders=m,
+        )
+        driver.join(5)
+    assert seen["down_after_s"] < 2.0  # stale after 0.2 s of wall time, cancelled at once
+    assert summary.quotes_pulled >= 1
+    assert summary.stopped.startswith("fatal:") and "failing for" in summary.stopped
+    fake.faults = None
+    assert fake.open_orders() == []
