@@ -339,9 +339,12 @@ def _size(rng: np.random.Generator, median: float, sigma: float) -> np.int64:
 
 
 @njit(cache=True)
-def _latency(rng: np.random.Generator, te: np.int64, last_recv: np.int64) -> np.int64:
+def _latency(rng: np.random.Generator, te: np.int64, last_recv: np.int64, t1: int) -> np.int64:
+    """ts_recv of an event at te: 1 ms + exp(2 ms) later, never before the last one,
+    and before the day's end t1 (a day's rows stay in its partition)."""
     tr = te + np.int64(1_000_000 + rng.exponential(2_000_000.0))
-    return tr if tr > last_recv else last_recv
+    tr = tr if tr > last_recv else last_recv
+    return tr if tr < t1 else np.int64(t1 - 1)
 
 
 @njit(cache=True)
@@ -442,7 +445,7 @@ def _simulate_day_realistic(
             break
         if te <= t0:
             te = t0 + 1
-        tr = _latency(rng, te, last_recv)
+        tr = _latency(rng, te, last_recv, t1)
         last_recv = tr
         u = rng.random() * total
         if u < r_move:
@@ -477,9 +480,9 @@ def _simulate_day_realistic(
                 book = _push(book, nb, te, tr, side_a, touch_a + d * k, ahead[0], 0)
                 nb += 1
             # message 2: the other side follows to one tick behind the new touch
-            te = te + np.int64(rng.exponential(p[P_FOLLOW_MS] * 1e6)) + 1
+            te = min(te + np.int64(rng.exponential(p[P_FOLLOW_MS] * 1e6)) + 1, t1 - 1)
             t = float(te)
-            tr = _latency(rng, te, last_recv)
+            tr = _latency(rng, te, last_recv, t1)
             last_recv = tr
             touch_b_old = pb if d > 0 else pb + spread
             for i in range(depth - k, depth):
