@@ -195,7 +195,9 @@ class OrderManager:
         self._sleep = sleep
         self.slots: dict[int, TrackedOrder] = {}  # side -> its order (never DONE)
         self.closed: deque[TrackedOrder] = deque(maxlen=256)
-        self.lost: dict[str, int] = {}  # clOrdIDs given up as never created (watch list)
+        # clOrdIDs given up as never created -> when (mono s): for a while after, the open
+        # orders are polled as often as when own orders rest (a late twin would show there)
+        self.lost: dict[str, float] = {}
         self.position = 0
         self.foreign: list[tuple[int, int]] = []
         self.risk = RiskState()
@@ -351,7 +353,9 @@ class OrderManager:
             o.not_found += 1
             expired = self.rest.wall_s() > o.expires_unix + 1.0
             if o.not_found >= self.not_found_lookups and (o.doubt != "create" or expired):
-                self.lost[o.cl_ord_id] = now_ns
+                self.lost[o.cl_ord_id] = self._mono()
+                if len(self.lost) > 1000:
+                    del self.lost[next(iter(self.lost))]
                 self.stats.given_up += 1
                 self._to(o, S.DONE, now_ns, f"not found after {o.not_found} lookups ({o.doubt})")
                 self.journal.record(
@@ -508,7 +512,8 @@ class OrderManager:
             return
         self._poll_failures = 0
         self._merge_open(list(res.value), now_ns, "poll")
-        interval = self.fill_poll_s if self.slots else self.idle_poll_s
+        watching = any(self._mono() - t < self.idle_poll_s * 6 for t in self.lost.values())
+        interval = self.fill_poll_s if self.slots or watching else self.idle_poll_s
         self._next_poll_s = self._mono() + interval
         if not self.slots and self._mono() >= self._next_position_s:
             # nothing of ours in flight: the exchange's position is unambiguous

@@ -161,7 +161,8 @@ class Campaign:
             self.r.dead_man_arms_while_bad += 1
         if self._bad(t) and self._own_open():
             self.resting_since = t if self.resting_since is None else self.resting_since
-            self.r.bad_data_rest_max_s = max(self.r.bad_data_rest_max_s, t - self.resting_since)
+            rested = round(t - self.resting_since, 3)
+            self.r.bad_data_rest_max_s = max(self.r.bad_data_rest_max_s, rested)
         else:
             self.resting_since = None
         return out
@@ -353,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--cycles", type=int, default=200, help="cycles per seed")
+    ap.add_argument("--rest-fault-rate", type=float, default=CampaignConfig.rest_fault_rate)
+    ap.add_argument("--late-answer-rate", type=float, default=CampaignConfig.late_answer_rate)
     ap.add_argument("--json", type=Path, help="write every campaign's figures here")
     ap.add_argument("--verbose", action="store_true", help="log every retried REST error")
     args = ap.parse_args(argv)
@@ -360,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="chappie-faults-") as tmp:
         for seed in args.seeds:
-            r = run_campaign(CampaignConfig(seed=seed, cycles=args.cycles), Path(tmp))
+            cfg = CampaignConfig(
+                seed=seed,
+                cycles=args.cycles,
+                rest_fault_rate=args.rest_fault_rate,
+                late_answer_rate=args.late_answer_rate,
+            )
+            r = run_campaign(cfg, Path(tmp))
             results.append(r)
             print(
                 f"seed {seed}: {r.cycles} cycles, {r.orders_sent} creates sent, "
