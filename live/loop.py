@@ -510,6 +510,7 @@ class LiveSession:
                     self.instrument,
                     self.rules.stake_fraction,
                     self.rules.max_exposure,
+                    fees=self.rules.fees,  # the model's fee, as in training and the paper
                 )
             except ExposureError:  # the exchange position is the truth; the paper stack is capped
                 continue
