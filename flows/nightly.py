@@ -146,11 +146,6 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
                 f"{_num(ov.get('lag1_autocorrelation_median'))}"
             )
             lines.append("")
-        for c in candidates:
-            failed = [r for r in c.get("reasons", []) if c["decision"] != "promote"]
-            if failed:
-                lines.append(f"Why not {c['candidate_id']}: " + "; ".join(failed))
-        lines.append("")
     promotion = outcome.get("promotion") or {}
     if promotion:
         lines += [

@@ -63,3 +63,46 @@ def test_summary_of_a_failed_run_names_the_step():
     )
     assert text.startswith("# Chappie nightly: failed")
     assert "**Failed step:** `features` — SliceValidationError: x" in text
+
+
+def test_summary_shows_baselines_fee_sensitivity_and_trial_counts():
+    ev = _outcome()["evaluation"]
+    ev["baselines"] = {
+        "flat": {
+            "pnl_plus_fees": 0.0,
+            "pnl_without_fees": 0.0,
+            "fees": 0.0,
+            "trades": 0,
+            "max_drawdown": 0.0,
+            "fee_sensitivity": [{"maker_fee": -0.00025, "pnl_plus_fees": 0.0}],
+        },
+        "random": {
+            "pnl_plus_fees": -0.08,
+            "pnl_without_fees": -0.01,
+            "fees": -0.07,
+            "trades": 1700,
+            "max_drawdown": 0.03,
+            "seeds": [0, 1, 2, 3, 4],
+            "spread": {"pnl_plus_fees_std": 0.0064},
+            "fee_sensitivity": [{"maker_fee": -0.00025, "pnl_plus_fees": 0.07}],
+        },
+    }
+    ev["evaluation_config"] = {"fee_sensitivity": [-0.00025]}
+    ev["overfitting"] |= {"n_trials_ledger": 7, "n_trials_sweep": 2, "n_configs": 1}
+    text = summary_markdown(_outcome(evaluation=ev))
+    assert "| baseline: flat | - | +0.0000" in text
+    assert "baseline: random (mean of 5 seeds, sd 0.0064)" in text
+    assert "maker -2.5 bp" in text and "- baseline random: +0.0700" in text
+    assert "7 trials in the ledger (2 in this sweep)" in text
+
+
+def test_summary_says_when_a_rerun_changed_nothing():
+    promo = {
+        "model_name": "m",
+        "version": "3",
+        "decision": "promote",
+        "aliases": {"champion": "3"},
+        "unchanged": True,
+        "reasons": ["x: ... version 3 under alias 'champion': nothing registered, no alias moved"],
+    }
+    assert "nothing registered, no alias moved" in summary_markdown(_outcome(promotion=promo))
