@@ -39,19 +39,28 @@ from training.metrics import SliceMetrics, compute_slice_metrics, period_returns
 
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
 
-TRADE_FIELDS = (
-    "slice_id",
-    "side",
-    "entry_ts_ns",
-    "exit_ts_ns",
-    "entry_price_ticks",
-    "exit_price_ticks",
-    "stake",
-    "contracts",
-    "pnl",
-    "fees",
-    "pnl_plus_fees",
-)
+
+def trade_fields(settle: str) -> tuple[str, ...]:
+    """trades.csv columns; money in the settle currency (`settle`, e.g. XBT) with its unit
+    in the name, times in ISO 8601 UTC beside their int64 ns, prices in USD beside ticks."""
+    c = settle.lower()
+    return (
+        "slice_id",
+        "side",
+        "entry_time_utc",
+        "exit_time_utc",
+        "entry_price_usd",
+        "exit_price_usd",
+        "contracts",
+        "stake_fraction",
+        f"pnl_{c}",
+        f"fees_{c}",
+        f"pnl_plus_fees_{c}",
+        "entry_ts_ns",
+        "exit_ts_ns",
+        "entry_price_ticks",
+        "exit_price_ticks",
+    )
 
 
 @dataclass(frozen=True)
@@ -259,14 +268,59 @@ def sb3_batch_policy(model: Any) -> BatchPolicy:
     return act
 
 
-def write_trades_csv(path: str | Path, results: Sequence[SliceResult]) -> Path:
-    """Every closed trade of every slice as CSV (TRADE_FIELDS), atomically."""
+def _iso(ts_ns: int) -> str:
+    import datetime as dt
+
+    t = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns % 1_000_000_000) // 1_000_000:03d}Z"
+
+
+def trade_rows(
+    results: Sequence[SliceResult], tick_size: float, settle: str
+) -> list[dict[str, Any]]:
+    """Every closed trade as a trades.csv row (`trade_fields`). Fees are a cash flow, as
+    in every report: negative = paid, positive = rebate received, and pnl_plus_fees = pnl
+    + fees (the env's trade records count fees paid as positive). Pure."""
+    c = settle.lower()
+    rows = []
+    for r in results:
+        for t in r.trades:
+            fees = -float(t["fees"])
+            pnl = float(t["pnl"])
+            rows.append(
+                {
+                    "slice_id": r.slice.slice_id,
+                    "side": "long" if int(t["side"]) > 0 else "short",
+                    "entry_time_utc": _iso(int(t["entry_ts_ns"])),
+                    "exit_time_utc": _iso(int(t["exit_ts_ns"])),
+                    "entry_price_usd": float(t["entry_price_ticks"]) * tick_size,
+                    "exit_price_usd": float(t["exit_price_ticks"]) * tick_size,
+                    "contracts": t["contracts"],
+                    "stake_fraction": t["stake"],
+                    f"pnl_{c}": pnl,
+                    f"fees_{c}": fees,
+                    f"pnl_plus_fees_{c}": pnl + fees,
+                    "entry_ts_ns": int(t["entry_ts_ns"]),
+                    "exit_ts_ns": int(t["exit_ts_ns"]),
+                    "entry_price_ticks": int(t["entry_price_ticks"]),
+                    "exit_price_ticks": int(t["exit_price_ticks"]),
+                }
+            )
+    return rows
+
+
+def write_trades_csv(
+    path: str | Path,
+    results: Sequence[SliceResult],
+    tick_size: float = 0.5,
+    settle: str = "XBT",
+) -> Path:
+    """Every closed trade of every slice as CSV (`trade_rows`), atomically."""
 
     def _write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=TRADE_FIELDS, extrasaction="ignore")
+            w = csv.DictWriter(fh, fieldnames=trade_fields(settle))
             w.writeheader()
-            for r in results:
-                w.writerows(r.trades)
+            w.writerows(trade_rows(results, tick_size, settle))
 
     return write_with_atomic(path, _write)

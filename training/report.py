@@ -125,12 +125,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "max_drawdown",
         "sharpe",
     ]
+    period = (report.get("overfitting") or {}).get("return_period_s")
+    head = [
+        *cols[:6],
+        "pnl (fraction)",
+        "fees (cash flow, <0 paid)",
+        "pnl_plus_fees",
+        "max_drawdown (of peak)",
+        f"sharpe (annualised, {period:g} s returns)" if period else "sharpe (annualised)",
+    ]
     for title, key in (
         ("Test slices", "slices"),
         ("Stress slices (reported separately, not gated)", "stress_slices"),
     ):
         rows = report.get(key, [])
-        lines += ["", f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     tot = report.get("test_totals", {})
     lines += ["", "Test totals: " + ", ".join(f"{k} {_fmt(v)}" for k, v in tot.items())]
@@ -160,8 +169,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ]
     over = report.get("overfitting", {})
     if over:
-        lines += ["", "## Overfitting (whole sweep)", ""] + [
-            f"- {k}: {_fmt(v)}" for k, v in over.items()
+        per_period = {"best_sharpe", "trials_sharpe_variance"}
+        lines += ["", "## Overfitting (whole sweep and trial ledger)", ""] + [
+            f"- {k}{' (per period, not annualised)' if k in per_period else ''}: {_fmt(v)}"
+            for k, v in over.items()
         ]
     for title, key in (("Train slices", "train_slices"), ("Test slices (hashes)", "test_slices")):
         lines += ["", f"## {title}", ""] + [
@@ -202,7 +213,13 @@ def write_report(
     if reference_name:
         title += f" (dotted: {reference_name}, the best baseline)"
     written = {p.name: p for p in plot_curves(results, out, title, reference, reference_name)}
-    written[TRADES_CSV] = write_trades_csv(out / TRADES_CSV, results)
+    inst = (report.get("env_config") or {}).get("instrument") or {}
+    written[TRADES_CSV] = write_trades_csv(
+        out / TRADES_CSV,
+        results,
+        float(inst.get("tick_size", 0.5)),
+        str(inst.get("settle_currency", "XBT")),
+    )
     written[REPORT_JSON] = write_json_atomic(out / REPORT_JSON, dict(report))
     written[REPORT_MD] = write_bytes_atomic(out / REPORT_MD, render_markdown(report).encode())
     return {k: str(Path(v).resolve()) for k, v in written.items()}

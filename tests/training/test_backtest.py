@@ -283,3 +283,33 @@ def test_backtest_reports_fill_volumes_that_rescore_its_fees(
     assert [r.metrics.maker_fee for r in dated] == pytest.approx([0.0002] * len(dated))
     save_results(tmp_path / "bt", res)
     assert [r.metrics for r in load_results(tmp_path / "bt")] == [r.metrics for r in res]
+
+
+def test_trades_csv_uses_the_cash_flow_sign_and_names_its_units() -> None:
+    from training.backtest import SliceInput, SliceResult, trade_fields, trade_rows
+
+    trade = {
+        "side": -1,
+        "entry_ts_ns": 1_704_067_200_123_456_789,  # 2024-01-01T00:00:00.123Z
+        "exit_ts_ns": 1_704_067_260_000_000_000,
+        "entry_price_ticks": 80_001,
+        "exit_price_ticks": 79_990,
+        "stake": 0.1,
+        "contracts": 4000.0,
+        "pnl": 0.002,
+        "fees": 0.0005,  # the env's record: positive = paid
+    }
+    res = SliceResult(
+        SliceInput("/x", "fold00-test", "test", 0),
+        np.zeros(1, dtype=np.int64),
+        np.ones(1),
+        np.zeros(1),
+        np.zeros(0, dtype=np.int64),
+        trades=[trade],
+    )
+    (row,) = trade_rows([res], tick_size=0.5, settle="XBT")
+    assert list(row) == list(trade_fields("XBT"))
+    assert row["side"] == "short" and row["entry_time_utc"] == "2024-01-01T00:00:00.123Z"
+    assert row["entry_price_usd"] == 40_000.5 and row["exit_price_usd"] == 39_995.0
+    assert row["fees_xbt"] == -0.0005  # a fee paid is a negative cash flow, as in metrics
+    assert row["pnl_plus_fees_xbt"] == pytest.approx(0.0015)  # pnl + fees
