@@ -392,8 +392,20 @@ def publish_staged_day(
     """Check one staged day through the order book and publish (merge) it into its
     partition (`ingest.events.publish_merged`). Returns a JSON-able summary:
     ``{day, written, mode, path, book_rows, trades_rows, desyncs, duplicate_trades:
-    {sha256: rows}}`` (rows of the published day)."""
+    {sha256: rows}}`` (rows of the published day). A synthetic day's manifest also
+    carries ``extra["market"]`` (`ingest.synthetic.market_metadata`: model, seed,
+    fingerprint, the planted edge), which `chappie audit market EVENTS` prints."""
     layout = DataLayout(Path(data_dir))
+    market = None
+    if cfg.source == "synthetic":
+        from ingest.synthetic import market_metadata
+
+        market = market_metadata(cfg.synthetic)
+
+    def extra_of(book: pl.DataFrame) -> dict[str, Any]:
+        extra = book_check_extra(book)
+        return extra if market is None else {**extra, "market": market}
+
     res = publish_merged(
         layout,
         cfg.symbol,
@@ -404,7 +416,7 @@ def publish_staged_day(
         cfg.instrument,
         cfg.source,
         staged.get("book_kind"),
-        book_check_extra,
+        extra_of,
     )
     chk = res.result.manifest.get("extra", {}).get("book_check", {})
     desyncs = sum(int(chk.get(k, 0)) for k in ("unknown_level", "crossed", "bad_size"))
