@@ -159,6 +159,7 @@ def evaluate_policies_flow(
 
     plans: list[CandidatePlan] = []
     run_ids: dict[str, str | None] = {}
+    fold_runs: dict[str, dict[int, str]] = {}  # candidate -> fold -> that fold's training run
     failed_entries = []
     trained_on = {r["task"]["train_slice_id"]: r["task"]["train_sha256"] for r in sweep["tasks"]}
     current = {f.train_id: f.train_sha256 for f in catalog.folds}
@@ -190,6 +191,7 @@ def evaluate_policies_flow(
             )
         )
         run_ids[cid] = rows[-1]["run_id"]
+        fold_runs[cid] = {int(r["fold"]): r["run_id"] for r in rows if r.get("run_id")}
     logger.info("evaluating %d candidates (%d failed in training)", len(plans), len(failed_entries))
     tracking.configure(tracking_uri)
     champ, champ_note = resolve_champion(
@@ -280,7 +282,16 @@ def evaluate_policies_flow(
         paths = write_report(reports / cid, report, results_by_cid[cid], reference, best or "")
         entry["report"] = paths
         if entry["run_id"]:
-            tracking.log_metrics(entry["run_id"], _run_metrics(entry))
+            # every fold's run: the candidate's totals and its own fold's slices, under the
+            # same keys on every run (MLflow Compare lines them up; the fold is a param)
+            totals = _run_metrics(entry)
+            by_fold = {s["fold"]: s for s in entry["slices"]}
+            val_by_fold = {s["fold"]: s for s in entry["validation_slices"]}
+            for fold, run in fold_runs.get(cid, {}).items():
+                own = _slice_metrics("test", by_fold.get(fold))
+                own |= _slice_metrics("validation", val_by_fold.get(fold))
+                tracking.log_metrics(run, totals | own)
+                tracking.set_tags(run, {"decision": entry["decision"]})
             tracking.log_artifacts(entry["run_id"], list(paths.values()), artifact_path="backtest")
             tracking.set_tags(entry["run_id"], {"decision": entry["decision"]})
             judged_on = entry["slices"] + entry["stress_slices"]  # test and stress slices
@@ -337,17 +348,29 @@ def _totals_keys(b: dict[str, Any]) -> dict[str, float]:
 
 
 def _run_metrics(entry: dict[str, Any]) -> dict[str, float]:
-    """The metric keys every evaluated run carries (candidates and baselines alike)."""
-    metrics = {f"test_{k}": float(v) for k, v in entry["test_totals"].items()}
-    for s in entry["slices"] + entry["stress_slices"] + entry["validation_slices"]:
+    """The candidate-level keys every evaluated run carries (every fold run of a candidate
+    and every baseline run): totals over the test slices, fee sensitivity, DSR, and the
+    stress slices (the last-fold model's, so the same on every fold run)."""
+    metrics = {f"total_test_{k}": float(v) for k, v in entry["test_totals"].items()}
+    for s in entry["stress_slices"]:
         for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
             metrics[f"{s['slice_id']}_{k}"] = float(s[k])
     for row in entry.get("fee_sensitivity") or []:
         # MLflow metric names take no "+": maker_-2.5bp, maker_0bp, maker_2bp
-        metrics[f"test_pnl_plus_fees_maker_{row['maker_fee'] * 1e4:g}bp"] = row["pnl_plus_fees"]
+        metrics[f"total_test_pnl_plus_fees_maker_{row['maker_fee'] * 1e4:g}bp"] = row[
+            "pnl_plus_fees"
+        ]
     if entry.get("dsr") is not None:
         metrics["dsr"] = float(entry["dsr"])
     return metrics
+
+
+def _slice_metrics(prefix: str, s: dict[str, Any] | None) -> dict[str, float]:
+    """One slice's figures under `<prefix>_<name>` (no slice id in the key)."""
+    if s is None:
+        return {}
+    keys = ("pnl", "fees", "pnl_plus_fees", "max_drawdown", "sharpe", "trades")
+    return {f"{prefix}_{k}": float(s[k]) for k in keys}
 
 
 def _post_artifact(evaluation: dict[str, Any]) -> None:

@@ -93,9 +93,16 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
         "baseline-random",
     ]
     cand_run = next(client.get_run(c["run_id"]) for c in swept[4]["candidates"] if c.get("run_id"))
-    test_keys = {k for k in cand_run.data.metrics if k.startswith("test_")}
+    test_keys = {k for k in cand_run.data.metrics if k.startswith("total_test_")}
+    assert "total_test_pnl_plus_fees" in test_keys
     for b in baselines:
         assert test_keys <= set(b.data.metrics), test_keys - set(b.data.metrics)
+    # every fold's run carries the same evaluation keys: Compare shows no NaN among them
+    evaluated_keys = [
+        {k for k in client.get_run(r.info.run_id).data.metrics if k.startswith(("test_", "total_"))}
+        for r in children
+    ]
+    assert evaluated_keys[0] and all(k == evaluated_keys[0] for k in evaluated_keys)
     child = children[0]
     assert len(client.get_metric_history(child.info.run_id, "train/value_loss")) >= 1
     assert child.data.tags["seed"] in {"0", "1"} and "trial.ppo.n_steps" in child.data.params
