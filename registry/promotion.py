@@ -268,7 +268,12 @@ def _register_candidate(
                 "registered_by": who(),
                 "registered_at": utc_now_iso(),
             }
-            version = store.register_version(model_info.model_uri, cfg.model_name, run_id, tags_v)
+            # the version's source run is the run that trained the model (the bundle itself
+            # is logged in the register run, which leaves the training run's times alone)
+            source_run = str(cand.get("run_id") or run_id)
+            version = store.register_version(
+                model_info.model_uri, cfg.model_name, source_run, tags_v
+            )
         tracking.set_tags(run_id, {"registered_version": version, "model_name": cfg.model_name})
     except BaseException:
         tracking.end_run(run_id, "FAILED")

@@ -89,6 +89,11 @@ def test_nightly_registry_outcome_follows_the_gates(nightly_outcome):
         challenger = client.get_model_version_by_alias(name, "challenger")
         assert challenger.tags["decision"] in {"reject", "retest"}
         assert challenger.tags["spec_hash"] == outcome["evaluation"]["spec_hash"]
+        # the version links to the run that trained it (not an empty register run)
+        cand = next(
+            c for c in evaluation["candidates"] if c["candidate_id"] == evaluation["challenger"]
+        )
+        assert challenger.run_id == cand["run_id"]
 
 
 def test_an_untrained_policy_beside_the_baselines_moves_no_alias(nightly_outcome):
