@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     bitmex_api_key: SecretStr | None = None
     bitmex_api_secret: SecretStr | None = None
+    #: how long a command waits for another run to release the data folder (seconds;
+    #: 0 = stop at once with one line naming the holder)
+    lock_wait_s: float = Field(0.0, ge=0.0)
 
     @property
     def layout(self) -> DataLayout:
