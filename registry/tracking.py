@@ -14,6 +14,10 @@ Contract (see /tmp contracts, DEVELOPERS.md "Interfaces"):
   source URI fragment and the dataset profile); MLflow's own `digest` column holds at
   most 36 characters, so it holds the first 32 hex digits only.
 
+- Every run created here carries its owner process (tag `chappie.owner`:
+  `core.lifetime.ProcessIdentity.tag()`); `fail_orphaned_runs` marks FAILED the runs
+  left RUNNING by an owner that no longer lives (a killed nightly), tagging why.
+
 Raises `TrackingError` with the run id and operation on any store failure that
 survives the retries for a locked SQLite database.
 """
@@ -35,9 +39,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_INPUT_TAG_VALUE_SIZE
+
+from core.lifetime import ProcessIdentity
 
 __all__ = [
     "TrackingError",
@@ -45,6 +51,7 @@ __all__ = [
     "configure",
     "end_run",
     "ensure_experiment",
+    "fail_orphaned_runs",
     "flatten_params",
     "log_artifacts",
     "log_child_run",
@@ -61,6 +68,8 @@ PARAMS_TAGS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds at most 36 characters
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+OWNER_TAG = "chappie.owner"  # ProcessIdentity.tag() of the process that created the run
+ORPHAN_TAG = "chappie.failed_reason"
 
 _LOCK_RETRIES = 8
 _LOCK_BACKOFF_S = 0.25
@@ -233,7 +242,8 @@ def start_parent_run(experiment: str, run_name: str, params: dict, tags: dict[st
     """
     exp_id = ensure_experiment(experiment)
     c = client()
-    run = _retry("create run", lambda: c.create_run(exp_id, run_name=run_name))
+    owner = {OWNER_TAG: ProcessIdentity.current().tag()}
+    run = _retry("create run", lambda: c.create_run(exp_id, run_name=run_name, tags=owner))
     run_id = str(run.info.run_id)
     _log_params_tags(run_id, params, tags)
     return run_id
@@ -408,6 +418,46 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     _retry("end run", lambda: c.set_terminated(run_id, status=status), run_id)
 
 
+def fail_orphaned_runs(experiment_ids: Sequence[str] | None = None) -> list[str]:
+    """Mark FAILED every RUNNING run whose owner process (tag `chappie.owner`) is gone:
+    runs a killed command left open, on this host (an owner elsewhere cannot be checked
+    and is left alone, as are runs without the tag). Tags each with `chappie.failed_
+    reason`. Searches `experiment_ids` (default: every active experiment). Returns the
+    run ids marked. Safe to run from several processes at once."""
+    c = client()
+    if experiment_ids is None:
+        exps = _retry("list experiments", lambda: c.search_experiments(ViewType.ACTIVE_ONLY))
+        experiment_ids = [e.experiment_id for e in exps]
+    if not experiment_ids:
+        return []
+    ids = list(experiment_ids)
+    marked: list[str] = []
+    token: str | None = None
+    while True:
+        page = _retry(
+            "search runs",
+            partial(
+                c.search_runs,
+                ids,
+                filter_string="attributes.status = 'RUNNING'",
+                max_results=1000,
+                page_token=token,
+            ),
+        )
+        for run in page:
+            owner = ProcessIdentity.parse(run.data.tags.get(OWNER_TAG, ""))
+            if owner is None or owner.alive() is not False:
+                continue
+            run_id = str(run.info.run_id)
+            reason = f"owner process {owner.pid} on {owner.host} ended without closing the run"
+            _retry("tag run", partial(c.set_tag, run_id, ORPHAN_TAG, reason), run_id)
+            _retry("end run", partial(c.set_terminated, run_id, status="FAILED"), run_id)
+            marked.append(run_id)
+        token = page.token
+        if not token:
+            return marked
+
+
 def log_child_run(
     parent_run_id: str,
     experiment: str,
@@ -431,7 +481,11 @@ def log_child_run(
     c = client()
     run = _retry(
         "create run",
-        lambda: c.create_run(exp_id, run_name=run_name, tags={PARENT_TAG: parent_run_id}),
+        lambda: c.create_run(
+            exp_id,
+            run_name=run_name,
+            tags={PARENT_TAG: parent_run_id, OWNER_TAG: ProcessIdentity.current().tag()},
+        ),
         parent_run_id,
     )
     run_id = str(run.info.run_id)
