@@ -17,7 +17,14 @@ import numpy as np
 import polars as pl
 
 from core.config.features import ExpectationsConfig, FeatureSpec
-from expectations.suites import Suite, book_suite, book_view, feature_suite, feature_view
+from expectations.suites import (
+    Suite,
+    book_suite,
+    book_view,
+    drift_report,
+    feature_suite,
+    feature_view,
+)
 from features.store import read_slice
 
 
@@ -42,6 +49,7 @@ class ValidationResult:
     failed: list[str] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
     data_docs: str | None = None
+    drift: dict[str, Any] | None = None  # against the frozen stats: measured, never refused
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -52,6 +60,8 @@ class ValidationResult:
         }
         if self.data_docs:
             out["data_docs"] = self.data_docs
+        if self.drift is not None:
+            out["drift"] = self.drift
         return out
 
 
@@ -224,13 +234,14 @@ def validate_frames(
     run_name: str = "slice",
 ) -> ValidationResult:
     """Run the book suite on `bars` (the slice's bars, when given) and the feature suite
-    on `slice_frame`; merge both into one result. Never raises on failures."""
+    on `slice_frame`; merge both into one result, with the drift against `mean`/`sigma`
+    when given (measured, never a failure). Never raises on failures."""
     results: list[ValidationResult] = []
     if bars is not None:
         view = book_view(bars, spec.depth)
         results.append(run_suite(view, book_suite(), "book", data_docs_dir, run_name))
-    fsuite = feature_suite(spec, cfg, with_stats=mean is not None)
-    fview = feature_view(slice_frame, spec, mean, sigma)
+    fsuite = feature_suite(spec, cfg)
+    fview = feature_view(slice_frame, spec)
     results.append(run_suite(fview, fsuite, "features", data_docs_dir, run_name))
     stats = {
         key: sum(r.statistics.get(key, 0) for r in results)
@@ -247,6 +258,11 @@ def validate_frames(
         failed=[f for r in results for f in r.failed],
         statistics=stats,
         data_docs=results[-1].data_docs,
+        drift=(
+            drift_report(slice_frame, spec, mean, sigma, cfg)
+            if mean is not None and sigma is not None
+            else None
+        ),
     )
 
 

@@ -7,11 +7,15 @@ manifests name every expectation without importing GX.
 book suite    (on `book_view(bars)` of a slice's bars): no nulls, strictly increasing
               time, never crossed (ask0 > bid0), spread >= 1 tick, positive level-0 sizes
               and prices, every level either empty (price 0, size 0) or with size > 0.
-feature suite (on `feature_view(slice, stats)`): no NaN, null or infinity in any
+feature suite (on `feature_view(slice)`): no NaN, null or infinity in any
               feature (one finite-range check per feature: the view maps NaN to inf),
-              imbalances within [-1, 1], spreads >= 0, strictly increasing time, and
-              normalised values (x - mean) / sigma within +-`normalized_abs_max` for at
-              least `normalized_mostly` of rows (when frozen stats are given).
+              imbalances within [-1, 1], spreads >= 0, strictly increasing time.
+
+Both suites check integrity and refuse a slice. Distribution drift against the frozen
+stats (a test day calmer or wilder than the train days) is what walk-forward evaluation
+exists to measure, so it never refuses: `drift_report` measures it (share of normalised
+values beyond the clip, shift of mean and sigma in sigma units), the slice manifest stores
+it beside the validation result, the nightly summary shows it.
 """
 
 from __future__ import annotations
@@ -135,7 +139,10 @@ def feature_view(
     return slice_frame.select(cols)
 
 
-def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool) -> Suite:
+def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool = False) -> Suite:
+    """Integrity of the features (module docstring). `cfg` and `with_stats` are kept for
+    callers; frozen stats no longer add expectations (drift is reported, not refused)."""
+    del cfg, with_stats
     exps = [_not_null(S.TS), _increasing(S.TS)]
     for n in spec.names:  # NaN / null arrive as +inf (feature_view): one check each
         if _is_imbalance(n):
@@ -144,8 +151,50 @@ def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool) 
             exps.append(_between(n, 0.0, FINITE_MAX))
         else:
             exps.append(_between(n, -FINITE_MAX, FINITE_MAX))
-    if with_stats:
-        lim = cfg.normalized_abs_max
-        exps += [_between(Z_PREFIX + n, -lim, lim, cfg.normalized_mostly) for n in spec.names]
-    name = f"{FEATURE_SUITE}-{spec.version}" + ("" if with_stats else "-raw")
-    return Suite(name, tuple(exps))
+    return Suite(f"{FEATURE_SUITE}-{spec.version}", tuple(exps))
+
+
+def drift_report(
+    slice_frame: pl.DataFrame,
+    spec: FeatureSpec,
+    mean: np.ndarray,
+    sigma: np.ndarray,
+    cfg: ExpectationsConfig,
+) -> dict[str, Any]:
+    """Distribution drift of a slice against frozen stats, per feature: the share of rows
+    whose normalised value (x - mean) / sigma lies beyond +-`cfg.normalized_abs_max` (the
+    observation clip: those values reach the policy clipped), and the mean and standard
+    deviation of the normalised values (0 and 1 on the train slices). `flagged` lists
+    the features with more than 1 - `cfg.normalized_mostly` of rows beyond the clip.
+    Non-finite values are left out (integrity refuses them). Pure."""
+    lim = float(cfg.normalized_abs_max)
+    z = [
+        ((pl.col(n) - float(m)) / float(s)).alias(n)
+        for n, m, s in zip(spec.names, mean, sigma, strict=True)
+    ]
+    zf = slice_frame.select(z).fill_nan(None)
+    rows = max(slice_frame.height, 1)
+    beyond = zf.select((pl.col(n).abs() > lim).sum() / rows for n in spec.names).row(0)
+    means = zf.select(pl.col(n).mean() for n in spec.names).row(0)
+    stds = zf.select(pl.col(n).std() for n in spec.names).row(0)
+    per = {
+        n: {
+            "beyond_clip_share": float(b or 0.0),
+            "z_mean": float(m) if m is not None else None,
+            "z_std": float(sd) if sd is not None else None,
+        }
+        for n, b, m, sd in zip(spec.names, beyond, means, stds, strict=True)
+    }
+    worst = max(spec.names, key=lambda n: per[n]["beyond_clip_share"])
+    shift = max(spec.names, key=lambda n: abs(per[n]["z_mean"] or 0.0))
+    return {
+        "clip": lim,
+        "max_beyond_clip_share": per[worst]["beyond_clip_share"],
+        "max_beyond_clip_feature": worst,
+        "max_mean_shift": per[shift]["z_mean"],
+        "max_mean_shift_feature": shift,
+        "flagged": [
+            n for n in spec.names if per[n]["beyond_clip_share"] > 1 - cfg.normalized_mostly
+        ],
+        "features": per,
+    }

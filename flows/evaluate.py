@@ -258,6 +258,11 @@ def evaluate_policies_flow(
             for t in trials
         ],
         "notes": notes,
+        "drift": {
+            sid: _drift_summary(catalog.manifests[sid])
+            for sid in [f.test_id for f in catalog.folds] + list(catalog.stress_ids)
+            if (catalog.manifests[sid].get("validation") or {}).get("drift")
+        },
         "stress_slices": list(catalog.stress_ids),
         "evaluation_config": cfg.evaluation.model_dump(mode="json"),
         "env_configs": {c.env_key: c.trial.env.model_dump(mode="json") for c in cands},
@@ -328,12 +333,35 @@ def evaluate_policies_flow(
         if isinstance(v, (int, float)) and v is not None
     }
     tracking.log_metrics(sweep_run_id, {f"overfitting_{k}": v for k, v in over.items()})
+    tracking.log_metrics(
+        sweep_run_id,
+        {
+            f"drift_{sid}_{k}": float(d[k])
+            for sid, d in evaluation["drift"].items()
+            for k in ("max_beyond_clip_share", "max_mean_shift")
+            if d.get(k) is not None
+        },
+    )
     tracking.log_artifacts(sweep_run_id, [str(path)])
     tracking.set_tags(
         sweep_run_id, {"best": str(evaluation["best"]), "challenger": str(evaluation["challenger"])}
     )
     _post_artifact(evaluation)
     return evaluation
+
+
+def _drift_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
+    d = manifest["validation"]["drift"]
+    keys = (
+        "clip",
+        "max_beyond_clip_share",
+        "max_beyond_clip_feature",
+        "max_mean_shift",
+        "max_mean_shift_feature",
+        "flagged",
+    )
+    return {k: d.get(k) for k in keys}
 
 
 def _totals_keys(b: dict[str, Any]) -> dict[str, float]:

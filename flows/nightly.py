@@ -146,6 +146,19 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
                 f"{_num(ov.get('lag1_autocorrelation_median'))}"
             )
             lines.append("")
+    drift = evaluation.get("drift") or {}
+    if drift:
+        lines.append(
+            "Drift of the test and stress slices against their frozen stats (measured, never "
+            "a refusal): "
+            + "; ".join(
+                f"{sid} {d['max_beyond_clip_share'] * 100:.2f} % beyond ±{d['clip']:g} σ "
+                f"({d['max_beyond_clip_feature']}), mean shift {d['max_mean_shift'] or 0:+.2f} σ "
+                f"({d['max_mean_shift_feature']})"
+                for sid, d in drift.items()
+            )
+        )
+        lines.append("")
     promotion = outcome.get("promotion") or {}
     if promotion:
         lines += [

@@ -107,6 +107,10 @@ def test_an_untrained_policy_beside_the_baselines_moves_no_alias(nightly_outcome
         assert {"pnl_plus_fees", "pnl_without_fees", "fees", "trades", "max_drawdown"} <= set(b)
         assert b["slices"] and b["fee_sensitivity"]
     assert ev["best"] is None  # 1 trial config: PBO is "not enough trials", never a pass
+    # drift of every judged slice against its frozen stats: measured and carried along
+    assert set(ev["drift"]) == {c["slice_id"] for c in ev["candidates"][0]["slices"]} | set(
+        ev["stress_slices"]
+    )
     assert "champion" not in outcome["promotion"]["aliases"]
     text = __import__("flows.nightly", fromlist=["summary_markdown"]).summary_markdown(outcome)
     assert "baseline: always_quote" in text and "Fee sensitivity" in text

@@ -106,3 +106,21 @@ def test_summary_says_when_a_rerun_changed_nothing():
         "reasons": ["x: ... version 3 under alias 'champion': nothing registered, no alias moved"],
     }
     assert "nothing registered, no alias moved" in summary_markdown(_outcome(promotion=promo))
+
+
+def test_summary_reports_drift_of_the_judged_slices():
+    ev = _outcome()["evaluation"] | {
+        "drift": {
+            "fold02-test": {
+                "clip": 10.0,
+                "max_beyond_clip_share": 0.0139,
+                "max_beyond_clip_feature": "spread_bps",
+                "max_mean_shift": 0.8,
+                "max_mean_shift_feature": "realized_vol_60s",
+                "flagged": ["spread_bps"],
+            }
+        }
+    }
+    text = summary_markdown(_outcome(evaluation=ev))
+    assert "never a refusal" in text
+    assert "fold02-test 1.39 % beyond ±10 σ (spread_bps), mean shift +0.80 σ" in text

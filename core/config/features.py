@@ -96,8 +96,13 @@ class WalkForwardConfig(FrozenModel):
 
 
 class ExpectationsConfig(FrozenModel):
-    normalized_abs_max: float = 10.0
-    normalized_mostly: float = 0.99
+    """Integrity expectations refuse a slice; distribution drift against the frozen stats
+    is measured and reported, never refused (expectations/suites.py)."""
+
+    # drift report: share of normalised values beyond +-this (the observation clip)
+    normalized_abs_max: float = Field(10.0, gt=0)
+    # drift report: a feature is flagged when more than 1 - this share lies beyond the clip
+    normalized_mostly: float = Field(0.99, ge=0, le=1)
     data_docs: bool = True
 
 
