@@ -33,28 +33,15 @@ def frames(
     size) with side -1 a taker sell."""
     snap = [(0, 1, 100, 500, True), (0, -1, 101, 300, True)]
     rows = snap + [(t, s, p, q, False) for t, s, p, q in deltas]
-    book = pl.DataFrame(
-        {
-            schema.TS_EVENT: [r[0] for r in rows],
-            schema.TS_RECV: [r[0] for r in rows],
-            schema.SIDE: [r[1] for r in rows],
-            schema.PRICE_TICKS: [r[2] for r in rows],
-            schema.SIZE: [r[3] for r in rows],
-            schema.IS_SNAPSHOT: [r[4] for r in rows],
-        },
-        schema=book_schema(),
-    )
-    tr = pl.DataFrame(
-        {
-            schema.TS_EVENT: [r[0] for r in trades],
-            schema.TS_RECV: [r[0] for r in trades],
-            schema.SIDE: [r[1] for r in trades],
-            schema.PRICE_TICKS: [r[2] for r in trades],
-            schema.SIZE: [r[3] for r in trades],
-        },
-        schema=trade_schema(),
-    )
-    return book, tr
+    return _frame(rows, book_schema()), _frame(trades, trade_schema())
+
+
+def _frame(rows: list[tuple[int, ...]], sch: pl.Schema) -> pl.DataFrame:
+    """Rows (ts, side, price, size[, is_snapshot]); ts_recv = ts_event = ts."""
+    cols = [c for c in sch.names() if c != schema.TS_RECV]
+    data = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+    data[schema.TS_RECV] = data[schema.TS_EVENT]
+    return pl.DataFrame(data).select(sch.names()).cast(dict(sch))  # type: ignore[arg-type]
 
 
 def replay(
