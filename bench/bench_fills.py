@@ -13,6 +13,9 @@
    `constant_order_latency(latency, 0)`, running the same quote-best policy in Python.
 With `--capture`, also the real 2021-07-22 capture (ingested from its websocket
 recording, written back out as tardis CSV). Writes bench/RESULTS_fills.md.
+
+hftbacktest is a peer, installed on purpose: `.venv/bin/pip install -e '.[peers]'` (it
+pins numpy < 2.3, so `make install` leaves it out).
 """
 
 from __future__ import annotations
@@ -223,6 +226,11 @@ def main() -> None:
     ap.add_argument("--capture", action="store_true", help="also the real 2021-07-22 capture")
     ap.add_argument("--no-write", action="store_true", help="print, do not write RESULTS")
     a = ap.parse_args()
+    import importlib.util
+
+    if importlib.util.find_spec("hftbacktest") is None:
+        print("bench_fills needs hftbacktest: .venv/bin/pip install -e '.[peers]'", file=sys.stderr)
+        raise SystemExit(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files, inst, what = synthetic_files(a.hours, Path(tmp) / "syn-tardis")

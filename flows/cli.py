@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 DEFAULT_CONFIG = "conf/default.yaml"
+BUSY_EXIT = 75  # EX_TEMPFAIL: another run holds the data folder; try again later
 
 
 def _prepare_environment(args: argparse.Namespace) -> None:
@@ -25,6 +26,8 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     os.environ.setdefault("TQDM_MININTERVAL", "1")
+    # no pickle in Prefect's result files, for any task (flows.results guards ours on read)
+    os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", "json")
     from core.settings import load_settings
 
     # Prefect's own database lives with the data (the command's --data-dir, else
@@ -41,9 +44,12 @@ def _prepare_environment(args: argparse.Namespace) -> None:
 
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.nightly import run_nightly_cli
+    from flows.common import command_session, resolve_runtime
 
-    return run_nightly_cli(args.config)
+    with command_session(resolve_runtime().data_dir, "nightly"):
+        from flows.nightly import run_nightly_cli
+
+        return run_nightly_cli(args.config)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -53,7 +59,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows import cli_features, cli_ingest, cli_live, cli_ops, cli_registry, cli_training
+    from flows import (
+        cli_audit_fills,
+        cli_audit_market,
+        cli_features,
+        cli_ingest,
+        cli_live,
+        cli_ops,
+        cli_registry,
+        cli_training,
+    )
 
     parser = argparse.ArgumentParser(
         prog="chappie",
@@ -82,18 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", metavar="AUDIT", required=True)
     cli_features.register_audit(audit_sub)
     cli_training.register_audit(audit_sub)
-    __import__("flows.cli_audit_market", fromlist=["_"]).register_audit(audit_sub)
+    cli_audit_market.register_audit(audit_sub)
+    cli_audit_fills.register_audit(audit_sub)
 
     cli_ops.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `chappie` command; returns its exit status (BUSY_EXIT when another run
+    holds the data folder, with one line naming it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _prepare_environment(args)
+    from core.locks import FolderBusy
+    from flows.api_server import ServerStartError
+
     try:
         return int(args.func(args) or 0)
+    except FolderBusy as exc:
+        print(f"chappie {args.command}: {exc}", file=sys.stderr)
+        return BUSY_EXIT
+    except ServerStartError as exc:
+        print(f"chappie {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
