@@ -174,7 +174,8 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
         f"MLflow tracking: `{outcome['tracking_uri']}`",
         "",
         "Next: `chappie ui` (MLflow UI on http://127.0.0.1:5000), "
-        "`chappie live --feed replay --duration 60` (observe-only live loop on a local replay).",
+        "`chappie live --feed replay --replay synthetic --speed 10 --duration 30` "
+        "(observe-only live loop on a local replay; decisions start after its 76 s warm-up).",
     ]
     return "\n".join(lines)
 

@@ -174,8 +174,12 @@ class LiveSession:
         book_table: str = "orderBookL2",
         orders: OrderManager | None = None,
         on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.on_status = on_status  # what the loop waits for, when it changes
+        self._status = ""
+        self._warm_bars = 0  # consecutive bars inside the feature warm-up
         self.predictor = predictor
         self.instrument = instrument
         self.symbol = symbol
@@ -434,8 +438,12 @@ class LiveSession:
 
     def _on_bar(self, upd: BarUpdate) -> dict[str, Any] | None:
         ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
+        self._warm_bars = self._warm_bars + 1 if upd.warmup else 0
         if not ready.ok:
+            self._report_wait(upd.ts, ready.reason)
             return None
+        if self._status != "ready":
+            self._say("ready", f"{iso_ms(upd.ts)} deciding from this bar on")
         if not self._clock_suspect:
             self.data_fault = ""  # a full window of valid bars since the last fault
         try:
@@ -447,6 +455,36 @@ class LiveSession:
             return None
         self.strategy_fault = ""
         return rec
+
+    def bars_until_decision(self, reason: str) -> int | None:
+        """Bars left before the first decision while warming up or filling the window;
+        None for other waits (book, stale or skewed data), which end when the data does."""
+        interval = self.spec.interval_ns
+        if reason == "feature warm-up":
+            lookback = -(-self.spec.lookback_ns // interval)
+            return max(lookback - self._warm_bars, 0) + self.spec.window - 1
+        if reason.startswith("filling observation window"):
+            return self.spec.window - self.gate.valid_bars
+        return None
+
+    def _report_wait(self, ts: int, reason: str) -> None:
+        """Say what the loop waits for, and when it will decide: once per kind of wait,
+        then every 30 bars of it."""
+        kind = reason.split(" ", 2)[0] if reason.startswith("filling") else reason
+        left = self.bars_until_decision(reason)
+        text = f"{iso_ms(ts)} waiting: {reason}"
+        if left is not None:
+            eta = ts + left * self.spec.interval_ns
+            text += f"; about {left} bars left, first decision near {iso_ms(eta)}"
+        if self.predictor.policy is None:
+            text += f" (no model: {self.predictor.reason}; actions will be logged as none)"
+        if kind != self._status or (left is not None and left % 30 == 0):
+            self._say(kind, text)
+
+    def _say(self, status: str, text: str) -> None:
+        self._status = status
+        if self.on_status is not None:
+            self.on_status(text)
 
     def _decide(self, upd: BarUpdate) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
@@ -549,6 +587,13 @@ def _exchange_time(msg: dict[str, Any]) -> int | None:
         return None
 
 
+def _status_printer(out: IO[str]) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(f"chappie live: {text}", file=out, flush=True)
+
+    return say
+
+
 # ---------------------------------------------------------------------- the async runner
 class DecisionSink:
     """stdout lines and an optional JSON lines file (flushed per line, fsynced on close)."""
@@ -638,6 +683,7 @@ def run_live(
         rules=rules,
         mode=mode,
         on_decision=sink,
+        on_status=None if out is None else _status_printer(out),
     )
     clock = clock or SystemClock()
     feed = BitmexFeed(

@@ -181,3 +181,21 @@ def test_crossed_book_is_a_desync_that_asks_for_fresh_partials() -> None:
         4 * S, {"table": "orderBookL2", "action": "update", "data": [{**rows[0], "size": 1}]}
     )
     assert s.bars >= 1 and s.desyncs == 1  # dropped: the decoder waits for a fresh partial
+
+
+def test_session_says_what_it_waits_for_and_when_it_will_decide(ws_capture: Path) -> None:
+    """#20: warm-up is announced with the bars left and the time of the first decision,
+    and that time is when the first decision comes."""
+    said: list[str] = []
+    s = LiveSession(
+        SMALL_SPEC, None, Predictor(None, None, "none"), max_skew_s=None, on_status=said.append
+    )
+    s.keep_history = True
+    for ts, m in load_recording(ws_capture):
+        s.on_message(ts, m)
+    waits = [x for x in said if "waiting: feature warm-up" in x]
+    assert waits and "bars left, first decision near" in waits[0] and "no model" in waits[0]
+    promised = waits[0].split("first decision near ")[1].split(" ")[0]
+    assert s.decisions and s.decisions[0]["time"] == promised
+    assert any("deciding from this bar on" in x for x in said)
+    assert len(said) < 20  # announced when the wait changes, not on every bar
