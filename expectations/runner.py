@@ -8,7 +8,6 @@ Data Docs HTML is written under the given folder when asked.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,10 +68,15 @@ _CONTEXT: Any = None
 
 
 def _context() -> Any:
-    """One ephemeral GX context per process, progress bars off."""
+    """One ephemeral GX context per process, its progress bars off through its own
+    setting (not TQDM_DISABLE, which would silence every other bar of the process, the
+    training one included) and its INFO chatter (temporary folders) below the default
+    log level."""
     global _CONTEXT
     if _CONTEXT is None:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        import logging
+
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
