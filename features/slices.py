@@ -32,6 +32,7 @@ from core.atomic import fsync_dir, json_bytes, publish_if_changed, write_with_at
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_file
+from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
 from features.compute import compute_features
 from features.stats import FrozenStats
@@ -640,6 +641,23 @@ def staging_dir_for(layout: DataLayout, cfg: FeaturesConfig, bars_sha256: str) -
     """Deterministic staging folder of (config, bars)."""
     key = fingerprint({"features": cfg.model_dump(mode="json"), "bars": bars_sha256})[:16]
     return layout.root / "staging" / "features" / key
+
+
+def remove_leftovers(
+    layout: DataLayout, spec_hash: str, symbol: str, min_age_s: float = STALE_AFTER_S
+) -> list[str]:
+    """Delete the temp files a crashed features run left (`core.leftovers`, at least
+    `min_age_s` old; 0 only while holding the data folder's lock) in the spec's slices
+    folder (segments included), bars/<symbol>/<spec12>, stats/ and staging/features/.
+    Returns their paths relative to the data folder. Adapter (files only)."""
+    folders = (
+        layout.slices(spec_hash),
+        layout.root / "bars" / symbol / layout.spec12(spec_hash),
+        layout.root / "stats",
+        layout.root / "staging" / "features",
+    )
+    removed = [p for f in folders for p in remove_stale_temps(f, min_age_s, recursive=True)]
+    return [str(p.relative_to(layout.root)) for p in removed]
 
 
 def validate_all(

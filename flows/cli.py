@@ -16,6 +16,24 @@ from pathlib import Path
 
 DEFAULT_CONFIG = "conf/default.yaml"
 BUSY_EXIT = 75  # EX_TEMPFAIL: another run holds the data folder; try again later
+COMMAND_PID_VAR = "CHAPPIE_COMMAND_PID"
+
+
+def _bind_spawned_child_to_command() -> None:
+    """A process the command spawns through multiprocessing (the sweep's pool workers)
+    imports the command's main module before anything else (the spawn start method), so
+    this runs in it first: bind it to the command now, not seconds later after its Prefect
+    and torch imports, so that a command killed while its workers start leaves none
+    (`core.lifetime.watch_parent`). Only in direct children of the command."""
+    pid = os.environ.get(COMMAND_PID_VAR, "")
+    spawned = sys.orig_argv[-1:] == ["--multiprocessing-fork"]  # sys.argv is the parent's here
+    if spawned and pid.isdigit() and os.getppid() == int(pid):
+        from core.lifetime import watch_parent
+
+        watch_parent(int(pid))
+
+
+_bind_spawned_child_to_command()
 
 
 def _prepare_environment(args: argparse.Namespace) -> None:
@@ -110,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _prepare_environment(args)
+    os.environ[COMMAND_PID_VAR] = str(os.getpid())
     from core.locks import FolderBusy
     from flows.api_server import ServerStartError
 

@@ -104,11 +104,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail("features", str(exc))
     from expectations.runner import SliceValidationError
-    from flows.features import build_features_flow
+    from flows.common import command_session
 
     rt = resolve_runtime(args.data_dir)
     try:
-        index = build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+        with command_session(rt.data_dir, "features"):
+            from flows.features import build_features_flow
+
+            index = build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
     except SliceValidationError as exc:
         print(f"chappie features: {exc}", file=sys.stderr)
         return 1

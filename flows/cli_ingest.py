@@ -127,12 +127,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         cfg, download = build_config(args)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
-    from flows.common import resolve_runtime
-    from flows.ingest import ingest_flow
+    from core.locks import FolderBusy
+    from flows.common import command_session, resolve_runtime
 
     rt = resolve_runtime(args.data_dir)
     try:
-        report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]
+        with command_session(rt.data_dir, "ingest"):
+            from flows.ingest import ingest_flow
+
+            report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]
+    except FolderBusy:
+        raise  # one line, printed by `chappie` itself
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(f"{type(exc).__name__}: {exc}")
     if args.json:

@@ -60,11 +60,18 @@ def _cmd_promote(args: argparse.Namespace) -> int:
             evaluation, cfg.registry, rt.tracking_uri, dry_run=args.dry_run, feature_spec=spec
         )
     else:
-        from flows.promote import promote_flow
+        from flows.api_server import prefect_api
 
-        result = promote_flow(
-            str(evaluation), cfg.registry, rt.tracking_uri, dry_run=args.dry_run, feature_spec=spec
-        )
+        with prefect_api():
+            from flows.promote import promote_flow
+
+            result = promote_flow(
+                str(evaluation),
+                cfg.registry,
+                rt.tracking_uri,
+                dry_run=args.dry_run,
+                feature_spec=spec,
+            )
     if args.dry_run:
         print(f"DRY RUN (nothing changed), evaluation {evaluation}:", file=sys.stderr)
     _print(result)
@@ -82,11 +89,14 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
         result = rollback(cfg.registry, rt.tracking_uri, dry_run=args.dry_run, reason=args.reason)
     else:
-        from flows.promote import rollback_flow
+        from flows.api_server import prefect_api
 
-        result = rollback_flow(
-            cfg.registry, rt.tracking_uri, dry_run=args.dry_run, reason=args.reason
-        )
+        with prefect_api():
+            from flows.promote import rollback_flow
+
+            result = rollback_flow(
+                cfg.registry, rt.tracking_uri, dry_run=args.dry_run, reason=args.reason
+            )
     if args.dry_run:
         print("DRY RUN (nothing changed):", file=sys.stderr)
     _print(result)

@@ -14,12 +14,14 @@ DEFAULT_CONFIG = "conf/default.yaml"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from flows.common import load_experiment, resolve_runtime
-    from flows.train import train_flow
+    from flows.common import command_session, load_experiment, resolve_runtime
 
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
-    out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
+    with command_session(rt.data_dir, "train"):
+        from flows.train import train_flow
+
+        out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
     ok = sum(1 for t in out["tasks"] if t["ok"])
     print(f"sweep {out['sweep_run_id']}: {ok}/{len(out['tasks'])} tasks finished")
     for name in out["failed"]:
@@ -37,13 +39,15 @@ def latest_sweep(reports: Path) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.common import load_experiment, resolve_runtime
-    from flows.evaluate import evaluate_flow
+    from flows.common import command_session, load_experiment, resolve_runtime
 
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
     sweep = args.sweep or latest_sweep(rt.layout.root / "reports")
-    ev = evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep)
+    with command_session(rt.data_dir, "evaluate"):
+        from flows.evaluate import evaluate_flow
+
+        ev = evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep)
     for c in ev["candidates"]:
         t = c["test_totals"]
         print(

@@ -3,7 +3,9 @@ the MLflow tracking URI. Control flow only."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,29 @@ def post_markdown_artifact(key: str, markdown: str, description: str) -> None:
         create_markdown_artifact(key=key, markdown=markdown, description=description)
     except Exception:
         get_run_logger().warning("could not post the %s artifact", key, exc_info=True)
+
+
+@contextlib.contextmanager
+def data_folder_lock(data_dir: str | os.PathLike[str], stage: str) -> Iterator[dict[str, Any]]:
+    """Hold the data folder's lock (`core.locks.hold_folder`) for the `with` block: every
+    writing stage (ingest, features, train, evaluate, nightly) takes it, re-entrantly, so
+    two runs never share a staging folder. Waits up to CHAPPIE_LOCK_WAIT_S (default 0)
+    for another run, then raises `core.locks.FolderBusy` (one line naming the holder)."""
+    from core.locks import hold_folder
+
+    with hold_folder(data_dir, stage, wait_s=load_settings().lock_wait_s) as holder:
+        yield holder
+
+
+@contextlib.contextmanager
+def command_session(data_dir: str | os.PathLike[str], stage: str) -> Iterator[None]:
+    """What a `chappie` command that runs flows holds: the data folder's lock (taken
+    first, so a busy folder stops the command before anything starts), then a Prefect API
+    that ends with the command (`flows.api_server.prefect_api`: PREFECT_API_URL, or a
+    temporary server that dies with this process even when it is SIGKILLed).
+
+    Enter it before importing a flow module. Raises FolderBusy, ServerStartError."""
+    from flows.api_server import prefect_api
+
+    with data_folder_lock(data_dir, stage), prefect_api():
+        yield

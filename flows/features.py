@@ -9,6 +9,11 @@ cached staging plan whose files are gone, or that an earlier version wrote, is r
 Every slice is validated by its own task; when any fails the flow raises
 `SliceValidationError` listing every failed expectation of every failing slice, and
 nothing is published.
+
+The flow holds the data folder's lock (`flows.common.data_folder_lock`): two runs never
+share a staging folder, and the temp files a crashed run left in the slices, bars, stats
+and staging folders are removed when the next run starts (any age: no writer can be
+running). Persisted results are JSON (`flows.results`).
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.features import FeaturesConfig
 from core.paths import DataLayout
 from features import slices
-from flows.common import progress
+from flows.common import data_folder_lock, progress
+from flows.results import PERSISTED, ensure_result_storage
 
 
 def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
@@ -88,13 +94,15 @@ def _events_fingerprint(data_dir: str, symbol: str) -> str:
     )
 
 
+def _remove_leftovers(data_dir: str, spec_hash: str, symbol: str) -> list[str]:
+    """Every temp file of a crashed run, whatever its age: the caller holds the lock."""
+    return slices.remove_leftovers(DataLayout(Path(data_dir)), spec_hash, symbol, min_age_s=0.0)
+
+
+remove_leftovers = task(name="remove-leftovers")(_remove_leftovers)
 events_fingerprint = task(name="events-fingerprint")(_events_fingerprint)
-build_bars = task(name="build-bars", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)(
-    _build_bars
-)
-stage_slices = task(name="stage-slices", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)(
-    _stage
-)
+build_bars = task(name="build-bars", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)(_build_bars)
+stage_slices = task(name="stage-slices", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)(_stage)
 staged_files_exist = task(name="staged-files-exist")(_staged_files_exist)
 validate_slice = task(name="validate-slice", task_run_name="validate-{slice_id}")(_validate)
 publish_slices = task(name="publish-slices")(_publish)
@@ -107,13 +115,25 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
 
     Returns the folds.json content. Raises SliceValidationError (listing every failed
     expectation) when any slice fails its suites, SliceBuildError / WalkForwardError
-    when the events cannot make the configured slices.
+    when the events cannot make the configured slices; FolderBusy when another run holds
+    the data folder.
     """
+    with data_folder_lock(data_dir, "features"):
+        ensure_result_storage()
+        return _build_features(symbol, cfg, data_dir)
+
+
+def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
     from expectations.runner import SliceValidationError
 
     layout = DataLayout(Path(data_dir))
     if not layout.events_symbol(symbol).exists():
         raise slices.SliceBuildError(f"no events for {symbol} under {layout.events_symbol(symbol)}")
+    leftovers = remove_leftovers(data_dir, cfg.spec.spec_hash, symbol)
+    if leftovers:
+        get_run_logger().info(
+            "removed %d leftovers of a crashed run: %s", len(leftovers), leftovers
+        )
     with progress(3, "features", "step") as bar:
         fp = events_fingerprint(data_dir, symbol)
         bars = build_bars(cfg, data_dir, symbol, fp)

@@ -6,7 +6,9 @@ by the source fingerprint (config + file sizes and mtimes); publishing is one ta
 (source, day) and is idempotent and additive by itself (`ingest.events.publish_merged`:
 a current partition is not rewritten, other runs' inputs are kept). The staging cache
 key includes the staging format, so a folder staged by an older layout is not reused.
-Retries are only on the download task (network I/O).
+Retries are only on the download task (network I/O). The staging index is persisted as
+JSON (`flows.results`). The flow holds the data folder's lock (`flows.common.
+data_folder_lock`), so two runs never stage or publish at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
+from flows.common import data_folder_lock
+from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
 
 
@@ -41,9 +45,7 @@ def _download(url: str, start: str, end: str, dest_dir: str, kinds: list[str]) -
 
 
 fingerprint_source = task(name="fingerprint-source")(ingest_run.source_fingerprint)
-stage_source = task(name="stage-source", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)(
-    _stage
-)
+stage_source = task(name="stage-source", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)(_stage)
 staged_files_exist = task(name="staged-files-exist")(ingest_run.staged_files_exist)
 publish_day = task(name="publish-day", task_run_name="publish-{cfg.source}-{day}")(
     ingest_run.publish_staged_day
@@ -66,8 +68,16 @@ def ingest_flow(
     `download` (bitmex-dump only): ``{"url", "start", "end", "kinds"}``: the dumps are
     first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
     from there. Bad input is quarantined and counted, never fatal; raises only when the
-    run itself cannot proceed.
+    run itself cannot proceed; FolderBusy when another run holds the data folder.
     """
+    with data_folder_lock(data_dir, "ingest"):
+        ensure_result_storage()
+        return _ingest(cfg, data_dir, progress, download)
+
+
+def _ingest(
+    cfg: IngestConfig, data_dir: str, progress: bool, download: dict[str, Any] | None
+) -> dict[str, Any]:
     downloaded = None
     if download is not None:
         dest = str(Path(data_dir) / "raw" / "bitmex-dump")

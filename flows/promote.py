@@ -4,6 +4,8 @@
 candidate's pickle-free bundle as an MLflow model version and moves `champion` (promote
 decision only) or `challenger` (`registry.promotion`). The registration is idempotent per
 (sweep, candidate), so the one retry (network I/O to the tracking server) is safe.
+Before registering, register runs (and any run) left RUNNING by a killed process are
+marked FAILED (`registry.tracking.fail_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from core.config.registry import RegistryConfig
-from registry import promotion
+from registry import promotion, tracking
 
 promote_task = task(name="register-and-promote", retries=1, retry_delay_seconds=2)(
     promotion.promote
@@ -50,6 +52,13 @@ def promote_flow(
     `dry_run` changes nothing. `feature_spec` (FeatureSpec JSON) is needed only when the
     experiment's spec is not the default one with the env window.
     """
+    if not dry_run:
+        tracking.configure(tracking_uri)
+        orphans = tracking.fail_orphaned_runs()
+        if orphans:
+            get_run_logger().warning(
+                "marked %d runs of killed processes FAILED: %s", len(orphans), orphans
+            )
     result = promote_task(
         evaluation_path, cfg, tracking_uri, dry_run=dry_run, feature_spec=feature_spec
     )

@@ -8,12 +8,20 @@ that still fails is reported in the result and on the sweep's MLflow run, never 
 
 MLflow (through `registry.tracking`): one parent run per sweep, a child run per task
 named after its knobs, the full config as params and as a JSON artifact, SB3 metrics in
-batches, the train slice as a dataset input and the model zip as an artifact.
+batches, the train slice as a dataset input and the model zip as an artifact. Runs left
+RUNNING by a killed earlier process are marked FAILED when the flow starts
+(`registry.tracking.fail_orphaned_runs`); this flow's runs carry their owner process.
+
+Nothing outlives the command: pool workers end when the process that started them dies
+(`core.lifetime.init_pool_worker`) and use its Prefect API (PREFECT_API_URL, inherited)
+instead of booting servers of their own. The flow holds the data folder's lock; task
+results are persisted as JSON (`flows.results`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,26 +33,28 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.config.training import SweepConfig
+from core.lifetime import init_pool_worker
 from core.paths import DataLayout
-from core.settings import ensure_single_thread_math
-from flows.common import progress
+from flows.common import data_folder_lock, progress
+from flows.results import PERSISTED, ensure_result_storage
 from training.candidates import check_instrument, load_catalog, plan_tasks, training_root
 from training.sweep import TrainResult, TrainTask, finished_result, read_metrics_csv, train_one
 
 SWEEP_JSON = "sweep.json"
 
 
-@task(name="train-policy", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(name="train-policy", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def train_policy(train_task: TrainTask) -> dict[str, Any]:
     """One PPO run (training.sweep.train_one); returns the TrainResult as JSON."""
     return train_one(train_task).model_dump(mode="json")
 
 
 def task_runner(sweep: SweepConfig) -> TaskRunner:  # type: ignore[type-arg]
-    """Process pool (default), Dask (prefect-dask), or one worker thread."""
+    """Process pool (default; workers die with this process), Dask (prefect-dask), or
+    one worker thread. Create it in the process that runs the flow."""
     if sweep.executor == "process":
         return ProcessPoolTaskRunner(
-            max_workers=sweep.n_workers, initializer=ensure_single_thread_math
+            max_workers=sweep.n_workers, initializer=init_pool_worker, initargs=(os.getpid(),)
         )
     if sweep.executor == "dask":
         from prefect_dask import DaskTaskRunner
@@ -180,7 +190,14 @@ def _run_sweep(
 @flow(name="train-policies")
 def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     """Run the sweep (module docstring); returns {"sweep_run_id", "tasks", "failed"} and
-    writes it to reports/<sweep_run_id>/sweep.json."""
+    writes it to reports/<sweep_run_id>/sweep.json. Raises FolderBusy when another run
+    holds the data folder."""
+    with data_folder_lock(data_dir, "train"):
+        ensure_result_storage()
+        return _train_policies(cfg, data_dir, tracking_uri)
+
+
+def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     from registry import tracking
 
     logger = get_run_logger()
@@ -190,6 +207,9 @@ def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str)
     check_instrument(catalog, cfg.ingest.instrument)
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
     tracking.configure(tracking_uri)
+    orphans = tracking.fail_orphaned_runs()
+    if orphans:
+        logger.warning("marked %d runs of killed processes FAILED: %s", len(orphans), orphans)
     experiment = cfg.registry.experiment
     parent = tracking.start_parent_run(
         experiment,

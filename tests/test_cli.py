@@ -64,6 +64,7 @@ def test_prefect_home_follows_the_commands_data_dir_and_audits_create_no_folder(
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("PREFECT_HOME", raising=False)
+    monkeypatch.delenv("PREFECT_RESULTS_DEFAULT_SERIALIZER", raising=False)  # set by it
     monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path / "env-data"))
     cli._prepare_environment(argparse.Namespace(command="features", data_dir=str(tmp_path / "x")))
     assert os.environ["PREFECT_HOME"] == str((tmp_path / "x" / "prefect").resolve())
