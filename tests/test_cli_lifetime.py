@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -35,6 +37,42 @@ def test_second_run_on_a_busy_data_folder_exits_with_one_line_naming_the_holder(
     assert f"pid {holder['pid']}" in err and f"since {holder['since']}" in err
     assert not (tmp_path / "prefect").exists() or not any((tmp_path / "prefect").iterdir())
     assert not marked(env["CHAPPIE_TEST_PROCESS_MARK"])  # no server was started
+
+
+# A command's main module that spawns a worker the way the sweep's process pool does
+# (multiprocessing, spawn), then sleeps; the worker would sleep for a minute.
+SPAWNER = """
+import multiprocessing, os, sys, time
+if __name__ == "__main__":  # what `chappie` sets (the worker inherits it)
+    os.environ["CHAPPIE_COMMAND_PID"] = str(os.getpid())
+import flows.cli  # noqa: F401 - the command's main module imports it
+
+def work():
+    time.sleep(60)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=work)
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_worker_spawned_by_a_sigkilled_command_ends_without_waiting_for_its_imports(
+    tmp_path: Path,
+) -> None:
+    from core.lifetime import ProcessIdentity
+
+    script = tmp_path / "command.py"
+    script.write_text(SPAWNER)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    worker = ProcessIdentity(ProcessIdentity.current().host, int(p.stdout.readline()))
+    time.sleep(1.0)  # the worker is up and sleeping in `work`
+    assert worker.alive() is True
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert wait_for(lambda: worker.alive() is False, 2.0), "the worker outlived its command"
 
 
 def _server_up(mark: str) -> bool:

@@ -15,7 +15,13 @@ from tests.conftest import REPO
 MARK_VAR = "CHAPPIE_TEST_PROCESS_MARK"
 TINY = REPO / "conf" / "tiny.yaml"
 # variables of the test session that would point a command at the test's Prefect server
-_SESSION_VARS = ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_HOME")
+_SESSION_VARS = (
+    "PREFECT_API_URL",
+    "PREFECT_API_DATABASE_CONNECTION_URL",
+    "PREFECT_HOME",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+)
 
 
 def command_env(data_dir: Path, mark: str | None = None) -> dict[str, str]:
