@@ -492,9 +492,10 @@ def validate_staged_slice(
     plan: SlicePlan, slice_id: str, cfg: FeaturesConfig, data_docs_dir: str | None = None
 ) -> dict[str, Any]:
     """Run the book suite on the slice's bars and the feature suite on the staged
-    slice, with its fold's frozen stats (normalised-range check) except for stress
-    slices, which are out of distribution by design. Returns the manifest
-    `validation` summary; raises SliceValidationError listing the failed expectations."""
+    slice, and measure its drift against its frozen stats (stress slices too: out of
+    distribution by design, which the drift report shows; drift never refuses). Returns
+    the manifest `validation` summary; raises SliceValidationError listing the failed
+    integrity expectations."""
     from expectations.runner import validate_slice
 
     item = plan.staged(slice_id)
@@ -506,15 +507,14 @@ def validate_staged_slice(
         .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
         .collect()
     )
-    # Stress windows are out of distribution by design: no normalised-range check.
-    st = None if item.kind == "stress" else plan.frozen_stats(item.stats_id)
+    st = plan.frozen_stats(item.stats_id)
     res = validate_slice(
         frame,
         cfg.spec,
         cfg.expectations,
         bars=bars,
-        mean=st.mean if st else None,
-        sigma=st.sigma if st else None,
+        mean=st.mean,
+        sigma=st.sigma,
         slice_id=slice_id,
         data_docs_dir=data_docs_dir,
     )

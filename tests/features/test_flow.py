@@ -62,6 +62,7 @@ def test_build_features_flow_publishes_in_prefect_and_reports_drift(
     # its first rows look back across midnight into day 1; no normalised check on stress
     assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
     assert s.stats_id == out["stress_stats_id"] and "z__" not in str(s.validation)
+    assert s.validation["drift"]["features"]  # measured against the last fold's stats
 
     assert not any((layout.root / "staging" / "features").iterdir())
     again = build_features_flow(SYMBOL, CFG, str(layout.root))  # cached stage rebuilt
