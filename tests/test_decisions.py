@@ -1,0 +1,35 @@
+"""The pipeline judged on markets whose truth is known (#16): the real nightly, as a user
+runs it (`chappie nightly --config ...` on a fresh data folder), promotes a model on the
+market with a planted edge and sets no `champion` on the market without one.
+
+Slow: two full nightlies (minutes each on 2 cores). The same runs over more market seeds
+are `bench/bench_decisions.py` (bench/RESULTS_decisions.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.bench_decisions import ROOT, run_nightly
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize(
+    ("config", "promotes"),
+    [("conf/planted-edge.yaml", True), ("conf/no-edge.yaml", False)],
+)
+def test_nightly_decides_right_on_a_known_market(
+    config: str, promotes: bool, tmp_path: Path
+) -> None:
+    row = run_nightly(ROOT / config, 7, tmp_path)
+    assert row["rc"] == 0, Path(row["folder"], "nightly.log").read_text()[-3000:]
+    assert (row["champion"] is not None) == promotes, json.dumps(row)
+    if promotes:
+        # the promoted candidate passed every gate, beats_baselines included
+        assert row["decision"] == "promote" and row["failed"] == [], json.dumps(row)
+    else:
+        assert row.get("decision") != "promote", json.dumps(row)
