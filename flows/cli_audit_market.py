@@ -75,20 +75,21 @@ def _partition_events(paths: list[str], config: str | None) -> tuple[Any, Any, d
     sources = sorted({str(m.get("source")) for m in manifests})
     meta: dict[str, Any] = {"source": ", ".join(sources), "symbol": symbol, "days": days}
     recorded = [m.get("extra", {}).get("market") for m in manifests]
-    if recorded[0] is not None:
-        meta.update(recorded[0])
-    elif config is not None:
+    if config is not None:  # a config given is checked, whether the manifests record it or not
         from flows.common import load_experiment
         from ingest.synthetic import market_metadata
 
         syn = market_metadata(load_experiment(config).ingest.synthetic)
         fps = {i.get("sha256") for m in manifests for i in m.get("inputs", [])}
+        fps |= {r.get("fingerprint") for r in recorded if r is not None}
         if sources != ["synthetic"] or fps != {syn["fingerprint"]}:
             raise ValueError(
                 f"{config}: its synthetic market (fingerprint {syn['fingerprint'][:12]}) is "
                 "not the one these partitions were generated from"
             )
         meta.update(syn)
+    if recorded[0] is not None:
+        meta.update(recorded[0])
     return book, trades, meta
 
 

@@ -206,7 +206,8 @@ def test_shipped_no_edge_and_planted_edge_configs_load_with_known_answers() -> N
     for cfg in (no_edge, planted):
         syn = cfg.ingest.synthetic
         assert cfg.ingest.source == "synthetic" and syn.model == "realistic"
-        assert cfg.features == default.features and syn.days == default.ingest.synthetic.days
+        assert syn.days == default.ingest.synthetic.days
+    assert no_edge.features == planted.features and no_edge.sweep == planted.sweep
     assert no_edge.ingest.synthetic.edge.strength == 0.0
     assert planted.ingest.synthetic.edge.strength > 0.0
     # the same market but for the dial
