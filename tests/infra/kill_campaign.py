@@ -6,8 +6,9 @@ they left behind and what the next runs make of the data folder.
 On conf/tiny.yaml: clean runs of `ingest synthetic`, `features` and `train` in one folder
 give the reference (rows, slice digests) and each command's duration; then, in a second
 folder, `--kills` rounds of that sequence each SIGKILL one step (seeded choice; the steps
-before it complete) at a uniform moment of its clean duration (server start included),
-the way a nightly is interrupted. After each kill: the
+before it complete; its published outputs are removed first so that it has its whole work
+to do) at a uniform moment of its clean duration (server start included), the way a
+nightly is interrupted. After each kill: the
 command's processes still alive 5 s later (marked by environment, zombies excluded) and
 whether the data folder's lock is still held. At the end, ingest, features and train run
 to completion: rows lost or duplicated against the reference, slices not byte-identical,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -33,6 +35,9 @@ COMMANDS = {
     "train": ["train", "--config", str(TINY)],
 }
 SYMBOL = "XBTUSD"
+#: what a step publishes: removed before the step is killed, so that it has work to do
+#: (a re-run of finished work is a cached no-op) and the kill lands in the middle of it
+OUTPUTS = {"ingest": ["events"], "features": ["slices", "bars", "stats"], "train": ["training"]}
 
 
 def run(data: Path, name: str, timeout_s: float = 1800) -> float:
@@ -107,6 +112,8 @@ def campaign(workdir: Path, kills: int, seed: int) -> dict[str, Any]:
         for before in steps[: steps.index(name)]:
             run(data, before)
         delay = rng.uniform(0.5, durations[name])
+        for out in OUTPUTS[name]:
+            shutil.rmtree(data / out, ignore_errors=True)
         env = command_env(data)
         p = start(COMMANDS[name], env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
