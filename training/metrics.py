@@ -22,6 +22,8 @@ import numpy as np
 
 from training.overfitting import sharpe_per_period
 
+RUIN_FRACTION = 1e-12  # equity of a ruined account, as a fraction of its start (never 0)
+
 
 @dataclass(frozen=True)
 class SliceMetrics:
@@ -157,7 +159,15 @@ def compute_slice_metrics(
     if eq.size == 0:
         raise ValueError("empty equity curve")
     initial = float(eq[0])
-    mdd = max_drawdown(eq)  # also rejects non-positive equity
+    if not (math.isfinite(initial) and initial > 0):
+        raise ValueError(f"starting equity must be finite and positive, got {initial}")
+    bad = ~np.isfinite(eq) | (eq <= 0)
+    if bad.any():
+        # the policy lost the whole account (a strongly trending market, a wild policy):
+        # from then on the account is gone, a drawdown of 1; a verdict, not a crash
+        eq = eq.copy()
+        eq[int(np.argmax(bad)) :] = initial * RUIN_FRACTION
+    mdd = 1.0 if bad.any() else max_drawdown(eq)
     trades = np.asarray(trade_pnls, dtype=np.float64)
     rets = period_returns(ts, eq, return_period_ns)
     pnl = pnl_without_fees / initial

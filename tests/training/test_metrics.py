@@ -192,3 +192,26 @@ def test_slice_metrics_round_trip_through_as_dict_and_json() -> None:
     assert SliceMetrics(**json.loads(json.dumps(m.as_dict()))) == m
     old = {k: v for k, v in m.as_dict().items() if "maker" not in k and "taker" not in k}
     assert SliceMetrics(**old).maker_fee is None  # a results file written before volumes
+
+
+def test_a_ruined_account_is_a_full_drawdown_not_a_crash() -> None:
+    """An equity path that reaches 0 (or below) gives max drawdown 1 and finite metrics:
+    the gates reject it; the nightly must not fail on it."""
+    from training.metrics import compute_slice_metrics
+
+    ts = np.arange(6, dtype=np.int64) * 60 * 1_000_000_000
+    eq = np.array([1.0, 0.8, 0.3, -0.1, 0.2, 0.1])
+    m = compute_slice_metrics(
+        slice_id="s",
+        kind="test",
+        fold=0,
+        ts_ns=ts,
+        equity=eq,
+        pnl_without_fees=-0.9,
+        fees=-0.1,
+        trade_pnls=np.array([-1.0]),
+        return_period_ns=60 * 1_000_000_000,
+        periods_per_year=525_600.0,
+    )
+    assert m.max_drawdown == 1.0 and math.isfinite(m.sharpe)
+    assert m.pnl_plus_fees == pytest.approx(-1.0)
