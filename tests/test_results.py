@@ -84,6 +84,46 @@ def test_decode_object_rebuilds_our_models_and_paths_and_refuses_other_classes()
             decode_object({"__class__": name, "data": "x"})
 
 
+def test_result_store_reads_ours_back_and_refuses_planted_records_without_running_them(
+    tmp_path: Path,
+) -> None:
+    """Prefect's own read path (ResultStore.exists / read) over our storage, no server."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    from flows.results import RESULT_SERIALIZER, JsonResultStorage
+    from training.sweep import TrainResult
+
+    def store() -> ResultStore:  # a fresh one each time: no in-memory cache
+        storage = JsonResultStorage(basepath=str(tmp_path))
+        return ResultStore(result_storage=storage, serializer=RESULT_SERIALIZER)
+
+    model = TrainResult(run_name="r", candidate_id="c", fold=1, ok=True, attempts=1)
+    value = {"x": "ours", "path": Path("/data/x"), "model": model, "n": [1, 2.5]}
+    store().write(value, key="ours")
+    record = json.loads((tmp_path / "ours").read_bytes())  # plain JSON on disk
+    assert record["metadata"]["serializer"] == RESULT_SERIALIZER.model_dump(mode="json")
+    assert store().exists("ours") and store().read("ours").result == value
+
+    ran = tmp_path / "ran"
+    (tmp_path / "pickle").write_bytes(_pickle_record("pickle", ran))
+    record["metadata"]["serializer"]["object_decoder"] = f"{__name__}.evil_hook"
+    record["result"] = json.dumps({"x": "planted", "marker": str(ran)})
+    (tmp_path / "decoder").write_text(json.dumps(record))
+    record["metadata"]["serializer"] = RESULT_SERIALIZER.model_dump(mode="json")
+    record["result"] = json.dumps({"__class__": f"{__name__}.Evil", "data": {}})
+    (tmp_path / "class").write_text(json.dumps(record))
+    for key in ("pickle", "decoder", "class"):
+        assert store().exists(key) is False  # a cache miss: the task runs again
+        with pytest.raises(ValueError):
+            store().read(key)
+    assert not ran.exists()
+    # the control: Prefect's own storage trusts the file's serializer and runs the pickle
+    assert ResultStore(result_storage=LocalFileSystem(basepath=str(tmp_path))).exists("pickle")
+    assert ran.exists()
+
+
+@pytest.mark.slow  # two flow runs on the test server: ~4 s
 def test_persisted_results_are_json_round_trip_and_a_tampered_file_is_not_run(
     prefect_harness: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
