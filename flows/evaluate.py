@@ -33,7 +33,8 @@ from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from core.schema import feature_names
-from flows.common import post_markdown_artifact
+from flows.common import data_folder_lock, post_markdown_artifact
+from flows.results import PERSISTED, ensure_result_storage
 from training.candidates import (
     CandidatePlan,
     ReferencePlan,
@@ -52,19 +53,19 @@ from training.report import write_report
 EVALUATION_JSON = "evaluation.json"
 
 
-@task(name="backtest-candidate", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(name="backtest-candidate", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def backtest_candidate_task(plan: CandidatePlan) -> str:
     """training.candidates.backtest_candidate: returns the folder holding the results."""
     return backtest_candidate(plan)
 
 
-@task(name="backtest-reference", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(name="backtest-reference", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def backtest_reference_task(plan: ReferencePlan) -> str:
     """training.candidates.backtest_reference (a baseline): returns the results folder."""
     return backtest_reference(plan)
 
 
-@task(name="backtest-champion", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
+@task(name="backtest-champion", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def backtest_champion_task(plan: ReferencePlan) -> str:
     """registry.reference.backtest_champion: returns the results folder."""
     from registry.reference import backtest_champion
@@ -133,7 +134,17 @@ def _failed_candidate(cid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate_policies_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
 ) -> dict[str, Any]:
-    """See the module docstring. Returns the evaluation.json content."""
+    """See the module docstring. Returns the evaluation.json content. Holds the data
+    folder's lock; persisted results are JSON records (`flows.results`)."""
+    with data_folder_lock(data_dir, "evaluate"):
+        ensure_result_storage()
+        return _evaluate_policies(cfg, data_dir, tracking_uri, sweep_run_id)
+
+
+def _evaluate_policies(
+    cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
+) -> dict[str, Any]:
+    """The flow's body (runs inside the flow, so its tasks are Prefect task runs)."""
     from registry import ledger, tracking
     from registry.reference import resolve_champion
 

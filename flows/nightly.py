@@ -18,7 +18,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from core.atomic import write_json_atomic
-from flows.common import Runtime, load_experiment, post_markdown_artifact, resolve_runtime
+from flows.common import (
+    Runtime,
+    data_folder_lock,
+    load_experiment,
+    post_markdown_artifact,
+    resolve_runtime,
+)
 
 STEPS = ("ingest", "features", "train", "evaluate", "promote")
 
@@ -230,24 +236,26 @@ def nightly_flow(
         logger.info("step %s: done in %.1f s", name, time.perf_counter() - t0)
         return result
 
-    outcome["ingest"] = step("ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir))
-    outcome["folds"] = step(
-        "features", lambda: build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
-    )
-    sweep = step("train", lambda: train_flow(cfg, rt.data_dir, rt.tracking_uri))
-    outcome["sweep_run_id"] = sweep["sweep_run_id"]
-    evaluation = step(
-        "evaluate", lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep["sweep_run_id"])
-    )
-    outcome["evaluation"] = evaluation
-    evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
-    spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
-    outcome["promotion"] = step(
-        "promote",
-        lambda: promote_flow(
-            evaluation_path, cfg.registry, rt.tracking_uri, feature_spec=spec_json
-        ),
-    )
+    with data_folder_lock(rt.data_dir, "nightly"):  # the whole run, not step by step
+        outcome["ingest"] = step("ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir))
+        outcome["folds"] = step(
+            "features", lambda: build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+        )
+        sweep = step("train", lambda: train_flow(cfg, rt.data_dir, rt.tracking_uri))
+        outcome["sweep_run_id"] = sweep["sweep_run_id"]
+        evaluation = step(
+            "evaluate",
+            lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep["sweep_run_id"]),
+        )
+        outcome["evaluation"] = evaluation
+        evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
+        spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
+        outcome["promotion"] = step(
+            "promote",
+            lambda: promote_flow(
+                evaluation_path, cfg.registry, rt.tracking_uri, feature_spec=spec_json
+            ),
+        )
     outcome.update(status="completed", finished=_now())
     _write_outcome(rt, outcome)
     _post_artifact(outcome)
