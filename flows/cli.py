@@ -64,6 +64,7 @@ def _prepare_environment(args: argparse.Namespace) -> None:
 def _cmd_nightly(args: argparse.Namespace) -> int:
     from flows.common import command_session, resolve_runtime
 
+    # the config was validated by `main` before this (no Prefect yet)
     with command_session(resolve_runtime().data_dir, "nightly"):
         from flows.nightly import run_nightly_cli
 
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Data folder: CHAPPIE_DATA_DIR (default ./data). MLflow: MLFLOW_TRACKING_URI "
         "(default sqlite:///<data>/mlflow.db).",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error (also after the command, or CHAPPIE_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("nightly", help="run the whole pipeline once as one Prefect flow")
@@ -122,27 +128,144 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE_EXIT = 2  # a usage or config error: the command line or the files it names
+
+
+def _loaded(module: str, name: str) -> type[BaseException] | None:
+    """The exception class `module.name` when that module is already imported, else None:
+    an exception of a class whose module was never imported cannot have been raised, and
+    importing it here would cost what `chappie` avoids at start-up (mlflow, prefect)."""
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _is(exc: BaseException, module: str, name: str) -> bool:
+    cls = _loaded(module, name)
+    return cls is not None and isinstance(exc, cls)
+
+
+def _unreachable_server(exc: BaseException) -> bool:
+    """A connection to a server (Prefect API, MLflow tracking server) that nobody answers."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # the cause chain: wrapped by a client
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or _is(cur, "httpx", "ConnectError"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def user_error(exc: BaseException) -> tuple[int, str] | None:
+    """(exit status, one line) for an error the user can fix, None for a bug (which keeps
+    its traceback). The line says what is wrong; the messages raised for user errors say
+    what to do."""
+    if _is(exc, "core.locks", "FolderBusy"):
+        return BUSY_EXIT, str(exc)
+    if _is(exc, "flows.common", "ConfigError"):  # missing, not YAML, bad or unknown key
+        return USAGE_EXIT, str(exc)
+    if _is(exc, "flows.common", "ServerUnreachable"):  # says what to do
+        return 1, str(exc)
+    if _is(exc, "flows.api_server", "ServerStartError"):
+        return USAGE_EXIT, str(exc)
+    if _is(exc, "flows.serve", "PrefectServerUnavailable"):
+        return USAGE_EXIT, str(exc)
+    if _is(exc, "registry.promotion", "PromotionError"):  # e.g. nothing to roll back
+        return USAGE_EXIT, str(exc)
+    if _is(exc, "ingest.download", "DownloadRefused"):  # says to check the URL
+        return 1, str(exc)
+    if _is(exc, "ingest.download", "DownloadError"):  # retried already: a server outage
+        return 1, f"{exc} (try again later)"
+    if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
+        what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+        return USAGE_EXIT, f"{what} (check the path)"
+    if isinstance(exc, PermissionError):
+        return USAGE_EXIT, f"permission denied: {exc.filename or exc} (check the path's owner)"
+    if _unreachable_server(exc):
+        return 1, (
+            f"cannot reach a server: {exc} "
+            "(check PREFECT_API_URL / MLFLOW_TRACKING_URI, or unset them to use local ones)"
+        )
+    return None
+
+
+def _debug_requested(argv: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before a `--` (a global flag users also type after the
+    command), or CHAPPIE_DEBUG=1; returns argv without it."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--debug"]
+    debug = len(head) < end or os.environ.get("CHAPPIE_DEBUG") == "1"
+    return [*head, *argv[end:]], debug
+
+
+def _validate_config(args: argparse.Namespace) -> None:
+    """Every command given an experiment `--config` reads and validates it here, before a
+    handler starts a Prefect server or a flow (seconds), so a bad file fails at once.
+    Raises ConfigError (ConfigNotFound when missing)."""
+    path = getattr(args, "config", None)
+    if path is not None:
+        from flows.common import load_experiment
+
+        load_experiment(path)
+
+
+# commands that run Prefect flows (against PREFECT_API_URL when set) and that talk to the
+# MLflow tracking server (MLFLOW_TRACKING_URI when set)
+USES_PREFECT = frozenset(
+    {"nightly", "ingest", "features", "train", "evaluate", "promote", "rollback"}
+)
+USES_MLFLOW = frozenset({"nightly", "train", "evaluate", "promote", "rollback", "status"})
+
+
+def _check_servers(args: argparse.Namespace) -> None:
+    """A configured server that does not answer stops the command before it starts.
+    Raises flows.common.ServerUnreachable."""
+    from flows.common import check_reachable
+
+    no_flow = getattr(args, "no_flow", False)
+    prefect_url = os.environ.get("PREFECT_API_URL")
+    if prefect_url and args.command in USES_PREFECT and not no_flow:
+        check_reachable(prefect_url, "Prefect API", "PREFECT_API_URL")
+    mlflow_url = os.environ.get("MLFLOW_TRACKING_URI")
+    if mlflow_url and args.command in USES_MLFLOW:
+        check_reachable(mlflow_url, "MLflow tracking server", "MLFLOW_TRACKING_URI")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one `chappie` command; returns its exit status (BUSY_EXIT when another run
-    holds the data folder, with one line naming it)."""
+    """Run one `chappie` command; returns its exit status.
+
+    One error handler for every command: a user error (`user_error`: a missing or invalid
+    config, a bad path, nothing to roll back, an unreachable server, a refused download)
+    prints one line `chappie CMD: error: ...` on stderr and exits non-zero (2 for usage and
+    config errors, BUSY_EXIT when another run holds the data folder, 1 otherwise); with
+    `--debug` (or CHAPPIE_DEBUG=1) it re-raises, showing the traceback. Anything else is a
+    bug and keeps its traceback."""
+    args_list, debug = _debug_requested(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
+    args.debug = debug
     _prepare_environment(args)
     os.environ[COMMAND_PID_VAR] = str(os.getpid())
-    from core.locks import FolderBusy
-    from flows.api_server import ServerStartError
-
+    command = " ".join(c for c in (args.command, getattr(args, "audit_command", None)) if c)
     try:
+        _validate_config(args)
+        _check_servers(args)
         return int(args.func(args) or 0)
-    except FolderBusy as exc:
-        print(f"chappie {args.command}: {exc}", file=sys.stderr)
-        return BUSY_EXIT
-    except ServerStartError as exc:
-        print(f"chappie {args.command}: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        known = user_error(exc)
+        if known is None or debug:
+            raise
+        status, message = known
+        line = " ".join(message.split())  # one line, whatever the message held
+        prefix = "" if status == BUSY_EXIT else "error: "
+        print(f"chappie {command}: {prefix}{line}", file=sys.stderr)
+        if status != BUSY_EXIT:
+            print("(run again with --debug for the traceback)", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,18 +127,25 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         cfg, download = build_config(args)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
-    from core.locks import FolderBusy
+    from flows.cli import user_error
     from flows.common import command_session, resolve_runtime
 
+    if download is not None:  # a wrong URL fails here, before a Prefect server starts
+        from ingest.download import preflight
+
+        try:
+            preflight(str(download["url"]), str(download["start"]), tuple(download["kinds"]))  # type: ignore[arg-type]
+        except ValueError as exc:
+            return _fail(f"bad --start or --kinds: {exc}")
     rt = resolve_runtime(args.data_dir)
     try:
         with command_session(rt.data_dir, "ingest"):
             from flows.ingest import ingest_flow
 
             report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]
-    except FolderBusy:
-        raise  # one line, printed by `chappie` itself
     except (OSError, ValueError, RuntimeError) as exc:
+        if user_error(exc) is not None:
+            raise  # a busy folder, a refused download...: one line, printed by `chappie`
         return _fail(f"{type(exc).__name__}: {exc}")
     if args.json:
         print(json.dumps(report, sort_keys=True))

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 DEFAULT_CONFIG = "conf/default.yaml"
 
@@ -29,23 +30,18 @@ def _print(result: dict) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
-def _clean_errors(handler):  # noqa: ANN001, ANN202 - argparse handler decorator
-    """Known user errors (missing files, inconsistent evaluation, nothing to roll back)
-    print one line and exit 2 instead of a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from registry.promotion import PromotionError
-
-        try:
-            return int(handler(args))
-        except (FileNotFoundError, PromotionError) as exc:
-            print(f"chappie {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-
-    return run
+def _no_registry_yet(tracking_uri: str) -> str | None:
+    """Where the SQLite registry would be when it does not exist yet (nothing was ever
+    registered there), else None. Checked before importing mlflow (seconds) or creating
+    the database, so that a rollback with nothing to roll back answers at once."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    raw = unquote(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if raw in ("", ":memory:") or Path(raw).exists():
+        return None
+    return raw
 
 
-@_clean_errors
 def _cmd_promote(args: argparse.Namespace) -> int:
     from flows.common import load_experiment, resolve_runtime
 
@@ -78,15 +74,24 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-@_clean_errors
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from flows.common import load_experiment, resolve_runtime
+    from registry.promotion import PromotionError
 
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
-    if args.no_flow:
-        from registry.promotion import rollback
+    missing = _no_registry_yet(rt.tracking_uri)
+    if missing is not None:
+        raise PromotionError(
+            f"nothing to roll back: no model registry at {missing} yet "
+            "(`chappie promote` registers a champion first)"
+        )
+    # the plan first, without Prefect: "nothing to roll back" is known before a server
+    # starts, and is never retried (the rollback task's retry is for the tracking server)
+    from registry.promotion import rollback
 
+    rollback(cfg.registry, rt.tracking_uri, dry_run=True, reason=args.reason)
+    if args.no_flow:
         result = rollback(cfg.registry, rt.tracking_uri, dry_run=args.dry_run, reason=args.reason)
     else:
         from flows.api_server import prefect_api

@@ -46,12 +46,79 @@ def progress(total: int, desc: str, unit: str) -> Any:
     return tqdm(total=total, desc=desc, unit=unit, disable=os.environ.get("TQDM_DISABLE") == "1")
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be used (not YAML, or not a valid experiment config); the
+    message is one line naming the file and, for a bad key, the key."""
+
+
+class ConfigNotFound(ConfigError, FileNotFoundError):
+    """The config file does not exist (a FileNotFoundError, as callers have caught)."""
+
+
+def _validation_line(exc: Any) -> str:
+    """The first error of a pydantic ValidationError as `key.path: what is wrong`, and how
+    many more there are (a user fixes one at a time; the rest follow on the next run)."""
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        what = f"unknown key {key!r} (check its spelling and section against conf/default.yaml)"
+    else:
+        what = f"{key}: {first['msg']}"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return what + more
+
+
 def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
-    """The experiment config at `path`, with a clear error when the file is missing."""
+    """The experiment config at `path`, parsed and validated (cheap: no Prefect, no I/O
+    beyond the file). Raises ConfigNotFound when the file is missing, ConfigError (one
+    line naming the file, and the key when one is wrong) when it is not YAML or not a
+    valid config."""
+    import yaml
+    from pydantic import ValidationError
+
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"config file not found: {p} (see conf/default.yaml)")
-    return load_config(p)
+    if not p.is_file():
+        raise ConfigNotFound(
+            f"config file not found: {p} (pass --config PATH; conf/default.yaml is an example)"
+        )
+    try:
+        return load_config(p)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {_validation_line(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a text file ({exc.reason})") from exc
+
+
+class ServerUnreachable(ConnectionError):
+    """A server the command is configured to use does not accept connections."""
+
+
+def check_reachable(url: str, what: str, env_var: str, timeout_s: float = 3.0) -> None:
+    """Connect once (TCP, `timeout_s` seconds) to the host and port of an http(s) `url`, so
+    that a server nobody runs is one line now instead of a client's minutes of retries
+    (MLflow's HTTP client backs off for minutes). Other schemes are not checked. Raises
+    ServerUnreachable naming `what`, the URL and the `env_var` that set it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ServerUnreachable(
+            f"cannot reach the {what} at {url} ({reason}): start it, or unset {env_var} "
+            "to use a local one"
+        ) from exc
 
 
 def post_markdown_artifact(key: str, markdown: str, description: str) -> None:

@@ -6,7 +6,9 @@ by the source fingerprint (config + file sizes and mtimes); publishing is one ta
 (source, day) and is idempotent and additive by itself (`ingest.events.publish_merged`:
 a current partition is not rewritten, other runs' inputs are kept). The staging cache
 key includes the staging format, so a folder staged by an older layout is not reused.
-Retries are only on the download task (network I/O). The staging index is persisted as
+Retries are only on network I/O, in one place: `ingest.download` (backoff, resume; a
+refused request is never retried), so the download task has no Prefect retries of its
+own (they multiplied the attempts: 5 x 3 for a wrong URL). The staging index is persisted as
 JSON (`flows.results`). The flow holds the data folder's lock (`flows.common.
 data_folder_lock`), so two runs never stage or publish at once.
 """
@@ -53,7 +55,7 @@ publish_day = task(name="publish-day", task_run_name="publish-{cfg.source}-{day}
 build_report = task(name="ingest-report")(ingest_run.build_report)
 prune_staging = task(name="prune-staging")(ingest_run.prune_staging)
 claim_staging = task(name="claim-staging")(ingest_run.claim_staging)
-download_dumps = task(name="download-dumps", retries=2, retry_delay_seconds=[5, 30])(_download)
+download_dumps = task(name="download-dumps")(_download)  # retries: ingest.download
 
 
 @flow(name="ingest-events")

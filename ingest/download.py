@@ -5,7 +5,10 @@ Layout of the public bucket: ``<base>/<kind>/<YYYYMMDD>.csv.gz`` with kind ``tra
 request (a server answering 200 instead of 206 restarts it); the complete file is
 renamed into place, so a finished file is never partial. An existing complete file
 is not downloaded again. A 404 is reported as missing (no retry); network errors and
-5xx answers are retried with exponential backoff.
+5xx, 408 and 429 answers are retried with exponential backoff. What a retry cannot change
+fails at once with DownloadRefused: any other 4xx answer, and a host that cannot be
+resolved or refuses the connection before it has answered once in this download (a wrong
+--url; once it has answered, a refused connection is a blip and is retried).
 """
 
 from __future__ import annotations
@@ -26,6 +29,20 @@ class DownloadError(RuntimeError):
     """A file could not be downloaded after every retry."""
 
 
+class DownloadRefused(DownloadError):
+    """The request was refused in a way no retry changes (HTTP 4xx, unknown host, a host
+    that never answered refusing the connection): raised at once, never retried."""
+
+
+RETRIED_4XX = (408, 429)  # request timeout, too many requests: worth another attempt
+
+
+def refused(status: int) -> bool:
+    """True for an HTTP status no retry changes: 4xx except 404 (a missing day, reported),
+    408 and 429 (worth another attempt), 416 (a complete part, handled). Pure."""
+    return 400 <= status < 500 and status not in (404, 416, *RETRIED_4XX)
+
+
 @dataclass
 class DownloadReport:
     downloaded: list[str] = field(default_factory=list)
@@ -33,6 +50,7 @@ class DownloadReport:
     missing: list[str] = field(default_factory=list)  # 404 on the server
     resumed: int = 0
     attempts: int = 0
+    answered: bool = False  # the server answered at least once (not in as_dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,6 +78,7 @@ def _fetch(
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     with client.stream("GET", url, headers=headers) as r:
+        report.answered = True
         if r.status_code == 404:
             return False
         if r.status_code == 416:  # nothing left: the part is complete
@@ -68,6 +87,10 @@ def _fetch(
         if r.status_code >= 500:
             raise httpx.HTTPStatusError(
                 f"server error {r.status_code}", request=r.request, response=r
+            )
+        if refused(r.status_code):
+            raise DownloadRefused(
+                f"{url}: HTTP {r.status_code} {r.reason_phrase} (refused; not retried)"
             )
         r.raise_for_status()
         mode = "ab" if (have and r.status_code == 206) else "wb"
@@ -97,7 +120,8 @@ def download_file(
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Download `url` to `target` (resuming a previous part). True when the file is
-    there, False when the server says 404. Raises DownloadError after `retries` retries."""
+    there, False when the server says 404. Raises DownloadRefused at once when a retry
+    cannot help (see the module docstring), DownloadError after `retries` retries."""
     target = Path(target)
     report = report if report is not None else DownloadReport()
     if target.exists():
@@ -119,6 +143,11 @@ def download_file(
                 report.missing.append(url)
                 return False
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if isinstance(exc, httpx.ConnectError) and not report.answered:
+                    # unknown host or nothing listening, before any answer: a wrong URL
+                    raise DownloadRefused(
+                        f"{url}: cannot connect ({exc}); not retried: is the URL right?"
+                    ) from exc
                 last = exc
                 if attempt < retries:
                     sleep(backoff_s * (2**attempt))
@@ -126,6 +155,27 @@ def download_file(
     finally:
         if own:
             client.close()
+
+
+def preflight(
+    base_url: str, start: str, kinds: tuple[str, ...] = KINDS, timeout_s: float = 5.0
+) -> None:
+    """One HEAD request for the first file of a range, before any work starts: a wrong
+    host or a refusing server fails in a second instead of after a flow has started.
+    Raises DownloadRefused (unknown host, connection refused, a refused status; a 405
+    only refuses HEAD and passes), ValueError for a bad date or kind. Anything else
+    (a timeout, 5xx) passes: the download itself retries those."""
+    if not kinds or kinds[0] not in KINDS:
+        raise ValueError(f"unknown dump kind {kinds[0] if kinds else ''!r}")
+    url = f"{base_url.rstrip('/')}/{kinds[0]}/{dump_days(start, start)[0]}.csv.gz"
+    try:
+        status = httpx.head(url, timeout=timeout_s, follow_redirects=True).status_code
+    except httpx.ConnectError as exc:
+        raise DownloadRefused(f"{url}: cannot connect ({exc}); is the URL right?") from exc
+    except httpx.HTTPError:
+        return
+    if refused(status) and status != 405:
+        raise DownloadRefused(f"{url}: HTTP {status} (refused; not retried)")
 
 
 def download_range(
