@@ -178,8 +178,9 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
     if _is(exc, "ingest.download", "DownloadError"):  # retried already: a server outage
         return 1, f"{exc} (try again later)"
     if isinstance(exc, FileNotFoundError | NotADirectoryError | IsADirectoryError):
-        what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
-        return USAGE_EXIT, f"{what} (check the path)"
+        if not exc.filename:  # raised by us with a message that says what to do
+            return USAGE_EXIT, str(exc)
+        return USAGE_EXIT, f"{exc.strerror}: {exc.filename} (check the path)"
     if isinstance(exc, PermissionError):
         return USAGE_EXIT, f"permission denied: {exc.filename or exc} (check the path's owner)"
     if _unreachable_server(exc):

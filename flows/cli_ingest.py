@@ -65,7 +65,8 @@ def _fail(msg: str) -> int:
 
 
 def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | None]:
-    """(IngestConfig, download spec or None) from the arguments. Raises ValueError."""
+    """(IngestConfig, download spec or None) from the arguments. Raises ValueError (also
+    for a PATH that does not exist)."""
     from core.config.ingest import IngestConfig
 
     base = IngestConfig()
@@ -91,6 +92,13 @@ def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | 
         download = {"url": args.url, "start": args.start, "end": args.end, "kinds": kinds}
     if args.source not in ("synthetic",) and not args.paths and download is None:
         raise ValueError(f"source {args.source} needs at least one PATH")
+    # a PATH that does not exist is a typo, not a bad file to quarantine: say so before a
+    # Prefect server starts (files found inside a folder are still quarantined when bad)
+    from pathlib import Path
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise ValueError(f"no such file or folder: {', '.join(missing)} (check the PATH arguments)")
     cfg = base.model_copy(
         update={
             "source": args.source,

@@ -90,6 +90,14 @@ def test_rollback_with_nothing_to_roll_back_exits_2_at_once(tmp_path: Path) -> N
     assert not (tmp_path / "data" / "mlflow.db").exists()  # a rollback creates no registry
 
 
+def test_ingest_of_a_path_that_does_not_exist_is_one_line_not_a_quarantine(
+    tmp_path: Path,
+) -> None:
+    result = chappie(tmp_path, "ingest", "tardis", str(tmp_path / "nope.csv.gz"))
+    assert_user_error(result, 2, "no such file or folder", "nope.csv.gz")
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 def test_debug_shows_the_traceback(tmp_path: Path, unknown_key: Path, where: str) -> None:
     argv = ["train", "--config", str(unknown_key)]
