@@ -3,7 +3,8 @@
 `promote_flow` reads evaluation.json (written by `evaluate-sweep`), registers the chosen
 candidate's pickle-free bundle as an MLflow model version and moves `champion` (promote
 decision only) or `challenger` (`registry.promotion`). The registration is idempotent per
-(sweep, candidate), so the one retry (network I/O to the tracking server) is safe.
+(models, verdict), so the one retry (network I/O to the tracking server) is safe; a
+PromotionError is never retried.
 Before registering, register runs (and any run) left RUNNING by a killed process are
 marked FAILED (`registry.tracking.fail_orphaned_runs`).
 """
@@ -18,10 +19,32 @@ from prefect.artifacts import create_markdown_artifact
 from core.config.registry import RegistryConfig
 from registry import promotion, tracking
 
-promote_task = task(name="register-and-promote", retries=1, retry_delay_seconds=2)(
-    promotion.promote
-)
-rollback_task = task(name="rollback-champion", retries=1, retry_delay_seconds=2)(promotion.rollback)
+
+def _worth_retrying(tsk: Any, run: Any, state: Any) -> bool:
+    """Retry network trouble, never a PromotionError (an inconsistent evaluation.json,
+    nothing to roll back): it fails the same way again."""
+    del tsk, run
+    try:
+        state.result()
+    except promotion.PromotionError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be the network: retry once
+        return True
+    return False
+
+
+promote_task = task(
+    name="register-and-promote",
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_worth_retrying,
+)(promotion.promote)
+rollback_task = task(
+    name="rollback-champion",
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_worth_retrying,
+)(promotion.rollback)
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -426,7 +426,7 @@ def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]
     if prev is None:
         raise PromotionError(
             f"model {cfg.model_name!r} has no {cfg.previous_alias!r} alias: nothing to roll back to "
-            f"(aliases: {current})"
+            f"(a rollback needs a promotion that replaced a champion; aliases now: {current})"
         )
     result: dict[str, Any] = {
         "model_name": cfg.model_name,
