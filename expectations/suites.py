@@ -177,24 +177,21 @@ def drift_report(
     beyond = zf.select((pl.col(n).abs() > lim).sum() / rows for n in spec.names).row(0)
     means = zf.select(pl.col(n).mean() for n in spec.names).row(0)
     stds = zf.select(pl.col(n).std() for n in spec.names).row(0)
+    share = {n: float(b or 0.0) for n, b in zip(spec.names, beyond, strict=True)}
+    z_mean = {n: None if m is None else float(m) for n, m in zip(spec.names, means, strict=True)}
+    z_std = {n: None if d is None else float(d) for n, d in zip(spec.names, stds, strict=True)}
     per = {
-        n: {
-            "beyond_clip_share": float(b or 0.0),
-            "z_mean": float(m) if m is not None else None,
-            "z_std": float(sd) if sd is not None else None,
-        }
-        for n, b, m, sd in zip(spec.names, beyond, means, stds, strict=True)
+        n: {"beyond_clip_share": share[n], "z_mean": z_mean[n], "z_std": z_std[n]}
+        for n in spec.names
     }
-    worst = max(spec.names, key=lambda n: per[n]["beyond_clip_share"])
-    shift = max(spec.names, key=lambda n: abs(per[n]["z_mean"] or 0.0))
+    worst = max(spec.names, key=lambda n: share[n])
+    shift = max(spec.names, key=lambda n: abs(z_mean[n] or 0.0))
     return {
         "clip": lim,
-        "max_beyond_clip_share": per[worst]["beyond_clip_share"],
+        "max_beyond_clip_share": share[worst],
         "max_beyond_clip_feature": worst,
-        "max_mean_shift": per[shift]["z_mean"],
+        "max_mean_shift": z_mean[shift],
         "max_mean_shift_feature": shift,
-        "flagged": [
-            n for n in spec.names if per[n]["beyond_clip_share"] > 1 - cfg.normalized_mostly
-        ],
+        "flagged": [n for n in spec.names if share[n] > 1 - cfg.normalized_mostly],
         "features": per,
     }

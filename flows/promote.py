@@ -33,18 +33,13 @@ def _worth_retrying(tsk: Any, run: Any, state: Any) -> bool:
     return False
 
 
-promote_task = task(
-    name="register-and-promote",
-    retries=1,
-    retry_delay_seconds=2,
-    retry_condition_fn=_worth_retrying,
-)(promotion.promote)
-rollback_task = task(
-    name="rollback-champion",
-    retries=1,
-    retry_delay_seconds=2,
-    retry_condition_fn=_worth_retrying,
-)(promotion.rollback)
+def _registry_task(name: str) -> Any:
+    """A registry task: one retry for the network, none for a PromotionError."""
+    return task(name=name, retries=1, retry_delay_seconds=2, retry_condition_fn=_worth_retrying)
+
+
+promote_task = _registry_task("register-and-promote")(promotion.promote)
+rollback_task = _registry_task("rollback-champion")(promotion.rollback)
 
 
 def _markdown(result: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Sequence
 
+import numpy as np
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from registry import tracking
@@ -37,7 +38,8 @@ def ledger_tags(
 ) -> dict[str, str]:
     """The tags that make a run a ledger entry. Pure."""
     text = json.dumps([float(f"{x:.6g}") for x in returns], separators=(",", ":"))
-    sr = float(sharpe_per_period(list(returns))[0]) if len(returns) >= 2 else float("nan")
+    arr = np.asarray(returns, dtype=np.float64)
+    sr = float(sharpe_per_period(arr)[0]) if arr.size >= 2 else float("nan")
     return {
         SPEC: spec_hash,
         DATA: data_key,

@@ -113,7 +113,7 @@ def random_policy(seed: int, fold: int, n_actions: int = 3) -> BatchPolicy:
     rng = np.random.default_rng([seed, fold])
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return rng.integers(0, n_actions, size=obs.shape[0], dtype=np.int64)
+        return np.asarray(rng.integers(0, n_actions, size=obs.shape[0], dtype=np.int64))
 
     return act
 

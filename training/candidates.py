@@ -238,16 +238,21 @@ def plan_references(
     return plans
 
 
+KINDS = ("test", "stress", "validation")
+
+
+def by_kind(
+    results: Sequence[SliceResult],
+) -> tuple[list[SliceResult], list[SliceResult], list[SliceResult]]:
+    """(test, stress, validation) results, each in input order. Pure."""
+    test, stress, validation = ([r for r in results if r.slice.kind == k] for k in KINDS)
+    return test, stress, validation
+
+
 def reference_backtest(plan: ReferencePlan, results: Sequence[SliceResult]) -> ReferenceBacktest:
     """The evaluation view of a reference policy's saved results."""
-    return ReferenceBacktest(
-        name=plan.name,
-        seed=plan.seed,
-        env_key=plan.env_key,
-        test=[r for r in results if r.slice.kind == "test"],
-        stress=[r for r in results if r.slice.kind == "stress"],
-        validation=[r for r in results if r.slice.kind == "validation"],
-    )
+    test, stress, validation = by_kind(results)
+    return ReferenceBacktest(plan.name, plan.seed, plan.env_key, test, stress, validation)
 
 
 def backtest_reference(plan: ReferencePlan) -> str:
@@ -327,14 +332,15 @@ def load_results(out_dir: str | Path) -> list[SliceResult]:
 def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> CandidateBacktest:
     """The evaluation view of a candidate: test slices gated; stress and validation
     slices reported, never gated."""
+    test, stress, validation = by_kind(results)
     return CandidateBacktest(
         candidate_id=plan.candidate_id,
         trial=plan.trial,
         seed=plan.seed,
         timesteps=plan.timesteps,
-        test=[r for r in results if r.slice.kind == "test"],
-        stress=[r for r in results if r.slice.kind == "stress"],
-        validation=[r for r in results if r.slice.kind == "validation"],
+        test=test,
+        stress=stress,
+        validation=validation,
         model_zip=plan.model_zips[-1] if plan.model_zips else "",
         stats_dir=plan.folds[-1].stats_dir if plan.folds else "",
         train_slices=[{"slice_id": f.train_id, "sha256": f.train_sha256} for f in plan.folds],

@@ -15,11 +15,16 @@ def _args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["ingest", *argv])
 
 
-def test_cli_ingest_builds_config_with_instrument_file(instruments_json: Path) -> None:
+def test_cli_ingest_builds_config_with_instrument_file(
+    instruments_json: Path, tmp_path: Path
+) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b"
+    a.write_text("")
+    b.mkdir()
     cfg, download = build_config(
-        _args("tardis", "a.csv", "b/", "--symbol", "XBTUSD", "--instrument", str(instruments_json))
+        _args("tardis", str(a), str(b), "--symbol", "XBTUSD", "--instrument", str(instruments_json))
     )
-    assert cfg.source == "tardis" and cfg.paths == ("a.csv", "b/") and download is None  # type: ignore[attr-defined]
+    assert cfg.source == "tardis" and cfg.paths == (str(a), str(b)) and download is None  # type: ignore[attr-defined]
     assert cfg.instrument.lot_size == 100  # type: ignore[attr-defined]
 
 
