@@ -67,6 +67,9 @@ METRICS_PER_BATCH = 1000  # mlflow.utils.validation.MAX_METRICS_PER_BATCH
 PARAMS_TAGS_PER_BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 DIGEST_CHARS = 32  # MLflow's dataset digest column holds at most 36 characters
 PARENT_TAG = "mlflow.parentRunId"
+# the MLflow UI opens an experiment in its model-training view (runs, Compare), not its
+# GenAI traces screen, when the experiment says what kind it is (MLflow 3's own tag)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 RUN_NAME_TAG = "mlflow.runName"
 OWNER_TAG = "chappie.owner"  # ProcessIdentity.tag() of the process that created the run
 ORPHAN_TAG = "chappie.failed_reason"
@@ -215,7 +218,7 @@ def ensure_experiment(name: str, artifact_location: str | None = None) -> str:
         return str(existing.experiment_id)
     location = artifact_location or _state["artifact_location"]
     try:
-        return str(c.create_experiment(name, artifact_location=location))
+        return str(c.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS))
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS" and "already exists" not in str(exc).lower():
             raise TrackingError(f"MLflow create experiment {name!r} failed: {exc}") from exc

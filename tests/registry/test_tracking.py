@@ -65,6 +65,8 @@ def test_configure_creates_db_and_artifacts_beside_it(tmp_path: Path) -> None:
     assert tracking.ensure_experiment("chappie") == exp_id
     exp = tracking.client().get_experiment(exp_id)
     assert exp.artifact_location == (tmp_path / "data" / "mlartifacts").as_uri()
+    # the UI opens it in the model-training view, not the GenAI traces screen
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_parent_and_child_runs_carry_params_metrics_datasets_and_artifacts(
