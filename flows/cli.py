@@ -44,6 +44,11 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     os.environ.setdefault("TQDM_MININTERVAL", "1")
+    # no library chatter at the default level (Prefect's task-run lines, MLflow's migration
+    # lines); --verbose shows them; a level set in the environment wins
+    level = "INFO" if getattr(args, "verbose", False) else "WARNING"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
     # no pickle in Prefect's result files, for any task (flows.results guards ours on read)
     os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", "json")
     from core.settings import load_settings
@@ -99,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="show the traceback of an error (also after the command, or CHAPPIE_DEBUG=1)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="library log lines at INFO (Prefect task runs, MLflow); default: warnings only",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("torch", "mlflow", "great_expectations", "stable_baselines3", "prefect", "polars")
 
@@ -82,3 +83,34 @@ def test_prefect_home_follows_the_commands_data_dir_and_audits_create_no_folder(
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "mine"))
     cli._prepare_environment(argparse.Namespace(command="nightly"))
     assert os.environ["PREFECT_HOME"] == str(tmp_path / "mine")
+
+
+def test_library_chatter_is_off_by_default_and_on_with_verbose() -> None:
+    """#20: Prefect's and MLflow's INFO lines only with --verbose; the environment wins."""
+    code = (
+        "import os, sys\n"
+        "from flows.cli import build_parser, _prepare_environment\n"
+        "args = build_parser().parse_args(sys.argv[1:])\n"
+        "_prepare_environment(args)\n"
+        "print(os.environ['PREFECT_LOGGING_LEVEL'], os.environ['MLFLOW_LOGGING_LEVEL'])\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_LOGGING_LEVEL", "MLFLOW_LOGGING_LEVEL")
+    }
+
+    def levels(*argv: str, **extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code, *argv, "audit", "slices"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        return out.stdout.strip()
+
+    assert levels() == "WARNING WARNING"
+    assert levels("--verbose") == "INFO INFO"
+    assert levels(PREFECT_LOGGING_LEVEL="DEBUG") == "DEBUG WARNING"
