@@ -134,22 +134,6 @@ class LedgerTrial:
     returns: tuple[float, ...]
 
 
-def returns_matrix(
-    cands: Sequence[CandidateBacktest], period_s: float
-) -> tuple[np.ndarray, list[str]]:
-    """T x N matrix of test returns (one column per candidate). Candidates are evaluated
-    on the same slices, so their series have equal length; if not (a slice failed for
-    one model), every series is cut to the shortest and a note says so."""
-    series = [c.returns(period_s) for c in cands]
-    notes: list[str] = []
-    if not series:
-        return np.zeros((0, 0)), notes
-    t = min(s.size for s in series)
-    if any(s.size != t for s in series):
-        notes.append(f"test return series differ in length; all cut to the shortest ({t} periods)")
-    return np.column_stack([s[:t] for s in series]) if t else np.zeros((0, len(series))), notes
-
-
 # ------------------------------------------------------------------ the baseline panel
 
 
@@ -279,17 +263,17 @@ def best_baseline(panel: Mapping[str, PanelEntry]) -> PanelEntry | None:
 
 def _trial_columns(
     cands: Sequence[CandidateBacktest],
+    series: Sequence[np.ndarray],
     ledger: Sequence[LedgerTrial],
-    period_s: float,
     extra_failed: int,
 ) -> tuple[list[LedgerTrial], int]:
     """This sweep's candidates and the ledger's earlier trials, one per model key (this
     sweep's version wins), and the number of trials for the DSR (plus trainings that
     failed, which were tried too)."""
     trials: dict[str, LedgerTrial] = {t.model_key: t for t in ledger if t.model_key}
-    for c in cands:
+    for c, r in zip(cands, series, strict=True):
         key = c.model_key or f"sweep:{c.candidate_id}"
-        trials[key] = LedgerTrial(key, c.config_key, tuple(float(x) for x in c.returns(period_s)))
+        trials[key] = LedgerTrial(key, c.config_key, tuple(float(x) for x in r))
     out = list(trials.values())
     return out, len(out) + max(extra_failed, 0)
 
@@ -299,13 +283,17 @@ def overfitting_statistics(
     ledger: Sequence[LedgerTrial],
     cfg: EvaluationConfig,
     n_failed: int,
+    series: Sequence[np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], GateResult, list[float | None], list[str]]:
     """PBO over every comparable trial, the DSR of each candidate deflated by the ledger,
-    and the autocorrelation of the returns they use."""
+    and the autocorrelation of the returns they use. `series`: each candidate's returns
+    over `cfg.return_period_s` when the caller has them already."""
     period = cfg.return_period_s
+    if series is None:
+        series = [c.returns(period) for c in cands]
     notes: list[str] = []
-    trials, n_trials = _trial_columns(cands, ledger, period, n_failed)
-    t = min((c.returns(period).size for c in cands), default=0)
+    trials, n_trials = _trial_columns(cands, series, ledger, n_failed)
+    t = min((r.size for r in series), default=0)
     same = [tr for tr in trials if len(tr.returns) >= t > 0]
     if len(same) < len(trials):
         notes.append(
@@ -323,8 +311,8 @@ def overfitting_statistics(
     pbo = cscv(m, splits).pbo if (m.shape[1] >= 2 and splits is not None) else None
     dsrs: list[float | None] = []
     acfs = []
-    for c in cands:
-        r = c.returns(period)[:t]
+    for full in series:
+        r = full[:t]
         acf = lag1_autocorrelation(r)
         if acf is not None:
             acfs.append(acf)
@@ -333,11 +321,7 @@ def overfitting_statistics(
     if t < 2:
         notes.append(f"only {t} test return periods: PBO and DSR not computed")
     best_j = (
-        int(
-            np.argmax(
-                [sharpe_per_period(c.returns(period)[:t])[0] if t >= 2 else -np.inf for c in cands]
-            )
-        )
+        int(np.argmax([sharpe_per_period(r[:t])[0] if t >= 2 else -np.inf for r in series]))
         if cands
         else None
     )
@@ -424,7 +408,8 @@ def evaluate_sweep(
     for c in cands:
         groups[(c.trial.name, c.timesteps)].append(passes_slice_gates(c.test_metrics(), g))
     n_failed = (n_trials or len(cands)) - len(cands)
-    over, pbo_gate, dsrs, over_notes = overfitting_statistics(cands, ledger, cfg, n_failed)
+    series = [c.returns(period) for c in cands]  # once: each call samples the equity clock
+    over, pbo_gate, dsrs, over_notes = overfitting_statistics(cands, ledger, cfg, n_failed, series)
     notes += over_notes
 
     refs_by_env: dict[str, list[ReferenceBacktest]] = defaultdict(list)
@@ -436,28 +421,21 @@ def evaluate_sweep(
     }
 
     out_cands = []
-    for j, c in enumerate(cands):
+    for j, (c, returns) in enumerate(zip(cands, series, strict=True)):
         test_m = c.test_metrics()
         totals = aggregate_totals(test_m)
         cand_notes = list(c.notes) + stress_notes(c.stress, g.min_slice_return)
         panel = panels.get(c.env_key, {})
         best = best_baseline(panel)
-        extra: list[GateResult] = []
-        if best is not None:
-            extra.append(
-                beats_baselines(c.returns(period), best.returns, best.name, float(totals["pnl"]), g)
+        extra = [
+            beats_baselines(
+                returns,
+                None if best is None else best.returns,
+                "" if best is None else best.name,
+                float(totals["pnl"]),
+                g,
             )
-        else:
-            extra.append(
-                GateResult(
-                    "beats_baselines",
-                    False,
-                    None,
-                    g.max_baseline_p,
-                    "",
-                    note="no baseline panel was run for this candidate's env config",
-                )
-            )
+        ]
         champ_gate, champ_note = _champion_gate(c, champions.get(c.env_key))
         if champ_gate is not None:
             extra.append(champ_gate)

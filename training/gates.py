@@ -200,13 +200,17 @@ def dsr_above_min(dsr: float | None, g: GatesConfig) -> GateResult:
 
 def beats_baselines(
     candidate_returns: np.ndarray,
-    baseline_returns: np.ndarray,
+    baseline_returns: np.ndarray | None,
     baseline_name: str,
     pnl_without_fees: float,
     g: GatesConfig,
 ) -> GateResult:
     """The paired test of DEFINITIONS["beats_baselines"] against the best baseline's
-    returns over the same periods. Fewer than 2 periods: value None (retest)."""
+    returns over the same periods. Fewer than 2 periods, or no baseline panel
+    (`baseline_returns` None): value None (retest)."""
+    if baseline_returns is None:
+        note = "no baseline panel was run for this candidate's env config"
+        return _gate("beats_baselines", False, None, g.max_baseline_p, note)
     n = min(candidate_returns.size, baseline_returns.size)
     test = paired_one_sided_test(candidate_returns[:n], baseline_returns[:n])
     detail = {

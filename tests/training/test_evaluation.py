@@ -14,7 +14,6 @@ from training.evaluation import (
     env_key,
     evaluate_sweep,
     pick_best,
-    returns_matrix,
 )
 from training.gates import DEFINITIONS
 from training.metrics import compute_slice_metrics
@@ -84,12 +83,12 @@ def flat_reference(n_folds: int = 4, t: int = 64) -> ReferenceBacktest:
     return ReferenceBacktest("flat", 0, env_key(TrialConfig()), test)
 
 
-def test_returns_matrix_concatenates_folds_per_candidate() -> None:
+def test_candidate_returns_concatenate_its_folds_in_order() -> None:
     rng = np.random.default_rng(0)
     cands = [candidate(s, 0.0, rng) for s in range(3)]
-    m, notes = returns_matrix(cands, 60.0)
-    assert m.shape == (4 * 64, 3) and not notes
-    np.testing.assert_allclose(m[:64, 1], cands[1].test[0].returns(60.0))
+    r = cands[1].returns(60.0)
+    assert r.shape == (4 * 64,)
+    np.testing.assert_allclose(r[:64], cands[1].test[0].returns(60.0))
 
 
 def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
