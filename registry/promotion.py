@@ -34,6 +34,8 @@ from typing import Any, Literal
 from core.config.registry import RegistryConfig
 
 Action = Literal["promote", "challenger", "none"]
+MODEL_KEY_TAG = "model_key"  # version tag: the candidate's fold models' identity
+TRAIN_END_TAG = "train_end_ns"  # version tag: last bar of its training slices
 REQUIRED_KEYS = ("sweep_run_id", "candidates", "best", "challenger")
 
 
@@ -171,8 +173,8 @@ def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> 
         "reasons": list(cand.get("reasons", [])),
         "config_fingerprint": evaluation.get("config_fingerprint"),
         "trial": cand.get("trial"),
-        "model_key": cand.get("model_key") or None,
-        "train_end_ns": cand.get("train_end_ns"),
+        MODEL_KEY_TAG: cand.get("model_key") or None,
+        TRAIN_END_TAG: cand.get("train_end_ns"),
         "seed": cand.get("seed"),
         "timesteps": cand.get("timesteps"),
         **{f"test.{k}": v for k, v in totals.items()},

@@ -11,10 +11,8 @@ from pathlib import Path
 from registry.bundle import STATS_DIR
 from registry.champion import load_bundle
 from training.backtest import BatchPolicy
+from registry.promotion import MODEL_KEY_TAG, TRAIN_END_TAG
 from training.candidates import ReferencePlan, backtest_folds, save_results
-
-MODEL_KEY_TAG = "model_key"  # model version tag: the candidate's fold models' identity
-TRAIN_END_TAG = "train_end_ns"  # model version tag: last bar of its training slices
 
 
 def backtest_champion(plan: ReferencePlan) -> str:
