@@ -10,8 +10,8 @@ from pathlib import Path
 
 from registry.bundle import STATS_DIR
 from registry.champion import load_bundle
-from training.backtest import BatchPolicy
 from registry.promotion import MODEL_KEY_TAG, TRAIN_END_TAG
+from training.backtest import BatchPolicy
 from training.candidates import ReferencePlan, backtest_folds, save_results
 
 
