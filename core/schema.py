@@ -144,3 +144,10 @@ MANAGEMENT_STATE: tuple[str, ...] = (
     "last_open_position_hours",
     "hours_since_close",
 )
+
+# the policy's actions by `EnvConfig.action_mode` (envs.management documents them): toggle
+# places or cancels one side's order; target names the resting orders wanted
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "toggle": ("hold", "toggle_long", "toggle_short"),
+    "target": ("no_orders", "bid", "ask", "both"),
+}

@@ -42,7 +42,8 @@ T_SIDE, T_ENTRY_TS, T_EXIT_TS, T_ENTRY_PX, T_EXIT_PX = 0, 1, 2, 3, 4
 T_STAKE, T_C, T_PNL, T_FEES = 0, 1, 2, 3
 # reward params
 R_UNREAL, R_REAL, R_FEE, R_FUND, R_OPEN_H, R_OPEN_PEN, R_CLOSE_H, R_CLOSE_PEN, R_TERM = range(9)
-N_REWARD_PARAMS = 9
+R_MARK = 9  # 1: reward spec r2 (the unrealized term is the step's change, marked to market)
+N_REWARD_PARAMS = 10
 
 
 # ------------------------------------------------------------------ contract arithmetic
@@ -337,11 +338,17 @@ def reward_terms(
     hours_since_close: float,
     episode_end: bool,
     scale: float,
+    unrealized_change: float,
 ) -> tuple[float, float, float, float, float, float, float, float]:
     """(unrealized, realized, fees, funding, open_penalty, close_penalty,
-    terminal_penalty, total); see `envs.rewards`. balance > 0 is the caller's check."""
+    terminal_penalty, total); see `envs.rewards`. balance > 0 is the caller's check.
+    unrealized_change: the unrealised pnl's change over the step (settle currency), read
+    instead of the unrealised return under spec r2 (rw[R_MARK] == 1)."""
     holding = exposure > 0.0
-    unreal = rw[R_UNREAL] * unrealized_return * exposure
+    if rw[R_MARK] != 0.0:
+        unreal = rw[R_UNREAL] * unrealized_change / balance
+    else:
+        unreal = rw[R_UNREAL] * unrealized_return * exposure
     real = rw[R_REAL] * realized_pnl / balance
     fee = -rw[R_FEE] * fees / balance
     fund = -rw[R_FUND] * funding / balance
@@ -363,11 +370,13 @@ H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
 H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
 H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
 H_SSIDE, H_SLAST, H_NROWS, H_LOTCAP, H_TRCAP = 16, 17, 18, 19, 20
+H_TARGET = 21  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
 H_SIZE = 24
 # F (float64) header; acct_f = F[0:N_ACCT]
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
 F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
-F_RW = N_ACCT + 14  # reward params F[F_RW:F_RW + 9]
+F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec r2)
+F_RW = N_ACCT + 15  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 F_SIZE = F_RW + N_REWARD_PARAMS
 # data columns (rows of the slice), after the lot and trade regions; D_MAKER / D_TAKER:
 # the fee rates in force at each bar (core.fees, resolved once when the env is built)
@@ -519,7 +528,7 @@ def env_observe(
         base = mult * k
         terms = reward_terms(
             F[F_RW : F_RW + N_REWARD_PARAMS], balance, exp, upnl / base if base > 0.0 else 0.0,
-            realized, fees, funding, s4, s6, episode_end, F[F_PSCALE],
+            realized, fees, funding, s4, s6, episode_end, F[F_PSCALE], upnl - F[F_UPNL0],
         )  # fmt: skip
         for j in range(8):
             lf[G_TERMS + j] = terms[j]
@@ -527,6 +536,7 @@ def env_observe(
     else:
         for j in range(G_TERMS, G_WIDTH):
             lf[j] = 0.0
+    F[F_UPNL0] = upnl
     bal = F[A_BAL]
     eq = bal + upnl
     x = exp / F[F_CAP]
@@ -554,6 +564,28 @@ def env_observe(
 
 
 @njit(cache=True, nogil=True)
+def _env_target(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    want_bid: bool,
+    want_ask: bool,
+    best_bid: int,
+    best_ask: int,
+) -> None:
+    """Action mode "target": cancel the resting order of a side not wanted, place one at
+    the side's best price where wanted and none rests (not beyond the exposure cap); a
+    wanted order that already rests keeps its price (and, in the queue models, its place)."""
+    if not want_bid:
+        I[H_BID] = 0
+    elif I[H_BID] == 0 and _env_can_fill(I, F, 1):
+        I[H_BID] = best_bid
+    if not want_ask:
+        I[H_ASK] = 0
+    elif I[H_ASK] == 0 and _env_can_fill(I, F, -1):
+        I[H_ASK] = best_ask
+
+
+@njit(cache=True, nogil=True)
 def env_step(
     a: int,
     I: np.ndarray,  # noqa: E741
@@ -572,7 +604,11 @@ def env_step(
     n = I[H_NROWS]
     di, df = _offsets(I)
     t = I[H_T]
-    if a != 0:
+    if I[H_TARGET] != 0:
+        if a < 0 or a > 3:
+            return 0.0, BAD_ACTION
+        _env_target(I, F, a & 1 != 0, a & 2 != 0, I[di + D_BID * n + t], I[di + D_ASK * n + t])
+    elif a != 0:
         if a == 1:
             if I[H_BID] != 0:
                 I[H_BID] = 0

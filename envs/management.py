@@ -15,11 +15,17 @@ Time. The agent decides at the close of bar t (it has seen rows <= t). A step th
 advances `step_skip` bars; in each bar k the resting orders may fill against bar k's
 trades and book, and unfilled orders roll to bar k's best price of their side.
 
-Actions, Discrete(3):
-  0 hold;
-  1 toggle a long (buy) maker order at the best bid: cancel it if one rests, else place
-    one (ignored when the long exposure is already at its cap);
-  2 toggle a short (sell) maker order at the best ask, likewise.
+Actions, by `EnvConfig.action_mode`:
+  toggle (default), Discrete(3):
+    0 hold;
+    1 toggle a long (buy) maker order at the best bid: cancel it if one rests, else place
+      one (ignored when the long exposure is already at its cap);
+    2 toggle a short (sell) maker order at the best ask, likewise.
+  target, Discrete(4): the resting orders the agent wants after this step:
+    0 none, 1 a bid only, 2 an ask only, 3 both. An unwanted order is cancelled, a wanted
+    one placed at its side's best price unless one rests already (it keeps its price) or
+    the side is at its exposure cap. Repeating an action changes nothing, so an argmax
+    policy cannot flip its own order on and off as a toggle policy can.
 A buy fill on a short stack reduces it first (FIFO, see `envs.position`), and likewise.
 Both sides may rest at once (quoting); in a bar where both fill, the buy is applied first.
 
@@ -76,6 +82,7 @@ import numpy as np
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
 from core.schema import (
+    ACTION_NAMES,
     BEST_ASK_TICKS,
     BEST_BID_TICKS,
     BUY_HI_TICKS,
@@ -99,7 +106,8 @@ from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_par
 from features.stats import FrozenStats
 from features.store import manifest_for, slice_table
 
-HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2
+HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2  # action_mode "toggle"
+NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
 _LOG_ROWS = 4096  # info log rows per chunk
 _LOG_LAST = _LOG_ROWS - 1
 _env_step = K.env_step
@@ -415,7 +423,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._load(self.slice_path, self.stats_dir)
         low, high = observation_bounds(self.n_features, cfg.window, cfg.obs_clip, self.limits)
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(3)
+        self.action_space = gym.spaces.Discrete(len(ACTION_NAMES[cfg.action_mode]))
         self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
         self._row: int = 0
@@ -439,6 +447,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_SKIP] = cfg.step_skip
         I[K.H_W] = cfg.window
         I[K.H_NF] = self.n_features
+        I[K.H_TARGET] = cfg.action_mode == "target"
         I[K.H_TOUCH] = cfg.fill_model == "touch"
         I[K.H_ROLL] = cfg.roll_orders
         I[K.H_FUNDING] = cfg.funding
@@ -665,7 +674,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     # ------------------------------------------------------------------ internals
     def _refuse(self, code: int, action: Any) -> NoReturn:
         if code == K.BAD_ACTION:
-            raise ValueError(f"action must be 0, 1 or 2, got {action!r}")
+            n = len(ACTION_NAMES[self.config.action_mode])
+            raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
         balance = float(self._F[K.F_BAL0])
         raise ValueError(f"balance must be > 0, got {balance}")
 

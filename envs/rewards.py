@@ -6,7 +6,8 @@ punishment scale, which a training callback drives through `env.set_punishment_s
 
 Terms (r1):
 - unrealized = unrealized_scale * unrealised return of the open lots * |exposure|
-  (the unrealised %, as a fraction, scaled by the position size)
+  (the unrealised %, as a fraction, scaled by the position size: a level, paid again
+  every step a position stays open)
 - realized   = realized_scale * pnl realised this step / balance
 - fees       = -fee_scale * fees paid this step / balance (a maker rebate is positive)
 - funding    = -funding_scale * funding paid this step / balance
@@ -16,6 +17,12 @@ Terms (r1):
   close_position_hours
 - terminal_penalty = -terminal_penalty * scale * |exposure| at the end of an episode
   (terminated or truncated) while holding
+
+Spec r2 differs in one term, marked to market:
+- unrealized = unrealized_scale * change of the unrealised pnl over the step / balance
+  With unrealized_scale = realized_scale = fee_scale = funding_scale = s and no
+  penalties, the total is s * (the step's change of equity) / balance: the reward sums
+  to the episode's pnl, so a policy is paid for what the backtest scores and nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from core.config.env import RewardConfig
 from envs import kernels as K
 
 # reward spec versions this module implements; a config naming another is refused
-SUPPORTED_VERSIONS: tuple[str, ...] = ("r1",)
+SUPPORTED_VERSIONS: tuple[str, ...] = ("r1", "r2")
 
 TERM_NAMES: tuple[str, ...] = (
     "unrealized",
@@ -75,20 +82,22 @@ def reward_terms(
     hours_since_close: float,
     episode_end: bool,
     scale: float,
+    unrealized_change: float = 0.0,
 ) -> dict[str, float]:
     """The reward terms of one step (see module docstring) and their sum under "total".
 
     balance: settle currency at the start of the step (> 0); exposure: sum of the open
     stakes (>= 0, 0 = flat); unrealized_return: unrealised pnl / entry value of the open
     lots; realized_pnl, fees, funding: settle-currency amounts of this step (fees and
-    funding positive = paid); hours: management-state values; scale: punishment scale.
+    funding positive = paid); hours: management-state values; scale: punishment scale;
+    unrealized_change: the unrealised pnl's change over the step (read under spec r2).
     """
     if not balance > 0:
         raise ValueError(f"balance must be > 0, got {balance}")
     terms = K.reward_terms(
         reward_params(cfg), float(balance), float(exposure), float(unrealized_return),
         float(realized_pnl), float(fees), float(funding), float(avg_open_hours),
-        float(hours_since_close), bool(episode_end), float(scale),
+        float(hours_since_close), bool(episode_end), float(scale), float(unrealized_change),
     )  # fmt: skip
     return dict(zip((*TERM_NAMES, "total"), terms, strict=True))
 
@@ -105,4 +114,5 @@ def reward_params(cfg: RewardConfig) -> np.ndarray:
     out[K.R_CLOSE_H] = cfg.close_position_hours
     out[K.R_CLOSE_PEN] = cfg.close_position_penalty
     out[K.R_TERM] = cfg.terminal_penalty
+    out[K.R_MARK] = 1.0 if cfg.version == "r2" else 0.0
     return out

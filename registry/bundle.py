@@ -30,6 +30,7 @@ from typing import Any
 
 from core.atomic import write_json_atomic
 from core.hashing import sha256_bytes, sha256_file
+from core.schema import ACTION_NAMES, MANAGEMENT_STATE
 
 BUNDLE_JSON = "bundle.json"
 BUNDLE_FORMAT = "chappie-bundle"
@@ -135,6 +136,28 @@ def _as_json(obj: Any) -> Any:
     return obj
 
 
+def check_policy_shape(
+    n_features: int, spec_window: int, env_json: Mapping[str, Any], obs_dim: int, n_actions: int
+) -> None:
+    """Raise BundleError unless the policy reads the env's observation (features x window,
+    then the management state) and gives one of its actions (`action_mode`; bundles made
+    before the target mode have none: toggle)."""
+    window = int(env_json.get("window", spec_window))
+    n_state = len(MANAGEMENT_STATE)
+    expected_obs = n_features * window + n_state
+    if obs_dim != expected_obs:
+        raise BundleError(
+            f"policy observation size {obs_dim} != {n_features} features x "
+            f"window {window} + {n_state} = {expected_obs}"
+        )
+    mode = str(env_json.get("action_mode", "toggle"))
+    names = ACTION_NAMES.get(mode)
+    if names is None or n_actions != len(names):
+        raise BundleError(
+            f"policy gives {n_actions} actions; action_mode {mode!r} has {len(names or ())}"
+        )
+
+
 def build_bundle(
     out_dir: str | Path,
     *,
@@ -199,13 +222,9 @@ def build_bundle(
     try:
         export_sb3_zip(model_zip, staging / POLICY_DIR, onnx=onnx)
         arch = json.loads((staging / POLICY_DIR / "policy.json").read_text())
-        window = int(env_json.get("window", spec.window))
-        expected_obs = len(spec.names) * window + 7
-        if int(arch["obs_dim"]) != expected_obs:
-            raise BundleError(
-                f"policy observation size {arch['obs_dim']} != {len(spec.names)} features x "
-                f"window {window} + 7 = {expected_obs}"
-            )
+        check_policy_shape(
+            len(spec.names), spec.window, env_json, int(arch["obs_dim"]), int(arch["n_actions"])
+        )
         (staging / STATS_DIR).mkdir()
         for name in STATS_FILES:
             shutil.copy2(Path(stats_dir) / name, staging / STATS_DIR / name)

@@ -34,6 +34,7 @@ from registry.bundle import (
     BundleError,
     BundleMismatchError,
     check_expected,
+    check_policy_shape,
     verify_bundle,
 )
 from registry.policy import NumpyPolicy
@@ -285,11 +286,10 @@ def _load_verified(
     policy = NumpyPolicy.load(folder / POLICY_DIR)
     n_features = len(spec.names)
     env_config = json.loads((folder / "env_spec.json").read_text())
-    window = int(env_config.get("window", spec.window))
-    if policy.obs_dim != n_features * window + 7:
-        raise BundleError(
-            f"bundle {folder}: policy obs_dim {policy.obs_dim} != {n_features} features x window {window} + 7"
-        )
+    try:
+        check_policy_shape(n_features, spec.window, env_config, policy.obs_dim, policy.n_actions)
+    except BundleError as exc:
+        raise BundleError(f"bundle {folder}: {exc}") from None
     gates_doc = (
         json.loads((folder / "gates.json").read_text()) if (folder / "gates.json").exists() else {}
     )

@@ -1,6 +1,6 @@
 """The champion as a reference policy: its verified bundle re-run by the same walk-forward
 backtest as every candidate, on the same slices, under the candidate's env (fees, fill
-model). Adapter: reads a bundle folder, writes the backtest results. Not imported by the
+model), reading its actions as it was trained to give them (its own `action_mode`). Adapter: reads a bundle folder, writes the backtest results. Not imported by the
 live loop (it pulls in the training backtest)."""
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ def backtest_champion(plan: ReferencePlan) -> str:
         del k  # one registered model for every fold
         return loaded.policy.predict_batch
 
+    mode = loaded.env_config.get("action_mode", "toggle")
     results = backtest_folds(
         policy_for_fold,
         plan.folds,
         plan.stress_paths,
         plan.stress_ids,
-        plan.env,
+        plan.env.model_copy(update={"action_mode": mode}),
         plan.evaluation,
         stats_for_fold=lambda k: stats,
     )

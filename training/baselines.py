@@ -4,7 +4,8 @@ Every candidate is judged beside this panel (DESIGN.md "Evaluation beside baseli
 
 - `flat`: never trades (always hold). Scores exactly 0 before funding: the floor.
 - `always_quote`: keeps a maker order on both sides whenever the action space allows
-  (one action per step: place the missing bid first, then the missing ask). It never
+  (toggle actions: one per step, the missing bid first, then the missing ask; target
+  actions: "both" every step). It never
   looks at the market; it earns the spread and the maker rebate where the fee schedule
   pays one, and loses to adverse selection where fills are informed.
 - `random`: uniform actions, one `numpy.random.Generator` per (seed, fold). Reported as
@@ -28,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.config.training import BaselinesConfig
-from core.schema import MANAGEMENT_STATE
-from envs.management import HOLD, TOGGLE_LONG, TOGGLE_SHORT
+from core.schema import ACTION_NAMES, MANAGEMENT_STATE
+from envs.management import ASK_ONLY, BID_ONLY, HOLD, TOGGLE_LONG, TOGGLE_SHORT
 from training.backtest import BatchPolicy
 
 FLAT, ALWAYS_QUOTE, RANDOM, IMBALANCE_RULE = "flat", "always_quote", "random", "imbalance_rule"
@@ -43,10 +44,12 @@ _POSITION = MANAGEMENT_STATE.index("position_size")
 @dataclass(frozen=True)
 class ObservationLayout:
     """Where things sit in the flat observation: `window` rows of `feature_names`
-    (oldest first), then the 7 management values."""
+    (oldest first), then the 7 management values; and how the env reads an action
+    (`EnvConfig.action_mode`)."""
 
     feature_names: tuple[str, ...]
     window: int
+    action_mode: str = "toggle"
 
     @property
     def state_start(self) -> int:
@@ -77,10 +80,13 @@ def flat_policy() -> BatchPolicy:
 def _quote_toward(
     want_long: np.ndarray, want_short: np.ndarray, obs: np.ndarray, layout: ObservationLayout
 ) -> np.ndarray:
-    """One action per row moving the resting orders toward (want_long, want_short):
+    """One action per row moving the resting orders toward (want_long, want_short).
+    Target actions name the wanted orders (1 bid, 2 ask, 3 both). Toggle actions:
     cancel an unwanted order first, then place a missing wanted one (long before short).
     A long order is not placed at the long cap (position size 1), nor a short at -1:
     the env would ignore it and the other side would never be placed."""
+    if layout.action_mode == "target":
+        return want_long.astype(np.int64) * BID_ONLY + want_short.astype(np.int64) * ASK_ONLY
     has_long = layout.state(obs, _LONG_STATE) > 0.5
     has_short = layout.state(obs, _SHORT_STATE) > 0.5
     pos = layout.state(obs, _POSITION)
@@ -155,7 +161,8 @@ def baseline_policy_for_fold(
     if name == ALWAYS_QUOTE:
         return lambda fold: always_quote_policy(layout)
     if name == RANDOM:
-        return lambda fold: random_policy(seed, fold)
+        n_actions = len(ACTION_NAMES[layout.action_mode])
+        return lambda fold: random_policy(seed, fold, n_actions)
     if name == IMBALANCE_RULE:
 
         def rule(fold: int) -> BatchPolicy:

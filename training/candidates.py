@@ -264,7 +264,7 @@ def backtest_reference(plan: ReferencePlan) -> str:
 
     if plan.bundle_dir is not None:
         raise ValueError("a champion plan is backtested by registry.reference.backtest_champion")
-    layout = ObservationLayout(plan.feature_names, plan.window)
+    layout = ObservationLayout(plan.feature_names, plan.window, plan.env.action_mode)
 
     def fold_stats(k: int) -> tuple[Sequence[str], np.ndarray, np.ndarray]:
         st = FrozenStats.load(plan.folds[k].stats_dir)

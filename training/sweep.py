@@ -40,6 +40,7 @@ MODEL_ZIP = "model.zip"
 METRICS_CSV = "metrics.csv"
 TASK_JSON = "task.json"
 RESULT_JSON = "result.json"
+PROGRESS_FILE = ".progress"  # "<timesteps done> <total>" while a task trains (a display reads it)
 
 
 class TrainTask(FrozenModel):
@@ -128,8 +129,26 @@ def curriculum_cycle(num_timesteps: int, total_timesteps: int, n_cycles: int) ->
     return min(n_cycles, int(num_timesteps * (n_cycles + 1) // total_timesteps))
 
 
-def _make_callbacks(total: int, n_cycles: int) -> Any:
-    from stable_baselines3.common.callbacks import BaseCallback
+def write_progress(path: Path, done: int, total: int) -> None:
+    """`done total` into `path` (replaced whole, never half-written): how far a task in
+    another process has trained, for the command's progress display."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{done} {total}")
+    os.replace(tmp, path)
+
+
+def read_progress(out_dir: str | Path) -> tuple[int, int] | None:
+    """(timesteps done, total) of a task training now or before, None when it has not
+    started (or the file is unreadable)."""
+    try:
+        done, total = (Path(out_dir) / PROGRESS_FILE).read_text().split()
+        return int(done), int(total)
+    except (OSError, ValueError):
+        return None
+
+
+def _make_callbacks(total: int, n_cycles: int, progress_path: Path | None = None) -> Any:
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
     class CurriculumCallback(BaseCallback):
         """Ramps the env's punishment scale at the start of every rollout."""
@@ -149,7 +168,25 @@ def _make_callbacks(total: int, n_cycles: int) -> Any:
         def _on_step(self) -> bool:
             return True
 
-    return CurriculumCallback()
+    class ProgressCallback(BaseCallback):
+        """Writes the timesteps done at every rollout's start and end (`write_progress`)."""
+
+        def _write(self) -> None:
+            if progress_path is not None:
+                write_progress(progress_path, int(self.num_timesteps), total)
+
+        def _on_training_start(self) -> None:
+            self._write()
+
+        def _on_rollout_end(self) -> None:
+            self._write()
+
+        def _on_step(self) -> bool:
+            return True
+
+    if progress_path is None:
+        return CurriculumCallback()
+    return CallbackList([CurriculumCallback(), ProgressCallback()])
 
 
 def _training_env(task: TrainTask) -> Any:
@@ -250,8 +287,11 @@ def train_one(task: TrainTask) -> TrainResult:
     model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
     writer = _record_writer()
     model.set_logger(Logger(folder=None, output_formats=[writer]))
-    callback = _make_callbacks(task.timesteps, task.trial.env.reward.punishment_suppression_cycles)
+    callback = _make_callbacks(
+        task.timesteps, task.trial.env.reward.punishment_suppression_cycles, out / PROGRESS_FILE
+    )
     model.learn(total_timesteps=task.timesteps, callback=callback, progress_bar=False)
+    write_progress(out / PROGRESS_FILE, int(model.num_timesteps), task.timesteps)
     # SB3 dumps before each update, so the last update's train/* values are still pending
     model.logger.dump(step=model.num_timesteps)
     wall = time.perf_counter() - t0

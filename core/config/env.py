@@ -19,8 +19,10 @@ class RewardConfig(FrozenModel):
     curriculum's punishment scale (see `envs.rewards.punishment_scale`).
     """
 
+    # r1: the unrealized term is the unrealised return x position size (a level);
+    # r2: it is the step's change of the unrealised pnl / balance (marked to market)
     version: str = "r1"
-    unrealized_scale: float = 1.0  # weight of unrealised return x position size (|exposure|)
+    unrealized_scale: float = 1.0  # weight of the unrealized term (see version)
     fee_scale: float = 1.0  # weight of -fees/balance paid this step (rebates positive)
     realized_scale: float = 1.0  # weight of realised pnl / balance on closes
     funding_scale: float = 1.0  # weight of -funding/balance paid this step
@@ -46,6 +48,9 @@ class EnvConfig(FrozenModel):
     window: int = Field(default=16, ge=1)
     stake_fraction: float = Field(default=0.1, gt=0, le=1)  # exposure added per fill
     max_exposure: float = Field(default=1.0, gt=0)  # cap on total exposure (fraction of equity)
+    # toggle: Discrete(3), 0 hold, 1/2 place or cancel the bid/ask (envs.management);
+    # target: Discrete(4), the resting orders wanted: 0 none, 1 bid, 2 ask, 3 both
+    action_mode: Literal["toggle", "target"] = "toggle"
     fill_model: Literal["trade_through", "touch"] = "trade_through"
     roll_orders: bool = True  # a resting order follows the best price of its side every bar
     step_skip: int = Field(default=1, ge=1)  # bars per env step

@@ -155,6 +155,23 @@ def test_build_refuses_policy_of_wrong_observation_size(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_build_refuses_policy_of_another_action_mode(
+    sb3_zip: Path, stats_dir: Path, tmp_path: Path
+) -> None:
+    # the session's model has 3 actions (toggle); a target env has 4: refused at build,
+    # so a bundle can never be read with the other mode's action meanings
+    with pytest.raises(BundleError, match="action_mode 'target' has 4"):
+        build_bundle(
+            tmp_path / "b",
+            model_zip=sb3_zip,
+            stats_dir=stats_dir,
+            feature_spec=SPEC,
+            env_config={**ENV.model_dump(mode="json"), "action_mode": "target"},
+            config_fingerprint="f" * 64,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_code_version_is_the_git_commit() -> None:
     v = code_version()
     assert v.startswith("git:") and len(v.removeprefix("git:").removesuffix("-dirty")) == 40

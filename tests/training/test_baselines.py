@@ -18,7 +18,15 @@ import pytest
 from core.config.experiment import ExperimentConfig, load_config
 from core.config.training import BaselinesConfig, EvaluationConfig, TrialConfig
 from core.schema import feature_names
-from envs.management import HOLD, TOGGLE_LONG, TOGGLE_SHORT
+from envs.management import (
+    ASK_ONLY,
+    BID_ONLY,
+    BOTH_SIDES,
+    HOLD,
+    NO_ORDERS,
+    TOGGLE_LONG,
+    TOGGLE_SHORT,
+)
 from features.stats import FrozenStats
 from tests.training.conftest import REPO, DataDir, build_data_dir
 from training.backtest import BatchPolicy
@@ -90,6 +98,19 @@ def test_imbalance_rule_quotes_only_the_favoured_side(
     # raw = z * sigma + mean = b_last * 2 + 0
     policy = imbalance_rule_policy(LAYOUT, "b", mean=0.0, sigma=2.0, threshold=1.0)
     assert policy(obs(long_order, short_order, 0.0, b_last))[0] == expected
+
+
+def test_target_actions_name_the_wanted_orders_whatever_rests() -> None:
+    # target mode: the action is the wanted set (1 bid, 2 ask, 3 both, 0 none), whatever
+    # rests now; flat (0) means no orders in both modes
+    layout = ObservationLayout(("a", "b"), 2, action_mode="target")
+    for rests in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        assert always_quote_policy(layout)(obs(*rests, 0.0))[0] == BOTH_SIDES
+        rule = imbalance_rule_policy(layout, "b", mean=0.0, sigma=2.0, threshold=1.0)
+        assert rule(obs(*rests, 0.0, 2.0))[0] == BID_ONLY
+        assert rule(obs(*rests, 0.0, -2.0))[0] == ASK_ONLY
+        assert rule(obs(*rests, 0.0, 0.5))[0] == NO_ORDERS
+    assert set(random_policy(3, 0, 4)(np.zeros((200, 11), np.float32))) == {0, 1, 2, 3}
 
 
 def test_imbalance_rule_refuses_a_feature_the_spec_lacks() -> None:
