@@ -5,9 +5,10 @@ decision records out) that the parity test drives directly; `run_live` wires it 
 websocket feed, a ticker, the decision sinks, the recording and a clean stop
 (`--duration`, SIGTERM, SIGINT).
 
-Observe-only (the default) sends no order: a decision is logged, and the paper order
-flags follow the action (toggle long / toggle short) so that the management state the
-policy sees evolves as in the env. Without a valid model the loop still runs the feed,
+Observe-only (the default) sends no order: a decision is logged, and the paper orders
+follow the action in the model's action mode (toggle: place or cancel one side; target:
+the resting orders wanted) so that the management state the policy sees evolves as in
+the env. Without a valid model the loop still runs the feed,
 book, sampler and features, logs `action: null` and says why.
 
 No message can kill the loop: `on_message` counts (`dropped`), logs and drops what it
@@ -45,7 +46,14 @@ from core.clock import NS_PER_S, Clock, SystemClock
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
-from core.schema import BUY_HI_TICKS, MANAGEMENT_STATE, SELL_LO_TICKS, ask_px, bid_px
+from core.schema import (
+    ACTION_NAMES,
+    BUY_HI_TICKS,
+    MANAGEMENT_STATE,
+    SELL_LO_TICKS,
+    ask_px,
+    bid_px,
+)
 from envs.position import (
     ExposureError,
     apply_fill,
@@ -59,7 +67,6 @@ from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
 from live.orders import FatalTradingError, OrderManager
 from live.paper import PaperAccount, PaperRules
 from live.predictor import (
-    ACTION_NAMES,
     BarUpdate,
     Normalizer,
     ObservationBuilder,
@@ -130,13 +137,16 @@ def decision_record(
     mode: str,
     mid_ticks: float,
     latency_us: float,
+    action_mode: str = "toggle",
 ) -> dict[str, Any]:
-    """One decision as a JSON-able dict (the line written to stdout and --decisions-out). Pure."""
+    """One decision as a JSON-able dict (the line written to stdout and --decisions-out). Pure.
+    The action is named in the model's action mode (`core.schema.ACTION_NAMES`)."""
     return {
         "ts": int(ts_ns),
         "time": iso_ms(int(ts_ns)),
         "action": action,
-        "action_name": None if action is None else ACTION_NAMES[action],
+        "action_name": None if action is None else ACTION_NAMES[action_mode][action],
+        "action_mode": action_mode,
         "state": {name: float(v) for name, v in zip(MANAGEMENT_STATE, state.tolist(), strict=True)},
         "model_version": model_version,
         "mode": mode,
@@ -187,7 +197,7 @@ class LiveSession:
         self.book_table = book_table
         self.instrument_state: str | None = None  # from the instrument table; None = not seen
         self.orders = orders
-        self.rules = rules or PaperRules()
+        self.rules = _rules_for(predictor, rules)
         self.decoder = make_decoder(symbol, instrument, book_table)
         self.builder = ObservationBuilder(spec, stats, obs_clip)
         skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
@@ -226,10 +236,12 @@ class LiveSession:
                 self.orders.cancel_own(max(self.last_event_ns, 0))
             self._restat(None, f"observe-only: {reason}")
             return
+        if champion.env_config:  # the predictor's action mode is read from it too
+            rules = PaperRules.from_env_config(champion.env_config)
+        else:
+            rules = replace(self.rules, action_mode=champion.predictor.action_mode)
+        self.rules = _rules_for(champion.predictor, rules)
         self.predictor = champion.predictor
-        self.rules = (
-            PaperRules.from_env_config(champion.env_config) if champion.env_config else self.rules
-        )
         if self.paper is not None:
             self.paper.rules = self.rules
         same_spec = champion.spec.spec_hash == self.spec.spec_hash
@@ -499,7 +511,14 @@ class LiveSession:
         action = self.predictor.act(obs)
         latency_us = (time.perf_counter_ns() - t0) / 1000.0
         rec = decision_record(
-            upd.ts, action, state, self.predictor.version, self.mode, upd.mid_ticks, latency_us
+            upd.ts,
+            action,
+            state,
+            self.predictor.version,
+            self.mode,
+            upd.mid_ticks,
+            latency_us,
+            self.predictor.action_mode,
         )
         if self.orders is not None and self.instrument_state not in (None, "Open"):
             # the exchange is not trading this instrument: no new order; the resting ones are
@@ -514,6 +533,7 @@ class LiveSession:
                 upd.mid_ticks,
                 now_ns=upd.ts,
                 last_data_ns=self.gate.last_recv_ns,
+                action_mode=self.predictor.action_mode,
             )
             self._order_flags()
         else:
@@ -564,6 +584,20 @@ class LiveSession:
         own = self.orders.resting
         self.paper.bid_px = own[1].price_ticks if 1 in own else 0
         self.paper.ask_px = own[-1].price_ticks if -1 in own else 0
+
+
+def _rules_for(predictor: Predictor, rules: PaperRules | None) -> PaperRules:
+    """The paper rules a session runs `predictor` under: `rules`, or the env's defaults in
+    the predictor's action mode. Raises ValueError when a model's rules name another
+    action mode than the model (the paper account would read its actions wrong)."""
+    if rules is None:
+        return PaperRules(action_mode=predictor.action_mode)
+    if predictor.policy is not None and rules.action_mode != predictor.action_mode:
+        raise ValueError(
+            f"paper rules in action_mode {rules.action_mode!r}, the model in "
+            f"{predictor.action_mode!r}"
+        )
+    return rules
 
 
 def _desynced(sampler: Any) -> bool:

@@ -46,9 +46,9 @@ class ModelSource(Protocol):
 
 
 def _champion(model: Any, label: str, version: str) -> LoadedChampion:
-    return LoadedChampion(
-        Predictor(model.policy, label), model.spec, model.stats, dict(model.env_config), version
-    )
+    env = dict(model.env_config)
+    predictor = Predictor(model.policy, label, action_mode=str(env.get("action_mode", "toggle")))
+    return LoadedChampion(predictor, model.spec, model.stats, env, version)
 
 
 def same_stats(a: Normalizer | None, b: Normalizer | None) -> bool:

@@ -1,10 +1,15 @@
 """Decisions -> exchange orders, under the model-independent risk limits. Orchestration ring.
 
-The policy's actions are the env's: 0 hold, 1 toggle the resting long (buy) order, 2 toggle
-the resting short (sell) order. A toggle on places a post-only limit order of the stake
-size at the best price of its side (bid for a buy, ask for a sell); a toggle off cancels
-it. Every bar, live orders roll to the current best price of their side (as the env's
-orders do). Every new order passes `live.risk.check_new_order`; cancels always go through.
+The policy's actions are the env's, in the model's `EnvConfig.action_mode`
+(`core.schema.ACTION_NAMES`). "toggle": 0 hold, 1 toggle the resting long (buy) order,
+2 toggle the resting short (sell) order; a toggle on places a post-only limit order of the
+stake size at the best price of its side (bid for a buy, ask for a sell), a toggle off
+cancels it. "target": the action names the resting orders wanted (0 none, 1 bid only,
+2 ask only, 3 both); per side, an own LIVE order not wanted is cancelled and a wanted side
+with no own order (live or in flight) gets one, as the env's `_env_target` does; a side in
+flight is left to its lookup and decided again on the next bar. Every bar, live orders
+roll to the current best price of their side (as the env's orders do). Every new order
+passes `live.risk.check_new_order`; cancels always go through.
 
 **Orders are never lost track of.** Each side holds at most one own order, and every own
 order is in exactly one state (`OrderState`):
@@ -538,22 +543,88 @@ class OrderManager:
         mid_ticks: float,
         now_ns: int,
         last_data_ns: int,
+        action_mode: str = "toggle",
     ) -> str:
-        """Carry out one action; returns what was done (for the decision log)."""
+        """Carry out one action of the model's `action_mode`; returns what was done (for the
+        decision log)."""
+        if action is None:
+            return "none"
+        if action_mode == "target":
+            return self._on_target(
+                action & 1 != 0,
+                action & 2 != 0,
+                decision_ts,
+                best_bid,
+                best_ask,
+                mid_ticks,
+                now_ns,
+                last_data_ns,
+            )
         if action not in (1, 2):
             return "none"
         side = 1 if action == 1 else -1
-        o = self.slots.get(side)
-        if o is not None and o.state is S.UNKNOWN:
-            self._resolve(o, now_ns)  # before anything else on this side
-            o = self.slots.get(side)
+        o = self._settled(side, now_ns)
         if o is not None:
             if o.state is not S.LIVE:
                 return f"pending: {o.cl_ord_id} {o.state}"
             return self._cancel(o, now_ns, "toggle off")
+        price = best_bid if side == 1 else best_ask
+        return self._place(side, int(price), decision_ts, mid_ticks, now_ns, last_data_ns)
+
+    def _on_target(
+        self,
+        want_bid: bool,
+        want_ask: bool,
+        decision_ts: int,
+        best_bid: int,
+        best_ask: int,
+        mid_ticks: float,
+        now_ns: int,
+        last_data_ns: int,
+    ) -> str:
+        """Action mode "target", side by side (bid first, as the env): cancel an own LIVE
+        order not wanted; place one where wanted and the side has no own order (live or in
+        flight: an UNKNOWN one is looked up first). Returns "bid: ...; ask: ..." for the
+        sides where something was done or is pending, "none" when both already match."""
+        done: list[str] = []
+        for side, want, price, label in (
+            (1, want_bid, best_bid, "bid"),
+            (-1, want_ask, best_ask, "ask"),
+        ):
+            o = self._settled(side, now_ns)
+            if o is not None and o.state is not S.LIVE:
+                what = f"pending: {o.cl_ord_id} {o.state}"  # its lookup decides; next bar acts
+            elif o is not None and not want:
+                what = self._cancel(o, now_ns, "not wanted")
+            elif o is None and want:
+                what = self._place(side, int(price), decision_ts, mid_ticks, now_ns, last_data_ns)
+            else:
+                continue  # wanted and resting, or not wanted and none: nothing to do
+            done.append(f"{label}: {what}")
+        return "; ".join(done) or "none"
+
+    def _settled(self, side: int, now_ns: int) -> TrackedOrder | None:
+        """The side's own order after an UNKNOWN one was looked up (before anything else is
+        sent on that side)."""
+        o = self.slots.get(side)
+        if o is not None and o.state is S.UNKNOWN:
+            self._resolve(o, now_ns)
+            o = self.slots.get(side)
+        return o
+
+    def _place(
+        self,
+        side: int,
+        price: int,
+        decision_ts: int,
+        mid_ticks: float,
+        now_ns: int,
+        last_data_ns: int,
+    ) -> str:
+        """A new post-only order of the stake on a free side: reconciled, risk-checked, its
+        clOrdID unused, journaled before it is sent."""
         if self.needs_reconcile:
             return "refused: not reconciled with the exchange"
-        price = best_bid if side == 1 else best_ask
         self._sync_risk()
         d = check_new_order(
             OrderIntent(side, int(price), self.stake),

@@ -4,8 +4,13 @@ Pure state machine over `envs.position` accounting (no I/O, no clock). It follow
 `envs.management` (ManagementEnv) so that the management state the policy sees live
 evolves exactly as in training and in the backtest:
 
-- action 1 toggles a resting buy at the decision bar's best bid: cancel it if one rests,
-  else place it when `can_fill` allows (the exposure cap); action 2 mirrors it at the ask;
+- the actions are the model's `EnvConfig.action_mode` (`core.schema.ACTION_NAMES`):
+  "toggle": action 1 toggles a resting buy at the decision bar's best bid (cancel it if
+  one rests, else place it when `can_fill` allows: the exposure cap); action 2 mirrors it
+  at the ask. "target": the action names the resting orders wanted (0 none, 1 bid only,
+  2 ask only, 3 both; bit 1 the bid, bit 2 the ask): a side not wanted is cancelled, a side
+  wanted with no resting order gets one at its best price when `can_fill` allows, a side
+  wanted that already rests keeps its order (`envs.kernels._env_target`);
 - on each later bar k, a resting buy at p fills (a maker fill at p, `apply_fill`) when a
   taker sell printed below p (`0 < sell_lo_ticks < p`; `<=` with the `touch` fill model) or
   the best ask came down to p; a sell mirrors it with `buy_hi_ticks` and the best bid; the
@@ -27,6 +32,7 @@ import numpy as np
 
 from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.instrument import InstrumentSpec
+from core.schema import ACTION_NAMES
 from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fill, management_state
 
 
@@ -34,6 +40,7 @@ from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fi
 class PaperRules:
     """The env parameters the paper position needs (from the model's env config)."""
 
+    action_mode: str = "toggle"  # EnvConfig.action_mode: "toggle" or "target"
     stake_fraction: float = 0.1
     max_exposure: float = 1.0
     fill_model: str = "trade_through"
@@ -48,7 +55,7 @@ class PaperRules:
         """The rules of an EnvConfig dump (a model's env_spec.json); missing keys take the
         defaults. Its fee is `fees`, with the legacy `instrument.maker_fee` / `taker_fee`
         of older dumps as the override they meant (the EnvConfig rule). Raises
-        ValueError (pydantic's) on an invalid fee."""
+        ValueError (pydantic's) on an invalid fee, ValueError on an unknown action_mode."""
         env = env or {}
         d = cls()
         kw: dict[str, Any] = {
@@ -61,6 +68,12 @@ class PaperRules:
         if fees is not None:
             kw["fees"] = FeeConfig.model_validate(fees)
         return cls(**kw)
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ACTION_NAMES:
+            raise ValueError(
+                f"action_mode {self.action_mode!r}: expected one of {sorted(ACTION_NAMES)}"
+            )
 
     @property
     def limits(self) -> StateLimits:
@@ -100,18 +113,33 @@ class PaperAccount:
         )
 
     def act(self, action: int | None, best_bid: int, best_ask: int) -> None:
-        """The action at the close of the decision bar (whose best prices are given)."""
-        r = self.rules
-        if action == 1:
-            if self.bid_px:
-                self.bid_px = 0
-            elif can_fill(self.position, LONG, r.stake_fraction, r.max_exposure):
-                self.bid_px = int(best_bid)
+        """The action at the close of the decision bar (whose best prices are given), read
+        in the rules' action mode (the env step's order part; None: no decision)."""
+        if action is None:
+            return
+        if self.rules.action_mode == "target":
+            self._target(action & 1 != 0, action & 2 != 0, best_bid, best_ask)
+        elif action == 1:
+            self.bid_px = 0 if self.bid_px else self._place(LONG, best_bid)
         elif action == 2:
-            if self.ask_px:
-                self.ask_px = 0
-            elif can_fill(self.position, SHORT, r.stake_fraction, r.max_exposure):
-                self.ask_px = int(best_ask)
+            self.ask_px = 0 if self.ask_px else self._place(SHORT, best_ask)
+
+    def _target(self, want_bid: bool, want_ask: bool, best_bid: int, best_ask: int) -> None:
+        """Action mode "target" (`envs.kernels._env_target`): cancel a side not wanted; place
+        a wanted side at its best price when none rests; a resting wanted order stays."""
+        if not want_bid:
+            self.bid_px = 0
+        elif not self.bid_px:
+            self.bid_px = self._place(LONG, best_bid)
+        if not want_ask:
+            self.ask_px = 0
+        elif not self.ask_px:
+            self.ask_px = self._place(SHORT, best_ask)
+
+    def _place(self, side: int, price: int) -> int:
+        """The price a new order of `side` rests at, or 0 when the exposure cap refuses it."""
+        r = self.rules
+        return int(price) if can_fill(self.position, side, r.stake_fraction, r.max_exposure) else 0
 
     def on_bar(self, ts_ns: int, best_bid: int, best_ask: int, buy_hi: int, sell_lo: int) -> None:
         """Fills and rolling over one bar after the decision bar."""

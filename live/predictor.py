@@ -22,8 +22,6 @@ from features.sampler import BarSampler
 from features.stream import FeatureStream
 from live.decode import Decoded
 
-ACTION_NAMES = ("hold", "toggle_long", "toggle_short")
-
 
 class Normalizer(Protocol):
     def normalize(self, x: np.ndarray, clip: float) -> np.ndarray: ...
@@ -144,17 +142,44 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
 
 
 class Predictor:
-    """The champion's policy, or none (observe-only: the action is None)."""
+    """The champion's policy, or none (observe-only: the action is None).
 
-    def __init__(self, policy: Policy | None, version: str | None, reason: str = "") -> None:
+    `action_mode` is the model's `EnvConfig.action_mode` (its env_spec.json; absent means
+    "toggle"): it says how many actions the policy has and what they mean
+    (`core.schema.ACTION_NAMES`)."""
+
+    def __init__(
+        self,
+        policy: Policy | None,
+        version: str | None,
+        reason: str = "",
+        action_mode: str = "toggle",
+    ) -> None:
+        if action_mode not in schema.ACTION_NAMES:
+            raise ValueError(
+                f"action_mode {action_mode!r}: expected one of {sorted(schema.ACTION_NAMES)}"
+            )
         self.policy = policy
         self.version = version
         self.reason = reason
+        self.action_mode = action_mode
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        return schema.ACTION_NAMES[self.action_mode]
+
+    def name(self, action: int | None) -> str | None:
+        """The action's name in this model's mode (None for no action)."""
+        return None if action is None else self.action_names[action]
 
     def act(self, obs: np.ndarray | None) -> int | None:
         if self.policy is None or obs is None:
             return None
         action = int(self.policy.predict(obs))
-        if action not in (0, 1, 2):
-            raise ValueError(f"policy returned action {action}, expected 0, 1 or 2")
+        n = len(self.action_names)
+        if not 0 <= action < n:
+            raise ValueError(
+                f"policy returned action {action}, expected 0..{n - 1} (action_mode "
+                f"{self.action_mode!r})"
+            )
         return action

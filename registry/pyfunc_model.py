@@ -3,8 +3,10 @@
 MLflow executes this file (it is not unpickled) when `mlflow.pyfunc.load_model` or
 `mlflow models serve` loads a registered Chappie model. The model input is a float32
 tensor (N, obs_dim) of encoded observations (`envs.observation.encode_observation`);
-the output is the deterministic action per row (int64: 0 hold, 1 toggle long,
-2 toggle short). Loading verifies every sha256 of the bundle first.
+the output is the deterministic action per row (int64), read in the bundle's
+`action_mode` (env_spec.json; absent means "toggle"; names in `core.schema.ACTION_NAMES`):
+"toggle" 0 hold, 1 toggle long, 2 toggle short; "target" the resting orders wanted,
+0 none, 1 bid only, 2 ask only, 3 both. Loading verifies every sha256 of the bundle first.
 """
 
 from __future__ import annotations

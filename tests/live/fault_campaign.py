@@ -3,7 +3,8 @@
 One cycle is one 1 s bar of a seeded stand-in market (`tests.live.market`): its messages go
 through `LiveSession.on_message`, the clock ticks through `LiveSession.on_timer` (exactly
 what `live.loop.run_live` calls, minus the socket), a random policy toggles orders, the
-exchange fills some of them, and the fake exchange (`live.fake_exchange`, real HTTP on
+exchange fills some of them (a toggle-mode policy by default; `action_mode="target"` draws
+the resting orders wanted instead), and the fake exchange (`live.fake_exchange`, real HTTP on
 127.0.0.1) answers with seeded REST faults: 503 after or before a create commits, creates
 answered after the client's timeout (committed at once or queued and committed late),
 lookups and polls answered 503 or late, cancels answered 503 after or before they took
@@ -71,6 +72,7 @@ class CampaignConfig:
     fill_rate: float = 0.15  # chance per cycle that a live own order (part-)fills
     stale_after_s: float = 3.0
     max_skew_s: float = 5.0
+    action_mode: str = "toggle"  # the policy's EnvConfig.action_mode
 
 
 @dataclass
@@ -100,16 +102,24 @@ class CampaignResult:
     desyncs: int = 0
     own_left_after_shutdown: int = 0
     own_left_after_dead_man: int = 0
+    actions: dict[str, int] = field(default_factory=dict)  # decisions by action name
     wall_s: float = 0.0
 
 
 class RandomPolicy:
-    """Seeded actions: hold 40 %, toggle long 30 %, toggle short 30 %."""
+    """Seeded actions. Toggle mode: hold 40 %, toggle long 30 %, toggle short 30 %. Target
+    mode: the current target kept 40 % of bars, else a new one of none / bid / ask / both."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, action_mode: str = "toggle") -> None:
         self.rng = np.random.default_rng(seed)
+        self.action_mode = action_mode
+        self.target = 0
 
     def predict(self, obs: np.ndarray) -> int:
+        if self.action_mode == "target":
+            if self.rng.random() >= 0.4:
+                self.target = int(self.rng.integers(4))
+            return self.target
         return int(self.rng.choice(3, p=(0.4, 0.3, 0.3)))
 
 
@@ -202,7 +212,11 @@ class Campaign:
             self.session = LiveSession(
                 SMALL_SPEC,
                 ClipStats(),
-                Predictor(RandomPolicy(cfg.seed), "campaign@v1"),
+                Predictor(
+                    RandomPolicy(cfg.seed, cfg.action_mode),
+                    "campaign@v1",
+                    action_mode=cfg.action_mode,
+                ),
                 max_skew_s=cfg.max_skew_s,
                 stale_after_s=cfg.stale_after_s,
                 orders=self.m,
@@ -306,6 +320,7 @@ class Campaign:
         self.r.adopted = m.stats.adopted
         self.r.dropped_messages = sum(self.session.dropped.values())
         self.r.desyncs = self.session.desyncs
+        self.r.actions = dict(sorted(self.session.actions.items()))
 
 
 def run_campaign(
@@ -356,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cycles", type=int, default=200, help="cycles per seed")
     ap.add_argument("--rest-fault-rate", type=float, default=CampaignConfig.rest_fault_rate)
     ap.add_argument("--late-answer-rate", type=float, default=CampaignConfig.late_answer_rate)
+    ap.add_argument("--action-mode", choices=("toggle", "target"), default="toggle")
     ap.add_argument("--json", type=Path, help="write every campaign's figures here")
     ap.add_argument("--verbose", action="store_true", help="log every retried REST error")
     args = ap.parse_args(argv)
@@ -368,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 cycles=args.cycles,
                 rest_fault_rate=args.rest_fault_rate,
                 late_answer_rate=args.late_answer_rate,
+                action_mode=args.action_mode,
             )
             r = run_campaign(cfg, Path(tmp))
             results.append(r)

@@ -24,9 +24,10 @@ from tests.live.support import SMALL_SPEC, replay_cli
 ENV = EnvConfig(window=SMALL_SPEC.window)
 
 
-def build_model_files(ws_capture: Path, tmp: Path) -> tuple[Path, Path]:
-    """An SB3 PPO zip (untrained MlpPolicy, 32x32 tanh) for SMALL_SPEC's observation and
-    frozen stats fitted on the capture's features: what a training run would hand over."""
+def build_model_files(ws_capture: Path, tmp: Path, n_actions: int = 3) -> tuple[Path, Path]:
+    """An SB3 PPO zip (untrained MlpPolicy, 32x32 tanh, `n_actions` actions) for SMALL_SPEC's
+    observation and frozen stats fitted on the capture's features: what a training run
+    would hand over."""
     import gymnasium as gym
     import torch
     from gymnasium import spaces
@@ -52,7 +53,7 @@ def build_model_files(ws_capture: Path, tmp: Path) -> tuple[Path, Path]:
 
     class Box(gym.Env):
         observation_space = spaces.Box(-10.0, 10.0, (dim,), np.float32)
-        action_space = spaces.Discrete(3)
+        action_space = spaces.Discrete(n_actions)
 
         def reset(self, *, seed=None, options=None):  # type: ignore[no-untyped-def]
             super().reset(seed=seed)
@@ -93,6 +94,50 @@ def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         train_slices=TRAIN,
         decision="promote",
     )
+
+
+@pytest.fixture(scope="module")
+def target_bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of a target-mode model (Discrete(4): the resting orders wanted)."""
+    from registry.bundle import build_bundle
+
+    src = tmp_path_factory.mktemp("target-src")
+    zip_path, stats_dir = build_model_files(ws_capture, src, n_actions=4)
+    return build_bundle(
+        tmp_path_factory.mktemp("target") / "bundle",
+        model_zip=zip_path,
+        stats_dir=stats_dir,
+        feature_spec=SMALL_SPEC,
+        env_config=ENV.model_copy(update={"action_mode": "target"}),
+        config_fingerprint="f" * 64,
+        train_slices=TRAIN,
+        decision="promote",
+    )
+
+
+def test_cli_replays_a_target_mode_bundle_in_its_own_action_mode(
+    target_bundle_dir: Path, ws_capture: Path, tmp_path: Path
+) -> None:
+    """The loop reads a target-mode model's actions as the resting orders wanted: the
+    decisions are named in that mode, and the paper orders follow them (an order rests
+    at a decision only on a side the previous decision wanted)."""
+    out = tmp_path / "d.jsonl"
+    rc = main(
+        replay_cli(ws_capture, "--bundle", str(target_bundle_dir), "--decisions-out", str(out))
+    )
+    assert rc == 0
+    recs = [json.loads(s) for s in out.read_text().splitlines()]
+    assert len(recs) >= 5
+    names = S.ACTION_NAMES["target"]
+    assert all(
+        r["action_mode"] == "target" and r["action_name"] == names[r["action"]] for r in recs
+    )
+    for prev, rec in zip(recs, recs[1:], strict=False):
+        wanted_bid, wanted_ask = prev["action"] & 1, prev["action"] & 2
+        assert rec["state"]["long_state"] <= wanted_bid and rec["state"]["short_state"] <= (
+            wanted_ask >> 1
+        ), (prev, rec)
+    assert any(r["state"]["long_state"] or r["state"]["short_state"] for r in recs)
 
 
 def test_cli_runs_a_verified_bundle_without_unpickling(

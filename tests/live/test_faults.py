@@ -34,6 +34,25 @@ def test_fifty_fault_cycles_leave_no_duplicate_or_untracked_order_and_the_loop_r
     assert tot["rest_faults"] >= 10 and r.unknown_resolved >= 3  # the faults did bite
 
 
+def test_fifty_fault_cycles_of_a_target_mode_policy_stay_clean(tmp_path: Path) -> None:
+    """The same campaign with a target-mode model (the resting orders wanted, decided
+    again every bar): still one own order per side, each tracked, the loop running."""
+    cfg = CampaignConfig(
+        seed=7,
+        cycles=50,
+        rest_fault_rate=0.3,
+        late_answer_rate=0.03,
+        feed_fault_rate=0.08,
+        action_mode="target",
+    )
+    r = run_campaign(cfg, tmp_path)
+    _assert_clean(totals([r]))
+    assert r.cycles == 50 and r.orders_sent >= 5 and r.creates_committed >= 3
+    assert r.unknown_resolved >= 3
+    # both sides were quoted at once (target 3), so the per-side checks had work to do
+    assert r.actions.get("both", 0) >= 3 and r.actions.get("no_orders", 0) >= 3, r.actions
+
+
 class ForgetfulManager(OrderManager):
     """The loop before #18: a create whose outcome is unknown is forgotten, not looked up."""
 
@@ -44,8 +63,13 @@ class ForgetfulManager(OrderManager):
         super()._unknown(o, doubt, now_ns, why)
 
 
-def test_the_campaign_catches_a_manager_that_forgets_unknown_creates(tmp_path: Path) -> None:
-    cfg = CampaignConfig(seed=7, cycles=50, rest_fault_rate=0.3, late_answer_rate=0.03)
+@pytest.mark.parametrize("mode", ["toggle", "target"])
+def test_the_campaign_catches_a_manager_that_forgets_unknown_creates(
+    tmp_path: Path, mode: str
+) -> None:
+    cfg = CampaignConfig(
+        seed=7, cycles=50, rest_fault_rate=0.3, late_answer_rate=0.03, action_mode=mode
+    )
     r = run_campaign(cfg, tmp_path, ForgetfulManager)
     assert r.untracked_cycles + r.duplicate_cycles > 0
 

@@ -261,3 +261,85 @@ def test_refused_keys_are_fatal(fake: FakeBitmexRest, tmp_path: Path) -> None:
     entries = read_journal(tmp_path / "journal.jsonl")
     assert entries[-1]["what"] == "shutdown"
     m.journal.close()
+
+
+def _target(m: OrderManager, action: int, k: int, data_k: int | None = None) -> str:
+    """A decision of a target-mode model on bar k (market data last seen at bar data_k)."""
+    seen = (k if data_k is None else data_k) * S
+    return m.on_decision(
+        action, k * S, 64000, 64001, 64000.5, now_ns=k * S, last_data_ns=seen, action_mode="target"
+    )
+
+
+def _requests(fake: FakeBitmexRest, method: str) -> int:
+    return sum(1 for r in fake.requests if r[:2] == (method, "/order"))
+
+
+def test_target_mode_places_wanted_sides_once_and_cancels_the_unwanted(
+    fake: FakeBitmexRest, started: tuple[OrderManager, SimClock], tmp_path: Path
+) -> None:
+    """Target mode on the fake exchange: both wanted -> both placed; the same target again
+    sends nothing; bid only -> the ask is cancelled and the bid keeps its clOrdID; ask only
+    -> the bid is cancelled and a new ask placed; none -> nothing of ours is left."""
+    m, _clock = started
+    out = _target(m, 3, 1)
+    assert out.startswith("bid: placed") and "; ask: placed" in out, out
+    assert sorted(o["side"] for o in _own_open(fake)) == ["Buy", "Sell"]
+    bid_id = m.slots[1].cl_ord_id
+    posts, deletes = _requests(fake, "POST"), _requests(fake, "DELETE")
+    assert _target(m, 3, 2) == "none"  # what is wanted already rests: nothing is sent
+    assert (_requests(fake, "POST"), _requests(fake, "DELETE")) == (posts, deletes)
+    out = _target(m, 1, 3)
+    assert out.startswith("ask: cancelled"), out
+    assert [(o["side"], o["clOrdID"]) for o in _own_open(fake)] == [("Buy", bid_id)]
+    out = _target(m, 2, 4)
+    assert out.startswith("bid: cancelled") and "; ask: placed" in out, out
+    assert [o["side"] for o in _own_open(fake)] == ["Sell"]
+    assert m.slots[-1].cl_ord_id == cl_ord_id(m.session, 4 * S, -1)  # a fresh clOrdID
+    assert _target(m, 0, 5).startswith("ask: cancelled")
+    assert _own_open(fake) == [] and not m.slots
+    assert _target(m, 0, 6) == "none"
+    assert m.orders_sent == 3
+    m.journal.close()
+    assert unresolved_intents(read_journal(tmp_path / "journal.jsonl")) == []
+
+
+def test_target_mode_leaves_a_side_in_doubt_to_its_lookup_then_acts(
+    fake: FakeBitmexRest, started: tuple[OrderManager, SimClock]
+) -> None:
+    """A create answered 503 after it committed, lookups failing: whatever the target says
+    about that side, nothing is sent on it; once a lookup finds the order LIVE, a target
+    that does not want it cancels it. The other side is served meanwhile."""
+    m, clock = started
+    fake.fail_creates_after_commit = [503]
+    fake.faults = FaultPlan(lookup_fail=1.0)
+    assert _target(m, 1, 1).startswith("bid: pending")
+    assert m.slots[1].state is OrderState.UNKNOWN
+    for k, action in ((2, 0), (3, 1), (4, 3)):
+        clock.t += 0.1
+        out = _target(m, action, k)
+        assert out.startswith("bid: pending"), out
+    assert "ask: placed" in out  # target 3: the free side is placed
+    assert _requests(fake, "POST") == 2 and _requests(fake, "DELETE") == 0
+    fake.faults = None
+    clock.t += 60.0  # past the backoff: this decision's lookup resolves the bid
+    out = _target(m, 2, 10)
+    assert out == f"bid: cancelled {m.closed[-1].cl_ord_id}", out
+    assert [o["side"] for o in _own_open(fake)] == ["Sell"]
+    assert m.stats.unknown_resolved == 1
+    m.journal.close()
+
+
+def test_target_mode_new_orders_pass_the_risk_checks_and_cancels_always_go_through(
+    fake: FakeBitmexRest, started: tuple[OrderManager, SimClock], tmp_path: Path
+) -> None:
+    m, _clock = started
+    assert _target(m, 1, 1).startswith("bid: placed")
+    out = _target(m, 2, 700, data_k=1)  # data 699 s old (limit 600 s): no new order
+    assert out.startswith("bid: cancelled") and out.endswith("ask: refused: stale market data")
+    assert _own_open(fake) == [] and m.refusals == ["stale market data"]
+    m.journal.close()
+    refused = [
+        e for e in read_journal(tmp_path / "journal.jsonl") if e.get("what") == "risk_refused"
+    ]
+    assert [e["side"] for e in refused] == [-1]

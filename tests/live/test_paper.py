@@ -3,6 +3,7 @@ properties over any action and bar sequence)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,3 +83,38 @@ def test_any_sequence_keeps_exposure_capped_and_state_finite(steps: list, model:
         assert st_.shape == (7,) and all(abs(v) < 1e6 for v in st_)
         assert -1.0 <= st_[2] <= 1.0
         assert equity(a.position, float(mid), XBTUSD) > 0
+
+
+def test_target_mode_places_wanted_sides_keeps_resting_ones_and_cancels_the_rest() -> None:
+    a = _acct(action_mode="target")
+    a.act(3, 64000, 64001)  # both wanted: both placed at the touch
+    assert (a.bid_px, a.ask_px) == (64000, 64001)
+    a.act(3, 63990, 64005)  # wanted again: the resting orders keep their prices
+    assert (a.bid_px, a.ask_px) == (64000, 64001)
+    a.act(1, 63990, 64005)  # bid only: the ask is cancelled, the bid stays
+    assert (a.bid_px, a.ask_px) == (64000, 0)
+    a.act(2, 63990, 64005)  # ask only: the bid goes, a new ask rests at today's ask
+    assert (a.bid_px, a.ask_px) == (0, 64005)
+    a.act(0, 63990, 64005)
+    assert (a.bid_px, a.ask_px) == (0, 0)
+    a.act(None, 63990, 64005)  # no decision (no model): nothing changes
+    assert (a.bid_px, a.ask_px) == (0, 0)
+
+
+def test_target_mode_respects_the_exposure_cap_like_the_env() -> None:
+    a = _acct(action_mode="target", stake_fraction=0.5, max_exposure=0.5)
+    a.act(1, 64000, 64001)
+    a.on_bar(1 * S, 63990, 63995, 0, 0)  # ask crossed down: the bid filled
+    assert a.position.exposure == 0.5 and not a.long_order
+    a.act(3, 63990, 63995)  # at the cap: no new bid; the reducing ask is placed
+    assert (a.bid_px, a.ask_px) == (0, 63995)
+
+
+def test_paper_rules_read_the_models_action_mode() -> None:
+    from core.config.env import EnvConfig
+
+    env = EnvConfig(action_mode="target").model_dump(mode="json")
+    assert PaperRules.from_env_config(env).action_mode == "target"
+    assert PaperRules.from_env_config({"window": 4}).action_mode == "toggle"  # absent = toggle
+    with pytest.raises(ValueError, match="action_mode 'flip'"):
+        PaperRules.from_env_config({"action_mode": "flip"})

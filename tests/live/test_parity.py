@@ -29,15 +29,16 @@ SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
 CLIP = 10.0
 
 
-def _policy(n_features: int, seed: int) -> NumpyPolicy:
+def _policy(n_features: int, seed: int, mode: str = "toggle") -> NumpyPolicy:
     rng = np.random.default_rng(seed)
     obs_dim = observation_size(n_features, SPEC.window)
-    arch = PolicyArchitecture(obs_dim=obs_dim, hidden=(16,), n_actions=3, activation="tanh")
+    n = len(S.ACTION_NAMES[mode])
+    arch = PolicyArchitecture(obs_dim=obs_dim, hidden=(16,), n_actions=n, activation="tanh")
     arrays = {
         "w0": rng.normal(0, 1, (16, obs_dim)).astype(np.float32),
         "b0": rng.normal(0, 1, 16).astype(np.float32),
-        "w1": rng.normal(0, 3, (3, 16)).astype(np.float32),
-        "b1": np.zeros(3, np.float32),
+        "w1": rng.normal(0, 3, (n, 16)).astype(np.float32),
+        "b1": np.zeros(n, np.float32),
     }
     return NumpyPolicy(arch, arrays)
 
@@ -78,9 +79,10 @@ def _batch(
 
 
 def _live(
-    messages: list, stats: FrozenStats, policy: NumpyPolicy
+    messages: list, stats: FrozenStats, policy: NumpyPolicy, mode: str = "toggle"
 ) -> tuple[list[int], list[np.ndarray], list[int]]:
-    s = LiveSession(SPEC, stats, Predictor(policy, "parity@v1"), max_skew_s=None, stale_after_s=1e9)
+    predictor = Predictor(policy, "parity@v1", action_mode=mode)
+    s = LiveSession(SPEC, stats, predictor, max_skew_s=None, stale_after_s=1e9)
     s.keep_history = True
     for ts, msg in messages:
         s.on_message(ts, msg)
@@ -138,6 +140,7 @@ def _env_path(
     policy: NumpyPolicy,
     tmp: Path,
     end_ns: int,
+    mode: str = "toggle",
 ) -> tuple[list[int], list[np.ndarray], list[int]]:
     """The training env itself (ManagementEnv, evaluation mode) on a slice of the batch
     features: its observations include the env's own order, fill and accounting rules."""
@@ -150,7 +153,8 @@ def _env_path(
     slice_path = tmp / "slice.parquet"
     rows.write_parquet(slice_path)
     stats_dir = stats.save(tmp / "stats")
-    env = ManagementEnv(slice_path, stats_dir, EnvConfig(window=SPEC.window, obs_clip=CLIP))
+    cfg = EnvConfig(window=SPEC.window, obs_clip=CLIP, action_mode=mode)
+    env = ManagementEnv(slice_path, stats_dir, cfg)
     obs, _ = env.reset(options={"full": True, "flatten_at_end": False})
     ts, observations, actions = [], [], []
     ts_col = rows[S.TS].to_list()
@@ -170,10 +174,13 @@ def _env_path(
     return ts, observations, actions
 
 
-@pytest.mark.parametrize("seed", [0, 4])
-def test_synthetic_market_live_equals_the_training_env(seed: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("seed", "mode"), [(0, "toggle"), (4, "toggle"), (4, "target")])
+def test_synthetic_market_live_equals_the_training_env(
+    seed: int, mode: str, tmp_path: Path
+) -> None:
     """Observe-only live decisions see exactly the observations ManagementEnv produces on
-    the same market: features, stats, window and the paper position (orders, fills, roll)."""
+    the same market: features, stats, window and the paper position (orders, fills, roll),
+    in the model's action mode."""
     from core.config.market import SyntheticMarketConfig
     from ingest.synthetic import generate_market
 
@@ -182,9 +189,9 @@ def test_synthetic_market_live_equals_the_training_env(seed: int, tmp_path: Path
     )
     messages = canonical_to_messages(book, trades, "XBTUSD", XBTUSD.tick_size)
     stats = _stats(book, trades)
-    policy = _policy(len(SPEC.names), seed)
-    lts, lobs, lact = _live(messages, stats, policy)
-    ets, eobs, eact = _env_path(book, trades, stats, policy, tmp_path, end_ns=lts[-1])
+    policy = _policy(len(SPEC.names), seed, mode)
+    lts, lobs, lact = _live(messages, stats, policy, mode)
+    ets, eobs, eact = _env_path(book, trades, stats, policy, tmp_path, end_ns=lts[-1], mode=mode)
     assert lts == ets
     assert lact == eact
     assert len(set(lact)) >= 2
@@ -193,14 +200,20 @@ def test_synthetic_market_live_equals_the_training_env(seed: int, tmp_path: Path
     assert any(o[-5] != 0 for o in lobs)  # position_size moved: paper fills happened
 
 
+@pytest.mark.parametrize(
+    ("mode", "roll"),
+    [("toggle", True), ("target", True), ("target", False)],  # unrolled: a kept order ages
+)
 def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
-    tmp_path: Path,
+    tmp_path: Path, mode: str, roll: bool
 ) -> None:
-    """The live paper account and ManagementEnv, same bars and actions, across BitMEX's
-    2021-08-18 fee change: the same fills charged the same rates, so the two accounts
-    (balance, fees, lots, maker volume) are equal after every bar."""
+    """The live paper account and ManagementEnv, same bars and actions (in either action
+    mode), across BitMEX's 2021-08-18 fee change: the same orders rest at the same prices
+    and the same fills are charged the same rates, so the two accounts (balance, fees,
+    lots, maker volume) are equal after every bar."""
     from core.config.env import EnvConfig
     from core.fees import since_ns
+    from envs import kernels as K
     from envs.management import ManagementEnv
     from tests.envs.conftest import NAMES, random_market, write_slice, write_stats
 
@@ -210,7 +223,7 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
     path = write_slice(tmp_path / "s.parquet", **m, t0=t0)
     k = len(NAMES)
     stats = write_stats(tmp_path / "st", NAMES, np.zeros(k), np.ones(k), FeatureSpec().spec_hash)
-    cfg = EnvConfig(window=2)
+    cfg = EnvConfig(window=2, action_mode=mode, roll_orders=roll)
     env = ManagementEnv(path, stats, cfg)
     maker, _ = env.fee_rates
     assert set(maker) == {-0.00025, -0.0001}
@@ -218,9 +231,12 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
     env.reset(options={"full": True, "flatten_at_end": False})
     t = cfg.window - 1
     rules = PaperRules.from_env_config(cfg.model_dump(mode="json"))
-    assert rules.fees == cfg.fees
+    assert rules.fees == cfg.fees and rules.action_mode == mode
     paper = PaperAccount(rules, XBTUSD, open_account(1.0, int(ts[t])))
-    actions = np.random.default_rng(3).choice(3, size=n, p=[0.6, 0.2, 0.2])
+    if mode == "toggle":
+        actions = np.random.default_rng(3).choice(3, size=n, p=[0.6, 0.2, 0.2])
+    else:  # runs of one target, as a policy holds one: orders rest, roll and fill
+        actions = np.repeat(np.random.default_rng(3).choice(4, size=n // 6 + 1), 6)[:n]
     fills_after_change = 0
     while t < n - 1:
         a = int(actions[t])
@@ -233,6 +249,8 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
         )
         fills_after_change += paper.fills > fills and ts[t] >= since_ns("2021-08-18")
         assert paper.position == env.position, t
+        # the resting orders (the kernel's header: bid and ask price, 0 = none)
+        assert (paper.bid_px, paper.ask_px) == (env._I[K.H_BID], env._I[K.H_ASK]), t
     assert paper.fills > 10 and fills_after_change > 0
     assert paper.position.maker_volume > 0
 
