@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from ingest.rawfile import RawFileError
+from ingest.rawfile import RawFileError, line_shapes
 from ingest.report import FileRead
 
 LINE = "_line"
@@ -67,8 +67,9 @@ def read_header(data: bytes) -> list[str]:
     return head.split(",")
 
 
-def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
-    """(header fields, frame of data lines with their 1-based line number).
+def read_lines(data: bytes, first_row: int = 2) -> tuple[list[str], pl.DataFrame]:
+    """(header fields, frame of data lines with their 1-based line number; the first
+    data line is `first_row`: 2 in a whole file, later for a block of a streamed one).
 
     Raises RawFileError when there is no header line.
     """
@@ -97,7 +98,7 @@ def read_lines(data: bytes) -> tuple[list[str], pl.DataFrame]:
     else:
         lines = pl.DataFrame({LINE: []}, schema={LINE: pl.String})
     lines = lines.with_columns(pl.col(LINE).str.strip_chars_end("\r")).with_row_index(
-        ROWNO, offset=2
+        ROWNO, offset=first_row
     )
     return header, lines
 
@@ -120,7 +121,7 @@ def filter_symbol(fr: FileRead, df: pl.DataFrame, symbol: str) -> pl.DataFrame:
 
 
 def read_typed(
-    data: bytes, header: Sequence[str], dtypes: dict[str, pl.DataType]
+    data: bytes, header: Sequence[str], dtypes: dict[str, pl.DataType], first_row: int = 2
 ) -> pl.DataFrame | None:
     """Fast path for a clean file: one typed polars parse (header already checked).
 
@@ -145,9 +146,19 @@ def read_typed(
         return None
     if df.height != count_lines(body):
         return None
-    return df.with_row_index(ROWNO, offset=2).with_columns(
+    if df.height and df[header[-1]].null_count() and _has_ragged_line(body, len(header)):
+        return None  # a short line parsed with null trailing fields: the line path says so
+    return df.with_row_index(ROWNO, offset=first_row).with_columns(
         pl.lit(None, dtype=pl.String).alias(LINE), pl.lit(None, dtype=pl.String).alias(REASON)
     )
+
+
+def _has_ragged_line(body: bytes, n_fields: int) -> bool:
+    """True when a line of `body` has a field count other than `n_fields` (checked
+    only when the typed parse left a trailing field empty: a short line parses as
+    nulls, and must be rejected as malformed before any symbol filter sees it)."""
+    block = body if body.endswith(b"\n") else body + b"\n"
+    return bool(line_shapes(block, n_fields)[1])
 
 
 def int_col(df: pl.DataFrame, col: str) -> pl.Expr:

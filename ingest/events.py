@@ -468,7 +468,9 @@ def publish_merged(
             b_old, t_old = read_day(layout, symbol, day)
             ids_old = read_trade_ids(layout, symbol, day, old)
         keep = pl.col(INPUT).is_in(new_idx)
-        b_new = book.filter(keep | (pl.col(INPUT) == BOUNDARY_INPUT) if b_old.height == 0 else keep)
+        b_keep = keep | (pl.col(INPUT) == BOUNDARY_INPUT) if b_old.height == 0 else keep
+        # a new or rebuilt day keeps every staged row: no copy of a 20 M row book
+        b_new = book if book.select(b_keep.all()).item() else book.filter(b_keep)
         if (
             mode == "merged"
             and b_old.height
@@ -482,11 +484,16 @@ def publish_merged(
                 "together to replace it"
             )
         old_tag = pl.lit(-2, dtype=pl.Int32).alias(INPUT)
-        merged_book = (
-            pl.concat([b_old.with_columns(old_tag), b_new.select(*schema.BOOK_COLUMNS, INPUT)])
-            .sort(schema.TS_RECV, maintain_order=True)
-            .drop(INPUT)
-        )
+        if b_old.height == 0 and b_new[schema.TS_RECV].is_sorted():
+            # nothing to merge into (staged rows are in ts_recv order): the same rows the
+            # concat and stable sort below give, without two more copies of the day
+            merged_book = b_new.select(schema.BOOK_COLUMNS).rechunk()
+        else:
+            merged_book = (
+                pl.concat([b_old.with_columns(old_tag), b_new.select(*schema.BOOK_COLUMNS, INPUT)])
+                .sort(schema.TS_RECV, maintain_order=True)
+                .drop(INPUT)
+            )
         t_all = pl.concat(
             [
                 t_old.with_columns(old_tag, ids_old.alias(TRADE_ID)),

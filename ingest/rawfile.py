@@ -10,6 +10,7 @@ import hashlib
 import re
 import zlib
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,9 @@ class SymbolLines:
         if not block:
             return
         n = block.count(b"\n")
-        blank, wrong = _line_shapes(block, n_fields)
+        blank, wrong = line_shapes(block, n_fields)
         if kept:
-            _, kept_wrong = _line_shapes(b"\n".join(kept) + b"\n", n_fields)
+            _, kept_wrong = line_shapes(b"\n".join(kept) + b"\n", n_fields)
             wrong.subtract(kept_wrong)
         wrong = +wrong  # drop the zero counts
         self.blank += blank
@@ -87,7 +88,7 @@ class SymbolLines:
         self.other += n - len(kept) - blank - sum(wrong.values())
 
 
-def _line_shapes(block: bytes, n_fields: int) -> tuple[int, Counter[int]]:
+def line_shapes(block: bytes, n_fields: int) -> tuple[int, Counter[int]]:
     """(blank lines, field count -> lines with a count other than `n_fields`, blank ones
     excluded) of `block` (complete lines). numpy over the byte positions of newlines and
     commas: no per-line Python loop over a multi-GB dump (only comma-less lines, rare,
@@ -188,3 +189,99 @@ def scan_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> Sy
     counts.data = (header or b"") + body + (b"\n" if kept else b"")
     counts.sha256 = digest
     return counts
+
+
+#: decompressed bytes per block of `iter_raw_blocks` (a block ends at a line end)
+BLOCK_BYTES = 1 << 27
+
+
+@dataclass
+class RawStream:
+    """What `iter_raw_blocks` learnt about a file once it has been consumed: the sha256
+    of the stored bytes (set at the end, also when a RawFileError is raised)."""
+
+    path: str
+    sha256: str | None = None
+
+
+def iter_raw_blocks(
+    path: str | Path, stream: RawStream, block_bytes: int = BLOCK_BYTES
+) -> Generator[tuple[bytes, bytes], None, None]:
+    """Stream a (optionally gzip) raw text file as (header line, block of whole lines):
+    the first block carries the header line (its newline included) and every block ends
+    at a newline (the last one may end without one). Memory: one block of decompressed
+    text and one compressed read buffer, however large the file.
+
+    Same checks and reasons as `read_raw`: RawFileError for an unreadable, empty or
+    truncated/corrupt gzip file and a .gz name on plain data. `stream.sha256` is the
+    sha256 of the whole stored file when the iteration ends, normally or with a
+    RawFileError (the rest of the file is hashed first)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    try:
+        fh = open(p, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise RawFileError(f"unreadable file: {exc.strerror or exc}") from exc
+
+    def fail(msg: str) -> RawFileError:
+        for rest in iter(lambda: fh.read(1 << 24), b""):
+            h.update(rest)
+        stream.sha256 = h.hexdigest()
+        return RawFileError(msg, stream.sha256)
+
+    with fh:
+        read = min(block_bytes, 1 << 24)
+        first = fh.read(read)
+        h.update(first)
+        if not first:
+            stream.sha256 = h.hexdigest()
+            raise RawFileError("empty file", stream.sha256)
+        is_gz = first[:2] == GZIP_MAGIC
+        if not is_gz and p.suffix == ".gz":
+            raise fail("file named .gz is not gzip data")
+        dec = zlib.decompressobj(wbits=31) if is_gz else None
+        header: bytes | None = None
+        pending: list[bytes] = []
+        size = 0
+        total = 0
+        raw = first
+        while raw:
+            if dec is not None:
+                try:
+                    text = dec.decompress(raw)
+                    while dec.eof and dec.unused_data:  # concatenated gzip members
+                        rest = dec.unused_data
+                        dec = zlib.decompressobj(wbits=31)
+                        text += dec.decompress(rest)
+                except zlib.error as exc:
+                    raise fail(f"truncated or corrupt gzip: {exc}") from exc
+            else:
+                text = raw
+            total += len(text)
+            pending.append(text)
+            size += len(text)
+            if size >= block_bytes:
+                buf = b"".join(pending)
+                cut = buf.rfind(b"\n")
+                if cut >= 0:
+                    if header is None:
+                        nl = buf.find(b"\n")
+                        header, buf, cut = buf[: nl + 1], buf[nl + 1 :], cut - nl - 1
+                    if cut >= 0:
+                        yield header, buf[: cut + 1]
+                        buf = buf[cut + 1 :]
+                pending, size = [buf], len(buf)
+            raw = fh.read(read)
+            h.update(raw)
+        if dec is not None and not dec.eof:
+            raise fail(
+                "truncated or corrupt gzip: compressed file ended before the end-of-stream marker"
+            )
+        stream.sha256 = h.hexdigest()
+        if total == 0:
+            raise RawFileError("empty file (after gzip)", stream.sha256)
+        buf = b"".join(pending)
+        if header is None:
+            nl = buf.find(b"\n")
+            header, buf = (buf, b"") if nl < 0 else (buf[: nl + 1], buf[nl + 1 :])
+        yield header, buf

@@ -64,10 +64,22 @@ class FileRead:
     #: the exchange's trade id of each row of `trades` (String, null where none); None
     #: when the format has no ids
     trade_ids: pl.Series | None = None
+    #: kept rows already written to disk by day (`ingest.run` spills each file as it
+    #: is read): (kind "book" | "trades", day, path, rows), in file order
+    spill: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.file_reason is None
+
+    @property
+    def n_book(self) -> int:
+        """Book rows kept, in memory or spilled."""
+        return self.book.height + sum(n for k, _, _, n in self.spill if k == "book")
+
+    def spilled_days(self, kind: str) -> list[str]:
+        """Days of the spilled rows of `kind`, in order of first appearance."""
+        return list(dict.fromkeys(d for k, d, _, _ in self.spill if k == kind))
 
     @property
     def rows_out(self) -> int:
@@ -129,12 +141,12 @@ BOOK_KIND_RANK: tuple[str, ...] = (
 
 def set_aside_poorer_books(reads: list[FileRead]) -> None:
     """Quarantine every file whose book stream is poorer than the run's richest one."""
-    kinds = [fr.book_kind for fr in reads if fr.ok and fr.book_kind and fr.book.height]
+    kinds = [fr.book_kind for fr in reads if fr.ok and fr.book_kind and fr.n_book]
     if len(set(kinds)) < 2:
         return
     best = min(kinds, key=BOOK_KIND_RANK.index)
     for fr in reads:
-        if fr.ok and fr.book_kind and fr.book.height and fr.book_kind != best:
+        if fr.ok and fr.book_kind and fr.n_book and fr.book_kind != best:
             fr.quarantine_file(
                 f"book stream {fr.book_kind} set aside: the run also has the richer {best} (one book per run)"
             )

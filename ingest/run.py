@@ -20,8 +20,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,15 @@ from ingest.events import (
     INPUT,
     TRADE_ID,
     book_schema,
+    empty_book,
+    empty_trades,
     inputs_fingerprint_of,
     is_current,
     publish_merged,
     read_manifest,
     trade_schema,
 )
+from ingest.rawfile import BLOCK_BYTES
 from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
 
 STAGED_INDEX = "staged.json"
@@ -162,6 +166,7 @@ def filter_duplicate_files(reads: list[FileRead]) -> None:
         if fr.sha256 in first:
             fr.filter(f"same content as {Path(first[fr.sha256]).name} (sha256)", fr.rows_out)
             fr.book, fr.trades, fr.trade_ids = fr.book.clear(), fr.trades.clear(), None
+            fr.spill = []
         else:
             first[fr.sha256] = fr.path
 
@@ -173,13 +178,13 @@ def set_aside_other_published_books(reads: list[FileRead], layout: DataLayout, s
     day_shas: dict[str, set[str]] = {}
     for fr in reads:
         if fr.ok and fr.sha256:
-            for df in (fr.book, fr.trades):
-                for day in _split_days(df.select(schema.TS_RECV)):
+            for kind in ("book", "trades"):
+                for day in _days_of(fr, kind):
                     day_shas.setdefault(day, set()).add(fr.sha256)
     for fr in reads:
-        if not (fr.ok and fr.book_kind and fr.book.height):
+        if not (fr.ok and fr.book_kind and fr.n_book):
             continue
-        for day in _split_days(fr.book.select(schema.TS_RECV)):
+        for day in _days_of(fr, "book"):
             m = read_manifest(layout, symbol, day)
             if (
                 m is None
@@ -199,6 +204,62 @@ def set_aside_other_published_books(reads: list[FileRead], layout: DataLayout, s
                 "replace it)"
             )
             break
+
+
+def _days_of(fr: FileRead, kind: str) -> list[str]:
+    """Days of a file's kept rows of `kind` (spilled, then in memory)."""
+    df = fr.book if kind == "book" else fr.trades
+    return list(dict.fromkeys([*fr.spilled_days(kind), *_split_days(df.select(schema.TS_RECV))]))
+
+
+#: text bytes per block of a streamed raw file (`ingest.tardis.read_tardis`)
+READ_BLOCK_BYTES = BLOCK_BYTES
+
+
+class _Spill:
+    """Writes a run's kept rows to ``<stage>/spill/`` as one Arrow IPC file per (file
+    block, day) as they are read, so that no command holds every parsed file in
+    memory: staging then reads back one day at a time. Trades carry TRADE_ID."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.n = 0
+
+    def write(self, fr: FileRead, kind: str, df: pl.DataFrame) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for day, part in _split_days(df).items():
+            path = self.folder / f"{self.n:07d}.{kind}.arrow"
+            self.n += 1
+            part.write_ipc(path, compression="uncompressed")
+            fr.spill.append((kind, day, str(path), part.height))
+
+    def sink(self, fr: FileRead) -> Callable[[str, pl.DataFrame, pl.Series | None], None]:
+        """A reader's sink (`ingest.tardis.Sink`) spilling into `fr`."""
+
+        def put(kind: str, df: pl.DataFrame, ids: pl.Series | None) -> None:
+            if kind == "trades":
+                df = df.with_columns(_ids(ids, df.height))
+            self.write(fr, kind, df)
+
+        return put
+
+    def frames(self, fr: FileRead) -> None:
+        """Spill what a whole-file reader left in `fr` and free its frames."""
+        if fr.ok:
+            self.write(fr, "book", fr.book)
+            self.write(fr, "trades", fr.trades.with_columns(_ids(fr.trade_ids, fr.trades.height)))
+        fr.book, fr.trades, fr.trade_ids = fr.book.clear(), fr.trades.clear(), None
+
+    def drop(self, fr: FileRead) -> None:
+        """Forget (and delete) the spilled rows of a file that will not be staged."""
+        for _, _, path, _ in fr.spill:
+            Path(path).unlink(missing_ok=True)
+        fr.spill = []
+
+
+def _ids(ids: pl.Series | None, n: int) -> pl.Series:
+    out = ids if ids is not None else pl.repeat(None, n, dtype=pl.String, eager=True)
+    return out.cast(pl.String).alias(TRADE_ID)
 
 
 def remove_leftovers(layout: DataLayout, min_age_s: float = STALE_AFTER_S) -> list[str]:
@@ -238,23 +299,25 @@ def stage_source(
     else:
         (layout.root / "staging").mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix="ingest-", dir=layout.root / "staging"))
+    spill = _Spill(stage / "spill")
     if cfg.source == "synthetic":
         reads, day_inputs, current = _synthetic_reads(cfg, layout)
+        for fr in reads:
+            spill.frames(fr)
     else:
         from tqdm import tqdm
-
-        from ingest.sources import read_source_file
 
         files = expand_paths(cfg.paths)
         reads, current = [], []
         for p in tqdm(
             files, desc=f"ingest {cfg.source}", unit="file", disable=not progress or None
         ):
-            reads.append(read_source_file(cfg.source, p, cfg.symbol, cfg.instrument))
+            fr = _read_file(cfg, p, spill)
+            reads.append(fr)
         day_inputs = {}
     quarantine: list[dict[str, Any]] = []
-    books: dict[str, list[pl.DataFrame]] = {}
-    trades: dict[str, list[pl.DataFrame]] = {}
+    books: dict[str, list[tuple[str, int]]] = {}
+    trades: dict[str, list[tuple[str, int]]] = {}
     kinds: dict[str, str] = {}
     filter_duplicate_files(reads)
     set_aside_poorer_books(reads)
@@ -262,16 +325,13 @@ def stage_source(
     for fr in reads:
         quarantine += [q.model_dump() for q in quarantine_file_read(layout, cfg.source, fr)]
         if not fr.ok:
+            spill.drop(fr)
             continue
         entry = {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
-        ids = (
-            fr.trade_ids
-            if fr.trade_ids is not None
-            else pl.repeat(None, fr.trades.height, dtype=pl.String, eager=True)
-        )
-        trades_with_ids = fr.trades.with_columns(ids.alias(TRADE_ID))
-        for kind, df, into in (("book", fr.book, books), ("trades", trades_with_ids, trades)):
-            for day, part in _split_days(df).items():
+        for kind, into in (("book", books), ("trades", trades)):
+            for k, day, path, _ in fr.spill:
+                if k != kind:
+                    continue
                 inputs = day_inputs.setdefault(day, [])
                 if fr.sha256:
                     if entry not in inputs:
@@ -279,7 +339,7 @@ def stage_source(
                     idx = inputs.index(entry)
                 else:
                     idx = 0  # synthetic: one input per day, given by _synthetic_reads
-                into.setdefault(day, []).append(_tag(part, idx))
+                into.setdefault(day, []).append((path, idx))
                 if kind == "book" and fr.book_kind:
                     kinds[day] = fr.book_kind
     days: dict[str, dict[str, Any]] = {}
@@ -287,32 +347,24 @@ def stage_source(
     staged_book = pl.Schema({**book_schema(), INPUT: pl.Int32()})
     staged_trades = pl.Schema({**trade_schema(), INPUT: pl.Int32(), TRADE_ID: pl.String()})
     for day in sorted(set(books) | set(trades)):
-        b = (
-            pl.concat([pl.DataFrame(schema=staged_book), *books.get(day, [])])
-            .sort(schema.TS_RECV, maintain_order=True)
-            .cast(staged_book)  # type: ignore[arg-type]
-        )
+        b = _day_frame(books.get(day, []), staged_book)
         b = with_boundary_snapshot(running, b, parse_day(day))
         running.replay(*(b[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
-        t = (
-            pl.concat(
-                [
-                    pl.DataFrame(schema=staged_trades),
-                    *(x.select(staged_trades.names()) for x in trades.get(day, [])),
-                ]
-            )
-            .sort(schema.TS_RECV, maintain_order=True)
-            .cast(staged_trades)  # type: ignore[arg-type]
-        )
         bp, tp = stage / f"{day}.book.parquet", stage / f"{day}.trades.parquet"
         write_with_atomic(bp, b.write_parquet)
+        del b
+        t = _day_frame(trades.get(day, []), staged_trades)
         write_with_atomic(tp, t.write_parquet)
+        del t
+        for path, _ in [*books.get(day, []), *trades.get(day, [])]:
+            Path(path).unlink(missing_ok=True)
         days[day] = {
             "book": str(bp),
             "trades": str(tp),
             "inputs": list(day_inputs.get(day, [])),
             "book_kind": kinds.get(day),
         }
+    shutil.rmtree(spill.folder, ignore_errors=True)
     file_rows = [
         {
             "path": fr.path,
@@ -339,6 +391,37 @@ def stage_source(
     }
     write_json_atomic(stage / STAGED_INDEX, index)
     return index
+
+
+def _read_file(cfg: IngestConfig, path: Path, spill: _Spill) -> FileRead:
+    """Read one raw file, its kept rows spilled to disk by day (tardis as it streams,
+    the other readers once the file is read)."""
+    from ingest.sources import read_source_file
+
+    if cfg.source == "tardis":
+        from ingest.tardis import read_tardis
+
+        holder = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
+        fr = read_tardis(
+            path, cfg.symbol, cfg.instrument, sink=spill.sink(holder), block_bytes=READ_BLOCK_BYTES
+        )
+        fr.spill = holder.spill  # what the sink wrote (dropped later if fr is not ok)
+    else:
+        fr = read_source_file(cfg.source, path, cfg.symbol, cfg.instrument)
+    spill.frames(fr)  # a whole-file read (or a tardis kind read whole)
+    return fr
+
+
+def _day_frame(parts: list[tuple[str, int]], staged: pl.Schema) -> pl.DataFrame:
+    """One day's spilled parts (in run order), tagged with their input index, in
+    ts_recv order (stable: rows of equal ts_recv keep the run's order)."""
+    frames = [
+        pl.read_ipc(path).with_columns(pl.lit(idx, dtype=pl.Int32).alias(INPUT))
+        for path, idx in parts
+    ]
+    df = pl.concat([pl.DataFrame(schema=staged), *(f.select(staged.names()) for f in frames)])
+    del frames
+    return df.sort(schema.TS_RECV, maintain_order=True).cast(staged)  # type: ignore[arg-type]
 
 
 BOOK_REPLAY_COLUMNS = (
@@ -395,6 +478,19 @@ def publish_staged_day(
     {sha256: rows}}`` (rows of the published day). A synthetic day's manifest also
     carries ``extra["market"]`` (`ingest.synthetic.market_metadata`: model, seed,
     fingerprint, the planted edge), which `chappie audit market EVENTS` prints."""
+    with _PUBLISH_ONE_DAY:
+        return _publish_staged_day(cfg, data_dir, day, staged)
+
+
+#: one day published at a time per process: the flow submits every day's publish to a
+#: thread pool (6 threads), and a day of 20 M book rows takes ~2 GB to check and write,
+#: so concurrent days multiplied the peak memory by the days of the run (#19)
+_PUBLISH_ONE_DAY = threading.Lock()
+
+
+def _publish_staged_day(
+    cfg: IngestConfig, data_dir: str, day: str, staged: dict[str, Any]
+) -> dict[str, Any]:
     layout = DataLayout(Path(data_dir))
     market = None
     if cfg.source == "synthetic":

@@ -19,6 +19,8 @@ trade id) for de-duplication (`FileRead.trade_ids`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from ingest.csvtable import (
     account,
     add_reason,
     count_input,
+    count_lines,
     drop_blank,
     filter_symbol,
     int_col,
@@ -44,7 +47,7 @@ from ingest.csvtable import (
 )
 from ingest.events import book_schema, empty_book, empty_trades, trade_schema
 from ingest.levels import levels_to_deltas
-from ingest.rawfile import RawFileError, read_raw
+from ingest.rawfile import BLOCK_BYTES, RawFileError, RawStream, iter_raw_blocks, read_raw
 from ingest.report import FileRead
 
 BASE = ["exchange", "symbol", "timestamp", "local_timestamp"]
@@ -132,9 +135,172 @@ def trade_id_series(good: pl.DataFrame, col: str) -> pl.Series:
     return ids.set(ids == "", None).rename("trade_id")  # type: ignore[arg-type]
 
 
-def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
+#: data types read block by block (`read_tardis`); the level kinds are read whole
+STREAMED_KINDS = ("incremental_book_L2", "trades")
+
+#: receives each block's kept rows: (kind "book" | "trades", canonical frame, trade
+#: ids or None)
+Sink = Callable[[str, pl.DataFrame, pl.Series | None], None]
+
+
+@dataclass
+class _Blocks:
+    """State carried from block to block of one streamed file."""
+
+    kept: int = 0  # rows kept so far
+    symbol_rows: int = 0  # rows left after the symbol filter so far
+    first_row: int = 2  # line number of the next block's first line
+    seen_snapshot: bool = False  # a valid snapshot row was seen (book)
+    book: list[pl.DataFrame] = field(default_factory=list)
+    trades: list[pl.DataFrame] = field(default_factory=list)
+    ids: list[pl.Series] = field(default_factory=list)
+
+
+def read_tardis(
+    path: str | Path,
+    symbol: str,
+    instrument: InstrumentSpec,
+    sink: Sink | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> FileRead:
     """Read one tardis CSV(.gz) file for `symbol`. Never raises for bad content: the
-    FileRead carries the file- or row-level reasons."""
+    FileRead carries the file- or row-level reasons.
+
+    incremental_book_L2 and trades files stream through in blocks of about
+    `block_bytes` of text (`ingest.rawfile.iter_raw_blocks`): each block is parsed,
+    counted and checked on its own (rows before the file's first snapshot are rejected
+    across blocks), so a day of 20 M rows never sits in memory as text or strings. With
+    a `sink`, each block's kept rows go to it (in file order) and the FileRead's frames
+    stay empty; without, they are concatenated into the FileRead. The blocks give the
+    same rows, counts and reasons as one pass over the whole file (tested). The other
+    kinds (book_snapshot_N, quotes) are read whole."""
+    fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
+    stream = RawStream(str(path))
+    st = _Blocks()
+    kind = ""
+    try:
+        blocks = iter_raw_blocks(path, stream, block_bytes)
+        for head, body in blocks:
+            header = read_header(head)
+            kind = _kind(header)
+            if kind not in STREAMED_KINDS:
+                blocks.close()
+                return _read_whole(path, symbol, instrument)
+            _read_block(fr, st, head, body, header, kind, symbol, instrument.tick_size, sink)
+    except RawFileError as exc:
+        fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
+        fr.sha256 = stream.sha256 or exc.sha256
+        fr.quarantine_file(str(exc))
+        fr.quarantine_if_nothing_valid(symbol)
+        return fr
+    fr.sha256 = stream.sha256
+    if st.symbol_rows == 0:
+        fr.quarantine_file(f"no rows for symbol {symbol}")
+        return fr
+    if kind == "incremental_book_L2":
+        fr.book_kind = f"tardis:{kind}"
+        if sink is None and st.book:
+            fr.book = pl.concat(st.book) if len(st.book) > 1 else st.book[0]
+    elif sink is None and st.trades:
+        fr.trades = pl.concat(st.trades) if len(st.trades) > 1 else st.trades[0]
+        fr.trade_ids = pl.concat(st.ids) if len(st.ids) > 1 else st.ids[0]
+    elif kind == "trades" and sink is None:
+        fr.trade_ids = pl.Series("trade_id", [], dtype=pl.String)
+    fr.quarantine_if_nothing_valid(symbol)
+    return fr
+
+
+def _read_block(
+    fr: FileRead,
+    st: _Blocks,
+    head: bytes,
+    body: bytes,
+    header: list[str],
+    kind: str,
+    symbol: str,
+    tick: float,
+    sink: Sink | None,
+) -> None:
+    """Parse, count and check one block of whole lines (see `read_tardis`)."""
+    n = count_lines(body)
+    fr.rows_in += n
+    data = head + body
+    first = st.first_row
+    st.first_row += n
+    df = read_typed(data, header, _dtypes(header), first_row=first)
+    if df is None:
+        df = split_fields(drop_blank(fr, read_lines(data, first_row=first)[1]), header)
+    df = filter_symbol(fr, df, symbol)
+    if df.height == 0:
+        fr.check_balance(st.kept)
+        return
+    st.symbol_rows += df.height
+    df = _times(df)
+    if kind == "incremental_book_L2":
+        df = df.with_columns(
+            pl.col("side")
+            .replace_strict({"bid": 1, "ask": -1}, default=None, return_dtype=pl.Int8)
+            .alias(schema.SIDE)
+        )
+        df = add_reason(df, pl.col(schema.SIDE).is_null(), "bad side (expected bid/ask)")
+        df = df.with_columns(
+            _flag(df, "is_snapshot", {"true": True, "false": False}, pl.Boolean()).alias(
+                schema.IS_SNAPSHOT
+            )
+        )
+        df = add_reason(
+            df, pl.col(schema.IS_SNAPSHOT).is_null(), "bad is_snapshot (expected true/false)"
+        )
+        df = _price(df, "price", tick, schema.PRICE_TICKS)
+        df = _size(df, "amount", schema.SIZE)
+        if not st.seen_snapshot:
+            first_snap = (
+                df.with_row_index("_i")
+                .filter(pl.col(REASON).is_null() & pl.col(schema.IS_SNAPSHOT))
+                .select(pl.col("_i").min())
+                .item()
+            )
+            st.seen_snapshot = first_snap is not None
+            idx = pl.int_range(pl.len())
+            df = add_reason(
+                df,
+                idx < (first_snap if first_snap is not None else df.height),
+                "update before the first snapshot",
+            )
+        good = account(fr, df)
+        st.kept += good.height
+        fr.check_balance(st.kept)
+        book = good.select(schema.BOOK_COLUMNS).cast(book_schema())  # type: ignore[arg-type]
+        if sink is not None:
+            sink("book", book, None)
+        else:
+            st.book.append(book)
+    else:
+        df = df.with_columns(
+            pl.col("side")
+            .replace_strict({"buy": 1, "sell": -1}, default=None, return_dtype=pl.Int8)
+            .alias(schema.SIDE)
+        )
+        df = add_reason(
+            df, pl.col(schema.SIDE).is_null(), "bad or unknown trade side (expected buy/sell)"
+        )
+        df = _price(df, "price", tick, schema.PRICE_TICKS)
+        df = _size(df, "amount", schema.SIZE)
+        df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
+        good = account(fr, df)
+        st.kept += good.height
+        fr.check_balance(st.kept)
+        trades = good.select(schema.TRADE_COLUMNS).cast(trade_schema())  # type: ignore[arg-type]
+        ids = trade_id_series(good, "id")
+        if sink is not None:
+            sink("trades", trades, ids)
+        else:
+            st.trades.append(trades)
+            st.ids.append(ids)
+
+
+def _read_whole(path: str | Path, symbol: str, instrument: InstrumentSpec) -> FileRead:
+    """A book_snapshot_N or quotes file, read whole (consecutive states become deltas)."""
     fr = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
     try:
         data, fr.sha256 = read_raw(path)
@@ -150,70 +316,20 @@ def read_tardis(path: str | Path, symbol: str, instrument: InstrumentSpec) -> Fi
             return fr
         df = _times(df)
         tick = instrument.tick_size
-        if kind == "incremental_book_L2":
-            df = df.with_columns(
-                pl.col("side")
-                .replace_strict({"bid": 1, "ask": -1}, default=None, return_dtype=pl.Int8)
-                .alias(schema.SIDE)
-            )
-            df = add_reason(df, pl.col(schema.SIDE).is_null(), "bad side (expected bid/ask)")
-            df = df.with_columns(
-                _flag(df, "is_snapshot", {"true": True, "false": False}, pl.Boolean()).alias(
-                    schema.IS_SNAPSHOT
-                )
-            )
-            df = add_reason(
-                df, pl.col(schema.IS_SNAPSHOT).is_null(), "bad is_snapshot (expected true/false)"
-            )
-            df = _price(df, "price", tick, schema.PRICE_TICKS)
-            df = _size(df, "amount", schema.SIZE)
-            first_snap = (
-                df.with_row_index("_i")
-                .filter(pl.col(REASON).is_null() & pl.col(schema.IS_SNAPSHOT))
-                .select(pl.col("_i").min())
-                .item()
-            )
-            idx = pl.int_range(pl.len())
-            df = add_reason(
-                df,
-                idx < (first_snap if first_snap is not None else df.height),
-                "update before the first snapshot",
-            )
-            good = account(fr, df)
-            fr.book = good.select(schema.BOOK_COLUMNS).cast(book_schema())  # type: ignore[arg-type]
-            fr.book_kind = f"tardis:{kind}"
-            fr.check_balance(good.height)
-        elif kind == "trades":
-            df = df.with_columns(
-                pl.col("side")
-                .replace_strict({"buy": 1, "sell": -1}, default=None, return_dtype=pl.Int8)
-                .alias(schema.SIDE)
-            )
-            df = add_reason(
-                df, pl.col(schema.SIDE).is_null(), "bad or unknown trade side (expected buy/sell)"
-            )
-            df = _price(df, "price", tick, schema.PRICE_TICKS)
-            df = _size(df, "amount", schema.SIZE)
-            df = add_reason(df, pl.col(schema.SIZE) == 0, "zero trade size")
-            good = account(fr, df)
-            fr.trades = good.select(schema.TRADE_COLUMNS).cast(trade_schema())  # type: ignore[arg-type]
-            fr.trade_ids = trade_id_series(good, "id")
-            fr.check_balance(good.height)
+        if kind == "quotes":
+            k = 1
+            cols = {
+                "bids": [("bid_price", "bid_amount")],
+                "asks": [("ask_price", "ask_amount")],
+            }
         else:
-            if kind == "quotes":
-                k = 1
-                cols = {
-                    "bids": [("bid_price", "bid_amount")],
-                    "asks": [("ask_price", "ask_amount")],
-                }
-            else:
-                k = len(header[4:]) // 4
-                cols = {
-                    s: [(f"{s}[{i}].price", f"{s}[{i}].amount") for i in range(k)]
-                    for s in ("bids", "asks")
-                }
-            fr.book = _levels(fr, df, cols, k, tick)
-            fr.book_kind = f"tardis:{kind}"
+            k = len(header[4:]) // 4
+            cols = {
+                s: [(f"{s}[{i}].price", f"{s}[{i}].amount") for i in range(k)]
+                for s in ("bids", "asks")
+            }
+        fr.book = _levels(fr, df, cols, k, tick)
+        fr.book_kind = f"tardis:{kind}"
     except RawFileError as exc:
         fr.sha256 = fr.sha256 or exc.sha256
         fr.quarantine_file(str(exc))
