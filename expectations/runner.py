@@ -80,6 +80,11 @@ def _context() -> Any:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        # GX gives some of its loggers their own INFO level on import (the temporary-folder
+        # lines): raise every one of them to WARNING (a user's warnings still show)
+        for name, lg in list(logging.Logger.manager.loggerDict.items()):
+            if name.startswith("great_expectations") and isinstance(lg, logging.Logger):
+                lg.setLevel(max(lg.level, logging.WARNING))
         ctx = gx.get_context(mode="ephemeral")
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         _CONTEXT = ctx

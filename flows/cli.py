@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows.progress import QUIET_VAR, display  # standard library only at import
+
 DEFAULT_CONFIG = "conf/default.yaml"
 BUSY_EXIT = 75  # EX_TEMPFAIL: another run holds the data folder; try again later
 COMMAND_PID_VAR = "CHAPPIE_COMMAND_PID"
@@ -42,11 +44,18 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the client side of the same choice: no SDK telemetry, and no first-run notice of it
+    # printed through the progress display (set DO_NOT_TRACK=0 to allow it)
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     os.environ.setdefault("TQDM_MININTERVAL", "1")
     # no library chatter at the default level (Prefect's task-run lines, MLflow's migration
-    # lines); --verbose shows them; a level set in the environment wins
+    # lines); --verbose shows them; --quiet shows errors only and no progress display
+    # (CHAPPIE_QUIET reaches worker processes); a level set in the environment wins
     level = "INFO" if getattr(args, "verbose", False) else "WARNING"
+    if getattr(args, "quiet", False):
+        level = "ERROR"
+        os.environ[QUIET_VAR] = "1"
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
     # no pickle in Prefect's result files, for any task (flows.results guards ours on read)
@@ -105,10 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the traceback of an error (also after the command, or CHAPPIE_DEBUG=1)",
     )
-    parser.add_argument(
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
         "--verbose",
         action="store_true",
-        help="library log lines at INFO (Prefect task runs, MLflow); default: warnings only",
+        help="library log lines at INFO (Prefect task runs, MLflow), above the progress "
+        "display; default: warnings only",
+    )
+    output.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress display and no warnings: only results and errors",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -201,13 +217,19 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+GLOBAL_FLAGS = ("--verbose", "--quiet")  # also accepted after the command
+
+
 def _debug_requested(argv: list[str]) -> tuple[list[str], bool]:
     """`--debug` anywhere before a `--` (a global flag users also type after the
-    command), or CHAPPIE_DEBUG=1; returns argv without it."""
+    command), or CHAPPIE_DEBUG=1; returns argv without it, and with `--verbose` and
+    `--quiet` moved in front of the command wherever they were typed."""
     end = argv.index("--") if "--" in argv else len(argv)
     head = [a for a in argv[:end] if a != "--debug"]
     debug = len(head) < end or os.environ.get("CHAPPIE_DEBUG") == "1"
-    return [*head, *argv[end:]], debug
+    flags = [a for a in head if a in GLOBAL_FLAGS]
+    head = [a for a in head if a not in GLOBAL_FLAGS]
+    return [*flags, *head, *argv[end:]], debug
 
 
 def _validate_config(args: argparse.Namespace) -> None:
@@ -262,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _validate_config(args)
         _check_servers(args)
-        return int(args.func(args) or 0)
+        with display():  # one live progress display for the whole command (not --quiet)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -38,14 +38,6 @@ def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None
     )
 
 
-def progress(total: int, desc: str, unit: str) -> Any:
-    """A command-line progress bar over a flow's steps (TQDM_DISABLE=1 turns it off).
-    Use it as a context manager so it is closed when the flow raises."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, disable=os.environ.get("TQDM_DISABLE") == "1")
-
-
 class ConfigError(ValueError):
     """A config file that cannot be used (not YAML, or not a valid experiment config); the
     message is one line naming the file and, for a bad key, the key."""

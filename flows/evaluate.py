@@ -33,6 +33,7 @@ from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from core.schema import feature_names
+from flows import progress
 from flows.common import data_folder_lock, post_markdown_artifact
 from flows.results import PERSISTED, ensure_result_storage
 from training.candidates import (
@@ -224,16 +225,22 @@ def _evaluate_policies(
     ]
     cands = []
     results_by_cid = {}
-    for plan, fut in zip(plans, futures, strict=True):
-        results = load_results(fut.result())
-        results_by_cid[plan.candidate_id] = results
-        c = candidate_backtest(plan, results)
-        c.run_id = run_ids[plan.candidate_id]
-        cands.append(c)
+    with progress.step("evaluate: candidates", len(plans), "backtests") as st:
+        for plan, fut in zip(plans, futures, strict=True):
+            results = load_results(fut.result())
+            results_by_cid[plan.candidate_id] = results
+            c = candidate_backtest(plan, results)
+            c.run_id = run_ids[plan.candidate_id]
+            cands.append(c)
+            st.advance()
     refs = []
     ref_results = {}
-    for rplan, fut in zip(ref_plans, ref_futures, strict=True):
-        results = load_results(fut.result())
+    with progress.step("evaluate: baselines", len(ref_plans), "backtests") as st:
+        ref_done = []
+        for fut in ref_futures:
+            ref_done.append(load_results(fut.result()))
+            st.advance()
+    for rplan, results in zip(ref_plans, ref_done, strict=True):
         ref = reference_backtest(rplan, results)
         if rplan.name == CHAMPION and champ is not None:
             ref.model_key, ref.label, ref.train_end_ns = (
@@ -279,6 +286,7 @@ def _evaluate_policies(
         "env_configs": {c.env_key: c.trial.env.model_dump(mode="json") for c in cands},
     }
 
+    st = progress.open_step("evaluate: reports and MLflow", len(judged["candidates"]), "candidates")
     for entry in judged["candidates"]:
         cid = entry["candidate_id"]
         report = {
@@ -325,6 +333,7 @@ def _evaluate_policies(
                     c.returns(cfg.evaluation.return_period_s),
                 ),
             )
+        st.advance()
     for name, b in judged["baselines"].items():
         tracking.log_child_run(
             sweep_run_id,
@@ -337,6 +346,7 @@ def _evaluate_policies(
             [],
             [],
         )
+    st.close()
     path = write_json_atomic(reports / EVALUATION_JSON, evaluation)
     over = {
         k: float(v)

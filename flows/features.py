@@ -28,7 +28,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from core.config.features import FeaturesConfig
 from core.paths import DataLayout
 from features import slices
-from flows.common import data_folder_lock, progress
+from flows import progress
+from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 
 
@@ -134,28 +135,29 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
         get_run_logger().info(
             "removed %d leftovers of a crashed run: %s", len(leftovers), leftovers
         )
-    with progress(3, "features", "step") as bar:
+    with progress.step(f"bars {symbol}") as st:
         fp = events_fingerprint(data_dir, symbol)
         bars = build_bars(cfg, data_dir, symbol, fp)
         if not Path(bars["bars_path"]).exists():
             bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
-        staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
-        bar.update(1)
+        st.result = f"{len(bars['event_partitions'])} event days sampled"
+    staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
+    with progress.step("features") as st:
         plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
         if not staged_files_exist(plan):
             plan = stage_slices.with_options(refresh_cache=True)(
                 bars["bars_path"], cfg, staging, bars["origin_ns"]
             )
-        bar.total = 3 + len(plan["slices"])
-        bar.update(1)
-        docs = str(layout.gx) if cfg.expectations.data_docs else None
-        validations: dict[str, Any] = {}
-        failed: list[str] = []
-        bad: list[str] = []
+        st.result = f"{len(plan['slices'])} slices computed"
+    docs = str(layout.gx) if cfg.expectations.data_docs else None
+    validations: dict[str, Any] = {}
+    failed: list[str] = []
+    bad: list[str] = []
+    with progress.step("validation", len(plan["slices"]), "slices") as st:
         for item in plan["slices"]:
             sid = item["slice_id"]
             state = validate_slice(plan, sid, cfg, docs, return_state=True)
-            bar.update(1)
+            st.advance()
             if state.is_completed():
                 validations[sid] = state.result()
                 continue
@@ -164,8 +166,9 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
             except SliceValidationError as e:
                 bad.append(sid)
                 failed += [f"{sid}: {f}" for f in e.failed]
-        if failed:
-            raise SliceValidationError(",".join(bad), failed)
+    if failed:
+        raise SliceValidationError(",".join(bad), failed)
+    with progress.step("publish") as st:
         index = publish_slices(
             plan,
             validations,
@@ -175,7 +178,7 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
             bars.get("instrument"),
         )
         remove_staging(plan)
-        bar.update(1)
+        st.result = f"{len(plan['slices'])} slices"
     create_table_artifact(
         key="feature-slices",
         table=[

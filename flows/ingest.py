@@ -23,6 +23,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
+from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
@@ -90,17 +91,29 @@ def _ingest(
         cfg = cfg.model_copy(update={"source": "bitmex-dump", "paths": (*cfg.paths, *files)})
     fp = fingerprint_source(cfg)
     staging = str(Path(data_dir) / "staging" / "ingest" / fp[:16])
-    index = stage_source(cfg, data_dir, staging, fp, progress)
-    # a cache hit may reuse a folder staged long ago: claim it first, so that a
-    # concurrent run's pruning spares it, then check that its files are still there
-    claim_staging(staging)
-    if not staged_files_exist(index):
-        index = stage_source.with_options(refresh_cache=True)(cfg, data_dir, staging, fp, progress)
+    progress = progress and not display.active()  # the command's display shows it instead
+    with display.step(f"ingest {cfg.source}") as st:
+        index = stage_source(cfg, data_dir, staging, fp, progress)
+        # a cache hit may reuse a folder staged long ago: claim it first, so that a
+        # concurrent run's pruning spares it, then check that its files are still there
+        claim_staging(staging)
+        if not staged_files_exist(index):
+            index = stage_source.with_options(refresh_cache=True)(
+                cfg, data_dir, staging, fp, progress
+            )
+        n_files = len(index.get("files", []))
+        st.result = f"{n_files} files read, {len(index['days'])} days staged"
+        if cfg.source == "synthetic":
+            st.result = f"{len(index['days'])} days generated"
     futures = [
         publish_day.submit(cfg, data_dir, day, staged)
         for day, staged in sorted(index["days"].items())
     ]
-    published = [f.result() for f in futures]
+    published = []
+    with display.step("publish events", len(futures), "days") as st:
+        for f in futures:
+            published.append(f.result())
+            st.advance()
     report = build_report(cfg, index, published)
     prune_staging(data_dir, fp[:16])
     create_table_artifact(

@@ -18,6 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from core.atomic import write_json_atomic
+from flows import progress
 from flows.common import (
     Runtime,
     data_folder_lock,
@@ -219,7 +220,9 @@ def nightly_flow(
         t0 = time.perf_counter()
         logger.info("step %s: starting", name)
         try:
-            result = fn()
+            with progress.step(f"nightly {STEPS.index(name) + 1}/{len(STEPS)}: {name}") as row:
+                result = fn()
+                row.result = "done"
         except BaseException as exc:
             outcome.update(
                 status="failed",

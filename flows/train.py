@@ -20,9 +20,12 @@ results are persisted as JSON (`flows.results`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,18 @@ from core.config.experiment import ExperimentConfig
 from core.config.training import SweepConfig
 from core.lifetime import init_pool_worker
 from core.paths import DataLayout
-from flows.common import data_folder_lock, progress
+from flows import progress
+from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from training.candidates import check_instrument, load_catalog, plan_tasks, training_root
-from training.sweep import TrainResult, TrainTask, finished_result, read_metrics_csv, train_one
+from training.sweep import (
+    TrainResult,
+    TrainTask,
+    finished_result,
+    read_metrics_csv,
+    read_progress,
+    train_one,
+)
 
 SWEEP_JSON = "sweep.json"
 
@@ -134,6 +145,54 @@ def _await(fut: Any, t: TrainTask, retries: int) -> TrainResult:
     )
 
 
+class _TaskRows:
+    """A display row per training task while it trains (timesteps done of its total),
+    read from the `.progress` file its worker writes (`training.sweep.read_progress`)."""
+
+    def __init__(self, tasks: list[TrainTask], pending: list[int]) -> None:
+        self.tasks = tasks
+        self.pending = set(pending)
+        self.open: dict[int, progress.Step] = {}
+        self.before = {i: read_progress(tasks[i].out_dir) for i in pending}  # a killed run's
+        self.lock = threading.Lock()
+
+    def poll(self) -> None:
+        with self.lock:
+            for i in sorted(self.pending):
+                now = read_progress(self.tasks[i].out_dir)
+                if now is None or (i not in self.open and now == self.before[i]):
+                    continue  # not started in this run yet
+                if i not in self.open:
+                    t = self.tasks[i]
+                    label = f"  fold {t.fold} {t.trial.name} seed {t.seed}"
+                    self.open[i] = progress.open_step(label, now[1], "timesteps")
+                self.open[i].update(completed=now[0])
+
+    def finish(self, i: int) -> None:
+        with self.lock:
+            self.pending.discard(i)
+            st = self.open.pop(i, None)
+        if st is not None:
+            st.update(completed=st.total)
+            st.close()
+
+    def close(self) -> None:
+        with self.lock:
+            for st in self.open.values():
+                st.close(ok=False)
+            self.open.clear()
+
+
+@contextlib.contextmanager
+def _task_rows(tasks: list[TrainTask], futures: dict[Any, int]) -> Iterator[_TaskRows]:
+    rows = _TaskRows(tasks, list(futures.values()))
+    try:
+        with progress.polling(rows.poll):
+            yield rows
+    finally:
+        rows.close()
+
+
 def _run_sweep(
     cfg: ExperimentConfig,
     tasks: list[TrainTask],
@@ -153,7 +212,9 @@ def _run_sweep(
     submit = train_policy.with_options(retries=cfg.sweep.retries)
     futures = {submit.submit(t): i for i, t in enumerate(tasks) if i not in done}
     logger.info("%d tasks already finished, %d to run", len(done), len(futures))
-    with progress(len(tasks), "sweep", "task") as bar:
+    if done:
+        progress.note(f"train: {len(done)} of {len(tasks)} tasks already trained (reused)")
+    with progress.step("train", len(tasks), "tasks") as bar, _task_rows(tasks, futures) as rows_of:
         rows: dict[int, dict[str, Any]] = {}
 
         def record(i: int, res: TrainResult) -> None:
@@ -171,7 +232,8 @@ def _run_sweep(
                 "out_dir": t.out_dir,
                 "task": t.model_dump(mode="json"),
             }
-            bar.update(1)
+            rows_of.finish(i)
+            bar.advance()
 
         for i, res in done.items():
             record(i, res)

@@ -1,0 +1,293 @@
+"""The one progress display of a `chappie` command: live rows on stderr (rich) that log
+lines do not break. Control flow only.
+
+The CLI wraps every command in `display()` (unless `--quiet`); flows and their helpers
+open rows with `step(...)` wherever a user waits (ingest files, bars, features and
+validation, each training task with its timesteps, evaluation, baselines). Outside a
+`display()` (flows called from Python, tests, a Prefect deployment) `step` is a no-op, so
+flows never depend on it.
+
+- On an interactive terminal the rows are a rich `Progress` (live, transient). Log lines
+  (Prefect's console handler, any `logging.StreamHandler` on stderr, warnings, prints)
+  are printed above the rows instead of through them: the display retargets those
+  handlers at its own stderr proxy while it is live and restores them when it stops.
+- Elsewhere (a pipe, a file, CI) nothing is animated: each finished row becomes one line.
+- On both, a finished row leaves one line `✓ what: N unit in T`, so the record of what
+  ran stays on screen while the live rows show only what is running.
+- `--quiet` (CHAPPIE_QUIET=1, inherited by worker processes): no rows and no lines; only
+  results and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+QUIET_VAR = "CHAPPIE_QUIET"
+
+
+def quiet() -> bool:
+    """True under `chappie --quiet` (CHAPPIE_QUIET=1)."""
+    return os.environ.get(QUIET_VAR) == "1"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {s:02d} s"
+
+
+def _amount(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+class Step:
+    """One row of the display. `advance`, `update` are thread-safe and cheap; a Step of
+    no display (`active` False) ignores them."""
+
+    def __init__(self, display: _Display | None, description: str, total: float | None, unit: str):
+        self._display = display
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.completed = 0.0
+        self.result: str | None = None  # what the summary line says instead of the count
+        self.started = time.monotonic()
+        self._task: Any = None
+        if display is not None:
+            self._task = display.add(self)
+
+    @property
+    def active(self) -> bool:
+        return self._display is not None
+
+    def advance(self, n: float = 1) -> None:
+        self.update(completed=self.completed + n)
+
+    def update(
+        self,
+        completed: float | None = None,
+        total: float | None = None,
+        description: str | None = None,
+    ) -> None:
+        if completed is not None:
+            self.completed = completed
+        if total is not None:
+            self.total = total
+        if description is not None:
+            self.description = description
+        if self._display is not None:
+            self._display.refresh(self)
+
+    def close(self, ok: bool = True) -> None:
+        """Remove the row; `ok` leaves its one-line summary. Idempotent."""
+        d, self._display = self._display, None
+        if d is not None:
+            d.finish(self, ok)
+
+    def summary(self) -> str:
+        took = _duration(time.monotonic() - self.started)
+        if self.result is not None:
+            return f"✓ {self.description.strip()}: {self.result} in {took}"
+        amount = _amount(self.completed)
+        if self.total is not None and self.completed != self.total:
+            amount += f"/{_amount(self.total)}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"✓ {self.description.strip()}: {amount}{unit} in {took}"
+
+
+class _Display:
+    """The rows of one command (see the module docstring)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.live = self.console.is_terminal and self.console.is_interactive
+        self._lock = threading.RLock()
+        self._progress: Any = None
+        self._moved: list[tuple[logging.StreamHandler[Any], Any, Any]] = []
+        self._orig_stderr = sys.stderr
+
+    # ---- rows
+    def add(self, st: Step) -> Any:
+        if not self.live:
+            return None
+        with self._lock:
+            if self._progress is None:
+                self._start()
+            return self._progress.add_task(
+                st.description, total=st.total, completed=st.completed, unit=st.unit
+            )
+
+    def refresh(self, st: Step) -> None:
+        if st._task is not None and self._progress is not None:
+            self._progress.update(
+                st._task, completed=st.completed, total=st.total, description=st.description
+            )
+
+    def finish(self, st: Step, ok: bool) -> None:
+        with self._lock:
+            if st._task is not None and self._progress is not None:
+                self._progress.remove_task(st._task)
+            if ok:
+                self.console.print(st.summary(), markup=False)
+
+    def note(self, line: str) -> None:
+        with self._lock:
+            self.console.print(line, markup=False)
+
+    # ---- the live region
+    def _start(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class Amount(ProgressColumn):
+            """`completed/total unit` (`completed unit` while the total is unknown)."""
+
+            def render(self, task: Any) -> Text:
+                done = _amount(task.completed)
+                total = f"/{_amount(task.total)}" if task.total is not None else ""
+                return Text(f"{done}{total} {task.fields.get('unit', '')}".rstrip())
+
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            Amount(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            redirect_stdout=sys.stdout.isatty(),  # never move piped results to stderr
+            redirect_stderr=True,
+        )
+        self._progress.start()
+        self._retarget_log_handlers()
+
+    def _retarget_log_handlers(self) -> None:
+        """Stream handlers that write to the real stderr (set up before the display, e.g.
+        Prefect's) write through the display's proxy while it is live."""
+        proxy = sys.stderr  # rich's FileProxy while the display is live
+        if proxy is self._orig_stderr:
+            return
+        targets = {id(self._orig_stderr), id(sys.__stderr__)}
+        loggers = [logging.getLogger()] + [
+            lg
+            for lg in logging.Logger.manager.loggerDict.values()
+            if isinstance(lg, logging.Logger)
+        ]
+        for lg in loggers:
+            for h in lg.handlers:
+                if type(h) is logging.FileHandler or not isinstance(h, logging.StreamHandler):
+                    continue
+                if id(h.stream) not in targets:
+                    continue
+                console = getattr(h, "console", None)  # Prefect's handler prints via rich
+                old_file = console.file if console is not None else None
+                self._moved.append((h, h.stream, old_file))
+                h.setStream(proxy)
+                if console is not None:
+                    console.file = proxy
+
+    def stop(self) -> None:
+        with self._lock:
+            for h, stream, old_file in reversed(self._moved):
+                h.setStream(stream)
+                console = getattr(h, "console", None)
+                if console is not None and old_file is not None:
+                    console.file = old_file
+            self._moved.clear()
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+
+
+_DISPLAY: _Display | None = None
+
+
+@contextlib.contextmanager
+def display() -> Iterator[None]:
+    """The command's display for the `with` block (nothing under --quiet; re-entrant)."""
+    global _DISPLAY
+    if quiet() or _DISPLAY is not None:
+        yield
+        return
+    _DISPLAY = _Display()
+    try:
+        yield
+    finally:
+        d, _DISPLAY = _DISPLAY, None
+        d.stop()
+
+
+@contextlib.contextmanager
+def step(description: str, total: float | None = None, unit: str = "") -> Iterator[Step]:
+    """A row for the `with` block: `description`, `completed/total unit`, elapsed and
+    remaining time; on a normal exit it leaves one line `✓ description: N unit in T`.
+    A no-op outside `display()`."""
+    st = open_step(description, total, unit)
+    ok = False
+    try:
+        yield st
+        ok = True
+    finally:
+        st.close(ok)
+
+
+def open_step(description: str, total: float | None = None, unit: str = "") -> Step:
+    """`step` for rows whose end is not a `with` block: call `Step.close()` yourself."""
+    return Step(_DISPLAY, description, total, unit)
+
+
+def note(line: str) -> None:
+    """One permanent line above the rows (stderr), e.g. what a step found; nothing under
+    --quiet or outside `display()`."""
+    if _DISPLAY is not None:
+        _DISPLAY.note(line)
+
+
+def active() -> bool:
+    """True inside a `display()` (a `chappie` command without --quiet)."""
+    return _DISPLAY is not None
+
+
+@contextlib.contextmanager
+def polling(fn: Callable[[], None], interval_s: float = 0.5) -> Iterator[None]:
+    """Call `fn` every `interval_s` seconds in a daemon thread for the `with` block (and
+    once more at its end), e.g. to read workers' progress files. A failing `fn` only
+    stops the polling: progress is never a reason to fail a run."""
+    if _DISPLAY is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        with contextlib.suppress(Exception):
+            while not stop.wait(interval_s):
+                fn()
+
+    thread = threading.Thread(target=loop, name="chappie-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            fn()
