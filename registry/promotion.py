@@ -419,10 +419,13 @@ def rollback(
         return _rollback(cfg, dry_run, reason)
 
 
-def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]:
-    from registry import store
-
-    current = store.aliases(cfg.model_name)
+def rollback_plan(
+    cfg: RegistryConfig, current: Mapping[str, str], reason: str = "manual rollback"
+) -> dict[str, Any]:
+    """What a rollback would do given the model's aliases now (alias -> version): the
+    dry-run result of `rollback`. Pure. Raises PromotionError when there is no previous
+    champion to roll back to."""
+    current = dict(current)
     prev = current.get(cfg.previous_alias)
     champ = current.get(cfg.champion_alias)
     if prev is None:
@@ -430,16 +433,25 @@ def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]
             f"model {cfg.model_name!r} has no {cfg.previous_alias!r} alias: nothing to roll back to "
             f"(a rollback needs a promotion that replaced a champion; aliases now: {current})"
         )
-    result: dict[str, Any] = {
+    return {
         "model_name": cfg.model_name,
         "from_version": champ,
         "to_version": prev,
-        "aliases": dict(current),
-        "dry_run": dry_run,
+        "aliases": current,
+        "dry_run": True,
         "reasons": [reason],
     }
+
+
+def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]:
+    from registry import store
+
+    current = store.aliases(cfg.model_name)
+    result = rollback_plan(cfg, current, reason)
+    champ, prev = result["from_version"], result["to_version"]
     if dry_run:
         return result
+    result["dry_run"] = False
     before = store.version_tags(cfg.model_name, prev).get("replaced_version") or None
     store.set_alias(cfg.model_name, cfg.champion_alias, prev)
     if before and before not in (prev, champ):
