@@ -3,7 +3,9 @@
 GX is imported inside functions only (it takes seconds to import); polars frames are
 converted to pandas here, at this one boundary. `validate_slice` raises
 `SliceValidationError` naming every failed expectation; `run_suite` returns the result.
-Data Docs HTML is written under the given folder when asked.
+Data Docs HTML is written under the given folder when asked, made to render offline (no
+CDN: a small inline stylesheet, a static index) and replaced, not added to, when a slice
+is validated again (`publish_offline_docs`).
 """
 
 from __future__ import annotations
@@ -184,7 +186,146 @@ def _run_with_docs(
         ),
     )
     result = cp.run(batch_parameters={"dataframe": pdf}, run_id=RunIdentifier(run_name=run_name))
-    return next(iter(result.run_results.values()))
+    res = next(iter(result.run_results.values()))
+    publish_offline_docs(folder, _suite_key(suite), run_name, res)
+    return res
+
+
+# ---------------------------------------------------------------- Data Docs, offline
+#: A small stylesheet standing in for the Bootstrap / bootstrap-table / font-awesome CSS
+#: that GX's pages load from CDNs: enough for its grid, cards, tables and status colours.
+OFFLINE_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0;color:#212529;background:#fff;font-size:15px;line-height:1.45}
+a{color:#0b5cad}h1,h2,h3,h4,h5{margin:.6em 0 .4em;font-weight:600}
+.container,.container-fluid{padding:12px 24px}.row{display:flex;flex-wrap:wrap;gap:0 16px}
+[class*="col-"]{flex:1 1 0;min-width:0}.col-12{flex-basis:100%}
+.col-lg-2,.col-md-2{flex:0 0 16%}
+.navbar{display:flex;align-items:center;padding:8px 24px;border-bottom:1px solid #dee2e6}
+.breadcrumb{display:flex;gap:8px;list-style:none;margin:0;padding:0}
+.breadcrumb-item+.breadcrumb-item:before{content:"/ ";color:#6c757d}
+.card{border:1px solid #dee2e6;border-radius:4px;margin-bottom:12px}
+.card-header{background:#f5f6f7;padding:6px 10px;border-bottom:1px solid #dee2e6}
+.card-body{padding:10px}.list-group{padding-left:0;list-style:none}
+table{border-collapse:collapse;margin:6px 0;font-size:14px}
+th,td{border:1px solid #dee2e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f5f6f7}.table{width:100%}
+.text-success,.ge-success-icon{color:#1e7e34}.text-danger,.ge-failed-icon{color:#bd2130}
+.text-muted{color:#6c757d}.badge{padding:1px 6px;border-radius:8px;background:#e9ecef}
+.modal,.ge-walkthrough-modal,.d-none,.collapse:not(.show),.tooltip,.popover{display:none}
+.fas.fa-check-circle:before{content:"\\2714"}.fas.fa-times:before{content:"\\2716"}
+.fas.fa-exclamation-triangle:before{content:"!"}
+"""
+_OFFLINE_MARK = "<!-- chappie: offline -->"
+_DOCS_JSON = "chappie-docs.json"
+
+
+def offline_html(html: str) -> str:
+    """GX Data Docs HTML that renders without a network: every stylesheet, script and image
+    loaded from an http(s) URL is dropped (Bootstrap, jQuery, bootstrap-table, vega,
+    font-awesome, the GX logo), CSS `url(http...)` becomes `none`, links out point
+    nowhere, and `OFFLINE_CSS` is inlined in the head. Idempotent. Pure."""
+    import re
+
+    if _OFFLINE_MARK in html:
+        return html
+    remote = r"""["']https?://[^"']*["']"""
+    html = re.sub(
+        rf"<script\b[^>]*\bsrc\s*=\s*{remote}[^>]*>\s*</script>", "", html, flags=re.I | re.S
+    )
+    html = re.sub(
+        rf"<(link|img)\b[^>]*\b(href|src)\s*=\s*{remote}[^>]*>", "", html, flags=re.I | re.S
+    )
+    html = re.sub(r"""url\(\s*["']?https?://[^)]*\)""", "none", html, flags=re.I)
+    html = re.sub(rf"\bhref\s*=\s*{remote}", 'href="#"', html, flags=re.I)
+    style = f"{_OFFLINE_MARK}\n<style>{OFFLINE_CSS}</style>\n"
+    head_end = html.lower().find("</head>")
+    return html[:head_end] + style + html[head_end:] if head_end >= 0 else style + html
+
+
+def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) -> None:
+    """After a checkpoint wrote its Data Docs into `folder`: keep only this run's pages of
+    (suite, `run_name`) - the earlier timestamped runs of the same slice and the pages of
+    earlier versions of the suite are removed, so a rerun replaces the set instead of
+    adding one - make every page render offline (`offline_html`), and replace GX's
+    index (a table bootstrap-table fills from a CDN) with a static one."""
+    import json
+    import shutil
+
+    from core.atomic import write_bytes_atomic, write_json_atomic
+
+    folder = Path(folder)
+    validations = folder / "validations"
+    name = suite_key.rsplit("-", 1)[0]
+    for suite_dir in validations.glob(f"{name}-*"):
+        if suite_dir.name.rsplit("-", 1)[0] != name:
+            continue  # another suite whose name merely starts like this one's
+        runs = suite_dir / run_name
+        if suite_dir.name != suite_key:  # an earlier version of this suite
+            shutil.rmtree(runs, ignore_errors=True)
+        elif runs.is_dir():
+            for old in sorted(p for p in runs.iterdir() if p.is_dir())[:-1]:  # timestamps
+                shutil.rmtree(old, ignore_errors=True)
+        if suite_dir.is_dir() and not any(suite_dir.iterdir()):
+            suite_dir.rmdir()
+    for page in (folder / "expectations").glob(f"{name}-*.html"):
+        if page.stem != suite_key and not (validations / page.stem).exists():
+            page.unlink()
+    index_path = folder / _DOCS_JSON
+    try:
+        entries = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    pages = sorted((validations / suite_key / run_name).glob("*/*.html"))
+    if pages:
+        stats = dict(res.statistics)
+        entries[f"{suite_key}/{run_name}"] = {
+            "suite": suite_key,
+            "slice": run_name,
+            "success": bool(res.success),
+            "evaluated": stats.get("evaluated_expectations"),
+            "successful": stats.get("successful_expectations"),
+            "run_time": pages[-1].parent.name,
+            "page": str(pages[-1].relative_to(folder)),
+        }
+    entries = {k: e for k, e in entries.items() if (folder / e["page"]).is_file()}
+    write_json_atomic(index_path, entries)
+    for page in folder.glob("**/*.html"):
+        text = page.read_text(encoding="utf-8")
+        fixed = offline_html(text)
+        if fixed != text:
+            write_bytes_atomic(page, fixed.encode("utf-8"))
+    write_bytes_atomic(folder / "index.html", _index_html(entries).encode("utf-8"))
+
+
+def _index_html(entries: dict[str, Any]) -> str:
+    """A static index of the validation pages in `entries` (no scripts, no CDN)."""
+    from html import escape
+
+    rows = []
+    for e in sorted(entries.values(), key=lambda e: (e["slice"], e["suite"])):
+        mark = "✔ passed" if e["success"] else "✖ failed"
+        cls = "text-success" if e["success"] else "text-danger"
+        rows.append(
+            f'<tr><td class="{cls}">{mark}</td><td><a href="{escape(e["page"])}">'
+            f"{escape(e['slice'])}</a></td><td>{escape(e['suite'])}</td>"
+            f"<td>{e['successful']}/{e['evaluated']}</td><td>{escape(e['run_time'])}</td></tr>"
+        )
+    suites = sorted({e["suite"] for e in entries.values()})
+    suite_links = "".join(
+        f'<li><a href="expectations/{escape(s)}.html">{escape(s)}</a></li>' for s in suites
+    )
+    body = "".join(rows) or '<tr><td colspan="5">no validations yet</td></tr>'
+    return offline_html(
+        '<!DOCTYPE html><html><head><meta charset="UTF-8">'
+        "<title>Chappie slice validations (Great Expectations Data Docs)</title></head>"
+        '<body><div class="container"><h2>Slice validations</h2>'
+        '<p class="text-muted">The last validation of every slice (Great Expectations '
+        "Data Docs, readable offline; a rerun replaces a slice's pages).</p>"
+        '<table class="table"><tr><th>status</th><th>slice</th><th>suite</th>'
+        f"<th>expectations met</th><th>run (UTC)</th></tr>{body}</table>"
+        f"<h3>Expectation suites</h3><ul>{suite_links}</ul></div></body></html>"
+    )
 
 
 def _describe(res: Any) -> str:
