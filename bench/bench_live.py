@@ -46,8 +46,8 @@ from live.feed import BitmexFeed, FeedMessage  # noqa: E402
 from live.loop import LiveSession  # noqa: E402
 from live.predictor import Predictor  # noqa: E402
 from live.recording import load_recording  # noqa: E402
-from live.replay_server import ReplayServer, canonical_to_messages  # noqa: E402
 from registry.policy import NumpyPolicy, PolicyArchitecture  # noqa: E402
+from sim.replay_server import ReplayServer, canonical_to_messages  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CAPTURE = HERE.parent.parent / "shared" / "data" / "bitmex_ws_XBTUSD_2021-07-22.txt"

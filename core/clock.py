@@ -22,22 +22,6 @@ class SystemClock:
         return time.time_ns()
 
 
-class FixedClock:
-    """A clock that only moves when told to (tests, replays)."""
-
-    def __init__(self, start_ns: int = 0) -> None:
-        self._now = int(start_ns)
-
-    def now_ns(self) -> int:
-        return self._now
-
-    def advance(self, ns: int) -> None:
-        self._now += int(ns)
-
-    def set(self, ns: int) -> None:
-        self._now = int(ns)
-
-
 def day_start_ns(ts_ns: int) -> int:
     """Start (00:00 UTC) of the day containing `ts_ns`."""
     return ts_ns - ts_ns % NS_PER_DAY
@@ -46,6 +30,12 @@ def day_start_ns(ts_ns: int) -> int:
 def iso_day(ts_ns: int) -> str:
     """`YYYY-MM-DD` (UTC) of `ts_ns`."""
     return time.strftime("%Y-%m-%d", time.gmtime(ts_ns // NS_PER_S))
+
+
+def iso_ms(ts_ns: int) -> str:
+    """BitMEX timestamp text (`2021-07-22T22:36:09.757Z`, millisecond precision) of ns UTC."""
+    ms = (ts_ns % NS_PER_S) // NS_PER_MS
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ns // NS_PER_S)) + f".{ms:03d}Z"
 
 
 def parse_day(day: str) -> int:

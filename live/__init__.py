@@ -9,9 +9,11 @@ Modules, by ring:
 - adapters: `feed` (BitMEX websocket client: heartbeat, reconnect, partials, resubscribe,
   recording), `exchange` (signed BitMEX REST: post-only orders, lookups on unknown outcomes,
   rate budget, dead man's switch), `journal` (fsynced intents and outcomes), `recording`
-  and `jsonl` (JSON lines files), `decode` (ingest's one BitMEX decoder, strict),
-  `replay_server` and `fake_exchange` (BitMEX-protocol servers on 127.0.0.1);
+  and `jsonl` (JSON lines files), `decode` (ingest's one BitMEX decoder, strict);
 - orchestration: `predictor` (sampler -> streaming features -> frozen stats -> encoder ->
   policy), `orders` (decisions -> orders under the risk limits), `model_watch` (champion
   polling and swap), `loop` (`LiveSession`, `run_live`), `app` (`chappie live`).
+
+The BitMEX-protocol servers a replay or a test runs against (the replay websocket, the
+fake REST exchange) are the `sim` package; of `live`, only `app` imports it.
 """

@@ -1,4 +1,4 @@
-"""`chappie live` wiring: config, model, replay server, then `live.loop.run_live`.
+"""`chappie live` wiring: config, model, replay server (`sim`), then `live.loop.run_live`.
 
 Orchestration ring. The model comes only through `registry.load_champion` (verified,
 pickle-free bundle); any failure to load it leaves the loop observe-only with the reason
@@ -21,16 +21,15 @@ from live.model_watch import (
     poll_model,
 )
 from live.paper import PaperRules
-from live.predictor import Normalizer, Predictor
+from sim.replay_server import ReplayServerThread, canonical_to_messages
 
 
-def initial_model(source: ModelSource) -> tuple[Predictor, LoadedChampion | None]:
-    """The champion at start, or observe-only with the reason (never raises)."""
+def initial_model(source: ModelSource) -> tuple[LoadedChampion | None, str]:
+    """The champion at start, or None (observe-only) with the reason (never raises)."""
     outcome = poll_model(source, None)
     if outcome.action == "swap" and outcome.champion is not None:
-        return outcome.champion.predictor, outcome.champion
-    reason = outcome.reason if outcome.reason != "no champion" else "the alias is not set"
-    return Predictor(None, None, reason), None
+        return outcome.champion, ""
+    return None, outcome.reason if outcome.reason != "no champion" else "the alias is not set"
 
 
 def is_mainnet_url(url: str) -> bool:
@@ -94,7 +93,6 @@ def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[in
     from core.config.market import SyntheticMarketConfig
     from core.instrument import XBTUSD
     from ingest.synthetic import generate_market
-    from live.replay_server import canonical_to_messages
 
     base = synthetic_cfg or SyntheticMarketConfig()
     cfg = base.model_copy(update={"days": 1, "day_hours": min(base.day_hours, 1.0)})
@@ -105,12 +103,10 @@ def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[in
 def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     from core.clock import Clock
     from core.settings import load_settings
-    from live.loop import ScaledClock, run_live
-    from live.replay_server import ReplayServerThread
+    from live.loop import LiveRun, ScaledClock, run_live
 
     spec = FeatureSpec()
     live_cfg = LiveConfig()
-    obs_clip = 10.0
     rules = PaperRules()
     synthetic_cfg = None
     if args.config:
@@ -121,7 +117,6 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         live_cfg = exp.live
         synthetic_cfg = exp.ingest.synthetic
         if exp.sweep.trials:
-            obs_clip = exp.sweep.trials[0].env.obs_clip
             rules = PaperRules.from_env_config(exp.sweep.trials[0].env.model_dump(mode="json"))
     updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
     if args.mainnet:
@@ -151,27 +146,22 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         print("chappie live: --speed must be > 0 for the live loop", file=out)
         return 2
 
-    stats: Normalizer | None = None
     source: ModelSource | None = None
     champion: LoadedChampion | None = None
-    if args.no_model:
-        predictor = Predictor(None, None, "--no-model")
-    else:
+    no_model = "--no-model"
+    if not args.no_model:
         if args.bundle:
             source = BundleSource(args.bundle)
         else:
             settings = load_settings()
             source = RegistrySource(live_cfg.model_name, live_cfg.alias, settings.tracking_uri)
-        predictor, champion = initial_model(source)
-        if champion is not None:  # the model's own observation contract wins over --config
-            spec, stats, obs_clip = champion.spec, champion.stats, champion.obs_clip
-            rules = PaperRules.from_env_config(champion.env_config)
+        # a champion's own observation contract and env config win over --config (run_live)
+        champion, no_model = initial_model(source)
     orders = None
     if live_cfg.allow_trade:
-        if predictor.policy is None or stats is None:
+        if champion is None:
             print(
-                f"chappie live: refusing to trade without a verified model ({predictor.reason})",
-                file=out,
+                f"chappie live: refusing to trade without a verified model ({no_model})", file=out
             )
             return 2
         orders = build_order_manager(live_cfg, load_settings())
@@ -194,24 +184,25 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
                 f"chappie live: replaying {args.replay} at {live_cfg.speed:g}x on {url}", file=out
             )
 
+    run = LiveRun(
+        live=live_cfg,
+        spec=spec,
+        rules=rules,
+        duration_s=args.duration,
+        decisions_out=args.decisions_out,
+        record=args.record,
+        max_skew_s=max_skew_s,
+        no_model_reason=no_model,
+    )
     try:
         summary = run_live(
-            live_cfg,
-            spec=spec,
-            stats=stats,
-            predictor=predictor,
-            clock=clock,
-            duration_s=args.duration,
-            decisions_out=args.decisions_out,
-            record=args.record,
-            out=out,
-            obs_clip=obs_clip,
-            max_skew_s=max_skew_s,
+            run,
+            champion,
             orders=orders,
-            rules=rules,
+            clock=clock,
             model_source=None if args.bundle else source,
             source_done=None if server is None else server.finished,
-            champion_version=None if champion is None else champion.version,
+            out=out,
         )
     finally:
         if server is not None:

@@ -42,7 +42,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from core.clock import NS_PER_S, Clock, SystemClock
+from core.clock import NS_PER_S, Clock, SystemClock, iso_ms
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
@@ -74,7 +74,6 @@ from live.predictor import (
     warm_up_kernels,
 )
 from live.recording import RecordingWriter
-from live.replay_server import iso_ms
 from live.snapshot import SnapshotManager
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,6 @@ class LiveSession:
         *,
         symbol: str = "XBTUSD",
         instrument: InstrumentSpec = XBTUSD,
-        obs_clip: float = 10.0,
         stale_after_s: float = 10.0,
         max_skew_s: float | None = 30.0,
         rules: PaperRules | None = None,
@@ -199,7 +197,7 @@ class LiveSession:
         self.orders = orders
         self.rules = _rules_for(predictor, rules)
         self.decoder = make_decoder(symbol, instrument, book_table)
-        self.builder = ObservationBuilder(spec, stats, obs_clip)
+        self.builder = ObservationBuilder(spec, stats, self.rules.obs_clip)
         skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
         self.gate = SnapshotManager(spec.window, int(stale_after_s * NS_PER_S), skew)
         self.paper: PaperAccount | None = None
@@ -236,31 +234,27 @@ class LiveSession:
                 self.orders.cancel_own(max(self.last_event_ns, 0))
             self._restat(None, f"observe-only: {reason}")
             return
-        if champion.env_config:  # the predictor's action mode is read from it too
-            rules = PaperRules.from_env_config(champion.env_config)
-        else:
-            rules = replace(self.rules, action_mode=champion.predictor.action_mode)
-        self.rules = _rules_for(champion.predictor, rules)
+        self.rules = model_rules(champion, self.rules)
         self.predictor = champion.predictor
         if self.paper is not None:
             self.paper.rules = self.rules
         same_spec = champion.spec.spec_hash == self.spec.spec_hash
         if (
             same_spec
-            and champion.obs_clip == self.builder.obs_clip
+            and self.rules.obs_clip == self.builder.obs_clip
             and same_stats(self.builder.stats, champion.stats)
         ):
             # same FeatureSpec, same frozen stats, same clip: the normalised window is what
             # the new model would have seen, so it keeps deciding on the next bar
             self.builder.stats = champion.stats
             return
-        self.builder.obs_clip = champion.obs_clip
+        self.builder.obs_clip = self.rules.obs_clip
         if not same_spec:
             self.spec = champion.spec
             self.gate = SnapshotManager(
                 self.spec.window, self.gate.stale_after_ns, self.gate.max_skew_ns
             )
-            self.builder = ObservationBuilder(self.spec, champion.stats, champion.obs_clip)
+            self.builder = ObservationBuilder(self.spec, champion.stats, self.rules.obs_clip)
             self.reset(f"new FeatureSpec {self.spec.spec_hash[:12]}: warming up again")
             self.pending_resubscribe = True  # the new book needs fresh partials
         else:
@@ -600,6 +594,16 @@ def _rules_for(predictor: Predictor, rules: PaperRules | None) -> PaperRules:
     return rules
 
 
+def model_rules(champion: LoadedChampion, fallback: PaperRules) -> PaperRules:
+    """The env rules a champion runs under: its env config's (EnvConfig's defaults for what
+    it lacks); a champion without one keeps `fallback`, in its predictor's action mode."""
+    if champion.env_config:  # the predictor's action mode was read from it too
+        rules = PaperRules.from_env_config(champion.env_config)
+    else:
+        rules = replace(fallback, action_mode=champion.predictor.action_mode)
+    return _rules_for(champion.predictor, rules)
+
+
 def _desynced(sampler: Any) -> bool:
     from features.book import ST_DESYNC
 
@@ -649,40 +653,59 @@ class DecisionSink:
             self._file.close()
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    """What one `run_live` runs (its config; the collaborators are given apart): the live
+    config, the observation contract and env rules used while no model brings its own,
+    where the decisions and the recording go, how long, and the loop's timing."""
+
+    live: LiveConfig = field(default_factory=LiveConfig)
+    spec: FeatureSpec = field(default_factory=FeatureSpec)  # a champion's own spec wins
+    rules: PaperRules = field(default_factory=PaperRules)  # a champion's env config wins
+    instrument: InstrumentSpec = XBTUSD
+    duration_s: float | None = None  # wall seconds; None: until a signal or the feed ends
+    decisions_out: str | Path | None = None  # JSON lines, one per decision
+    record: str | Path | None = None  # the received messages, replayable
+    max_skew_s: float | None = 30.0  # None: a replay (its exchange times are in the past)
+    tick_s: float = 0.05  # the clock's tick (bars close, orders are serviced)
+    backoff_base_s: float = 1.0  # the feed's reconnect backoff
+    no_model_reason: str = "no model requested"  # said when no champion is given
+
+
 def run_live(
-    cfg: LiveConfig,
+    run: LiveRun,
+    champion: LoadedChampion | None = None,
     *,
-    spec: FeatureSpec,
-    stats: Normalizer | None = None,
-    predictor: Predictor | None = None,
-    clock: Clock | None = None,
-    duration_s: float | None = None,
-    decisions_out: str | Path | None = None,
-    record: str | Path | None = None,
-    out: IO[str] | None = sys.stdout,
-    obs_clip: float = 10.0,
-    instrument: InstrumentSpec = XBTUSD,
-    max_skew_s: float | None = 30.0,
-    tick_s: float = 0.05,
-    backoff_base_s: float = 1.0,
     orders: OrderManager | None = None,
-    rules: PaperRules | None = None,
+    clock: Clock | None = None,
     model_source: ModelSource | None = None,
     source_done: Callable[[], bool] | None = None,
-    champion_version: str | None = None,
+    out: IO[str] | None = sys.stdout,
 ) -> LiveSummary:
-    """Run the loop until `duration_s` (wall seconds) elapses or SIGTERM/SIGINT arrives.
+    """Run the loop until `run.duration_s` (wall seconds) elapses, the feed ends (a replay's
+    `source_done`) or SIGTERM/SIGINT arrives.
 
-    Observe-only unless `cfg.allow_trade`; trading additionally needs an `OrderManager`
-    (keys, REST client, journal) and a loaded model with its stats, else ValueError. With
-    orders: reconcile on start and after every reconnect, dead man's switch refreshed by
-    the ticker while healthy, own orders cancelled on every way out (duration, SIGTERM,
-    SIGINT, error). A `FatalTradingError` ends the run cleanly: `stopped` says
-    "fatal: ..." and nothing is raised. `champion_version` is the registry version the
-    predictor came from (what `model_source.resolve()` returns; default: the predictor's
-    label), so the alias poll swaps only when the alias moved.
+    `champion`: the verified model (its FeatureSpec, frozen stats, env config and action
+    mode win over `run.spec` and `run.rules`), or None: observe-only, saying
+    `run.no_model_reason`. `model_source`: where the alias is polled for a new champion
+    (compared by `champion.version`, default its predictor's label). `clock`: market time
+    (default the wall clock; a replay's `ScaledClock`). `out`: status and decision lines.
+
+    Observe-only unless `run.live.allow_trade`; trading additionally needs an `OrderManager`
+    (keys, REST client, journal) and a champion, else ValueError. With orders: reconcile
+    on start and after every reconnect, dead man's switch refreshed by the ticker while
+    healthy, own orders cancelled on every way out (duration, SIGTERM, SIGINT, error). A
+    `FatalTradingError` ends the run cleanly: `stopped` says "fatal: ..." and nothing is
+    raised.
     """
-    predictor = predictor or Predictor(None, None, "no model requested")
+    cfg = run.live
+    if champion is not None:
+        predictor, stats, spec = champion.predictor, champion.stats, champion.spec
+        rules = model_rules(champion, run.rules)
+        version = champion.version if champion.version is not None else predictor.version
+    else:
+        predictor, stats, spec = Predictor(None, None, run.no_model_reason), None, run.spec
+        rules, version = run.rules, None
     if cfg.allow_trade:
         if orders is None:
             raise ValueError("allow_trade needs an order manager (keys and a REST client)")
@@ -701,17 +724,16 @@ def run_live(
         model_reason=predictor.reason,
         spec_hash=spec.spec_hash,
     )
-    sink = DecisionSink(out, decisions_out)
-    recorder = RecordingWriter(record) if record else None
+    sink = DecisionSink(out, run.decisions_out)
+    recorder = RecordingWriter(run.record) if run.record else None
     session = LiveSession(
         spec,
         stats,
         predictor,
         symbol=cfg.symbol,
-        instrument=instrument,
-        obs_clip=obs_clip,
+        instrument=run.instrument,
         stale_after_s=cfg.risk.stale_after_s,
-        max_skew_s=max_skew_s,
+        max_skew_s=run.max_skew_s,
         book_table=cfg.book_table,
         orders=orders,
         rules=rules,
@@ -727,7 +749,7 @@ def run_live(
         clock=clock,
         heartbeat_s=cfg.heartbeat_s,
         pong_timeout_s=cfg.pong_timeout_s,
-        backoff_base_s=backoff_base_s,
+        backoff_base_s=run.backoff_base_s,
         recorder=recorder,
     )
     if out is not None:
@@ -749,10 +771,9 @@ def run_live(
                 orders.refresh_dead_man()
             watch = None
             if model_source is not None:
-                version = champion_version if champion_version is not None else predictor.version
                 watch = _Watch(model_source, cfg.alias_poll_s, summary.model_events, out, version)
             summary.stopped = asyncio.run(
-                _run(session, feed, clock, duration_s, tick_s, watch, source_done)
+                _run(session, feed, clock, run.duration_s, run.tick_s, watch, source_done)
             )
         except FatalTradingError as exc:
             summary.stopped = f"fatal: {exc}"

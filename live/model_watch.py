@@ -31,12 +31,8 @@ class LoadedChampion:
     predictor: Predictor
     spec: FeatureSpec
     stats: Normalizer
-    env_config: dict[str, Any] = field(default_factory=dict)  # obs_clip, stake_fraction, ...
+    env_config: dict[str, Any] = field(default_factory=dict)  # its env_spec.json (EnvConfig)
     version: str | None = None
-
-    @property
-    def obs_clip(self) -> float:
-        return float(self.env_config.get("obs_clip", 10.0))
 
 
 class ModelSource(Protocol):

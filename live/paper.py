@@ -30,25 +30,31 @@ from typing import Any
 
 import numpy as np
 
-from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
+from core.config.env import EnvConfig
+from core.fees import FeeConfig, merge_override, split_instrument_fees
 from core.instrument import InstrumentSpec
 from core.schema import ACTION_NAMES
 from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fill, management_state
 
+_ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
+
 
 @dataclass(frozen=True)
 class PaperRules:
-    """The env parameters the paper position needs (from the model's env config)."""
+    """The env parameters the live loop takes from the model's env config (EnvConfig,
+    whose defaults fill what a config lacks): the paper position's order, fill and state
+    rules, and the clip of the normalised features (`obs_clip`)."""
 
-    action_mode: str = "toggle"  # EnvConfig.action_mode: "toggle" or "target"
-    stake_fraction: float = 0.1
-    max_exposure: float = 1.0
-    fill_model: str = "trade_through"
-    roll_orders: bool = True
-    hours_clip: float = 24.0
-    pct_clip: float = 100.0
-    initial_equity_xbt: float = 1.0
-    fees: FeeConfig = DEFAULT_FEES  # the model's EnvConfig.fees
+    action_mode: str = _ENV.action_mode  # "toggle" or "target" (core.schema.ACTION_NAMES)
+    stake_fraction: float = _ENV.stake_fraction
+    max_exposure: float = _ENV.max_exposure
+    fill_model: str = _ENV.fill_model
+    roll_orders: bool = _ENV.roll_orders
+    hours_clip: float = _ENV.hours_clip
+    pct_clip: float = _ENV.pct_clip
+    initial_equity_xbt: float = _ENV.initial_equity_xbt
+    obs_clip: float = _ENV.obs_clip
+    fees: FeeConfig = _ENV.fees
 
     @classmethod
     def from_env_config(cls, env: dict[str, Any] | None) -> PaperRules:

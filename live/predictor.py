@@ -126,7 +126,7 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
     )
     from live.decode import Decoded
 
-    b = ObservationBuilder(spec, None, 10.0)
+    b = ObservationBuilder(spec, None, obs_clip=float("inf"))  # no stats: nothing is clipped
     dt = spec.interval_ns
     b.on_decoded(dt, Decoded(book=[(1, 100, 1), (-1, 101, 1)], is_snapshot=True))
     b.on_decoded(dt + 1, Decoded(book=[(1, 100, 2)]))

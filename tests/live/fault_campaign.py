@@ -4,7 +4,7 @@ One cycle is one 1 s bar of a seeded stand-in market (`tests.live.market`): its 
 through `LiveSession.on_message`, the clock ticks through `LiveSession.on_timer` (exactly
 what `live.loop.run_live` calls, minus the socket), a random policy toggles orders, the
 exchange fills some of them (a toggle-mode policy by default; `action_mode="target"` draws
-the resting orders wanted instead), and the fake exchange (`live.fake_exchange`, real HTTP on
+the resting orders wanted instead), and the fake exchange (`sim.fake_exchange`, real HTTP on
 127.0.0.1) answers with seeded REST faults: 503 after or before a create commits, creates
 answered after the client's timeout (committed at once or queued and committed late),
 lookups and polls answered 503 or late, cancels answered 503 after or before they took
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 
 from core.clock import NS_PER_S
-from live.fake_exchange import FakeBitmexRest, FaultPlan
 from live.loop import LiveSession
 from live.orders import FatalTradingError, OrderManager
 from live.predictor import Predictor
+from sim.fake_exchange import FakeBitmexRest, FaultPlan
 from tests.live.market import StandInMarket
 from tests.live.support import (
     KEY,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from core.clock import NS_PER_S
-from live.replay_server import iso_ms, price_to_level_id
+from core.clock import NS_PER_S, iso_ms
+from sim.replay_server import price_to_level_id
 
 TICK = 0.5  # XBTUSD
 

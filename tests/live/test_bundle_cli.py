@@ -186,8 +186,8 @@ def test_cli_trades_on_the_fake_exchange_and_never_shows_the_keys(
 ) -> None:
     import logging
 
-    from live.fake_exchange import FakeBitmexRest
     from live.journal import read_journal, unresolved_intents
+    from sim.fake_exchange import FakeBitmexRest
 
     key, secret = "KEY-live-test-9f8e7d", "SECRET-live-test-0a1b2c3d4e5f"
     monkeypatch.setenv("CHAPPIE_BITMEX_API_KEY", key)

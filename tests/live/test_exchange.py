@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from live.exchange import BitmexRest, ExchangeError, RateLimitedError, cl_ord_id, sign_request
-from live.fake_exchange import FakeBitmexRest
+from sim.fake_exchange import FakeBitmexRest
 
 KEY = "LAqUlngMIQkIUjXMUreyu3qn"
 SECRET = "chNOOS4KvNXR_Xq4k4c9qsfoKWvnDecLATCRlcBwyKDYnWgO"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from live.feed import BitmexFeed, FeedMessage, FeedStatus, backoff_delay
 from live.recording import load_recording
-from live.replay_server import ReplayServer
+from sim.replay_server import ReplayServer
 
 
 @given(

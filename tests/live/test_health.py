@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core.clock import NS_PER_S
-from live.fake_exchange import FakeBitmexRest
 from live.loop import LiveSession
 from live.predictor import Predictor
+from sim.fake_exchange import FakeBitmexRest
 from tests.live.market import StandInMarket
 from tests.live.support import (
     KEY,

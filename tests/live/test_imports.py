@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_live_package_imports_no_prefect_gx_or_sb3() -> None:
     code = (
-        "import sys, live.app, live.loop, live.feed, live.orders, live.exchange, live.fake_exchange, "
-        "live.replay_server, live.model_watch, live.risk, live.journal, live.recording, flows.cli_live\n"
+        "import sys, live.app, live.loop, live.feed, live.orders, live.exchange, sim.fake_exchange, "
+        "sim.replay_server, live.model_watch, live.risk, live.journal, live.recording, flows.cli_live\n"
         "bad = [m for m in ('prefect', 'great_expectations', 'stable_baselines3', 'torch') if m in sys.modules]\n"
         "print(','.join(bad))"
     )

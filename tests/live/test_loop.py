@@ -11,10 +11,10 @@ from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.schema import MANAGEMENT_STATE
 from flows.cli import main
-from live.loop import LiveSession, run_live
+from live.loop import LiveRun, LiveSession, run_live
 from live.predictor import Predictor
 from live.recording import load_recording
-from live.replay_server import ReplayServerThread
+from sim.replay_server import ReplayServerThread
 from tests.live.support import after_lines, replay_cli
 
 SMALL_YAML = """
@@ -85,7 +85,7 @@ def test_desync_leads_to_resubscribe_and_decisions_resume(tmp_path: Path) -> Non
     from core.instrument import XBTUSD
     from ingest.synthetic import generate_market
     from live.loop import ScaledClock
-    from live.replay_server import canonical_to_messages
+    from sim.replay_server import canonical_to_messages
 
     _day, book, trades = next(
         iter(generate_market(SyntheticMarketConfig(seed=2, days=1, day_hours=0.1)))
@@ -101,14 +101,10 @@ def test_desync_leads_to_resubscribe_and_decisions_resume(tmp_path: Path) -> Non
         after_lines(out, 3, lambda: srv.call(srv.server.inject, "orderBookL2", "XBTUSD", bad))
         cfg = LiveConfig(feed="replay", ws_url=srv.url, risk={"stale_after_s": 600})
         summary = run_live(
-            cfg,
-            spec=SMALL_SPEC,
+            LiveRun(cfg, spec=SMALL_SPEC, duration_s=60, decisions_out=out, max_skew_s=None),
             clock=ScaledClock(msgs[0][0], 100),
-            duration_s=60,
-            decisions_out=out,
-            out=None,
-            max_skew_s=None,
             source_done=srv.finished,
+            out=None,
         )
         requests = srv.server.subscribe_requests
     assert summary.desyncs == 1 and summary.resubscribes == 1

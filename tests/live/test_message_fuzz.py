@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.clock import NS_PER_S
-from live.fake_exchange import FakeBitmexRest
 from live.loop import LiveSession
 from live.predictor import Predictor
+from sim.fake_exchange import FakeBitmexRest
 from tests.live.market import GARBAGE, StandInMarket
 from tests.live.support import (
     KEY,

@@ -10,11 +10,11 @@ import numpy as np
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from features.stats import FrozenStats
-from live.loop import ScaledClock, run_live
+from live.loop import LiveRun, ScaledClock, run_live
 from live.model_watch import LoadedChampion, poll_model, same_stats
 from live.predictor import Predictor
 from live.recording import load_recording
-from live.replay_server import ReplayServerThread
+from sim.replay_server import ReplayServerThread
 from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy, after_lines
 
 
@@ -83,17 +83,12 @@ def test_loop_swaps_champion_between_decisions_and_refuses_a_broken_one(
             feed="replay", ws_url=srv.url, alias_poll_s=0.1, risk={"stale_after_s": 600}
         )
         summary = run_live(
-            cfg,
-            spec=SMALL_SPEC,
-            stats=first.stats,
-            predictor=first.predictor,
+            LiveRun(cfg, spec=SMALL_SPEC, duration_s=60, decisions_out=out, max_skew_s=None),
+            first,
             clock=ScaledClock(msgs[0][0], 10),
-            duration_s=60,
-            decisions_out=out,
-            out=None,
-            max_skew_s=None,
             model_source=src,
             source_done=srv.finished,
+            out=None,
         )
     recs = [json.loads(s) for s in out.read_text().splitlines()]
     versions = [r["model_version"] for r in recs]

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from live.exchange import cl_ord_id, classify_error
-from live.fake_exchange import FakeBitmexRest, FaultPlan
 from live.journal import read_journal, unresolved_intents
 from live.orders import TRANSITIONS, FatalTradingError, OrderManager, OrderState
+from sim.fake_exchange import FakeBitmexRest, FaultPlan
 from tests.live.support import KEY, SECRET, SimClock, make_manager, trade_risk
 
 S = 1_000_000_000

@@ -22,8 +22,8 @@ from live.loop import LiveSession
 from live.paper import PaperAccount, PaperRules
 from live.predictor import Predictor
 from live.recording import load_recording
-from live.replay_server import canonical_to_messages
 from registry.policy import NumpyPolicy, PolicyArchitecture
+from sim.replay_server import canonical_to_messages
 
 SPEC = FeatureSpec(windows_s=(2, 5), return_horizons_s=(1, 2), window=4)
 CLIP = 10.0

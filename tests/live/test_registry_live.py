@@ -96,12 +96,12 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     the window. On a real MLflow registry (SQLite): an unchanged alias is never reloaded
     (run_live's watcher included), and v2 with the same FeatureSpec and stats decides on
     the bar right after the swap."""
-    from live.loop import LiveSession, ScaledClock, run_live
+    from live.loop import LiveRun, LiveSession, ScaledClock, run_live
     from live.model_watch import RegistrySource, poll_model, same_stats
     from live.recording import load_recording
-    from live.replay_server import ReplayServerThread
     from registry import tracking
     from registry.promotion import promote
+    from sim.replay_server import ReplayServerThread
 
     db = tmp_path / "data" / "mlflow.db"
     db.parent.mkdir(parents=True)
@@ -121,19 +121,19 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     msgs = load_recording(ws_capture)
     with ReplayServerThread(msgs, speed=10) as srv:
         summary = run_live(
-            LiveConfig(
-                feed="replay", ws_url=srv.url, alias_poll_s=0.2, risk={"stale_after_s": 600}
+            LiveRun(
+                LiveConfig(
+                    feed="replay", ws_url=srv.url, alias_poll_s=0.2, risk={"stale_after_s": 600}
+                ),
+                spec=first.champion.spec,
+                duration_s=60,
+                max_skew_s=None,
             ),
-            spec=first.champion.spec,
-            stats=first.champion.stats,
-            predictor=first.champion.predictor,
+            first.champion,
             clock=ScaledClock(msgs[0][0], 10),
-            duration_s=60,
-            out=None,
-            max_skew_s=None,
             model_source=src,
             source_done=srv.finished,
-            champion_version=first.version,
+            out=None,
         )
     assert summary.decisions > 0 and summary.model_events == []  # polled, never reloaded
 

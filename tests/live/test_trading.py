@@ -15,13 +15,14 @@ import pytest
 from core.config.live import LiveConfig
 from flows.cli import main
 from live.exchange import cl_ord_id
-from live.fake_exchange import FakeBitmexRest, FaultPlan
 from live.journal import read_journal, unresolved_intents
-from live.loop import ScaledClock, run_live
+from live.loop import LiveRun, ScaledClock, run_live
+from live.model_watch import LoadedChampion
 from live.orders import OrderManager
 from live.predictor import Predictor
 from live.recording import load_recording
-from live.replay_server import ReplayServerThread
+from sim.fake_exchange import FakeBitmexRest, FaultPlan
+from sim.replay_server import ReplayServerThread
 from tests.live.support import (
     KEY,
     SECRET,
@@ -135,16 +136,17 @@ def test_trading_loop_sigterm_cancels_own_orders_and_flushes(
         timer.start()
         try:
             summary = run_live(
-                cfg,
-                spec=SPEC,
-                stats=ClipStats(),
-                predictor=Predictor(policy, "test@v1"),
-                clock=ScaledClock(msgs[0][0], 10),
-                duration_s=30,
-                out=None,
-                decisions_out=tmp_path / "d.jsonl",
-                max_skew_s=None,
+                LiveRun(
+                    cfg,
+                    spec=SPEC,
+                    duration_s=30,
+                    decisions_out=tmp_path / "d.jsonl",
+                    max_skew_s=None,
+                ),
+                LoadedChampion(Predictor(policy, "test@v1"), SPEC, ClipStats()),
                 orders=m,
+                clock=ScaledClock(msgs[0][0], 10),
+                out=None,
             )
         finally:
             timer.join(20)
@@ -162,9 +164,17 @@ def test_run_live_refuses_trading_without_a_model(fake: FakeBitmexRest, tmp_path
     m = _manager(fake, tmp_path)
     cfg = LiveConfig(allow_trade=True)
     with pytest.raises(ValueError, match="loaded, verified model"):
-        run_live(cfg, spec=SPEC, orders=m, out=None)
+        run_live(
+            LiveRun(cfg, spec=SPEC),
+            orders=m,
+            out=None,
+        )
     with pytest.raises(ValueError, match="observe-only sends no order"):
-        run_live(LiveConfig(), spec=SPEC, orders=m, out=None)
+        run_live(
+            LiveRun(LiveConfig(), spec=SPEC),
+            orders=m,
+            out=None,
+        )
     assert fake.requests == []
 
 
@@ -218,17 +228,12 @@ def test_reconnect_triggers_reconciliation(
         timer.start()
         try:
             summary = run_live(
-                cfg,
-                spec=SPEC,
-                stats=ClipStats(),
-                predictor=Predictor(CyclePolicy([0]), "t@v1"),
+                LiveRun(cfg, spec=SPEC, duration_s=60, max_skew_s=None, backoff_base_s=0.05),
+                LoadedChampion(Predictor(CyclePolicy([0]), "t@v1"), SPEC, ClipStats()),
+                orders=m,
                 clock=ScaledClock(msgs[0][0], 10),
-                duration_s=60,
                 source_done=srv.finished,
                 out=None,
-                max_skew_s=None,
-                orders=m,
-                backoff_base_s=0.05,
             )
         finally:
             timer.cancel()
@@ -325,13 +330,10 @@ def test_refused_keys_end_run_live_cleanly_with_a_fatal_reason(
     m = make_manager(fake.url, tmp_path / "journal.jsonl", secret="wrong-secret", risk=RISK)
     cfg = LiveConfig(feed="replay", ws_url="ws://127.0.0.1:9/none", allow_trade=True, risk=RISK)
     summary = run_live(
-        cfg,
-        spec=SPEC,
-        stats=ClipStats(),
-        predictor=Predictor(CyclePolicy([0]), "t@v1"),
-        duration_s=5,
-        out=None,
+        LiveRun(cfg, spec=SPEC, duration_s=5),
+        LoadedChampion(Predictor(CyclePolicy([0]), "t@v1"), SPEC, ClipStats()),
         orders=m,
+        out=None,
     )
     assert summary.stopped.startswith("fatal:") and "refused the keys" in summary.stopped
     assert read_journal(tmp_path / "journal.jsonl")[-1]["what"] == "shutdown"
@@ -369,15 +371,11 @@ def test_a_silent_feed_takes_quotes_down_over_the_real_socket_and_a_rest_outage_
         driver = threading.Thread(target=script, daemon=True)
         driver.start()
         summary = run_live(
-            cfg,
-            spec=SPEC,
-            stats=ClipStats(),
-            predictor=Predictor(CyclePolicy([1, 2] + [0] * 1000), "t@v1"),
-            clock=ScaledClock(msgs[0][0], 10),
-            duration_s=30,
-            out=None,
-            max_skew_s=None,
+            LiveRun(cfg, spec=SPEC, duration_s=30, max_skew_s=None),
+            LoadedChampion(Predictor(CyclePolicy([1, 2] + [0] * 1000), "t@v1"), SPEC, ClipStats()),
             orders=m,
+            clock=ScaledClock(msgs[0][0], 10),
+            out=None,
         )
         driver.join(5)
     assert seen["down_after_s"] < 2.0  # stale after 0.2 s of wall time, cancelled at once

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from live.recording import load_recording
-from live.replay_server import ReplayServer, build_timeline, canonical_to_messages, split_by_symbol
+from sim.replay_server import ReplayServer, build_timeline, canonical_to_messages, split_by_symbol
 
 
 async def _recv_json(ws: Any, timeout: float = 5.0) -> Any:

@@ -1,7 +1,9 @@
 """A fake BitMEX on 127.0.0.1 for tests: the REST subset the live loop uses plus the
-market websocket (`live.replay_server`). Adapter ring (a real HTTP server, real sockets).
+market websocket (`sim.replay_server`). Adapter ring (a real HTTP server, real sockets).
 
-REST (under `/api/v1`, every request signature-checked exactly as BitMEX does, with
+REST (under `/api/v1`, every request signature-checked as BitMEX documents it, by this
+module's own `expected_signature` and not the client's signer, so a signing bug in
+`live.exchange` is refused here as the exchange would refuse it; with
 `x-ratelimit-limit/remaining/reset` headers on every answer):
 `POST /order` (post-only limit; a duplicate clOrdID is refused), `GET /order` (filters
 `clOrdID`, `open`), `PUT /order` (amend price), `DELETE /order` (by clOrdID or orderID),
@@ -24,6 +26,7 @@ clock the same.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import random
@@ -37,7 +40,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from live.exchange import sign_request
+
+def expected_signature(secret: str, verb: str, path: str, expires: str, body: str) -> str:
+    """The signature BitMEX expects (https://www.bitmex.com/app/apiKeysUsage): hex
+    HMAC-SHA256 of the secret over verb + path with query + api-expires + body. Pure."""
+    message = f"{verb}{path}{expires}{body}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
 
 OPEN = ("New", "PartiallyFilled")
 
@@ -243,7 +252,7 @@ class FakeBitmexRest:
             and expires.isdigit()
             and int(expires) >= int(self.now_s())
             and hmac.compare_digest(
-                sig, sign_request(self.api_secret, verb, h.path, int(expires), raw)
+                sig, expected_signature(self.api_secret, verb, h.path, expires, raw)
             )
         )
         if not ok:

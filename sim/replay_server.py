@@ -18,7 +18,7 @@ before a topic's first recorded `partial` receives the recorded one; a subscribe
 joins later (a reconnect, a resubscribe) receives a `partial` synthesised from the current
 table state, exactly as the exchange does.
 
-Fault injection for tests (`live/fake_exchange.py` builds on it): `reject_next_handshakes`
+Fault injection for tests (`sim.fake_exchange` builds on it): `reject_next_handshakes`
 (HTTP 502/503 on the opening handshake), `go_silent()` (stop sending and stop answering
 "ping" on the current connections), `inject(table, symbol, msg)` (send a crafted message).
 """
@@ -34,10 +34,9 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from core.clock import NS_PER_S
+from core.clock import NS_PER_S, iso_ms
 
 BOOK_TABLES = ("orderBookL2", "orderBookL2_25")
 KEYED_TABLES = (*BOOK_TABLES, "quote", "instrument")
@@ -73,13 +72,6 @@ _PARTIAL_HEADERS: dict[str, dict[str, Any]] = {
     "instrument": {"keys": ["symbol"], "types": {}, "foreignKeys": {}, "attributes": {}},
 }
 _PARTIAL_HEADERS["orderBookL2_25"] = _PARTIAL_HEADERS["orderBookL2"]
-
-
-def iso_ms(ts_ns: int) -> str:
-    """BitMEX timestamp text (`2021-07-22T22:36:09.757Z`, millisecond precision) of ns UTC."""
-    dt = datetime.fromtimestamp(ts_ns // NS_PER_S, tz=UTC)
-    ms = (ts_ns % NS_PER_S) // 1_000_000
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms:03d}Z"
 
 
 def split_by_symbol(msg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
