@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from flows.common import DEFAULT_CONFIG
 from flows.progress import QUIET_VAR, display  # standard library only at import
 
-DEFAULT_CONFIG = "conf/default.yaml"
 BUSY_EXIT = 75  # EX_TEMPFAIL: another run holds the data folder; try again later
 COMMAND_PID_VAR = "CHAPPIE_COMMAND_PID"
 

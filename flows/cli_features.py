@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-DEFAULT_CONFIG = "conf/default.yaml"
+from flows.common import DEFAULT_CONFIG
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_CONFIG = "conf/default.yaml"
+from flows.common import DEFAULT_CONFIG
+
 DEFAULT_CRON = "0 2 * * *"  # mirrors flows.serve.DEFAULT_CRON (not imported: keeps --help light)
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote
 
-DEFAULT_CONFIG = "conf/default.yaml"
+from flows.common import DEFAULT_CONFIG
 
 
 def latest_evaluation(data_dir: str) -> Path:

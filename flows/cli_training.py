@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_CONFIG = "conf/default.yaml"
+from flows.common import DEFAULT_CONFIG
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -1,5 +1,9 @@
 """What every flow and CLI handler resolves the same way: the config, the data folder and
-the MLflow tracking URI. Control flow only."""
+the MLflow tracking URI. Control flow only.
+
+Standard library only at import time: the `chappie` parser imports DEFAULT_CONFIG from
+here, and `chappie --help` must stay fast (pydantic and the config models are imported
+by the functions that need them)."""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.config.experiment import ExperimentConfig, load_config
-from core.paths import DataLayout
-from core.settings import Settings, load_settings
+if TYPE_CHECKING:
+    from core.config.experiment import ExperimentConfig
+    from core.paths import DataLayout
+
+#: the experiment config every command reads unless given --config
+DEFAULT_CONFIG = "conf/default.yaml"
 
 
 @dataclass(frozen=True)
@@ -24,13 +31,17 @@ class Runtime:
 
     @property
     def layout(self) -> DataLayout:
+        from core.paths import DataLayout
+
         return DataLayout(Path(self.data_dir))
 
 
 def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None) -> Runtime:
     """Data folder from the argument or CHAPPIE_DATA_DIR (default ./data); tracking URI from
     the argument, MLFLOW_TRACKING_URI, or SQLite inside the data folder."""
-    settings: Settings = load_settings()
+    from core.settings import load_settings
+
+    settings = load_settings()
     if data_dir:
         settings = settings.model_copy(update={"data_dir": Path(data_dir)})
     return Runtime(
@@ -68,6 +79,8 @@ def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
     valid config."""
     import yaml
     from pydantic import ValidationError
+
+    from core.config.experiment import load_config
 
     p = Path(path)
     if not p.is_file():
@@ -132,6 +145,7 @@ def data_folder_lock(data_dir: str | os.PathLike[str], stage: str) -> Iterator[d
     two runs never share a staging folder. Waits up to CHAPPIE_LOCK_WAIT_S (default 0)
     for another run, then raises `core.locks.FolderBusy` (one line naming the holder)."""
     from core.locks import hold_folder
+    from core.settings import load_settings
 
     with hold_folder(data_dir, stage, wait_s=load_settings().lock_wait_s) as holder:
         yield holder
