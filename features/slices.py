@@ -1,12 +1,17 @@
 """Walk-forward slices, manifests, frozen stats and `folds.json`. Adapter.
 
-`build_slices` reads canonical events, samples bars with the one sampler, computes the
-features once over the whole history, drops warm-up rows, cuts folds and stress
-windows, fits frozen stats on each fold's train slice only, validates every slice with
+`build_slices` reads canonical events one day at a time and samples bars with the one
+sampler, its state carried from day to day (`build_bars`: one bars part per day, kept,
+so a new day samples that day only), computes the features part by part with each
+feature's look-back carried over (`ready_parts`; the same bits as one pass over the
+whole history), drops warm-up rows, cuts folds and stress windows, fits frozen stats on each fold's train slice only, validates every slice with
 the expectation suites, and only then publishes: segment files, the stats folders,
 one manifest per slice (a slice *is* its manifest: the ordered segments it is made of,
 see `features.store`) and finally `folds.json`. If any slice fails validation nothing
 new is published and `SliceValidationError` lists every failure.
+
+Memory is flat in the number of days (#19): one day of events, one bars part, the
+rows of one segment or train window, and 17 bytes a bar of times and flags.
 
 Publishing is idempotent: the same events and config give byte-identical segments
 (same sha256, hence the same slice digests); an existing segment is left untouched.
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -25,10 +30,18 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
-from core.atomic import fsync_dir, json_bytes, publish_if_changed, write_with_atomic
+from core.atomic import (
+    atomic_path,
+    fsync_dir,
+    json_bytes,
+    publish_if_changed,
+    write_json_atomic,
+    write_with_atomic,
+)
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_file
@@ -48,6 +61,7 @@ from features.store import (
     read_slice,
     segment_file,
     slice_digest,
+    write_arrow,
     write_arrow_atomic,
     write_segment,
 )
@@ -217,13 +231,23 @@ def day_start_ns(day: str) -> int:
     return int(dt.timestamp()) * 1_000_000_000
 
 
-def check_grid(bars: pl.DataFrame, spec: FeatureSpec) -> None:
-    """Raise SliceBuildError unless bar `ts` are consecutive multiples of the interval."""
+def check_grid(bars: pl.DataFrame, spec: FeatureSpec, after: int | None = None) -> None:
+    """Raise SliceBuildError unless bar `ts` are consecutive multiples of the interval.
+
+    `after`: the last `ts` of the bars before these (a part of a longer history): then
+    these must continue it (an empty part is fine), else they must not be empty."""
     if bars.height == 0:
-        raise SliceBuildError("no bars")
+        if after is None:
+            raise SliceBuildError("no bars")
+        return
     ts = bars[S.TS]
     if int(ts[0]) % spec.interval_ns != 0:
         raise SliceBuildError(f"first bar ts {ts[0]} is not on the {spec.interval_ns} ns grid")
+    if after is not None and int(ts[0]) != after + spec.interval_ns:
+        raise SliceBuildError(
+            f"bars are not on a complete {spec.interval_ns} ns grid "
+            f"(a step of {int(ts[0]) - after} ns between two parts of the history)"
+        )
     if bars.height > 1:
         steps = ts.diff().drop_nulls()
         bad = steps.filter(steps != spec.interval_ns)
@@ -234,11 +258,127 @@ def check_grid(bars: pl.DataFrame, spec: FeatureSpec) -> None:
             )
 
 
+def ready_parts(
+    parts: Iterable[pl.DataFrame], spec: FeatureSpec, spans: Sequence[tuple[int, int]] = ()
+) -> Iterator[pl.DataFrame]:
+    """Slice rows (`slice_rows`: features, warm-up dropped, slice columns; rows whose
+    look-back meets a quiet span in `spans` dropped too) of a history given as
+    consecutive bar parts (days, or blocks of one frame), one part at a time, bit for
+    bit as one pass over the whole history: each part is computed with the
+    `spec.lookback_bars` bars before it, carried over from the parts before (however
+    short they are), whose rows are then dropped (see `features_in_blocks`). Memory:
+    one part and the look-back."""
+    back = spec.lookback_bars
+    cols = slice_columns(spec)
+    tail: pl.DataFrame | None = None
+    for part in parts:
+        if part.height == 0:
+            continue
+        block = part if tail is None else pl.concat([tail, part], rechunk=False)
+        frame = compute_features(block.lazy(), spec).collect(engine="in-memory")
+        if tail is not None:
+            frame = frame.slice(tail.height)
+        tail = block.tail(back)
+        ready = frame.filter(~pl.col(S.WARMUP)).select(cols)
+        if spans and ready.height:
+            ready = ready.filter(~after_gaps(ready[S.TS].to_numpy(), spans, spec.lookback_ns))
+        yield ready
+
+
+class _ReadyRows:
+    """The slice rows of a history, written part by part to `folder` (Arrow IPC), read
+    back by global row range: what `stage_slices` cuts segments and fits stats from
+    without the whole history in memory."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.files: list[Path] = []
+        self.starts: list[int] = [0]
+        self.times: list[np.ndarray] = []
+        self._cache: tuple[int, pa.Table] | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.starts[-1]
+
+    def append(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{len(self.files):06d}.arrow"
+        write_arrow(path, frame)
+        self.files.append(path)
+        self.starts.append(self.starts[-1] + frame.height)
+        self.times.append(frame[S.TS].to_numpy().copy())
+
+    def ts(self) -> np.ndarray:
+        return np.concatenate(self.times)
+
+    def _part(self, i: int) -> pa.Table:
+        if self._cache is None or self._cache[0] != i:
+            with pa.OSFile(str(self.files[i])) as fh:  # read, not mapped: freed when dropped
+                self._cache = (i, pa.ipc.open_file(fh).read_all())
+        return self._cache[1]
+
+    def table(self, lo: int, hi: int) -> pa.Table:
+        """Rows [lo, hi) as one Arrow table (chunked at part edges)."""
+        i = int(np.searchsorted(self.starts, lo, side="right")) - 1
+        pieces = []
+        while lo < hi:
+            start, end = self.starts[i], self.starts[i + 1]
+            take = min(hi, end) - lo
+            pieces.append(self._part(i).slice(lo - start, take))
+            lo += take
+            i += 1
+        return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+
+    def remove(self) -> None:
+        self._cache = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def read_bars(path: str | Path) -> pl.DataFrame:
-    """A bars file: Arrow IPC (`.arrow`, memory-mapped, what `build_bars` writes) or
-    Parquet."""
+    """A bars file: Arrow IPC (`.arrow`, memory-mapped), Parquet, or a bars index
+    (`.json`, what `build_bars` writes: the day parts, concatenated)."""
     p = Path(path)
+    if p.suffix == ".json":
+        parts = list(iter_bars(p))
+        return pl.concat(parts) if parts else pl.DataFrame()
     return pl.read_parquet(p) if p.suffix == ".parquet" else as_frame(read_arrow(p))
+
+
+def iter_bars(path: str | Path, block_rows: int = FEATURE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
+    """A bars file part by part, in order: a bars index's day parts (each read, not
+    mapped, so that a part's memory goes when it is dropped), or a single file's
+    blocks of `block_rows` bars (zero-copy row ranges)."""
+    p = Path(path)
+    if p.suffix != ".json":
+        bars = read_bars(p)
+        for start in range(0, bars.height, block_rows):
+            yield bars.slice(start, block_rows)
+        return
+    index = json.loads(p.read_text())
+    for entry in index["parts"]:
+        with pa.OSFile(str(p.parent / entry["file"])) as fh:
+            table = pa.ipc.open_file(fh).read_all()
+        yield as_frame(table.slice(0, int(entry["rows"])))
+
+
+def read_bars_window(path: str | Path, start_ns: int, end_ns: int) -> pl.DataFrame:
+    """The bars with `start_ns <= ts < end_ns`, reading only the parts of a bars index
+    that meet the window."""
+    p = Path(path)
+    if p.suffix != ".json":
+        return _cut(read_bars(p).lazy(), start_ns, end_ns).collect()
+    index = json.loads(p.read_text())
+    frames = []
+    for entry in index["parts"]:
+        if entry["rows"] and entry["ts_first"] < end_ns and entry["ts_last"] >= start_ns:
+            with pa.OSFile(str(p.parent / entry["file"])) as fh:
+                table = pa.ipc.open_file(fh).read_all()
+            frame = as_frame(table.slice(0, int(entry["rows"])))
+            frames.append(_cut(frame.lazy(), start_ns, end_ns).collect())
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
@@ -336,9 +476,21 @@ def stage_slices(
     """
     spec = cfg.spec
     sh = spec.spec_hash
-    bars = read_bars(bars_path)
-    check_grid(bars, spec)
-    first_ts, last_ts = int(bars[S.TS][0]), int(bars[S.TS][-1])
+    # pass 1, one bars part at a time: the grid, and the bar times and quiet flags
+    # (9 bytes a bar) for the windows and the holes
+    times: list[np.ndarray] = []
+    quiet: list[np.ndarray] = []
+    prev: int | None = None
+    for part in iter_bars(bars_path):
+        check_grid(part, spec, after=prev)
+        if part.height:
+            prev = int(part[S.TS][-1])
+            times.append(part[S.TS].to_numpy().copy())
+            quiet.append(((part[S.N_BOOK_EVENTS] == 0) & (part[S.N_TRADES] == 0)).to_numpy())
+    if not times:
+        raise SliceBuildError("no bars")
+    bar_ts = np.concatenate(times)
+    first_ts, last_ts = int(bar_ts[0]), int(bar_ts[-1])
     if origin_ns is None:
         origin_ns = first_ts // NS_PER_DAY * NS_PER_DAY
     wf = cfg.walk_forward
@@ -348,7 +500,10 @@ def stage_slices(
         w for f in folds for w in (f.train, f.validation, f.test) if w is not None
     ]
     windows += stress
-    spans = _quiet_spans(bars, cfg)
+    spans = quiet_spans(
+        bar_ts, np.concatenate(quiet), spec.interval_ns, round(wf.max_quiet_s * 1e9)
+    )
+    del bar_ts, times, quiet
     problems = windows_over_gaps(windows, spans)
     if problems:
         raise WalkForwardError(
@@ -359,31 +514,33 @@ def stage_slices(
             + ". Move the windows (walk_forward start_hours, n_folds, stress_windows), "
             "fill the gap, or raise walk_forward.max_quiet_s for a truly quiet market."
         )
-    ready = slice_rows(bars, spec)
-    del bars
-    if spans:  # rows whose look-back reaches into a hole are warm-up too
-        ready = ready.filter(~after_gaps(ready[S.TS].to_numpy(), spans, spec.lookback_ns))
-    if ready.height == 0:
+    root = Path(staging_dir)
+    # pass 2: features part by part with the look-back carried over (`ready_parts`);
+    # the ready rows go to disk, only their times stay in memory
+    ready = _ReadyRows(root / ".ready")
+    for frame in ready_parts(iter_bars(bars_path), spec, spans):
+        ready.append(frame)
+    if ready.rows == 0:
+        ready.remove()
         raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
-    ts = ready[S.TS].to_numpy()
-    # ts is sorted: every window is a row range [lo, hi) of `ready`
+    ts = ready.ts()
+    # ts is sorted: every window is a row range [lo, hi) of the ready rows
     rows: dict[str, tuple[int, int]] = {}
     for w in windows:
         lo, hi = (int(i) for i in np.searchsorted(ts, [w.start_ns, w.end_ns], side="left"))
         if hi <= lo:
+            ready.remove()
             raise SliceBuildError(
                 f"slice {w.slice_id} [{w.start_ns}, {w.end_ns}) has no rows after warm-up"
             )
         rows[w.slice_id] = (lo, hi)
-    root = Path(staging_dir)
     # each stretch between two window boundaries is written once, as one segment
     bounds = segment_bounds(list(rows.values()))
     covered = [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if _covered(a, b, rows)]
     segments: dict[int, SlicePart] = {}
     stamps: dict[str, tuple[int, int]] = {}
-    table = ready.to_arrow()  # once (zero-copy); a row range of it is zero-copy too
     for a, b in covered:
-        digest, n = write_segment(root, table.slice(a, b - a))
+        digest, n = write_segment(root, ready.table(a, b))
         segments[a] = SlicePart(file=segment_file(digest), sha256=digest, rows=n)
         info = (root / segments[a].file).stat()
         stamps[digest] = (info.st_size, info.st_mtime_ns)
@@ -411,7 +568,7 @@ def stage_slices(
     for f in folds:
         train = stage(f.train, None)
         lo, hi = rows[f.train.slice_id]
-        frame = ready.slice(lo, hi - lo)
+        frame = as_frame(ready.table(lo, hi))
         st = FrozenStats.fit_columns(
             _float_columns(frame, spec.names),
             spec.names,
@@ -433,6 +590,7 @@ def stage_slices(
                 stats_id=st.stats_id,
             )
         )
+    ready.remove()
     last = entries[-1].stats_id
     staged += [stage(w, last) for w in stress]
     plan = SlicePlan(
@@ -472,18 +630,6 @@ def _float_columns(frame: pl.DataFrame, names: Sequence[str]) -> Iterator[np.nda
         yield scratch
 
 
-def _quiet_spans(bars: pl.DataFrame, cfg: FeaturesConfig) -> list[tuple[int, int]]:
-    """Holes in the data: `walk_forward.max_quiet_s` or more of bars without a book
-    event or a trade (`features.walk_forward.quiet_spans`)."""
-    quiet = (bars[S.N_BOOK_EVENTS] == 0) & (bars[S.N_TRADES] == 0)
-    return quiet_spans(
-        bars[S.TS].to_numpy(),
-        quiet.to_numpy(),
-        cfg.spec.interval_ns,
-        round(cfg.walk_forward.max_quiet_s * 1e9),
-    )
-
-
 def _covered(a: int, b: int, rows: Mapping[str, tuple[int, int]]) -> bool:
     return any(lo <= a and b <= hi for lo, hi in rows.values())
 
@@ -503,7 +649,8 @@ def validate_staged_slice(
     # the bars of the rows that entered the slice (warm-up bars, e.g. a desynced book,
     # were dropped and are not the slice's)
     bars = (
-        _cut(read_bars(plan.bars_path).lazy(), item.start_ns, item.end_ns)
+        read_bars_window(plan.bars_path, item.start_ns, item.end_ns)
+        .lazy()
         .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
         .collect()
     )
@@ -746,14 +893,66 @@ def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> di
     return json.loads(next(iter(seen))) if seen else None
 
 
+#: layout of a bars index and its day parts (part of every day key: a new layout
+#: never reuses parts of an older one)
+BARS_FORMAT = "chappie-bars/2 (day parts)"
+
+
+def bar_day_keys(spec_hash: str, partitions: Mapping[str, str]) -> dict[str, str]:
+    """day -> key of its bars part: a chain over the days in order (the spec, the
+    day's event manifest hash, the previous day's key), since a day's bars depend on
+    the book carried from every day before it. Appending a day keeps every earlier key."""
+    keys: dict[str, str] = {}
+    prev = fingerprint({"format": BARS_FORMAT, "spec": spec_hash})[:16]
+    for day, sha in sorted(partitions.items()):
+        prev = keys[day] = fingerprint({"prev": prev, "events": sha})[:16]
+    return keys
+
+
+def _read_day_events(
+    layout: DataLayout, symbol: str, day: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One event day's book and trades, the columns the sampler reads only: each file
+    checked against its manifest sha256 (streamed), then parsed from its path (not
+    from a copy of its bytes in memory)."""
+    from ingest.events import PartitionError, partition_files, read_manifest
+
+    m = read_manifest(layout, symbol, day)
+    if m is None:
+        raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
+    folder = layout.events_day(symbol, day)
+    files = partition_files(m)
+    out = []
+    for kind, cols in (
+        ("book", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE, S.IS_SNAPSHOT]),
+        ("trades", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]),
+    ):
+        path = folder / files[kind]
+        if sha256_file(path) != m["outputs"][files[kind]]:
+            raise PartitionError(
+                f"events/{symbol}/{day}/{files[kind]} does not match its manifest sha256"
+            )
+        out.append(pl.read_parquet(path, columns=cols))
+    return out[0], out[1]
+
+
 def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
-    """Events of `symbol` -> bars file (Arrow IPC; features.sampler), keyed by the event
-    partitions' manifest hashes and the spec. Returns JSON-able
-    {"bars_path", "bars_sha256", "event_partitions", "origin_ns", "instrument"}
-    (`partition_instrument`); raises SliceBuildError when there are no events or the
-    partitions disagree on the instrument. Idempotent."""
-    from features.sampler import sample_bars
-    from ingest.events import list_event_days, read_events
+    """Events of `symbol` -> bars (features.sampler), one event day at a time, as a
+    bars index `bars/<symbol>/<spec12>/bars-<key>.json` naming one Arrow IPC part per
+    day (`days/<day>-<daykey>.arrow`, the bars closed while that day's events were
+    fed; `bar_day_keys`) and a tail (the last bar, closed after the last event). Beside
+    each day part the sampler's state after it (`.state.npz`) and its record
+    (`.json`, written last: the part is complete). Bit for bit the bars one
+    `sample_bars` over every day gives (tested), holding one day of events at a time.
+
+    Incremental: a day whose part exists is not sampled again; the first missing day
+    resumes from the state of the day before (a nightly that adds a day samples that
+    day only). Returns JSON-able {"bars_path" (the index), "bars_sha256" (its bytes),
+    "event_partitions", "origin_ns", "instrument"} (`partition_instrument`); raises
+    SliceBuildError when there are no events or the partitions disagree on the
+    instrument. Idempotent."""
+    from features.sampler import ResumableSampler
+    from ingest.events import list_event_days, read_manifest
 
     layout = DataLayout(Path(data_dir))
     days = list_event_days(layout, symbol)
@@ -761,25 +960,98 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
         raise SliceBuildError(
             f"no event partitions for {symbol} under {layout.events_symbol(symbol)}"
         )
+    spec = cfg.spec
     parts = event_partition_hashes(layout, symbol, days)
     instrument = partition_instrument(layout, symbol, days)
-    key = fingerprint({"spec": cfg.spec.spec_hash, "events": parts})[:16]
-    folder = layout.root / "bars" / symbol / layout.spec12(cfg.spec.spec_hash)
-    path = folder / f"bars-{key}{BARS_SUFFIX}"
-    if path.exists():
-        digest = sha256_file(path)
-    else:
-        book, trades = read_events(layout, symbol)
-        bars = sample_bars(book, trades, cfg.spec)
-        check_grid(bars, cfg.spec)
-        digest = write_bars(path, bars)
+    spans = {d: (read_manifest(layout, symbol, d) or {}).get("time_span", {}) for d in days}
+    with_events = [d for d in days if spans[d].get("ts_recv_max") is not None]
+    if not with_events:
+        raise SliceBuildError(f"the event partitions of {symbol} hold no events")
+    used = days[: days.index(with_events[-1]) + 1]  # trailing empty days add no bar
+    keys = bar_day_keys(spec.spec_hash, {d: parts[d] for d in used})
+    folder = layout.root / "bars" / symbol / layout.spec12(spec.spec_hash)
+    path = folder / f"bars-{keys[used[-1]]}.json"
+    if not path.exists():
+        _write_bars_index(path, folder, spec, layout, symbol, used, keys, spans, ResumableSampler)
     return {
         "bars_path": str(path),
-        "bars_sha256": digest,
+        "bars_sha256": sha256_file(path),
         "event_partitions": parts,
         "origin_ns": day_start_ns(days[0]),
         "instrument": instrument,
     }
+
+
+def _write_bars_index(
+    path: Path,
+    folder: Path,
+    spec: FeatureSpec,
+    layout: DataLayout,
+    symbol: str,
+    days: list[str],
+    keys: dict[str, str],
+    spans: Mapping[str, Mapping[str, Any]],
+    sampler_cls: Any,
+) -> None:
+    day_dir = folder / "days"
+    day_dir.mkdir(parents=True, exist_ok=True)
+
+    def name(day: str) -> str:
+        return f"{day}-{keys[day]}"
+
+    done = [(day_dir / f"{name(d)}.json").exists() for d in days]
+    first = done.index(False) if False in done else len(days)
+    if first == 0:
+        sampler = sampler_cls(spec)
+    else:
+        with np.load(day_dir / f"{name(days[first - 1])}.state.npz") as z:
+            sampler = sampler_cls.from_state(spec, {k: z[k] for k in z.files})
+    for day in days[first:]:
+        book, trades = _read_day_events(layout, symbol, day)
+        bars = sampler.feed(book, trades, day_start_ns(day) + NS_PER_DAY - 1)
+        del book, trades
+        if bars.height:  # (the parts continue each other: `stage_slices` checks)
+            check_grid(bars, spec)
+        _, digest, _ = write_arrow_atomic(day_dir / f"{name(day)}.arrow", bars)
+        state = sampler.state()
+        with atomic_path(day_dir / f"{name(day)}.state.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **state)
+        record = {
+            "day": day,
+            "file": f"days/{name(day)}.arrow",
+            "sha256": digest,
+            "rows": bars.height,
+            "ts_first": int(bars[S.TS][0]) if bars.height else None,
+            "ts_last": int(bars[S.TS][-1]) if bars.height else None,
+        }
+        write_json_atomic(day_dir / f"{name(day)}.json", record)
+    records = [json.loads((day_dir / f"{name(d)}.json").read_text()) for d in days]
+    # the last day: its part holds the bars up to midnight; one pass over these days
+    # stops at the bar of the last event, closed after it (the tail)
+    last_ts = int(spans[days[-1]]["ts_recv_max"])
+    dt = spec.interval_ns
+    close = -(-last_ts // dt) * dt
+    last = records[-1]
+    if last["rows"]:
+        last["rows"] = max(0, min(last["rows"], (close - last["ts_first"]) // dt + 1))
+        last["ts_last"] = last["ts_first"] + (last["rows"] - 1) * dt if last["rows"] else None
+    with np.load(day_dir / f"{name(days[-1])}.state.npz") as z:
+        tail = sampler_cls.from_state(spec, {k: z[k] for k in z.files}).finish(last_ts)
+    if tail.height:
+        tail_name = f"bars-{keys[days[-1]]}-tail.arrow"
+        _, digest, _ = write_arrow_atomic(folder / tail_name, tail)
+        records.append(
+            {
+                "day": days[-1],
+                "file": tail_name,
+                "sha256": digest,
+                "rows": tail.height,
+                "ts_first": int(tail[S.TS][0]),
+                "ts_last": int(tail[S.TS][-1]),
+            }
+        )
+    parts = [r for r in records if r["rows"]]
+    write_json_atomic(path, {"format": BARS_FORMAT, "spec_hash": spec.spec_hash, "parts": parts})
 
 
 def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIndex:
