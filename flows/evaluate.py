@@ -330,7 +330,7 @@ def _evaluate_policies(
                     dkey,
                     c.model_key,
                     c.config_key,
-                    c.returns(cfg.evaluation.return_period_s),
+                    c.returns(cfg.evaluation.return_period_s).tolist(),
                 ),
             )
         st.advance()
