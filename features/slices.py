@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -259,7 +259,10 @@ def check_grid(bars: pl.DataFrame, spec: FeatureSpec, after: int | None = None) 
 
 
 def ready_parts(
-    parts: Iterable[pl.DataFrame], spec: FeatureSpec, spans: Sequence[tuple[int, int]] = ()
+    parts: Iterable[pl.DataFrame],
+    spec: FeatureSpec,
+    spans: Sequence[tuple[int, int]] = (),
+    keep: Callable[[int, int], bool] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Slice rows (`slice_rows`: features, warm-up dropped, slice columns; rows whose
     look-back meets a quiet span in `spans` dropped too) of a history given as
@@ -267,7 +270,11 @@ def ready_parts(
     bit as one pass over the whole history: each part is computed with the
     `spec.lookback_bars` bars before it, carried over from the parts before (however
     short they are), whose rows are then dropped (see `features_in_blocks`). Memory:
-    one part and the look-back."""
+    one part and the look-back.
+
+    `keep(first_ts, last_ts)`: False for a part no slice needs: its features are not
+    computed (only its last bars are carried on as the next part's look-back) and it
+    yields an empty frame."""
     back = spec.lookback_bars
     cols = slice_columns(spec)
     tail: pl.DataFrame | None = None
@@ -275,10 +282,14 @@ def ready_parts(
         if part.height == 0:
             continue
         block = part if tail is None else pl.concat([tail, part], rechunk=False)
+        if keep is not None and not keep(int(part[S.TS][0]), int(part[S.TS][-1])):
+            tail = block.tail(back).rechunk()
+            yield pl.DataFrame()
+            continue
         frame = compute_features(block.lazy(), spec).collect(engine="in-memory")
         if tail is not None:
             frame = frame.slice(tail.height)
-        tail = block.tail(back)
+        tail = block.tail(back).rechunk()
         ready = frame.filter(~pl.col(S.WARMUP)).select(cols)
         if spans and ready.height:
             ready = ready.filter(~after_gaps(ready[S.TS].to_numpy(), spans, spec.lookback_ns))
@@ -348,8 +359,7 @@ def read_bars(path: str | Path) -> pl.DataFrame:
 
 
 def iter_bars(path: str | Path, block_rows: int = FEATURE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
-    """A bars file part by part, in order: a bars index's day parts (each read, not
-    mapped, so that a part's memory goes when it is dropped), or a single file's
+    """A bars file part by part, in order: a bars index's day parts, or a single file's
     blocks of `block_rows` bars (zero-copy row ranges)."""
     p = Path(path)
     if p.suffix != ".json":
@@ -359,9 +369,9 @@ def iter_bars(path: str | Path, block_rows: int = FEATURE_BLOCK_ROWS) -> Iterato
         return
     index = json.loads(p.read_text())
     for entry in index["parts"]:
-        with pa.OSFile(str(p.parent / entry["file"])) as fh:
-            table = pa.ipc.open_file(fh).read_all()
-        yield as_frame(table.slice(0, int(entry["rows"])))
+        # memory-mapped: only the pages of the columns and rows used are read (a part
+        # no slice needs costs its last bars), and they go when the part is dropped
+        yield as_frame(read_arrow(p.parent / entry["file"]).slice(0, int(entry["rows"])))
 
 
 def read_bars_window(path: str | Path, start_ns: int, end_ns: int) -> pl.DataFrame:
@@ -518,7 +528,11 @@ def stage_slices(
     # pass 2: features part by part with the look-back carried over (`ready_parts`);
     # the ready rows go to disk, only their times stay in memory
     ready = _ReadyRows(root / ".ready")
-    for frame in ready_parts(iter_bars(bars_path), spec, spans):
+
+    def needed(first: int, last: int) -> bool:  # a part some window holds rows of
+        return any(w.start_ns <= last and first < w.end_ns for w in windows)
+
+    for frame in ready_parts(iter_bars(bars_path), spec, spans, needed):
         ready.append(frame)
     if ready.rows == 0:
         ready.remove()
