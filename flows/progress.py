@@ -182,7 +182,10 @@ class _Display:
 
     def _retarget_log_handlers(self) -> None:
         """Stream handlers that write to the real stderr (set up before the display, e.g.
-        Prefect's) write through the display's proxy while it is live."""
+        Prefect's) write through the display while it is live: their stream becomes the
+        display's stderr proxy, and a handler that prints through a rich Console of its
+        own (Prefect's console handler: rich unwraps the proxy and would write straight to
+        the terminal, through the rows) prints through the display's console instead."""
         proxy = sys.stderr  # rich's FileProxy while the display is live
         if proxy is self._orig_stderr:
             return
@@ -192,30 +195,43 @@ class _Display:
             for lg in logging.Logger.manager.loggerDict.values()
             if isinstance(lg, logging.Logger)
         ]
-        for lg in loggers:
-            for h in lg.handlers:
-                if type(h) is logging.FileHandler or not isinstance(h, logging.StreamHandler):
-                    continue
-                if id(h.stream) not in targets:
-                    continue
-                console = getattr(h, "console", None)  # Prefect's handler prints via rich
-                old_file = console.file if console is not None else None
-                self._moved.append((h, h.stream, old_file))
-                h.setStream(proxy)
-                if console is not None:
-                    console.file = proxy
+        seen: set[int] = set()
+        for h in (h for lg in loggers for h in lg.handlers):
+            if id(h) in seen or not isinstance(h, logging.StreamHandler):
+                continue
+            seen.add(id(h))
+            if isinstance(h, logging.FileHandler) or id(h.stream) not in targets:
+                continue
+            console = getattr(h, "console", None)
+            self._moved.append((h, h.stream, console))
+            h.setStream(proxy)
+            if console is not None:
+                h.console = _PlainConsole(self.console)  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         with self._lock:
-            for h, stream, old_file in reversed(self._moved):
+            for h, stream, console in reversed(self._moved):
                 h.setStream(stream)
-                console = getattr(h, "console", None)
-                if console is not None and old_file is not None:
-                    console.file = old_file
+                if console is not None:
+                    h.console = console  # type: ignore[attr-defined]
             self._moved.clear()
             if self._progress is not None:
                 self._progress.stop()
                 self._progress = None
+
+
+class _PlainConsole:
+    """What a log handler's `console.print(message, ...)` needs, printing the message as
+    plain text (never markup) above the display's rows."""
+
+    def __init__(self, console: Any) -> None:
+        self._console = console
+
+    def print(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        from rich.text import Text
+
+        text = message if isinstance(message, Text) else Text(str(message))
+        self._console.print(text, soft_wrap=kwargs.get("soft_wrap", True))
 
 
 _DISPLAY: _Display | None = None

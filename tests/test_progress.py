@@ -33,9 +33,31 @@ class _Terminal(io.StringIO):
         return True
 
 
+TOKEN = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|([\r\n])|([^\x1b\r\n]+)")
+
+
 def _lines(text: str) -> list[str]:
-    """What a terminal keeps: ANSI codes dropped, each line's last carriage-return segment."""
-    return [seg.rstrip("\r").split("\r")[-1].rstrip() for seg in ANSI.sub("", text).split("\n")]
+    """The lines a terminal shows after `text`: carriage return, newline, erase line
+    (ESC[2K, ESC[K) and cursor up (ESC[nA) applied, other codes ignored."""
+    lines, col = [""], 0
+    for m in TOKEN.finditer(text.replace("\r\n", "\n")):
+        args, cmd, ctl, txt = m.groups()
+        if txt:
+            cur = lines[-1]
+            lines[-1] = cur[:col] + txt + cur[col + len(txt) :]
+            col += len(txt)
+        elif ctl == "\r":
+            col = 0
+        elif ctl == "\n":
+            lines.append("")
+            col = 0
+        elif cmd == "K":
+            lines[-1] = "" if args == "2" else lines[-1][:col]
+        elif cmd == "A":
+            for _ in range(int(args or 1)):
+                if len(lines) > 1:
+                    lines.pop()
+    return [ln.rstrip() for ln in lines]
 
 
 @pytest.fixture()
@@ -79,6 +101,33 @@ def test_log_line_during_live_rows_prints_whole_above_them(terminal: _Terminal) 
     done = [ln for ln in lines if ln.startswith("✓ work: 3 items in ")]
     assert len(done) == 1, lines
     assert "work" in ANSI.sub("", terminal.getvalue()).split("1/3 items")[0]  # a live row drawn
+
+
+def test_prefect_console_handler_prints_above_the_rows_not_through_them(
+    terminal: _Terminal,
+) -> None:
+    """Prefect's handler prints through a rich Console of its own, which would unwrap the
+    display's stderr proxy and write straight through the rows."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    logger = logging.getLogger("chappie-test-progress-prefect")
+    handler = PrefectConsoleHandler(stream=terminal)
+    own_console = handler.console
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with stderr_to(terminal), progress.display(), progress.step("work", 2, "items") as st:
+            st.advance()
+            time.sleep(0.15)  # the row is drawn
+            logger.warning("Task run 'x' - [bold]not markup[/bold]")
+            time.sleep(0.15)
+            st.advance()
+        assert handler.console is own_console and handler.stream is terminal  # restored
+    finally:
+        logger.removeHandler(handler)
+    lines = _lines(terminal.getvalue())
+    assert "Task run 'x' - [bold]not markup[/bold]" in lines, lines  # whole, on its own line
+    assert [ln for ln in lines if ln.startswith("✓ work")] == [lines[-2]]  # rows erased after
 
 
 def test_not_a_terminal_gets_one_line_per_finished_step(monkeypatch: pytest.MonkeyPatch) -> None:
