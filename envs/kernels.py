@@ -43,7 +43,8 @@ T_STAKE, T_C, T_PNL, T_FEES = 0, 1, 2, 3
 # reward params
 R_UNREAL, R_REAL, R_FEE, R_FUND, R_OPEN_H, R_OPEN_PEN, R_CLOSE_H, R_CLOSE_PEN, R_TERM = range(9)
 R_MARK = 9  # 1: reward spec r2 (the unrealized term is the step's change, marked to market)
-N_REWARD_PARAMS = 10
+R_DETREND = 10  # 1: r2 less the slice's average drift earned by the position (RewardConfig.detrend)
+N_REWARD_PARAMS = 11
 
 
 # ------------------------------------------------------------------ contract arithmetic
@@ -339,14 +340,17 @@ def reward_terms(
     episode_end: bool,
     scale: float,
     unrealized_change: float,
+    drift: float,
 ) -> tuple[float, float, float, float, float, float, float, float]:
     """(unrealized, realized, fees, funding, open_penalty, close_penalty,
     terminal_penalty, total); see `envs.rewards`. balance > 0 is the caller's check.
     unrealized_change: the unrealised pnl's change over the step (settle currency), read
-    instead of the unrealised return under spec r2 (rw[R_MARK] == 1)."""
+    instead of the unrealised return under spec r2 (rw[R_MARK] == 1); drift: what the
+    slice's average drift paid the position over the step (a fraction of the balance),
+    taken off it when rw[R_DETREND] == 1."""
     holding = exposure > 0.0
     if rw[R_MARK] != 0.0:
-        unreal = rw[R_UNREAL] * unrealized_change / balance
+        unreal = rw[R_UNREAL] * (unrealized_change / balance - rw[R_DETREND] * drift)
     else:
         unreal = rw[R_UNREAL] * unrealized_return * exposure
     real = rw[R_REAL] * realized_pnl / balance
@@ -376,7 +380,9 @@ H_SIZE = 24
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
 F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
 F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec r2)
-F_RW = N_ACCT + 15  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
+F_DRIFT = N_ACCT + 15  # the slice's average log return per bar (RewardConfig.detrend)
+F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
+F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 F_SIZE = F_RW + N_REWARD_PARAMS
 # data columns (rows of the slice), after the lot and trade regions; D_MAKER / D_TAKER:
 # the fee rates in force at each bar (core.fees, resolved once when the env is built)
@@ -529,6 +535,7 @@ def env_observe(
         terms = reward_terms(
             F[F_RW : F_RW + N_REWARD_PARAMS], balance, exp, upnl / base if base > 0.0 else 0.0,
             realized, fees, funding, s4, s6, episode_end, F[F_PSCALE], upnl - F[F_UPNL0],
+            side * exp * F[F_DSTEP],
         )  # fmt: skip
         for j in range(8):
             lf[G_TERMS + j] = terms[j]
@@ -625,6 +632,7 @@ def env_step(
     end = t + I[H_SKIP]
     if end > last:
         end = last
+    F[F_DSTEP] = F[F_DRIFT] * (end - t)
     F[F_BAL0] = F[A_BAL]
     real0 = F[A_REAL]
     fees0 = F[A_FEES]

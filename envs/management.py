@@ -464,6 +464,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         F[K.F_PC] = cfg.pct_clip
         F[K.F_EQ0] = cfg.initial_equity_xbt
         F[K.F_RW : K.F_RW + K.N_REWARD_PARAMS] = reward_params(cfg.reward)
+        if n > 1 and mid[0] > 0 and mid[-1] > 0:  # the slice's mean log return per bar
+            F[K.F_DRIFT] = float(np.log(mid[-1] / mid[0])) / (n - 1)
         di, df = K.data_offsets(lot_cap, trade_cap)
         for j, name in ((K.D_TS, TS), (K.D_BID, BEST_BID_TICKS), (K.D_ASK, BEST_ASK_TICKS)):
             I[di + j * n : di + (j + 1) * n] = cols[name]

@@ -23,6 +23,10 @@ Spec r2 differs in one term, marked to market:
   With unrealized_scale = realized_scale = fee_scale = funding_scale = s and no
   penalties, the total is s * (the step's change of equity) / balance: the reward sums
   to the episode's pnl, so a policy is paid for what the backtest scores and nothing else.
+  With `detrend`, the term also gives back what the slice's average drift paid the
+  position over the step (signed exposure x mean log return per bar x bars): a training
+  slice that rose all day then does not teach "be long", only timing (the backtest and the
+  gates score the true equity either way).
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def reward_terms(
     episode_end: bool,
     scale: float,
     unrealized_change: float = 0.0,
+    drift: float = 0.0,
 ) -> dict[str, float]:
     """The reward terms of one step (see module docstring) and their sum under "total".
 
@@ -90,7 +95,8 @@ def reward_terms(
     stakes (>= 0, 0 = flat); unrealized_return: unrealised pnl / entry value of the open
     lots; realized_pnl, fees, funding: settle-currency amounts of this step (fees and
     funding positive = paid); hours: management-state values; scale: punishment scale;
-    unrealized_change: the unrealised pnl's change over the step (read under spec r2).
+    unrealized_change: the unrealised pnl's change over the step (read under spec r2);
+    drift: what the slice's average drift paid the position over the step (r2 with detrend).
     """
     if not balance > 0:
         raise ValueError(f"balance must be > 0, got {balance}")
@@ -98,6 +104,7 @@ def reward_terms(
         reward_params(cfg), float(balance), float(exposure), float(unrealized_return),
         float(realized_pnl), float(fees), float(funding), float(avg_open_hours),
         float(hours_since_close), bool(episode_end), float(scale), float(unrealized_change),
+        float(drift),
     )  # fmt: skip
     return dict(zip((*TERM_NAMES, "total"), terms, strict=True))
 
@@ -115,4 +122,5 @@ def reward_params(cfg: RewardConfig) -> np.ndarray:
     out[K.R_CLOSE_PEN] = cfg.close_position_penalty
     out[K.R_TERM] = cfg.terminal_penalty
     out[K.R_MARK] = 1.0 if cfg.version == "r2" else 0.0
+    out[K.R_DETREND] = 1.0 if cfg.detrend else 0.0
     return out

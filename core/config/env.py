@@ -23,6 +23,9 @@ class RewardConfig(FrozenModel):
     # r2: it is the step's change of the unrealised pnl / balance (marked to market)
     version: str = "r1"
     unrealized_scale: float = 1.0  # weight of the unrealized term (see version)
+    # r2 only: take the training slice's average drift out of the unrealized term, so the
+    # reward pays timing, not the slice's trend (envs/rewards.py)
+    detrend: bool = False
     fee_scale: float = 1.0  # weight of -fees/balance paid this step (rebates positive)
     realized_scale: float = 1.0  # weight of realised pnl / balance on closes
     funding_scale: float = 1.0  # weight of -funding/balance paid this step
@@ -92,6 +95,10 @@ class EnvConfig(FrozenModel):
     def _penalty_hours_are_observable(self) -> EnvConfig:
         # the penalties read the clipped management-state hours: a limit at or above the
         # clip would never trigger
+        if self.reward.detrend and self.reward.version != "r2":
+            raise ValueError(
+                "reward.detrend needs reward.version r2 (a change-based unrealized term)"
+            )
         for name in ("open_position_hours", "close_position_hours"):
             if getattr(self.reward, name) >= self.hours_clip:
                 raise ValueError(
