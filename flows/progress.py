@@ -307,3 +307,60 @@ def polling(fn: Callable[[], None], interval_s: float = 0.5) -> Iterator[None]:
         thread.join(timeout=5)
         with contextlib.suppress(Exception):
             fn()
+
+
+class WorkerOutput:
+    """Where worker processes (the training pool) write their stderr while the display is
+    live: they inherit the terminal and would write through the rows. Each worker sends
+    its stderr to a temporary file (`redirect_stderr`, in its initializer) and `relay`
+    prints the file's new complete lines above the rows. Off a live display `path` is
+    None and workers keep the command's stderr."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self._offset = 0
+        self._partial = b""
+        self._lock = threading.Lock()
+        d = _DISPLAY
+        if d is not None and d.live:
+            import tempfile
+
+            fd, self.path = tempfile.mkstemp(prefix="chappie-workers-", suffix=".log")
+            os.close(fd)
+
+    def relay(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            try:
+                with open(self.path, "rb") as fh:
+                    fh.seek(self._offset)
+                    data = fh.read()
+            except OSError:
+                return
+            self._offset += len(data)
+            *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            note(line.decode("utf-8", "replace").rstrip("\r"))
+
+    def close(self) -> None:
+        """Relay what is left and remove the file."""
+        if self.path is None:
+            return
+        self.relay()
+        if self._partial:
+            note(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.path = None
+
+
+def redirect_stderr(path: str) -> None:
+    """In a worker process: send file descriptor 2 (sys.stderr, logging, C libraries) to
+    `path`, appending (`WorkerOutput`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)

@@ -60,12 +60,23 @@ def train_policy(train_task: TrainTask) -> dict[str, Any]:
     return train_one(train_task).model_dump(mode="json")
 
 
-def task_runner(sweep: SweepConfig) -> TaskRunner:  # type: ignore[type-arg]
+def init_worker(parent_pid: int, stderr_path: str | None = None) -> None:
+    """Pool worker initializer: `core.lifetime.init_pool_worker`, and its stderr into
+    `stderr_path` when the command's progress display is live (`progress.WorkerOutput`
+    relays it above the rows)."""
+    if stderr_path:
+        progress.redirect_stderr(stderr_path)
+    init_pool_worker(parent_pid)
+
+
+def task_runner(sweep: SweepConfig, stderr_path: str | None = None) -> TaskRunner:  # type: ignore[type-arg]
     """Process pool (default; workers die with this process), Dask (prefect-dask), or
     one worker thread. Create it in the process that runs the flow."""
     if sweep.executor == "process":
         return ProcessPoolTaskRunner(
-            max_workers=sweep.n_workers, initializer=init_pool_worker, initargs=(os.getpid(),)
+            max_workers=sweep.n_workers,
+            initializer=init_worker,
+            initargs=(os.getpid(), stderr_path),
         )
     if sweep.executor == "dask":
         from prefect_dask import DaskTaskRunner
@@ -314,6 +325,12 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
 def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     """Entry point (nightly, CLI): the `train-policies` flow on the task runner that
     `cfg.sweep` asks for."""
-    return train_policies_flow.with_options(task_runner=task_runner(cfg.sweep))(  # type: ignore[arg-type]
-        cfg, data_dir, tracking_uri
-    )
+    workers = progress.WorkerOutput()
+    try:
+        with progress.polling(workers.relay):
+            runner = task_runner(cfg.sweep, workers.path)
+            return train_policies_flow.with_options(task_runner=runner)(  # type: ignore[arg-type]
+                cfg, data_dir, tracking_uri
+            )
+    finally:
+        workers.close()

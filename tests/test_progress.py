@@ -264,3 +264,28 @@ def test_quiet_sets_libraries_to_errors_for_the_command_and_its_workers() -> Non
         cwd=REPO,
     )
     assert out.stdout.split() == ["ERROR", "ERROR", "1", "1"]
+
+
+def test_worker_stderr_is_relayed_above_the_rows(terminal: _Terminal) -> None:
+    """Pool workers inherit the terminal; on a live display they write their stderr into a
+    file whose lines the command prints above the rows."""
+    assert progress.WorkerOutput().path is None  # no display: workers keep stderr
+    worker = (
+        "import os, sys\n"
+        "from flows.progress import redirect_stderr\n"
+        "redirect_stderr(sys.argv[1])\n"
+        "print('a warning from a worker', file=sys.stderr, flush=True)\n"
+        "os.write(2, b'raw bytes from C code\\npartial')\n"
+    )
+    with stderr_to(terminal), progress.display(), progress.step("train", 2, "tasks") as st:
+        out = progress.WorkerOutput()
+        assert out.path is not None
+        subprocess.run([sys.executable, "-c", worker, out.path], cwd=REPO, check=True)
+        out.relay()
+        st.advance(2)
+        path = Path(out.path)
+        out.close()
+        assert not path.exists()
+    lines = _lines(terminal.getvalue())
+    for line in ("a warning from a worker", "raw bytes from C code", "partial"):
+        assert line in lines, lines
