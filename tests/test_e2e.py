@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from training.baselines import BASELINE_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,7 @@ def test_nightly_logs_sweep_and_child_runs_to_mlflow(nightly_outcome):
     )
     # 2 seeds x 3 folds x 1 trial x 1 timesteps, and one run per baseline
     trained = [c for c in children if c.data.tags.get("baseline") != "true"]
-    assert len(trained) == 6 and len(children) == 6 + 4
+    assert len(trained) == 6 and len(children) == 6 + len(BASELINE_NAMES)
     assert all(c.info.status == "FINISHED" for c in children)
     assert mlflow.get_tracking_uri() is not None
 
@@ -102,7 +104,7 @@ def test_an_untrained_policy_beside_the_baselines_moves_no_alias(nightly_outcome
     outcome, data_dir = nightly_outcome
     ev_path = data_dir / "reports" / outcome["sweep_run_id"] / "evaluation.json"
     ev = json.loads(ev_path.read_text())
-    assert set(ev["baselines"]) == {"flat", "always_quote", "random", "imbalance_rule"}
+    assert set(ev["baselines"]) == set(BASELINE_NAMES)
     for b in ev["baselines"].values():
         assert {"pnl_plus_fees", "pnl_without_fees", "fees", "trades", "max_drawdown"} <= set(b)
         assert b["slices"] and b["fee_sensitivity"]

@@ -14,6 +14,9 @@ Every candidate is judged beside this panel (DESIGN.md "Evaluation beside baseli
   named feature (default `imbalance_l1`, the level-1 queue imbalance) favours: a resting
   bid when it is above `rule_threshold`, a resting ask when below `-rule_threshold`,
   nothing otherwise; it cancels the disfavoured side first.
+- `hold_long` / `hold_short`: keep a maker order on one side until the position is at its
+  cap, then hold it: the market's drift over the slice, whichever way it went. A policy
+  that only learnt its training slice's trend scores like one of these, not like skill.
 
 A policy is a `training.backtest.BatchPolicy`: `(N, obs_dim) float32 -> (N,) actions`,
 reading only the observation the agent sees (the order flags and position size are part of
@@ -34,7 +37,15 @@ from envs.management import ASK_ONLY, BID_ONLY, HOLD, TOGGLE_LONG, TOGGLE_SHORT
 from training.backtest import BatchPolicy
 
 FLAT, ALWAYS_QUOTE, RANDOM, IMBALANCE_RULE = "flat", "always_quote", "random", "imbalance_rule"
-BASELINE_NAMES: tuple[str, ...] = (FLAT, ALWAYS_QUOTE, RANDOM, IMBALANCE_RULE)
+HOLD_LONG, HOLD_SHORT = "hold_long", "hold_short"
+BASELINE_NAMES: tuple[str, ...] = (
+    FLAT,
+    ALWAYS_QUOTE,
+    RANDOM,
+    IMBALANCE_RULE,
+    HOLD_LONG,
+    HOLD_SHORT,
+)
 
 _LONG_STATE = MANAGEMENT_STATE.index("long_state")
 _SHORT_STATE = MANAGEMENT_STATE.index("short_state")
@@ -113,6 +124,16 @@ def always_quote_policy(layout: ObservationLayout) -> BatchPolicy:
     return act
 
 
+def hold_policy(layout: ObservationLayout, side: int) -> BatchPolicy:
+    """Build a position on one side (+1 long, -1 short) with maker orders, then hold it."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        yes = np.ones(obs.shape[0], dtype=bool)
+        return _quote_toward(yes if side > 0 else ~yes, ~yes if side > 0 else yes, obs, layout)
+
+    return act
+
+
 def random_policy(seed: int, fold: int, n_actions: int = 3) -> BatchPolicy:
     """Uniform actions from `numpy.random.default_rng([seed, fold])`: reproducible, and
     different folds do not replay the same sequence."""
@@ -160,6 +181,9 @@ def baseline_policy_for_fold(
         return lambda fold: flat_policy()
     if name == ALWAYS_QUOTE:
         return lambda fold: always_quote_policy(layout)
+    if name in (HOLD_LONG, HOLD_SHORT):
+        side = 1 if name == HOLD_LONG else -1
+        return lambda fold: hold_policy(layout, side)
     if name == RANDOM:
         n_actions = len(ACTION_NAMES[layout.action_mode])
         return lambda fold: random_policy(seed, fold, n_actions)

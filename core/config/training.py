@@ -69,12 +69,10 @@ class GatesConfig(FrozenModel):
 class BaselinesConfig(FrozenModel):
     """The reference policies backtested beside every candidate (training/baselines.py)."""
 
-    names: tuple[Literal["flat", "always_quote", "random", "imbalance_rule"], ...] = (
-        "flat",
-        "always_quote",
-        "random",
-        "imbalance_rule",
-    )
+    names: tuple[
+        Literal["flat", "always_quote", "random", "imbalance_rule", "hold_long", "hold_short"],
+        ...,
+    ] = ("flat", "always_quote", "random", "imbalance_rule", "hold_long", "hold_short")
     random_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # uniform random actions, one run each
     rule_feature: str = "imbalance_l1"  # the simple rule quotes the side this feature favours
     rule_threshold: float = Field(0.0, ge=0)  # |raw feature| above this to quote a side

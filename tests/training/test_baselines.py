@@ -31,10 +31,12 @@ from features.stats import FrozenStats
 from tests.training.conftest import REPO, DataDir, build_data_dir
 from training.backtest import BatchPolicy
 from training.baselines import (
+    BASELINE_NAMES,
     ObservationLayout,
     always_quote_policy,
     baseline_runs,
     flat_policy,
+    hold_policy,
     imbalance_rule_policy,
     random_policy,
 )
@@ -111,6 +113,21 @@ def test_target_actions_name_the_wanted_orders_whatever_rests() -> None:
         assert rule(obs(*rests, 0.0, -2.0))[0] == ASK_ONLY
         assert rule(obs(*rests, 0.0, 0.5))[0] == NO_ORDERS
     assert set(random_policy(3, 0, 4)(np.zeros((200, 11), np.float32))) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("mode", ["toggle", "target"])
+def test_hold_baselines_build_one_side_to_the_cap_then_hold(mode: str) -> None:
+    layout = ObservationLayout(("a", "b"), 2, action_mode=mode)
+    long, short = hold_policy(layout, 1), hold_policy(layout, -1)
+    if mode == "target":
+        assert long(obs(0, 0, 0.0))[0] == BID_ONLY and short(obs(0, 0, 0.0))[0] == ASK_ONLY
+        return
+    assert long(obs(0, 0, 0.0))[0] == TOGGLE_LONG  # place the bid
+    assert long(obs(1, 0, 0.5))[0] == HOLD  # it rests: keep it
+    assert long(obs(0, 1, 0.0))[0] == TOGGLE_SHORT  # an ask rests: cancel it first
+    assert long(obs(0, 0, 1.0))[0] == HOLD  # at the cap: hold the position
+    assert short(obs(0, 0, 0.0))[0] == TOGGLE_SHORT
+    assert short(obs(0, 0, -1.0))[0] == HOLD
 
 
 def test_imbalance_rule_refuses_a_feature_the_spec_lacks() -> None:
@@ -260,7 +277,7 @@ def test_planted_skill_passes_beats_baselines(judged) -> None:
 
 def test_evaluation_carries_the_baseline_panel_with_spread_and_fee_sensitivity(judged) -> None:
     panel = judged["_all"]["baselines"]
-    assert set(panel) == {"flat", "always_quote", "random", "imbalance_rule"}
+    assert set(panel) == set(BASELINE_NAMES)
     for entry in panel.values():
         assert {"pnl_plus_fees", "pnl_without_fees", "fees", "trades", "max_drawdown"} <= set(entry)
         assert len(entry["slices"]) == 4 and len(entry["stress_slices"]) == 1

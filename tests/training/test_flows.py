@@ -10,6 +10,7 @@ import pytest
 
 from core.config.experiment import ExperimentConfig
 from tests.training.conftest import DataDir, build_data_dir
+from training.baselines import BASELINE_NAMES
 from training.gates import DEFINITIONS
 
 CONTRACT_KEYS = {
@@ -89,6 +90,8 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
     assert sorted(r.info.run_name for r in baselines) == [
         "baseline-always_quote",
         "baseline-flat",
+        "baseline-hold_long",
+        "baseline-hold_short",
         "baseline-imbalance_rule",
         "baseline-random",
     ]
@@ -118,7 +121,7 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
     assert json.loads(path.read_text()) == ev
     assert set(ev) >= CONTRACT_KEYS
     assert ev["overfitting"]["n_trials"] == 2 and ev["overfitting"]["pbo"] is not None
-    assert set(ev["baselines"]) == {"flat", "always_quote", "random", "imbalance_rule"}
+    assert set(ev["baselines"]) == set(BASELINE_NAMES)
     for b in ev["baselines"].values():
         assert {"pnl_plus_fees", "pnl_without_fees", "fees", "trades", "max_drawdown"} <= set(b)
         assert [s["slice_id"] for s in b["slices"]] == ["fold00-test", "fold01-test"]
