@@ -140,7 +140,7 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
         bars = build_bars(cfg, data_dir, symbol, fp)
         if not Path(bars["bars_path"]).exists():
             bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
-        st.result = f"{len(bars['event_partitions'])} event days sampled"
+        st.result = f"{progress.count(len(bars['event_partitions']), 'event day')} sampled"
     staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
     with progress.step("features") as st:
         plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
@@ -148,7 +148,7 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
             plan = stage_slices.with_options(refresh_cache=True)(
                 bars["bars_path"], cfg, staging, bars["origin_ns"]
             )
-        st.result = f"{len(plan['slices'])} slices computed"
+        st.result = f"{progress.count(len(plan['slices']), 'slice')} computed"
     docs = str(layout.gx) if cfg.expectations.data_docs else None
     validations: dict[str, Any] = {}
     failed: list[str] = []
@@ -178,7 +178,7 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
             bars.get("instrument"),
         )
         remove_staging(plan)
-        st.result = f"{len(plan['slices'])} slices"
+        st.result = progress.count(len(plan["slices"]), "slice")
     create_table_artifact(
         key="feature-slices",
         table=[

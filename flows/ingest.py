@@ -92,7 +92,10 @@ def _ingest(
     fp = fingerprint_source(cfg)
     staging = str(Path(data_dir) / "staging" / "ingest" / fp[:16])
     progress = progress and not display.active()  # the command's display shows it instead
-    with display.step(f"ingest {cfg.source}") as st:
+    what = f"ingest {cfg.source}"
+    if cfg.source != "synthetic" and display.active():  # how many files the user waits for
+        what += f": reading {display.count(len(ingest_run.expand_paths(cfg.paths)), 'file')}"
+    with display.step(what) as st:
         index = stage_source(cfg, data_dir, staging, fp, progress)
         # a cache hit may reuse a folder staged long ago: claim it first, so that a
         # concurrent run's pruning spares it, then check that its files are still there
@@ -101,10 +104,11 @@ def _ingest(
             index = stage_source.with_options(refresh_cache=True)(
                 cfg, data_dir, staging, fp, progress
             )
-        n_files = len(index.get("files", []))
-        st.result = f"{n_files} files read, {len(index['days'])} days staged"
+        st.description = f"ingest {cfg.source}"
+        n_files, n_days = len(index.get("files", [])), len(index["days"])
+        st.result = f"{display.count(n_files, 'file')} read, {display.count(n_days, 'day')} staged"
         if cfg.source == "synthetic":
-            st.result = f"{len(index['days'])} days generated"
+            st.result = f"{display.count(n_days, 'day')} generated"
     futures = [
         publish_day.submit(cfg, data_dir, day, staged)
         for day, staged in sorted(index["days"].items())

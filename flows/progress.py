@@ -48,6 +48,11 @@ def _amount(x: float) -> str:
     return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"
 
 
+def count(n: int, noun: str) -> str:
+    """`1 file`, `2 files`: a count for a summary line."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 class Step:
     """One row of the display. `advance`, `update` are thread-safe and cheap; a Step of
     no display (`active` False) ignores them."""
