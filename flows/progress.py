@@ -11,6 +11,8 @@ flows never depend on it.
   (Prefect's console handler, any `logging.StreamHandler` on stderr, warnings, prints)
   are printed above the rows instead of through them: the display retargets those
   handlers at its own stderr proxy while it is live and restores them when it stops.
+  Worker processes, which inherit the terminal, write their stderr into a file whose
+  lines are printed the same way (`WorkerOutput`).
 - Elsewhere (a pipe, a file, CI) nothing is animated: each finished row becomes one line.
 - On both, a finished row leaves one line `✓ what: N unit in T`, so the record of what
   ran stays on screen while the live rows show only what is running.
