@@ -55,6 +55,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
         for reason in c["reasons"]:
             print(f"    - {reason}")
+        sheet = (c.get("report") or {}).get("tearsheet.html")
+        if sheet:
+            print(f"    tear sheet: {sheet}")
     o = ev["overfitting"]
     print(f"PBO {o.get('pbo')}  DSR {o.get('dsr')}  trials {o.get('n_trials')}")
     print(f"best: {ev['best']}  challenger: {ev['challenger']}")

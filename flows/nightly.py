@@ -176,6 +176,12 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
         for reason in promotion.get("reasons", []):
             lines.append(f"- {reason}")
         lines.append("")
+    if outcome.get("sweep_run_id") and candidates:
+        lines += [
+            f"Tear sheets (HTML, one per candidate): `{outcome['data_dir']}/reports/"
+            f"{outcome['sweep_run_id']}/<candidate>/tearsheet.html`",
+            "",
+        ]
     lines += [
         f"Data folder: `{outcome['data_dir']}`",
         f"MLflow tracking: `{outcome['tracking_uri']}`",
