@@ -7,9 +7,12 @@ Inverse contracts (XBTUSD) settle in XBT: pnl = contracts * multiplier * (1/entr
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, overload
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from core.clock import NS_PER_HOUR
 
 
 class OffTickError(ValueError):
@@ -17,7 +20,13 @@ class OffTickError(ValueError):
 
 
 class InstrumentSpec(BaseModel):
-    """Tick size, lot size, settlement and funding interval of one instrument.
+    """Tick size, lot size, settlement and funding times of one instrument.
+
+    Funding is settled at `funding_offset_hours + k * funding_interval_hours` after 00:00
+    UTC (k integer): BitMEX's perpetuals (XBTUSD, XBTUSDT, ...) at 04:00, 12:00 and 20:00
+    UTC, an 8 h interval with a 4 h offset (the instrument list's `fundingTimestamp`, e.g.
+    2021-07-23T04:00Z, and `fundingInterval`). `funding_settles` is the one rule the env,
+    the backtest and the paper account use.
 
     `maker_fee` / `taker_fee` (fractions of notional, negative = rebate) are the rates the
     exchange listed when the spec was read (BitMEX's instrument list `makerFee` /
@@ -38,6 +47,8 @@ class InstrumentSpec(BaseModel):
     maker_fee: float | None = None  # listed / legacy override, never charged (see above)
     taker_fee: float | None = None
     funding_interval_hours: float = 8.0
+    # funding times = this + k * interval after 00:00 UTC (BitMEX: 04/12/20 UTC)
+    funding_offset_hours: float = Field(4.0, ge=0)
     settle_currency: Literal["XBt", "XBT", "USDt", "USD"] = "XBT"
 
     def price_to_ticks(self, price: float | str | Decimal) -> int:
@@ -56,6 +67,55 @@ class InstrumentSpec(BaseModel):
         funding interval: those are the account's and the backtest's assumptions, and
         may be changed in the experiment without re-ingesting the data."""
         return self.model_dump(mode="json", include=set(CONTRACT_FIELDS))
+
+
+@overload
+def funding_index(ts_ns: int, spec: InstrumentSpec) -> int: ...
+@overload
+def funding_index(ts_ns: np.ndarray, spec: InstrumentSpec) -> np.ndarray: ...
+def funding_index(ts_ns: int | np.ndarray, spec: InstrumentSpec) -> int | np.ndarray:
+    """How many of `spec`'s funding times lie at or before `ts_ns` (int64 ns UTC), up to a
+    constant: it steps by one AT each funding time. Elementwise on an int64 array. Pure.
+    An instrument without funding (interval 0) has index 0 everywhere."""
+    interval = int(spec.funding_interval_hours * NS_PER_HOUR)
+    if interval <= 0:
+        return ts_ns * 0
+    offset = int(spec.funding_offset_hours * NS_PER_HOUR) % interval
+    return (ts_ns - offset) // interval
+
+
+@overload
+def funding_settles(prev_ns: int, ts_ns: int, spec: InstrumentSpec) -> bool: ...
+@overload
+def funding_settles(prev_ns: np.ndarray, ts_ns: np.ndarray, spec: InstrumentSpec) -> np.ndarray: ...
+def funding_settles(
+    prev_ns: int | np.ndarray, ts_ns: int | np.ndarray, spec: InstrumentSpec
+) -> bool | np.ndarray:
+    """True where a funding time of `spec` lies in (prev_ns, ts_ns]: the bar closing at
+    `ts_ns` after one closing at `prev_ns` settles funding (once, even in the unrealistic
+    case of a bar spanning two funding times). Elementwise on int64 arrays. Pure: the ONE
+    due-time rule of the env (`envs.management`) and the paper account (`live.paper`)."""
+    due = funding_index(ts_ns, spec) != funding_index(prev_ns, spec)
+    return due if isinstance(due, np.ndarray) else bool(due)
+
+
+def funding_time(ts_ns: int | np.ndarray, spec: InstrumentSpec) -> int | np.ndarray:
+    """The latest funding time of `spec` at or before `ts_ns` (int64 ns UTC): the funding
+    time a bar closing at `ts_ns` settles when `funding_settles` says it does. Pure."""
+    interval = int(spec.funding_interval_hours * NS_PER_HOUR)
+    if interval <= 0:
+        raise ValueError(f"{spec.symbol} has no funding interval")
+    offset = int(spec.funding_offset_hours * NS_PER_HOUR) % interval
+    return funding_index(ts_ns, spec) * interval + offset  # type: ignore[operator]
+
+
+def funding_offset_hours_of(next_funding_ns: int, interval_hours: float) -> float:
+    """The offset after 00:00 UTC of the funding times of an instrument whose next (or any)
+    funding time is `next_funding_ns` (BitMEX's `fundingTimestamp`). Pure."""
+    interval = int(interval_hours * NS_PER_HOUR)
+    if interval <= 0:
+        return 0.0
+    return (next_funding_ns % interval) / NS_PER_HOUR
 
 
 #: `InstrumentSpec.contract` fields

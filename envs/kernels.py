@@ -377,6 +377,7 @@ H_SSIDE, H_SLAST, H_NROWS, H_LOTCAP, H_TRCAP = 16, 17, 18, 19, 20
 H_TARGET = 21  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
 H_SIZE = 24
 # F (float64) header; acct_f = F[0:N_ACCT]
+# F_FRATE: the config's constant funding rate (the step reads the per-bar D_FRATE column)
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
 F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
 F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec r2)
@@ -385,11 +386,13 @@ F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
 F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 F_SIZE = F_RW + N_REWARD_PARAMS
 # data columns (rows of the slice), after the lot and trade regions; D_MAKER / D_TAKER:
-# the fee rates in force at each bar (core.fees, resolved once when the env is built)
+# the fee rates in force at each bar (core.fees, resolved once when the env is built);
+# D_DUE: 1 where the bar settles funding (core.instrument.funding_settles), D_FRATE: the
+# rate it settles at (the constant `funding_rate` or the funding history's, resolved once)
 D_TS, D_BID, D_ASK, D_BUY_HI, D_SELL_LO, D_DUE = range(6)
 N_DI = 6
-D_MARK, D_MID, D_MAKER, D_TAKER = range(4)
-N_DF = 4
+D_MARK, D_MID, D_MAKER, D_TAKER, D_FRATE = range(5)
+N_DF = 5
 # info log row (int64; float columns through a float64 view of the same row)
 G_TS, G_BAR, G_SIDE, G_LONG, G_SHORT = range(5)
 G_EQ, G_BAL, G_PNL, G_REAL, G_UPNL, G_PWF, G_FEES, G_FUND, G_PSIZE, G_EXP, G_PSCALE = range(5, 16)
@@ -664,13 +667,15 @@ def env_step(
                     )
                     changed = changed or filled
                     I[H_ASK] = 0
-            if funding and I[di + D_DUE * n + k] != 0 and I[H_N] > 0 and F[F_FRATE] != 0.0:
-                lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
-                pay_funding(
-                    acct_f, acct_i, lot_i, lot_f, F[F_FRATE], F[df + D_MID * n + k], F[F_TICK],
-                    I[H_INVERSE] != 0, F[F_MULT],
-                )  # fmt: skip
-                changed = True
+            if funding and I[di + D_DUE * n + k] != 0 and I[H_N] > 0:
+                rate = F[df + D_FRATE * n + k]  # this bar's funding rate
+                if rate != 0.0:
+                    lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
+                    pay_funding(
+                        acct_f, acct_i, lot_i, lot_f, rate, F[df + D_MID * n + k], F[F_TICK],
+                        I[H_INVERSE] != 0, F[F_MULT],
+                    )  # fmt: skip
+                    changed = True
             if roll:
                 if I[H_BID] != 0:
                     I[H_BID] = I[di + D_BID * n + k]

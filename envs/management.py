@@ -81,6 +81,7 @@ import numpy as np
 
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
+from core.instrument import funding_settles
 from core.schema import (
     ACTION_NAMES,
     BEST_ASK_TICKS,
@@ -471,12 +472,13 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             I[di + j * n : di + (j + 1) * n] = cols[name]
         I[di + K.D_BUY_HI * n : di + (K.D_BUY_HI + 1) * n] = cols[BUY_HI_TICKS]
         I[di + K.D_SELL_LO * n : di + (K.D_SELL_LO + 1) * n] = cols[SELL_LO_TICKS]
-        # bar k settles funding when a funding time (multiple of the interval) lies in (ts[k-1], ts[k]]
+        # bar k settles funding when one of the instrument's funding times lies in
+        # (ts[k-1], ts[k]] (core.instrument.funding_settles: XBTUSD 04/12/20 UTC), at the
+        # rate resolved once here
         ts = cols[TS]
-        funding_ns = int(inst.funding_interval_hours * NS_PER_HOUR)
-        if funding_ns > 0:
-            due = I[di + K.D_DUE * n : di + (K.D_DUE + 1) * n]
-            due[1:] = ts[1:] // funding_ns != ts[:-1] // funding_ns
+        due = I[di + K.D_DUE * n : di + (K.D_DUE + 1) * n]
+        due[1:] = funding_settles(ts[:-1], ts[1:], inst)
+        F[df + K.D_FRATE * n : df + (K.D_FRATE + 1) * n] = self._funding_rates(ts, due != 0)
         F[df + K.D_MARK * n : df + (K.D_MARK + 1) * n] = mid * inst.tick_size
         F[df + K.D_MID * n : df + (K.D_MID + 1) * n] = mid
         # the fee in force at each bar's close, resolved once (the step reads a column)
@@ -493,6 +495,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         )
         self._bid_col = cols[BEST_BID_TICKS]
         self._ask_col = cols[BEST_ASK_TICKS]
+
+    def _funding_rates(self, ts: np.ndarray, due: np.ndarray) -> np.ndarray:
+        """The funding rate each bar settles at (0 where none is due): the config's
+        constant `funding_rate`."""
+        return np.where(due, self.config.funding_rate, 0.0)
 
     # ------------------------------------------------------------------ data
     def _load(self, slice_path: Path, stats_dir: Path) -> None:

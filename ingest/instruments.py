@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.clock import NS_PER_S
 from core.fees import FeeConfig
-from core.instrument import InstrumentSpec
+from core.instrument import InstrumentSpec, funding_offset_hours_of
 
 _SETTLE = {"XBt": "XBt", "XBT": "XBT", "USDt": "USDt", "USD": "USD"}
 
@@ -36,6 +37,15 @@ def _funding_hours(text: Any) -> float:
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     base = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
     return (dt - base).total_seconds() / 3600.0
+
+
+def _funding_offset(text: Any, hours: float) -> dict[str, float]:
+    """`funding_offset_hours` from BitMEX's next funding time (`fundingTimestamp`, e.g.
+    2021-07-23T04:00:00.000Z: 4 h past 00:00 UTC); none when it is not given."""
+    if not isinstance(text, str):
+        return {}
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return {"funding_offset_hours": funding_offset_hours_of(int(dt.timestamp()) * NS_PER_S, hours)}
 
 
 def _fee(value: Any) -> float | None:
@@ -60,6 +70,9 @@ def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
             maker_fee=_fee(obj.get("makerFee")),
             taker_fee=_fee(obj.get("takerFee")),
             funding_interval_hours=_funding_hours(obj.get("fundingInterval")),
+            **_funding_offset(
+                obj.get("fundingTimestamp"), _funding_hours(obj.get("fundingInterval"))
+            ),
             settle_currency=settle,  # type: ignore[arg-type]
         )
     except (KeyError, TypeError, ValueError) as exc:

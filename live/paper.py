@@ -20,7 +20,12 @@ evolves exactly as in training and in the backtest:
   close, the env's `EnvConfig.fees` rule (core.fees), so the paper account pays the same
   fee as the env for the same bar.
 
-Funding is not simulated (the env's default is `funding: false`).
+Funding (`PaperRules.funding`, the env's `funding`, off by default): a bar whose
+(previous close, close] holds one of the instrument's funding times settles the
+constant `funding_rate` on the open position, marked at the bar's mid, after the bar's
+fills and before the roll: the env's order, and the same due-time rule
+(`core.instrument.funding_settles`). The paper account's previous close is the last bar
+it saw (`on_bar`, or `state` at the decision bar that opened it).
 """
 
 from __future__ import annotations
@@ -32,9 +37,18 @@ import numpy as np
 
 from core.config.env import EnvConfig
 from core.fees import FeeConfig, merge_override, split_instrument_fees
-from core.instrument import InstrumentSpec
+from core.instrument import InstrumentSpec, funding_settles
 from core.schema import ACTION_NAMES
-from envs.position import LONG, SHORT, Position, StateLimits, apply_fill, can_fill, management_state
+from envs.position import (
+    LONG,
+    SHORT,
+    Position,
+    StateLimits,
+    apply_fill,
+    apply_funding,
+    can_fill,
+    management_state,
+)
 
 _ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
 
@@ -55,6 +69,8 @@ class PaperRules:
     initial_equity_xbt: float = _ENV.initial_equity_xbt
     obs_clip: float = _ENV.obs_clip
     fees: FeeConfig = _ENV.fees
+    funding: bool = _ENV.funding
+    funding_rate: float = _ENV.funding_rate
 
     @classmethod
     def from_env_config(cls, env: dict[str, Any] | None) -> PaperRules:
@@ -98,6 +114,7 @@ class PaperAccount:
         self.bid_px = 0
         self.ask_px = 0
         self.fills = 0
+        self.bar_ts: int | None = None  # close of the last bar seen (funding's previous close)
 
     @property
     def long_order(self) -> bool:
@@ -108,6 +125,8 @@ class PaperAccount:
         return self.ask_px != 0
 
     def state(self, now_ns: int, mid_ticks: float) -> np.ndarray:
+        if self.bar_ts is None:
+            self.bar_ts = int(now_ns)
         return management_state(
             self.position,
             now_ns,
@@ -147,8 +166,17 @@ class PaperAccount:
         r = self.rules
         return int(price) if can_fill(self.position, side, r.stake_fraction, r.max_exposure) else 0
 
-    def on_bar(self, ts_ns: int, best_bid: int, best_ask: int, buy_hi: int, sell_lo: int) -> None:
-        """Fills and rolling over one bar after the decision bar."""
+    def on_bar(
+        self,
+        ts_ns: int,
+        best_bid: int,
+        best_ask: int,
+        buy_hi: int,
+        sell_lo: int,
+        mid_ticks: float | None = None,
+    ) -> None:
+        """Fills, funding and rolling over one bar after the decision bar (`mid_ticks`,
+        the funding mark: the bar's mid, by default (best_bid + best_ask) / 2)."""
         r = self.rules
         touch = r.fill_model == "touch"
         p = self.bid_px
@@ -181,6 +209,10 @@ class PaperAccount:
                 )
                 self.fills += 1
             self.ask_px = 0
+        prev, self.bar_ts = self.bar_ts, int(ts_ns)
+        if r.funding and prev is not None and funding_settles(prev, int(ts_ns), self.instrument):
+            mark = (best_bid + best_ask) / 2.0 if mid_ticks is None else mid_ticks
+            self.position, _ = apply_funding(self.position, r.funding_rate, mark, self.instrument)
         if r.roll_orders:
             if self.bid_px:
                 self.bid_px = int(best_bid)

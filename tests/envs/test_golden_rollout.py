@@ -48,6 +48,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "fill_model": "touch",
             "funding": True,
             "funding_rate": 0.0003,
+            # recorded when funding was settled at 00/08/16 UTC; XBTUSD's own 04/12/20 UTC
+            # anchor (the default since #17) is tested in tests/envs/test_funding.py
+            "instrument": InstrumentSpec(funding_offset_hours=0.0),
             "step_skip": 3,
             "random_initial_position": True,
             "std_steps_per_episode": 20.0,

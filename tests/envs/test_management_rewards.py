@@ -106,18 +106,18 @@ def test_unrealized_term_follows_the_mid(tmp_path: Path, flat_stats: Path) -> No
 
 
 def test_funding_is_paid_by_longs_at_the_funding_time(tmp_path: Path, flat_stats: Path) -> None:
-    # bars close every 30 min from 00:30 UTC; 08:00 is bar 15
+    # bars close every 30 min from 00:30 UTC; XBTUSD's funding time 04:00 is bar 7
     env = half_hour_env(tmp_path, flat_stats, sell_lo_at=2, funding=True, funding_rate=0.0001)
     out = steps(env, [TOGGLE_LONG] + [HOLD] * 16)
     paid = [i["funding"] for _, i in out]
-    bar15 = next(k for k, (_, i) in enumerate(out) if i["bar"] == 15)
-    assert all(p == 0.0 for p in paid[:bar15])
+    settle = next(k for k, (_, i) in enumerate(out) if i["bar"] == 7)
+    assert all(p == 0.0 for p in paid[:settle])
     expected = 0.0001 * 4000 / 40_000.25
-    assert paid[bar15] == pytest.approx(expected)
-    assert out[bar15][1]["reward_terms"]["funding"] == pytest.approx(
-        -expected / out[bar15 - 1][1]["balance"]
+    assert paid[settle] == pytest.approx(expected)
+    assert out[settle][1]["reward_terms"]["funding"] == pytest.approx(
+        -expected / out[settle - 1][1]["balance"]
     )
-    assert paid[-1] == paid[bar15]
+    assert paid[-1] == paid[settle]
     for _, i in out:  # the documented invariant, funding included
         assert i["equity"] == pytest.approx(
             1.0 + i["pnl_without_fees"] - i["fees"] - i["funding"], abs=1e-15
