@@ -99,6 +99,10 @@ def funding_settles(
     return due if isinstance(due, np.ndarray) else bool(due)
 
 
+@overload
+def funding_time(ts_ns: int, spec: InstrumentSpec) -> int: ...
+@overload
+def funding_time(ts_ns: np.ndarray, spec: InstrumentSpec) -> np.ndarray: ...
 def funding_time(ts_ns: int | np.ndarray, spec: InstrumentSpec) -> int | np.ndarray:
     """The latest funding time of `spec` at or before `ts_ns` (int64 ns UTC): the funding
     time a bar closing at `ts_ns` settles when `funding_settles` says it does. Pure."""

@@ -38,6 +38,14 @@ A fill is a maker fill at p, charged the maker rate in force at bar k's close (t
 the flatten at the end of an evaluation slice is a taker fill at that bar's taker rate.
 The schedule is resolved to per-bar rates once, when the env is built (`fee_rates`).
 
+Funding (`EnvConfig.funding`, off by default): a bar whose (previous close, close] holds
+one of the instrument's funding times (`core.instrument.funding_settles`; XBTUSD: 04:00,
+12:00, 20:00 UTC) settles it on the open position, marked at the bar's mid, after the
+bar's fills: at the rate of the funding table `funding_rates_path` (ingest.funding) for
+that funding time, or the constant `funding_rate` (no table, or a time it lacks). Rates
+are resolved once, when the env is built: `funding_schedule` lists them, `funding_note`
+says when the table lacked some.
+
 Episodes. Training: random start, a budget of `mean_steps_per_episode` steps (or drawn
 from N(mean, std), floored at `min_steps_per_episode`), optional random initial position;
 terminated at the end of the slice, truncated at the budget. Evaluation (the backtest):
@@ -72,7 +80,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -81,7 +89,7 @@ import numpy as np
 
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
-from core.instrument import funding_settles
+from core.instrument import funding_settles, funding_time
 from core.schema import (
     ACTION_NAMES,
     BEST_ASK_TICKS,
@@ -394,6 +402,22 @@ def _slice_spec_hash(slice_path: Path) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class FundingSchedule:
+    """The funding the env settles, one entry per bar that settles it (with `funding` on;
+    empty when off): the bar's close, the rate, and whether the rate came from the funding
+    table (False: the constant `funding_rate`)."""
+
+    bar_ts: np.ndarray  # int64 ns
+    rate: np.ndarray  # float64, fraction of notional, positive = longs pay shorts
+    from_history: np.ndarray  # bool
+
+    def between(self, t0_ns: int, t1_ns: int) -> FundingSchedule:
+        """The entries of bars closing in (t0_ns, t1_ns]."""
+        m = (self.bar_ts > t0_ns) & (self.bar_ts <= t1_ns)
+        return FundingSchedule(self.bar_ts[m], self.rate[m], self.from_history[m])
+
+
 class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     """See the module docstring. Raises SliceDataError on a slice/stats mismatch (naming
     both sides), a non-finite feature, a bad book row or a slice shorter than window + 1."""
@@ -497,9 +521,37 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._ask_col = cols[BEST_ASK_TICKS]
 
     def _funding_rates(self, ts: np.ndarray, due: np.ndarray) -> np.ndarray:
-        """The funding rate each bar settles at (0 where none is due): the config's
-        constant `funding_rate`."""
-        return np.where(due, self.config.funding_rate, 0.0)
+        """The funding rate each bar settles at (0 where none is due), resolved once: with
+        `funding` on, the rate of the funding table (`funding_rates_path`) at the bar's
+        funding time, else (no table, or a time the table lacks) the constant
+        `funding_rate`. Records what was used (`funding_schedule`, `funding_note`).
+        Raises SliceDataError when the table cannot be read."""
+        cfg = self.config
+        rates = np.where(due, cfg.funding_rate, 0.0)
+        bars = np.flatnonzero(due) if cfg.funding else np.zeros(0, np.int64)
+        found = np.zeros(bars.size, dtype=bool)
+        if cfg.funding_rates_path is not None and bars.size:
+            from ingest.funding import FundingHistory
+
+            try:
+                history = FundingHistory.load(cfg.funding_rates_path, self.instrument.symbol)
+            except (OSError, ValueError) as exc:
+                raise SliceDataError(f"funding_rates_path: {exc}") from exc
+            hist, found = history.rates_at(funding_time(ts[bars], self.instrument))
+            rates[bars[found]] = hist[found]
+        self.funding_schedule = FundingSchedule(
+            bar_ts=ts[bars].astype(np.int64),
+            rate=rates[bars],
+            from_history=found,
+        )
+        missing = int(bars.size - found.sum())
+        self.funding_note = (
+            f"{missing} of {bars.size} funding times in {self.slice_path.name} have no rate "
+            f"in {cfg.funding_rates_path}: the constant funding_rate {cfg.funding_rate} was used"
+            if cfg.funding_rates_path is not None and missing
+            else None
+        )
+        return rates
 
     # ------------------------------------------------------------------ data
     def _load(self, slice_path: Path, stats_dir: Path) -> None:

@@ -5,6 +5,8 @@ Import only argparse at module level; handlers import their packages when they r
     chappie ingest SOURCE [PATH ...] [--symbol XBTUSD] [--instrument FILE] [--json]
     chappie ingest synthetic [--config conf/default.yaml]
     chappie ingest bitmex-dump --url BASE --start YYYY-MM-DD --end YYYY-MM-DD [--kinds trade,quote]
+    chappie ingest funding FILE... [--symbol XBTUSD] [--instrument FILE] [--json]
+      (BitMEX /api/v1/funding JSON or tardis derivative_ticker CSV -> <data>/funding/<symbol>.parquet)
 
 Exit status 0 when the run completed (even with quarantined files); 2 when it could
 not proceed (bad arguments, unreadable instrument file, unwritable data folder).
@@ -14,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
-SOURCES = ("synthetic", "tardis", "bitmex-dump", "ws-recording")
+SOURCES = ("synthetic", "tardis", "bitmex-dump", "ws-recording", "funding")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add this area's subcommands to the `chappie` parser."""
     p = sub.add_parser(
         "ingest",
-        help="read raw data (tardis, bitmex-dump, ws-recording, synthetic) into canonical events",
+        help="read raw data (tardis, bitmex-dump, ws-recording, synthetic) into canonical events; "
+        "funding: funding-rate history into <data>/funding",
         description="Read raw order-book data into canonical event partitions under "
         "<data>/events. Bad files and rows are quarantined with a reason, never fatal.",
     )
@@ -62,6 +66,26 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 def _fail(msg: str) -> int:
     print(f"chappie ingest: {msg}", file=sys.stderr)
     return 2
+
+
+def _symbol_instrument(args: argparse.Namespace) -> tuple[str, Any]:
+    """(symbol, InstrumentSpec) from --symbol / --instrument / --config's `ingest:`.
+    Raises ValueError (also when no spec of the symbol is known)."""
+    from core.config.ingest import IngestConfig
+
+    base = IngestConfig()
+    if args.config:
+        from flows.common import load_experiment
+
+        base = load_experiment(args.config).ingest
+    symbol = args.symbol or base.symbol
+    if args.instrument:
+        from ingest.instruments import load_instrument
+
+        return symbol, load_instrument(args.instrument, symbol)
+    if base.instrument.symbol != symbol:
+        raise ValueError(f"no instrument spec for {symbol}: pass --instrument FILE")
+    return symbol, base.instrument
 
 
 def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | None]:
@@ -128,9 +152,53 @@ def _print_human(report: dict[str, object]) -> None:
         print(f"  quarantined ({q['level']}): {q['path']}: {q['reason']} [{q['rows']} rows]")
 
 
+def _cmd_ingest_funding(args: argparse.Namespace) -> int:
+    """`chappie ingest funding FILE...`: funding-rate history into the funding table
+    (ingest.funding), under the data folder's lock; no Prefect server needed."""
+    import json
+    from pathlib import Path
+
+    if not args.paths:
+        return _fail("source funding needs at least one FILE")
+    missing = [p for p in args.paths if not Path(p).is_file()]
+    if missing:
+        return _fail(f"no such file: {', '.join(missing)} (check the FILE arguments)")
+    try:
+        symbol, instrument = _symbol_instrument(args)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    from flows.common import data_folder_lock, resolve_runtime
+    from ingest.funding import ingest_funding
+
+    rt = resolve_runtime(args.data_dir)
+    with data_folder_lock(rt.data_dir, "ingest"):
+        try:
+            report = ingest_funding(list(args.paths), rt.data_dir, symbol, instrument)
+        except (OSError, ValueError) as exc:
+            return _fail(f"{type(exc).__name__}: {exc}")
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    r = report
+    print(f"ingest funding {r['symbol']}")
+    print(f"  files: in {r['files_in']}, ok {r['files_ok']}, quarantined {r['files_quarantined']}")
+    print(
+        f"  rows:  in {r['rows_in']}, out {r['rows_out']}, rejected {r['rows_rejected']}, "
+        f"filtered {r['rows_filtered']}"
+    )
+    for reason, n in r["filtered"].items():
+        print(f"  filtered: {reason} [{n} rows]")
+    for q in r["quarantine"]:
+        print(f"  quarantined ({q['level']}): {q['path']}: {q['reason']} [{q['rows']} rows]")
+    print(f"  table: {r['table'] or '-'} ({r['table_rows']} funding times)")
+    return 0
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     import json
 
+    if args.source == "funding":
+        return _cmd_ingest_funding(args)
     try:
         cfg, download = build_config(args)
     except (ValueError, OSError) as exc:

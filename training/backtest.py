@@ -19,6 +19,9 @@ The fee is the env config's `fees` (core.fees, by the date of each bar); the sli
 maker / taker fill notional and the fees paid on them go into the metrics
 (`SliceMetrics.maker_volume`, `taker_volume`, `maker_fee`, `taker_fee`) so a report can
 state the fee charged and re-score the same fills at another (`training.metrics.fees_at`).
+With the env's `funding` on, the funding paid and the rates of the funding times the
+slice crossed (the env's `funding_schedule`: the funding table's or the constant) go
+into the metrics too (`SliceMetrics.funding`, `funding_rate_mean`, ...).
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ class _Recorder:
         # cumulative maker / taker volume and the fees paid on them, at reset and now
         self.fills_start = tuple(float(info[k]) for k in _FILL_KEYS)
         self.fills_end = self.fills_start
+        self.funding_start = float(info["funding"])
+        self.funding_end = self.funding_start
+        self.funding_rates = np.zeros(0)  # rates of the funding times crossed (set at the end)
+        self.funding_missing = 0
 
     def add(self, action: int, info: dict[str, Any]) -> None:
         self.ts.append(int(info["ts"]))
@@ -133,6 +140,7 @@ class _Recorder:
         self.actions.append(action)
         self.fees_end = float(info["fees"])
         self.fills_end = tuple(float(info[k]) for k in _FILL_KEYS)
+        self.funding_end = float(info["funding"])
         for t in info["trades"]:
             self.trades.append({"slice_id": self.spec.slice_id, **t})
 
@@ -159,6 +167,9 @@ class _Recorder:
             taker_volume=tvol,
             maker_fees_paid=mfee,
             taker_fees_paid=tfee,
+            funding_paid=self.funding_end - self.funding_start,
+            funding_rates=self.funding_rates,
+            funding_rates_missing=self.funding_missing,
         )
         return SliceResult(
             slice=self.spec,
@@ -210,6 +221,12 @@ def backtest(
     finally:
         for env in envs:
             env.close()
+    for env, rec in zip(envs, recs, strict=True):
+        crossed = env.funding_schedule.between(rec.ts[0], rec.ts[-1])
+        rec.funding_rates = crossed.rate
+        rec.funding_missing = (
+            int((~crossed.from_history).sum()) if env.config.funding_rates_path else 0
+        )
     return [r.result(eval_cfg) for r in recs]
 
 

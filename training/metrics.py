@@ -11,6 +11,13 @@ fractions of the initial equity) let a report re-score the same fills at another
 `fees_at(m, maker, taker) = -(maker_volume * maker + taker_volume * taker)`, exact (up to
 rounding) when the backtest's fee was constant; `maker_fee` / `taker_fee` are the
 volume-weighted rates the backtest actually charged (None without a fill of that side).
+
+Funding (with the env's `funding` on): `funding` is the signed funding cash flow (a
+fraction of the initial equity, negative = paid; already inside `pnl`, which is the
+equity change before fees), `funding_times` the funding times the slice crossed,
+`funding_rate_mean` the mean rate they settled at (None: funding off or no funding time)
+and `funding_rates_missing` how many of them the funding table lacked (settled at the
+constant `funding_rate` instead).
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ class SliceMetrics:
     taker_volume: float = 0.0  # notional of the taker fills / initial equity
     maker_fee: float | None = None  # maker rate charged (volume-weighted); None: no fill
     taker_fee: float | None = None  # taker rate charged (volume-weighted); None: no fill
+    funding: float = 0.0  # signed funding / initial equity (negative = paid; inside pnl)
+    funding_times: int = 0  # funding times crossed (funding on)
+    funding_rate_mean: float | None = None  # mean rate they settled at; None: none
+    funding_rates_missing: int = 0  # of them, settled at the constant rate (not in the table)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -144,12 +155,16 @@ def compute_slice_metrics(
     taker_volume: float = 0.0,
     maker_fees_paid: float = 0.0,
     taker_fees_paid: float = 0.0,
+    funding_paid: float = 0.0,
+    funding_rates: np.ndarray | None = None,
+    funding_rates_missing: int = 0,
 ) -> SliceMetrics:
     """Metrics of one slice from its equity curve (`equity[0]` is the starting equity at
     `ts_ns[0]`, then the equity after each step at its bar time), the slice totals of pnl
     without fees and signed fees (account currency), the pnl after fees of each closed
     trade, and the slice totals of maker / taker fill notional and the fees paid on them
-    (account currency, positive = paid).
+    (account currency, positive = paid), the funding paid (account currency, positive =
+    paid) and the rate of each funding time crossed.
 
     Raises ValueError on shape mismatch, an empty curve or non-positive equity."""
     eq = np.asarray(equity, dtype=np.float64)
@@ -169,6 +184,7 @@ def compute_slice_metrics(
         eq[int(np.argmax(bad)) :] = initial * RUIN_FRACTION
     mdd = 1.0 if bad.any() else max_drawdown(eq)
     trades = np.asarray(trade_pnls, dtype=np.float64)
+    rates = np.zeros(0) if funding_rates is None else np.asarray(funding_rates, np.float64)
     rets = period_returns(ts, eq, return_period_ns)
     pnl = pnl_without_fees / initial
     fee = fees / initial
@@ -191,6 +207,10 @@ def compute_slice_metrics(
         taker_volume=float(taker_volume / initial),
         maker_fee=float(maker_fees_paid / maker_volume) if maker_volume > 0 else None,
         taker_fee=float(taker_fees_paid / taker_volume) if taker_volume > 0 else None,
+        funding=float(-funding_paid / initial),
+        funding_times=int(rates.size),
+        funding_rate_mean=float(np.mean(rates)) if rates.size else None,
+        funding_rates_missing=int(funding_rates_missing),
     )
 
 

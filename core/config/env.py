@@ -71,6 +71,11 @@ class EnvConfig(FrozenModel):
     pct_clip: float = Field(default=100.0, gt=0)  # unrealised % is clipped to +-pct_clip
     funding: bool = False
     funding_rate: float = 0.0001  # per funding interval, positive = longs pay shorts
+    # with funding on: the funding table (`chappie ingest funding`, ingest.funding; e.g.
+    # <data>/funding/XBTUSD.parquet) whose rate each funding time in the slice settles at;
+    # a funding time the table lacks settles at `funding_rate` (counted in the report).
+    # None: every funding time settles at `funding_rate`
+    funding_rates_path: str | None = None
     instrument: InstrumentSpec = XBTUSD  # inverse XBTUSD; frozen, so sharing is safe
     # the fee charged on every fill, by the date of its bar (core.fees); in an experiment
     # it is the top-level `fees:`, copied here (one place to set it)
@@ -104,6 +109,8 @@ class EnvConfig(FrozenModel):
                 raise ValueError(
                     f"reward.{name}={getattr(self.reward, name)} must be below hours_clip={self.hours_clip}"
                 )
+        if self.funding_rates_path is not None and not self.funding:
+            raise ValueError("funding_rates_path is set but funding is off: set funding: true")
         if self.stake_fraction > self.max_exposure:
             raise ValueError(
                 f"stake_fraction={self.stake_fraction} exceeds max_exposure={self.max_exposure}"
