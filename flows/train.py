@@ -35,13 +35,20 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
+from core.config.storage import StorageConfig
 from core.config.training import SweepConfig
 from core.lifetime import init_pool_worker
 from core.paths import DataLayout
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
-from training.candidates import check_instrument, load_catalog, plan_tasks, training_root
+from training.candidates import (
+    SliceCatalog,
+    check_instrument,
+    load_catalog,
+    plan_tasks,
+    training_root,
+)
 from training.sweep import (
     TrainResult,
     TrainTask,
@@ -260,6 +267,50 @@ def _run_sweep(
     return [rows[i] for i in range(len(tasks))]
 
 
+def _tasks_on_store(
+    storage: StorageConfig,
+    layout: DataLayout,
+    spec_hash: str,
+    catalog: SliceCatalog,
+    tasks: list[TrainTask],
+    logger: Any,
+) -> list[TrainTask]:
+    """Publish the spec's slices, their frozen stats and folds.json to the object store
+    (what is already there with the same sha256 is skipped) and point every task at the
+    store: its workers fetch and verify their inputs (training.store_inputs)."""
+    from features.slices import FOLDS_FILE
+    from training.store_inputs import (
+        StoreInputs,
+        publish_folds,
+        publish_slice,
+        publish_stats,
+    )
+
+    slices = {m["path"]: publish_slice(storage, m["path"]) for m in catalog.manifests.values()}
+    digests = {m["path"]: m["sha256"] for m in catalog.manifests.values()}
+    stats = {f.stats_dir: publish_stats(storage, f.stats_dir) for f in catalog.folds}
+    publish_folds(storage, layout.slices(spec_hash) / FOLDS_FILE)
+    logger.info("slices and stats of %s published to %s", spec_hash[:12], storage.url)
+    progress.note(f"train: {len(slices)} slices and their stats on {storage.url}")
+    out = []
+    for t in tasks:
+        (slice_url, manifest_sha), (stats_url, sums_sha) = slices[t.train_slice], stats[t.stats_dir]
+        store = StoreInputs(
+            storage=storage, manifest_sha256=manifest_sha, stats_checksums_sha256=sums_sha
+        )
+        out.append(
+            t.model_copy(
+                update={
+                    "train_slice": slice_url,
+                    "train_sha256": digests[t.train_slice],  # what the worker checks against
+                    "stats_dir": stats_url,
+                    "store": store,
+                }
+            )
+        )
+    return out
+
+
 @flow(name="train-policies")
 def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
     """Run the sweep (module docstring); returns {"sweep_run_id", "tasks", "failed"} and
@@ -279,6 +330,8 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     catalog = load_catalog(layout, spec_hash)
     check_instrument(catalog, cfg.ingest.instrument)
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
+    if cfg.storage is not None:
+        tasks = _tasks_on_store(cfg.storage, layout, spec_hash, catalog, tasks, logger)
     tracking.configure(tracking_uri)
     orphans = tracking.fail_orphaned_runs()
     if orphans:

@@ -28,13 +28,14 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from core.atomic import write_bytes_atomic, write_json_atomic, write_with_atomic
 from core.config.base import FrozenModel
 from core.config.training import SweepConfig, TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
+from training.store_inputs import StoreInputs
 
 MODEL_ZIP = "model.zip"
 METRICS_CSV = "metrics.csv"
@@ -57,6 +58,19 @@ class TrainTask(FrozenModel):
     stats_dir: str  # absolute path of the fold's frozen stats
     stats_id: str = ""
     out_dir: str  # where model.zip, metrics.csv, task.json go
+    # set when train_slice and stats_dir are s3:// URLs: the sha256s a worker checks what
+    # it fetches against (training.store_inputs); None: local paths, the field is not
+    # even written (task.json and the cache key stay what they were without it)
+    store: StoreInputs | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_store(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        data = handler(self)
+        if self.store is None and isinstance(data, dict):
+            data.pop("store", None)
+        return data
 
     @property
     def trial_fingerprint(self) -> str:
@@ -283,7 +297,7 @@ def train_one(task: TrainTask) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
     t0 = time.perf_counter()
-    env = _training_env(task)
+    env = _training_env(local_inputs(task))
     model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
     writer = _record_writer()
     model.set_logger(Logger(folder=None, output_formats=[writer]))
@@ -317,6 +331,26 @@ def train_one(task: TrainTask) -> TrainResult:
     write_json_atomic(out / RESULT_JSON, result.model_dump(mode="json"))
     env.close()
     return result
+
+
+def local_inputs(task: TrainTask) -> TrainTask:
+    """`task` with its train slice and stats as local paths: itself when they are local,
+    else fetched from the object store into this machine's cache, every byte checked
+    against the sha256 the task carries (training.store_inputs). Raises
+    core.objectstore.ObjectStoreError on a mismatch or an unreachable store."""
+    if task.store is None:
+        return task
+    from training.store_inputs import fetch_slice, fetch_stats
+
+    st = task.store
+    return task.model_copy(
+        update={
+            "train_slice": str(
+                fetch_slice(task.train_slice, st.manifest_sha256, task.train_sha256, st.storage)
+            ),
+            "stats_dir": str(fetch_stats(task.stats_dir, st.stats_checksums_sha256, st.storage)),
+        }
+    )
 
 
 def _save_zip(model: Any, target: Path) -> None:

@@ -6,13 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import model_validator
+from pydantic import (
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from core.config.base import FrozenModel
 from core.config.features import FeaturesConfig
 from core.config.ingest import IngestConfig
 from core.config.live import LiveConfig
 from core.config.registry import RegistryConfig
+from core.config.storage import StorageConfig
 from core.config.training import EvaluationConfig, SweepConfig
 from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.hashing import fingerprint
@@ -30,6 +36,20 @@ class ExperimentConfig(FrozenModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
     live: LiveConfig = LiveConfig()
+    # where slices and stats live beyond the local folder (core.config.storage); None:
+    # the local data folder only. Not part of the fingerprint (it says where, not what).
+    storage: StorageConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_storage(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        """A config without `storage` dumps exactly as before the field existed (the same
+        JSON, YAML and fingerprint)."""
+        data = handler(self)
+        if self.storage is None and isinstance(data, dict):
+            data.pop("storage", None)
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -97,7 +117,9 @@ class ExperimentConfig(FrozenModel):
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self)
+        """sha256 of the canonical JSON of the research config; `storage` (where the data
+        lives, not what it is) is left out."""
+        return fingerprint(self.model_dump(mode="json", exclude={"storage"}))
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
