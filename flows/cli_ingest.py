@@ -190,7 +190,8 @@ def _cmd_ingest_funding(args: argparse.Namespace) -> int:
         print(f"  filtered: {reason} [{n} rows]")
     for q in r["quarantine"]:
         print(f"  quarantined ({q['level']}): {q['path']}: {q['reason']} [{q['rows']} rows]")
-    print(f"  table: {r['table'] or '-'} ({r['table_rows']} funding times)")
+    n = r["table_rows"]
+    print(f"  table: {r['table'] or '-'} ({n} funding time{'' if n == 1 else 's'})")
     return 0
 
 

@@ -305,7 +305,7 @@ def _quarantine(root: Path, fr: FundingRead, reasons: Counter[str]) -> dict[str,
         },
     )
     level = "file" if fr.file_reason is not None else "rows"
-    reason = fr.file_reason or "; ".join(f"{k} [{n}]" for k, n in sorted(reasons.items()))
+    reason = fr.file_reason or "; ".join(sorted(reasons))
     return {
         "path": fr.path,
         "level": level,

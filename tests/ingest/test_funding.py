@@ -170,6 +170,11 @@ def test_chappie_ingest_funding_writes_the_table_and_reports(
     rep = json.loads(capsys.readouterr().out)
     assert (rep["rows_out"], rep["rows_rejected"]) == (3, 1)
     assert rep["table"] == str(funding_table_path(data, "XBTUSD"))
+    args = build_parser().parse_args(["ingest", "funding", str(src), "--data-dir", str(data)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "rows:  in 4, out 0, rejected 1, filtered 3" in out and "(3 funding times)" in out
+    assert "not a funding time of XBTUSD [1 rows]" in out
     args = build_parser().parse_args(["ingest", "funding", str(tmp_path / "missing.json")])
     assert args.func(args) == 2
     assert "no such file" in capsys.readouterr().err
