@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,12 @@ def _env(folder: Path) -> dict[str, str]:
     return env
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU of every finished child process and its descendants so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_nightly(config: Path, seed: int, scratch: Path) -> dict[str, Any]:
     """One nightly on a fresh folder; its decision, champion alias, best gates and wall time."""
     folder = Path(tempfile.mkdtemp(prefix=f"{config.stem}-s{seed}-", dir=scratch))
@@ -73,6 +80,7 @@ def run_nightly(config: Path, seed: int, scratch: Path) -> dict[str, Any]:
     env = _env(folder)
     chappie = str(ROOT / ".venv" / "bin" / "chappie")
     t0 = time.perf_counter()
+    cpu0 = _children_cpu_s()
     proc = subprocess.run(
         [chappie, "nightly", "--config", str(cfg)],
         cwd=ROOT,
@@ -81,6 +89,7 @@ def run_nightly(config: Path, seed: int, scratch: Path) -> dict[str, Any]:
         text=True,
     )
     wall = time.perf_counter() - t0
+    cpu = _children_cpu_s() - cpu0
     (folder / "nightly.log").write_text(proc.stdout + proc.stderr)
     status = subprocess.run(
         [chappie, "status", "--json", "--config", str(cfg)],
@@ -97,6 +106,7 @@ def run_nightly(config: Path, seed: int, scratch: Path) -> dict[str, Any]:
         "expected": "promote" if expected_promotion(config) else "no champion",
         "rc": proc.returncode,
         "wall_s": wall,
+        "cpu_s": cpu,
         "champion": aliases.get("champion"),
         "folder": str(folder),
     }
@@ -127,6 +137,7 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
 def markdown(rows: list[dict[str, Any]], command: str) -> str:
     n_ok = sum(r["correct"] for r in rows)
     walls = [r["wall_s"] for r in rows]
+    cpus = [r.get("cpu_s", float("nan")) for r in rows]
     lines = [
         "## decisions: the nightly on markets whose truth is known (#16)",
         "",
@@ -138,15 +149,17 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         f"**Correct decisions: {n_ok} / {len(rows)}** "
         f"({100.0 * n_ok / max(len(rows), 1):.0f} %). Wall time per nightly (ingest, "
         f"features, training, evaluation, registry): median {sorted(walls)[len(walls) // 2]:.0f} s, "
-        f"max {max(walls):.0f} s (budget {BUDGET_S:.0f} s).",
+        f"max {max(walls):.0f} s; CPU per nightly (every process it started) median "
+        f"{sorted(cpus)[len(cpus) // 2]:.0f} s, max {max(cpus):.0f} s, i.e. at most "
+        f"{max(cpus) / 2:.0f} s on 2 cores (budget {BUDGET_S:.0f} s on 2 cores).",
         "",
         "The edge is planted: the market is generated so that the named feature predicts the "
         "next moves (`ingest.synthetic.edge`); with strength 0 nothing predicts anything. "
         "Right answer: a `champion` with the planted edge, none without.",
         "",
         "| config | market seed | expected | champion | correct | best candidate | decision "
-        "| test pnl+fees | beats_baselines p | DSR | PBO | failed gates | wall s |",
-        "|---|---:|---|---|---|---|---|---:|---:|---:|---:|---|---:|",
+        "| test pnl+fees | beats_baselines p | DSR | PBO | failed gates | wall s | CPU s |",
+        "|---|---:|---|---|---|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -155,7 +168,8 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
             f"{'yes' if r['correct'] else '**no**'} | {r.get('best', 'n/a')} | "
             f"{r.get('decision', 'n/a')} | {_fmt(r.get('pnl_plus_fees'), '+.4f')} | "
             f"{_fmt(r.get('beats_baselines_p'))} | {_fmt(r.get('dsr'))} | {_fmt(r.get('pbo'))} | "
-            f"{', '.join(r.get('failed', [])) or '-'} | {r['wall_s']:.0f} |"
+            f"{', '.join(r.get('failed', [])) or '-'} | {r['wall_s']:.0f} | "
+            f"{r.get('cpu_s', float('nan')):.0f} |"
         )
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
