@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     from flows import (
         cli_audit_fills,
         cli_audit_market,
+        cli_audit_paper,
         cli_features,
         cli_ingest,
         cli_live,
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_training.register_audit(audit_sub)
     cli_audit_market.register_audit(audit_sub)
     cli_audit_fills.register_audit(audit_sub)
+    cli_audit_paper.register_audit(audit_sub)
 
     cli_ops.register(sub)
     return parser

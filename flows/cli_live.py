@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--duration", type=float, default=None, help="stop cleanly after SECONDS")
     p.add_argument("--decisions-out", default=None, help="write decisions as JSON lines to PATH")
     p.add_argument(
+        "--paper-out",
+        default=None,
+        help="observe mode: record the paper account's bars, fills and decisions as JSON lines "
+        "to PATH (replay it with chappie audit paper PATH)",
+    )
+    p.add_argument(
         "--record", default=None, help="record every received message as JSON lines to PATH"
     )
     p.add_argument(

@@ -142,6 +142,9 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
     if live_cfg.feed == "replay" and not (args.replay or args.ws_url):
         print("chappie live: --feed replay needs --replay PATH or --ws-url URL", file=out)
         return 2
+    if live_cfg.allow_trade and getattr(args, "paper_out", None):
+        print("chappie live: --paper-out is observe-only (trading follows the exchange)", file=out)
+        return 2
     if args.replay and live_cfg.speed <= 0:
         print("chappie live: --speed must be > 0 for the live loop", file=out)
         return 2
@@ -190,6 +193,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         rules=rules,
         duration_s=args.duration,
         decisions_out=args.decisions_out,
+        paper_out=getattr(args, "paper_out", None),
         record=args.record,
         max_skew_s=max_skew_s,
         no_model_reason=no_model,

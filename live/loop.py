@@ -8,7 +8,10 @@ websocket feed, a ticker, the decision sinks, the recording and a clean stop
 Observe-only (the default) sends no order: a decision is logged, and the paper orders
 follow the action in the model's action mode (toggle: place or cancel one side; target:
 the resting orders wanted) so that the management state the policy sees evolves as in
-the env. Without a valid model the loop still runs the feed,
+the env. It is a dry run: each simulated fill is printed with the position, equity and
+pnl, the totals at the end, and `LiveRun.paper_out` records the bars, fills and decisions
+(`live.paper_log`) for `chappie audit paper` to replay through the env
+(`live.paper_replay`). Without a valid model the loop still runs the feed,
 book, sampler and features, logs `action: null` and says why.
 
 No message can kill the loop: `on_message` counts (`dropped`), logs and drops what it
@@ -66,6 +69,7 @@ from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
 from live.orders import FatalTradingError, OrderManager
 from live.paper import PaperAccount, PaperRules
+from live.paper_log import PaperLog
 from live.predictor import (
     BarUpdate,
     Normalizer,
@@ -123,6 +127,7 @@ class LiveSummary:
     quotes_pulled: int = 0  # episodes of bad data or an unhealthy strategy with own orders
     rest_errors: dict[str, int] = field(default_factory=dict)  # "poll: unknown" -> count
     order_transitions: dict[str, int] = field(default_factory=dict)  # "live->done" -> count
+    paper: dict[str, Any] | None = None  # observe-only: the paper account's totals
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,8 +188,10 @@ class LiveSession:
         orders: OrderManager | None = None,
         on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
         on_status: Callable[[str], None] | None = None,
+        paper_log: PaperLog | None = None,
     ) -> None:
         self.spec = spec
+        self.paper_log = paper_log  # observe-only: prints and records the paper account
         self.on_status = on_status  # what the loop waits for, when it changes
         self._status = ""
         self._warm_bars = 0  # consecutive bars inside the feature warm-up
@@ -234,10 +241,12 @@ class LiveSession:
                 self.orders.cancel_own(max(self.last_event_ns, 0))
             self._restat(None, f"observe-only: {reason}")
             return
-        self.rules = model_rules(champion, self.rules)
+        old_rules, self.rules = self.rules, model_rules(champion, self.rules)
         self.predictor = champion.predictor
         if self.paper is not None:
             self.paper.rules = self.rules
+            if self.paper_log is not None and self.rules != old_rules:
+                self.paper_log.rules(self.paper, max(self.last_event_ns, 0))
         same_spec = champion.spec.spec_hash == self.spec.spec_hash
         if (
             same_spec
@@ -432,9 +441,10 @@ class LiveSession:
             if self.paper is not None and self.orders is None:
                 # observe-only: the paper orders rest, fill and roll on every bar, as in the env
                 b = upd.bar
-                self.paper.on_bar(
-                    upd.ts, b[bid_px(0)], b[ask_px(0)], b[BUY_HI_TICKS], b[SELL_LO_TICKS]
-                )
+                inputs = (b[bid_px(0)], b[ask_px(0)], b[BUY_HI_TICKS], b[SELL_LO_TICKS])
+                self.paper.on_bar(upd.ts, *inputs)
+                if self.paper_log is not None:
+                    self.paper_log.bar(self.paper, upd.ts, *inputs, upd.mid_ticks)
             rec = self._on_bar(upd)
             if rec is not None:
                 out.append(rec)
@@ -498,6 +508,17 @@ class LiveSession:
             self.paper = PaperAccount(
                 self.rules, self.instrument, open_account(self.rules.initial_equity_xbt, upd.ts)
             )
+            if self.paper_log is not None and self.orders is None:
+                b = upd.bar
+                self.paper_log.start(
+                    self.paper,
+                    upd.ts,
+                    b[bid_px(0)],
+                    b[ask_px(0)],
+                    b[BUY_HI_TICKS],
+                    b[SELL_LO_TICKS],
+                    upd.mid_ticks,
+                )
         if self.orders is not None:
             self._sync_orders(upd)
         state = self.paper.state(upd.ts, upd.mid_ticks)
@@ -532,6 +553,8 @@ class LiveSession:
             self._order_flags()
         else:
             self.paper.act(action, int(upd.bar[bid_px(0)]), int(upd.bar[ask_px(0)]))
+            if self.paper_log is not None:
+                self.paper_log.decision(self.paper, rec)
         self.actions[rec["action_name"] or "none"] += 1
         if self.keep_history:
             self.decisions.append(rec)
@@ -665,6 +688,7 @@ class LiveRun:
     instrument: InstrumentSpec = XBTUSD
     duration_s: float | None = None  # wall seconds; None: until a signal or the feed ends
     decisions_out: str | Path | None = None  # JSON lines, one per decision
+    paper_out: str | Path | None = None  # observe-only: the paper record (live.paper_log)
     record: str | Path | None = None  # the received messages, replayable
     max_skew_s: float | None = 30.0  # None: a replay (its exchange times are in the past)
     tick_s: float = 0.05  # the clock's tick (bars close, orders are serviced)
@@ -717,6 +741,8 @@ def run_live(
         raise ValueError(
             "an order manager was given but allow_trade is off: observe-only sends no order"
         )
+    if cfg.allow_trade and run.paper_out is not None:
+        raise ValueError("the paper record is observe-only: trading follows the exchange")
     mode = "trade" if cfg.allow_trade else "observe"
     summary = LiveSummary(
         mode=mode,
@@ -725,6 +751,7 @@ def run_live(
         spec_hash=spec.spec_hash,
     )
     sink = DecisionSink(out, run.decisions_out)
+    paper_log = PaperLog(out, run.paper_out) if mode == "observe" else None
     recorder = RecordingWriter(run.record) if run.record else None
     session = LiveSession(
         spec,
@@ -740,6 +767,7 @@ def run_live(
         mode=mode,
         on_decision=sink,
         on_status=None if out is None else _status_printer(out),
+        paper_log=paper_log,
     )
     clock = clock or SystemClock()
     feed = BitmexFeed(
@@ -791,6 +819,8 @@ def run_live(
                 summary.order_transitions = dict(orders.stats.transitions)
                 orders.journal.close()
         sink.close()
+        if paper_log is not None:
+            summary.paper = paper_log.close()
         if recorder is not None:
             recorder.close()
     summary.decisions = sink.count

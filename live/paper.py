@@ -26,6 +26,9 @@ constant `funding_rate` on the open position, marked at the bar's mid, after the
 fills and before the roll: the env's order, and the same due-time rule
 (`core.instrument.funding_settles`). The paper account's previous close is the last bar
 it saw (`on_bar`, or `state` at the decision bar that opened it).
+
+What one bar did is kept until the next `on_bar` (`last_fills`, `last_funding`), so the
+live loop can print and record it (`live.paper_log`) without re-deriving it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,22 @@ from envs.position import (
 )
 
 _ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
+
+
+@dataclass(frozen=True, slots=True)
+class PaperFill:
+    """One simulated fill: when (the bar's close, ns), side (+1 buy / -1 sell), the resting
+    price it filled at (ticks), the stake, and what it moved: contracts, notional and fee
+    (settle currency, fee negative = rebate) and the maker rate charged."""
+
+    ts_ns: int
+    side: int
+    price_ticks: int
+    stake: float
+    contracts: float
+    notional: float
+    fee: float
+    fee_rate: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,8 @@ class PaperAccount:
         self.bid_px = 0
         self.ask_px = 0
         self.fills = 0
+        self.last_fills: list[PaperFill] = []  # the fills of the last `on_bar`
+        self.last_funding = 0.0  # funding paid on the last `on_bar` (settle currency)
         self.bar_ts: int | None = None  # close of the last bar seen (funding's previous close)
 
     @property
@@ -178,43 +199,60 @@ class PaperAccount:
         """Fills, funding and rolling over one bar after the decision bar (`mid_ticks`,
         the funding mark: the bar's mid, by default (best_bid + best_ask) / 2)."""
         r = self.rules
+        self.last_fills = []
+        self.last_funding = 0.0
         touch = r.fill_model == "touch"
         p = self.bid_px
         if p and ((sell_lo > 0 and (sell_lo <= p if touch else sell_lo < p)) or best_ask <= p):
             if can_fill(self.position, LONG, r.stake_fraction, r.max_exposure):
-                self.position, _ = apply_fill(
-                    self.position,
-                    LONG,
-                    p,
-                    ts_ns,
-                    self.instrument,
-                    r.stake_fraction,
-                    r.max_exposure,
-                    fees=r.fees,
-                )
-                self.fills += 1
+                self._fill(LONG, p, ts_ns)
             self.bid_px = 0
         p = self.ask_px
         if p and ((buy_hi > 0 and (buy_hi >= p if touch else buy_hi > p)) or best_bid >= p):
             if can_fill(self.position, SHORT, r.stake_fraction, r.max_exposure):
-                self.position, _ = apply_fill(
-                    self.position,
-                    SHORT,
-                    p,
-                    ts_ns,
-                    self.instrument,
-                    r.stake_fraction,
-                    r.max_exposure,
-                    fees=r.fees,
-                )
-                self.fills += 1
+                self._fill(SHORT, p, ts_ns)
             self.ask_px = 0
         prev, self.bar_ts = self.bar_ts, int(ts_ns)
         if r.funding and prev is not None and funding_settles(prev, int(ts_ns), self.instrument):
             mark = (best_bid + best_ask) / 2.0 if mid_ticks is None else mid_ticks
-            self.position, _ = apply_funding(self.position, r.funding_rate, mark, self.instrument)
+            self.position, self.last_funding = apply_funding(
+                self.position, r.funding_rate, mark, self.instrument
+            )
         if r.roll_orders:
             if self.bid_px:
                 self.bid_px = int(best_bid)
             if self.ask_px:
                 self.ask_px = int(best_ask)
+
+    def _fill(self, side: int, price: int, ts_ns: int) -> None:
+        """Apply one maker fill of the stake at `price` (charged the fee in force at the
+        bar's close) and keep what it moved in `last_fills`."""
+        r = self.rules
+        before = self.position
+        self.position, _ = apply_fill(
+            before,
+            side,
+            price,
+            ts_ns,
+            self.instrument,
+            r.stake_fraction,
+            r.max_exposure,
+            fees=r.fees,
+        )
+        after = self.position
+        self.fills += 1
+        self.last_fills.append(
+            PaperFill(
+                ts_ns=int(ts_ns),
+                side=side,
+                price_ticks=int(price),
+                stake=r.stake_fraction,
+                # an opening fill adds one lot; a reducing one closes part of the stack
+                contracts=after.lots[-1].contracts
+                if before.side in (0, side)
+                else before.contracts - after.contracts,
+                notional=after.maker_volume - before.maker_volume,
+                fee=after.maker_fees - before.maker_fees,
+                fee_rate=r.fees.rates_at(int(ts_ns))[0],
+            )
+        )

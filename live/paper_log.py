@@ -1,0 +1,292 @@
+"""The paper account's dry-run output: one line per simulated fill, a final summary, and
+a JSON-lines record that `live.paper_replay` replays through the env to the same numbers.
+
+Orchestration-side adapter (stdout and one file); the encoders are pure. The live loop
+(observe-only) calls `start` when the paper account opens (the first decision bar),
+`bar` after every later bar's fills, funding and roll, `decision` after the paper orders
+followed a decision, `rules` when a new champion brings other env rules, and `close` at
+the end. Per bar that is a few dicts and one `json.dumps`: microseconds, outside the
+decision's latency.
+
+The record, one JSON object a line (`kind`), `RECORD_VERSION` 1:
+- `start`: the rules (`PaperRules`, fee schedule included), the instrument, the decision
+  bar that opened the account (`bar`: ts, bid, ask, buy_hi, sell_lo, mid) and its account;
+- `fill`: one simulated fill (ts, side, price_ticks, stake, contracts, notional, fee,
+  fee_rate), written before its bar;
+- `bar`: the inputs the paper account used (ts, bid, ask, buy_hi, sell_lo in ticks, mid),
+  what it did (fills, funding) and the result: resting orders after the roll, the account
+  (every `Position` field but the lots; `lots` too when the bar filled) and the equity
+  marked at the mid;
+- `decision`: the action applied at that bar's close and the resting orders after it;
+- `rules`: new rules from a model swap; `end`: the summary.
+Floats are written with Python's shortest round-trip repr, so the numbers read back are
+the numbers computed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import IO, Any
+
+from core.clock import iso_ms
+from core.fees import FeeConfig
+from core.instrument import InstrumentSpec
+from envs.position import Lot, Position, equity
+from live.jsonl import JsonLinesAppender
+from live.paper import PaperAccount, PaperFill, PaperRules
+
+RECORD_VERSION = 1
+_ACCOUNT = tuple(f.name for f in fields(Position) if f.name not in ("longs", "shorts"))
+
+
+# ---------------------------------------------------------------- pure encoders
+def rules_dict(rules: PaperRules) -> dict[str, Any]:
+    """The rules as JSON (the fee schedule as its pydantic dump)."""
+    d = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "fees"}
+    d["fees"] = rules.fees.model_dump(mode="json")
+    return d
+
+
+def rules_from_dict(d: dict[str, Any]) -> PaperRules:
+    """`rules_dict`'s inverse. Raises ValueError (pydantic's, or an unknown field)."""
+    kw = dict(d)
+    kw["fees"] = FeeConfig.model_validate(kw.get("fees", {}))
+    return PaperRules(**kw)
+
+
+def account_dict(position: Position) -> dict[str, Any]:
+    """Every field of the account but the lots (`lots_list`)."""
+    return {name: getattr(position, name) for name in _ACCOUNT}
+
+
+def lots_list(position: Position) -> list[list[float | int]]:
+    """The open lots, oldest first: [side, price_ticks, ts_ns, stake, contracts, entry_fee]."""
+    return [
+        [lot.side, lot.price_ticks, lot.ts_ns, lot.stake, lot.contracts, lot.entry_fee]
+        for lot in position.lots
+    ]
+
+
+def position_from_record(account: dict[str, Any], lots: list[list[Any]]) -> Position:
+    """The Position an `account` dict and a `lots_list` describe (the replay's expectation)."""
+    built = tuple(
+        Lot(int(s), int(px), int(ts), float(st), float(c), float(f)) for s, px, ts, st, c, f in lots
+    )
+    kw = {name: account[name] for name in _ACCOUNT}
+    kw["flat_since_ns"] = int(kw["flat_since_ns"])
+    longs = tuple(lot for lot in built if lot.side > 0)
+    shorts = tuple(lot for lot in built if lot.side < 0)
+    return Position(longs=longs, shorts=shorts, **kw)
+
+
+def quote_currency(instrument: InstrumentSpec) -> str:
+    """The currency prices are quoted in (XBTUSD: USD)."""
+    sym = instrument.symbol
+    return "USD" if sym.endswith("USD") else sym[3:] or sym
+
+
+def format_fill(
+    fill: PaperFill, position: Position, eq: float, initial: float, instrument: InstrumentSpec
+) -> str:
+    """The dry-run line of one simulated fill. Pure."""
+    side = "buy" if fill.side > 0 else "sell"
+    price = fill.price_ticks * instrument.tick_size
+    unit = instrument.settle_currency
+    return (
+        f"{iso_ms(fill.ts_ns)} paper fill: {side} {fill.stake:g} stake ({fill.contracts:,.0f} "
+        f"contracts) @ {price:,} {quote_currency(instrument)} (maker, fee "
+        f"{fill.fee_rate * 1e4:+.2f} bp = {fill.fee:+.8f} {unit}) "
+        f"pos={position.signed_exposure:+.3f} equity={eq:.8f} {unit} "
+        f"pnl={(eq / initial - 1.0) * 100:+.4f} %"
+    )
+
+
+@dataclass
+class PaperStats:
+    """Running totals of a paper session (settle currency; drawdown a fraction of the peak)."""
+
+    initial_equity: float = 0.0
+    fills: int = 0
+    buys: int = 0
+    sells: int = 0
+    bars: int = 0
+    decisions: int = 0
+    fees: float = 0.0
+    funding: float = 0.0
+    equity: float = 0.0
+    peak: float = 0.0
+    max_drawdown: float = 0.0
+    position: float = 0.0  # signed exposure
+
+    def mark(self, position: Position, eq: float) -> None:
+        self.fees, self.funding = position.fees, position.funding
+        self.position = position.signed_exposure
+        self.equity = eq
+        self.peak = max(self.peak, eq)
+        if self.peak > 0:
+            self.max_drawdown = max(self.max_drawdown, 1.0 - eq / self.peak)
+
+    @property
+    def pnl(self) -> float:
+        """Equity less the initial equity (settle currency)."""
+        return self.equity - self.initial_equity
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pnl": self.pnl}
+
+
+def format_summary(s: PaperStats, unit: str) -> str:
+    """The paper session in one line. Pure."""
+    pct = (s.equity / s.initial_equity - 1.0) * 100 if s.initial_equity else 0.0
+    return (
+        f"paper: {s.fills} fills ({s.buys} buy, {s.sells} sell) over {s.bars} bars, "
+        f"fees {s.fees:+.8f} {unit}, funding {s.funding:+.8f} {unit}, "
+        f"equity {s.equity:.8f} {unit}, pnl {s.pnl:+.8f} {unit} ({pct:+.4f} %), "
+        f"max drawdown {s.max_drawdown * 100:.4f} %, pos={s.position:+.3f}"
+    )
+
+
+# ---------------------------------------------------------------- the sink
+class PaperLog:
+    """Prints each simulated fill to `out` and writes the record to `path` (either None)."""
+
+    def __init__(self, out: IO[str] | None, path: str | Path | None) -> None:
+        self.out = out
+        self.path = Path(path) if path else None
+        self._file = JsonLinesAppender(self.path) if self.path else None
+        self.stats = PaperStats()
+        self.started = False
+        self._unit = "XBT"
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.append(obj)
+
+    def start(
+        self,
+        paper: PaperAccount,
+        ts: int,
+        bid: int,
+        ask: int,
+        buy_hi: int,
+        sell_lo: int,
+        mid: float,
+    ) -> None:
+        """The paper account opened at the decision bar `ts` (before its first action)."""
+        inst = paper.instrument
+        self.started = True
+        self._unit = inst.settle_currency
+        eq = equity(paper.position, mid, inst)
+        self.stats = PaperStats(initial_equity=paper.rules.initial_equity_xbt, peak=eq)
+        self.stats.mark(paper.position, eq)
+        self._write(
+            {
+                "kind": "start",
+                "version": RECORD_VERSION,
+                "ts": int(ts),
+                "time": iso_ms(int(ts)),
+                "rules": rules_dict(paper.rules),
+                "instrument": inst.model_dump(mode="json"),
+                "bar": _bar_inputs(ts, bid, ask, buy_hi, sell_lo, mid),
+                "account": account_dict(paper.position),
+                "equity": eq,
+            }
+        )
+
+    def bar(
+        self,
+        paper: PaperAccount,
+        ts: int,
+        bid: int,
+        ask: int,
+        buy_hi: int,
+        sell_lo: int,
+        mid: float,
+    ) -> None:
+        """One bar after the decision bar: its fills (printed and written), then the bar."""
+        pos, inst = paper.position, paper.instrument
+        eq = equity(pos, mid, inst)
+        s = self.stats
+        s.bars += 1
+        for fill in paper.last_fills:
+            s.fills += 1
+            s.buys += fill.side > 0
+            s.sells += fill.side < 0
+            self._write(
+                {
+                    "kind": "fill",
+                    "ts": fill.ts_ns,
+                    "side": "buy" if fill.side > 0 else "sell",
+                    "price_ticks": fill.price_ticks,
+                    "stake": fill.stake,
+                    "contracts": fill.contracts,
+                    "notional": fill.notional,
+                    "fee": fill.fee,
+                    "fee_rate": fill.fee_rate,
+                    "liquidity": "maker",
+                }
+            )
+            if self.out is not None:
+                line = format_fill(fill, pos, eq, s.initial_equity, inst)
+                print(line, file=self.out, flush=True)
+        s.mark(pos, eq)
+        rec = _bar_inputs(ts, bid, ask, buy_hi, sell_lo, mid)
+        rec.update(
+            kind="bar",
+            fills=len(paper.last_fills),
+            funding=paper.last_funding,
+            orders=[int(paper.bid_px), int(paper.ask_px)],
+            account=account_dict(pos),
+            equity=eq,
+        )
+        if paper.last_fills:
+            rec["lots"] = lots_list(pos)  # lots change only by fills
+        self._write(rec)
+
+    def decision(self, paper: PaperAccount, rec: dict[str, Any]) -> None:
+        """The action the paper orders followed at the decision bar `rec['ts']`."""
+        self.stats.decisions += 1
+        self._write(
+            {
+                "kind": "decision",
+                "ts": rec["ts"],
+                "action": rec["action"],
+                "action_name": rec["action_name"],
+                "orders": [int(paper.bid_px), int(paper.ask_px)],
+            }
+        )
+
+    def rules(self, paper: PaperAccount, ts: int) -> None:
+        """New env rules (a model swap) from bar `ts` on."""
+        self._write({"kind": "rules", "ts": int(ts), "rules": rules_dict(paper.rules)})
+
+    def close(self) -> dict[str, Any] | None:
+        """Print and write the summary (when the account opened); close the record."""
+        summary = self.stats.as_dict() if self.started else None
+        if summary is not None:
+            self._write({"kind": "end", **summary})
+            if self.out is not None:
+                where = f" (record: {self.path})" if self.path else ""
+                print(
+                    f"chappie live: {format_summary(self.stats, self._unit)}{where}",
+                    file=self.out,
+                    flush=True,
+                )
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return summary
+
+
+def _bar_inputs(
+    ts: int, bid: int, ask: int, buy_hi: int, sell_lo: int, mid: float
+) -> dict[str, Any]:
+    return {
+        "ts": int(ts),
+        "bid": int(bid),
+        "ask": int(ask),
+        "buy_hi": int(buy_hi),
+        "sell_lo": int(sell_lo),
+        "mid": float(mid),
+    }

@@ -1,0 +1,298 @@
+"""Replay a paper record (`live.paper_log`) through the env and say whether it agrees.
+
+The record's bars become a slice (ts, mid, best bid/ask, buy_hi, sell_lo; one constant
+dummy feature with its frozen stats, in a temporary folder), the record's rules an
+`EnvConfig` (window 1, one bar a step, the whole slice, no flattening at the end), and
+`envs.management.ManagementEnv` steps it with the recorded actions: the decision's at a
+decision bar, "leave the orders as they are" at a bar without one (toggle 0; target:
+the sides resting). After every bar the env's account (every `Position` field, the open
+lots included), its resting orders, its fills (the maker volume and fees they added,
+summed in the record's order) and its equity at the mid must equal the record's
+exactly: the paper account runs the env's rules, so any difference is a bug or a
+tampered record.
+
+A file holding several sessions (a restarted `chappie live` appends) replays each from
+its `start`. A session whose rules change mid-way (a model swap) is not replayable:
+`PaperRecordError`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.clock import iso_ms
+from live.paper_log import RECORD_VERSION, position_from_record, rules_from_dict
+
+_FEATURE = "paper_replay_constant"
+_MAX_REPORTED = 20
+
+
+class PaperRecordError(ValueError):
+    """The record cannot be read or replayed (malformed line, unknown version, rule change)."""
+
+
+@dataclass
+class PaperReplay:
+    """What a replay found: counts, the final equity on both sides, the disagreements."""
+
+    sessions: int = 0
+    bars: int = 0
+    decisions: int = 0
+    fills_record: int = 0
+    fills_env: int = 0
+    equity_record: float | None = None
+    equity_env: float | None = None
+    mismatches: list[str] = field(default_factory=list)
+    mismatch_count: int = 0
+
+    @property
+    def agree(self) -> bool:
+        return self.mismatch_count == 0
+
+    def add(self, msg: str) -> None:
+        self.mismatch_count += 1
+        if len(self.mismatches) < _MAX_REPORTED:
+            self.mismatches.append(msg)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agree": self.agree,
+            "sessions": self.sessions,
+            "bars": self.bars,
+            "decisions": self.decisions,
+            "fills_record": self.fills_record,
+            "fills_env": self.fills_env,
+            "equity_record": self.equity_record,
+            "equity_env": self.equity_env,
+            "mismatch_count": self.mismatch_count,
+            "mismatches": self.mismatches,
+        }
+
+
+def read_paper_record(path: str | Path) -> list[dict[str, Any]]:
+    """The record's lines as dicts. Raises PaperRecordError naming the line of a malformed
+    one, or when the file holds no `start` line; OSError when it cannot be read."""
+    p = Path(path)
+    out: list[dict[str, Any]] = []
+    with p.open("r", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PaperRecordError(f"{p}:{n}: not JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict) or "kind" not in obj:
+                raise PaperRecordError(f"{p}:{n}: not a paper record line (no 'kind')")
+            out.append(obj)
+    if not any(o["kind"] == "start" for o in out):
+        raise PaperRecordError(
+            f"{p}: no 'start' line: not a paper record (chappie live --paper-out)"
+        )
+    return out
+
+
+def replay_paper_record(path: str | Path) -> PaperReplay:
+    """Replay every session of the record at `path` through the env (see the module
+    docstring). Raises PaperRecordError / OSError as `read_paper_record`."""
+    lines = read_paper_record(path)
+    rep = PaperReplay()
+    session: list[dict[str, Any]] = []
+    for obj in lines:
+        if obj["kind"] == "start" and session:
+            _replay_session(session, rep)
+            session = []
+        if session or obj["kind"] == "start":
+            session.append(obj)
+    if session:
+        _replay_session(session, rep)
+    return rep
+
+
+@dataclass
+class _Row:
+    bar: dict[str, Any]  # the inputs (and, but for the first row, the results) of one bar
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    action: int | None = None  # the decision's, None: no decision at this bar
+
+
+def _rows(session: list[dict[str, Any]]) -> list[_Row]:
+    start = session[0]
+    if start.get("version") != RECORD_VERSION:
+        raise PaperRecordError(
+            f"record version {start.get('version')!r}: this replay reads {RECORD_VERSION}"
+        )
+    rows = [_Row({**start["bar"], "orders": [0, 0]})]
+    pending: list[dict[str, Any]] = []
+    for obj in session[1:]:
+        kind = obj["kind"]
+        if kind == "fill":
+            pending.append(obj)
+        elif kind == "bar":
+            rows.append(_Row(obj, pending))
+            pending = []
+        elif kind == "decision":
+            row = rows[-1]
+            if obj["ts"] != row.bar["ts"] or row.action is not None:
+                raise PaperRecordError(
+                    f"decision at {iso_ms(int(obj['ts']))} is not at the last bar's close"
+                )
+            row.action = obj["action"]
+            row.bar = {**row.bar, "orders_after_decision": obj["orders"]}
+        elif kind == "rules":
+            raise PaperRecordError(
+                f"the rules changed at {iso_ms(int(obj['ts']))} (a model swap): "
+                "a session under two rule sets is not replayable"
+            )
+        elif kind not in ("end",):
+            raise PaperRecordError(f"unknown record line kind {kind!r}")
+    if pending:
+        raise PaperRecordError("fills after the last bar line (a truncated record?)")
+    return rows
+
+
+def _no_op(action_mode: str, orders: list[int]) -> int:
+    """The action that leaves the resting orders as they are."""
+    if action_mode == "target":
+        return int(orders[0] != 0) | (int(orders[1] != 0) << 1)
+    return 0
+
+
+def _replay_session(session: list[dict[str, Any]], rep: PaperReplay) -> None:
+    from core.config.env import EnvConfig
+    from core.instrument import InstrumentSpec
+
+    rows = _rows(session)
+    rep.sessions += 1
+    rep.bars += len(rows) - 1
+    rep.decisions += sum(r.action is not None for r in rows)
+    rep.fills_record += sum(len(r.fills) for r in rows)
+    start = session[0]
+    rules = rules_from_dict(start["rules"])
+    instrument = InstrumentSpec.model_validate(start["instrument"])
+    where = f"session {rep.sessions} ({start.get('time', '')})"
+    if len(rows) < 2:
+        return  # the account opened on its last bar: nothing to step
+    cfg = EnvConfig(
+        window=1,
+        step_skip=1,
+        random_start=False,
+        action_mode=rules.action_mode,  # type: ignore[arg-type]
+        stake_fraction=rules.stake_fraction,
+        max_exposure=rules.max_exposure,
+        fill_model=rules.fill_model,  # type: ignore[arg-type]
+        roll_orders=rules.roll_orders,
+        hours_clip=rules.hours_clip,
+        pct_clip=rules.pct_clip,
+        initial_equity_xbt=rules.initial_equity_xbt,
+        obs_clip=rules.obs_clip,
+        fees=rules.fees,
+        funding=rules.funding,
+        funding_rate=rules.funding_rate,
+        instrument=instrument,
+    )
+    with tempfile.TemporaryDirectory(prefix="paper-replay-") as tmp:
+        env = _env_for(rows, cfg, Path(tmp))
+        _step_and_compare(env, rows, rules.action_mode, rep, where, instrument)
+
+
+def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
+    """A ManagementEnv over the record's bars (a slice and frozen stats written to `tmp`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core import schema as S
+    from envs.management import ManagementEnv
+    from features.stats import FrozenStats
+
+    n = len(rows)
+
+    def col(key: str) -> np.ndarray:
+        return np.array([r.bar[key] for r in rows], dtype=np.int64)
+
+    table = {
+        S.TS: col("ts"),
+        S.MID_TICKS: np.array([r.bar["mid"] for r in rows], dtype=np.float64),
+        _FEATURE: np.zeros(n, np.float64),
+        S.BEST_BID_TICKS: col("bid"),
+        S.BEST_ASK_TICKS: col("ask"),
+        S.BUY_HI_TICKS: col("buy_hi"),
+        S.SELL_LO_TICKS: col("sell_lo"),
+        S.BUY_VOL: np.zeros(n, np.int64),
+        S.SELL_VOL: np.zeros(n, np.int64),
+    }
+    assert tuple(table)[3:] == S.EXEC_COLUMNS
+    pq.write_table(pa.table(table), tmp / "record.parquet")
+    stats = FrozenStats.fit(np.zeros((2, 1)), [_FEATURE], "", 1e-8, [])
+    stats.save(tmp / "stats")
+    try:
+        return ManagementEnv(tmp / "record.parquet", tmp / "stats", cfg)
+    except ValueError as exc:  # SliceDataError: bars the env refuses (a bad book, time order)
+        raise PaperRecordError(f"the env refuses the record's bars: {exc}") from exc
+
+
+def _step_and_compare(
+    env: Any, rows: list[_Row], action_mode: str, rep: PaperReplay, where: str, instrument: Any
+) -> None:
+    from envs import kernels as K
+    from envs.position import Position, equity
+
+    env.reset(options={"full": True, "flatten_at_end": False})
+    lots: list[list[Any]] = []
+    for k in range(len(rows) - 1):
+        row, nxt = rows[k], rows[k + 1]
+        orders = row.bar.get("orders_after_decision", row.bar["orders"])
+        action = row.action if row.action is not None else _no_op(action_mode, orders)
+        before: Position = env.position
+        info = env.step(int(action))[4]
+        pos: Position = env.position
+        b = nxt.bar
+        at = f"{where} bar {iso_ms(int(b['ts']))}"
+        # fills: what the env's maker volume and fees gained, summed in the record's order
+        vol, fee = before.maker_volume, before.maker_fees
+        for f in nxt.fills:
+            vol += f["notional"]
+            fee += f["fee"]
+        env_filled = pos.maker_volume != before.maker_volume
+        if nxt.fills:
+            rep.fills_env += len(nxt.fills) if env_filled else 0
+            if (vol, fee) != (pos.maker_volume, pos.maker_fees):
+                rep.add(
+                    f"{at}: record fills {len(nxt.fills)} (volume {vol!r}, fees {fee!r}), "
+                    f"env volume {pos.maker_volume!r}, fees {pos.maker_fees!r}"
+                )
+        elif env_filled:
+            rep.fills_env += 1
+            rep.add(
+                f"{at}: the env filled (volume +{pos.maker_volume - before.maker_volume!r}), the record did not"
+            )
+        if len(nxt.fills) != b.get("fills"):
+            rep.add(f"{at}: bar says {b.get('fills')} fills, {len(nxt.fills)} fill lines")
+        env_orders = [int(env._I[K.H_BID]), int(env._I[K.H_ASK])]
+        if env_orders != list(b["orders"]):
+            rep.add(f"{at}: resting orders record {b['orders']}, env {env_orders}")
+        if "lots" in b:
+            lots = b["lots"]
+        try:
+            expected = position_from_record(b["account"], lots)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PaperRecordError(f"{at}: unreadable account ({exc})") from exc
+        if expected != pos:
+            diff = [
+                f"{name} record {getattr(expected, name)!r} env {getattr(pos, name)!r}"
+                for name in (f.name for f in fields(Position))
+                if getattr(expected, name) != getattr(pos, name)
+            ]
+            rep.add(f"{at}: account differs: {'; '.join(diff)}")
+        eq = float(info["equity"])  # the env's own mark (its kernel, at the bar's mid)
+        if eq != equity(pos, float(b["mid"]), instrument):
+            rep.add(f"{at}: the env's equity {eq!r} is not its account at the mid")
+        if b.get("equity") != eq:
+            rep.add(f"{at}: equity record {b.get('equity')!r}, env {eq!r}")
+        rep.equity_record, rep.equity_env = b.get("equity"), eq
