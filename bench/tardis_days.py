@@ -16,6 +16,9 @@ after the partial: 1,712 rows in 1,299 messages; measured by replaying the captu
 insert/update/delete actions on its partial, tick 0.5):
 - message mix by rows: update 74.4 %, insert 13.0 %, delete 12.6 %; rows per message
   1.40 (update), 1.10 (insert), 1.13 (delete); one action and one side per message.
+  The generator draws inserts and deletes at 12.8 % each (`GEN_MIX`) and keeps each
+  side's level count within 0.8-1.2 times its day-0 count, so the book keeps its shape
+  over days (at the capture's own rates it would grow by ~70,000 levels a day).
 - distance from the touch (ticks, same side, before the message): the percentiles
   below (`_DIST`); updates sit at the touch (median 16 ticks), inserts and deletes
   farther (median ~90-100), a tail to ~10,000 ticks; 2 % of inserts improve the touch.
@@ -77,7 +80,13 @@ _TRADE_SIZE = [100, 100, 200, 300, 1000, 7300, 24300]
 TRADES_PER_MSG = 3.0
 # occupancy of the ticks by distance from the touch (upper bound, fraction)
 _OCCUPANCY = ((10, 0.55), (100, 0.70), (1_000, 0.48), (10_000, 0.23), (GRID, 0.022))
-MIN_LEVELS = 100  # a delete never thins a side below this (it updates instead)
+#: the generator's message mix: the capture's, with inserts and deletes at their mean
+#: (0.128 each): the capture's 222 inserts to 216 deletes in 28 s, kept for a day, would
+#: add ~70,000 levels a day (a book of 600,000 levels after 8 days, each replay slower)
+GEN_MIX = {"update": MIX["update"], "insert": 0.128, "delete": 0.128}
+#: each side's level count stays within this band of its day-0 count: an insert at the
+#: top of the band deletes instead, a delete at its bottom inserts instead
+LEVEL_BAND = (0.8, 1.2)
 
 ACT_UPDATE, ACT_INSERT, ACT_DELETE = 0, 1, 2
 
@@ -109,6 +118,7 @@ def _book_kernel(
     asks: np.ndarray,
     touch: np.ndarray,
     counts: np.ndarray,
+    bounds: np.ndarray,
     msg_act: np.ndarray,
     msg_first: np.ndarray,
     row_side: np.ndarray,
@@ -134,8 +144,10 @@ def _book_kernel(
             ref = bb if s > 0 else ba
             k = 0 if s > 0 else 1
             a = act
-            if a == ACT_DELETE and counts[k] <= MIN_LEVELS:
-                a = ACT_UPDATE
+            if a == ACT_DELETE and counts[k] <= bounds[k, 0]:
+                a = ACT_INSERT
+            elif a == ACT_INSERT and counts[k] >= bounds[k, 1]:
+                a = ACT_DELETE
             if a == ACT_INSERT:
                 p = min(max(ref + out * d, 1), lv.shape[0] - 1)
                 if s > 0 and p >= ba:
@@ -235,6 +247,10 @@ class Generator:
         self.counts = np.array(
             [int((self.bids > 0).sum()), int((self.asks > 0).sum())], dtype=np.int64
         )
+        self.bounds = np.array(
+            [[round(n * LEVEL_BAND[0]), round(n * LEVEL_BAND[1])] for n in self.counts],
+            dtype=np.int64,
+        )
         self.trade_no = 0
 
     def _snapshot(self, t_us: int) -> tuple[np.ndarray, ...]:
@@ -251,7 +267,7 @@ class Generator:
         day0_us = parse_day(day) // 1000
         acts = np.array([ACT_UPDATE, ACT_INSERT, ACT_DELETE], dtype=np.int8)
         names = ("update", "insert", "delete")
-        per_msg = np.array([MIX[a] / ROWS_PER_MSG[a] for a in names])
+        per_msg = np.array([GEN_MIX[a] / ROWS_PER_MSG[a] for a in names])
         msg_p = per_msg / per_msg.sum()
         rows_per_msg = 1.0 / per_msg.sum()
         snap = self._snapshot(day0_us)
@@ -283,6 +299,7 @@ class Generator:
             self.asks,
             self.touch,
             self.counts,
+            self.bounds,
             msg_act,
             first,
             row_side.astype(np.int64),
