@@ -48,19 +48,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from flows.evaluate import evaluate_flow
 
         ev = evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep)
-    for c in ev["candidates"]:
-        t = c["test_totals"]
-        print(
-            f"{c['candidate_id']:<28} {c['decision']:<8} pnl+fees {t['pnl_plus_fees']:+.6f} trades {t['trades']}"
-        )
-        for reason in c["reasons"]:
+    for c in ev.candidates:
+        t = c.test_totals
+        pnl, trades = (t.pnl_plus_fees, t.trades) if t is not None else (0.0, 0)
+        print(f"{c.candidate_id:<28} {c.decision:<8} pnl+fees {pnl:+.6f} trades {trades}")
+        for reason in c.reasons:
             print(f"    - {reason}")
-        sheet = (c.get("report") or {}).get("tearsheet.html")
+        sheet = (c.report or {}).get("tearsheet.html")
         if sheet:
             print(f"    tear sheet: {sheet}")
-    o = ev["overfitting"]
-    print(f"PBO {o.get('pbo')}  DSR {o.get('dsr')}  trials {o.get('n_trials')}")
-    print(f"best: {ev['best']}  challenger: {ev['challenger']}")
+    o = ev.overfitting
+    pbo, dsr, n = (o.pbo, o.dsr, o.n_trials) if o is not None else (None, None, None)
+    print(f"PBO {pbo}  DSR {dsr}  trials {n}")
+    print(f"best: {ev.best}  challenger: {ev.challenger}")
     print(f"written: {rt.layout.reports(sweep) / 'evaluation.json'}")
     return 0
 

@@ -28,7 +28,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
@@ -48,7 +47,16 @@ from training.candidates import (
     plan_references,
     reference_backtest,
 )
-from training.evaluation import CHAMPION, data_key, evaluate_sweep
+from training.evaluation import CHAMPION, data_key, evaluate_sweep, failed_candidate
+from training.evaluation_record import (
+    CandidateEvaluation,
+    DriftSummary,
+    Evaluation,
+    FeeScenario,
+    LedgerEntry,
+    SliceFigures,
+    TestTotals,
+)
 from training.report import write_report
 
 EVALUATION_JSON = "evaluation.json"
@@ -74,69 +82,37 @@ def backtest_champion_task(plan: ReferencePlan) -> str:
     return backtest_champion(plan)
 
 
-def _summary_markdown(evaluation: dict[str, Any]) -> str:
+def _summary_markdown(evaluation: Evaluation) -> str:
     lines = [
         "# Evaluation",
         "",
         "| candidate | decision | pnl+fees | trades | max dd | failed gates |",
         "|---|---|---|---|---|---|",
     ]
-    for c in evaluation["candidates"]:
-        failed = ", ".join(k for k, g in c.get("gates", {}).items() if not g["passed"]) or "-"
-        t = c["test_totals"]
+    for c in evaluation.candidates:
+        failed = ", ".join(c.failed_gates()) or "-"
+        t = c.test_totals
+        if t is None:
+            continue
         lines.append(
-            f"| {c['candidate_id']} | {c['decision']} | {t['pnl_plus_fees']:.6f} | {t['trades']} | {t['max_drawdown']:.4f} | {failed} |"
+            f"| {c.candidate_id} | {c.decision} | {t.pnl_plus_fees:.6f} | {t.trades} | {t.max_drawdown:.4f} | {failed} |"
         )
-    o = evaluation["overfitting"]
+    o = evaluation.overfitting
+    pbo, dsr, n = (o.pbo, o.dsr, o.n_trials) if o is not None else (None, None, None)
     lines += [
         "",
-        f"PBO {o.get('pbo')}, DSR {o.get('dsr')}, trials {o.get('n_trials')}; best {evaluation['best']}, "
-        f"challenger {evaluation['challenger']}",
+        f"PBO {pbo}, DSR {dsr}, trials {n}; best {evaluation.best}, "
+        f"challenger {evaluation.challenger}",
     ]
     return "\n".join(lines)
-
-
-def _failed_candidate(cid: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The evaluation entry of a candidate whose training failed on some fold: retest."""
-    first = rows[0]["task"]
-    errors = [f"fold {r['fold']}: {r['error']}" for r in rows if not r["ok"]]
-    return {
-        "candidate_id": cid,
-        "trial": first["trial"]["name"],
-        "seed": first["seed"],
-        "timesteps": first["timesteps"],
-        "decision": "retest",
-        "reasons": [f"training failed after retries: {e}" for e in errors],
-        "gates": {},
-        "test_totals": {
-            "pnl": 0.0,
-            "fees": 0.0,
-            "pnl_plus_fees": 0.0,
-            "trades": 0,
-            "max_drawdown": 0.0,
-        },
-        "slices": [],
-        "stress_slices": [],
-        "validation_slices": [],
-        "dsr": None,
-        "model_zip": None,
-        "stats_dir": None,
-        "run_id": None,
-        "env_config": first["trial"]["env"],
-        "reward_config": first["trial"]["env"]["reward"],
-        "ppo_config": first["trial"]["ppo"],
-        "train_slices": [],
-        "test_slices": [],
-        "notes": [],
-    }
 
 
 @flow(name="evaluate-policies", task_runner=ThreadPoolTaskRunner(max_workers=1))  # type: ignore[arg-type]
 def evaluate_policies_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
-) -> dict[str, Any]:
-    """See the module docstring. Returns the evaluation.json content. Holds the data
-    folder's lock; persisted results are JSON records (`flows.results`)."""
+) -> Evaluation:
+    """See the module docstring. Returns the evaluation (evaluation.json is its dump).
+    Holds the data folder's lock; persisted results are JSON records (`flows.results`)."""
     with data_folder_lock(data_dir, "evaluate"):
         ensure_result_storage()
         return _evaluate_policies(cfg, data_dir, tracking_uri, sweep_run_id)
@@ -144,7 +120,7 @@ def evaluate_policies_flow(
 
 def _evaluate_policies(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
-) -> dict[str, Any]:
+) -> Evaluation:
     """The flow's body (runs inside the flow, so its tasks are Prefect task runs)."""
     from registry import ledger, tracking
     from registry.reference import resolve_champion
@@ -172,7 +148,7 @@ def _evaluate_policies(
     plans: list[CandidatePlan] = []
     run_ids: dict[str, str | None] = {}
     fold_runs: dict[str, dict[int, str]] = {}  # candidate -> fold -> that fold's training run
-    failed_entries = []
+    failed_entries: list[CandidateEvaluation] = []
     trained_on = {r["task"]["train_slice_id"]: r["task"]["train_sha256"] for r in sweep["tasks"]}
     current = {f.train_id: f.train_sha256 for f in catalog.folds}
     if trained_on != current:
@@ -183,7 +159,11 @@ def _evaluate_policies(
     for cid, rows in by_cid.items():
         rows = sorted(rows, key=lambda r: r["fold"])
         if not all(r["ok"] for r in rows) or len(rows) != len(catalog.folds):
-            failed_entries.append(_failed_candidate(cid, rows))
+            first = rows[0]["task"]
+            errors = [f"fold {r['fold']}: {r['error']}" for r in rows if not r["ok"]]
+            failed_entries.append(
+                failed_candidate(cid, first["trial"], first["seed"], first["timesteps"], errors)
+            )
             continue
         t = rows[0]["task"]
         zips = tuple(r["model_zip"] for r in rows)
@@ -223,6 +203,7 @@ def _evaluate_policies(
         (backtest_champion_task if p.name == CHAMPION else backtest_reference_task).submit(p)
         for p in ref_plans
     ]
+    last_train = catalog.manifests[catalog.folds[-1].train_id]
     cands = []
     results_by_cid = {}
     with progress.step("evaluate: candidates", len(plans), "backtests") as st:
@@ -231,6 +212,7 @@ def _evaluate_policies(
             results_by_cid[plan.candidate_id] = results
             c = candidate_backtest(plan, results)
             c.run_id = run_ids[plan.candidate_id]
+            c.train_end_ns = int(last_train["t_end_ns"])
             cands.append(c)
             st.advance()
     refs = []
@@ -252,79 +234,54 @@ def _evaluate_policies(
         ref_results[(rplan.env_key, rplan.name, rplan.seed)] = results
     dkey = data_key([f.test_sha256 for f in catalog.folds], cfg.evaluation.return_period_s)
     trials = ledger.read_ledger(cfg.registry.experiment, spec_hash, dkey)
-    judged = evaluate_sweep(
+    verdict = evaluate_sweep(
         cands, cfg.evaluation, n_trials=len(by_cid), references=refs, ledger=trials
     )
-    last_train = catalog.manifests[catalog.folds[-1].train_id]
-    for entry in judged["candidates"]:
-        entry["train_end_ns"] = int(last_train["t_end_ns"])
-    notes = judged["notes"] + ([champ_note] if champ_note else [])
-    evaluation = {
-        "sweep_run_id": sweep_run_id,
-        "experiment": cfg.registry.experiment,
-        "config_fingerprint": cfg.fingerprint,
-        "spec_hash": spec_hash,
-        "data_key": dkey,
-        "candidates": judged["candidates"] + failed_entries,
-        "best": judged["best"],
-        "challenger": judged["challenger"],
-        "overfitting": judged["overfitting"],
-        "baselines": judged["baselines"],
-        "champion": judged["champion"],
-        "ledger": [
-            {"model_key": t.model_key, "config_key": t.config_key, "returns": list(t.returns)}
-            for t in trials
-        ],
-        "notes": notes,
-        "drift": {
-            sid: _drift_summary(catalog.manifests[sid])
-            for sid in [f.test_id for f in catalog.folds] + list(catalog.stress_ids)
-            if (catalog.manifests[sid].get("validation") or {}).get("drift")
-        },
-        "stress_slices": list(catalog.stress_ids),
-        "evaluation_config": cfg.evaluation.model_dump(mode="json"),
-        "env_configs": {c.env_key: c.trial.env.model_dump(mode="json") for c in cands},
-    }
+    overfitting_json = verdict.overfitting.to_json()
+    baselines_json = {name: b.to_json() for name, b in verdict.baselines.items()}
 
-    st = progress.open_step("evaluate: reports and MLflow", len(judged["candidates"]), "candidates")
-    for entry in judged["candidates"]:
-        cid = entry["candidate_id"]
+    report_paths: dict[str, dict[str, str]] = {}
+    st = progress.open_step("evaluate: reports and MLflow", len(verdict.candidates), "candidates")
+    for entry in verdict.candidates:
+        cid = entry.candidate_id
         report = {
-            **entry,
+            **entry.to_json(),
             "model": {
-                "model_zip": entry["model_zip"],
-                "stats_dir": entry["stats_dir"],
-                "run_id": entry["run_id"],
+                "model_zip": entry.model_zip,
+                "stats_dir": entry.stats_dir,
+                "run_id": entry.run_id,
                 "sweep_run_id": sweep_run_id,
             },
-            "overfitting": judged["overfitting"],
-            "baselines": judged["baselines"],
+            "overfitting": overfitting_json,
+            "baselines": baselines_json,
         }
-        best = entry["best_baseline"]
-        seed0 = min((k[2] for k in ref_results if k[:2] == (entry["env_key"], best)), default=0)
-        reference = ref_results.get((entry["env_key"], best, seed0), [])
-        paths = write_report(reports / cid, report, results_by_cid[cid], reference, best or "")
-        entry["report"] = paths
-        if entry["run_id"]:
+        env, best = entry.env_key or "", entry.best_baseline or ""
+        seed0 = min((k[2] for k in ref_results if k[:2] == (env, best)), default=0)
+        reference = ref_results.get((env, best, seed0), [])
+        paths = write_report(reports / cid, report, results_by_cid[cid], reference, best)
+        report_paths[cid] = paths
+        if entry.run_id:
             # every fold's run: the candidate's totals and its own fold's slices, under the
             # same keys on every run (MLflow Compare lines them up; the fold is a param)
-            totals = _run_metrics(entry)
-            by_fold = {s["fold"]: s for s in entry["slices"]}
-            val_by_fold = {s["fold"]: s for s in entry["validation_slices"]}
+            totals = _run_metrics(
+                entry.test_totals, entry.stress_slices, entry.fee_sensitivity, entry.dsr
+            )
+            by_fold = {s.fold: s for s in entry.slices}
+            val_by_fold = {s.fold: s for s in entry.validation_slices}
             for fold, run in fold_runs.get(cid, {}).items():
                 own = _slice_metrics("test", by_fold.get(fold))
                 own |= _slice_metrics("validation", val_by_fold.get(fold))
                 tracking.log_metrics(run, totals | own)
-                tracking.set_tags(run, {"decision": entry["decision"]})
-            tracking.log_artifacts(entry["run_id"], list(paths.values()), artifact_path="backtest")
-            tracking.set_tags(entry["run_id"], {"decision": entry["decision"]})
-            judged_on = entry["slices"] + entry["stress_slices"]  # test and stress slices
+                tracking.set_tags(run, {"decision": entry.decision})
+            tracking.log_artifacts(entry.run_id, list(paths.values()), artifact_path="backtest")
+            tracking.set_tags(entry.run_id, {"decision": entry.decision})
+            judged_on = entry.slices + entry.stress_slices  # test and stress slices
             tracking.log_slice_datasets_by_kind(
-                entry["run_id"], [catalog.manifests[s["slice_id"]] for s in judged_on]
+                entry.run_id, [catalog.manifests[s.slice_id] for s in judged_on]
             )
             c = next(x for x in cands if x.candidate_id == cid)
             ledger.record_trial(
-                entry["run_id"],
+                entry.run_id,
                 ledger.ledger_tags(
                     spec_hash,
                     dkey,
@@ -334,100 +291,115 @@ def _evaluate_policies(
                 ),
             )
         st.advance()
-    for name, b in judged["baselines"].items():
+    for name, b in verdict.baselines.items():
         tracking.log_child_run(
             sweep_run_id,
             cfg.registry.experiment,
             f"baseline-{name}",
-            {"baseline": name, "seeds": b.get("seeds", [0])},
+            {"baseline": name, "seeds": b.seeds if b.seeds is not None else [0]},
             {"baseline": "true", "sweep_run_id": sweep_run_id},
             [],
-            _run_metrics({"test_totals": _totals_keys(b), **b}),
+            _run_metrics(b.as_totals(), b.stress_slices, b.fee_sensitivity, None),
             [],
             [],
         )
     st.close()
-    path = write_json_atomic(reports / EVALUATION_JSON, evaluation)
+    evaluation = Evaluation(
+        sweep_run_id=sweep_run_id,
+        experiment=cfg.registry.experiment,
+        config_fingerprint=cfg.fingerprint,
+        spec_hash=spec_hash,
+        data_key=dkey,
+        candidates=[
+            c.model_copy(update={"report": report_paths[c.candidate_id]})
+            for c in verdict.candidates
+        ]
+        + failed_entries,
+        best=verdict.best,
+        challenger=verdict.challenger,
+        overfitting=verdict.overfitting,
+        baselines=verdict.baselines,
+        champion=verdict.champion,
+        ledger=[
+            LedgerEntry(model_key=t.model_key, config_key=t.config_key, returns=list(t.returns))
+            for t in trials
+        ],
+        notes=verdict.notes + ([champ_note] if champ_note else []),
+        drift={
+            sid: _drift_summary(catalog.manifests[sid])
+            for sid in [f.test_id for f in catalog.folds] + list(catalog.stress_ids)
+            if (catalog.manifests[sid].get("validation") or {}).get("drift")
+        },
+        stress_slices=list(catalog.stress_ids),
+        evaluation_config=cfg.evaluation.model_dump(mode="json"),
+        env_configs={c.env_key: c.trial.env.model_dump(mode="json") for c in cands},
+    )
+    path = evaluation.write(reports / EVALUATION_JSON)
     over = {
         k: float(v)
-        for k, v in judged["overfitting"].items()
+        for k, v in overfitting_json.items()
         if isinstance(v, (int, float)) and v is not None
     }
     tracking.log_metrics(sweep_run_id, {f"overfitting_{k}": v for k, v in over.items()})
     tracking.log_metrics(
         sweep_run_id,
         {
-            f"drift_{sid}_{k}": float(d[k])
-            for sid, d in evaluation["drift"].items()
+            f"drift_{sid}_{k}": float(value)
+            for sid, d in evaluation.drift.items()
             for k in ("max_beyond_clip_share", "max_mean_shift")
-            if d.get(k) is not None
+            if (value := getattr(d, k)) is not None
         },
     )
     tracking.log_artifacts(sweep_run_id, [str(path)])
     tracking.set_tags(
-        sweep_run_id, {"best": str(evaluation["best"]), "challenger": str(evaluation["challenger"])}
+        sweep_run_id, {"best": str(evaluation.best), "challenger": str(evaluation.challenger)}
     )
     _post_artifact(evaluation)
     return evaluation
 
 
-def _drift_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+def _drift_summary(manifest: dict[str, Any]) -> DriftSummary:
     """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
     d = manifest["validation"]["drift"]
-    keys = (
-        "clip",
-        "max_beyond_clip_share",
-        "max_beyond_clip_feature",
-        "max_mean_shift",
-        "max_mean_shift_feature",
-        "flagged",
-    )
-    return {k: d.get(k) for k in keys}
+    return DriftSummary.model_validate({k: d.get(k) for k in DriftSummary.model_fields})
 
 
-def _totals_keys(b: dict[str, Any]) -> dict[str, float]:
-    """A panel entry's totals under the candidates' `test_totals` keys."""
-    return {
-        "pnl": b["pnl_without_fees"],
-        "fees": b["fees"],
-        "pnl_plus_fees": b["pnl_plus_fees"],
-        "trades": b["trades"],
-        "max_drawdown": b["max_drawdown"],
-    }
-
-
-def _run_metrics(entry: dict[str, Any]) -> dict[str, float]:
+def _run_metrics(
+    totals: TestTotals | None,
+    stress: list[SliceFigures],
+    fee_sensitivity: list[FeeScenario] | None,
+    dsr: float | None,
+) -> dict[str, float]:
     """The candidate-level keys every evaluated run carries (every fold run of a candidate
     and every baseline run): totals over the test slices, fee sensitivity, DSR, and the
     stress slices (the last-fold model's, so the same on every fold run)."""
-    metrics = {f"total_test_{k}": float(v) for k, v in entry["test_totals"].items()}
-    for s in entry["stress_slices"]:
+    by_key = totals.model_dump() if totals is not None else {}
+    metrics = {f"total_test_{k}": float(v) for k, v in by_key.items()}
+    for s in stress:
         for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
-            metrics[f"{s['slice_id']}_{k}"] = float(s[k])
-    for row in entry.get("fee_sensitivity") or []:
+            metrics[f"{s.slice_id}_{k}"] = float(getattr(s, k))
+    for row in fee_sensitivity or []:
         # MLflow metric names take no "+": maker_-2.5bp, maker_0bp, maker_2bp
-        metrics[f"total_test_pnl_plus_fees_maker_{row['maker_fee'] * 1e4:g}bp"] = row[
-            "pnl_plus_fees"
-        ]
-    if entry.get("dsr") is not None:
-        metrics["dsr"] = float(entry["dsr"])
+        metrics[f"total_test_pnl_plus_fees_maker_{row.maker_fee * 1e4:g}bp"] = row.pnl_plus_fees
+    if dsr is not None:
+        metrics["dsr"] = float(dsr)
     return metrics
 
 
-def _slice_metrics(prefix: str, s: dict[str, Any] | None) -> dict[str, float]:
+def _slice_metrics(prefix: str, s: SliceFigures | None) -> dict[str, float]:
     """One slice's figures under `<prefix>_<name>` (no slice id in the key)."""
     if s is None:
         return {}
     keys = ("pnl", "fees", "pnl_plus_fees", "max_drawdown", "sharpe", "trades")
-    return {f"{prefix}_{k}": float(s[k]) for k in keys}
+    return {f"{prefix}_{k}": float(getattr(s, k)) for k in keys}
 
 
-def _post_artifact(evaluation: dict[str, Any]) -> None:
+def _post_artifact(evaluation: Evaluation) -> None:
     post_markdown_artifact("evaluation", _summary_markdown(evaluation), "gates")
 
 
 def evaluate_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
-) -> dict[str, Any]:
+) -> Evaluation:
     """Entry point (nightly, CLI): the `evaluate-policies` flow."""
     return evaluate_policies_flow(cfg, data_dir, tracking_uri, sweep_run_id)

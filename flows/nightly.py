@@ -256,7 +256,7 @@ def nightly_flow(
             "evaluate",
             lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep["sweep_run_id"]),
         )
-        outcome["evaluation"] = evaluation
+        outcome["evaluation"] = evaluation.to_json()  # the outcome record holds its JSON
         evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
         spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
         outcome["promotion"] = step(

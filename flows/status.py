@@ -22,6 +22,7 @@ from typing import Any
 
 from core.config.registry import RegistryConfig
 from core.paths import DataLayout
+from training.evaluation_record import CandidateEvaluation, Evaluation
 
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -147,20 +148,22 @@ def _number(text: str) -> Any:
 
 def _evaluation_candidate(
     layout: DataLayout, tags: dict[str, str], run_id: str | None
-) -> dict | None:
+) -> CandidateEvaluation | None:
     """The evaluation.json candidate of a version: by its sweep_run_id and candidate_id
-    tags, else by scanning reports for a candidate with the version's run id."""
+    tags, else by scanning reports for a candidate with the version's run id. Files that
+    are missing, unreadable or not an evaluation are skipped."""
     paths: list[Path] = []
     if tags.get("sweep_run_id"):
         paths.append(layout.reports(tags["sweep_run_id"]) / "evaluation.json")
     paths += sorted((layout.root / "reports").glob("*/evaluation.json"))
     for path in paths:
-        ev = _read_json(path)
-        if not ev or "error" in ev:
+        try:
+            ev = Evaluation.read(path)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
             continue
-        for cand in ev.get("candidates", []):
-            if (tags.get("candidate_id") and cand.get("candidate_id") == tags["candidate_id"]) or (
-                run_id and cand.get("run_id") == run_id
+        for cand in ev.candidates:
+            if (tags.get("candidate_id") and cand.candidate_id == tags["candidate_id"]) or (
+                run_id and cand.run_id == run_id
             ):
                 return cand
     return None
@@ -231,10 +234,10 @@ def registry_status(layout: DataLayout, tracking_uri: str, cfg: RegistryConfig) 
         if not gates:
             cand = _evaluation_candidate(layout, tags, mv.run_id)
             if cand:
-                gates = dict(cand.get("gates") or {})
-                totals = totals or dict(cand.get("test_totals") or {})
-                tags.setdefault("decision", str(cand.get("decision")))
-                tags.setdefault("candidate_id", str(cand.get("candidate_id")))
+                gates = {name: g.to_json() for name, g in cand.gates.items()}
+                totals = totals or (cand.test_totals.to_json() if cand.test_totals else {})
+                tags.setdefault("decision", str(cand.decision))
+                tags.setdefault("candidate_id", cand.candidate_id)
                 source = "evaluation.json"
         out[role] = {
             "alias": alias,

@@ -31,12 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from core.config.registry import RegistryConfig
+from training.evaluation_record import CandidateEvaluation, Evaluation, JsonObject
 
 Action = Literal["promote", "challenger", "none"]
 MODEL_KEY_TAG = "model_key"  # version tag: the candidate's fold models' identity
 TRAIN_END_TAG = "train_end_ns"  # version tag: last bar of its training slices
-REQUIRED_KEYS = ("sweep_run_id", "candidates", "best", "challenger")
 
 
 class PromotionError(RuntimeError):
@@ -89,32 +91,39 @@ def utc_now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def read_evaluation(path: str | Path) -> dict[str, Any]:
-    """Read evaluation.json and check the keys promotion needs. Raises PromotionError."""
+def read_evaluation(path: str | Path) -> Evaluation:
+    """Read evaluation.json through its parser (`Evaluation.read`: promotion needs
+    `sweep_run_id`, `candidates`, `best`, `challenger`). Raises PromotionError."""
     path = Path(path)
     if not path.is_file():
         raise PromotionError(f"evaluation file not found: {path}")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PromotionError(f"{path} is not valid JSON: {exc}") from exc
-    missing = [k for k in REQUIRED_KEYS if k not in doc]
-    if missing:
-        raise PromotionError(f"{path} lacks {missing}")
-    return doc
+        return Evaluation.read(path)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise PromotionError(f"{path} is not a valid evaluation: {problems}") from exc
 
 
-def find_candidate(evaluation: Mapping[str, Any], candidate_id: str) -> dict[str, Any]:
-    for cand in evaluation.get("candidates", []):
-        if cand.get("candidate_id") == candidate_id:
-            return dict(cand)
-    raise PromotionError(
-        f"candidate {candidate_id!r} named in evaluation.json is not among its candidates"
-    )
+def find_candidate(evaluation: Evaluation, candidate_id: str) -> CandidateEvaluation:
+    cand = evaluation.candidate(candidate_id)
+    if cand is None:
+        raise PromotionError(
+            f"candidate {candidate_id!r} named in evaluation.json is not among its candidates"
+        )
+    return cand
+
+
+def _recorded(record: BaseModel, name: str) -> Any:
+    """A field's value when the record set it (written or read), else None: a tag is
+    written only for what the evaluation recorded."""
+    return getattr(record, name) if name in record.model_fields_set else None
 
 
 def plan_promotion(
-    evaluation: Mapping[str, Any], cfg: RegistryConfig, current: Mapping[str, str]
+    evaluation: Evaluation, cfg: RegistryConfig, current: Mapping[str, str]
 ) -> PromotionPlan:
     """Decide what promotion does, from evaluation.json and the current aliases. Pure.
 
@@ -124,30 +133,30 @@ def plan_promotion(
     - else nothing changes.
     Raises PromotionError when `best` did not pass or a named candidate is missing.
     """
-    best, challenger = evaluation.get("best"), evaluation.get("challenger")
+    best, challenger = evaluation.best, evaluation.challenger
     if best:
         cand = find_candidate(evaluation, best)
-        if cand.get("decision") != "promote":
+        if cand.decision != "promote":
             raise PromotionError(
                 f"evaluation.json names {best!r} as best, but its decision is "
-                f"{cand.get('decision')!r}; only a promote decision moves {cfg.champion_alias!r}"
+                f"{cand.decision!r}; only a promote decision moves {cfg.champion_alias!r}"
             )
         old = current.get(cfg.champion_alias)
-        reasons = (f"{best}: decision promote", *[str(r) for r in cand.get("reasons", [])])
+        reasons = (f"{best}: decision promote", *[str(r) for r in cand.reasons])
         return PromotionPlan("promote", best, "promote", cfg.champion_alias, old, old, reasons)
     if challenger:
         cand = find_candidate(evaluation, challenger)
-        if cand.get("decision") == "promote":
+        if cand.decision == "promote":
             raise PromotionError(f"challenger {challenger!r} has decision promote but is not best")
         reasons = (
             f"no candidate passed the gates; {challenger} is the best that did not "
-            f"(decision {cand.get('decision')}); {cfg.champion_alias!r} unchanged",
-            *[str(r) for r in cand.get("reasons", [])],
+            f"(decision {cand.decision}); {cfg.champion_alias!r} unchanged",
+            *[str(r) for r in cand.reasons],
         )
         return PromotionPlan(
             "challenger",
             challenger,
-            str(cand.get("decision")),
+            str(cand.decision),
             cfg.challenger_alias,
             current.get(cfg.challenger_alias),
             None,
@@ -158,33 +167,37 @@ def plan_promotion(
     )
 
 
-def version_tags_for(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> dict[str, Any]:
+def version_tags_for(evaluation: Evaluation, cand: CandidateEvaluation) -> dict[str, Any]:
     """Tags of a newly registered version (gates flattened by registry.store.gate_tags). Pure."""
     from registry.store import gate_tags
 
-    totals = cand.get("test_totals") or {}
-    over = evaluation.get("overfitting") or {}
+    totals = cand.test_totals.to_json() if cand.test_totals is not None else {}
+    over = evaluation.overfitting.to_json() if evaluation.overfitting is not None else {}
     tags: dict[str, Any] = {
-        "candidate_id": cand.get("candidate_id"),
+        "candidate_id": cand.candidate_id,
         "candidate_key": candidate_key(evaluation, cand),
-        "sweep_run_id": evaluation.get("sweep_run_id"),
-        "training_run_id": cand.get("run_id") or "",
-        "decision": cand.get("decision"),
-        "reasons": list(cand.get("reasons", [])),
-        "config_fingerprint": evaluation.get("config_fingerprint"),
-        "trial": cand.get("trial"),
-        MODEL_KEY_TAG: cand.get("model_key") or None,
-        TRAIN_END_TAG: cand.get("train_end_ns"),
-        "seed": cand.get("seed"),
-        "timesteps": cand.get("timesteps"),
+        "sweep_run_id": evaluation.sweep_run_id,
+        "training_run_id": cand.run_id or "",
+        "decision": cand.decision,
+        "reasons": list(cand.reasons),
+        "config_fingerprint": evaluation.config_fingerprint,
+        "trial": _recorded(cand, "trial"),
+        MODEL_KEY_TAG: cand.model_key or None,
+        TRAIN_END_TAG: cand.train_end_ns,
+        "seed": _recorded(cand, "seed"),
+        "timesteps": _recorded(cand, "timesteps"),
         **{f"test.{k}": v for k, v in totals.items()},
         **{f"overfitting.{k}": v for k, v in over.items()},
-        **gate_tags(cand.get("gates") or {}),
+        **gate_tags(_gates_json(cand)),
     }
     return {k: v for k, v in tags.items() if v is not None}
 
 
-def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str:
+def _gates_json(cand: CandidateEvaluation) -> dict[str, JsonObject]:
+    return {name: g.to_json() for name, g in cand.gates.items()}
+
+
+def candidate_key(evaluation: Evaluation, cand: CandidateEvaluation) -> str:
     """Identity of a registration: the candidate's models (`model_key`, their bytes;
     older evaluations without one: sweep and candidate id) and a hash of its decision and
     gate results. The same models with the same verdict reuse their version, whichever
@@ -192,8 +205,8 @@ def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str
     (whose bundle carries the new gates). Pure."""
     from core.hashing import fingerprint
 
-    verdict = fingerprint({"decision": cand.get("decision"), "gates": cand.get("gates") or {}})
-    who_ = cand.get("model_key") or f"{evaluation.get('sweep_run_id')}/{cand.get('candidate_id')}"
+    verdict = fingerprint({"decision": cand.decision, "gates": _gates_json(cand)})
+    who_ = cand.model_key or f"{evaluation.sweep_run_id}/{cand.candidate_id}"
     return f"{who_}/{verdict[:12]}"
 
 
@@ -201,7 +214,7 @@ def candidate_key(evaluation: Mapping[str, Any], cand: Mapping[str, Any]) -> str
 
 
 def _register_candidate(
-    evaluation: dict[str, Any], cand: dict[str, Any], cfg: RegistryConfig, feature_spec: Any = None
+    evaluation: Evaluation, cand: CandidateEvaluation, cfg: RegistryConfig, feature_spec: Any = None
 ) -> tuple[str, bool]:
     """Build, log and register the candidate's bundle, or find the version that already
     holds the same models with the same verdict. Returns (version, newly registered)."""
@@ -213,54 +226,60 @@ def _register_candidate(
     existing = store.find_version_by_tag(cfg.model_name, "candidate_key", key)
     if existing is not None:
         return existing, False
-    for field_name in ("model_zip", "stats_dir"):
-        if not cand.get(field_name) or not Path(cand[field_name]).exists():
-            raise PromotionError(
-                f"candidate {cand.get('candidate_id')}: {field_name} {cand.get(field_name)!r} not found"
-            )
-    stats = FrozenStats.load(cand["stats_dir"])
+    model_zip, stats_dir = cand.model_zip, cand.stats_dir
+    for field_name, value in (("model_zip", model_zip), ("stats_dir", stats_dir)):
+        if not value or not Path(value).exists():
+            raise PromotionError(f"candidate {cand.candidate_id}: {field_name} {value!r} not found")
+    assert model_zip is not None and stats_dir is not None  # checked above
+    stats = FrozenStats.load(stats_dir)
     spec = _feature_spec(evaluation, cand, stats.spec_hash, feature_spec)
-    if evaluation.get("spec_hash") and stats.spec_hash != evaluation["spec_hash"]:
+    if evaluation.spec_hash and stats.spec_hash != evaluation.spec_hash:
         raise PromotionError(
-            f"stats {stats.stats_id} have spec hash {stats.spec_hash}, evaluation.json says {evaluation['spec_hash']}"
+            f"stats {stats.stats_id} have spec hash {stats.spec_hash}, evaluation.json says {evaluation.spec_hash}"
         )
-    experiment = str(evaluation.get("experiment") or cfg.experiment)
-    parent = str(evaluation.get("sweep_run_id") or "")
+    experiment = str(evaluation.experiment or cfg.experiment)
+    parent = evaluation.sweep_run_id
     # Not nested under the sweep (its children are the training tasks); linked by tag.
     tags = {
         "chappie.step": "register",
-        "candidate_id": str(cand.get("candidate_id")),
+        "candidate_id": cand.candidate_id,
         "sweep_run_id": parent,
-        "training_run_id": str(cand.get("run_id") or ""),
+        "training_run_id": str(cand.run_id or ""),
     }
-    run_id = tracking.start_parent_run(experiment, f"register-{cand.get('candidate_id')}", {}, tags)
+    train_slices = [s.model_dump() for s in cand.train_slices]
+    test_slices = [s.model_dump() for s in cand.test_slices]
+    run_id = tracking.start_parent_run(experiment, f"register-{cand.candidate_id}", {}, tags)
     try:
         with tempfile.TemporaryDirectory(prefix="chappie-bundle-") as tmp:
             bundle = build_bundle(
                 Path(tmp) / "bundle",
-                model_zip=cand["model_zip"],
-                stats_dir=cand["stats_dir"],
+                model_zip=model_zip,
+                stats_dir=stats_dir,
                 feature_spec=spec,
-                env_config=cand.get("env_config") or {"window": spec.window},
-                reward_config=cand.get("reward_config"),
-                ppo_config=cand.get("ppo_config"),
-                config_fingerprint=str(evaluation.get("config_fingerprint", "")),
-                candidate=cand,
-                train_slices=cand.get("train_slices", []),
-                test_slices=cand.get("test_slices", []),
-                decision=str(cand.get("decision")),
-                reasons=cand.get("reasons", []),
-                gates=cand.get("gates", {}),
+                env_config=cand.env_config or {"window": spec.window},
+                reward_config=cand.reward_config,
+                ppo_config=cand.ppo_config,
+                config_fingerprint=evaluation.config_fingerprint or "",
+                candidate=cand.to_json(),
+                train_slices=train_slices,
+                test_slices=test_slices,
+                decision=cand.decision,
+                reasons=cand.reasons,
+                gates=_gates_json(cand),
                 lineage={
-                    "sweep_run_id": evaluation.get("sweep_run_id"),
-                    "training_run_id": cand.get("run_id"),
-                    "overfitting": evaluation.get("overfitting"),
+                    "sweep_run_id": evaluation.sweep_run_id,
+                    "training_run_id": cand.run_id,
+                    "overfitting": (
+                        evaluation.overfitting.to_json()
+                        if evaluation.overfitting is not None
+                        else None
+                    ),
                 },
             )
             info = verify_bundle(bundle)
-            tracking.log_slice_datasets(run_id, list(cand.get("train_slices", [])), "train")
-            tracking.log_slice_datasets(run_id, list(cand.get("test_slices", [])), "test")
-            model_info = store.log_bundle_model(bundle, run_id, cand["model_zip"])
+            tracking.log_slice_datasets(run_id, train_slices, "train")
+            tracking.log_slice_datasets(run_id, test_slices, "test")
+            model_info = store.log_bundle_model(bundle, run_id, model_zip)
             tags_v = version_tags_for(evaluation, cand)
             tags_v |= {
                 "spec_hash": info.spec_hash,
@@ -272,7 +291,7 @@ def _register_candidate(
             }
             # the version's source run is the run that trained the model (the bundle itself
             # is logged in the register run, which leaves the training run's times alone)
-            source_run = str(cand.get("run_id") or run_id)
+            source_run = str(cand.run_id or run_id)
             version = store.register_version(
                 model_info.model_uri, cfg.model_name, source_run, tags_v
             )
@@ -285,22 +304,22 @@ def _register_candidate(
 
 
 def _feature_spec(
-    evaluation: Mapping[str, Any], cand: Mapping[str, Any], spec_hash: str, given: Any = None
+    evaluation: Evaluation, cand: CandidateEvaluation, spec_hash: str, given: Any = None
 ) -> Any:
     """The FeatureSpec the candidate was trained on: `given` (the experiment config's), else
     `feature_spec` in the candidate or evaluation.json, else the default spec with the env
     window. It must hash to the stats' spec hash. Raises PromotionError."""
     from core.config.features import FeatureSpec
 
-    raw = given if given is not None else cand.get("feature_spec") or evaluation.get("feature_spec")
+    raw = given if given is not None else cand.feature_spec or evaluation.feature_spec
     if raw is not None:
         spec = raw if isinstance(raw, FeatureSpec) else FeatureSpec.model_validate(raw)
     else:
-        window = int((cand.get("env_config") or {}).get("window", FeatureSpec().window))
-        spec = FeatureSpec(window=window)
+        window = (cand.env_config or {}).get("window", FeatureSpec().window)
+        spec = FeatureSpec(window=int(window) if isinstance(window, (int, float, str)) else window)
     if spec.spec_hash != spec_hash:
         raise PromotionError(
-            f"cannot reconstruct the FeatureSpec of candidate {cand.get('candidate_id')}: "
+            f"cannot reconstruct the FeatureSpec of candidate {cand.candidate_id}: "
             f"spec hash {spec.spec_hash} != stats spec hash {spec_hash}; add 'feature_spec' to evaluation.json"
         )
     return spec
@@ -332,7 +351,7 @@ def promote(
 
 
 def _promote(
-    evaluation: dict[str, Any], cfg: RegistryConfig, dry_run: bool, feature_spec: Any
+    evaluation: Evaluation, cfg: RegistryConfig, dry_run: bool, feature_spec: Any
 ) -> dict[str, Any]:
     from registry import store
 

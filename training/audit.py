@@ -5,7 +5,6 @@ files) around the pure statistics."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from core.config.training import EvaluationConfig, TrialConfig
 from training.candidates import load_results
 from training.evaluation import CandidateBacktest, LedgerTrial, overfitting_statistics
+from training.evaluation_record import Evaluation
 from training.overfitting import sharpe_per_period
 
 
@@ -24,42 +24,40 @@ def audit_overfitting(
     ran. `reports_dir` is reports/<sweep_run_id>. Raises FileNotFoundError when
     evaluation.json or a candidate's backtest is missing."""
     d = Path(reports_dir)
-    evaluation = json.loads((d / "evaluation.json").read_text())
+    evaluation = Evaluation.read(d / "evaluation.json")
     if cfg is None:
-        cfg = EvaluationConfig.model_validate(evaluation.get("evaluation_config", {}))
-    evaluated = [c for c in evaluation["candidates"] if c.get("slices")]
+        cfg = EvaluationConfig.model_validate(evaluation.evaluation_config or {})
+    evaluated = [c for c in evaluation.candidates if c.slices]
     cands = [
         CandidateBacktest(
-            c["candidate_id"],
-            TrialConfig(name=c["trial"]),
-            c["seed"],
-            c["timesteps"],
-            [r for r in load_results(d / c["candidate_id"]) if r.slice.kind == "test"],
-            model_key=c.get("model_key") or "",
-            config_key=c.get("config_key") or "",  # recorded from the full trial config
+            c.candidate_id,
+            TrialConfig(name=c.trial),
+            c.seed,
+            c.timesteps,
+            [r for r in load_results(d / c.candidate_id) if r.slice.kind == "test"],
+            model_key=c.model_key or "",
+            config_key=c.config_key or "",  # recorded from the full trial config
         )
         for c in evaluated
     ]
-    ledger = [
-        LedgerTrial(t["model_key"], t["config_key"], tuple(t["returns"]))
-        for t in evaluation.get("ledger", [])
-    ]
-    n_failed = len(evaluation["candidates"]) - len(evaluated)
-    over, _, dsrs, notes = overfitting_statistics(cands, ledger, cfg, n_failed)
-    per_candidate = []
+    ledger = [LedgerTrial(t.model_key, t.config_key, tuple(t.returns)) for t in evaluation.ledger]
+    n_failed = len(evaluation.candidates) - len(evaluated)
+    recomputed, _, dsrs, notes = overfitting_statistics(cands, ledger, cfg, n_failed)
+    over = recomputed.to_json()
+    per_candidate: list[dict[str, float | str | None]] = []
     for c, dsr in zip(cands, dsrs, strict=True):
-        series = c.returns(cfg.return_period_s)[: over["n_periods"]]
+        series = c.returns(cfg.return_period_s)[: recomputed.n_periods or 0]
         sr = float(sharpe_per_period(series)[0]) if series.size >= 2 else math.nan
         per_candidate.append({"candidate_id": c.candidate_id, "sharpe_per_period": sr, "dsr": dsr})
-    recorded = evaluation.get("overfitting", {})
-    recorded_dsr = {c["candidate_id"]: c.get("dsr") for c in evaluated}
-    for row in per_candidate:
-        row["recorded_dsr"] = recorded_dsr.get(row["candidate_id"])
+    recorded = evaluation.overfitting.to_json() if evaluation.overfitting is not None else {}
+    recorded_dsr = {c.candidate_id: c.dsr for c in evaluated}
+    for row, c in zip(per_candidate, cands, strict=True):
+        row["recorded_dsr"] = recorded_dsr.get(c.candidate_id)
     agree = all(_close(over.get(k), recorded.get(k)) for k in ("pbo", "dsr")) and all(
         _close(r["dsr"], r["recorded_dsr"]) for r in per_candidate
     )
     return {
-        "sweep_run_id": evaluation["sweep_run_id"],
+        "sweep_run_id": evaluation.sweep_run_id,
         "recomputed": over,
         "recorded": recorded,
         "candidates": per_candidate,

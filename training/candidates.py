@@ -28,6 +28,7 @@ from core.instrument import InstrumentSpec
 from core.paths import DataLayout
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import CandidateBacktest, ReferenceBacktest
+from training.evaluation_record import SliceLink
 from training.metrics import SliceMetrics
 from training.sweep import TrainTask, candidate_id
 
@@ -343,8 +344,8 @@ def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> C
         validation=validation,
         model_zip=plan.model_zips[-1] if plan.model_zips else "",
         stats_dir=plan.folds[-1].stats_dir if plan.folds else "",
-        train_slices=[{"slice_id": f.train_id, "sha256": f.train_sha256} for f in plan.folds],
-        test_slices=[{"slice_id": f.test_id, "sha256": f.test_sha256} for f in plan.folds],
+        train_slices=[SliceLink(slice_id=f.train_id, sha256=f.train_sha256) for f in plan.folds],
+        test_slices=[SliceLink(slice_id=f.test_id, sha256=f.test_sha256) for f in plan.folds],
         model_key=model_key(plan.model_sha256),
     )
 

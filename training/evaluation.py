@@ -1,7 +1,8 @@
 """Judging a sweep: per-candidate gates, the baseline panel, the champion, seed stability,
 PBO and DSR over the trial ledger, the decision of each candidate and the sweep's best
-and challenger. Pure: takes backtest results, returns the JSON-able content of
-evaluation.json (shape in DEVELOPERS.md).
+and challenger. Pure: takes backtest results, returns a `SweepVerdict`
+(`training.evaluation_record`), the judged part of evaluation.json (shape in
+DEVELOPERS.md).
 
 Walk-forward: a candidate (trial, seed, timesteps) has one model per fold, each judged on
 its own fold's test slice; the gates see those test slices only. Stress slices are
@@ -26,15 +27,29 @@ the DSR its number of trials and Sharpe variance, and PBO its columns.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from core.config.training import EvaluationConfig, TrialConfig
 from core.hashing import fingerprint
 from training.backtest import SliceResult
+from training.evaluation_record import (
+    BaselineEntry,
+    BaselineSpread,
+    CandidateEvaluation,
+    ChampionRecord,
+    FeeScenario,
+    Gate,
+    JsonObject,
+    Overfitting,
+    SeedTotals,
+    SliceFigures,
+    SliceLink,
+    SweepVerdict,
+    TestTotals,
+)
 from training.gates import (
     GateResult,
     beats_baselines,
@@ -87,11 +102,12 @@ class CandidateBacktest:
     model_zip: str = ""
     stats_dir: str = ""
     run_id: str | None = None
-    train_slices: list[dict[str, str]] = field(default_factory=list)
-    test_slices: list[dict[str, str]] = field(default_factory=list)
+    train_slices: list[SliceLink] = field(default_factory=list)
+    test_slices: list[SliceLink] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     model_key: str = ""  # identity of the fold models' bytes (a re-run of them is one trial)
     config_key: str = ""  # identity of the trial config without the seed (default: computed)
+    train_end_ns: int | None = None  # last bar of the last fold's training slice (None: unset)
 
     def __post_init__(self) -> None:
         if not self.config_key:
@@ -137,7 +153,7 @@ class LedgerTrial:
 # ------------------------------------------------------------------ the baseline panel
 
 
-def _mean_slices(groups: Sequence[Sequence[SliceMetrics]]) -> list[dict[str, Any]]:
+def _mean_slices(groups: Sequence[Sequence[SliceMetrics]]) -> list[SliceFigures]:
     """Slice metrics averaged over the runs of one baseline (random: over seeds), slice by
     slice; count fields stay counts (rounded means)."""
     if not groups:
@@ -145,32 +161,31 @@ def _mean_slices(groups: Sequence[Sequence[SliceMetrics]]) -> list[dict[str, Any
     out = []
     for per_seed in zip(*groups, strict=False):
         first = per_seed[0].as_dict()
-        row: dict[str, Any] = dict(first)
+        row: dict[str, object] = dict(first)
         for k, v in first.items():
             if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool)):
                 if k in ("fold",):
                     continue
                 vals = [float(m.as_dict()[k] or 0.0) for m in per_seed]
                 row[k] = float(np.mean(vals)) if isinstance(v, float) else round(np.mean(vals))
-        out.append(row)
+        out.append(SliceFigures.model_validate(row))
     return out
 
 
 def fee_sensitivity(
-    slices: Sequence[Mapping[str, Any]], makers: Sequence[float], taker: float
-) -> list[dict[str, float]] | None:
+    slices: Sequence[SliceFigures], makers: Sequence[float], taker: float
+) -> list[FeeScenario] | None:
     """pnl_plus_fees (fraction of initial equity, summed over `slices`) re-scored from the
     same fills at each maker fee, taker fills at `taker`: pnl - maker_volume * m -
     taker_volume * t per slice. None when the slices carry no fill volumes. Pure."""
-    if not slices or any(s.get("maker_volume") is None for s in slices):
+    if not slices or any("maker_volume" not in s.model_fields_set for s in slices):
         return None
     out = []
     for m in makers:
         total = sum(
-            float(s["pnl"]) - float(s["maker_volume"]) * m - float(s.get("taker_volume", 0)) * taker
-            for s in slices
+            float(s.pnl) - float(s.maker_volume) * m - float(s.taker_volume) * taker for s in slices
         )
-        out.append({"maker_fee": float(m), "taker_fee": float(taker), "pnl_plus_fees": total})
+        out.append(FeeScenario(maker_fee=float(m), taker_fee=float(taker), pnl_plus_fees=total))
     return out
 
 
@@ -180,41 +195,48 @@ class PanelEntry:
 
     name: str
     seeds: tuple[int, ...]
-    slices: list[dict[str, Any]]
-    validation_slices: list[dict[str, Any]]
-    stress_slices: list[dict[str, Any]]
+    slices: list[SliceFigures]
+    validation_slices: list[SliceFigures]
+    stress_slices: list[SliceFigures]
     returns: np.ndarray
-    per_seed: list[dict[str, Any]]
+    per_seed: list[SeedTotals]
 
     def totals(self) -> dict[str, float]:
         return {
-            "pnl_plus_fees": float(sum(s["pnl_plus_fees"] for s in self.slices)),
-            "pnl_without_fees": float(sum(s["pnl"] for s in self.slices)),
-            "fees": float(sum(s["fees"] for s in self.slices)),
-            "trades": float(sum(s["trades"] for s in self.slices)),
-            "max_drawdown": float(max((s["max_drawdown"] for s in self.slices), default=0.0)),
+            "pnl_plus_fees": float(sum(s.pnl_plus_fees for s in self.slices)),
+            "pnl_without_fees": float(sum(s.pnl for s in self.slices)),
+            "fees": float(sum(s.fees for s in self.slices)),
+            "trades": float(sum(s.trades for s in self.slices)),
+            "max_drawdown": float(max((s.max_drawdown for s in self.slices), default=0.0)),
         }
 
-    def as_json(self, cfg: EvaluationConfig) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            **self.totals(),
-            "slices": self.slices,
-            "validation_slices": self.validation_slices,
-            "stress_slices": self.stress_slices,
-            "fee_sensitivity": fee_sensitivity(
-                self.slices, cfg.fee_sensitivity, cfg.fee_sensitivity_taker
-            ),
-        }
+    def record(self, cfg: EvaluationConfig) -> BaselineEntry:
+        """The entry in evaluation.json `baselines` (seeds, per-seed totals and their
+        spread only for a policy run with several seeds)."""
+        several: dict[str, object] = {}
         if len(self.seeds) > 1:
-            pnls = np.array([s["pnl_plus_fees"] for s in self.per_seed])
-            out["seeds"] = list(self.seeds)
-            out["per_seed"] = self.per_seed
-            out["spread"] = {
-                "pnl_plus_fees_std": float(pnls.std(ddof=1)),
-                "pnl_plus_fees_min": float(pnls.min()),
-                "pnl_plus_fees_max": float(pnls.max()),
+            pnls = np.array([s.pnl_plus_fees for s in self.per_seed])
+            several = {
+                "seeds": list(self.seeds),
+                "per_seed": self.per_seed,
+                "spread": BaselineSpread(
+                    pnl_plus_fees_std=float(pnls.std(ddof=1)),
+                    pnl_plus_fees_min=float(pnls.min()),
+                    pnl_plus_fees_max=float(pnls.max()),
+                ),
             }
-        return out
+        return BaselineEntry.model_validate(
+            {
+                **self.totals(),
+                "slices": self.slices,
+                "validation_slices": self.validation_slices,
+                "stress_slices": self.stress_slices,
+                "fee_sensitivity": fee_sensitivity(
+                    self.slices, cfg.fee_sensitivity, cfg.fee_sensitivity_taker
+                ),
+                **several,
+            }
+        )
 
 
 def baseline_panel(refs: Sequence[ReferenceBacktest], period_s: float) -> dict[str, PanelEntry]:
@@ -232,9 +254,9 @@ def baseline_panel(refs: Sequence[ReferenceBacktest], period_s: float) -> dict[s
         per_seed = []
         for r in runs:
             tot = aggregate_totals([x.metrics for x in r.test if x.metrics is not None])
-            per_seed.append({"seed": r.seed, **tot})
+            per_seed.append(SeedTotals.model_validate({"seed": r.seed, **tot}))
 
-        def metrics(kind: str, runs: list[ReferenceBacktest] = runs) -> list[dict[str, Any]]:
+        def metrics(kind: str, runs: list[ReferenceBacktest] = runs) -> list[SliceFigures]:
             return _mean_slices(
                 [[x.metrics for x in getattr(r, kind) if x.metrics is not None] for r in runs]
             )
@@ -284,7 +306,7 @@ def overfitting_statistics(
     cfg: EvaluationConfig,
     n_failed: int,
     series: Sequence[np.ndarray] | None = None,
-) -> tuple[dict[str, Any], GateResult, list[float | None], list[str]]:
+) -> tuple[Overfitting, GateResult, list[float | None], list[str]]:
     """PBO over every comparable trial, the DSR of each candidate deflated by the ledger,
     and the autocorrelation of the returns they use. `series`: each candidate's returns
     over `cfg.return_period_s` when the caller has them already."""
@@ -325,24 +347,23 @@ def overfitting_statistics(
         if cands
         else None
     )
-    over: dict[str, Any] = {
-        "pbo": pbo,
-        "dsr": dsrs[best_j] if best_j is not None else None,
-        "best_candidate": cands[best_j].candidate_id if best_j is not None else None,
-        "n_trials": n_trials,
-        "n_trials_sweep": len(cands) + max(n_failed, 0),
-        "n_trials_ledger": n_trials,
-        "n_configs": n_configs,
-        "n_pbo_columns": int(m.shape[1]),
-        "n_periods": t,
-        "n_splits": splits if pbo is not None else None,
-        "return_period_s": period,
-        "trials_sharpe_variance": var,
-        "lag1_autocorrelation_median": float(np.median(acfs)) if acfs else None,
-    }
     gate = pbo_under_cap(pbo, n_configs, cfg.gates)
-    if gate.note:
-        over["pbo_note"] = gate.note
+    over = Overfitting(
+        pbo=pbo,
+        dsr=dsrs[best_j] if best_j is not None else None,
+        best_candidate=cands[best_j].candidate_id if best_j is not None else None,
+        n_trials=n_trials,
+        n_trials_sweep=len(cands) + max(n_failed, 0),
+        n_trials_ledger=n_trials,
+        n_configs=n_configs,
+        n_pbo_columns=int(m.shape[1]),
+        n_periods=t,
+        n_splits=splits if pbo is not None else None,
+        return_period_s=period,
+        trials_sharpe_variance=var,
+        lag1_autocorrelation_median=float(np.median(acfs)) if acfs else None,
+        **({"pbo_note": gate.note} if gate.note else {}),
+    )
     return over, gate, dsrs, notes
 
 
@@ -390,7 +411,7 @@ def evaluate_sweep(
     *,
     references: Sequence[ReferenceBacktest] = (),
     ledger: Sequence[LedgerTrial] = (),
-) -> dict[str, Any]:
+) -> SweepVerdict:
     """Gates, references, overfitting statistics and decisions for every candidate.
 
     `n_trials` (default: the number of candidates) counts this sweep's trials, including
@@ -398,9 +419,9 @@ def evaluate_sweep(
     "champion") per env key; a candidate whose env key has no baseline panel cannot pass
     `beats_baselines` (value None: retest). `ledger`: earlier trials on the same data.
 
-    Returns {"candidates": [...], "best", "challenger", "overfitting", "baselines",
-    "champion", "notes"} in the evaluation.json shape (the caller adds ids and
-    fingerprints)."""
+    Returns the verdict: candidates (each with `train_end_ns` when the backtest carries
+    one), best, challenger, overfitting, baselines, champion, notes; the caller makes the
+    `Evaluation` with the sweep's ids and fingerprints."""
     g = cfg.gates
     period = cfg.return_period_s
     notes: list[str] = []
@@ -445,68 +466,72 @@ def evaluate_sweep(
             test_m, groups[(c.trial.name, c.timesteps)], pbo_gate, dsrs[j], g, extra
         )
         dec = decide(gates, total_trades=int(totals["trades"]), n_slices=len(test_m), g=g)
-        slices = [s.as_dict() for s in test_m]
+        slices = _figures(test_m)
         out_cands.append(
-            {
-                "candidate_id": c.candidate_id,
-                "trial": c.trial.name,
-                "seed": c.seed,
-                "timesteps": c.timesteps,
-                "decision": dec.decision,
-                "reasons": list(dec.reasons),
-                "gates": {k: v.as_dict() for k, v in gates.items()},
-                "test_totals": totals,
-                "fee_sensitivity": fee_sensitivity(
+            CandidateEvaluation(
+                candidate_id=c.candidate_id,
+                trial=c.trial.name,
+                seed=c.seed,
+                timesteps=c.timesteps,
+                decision=dec.decision,
+                reasons=list(dec.reasons),
+                gates={k: Gate.model_validate(v.as_dict()) for k, v in gates.items()},
+                test_totals=TestTotals.model_validate(totals),
+                fee_sensitivity=fee_sensitivity(
                     slices, cfg.fee_sensitivity, cfg.fee_sensitivity_taker
                 ),
-                "best_baseline": best.name if best is not None else None,
-                "slices": slices,
-                "stress_slices": [r.metrics.as_dict() for r in c.stress if r.metrics is not None],
-                "validation_slices": [
-                    r.metrics.as_dict() for r in c.validation if r.metrics is not None
-                ],
-                "dsr": dsrs[j],
-                "model_key": c.model_key,
-                "config_key": c.config_key,
-                "env_key": c.env_key,
-                "model_zip": c.model_zip,
-                "stats_dir": c.stats_dir,
-                "run_id": c.run_id,
-                "env_config": c.trial.env.model_dump(mode="json"),
-                "reward_config": c.trial.env.reward.model_dump(mode="json"),
-                "ppo_config": c.trial.ppo.model_dump(mode="json"),
-                "train_slices": c.train_slices,
-                "test_slices": c.test_slices,
-                "notes": cand_notes,
-            }
+                best_baseline=best.name if best is not None else None,
+                slices=slices,
+                stress_slices=_figures(r.metrics for r in c.stress),
+                validation_slices=_figures(r.metrics for r in c.validation),
+                dsr=dsrs[j],
+                model_key=c.model_key,
+                config_key=c.config_key,
+                env_key=c.env_key,
+                model_zip=c.model_zip,
+                stats_dir=c.stats_dir,
+                run_id=c.run_id,
+                env_config=c.trial.env.model_dump(mode="json"),
+                reward_config=c.trial.env.reward.model_dump(mode="json"),
+                ppo_config=c.trial.ppo.model_dump(mode="json"),
+                train_slices=c.train_slices,
+                test_slices=c.test_slices,
+                notes=cand_notes,
+                **({"train_end_ns": c.train_end_ns} if c.train_end_ns is not None else {}),
+            )
         )
     first_env = cands[0].env_key if cands else next(iter(panels), None)
-    baselines_json = {name: e.as_json(cfg) for name, e in panels.get(first_env or "", {}).items()}
+    baselines = {name: e.record(cfg) for name, e in panels.get(first_env or "", {}).items()}
     champ = champions.get(first_env or "")
-    champion_json = None
+    champion = None
     if champ is not None:
         champ_m = [r.metrics for r in champ.test if r.metrics is not None]
-        champion_json = {
-            "label": champ.label,
-            "model_key": champ.model_key,
-            "train_end_ns": champ.train_end_ns,
-            "test_totals": aggregate_totals(champ_m),
-            "slices": [m.as_dict() for m in champ_m],
-        }
+        champion = ChampionRecord(
+            label=champ.label,
+            model_key=champ.model_key,
+            train_end_ns=champ.train_end_ns,
+            test_totals=TestTotals.model_validate(aggregate_totals(champ_m)),
+            slices=_figures(champ_m),
+        )
     if len(panels) > 1:
         notes.append(
             f"{len(panels)} env configs among the trials: each candidate is judged against the "
             "baselines of its own env; `baselines` shows the first trial's"
         )
-    return {
-        "candidates": out_cands,
-        "best": pick_best(out_cands, promoted=True),
-        "challenger": pick_best(out_cands, promoted=False),
-        "overfitting": over,
-        "baselines": baselines_json,
-        "champion": champion_json,
-        "notes": notes,
-    }
+    return SweepVerdict(
+        candidates=out_cands,
+        best=pick_best(out_cands, promoted=True),
+        challenger=pick_best(out_cands, promoted=False),
+        overfitting=over,
+        baselines=baselines,
+        champion=champion,
+        notes=notes,
+    )
+
+
+def _figures(metrics: Iterable[SliceMetrics | None]) -> list[SliceFigures]:
+    """The evaluation.json rows of slice metrics (None: a slice without metrics, left out)."""
+    return [SliceFigures.model_validate(m.as_dict()) for m in metrics if m is not None]
 
 
 def stress_notes(stress: Sequence[SliceResult], min_return: float) -> list[str]:
@@ -529,10 +554,51 @@ def stress_notes(stress: Sequence[SliceResult], min_return: float) -> list[str]:
     return out
 
 
-def pick_best(cands: Sequence[dict[str, Any]], promoted: bool) -> str | None:
+def pick_best(cands: Sequence[CandidateEvaluation], promoted: bool) -> str | None:
     """Highest test pnl_plus_fees among candidates that were promoted (promoted=True) or
-    that were not (promoted=False); None when there is none. Ties: first in order."""
-    pool = [c for c in cands if (c["decision"] == "promote") == promoted]
+    that were not (promoted=False); None when there is none. Ties: first in order.
+    Candidates without test totals (training failed) count as 0."""
+    pool = [c for c in cands if (c.decision == "promote") == promoted]
     if not pool:
         return None
-    return max(pool, key=lambda c: c["test_totals"]["pnl_plus_fees"])["candidate_id"]
+    return max(
+        pool, key=lambda c: c.test_totals.pnl_plus_fees if c.test_totals else 0.0
+    ).candidate_id
+
+
+def failed_candidate(
+    candidate_id: str, trial: JsonObject, seed: int, timesteps: int, errors: Sequence[str]
+) -> CandidateEvaluation:
+    """The evaluation entry of a candidate whose training failed on some fold: decision
+    retest, zero totals, no slices or model files. `trial`: the trial config as the sweep
+    recorded it (JSON, kept as is); `errors`: one line per failed fold."""
+    env = trial["env"]
+    if not isinstance(env, dict):
+        raise ValueError(f"candidate {candidate_id}: the recorded trial has no env config")
+    return CandidateEvaluation.model_validate(
+        {
+            "candidate_id": candidate_id,
+            "trial": trial["name"],
+            "seed": seed,
+            "timesteps": timesteps,
+            "decision": "retest",
+            "reasons": [f"training failed after retries: {e}" for e in errors],
+            "gates": {},
+            "test_totals": TestTotals(
+                pnl=0.0, fees=0.0, pnl_plus_fees=0.0, trades=0, max_drawdown=0.0
+            ),
+            "slices": [],
+            "stress_slices": [],
+            "validation_slices": [],
+            "dsr": None,
+            "model_zip": None,
+            "stats_dir": None,
+            "run_id": None,
+            "env_config": env,
+            "reward_config": env["reward"],
+            "ppo_config": trial["ppo"],
+            "train_slices": [],
+            "test_slices": [],
+            "notes": [],
+        }
+    )

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from core.config.training import GatesConfig
+from training.evaluation_record import DecisionKind
 from training.metrics import SliceMetrics
 from training.significance import paired_one_sided_test
-
-DecisionKind = Literal["promote", "reject", "retest"]
 
 DEFINITIONS: dict[str, str] = {
     "pass_majority_slices": (

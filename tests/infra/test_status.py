@@ -206,6 +206,9 @@ def test_status_reports_inventory_slices_models_and_nightly(populated: DataLayou
         assert needle in text, needle
 
 
+TOTALS = {"pnl": 0.6, "fees": -0.1, "pnl_plus_fees": 0.5, "trades": 3, "max_drawdown": 0.01}
+
+
 def test_gates_fall_back_to_evaluation_json(tmp_path: Path) -> None:
     layout = DataLayout(tmp_path)
     logged = log_sweep(f"sqlite:///{layout.mlflow_db}", tmp_path, gate_tags=False)
@@ -214,18 +217,18 @@ def test_gates_fall_back_to_evaluation_json(tmp_path: Path) -> None:
         "decision": "promote",
         "run_id": "x",
         "gates": gates_for(True),
-        "test_totals": {"pnl_plus_fees": 0.5, "trades": 3},
+        "test_totals": TOTALS,
     }
     write_json_atomic(
         layout.reports(logged["parent"]) / "evaluation.json",
-        {"sweep_run_id": logged["parent"], "candidates": [cand]},
+        {"sweep_run_id": logged["parent"], "candidates": [cand], "best": None, "challenger": None},
     )
     champ = collect_status(str(tmp_path), registry=RegistryConfig(model_name=MODEL_NAME))["models"][
         "champion"
     ]
     assert champ["gates_source"] == "evaluation.json"
     assert champ["gates"] == gates_for(True)
-    assert champ["test_totals"] == {"pnl_plus_fees": 0.5, "trades": 3}
+    assert champ["test_totals"] == TOTALS
 
 
 def test_cli_status_json(populated: DataLayout, tmp_path: Path) -> None:

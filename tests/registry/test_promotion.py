@@ -14,16 +14,19 @@ from registry import store, tracking
 from registry.promotion import PromotionError, candidate_key, plan_promotion, promote, rollback
 from registry.store import gate_tags
 from tests.registry.conftest import SPEC, candidate_record, evaluation_doc
+from training.evaluation_record import CandidateEvaluation, Evaluation
 
 CFG = RegistryConfig(model_name="chappie-test")
 
 
-def _eval(best: str | None, challenger: str | None, decisions: dict[str, str]) -> dict:
+def _eval(best: str | None, challenger: str | None, decisions: dict[str, str]) -> Evaluation:
     cands = [
         {"candidate_id": cid, "decision": dec, "reasons": [f"{cid} {dec}"]}
         for cid, dec in decisions.items()
     ]
-    return {"sweep_run_id": "s", "candidates": cands, "best": best, "challenger": challenger}
+    return Evaluation.model_validate(
+        {"sweep_run_id": "s", "candidates": cands, "best": best, "challenger": challenger}
+    )
 
 
 def test_plan_best_promotes_and_demotes_current_champion() -> None:
@@ -215,20 +218,27 @@ def test_gate_tags_record_every_gate_outcome(gates: dict) -> None:
         assert float(tags[f"gate.{name}.threshold"]) == g["threshold"]
 
 
+def _sweep(sweep_run_id: str) -> Evaluation:
+    return Evaluation(sweep_run_id=sweep_run_id, candidates=[], best=None, challenger=None)
+
+
 def test_candidate_key_changes_with_the_verdict_only() -> None:
-    ev = {"sweep_run_id": "s"}
+    ev = _sweep("s")
     a = {"candidate_id": "c", "decision": "reject", "gates": {"g": {"passed": False}}}
     b = {**a, "decision": "promote", "gates": {"g": {"passed": True}}}
-    assert candidate_key(ev, a) == candidate_key(ev, dict(a))
-    assert candidate_key(ev, a) != candidate_key(ev, b)
-    assert candidate_key(ev, a).startswith("s/c/")
+    ca, cb = CandidateEvaluation.model_validate(a), CandidateEvaluation.model_validate(b)
+    assert candidate_key(ev, ca) == candidate_key(ev, CandidateEvaluation.model_validate(dict(a)))
+    assert candidate_key(ev, ca) != candidate_key(ev, cb)
+    assert candidate_key(ev, ca).startswith("s/c/")
 
 
 def test_candidate_key_follows_the_models_not_the_sweep() -> None:
-    a = {"candidate_id": "c", "decision": "reject", "gates": {}, "model_key": "m1"}
-    assert candidate_key({"sweep_run_id": "s1"}, a) == candidate_key({"sweep_run_id": "s2"}, a)
-    assert candidate_key({"sweep_run_id": "s1"}, a).startswith("m1/")
-    assert candidate_key({}, {**a, "model_key": "m2"}) != candidate_key({}, a)
+    raw = {"candidate_id": "c", "decision": "reject", "gates": {}, "model_key": "m1"}
+    a = CandidateEvaluation.model_validate(raw)
+    a2 = CandidateEvaluation.model_validate({**raw, "model_key": "m2"})
+    assert candidate_key(_sweep("s1"), a) == candidate_key(_sweep("s2"), a)
+    assert candidate_key(_sweep("s1"), a).startswith("m1/")
+    assert candidate_key(_sweep("s"), a2) != candidate_key(_sweep("s"), a)
 
 
 @pytest.mark.parametrize("decision", ["promote", "retest"])

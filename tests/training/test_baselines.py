@@ -248,7 +248,7 @@ def judged(market, tmp_path_factory: pytest.TempPathFactory) -> dict:
     refs = []
     for plan in plan_references([c.trial for c in cands], catalog, ev, names, spec.window, out):
         refs.append(reference_backtest(plan, load_results(backtest_reference(plan))))
-    result = evaluate_sweep(cands, ev, references=refs)
+    result = evaluate_sweep(cands, ev, references=refs).to_json()  # the evaluation.json shape
     return {c["candidate_id"]: c for c in result["candidates"]} | {"_all": result}
 
 

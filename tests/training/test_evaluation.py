@@ -15,6 +15,7 @@ from training.evaluation import (
     evaluate_sweep,
     pick_best,
 )
+from training.evaluation_record import CandidateEvaluation, DecisionKind, TestTotals
 from training.gates import DEFINITIONS
 from training.metrics import compute_slice_metrics
 
@@ -100,20 +101,23 @@ def test_a_skilled_family_is_promoted_and_a_losing_one_rejected() -> None:
     # the DSR gate fails everyone; that gate has its own tests. Here: slices, seeds, PBO.
     cfg = EvaluationConfig(return_period_s=60.0, gates=GatesConfig(min_dsr=0.0))
     out = evaluate_sweep(skilled + losing, cfg, references=[flat_reference()])
-    dec = {c["candidate_id"]: c["decision"] for c in out["candidates"]}
-    assert all(dec[c.candidate_id] == "promote" for c in skilled), out["candidates"][0]["reasons"]
+    dec = {c.candidate_id: c.decision for c in out.candidates}
+    assert all(dec[c.candidate_id] == "promote" for c in skilled), out.candidates[0].reasons
     assert all(dec[c.candidate_id] == "reject" for c in losing)
-    assert out["overfitting"]["n_trials"] == 6 and out["overfitting"]["pbo"] < 0.1
+    assert out.overfitting.n_trials == 6 and out.overfitting.pbo is not None
+    assert out.overfitting.pbo < 0.1
     best = max(skilled, key=lambda c: sum(r.metrics.pnl_plus_fees for r in c.test))
-    assert out["best"] == best.candidate_id
-    assert out["challenger"] in {c.candidate_id for c in losing}
-    first = out["candidates"][0]
-    assert set(first["gates"]) == set(DEFINITIONS) - {"beats_champion"}  # no champion yet
-    assert first["gates"]["beats_baselines"]["passed"] and first["best_baseline"] == "flat"
-    assert out["overfitting"]["n_configs"] == 6
-    assert [s["slice_id"] for s in first["stress_slices"]] == ["stress00"]  # reported, not gated
-    assert first["test_totals"]["trades"] == 32  # 4 test slices x 8 trades
-    assert any("stress slice stress00" in n and "failed, as expected" in n for n in first["notes"])
+    assert out.best == best.candidate_id
+    assert out.challenger in {c.candidate_id for c in losing}
+    first = out.candidates[0]
+    assert set(first.gates) == set(DEFINITIONS) - {"beats_champion"}  # no champion yet
+    assert first.gates["beats_baselines"].passed and first.best_baseline == "flat"
+    assert out.overfitting.n_configs == 6
+    assert [s.slice_id for s in first.stress_slices] == ["stress00"]  # reported, not gated
+    assert (
+        first.test_totals is not None and first.test_totals.trades == 32
+    )  # 4 test slices x 8 trades
+    assert any("stress slice stress00" in n and "failed, as expected" in n for n in first.notes)
 
 
 def test_noise_family_is_not_promoted_on_luck() -> None:
@@ -121,7 +125,7 @@ def test_noise_family_is_not_promoted_on_luck() -> None:
     out = evaluate_sweep(
         [candidate(s, 0.0, rng) for s in range(8)], CFG, references=[flat_reference()]
     )
-    promoted = [c for c in out["candidates"] if c["decision"] == "promote"]
+    promoted = [c for c in out.candidates if c.decision == "promote"]
     # pure noise: the PBO gate, the DSR gate or the slice gates stop (almost) everyone
     assert len(promoted) <= 1
 
@@ -134,17 +138,19 @@ def test_too_few_trades_means_retest() -> None:
         EvaluationConfig(return_period_s=60.0, gates=GatesConfig(min_trades=1000)),
         references=[flat_reference()],
     )
-    assert {c["decision"] for c in out["candidates"]} == {"retest"}
-    assert out["best"] is None
+    assert {c.decision for c in out.candidates} == {"retest"}
+    assert out.best is None
 
 
 def test_pick_best_and_challenger() -> None:
-    cands = [
-        {"candidate_id": "a", "decision": "promote", "test_totals": {"pnl_plus_fees": 0.1}},
-        {"candidate_id": "b", "decision": "promote", "test_totals": {"pnl_plus_fees": 0.3}},
-        {"candidate_id": "c", "decision": "reject", "test_totals": {"pnl_plus_fees": 0.5}},
-        {"candidate_id": "d", "decision": "retest", "test_totals": {"pnl_plus_fees": 0.6}},
-    ]
+    def cand(cid: str, decision: DecisionKind, pnl_plus_fees: float) -> CandidateEvaluation:
+        totals = TestTotals(
+            pnl=pnl_plus_fees, fees=0.0, pnl_plus_fees=pnl_plus_fees, trades=1, max_drawdown=0.0
+        )
+        return CandidateEvaluation(candidate_id=cid, decision=decision, test_totals=totals)
+
+    cands = [cand("a", "promote", 0.1), cand("b", "promote", 0.3)]
+    cands += [cand("c", "reject", 0.5), cand("d", "retest", 0.6)]
     assert pick_best(cands, promoted=True) == "b"
     assert pick_best(cands, promoted=False) == "d"
     assert pick_best([], promoted=True) is None
@@ -154,16 +160,16 @@ def test_seeds_of_one_config_are_not_enough_trials_for_pbo() -> None:
     rng = np.random.default_rng(4)
     cands = [candidate(s, 1e-3, rng, trial="base") for s in range(4)]
     out = evaluate_sweep(cands, CFG, references=[flat_reference()])
-    assert out["overfitting"]["n_configs"] == 1 and out["overfitting"]["n_trials"] == 4
-    assert "not enough trials" in out["overfitting"]["pbo_note"]
-    assert {c["decision"] for c in out["candidates"]} == {"retest"}
+    assert out.overfitting.n_configs == 1 and out.overfitting.n_trials == 4
+    assert "not enough trials" in (out.overfitting.pbo_note or "")
+    assert {c.decision for c in out.candidates} == {"retest"}
 
 
 def test_without_a_baseline_panel_nothing_is_promoted() -> None:
     rng = np.random.default_rng(5)
     out = evaluate_sweep([candidate(s, 1e-3, rng) for s in range(4)], CFG)
-    gate = out["candidates"][0]["gates"]["beats_baselines"]
-    assert gate["value"] is None and out["best"] is None
+    gate = out.candidates[0].gates["beats_baselines"]
+    assert gate.value is None and out.best is None
 
 
 def test_the_ledger_deflates_the_sharpe_as_earlier_trials_accumulate() -> None:
@@ -178,8 +184,8 @@ def test_the_ledger_deflates_the_sharpe_as_earlier_trials_accumulate() -> None:
     for n_earlier in (0, 5, 50, 500):
         ledger = earlier[:n_earlier]
         out = evaluate_sweep([cand], CFG, references=[flat_reference()], ledger=ledger)
-        assert out["overfitting"]["n_trials_ledger"] == n_earlier + 1
-        dsrs.append(out["candidates"][0]["dsr"])
+        assert out.overfitting.n_trials_ledger == n_earlier + 1
+        dsrs.append(out.candidates[0].dsr)
     assert dsrs == sorted(dsrs, reverse=True) and dsrs[0] > dsrs[-1] + 0.1, dsrs
 
 
@@ -188,7 +194,7 @@ def test_a_rerun_of_the_same_models_is_one_trial_in_the_ledger() -> None:
     cand = candidate(0, 1e-3, rng)
     same = LedgerTrial(cand.model_key, cand.config_key, tuple(cand.returns(60.0)))
     out = evaluate_sweep([cand], CFG, references=[flat_reference()], ledger=[same, same])
-    assert out["overfitting"]["n_trials_ledger"] == 1
+    assert out.overfitting.n_trials_ledger == 1
 
 
 def test_champion_gate_judges_only_slices_after_its_training_and_skips_itself() -> None:
@@ -212,12 +218,12 @@ def test_champion_gate_judges_only_slices_after_its_training_and_skips_itself() 
         train_end_ns=end,
     )
     out = evaluate_sweep([cand], CFG, references=[flat_reference(), champ])
-    gate = out["candidates"][0]["gates"]["beats_champion"]
-    assert not gate["passed"]  # the champion earned more on the slices it had not seen
-    assert any("fold02-test', 'fold03-test']" in n for n in out["candidates"][0]["notes"])
+    gate = out.candidates[0].gates["beats_champion"]
+    assert not gate.passed  # the champion earned more on the slices it had not seen
+    assert any("fold02-test', 'fold03-test']" in n for n in out.candidates[0].notes)
     itself = ReferenceBacktest(
         "champion", 0, env_key(TrialConfig()), champ_test, model_key=cand.model_key, label="m v1"
     )
     out = evaluate_sweep([cand], CFG, references=[flat_reference(), itself])
-    assert "beats_champion" not in out["candidates"][0]["gates"]
-    assert any("is the current champion" in n for n in out["candidates"][0]["notes"])
+    assert "beats_champion" not in out.candidates[0].gates
+    assert any("is the current champion" in n for n in out.candidates[0].notes)

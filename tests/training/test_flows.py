@@ -11,6 +11,7 @@ import pytest
 from core.config.experiment import ExperimentConfig
 from tests.training.conftest import DataDir, build_data_dir
 from training.baselines import BASELINE_NAMES
+from training.evaluation_record import Evaluation
 from training.gates import DEFINITIONS
 
 CONTRACT_KEYS = {
@@ -65,7 +66,8 @@ def swept(
     uri = f"sqlite:///{data.root}/mlflow.db"
     sweep = train_flow(cfg, str(data.root), uri)
     evaluation = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
-    return data, cfg, uri, sweep, evaluation
+    assert isinstance(evaluation, Evaluation)  # one typed value, evaluation.json its dump
+    return data, cfg, uri, sweep, evaluation.to_json()
 
 
 def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
@@ -119,6 +121,7 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
     data, cfg, uri, sweep, ev = swept
     path = data.layout.reports(sweep["sweep_run_id"]) / "evaluation.json"
     assert json.loads(path.read_text()) == ev
+    assert Evaluation.read(path).to_json() == ev
     assert set(ev) >= CONTRACT_KEYS
     assert ev["overfitting"]["n_trials"] == 2 and ev["overfitting"]["pbo"] is not None
     assert set(ev["baselines"]) == set(BASELINE_NAMES)
@@ -207,9 +210,9 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     failed = sweep["tasks"][1]
     assert failed["attempts"] == 2 and failed["error"] and sweep["failed"] == [failed["run_name"]]
     ev = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
-    (c,) = ev["candidates"]
-    assert c["decision"] == "retest" and "training failed" in c["reasons"][0]
-    assert ev["best"] is None
+    (c,) = ev.candidates
+    assert c.decision == "retest" and "training failed" in c.reasons[0]
+    assert ev.best is None
     # slices rebuilt after the sweep: evaluation refuses instead of mixing data
     manifest = folder / "fold00-train.manifest.json"
     m = json.loads(manifest.read_text())

@@ -1,0 +1,286 @@
+"""The evaluation of a sweep as one typed value: what `training.evaluation.evaluate_sweep`
+returns (`SweepVerdict`), what `flows/evaluate.py` completes with the sweep's ids, ledger
+and drift (`Evaluation`), and what evaluation.json is (its dump, `Evaluation.dumps`).
+Readers (promotion, status, audit) parse it back with `Evaluation.read`.
+
+The JSON on disk is the contract (keys and values unchanged since before these models):
+a key is written when it was set, by the code that made the value or by the file it was
+read from (`exclude_unset`), so optional keys (a gate's `note`, the panel's `seeds`, a
+candidate's `report`, an older file's missing funding figures) round-trip exactly:
+`Evaluation.parse(e.dumps()).dumps() == e.dumps()`. Numbers keep their JSON kind: fields
+that hold either an int or a float in the files are typed `float | int`.
+
+Pure: pydantic models and their serialisers; `read`/`write` are the only file access.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, JsonValue
+
+from core.atomic import json_bytes, write_bytes_atomic
+
+JsonObject = dict[str, JsonValue]  # a config snapshot (`model_dump(mode="json")`), kept as JSON
+DecisionKind = Literal["promote", "reject", "retest"]  # what the gates decide for a candidate
+
+
+class Record(BaseModel):
+    """Base of the evaluation records: immutable, unknown keys are an error, dumped with
+    the keys that were set (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> dict[str, JsonValue]:
+        """The JSON-able dict of this record (the keys that were set)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Gate(Record):
+    """One gate's outcome (`training.gates.GateResult.as_dict`)."""
+
+    passed: bool
+    value: float | int | None = None  # None: could not be computed
+    threshold: float | int | None = None
+    definition: str = ""
+    note: str | None = None
+    detail: JsonObject | None = None  # the test's own figures
+
+
+class SliceFigures(Record):
+    """One model on one slice (`training.metrics.SliceMetrics`; a panel entry's slices are
+    means over seeds, counts rounded)."""
+
+    slice_id: str
+    kind: str = ""
+    fold: int | None = None
+    steps: int = 0
+    trades: int = 0
+    wins: int = 0
+    losses: int = 0
+    pnl: float = 0.0
+    fees: float = 0.0
+    pnl_plus_fees: float = 0.0
+    max_drawdown: float = 0.0
+    sharpe: float = 0.0
+    maker_volume: float = 0.0
+    taker_volume: float = 0.0
+    maker_fee: float | None = None
+    taker_fee: float | None = None
+    funding: float = 0.0
+    funding_times: int = 0
+    funding_rate_mean: float | None = None
+    funding_rates_missing: int = 0
+
+
+class TestTotals(Record):
+    """Totals over the test slices (`training.metrics.aggregate_totals`)."""
+
+    __test__ = False  # not a pytest class
+
+    pnl: float
+    fees: float
+    pnl_plus_fees: float
+    trades: int
+    max_drawdown: float
+
+
+class SeedTotals(TestTotals):
+    """One seed's totals of a reference policy run with several seeds (random)."""
+
+    seed: int
+
+
+class FeeScenario(Record):
+    """pnl_plus_fees re-scored from the same fills at another fee."""
+
+    maker_fee: float
+    taker_fee: float
+    pnl_plus_fees: float
+
+
+class SliceLink(Record):
+    """A slice a candidate was trained or tested on."""
+
+    slice_id: str
+    sha256: str
+
+
+class CandidateEvaluation(Record):
+    """One candidate (trial, seed, timesteps): its gates, decision, test totals, slices,
+    model files and configs."""
+
+    candidate_id: str
+    trial: str = ""
+    seed: int = 0
+    timesteps: int = 0
+    decision: DecisionKind
+    reasons: list[str] = []
+    gates: dict[str, Gate] = {}
+    test_totals: TestTotals | None = None
+    fee_sensitivity: list[FeeScenario] | None = None
+    best_baseline: str | None = None
+    slices: list[SliceFigures] = []
+    stress_slices: list[SliceFigures] = []
+    validation_slices: list[SliceFigures] = []
+    dsr: float | None = None
+    model_key: str | None = None  # identity of the fold models' bytes
+    config_key: str | None = None
+    env_key: str | None = None
+    model_zip: str | None = None
+    stats_dir: str | None = None
+    run_id: str | None = None
+    env_config: JsonObject | None = None
+    reward_config: JsonObject | None = None
+    ppo_config: JsonObject | None = None
+    feature_spec: JsonObject | None = None
+    train_slices: list[SliceLink] = []
+    test_slices: list[SliceLink] = []
+    notes: list[str] = []
+    train_end_ns: int | None = None  # last bar of the last fold's training slice
+    report: dict[str, str] | None = None  # report file name -> path
+
+    def failed_gates(self) -> list[str]:
+        return [name for name, g in self.gates.items() if not g.passed]
+
+
+class BaselineSpread(Record):
+    pnl_plus_fees_std: float
+    pnl_plus_fees_min: float
+    pnl_plus_fees_max: float
+
+
+class BaselineEntry(Record):
+    """One reference policy of the panel on the test slices (random: mean over seeds)."""
+
+    pnl_plus_fees: float
+    pnl_without_fees: float
+    fees: float
+    trades: float
+    max_drawdown: float
+    slices: list[SliceFigures] = []
+    validation_slices: list[SliceFigures] = []
+    stress_slices: list[SliceFigures] = []
+    fee_sensitivity: list[FeeScenario] | None = None
+    seeds: list[int] | None = None
+    per_seed: list[SeedTotals] | None = None
+    spread: BaselineSpread | None = None
+
+    def as_totals(self) -> TestTotals:
+        """The entry's totals under the candidates' `test_totals` keys."""
+        return TestTotals(
+            pnl=self.pnl_without_fees,
+            fees=self.fees,
+            pnl_plus_fees=self.pnl_plus_fees,
+            trades=int(self.trades),
+            max_drawdown=self.max_drawdown,
+        )
+
+
+class ChampionRecord(Record):
+    """The current champion run beside the candidates on the same slices."""
+
+    label: str
+    model_key: str
+    train_end_ns: int | None
+    test_totals: TestTotals
+    slices: list[SliceFigures]
+
+
+class Overfitting(Record):
+    """PBO over every comparable trial, the DSR of the best candidate, trial counts."""
+
+    pbo: float | None = None
+    dsr: float | None = None
+    best_candidate: str | None = None
+    n_trials: int | None = None
+    n_trials_sweep: int | None = None
+    n_trials_ledger: int | None = None
+    n_configs: int | None = None
+    n_pbo_columns: int | None = None
+    n_periods: int | None = None
+    n_splits: int | None = None
+    return_period_s: float | int | None = None
+    trials_sharpe_variance: float | None = None
+    lag1_autocorrelation_median: float | None = None
+    pbo_note: str | None = None
+
+
+class LedgerEntry(Record):
+    """One earlier trial on the same spec and data."""
+
+    model_key: str
+    config_key: str
+    returns: list[float]
+
+
+class DriftSummary(Record):
+    """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
+
+    clip: float | int | None = None
+    max_beyond_clip_share: float | None = None
+    max_beyond_clip_feature: str | None = None
+    max_mean_shift: float | None = None
+    max_mean_shift_feature: str | None = None
+    flagged: list[str] | None = None
+
+
+class SweepVerdict(Record):
+    """What `evaluate_sweep` decides: every judged candidate, the best (promoted) and the
+    challenger (best not promoted), overfitting, the baseline panel and the champion."""
+
+    candidates: list[CandidateEvaluation]
+    best: str | None
+    challenger: str | None
+    overfitting: Overfitting
+    baselines: dict[str, BaselineEntry]
+    champion: ChampionRecord | None
+    notes: list[str]
+
+
+class Evaluation(Record):
+    """evaluation.json: the sweep's verdict with its ids, the candidates whose training
+    failed (decision retest), the trial ledger, drift and the configs it was judged under.
+    Promotion needs `sweep_run_id`, `candidates`, `best` and `challenger`; the rest is
+    optional when reading (hand-written or older files)."""
+
+    sweep_run_id: str
+    experiment: str | None = None
+    config_fingerprint: str | None = None
+    spec_hash: str | None = None
+    data_key: str | None = None
+    candidates: list[CandidateEvaluation]
+    best: str | None
+    challenger: str | None
+    overfitting: Overfitting | None = None
+    baselines: dict[str, BaselineEntry] | None = None
+    champion: ChampionRecord | None = None
+    ledger: list[LedgerEntry] = []
+    notes: list[str] = []
+    drift: dict[str, DriftSummary] = {}
+    stress_slices: list[str] = []
+    evaluation_config: JsonObject | None = None
+    env_configs: dict[str, JsonObject] = {}
+    feature_spec: JsonObject | None = None
+
+    def candidate(self, candidate_id: str) -> CandidateEvaluation | None:
+        return next((c for c in self.candidates if c.candidate_id == candidate_id), None)
+
+    def dumps(self) -> bytes:
+        """evaluation.json's bytes: indented, key-sorted JSON (`core.atomic.json_bytes`)."""
+        return json_bytes(self.to_json())
+
+    def write(self, path: str | Path) -> Path:
+        """Publish evaluation.json atomically at `path`."""
+        return write_bytes_atomic(path, self.dumps())
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Self:
+        """Parse evaluation.json's text. Raises pydantic.ValidationError."""
+        return cls.model_validate_json(text)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Self:
+        """Read and parse evaluation.json. Raises OSError, pydantic.ValidationError."""
+        return cls.parse(Path(path).read_bytes())
