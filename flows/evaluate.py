@@ -150,7 +150,7 @@ def _evaluate_policies(
     fold_runs: dict[str, dict[int, str]] = {}  # candidate -> fold -> that fold's training run
     failed_entries: list[CandidateEvaluation] = []
     trained_on = {r["task"]["train_slice_id"]: r["task"]["train_sha256"] for r in sweep["tasks"]}
-    current = {f.train_id: f.train_sha256 for f in catalog.folds}
+    current = {f.train.slice_id: f.train.sha256 for f in catalog.folds}
     if trained_on != current:
         raise ValueError(
             f"the slices changed since sweep {sweep_run_id} was trained (train slices then "
@@ -203,7 +203,7 @@ def _evaluate_policies(
         (backtest_champion_task if p.name == CHAMPION else backtest_reference_task).submit(p)
         for p in ref_plans
     ]
-    last_train = catalog.manifests[catalog.folds[-1].train_id]
+    last_train = catalog.manifests[catalog.folds[-1].train.slice_id]
     cands = []
     results_by_cid = {}
     with progress.step("evaluate: candidates", len(plans), "backtests") as st:
@@ -232,7 +232,7 @@ def _evaluate_policies(
             )
         refs.append(ref)
         ref_results[(rplan.env_key, rplan.name, rplan.seed)] = results
-    dkey = data_key([f.test_sha256 for f in catalog.folds], cfg.evaluation.return_period_s)
+    dkey = data_key([f.test.sha256 for f in catalog.folds], cfg.evaluation.return_period_s)
     trials = ledger.read_ledger(cfg.registry.experiment, spec_hash, dkey)
     verdict = evaluate_sweep(
         cands, cfg.evaluation, n_trials=len(by_cid), references=refs, ledger=trials
@@ -327,7 +327,7 @@ def _evaluate_policies(
         notes=verdict.notes + ([champ_note] if champ_note else []),
         drift={
             sid: _drift_summary(catalog.manifests[sid])
-            for sid in [f.test_id for f in catalog.folds] + list(catalog.stress_ids)
+            for sid in [f.test.slice_id for f in catalog.folds] + list(catalog.stress_ids)
             if (catalog.manifests[sid].get("validation") or {}).get("drift")
         },
         stress_slices=list(catalog.stress_ids),

@@ -26,6 +26,7 @@ from core.config.env import EnvConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.instrument import InstrumentSpec
 from core.paths import DataLayout
+from core.slice_reference import SliceReference
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import CandidateBacktest, ReferenceBacktest
 from training.evaluation_record import SliceLink
@@ -37,20 +38,19 @@ BACKTEST_JSON = "backtest.json"
 
 
 class FoldSlices(FrozenModel):
-    """What one fold contributes: slice ids, paths, sha256s and its stats."""
+    """What one fold contributes: its train, validation (when there is one) and test
+    slices, and the frozen stats they are normalised with (`stats_dir`, the folder of the
+    fold's `stats_id`)."""
 
     fold: int
-    train_id: str
-    train_path: str
-    train_sha256: str
-    test_id: str
-    test_path: str
-    test_sha256: str
-    validation_id: str | None = None
-    validation_path: str | None = None
-    validation_sha256: str | None = None
-    stats_id: str
+    train: SliceReference
+    validation: SliceReference | None = None
+    test: SliceReference
     stats_dir: str
+
+    @property
+    def stats_id(self) -> str:
+        return self.train.stats_id or ""
 
 
 def training_root(layout: DataLayout, spec_hash: str) -> Path:
@@ -75,14 +75,14 @@ def plan_tasks(sweep: SweepConfig, folds: Sequence[FoldSlices], root: Path) -> l
                         seed=seed,
                         timesteps=timesteps,
                         fold=f.fold,
-                        train_slice=f.train_path,
-                        train_slice_id=f.train_id,
-                        train_sha256=f.train_sha256,
+                        train_slice=f.train.location,
+                        train_slice_id=f.train.slice_id,
+                        train_sha256=f.train.sha256,
                         stats_dir=f.stats_dir,
                         stats_id=f.stats_id,
                         out_dir="",
                     )
-                    out = root / f"{t.run_name}-{f.train_sha256[:8] or 'nohash'}"
+                    out = root / f"{t.run_name}-{f.train.sha256[:8] or 'nohash'}"
                     tasks.append(t.model_copy(update={"out_dir": str(out)}))
     return tasks
 
@@ -143,9 +143,11 @@ def backtest_folds(
     last = len(folds) - 1
     for k, f in enumerate(folds):
         inputs = []
-        if f.validation_path and f.validation_id:
-            inputs.append(SliceInput(f.validation_path, f.validation_id, "validation", f.fold))
-        inputs.append(SliceInput(f.test_path, f.test_id, "test", f.fold))
+        if f.validation is not None:
+            inputs.append(
+                SliceInput(f.validation.location, f.validation.slice_id, "validation", f.fold)
+            )
+        inputs.append(SliceInput(f.test.location, f.test.slice_id, "test", f.fold))
         if k == last:
             inputs += [
                 SliceInput(p, sid, "stress", None)
@@ -344,8 +346,10 @@ def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> C
         validation=validation,
         model_zip=plan.model_zips[-1] if plan.model_zips else "",
         stats_dir=plan.folds[-1].stats_dir if plan.folds else "",
-        train_slices=[SliceLink(slice_id=f.train_id, sha256=f.train_sha256) for f in plan.folds],
-        test_slices=[SliceLink(slice_id=f.test_id, sha256=f.test_sha256) for f in plan.folds],
+        train_slices=[
+            SliceLink(slice_id=f.train.slice_id, sha256=f.train.sha256) for f in plan.folds
+        ],
+        test_slices=[SliceLink(slice_id=f.test.slice_id, sha256=f.test.sha256) for f in plan.folds],
         model_key=model_key(plan.model_sha256),
     )
 
@@ -422,16 +426,9 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
         folds.append(
             FoldSlices(
                 fold=f.fold,
-                train_id=f.train,
-                train_path=tr["path"],
-                train_sha256=tr["sha256"],
-                test_id=f.test,
-                test_path=te["path"],
-                test_sha256=te["sha256"],
-                validation_id=f.validation,
-                validation_path=va["path"] if va else None,
-                validation_sha256=va["sha256"] if va else None,
-                stats_id=f.stats_id,
+                train=SliceReference.of_manifest(tr, f.stats_id),
+                validation=SliceReference.of_manifest(va, f.stats_id) if va else None,
+                test=SliceReference.of_manifest(te, f.stats_id),
                 stats_dir=str(stats.resolve()),
             )
         )

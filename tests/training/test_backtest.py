@@ -197,7 +197,7 @@ def test_backtest_candidate_judges_each_fold_model_and_round_trips(
     for f in catalog.folds:  # untrained but distinct models, one per fold
         model = PPO(
             "MlpPolicy",
-            ManagementEnv(f.train_path, f.stats_dir, trial.env),
+            ManagementEnv(f.train.location, f.stats_dir, trial.env),
             seed=f.fold,
             **ppo_kwargs(trial),
         )

@@ -136,7 +136,7 @@ def _store_tasks(
         storage, data.layout, spec_hash, catalog, local, logging.getLogger("test")
     )
     assert all(t.train_slice.startswith("s3://") and t.store is not None for t in tasks)
-    assert {t.train_sha256 for t in tasks} == {catalog.folds[0].train_sha256}
+    assert {t.train_sha256 for t in tasks} == {catalog.folds[0].train.sha256}
     return tasks
 
 

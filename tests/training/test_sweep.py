@@ -164,18 +164,30 @@ def test_run_tasks_on_a_local_dask_cluster(tiny_data: DataDir, tmp_path: Path) -
 
 def test_plan_tasks_covers_the_grid_with_unique_stable_out_dirs(tmp_path: Path) -> None:
     from core.config.env import EnvConfig
+    from core.slice_reference import SliceReference
     from training.candidates import FoldSlices, group_candidates, plan_tasks
 
     folds = [
         FoldSlices(
             fold=k,
-            train_id=f"fold{k:02d}-train",
-            train_path=f"/s/{k}.parquet",
-            train_sha256=f"{k}" * 64,
-            test_id=f"fold{k:02d}-test",
-            test_path=f"/s/t{k}.parquet",
-            test_sha256="e" * 64,
-            stats_id=f"st{k}",
+            train=SliceReference(
+                slice_id=f"fold{k:02d}-train",
+                kind="train",
+                fold=k,
+                location=f"/s/{k}.parquet",
+                sha256=f"{k}" * 64,
+                stats_id=f"st{k}",
+                spec_hash="a" * 64,
+            ),
+            test=SliceReference(
+                slice_id=f"fold{k:02d}-test",
+                kind="test",
+                fold=k,
+                location=f"/s/t{k}.parquet",
+                sha256="e" * 64,
+                stats_id=f"st{k}",
+                spec_hash="a" * 64,
+            ),
             stats_dir=f"/stats/{k}",
         )
         for k in range(2)
