@@ -63,6 +63,14 @@ def _sens(rows: list[dict[str, Any]] | None) -> str:
     return " / ".join(f"{r['pnl_plus_fees']:+.4f}" for r in rows)
 
 
+def _ui_hint(tracking_uri: str) -> str:
+    """Where to look at the runs: the server's own UI, or `chappie ui` over a local store."""
+    from flows.ui import served_ui
+
+    url = served_ui(tracking_uri)
+    return f"the MLflow UI at {url}" if url else "`chappie ui` (MLflow UI on http://127.0.0.1:5000)"
+
+
 def summary_markdown(outcome: dict[str, Any]) -> str:
     """The nightly summary as markdown (posted as a Prefect artifact and printed)."""
     lines = [f"# Chappie nightly: {outcome['status']}", ""]
@@ -186,7 +194,7 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
         f"Data folder: `{outcome['data_dir']}`",
         f"MLflow tracking: `{outcome['tracking_uri']}`",
         "",
-        "Next: `chappie ui` (MLflow UI on http://127.0.0.1:5000), "
+        f"Next: {_ui_hint(outcome['tracking_uri'])}, "
         "`chappie live --feed replay --replay synthetic --speed 10 --duration 30` "
         "(observe-only live loop on a local replay; decisions start after its 76 s warm-up).",
     ]
