@@ -388,11 +388,6 @@ def unrealized_pnl(position: Position, mark_ticks: float, instrument: Instrument
     return summarize(position, instrument).unrealized(mark_ticks * instrument.tick_size)
 
 
-def entry_notional(position: Position, instrument: InstrumentSpec) -> float:
-    """Value of the open lots at their entry prices (settle currency)."""
-    return summarize(position, instrument).entry_value
-
-
 def unrealized_return(position: Position, mark_ticks: float, instrument: InstrumentSpec) -> float:
     """Unrealised pnl as a fraction of the open lots' entry value (0 when flat)."""
     return summary_return(summarize(position, instrument), mark_ticks * instrument.tick_size)

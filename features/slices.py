@@ -1,7 +1,7 @@
 """Walk-forward slices, manifests, frozen stats and `folds.json`. Adapter.
 
-`build_slices` reads canonical events one day at a time and samples bars with the one
-sampler, its state carried from day to day (`build_bars`: one bars part per day, kept,
+`build_bars` + `build_slices_from_bars` read canonical events one day at a time and sample
+bars with the one sampler, its state carried from day to day (`build_bars`: one bars part per day, kept,
 so a new day samples that day only), computes the features part by part with each
 feature's look-back carried over (`ready_parts`; the same bits as one pass over the
 whole history), drops warm-up rows, cuts folds and stress windows, fits frozen stats on each fold's train slice only, validates every slice with
@@ -88,11 +88,6 @@ class SliceBuildError(ValueError):
 # ---------------------------------------------------------------- models
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SliceRef(_Model):
-    slice_id: str
-    sha256: str
 
 
 class FoldEntry(_Model):
@@ -1066,22 +1061,3 @@ def _write_bars_index(
         )
     parts = [r for r in records if r["rows"]]
     write_json_atomic(path, {"format": BARS_FORMAT, "spec_hash": spec.spec_hash, "parts": parts})
-
-
-def build_slices(cfg: FeaturesConfig, layout: DataLayout, symbol: str) -> FoldIndex:
-    """Events of `symbol` -> bars (the one sampler) -> validated, published slices."""
-    info = build_bars(cfg, str(layout.root), symbol)
-    bars = read_bars(info["bars_path"])
-    return build_slices_from_bars(
-        bars,
-        cfg,
-        layout,
-        event_partitions=info["event_partitions"],
-        origin_ns=info["origin_ns"],
-        instrument=info["instrument"],
-    )
-
-
-def manifest_json(path: str | Path) -> dict[str, Any]:
-    """A manifest as plain JSON (for MLflow dataset logging)."""
-    return json.loads(Path(path).read_text())

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from registry import tracking
-from registry.bundle import BUNDLE_JSON, BundleInfo, verify_bundle
+from registry.bundle import BUNDLE_JSON, verify_bundle
 
 MODEL_ARTIFACT_NAME = "model"
 BUNDLE_ARTIFACT = "bundle"
@@ -194,9 +194,3 @@ def download_bundle(name: str, version: str, dst_dir: str | Path) -> Path:
             f"model {name} v{version} has no {BUNDLE_ARTIFACT}/{BUNDLE_JSON} at {base}"
         )
     return path
-
-
-def verify_downloaded(path: Path, tags: Mapping[str, str]) -> BundleInfo:
-    """Verify a downloaded bundle against its own hashes and the version's recorded
-    bundle sha256 (tag `bundle_sha256`)."""
-    return verify_bundle(path, expected_sha256=tags.get("bundle_sha256"))

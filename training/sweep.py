@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
-from core.atomic import write_bytes_atomic, write_json_atomic, write_with_atomic
+from core.atomic import write_json_atomic, write_with_atomic
 from core.config.base import FrozenModel
 from core.config.training import SweepConfig, TrialConfig
 from core.hashing import fingerprint
@@ -520,9 +520,3 @@ class dask_client:  # noqa: N801 - a context manager used like a function
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
-
-
-def write_task_list(path: str | Path, tasks: Sequence[TrainTask]) -> Path:
-    """The sweep's task list as JSON (for reports and resumption)."""
-    data = [{**t.model_dump(mode="json"), "run_name": t.run_name} for t in tasks]
-    return write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
