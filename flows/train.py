@@ -140,7 +140,16 @@ def _log_task(
     }
     artifacts = [p for p in (res.model_zip, res.task_json, res.metrics_csv) if p]
     return tracking.log_child_run(
-        parent, experiment, t.run_name, params, tags, history, finals, artifacts, [manifest]
+        parent,
+        experiment,
+        t.run_name,
+        params,
+        tags,
+        history,
+        finals,
+        artifacts,
+        [manifest],
+        duration_s=res.wall_s or None,
     )
 
 

@@ -410,15 +410,16 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
     _log_params_tags(run_id, {}, tags)
 
 
-def end_run(run_id: str, status: str = "FINISHED") -> None:
-    """Terminate a run with `status` (FINISHED, FAILED or KILLED).
+def end_run(run_id: str, status: str = "FINISHED", end_time_ms: int | None = None) -> None:
+    """Terminate a run with `status` (FINISHED, FAILED or KILLED), at `end_time_ms`
+    (default now).
 
     Raises ValueError for any other status.
     """
     if status not in ("FINISHED", "FAILED", "KILLED"):
         raise ValueError(f"run status must be FINISHED, FAILED or KILLED, got {status!r}")
     c = client()
-    _retry("end run", lambda: c.set_terminated(run_id, status=status), run_id)
+    _retry("end run", lambda: c.set_terminated(run_id, status=status, end_time=end_time_ms), run_id)
 
 
 def fail_orphaned_runs(experiment_ids: Sequence[str] | None = None) -> list[str]:
@@ -471,8 +472,11 @@ def log_child_run(
     final_metrics: dict[str, float],
     artifacts: list[str],
     datasets: list[dict],
+    duration_s: float | None = None,
 ) -> str:
     """Log one finished task as a child of `parent_run_id` and return the child's run id.
+    The task ran before it is logged: with `duration_s` (its training wall time) the run
+    starts that long before it ends, so MLflow shows the real duration.
 
     `metrics_history` = (key, value, step) triples (training curves), written in batches
     of 1000; `final_metrics` are logged at the last step of the history (or 0);
@@ -482,11 +486,14 @@ def log_child_run(
     """
     exp_id = ensure_experiment(experiment)
     c = client()
+    ended_ms = int(time.time() * 1000)
+    started_ms = None if duration_s is None else ended_ms - int(round(duration_s * 1000))
     run = _retry(
         "create run",
         lambda: c.create_run(
             exp_id,
             run_name=run_name,
+            start_time=started_ms,
             tags={PARENT_TAG: parent_run_id, OWNER_TAG: ProcessIdentity.current().tag()},
         ),
         parent_run_id,
@@ -506,7 +513,7 @@ def log_child_run(
         with contextlib.suppress(Exception):
             c.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
         raise
-    end_run(run_id, "FINISHED")
+    end_run(run_id, "FINISHED", ended_ms if started_ms is not None else None)
     return run_id
 
 

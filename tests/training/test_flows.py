@@ -108,6 +108,11 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
         for r in children
     ]
     assert evaluated_keys[0] and all(k == evaluated_keys[0] for k in evaluated_keys)
+    # each run lasts what its training took (it is logged after the task: its start is
+    # set back by the training wall time), not the fraction of a second logging takes
+    for r in children:
+        wall = r.data.metrics["wall_s"]
+        assert abs((r.info.end_time - r.info.start_time) / 1000.0 - wall) < 0.002, (r.info, wall)
     child = children[0]
     assert len(client.get_metric_history(child.info.run_id, "train/value_loss")) >= 1
     assert child.data.tags["seed"] in {"0", "1"} and "trial.ppo.n_steps" in child.data.params
