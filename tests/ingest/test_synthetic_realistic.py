@@ -206,7 +206,12 @@ def test_shipped_no_edge_and_planted_edge_configs_load_with_known_answers() -> N
     for cfg in (no_edge, planted):
         syn = cfg.ingest.synthetic
         assert cfg.ingest.source == "synthetic" and syn.model == "realistic"
-        assert syn.days == default.ingest.synthetic.days
+        # longer than the default's market: 24 h test slices (power for the paired test)
+        assert syn.days > default.ingest.synthetic.days
+        assert syn.regimes[-1].name == "stress"  # the last day: the stress window
+        assert cfg.features.walk_forward.stress_windows == (
+            (24.0 * (syn.days - 1), 24.0 * syn.days),
+        )
     assert no_edge.features == planted.features and no_edge.sweep == planted.sweep
     assert no_edge.ingest.synthetic.edge.strength == 0.0
     assert planted.ingest.synthetic.edge.strength > 0.0
