@@ -200,6 +200,15 @@ def _max_rows(st: np.ndarray, first_ts: int | None, close_until: int, dt: int) -
     return max(0, (close_until - start) // dt + 1)
 
 
+def _bar_buffer(
+    st: np.ndarray, firsts: list[int], close_until: int, dt: int, depth: int
+) -> np.ndarray:
+    """Zeroed column-major room for every bar a feed can close (`_max_rows`), given the
+    first timestamps of its book and trade arrays."""
+    n = _max_rows(st, min(firsts) if firsts else None, close_until, dt)
+    return np.zeros((n_bar_cols(depth), n), dtype=np.int64)
+
+
 def _to_frame(rows: np.ndarray, depth: int) -> pl.DataFrame:
     """`rows` is column-major: (n_bar_cols, n) — one contiguous array per column."""
     cols = schema.bar_columns(depth)
@@ -385,13 +394,7 @@ class BarSampler:
         ta = np.array(t_now, dtype=np.int64).reshape(-1, 4)
         close_until = (now_ns // self.dt) * self.dt
         firsts = [int(a[0, 0]) for a in (ba, ta) if a.shape[0]]
-        out = np.zeros(
-            (
-                n_bar_cols(self.depth),
-                _max_rows(self._st, min(firsts) if firsts else None, close_until, self.dt),
-            ),
-            dtype=np.int64,
-        )
+        out = _bar_buffer(self._st, firsts, close_until, self.dt, self.depth)
         self._book, k = _sample_kernel(
             self._book,
             self._st,
@@ -498,13 +501,7 @@ class ResumableSampler:
         firsts = [int(a[0]) for a in (bts, tts) if a.shape[0]]
         if firsts and min(firsts) < self._last:
             raise ValueError(f"event at {min(firsts)} is older than one already fed ({self._last})")
-        out = np.zeros(
-            (
-                n_bar_cols(self.depth),
-                _max_rows(self._st, min(firsts) if firsts else None, close_until, self.dt),
-            ),
-            dtype=np.int64,
-        )
+        out = _bar_buffer(self._st, firsts, close_until, self.dt, self.depth)
         self._book, k = _sample_kernel(
             self._book,
             self._st,
