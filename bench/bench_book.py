@@ -1,4 +1,4 @@
-"""Benchmark: canonical book deltas -> sampled top-N bars (features.sampler.sample_bars),
+"""Benchmark: canonical book deltas -> sampled top-N bars (book.sampler.sample_bars),
 side by side with a straightforward pure-Python baseline (dict book, sorted top-N at
 every bar close) in the same run, on the same synthetic deltas.
 
@@ -19,9 +19,9 @@ os.environ.setdefault("POLARS_MAX_THREADS", "1")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from book.sampler import sample_bars  # noqa: E402
 from core.config.features import FeatureSpec  # noqa: E402
 from core.config.market import SyntheticMarketConfig  # noqa: E402
-from features.sampler import sample_bars  # noqa: E402
 from ingest.synthetic import generate_market  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
 
     body = "\n".join(
         [
-            "### book deltas -> sampled top-10 bars (`features.sampler.sample_bars`)",
+            "### book deltas -> sampled top-10 bars (`book.sampler.sample_bars`)",
             "",
             f"{machine()}; `NUMBA_NUM_THREADS=1 POLARS_MAX_THREADS=1`; best of {args.repeat}; synthetic market, {args.days} days x {args.hours:g} h; 1 s bars. Deltas/s of process CPU time, wall clock beside it.",
             "",

@@ -140,7 +140,7 @@ def pandas_pipeline(
 
 # ---------------------------------------------------------------- data
 def make_bars(days: int, seed: int, cfg: FeaturesConfig) -> tuple[pl.DataFrame, int]:
-    from features.sampler import sample_bars
+    from book.sampler import sample_bars
     from ingest.synthetic import generate_market
 
     books, trades = [], []

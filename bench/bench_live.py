@@ -33,13 +33,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from book.sampler import sample_bars  # noqa: E402
 from core import schema as S  # noqa: E402
 from core.config.features import FeatureSpec  # noqa: E402
 from core.config.market import SyntheticMarketConfig  # noqa: E402
 from core.instrument import XBTUSD  # noqa: E402
 from envs.observation import observation_size  # noqa: E402
 from features.compute import compute_features  # noqa: E402
-from features.sampler import sample_bars  # noqa: E402
 from features.stats import FrozenStats  # noqa: E402
 from ingest.synthetic import generate_market  # noqa: E402
 from live.feed import BitmexFeed, FeedMessage  # noqa: E402

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from book.order_book import ST_DESYNC, new_book, new_state, replay_kernel
 from core import schema
 from core.clock import NS_PER_S
 from envs.queue import BUY, ExchangeReplay, Latency, QueueModel, best_price, round_to_lot
-from features.book import ST_DESYNC, new_book, new_state, replay_kernel
 
 
 class _ReceivedBook:

@@ -52,8 +52,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-from core import schema
-from features.book import (
+from book.order_book import (
     ST_IN_SNAP,
     ST_NA,
     ST_NB,
@@ -62,6 +61,7 @@ from features.book import (
     new_book,
     new_state,
 )
+from core import schema
 
 TOUCH = 0
 TRADE_THROUGH = 1

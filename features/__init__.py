@@ -1,8 +1,7 @@
-"""Chappie feature store: one order book and sampler, batch features and their
-streaming twin, walk-forward slices, frozen stats (see DESIGN.md).
+"""Chappie feature store: batch features and their streaming twin, walk-forward slices,
+frozen stats (see DESIGN.md). Bars come from the one book and sampler in `book/`.
 
 Modules
-- book.py, sampler.py  the one order-book state machine and fixed-interval sampler
 - compute.py           batch features v1 (polars), one builder per column
 - stream.py            `FeatureStream`: the same features one bar at a time, bit for bit
 - walk_forward.py      pure fold / stress-window generation

@@ -82,7 +82,7 @@ def stream_features(
 ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """The live loop's path: BarSampler fed message by message, advanced at every bar
     close, each bar into FeatureStream. Returns (bar ts, features (rows, F), warm-up)."""
-    from features.sampler import BarSampler
+    from book.sampler import BarSampler
 
     sampler = BarSampler(spec)
     stream = FeatureStream(spec)
@@ -125,7 +125,7 @@ def batch_features(
     book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec, compute: Compute = compute_features
 ) -> pl.DataFrame:
     """events -> `sample_bars` -> `compute` (default `compute_features`), collected."""
-    from features.sampler import sample_bars
+    from book.sampler import sample_bars
 
     return compute(sample_bars(book, trades, spec).lazy(), spec).collect()
 

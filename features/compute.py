@@ -16,7 +16,7 @@ cumulative sums are exact while they stay below 2**63 (e.g. 1e8 contracts per ba
 9e10 bars); the streaming twin's Python ints agree with them over that whole range.
 
 Input contract: bars with `core.schema.bar_columns(spec.depth)` on a complete grid (one
-row per `spec.interval_ns`, as `features.sampler.sample_bars` emits them).
+row per `spec.interval_ns`, as `book.sampler.sample_bars` emits them).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Pure: frames in, a JSON-able dict out (`market_report`); the CLI adapter
 (`flows/cli_audit_market.py`) reads partitions and prints. Every book statistic comes
 from replaying the deltas through the ONE order-book state machine
-(`features.book.apply_message_kernel`), message by message, recording the touch after
+(`book.order_book.apply_message_kernel`), message by message, recording the touch after
 each message. Clock: ``ts_recv`` throughout (what an agent could know).
 
 Definitions (units in the keys):
@@ -42,10 +42,10 @@ import numpy as np
 import polars as pl
 from numba import njit
 
+from book.order_book import ST_DESYNC, ST_NA, ST_NB, ST_SIZE, apply_message_kernel
 from core import schema as S
 from core.clock import NS_PER_DAY, NS_PER_S
 from core.config.features import FeatureSpec
-from features.book import ST_DESYNC, ST_NA, ST_NB, ST_SIZE, apply_message_kernel
 
 VOL_INTERVALS_S: tuple[int, ...] = (1, 60, 3600)
 MARKOUT_HORIZONS_S: tuple[int, ...] = (1, 10, 60)
@@ -76,7 +76,7 @@ def _replay_touch(
     n = ts.shape[0]
     book = np.zeros((4, 256), dtype=np.int64)
     st = np.zeros(ST_SIZE, dtype=np.int64)
-    st[12] = -1  # ST_LASTTR, as features.book.new_state
+    st[12] = -1  # ST_LASTTR, as book.order_book.new_state
     st[18] = -1  # ST_LAST_TS
     out_ts = np.empty(n, dtype=np.int64)
     touch = np.zeros((n, 5), dtype=np.int64)
@@ -409,8 +409,8 @@ def edge_correlation(
     """Correlation of `feature` at each bar close with the mid move over the next h
     seconds (ticks), per day partition (ts_recv // day), warm-up rows out, pooled.
     Raises ValueError for a feature the spec does not make."""
+    from book.sampler import sample_bars
     from features.compute import compute_features
-    from features.sampler import sample_bars
 
     spec = spec or FeatureSpec()
     if feature not in spec.names:

@@ -946,7 +946,7 @@ def _read_day_events(
 
 
 def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
-    """Events of `symbol` -> bars (features.sampler), one event day at a time, as a
+    """Events of `symbol` -> bars (book.sampler), one event day at a time, as a
     bars index `bars/<symbol>/<spec12>/bars-<key>.json` naming one Arrow IPC part per
     day (`days/<day>-<daykey>.arrow`, the bars closed while that day's events were
     fed; `bar_day_keys`) and a tail (the last bar, closed after the last event). Beside
@@ -960,7 +960,7 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
     "event_partitions", "origin_ns", "instrument"} (`partition_instrument`); raises
     SliceBuildError when there are no events or the partitions disagree on the
     instrument. Idempotent."""
-    from features.sampler import ResumableSampler
+    from book.sampler import ResumableSampler
     from ingest.events import list_event_days, read_manifest
 
     layout = DataLayout(Path(data_dir))

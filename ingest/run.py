@@ -29,6 +29,7 @@ from typing import Any
 
 import polars as pl
 
+from book.order_book import OrderBook, check_book
 from core import schema
 from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_DAY, iso_day, parse_day
@@ -36,7 +37,6 @@ from core.config.ingest import IngestConfig
 from core.hashing import fingerprint, sha256_bytes
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
-from features.book import OrderBook, check_book
 from ingest.events import (
     BOUNDARY_INPUT,
     INPUT,

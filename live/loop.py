@@ -628,7 +628,7 @@ def model_rules(champion: LoadedChampion, fallback: PaperRules) -> PaperRules:
 
 
 def _desynced(sampler: Any) -> bool:
-    from features.book import ST_DESYNC
+    from book.order_book import ST_DESYNC
 
     return bool(sampler._st[ST_DESYNC] != 0)
 

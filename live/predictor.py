@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from book.sampler import BarSampler
 from core import schema
 from core.config.features import FeatureSpec
 from envs.observation import encode_observation
-from features.sampler import BarSampler
 from features.stream import FeatureStream
 from live.decode import Decoded
 

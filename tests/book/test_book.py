@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.book import (
+from book.order_book import (
     DESYNC_BAD_SIZE,
     DESYNC_CROSSED,
     DESYNC_NONE,

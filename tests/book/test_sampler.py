@@ -7,9 +7,9 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from book.sampler import BarSampler, sample_bars
 from core import schema
 from core.config.features import FeatureSpec
-from features.sampler import BarSampler, sample_bars
 
 S = 1_000_000_000
 SPEC = FeatureSpec(interval_ms=1000, depth=10)

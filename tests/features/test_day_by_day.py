@@ -13,13 +13,13 @@ import polars as pl
 import pytest
 
 from bench.tardis_days import write_days
+from book import sampler as sampler_mod
+from book.sampler import ResumableSampler, sample_bars
 from core import schema as S
 from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, WalkForwardConfig
 from core.config.ingest import IngestConfig
 from core.paths import DataLayout
-from features import sampler as sampler_mod
-from features.sampler import ResumableSampler, sample_bars
 from features.slices import build_bars, iter_bars, read_bars, stage_slices, write_bars
 from ingest.events import read_events
 from ingest.run import ingest

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from book.order_book import OrderBook, check_book
 from core.instrument import InstrumentSpec
-from features.book import OrderBook, check_book
 from ingest.bitmex_ws import (
     BitmexWsDecoder,
     RecordingFormatError,
@@ -219,8 +219,8 @@ def test_ingest_real_capture_publishes_one_day_and_rerun_is_a_no_op(
 
 def test_live_path_decoder_plus_bar_sampler_equals_batch_on_real_capture(ws_capture: Path) -> None:
     """Message by message (as the live loop does) == ingest events -> sample_bars."""
+    from book.sampler import BarSampler, sample_bars
     from core.config.features import FeatureSpec
-    from features.sampler import BarSampler, sample_bars
 
     spec = FeatureSpec(interval_ms=1000)
     fr = read_ws_recording(ws_capture, "XBTUSD", XBT)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.book import OrderBook
+from book.order_book import OrderBook
 from ingest.levels import levels_to_deltas
 
 

@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
+from book.order_book import check_book
+from book.sampler import sample_bars
 from core import schema
 from core.clock import NS_PER_S, parse_day
 from core.config.features import FeatureSpec
 from core.config.market import RegimeConfig, SyntheticMarketConfig
-from features.book import check_book
-from features.sampler import sample_bars
 from ingest.synthetic import generate_market
 
 CFG = SyntheticMarketConfig(

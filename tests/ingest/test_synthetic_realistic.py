@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from book.order_book import check_book
 from core import schema
 from core.clock import NS_PER_S, parse_day
 from core.config.experiment import load_config
 from core.config.market import PlantedEdgeConfig, RegimeConfig, SyntheticMarketConfig
-from features.book import check_book
 from features.market_audit import (
     edge_correlation,
     market_orders,

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from bench.tardis_days import MIX, generate_days, write_day
+from book.order_book import check_book
 from core import schema
-from features.book import check_book
 from ingest.instruments import load_instrument
 from ingest.tardis import read_tardis
 from ingest.ws_recording import read_ws_recording

@@ -33,8 +33,8 @@ def build_model_files(ws_capture: Path, tmp: Path, n_actions: int = 3) -> tuple[
     from gymnasium import spaces
     from stable_baselines3 import PPO
 
+    from book.sampler import sample_bars
     from features.compute import compute_features
-    from features.sampler import sample_bars
     from features.stats import FrozenStats
     from ingest.ws_recording import read_ws_recording
 

@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 
+from book.sampler import sample_bars
 from core import schema as S
 from core.config.features import FeatureSpec
 from core.instrument import XBTUSD
 from envs.observation import encode_observation, observation_size
 from envs.position import open_account
 from features.compute import compute_features
-from features.sampler import sample_bars
 from features.stats import FrozenStats
 from ingest.ws_recording import read_ws_recording
 from live.loop import LiveSession

@@ -1,4 +1,4 @@
-"""Fixed-interval bar sampler over the one order book (`features.book`). Pure.
+"""Fixed-interval bar sampler over the one order book (`book.order_book`). Pure.
 
 Contract (lead's cross-area contracts, DESIGN.md):
 - Bars close at multiples of ``spec.interval_ns`` on the ``ts_recv`` clock. Bar
@@ -9,7 +9,7 @@ Contract (lead's cross-area contracts, DESIGN.md):
   empty intervals carry the book. Later bars whose book is not complete are still
   emitted with ``book_ok = False``.
 - ``ofi_l1`` = sum over the bar's messages of the Cont-Kukanov-Stoikov level-1 e_n
-  (see `features.book`). ``n_book_events`` counts deltas (rows), not messages.
+  (see `book.order_book`). ``n_book_events`` counts deltas (rows), not messages.
 
 ONE kernel (`_sample_kernel`) does the work for the batch `sample_bars` and the
 streaming `BarSampler`; it is resumable (state in arrays), so streaming is the batch
@@ -24,8 +24,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-from core import schema
-from features.book import (
+from book.order_book import (
     ST_BUYHI,
     ST_BUYV,
     ST_DESYNC,
@@ -45,6 +44,7 @@ from features.book import (
     new_book,
     new_state,
 )
+from core import schema
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.config.features import FeatureSpec
