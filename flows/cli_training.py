@@ -22,12 +22,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from flows.train import train_flow
 
         out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
-    ok = sum(1 for t in out["tasks"] if t["ok"])
-    print(f"sweep {out['sweep_run_id']}: {ok}/{len(out['tasks'])} tasks finished")
-    for name in out["failed"]:
+    print(f"sweep {out.sweep_run_id}: {out.n_ok}/{len(out.tasks)} tasks finished")
+    for name in out.failed:
         print(f"FAILED: {name}", file=sys.stderr)
-    print(f"next: chappie evaluate --config {args.config} --sweep {out['sweep_run_id']}")
-    return 1 if out["failed"] else 0
+    print(f"next: chappie evaluate --config {args.config} --sweep {out.sweep_run_id}")
+    return 1 if out.failed else 0
 
 
 def latest_sweep(reports: Path) -> str:

@@ -20,16 +20,13 @@ starting a pool of workers.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.config.experiment import ExperimentConfig
-from core.hashing import sha256_file
 from core.paths import DataLayout
 from core.schema import feature_names
 from flows import progress
@@ -47,17 +44,14 @@ from training.candidates import (
     plan_references,
     reference_backtest,
 )
-from training.evaluation import CHAMPION, data_key, evaluate_sweep, failed_candidate
+from training.evaluation import CHAMPION, data_key, evaluate_sweep
+from training.evaluation_plan import drift_summary, plan_evaluation, run_metrics, slice_metrics
 from training.evaluation_record import (
-    CandidateEvaluation,
-    DriftSummary,
     Evaluation,
-    FeeScenario,
     LedgerEntry,
-    SliceFigures,
-    TestTotals,
 )
 from training.report import write_report
+from training.sweep_record import SWEEP_JSON, SweepResult
 
 EVALUATION_JSON = "evaluation.json"
 
@@ -128,62 +122,17 @@ def _evaluate_policies(
     logger = get_run_logger()
     layout = DataLayout(Path(data_dir).resolve())
     reports = layout.reports(sweep_run_id)
-    sweep_path = reports / "sweep.json"
+    sweep_path = reports / SWEEP_JSON
     if not sweep_path.exists():
         raise FileNotFoundError(
             f"no sweep {sweep_run_id}: {sweep_path} missing (run `chappie train` first)"
         )
-    sweep = json.loads(sweep_path.read_text())
+    sweep = SweepResult.read(sweep_path)
     spec_hash = cfg.features.spec.spec_hash
-    if sweep["spec_hash"] != spec_hash:
-        raise ValueError(
-            f"sweep {sweep_run_id} used spec {sweep['spec_hash']}, the config has {spec_hash}"
-        )
     catalog = load_catalog(layout, spec_hash)
     check_instrument(catalog, cfg.ingest.instrument)
-    by_cid: dict[str, list[dict[str, Any]]] = {}
-    for row in sweep["tasks"]:
-        by_cid.setdefault(row["candidate_id"], []).append(row)
-
-    plans: list[CandidatePlan] = []
-    run_ids: dict[str, str | None] = {}
-    fold_runs: dict[str, dict[int, str]] = {}  # candidate -> fold -> that fold's training run
-    failed_entries: list[CandidateEvaluation] = []
-    trained_on = {r["task"]["train_slice_id"]: r["task"]["train_sha256"] for r in sweep["tasks"]}
-    current = {f.train.slice_id: f.train.sha256 for f in catalog.folds}
-    if trained_on != current:
-        raise ValueError(
-            f"the slices changed since sweep {sweep_run_id} was trained (train slices then "
-            f"{sorted(trained_on)}, now {sorted(current)}, or their sha256 differ): train again"
-        )
-    for cid, rows in by_cid.items():
-        rows = sorted(rows, key=lambda r: r["fold"])
-        if not all(r["ok"] for r in rows) or len(rows) != len(catalog.folds):
-            first = rows[0]["task"]
-            errors = [f"fold {r['fold']}: {r['error']}" for r in rows if not r["ok"]]
-            failed_entries.append(
-                failed_candidate(cid, first["trial"], first["seed"], first["timesteps"], errors)
-            )
-            continue
-        t = rows[0]["task"]
-        zips = tuple(r["model_zip"] for r in rows)
-        plans.append(
-            CandidatePlan(
-                candidate_id=cid,
-                trial=t["trial"],
-                seed=t["seed"],
-                timesteps=t["timesteps"],
-                model_zips=zips,
-                folds=catalog.folds,
-                stress_paths=catalog.stress_paths,
-                stress_ids=catalog.stress_ids,
-                evaluation=cfg.evaluation,
-                out_dir=str(reports / cid),
-                model_sha256=tuple(sha256_file(z) for z in zips),
-            )
-        )
-        run_ids[cid] = rows[-1]["run_id"]
-        fold_runs[cid] = {int(r["fold"]): r["run_id"] for r in rows if r.get("run_id")}
+    planned = plan_evaluation(sweep, catalog, spec_hash, cfg.evaluation, reports)
+    plans, failed_entries = planned.plans, planned.failed
     logger.info("evaluating %d candidates (%d failed in training)", len(plans), len(failed_entries))
     tracking.configure(tracking_uri)
     champ, champ_note = resolve_champion(
@@ -211,7 +160,7 @@ def _evaluate_policies(
             results = load_results(fut.result())
             results_by_cid[plan.candidate_id] = results
             c = candidate_backtest(plan, results)
-            c.run_id = run_ids[plan.candidate_id]
+            c.run_id = planned.run_ids[plan.candidate_id]
             c.train_end_ns = int(last_train["t_end_ns"])
             cands.append(c)
             st.advance()
@@ -235,7 +184,7 @@ def _evaluate_policies(
     dkey = data_key([f.test.sha256 for f in catalog.folds], cfg.evaluation.return_period_s)
     trials = ledger.read_ledger(cfg.registry.experiment, spec_hash, dkey)
     verdict = evaluate_sweep(
-        cands, cfg.evaluation, n_trials=len(by_cid), references=refs, ledger=trials
+        cands, cfg.evaluation, n_trials=planned.n_candidates, references=refs, ledger=trials
     )
     overfitting_json = verdict.overfitting.to_json()
     baselines_json = {name: b.to_json() for name, b in verdict.baselines.items()}
@@ -263,14 +212,14 @@ def _evaluate_policies(
         if entry.run_id:
             # every fold's run: the candidate's totals and its own fold's slices, under the
             # same keys on every run (MLflow Compare lines them up; the fold is a param)
-            totals = _run_metrics(
+            totals = run_metrics(
                 entry.test_totals, entry.stress_slices, entry.fee_sensitivity, entry.dsr
             )
             by_fold = {s.fold: s for s in entry.slices}
             val_by_fold = {s.fold: s for s in entry.validation_slices}
-            for fold, run in fold_runs.get(cid, {}).items():
-                own = _slice_metrics("test", by_fold.get(fold))
-                own |= _slice_metrics("validation", val_by_fold.get(fold))
+            for fold, run in planned.fold_runs.get(cid, {}).items():
+                own = slice_metrics("test", by_fold.get(fold))
+                own |= slice_metrics("validation", val_by_fold.get(fold))
                 tracking.log_metrics(run, totals | own)
                 tracking.set_tags(run, {"decision": entry.decision})
             tracking.log_artifacts(entry.run_id, list(paths.values()), artifact_path="backtest")
@@ -299,7 +248,7 @@ def _evaluate_policies(
             {"baseline": name, "seeds": b.seeds if b.seeds is not None else [0]},
             {"baseline": "true", "sweep_run_id": sweep_run_id},
             [],
-            _run_metrics(b.as_totals(), b.stress_slices, b.fee_sensitivity, None),
+            run_metrics(b.as_totals(), b.stress_slices, b.fee_sensitivity, None),
             [],
             [],
         )
@@ -326,7 +275,7 @@ def _evaluate_policies(
         ],
         notes=verdict.notes + ([champ_note] if champ_note else []),
         drift={
-            sid: _drift_summary(catalog.manifests[sid])
+            sid: drift_summary(catalog.manifests[sid])
             for sid in [f.test.slice_id for f in catalog.folds] + list(catalog.stress_ids)
             if (catalog.manifests[sid].get("validation") or {}).get("drift")
         },
@@ -356,42 +305,6 @@ def _evaluate_policies(
     )
     _post_artifact(evaluation)
     return evaluation
-
-
-def _drift_summary(manifest: dict[str, Any]) -> DriftSummary:
-    """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
-    d = manifest["validation"]["drift"]
-    return DriftSummary.model_validate({k: d.get(k) for k in DriftSummary.model_fields})
-
-
-def _run_metrics(
-    totals: TestTotals | None,
-    stress: list[SliceFigures],
-    fee_sensitivity: list[FeeScenario] | None,
-    dsr: float | None,
-) -> dict[str, float]:
-    """The candidate-level keys every evaluated run carries (every fold run of a candidate
-    and every baseline run): totals over the test slices, fee sensitivity, DSR, and the
-    stress slices (the last-fold model's, so the same on every fold run)."""
-    by_key = totals.model_dump() if totals is not None else {}
-    metrics = {f"total_test_{k}": float(v) for k, v in by_key.items()}
-    for s in stress:
-        for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
-            metrics[f"{s.slice_id}_{k}"] = float(getattr(s, k))
-    for row in fee_sensitivity or []:
-        # MLflow metric names take no "+": maker_-2.5bp, maker_0bp, maker_2bp
-        metrics[f"total_test_pnl_plus_fees_maker_{row.maker_fee * 1e4:g}bp"] = row.pnl_plus_fees
-    if dsr is not None:
-        metrics["dsr"] = float(dsr)
-    return metrics
-
-
-def _slice_metrics(prefix: str, s: SliceFigures | None) -> dict[str, float]:
-    """One slice's figures under `<prefix>_<name>` (no slice id in the key)."""
-    if s is None:
-        return {}
-    keys = ("pnl", "fees", "pnl_plus_fees", "max_drawdown", "sharpe", "trades")
-    return {f"{prefix}_{k}": float(getattr(s, k)) for k in keys}
 
 
 def _post_artifact(evaluation: Evaluation) -> None:

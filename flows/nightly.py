@@ -259,13 +259,13 @@ def nightly_flow(
             "features", lambda: build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
         )
         sweep = step("train", lambda: train_flow(cfg, rt.data_dir, rt.tracking_uri))
-        outcome["sweep_run_id"] = sweep["sweep_run_id"]
+        outcome["sweep_run_id"] = sweep.sweep_run_id
         evaluation = step(
             "evaluate",
-            lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep["sweep_run_id"]),
+            lambda: evaluate_flow(cfg, rt.data_dir, rt.tracking_uri, sweep.sweep_run_id),
         )
         outcome["evaluation"] = evaluation.to_json()  # the outcome record holds its JSON
-        evaluation_path = str(rt.layout.reports(sweep["sweep_run_id"]) / "evaluation.json")
+        evaluation_path = str(rt.layout.reports(sweep.sweep_run_id) / "evaluation.json")
         spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
         outcome["promotion"] = step(
             "promote",

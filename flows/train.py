@@ -33,7 +33,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.config.storage import StorageConfig
 from core.config.training import SweepConfig
@@ -57,8 +56,7 @@ from training.sweep import (
     read_progress,
     train_one,
 )
-
-SWEEP_JSON = "sweep.json"
+from training.sweep_record import SWEEP_JSON, SweepResult, SweepRow
 
 
 @task(name="train-policy", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
@@ -227,7 +225,7 @@ def _run_sweep(
     experiment: str,
     manifests: dict[str, dict[str, Any]],
     logger: Any,
-) -> list[dict[str, Any]]:
+) -> list[SweepRow]:
     """Submit, await in completion order (progress bar, child runs), report in task order."""
     from prefect.futures import as_completed
 
@@ -242,7 +240,7 @@ def _run_sweep(
     if done:
         progress.note(f"train: {len(done)} of {len(tasks)} tasks already trained (reused)")
     with progress.step("train", len(tasks), "tasks") as bar, _task_rows(tasks, futures) as rows_of:
-        rows: dict[int, dict[str, Any]] = {}
+        rows: dict[int, SweepRow] = {}
 
         def record(i: int, res: TrainResult) -> None:
             t = tasks[i]
@@ -253,12 +251,7 @@ def _run_sweep(
                 logger.error(
                     "task %s failed after %d attempts: %s", t.run_name, res.attempts, res.error
                 )
-            rows[i] = {
-                **res.model_dump(mode="json"),
-                "run_id": run_id,
-                "out_dir": t.out_dir,
-                "task": t.model_dump(mode="json"),
-            }
+            rows[i] = SweepRow(**dict(res), run_id=run_id, out_dir=t.out_dir, task=t)
             rows_of.finish(i)
             bar.advance()
 
@@ -321,16 +314,16 @@ def _tasks_on_store(
 
 
 @flow(name="train-policies")
-def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
-    """Run the sweep (module docstring); returns {"sweep_run_id", "tasks", "failed"} and
-    writes it to reports/<sweep_run_id>/sweep.json. Raises FolderBusy when another run
+def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
+    """Run the sweep (module docstring); returns the sweep's result and writes it to
+    reports/<sweep_run_id>/sweep.json (its dump). Raises FolderBusy when another run
     holds the data folder."""
     with data_folder_lock(data_dir, "train"):
         ensure_result_storage()
         return _train_policies(cfg, data_dir, tracking_uri)
 
 
-def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
+def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
     from registry import tracking
 
     logger = get_run_logger()
@@ -370,21 +363,21 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise
-    failed = [r["run_name"] for r in out if not r["ok"]]
+    failed = [r.run_name for r in out if not r.ok]
     tracking.set_tags(parent, {"failed_tasks": ",".join(failed) or "none"})
     tracking.end_run(parent, "FAILED" if failed and len(failed) == len(out) else "FINISHED")
-    result = {
-        "sweep_run_id": parent,
-        "tasks": out,
-        "failed": failed,
-        "config_fingerprint": cfg.fingerprint,
-        "spec_hash": spec_hash,
-    }
-    write_json_atomic(layout.reports(parent) / SWEEP_JSON, result)
+    result = SweepResult(
+        sweep_run_id=parent,
+        tasks=out,
+        failed=failed,
+        config_fingerprint=cfg.fingerprint,
+        spec_hash=spec_hash,
+    )
+    result.write(layout.reports(parent) / SWEEP_JSON)
     return result
 
 
-def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> dict[str, Any]:
+def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
     """Entry point (nightly, CLI): the `train-policies` flow on the task runner that
     `cfg.sweep` asks for."""
     workers = progress.WorkerOutput()

@@ -65,7 +65,7 @@ def swept(
     cfg = small(tiny_cfg)
     uri = f"sqlite:///{data.root}/mlflow.db"
     sweep = train_flow(cfg, str(data.root), uri)
-    evaluation = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
+    evaluation = evaluate_flow(cfg, str(data.root), uri, sweep.sweep_run_id)
     assert isinstance(evaluation, Evaluation)  # one typed value, evaluation.json its dump
     return data, cfg, uri, sweep, evaluation.to_json()
 
@@ -74,10 +74,10 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
     from mlflow import MlflowClient
 
     data, cfg, uri, sweep, _ = swept
-    assert len(sweep["tasks"]) == 2 * 2 and not sweep["failed"]  # 2 seeds x 2 folds
-    assert all(Path(t["model_zip"]).is_file() for t in sweep["tasks"])
+    assert len(sweep.tasks) == 2 * 2 and not sweep.failed  # 2 seeds x 2 folds
+    assert all(Path(t.model_zip).is_file() for t in sweep.tasks)
     client = MlflowClient(tracking_uri=uri)
-    parent = client.get_run(sweep["sweep_run_id"])
+    parent = client.get_run(sweep.sweep_run_id)
     assert parent.data.tags["config_fingerprint"] == cfg.fingerprint
     assert parent.data.params["sweep.seeds"] == "[0, 1]" or "sweep.seeds" in parent.data.params
     children = client.search_runs(
@@ -87,7 +87,7 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
     baselines = [r for r in children if r.data.tags.get("baseline") == "true"]
     children = [r for r in children if r.data.tags.get("baseline") != "true"]
     names = sorted(r.info.run_name for r in children)
-    assert names == sorted(t["run_name"] for t in sweep["tasks"])
+    assert names == sorted(t.run_name for t in sweep.tasks)
     # the baseline panel: one run per reference policy, comparable by the same metric keys
     assert sorted(r.info.run_name for r in baselines) == [
         "baseline-always_quote",
@@ -124,7 +124,7 @@ def test_train_flow_runs_every_task_and_logs_parent_and_children(swept) -> None:
 
 def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None:
     data, cfg, uri, sweep, ev = swept
-    path = data.layout.reports(sweep["sweep_run_id"]) / "evaluation.json"
+    path = data.layout.reports(sweep.sweep_run_id) / "evaluation.json"
     assert json.loads(path.read_text()) == ev
     assert Evaluation.read(path).to_json() == ev
     assert set(ev) >= CONTRACT_KEYS
@@ -164,14 +164,33 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
         assert ev["best"] is None
 
 
+def test_sweep_json_is_the_typed_result_and_round_trips(swept) -> None:
+    from training.sweep_record import SWEEP_JSON, SweepResult
+
+    data, cfg, _, sweep, _ = swept
+    path = data.layout.reports(sweep.sweep_run_id) / SWEEP_JSON
+    on_disk = path.read_bytes()
+    assert on_disk == sweep.dumps()  # the train flow's value, dumped
+    back = SweepResult.read(path)
+    assert back == sweep and back.dumps() == on_disk
+    raw = json.loads(on_disk)  # the keys evaluate, audit and users read
+    assert set(raw) == {"sweep_run_id", "tasks", "failed", "config_fingerprint", "spec_hash"}
+    row = raw["tasks"][0]
+    assert {"run_name", "candidate_id", "fold", "ok", "run_id", "out_dir", "task"} <= set(row)
+    assert row["task"]["train_slice_id"] and "store" not in row["task"]  # local run
+    assert raw["config_fingerprint"] == cfg.fingerprint
+    assert set(back.by_candidate()) == {t.candidate_id for t in sweep.tasks}
+    assert all([r.fold for r in rows] == [0, 1] for rows in back.by_candidate().values())
+
+
 def test_rerun_resumes_without_retraining(swept) -> None:
     from flows.train import train_flow
 
     data, cfg, uri, sweep, _ = swept
     again = train_flow(cfg, str(data.root), uri)
-    assert again["sweep_run_id"] != sweep["sweep_run_id"]
-    before = {t["run_name"]: t["wall_s"] for t in sweep["tasks"]}
-    assert {t["run_name"]: t["wall_s"] for t in again["tasks"]} == before  # reused, not retrained
+    assert again.sweep_run_id != sweep.sweep_run_id
+    before = {t.run_name: t.wall_s for t in sweep.tasks}
+    assert {t.run_name: t.wall_s for t in again.tasks} == before  # reused, not retrained
 
 
 def test_rerun_retrains_a_task_whose_model_was_deleted(swept) -> None:
@@ -180,10 +199,10 @@ def test_rerun_retrains_a_task_whose_model_was_deleted(swept) -> None:
     from flows.train import train_flow
 
     data, cfg, uri, sweep, _ = swept
-    lost = sweep["tasks"][0]
-    shutil.rmtree(lost["out_dir"])  # Prefect's cache still holds the old result
+    lost = sweep.tasks[0]
+    shutil.rmtree(lost.out_dir)  # Prefect's cache still holds the old result
     again = train_flow(cfg, str(data.root), uri)
-    assert Path(again["tasks"][0]["model_zip"]).is_file() and not again["failed"]
+    assert Path(again.tasks[0].model_zip).is_file() and not again.failed
 
 
 def test_audit_overfitting_recomputes_the_record(
@@ -193,7 +212,7 @@ def test_audit_overfitting_recomputes_the_record(
 
     data, _, _, sweep, ev = swept
     monkeypatch.setenv("CHAPPIE_DATA_DIR", str(data.root))
-    assert main(["audit", "overfitting", sweep["sweep_run_id"], "--json"]) == 0
+    assert main(["audit", "overfitting", sweep.sweep_run_id, "--json"]) == 0
     audit = json.loads(capsys.readouterr().out)
     assert audit["agree"] and audit["recomputed"]["pbo"] == pytest.approx(ev["overfitting"]["pbo"])
 
@@ -211,10 +230,10 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     cfg = small(tiny_cfg, seeds=(0,))
     uri = f"sqlite:///{data.root}/mlflow.db"
     sweep = train_flow(cfg, str(data.root), uri)
-    assert [t["ok"] for t in sweep["tasks"]] == [True, False]
-    failed = sweep["tasks"][1]
-    assert failed["attempts"] == 2 and failed["error"] and sweep["failed"] == [failed["run_name"]]
-    ev = evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
+    assert [t.ok for t in sweep.tasks] == [True, False]
+    failed = sweep.tasks[1]
+    assert failed.attempts == 2 and failed.error and sweep.failed == [failed.run_name]
+    ev = evaluate_flow(cfg, str(data.root), uri, sweep.sweep_run_id)
     (c,) = ev.candidates
     assert c.decision == "retest" and "training failed" in c.reasons[0]
     assert ev.best is None
@@ -223,7 +242,7 @@ def test_failed_training_is_retried_reported_and_judged_retest(
     m = json.loads(manifest.read_text())
     manifest.write_text(json.dumps({**m, "sha256": "0" * 64}))
     with pytest.raises(ValueError, match="slices changed"):
-        evaluate_flow(cfg, str(data.root), uri, sweep["sweep_run_id"])
+        evaluate_flow(cfg, str(data.root), uri, sweep.sweep_run_id)
 
 
 @pytest.mark.slow
@@ -237,7 +256,7 @@ def test_train_flow_on_worker_processes(
     sweep = train_flow(
         small(tiny_cfg, executor), str(data.root), f"sqlite:///{data.root}/mlflow.db"
     )
-    assert [t["ok"] for t in sweep["tasks"]] == [True] * 4
+    assert [t.ok for t in sweep.tasks] == [True] * 4
 
 
 def test_task_runner_follows_the_sweep_config() -> None:

@@ -209,10 +209,10 @@ def test_train_flow_on_dask_reads_its_slices_from_the_store(
     prefix = store.model_copy(update={"url": f"{store.url}/flow"})
     cfg = tiny_cfg.model_copy(update={"sweep": sweep, "storage": prefix})
     out = train_flow(cfg, str(data.root), f"sqlite:///{data.root}/mlflow.db")
-    assert [t["ok"] for t in out["tasks"]] == [True, True] and out["failed"] == []
-    for row in out["tasks"]:
-        assert row["task"]["train_slice"].startswith(f"{prefix.url}/slices/")
-        assert row["task"]["stats_dir"].startswith(f"{prefix.url}/stats/")
+    assert [t.ok for t in out.tasks] == [True, True] and out.failed == []
+    for row in out.tasks:
+        assert row.task.train_slice.startswith(f"{prefix.url}/slices/")
+        assert row.task.stats_dir.startswith(f"{prefix.url}/stats/")
     views = sorted(p.name for p in worker_cache.glob("slices/*/*.manifest.json"))
     assert views == ["fold00-train.manifest.json", "fold01-train.manifest.json"]
     assert all(verify_slice(v) == [] for v in worker_cache.glob("slices/*/*.manifest.json"))

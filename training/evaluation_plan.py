@@ -1,0 +1,138 @@
+"""What the evaluate flow backtests, and what it logs, as pure functions of typed values.
+
+`plan_evaluation` reads a sweep's result (`training.sweep_record.SweepResult`) against
+the slice catalogue it is to be judged on: it refuses a sweep trained on another feature
+spec or on slices that changed since, and turns every candidate (trial, seed,
+timesteps) whose folds all trained into a `CandidatePlan` (its model per fold); a
+candidate with a failed fold becomes a `retest` entry (`failed_candidate`).
+
+`run_metrics` / `slice_metrics` name the figures every evaluated MLflow run carries, and
+`drift_summary` the headline of a slice's drift report. No I/O beyond hashing the models
+named in the plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config.training import EvaluationConfig
+from core.hashing import sha256_file
+from training.candidates import CandidatePlan, SliceCatalog
+from training.evaluation import failed_candidate
+from training.evaluation_record import (
+    CandidateEvaluation,
+    DriftSummary,
+    FeeScenario,
+    SliceFigures,
+    TestTotals,
+)
+from training.sweep_record import SweepResult
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """The candidates to backtest, the MLflow runs their figures go to, and the candidates
+    that cannot be backtested (a fold failed in training)."""
+
+    plans: list[CandidatePlan]
+    run_ids: dict[str, str | None]  # candidate -> its last fold's training run
+    fold_runs: dict[str, dict[int, str]]  # candidate -> fold -> that fold's training run
+    failed: list[CandidateEvaluation] = field(default_factory=list)
+    n_candidates: int = 0  # every candidate of the sweep, failed ones included (trials)
+
+
+def check_sweep(sweep: SweepResult, catalog: SliceCatalog, spec_hash: str) -> None:
+    """Refuse a sweep trained on another feature spec, or on train slices that are not
+    the catalogue's any more (other ids, or other bytes). Raises ValueError."""
+    sid = sweep.sweep_run_id
+    if sweep.spec_hash != spec_hash:
+        raise ValueError(f"sweep {sid} used spec {sweep.spec_hash}, the config has {spec_hash}")
+    trained_on = sweep.trained_on()
+    current = {f.train.slice_id: f.train.sha256 for f in catalog.folds}
+    if trained_on != current:
+        raise ValueError(
+            f"the slices changed since sweep {sid} was trained (train slices then "
+            f"{sorted(trained_on)}, now {sorted(current)}, or their sha256 differ): train again"
+        )
+
+
+def plan_evaluation(
+    sweep: SweepResult,
+    catalog: SliceCatalog,
+    spec_hash: str,
+    evaluation: EvaluationConfig,
+    reports: Path,
+) -> EvaluationPlan:
+    """The evaluation of `sweep` on `catalog` (see the module docstring); each candidate's
+    backtest writes under reports/<candidate_id>/. Raises ValueError (`check_sweep`)."""
+    check_sweep(sweep, catalog, spec_hash)
+    plans: list[CandidatePlan] = []
+    run_ids: dict[str, str | None] = {}
+    fold_runs: dict[str, dict[int, str]] = {}
+    failed: list[CandidateEvaluation] = []
+    by_cid = sweep.by_candidate()
+    for cid, rows in by_cid.items():
+        t = rows[0].task
+        if not all(r.ok for r in rows) or len(rows) != len(catalog.folds):
+            errors = [f"fold {r.fold}: {r.error}" for r in rows if not r.ok]
+            trial = t.trial.model_dump(mode="json")
+            failed.append(failed_candidate(cid, trial, t.seed, t.timesteps, errors))
+            continue
+        zips = tuple(str(r.model_zip) for r in rows)
+        plans.append(
+            CandidatePlan(
+                candidate_id=cid,
+                trial=t.trial,
+                seed=t.seed,
+                timesteps=t.timesteps,
+                model_zips=zips,
+                folds=catalog.folds,
+                stress_paths=catalog.stress_paths,
+                stress_ids=catalog.stress_ids,
+                evaluation=evaluation,
+                out_dir=str(reports / cid),
+                model_sha256=tuple(sha256_file(z) for z in zips),
+            )
+        )
+        run_ids[cid] = rows[-1].run_id
+        fold_runs[cid] = {r.fold: r.run_id for r in rows if r.run_id}
+    return EvaluationPlan(plans, run_ids, fold_runs, failed, len(by_cid))
+
+
+def drift_summary(manifest: dict[str, Any]) -> DriftSummary:
+    """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
+    d = manifest["validation"]["drift"]
+    return DriftSummary.model_validate({k: d.get(k) for k in DriftSummary.model_fields})
+
+
+def run_metrics(
+    totals: TestTotals | None,
+    stress: Sequence[SliceFigures],
+    fee_sensitivity: Sequence[FeeScenario] | None,
+    dsr: float | None,
+) -> dict[str, float]:
+    """The candidate-level keys every evaluated run carries (every fold run of a candidate
+    and every baseline run): totals over the test slices, fee sensitivity, DSR, and the
+    stress slices (the last-fold model's, so the same on every fold run)."""
+    by_key = totals.model_dump() if totals is not None else {}
+    metrics = {f"total_test_{k}": float(v) for k, v in by_key.items()}
+    for s in stress:
+        for k in ("pnl_plus_fees", "max_drawdown", "sharpe", "trades"):
+            metrics[f"{s.slice_id}_{k}"] = float(getattr(s, k))
+    for row in fee_sensitivity or []:
+        # MLflow metric names take no "+": maker_-2.5bp, maker_0bp, maker_2bp
+        metrics[f"total_test_pnl_plus_fees_maker_{row.maker_fee * 1e4:g}bp"] = row.pnl_plus_fees
+    if dsr is not None:
+        metrics["dsr"] = float(dsr)
+    return metrics
+
+
+def slice_metrics(prefix: str, s: SliceFigures | None) -> dict[str, float]:
+    """One slice's figures under `<prefix>_<name>` (no slice id in the key)."""
+    if s is None:
+        return {}
+    keys = ("pnl", "fees", "pnl_plus_fees", "max_drawdown", "sharpe", "trades")
+    return {f"{prefix}_{k}": float(getattr(s, k)) for k in keys}
