@@ -288,7 +288,7 @@ def main() -> int:
     pdf_cpu, pdf_wall = timed(lambda: pandas_features(bars_pd, cfg), args.repeat)
 
     # GX validation of one test slice (book + feature suites), for the record
-    from features.slices import validate_staged_slice
+    from expectations.runner import validate_staged_slice
 
     sid = plan.folds[0].test
     validate_staged_slice(plan, sid, cfg)  # warm GX import and suites

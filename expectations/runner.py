@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.config.features import ExpectationsConfig, FeatureSpec
+from core import schema as S
+from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec
 from expectations.suites import (
     Suite,
     book_suite,
@@ -26,6 +27,7 @@ from expectations.suites import (
     feature_suite,
     feature_view,
 )
+from features.slices import SlicePlan, read_bars_window
 from features.store import read_slice
 
 
@@ -436,3 +438,35 @@ def validate_slice(
     if not result.success:
         raise SliceValidationError(slice_id, result.failed, result)
     return result
+
+
+def validate_staged_slice(
+    plan: SlicePlan, slice_id: str, cfg: FeaturesConfig, data_docs_dir: str | None = None
+) -> dict[str, Any]:
+    """Run the book suite on the slice's bars and the feature suite on the staged
+    slice, and measure its drift against its frozen stats (stress slices too: out of
+    distribution by design, which the drift report shows; drift never refuses). Returns
+    the manifest `validation` summary; raises SliceValidationError listing the failed
+    integrity expectations. The `validate-slice` task of the features flow."""
+    item = plan.staged(slice_id)
+    frame = plan.frame(slice_id)
+    # the bars of the rows that entered the slice (warm-up bars, e.g. a desynced book,
+    # were dropped and are not the slice's)
+    bars = (
+        read_bars_window(plan.bars_path, item.start_ns, item.end_ns)
+        .lazy()
+        .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
+        .collect()
+    )
+    st = plan.frozen_stats(item.stats_id)
+    res = validate_slice(
+        frame,
+        cfg.spec,
+        cfg.expectations,
+        bars=bars,
+        mean=st.mean,
+        sigma=st.sigma,
+        slice_id=slice_id,
+        data_docs_dir=data_docs_dir,
+    )
+    return res.to_json()

@@ -6,8 +6,9 @@ Modules
 - stream.py            `FeatureStream`: the same features one bar at a time, bit for bit
 - walk_forward.py      pure fold / stress-window generation
 - stats.py             `FrozenStats`: mean and floored sigma from train slices only
-- slices.py            stage -> validate (expectations/) -> publish segments, slice
-                       manifests, stats and folds.json; `load_fold_index`, `load_manifest`
+- slices.py            bars day by day, staged slices, publish segments, slice manifests,
+                       stats and folds.json (validated in between by flows/features.py);
+                       `load_fold_index`, `load_manifest`
 - store.py             slice storage: content-addressed Arrow IPC segments (each row
                        written once), `read_slice`, `slice_table`, `verify_slice`
 - audit.py             `chappie audit parity|lookahead` on users' own event partitions

@@ -1,14 +1,16 @@
 """Walk-forward slices, manifests, frozen stats and `folds.json`. Adapter.
 
-`build_bars` + `build_slices_from_bars` read canonical events one day at a time and sample
-bars with the one sampler, its state carried from day to day (`build_bars`: one bars part per day, kept,
-so a new day samples that day only), computes the features part by part with each
+The steps the features flow (`flows/features.py`, the one orchestration) runs as tasks:
+`build_bars` reads canonical events one day at a time and samples bars with the one
+sampler, its state carried from day to day (one bars part per day, kept, so a new day
+samples that day only); `stage_slices` computes the features part by part with each
 feature's look-back carried over (`ready_parts`; the same bits as one pass over the
-whole history), drops warm-up rows, cuts folds and stress windows, fits frozen stats on each fold's train slice only, validates every slice with
-the expectation suites, and only then publishes: segment files, the stats folders,
-one manifest per slice (a slice *is* its manifest: the ordered segments it is made of,
-see `features.store`) and finally `folds.json`. If any slice fails validation nothing
-new is published and `SliceValidationError` lists every failure.
+whole history), drops warm-up rows, cuts folds and stress windows and fits frozen stats
+on each fold's train slice only, into a staging folder; the flow validates every staged
+slice (`expectations.runner.validate_staged_slice`) and only then `publish_slices`
+publishes: segment files, the stats folders, one manifest per slice (a slice *is* its
+manifest: the ordered segments it is made of, see `features.store`) and finally
+`folds.json`. `publish_slices` refuses a slice without a successful validation.
 
 Memory is flat in the number of days (#19): one day of events, one bars part, the
 rows of one segment or train window, and 17 bytes a bar of times and flags.
@@ -76,7 +78,6 @@ from features.walk_forward import (
 )
 
 FOLDS_FILE = "folds.json"
-BARS_SUFFIX = ".arrow"
 
 __all__ = ["MANIFEST_SUFFIX", "read_slice"]
 
@@ -643,40 +644,6 @@ def _covered(a: int, b: int, rows: Mapping[str, tuple[int, int]]) -> bool:
     return any(lo <= a and b <= hi for lo, hi in rows.values())
 
 
-def validate_staged_slice(
-    plan: SlicePlan, slice_id: str, cfg: FeaturesConfig, data_docs_dir: str | None = None
-) -> dict[str, Any]:
-    """Run the book suite on the slice's bars and the feature suite on the staged
-    slice, and measure its drift against its frozen stats (stress slices too: out of
-    distribution by design, which the drift report shows; drift never refuses). Returns
-    the manifest `validation` summary; raises SliceValidationError listing the failed
-    integrity expectations."""
-    from expectations.runner import validate_slice
-
-    item = plan.staged(slice_id)
-    frame = plan.frame(slice_id)
-    # the bars of the rows that entered the slice (warm-up bars, e.g. a desynced book,
-    # were dropped and are not the slice's)
-    bars = (
-        read_bars_window(plan.bars_path, item.start_ns, item.end_ns)
-        .lazy()
-        .join(frame.lazy().select(S.TS), on=S.TS, how="semi")
-        .collect()
-    )
-    st = plan.frozen_stats(item.stats_id)
-    res = validate_slice(
-        frame,
-        cfg.spec,
-        cfg.expectations,
-        bars=bars,
-        mean=st.mean,
-        sigma=st.sigma,
-        slice_id=slice_id,
-        data_docs_dir=data_docs_dir,
-    )
-    return res.to_json()
-
-
 def publish_slices(
     plan: SlicePlan,
     validations: Mapping[str, Mapping[str, Any]],
@@ -814,62 +781,6 @@ def remove_leftovers(
     )
     removed = [p for f in folders for p in remove_stale_temps(f, min_age_s, recursive=True)]
     return [str(p.relative_to(layout.root)) for p in removed]
-
-
-def validate_all(
-    plan: SlicePlan, cfg: FeaturesConfig, data_docs_dir: str | None = None
-) -> dict[str, dict[str, Any]]:
-    """Validate every staged slice; raise one SliceValidationError listing the failures
-    of every failing slice (slice id prefixed), else return the summaries by slice id."""
-    from expectations.runner import SliceValidationError
-
-    out: dict[str, dict[str, Any]] = {}
-    failed: list[str] = []
-    bad: list[str] = []
-    for item in plan.slices:
-        try:
-            out[item.slice_id] = validate_staged_slice(plan, item.slice_id, cfg, data_docs_dir)
-        except SliceValidationError as e:
-            bad.append(item.slice_id)
-            failed += [f"{item.slice_id}: {f}" for f in e.failed]
-    if failed:
-        raise SliceValidationError(",".join(bad), failed)
-    return out
-
-
-def build_slices_from_bars(
-    bars: pl.DataFrame,
-    cfg: FeaturesConfig,
-    layout: DataLayout,
-    *,
-    event_partitions: Mapping[str, str] | None = None,
-    origin_ns: int | None = None,
-    instrument: Mapping[str, Any] | None = None,
-) -> FoldIndex:
-    """Bars -> staged, validated, published slices + stats + folds.json, in one call.
-
-    `event_partitions` maps event day -> sha256 of that day's manifest (lineage);
-    `instrument` is the partitions' instrument contract (recorded in every manifest).
-    Raises SliceBuildError, WalkForwardError or SliceValidationError (every failing
-    slice listed); on any of them nothing is published. The staging folder is removed.
-    """
-    check_grid(bars, cfg.spec)
-    incoming = layout.root / "staging" / "features" / f".bars-{os.getpid()}{BARS_SUFFIX}"
-    digest = write_bars(incoming, bars)
-    staging = staging_dir_for(layout, cfg, digest)
-    try:
-        staging.mkdir(parents=True, exist_ok=True)
-        bars_path = staging / f"bars{BARS_SUFFIX}"
-        os.replace(incoming, bars_path)
-        plan = stage_slices(str(bars_path), cfg, str(staging), origin_ns)
-        docs = str(layout.gx) if cfg.expectations.data_docs else None
-        validations = validate_all(plan, cfg, docs)
-        return publish_slices(
-            plan, validations, layout, event_partitions or {}, cfg.spec.lookback_ns, instrument
-        )
-    finally:
-        incoming.unlink(missing_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Prefect flow `build-features`: event partitions -> bars -> staged slices -> validated
 -> published slices, frozen stats and folds.json.
 
-Wiring only. Tasks wrap `features.slices` adapter functions and pass paths, ids, plans
-(JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
+Wiring only, and the one orchestration of these steps: tasks wrap `features.slices`
+adapter functions and `expectations.runner.validate_staged_slice` and pass paths, ids,
+plans (JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
 TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
 cached staging plan whose files are gone, or that an earlier version wrote, is rebuilt
 (staging is removed after a successful publish; a failed run keeps it for inspection).
@@ -27,6 +28,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.features import FeaturesConfig
 from core.paths import DataLayout
+from expectations.runner import SliceValidationError, validate_staged_slice
 from features import slices
 from flows import progress
 from flows.common import data_folder_lock
@@ -47,7 +49,7 @@ def _stage(bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int
 def _validate(
     plan: dict[str, Any], slice_id: str, cfg: FeaturesConfig, docs: str | None
 ) -> dict[str, Any]:
-    return slices.validate_staged_slice(slices.SlicePlan.model_validate(plan), slice_id, cfg, docs)
+    return validate_staged_slice(slices.SlicePlan.model_validate(plan), slice_id, cfg, docs)
 
 
 def _publish(
@@ -125,8 +127,6 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
 
 
 def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
-    from expectations.runner import SliceValidationError
-
     layout = DataLayout(Path(data_dir))
     if not layout.events_symbol(symbol).exists():
         raise slices.SliceBuildError(f"no events for {symbol} under {layout.events_symbol(symbol)}")
@@ -141,6 +141,18 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
         if not Path(bars["bars_path"]).exists():
             bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
         st.result = f"{progress.count(len(bars['event_partitions']), 'event day')} sampled"
+    return slices_from_bars(symbol, bars, cfg, data_dir)
+
+
+def slices_from_bars(
+    symbol: str, bars: dict[str, Any], cfg: FeaturesConfig, data_dir: str
+) -> dict[str, Any]:
+    """The flow after sampling: `bars` (what the build-bars task returns) -> staged
+    slices -> every slice validated by its own task -> published slices, stats and
+    folds.json; returns the folds.json content. Call it inside a flow run (its steps are
+    tasks). Raises SliceValidationError listing every failed expectation of every
+    failing slice; nothing is published then."""
+    layout = DataLayout(Path(data_dir))
     staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
     with progress.step("features") as st:
         plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])

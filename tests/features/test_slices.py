@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 
 from core import schema as S
+from core.clock import NS_PER_DAY
 from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec, WalkForwardConfig
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
 from features.slices import (
+    FoldIndex,
     SliceBuildError,
-    build_slices_from_bars,
     load_fold_index,
     load_manifest,
     slice_columns,
+    staging_dir_for,
+    write_bars,
 )
 from features.stats import FrozenStats
 from features.store import SLICE_FORMAT, read_slice, slice_digest, verify_slice
+from flows import features as flow_tasks
 from tests.features.strategies import T0_NS, make_bars
 
 SPEC = FeatureSpec()
@@ -39,6 +46,44 @@ CFG = FeaturesConfig(
     expectations=ExpectationsConfig(data_docs=False),  # Data Docs: tests/expectations, test_flow
 )
 N_BARS = 3600  # one hour of 1 s bars
+
+
+def bars_written(bars: pl.DataFrame, path: Path) -> dict[str, Any]:
+    """`bars` written to `path`, described as the features flow's build-bars task
+    describes the bars it sampled (no event partitions, no instrument)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "bars_path": str(path),
+        "bars_sha256": write_bars(path, bars),
+        "event_partitions": {},
+        "origin_ns": int(bars[S.TS][0]) // NS_PER_DAY * NS_PER_DAY,
+        "instrument": None,
+    }
+
+
+def build_slices_from_bars(
+    bars: pl.DataFrame,
+    cfg: FeaturesConfig,
+    layout: DataLayout,
+    *,
+    event_partitions: Mapping[str, str] | None = None,
+) -> FoldIndex:
+    """Bars -> published slices through the features flow's own task functions
+    (`.fn()`: no Prefect run), in the flow's order: stage, validate every slice, publish,
+    remove the staging folder. The first failing slice raises its SliceValidationError
+    (the flow's report of every failing slice: test_failing_slices_...)."""
+    b = bars_written(bars, layout.root / "bars.arrow")
+    staging = str(staging_dir_for(layout, cfg, b["bars_sha256"]))
+    plan = flow_tasks.stage_slices.fn(b["bars_path"], cfg, staging, b["origin_ns"])
+    validations = {
+        s["slice_id"]: flow_tasks.validate_slice.fn(plan, s["slice_id"], cfg, None)
+        for s in plan["slices"]
+    }
+    index = flow_tasks.publish_slices.fn(
+        plan, validations, str(layout.root), event_partitions or {}, cfg.spec.lookback_ns, None
+    )
+    flow_tasks.remove_staging.fn(plan)
+    return FoldIndex.model_validate(index)
 
 
 @pytest.fixture(scope="module")
@@ -188,24 +233,44 @@ def test_verify_slice_finds_a_changed_segment(built, tmp_path):
     assert len(problems) == 1 and m.parts[0].sha256 in problems[0]
 
 
-def test_slice_failing_validation_is_not_published_and_error_lists_expectations(bars, tmp_path):
-    # cross the book in a stretch of the second fold's test window
-    t = T0_NS + int(0.42 * 3600e9)
-    bad_rows = (pl.col(S.TS) > t) & (pl.col(S.TS) <= t + 5 * SPEC.interval_ns)
-    crossed = bars.with_columns(
-        pl.when(bad_rows)
-        .then(pl.col(S.bid_px(0)) + 50)
-        .otherwise(pl.col(S.bid_px(0)))
-        .alias(S.bid_px(0))
-    )
-    layout = DataLayout(tmp_path)
+def test_failing_slices_are_not_published_and_the_flow_error_lists_every_one(
+    bars, tmp_path, prefect_harness
+):
+    """In a real Prefect run of the features flow's steps after sampling: two slices
+    fail (each validated by its own task), one error names both and their failed
+    expectations, and nothing is published."""
+    from prefect import flow
+
+    from flows.results import ensure_result_storage
+
+    def crossed_after(t_s: float, frame: pl.DataFrame) -> pl.DataFrame:
+        t = T0_NS + int(t_s * 1e9)
+        bad_rows = (pl.col(S.TS) > t) & (pl.col(S.TS) <= t + 5 * SPEC.interval_ns)
+        return frame.with_columns(
+            pl.when(bad_rows)
+            .then(pl.col(S.bid_px(0)) + 50)
+            .otherwise(pl.col(S.bid_px(0)))
+            .alias(S.bid_px(0))
+        )
+
+    # cross the book in a stretch of the second fold's test window and of the stress window
+    crossed = crossed_after(0.42 * 3600, crossed_after(0.9 * 3600, bars))
+    layout = DataLayout(tmp_path / "data")
+    sampled = bars_written(crossed, tmp_path / "bars.arrow")
+
+    @flow(name="slices-from-bars")
+    def slices_from_bars() -> dict[str, Any]:
+        ensure_result_storage()
+        return flow_tasks.slices_from_bars("XBTUSD", sampled, CFG, str(layout.root))
+
     with pytest.raises(SliceValidationError) as err:
-        build_slices_from_bars(crossed, CFG, layout)
-    text = str(err.value)
-    assert "fold01-test" in text
-    assert "ExpectColumnPairValuesAToBeGreaterThanB(ask_px_0,bid_px_0)" in text
-    assert "ExpectColumnValuesToBeBetween(spread_ticks)" in text
-    assert not layout.slices(SPEC.spec_hash).exists() and not (tmp_path / "stats").exists()
+        slices_from_bars()
+    assert err.value.slice_id == "fold01-test,stress00"
+    for sid in ("fold01-test", "stress00"):
+        failed = " ".join(f for f in err.value.failed if f.startswith(f"{sid}: "))
+        assert "ExpectColumnPairValuesAToBeGreaterThanB(ask_px_0,bid_px_0): 5 unexpected" in failed
+        assert "ExpectColumnValuesToBeBetween(spread_ticks): 5 unexpected" in failed
+    assert not layout.slices(SPEC.spec_hash).exists() and not (layout.root / "stats").exists()
 
 
 def test_bars_with_a_gap_raise_before_anything_is_written(bars, tmp_path):
