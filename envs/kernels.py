@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from core.clock import NS_PER_HOUR
+from envs.broker import bar_at
 
 EPS = 1e-12
 CAP_TOL = 1e-9
@@ -373,11 +374,11 @@ def reward_terms(
 H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
 H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
 H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
-H_SSIDE, H_SLAST, H_NROWS, H_LOTCAP, H_TRCAP = 16, 17, 18, 19, 20
-H_TARGET = 21  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
-H_SIZE = 24
+H_SSIDE, H_SLAST, H_LOTCAP, H_TRCAP = 16, 17, 18, 19
+H_TARGET = 20  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
+H_SIZE = 21
 # F (float64) header; acct_f = F[0:N_ACCT]
-# F_FRATE: the config's constant funding rate (the step reads the per-bar D_FRATE column)
+# F_FRATE: the config's constant funding rate (the step reads the bar's funding_rate)
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
 F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
 F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec r2)
@@ -385,14 +386,8 @@ F_DRIFT = N_ACCT + 15  # the slice's average log return per bar (RewardConfig.de
 F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
 F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 F_SIZE = F_RW + N_REWARD_PARAMS
-# data columns (rows of the slice), after the lot and trade regions; D_MAKER / D_TAKER:
-# the fee rates in force at each bar (core.fees, resolved once when the env is built);
-# D_DUE: 1 where the bar settles funding (core.instrument.funding_settles), D_FRATE: the
-# rate it settles at (the constant `funding_rate` or the funding history's, resolved once)
-D_TS, D_BID, D_ASK, D_BUY_HI, D_SELL_LO, D_DUE = range(6)
-N_DI = 6
-D_MARK, D_MID, D_MAKER, D_TAKER, D_FRATE = range(5)
-N_DF = 5
+# the slice's bars are not in the packed state: the kernels read bar k by name
+# (`envs.broker.bar_at`) from the bars' own arrays
 # info log row (int64; float columns through a float64 view of the same row)
 G_TS, G_BAR, G_SIDE, G_LONG, G_SHORT = range(5)
 G_EQ, G_BAL, G_PNL, G_REAL, G_UPNL, G_PWF, G_FEES, G_FUND, G_PSIZE, G_EXP, G_PSCALE = range(5, 16)
@@ -419,12 +414,6 @@ def _views(
     lot_f = F[o : o + 3 * lc].reshape((lc, 3))
     tr_f = F[o + 3 * lc : o + 3 * lc + 4 * tc].reshape((tc, 4))
     return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:N_ACCT]
-
-
-@njit(cache=True, nogil=True)
-def _offsets(I: np.ndarray) -> tuple[int, int]:  # noqa: E741
-    """Where the data columns start in I and F."""
-    return data_offsets(I[H_LOTCAP], I[H_TRCAP])
 
 
 @njit(cache=True, nogil=True)
@@ -457,16 +446,9 @@ def _env_fill(
     return ntr, True
 
 
-def packed_sizes(n_rows: int, lot_cap: int, trade_cap: int) -> tuple[int, int]:
-    """Lengths of the env's packed int64 and float64 state arrays."""
-    di, df = data_offsets(lot_cap, trade_cap)
-    return di + N_DI * n_rows, df + N_DF * n_rows
-
-
-@njit(cache=True, nogil=True)
-def data_offsets(lot_cap: int, trade_cap: int) -> tuple[int, int]:
-    """Where the data columns start in the packed int64 and float64 arrays: after the
-    headers, the lots (3 values each) and the closed trades (5 ints, 4 floats each)."""
+def packed_sizes(lot_cap: int, trade_cap: int) -> tuple[int, int]:
+    """Lengths of the env's packed int64 and float64 state arrays: the headers, the lots
+    (3 values each) and the closed trades (5 ints, 4 floats each)."""
     return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap
 
 
@@ -487,6 +469,8 @@ def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
 def env_observe(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
+    bars_i: np.ndarray,
+    bars_f: np.ndarray,
     norm: np.ndarray,
     obs: np.ndarray,
     log: np.ndarray,
@@ -497,14 +481,13 @@ def env_observe(
     fees: float,
     funding: float,
 ) -> float:
-    """Write the observation at bar I[H_T] into `obs` and the info values into
-    `log[row]`; with_reward: evaluate the reward terms (else all zero) with the balance
+    """Write the observation at bar I[H_T] (of the bars' views, `envs.broker.bar_views`)
+    into `obs` and the info values into `log[row]`; with_reward: evaluate the reward terms (else all zero) with the balance
     at the start of the step, F[F_BAL0] (> 0, checked by the caller). Returns the total."""
-    n = I[H_NROWS]
     t = I[H_T]
-    di, df = _offsets(I)
-    now = I[di + D_TS * n + t]
-    mark = F[df + D_MARK * n + t]
+    bar = bar_at(bars_i, bars_f, t)
+    now = bar.ts
+    mark = bar.mid * F[F_TICK]
     mult = F[F_MULT]
     side = I[H_SSIDE]
     exp = F[F_SEXP]
@@ -600,6 +583,8 @@ def env_step(
     a: int,
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
+    bars_i: np.ndarray,
+    bars_f: np.ndarray,
     norm: np.ndarray,
     obs: np.ndarray,
     log: np.ndarray,
@@ -611,24 +596,23 @@ def env_step(
 
     The account lives at F[0:4] (acct_f) and I[H_FLAT:H_FLAT + 2] (acct_i); the lot and
     trade views are built only where the lots are touched."""
-    n = I[H_NROWS]
-    di, df = _offsets(I)
     t = I[H_T]
+    bar = bar_at(bars_i, bars_f, t)
     if I[H_TARGET] != 0:
         if a < 0 or a > 3:
             return 0.0, BAD_ACTION
-        _env_target(I, F, a & 1 != 0, a & 2 != 0, I[di + D_BID * n + t], I[di + D_ASK * n + t])
+        _env_target(I, F, a & 1 != 0, a & 2 != 0, bar.bid, bar.ask)
     elif a != 0:
         if a == 1:
             if I[H_BID] != 0:
                 I[H_BID] = 0
             elif _env_can_fill(I, F, 1):
-                I[H_BID] = I[di + D_BID * n + t]
+                I[H_BID] = bar.bid
         elif a == 2:
             if I[H_ASK] != 0:
                 I[H_ASK] = 0
             elif _env_can_fill(I, F, -1):
-                I[H_ASK] = I[di + D_ASK * n + t]
+                I[H_ASK] = bar.ask
         else:
             return 0.0, BAD_ACTION
     last = I[H_LAST]
@@ -647,40 +631,35 @@ def env_step(
         touch = I[H_TOUCH] != 0
         roll = I[H_ROLL] != 0
         stake = F[F_STAKE]
-        maker_col = df + D_MAKER * n  # bar k's maker rate: F[maker_col + k]
         for k in range(t + 1, end + 1):
+            bar = bar_at(bars_i, bars_f, k)
             p = I[H_BID]
             if p != 0:
-                lo = I[di + D_SELL_LO * n + k]
-                if (lo > 0 and (lo <= p if touch else lo < p)) or I[di + D_ASK * n + k] <= p:
-                    ntr, filled = _env_fill(
-                        I, F, 1, p, I[di + D_TS * n + k], stake, F[maker_col + k], MAKER, True, ntr
-                    )
+                lo = bar.sell_lo
+                if (lo > 0 and (lo <= p if touch else lo < p)) or bar.ask <= p:
+                    ntr, filled = _env_fill(I, F, 1, p, bar.ts, stake, bar.maker, MAKER, True, ntr)
                     changed = changed or filled
                     I[H_BID] = 0
             p = I[H_ASK]
             if p != 0:
-                hi = I[di + D_BUY_HI * n + k]
-                if (hi > 0 and (hi >= p if touch else hi > p)) or I[di + D_BID * n + k] >= p:
-                    ntr, filled = _env_fill(
-                        I, F, -1, p, I[di + D_TS * n + k], stake, F[maker_col + k], MAKER, True, ntr
-                    )
+                hi = bar.buy_hi
+                if (hi > 0 and (hi >= p if touch else hi > p)) or bar.bid >= p:
+                    ntr, filled = _env_fill(I, F, -1, p, bar.ts, stake, bar.maker, MAKER, True, ntr)
                     changed = changed or filled
                     I[H_ASK] = 0
-            if funding and I[di + D_DUE * n + k] != 0 and I[H_N] > 0:
-                rate = F[df + D_FRATE * n + k]  # this bar's funding rate
-                if rate != 0.0:
-                    lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
-                    pay_funding(
-                        acct_f, acct_i, lot_i, lot_f, rate, F[df + D_MID * n + k], F[F_TICK],
-                        I[H_INVERSE] != 0, F[F_MULT],
-                    )  # fmt: skip
-                    changed = True
+            rate = bar.funding_rate  # 0 where no funding is due
+            if funding and rate != 0.0 and I[H_N] > 0:
+                lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
+                pay_funding(
+                    acct_f, acct_i, lot_i, lot_f, rate, bar.mid, F[F_TICK], I[H_INVERSE] != 0,
+                    F[F_MULT],
+                )  # fmt: skip
+                changed = True
             if roll:
                 if I[H_BID] != 0:
-                    I[H_BID] = I[di + D_BID * n + k]
+                    I[H_BID] = bar.bid
                 if I[H_ASK] != 0:
-                    I[H_ASK] = I[di + D_ASK * n + k]
+                    I[H_ASK] = bar.ask
     I[H_T] = end
     steps = I[H_STEPS] + 1
     I[H_STEPS] = steps
@@ -690,11 +669,11 @@ def env_step(
     if terminated and I[H_FLATTEN] != 0 and I[H_N] > 0:
         lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
         side = -lot_i[0, L_SIDE]
-        price = I[di + D_BID * n + end] if side == -1 else I[di + D_ASK * n + end]
+        bar = bar_at(bars_i, bars_f, end)
+        price = bar.bid if side == -1 else bar.ask
         ntr, _ = _env_fill(
-            I, F, side, price, I[di + D_TS * n + end], exposure_of(acct_i, lot_f),
-            F[df + D_TAKER * n + end], TAKER, False, ntr,
-        )  # fmt: skip
+            I, F, side, price, bar.ts, exposure_of(acct_i, lot_f), bar.taker, TAKER, False, ntr
+        )
         changed = True
         I[H_BID] = 0
         I[H_ASK] = 0
@@ -708,6 +687,18 @@ def env_step(
     if not F[F_BAL0] > 0:
         return 0.0, BAD_BALANCE
     total = env_observe(
-        I, F, norm, obs, log, row, True, terminated or truncated, realized, fees, fund
+        I,
+        F,
+        bars_i,
+        bars_f,
+        norm,
+        obs,
+        log,
+        row,
+        True,
+        terminated or truncated,
+        realized,
+        fees,
+        fund,
     )
     return total, (1 if terminated else 0) | (2 if truncated else 0) | (ntr << 2)

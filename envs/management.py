@@ -7,7 +7,8 @@ Data. One slice parquet (`ts`, `mid_ticks`, the FeatureSpec features raw, then
 is a numpy array prepared in `__init__`: no polars or pandas in the step.
 
 Implementation. The step is one call of `envs.kernels.env_step` over two packed arrays
-(cursor, resting orders, account, lots, closed-trade buffer and the per-bar columns):
+(cursor, resting orders, account, lots, closed-trade buffer) and the slice's bars (one
+`envs.broker.BAR_DTYPE` array, read by field name):
 the same numba kernels that `envs.position` and `envs.rewards` wrap for the live loop and
 the backtest, so there is one implementation of fills, accounting, state and reward.
 
@@ -89,7 +90,7 @@ import numpy as np
 
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
-from core.instrument import funding_settles, funding_time
+from core.instrument import funding_time
 from core.schema import (
     ACTION_NAMES,
     BEST_ASK_TICKS,
@@ -101,6 +102,7 @@ from core.schema import (
     TS,
 )
 from envs import kernels as K
+from envs.broker import bar_array, bar_views, funding_due
 from envs.observation import observation_bounds, observation_size
 from envs.position import (
     LONG,
@@ -456,15 +458,15 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
-        """The step's whole state in two flat arrays for `envs.kernels.env_step`: the
-        header (cursor, orders, budget, config), the account and lots, a closed-trade
-        buffer, then the per-bar columns."""
+        """The step's state in two flat arrays for `envs.kernels.env_step` (the header:
+        cursor, orders, budget, config; the account and lots; a closed-trade buffer) and
+        the slice's bars as one `envs.broker.BAR_DTYPE` array."""
         cfg = self.config
         inst = self.instrument
         n = self.n_rows
         lot_cap = int((cfg.max_exposure + 1e-9) / cfg.stake_fraction) + 2
         trade_cap = lot_cap * (2 * cfg.step_skip + 1)
-        ni, nf = K.packed_sizes(n, lot_cap, trade_cap)
+        ni, nf = K.packed_sizes(lot_cap, trade_cap)
         I = np.zeros(ni, np.int64)  # noqa: E741
         F = np.zeros(nf, np.float64)
         I[K.H_BUDGET] = -1
@@ -477,7 +479,6 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_ROLL] = cfg.roll_orders
         I[K.H_FUNDING] = cfg.funding
         I[K.H_INVERSE] = inst.is_inverse
-        I[K.H_NROWS] = n
         I[K.H_LOTCAP] = lot_cap
         I[K.H_TRCAP] = trade_cap
         F[K.F_STAKE] = cfg.stake_fraction
@@ -491,34 +492,21 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         F[K.F_RW : K.F_RW + K.N_REWARD_PARAMS] = reward_params(cfg.reward)
         if n > 1 and mid[0] > 0 and mid[-1] > 0:  # the slice's mean log return per bar
             F[K.F_DRIFT] = float(np.log(mid[-1] / mid[0])) / (n - 1)
-        di, df = K.data_offsets(lot_cap, trade_cap)
-        for j, name in ((K.D_TS, TS), (K.D_BID, BEST_BID_TICKS), (K.D_ASK, BEST_ASK_TICKS)):
-            I[di + j * n : di + (j + 1) * n] = cols[name]
-        I[di + K.D_BUY_HI * n : di + (K.D_BUY_HI + 1) * n] = cols[BUY_HI_TICKS]
-        I[di + K.D_SELL_LO * n : di + (K.D_SELL_LO + 1) * n] = cols[SELL_LO_TICKS]
         # bar k settles funding when one of the instrument's funding times lies in
-        # (ts[k-1], ts[k]] (core.instrument.funding_settles: XBTUSD 04/12/20 UTC), at the
-        # rate resolved once here
+        # (ts[k-1], ts[k]] (XBTUSD 04/12/20 UTC), at the rate resolved once here; the fee
+        # in force at each bar's close is resolved once too (the step reads the bar)
         ts = cols[TS]
-        due = I[di + K.D_DUE * n : di + (K.D_DUE + 1) * n]
-        due[1:] = funding_settles(ts[:-1], ts[1:], inst)
-        F[df + K.D_FRATE * n : df + (K.D_FRATE + 1) * n] = self._funding_rates(ts, due != 0)
-        F[df + K.D_MARK * n : df + (K.D_MARK + 1) * n] = mid * inst.tick_size
-        F[df + K.D_MID * n : df + (K.D_MID + 1) * n] = mid
-        # the fee in force at each bar's close, resolved once (the step reads a column)
         maker, taker = cfg.fees.resolve(ts)
-        F[df + K.D_MAKER * n : df + (K.D_MAKER + 1) * n] = maker
-        F[df + K.D_TAKER * n : df + (K.D_TAKER + 1) * n] = taker
-        self._fee_cols = (
-            F[df + K.D_MAKER * n : df + (K.D_MAKER + 1) * n],
-            F[df + K.D_TAKER * n : df + (K.D_TAKER + 1) * n],
-        )
+        self._bars = bar_array(
+            ts, cols[BEST_BID_TICKS], cols[BEST_ASK_TICKS], cols[BUY_HI_TICKS],
+            cols[SELL_LO_TICKS], mid, maker, taker,
+            self._funding_rates(ts, funding_due(ts, inst)),
+        )  # fmt: skip
+        self._bars_i, self._bars_f = bar_views(self._bars)
         self._I, self._F = I, F
         self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f = K._views(
             I, F
         )
-        self._bid_col = cols[BEST_BID_TICKS]
-        self._ask_col = cols[BEST_ASK_TICKS]
 
     def _funding_rates(self, ts: np.ndarray, due: np.ndarray) -> np.ndarray:
         """The funding rate each bar settles at (0 where none is due), resolved once: with
@@ -618,7 +606,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     @property
     def fee_rates(self) -> tuple[np.ndarray, np.ndarray]:
         """(maker, taker) fee rate charged at each bar (copies; row k = bar k's close)."""
-        return self._fee_cols[0].copy(), self._fee_cols[1].copy()
+        return self._bars["maker"].copy(), self._bars["taker"].copy()
 
     # ------------------------------------------------------------------ curriculum
     @property
@@ -690,8 +678,9 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         obs = np.empty(self._obs_size, np.float32)
         row = self._row
         K.env_observe(
-            self._I, self._F, self._norm_flat, obs, self._log, row, False, False, 0.0, 0.0, 0.0
-        )
+            self._I, self._F, self._bars_i, self._bars_f, self._norm_flat, obs, self._log, row,
+            False, False, 0.0, 0.0, 0.0,
+        )  # fmt: skip
         return obs, self._next_info(row, None)
 
     def _start(self, t: int, budget: int | None, flatten: bool) -> None:
@@ -715,7 +704,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         obs = np.empty(self._obs_size, np.float32)
         row = self._row
         log = self._log
-        reward, code = _env_step(int(action), self._I, self._F, self._norm_flat, obs, log, row)
+        reward, code = _env_step(
+            int(action), self._I, self._F, self._bars_i, self._bars_f, self._norm_flat, obs, log,
+            row,
+        )  # fmt: skip
         if code < 0:
             self._refuse(code, action)
         info = _new_info(_LazyInfo)
@@ -766,7 +758,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         t = self._t
         side = LONG if self.np_random.random() < 0.5 else SHORT
         n = int(self.np_random.integers(1, cap + 1))
-        price = int(self._bid_col[t] if side == LONG else self._ask_col[t])
+        price = int(self._bars[t]["bid" if side == LONG else "ask"])
         px = price * self.instrument.tick_size
         span = cfg.initial_position_max_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
