@@ -1,5 +1,5 @@
 """Benchmark: sampled bars (+ the trades aggregated into them) -> features v1 -> staged
-and published walk-forward slices, frozen stats and manifests (`features.slices`
+and published walk-forward slices, frozen stats and manifests (`features.publish`
 stage_slices + publish_slices), side by side with a pandas implementation of the same
 features and the same slice writing in the same run; and the streaming twin
 (`features.stream.FeatureStream.update`) per bar.
@@ -34,15 +34,10 @@ from core import schema as S  # noqa: E402
 from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForwardConfig  # noqa: E402
 from core.config.market import SyntheticMarketConfig  # noqa: E402
 from core.paths import DataLayout  # noqa: E402
+from features.bars import read_bars, write_bars  # noqa: E402
 from features.compute import bars_for  # noqa: E402
-from features.slices import (  # noqa: E402
-    FEATURE_BLOCK_ROWS,
-    publish_slices,
-    read_bars,
-    segment_bounds,
-    stage_slices,
-    write_bars,
-)
+from features.publish import publish_slices, stage_slices  # noqa: E402
+from features.slicing import FEATURE_BLOCK_ROWS, segment_bounds  # noqa: E402
 from features.stats import FrozenStats  # noqa: E402
 from features.store import write_segment  # noqa: E402
 from features.stream import FeatureStream  # noqa: E402
@@ -222,7 +217,7 @@ def main() -> int:
     republish_cpu, _ = timed(ours, args.repeat)  # same inputs again: nothing new to write
 
     # where our end-to-end time goes: each phase timed on its own (best of repeat)
-    from features.slices import slice_rows
+    from features.slicing import slice_rows
 
     spec = cfg.spec
     ready = slice_rows(bars, spec)
@@ -317,7 +312,7 @@ def main() -> int:
     text = f"""## features: bars -> features -> slices; streaming update
 
 <!-- section:features -->
-### bars + trades -> features v1 -> published walk-forward slices (`features.slices`)
+### bars + trades -> features v1 -> published walk-forward slices (`features.publish`)
 
 machine `{platform.node()}` ({platform.machine()}, {os.cpu_count()} cores, shared), Python {platform.python_version()}, {time.strftime("%Y-%m-%d %H:%M", time.gmtime())} UTC, load average {load:.1f}; `POLARS_MAX_THREADS=1`; best of {args.repeat}; synthetic market {args.days} days, 1 s bars, default FeatureSpec ({len(cfg.spec.names)} features), {len(plan.slices)} slices holding {n_slice_rows:,} rows (sliding folds overlap), stored as {len(plan.segments)} segments holding {segment_rows:,} rows (each row once). Input rows = bars {bars.height:,} + trades {n_trades:,} = {input_rows:,}. Rates are per second of process CPU time (user + system), wall clock beside it (wall includes waiting for every fsync).
 

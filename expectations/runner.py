@@ -27,7 +27,8 @@ from expectations.suites import (
     feature_suite,
     feature_view,
 )
-from features.slices import SlicePlan, read_bars_window
+from features.bars import read_bars_window
+from features.slices import SlicePlan
 from features.store import read_slice
 
 

@@ -6,9 +6,15 @@ Modules
 - stream.py            `FeatureStream`: the same features one bar at a time, bit for bit
 - walk_forward.py      pure fold / stress-window generation
 - stats.py             `FrozenStats`: mean and floored sigma from train slices only
-- slices.py            bars day by day, staged slices, publish segments, slice manifests,
-                       stats and folds.json (validated in between by flows/features.py);
-                       `load_fold_index`, `load_manifest`
+- slices.py            the contracts: slice manifest, fold index (folds.json), staging
+                       plan; `load_fold_index`, `load_manifest`, `manifest_path`
+- slicing.py           pure: slice rows (features with look-backs carried, warm-up
+                       dropped), the bar grid check, window lineage, segment bounds
+- bars.py              bars sampled day by day from the events (a bars index of day
+                       parts), read whole, part by part or by window; event lineage
+- publish.py           stage slices (segments, per-fold frozen stats), then publish
+                       segments, stats, manifests and folds.json (the features flow
+                       validates in between: flows/features.py)
 - store.py             slice storage: content-addressed Arrow IPC segments (each row
                        written once), `read_slice`, `slice_table`, `verify_slice`
 - audit.py             `chappie audit parity|lookahead` on users' own event partitions

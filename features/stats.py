@@ -113,7 +113,7 @@ class FrozenStats:
         column instead of five (`_mean_var`). Same errors as `fit`.
 
         The columns are read one at a time, in order, and none is kept: an iterator
-        may hand out one reused buffer refilled per column (`features.slices` does for
+        may hand out one reused buffer refilled per column (`features.publish` does for
         a window that spans two chunks of the feature frame).
         """
         names = list(feature_names)

@@ -298,7 +298,7 @@ def write_segment(folder: str | Path, frame: pl.DataFrame | pa.Table) -> tuple[s
     renamed to its sha256 name: a reader never sees a partial segment, and a segment
     that already exists holds the same bytes (same name), so replacing it changes
     nothing. The folder is not fsynced here: whoever publishes the name
-    (`features.slices`) does, once for all segments. Returns (sha256, rows)."""
+    (`features.publish`) does, once for all segments. Returns (sha256, rows)."""
     seg_dir = Path(folder) / SEGMENTS_DIR
     seg_dir.mkdir(parents=True, exist_ok=True)
     if seg_dir not in _swept:  # the first write of this run here: a crashed run's leftovers

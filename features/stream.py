@@ -77,7 +77,7 @@ class FeatureStream:
                 raise ValueError(f"bar at {ts} ns is not after the previous bar at {self.ts} ns")
             if ts != self.ts + self._interval:
                 # a broken grid (e.g. a feed outage): windows cannot span it; start over,
-                # as the batch path refuses such bars (features.slices.check_grid)
+                # as the batch path refuses such bars (features.slicing.check_grid)
                 self._start()
                 self.gaps += 1
         buy, sell = int(bar[S.BUY_VOL]), int(bar[S.SELL_VOL])

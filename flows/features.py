@@ -1,15 +1,16 @@
 """Prefect flow `build-features`: event partitions -> bars -> staged slices -> validated
 -> published slices, frozen stats and folds.json.
 
-Wiring only, and the one orchestration of these steps: tasks wrap `features.slices`
-adapter functions and `expectations.runner.validate_staged_slice` and pass paths, ids,
-plans (JSON) and frozen configs. Bars and staging are cached by inputs (`INPUTS +
-TASK_SOURCE`, persisted results) keyed by the event partitions' manifest hashes; a
-cached staging plan whose files are gone, or that an earlier version wrote, is rebuilt
-(staging is removed after a successful publish; a failed run keeps it for inspection).
-Every slice is validated by its own task; when any fails the flow raises
-`SliceValidationError` listing every failed expectation of every failing slice, and
-nothing is published.
+Wiring only, and the one orchestration of these steps: tasks wrap the adapter functions
+of `features.bars` (sampling), `features.publish` (staging, publishing) and
+`expectations.runner.validate_staged_slice`, and pass paths, ids, plans (JSON, the
+`features.slices.SlicePlan` contract) and frozen configs. Bars and staging are cached
+by inputs (`INPUTS + TASK_SOURCE`, persisted results) keyed by the event partitions'
+manifest hashes; a cached staging plan whose files are gone, or that an earlier version
+wrote, is rebuilt (staging is removed after a successful publish; a failed run keeps it
+for inspection). Every slice is validated by its own task; when any fails the flow
+raises `SliceValidationError` listing every failed expectation of every failing slice,
+and nothing is published.
 
 The flow holds the data folder's lock (`flows.common.data_folder_lock`): two runs never
 share a staging folder, and the temp files a crashed run left in the slices, bars, stats
@@ -29,7 +30,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from core.config.features import FeaturesConfig
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
-from features import slices
+from features import bars as bar_files
+from features import publish, slices
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
@@ -39,11 +41,11 @@ def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str)
     """`events_fp` (the event manifests' hashes) is part of the cache key only. The
     result carries the partitions' instrument contract (recorded in every slice
     manifest)."""
-    return slices.build_bars(cfg, data_dir, symbol)
+    return bar_files.build_bars(cfg, data_dir, symbol)
 
 
 def _stage(bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int) -> dict[str, Any]:
-    return slices.stage_slices(bars_path, cfg, staging_dir, origin_ns).model_dump(mode="json")
+    return publish.stage_slices(bars_path, cfg, staging_dir, origin_ns).model_dump(mode="json")
 
 
 def _validate(
@@ -60,7 +62,7 @@ def _publish(
     lookback_ns: int,
     instrument: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    index = slices.publish_slices(
+    index = publish.publish_slices(
         slices.SlicePlan.model_validate(plan),
         validations,
         DataLayout(Path(data_dir)),
@@ -72,7 +74,7 @@ def _publish(
 
 
 def _remove_staging(plan: dict[str, Any]) -> None:
-    slices.remove_staging(slices.SlicePlan.model_validate(plan))
+    publish.remove_staging(slices.SlicePlan.model_validate(plan))
 
 
 def _staged_files_exist(plan: dict[str, Any]) -> bool:
@@ -93,13 +95,13 @@ def _events_fingerprint(data_dir: str, symbol: str) -> str:
 
     layout = DataLayout(Path(data_dir))
     return fingerprint(
-        slices.event_partition_hashes(layout, symbol, list_event_days(layout, symbol))
+        bar_files.event_partition_hashes(layout, symbol, list_event_days(layout, symbol))
     )
 
 
 def _remove_leftovers(data_dir: str, spec_hash: str, symbol: str) -> list[str]:
     """Every temp file of a crashed run, whatever its age: the caller holds the lock."""
-    return slices.remove_leftovers(DataLayout(Path(data_dir)), spec_hash, symbol, min_age_s=0.0)
+    return publish.remove_leftovers(DataLayout(Path(data_dir)), spec_hash, symbol, min_age_s=0.0)
 
 
 remove_leftovers = task(name="remove-leftovers")(_remove_leftovers)
@@ -153,7 +155,7 @@ def slices_from_bars(
     tasks). Raises SliceValidationError listing every failed expectation of every
     failing slice; nothing is published then."""
     layout = DataLayout(Path(data_dir))
-    staging = str(slices.staging_dir_for(layout, cfg, bars["bars_sha256"]))
+    staging = str(publish.staging_dir_for(layout, cfg, bars["bars_sha256"]))
     with progress.step("features") as st:
         plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
         if not staged_files_exist(plan):

@@ -20,7 +20,8 @@ from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, WalkForwardConfig
 from core.config.ingest import IngestConfig
 from core.paths import DataLayout
-from features.slices import build_bars, iter_bars, read_bars, stage_slices, write_bars
+from features.bars import build_bars, iter_bars, read_bars, write_bars
+from features.publish import stage_slices
 from ingest.events import read_events
 from ingest.run import ingest
 from tests.features.strategies import make_bars

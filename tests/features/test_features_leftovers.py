@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from core.paths import DataLayout
-from features.slices import remove_leftovers
+from features.publish import remove_leftovers
 
 SPEC = "ab" * 32
 

@@ -100,7 +100,8 @@ def _set_instrument(layout: DataLayout, day: str, **changes: object) -> None:
 def test_partitions_must_share_one_instrument_contract_but_not_fees(events_dir, tmp_path):
     """Days ingested under another tick size cannot make one history (refused, naming
     the days); days that differ only in fees can (fees are the account's)."""
-    from features.slices import SliceBuildError, partition_instrument
+    from features.bars import partition_instrument
+    from features.slices import SliceBuildError
 
     layout = _copy_events(events_dir, tmp_path / "fees")
     days = ["2024-01-01", "2024-01-02"]

@@ -20,7 +20,9 @@ from core import schema as S
 from core.config.features import FeatureSpec
 from core.hashing import sha256_file
 from features import compute
-from features.slices import SliceBuildError, publish_slices, stage_slices, write_bars
+from features.bars import write_bars
+from features.publish import publish_slices, stage_slices
+from features.slices import SliceBuildError
 from features.stats import FrozenStats, StatsError
 from features.store import read_slice, write_arrow_atomic, write_segment
 from tests.features.strategies import make_bars
@@ -171,7 +173,7 @@ def test_features_in_blocks_equal_one_pass_over_the_history_bit_for_bit(block_ro
     look-back before it: every column (warm-up flags included) equals one pass over
     the whole history, to the bit, for blocks shorter than, equal to and longer than
     the look-back; with desynced-book stretches and a late first trade."""
-    from features.slices import features_in_blocks, slice_rows
+    from features.slicing import features_in_blocks, slice_rows
 
     bars = make_bars(1200, 11, SPEC, p_not_ok=0.01, p_trade=0.3, first_trade_bar=90)
     whole = compute.compute_features(bars.lazy(), SPEC).collect()
@@ -207,7 +209,7 @@ def test_stats_of_a_window_over_chunk_edges_equal_those_of_one_contiguous_frame(
     """stage_slices fits a window that spans chunks of the feature frame through one
     reused scratch buffer: the stats are the contiguous frame's, to the bit, and each
     column is its own (the buffer is refilled, not shared)."""
-    from features.slices import _float_columns
+    from features.publish import _float_columns
 
     x = frame.filter(~pl.col(S.WARMUP)).select(SPEC.names)
     pieces = pl.concat([x.slice(0, 1), x.slice(1, 300), x.slice(301)], rechunk=False)

@@ -18,15 +18,10 @@ from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
-from features.slices import (
-    FoldIndex,
-    SliceBuildError,
-    load_fold_index,
-    load_manifest,
-    slice_columns,
-    staging_dir_for,
-    write_bars,
-)
+from features.bars import write_bars
+from features.publish import staging_dir_for
+from features.slices import FoldIndex, SliceBuildError, load_fold_index, load_manifest
+from features.slicing import slice_columns
 from features.stats import FrozenStats
 from features.store import SLICE_FORMAT, read_slice, slice_digest, verify_slice
 from flows import features as flow_tasks

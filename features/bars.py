@@ -1,0 +1,273 @@
+"""Bars on disk: sampled from the canonical events one day at a time, read back whole,
+part by part or by time window. Adapter.
+
+`build_bars` samples with the one sampler (`book.sampler.ResumableSampler`), its state
+carried from day to day, into a bars index naming one part per day (kept, so a new day
+samples that day only); `read_bars`, `iter_bars`, `read_bars_window` read an index or a
+single file. `event_partition_hashes` and `partition_instrument` are the lineage of the
+event partitions the bars came from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from core import schema as S
+from core.atomic import atomic_path, write_json_atomic
+from core.clock import NS_PER_DAY, parse_day
+from core.config.features import FeaturesConfig, FeatureSpec
+from core.hashing import fingerprint, sha256_file
+from core.paths import DataLayout
+from features.slices import SliceBuildError
+from features.slicing import FEATURE_BLOCK_ROWS, check_grid
+from features.store import as_frame, read_arrow, write_arrow_atomic
+
+
+def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
+    """Publish bars atomically as Arrow IPC; returns the file's sha256."""
+    return write_arrow_atomic(target, bars)[1]
+
+
+def read_bars(path: str | Path) -> pl.DataFrame:
+    """A bars file: Arrow IPC (`.arrow`, memory-mapped), Parquet, or a bars index
+    (`.json`, what `build_bars` writes: the day parts, concatenated)."""
+    p = Path(path)
+    if p.suffix == ".json":
+        parts = list(iter_bars(p))
+        return pl.concat(parts) if parts else pl.DataFrame()
+    return pl.read_parquet(p) if p.suffix == ".parquet" else as_frame(read_arrow(p))
+
+
+def iter_bars(path: str | Path, block_rows: int = FEATURE_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
+    """A bars file part by part, in order: a bars index's day parts, or a single file's
+    blocks of `block_rows` bars (zero-copy row ranges)."""
+    p = Path(path)
+    if p.suffix != ".json":
+        bars = read_bars(p)
+        for start in range(0, bars.height, block_rows):
+            yield bars.slice(start, block_rows)
+        return
+    index = json.loads(p.read_text())
+    for entry in index["parts"]:
+        # memory-mapped: only the pages of the columns and rows used are read (a part
+        # no slice needs costs its last bars), and they go when the part is dropped
+        yield as_frame(read_arrow(p.parent / entry["file"]).slice(0, int(entry["rows"])))
+
+
+def read_bars_window(path: str | Path, start_ns: int, end_ns: int) -> pl.DataFrame:
+    """The bars with `start_ns <= ts < end_ns`, reading only the parts of a bars index
+    that meet the window."""
+    p = Path(path)
+    if p.suffix != ".json":
+        return _cut(read_bars(p).lazy(), start_ns, end_ns).collect()
+    index = json.loads(p.read_text())
+    frames = []
+    for entry in index["parts"]:
+        if entry["rows"] and entry["ts_first"] < end_ns and entry["ts_last"] >= start_ns:
+            with pa.OSFile(str(p.parent / entry["file"])) as fh:
+                table = pa.ipc.open_file(fh).read_all()
+            frame = as_frame(table.slice(0, int(entry["rows"])))
+            frames.append(_cut(frame.lazy(), start_ns, end_ns).collect())
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def _cut(frame: pl.LazyFrame, start_ns: int, end_ns: int) -> pl.LazyFrame:
+    return frame.filter((pl.col(S.TS) >= start_ns) & (pl.col(S.TS) < end_ns))
+
+
+#: layout of a bars index and its day parts (part of every day key: a new layout
+#: never reuses parts of an older one)
+BARS_FORMAT = "chappie-bars/2 (day parts)"
+
+
+def bar_day_keys(spec_hash: str, partitions: Mapping[str, str]) -> dict[str, str]:
+    """day -> key of its bars part: a chain over the days in order (the spec, the
+    day's event manifest hash, the previous day's key), since a day's bars depend on
+    the book carried from every day before it. Appending a day keeps every earlier key."""
+    keys: dict[str, str] = {}
+    prev = fingerprint({"format": BARS_FORMAT, "spec": spec_hash})[:16]
+    for day, sha in sorted(partitions.items()):
+        prev = keys[day] = fingerprint({"prev": prev, "events": sha})[:16]
+    return keys
+
+
+def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, str]:
+    """day -> sha256 of `events/<symbol>/<day>/manifest.json`."""
+    return {d: sha256_file(layout.events_day(symbol, d) / "manifest.json") for d in days}
+
+
+def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, Any] | None:
+    """The instrument contract (`InstrumentSpec.contract`: symbol, tick and lot size,
+    inverse or linear, multiplier, settlement) the event partitions of `days` were
+    ingested with, from their manifests; None when no manifest records one. Raises
+    SliceBuildError when days disagree: prices in ticks and sizes in lots mean
+    different things under another contract. Fees may differ between days (they are
+    the account's, not the data's) and are not recorded."""
+    from core.instrument import InstrumentSpec
+
+    seen: dict[str, list[str]] = {}  # contract (canonical JSON) -> days
+    for d in days:
+        manifest = json.loads((layout.events_day(symbol, d) / "manifest.json").read_text())
+        if manifest.get("instrument") is None:
+            continue
+        contract = InstrumentSpec.model_validate(manifest["instrument"]).contract()
+        seen.setdefault(json.dumps(contract, sort_keys=True), []).append(d)
+    if len(seen) > 1:
+        detail = "; ".join(f"{ds[0]}..{ds[-1]} ({len(ds)} day(s)): {k}" for k, ds in seen.items())
+        raise SliceBuildError(
+            f"the event partitions of {symbol} were ingested under different instrument "
+            f"contracts: {detail}. Re-ingest them with one instrument (ingest.instrument)."
+        )
+    return json.loads(next(iter(seen))) if seen else None
+
+
+def _read_day_events(
+    layout: DataLayout, symbol: str, day: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One event day's book and trades, the columns the sampler reads only: each file
+    checked against its manifest sha256 (streamed), then parsed from its path (not
+    from a copy of its bytes in memory)."""
+    from ingest.events import PartitionError, partition_files, read_manifest
+
+    m = read_manifest(layout, symbol, day)
+    if m is None:
+        raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
+    folder = layout.events_day(symbol, day)
+    files = partition_files(m)
+    out = []
+    for kind, cols in (
+        ("book", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE, S.IS_SNAPSHOT]),
+        ("trades", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]),
+    ):
+        path = folder / files[kind]
+        if sha256_file(path) != m["outputs"][files[kind]]:
+            raise PartitionError(
+                f"events/{symbol}/{day}/{files[kind]} does not match its manifest sha256"
+            )
+        out.append(pl.read_parquet(path, columns=cols))
+    return out[0], out[1]
+
+
+def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
+    """Events of `symbol` -> bars (book.sampler), one event day at a time, as a
+    bars index `bars/<symbol>/<spec12>/bars-<key>.json` naming one Arrow IPC part per
+    day (`days/<day>-<daykey>.arrow`, the bars closed while that day's events were
+    fed; `bar_day_keys`) and a tail (the last bar, closed after the last event). Beside
+    each day part the sampler's state after it (`.state.npz`) and its record
+    (`.json`, written last: the part is complete). Bit for bit the bars one
+    `sample_bars` over every day gives (tested), holding one day of events at a time.
+
+    Incremental: a day whose part exists is not sampled again; the first missing day
+    resumes from the state of the day before (a nightly that adds a day samples that
+    day only). Returns JSON-able {"bars_path" (the index), "bars_sha256" (its bytes),
+    "event_partitions", "origin_ns", "instrument"} (`partition_instrument`); raises
+    SliceBuildError when there are no events or the partitions disagree on the
+    instrument. Idempotent."""
+    from book.sampler import ResumableSampler
+    from ingest.events import list_event_days, read_manifest
+
+    layout = DataLayout(Path(data_dir))
+    days = list_event_days(layout, symbol)
+    if not days:
+        raise SliceBuildError(
+            f"no event partitions for {symbol} under {layout.events_symbol(symbol)}"
+        )
+    spec = cfg.spec
+    parts = event_partition_hashes(layout, symbol, days)
+    instrument = partition_instrument(layout, symbol, days)
+    spans = {d: (read_manifest(layout, symbol, d) or {}).get("time_span", {}) for d in days}
+    with_events = [d for d in days if spans[d].get("ts_recv_max") is not None]
+    if not with_events:
+        raise SliceBuildError(f"the event partitions of {symbol} hold no events")
+    used = days[: days.index(with_events[-1]) + 1]  # trailing empty days add no bar
+    keys = bar_day_keys(spec.spec_hash, {d: parts[d] for d in used})
+    folder = layout.root / "bars" / symbol / layout.spec12(spec.spec_hash)
+    path = folder / f"bars-{keys[used[-1]]}.json"
+    if not path.exists():
+        _write_bars_index(path, folder, spec, layout, symbol, used, keys, spans, ResumableSampler)
+    return {
+        "bars_path": str(path),
+        "bars_sha256": sha256_file(path),
+        "event_partitions": parts,
+        "origin_ns": parse_day(days[0]),
+        "instrument": instrument,
+    }
+
+
+def _write_bars_index(
+    path: Path,
+    folder: Path,
+    spec: FeatureSpec,
+    layout: DataLayout,
+    symbol: str,
+    days: list[str],
+    keys: dict[str, str],
+    spans: Mapping[str, Mapping[str, Any]],
+    sampler_cls: Any,
+) -> None:
+    day_dir = folder / "days"
+    day_dir.mkdir(parents=True, exist_ok=True)
+
+    def name(day: str) -> str:
+        return f"{day}-{keys[day]}"
+
+    done = [(day_dir / f"{name(d)}.json").exists() for d in days]
+    first = done.index(False) if False in done else len(days)
+    if first == 0:
+        sampler = sampler_cls(spec)
+    else:
+        with np.load(day_dir / f"{name(days[first - 1])}.state.npz") as z:
+            sampler = sampler_cls.from_state(spec, {k: z[k] for k in z.files})
+    for day in days[first:]:
+        book, trades = _read_day_events(layout, symbol, day)
+        bars = sampler.feed(book, trades, parse_day(day) + NS_PER_DAY - 1)
+        del book, trades
+        if bars.height:  # (the parts continue each other: `stage_slices` checks)
+            check_grid(bars, spec)
+        _, digest, _ = write_arrow_atomic(day_dir / f"{name(day)}.arrow", bars)
+        state = sampler.state()
+        with atomic_path(day_dir / f"{name(day)}.state.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **state)
+        record = {
+            "day": day,
+            "file": f"days/{name(day)}.arrow",
+            "sha256": digest,
+            "rows": bars.height,
+            "ts_first": int(bars[S.TS][0]) if bars.height else None,
+            "ts_last": int(bars[S.TS][-1]) if bars.height else None,
+        }
+        write_json_atomic(day_dir / f"{name(day)}.json", record)
+    records = [json.loads((day_dir / f"{name(d)}.json").read_text()) for d in days]
+    # the last day: its part holds the bars up to midnight; one pass over these days
+    # stops at the bar of the last event, closed after it (the tail)
+    last_ts = int(spans[days[-1]]["ts_recv_max"])
+    dt = spec.interval_ns
+    close = -(-last_ts // dt) * dt
+    last = records[-1]
+    if last["rows"]:
+        last["rows"] = max(0, min(last["rows"], (close - last["ts_first"]) // dt + 1))
+        last["ts_last"] = last["ts_first"] + (last["rows"] - 1) * dt if last["rows"] else None
+    with np.load(day_dir / f"{name(days[-1])}.state.npz") as z:
+        tail = sampler_cls.from_state(spec, {k: z[k] for k in z.files}).finish(last_ts)
+    if tail.height:
+        tail_name = f"bars-{keys[days[-1]]}-tail.arrow"
+        _, digest, _ = write_arrow_atomic(folder / tail_name, tail)
+        records.append(
+            {
+                "day": days[-1],
+                "file": tail_name,
+                "sha256": digest,
+                "rows": tail.height,
+                "ts_first": int(tail[S.TS][0]),
+                "ts_last": int(tail[S.TS][-1]),
+            }
+        )
+    parts = [r for r in records if r["rows"]]
+    write_json_atomic(path, {"format": BARS_FORMAT, "spec_hash": spec.spec_hash, "parts": parts})
