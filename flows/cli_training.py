@@ -70,8 +70,8 @@ def _cmd_audit_overfitting(args: argparse.Namespace) -> int:
 
     rt = resolve_runtime()
     audit = audit_overfitting(rt.layout.reports(args.run_id))
-    print(json.dumps(audit, indent=2) if args.json else render_audit(audit))
-    return 0 if audit["agree"] else 1
+    print(json.dumps(audit.to_json(), indent=2) if args.json else render_audit(audit))
+    return 0 if audit.agree else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

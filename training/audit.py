@@ -9,16 +9,39 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pydantic import JsonValue
+
 from core.config.training import EvaluationConfig, TrialConfig
 from training.candidates import load_results
 from training.evaluation import CandidateBacktest, LedgerTrial, overfitting_statistics
-from training.evaluation_record import Evaluation
+from training.evaluation_record import Evaluation, Record
 from training.overfitting import sharpe_per_period
+
+
+class CandidateAudit(Record):
+    """One candidate: its Sharpe per return period on the test slices, its DSR as
+    recomputed, and as evaluation.json recorded it."""
+
+    candidate_id: str
+    sharpe_per_period: float
+    dsr: float | None
+    recorded_dsr: float | None
+
+
+class OverfittingAudit(Record):
+    """What `chappie audit overfitting` prints (`--json`: this record's dump)."""
+
+    sweep_run_id: str
+    recomputed: dict[str, JsonValue]  # the sweep's overfitting statistics, recomputed
+    recorded: dict[str, JsonValue]  # ... and as evaluation.json recorded them
+    candidates: list[CandidateAudit]
+    agree: bool
+    notes: list[str]
 
 
 def audit_overfitting(
     reports_dir: str | Path, cfg: EvaluationConfig | None = None
-) -> dict[str, Any]:
+) -> OverfittingAudit:
     """Recompute the sweep's PBO/DSR with the evaluation settings and the trial ledger
     recorded in evaluation.json (or `cfg`), through the same statistics the evaluation
     ran. `reports_dir` is reports/<sweep_run_id>. Raises FileNotFoundError when
@@ -44,26 +67,31 @@ def audit_overfitting(
     n_failed = len(evaluation.candidates) - len(evaluated)
     recomputed, _, dsrs, notes = overfitting_statistics(cands, ledger, cfg, n_failed)
     over = recomputed.to_json()
-    per_candidate: list[dict[str, float | str | None]] = []
+    recorded_dsr = {c.candidate_id: c.dsr for c in evaluated}
+    per_candidate: list[CandidateAudit] = []
     for c, dsr in zip(cands, dsrs, strict=True):
         series = c.returns(cfg.return_period_s)[: recomputed.n_periods or 0]
         sr = float(sharpe_per_period(series)[0]) if series.size >= 2 else math.nan
-        per_candidate.append({"candidate_id": c.candidate_id, "sharpe_per_period": sr, "dsr": dsr})
+        per_candidate.append(
+            CandidateAudit(
+                candidate_id=c.candidate_id,
+                sharpe_per_period=sr,
+                dsr=dsr,
+                recorded_dsr=recorded_dsr.get(c.candidate_id),
+            )
+        )
     recorded = evaluation.overfitting.to_json() if evaluation.overfitting is not None else {}
-    recorded_dsr = {c.candidate_id: c.dsr for c in evaluated}
-    for row, c in zip(per_candidate, cands, strict=True):
-        row["recorded_dsr"] = recorded_dsr.get(c.candidate_id)
     agree = all(_close(over.get(k), recorded.get(k)) for k in ("pbo", "dsr")) and all(
-        _close(r["dsr"], r["recorded_dsr"]) for r in per_candidate
+        _close(r.dsr, r.recorded_dsr) for r in per_candidate
     )
-    return {
-        "sweep_run_id": evaluation.sweep_run_id,
-        "recomputed": over,
-        "recorded": recorded,
-        "candidates": per_candidate,
-        "agree": agree,
-        "notes": notes,
-    }
+    return OverfittingAudit(
+        sweep_run_id=evaluation.sweep_run_id,
+        recomputed=over,
+        recorded=recorded,
+        candidates=per_candidate,
+        agree=agree,
+        notes=list(notes),
+    )
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -72,27 +100,27 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
-def render_audit(audit: dict[str, Any]) -> str:
+def render_audit(audit: OverfittingAudit) -> str:
     """Plain-text table of an audit (pure)."""
-    r, rec = audit["recomputed"], audit["recorded"]
+    r, rec = audit.recomputed, audit.recorded
     lines = [
-        f"sweep {audit['sweep_run_id']}: {r['n_trials']} trials, {r['n_periods']} test return periods",
+        f"sweep {audit.sweep_run_id}: {r['n_trials']} trials, {r['n_periods']} test return periods",
         f"PBO  recomputed {r.get('pbo')}  recorded {rec.get('pbo')}",
         f"DSR  recomputed {r.get('dsr')}  recorded {rec.get('dsr')}  (best: {r.get('best_candidate')})",
         "",
         f"{'candidate':<28} {'sharpe/period':>14} {'dsr':>10} {'recorded':>10}",
     ]
-    for c in audit["candidates"]:
+    for c in audit.candidates:
         lines.append(
-            f"{c['candidate_id']:<28} {c['sharpe_per_period']:>14.6g} {_num(c['dsr']):>10} {_num(c['recorded_dsr']):>10}"
+            f"{c.candidate_id:<28} {c.sharpe_per_period:>14.6g} {_num(c.dsr):>10} {_num(c.recorded_dsr):>10}"
         )
     lines += [
         "",
         "recomputed values match the record"
-        if audit["agree"]
+        if audit.agree
         else "MISMATCH with the recorded values",
     ]
-    return "\n".join(lines + [f"note: {n}" for n in audit["notes"]])
+    return "\n".join(lines + [f"note: {n}" for n in audit.notes])
 
 
 def _num(v: Any) -> str:
