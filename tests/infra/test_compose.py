@@ -81,6 +81,11 @@ def test_dockerfile_copies_existing_paths_and_pins_torch() -> None:
     for src in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, flags=re.M):
         for item in src.split():
             assert (REPO / item).exists(), f"Dockerfile copies missing {item}"
+    copied = set(re.findall(r"^COPY\s+(\w+)\s+\w+$", text, flags=re.M))
+    include = re.search(r"include = \[([^\]]*)\]", (REPO / "pyproject.toml").read_text())
+    assert include, "pyproject.toml lists no packages"
+    packages = {p.strip().strip('"').rstrip("*") for p in include.group(1).split(",")}
+    assert packages <= copied, f"the image lacks packages {sorted(packages - copied)}"
     assert "torch==2.13.0" in text
     pinned = re.search(r'"torch==([\d.]+)"', (REPO / "pyproject.toml").read_text())
     assert pinned and f"torch=={pinned.group(1)}" in text
