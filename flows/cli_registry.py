@@ -9,9 +9,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from flows.common import DEFAULT_CONFIG
+
+if TYPE_CHECKING:
+    from registry.promotion import PromotionResult, RollbackResult
 
 
 def latest_evaluation(data_dir: str) -> Path:
@@ -26,8 +30,8 @@ def latest_evaluation(data_dir: str) -> Path:
     return found[-1]
 
 
-def _print(result: dict) -> None:
-    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+def _print(result: PromotionResult | RollbackResult) -> None:
+    print(json.dumps(result.to_json(), indent=2, sort_keys=True, default=str))
 
 
 def _no_registry_yet(tracking_uri: str) -> str | None:

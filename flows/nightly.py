@@ -267,12 +267,13 @@ def nightly_flow(
         outcome["evaluation"] = evaluation.to_json()  # the outcome record holds its JSON
         evaluation_path = str(rt.layout.reports(sweep.sweep_run_id) / "evaluation.json")
         spec_json = cfg.features.spec.model_dump(mode="json")  # the bundle records this spec
-        outcome["promotion"] = step(
+        promoted = step(
             "promote",
             lambda: promote_flow(
                 evaluation_path, cfg.registry, rt.tracking_uri, feature_spec=spec_json
             ),
         )
+        outcome["promotion"] = promoted.to_json()  # the outcome record holds its JSON
     outcome.update(status="completed", finished=_now())
     _write_outcome(rt, outcome)
     _post_artifact(outcome)

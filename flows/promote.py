@@ -42,16 +42,16 @@ promote_task = _registry_task("register-and-promote")(promotion.promote)
 rollback_task = _registry_task("rollback-champion")(promotion.rollback)
 
 
-def _markdown(result: dict[str, Any]) -> str:
+def _markdown(result: promotion.PromotionResult) -> str:
     lines = [
-        f"# Promotion: {result.get('action')} ({'dry run' if result.get('dry_run') else 'applied'})",
+        f"# Promotion: {result.action} ({'dry run' if result.dry_run else 'applied'})",
         "",
-        f"- model: `{result.get('model_name')}` version `{result.get('version')}`",
-        f"- candidate: `{result.get('candidate_id')}`, decision **{result.get('decision')}**",
-        f"- aliases: `{result.get('aliases')}`",
+        f"- model: `{result.model_name}` version `{result.version}`",
+        f"- candidate: `{result.candidate_id}`, decision **{result.decision}**",
+        f"- aliases: `{result.aliases}`",
         "",
         "## Why",
-        *[f"- {r}" for r in result.get("reasons", [])],
+        *[f"- {r}" for r in result.reasons],
     ]
     return "\n".join(lines)
 
@@ -63,11 +63,10 @@ def promote_flow(
     tracking_uri: str,
     dry_run: bool = False,
     feature_spec: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> promotion.PromotionResult:
     """Register the evaluation's best (or challenger) candidate and move its alias.
 
-    Returns `{"decision", "model_name", "version", "aliases", "reasons", ...}`;
-    `dry_run` changes nothing. `feature_spec` (FeatureSpec JSON) is needed only when the
+    Returns the PromotionResult (`registry.promotion.promote`); `dry_run` changes nothing. `feature_spec` (FeatureSpec JSON) is needed only when the
     experiment's spec is not the default one with the env window.
     """
     if not dry_run:
@@ -82,10 +81,10 @@ def promote_flow(
     )
     get_run_logger().info(
         "promotion %s: %s v%s aliases=%s",
-        result["action"],
-        result["candidate_id"],
-        result["version"],
-        result["aliases"],
+        result.action,
+        result.candidate_id,
+        result.version,
+        result.aliases,
     )
     create_markdown_artifact(
         key="promotion", markdown=_markdown(result), description="registry promotion"
@@ -96,8 +95,8 @@ def promote_flow(
 @flow(name="rollback-model")
 def rollback_flow(
     cfg: RegistryConfig, tracking_uri: str, dry_run: bool = False, reason: str = "manual rollback"
-) -> dict[str, Any]:
+) -> promotion.RollbackResult:
     """Point `champion` back at `previous-champion` (registry.promotion.rollback)."""
     result = rollback_task(cfg, tracking_uri, dry_run=dry_run, reason=reason)
-    get_run_logger().info("rollback %s -> %s", result["from_version"], result["to_version"])
+    get_run_logger().info("rollback %s -> %s", result.from_version, result.to_version)
     return result

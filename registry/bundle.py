@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from core.atomic import write_json_atomic
 from core.hashing import sha256_bytes, sha256_file
 from core.schema import ACTION_NAMES, MANAGEMENT_STATE
@@ -49,25 +51,43 @@ class BundleMismatchError(BundleError):
     """A bundle was built for another FeatureSpec or stats than the running code expects."""
 
 
+class BundleManifest(BaseModel):
+    """bundle.json: the bundle's format, the ids it was built for, the policy's shape and
+    the sha256 of every other file (`files`: path in the bundle -> sha256)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: str
+    format_version: int
+    spec_hash: str
+    stats_id: str
+    candidate_id: str | None
+    decision: str
+    config_fingerprint: str
+    obs_dim: int
+    n_actions: int
+    files: dict[str, str]
+
+
 @dataclass(frozen=True)
 class BundleInfo:
     """What `verify_bundle` returns: the verified bundle.json content and its own sha256."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: BundleManifest
     sha256: str
 
     @property
     def spec_hash(self) -> str:
-        return str(self.manifest["spec_hash"])
+        return self.manifest.spec_hash
 
     @property
     def stats_id(self) -> str:
-        return str(self.manifest["stats_id"])
+        return self.manifest.stats_id
 
     @property
     def candidate_id(self) -> str:
-        return str(self.manifest.get("candidate_id", ""))
+        return self.manifest.candidate_id or ""
 
 
 # ----------------------------------------------------------------------------- pure
@@ -267,21 +287,19 @@ def build_bundle(
             },
         )
         files = {rel: sha256_file(staging / rel) for rel in _files_of(staging)}
-        write_json_atomic(
-            staging / BUNDLE_JSON,
-            {
-                "format": BUNDLE_FORMAT,
-                "format_version": BUNDLE_FORMAT_VERSION,
-                "spec_hash": spec_hash,
-                "stats_id": stats.stats_id,
-                "candidate_id": cand.get("candidate_id"),
-                "decision": decision,
-                "config_fingerprint": config_fingerprint,
-                "obs_dim": int(arch["obs_dim"]),
-                "n_actions": int(arch["n_actions"]),
-                "files": files,
-            },
+        manifest = BundleManifest(
+            format=BUNDLE_FORMAT,
+            format_version=BUNDLE_FORMAT_VERSION,
+            spec_hash=spec_hash,
+            stats_id=stats.stats_id,
+            candidate_id=cand.get("candidate_id"),
+            decision=decision,
+            config_fingerprint=config_fingerprint,
+            obs_dim=int(arch["obs_dim"]),
+            n_actions=int(arch["n_actions"]),
+            files=files,
         )
+        write_json_atomic(staging / BUNDLE_JSON, manifest.model_dump(mode="json"))
         verify_bundle(staging)
         if out.exists():
             out.rmdir()
@@ -321,17 +339,23 @@ def verify_bundle(
             f"{meta_path} has sha256 {own_sha}, but the registry recorded {expected_sha256}"
         )
     try:
-        manifest = json.loads(raw)
+        doc = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise BundleError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if (
-        manifest.get("format") != BUNDLE_FORMAT
-        or manifest.get("format_version") != BUNDLE_FORMAT_VERSION
-    ):
+    if not isinstance(doc, dict):
+        raise BundleError(f"{meta_path} is not a JSON object")
+    if doc.get("format") != BUNDLE_FORMAT or doc.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise BundleError(
-            f"{meta_path}: unknown format {manifest.get('format')!r} v{manifest.get('format_version')!r}"
+            f"{meta_path}: unknown format {doc.get('format')!r} v{doc.get('format_version')!r}"
         )
-    files: dict[str, str] = manifest.get("files") or {}
+    try:
+        manifest = BundleManifest.model_validate(doc)
+    except ValidationError as exc:
+        why = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise BundleError(f"{meta_path} is not a bundle manifest: {why}") from None
+    files = manifest.files
     problems: list[str] = []
     for rel, want in sorted(files.items()):
         path = folder / rel
@@ -350,17 +374,18 @@ def verify_bundle(
         raise BundleError(f"bundle {folder} failed verification: " + "; ".join(problems))
     spec_json = json.loads((folder / "feature_spec.json").read_text())
     stats_json = json.loads((folder / STATS_DIR / "stats.json").read_text())
-    if spec_json.get("spec_hash") != manifest.get("spec_hash") or stats_json.get(
-        "spec_hash"
-    ) != manifest.get("spec_hash"):
+    if (
+        spec_json.get("spec_hash") != manifest.spec_hash
+        or stats_json.get("spec_hash") != manifest.spec_hash
+    ):
         raise BundleError(
-            f"bundle {folder}: spec hash disagrees between bundle.json ({manifest.get('spec_hash')}), "
+            f"bundle {folder}: spec hash disagrees between bundle.json ({manifest.spec_hash}), "
             f"feature_spec.json ({spec_json.get('spec_hash')}) and stats.json ({stats_json.get('spec_hash')})"
         )
-    if stats_json.get("stats_id") != manifest.get("stats_id"):
+    if stats_json.get("stats_id") != manifest.stats_id:
         raise BundleError(
             f"bundle {folder}: stats id {stats_json.get('stats_id')} in stats.json "
-            f"!= {manifest.get('stats_id')} in bundle.json"
+            f"!= {manifest.stats_id} in bundle.json"
         )
     info = BundleInfo(path=folder, manifest=manifest, sha256=own_sha)
     check_expected(info, expected_spec_hash, expected_stats_id)

@@ -23,21 +23,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
+from pydantic import ValidationError
 
+from core.jsontypes import JsonObject
 from registry.bundle import (
     POLICY_DIR,
     STATS_DIR,
     BundleError,
+    BundleInfo,
     BundleMismatchError,
     check_expected,
     check_policy_shape,
     verify_bundle,
 )
 from registry.policy import NumpyPolicy
+from training.evaluation_record import Gate
+
+if TYPE_CHECKING:
+    from core.config.features import FeatureSpec
+    from features.stats import FrozenStats
 
 _T = TypeVar("_T")
 DEFAULT_TIMEOUT_S = 30.0
@@ -49,6 +57,9 @@ class ChampionLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChampionMetadata:
+    """Who the loaded model is: its registry name, alias and version, the ids and hashes
+    its bundle was verified against, and its decision and gates (gates.json)."""
+
     name: str
     alias: str
     version: str
@@ -58,7 +69,7 @@ class ChampionMetadata:
     bundle_sha256: str
     candidate_id: str | None
     decision: str | None
-    gates: dict[str, Any]
+    gates: dict[str, Gate]
     code_version: str | None
     config_fingerprint: str | None
     bundle_dir: str
@@ -70,10 +81,10 @@ class LoadedModel:
     """A verified bundle ready to decide: `policy.predict(obs) -> int`."""
 
     policy: NumpyPolicy
-    stats: Any  # features.stats.FrozenStats
-    spec: Any  # core.config.features.FeatureSpec
-    env_config: dict[str, Any]
-    reward_config: dict[str, Any]
+    stats: FrozenStats
+    spec: FeatureSpec
+    env_config: JsonObject  # env_spec.json as the bundle recorded it (EnvConfig JSON)
+    reward_config: JsonObject  # reward_spec.json ({} when the bundle has none)
     metadata: ChampionMetadata
 
     @property
@@ -92,22 +103,23 @@ def _run_with_deadline(fn: Callable[[], _T], deadline: float, what: str, uri: st
 
     MLflow's REST client retries for minutes against a dead server; the thread is left
     to finish on its own, the caller gets ChampionLoadError at the deadline."""
-    box: dict[str, Any] = {}
+    value: list[_T] = []  # what `fn` returned, once it did
+    error: list[BaseException] = []  # or what it raised
 
     def target() -> None:
         try:
-            box["value"] = fn()
+            value.append(fn())
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
+            error.append(exc)
 
     thread = threading.Thread(target=target, name=f"chappie-registry-{what}", daemon=True)
     thread.start()
     thread.join(max(0.0, deadline - time.monotonic()))
     if thread.is_alive():
         raise ChampionLoadError(f"{what}: tracking server {uri} did not answer within the timeout")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    if error:
+        raise error[0]
+    return value[0]
 
 
 def _probe(uri: str, deadline: float) -> None:
@@ -260,9 +272,19 @@ def load_bundle(
     return _load_verified(folder, info, "", "", "", None, {}, expected_spec_hash, expected_stats_id)
 
 
+def _gates(folder: Path, doc: dict[str, object]) -> dict[str, Gate]:
+    """gates.json's gates, parsed. Raises BundleError naming what is wrong."""
+    try:
+        return {name: Gate.model_validate(g) for name, g in doc.items()}
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        raise BundleError(f"bundle {folder}: gates.json: {where}: {e['msg']}") from None
+
+
 def _load_verified(
     folder: Path,
-    info: Any,
+    info: BundleInfo,
     name: str,
     alias: str,
     version: str,
@@ -306,11 +328,11 @@ def _load_verified(
         spec_hash=info.spec_hash,
         stats_id=info.stats_id,
         bundle_sha256=info.sha256,
-        candidate_id=info.manifest.get("candidate_id"),
+        candidate_id=info.manifest.candidate_id,
         decision=gates_doc.get("decision"),
-        gates=dict(gates_doc.get("gates") or {}),
+        gates=_gates(folder, gates_doc.get("gates") or {}),
         code_version=lineage.get("code_version"),
-        config_fingerprint=info.manifest.get("config_fingerprint"),
+        config_fingerprint=info.manifest.config_fingerprint,
         bundle_dir=str(folder),
         tags=tags,
     )

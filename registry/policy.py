@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # a type only: at run time this module needs numpy and the stdlib
+    from core.jsontypes import JsonObject, JsonValue
 
 POLICY_JSON = "policy.json"
 POLICY_NPZ = "policy.npz"
@@ -56,7 +59,8 @@ class PolicyArchitecture:
         sizes = [self.obs_dim, *self.hidden, self.n_actions]
         return [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
+        """policy.json's content."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -73,21 +77,39 @@ class PolicyArchitecture:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PolicyArchitecture:
+    def from_json(cls, data: JsonObject) -> PolicyArchitecture:
+        """Parse policy.json's content. Raises PolicyFormatError naming what is wrong."""
         if data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise PolicyFormatError(
                 f"unknown policy format {data.get('format')!r} v{data.get('format_version')!r}; "
                 f"expected {FORMAT!r} v{FORMAT_VERSION}"
             )
-        try:
-            return cls(
-                obs_dim=int(data["obs_dim"]),
-                hidden=tuple(int(h) for h in data["hidden"]),
-                n_actions=int(data["n_actions"]),
-                activation=str(data["activation"]),
-            )
-        except KeyError as exc:
-            raise PolicyFormatError(f"policy.json lacks {exc.args[0]!r}") from exc
+        hidden = _field(data, "hidden")
+        if not isinstance(hidden, list):
+            raise PolicyFormatError(f"policy.json: hidden must be a list, got {hidden!r}")
+        return cls(
+            obs_dim=_int(_field(data, "obs_dim"), "obs_dim"),
+            hidden=tuple(_int(h, "hidden") for h in hidden),
+            n_actions=_int(_field(data, "n_actions"), "n_actions"),
+            activation=str(_field(data, "activation")),
+        )
+
+
+def _field(data: JsonObject, key: str) -> JsonValue:
+    try:
+        return data[key]
+    except KeyError:
+        raise PolicyFormatError(f"policy.json lacks {key!r}") from None
+
+
+def _int(value: JsonValue, what: str) -> int:
+    """A layer size: what int() takes (PolicyFormatError, a ValueError, otherwise)."""
+    if not isinstance(value, int | float | str):
+        raise PolicyFormatError(f"policy.json: {what} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise PolicyFormatError(f"policy.json: {what} must be an integer, got {value!r}") from None
 
 
 def _validate_arrays(arch: PolicyArchitecture, arrays: dict[str, np.ndarray]) -> None:

@@ -27,14 +27,14 @@ import json
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.config.registry import RegistryConfig
-from training.evaluation_record import CandidateEvaluation, Evaluation, JsonObject
+from core.jsontypes import JsonObject
+from training.evaluation_record import CandidateEvaluation, Evaluation
 
 Action = Literal["promote", "challenger", "none"]
 MODEL_KEY_TAG = "model_key"  # version tag: the candidate's fold models' identity
@@ -45,8 +45,20 @@ class PromotionError(RuntimeError):
     """evaluation.json is inconsistent, or an alias operation is impossible."""
 
 
-@dataclass(frozen=True)
-class PromotionPlan:
+class _Outcome(BaseModel):
+    """Base of what promotion and rollback return: immutable, unknown keys are an error,
+    dumped as JSON with the keys that were set (`chappie promote --json`-style output, the
+    nightly's outcome record): an optional key (`registered`, `unchanged`) appears only
+    when the step that knows it set it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> JsonObject:
+        """The JSON-able dict of this value (the keys that were set)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class PromotionPlan(_Outcome):
     """What a promotion will do (pure result of `plan_promotion`)."""
 
     action: Action
@@ -55,12 +67,40 @@ class PromotionPlan:
     alias: str | None
     alias_from: str | None  # version the alias points at now (None: unset)
     demote_to_previous: str | None  # champion version that becomes previous-champion
-    reasons: tuple[str, ...] = field(default_factory=tuple)
+    reasons: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["reasons"] = list(self.reasons)
-        return out
+
+class PromotionResult(_Outcome):
+    """What `promote` did (or, with `dry_run`, would do): the plan, the model version it
+    registered or found (None: none yet, or nothing to register) and the aliases after.
+
+    `registered` is set once a candidate was registered or found (True: a new version);
+    `unchanged` is set (True) when the same models with the same verdict already held the
+    alias: nothing was registered and no alias moved."""
+
+    decision: str
+    action: Action
+    model_name: str
+    candidate_id: str | None
+    version: str | None
+    aliases: dict[str, str]  # alias -> version
+    reasons: tuple[str, ...]
+    dry_run: bool
+    plan: PromotionPlan
+    registered: bool | None = None
+    unchanged: bool = False
+
+
+class RollbackResult(_Outcome):
+    """What `rollback` did (or would do: `rollback_plan`, `dry_run`): `champion` moves from
+    `from_version` (None: unset) back to `to_version`; `aliases` after the move."""
+
+    model_name: str
+    from_version: str | None
+    to_version: str
+    aliases: dict[str, str]  # alias -> version
+    dry_run: bool
+    reasons: tuple[str, ...]
 
 
 @contextlib.contextmanager
@@ -143,7 +183,15 @@ def plan_promotion(
             )
         old = current.get(cfg.champion_alias)
         reasons = (f"{best}: decision promote", *[str(r) for r in cand.reasons])
-        return PromotionPlan("promote", best, "promote", cfg.champion_alias, old, old, reasons)
+        return PromotionPlan(
+            action="promote",
+            candidate_id=best,
+            decision="promote",
+            alias=cfg.champion_alias,
+            alias_from=old,
+            demote_to_previous=old,
+            reasons=reasons,
+        )
     if challenger:
         cand = find_candidate(evaluation, challenger)
         if cand.decision == "promote":
@@ -154,26 +202,33 @@ def plan_promotion(
             *[str(r) for r in cand.reasons],
         )
         return PromotionPlan(
-            "challenger",
-            challenger,
-            str(cand.decision),
-            cfg.challenger_alias,
-            current.get(cfg.challenger_alias),
-            None,
-            reasons,
+            action="challenger",
+            candidate_id=challenger,
+            decision=str(cand.decision),
+            alias=cfg.challenger_alias,
+            alias_from=current.get(cfg.challenger_alias),
+            demote_to_previous=None,
+            reasons=reasons,
         )
     return PromotionPlan(
-        "none", None, "none", None, None, None, ("no candidates to register; aliases unchanged",)
+        action="none",
+        candidate_id=None,
+        decision="none",
+        alias=None,
+        alias_from=None,
+        demote_to_previous=None,
+        reasons=("no candidates to register; aliases unchanged",),
     )
 
 
-def version_tags_for(evaluation: Evaluation, cand: CandidateEvaluation) -> dict[str, Any]:
-    """Tags of a newly registered version (gates flattened by registry.store.gate_tags). Pure."""
+def version_tags_for(evaluation: Evaluation, cand: CandidateEvaluation) -> JsonObject:
+    """Tags of a newly registered version, as JSON values (registry.store writes each as
+    a string; gates flattened by registry.store.gate_tags). Pure."""
     from registry.store import gate_tags
 
     totals = cand.test_totals.to_json() if cand.test_totals is not None else {}
     over = evaluation.overfitting.to_json() if evaluation.overfitting is not None else {}
-    tags: dict[str, Any] = {
+    tags: JsonObject = {
         "candidate_id": cand.candidate_id,
         "candidate_key": candidate_key(evaluation, cand),
         "sweep_run_id": evaluation.sweep_run_id,
@@ -331,15 +386,14 @@ def promote(
     tracking_uri: str,
     dry_run: bool = False,
     feature_spec: Any = None,
-) -> dict[str, Any]:
+) -> PromotionResult:
     """Register the candidate chosen by evaluation.json and move its alias.
 
     `feature_spec`: the experiment's FeatureSpec (or its dict); optional when
     evaluation.json carries `feature_spec` or the spec is the default with the env window.
 
-    Returns `{"decision", "model_name", "version", "aliases", "reasons", "candidate_id",
-    "action", "dry_run", "plan"}`. With `dry_run` nothing is written (no run, no
-    version, no alias); `version` is the existing version of that candidate or None.
+    Returns the PromotionResult. With `dry_run` nothing is written (no run, no version, no
+    alias); `version` is the existing version of that candidate or None.
     Raises PromotionError on an inconsistent evaluation.json or missing model files.
     """
     from registry import tracking
@@ -352,41 +406,44 @@ def promote(
 
 def _promote(
     evaluation: Evaluation, cfg: RegistryConfig, dry_run: bool, feature_spec: Any
-) -> dict[str, Any]:
+) -> PromotionResult:
     from registry import store
 
     current = store.aliases(cfg.model_name)
     plan = plan_promotion(evaluation, cfg, current)
-    result: dict[str, Any] = {
-        "decision": plan.decision,
-        "action": plan.action,
-        "model_name": cfg.model_name,
-        "candidate_id": plan.candidate_id,
-        "version": None,
-        "aliases": dict(current),
-        "reasons": list(plan.reasons),
-        "dry_run": dry_run,
-        "plan": plan.to_json(),
-    }
+    result = PromotionResult(
+        decision=plan.decision,
+        action=plan.action,
+        model_name=cfg.model_name,
+        candidate_id=plan.candidate_id,
+        version=None,
+        aliases=dict(current),
+        reasons=plan.reasons,
+        dry_run=dry_run,
+        plan=plan,
+    )
     if plan.action == "none" or plan.candidate_id is None:
         return result
     cand = find_candidate(evaluation, plan.candidate_id)
     if dry_run:
-        result["version"] = store.find_version_by_tag(
+        found = store.find_version_by_tag(
             cfg.model_name, "candidate_key", candidate_key(evaluation, cand)
         )
-        return result
+        return result.model_copy(update={"version": found})
     version, new = _register_candidate(evaluation, cand, cfg, feature_spec)
-    result["version"] = version
-    result["registered"] = new
     if not new and current.get(str(plan.alias)) == version:
-        result["unchanged"] = True
-        result["reasons"] = [
+        why = (
             f"{plan.candidate_id}: the same models with the same verdict are already "
-            f"version {version} under alias {plan.alias!r}: nothing registered, no alias moved",
-            *result["reasons"],
-        ]
-        return result
+            f"version {version} under alias {plan.alias!r}: nothing registered, no alias moved"
+        )
+        return result.model_copy(
+            update={
+                "version": version,
+                "registered": new,
+                "unchanged": True,
+                "reasons": (why, *plan.reasons),
+            }
+        )
     stamp = {"by": who(), "at": utc_now_iso(), "why": "; ".join(plan.reasons)}
     if plan.action == "promote":
         old = plan.alias_from
@@ -415,21 +472,20 @@ def _promote(
                 "challenger_reason": stamp["why"],
             },
         )
-    result["version"] = version
-    result["aliases"] = store.aliases(cfg.model_name)
-    return result
+    return result.model_copy(
+        update={"version": version, "registered": new, "aliases": store.aliases(cfg.model_name)}
+    )
 
 
 def rollback(
     cfg: RegistryConfig, tracking_uri: str, dry_run: bool = False, reason: str = "manual rollback"
-) -> dict[str, Any]:
+) -> RollbackResult:
     """Point `champion` back at `previous-champion`.
 
     Afterwards `previous-champion` points at the version the restored champion had
     replaced (its `replaced_version` tag), or is removed when there is none. The rolled-
-    back version is tagged `rolled_back_by/at/reason`. Returns `{"model_name",
-    "from_version", "to_version", "aliases", "dry_run", "reasons"}`. Raises PromotionError
-    when there is no previous champion.
+    back version is tagged `rolled_back_by/at/reason`. Returns the RollbackResult. Raises
+    PromotionError when there is no previous champion.
     """
     from registry import tracking
 
@@ -440,7 +496,7 @@ def rollback(
 
 def rollback_plan(
     cfg: RegistryConfig, current: Mapping[str, str], reason: str = "manual rollback"
-) -> dict[str, Any]:
+) -> RollbackResult:
     """What a rollback would do given the model's aliases now (alias -> version): the
     dry-run result of `rollback`. Pure. Raises PromotionError when there is no previous
     champion to roll back to."""
@@ -452,25 +508,24 @@ def rollback_plan(
             f"model {cfg.model_name!r} has no {cfg.previous_alias!r} alias: nothing to roll back to "
             f"(a rollback needs a promotion that replaced a champion; aliases now: {current})"
         )
-    return {
-        "model_name": cfg.model_name,
-        "from_version": champ,
-        "to_version": prev,
-        "aliases": current,
-        "dry_run": True,
-        "reasons": [reason],
-    }
+    return RollbackResult(
+        model_name=cfg.model_name,
+        from_version=champ,
+        to_version=prev,
+        aliases=current,
+        dry_run=True,
+        reasons=(reason,),
+    )
 
 
-def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]:
+def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> RollbackResult:
     from registry import store
 
     current = store.aliases(cfg.model_name)
-    result = rollback_plan(cfg, current, reason)
-    champ, prev = result["from_version"], result["to_version"]
+    plan = rollback_plan(cfg, current, reason)
+    champ, prev = plan.from_version, plan.to_version
     if dry_run:
-        return result
-    result["dry_run"] = False
+        return plan
     before = store.version_tags(cfg.model_name, prev).get("replaced_version") or None
     store.set_alias(cfg.model_name, cfg.champion_alias, prev)
     if before and before not in (prev, champ):
@@ -487,5 +542,4 @@ def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> dict[str, Any]
     store.set_version_tags(
         cfg.model_name, prev, {"restored_by": by, "restored_at": at, "restored_reason": reason}
     )
-    result["aliases"] = store.aliases(cfg.model_name)
-    return result
+    return plan.model_copy(update={"dry_run": False, "aliases": store.aliases(cfg.model_name)})

@@ -60,7 +60,7 @@ def log_bundle_model(
     from mlflow.types import Schema, TensorSpec
 
     info = verify_bundle(bundle_dir)
-    obs_dim = int(info.manifest["obs_dim"])
+    obs_dim = info.manifest.obs_dim
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]),
         outputs=Schema([TensorSpec(np.dtype(np.int64), (-1,))]),

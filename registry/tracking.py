@@ -43,6 +43,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, Ru
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import MAX_INPUT_TAG_VALUE_SIZE
 
+from core.jsontypes import JsonObject
 from core.lifetime import ProcessIdentity
 
 __all__ = [
@@ -330,7 +331,8 @@ class SliceDataset(MetaDataset):
         super().__init__(source=source, name=str(manifest["slice_id"]), digest=sha[:DIGEST_CHARS])
 
     @property
-    def profile(self) -> dict[str, Any]:
+    def profile(self) -> JsonObject:
+        """The slice manifest's figures MLflow shows (JSON from the manifest)."""
         m = self._manifest
         keys = ("sha256", "rows", "kind", "fold", "spec_hash", "t_start_ns", "t_end_ns", "stats_id")
         return {k: m.get(k) for k in keys}

@@ -21,8 +21,8 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, JsonValue
 
 from core.atomic import json_bytes, write_bytes_atomic
+from core.jsontypes import JsonObject  # a config snapshot (`model_dump(mode="json")`), kept as JSON
 
-JsonObject = dict[str, JsonValue]  # a config snapshot (`model_dump(mode="json")`), kept as JSON
 DecisionKind = Literal["promote", "reject", "retest"]  # what the gates decide for a candidate
 
 

@@ -73,7 +73,7 @@ def test_cli_loads_the_registry_champion(
     ev = tmp_path / "evaluation.json"
     ev.write_text(json.dumps(_evaluation(zip_path, stats_dir)))
     result = promote(ev, CFG, uri, feature_spec=SMALL_SPEC)
-    assert result["version"] == "1"
+    assert result.version == "1"
     shutil.rmtree(tmp_path / stats_dir.name)  # the live loop must use the registry's copy
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("CHAPPIE_DATA_DIR", str(tmp_path / "data"))
@@ -110,7 +110,7 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     zip_path, stats_dir = build_model_files(ws_capture, tmp_path)
     ev = _evaluation(zip_path, stats_dir)
     (tmp_path / "ev1.json").write_text(json.dumps(ev))
-    assert promote(tmp_path / "ev1.json", CFG, uri, feature_spec=SMALL_SPEC)["version"] == "1"
+    assert promote(tmp_path / "ev1.json", CFG, uri, feature_spec=SMALL_SPEC).version == "1"
 
     src = RegistrySource(CFG.model_name, "champion", uri)
     first = poll_model(src, None)
@@ -149,7 +149,7 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     ev2 = dict(ev, sweep_run_id="sweep-live-2", best="base-s1-t64")
     ev2["candidates"] = [dict(ev["candidates"][0], candidate_id="base-s1-t64", seed=1)]
     (tmp_path / "ev2.json").write_text(json.dumps(ev2))
-    assert promote(tmp_path / "ev2.json", CFG, uri, feature_spec=SMALL_SPEC)["version"] == "2"
+    assert promote(tmp_path / "ev2.json", CFG, uri, feature_spec=SMALL_SPEC).version == "2"
     moved = poll_model(src, first.version)
     assert moved.action == "swap" and moved.version == "2" and moved.champion is not None
     assert same_stats(first.champion.stats, moved.champion.stats)

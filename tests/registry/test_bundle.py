@@ -80,7 +80,7 @@ def test_load_bundle_gives_policy_stats_and_spec(built_bundle: Path) -> None:
     obs = np.zeros(OBS_DIM, np.float32)
     assert model.predict(obs) in (0, 1, 2)
     assert model.metadata.decision == "promote"
-    assert model.metadata.gates["drawdown_cap"]["passed"] is True
+    assert model.metadata.gates["drawdown_cap"].passed is True
 
 
 @pytest.mark.parametrize(

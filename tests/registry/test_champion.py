@@ -36,7 +36,7 @@ def registry_uri(
     cand = candidate_record("base-s0-t1024", "promote", sb3_zip, stats_dir, 1.0)
     ev = root / "evaluation.json"
     ev.write_text(json.dumps(evaluation_doc([cand], "base-s0-t1024", None)))
-    assert promote(ev, CFG, uri)["version"] == "1"
+    assert promote(ev, CFG, uri).version == "1"
     return uri
 
 
@@ -60,7 +60,7 @@ def test_load_champion_returns_verified_policy_stats_spec_and_metadata(
     assert model.metadata.version == "1" and model.metadata.alias == "champion"
     assert model.metadata.spec_hash == SPEC.spec_hash
     assert model.metadata.stats_id == model.stats.stats_id
-    assert model.metadata.gates["drawdown_cap"]["passed"] is True
+    assert model.metadata.gates["drawdown_cap"].passed is True
     assert model.metadata.run_id and model.metadata.decision == "promote"
     assert model.spec == SPEC
     from stable_baselines3 import PPO

@@ -30,11 +30,11 @@ def test_promote_and_rollback_flows(
         paths.append(str(path))
     spec = SPEC.model_dump(mode="json")
     dry = promote_flow(paths[0], CFG, uri, dry_run=True, feature_spec=spec)
-    assert dry["dry_run"] and dry["version"] is None
+    assert dry.dry_run and dry.version is None
     assert store.aliases(CFG.model_name) == {}
-    assert promote_flow(paths[0], CFG, uri, feature_spec=spec)["version"] == "1"
+    assert promote_flow(paths[0], CFG, uri, feature_spec=spec).version == "1"
     second = promote_flow(paths[1], CFG, uri, feature_spec=spec)
-    assert second["aliases"] == {"champion": "2", "previous-champion": "1"}
+    assert second.aliases == {"champion": "2", "previous-champion": "1"}
     back = rollback_flow(CFG, uri, reason="flow test")
-    assert (back["from_version"], back["to_version"]) == ("2", "1")
+    assert (back.from_version, back.to_version) == ("2", "1")
     assert store.aliases(CFG.model_name) == {"champion": "1"}

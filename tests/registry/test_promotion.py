@@ -81,11 +81,33 @@ def test_promote_register_promote_again_and_rollback(
     )
 
     dry = promote(ev1, CFG, uri, dry_run=True)
-    assert dry["action"] == "promote" and dry["version"] is None and dry["dry_run"]
+    assert dry.action == "promote" and dry.version is None and dry.dry_run
+    # the JSON (`chappie promote` output, the nightly's outcome record): the keys it always
+    # had, `registered` / `unchanged` only once the promotion knows them
+    assert dry.to_json() == {
+        "decision": "promote",
+        "action": "promote",
+        "model_name": CFG.model_name,
+        "candidate_id": "base-s0-t1024",
+        "version": None,
+        "aliases": {},
+        "reasons": list(dry.reasons),
+        "dry_run": True,
+        "plan": {
+            "action": "promote",
+            "candidate_id": "base-s0-t1024",
+            "decision": "promote",
+            "alias": "champion",
+            "alias_from": None,
+            "demote_to_previous": None,
+            "reasons": list(dry.reasons),
+        },
+    }
     assert store.aliases(CFG.model_name) == {}  # nothing written
 
     r1 = promote(ev1, CFG, uri)
-    assert r1["version"] == "1" and r1["aliases"] == {"champion": "1"}
+    assert r1.version == "1" and r1.aliases == {"champion": "1"}
+    assert r1.to_json()["registered"] is True and "unchanged" not in r1.to_json()
     tags = store.version_tags(CFG.model_name, "1")
     assert tags["spec_hash"] == SPEC.spec_hash and tags["decision"] == "promote"
     assert tags["gate.drawdown_cap"] == "true" and tags["gate.drawdown_cap.threshold"] == "0.05"
@@ -95,29 +117,29 @@ def test_promote_register_promote_again_and_rollback(
     assert len(tags["bundle_sha256"]) == 64 and tags["stats_id"] == stats_dir.name
 
     again = promote(ev1, CFG, uri)  # idempotent: same version, aliases unchanged
-    assert again["version"] == "1" and again["aliases"] == {"champion": "1"}
+    assert again.version == "1" and again.aliases == {"champion": "1"}
 
     # a sweep where nobody passed: challenger moves, champion stays
     c = candidate_record("base-s2-t1024", "retest", sb3_zip, stats_dir, 0.2)
     ev2 = _write(tmp_path, evaluation_doc([c], None, "base-s2-t1024", "sweep-2"), "r2")
     r2 = promote(ev2, CFG, uri)
-    assert r2["action"] == "challenger" and r2["version"] == "2"
-    assert r2["aliases"] == {"champion": "1", "challenger": "2"}
+    assert r2.action == "challenger" and r2.version == "2"
+    assert r2.aliases == {"champion": "1", "challenger": "2"}
     assert store.version_tags(CFG.model_name, "2")["decision"] == "retest"
 
     # a new promotion: previous champion is kept addressable
     d = candidate_record("base-s3-t1024", "promote", sb3_zip, stats_dir, 2.0)
     ev3 = _write(tmp_path, evaluation_doc([d], "base-s3-t1024", None, "sweep-3"), "r3")
     r3 = promote(ev3, CFG, uri)
-    assert r3["aliases"] == {"champion": "3", "previous-champion": "1", "challenger": "2"}
+    assert r3.aliases == {"champion": "3", "previous-champion": "1", "challenger": "2"}
     assert store.version_tags(CFG.model_name, "3")["replaced_version"] == "1"
 
     dry_rb = rollback(CFG, uri, dry_run=True)
-    assert (dry_rb["from_version"], dry_rb["to_version"]) == ("3", "1")
+    assert (dry_rb.from_version, dry_rb.to_version) == ("3", "1")
     assert store.aliases(CFG.model_name)["champion"] == "3"
 
     rb = rollback(CFG, uri, reason="pnl drift")
-    assert rb["aliases"] == {"champion": "1", "challenger": "2"}
+    assert rb.aliases == {"champion": "1", "challenger": "2"}
     t3 = store.version_tags(CFG.model_name, "3")
     assert t3["rolled_back_reason"] == "pnl drift" and "rolled_back_by" in t3
     with pytest.raises(PromotionError, match="nothing to roll back"):
@@ -150,7 +172,7 @@ def test_promote_nonexistent_evaluation_raises(uri: str, tmp_path: Path) -> None
 def _promote_worker(evaluation: str, uri: str, q) -> None:  # noqa: ANN001 - runs in a child
     from registry.promotion import promote as run
 
-    q.put(run(evaluation, CFG, uri)["version"])
+    q.put(run(evaluation, CFG, uri).version)
 
 
 @pytest.mark.slow
@@ -251,11 +273,12 @@ def test_a_rerun_of_the_same_models_registers_nothing_and_moves_no_alias(
     cand |= {"model_key": "k" * 32, "train_end_ns": 1_700_000_000_000_000_000}
     best, chall = ("base-s0-t1024", None) if decision == "promote" else (None, "base-s0-t1024")
     first = promote(_write(tmp_path, evaluation_doc([cand], best, chall, "sweep-1"), "a"), CFG, uri)
-    assert first["version"] == "1" and first["registered"] is True
+    assert first.version == "1" and first.registered is True
     tags = store.version_tags(CFG.model_name, "1")
     assert tags["model_key"] == "k" * 32 and tags["train_end_ns"] == "1700000000000000000"
     again = promote(_write(tmp_path, evaluation_doc([cand], best, chall, "sweep-2"), "b"), CFG, uri)
-    assert again["unchanged"] is True and again["registered"] is False
-    assert again["version"] == "1" and again["aliases"] == first["aliases"]
-    assert "nothing registered, no alias moved" in again["reasons"][0]
+    assert again.unchanged is True and again.registered is False
+    assert again.to_json()["unchanged"] is True and again.to_json()["registered"] is False
+    assert again.version == "1" and again.aliases == first.aliases
+    assert "nothing registered, no alias moved" in again.reasons[0]
     assert len(tracking.client().search_model_versions(f"name = '{CFG.model_name}'")) == 1

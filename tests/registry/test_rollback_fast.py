@@ -81,7 +81,7 @@ def test_rollback_dry_run_answers_from_the_database_as_mlflow_would(
     out = _chappie(folder, "rollback", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines() == ["DRY RUN (nothing changed):"]
-    assert json.loads(out.stdout) == rollback(RegistryConfig(), uri, dry_run=True)
+    assert json.loads(out.stdout) == rollback(RegistryConfig(), uri, dry_run=True).to_json()
     assert read_aliases(uri, MODEL) == {"champion": "2", "previous-champion": "1"}
 
 
@@ -108,4 +108,12 @@ def test_rollback_plan_refuses_without_a_previous_champion() -> None:
     with pytest.raises(PromotionError, match="nothing to roll back"):
         rollback_plan(RegistryConfig(), {"champion": "2"})
     plan = rollback_plan(RegistryConfig(), {"champion": "2", "previous-champion": "1"}, "why")
-    assert (plan["from_version"], plan["to_version"], plan["reasons"]) == ("2", "1", ["why"])
+    assert (plan.from_version, plan.to_version, plan.reasons) == ("2", "1", ("why",))
+    assert plan.to_json() == {  # `chappie rollback --dry-run` prints this
+        "model_name": RegistryConfig().model_name,
+        "from_version": "2",
+        "to_version": "1",
+        "aliases": {"champion": "2", "previous-champion": "1"},
+        "dry_run": True,
+        "reasons": ["why"],
+    }

@@ -119,7 +119,7 @@ def test_register_promote_tamper_rollback_against_real_server(
     ev1.parent.mkdir()
     ev1.write_text(json.dumps(evaluation_doc([a], "base-s0-t1024", None, "sweep-a")))
     r1 = promote(ev1, CFG, uri)
-    assert r1["aliases"] == {"champion": "1"}
+    assert r1.aliases == {"champion": "1"}
     assert _fresh_process_load(uri, tmp_path / "c1")["version"] == "1"
     assert resolve_alias_version(CFG.model_name, tracking_uri=uri) == "1"
 
@@ -128,7 +128,7 @@ def test_register_promote_tamper_rollback_against_real_server(
     ev2.parent.mkdir()
     ev2.write_text(json.dumps(evaluation_doc([b], "base-s1-t1024", None, "sweep-b")))
     r2 = promote(ev2, CFG, uri)
-    assert r2["aliases"] == {"champion": "2", "previous-champion": "1"}
+    assert r2.aliases == {"champion": "2", "previous-champion": "1"}
     res = _fresh_process_load(uri, tmp_path / "c2")
     assert (res["version"], res["candidate"]) == ("2", "base-s1-t1024")
 
