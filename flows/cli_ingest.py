@@ -177,21 +177,21 @@ def _cmd_ingest_funding(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             return _fail(f"{type(exc).__name__}: {exc}")
     if args.json:
-        print(json.dumps(report, sort_keys=True))
+        print(json.dumps(report.to_json(), sort_keys=True))
         return 0
     r = report
-    print(f"ingest funding {r['symbol']}")
-    print(f"  files: in {r['files_in']}, ok {r['files_ok']}, quarantined {r['files_quarantined']}")
+    print(f"ingest funding {r.symbol}")
+    print(f"  files: in {r.files_in}, ok {r.files_ok}, quarantined {r.files_quarantined}")
     print(
-        f"  rows:  in {r['rows_in']}, out {r['rows_out']}, rejected {r['rows_rejected']}, "
-        f"filtered {r['rows_filtered']}"
+        f"  rows:  in {r.rows_in}, out {r.rows_out}, rejected {r.rows_rejected}, "
+        f"filtered {r.rows_filtered}"
     )
-    for reason, n in r["filtered"].items():
+    for reason, n in r.filtered.items():
         print(f"  filtered: {reason} [{n} rows]")
-    for q in r["quarantine"]:
-        print(f"  quarantined ({q['level']}): {q['path']}: {q['reason']} [{q['rows']} rows]")
-    n = r["table_rows"]
-    print(f"  table: {r['table'] or '-'} ({n} funding time{'' if n == 1 else 's'})")
+    for q in r.quarantine:
+        print(f"  quarantined ({q.level}): {q.path}: {q.reason} [{q.rows} rows]")
+    n = r.table_rows
+    print(f"  table: {r.table or '-'} ({n} funding time{'' if n == 1 else 's'})")
     return 0
 
 

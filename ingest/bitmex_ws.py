@@ -46,6 +46,7 @@ from typing import Any
 
 from core.clock import NS_PER_S
 from core.instrument import InstrumentSpec, OffTickError
+from core.jsontypes import JsonObject, JsonValue
 
 BOOK_TABLES = ("orderBookL2", "orderBookL2_25", "orderBook10", "quote")
 ID_TABLES = ("orderBookL2", "orderBookL2_25")
@@ -80,7 +81,7 @@ class Decoded:
     trade_ids: list[str | None] = field(default_factory=list)
 
 
-def parse_timestamp_ns(text: str) -> int:
+def parse_timestamp_ns(text: object) -> int:
     """ns UTC of a BitMEX ISO timestamp ``2021-07-22T22:36:09.757Z`` (exact, no float).
 
     Raises ValueError for anything else: not text, not ISO, a zone other than UTC,
@@ -116,7 +117,7 @@ def seconds_text_to_ns(text: str) -> int:
     return ns
 
 
-def parse_recording_line(line: str) -> tuple[int, dict[str, Any]] | None:
+def parse_recording_line(line: str) -> tuple[int, JsonObject] | None:
     """One recording line -> (ts_recv ns, message), or None for blank/header lines.
 
     Formats: the capture ``<unix seconds>: <json>`` (headers ``wss://... <-> t`` and
@@ -193,7 +194,7 @@ class BitmexWsDecoder:
         self.rows_in = 0
         self.row_reasons: Counter[str] = Counter()
         self.filtered_reasons: Counter[str] = Counter()
-        self.rejected: list[dict[str, Any]] = []
+        self.rejected: list[JsonObject] = []  # {"reason", "row"}: the first 1000
         self.reset()
 
     def reset(self) -> None:
@@ -204,7 +205,7 @@ class BitmexWsDecoder:
         self._ticks_cache: dict[Any, int] = {}
 
     # -------------------------------------------------- helpers
-    def _reject(self, reason: str, row: Any) -> None:
+    def _reject(self, reason: str, row: JsonValue) -> None:
         self.row_reasons[reason] += 1
         if len(self.rejected) < 1000:
             self.rejected.append({"reason": reason[:300], "row": row})
@@ -248,7 +249,7 @@ class BitmexWsDecoder:
         return table in self._partial
 
     # -------------------------------------------------- decoding
-    def decode(self, message: dict[str, Any], ts_recv: int) -> Decoded:
+    def decode(self, message: JsonValue, ts_recv: int) -> Decoded:
         """Decode one received message (all rows share ``ts_recv``). Pure apart from
         the decoder's own state. Never raises for bad content (it is counted with its
         reason, see the module doc); raises UnknownLevelError only with ``strict``."""
@@ -275,7 +276,7 @@ class BitmexWsDecoder:
                 len(data),
             )
             return out
-        rows = []
+        rows: list[JsonObject] = []
         for r in data:
             if not isinstance(r, dict):
                 self.rows_in += 1
@@ -295,7 +296,7 @@ class BitmexWsDecoder:
                 self._reject(f"undecodable {table} message: {type(exc).__name__}", r)
             return Decoded(ts_event=ts_recv)
 
-    def _note_partial(self, message: dict[str, Any], table: str, rows: list[Any]) -> None:
+    def _note_partial(self, message: JsonObject, table: str, rows: list[JsonObject]) -> None:
         """Record a partial of `table` for this symbol (it has rows of it, or its filter
         names the symbol): the table's state starts afresh."""
         flt = message.get("filter")
@@ -308,7 +309,12 @@ class BitmexWsDecoder:
             self._top = None
 
     def _decode_rows(
-        self, message: dict[str, Any], table: str, action: Any, rows: list[Any], out: Decoded
+        self,
+        message: JsonObject,
+        table: str,
+        action: JsonValue,
+        rows: list[JsonObject],
+        out: Decoded,
     ) -> Decoded:
         if action == "partial":
             self._note_partial(message, table, rows)
@@ -330,7 +336,7 @@ class BitmexWsDecoder:
             self._quote(rows, out)
         return out
 
-    def _trades(self, action: Any, rows: list[dict[str, Any]], out: Decoded) -> None:
+    def _trades(self, action: JsonValue, rows: list[JsonObject], out: Decoded) -> None:
         if action != "insert":
             for r in rows:
                 self._reject(f"trade {str(action)[:40]} action", r)
@@ -351,7 +357,7 @@ class BitmexWsDecoder:
             except BAD_VALUE as exc:
                 self._reject(f"malformed trade row: {exc}", r)
 
-    def _l2(self, action: Any, rows: list[dict[str, Any]], out: Decoded) -> None:
+    def _l2(self, action: JsonValue, rows: list[JsonObject], out: Decoded) -> None:
         if action == "partial":
             out.is_snapshot = True
         for r in rows:
@@ -396,11 +402,25 @@ class BitmexWsDecoder:
                 out.book += [(side, p, q) for p, q in sorted(new.items()) if old.get(p) != q]
         self._top = (bids, asks)
 
-    def _book10(self, rows: list[dict[str, Any]], out: Decoded) -> None:
+    def _top_levels(self, levels: JsonValue) -> dict[int, int]:
+        """price ticks -> size of an orderBook10 side, ``[[price, size], ...]`` (levels of
+        size 0 skipped). Raises ValueError or OffTickError."""
+        if not isinstance(levels, list):
+            raise ValueError(f"bad levels {levels!r}"[:200])
+        out: dict[int, int] = {}
+        for level in levels:
+            if not isinstance(level, list) or len(level) != 2:
+                raise ValueError(f"bad level {level!r}"[:200])
+            p, q = level
+            if q:
+                out[self._ticks(p)] = self._size(q)
+        return out
+
+    def _book10(self, rows: list[JsonObject], out: Decoded) -> None:
         for r in rows:
             try:
-                bids = {self._ticks(p): self._size(q) for p, q in r["bids"] if q}
-                asks = {self._ticks(p): self._size(q) for p, q in r["asks"] if q}
+                bids = self._top_levels(r["bids"])
+                asks = self._top_levels(r["asks"])
                 if "timestamp" in r:
                     out.ts_event = parse_timestamp_ns(r["timestamp"])
             except OffTickError as exc:
@@ -411,7 +431,7 @@ class BitmexWsDecoder:
                 continue
             self._levels_delta(bids, asks, out)
 
-    def _quote(self, rows: list[dict[str, Any]], out: Decoded) -> None:
+    def _quote(self, rows: list[JsonObject], out: Decoded) -> None:
         for r in rows:
             try:
                 bids = (

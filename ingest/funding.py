@@ -35,18 +35,20 @@ import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_HOUR
+from core.config.base import FrozenModel
 from core.hashing import sha256_file
 from core.instrument import InstrumentSpec, funding_time
+from core.jsontypes import JsonObject
 
 MAX_ABS_RATE = 0.05  # beyond this a rate is a unit error, not a market (BitMEX caps far below)
 TARDIS_COLUMNS = ("symbol", "timestamp", "funding_timestamp", "funding_rate")
@@ -69,6 +71,16 @@ def _iso_ns(text: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
+@dataclass(frozen=True)
+class RejectedRow:
+    """A rejected input row: its number in the file (-1: a conflict with the table), why,
+    and what it held (sampled into reason.json as text where it is not JSON)."""
+
+    row: int
+    reason: str
+    value: object
+
+
 @dataclass
 class FundingRead:
     """One input file: its valid rows (funding time -> rate) and the counts of the rest."""
@@ -77,12 +89,12 @@ class FundingRead:
     sha256: str = ""
     rows_in: int = 0
     rows: dict[int, float] = field(default_factory=dict)
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # {row, reason, value}
+    rejected: list[RejectedRow] = field(default_factory=list)
     filtered: Counter[str] = field(default_factory=Counter)
     file_reason: str | None = None  # set when the whole file is unusable
 
     def reject(self, row: int, reason: str, value: Any) -> None:
-        self.rejected.append({"row": row, "reason": reason, "value": value})
+        self.rejected.append(RejectedRow(row, reason, value))
 
     def add(self, row: int, ts: int, rate: float, value: Any) -> None:
         """A valid row; a second rate for the same time in this file conflicts."""
@@ -283,7 +295,46 @@ def _table_frame(rows: dict[int, tuple[float, str]], symbol: str) -> pl.DataFram
     )
 
 
-def _quarantine(root: Path, fr: FundingRead, reasons: Counter[str]) -> dict[str, Any]:
+class FundingQuarantine(FrozenModel):
+    """A file set aside: whole (`level` "file": unreadable, copied) or its rejected rows
+    ("rows"), in `where` (quarantine/funding/<sha16>/ with reason.json)."""
+
+    path: str
+    level: Literal["file", "rows"]
+    reason: str
+    rows: int  # rows rejected
+    where: str
+
+
+class FundingReport(FrozenModel):
+    """What `ingest_funding` did: files and rows in / out / rejected / filtered (rows_in =
+    rows_out + rows_rejected + rows_filtered, with reasons), what was quarantined, and the
+    funding table after (path, rows, whether it was rewritten, first / last funding time).
+    `chappie ingest funding --json` prints its dump."""
+
+    source: Literal["funding"] = "funding"
+    symbol: str
+    files_in: int
+    files_ok: int
+    files_quarantined: int
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    rows_filtered: int
+    rejected: dict[str, int]  # reason -> rows, sorted by reason
+    filtered: dict[str, int]
+    quarantine: list[FundingQuarantine]
+    table: str | None  # None: no funding time yet
+    table_rows: int
+    table_written: bool
+    first_funding_ns: int | None
+    last_funding_ns: int | None
+
+    def to_json(self) -> JsonObject:
+        return self.model_dump(mode="json")
+
+
+def _quarantine(root: Path, fr: FundingRead, reasons: Counter[str]) -> FundingQuarantine:
     """Write the file's rejected rows (and the file itself, when unusable) to
     quarantine/funding/<sha16>/ with reason.json; the report's quarantine entry."""
     digest = (fr.sha256 or "0" * 16)[:16]
@@ -301,23 +352,21 @@ def _quarantine(root: Path, fr: FundingRead, reasons: Counter[str]) -> dict[str,
             "rows_in": fr.rows_in,
             "rows_rejected": len(fr.rejected),
             "row_reasons": dict(sorted(reasons.items())),
-            "rejected_rows_sample": json.loads(json.dumps(fr.rejected[:_SAMPLE], default=str)),
+            "rejected_rows_sample": json.loads(
+                json.dumps([asdict(r) for r in fr.rejected[:_SAMPLE]], default=str)
+            ),
         },
     )
     level = "file" if fr.file_reason is not None else "rows"
     reason = fr.file_reason or "; ".join(sorted(reasons))
-    return {
-        "path": fr.path,
-        "level": level,
-        "reason": reason,
-        "rows": len(fr.rejected),
-        "where": str(folder),
-    }
+    return FundingQuarantine(
+        path=fr.path, level=level, reason=reason, rows=len(fr.rejected), where=str(folder)
+    )
 
 
 def ingest_funding(
     paths: list[str | Path], data_dir: str | Path, symbol: str, spec: InstrumentSpec
-) -> dict[str, Any]:
+) -> FundingReport:
     """Read every file, merge the valid rows into the symbol's funding table (atomically;
     the table is rewritten only when it gains rows), quarantine the bad ones. Returns the
     report: files and rows in / out / rejected / filtered (with reasons), the table's path,
@@ -330,20 +379,10 @@ def ingest_funding(
         src = old.source or ("",) * old.ts.size
         table = {int(t): (float(r), s) for t, r, s in zip(old.ts, old.rate, src, strict=True)}
     before = len(table)
-    report: dict[str, Any] = {
-        "source": "funding",
-        "symbol": symbol,
-        "files_in": len(paths),
-        "files_ok": 0,
-        "files_quarantined": 0,
-        "rows_in": 0,
-        "rows_out": 0,
-        "rows_rejected": 0,
-        "rows_filtered": 0,
-        "rejected": Counter(),
-        "filtered": Counter(),
-        "quarantine": [],
-    }
+    files_ok = rows_in = rows_rejected = rows_filtered = 0
+    rejected: Counter[str] = Counter()
+    filtered: Counter[str] = Counter()
+    quarantine: list[FundingQuarantine] = []
     for path in paths:
         fr = read_funding_file(path, symbol, spec)
         for ts, rate in sorted(fr.rows.items()):
@@ -356,28 +395,35 @@ def ingest_funding(
                 fr.reject(
                     -1, f"conflicts with the table's rate {have[0]}", {"ts": ts, "rate": rate}
                 )
-        reasons = Counter(r["reason"] for r in fr.rejected)
-        report["rows_in"] += fr.rows_in
-        report["rows_rejected"] += len(fr.rejected)
-        report["rows_filtered"] += sum(fr.filtered.values())
-        report["rejected"].update(reasons)
-        report["filtered"].update(fr.filtered)
-        if fr.file_reason is not None:
-            report["files_quarantined"] += 1
-        else:
-            report["files_ok"] += 1
+        reasons = Counter(r.reason for r in fr.rejected)
+        rows_in += fr.rows_in
+        rows_rejected += len(fr.rejected)
+        rows_filtered += sum(fr.filtered.values())
+        rejected.update(reasons)
+        filtered.update(fr.filtered)
+        files_ok += fr.file_reason is None
         if fr.file_reason is not None or fr.rejected:
-            report["quarantine"].append(_quarantine(root, fr, reasons))
-    report["rows_out"] = len(table) - before
-    added = report["rows_out"] > 0
+            quarantine.append(_quarantine(root, fr, reasons))
+    rows_out = len(table) - before
+    added = rows_out > 0
     if added:
         frame = _table_frame(table, symbol)
         write_with_atomic(table_path, lambda tmp: frame.write_parquet(tmp))
-    report["rejected"] = dict(sorted(report["rejected"].items()))
-    report["filtered"] = dict(sorted(report["filtered"].items()))
-    report["table"] = str(table_path) if table else None
-    report["table_rows"] = len(table)
-    report["table_written"] = added
-    first, last = (min(table), max(table)) if table else (None, None)
-    report["first_funding_ns"], report["last_funding_ns"] = first, last
-    return report
+    return FundingReport(
+        symbol=symbol,
+        files_in=len(paths),
+        files_ok=files_ok,
+        files_quarantined=len(paths) - files_ok,
+        rows_in=rows_in,
+        rows_out=rows_out,
+        rows_rejected=rows_rejected,
+        rows_filtered=rows_filtered,
+        rejected=dict(sorted(rejected.items())),
+        filtered=dict(sorted(filtered.items())),
+        quarantine=quarantine,
+        table=str(table_path) if table else None,
+        table_rows=len(table),
+        table_written=added,
+        first_funding_ns=min(table) if table else None,
+        last_funding_ns=max(table) if table else None,
+    )

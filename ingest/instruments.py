@@ -26,6 +26,7 @@ from typing import Any
 from core.clock import NS_PER_S
 from core.fees import FeeConfig
 from core.instrument import InstrumentSpec, funding_offset_hours_of
+from core.jsontypes import JsonObject, JsonValue
 
 _SETTLE = {"XBt": "XBt", "XBT": "XBT", "USDt": "USDt", "USD": "USD"}
 
@@ -48,11 +49,19 @@ def _funding_offset(text: Any, hours: float) -> dict[str, float]:
     return {"funding_offset_hours": funding_offset_hours_of(int(dt.timestamp()) * NS_PER_S, hours)}
 
 
-def _fee(value: Any) -> float | None:
-    return None if value is None else float(value)
+def _scalar(value: JsonValue, key: str) -> str | int | float:
+    """A field that must be a number (or its text: what float() and int() take); raises
+    TypeError for any other JSON value."""
+    if not isinstance(value, str | int | float):
+        raise TypeError(f"{key} is {value!r}"[:200])
+    return value
 
 
-def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
+def _fee(value: JsonValue, key: str) -> float | None:
+    return None if value is None else float(_scalar(value, key))
+
+
+def from_bitmex(obj: JsonObject) -> InstrumentSpec:
     """InstrumentSpec of one BitMEX instrument object (its listed fees recorded, not
     charged: see the module docstring)."""
     try:
@@ -61,14 +70,14 @@ def from_bitmex(obj: dict[str, Any]) -> InstrumentSpec:
             settle = "XBT"  # inverse pnl is computed in XBT with multiplier 1 (core.instrument)
         return InstrumentSpec(
             symbol=str(obj["symbol"]),
-            tick_size=float(obj["tickSize"]),
-            lot_size=int(obj["lotSize"]),
+            tick_size=float(_scalar(obj["tickSize"], "tickSize")),
+            lot_size=int(_scalar(obj["lotSize"], "lotSize")),
             is_inverse=bool(obj.get("isInverse", False)),
-            multiplier=abs(float(obj.get("multiplier") or 1.0))
+            multiplier=abs(float(_scalar(obj.get("multiplier") or 1.0, "multiplier")))
             if not obj.get("isInverse")
             else 1.0,
-            maker_fee=_fee(obj.get("makerFee")),
-            taker_fee=_fee(obj.get("takerFee")),
+            maker_fee=_fee(obj.get("makerFee"), "makerFee"),
+            taker_fee=_fee(obj.get("takerFee"), "takerFee"),
             funding_interval_hours=_funding_hours(obj.get("fundingInterval")),
             **_funding_offset(
                 obj.get("fundingTimestamp"), _funding_hours(obj.get("fundingInterval"))

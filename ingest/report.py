@@ -26,8 +26,10 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from core.jsontypes import JsonObject, JsonValue
 
-def json_safe(obj: Any, depth: int = 0) -> Any:
+
+def json_safe(obj: object, depth: int = 0) -> JsonValue:
     """`obj` as strict JSON values for quarantine samples: a non-finite float or any other
     non-JSON value becomes its text, nesting deeper than 20 becomes text (bounded)."""
     if obj is None or isinstance(obj, bool | int | str):
@@ -57,7 +59,8 @@ class FileRead:
     rows_rejected: int = 0
     file_reason: str | None = None  # set when the whole file is quarantined
     row_reasons: Counter[str] = field(default_factory=Counter)
-    rejected_rows: list[dict[str, Any]] = field(default_factory=list)  # sample, with reasons
+    #: sample for quarantine: {"reason", "row" (the row as strict JSON, `json_safe`)}
+    rejected_rows: list[JsonObject] = field(default_factory=list)
     book_kind: str | None = None  # which book stream the file carries (BOOK_KIND_RANK)
     rows_filtered: int = 0
     filtered_reasons: Counter[str] = field(default_factory=Counter)

@@ -46,11 +46,11 @@ def detect_book_table(lines: list[str], symbol: str) -> str | None:
         msg = parsed[1]
         if msg.get("action") != "partial" or msg.get("table") not in BOOK_TABLES:
             continue
-        rows = msg.get("data") or []
-        if (
-            any(isinstance(r, dict) and r.get("symbol") == symbol for r in rows)
-            or (msg.get("filter") or {}).get("symbol") == symbol
-        ):
+        rows, flt = msg.get("data"), msg.get("filter")
+        if (  # any shape of `data` and `filter` may come: only a row or filter naming us counts
+            isinstance(rows, list)
+            and any(isinstance(r, dict) and r.get("symbol") == symbol for r in rows)
+        ) or (isinstance(flt, dict) and flt.get("symbol") == symbol):
             found.add(str(msg["table"]))
     return next((t for t in BOOK_TABLES if t in found), None)
 

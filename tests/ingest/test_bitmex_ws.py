@@ -19,7 +19,7 @@ from ingest.bitmex_ws import (
     parse_recording_line,
     parse_timestamp_ns,
 )
-from ingest.ws_recording import read_ws_recording
+from ingest.ws_recording import detect_book_table, read_ws_recording
 
 XBT = InstrumentSpec()
 
@@ -145,6 +145,25 @@ def test_parse_recording_line_both_formats_and_errors() -> None:
     for bad in ("garbage", '{"ts_recv": 1.5, "msg": {}}', "12: [1]", "12: {oops"):
         with pytest.raises(RecordingFormatError):
             parse_recording_line(bad)
+
+
+def test_book_table_detection_reads_partials_of_any_json_shape_without_raising(
+    tmp_path: Path,
+) -> None:
+    """A partial whose `data` is not a list or whose `filter` is not an object names no
+    symbol (it used to raise TypeError / AttributeError and stop the whole read)."""
+
+    def line(ts: int, table: str, **msg: object) -> str:
+        return json.dumps({"ts_recv": ts, "msg": {"table": table, "action": "partial", **msg}})
+
+    odd = [line(1, "orderBookL2", data=5), line(2, "orderBookL2", data=[], filter=[1])]
+    ours = line(3, "quote", data=[], filter={"symbol": "XBTUSD"})
+    assert detect_book_table(odd, "XBTUSD") is None
+    assert detect_book_table([*odd, ours], "XBTUSD") == "quote"
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(odd) + "\n")
+    fr = read_ws_recording(path, "XBTUSD", XBT)
+    assert fr.file_reason is not None and fr.rows_in == 2  # quarantined, counted
 
 
 def test_real_capture_golden_book_after_partial_and_after_last_message(ws_capture: Path) -> None:

@@ -47,13 +47,13 @@ def test_bitmex_funding_json_becomes_the_table(tmp_path: Path) -> None:
         tmp_path / "funding.json", GOOD + [row("2021-07-22T04:00:00.000Z", 0.0003, "ETHUSD")]
     )
     rep = ingest_funding([src], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert (rep["rows_in"], rep["rows_out"], rep["rows_rejected"], rep["rows_filtered"]) == (
+    assert (rep.rows_in, rep.rows_out, rep.rows_rejected, rep.rows_filtered) == (
         4,
         3,
         0,
         1,
     )
-    assert rep["filtered"] == {"other symbol": 1} and rep["quarantine"] == []
+    assert rep.filtered == {"other symbol": 1} and rep.quarantine == []
     hist = FundingHistory.load(funding_table_path(tmp_path / "data", "XBTUSD"), "XBTUSD")
     assert hist.ts.tolist() == [DAY0 + 4 * H, DAY0 + 12 * H, DAY0 + 20 * H]
     assert hist.rate.tolist() == [0.000125, -0.000254, 0.0001]
@@ -62,8 +62,8 @@ def test_bitmex_funding_json_becomes_the_table(tmp_path: Path) -> None:
     assert rates[0] == -0.000254 and np.isnan(rates[1]) and rates[2] == 0.000125
     # the same file again adds nothing and rewrites nothing
     again = ingest_funding([src], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert (again["rows_out"], again["table_written"]) == (0, False)
-    assert again["filtered"] == {"already in the table": 3, "other symbol": 1}
+    assert (again.rows_out, again.table_written) == (0, False)
+    assert again.filtered == {"already in the table": 3, "other symbol": 1}
 
 
 def test_bad_rows_are_quarantined_with_a_reason_and_counted(tmp_path: Path) -> None:
@@ -78,10 +78,10 @@ def test_bad_rows_are_quarantined_with_a_reason_and_counted(tmp_path: Path) -> N
     ]
     src = write_json(tmp_path / "funding.json", GOOD + bad)
     rep = ingest_funding([src], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert rep["rows_in"] == 10
-    assert (rep["rows_out"], rep["rows_rejected"], rep["rows_filtered"]) == (3, 7, 0)
-    assert rep["rows_in"] == rep["rows_out"] + rep["rows_rejected"] + rep["rows_filtered"]
-    assert set(rep["rejected"]) == {
+    assert rep.rows_in == 10
+    assert (rep.rows_out, rep.rows_rejected, rep.rows_filtered) == (3, 7, 0)
+    assert rep.rows_in == rep.rows_out + rep.rows_rejected + rep.rows_filtered
+    assert set(rep.rejected) == {
         "not a funding time of XBTUSD",
         "bad timestamp",
         "bad funding rate",
@@ -90,13 +90,13 @@ def test_bad_rows_are_quarantined_with_a_reason_and_counted(tmp_path: Path) -> N
         "a second rate for this funding time (-0.000254)",
         "not an object",
     }
-    (q,) = rep["quarantine"]
-    reason = json.loads((Path(q["where"]) / "reason.json").read_text())
+    (q,) = rep.quarantine
+    reason = json.loads((Path(q.where) / "reason.json").read_text())
     assert reason["rows_rejected"] == 7 and len(reason["rejected_rows_sample"]) == 7
     # a later file disagreeing with the table is rejected, the table keeps its rate
     other = write_json(tmp_path / "other.json", [row("2021-07-22T04:00:00.000Z", 0.0009)])
     rep2 = ingest_funding([other], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert rep2["rejected"] == {"conflicts with the table's rate 0.000125": 1}
+    assert rep2.rejected == {"conflicts with the table's rate 0.000125": 1}
     hist = FundingHistory.load(funding_table_path(tmp_path / "data", "XBTUSD"), "XBTUSD")
     assert hist.rate[0] == 0.000125
 
@@ -106,10 +106,10 @@ def test_an_unreadable_file_is_quarantined_whole_not_fatal(tmp_path: Path) -> No
     junk.write_text("a,b,c\n1,2,3\n")
     good = write_json(tmp_path / "funding.json", GOOD)
     rep = ingest_funding([junk, good], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert (rep["files_in"], rep["files_ok"], rep["files_quarantined"]) == (2, 1, 1)
-    assert rep["quarantine"][0]["level"] == "file"
-    assert (Path(rep["quarantine"][0]["where"]) / "junk.csv").exists()
-    assert rep["rows_out"] == 3
+    assert (rep.files_in, rep.files_ok, rep.files_quarantined) == (2, 1, 1)
+    assert rep.quarantine[0].level == "file"
+    assert (Path(rep.quarantine[0].where) / "junk.csv").exists()
+    assert rep.rows_out == 3
 
 
 TARDIS_HEADER = (
@@ -135,9 +135,9 @@ def test_tardis_derivative_ticker_takes_the_last_rate_announced_before_each_time
     src = tmp_path / "bitmex_derivative_ticker_2021-07-22_XBTUSD.csv.gz"
     src.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     rep = ingest_funding([src], tmp_path / "data", "XBTUSD", XBTUSD)
-    assert rep["rows_in"] == 6
-    assert (rep["rows_out"], rep["rows_rejected"], rep["rows_filtered"]) == (2, 1, 3)
-    assert rep["filtered"] == {
+    assert rep.rows_in == 6
+    assert (rep.rows_out, rep.rows_rejected, rep.rows_filtered) == (2, 1, 3)
+    assert rep.filtered == {
         "announced after its funding time": 1,
         "other symbol": 1,
         "superseded by a later announcement": 1,
@@ -169,6 +169,11 @@ def test_chappie_ingest_funding_writes_the_table_and_reports(
     assert args.func(args) == 0
     rep = json.loads(capsys.readouterr().out)
     assert (rep["rows_out"], rep["rows_rejected"]) == (3, 1)
+    assert set(rep) == {  # the report's keys (FundingReport's dump), as before it was typed
+        *("source", "symbol", "files_in", "files_ok", "files_quarantined", "rows_in"),
+        *("rows_out", "rows_rejected", "rows_filtered", "rejected", "filtered", "quarantine"),
+        *("table", "table_rows", "table_written", "first_funding_ns", "last_funding_ns"),
+    }
     assert rep["table"] == str(funding_table_path(data, "XBTUSD"))
     args = build_parser().parse_args(["ingest", "funding", str(src), "--data-dir", str(data)])
     assert args.func(args) == 0
