@@ -2,9 +2,10 @@
 state and the reward terms (pure ring, plain arrays in, plain arrays out).
 
 `envs.position` and `envs.rewards` (used by the live loop and the backtest) wrap these
-kernels for their dataclass API; `envs.management` calls `env_step` / `env_observe`,
-which run the same kernels over the env's packed state. There is no second copy of the
-arithmetic anywhere: a change here changes the env, the backtest and the live loop alike.
+kernels for their dataclass API; the broker's order rules (`envs.broker`) and the env's
+step (`envs.step`) run the same kernels over the packed state laid out below. There is
+no second copy of the arithmetic anywhere: a change here changes the env, the backtest
+and the live loop alike.
 
 Arithmetic is written in exactly the order of the original Python (IEEE double, no
 fastmath), so the results are bit-identical to it.
@@ -28,7 +29,6 @@ import numpy as np
 from numba import njit
 
 from core.clock import NS_PER_HOUR
-from envs.broker import bar_at
 
 EPS = 1e-12
 CAP_TOL = 1e-9
@@ -369,14 +369,20 @@ def reward_terms(
     return unreal, real, fee, fund, open_pen, close_pen, terminal, total
 
 
-# ------------------------------------------------------------------ the env's packed state
+# ------------------------------------------------------------------ the packed state
+# One account at the broker (its rules, resting orders, account, lots and the trades a
+# step closed: `envs.broker`) and the env's episode around it (`envs.step`), in two flat
+# arrays I (int64) and F (float64); `_views` cuts the account's arrays out of them.
 # I (int64) header
 H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
 H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
 H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
 H_SSIDE, H_SLAST, H_LOTCAP, H_TRCAP = 16, 17, 18, 19
 H_TARGET = 20  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
-H_SIZE = 21
+# what the last bar the broker ran (envs.broker.on_bar) filled: the number of fills (0..2,
+# the buy first) and for fill j its side and price, I[H_FILLS + 2j], I[H_FILLS + 2j + 1]
+H_NFILLS, H_FILLS = 21, 22
+H_SIZE = H_FILLS + 4
 # F (float64) header; acct_f = F[0:N_ACCT]
 # F_FRATE: the config's constant funding rate (the step reads the bar's funding_rate)
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
@@ -385,7 +391,11 @@ F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec
 F_DRIFT = N_ACCT + 15  # the slice's average log return per bar (RewardConfig.detrend)
 F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
 F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
-F_SIZE = F_RW + N_REWARD_PARAMS
+# the last bar the broker ran: the funding it paid, and for fill j the contracts it opened
+# or closed, its notional and its fee (F[F_FILLS + 3j], + 1, + 2)
+F_PAID = F_RW + N_REWARD_PARAMS
+F_FILLS = F_PAID + 1
+F_SIZE = F_FILLS + 6
 # the slice's bars are not in the packed state: the kernels read bar k by name
 # (`envs.broker.bar_at`) from the bars' own arrays
 # info log row (int64; float columns through a float64 view of the same row)
@@ -416,289 +426,7 @@ def _views(
     return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:N_ACCT]
 
 
-@njit(cache=True, nogil=True)
-def _env_can_fill(I: np.ndarray, F: np.ndarray, side: int) -> bool:  # noqa: E741
-    lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
-    return can_fill(acct_i, lot_i, lot_f, side, F[F_STAKE], F[F_CAP])
-
-
-@njit(cache=True, nogil=True)
-def _env_fill(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    side: int,
-    price_ticks: int,
-    ts_ns: int,
-    stake: float,
-    rate: float,
-    liq: int,
-    check: bool,
-    ntr: int,
-) -> tuple[int, bool]:
-    """One fill on the packed state (when `check`, only if `can_fill`); (ntr, filled)."""
-    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
-    if check and not can_fill(acct_i, lot_i, lot_f, side, stake, F[F_CAP]):
-        return ntr, False
-    ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price_ticks, ts_ns, stake, rate, liq, F[F_TICK],
-        I[H_INVERSE] != 0, F[F_MULT], tr_i, tr_f, ntr,
-    )  # fmt: skip
-    return ntr, True
-
-
 def packed_sizes(lot_cap: int, trade_cap: int) -> tuple[int, int]:
     """Lengths of the env's packed int64 and float64 state arrays: the headers, the lots
     (3 values each) and the closed trades (5 ints, 4 floats each)."""
     return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap
-
-
-@njit(cache=True, nogil=True)
-def env_summarize(I: np.ndarray, F: np.ndarray) -> None:  # noqa: E741
-    """Refresh the summary cached in the headers from the lots."""
-    lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
-    side, exp, c, k, mean, last = summarize(acct_i, lot_i, lot_f, F[F_TICK], I[H_INVERSE] != 0)
-    I[H_SSIDE] = side
-    I[H_SLAST] = last
-    F[F_SEXP] = exp
-    F[F_SC] = c
-    F[F_SK] = k
-    F[F_SMEAN] = mean
-
-
-@njit(cache=True, nogil=True)
-def env_observe(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    bars_i: np.ndarray,
-    bars_f: np.ndarray,
-    norm: np.ndarray,
-    obs: np.ndarray,
-    log: np.ndarray,
-    row: int,
-    with_reward: bool,
-    episode_end: bool,
-    realized: float,
-    fees: float,
-    funding: float,
-) -> float:
-    """Write the observation at bar I[H_T] (of the bars' views, `envs.broker.bar_views`)
-    into `obs` and the info values into `log[row]`; with_reward: evaluate the reward terms (else all zero) with the balance
-    at the start of the step, F[F_BAL0] (> 0, checked by the caller). Returns the total."""
-    t = I[H_T]
-    bar = bar_at(bars_i, bars_f, t)
-    now = bar.ts
-    mark = bar.mid * F[F_TICK]
-    mult = F[F_MULT]
-    side = I[H_SSIDE]
-    exp = F[F_SEXP]
-    k = F[F_SK]
-    upnl = unrealized(side, mult, I[H_INVERSE] != 0, k, F[F_SC], mark)
-    bid = I[H_BID]
-    ask = I[H_ASK]
-    s0, s1, s2, s3, s4, s5, s6 = management_values(
-        side, exp, k, F[F_SMEAN], I[H_SLAST], mult, I[H_FLAT], now, bid != 0, ask != 0,
-        F[F_CAP], F[F_HC], F[F_PC], upnl,
-    )  # fmt: skip
-    w = I[H_W]
-    nf = I[H_NF]
-    m = w * nf
-    src = (t - w + 1) * nf
-    for j in range(m):
-        obs[j] = norm[src + j]
-    obs[m] = s0
-    obs[m + 1] = s1
-    obs[m + 2] = s2
-    obs[m + 3] = s3
-    obs[m + 4] = s4
-    obs[m + 5] = s5
-    obs[m + 6] = s6
-    lg = log[row]
-    lf = log.view(np.float64)[row]
-    total = 0.0
-    if with_reward:
-        balance = F[F_BAL0]
-        base = mult * k
-        terms = reward_terms(
-            F[F_RW : F_RW + N_REWARD_PARAMS], balance, exp, upnl / base if base > 0.0 else 0.0,
-            realized, fees, funding, s4, s6, episode_end, F[F_PSCALE], upnl - F[F_UPNL0],
-            side * exp * F[F_DSTEP],
-        )  # fmt: skip
-        for j in range(8):
-            lf[G_TERMS + j] = terms[j]
-        total = terms[7]
-    else:
-        for j in range(G_TERMS, G_WIDTH):
-            lf[j] = 0.0
-    F[F_UPNL0] = upnl
-    bal = F[A_BAL]
-    eq = bal + upnl
-    x = exp / F[F_CAP]
-    lg[G_TS] = now
-    lg[G_BAR] = t
-    lg[G_SIDE] = side
-    lg[G_LONG] = bid
-    lg[G_SHORT] = ask
-    lf[G_EQ] = eq
-    lf[G_BAL] = bal
-    lf[G_PNL] = eq - F[F_EQ0]
-    lf[G_REAL] = F[A_REAL]
-    lf[G_UPNL] = upnl
-    lf[G_PWF] = F[A_REAL] + upnl
-    lf[G_FEES] = F[A_FEES]
-    lf[G_FUND] = F[A_FUND]
-    lf[G_PSIZE] = side * (1.0 if x > 1.0 else x)  # side * min(x, 1.0)
-    lf[G_EXP] = exp
-    lf[G_PSCALE] = F[F_PSCALE]
-    lf[G_MVOL] = F[A_MVOL]
-    lf[G_TVOL] = F[A_TVOL]
-    lf[G_MFEE] = F[A_MFEE]
-    lf[G_TFEE] = F[A_TFEE]
-    return total
-
-
-@njit(cache=True, nogil=True)
-def _env_target(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    want_bid: bool,
-    want_ask: bool,
-    best_bid: int,
-    best_ask: int,
-) -> None:
-    """Action mode "target": cancel the resting order of a side not wanted, place one at
-    the side's best price where wanted and none rests (not beyond the exposure cap); a
-    wanted order that already rests keeps its price (and, in the queue models, its place)."""
-    if not want_bid:
-        I[H_BID] = 0
-    elif I[H_BID] == 0 and _env_can_fill(I, F, 1):
-        I[H_BID] = best_bid
-    if not want_ask:
-        I[H_ASK] = 0
-    elif I[H_ASK] == 0 and _env_can_fill(I, F, -1):
-        I[H_ASK] = best_ask
-
-
-@njit(cache=True, nogil=True)
-def env_step(
-    a: int,
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    bars_i: np.ndarray,
-    bars_f: np.ndarray,
-    norm: np.ndarray,
-    obs: np.ndarray,
-    log: np.ndarray,
-    row: int,
-) -> tuple[float, int]:
-    """One ManagementEnv step (see envs.management): the action at the close of bar t,
-    fills / funding / rolling over bars t+1..t+skip, the flatten at the end of an
-    evaluation slice, then `env_observe`. Returns (reward, status code).
-
-    The account lives at F[0:4] (acct_f) and I[H_FLAT:H_FLAT + 2] (acct_i); the lot and
-    trade views are built only where the lots are touched."""
-    t = I[H_T]
-    bar = bar_at(bars_i, bars_f, t)
-    if I[H_TARGET] != 0:
-        if a < 0 or a > 3:
-            return 0.0, BAD_ACTION
-        _env_target(I, F, a & 1 != 0, a & 2 != 0, bar.bid, bar.ask)
-    elif a != 0:
-        if a == 1:
-            if I[H_BID] != 0:
-                I[H_BID] = 0
-            elif _env_can_fill(I, F, 1):
-                I[H_BID] = bar.bid
-        elif a == 2:
-            if I[H_ASK] != 0:
-                I[H_ASK] = 0
-            elif _env_can_fill(I, F, -1):
-                I[H_ASK] = bar.ask
-        else:
-            return 0.0, BAD_ACTION
-    last = I[H_LAST]
-    end = t + I[H_SKIP]
-    if end > last:
-        end = last
-    F[F_DSTEP] = F[F_DRIFT] * (end - t)
-    F[F_BAL0] = F[A_BAL]
-    real0 = F[A_REAL]
-    fees0 = F[A_FEES]
-    fund0 = F[A_FUND]
-    changed = False
-    ntr = 0
-    funding = I[H_FUNDING] != 0
-    if I[H_BID] != 0 or I[H_ASK] != 0 or funding:
-        touch = I[H_TOUCH] != 0
-        roll = I[H_ROLL] != 0
-        stake = F[F_STAKE]
-        for k in range(t + 1, end + 1):
-            bar = bar_at(bars_i, bars_f, k)
-            p = I[H_BID]
-            if p != 0:
-                lo = bar.sell_lo
-                if (lo > 0 and (lo <= p if touch else lo < p)) or bar.ask <= p:
-                    ntr, filled = _env_fill(I, F, 1, p, bar.ts, stake, bar.maker, MAKER, True, ntr)
-                    changed = changed or filled
-                    I[H_BID] = 0
-            p = I[H_ASK]
-            if p != 0:
-                hi = bar.buy_hi
-                if (hi > 0 and (hi >= p if touch else hi > p)) or bar.bid >= p:
-                    ntr, filled = _env_fill(I, F, -1, p, bar.ts, stake, bar.maker, MAKER, True, ntr)
-                    changed = changed or filled
-                    I[H_ASK] = 0
-            rate = bar.funding_rate  # 0 where no funding is due
-            if funding and rate != 0.0 and I[H_N] > 0:
-                lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
-                pay_funding(
-                    acct_f, acct_i, lot_i, lot_f, rate, bar.mid, F[F_TICK], I[H_INVERSE] != 0,
-                    F[F_MULT],
-                )  # fmt: skip
-                changed = True
-            if roll:
-                if I[H_BID] != 0:
-                    I[H_BID] = bar.bid
-                if I[H_ASK] != 0:
-                    I[H_ASK] = bar.ask
-    I[H_T] = end
-    steps = I[H_STEPS] + 1
-    I[H_STEPS] = steps
-    terminated = end == last
-    budget = I[H_BUDGET]
-    truncated = (not terminated) and budget >= 0 and steps >= budget
-    if terminated and I[H_FLATTEN] != 0 and I[H_N] > 0:
-        lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
-        side = -lot_i[0, L_SIDE]
-        bar = bar_at(bars_i, bars_f, end)
-        price = bar.bid if side == -1 else bar.ask
-        ntr, _ = _env_fill(
-            I, F, side, price, bar.ts, exposure_of(acct_i, lot_f), bar.taker, TAKER, False, ntr
-        )
-        changed = True
-        I[H_BID] = 0
-        I[H_ASK] = 0
-    if changed:
-        env_summarize(I, F)
-        realized = F[A_REAL] - real0
-        fees = F[A_FEES] - fees0
-        fund = F[A_FUND] - fund0
-    else:
-        realized = fees = fund = 0.0
-    if not F[F_BAL0] > 0:
-        return 0.0, BAD_BALANCE
-    total = env_observe(
-        I,
-        F,
-        bars_i,
-        bars_f,
-        norm,
-        obs,
-        log,
-        row,
-        True,
-        terminated or truncated,
-        realized,
-        fees,
-        fund,
-    )
-    return total, (1 if terminated else 0) | (2 if truncated else 0) | (ntr << 2)

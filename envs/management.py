@@ -6,11 +6,12 @@ Data. One slice parquet (`ts`, `mid_ticks`, the FeatureSpec features raw, then
 `stats_dir` (`clip((x - mean) / sigma, -obs_clip, obs_clip)`). Everything `step` reads
 is a numpy array prepared in `__init__`: no polars or pandas in the step.
 
-Implementation. The step is one call of `envs.kernels.env_step` over two packed arrays
+Implementation. The step is one call of `envs.step.env_step` over two packed arrays
 (cursor, resting orders, account, lots, closed-trade buffer) and the slice's bars (one
-`envs.broker.BAR_DTYPE` array, read by field name):
-the same numba kernels that `envs.position` and `envs.rewards` wrap for the live loop and
-the backtest, so there is one implementation of fills, accounting, state and reward.
+`envs.broker.BAR_DTYPE` array, read by field name): the order rules of the broker
+(`envs.broker`, which the live loop's paper account runs too) and the numba kernels that
+`envs.position` and `envs.rewards` wrap for the live loop and the backtest, so there is
+one implementation of orders, fills, accounting, state and reward.
 
 Time. The agent decides at the close of bar t (it has seen rows <= t). A step then
 advances `step_skip` bars; in each bar k the resting orders may fill against bar k's
@@ -102,7 +103,8 @@ from core.schema import (
     TS,
 )
 from envs import kernels as K
-from envs.broker import bar_array, bar_views, funding_due
+from envs import step as S
+from envs.broker import bar_array, bar_rows, funding_due
 from envs.observation import observation_bounds, observation_size
 from envs.position import (
     LONG,
@@ -121,7 +123,7 @@ HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2  # action_mode "toggle"
 NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
 _LOG_ROWS = 4096  # info log rows per chunk
 _LOG_LAST = _LOG_ROWS - 1
-_env_step = K.env_step
+_env_step = S.env_step
 
 
 _IMMUTABLE = (bool, int, float, str, type(None))
@@ -458,7 +460,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
-        """The step's state in two flat arrays for `envs.kernels.env_step` (the header:
+        """The step's state in two flat arrays for `envs.step.env_step` (the header:
         cursor, orders, budget, config; the account and lots; a closed-trade buffer) and
         the slice's bars as one `envs.broker.BAR_DTYPE` array."""
         cfg = self.config
@@ -502,7 +504,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             cols[SELL_LO_TICKS], mid, maker, taker,
             self._funding_rates(ts, funding_due(ts, inst)),
         )  # fmt: skip
-        self._bars_i, self._bars_f = bar_views(self._bars)
+        self._bar_rows = bar_rows(self._bars)
         self._I, self._F = I, F
         self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f = K._views(
             I, F
@@ -636,6 +638,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         return position_from_arrays(self._acct_f, self._acct_i, self._lot_i, self._lot_f)
 
     @property
+    def resting_orders(self) -> tuple[int, int]:
+        """The prices of the resting buy and sell (ticks, 0 = none)."""
+        return int(self._I[K.H_BID]), int(self._I[K.H_ASK])
+
+    @property
     def _t(self) -> int:
         return int(self._I[K.H_T])
 
@@ -674,11 +681,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._start(t, budget, flatten)
         if cfg.random_initial_position and not full:
             self._random_position(int(self.ts[t]))
-            K.env_summarize(self._I, self._F)
+            S.env_summarize(self._I, self._F)
         obs = np.empty(self._obs_size, np.float32)
         row = self._row
-        K.env_observe(
-            self._I, self._F, self._bars_i, self._bars_f, self._norm_flat, obs, self._log, row,
+        S.env_observe(
+            self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, row,
             False, False, 0.0, 0.0, 0.0,
         )  # fmt: skip
         return obs, self._next_info(row, None)
@@ -696,16 +703,16 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_N] = 0
         self._acct_f[:] = 0.0  # no pnl, fees, funding or fill volume yet
         self._acct_f[K.A_BAL] = float(self.config.initial_equity_xbt)
-        K.env_summarize(I, self._F)
+        S.env_summarize(I, self._F)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply `action` at the close of the current bar, advance `step_skip` bars (the
-        arithmetic is `envs.kernels.env_step`)."""
+        arithmetic is `envs.step.env_step`, the order rules `envs.broker`)."""
         obs = np.empty(self._obs_size, np.float32)
         row = self._row
         log = self._log
         reward, code = _env_step(
-            int(action), self._I, self._F, self._bars_i, self._bars_f, self._norm_flat, obs, log,
+            int(action), self._I, self._F, self._bar_rows, self._norm_flat, obs, log,
             row,
         )  # fmt: skip
         if code < 0:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
+from envs.broker import BrokerRules
 from live.model_watch import (
     BundleSource,
     LoadedChampion,
@@ -20,7 +21,6 @@ from live.model_watch import (
     RegistrySource,
     poll_model,
 )
-from live.paper import PaperRules
 from sim.replay_server import ReplayServerThread, canonical_to_messages
 
 
@@ -107,7 +107,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
 
     spec = FeatureSpec()
     live_cfg = LiveConfig()
-    rules = PaperRules()
+    rules = BrokerRules()
     synthetic_cfg = None
     if args.config:
         from core.config.experiment import load_config
@@ -117,7 +117,7 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         live_cfg = exp.live
         synthetic_cfg = exp.ingest.synthetic
         if exp.sweep.trials:
-            rules = PaperRules.from_env_config(exp.sweep.trials[0].env.model_dump(mode="json"))
+            rules = BrokerRules.from_env_config(exp.sweep.trials[0].env.model_dump(mode="json"))
     updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
     if args.mainnet:
         updates.update(ws_url=MAINNET_WS, rest_url=MAINNET_REST, mainnet=True)

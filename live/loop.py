@@ -57,6 +57,7 @@ from core.schema import (
     ask_px,
     bid_px,
 )
+from envs.broker import BrokerAccount, BrokerRules
 from envs.position import (
     ExposureError,
     apply_fill,
@@ -68,7 +69,6 @@ from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
 from live.orders import FatalTradingError, OrderManager
-from live.paper import PaperAccount, PaperRules
 from live.paper_log import PaperLog
 from live.predictor import (
     BarUpdate,
@@ -182,7 +182,7 @@ class LiveSession:
         instrument: InstrumentSpec = XBTUSD,
         stale_after_s: float = 10.0,
         max_skew_s: float | None = 30.0,
-        rules: PaperRules | None = None,
+        rules: BrokerRules | None = None,
         mode: str = "observe",
         book_table: str = "orderBookL2",
         orders: OrderManager | None = None,
@@ -207,7 +207,7 @@ class LiveSession:
         self.builder = ObservationBuilder(spec, stats, self.rules.obs_clip)
         skew = int(max_skew_s * NS_PER_S) if max_skew_s is not None else 2**62
         self.gate = SnapshotManager(spec.window, int(stale_after_s * NS_PER_S), skew)
-        self.paper: PaperAccount | None = None
+        self.paper: BrokerAccount | None = None
         self.on_decision = on_decision
         self.last_event_ns = -1
         self._next_close = 0
@@ -505,7 +505,7 @@ class LiveSession:
     def _decide(self, upd: BarUpdate) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         if self.paper is None:
-            self.paper = PaperAccount(
+            self.paper = BrokerAccount(
                 self.rules, self.instrument, open_account(self.rules.initial_equity_xbt, upd.ts)
             )
             if self.paper_log is not None and self.orders is None:
@@ -603,12 +603,12 @@ class LiveSession:
         self.paper.ask_px = own[-1].price_ticks if -1 in own else 0
 
 
-def _rules_for(predictor: Predictor, rules: PaperRules | None) -> PaperRules:
+def _rules_for(predictor: Predictor, rules: BrokerRules | None) -> BrokerRules:
     """The paper rules a session runs `predictor` under: `rules`, or the env's defaults in
     the predictor's action mode. Raises ValueError when a model's rules name another
     action mode than the model (the paper account would read its actions wrong)."""
     if rules is None:
-        return PaperRules(action_mode=predictor.action_mode)
+        return BrokerRules(action_mode=predictor.action_mode)
     if predictor.policy is not None and rules.action_mode != predictor.action_mode:
         raise ValueError(
             f"paper rules in action_mode {rules.action_mode!r}, the model in "
@@ -617,11 +617,11 @@ def _rules_for(predictor: Predictor, rules: PaperRules | None) -> PaperRules:
     return rules
 
 
-def model_rules(champion: LoadedChampion, fallback: PaperRules) -> PaperRules:
+def model_rules(champion: LoadedChampion, fallback: BrokerRules) -> BrokerRules:
     """The env rules a champion runs under: its env config's (EnvConfig's defaults for what
     it lacks); a champion without one keeps `fallback`, in its predictor's action mode."""
     if champion.env_config:  # the predictor's action mode was read from it too
-        rules = PaperRules.from_env_config(champion.env_config)
+        rules = BrokerRules.from_env_config(champion.env_config)
     else:
         rules = replace(fallback, action_mode=champion.predictor.action_mode)
     return _rules_for(champion.predictor, rules)
@@ -684,7 +684,7 @@ class LiveRun:
 
     live: LiveConfig = field(default_factory=LiveConfig)
     spec: FeatureSpec = field(default_factory=FeatureSpec)  # a champion's own spec wins
-    rules: PaperRules = field(default_factory=PaperRules)  # a champion's env config wins
+    rules: BrokerRules = field(default_factory=BrokerRules)  # a champion's env config wins
     instrument: InstrumentSpec = XBTUSD
     duration_s: float | None = None  # wall seconds; None: until a signal or the feed ends
     decisions_out: str | Path | None = None  # JSON lines, one per decision

@@ -6,10 +6,10 @@ The policy's actions are the env's, in the model's `EnvConfig.action_mode`
 stake size at the best price of its side (bid for a buy, ask for a sell), a toggle off
 cancels it. "target": the action names the resting orders wanted (0 none, 1 bid only,
 2 ask only, 3 both); per side, an own LIVE order not wanted is cancelled and a wanted side
-with no own order (live or in flight) gets one, as the env's `_env_target` does; a side in
-flight is left to its lookup and decided again on the next bar. Every bar, live orders
-roll to the current best price of their side (as the env's orders do). Every new order
-passes `live.risk.check_new_order`; cancels always go through.
+with no own order (live or in flight) gets one, as the broker's `target` (envs.broker)
+does; a side in flight is left to its lookup and decided again on the next bar. Every
+bar, live orders roll to the current best price of their side (as the env's orders do).
+Every new order passes `live.risk.check_new_order`; cancels always go through.
 
 **Orders are never lost track of.** Each side holds at most one own order, and every own
 order is in exactly one state (`OrderState`):

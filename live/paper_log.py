@@ -9,7 +9,7 @@ the end. Per bar that is a few dicts and one `json.dumps`: microseconds, outside
 decision's latency.
 
 The record, one JSON object a line (`kind`), `RECORD_VERSION` 1:
-- `start`: the rules (`PaperRules`, fee schedule included), the instrument, the decision
+- `start`: the rules (`BrokerRules`, fee schedule included), the instrument, the decision
   bar that opened the account (`bar`: ts, bid, ask, buy_hi, sell_lo, mid) and its account;
 - `fill`: one simulated fill (ts, side, price_ticks, stake, contracts, notional, fee,
   fee_rate), written before its bar;
@@ -32,27 +32,27 @@ from typing import IO, Any
 from core.clock import iso_ms
 from core.fees import FeeConfig
 from core.instrument import InstrumentSpec
+from envs.broker import BrokerAccount, BrokerFill, BrokerRules
 from envs.position import Lot, Position, equity
 from live.jsonl import JsonLinesAppender
-from live.paper import PaperAccount, PaperFill, PaperRules
 
 RECORD_VERSION = 1
 _ACCOUNT = tuple(f.name for f in fields(Position) if f.name not in ("longs", "shorts"))
 
 
 # ---------------------------------------------------------------- pure encoders
-def rules_dict(rules: PaperRules) -> dict[str, Any]:
+def rules_dict(rules: BrokerRules) -> dict[str, Any]:
     """The rules as JSON (the fee schedule as its pydantic dump)."""
     d = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "fees"}
     d["fees"] = rules.fees.model_dump(mode="json")
     return d
 
 
-def rules_from_dict(d: dict[str, Any]) -> PaperRules:
+def rules_from_dict(d: dict[str, Any]) -> BrokerRules:
     """`rules_dict`'s inverse. Raises ValueError (pydantic's, or an unknown field)."""
     kw = dict(d)
     kw["fees"] = FeeConfig.model_validate(kw.get("fees", {}))
-    return PaperRules(**kw)
+    return BrokerRules(**kw)
 
 
 def account_dict(position: Position) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def quote_currency(instrument: InstrumentSpec) -> str:
 
 
 def format_fill(
-    fill: PaperFill, position: Position, eq: float, initial: float, instrument: InstrumentSpec
+    fill: BrokerFill, position: Position, eq: float, initial: float, instrument: InstrumentSpec
 ) -> str:
     """The dry-run line of one simulated fill. Pure."""
     side = "buy" if fill.side > 0 else "sell"
@@ -165,7 +165,7 @@ class PaperLog:
 
     def start(
         self,
-        paper: PaperAccount,
+        paper: BrokerAccount,
         ts: int,
         bid: int,
         ask: int,
@@ -196,7 +196,7 @@ class PaperLog:
 
     def bar(
         self,
-        paper: PaperAccount,
+        paper: BrokerAccount,
         ts: int,
         bid: int,
         ask: int,
@@ -244,7 +244,7 @@ class PaperLog:
             rec["lots"] = lots_list(pos)  # lots change only by fills
         self._write(rec)
 
-    def decision(self, paper: PaperAccount, rec: dict[str, Any]) -> None:
+    def decision(self, paper: BrokerAccount, rec: dict[str, Any]) -> None:
         """The action the paper orders followed at the decision bar `rec['ts']`."""
         self.stats.decisions += 1
         self._write(
@@ -257,7 +257,7 @@ class PaperLog:
             }
         )
 
-    def rules(self, paper: PaperAccount, ts: int) -> None:
+    def rules(self, paper: BrokerAccount, ts: int) -> None:
         """New env rules (a model swap) from bar `ts` on."""
         self._write({"kind": "rules", "ts": int(ts), "rules": rules_dict(paper.rules)})
 

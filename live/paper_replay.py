@@ -8,8 +8,8 @@ decision bar, "leave the orders as they are" at a bar without one (toggle 0; tar
 the sides resting). After every bar the env's account (every `Position` field, the open
 lots included), its resting orders, its fills (the maker volume and fees they added,
 summed in the record's order) and its equity at the mid must equal the record's
-exactly: the paper account runs the env's rules, so any difference is a bug or a
-tampered record.
+exactly: the paper account runs the env's broker (`envs.broker`), so any difference is
+a bug or a tampered record.
 
 A file holding several sessions (a restarted `chappie live` appends) replays each from
 its `start`. A session whose rules change mid-way (a model swap) is not replayable:
@@ -240,7 +240,6 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
 def _step_and_compare(
     env: Any, rows: list[_Row], action_mode: str, rep: PaperReplay, where: str, instrument: Any
 ) -> None:
-    from envs import kernels as K
     from envs.position import Position, equity
 
     env.reset(options={"full": True, "flatten_at_end": False})
@@ -274,7 +273,7 @@ def _step_and_compare(
             )
         if len(nxt.fills) != b.get("fills"):
             rep.add(f"{at}: bar says {b.get('fills')} fills, {len(nxt.fills)} fill lines")
-        env_orders = [int(env._I[K.H_BID]), int(env._I[K.H_ASK])]
+        env_orders = list(env.resting_orders)
         if env_orders != list(b["orders"]):
             rep.add(f"{at}: resting orders record {b['orders']}, env {env_orders}")
         if "lots" in b:

@@ -112,9 +112,11 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
     """Compile the numba kernels a live loop calls before the market clock starts: a first
     compile takes seconds (no cache on a fresh machine), and a live loop must not spend
     them in its first bar. Runs a two-level book and one trade through a throwaway
-    builder (the sampler), then the management state and a maker fill opened and closed
-    on a throwaway account (the position kernels of the paper account and the state)."""
+    builder (the sampler), then a maker fill opened and closed on a throwaway account
+    (the position kernels trade mode calls and the state), and a resting buy and sell
+    filled on a throwaway paper account (the broker's kernels, `envs.broker`)."""
     from core.instrument import InstrumentSpec
+    from envs.broker import BrokerAccount, BrokerRules
     from envs.position import (
         LONG,
         SHORT,
@@ -139,6 +141,12 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
         if can_fill(pos, side, 0.1, 1.0):
             pos, _ = apply_fill(pos, side, px, dt, inst, 0.1, 1.0)
         management_state(pos, 2 * dt, 100.5, inst, True, False, limits)
+    paper = BrokerAccount(BrokerRules(), inst, open_account(1.0, 0))
+    paper.state(dt, 100.5)
+    paper.act(1, 100, 101)  # a buy rests at 100
+    paper.on_bar(2 * dt, 99, 100, 0, 99)  # traded through: filled
+    paper.act(2, 100, 101)  # a sell rests at 101
+    paper.on_bar(3 * dt, 101, 102, 102, 0)  # traded through: the lot closes
 
 
 class Predictor:

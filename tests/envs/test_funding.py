@@ -16,9 +16,9 @@ from core.instrument import (
     funding_settles,
     funding_time,
 )
+from envs.broker import BrokerAccount, BrokerRules
 from envs.management import HOLD, TOGGLE_LONG, ManagementEnv
 from envs.position import open_account
-from live.paper import PaperAccount, PaperRules
 from tests.conftest import INSTRUMENTS
 from tests.envs.conftest import T0, write_slice
 
@@ -119,8 +119,8 @@ def test_the_paper_account_settles_the_same_funding_at_the_same_bar(
 ) -> None:
     ts = at(4, -12) + NS_PER_S * np.arange(14, dtype=np.int64)
     out = _run(_long_env(tmp_path, flat_stats, ts))
-    rules = PaperRules(funding=True, funding_rate=RATE)
-    paper = PaperAccount(rules, XBTUSD, open_account(1.0, int(ts[1])))
+    rules = BrokerRules(funding=True, funding_rate=RATE)
+    paper = BrokerAccount(rules, XBTUSD, open_account(1.0, int(ts[1])))
     paper.state(int(ts[1]), 80_000.5)  # the decision bar (window - 1 = 1)
     paper.act(TOGGLE_LONG, 80_000, 80_001)
     for k in range(2, len(ts)):
@@ -131,14 +131,15 @@ def test_the_paper_account_settles_the_same_funding_at_the_same_bar(
 
 
 def test_paper_funding_is_off_by_default() -> None:
-    paper = PaperAccount(PaperRules(), XBTUSD, open_account(1.0, at(4, -2)))
+    paper = BrokerAccount(BrokerRules(), XBTUSD, open_account(1.0, at(4, -2)))
     paper.state(at(4, -2), 80_000.5)
     paper.act(TOGGLE_LONG, 80_000, 80_001)
     paper.on_bar(at(4, -1), 80_000, 80_001, 0, 79_990)
     paper.on_bar(at(4), 80_000, 80_001, 0, 0)
     assert paper.position.side == 1 and paper.position.funding == 0.0
     assert (
-        PaperRules.from_env_config({"funding": True, "funding_rate": 0.0002}).funding_rate == 0.0002
+        BrokerRules.from_env_config({"funding": True, "funding_rate": 0.0002}).funding_rate
+        == 0.0002
     )
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from core.instrument import XBTUSD
+from envs.broker import BrokerAccount, BrokerRules
 from envs.position import open_account
 from flows.cli import main
-from live.paper import PaperAccount, PaperRules
 from live.paper_log import PaperLog
 from live.paper_replay import PaperRecordError, replay_paper_record
 from tests.envs.conftest import random_market
@@ -31,10 +31,10 @@ def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[
     m = random_market(n, seed=seed)
     bid, ask, hi, lo = m["bid"], m["ask"], m["buy_hi"], m["sell_lo"]
     ts = T_0350 + np.arange(n, dtype=np.int64) * S
-    rules = PaperRules(action_mode=mode, funding=True, funding_rate=0.0005, stake_fraction=0.25)
+    rules = BrokerRules(action_mode=mode, funding=True, funding_rate=0.0005, stake_fraction=0.25)
     out = io.StringIO()
     log = PaperLog(out, path)
-    paper = PaperAccount(rules, XBTUSD, open_account(1.0, int(ts[0])))
+    paper = BrokerAccount(rules, XBTUSD, open_account(1.0, int(ts[0])))
     mid = (bid + ask) / 2.0
     log.start(paper, int(ts[0]), int(bid[0]), int(ask[0]), int(hi[0]), int(lo[0]), float(mid[0]))
     rng = np.random.default_rng(seed)

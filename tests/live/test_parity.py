@@ -13,13 +13,13 @@ from book.sampler import sample_bars
 from core import schema as S
 from core.config.features import FeatureSpec
 from core.instrument import XBTUSD
+from envs.broker import BrokerAccount, BrokerRules
 from envs.observation import encode_observation, observation_size
 from envs.position import open_account
 from features.compute import compute_features
 from features.stats import FrozenStats
 from ingest.ws_recording import read_ws_recording
 from live.loop import LiveSession
-from live.paper import PaperAccount, PaperRules
 from live.predictor import Predictor
 from live.recording import load_recording
 from registry.policy import NumpyPolicy, PolicyArchitecture
@@ -58,7 +58,7 @@ def _batch(
     bid, ask = feats[S.BEST_BID_TICKS].to_numpy(), feats[S.BEST_ASK_TICKS].to_numpy()
     buy_hi, sell_lo = feats[S.BUY_HI_TICKS].to_numpy(), feats[S.SELL_LO_TICKS].to_numpy()
     out_ts, out_obs, out_act = [], [], []
-    paper: PaperAccount | None = None
+    paper: BrokerAccount | None = None
     run = 0
     for k in range(len(ts)):
         if paper is not None:  # the paper orders rest, fill and roll on every bar
@@ -67,7 +67,7 @@ def _batch(
         if run < SPEC.window:
             continue
         if paper is None:
-            paper = PaperAccount(PaperRules(), XBTUSD, open_account(1.0, ts[k]))
+            paper = BrokerAccount(BrokerRules(), XBTUSD, open_account(1.0, ts[k]))
         state = paper.state(ts[k], float(mid[k]))
         obs = encode_observation(norm[k - SPEC.window + 1 : k + 1], state)
         a = policy.predict(obs)
@@ -213,7 +213,6 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
     lots, maker volume) are equal after every bar."""
     from core.config.env import EnvConfig
     from core.fees import since_ns
-    from envs import kernels as K
     from envs.management import ManagementEnv
     from tests.envs.conftest import NAMES, random_market, write_slice, write_stats
 
@@ -230,9 +229,9 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
     ts, bid, ask = env.ts, m["bid"], m["ask"]
     env.reset(options={"full": True, "flatten_at_end": False})
     t = cfg.window - 1
-    rules = PaperRules.from_env_config(cfg.model_dump(mode="json"))
+    rules = BrokerRules.from_env_config(cfg.model_dump(mode="json"))
     assert rules.fees == cfg.fees and rules.action_mode == mode
-    paper = PaperAccount(rules, XBTUSD, open_account(1.0, int(ts[t])))
+    paper = BrokerAccount(rules, XBTUSD, open_account(1.0, int(ts[t])))
     if mode == "toggle":
         actions = np.random.default_rng(3).choice(3, size=n, p=[0.6, 0.2, 0.2])
     else:  # runs of one target, as a policy holds one: orders rest, roll and fill
@@ -249,8 +248,8 @@ def test_paper_account_pays_the_envs_fee_bar_for_bar_across_a_schedule_change(
         )
         fills_after_change += paper.fills > fills and ts[t] >= since_ns("2021-08-18")
         assert paper.position == env.position, t
-        # the resting orders (the kernel's header: bid and ask price, 0 = none)
-        assert (paper.bid_px, paper.ask_px) == (env._I[K.H_BID], env._I[K.H_ASK]), t
+        # the resting orders (bid and ask price, 0 = none)
+        assert (paper.bid_px, paper.ask_px) == env.resting_orders, t
     assert paper.fills > 10 and fills_after_change > 0
     assert paper.position.maker_volume > 0
 
@@ -260,8 +259,8 @@ def test_paper_rules_read_the_fee_of_a_models_env_config() -> None:
     from core.fees import DEFAULT_FEES, FeeConfig
 
     env = EnvConfig(fees={"maker": 0.0002}).model_dump(mode="json")
-    assert PaperRules.from_env_config(env).fees == FeeConfig(maker=0.0002)
-    assert PaperRules.from_env_config({"window": 4}).fees == DEFAULT_FEES
+    assert BrokerRules.from_env_config(env).fees == FeeConfig(maker=0.0002)
+    assert BrokerRules.from_env_config({"window": 4}).fees == DEFAULT_FEES
     # an env_spec.json written before `fees` existed: its instrument's fee was charged
     old = {"instrument": {"symbol": "XBTUSD", "maker_fee": -0.00025, "taker_fee": 0.00075}}
-    assert PaperRules.from_env_config(old).fees == FeeConfig.constant(-0.00025, 0.00075)
+    assert BrokerRules.from_env_config(old).fees == FeeConfig.constant(-0.00025, 0.00075)

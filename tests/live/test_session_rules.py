@@ -7,22 +7,25 @@ from __future__ import annotations
 import pytest
 
 from core.config.env import EnvConfig
+from envs.broker import BrokerRules
 from live.loop import LiveSession
 from live.model_watch import LoadedChampion
-from live.paper import PaperRules
 from live.predictor import Predictor
 from tests.live.support import SMALL_SPEC, ClipStats, CyclePolicy
 
 
 def test_paper_rules_defaults_are_the_envs() -> None:
     env = EnvConfig()
-    assert PaperRules() == PaperRules.from_env_config(env.model_dump(mode="json"))
-    assert PaperRules().obs_clip == env.obs_clip and PaperRules().action_mode == env.action_mode
+    assert BrokerRules() == BrokerRules.from_env_config(env.model_dump(mode="json"))
+    assert BrokerRules().obs_clip == env.obs_clip and BrokerRules().action_mode == env.action_mode
 
 
 def test_session_normalises_with_the_models_obs_clip_and_reads_its_action_mode() -> None:
     s = LiveSession(
-        SMALL_SPEC, ClipStats(), Predictor(CyclePolicy([0]), "a@v1"), rules=PaperRules(obs_clip=2.0)
+        SMALL_SPEC,
+        ClipStats(),
+        Predictor(CyclePolicy([0]), "a@v1"),
+        rules=BrokerRules(obs_clip=2.0),
     )
     assert s.builder.obs_clip == 2.0 and s.rules.action_mode == "toggle"
     env = EnvConfig(window=SMALL_SPEC.window, obs_clip=3.0, action_mode="target")
@@ -49,7 +52,7 @@ def test_session_refuses_paper_rules_of_another_action_mode_than_its_model() -> 
             SMALL_SPEC,
             ClipStats(),
             Predictor(CyclePolicy([3]), "t", action_mode="target"),
-            rules=PaperRules(),
+            rules=BrokerRules(),
         )
 
 

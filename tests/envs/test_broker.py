@@ -1,5 +1,5 @@
-"""The observe-only paper account: the env's order, fill and roll rules (hand cases and
-properties over any action and bar sequence)."""
+"""The broker's account (the live paper account): the env's order, fill and roll rules
+(hand cases and properties over any action and bar sequence)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.fees import DEFAULT_FEES
 from core.instrument import XBTUSD
+from envs.broker import BrokerAccount, BrokerRules
 from envs.position import equity, open_account
-from live.paper import PaperAccount, PaperRules
 
 S = 1_000_000_000
 
 
-def _acct(**rules: object) -> PaperAccount:
-    return PaperAccount(PaperRules(**rules), XBTUSD, open_account(1.0, 0))  # type: ignore[arg-type]
+def _acct(**rules: object) -> BrokerAccount:
+    rules_ = BrokerRules(**rules)  # type: ignore[arg-type]
+    return BrokerAccount(rules_, XBTUSD, open_account(1.0, 0))
 
 
 def test_buy_rests_at_bid_fills_on_a_trade_through_and_rolls_otherwise() -> None:
@@ -114,7 +116,39 @@ def test_paper_rules_read_the_models_action_mode() -> None:
     from core.config.env import EnvConfig
 
     env = EnvConfig(action_mode="target").model_dump(mode="json")
-    assert PaperRules.from_env_config(env).action_mode == "target"
-    assert PaperRules.from_env_config({"window": 4}).action_mode == "toggle"  # absent = toggle
+    assert BrokerRules.from_env_config(env).action_mode == "target"
+    assert BrokerRules.from_env_config({"window": 4}).action_mode == "toggle"  # absent = toggle
     with pytest.raises(ValueError, match="action_mode 'flip'"):
-        PaperRules.from_env_config({"action_mode": "flip"})
+        BrokerRules.from_env_config({"action_mode": "flip"})
+
+
+def test_bar_at_reads_every_field_of_a_bar_row_back_bit_for_bit() -> None:
+    import numpy as np
+
+    from envs.broker import BAR_DTYPE, Bar, bar_at, bar_rows
+
+    bars = np.zeros(2, BAR_DTYPE)
+    bars[1] = (2**62, 64000, 64001, 64003, 63990, 64000.5, -0.00025, 5e-324, float("-inf"))
+    got = bar_at(bar_rows(bars), 1)
+    assert got == Bar(*bars[1].tolist())
+    assert got.taker == 5e-324 and bar_at(bar_rows(bars), 0) == Bar(0, 0, 0, 0, 0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="BAR_DTYPE"):
+        bar_rows(np.zeros((2, 9), np.int64))
+
+
+def test_a_bar_filling_both_sides_reports_the_buy_then_the_sell() -> None:
+    a = _acct(stake_fraction=0.25, max_exposure=0.5)
+    a.act(1, 64000, 64001)
+    a.on_bar(1 * S, 63990, 63995, 0, 0)  # the ask crossed down: long 0.25
+    a.act(1, 63990, 63995)
+    a.act(2, 63990, 63995)  # a buy at 63990 and a sell at 63995 rest
+    before = a.position
+    a.on_bar(2 * S, 63980, 63985, buy_hi=64000, sell_lo=63970)  # both traded through
+    buy, sell = a.last_fills
+    assert (buy.side, buy.price_ticks, sell.side, sell.price_ticks) == (1, 63990, -1, 63995)
+    after = a.position
+    assert after.exposure == 0.25 and a.fills == 3  # opened a second lot, then closed the first
+    assert buy.contracts == after.lots[-1].contracts
+    assert sell.contracts == pytest.approx(before.lots[0].contracts)  # the oldest lot, whole
+    assert buy.notional + sell.notional == pytest.approx(after.maker_volume - before.maker_volume)
+    assert buy.fee_rate == sell.fee_rate == DEFAULT_FEES.rates_at(2 * S)[0]
