@@ -34,8 +34,9 @@ NOTE = """Reading the figures. gym-anytrading's step returns a view into its pre
 to the floor of a Python env. ManagementEnv per step returns a fresh observation
 (16 x the FeatureSpec's features + 7 management values; never an aliased buffer), checks
 resting maker orders against the bar's prints and book, marks the stacked position and
-evaluates every reward term, all in one numba call (`envs.kernels.env_step`, the same
-kernels `envs.position` / `envs.rewards` wrap for the live loop and the backtest). Its
+evaluates every reward term, all in one numba call (`envs.step.env_step`: the order rules
+of `envs.broker`, which the live paper account runs too, and the kernels `envs.position` /
+`envs.rewards` wrap for the live loop and the backtest). Its
 `info` (equity, pnl with and without fees, closed trades, each reward term) is recorded as
 one row of an info log and built into the dict on first read, with the same keys, order
 and values; the "info read every step" row charges that build to every step (through a

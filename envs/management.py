@@ -124,6 +124,8 @@ NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
 _LOG_ROWS = 4096  # info log rows per chunk
 _LOG_LAST = _LOG_ROWS - 1
 _env_step = S.env_step
+_empty = np.empty  # the step allocates a fresh observation with these: a prebuilt dtype
+_F32 = np.dtype(np.float32)  # and a module-level name save ~0.1 us a step over np.float32
 
 
 _IMMUTABLE = (bool, int, float, str, type(None))
@@ -682,7 +684,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         if cfg.random_initial_position and not full:
             self._random_position(int(self.ts[t]))
             S.env_summarize(self._I, self._F)
-        obs = np.empty(self._obs_size, np.float32)
+        obs = _empty(self._obs_size, _F32)
         row = self._row
         S.env_observe(
             self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, row,
@@ -708,7 +710,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply `action` at the close of the current bar, advance `step_skip` bars (the
         arithmetic is `envs.step.env_step`, the order rules `envs.broker`)."""
-        obs = np.empty(self._obs_size, np.float32)
+        obs = _empty(self._obs_size, _F32)
         row = self._row
         log = self._log
         reward, code = _env_step(
