@@ -152,3 +152,37 @@ def test_a_bar_filling_both_sides_reports_the_buy_then_the_sell() -> None:
     assert sell.contracts == pytest.approx(before.lots[0].contracts)  # the oldest lot, whole
     assert buy.notional + sell.notional == pytest.approx(after.maker_volume - before.maker_volume)
     assert buy.fee_rate == sell.fee_rate == DEFAULT_FEES.rates_at(2 * S)[0]
+
+
+def test_new_rules_keep_the_position_and_the_resting_orders() -> None:
+    a = _acct(stake_fraction=0.5, max_exposure=0.5)
+    a.act(1, 64000, 64001)
+    a.on_bar(1 * S, 63990, 63995, 0, 0)  # filled: long 0.5, at the cap
+    a.act(2, 63990, 63995)  # a sell rests
+    before = a.position
+    a.rules = BrokerRules(stake_fraction=0.1, max_exposure=1.0, action_mode="target")
+    assert a.position == before and (a.bid_px, a.ask_px) == (0, 63995)
+    a.act(1, 63990, 63995)  # target now: a bid only; 0.5 + 0.1 is within the new cap
+    assert (a.bid_px, a.ask_px) == (63990, 0)
+
+
+def test_a_position_set_from_outside_is_the_one_the_broker_runs_on() -> None:
+    from envs.position import apply_fill
+
+    a = _acct(stake_fraction=0.25, max_exposure=0.5)
+    a.act(2, 64000, 64001)  # a sell rests
+    pos, _ = apply_fill(a.position, 1, 64000, 1 * S, XBTUSD, 0.25, 0.5)  # an exchange fill
+    pos, _ = apply_fill(pos, 1, 64000, 1 * S, XBTUSD, 0.25, 0.5)
+    a.position = pos
+    assert a.position == pos and a.ask_px == 64001
+    a.act(1, 64000, 64001)  # at the cap: no buy rests
+    assert a.bid_px == 0
+    a.on_bar(2 * S, 64001, 64002, buy_hi=64002, sell_lo=0)  # the sell fills, reducing
+    assert a.position.exposure == 0.25 and a.last_fills[0].side == -1
+
+
+def test_an_action_the_mode_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="action must be one of 0..2, got 3"):
+        _acct().act(3, 64000, 64001)
+    with pytest.raises(ValueError, match="action must be one of 0..3, got 4"):
+        _acct(action_mode="target").act(4, 64000, 64001)
