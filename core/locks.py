@@ -22,8 +22,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from core.jsontypes import JsonObject
 from core.lifetime import ProcessIdentity
 
 LOCK_FILE = "chappie.lock"
@@ -36,7 +36,7 @@ _held: dict[Path, list[int]] = {}  # folder -> [fd, depth]: locks this process h
 class FolderBusy(RuntimeError):
     """Another live process holds the folder's lock. `str()` is one line naming it."""
 
-    def __init__(self, folder: Path, holder: dict[str, Any] | None) -> None:
+    def __init__(self, folder: Path, holder: JsonObject | None) -> None:
         self.folder = folder
         self.holder = holder or {}
         h = self.holder
@@ -57,9 +57,10 @@ def _command() -> str:
     return shlex.join(argv)[:300]
 
 
-def read_holder(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Who holds (or last held) the folder's lock, as written by its holder; None when
-    the file is missing, empty (released) or being written."""
+def read_holder(folder: str | os.PathLike[str]) -> JsonObject | None:
+    """Who holds (or last held) the folder's lock, as its holder wrote it (JSON: pid,
+    host, process, stage, command, since; shown, never trusted); None when the file is
+    missing, empty (released) or being written."""
     try:
         text = (Path(folder) / LOCK_FILE).read_text()
         holder = json.loads(text) if text.strip() else None
@@ -94,7 +95,7 @@ def _busy(folder: Path) -> FolderBusy:
 @contextlib.contextmanager
 def hold_folder(
     folder: str | os.PathLike[str], stage: str, wait_s: float = 0.0, poll_s: float = POLL_S
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[JsonObject]:
     """Hold `folder`'s lock for the `with` block (creating the folder and lock file);
     yields the holder record written into the lock file.
 
@@ -123,7 +124,7 @@ def hold_folder(
             raise _busy(root)
         time.sleep(poll_s)
     me = ProcessIdentity.current()
-    holder = {
+    holder: JsonObject = {
         "pid": me.pid,
         "host": me.host,
         "process": me.tag(),

@@ -35,11 +35,11 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import polars as pl
 
@@ -48,6 +48,7 @@ from core.atomic import write_files_atomic, write_json_atomic
 from core.clock import NS_PER_DAY, parse_day
 from core.hashing import fingerprint, sha256_bytes, sha256_file
 from core.instrument import InstrumentSpec
+from core.jsontypes import JsonObject
 from core.leftovers import remove_stale_temps
 from core.paths import DataLayout
 
@@ -66,6 +67,59 @@ _DATA_KINDS = ("book", "trades", "trade_ids")
 
 class PartitionError(ValueError):
     """Frames that do not satisfy the canonical event contract, or a damaged partition."""
+
+
+class RawInput(TypedDict):
+    """A raw input of a partition: the path it was read from and the sha256 of its bytes
+    (generated data: "synthetic" and the config fingerprint)."""
+
+    path: str | None
+    sha256: str | None
+
+
+class RowCounts(TypedDict):
+    book: int
+    trades: int
+
+
+class TimeSpan(TypedDict):
+    """First and last ``ts_recv`` of the day's rows (None: no row)."""
+
+    ts_recv_min: int | None
+    ts_recv_max: int | None
+
+
+class ColumnNames(TypedDict):
+    book: list[str]
+    trades: list[str]
+
+
+class PartitionManifest(TypedDict, total=False):
+    """``manifest.json`` of a published day: what it holds and came from, and its files.
+
+    Typed as the JSON object it is (its bytes are hashed into every slice's lineage, and
+    readers in ingest.run and features index it). Every key is optional to a reader: a
+    manifest on disk may be of format 1 (no ``files``, no ``book_kind``) or damaged, so
+    readers use ``.get`` or handle KeyError; `_manifest_body` and `_write_partition`
+    write every key."""
+
+    manifest_version: int
+    symbol: str
+    day: str
+    source: str
+    instrument: JsonObject  # InstrumentSpec JSON
+    rows: RowCounts
+    time_span: TimeSpan
+    inputs: list[RawInput]  # one per sha256, sorted by (path, sha256)
+    inputs_fingerprint: str
+    book_kind: str | None  # format 2
+    columns: ColumnNames
+    code_version: str
+    # what the publisher records (the book check, the synthetic market: JSON); Any while
+    # ingest.run reads it key by key untyped
+    extra: dict[str, Any]
+    files: dict[str, str]  # format 2: kind -> file name
+    outputs: dict[str, str]  # file name -> sha256
 
 
 def _pl_dtype(name: str) -> pl.DataType:
@@ -143,15 +197,15 @@ class PublishResult:
     day: str
     path: str
     written: bool  # False when the partition was already current
-    manifest: dict[str, Any]
+    manifest: PartitionManifest
 
 
-def read_manifest(layout: DataLayout, symbol: str, day: str) -> dict[str, Any] | None:
+def read_manifest(layout: DataLayout, symbol: str, day: str) -> PartitionManifest | None:
     """The partition manifest, or None when the partition is absent/unpublished."""
     p = layout.events_day(symbol, day) / MANIFEST_FILE
     if not p.exists():
         return None
-    return dict(json.loads(p.read_text()))
+    return PartitionManifest(**json.loads(p.read_text()))  # TypeError: not a JSON object
 
 
 def manifest_sha256(layout: DataLayout, symbol: str, day: str) -> str:
@@ -159,7 +213,7 @@ def manifest_sha256(layout: DataLayout, symbol: str, day: str) -> str:
     return sha256_file(layout.events_day(symbol, day) / MANIFEST_FILE)
 
 
-def partition_files(m: dict[str, Any]) -> dict[str, str]:
+def partition_files(m: PartitionManifest) -> dict[str, str]:
     """kind ("book", "trades", and "trade_ids" from format 2) -> file name in the
     partition folder, from its manifest."""
     files = m.get("files")
@@ -168,7 +222,7 @@ def partition_files(m: dict[str, Any]) -> dict[str, str]:
     return {"book": BOOK_FILE, "trades": TRADES_FILE}
 
 
-def _intact(folder: Path, m: dict[str, Any]) -> bool:
+def _intact(folder: Path, m: PartitionManifest) -> bool:
     """Every output file of manifest `m` holds the bytes it records."""
     try:
         return all(sha256_file(folder / name) == sha for name, sha in m["outputs"].items())
@@ -190,7 +244,7 @@ def is_current(
     return not verify or _intact(layout.events_day(symbol, day), m)
 
 
-def inputs_fingerprint_of(inputs: Sequence[dict[str, Any]], extra: Any = None) -> str:
+def inputs_fingerprint_of(inputs: Sequence[Mapping[str, object]], extra: Any = None) -> str:
     """Fingerprint of a set of raw inputs: their sha256s (not their names: the same
     content under another name is the same input) and `extra`."""
     return fingerprint(
@@ -198,17 +252,26 @@ def inputs_fingerprint_of(inputs: Sequence[dict[str, Any]], extra: Any = None) -
     )
 
 
-def _sorted_inputs(inputs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _sorted_inputs(inputs: Sequence[Mapping[str, object]]) -> list[RawInput]:
     """One entry per sha256 (the first name given wins), sorted by (path, sha256)."""
-    by_sha: dict[str, dict[str, Any]] = {}
+    by_sha: dict[str, RawInput] = {}
     for d in inputs:
+        path, sha = d.get("path"), d.get("sha256")
         by_sha.setdefault(
-            str(d.get("sha256", "")), {"path": d.get("path"), "sha256": d.get("sha256")}
+            str(d.get("sha256", "")),
+            {"path": _text(path, "path"), "sha256": _text(sha, "sha256")},
         )
     return sorted(by_sha.values(), key=lambda d: (str(d["path"]), str(d["sha256"])))
 
 
-def _fp_extra(source: str, symbol: str, instrument: InstrumentSpec) -> dict[str, Any]:
+def _text(value: object, what: str) -> str | None:
+    """An input's path or sha256: text, or None when not given. Raises PartitionError."""
+    if value is None or isinstance(value, str):
+        return value
+    raise PartitionError(f"an input's {what} must be text, got {value!r}"[:200])
+
+
+def _fp_extra(source: str, symbol: str, instrument: InstrumentSpec) -> JsonObject:
     return {"source": source, "symbol": symbol, "instrument": instrument.model_dump(mode="json")}
 
 
@@ -234,12 +297,12 @@ def _trade_ids_frame(ids: pl.Series | None, n: int) -> pl.DataFrame:
 
 def _write_partition(
     folder: Path,
-    old: dict[str, Any] | None,
+    old: PartitionManifest | None,
     book: pl.DataFrame,
     trades: pl.DataFrame,
     trade_ids: pl.Series | None,
-    manifest: dict[str, Any],
-) -> dict[str, Any]:
+    body: PartitionManifest,
+) -> PartitionManifest:
     """Write the data files (content-named; one already holding the bytes is kept), then
     the manifest (the commit point), then mark the superseded files (their mtime: the
     grace period starts now). Caller holds the partition lock."""
@@ -257,7 +320,7 @@ def _write_partition(
         if not _holds(folder / name, len(data), sha):
             todo.append((folder / name, data))
     write_files_atomic(todo)  # fsynced before the manifest names them
-    manifest = {**manifest, "files": files, "outputs": outputs}
+    manifest: PartitionManifest = {**body, "files": files, "outputs": outputs}
     write_json_atomic(folder / MANIFEST_FILE, manifest)
     if old is not None:
         now = time.time()
@@ -267,7 +330,7 @@ def _write_partition(
     return manifest
 
 
-def _prune(folder: Path, m: dict[str, Any] | None, grace_s: float = READER_GRACE_S) -> list[str]:
+def _prune(folder: Path, m: PartitionManifest | None, grace_s: float = READER_GRACE_S) -> list[str]:
     """Remove, under the partition lock, temp files of crashed publishes (any age: no
     writer can be using them) and data files the manifest `m` does not name that are
     older than `grace_s`. Returns the names removed."""
@@ -294,11 +357,11 @@ def _manifest_body(
     trades: pl.DataFrame,
     instrument: InstrumentSpec,
     source: str,
-    inputs: list[dict[str, Any]],
+    inputs: list[RawInput],
     fp: str,
     book_kind: str | None,
-    extra: dict[str, Any] | None,
-) -> dict[str, Any]:
+    extra: JsonObject | None,
+) -> PartitionManifest:
     ts_all = [
         int(x)  # type: ignore[arg-type]
         for df in (book, trades)
@@ -333,8 +396,8 @@ def publish_partition(
     trades: pl.DataFrame,
     instrument: InstrumentSpec,
     source: str,
-    inputs: Sequence[dict[str, Any]],
-    extra: dict[str, Any] | None = None,
+    inputs: Sequence[Mapping[str, object]],
+    extra: JsonObject | None = None,
     *,
     trade_ids: pl.Series | None = None,
     book_kind: str | None = None,
@@ -411,11 +474,11 @@ def publish_merged(
     day: str,
     book: pl.DataFrame,
     trades: pl.DataFrame,
-    inputs: Sequence[dict[str, Any]],
+    inputs: Sequence[Mapping[str, object]],
     instrument: InstrumentSpec,
     source: str,
     book_kind: str | None,
-    extra_of: Callable[[pl.DataFrame], dict[str, Any]] | None = None,
+    extra_of: Callable[[pl.DataFrame], JsonObject] | None = None,
 ) -> MergeResult:
     """Publish one day of a run into its partition, keeping what other runs published.
 
@@ -441,7 +504,7 @@ def publish_merged(
         sha_of = {k: str(i["sha256"]) for k, i in enumerate(inputs)}
         if not intact or held <= run:
             mode = "new" if not intact else "rebuilt"
-            base_inputs: list[dict[str, Any]] = []
+            base_inputs: list[RawInput] = []
             new_idx = list(range(len(inputs)))
             b_old, t_old = empty_book(), empty_trades()
             ids_old = pl.Series(TRADE_ID, [], dtype=pl.String)
@@ -505,9 +568,9 @@ def publish_merged(
         merged_trades = t_all.select(schema.TRADE_COLUMNS)
         _check_frame(merged_book, schema.BOOK_COLUMNS, "book", day)
         _check_frame(merged_trades, schema.TRADE_COLUMNS, "trades", day)
-        out_inputs = _sorted_inputs(base_inputs + [inputs[k] for k in new_idx])
+        out_inputs = _sorted_inputs([*base_inputs, *(inputs[k] for k in new_idx)])
         fp = inputs_fingerprint_of(out_inputs, fp_extra)
-        res_kind = book_kind if b_new.height else (old or {}).get("book_kind")
+        res_kind = book_kind if b_new.height else old.get("book_kind") if old else None
         if mode == "rebuilt" and is_current(layout, symbol, day, fp):
             assert old is not None
             _prune(folder, old)
@@ -544,7 +607,7 @@ def publish_merged(
 
 
 def read_trade_ids(
-    layout: DataLayout, symbol: str, day: str, m: dict[str, Any] | None = None
+    layout: DataLayout, symbol: str, day: str, m: PartitionManifest | None = None
 ) -> pl.Series:
     """The exchange trade ids of a published day, row for row with its trades (String;
     all null for a format 1 partition). Raises PartitionError on a sha256 mismatch."""

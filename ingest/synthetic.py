@@ -63,7 +63,7 @@ from one ``numpy.random.Generator`` seeded by ``cfg.seed``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Literal, TypedDict
 
 import numpy as np
 import polars as pl
@@ -713,13 +713,45 @@ def _generate_realistic(
     yield from _days(cfg, simulate)
 
 
-def market_metadata(cfg: SyntheticMarketConfig) -> dict[str, Any]:
+class SimpleEdge(TypedDict):
+    """The simple model's edge: imbalance_tilt per day (no strength setting)."""
+
+    feature: str
+    strength: None
+    imbalance_tilt_by_day: list[float]
+    description: str
+
+
+class PlantedEdge(TypedDict):
+    """The realistic model's planted edge: its feature, strength (per day: times the
+    regime's edge_scale, capped at 1) and the half-life of the lean it shows."""
+
+    feature: str
+    strength: float
+    strength_by_day: list[float]
+    half_life_s: float
+    description: str
+
+
+class MarketMetadata(TypedDict):
+    """`market_metadata`: recorded as JSON in every synthetic partition's manifest
+    (``extra["market"]``) and compared by `chappie audit market`."""
+
+    source: Literal["synthetic"]
+    model: Literal["simple", "realistic"]
+    seed: int
+    fingerprint: str  # the config's: the partitions' synthetic input sha256
+    edge: SimpleEdge | PlantedEdge
+
+
+def market_metadata(cfg: SyntheticMarketConfig) -> MarketMetadata:
     """What is known about a synthetic market by construction (JSON-able): its model,
     seed, config fingerprint (the partition manifests' synthetic input sha256) and the
     planted edge: the named feature, its strength per day and what the strength means."""
     days = [_regime(cfg, d) for d in range(cfg.days)]
+    edge: SimpleEdge | PlantedEdge
     if cfg.model == "simple":
-        edge: dict[str, Any] = {
+        edge = {
             "feature": "imbalance_l1",
             "strength": None,
             "imbalance_tilt_by_day": [r.imbalance_tilt for r in days],
