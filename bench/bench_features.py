@@ -37,6 +37,7 @@ from core.paths import DataLayout  # noqa: E402
 from features.bars import read_bars, write_bars  # noqa: E402
 from features.compute import bars_for  # noqa: E402
 from features.publish import publish_slices, stage_slices  # noqa: E402
+from features.slices import SliceValidation  # noqa: E402
 from features.slicing import FEATURE_BLOCK_ROWS, segment_bounds  # noqa: E402
 from features.stats import FrozenStats  # noqa: E402
 from features.store import write_segment  # noqa: E402
@@ -197,13 +198,7 @@ def main() -> int:
     def ours() -> None:
         plan = stage_slices(str(bars_path), cfg, str(tmp / "staging"))
         ok = {
-            s.slice_id: {
-                "success": True,
-                "suite": "timed-separately",
-                "failed": [],
-                "statistics": {},
-            }
-            for s in plan.slices
+            s.slice_id: SliceValidation(success=True, suite="timed-separately") for s in plan.slices
         }
         publish_slices(plan, ok, layout, {}, cfg.spec.lookback_ns)
         plans.append(plan)

@@ -10,12 +10,12 @@ is validated again (`publish_offline_docs`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from core import schema as S
 from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec
@@ -28,45 +28,23 @@ from expectations.suites import (
     feature_view,
 )
 from features.bars import read_bars_window
-from features.slices import SlicePlan
+from features.slices import SlicePlan, SliceValidation
 from features.store import read_slice
+
+if TYPE_CHECKING:  # imported inside functions at run time (GX takes seconds to import)
+    from great_expectations import ExpectationSuite
 
 
 class SliceValidationError(RuntimeError):
     """A slice failed its expectation suites; `failed` lists the expectations."""
 
-    def __init__(self, slice_id: str, failed: list[str], result: ValidationResult | None = None):
+    def __init__(self, slice_id: str, failed: list[str], result: SliceValidation | None = None):
         self.slice_id = slice_id
         self.failed = failed
         self.result = result
         super().__init__(
             f"slice {slice_id} failed {len(failed)} expectation(s): {'; '.join(failed)}"
         )
-
-
-@dataclass
-class ValidationResult:
-    """Summary kept in the slice manifest (`validation`)."""
-
-    success: bool
-    suite: str
-    failed: list[str] = field(default_factory=list)
-    statistics: dict[str, Any] = field(default_factory=dict)
-    data_docs: str | None = None
-    drift: dict[str, Any] | None = None  # against the frozen stats: measured, never refused
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "success": self.success,
-            "suite": self.suite,
-            "failed": list(self.failed),
-            "statistics": dict(self.statistics),
-        }
-        if self.data_docs:
-            out["data_docs"] = self.data_docs
-        if self.drift is not None:
-            out["drift"] = self.drift
-        return out
 
 
 _CONTEXT: Any = None
@@ -96,7 +74,7 @@ def _context() -> Any:
     return _CONTEXT
 
 
-_SUITES: dict[str, Any] = {}
+_SUITES: dict[str, ExpectationSuite] = {}
 
 
 def _suite_key(suite: Suite) -> str:
@@ -106,7 +84,7 @@ def _suite_key(suite: Suite) -> str:
     return f"{suite.name}-{sha256_bytes(repr(suite).encode())[:8]}"
 
 
-def _gx_suite(suite: Suite) -> Any:
+def _gx_suite(suite: Suite) -> ExpectationSuite:
     """GX suite for `suite`, built once per process per content (building one
     expectation at a time is quadratic in GX)."""
     import great_expectations as gx
@@ -223,6 +201,24 @@ _OFFLINE_MARK = "<!-- chappie: offline -->"
 _DOCS_JSON = "chappie-docs.json"
 
 
+class DocsEntry(BaseModel):
+    """One slice's last validation in the Data Docs index (`chappie-docs.json`, by
+    `<suite>/<slice>`): its page relative to the docs folder and the run's time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    suite: str
+    slice: str
+    success: bool
+    evaluated: int | None
+    successful: int | None
+    run_time: str
+    page: str
+
+
+_DOCS_INDEX = TypeAdapter(dict[str, DocsEntry])
+
+
 def offline_html(html: str) -> str:
     """GX Data Docs HTML that renders without a network: every stylesheet, script and image
     loaded from an http(s) URL is dropped (Bootstrap, jQuery, bootstrap-table, vega,
@@ -252,7 +248,6 @@ def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) 
     earlier versions of the suite are removed, so a rerun replaces the set instead of
     adding one - make every page render offline (`offline_html`), and replace GX's
     index (a table bootstrap-table fills from a CDN) with a static one."""
-    import json
     import shutil
 
     from core.atomic import write_bytes_atomic, write_json_atomic
@@ -276,23 +271,23 @@ def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) 
             page.unlink()
     index_path = folder / _DOCS_JSON
     try:
-        entries = json.loads(index_path.read_text())
-    except (OSError, ValueError):
+        entries = _DOCS_INDEX.validate_json(index_path.read_bytes())
+    except (OSError, ValidationError):  # none yet, or not ours: rebuilt from this run
         entries = {}
     pages = sorted((validations / suite_key / run_name).glob("*/*.html"))
     if pages:
         stats = dict(res.statistics)
-        entries[f"{suite_key}/{run_name}"] = {
-            "suite": suite_key,
-            "slice": run_name,
-            "success": bool(res.success),
-            "evaluated": stats.get("evaluated_expectations"),
-            "successful": stats.get("successful_expectations"),
-            "run_time": pages[-1].parent.name,
-            "page": str(pages[-1].relative_to(folder)),
-        }
-    entries = {k: e for k, e in entries.items() if (folder / e["page"]).is_file()}
-    write_json_atomic(index_path, entries)
+        entries[f"{suite_key}/{run_name}"] = DocsEntry(
+            suite=suite_key,
+            slice=run_name,
+            success=bool(res.success),
+            evaluated=stats.get("evaluated_expectations"),
+            successful=stats.get("successful_expectations"),
+            run_time=pages[-1].parent.name,
+            page=str(pages[-1].relative_to(folder)),
+        )
+    entries = {k: e for k, e in entries.items() if (folder / e.page).is_file()}
+    write_json_atomic(index_path, _DOCS_INDEX.dump_python(entries, mode="json"))
     for page in folder.glob("**/*.html"):
         text = page.read_text(encoding="utf-8")
         fixed = offline_html(text)
@@ -301,20 +296,20 @@ def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) 
     write_bytes_atomic(folder / "index.html", _index_html(entries).encode("utf-8"))
 
 
-def _index_html(entries: dict[str, Any]) -> str:
+def _index_html(entries: dict[str, DocsEntry]) -> str:
     """A static index of the validation pages in `entries` (no scripts, no CDN)."""
     from html import escape
 
     rows = []
-    for e in sorted(entries.values(), key=lambda e: (e["slice"], e["suite"])):
-        mark = "✔ passed" if e["success"] else "✖ failed"
-        cls = "text-success" if e["success"] else "text-danger"
+    for e in sorted(entries.values(), key=lambda e: (e.slice, e.suite)):
+        mark = "✔ passed" if e.success else "✖ failed"
+        cls = "text-success" if e.success else "text-danger"
         rows.append(
-            f'<tr><td class="{cls}">{mark}</td><td><a href="{escape(e["page"])}">'
-            f"{escape(e['slice'])}</a></td><td>{escape(e['suite'])}</td>"
-            f"<td>{e['successful']}/{e['evaluated']}</td><td>{escape(e['run_time'])}</td></tr>"
+            f'<tr><td class="{cls}">{mark}</td><td><a href="{escape(e.page)}">'
+            f"{escape(e.slice)}</a></td><td>{escape(e.suite)}</td>"
+            f"<td>{e.successful}/{e.evaluated}</td><td>{escape(e.run_time)}</td></tr>"
         )
-    suites = sorted({e["suite"] for e in entries.values()})
+    suites = sorted({e.suite for e in entries.values()})
     suite_links = "".join(
         f'<li><a href="expectations/{escape(s)}.html">{escape(s)}</a></li>' for s in suites
     )
@@ -353,7 +348,7 @@ def run_suite(
     asset: str = "frame",
     data_docs_dir: str | Path | None = None,
     run_name: str | None = None,
-) -> ValidationResult:
+) -> SliceValidation:
     """Validate a polars frame against `suite`; never raises on failed expectations.
 
     With `data_docs_dir` the run goes through a GX Checkpoint that renders Data Docs
@@ -371,7 +366,7 @@ def run_suite(
         res = batch.validate(_gx_suite(suite), result_format="BASIC")
     failed = [_describe(r) for r in res.results if not r.success]
     stats = {k: v for k, v in dict(res.statistics).items() if v is not None}
-    return ValidationResult(
+    return SliceValidation(
         success=bool(res.success), suite=suite.name, failed=failed, statistics=stats, data_docs=docs
     )
 
@@ -385,11 +380,11 @@ def validate_frames(
     sigma: np.ndarray | None = None,
     data_docs_dir: str | Path | None = None,
     run_name: str = "slice",
-) -> ValidationResult:
+) -> SliceValidation:
     """Run the book suite on `bars` (the slice's bars, when given) and the feature suite
     on `slice_frame`; merge both into one result, with the drift against `mean`/`sigma`
     when given (measured, never a failure). Never raises on failures."""
-    results: list[ValidationResult] = []
+    results: list[SliceValidation] = []
     if bars is not None:
         view = book_view(bars, spec.depth)
         results.append(run_suite(view, book_suite(), "book", data_docs_dir, run_name))
@@ -405,7 +400,7 @@ def validate_frames(
         )
     }
     stats["rows"] = slice_frame.height
-    return ValidationResult(
+    return SliceValidation(
         success=all(r.success for r in results),
         suite="+".join(r.suite for r in results),
         failed=[f for r in results for f in r.failed],
@@ -429,7 +424,7 @@ def validate_slice(
     sigma: np.ndarray | None = None,
     slice_id: str = "slice",
     data_docs_dir: str | Path | None = None,
-) -> ValidationResult:
+) -> SliceValidation:
     """Validate a slice (frame, slice manifest or file path) and its bars; raise
     SliceValidationError listing the failed expectations, else return the result."""
     frame = slice_frame if isinstance(slice_frame, pl.DataFrame) else read_slice(slice_frame)
@@ -443,11 +438,11 @@ def validate_slice(
 
 def validate_staged_slice(
     plan: SlicePlan, slice_id: str, cfg: FeaturesConfig, data_docs_dir: str | None = None
-) -> dict[str, Any]:
+) -> SliceValidation:
     """Run the book suite on the slice's bars and the feature suite on the staged
     slice, and measure its drift against its frozen stats (stress slices too: out of
     distribution by design, which the drift report shows; drift never refuses). Returns
-    the manifest `validation` summary; raises SliceValidationError listing the failed
+    the manifest's `validation`; raises SliceValidationError listing the failed
     integrity expectations. The `validate-slice` task of the features flow."""
     item = plan.staged(slice_id)
     frame = plan.frame(slice_id)
@@ -470,4 +465,4 @@ def validate_staged_slice(
         slice_id=slice_id,
         data_docs_dir=data_docs_dir,
     )
-    return res.to_json()
+    return res

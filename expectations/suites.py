@@ -21,13 +21,14 @@ it beside the validation result, the nightly summary shows it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from core import schema as S
 from core.config.features import ExpectationsConfig, FeatureSpec
+from core.jsontypes import JsonObject
+from features.slices import DriftFeature, DriftReport
 
 BOOK_SUITE = "chappie-book"
 FEATURE_SUITE = "chappie-features"
@@ -40,7 +41,7 @@ FINITE_MAX = 1.7e308  # a between() with finite bounds rejects +-inf
 @dataclass(frozen=True)
 class Expectation:
     type: str  # GX class name, e.g. "ExpectColumnValuesToNotBeNull"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: JsonObject = field(default_factory=dict)  # the GX expectation's arguments
 
     def label(self) -> str:
         """Short human label, e.g. `ExpectColumnValuesToBeBetween(imbalance_l1)`."""
@@ -61,7 +62,7 @@ def _not_null(col: str) -> Expectation:
 
 
 def _between(col: str, lo: float | None, hi: float | None, mostly: float = 1.0) -> Expectation:
-    kw: dict[str, Any] = {"column": col, "min_value": lo, "max_value": hi}
+    kw: JsonObject = {"column": col, "min_value": lo, "max_value": hi}
     if mostly < 1.0:
         kw["mostly"] = mostly
     return Expectation("ExpectColumnValuesToBeBetween", kw)
@@ -160,7 +161,7 @@ def drift_report(
     mean: np.ndarray,
     sigma: np.ndarray,
     cfg: ExpectationsConfig,
-) -> dict[str, Any]:
+) -> DriftReport:
     """Distribution drift of a slice against frozen stats, per feature: the share of rows
     whose normalised value (x - mean) / sigma lies beyond +-`cfg.normalized_abs_max` (the
     observation clip: those values reach the policy clipped), and the mean and standard
@@ -181,17 +182,17 @@ def drift_report(
     z_mean = {n: None if m is None else float(m) for n, m in zip(spec.names, means, strict=True)}
     z_std = {n: None if d is None else float(d) for n, d in zip(spec.names, stds, strict=True)}
     per = {
-        n: {"beyond_clip_share": share[n], "z_mean": z_mean[n], "z_std": z_std[n]}
+        n: DriftFeature(beyond_clip_share=share[n], z_mean=z_mean[n], z_std=z_std[n])
         for n in spec.names
     }
     worst = max(spec.names, key=lambda n: share[n])
     shift = max(spec.names, key=lambda n: abs(z_mean[n] or 0.0))
-    return {
-        "clip": lim,
-        "max_beyond_clip_share": share[worst],
-        "max_beyond_clip_feature": worst,
-        "max_mean_shift": z_mean[shift],
-        "max_mean_shift_feature": shift,
-        "flagged": [n for n in spec.names if share[n] > 1 - cfg.normalized_mostly],
-        "features": per,
-    }
+    return DriftReport(
+        clip=lim,
+        max_beyond_clip_share=share[worst],
+        max_beyond_clip_feature=worst,
+        max_mean_shift=z_mean[shift],
+        max_mean_shift_feature=shift,
+        flagged=[n for n in spec.names if share[n] > 1 - cfg.normalized_mostly],
+        features=per,
+    )

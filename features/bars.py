@@ -18,16 +18,33 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
 from core.atomic import atomic_path, write_json_atomic
 from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.hashing import fingerprint, sha256_file
+from core.jsontypes import JsonObject
 from core.paths import DataLayout
 from features.slices import SliceBuildError
 from features.slicing import FEATURE_BLOCK_ROWS, check_grid
 from features.store import as_frame, read_arrow, write_arrow_atomic
+
+
+class BuiltBars(BaseModel):
+    """What `build_bars` made: the bars index (`bars_path`) and the sha256 of its bytes,
+    the event partitions it was sampled from (day -> sha256 of the day's manifest), the
+    walk-forward origin (00:00 UTC of the first event day, ns) and the instrument
+    contract the events were ingested under (None: no manifest records one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bars_path: str
+    bars_sha256: str
+    event_partitions: dict[str, str]
+    origin_ns: int
+    instrument: JsonObject | None
 
 
 def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
@@ -103,7 +120,7 @@ def event_partition_hashes(layout: DataLayout, symbol: str, days: list[str]) -> 
     return {d: sha256_file(layout.events_day(symbol, d) / "manifest.json") for d in days}
 
 
-def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> dict[str, Any] | None:
+def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> JsonObject | None:
     """The instrument contract (`InstrumentSpec.contract`: symbol, tick and lot size,
     inverse or linear, multiplier, settlement) the event partitions of `days` were
     ingested with, from their manifests; None when no manifest records one. Raises
@@ -155,7 +172,7 @@ def _read_day_events(
     return out[0], out[1]
 
 
-def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any]:
+def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
     """Events of `symbol` -> bars (book.sampler), one event day at a time, as a
     bars index `bars/<symbol>/<spec12>/bars-<key>.json` naming one Arrow IPC part per
     day (`days/<day>-<daykey>.arrow`, the bars closed while that day's events were
@@ -166,8 +183,8 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
 
     Incremental: a day whose part exists is not sampled again; the first missing day
     resumes from the state of the day before (a nightly that adds a day samples that
-    day only). Returns JSON-able {"bars_path" (the index), "bars_sha256" (its bytes),
-    "event_partitions", "origin_ns", "instrument"} (`partition_instrument`); raises
+    day only). Returns the index and its lineage (`BuiltBars`; its instrument is
+    `partition_instrument`'s); raises
     SliceBuildError when there are no events or the partitions disagree on the
     instrument. Idempotent."""
     from book.sampler import ResumableSampler
@@ -192,13 +209,13 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> dict[str, Any
     path = folder / f"bars-{keys[used[-1]]}.json"
     if not path.exists():
         _write_bars_index(path, folder, spec, layout, symbol, used, keys, spans, ResumableSampler)
-    return {
-        "bars_path": str(path),
-        "bars_sha256": sha256_file(path),
-        "event_partitions": parts,
-        "origin_ns": parse_day(days[0]),
-        "instrument": instrument,
-    }
+    return BuiltBars(
+        bars_path=str(path),
+        bars_sha256=sha256_file(path),
+        event_partitions=parts,
+        origin_ns=parse_day(days[0]),
+        instrument=instrument,
+    )
 
 
 def _write_bars_index(

@@ -22,7 +22,6 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,6 +32,7 @@ from core.atomic import fsync_dir, json_bytes, publish_if_changed, write_with_at
 from core.clock import NS_PER_DAY
 from core.config.features import FeaturesConfig
 from core.hashing import fingerprint, sha256_file
+from core.jsontypes import JsonObject
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
 from features.bars import iter_bars
@@ -41,13 +41,15 @@ from features.slices import (
     FoldEntry,
     FoldIndex,
     SliceBuildError,
+    SliceManifest,
     SlicePart,
     SlicePlan,
+    SliceValidation,
     StagedSlice,
     manifest_path,
 )
 from features.slicing import check_grid, partitions_for, ready_parts, segment_bounds
-from features.stats import FrozenStats
+from features.stats import FrozenStats, StatsRecord
 from features.store import (
     SEGMENTS_DIR,
     SLICE_FORMAT,
@@ -223,7 +225,7 @@ def stage_slices(
 
     staged: list[StagedSlice] = []
     entries: list[FoldEntry] = []
-    fitted: dict[str, dict[str, Any]] = {}
+    fitted: dict[str, StatsRecord] = {}
     for f in folds:
         train = stage(f.train, None)
         lo, hi = rows[f.train.slice_id]
@@ -295,11 +297,11 @@ def _covered(a: int, b: int, rows: Mapping[str, tuple[int, int]]) -> bool:
 
 def publish_slices(
     plan: SlicePlan,
-    validations: Mapping[str, Mapping[str, Any]],
+    validations: Mapping[str, SliceValidation],
     layout: DataLayout,
     event_partitions: Mapping[str, str],
     lookback_ns: int,
-    instrument: Mapping[str, Any] | None = None,
+    instrument: JsonObject | None = None,
 ) -> FoldIndex:
     """Publish every staged slice that passed validation, in three durable steps:
     segments and stats folders, then the manifests naming them, then folds.json. Raises
@@ -318,7 +320,7 @@ def publish_slices(
     folder = layout.slices(plan.spec_hash)
     for item in plan.slices:
         v = validations.get(item.slice_id)
-        if not v or not v.get("success"):
+        if v is None or not v.success:
             raise SliceBuildError(
                 f"slice {item.slice_id} has no successful validation: not published"
             )
@@ -338,25 +340,24 @@ def publish_slices(
     for item in plan.slices:
         path = manifest_path(layout, plan.spec_hash, item.slice_id)
         window = Window(item.slice_id, item.kind, item.fold, item.start_ns, item.end_ns)
-        manifest = {
-            "slice_id": item.slice_id,
-            "kind": item.kind,
-            "fold": item.fold,
-            "spec_hash": plan.spec_hash,
-            "t_start_ns": item.t_start_ns,
-            "t_end_ns": item.t_end_ns,
-            "rows": item.rows,
-            "sha256": item.sha256,
-            "path": str(path.resolve()),
-            "format": SLICE_FORMAT,
-            "parts": [p.model_dump() for p in item.parts],
-            "event_partitions": partitions_for(window, lookback_ns, event_partitions),
-            "validation": dict(validations[item.slice_id]),
-            "stats_id": item.stats_id,
-        }
-        if instrument is not None:
-            manifest["instrument"] = dict(instrument)
-        manifests.append((path, json_bytes(manifest)))
+        manifest = SliceManifest(
+            slice_id=item.slice_id,
+            kind=item.kind,
+            fold=item.fold,
+            spec_hash=plan.spec_hash,
+            t_start_ns=item.t_start_ns,
+            t_end_ns=item.t_end_ns,
+            rows=item.rows,
+            sha256=item.sha256,
+            path=str(path.resolve()),
+            format=SLICE_FORMAT,
+            parts=item.parts,
+            event_partitions=partitions_for(window, lookback_ns, event_partitions),
+            validation=validations[item.slice_id],
+            stats_id=item.stats_id,
+            instrument=instrument,
+        )
+        manifests.append((path, json_bytes(manifest.to_json())))
     publish_if_changed(manifests)
     for item in plan.slices:
         # a slice file of the one-file-per-slice layout (before segments) is stale now

@@ -16,13 +16,14 @@ windows) and `features.publish` (stage, publish); `flows/features.py` runs them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from core.jsontypes import JsonObject
 from core.paths import DataLayout
-from features.stats import FrozenStats
+from features.stats import FrozenStats, StatsRecord
 from features.store import MANIFEST_SUFFIX, as_frame, manifest_for, read_parts
 
 FOLDS_FILE = "folds.json"
@@ -61,13 +62,55 @@ class SlicePart(_Model):
     rows: int
 
 
+class DriftFeature(_Model):
+    """One feature's drift against the frozen stats: the share of rows normalised beyond
+    the clip, and the mean and standard deviation of its normalised values (None: no
+    finite value)."""
+
+    beyond_clip_share: float
+    z_mean: float | None
+    z_std: float | None
+
+
+class DriftReport(_Model):
+    """A slice's drift against its frozen stats (`expectations.suites.drift_report`):
+    measured, never a refusal. `flagged`: the features with more rows beyond the clip
+    than the expectations allow."""
+
+    clip: float
+    max_beyond_clip_share: float
+    max_beyond_clip_feature: str
+    max_mean_shift: float | None
+    max_mean_shift_feature: str
+    flagged: list[str]
+    features: dict[str, DriftFeature]
+
+
+class SliceValidation(_Model):
+    """A slice's validation, as its manifest keeps it (`validation`): the integrity
+    result of its expectation suites (`failed` names each failed expectation;
+    `statistics` the expectation counts and rows), where its Data Docs are, and its
+    drift. `to_json` leaves out `data_docs` and `drift` when there are none."""
+
+    success: bool
+    suite: str
+    failed: list[str] = []
+    statistics: dict[str, int | float] = {}
+    data_docs: str | None = None
+    drift: DriftReport | None = None
+
+    def to_json(self) -> JsonObject:
+        absent = {k for k in ("data_docs", "drift") if not getattr(self, k)}
+        return self.model_dump(mode="json", exclude=absent)
+
+
 class SliceManifest(_Model):
     """Mirror of `<slice_id>.manifest.json`: the slice itself. `t_start_ns`/`t_end_ns`
     are the first and last row `ts` (inclusive); `parts` are its segments in row order;
     `sha256` is `features.store.slice_digest` of the parts; `path` is the manifest's
-    own absolute path (what the env, backtests and `read_slice` take)."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
+    own absolute path (what the env, backtests and `read_slice` take); `instrument` the
+    `InstrumentSpec.contract()` its events were ingested under (absent in manifests of
+    events that recorded none). `to_json` is the file's content."""
 
     slice_id: str
     kind: Literal["train", "validation", "test", "stress"]
@@ -81,8 +124,16 @@ class SliceManifest(_Model):
     format: str
     parts: list[SlicePart]
     event_partitions: dict[str, str]
-    validation: dict[str, Any]
+    validation: SliceValidation
     stats_id: str | None
+    instrument: JsonObject | None = None
+
+    def to_json(self) -> JsonObject:
+        out = self.model_dump(mode="json", exclude={"validation", "instrument"})
+        out["validation"] = self.validation.to_json()
+        if self.instrument is not None:
+            out["instrument"] = self.instrument
+        return out
 
 
 class StagedSlice(_Model):
@@ -117,7 +168,7 @@ class SlicePlan(_Model):
     folds: list[FoldEntry]
     stress: list[str]
     stress_stats_id: str
-    stats: dict[str, dict[str, Any]]
+    stats: dict[str, StatsRecord]
 
     def staged(self, slice_id: str) -> StagedSlice:
         for s in self.slices:

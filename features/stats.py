@@ -17,9 +17,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.atomic import json_bytes, publish_if_changed
 from core.hashing import fingerprint, sha256_bytes
@@ -40,6 +40,29 @@ def compute_stats_id(spec_hash: str, train_slices: Sequence[dict[str, str]]) -> 
         "train": [{"slice_id": s["slice_id"], "sha256": s["sha256"]} for s in train_slices],
     }
     return fingerprint(payload)[:24]
+
+
+class StatsMeta(BaseModel):
+    """`stats.json`: what the arrays are (their feature names, in order), the floor
+    their sigma was held at, how many train rows fitted them and which train slices
+    (`{slice_id, sha256}`, in order; absent in the oldest folders)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stats_id: str
+    spec_hash: str
+    feature_names: list[str]
+    sigma_floor: float
+    n_rows: int
+    train_slices: list[dict[str, str]] = []
+
+
+class StatsRecord(StatsMeta):
+    """`StatsMeta` with the arrays as lists of floats (JSON round-trips a float64
+    exactly): stats carried in a staging plan before they are saved."""
+
+    mean: list[float]
+    sigma: list[float]
 
 
 @dataclass(frozen=True)
@@ -175,15 +198,16 @@ class FrozenStats:
         z = (x - self.mean) / self.sigma
         return np.clip(z, -clip, clip)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stats_id": self.stats_id,
-            "spec_hash": self.spec_hash,
-            "feature_names": list(self.feature_names),
-            "sigma_floor": self.sigma_floor,
-            "n_rows": self.n_rows,
-            "train_slices": [dict(s) for s in self.train_slices],
-        }
+    def meta(self) -> StatsMeta:
+        """What stats.json holds."""
+        return StatsMeta(
+            stats_id=self.stats_id,
+            spec_hash=self.spec_hash,
+            feature_names=list(self.feature_names),
+            sigma_floor=self.sigma_floor,
+            n_rows=self.n_rows,
+            train_slices=[dict(s) for s in self.train_slices],
+        )
 
     # ------------------------------------------------------------ adapters
     def save(self, directory: str | Path) -> Path:
@@ -201,20 +225,21 @@ class FrozenStats:
         out = [
             (d / MEAN_FILE, _npy_bytes(self.mean)),
             (d / SIGMA_FILE, _npy_bytes(self.sigma)),
-            (d / STATS_FILE, json_bytes(self.to_json())),
+            (d / STATS_FILE, json_bytes(self.meta().model_dump(mode="json"))),
         ]
         sums = {p.name: sha256_bytes(data) for p, data in out}
         return [*out, (d / CHECKSUMS_FILE, json_bytes(sums))]
 
-    def to_record(self) -> dict[str, Any]:
-        """`to_json` plus `mean` and `sigma` as lists of floats (JSON round-trips a float64
-        exactly): stats carried in a staging plan before they are saved."""
-        return {**self.to_json(), "mean": self.mean.tolist(), "sigma": self.sigma.tolist()}
+    def to_record(self) -> StatsRecord:
+        """`meta` plus `mean` and `sigma`: stats carried in a staging plan."""
+        return StatsRecord(
+            **self.meta().model_dump(), mean=self.mean.tolist(), sigma=self.sigma.tolist()
+        )
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FrozenStats:
-        """The inverse of `to_record`. Raises StatsError / KeyError."""
-        return cls._from_meta(record, record["mean"], record["sigma"])
+    def from_record(cls, record: StatsRecord) -> FrozenStats:
+        """The inverse of `to_record`. Raises StatsError."""
+        return cls._from_meta(record, record.mean, record.sigma)
 
     @classmethod
     def load(cls, directory: str | Path) -> FrozenStats:
@@ -227,26 +252,28 @@ class FrozenStats:
             mean = np.load(io.BytesIO(blobs[MEAN_FILE]), allow_pickle=False)
             sigma = np.load(io.BytesIO(blobs[SIGMA_FILE]), allow_pickle=False)
             return cls._from_meta(meta, mean, sigma)
-        except (ValueError, KeyError, TypeError, EOFError) as exc:
+        except (ValueError, TypeError, EOFError) as exc:
             if isinstance(exc, StatsError):
                 raise
             raise StatsError(f"{d}: damaged stats: {exc}") from exc
 
     @classmethod
-    def _from_meta(cls, meta: dict[str, Any], mean: Any, sigma: Any) -> FrozenStats:
+    def _from_meta(
+        cls, meta: StatsMeta, mean: np.ndarray | list[float], sigma: np.ndarray | list[float]
+    ) -> FrozenStats:
         return cls(
-            stats_id=meta["stats_id"],
-            spec_hash=meta["spec_hash"],
-            feature_names=tuple(meta["feature_names"]),
+            stats_id=meta.stats_id,
+            spec_hash=meta.spec_hash,
+            feature_names=tuple(meta.feature_names),
             mean=np.asarray(mean, dtype=np.float64),
             sigma=np.asarray(sigma, dtype=np.float64),
-            sigma_floor=float(meta["sigma_floor"]),
-            n_rows=int(meta["n_rows"]),
-            train_slices=tuple(meta.get("train_slices", [])),
+            sigma_floor=meta.sigma_floor,
+            n_rows=meta.n_rows,
+            train_slices=tuple(meta.train_slices),
         )
 
 
-def _read_checked(d: Path) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+def _read_checked(d: Path) -> tuple[StatsMeta, dict[str, bytes], bool]:
     """(stats.json, {file: bytes}, checked) of a stats folder, the bytes checked against
     checksums.json when there is one (`checked`). Raises StatsError / FileNotFoundError."""
     blobs = {name: (d / name).read_bytes() for name in (MEAN_FILE, SIGMA_FILE, STATS_FILE)}
@@ -264,11 +291,9 @@ def _read_checked(d: Path) -> tuple[dict[str, Any], dict[str, bytes], bool]:
                     "(damaged or replaced)"
                 )
     try:
-        meta = json.loads(blobs[STATS_FILE])
-    except ValueError as exc:
-        raise StatsError(f"{d / STATS_FILE}: not JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise StatsError(f"{d / STATS_FILE}: not a JSON object")
+        meta = StatsMeta.model_validate_json(blobs[STATS_FILE])
+    except ValidationError as exc:  # not JSON, or not what stats.json holds
+        raise StatsError(f"{d / STATS_FILE}: not a stats record: {exc}") from exc
     return meta, blobs, checked
 
 

@@ -161,7 +161,7 @@ def _evaluate_policies(
             results_by_cid[plan.candidate_id] = results
             c = candidate_backtest(plan, results)
             c.run_id = planned.run_ids[plan.candidate_id]
-            c.train_end_ns = int(last_train["t_end_ns"])
+            c.train_end_ns = last_train.t_end_ns
             cands.append(c)
             st.advance()
     refs = []
@@ -225,8 +225,8 @@ def _evaluate_policies(
             tracking.log_artifacts(entry.run_id, list(paths.values()), artifact_path="backtest")
             tracking.set_tags(entry.run_id, {"decision": entry.decision})
             judged_on = entry.slices + entry.stress_slices  # test and stress slices
-            tracking.log_slice_datasets_by_kind(
-                entry.run_id, [catalog.manifests[s.slice_id] for s in judged_on]
+            tracking.log_slice_datasets_by_kind(  # the manifests' JSON, as on disk
+                entry.run_id, [catalog.manifests[s.slice_id].to_json() for s in judged_on]
             )
             c = next(x for x in cands if x.candidate_id == cid)
             ledger.record_trial(
@@ -275,9 +275,9 @@ def _evaluate_policies(
         ],
         notes=verdict.notes + ([champ_note] if champ_note else []),
         drift={
-            sid: drift_summary(catalog.manifests[sid])
+            sid: drift_summary(drift)
             for sid in [f.test.slice_id for f in catalog.folds] + list(catalog.stress_ids)
-            if (catalog.manifests[sid].get("validation") or {}).get("drift")
+            if (drift := catalog.manifests[sid].validation.drift) is not None
         },
         stress_slices=list(catalog.stress_ids),
         evaluation_config=cfg.evaluation.model_dump(mode="json"),

@@ -3,8 +3,9 @@
 
 Wiring only, and the one orchestration of these steps: tasks wrap the adapter functions
 of `features.bars` (sampling), `features.publish` (staging, publishing) and
-`expectations.runner.validate_staged_slice`, and pass paths, ids, plans (JSON, the
-`features.slices.SlicePlan` contract) and frozen configs. Bars and staging are cached
+`expectations.runner.validate_staged_slice`, and pass paths, ids, frozen configs and the
+typed values the stages hand on (`features.bars.BuiltBars`, `features.slices.SlicePlan`,
+`SliceValidation`, `FoldIndex`). Bars and staging are cached
 by inputs (`INPUTS + TASK_SOURCE`, persisted results) keyed by the event partitions'
 manifest hashes; a cached staging plan whose files are gone, or that an earlier version
 wrote, is rebuilt (staging is removed after a successful publish; a failed run keeps it
@@ -28,6 +29,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.features import FeaturesConfig
+from core.jsontypes import JsonObject
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
 from features import bars as bar_files
@@ -37,56 +39,49 @@ from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 
 
-def _build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str) -> dict[str, Any]:
+def _build_bars(
+    cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str
+) -> bar_files.BuiltBars:
     """`events_fp` (the event manifests' hashes) is part of the cache key only. The
     result carries the partitions' instrument contract (recorded in every slice
     manifest)."""
     return bar_files.build_bars(cfg, data_dir, symbol)
 
 
-def _stage(bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int) -> dict[str, Any]:
-    return publish.stage_slices(bars_path, cfg, staging_dir, origin_ns).model_dump(mode="json")
+def _stage(
+    bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int
+) -> slices.SlicePlan:
+    return publish.stage_slices(bars_path, cfg, staging_dir, origin_ns)
 
 
 def _validate(
-    plan: dict[str, Any], slice_id: str, cfg: FeaturesConfig, docs: str | None
-) -> dict[str, Any]:
-    return validate_staged_slice(slices.SlicePlan.model_validate(plan), slice_id, cfg, docs)
+    plan: slices.SlicePlan, slice_id: str, cfg: FeaturesConfig, docs: str | None
+) -> slices.SliceValidation:
+    return validate_staged_slice(plan, slice_id, cfg, docs)
 
 
 def _publish(
-    plan: dict[str, Any],
-    validations: dict[str, Any],
+    plan: slices.SlicePlan,
+    validations: dict[str, slices.SliceValidation],
     data_dir: str,
     parts: dict[str, str],
     lookback_ns: int,
-    instrument: dict[str, Any] | None,
-) -> dict[str, Any]:
-    index = publish.publish_slices(
-        slices.SlicePlan.model_validate(plan),
-        validations,
-        DataLayout(Path(data_dir)),
-        parts,
-        lookback_ns,
-        instrument,
+    instrument: JsonObject | None,
+) -> slices.FoldIndex:
+    return publish.publish_slices(
+        plan, validations, DataLayout(Path(data_dir)), parts, lookback_ns, instrument
     )
-    return index.model_dump(mode="json")
 
 
-def _remove_staging(plan: dict[str, Any]) -> None:
-    publish.remove_staging(slices.SlicePlan.model_validate(plan))
+def _remove_staging(plan: slices.SlicePlan) -> None:
+    publish.remove_staging(plan)
 
 
-def _staged_files_exist(plan: dict[str, Any]) -> bool:
-    """True when a (cached) plan is usable: it has this version's fields and every
-    staged segment it names is still there."""
-    from pydantic import ValidationError
-
-    try:
-        p = slices.SlicePlan.model_validate(plan)
-    except ValidationError:  # persisted by an earlier version of stage_slices
-        return False
-    return all(p.segment_path(part).exists() for s in p.slices for part in s.parts)
+def _staged_files_exist(plan: slices.SlicePlan) -> bool:
+    """True when a (cached) plan is usable: every staged segment it names is still there.
+    (A plan an earlier version persisted with other fields does not decode: Prefect
+    counts it a cache miss and stages again.)"""
+    return all(plan.segment_path(part).exists() for s in plan.slices for part in s.parts)
 
 
 def _events_fingerprint(data_dir: str, symbol: str) -> str:
@@ -140,14 +135,14 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
     with progress.step(f"bars {symbol}") as st:
         fp = events_fingerprint(data_dir, symbol)
         bars = build_bars(cfg, data_dir, symbol, fp)
-        if not Path(bars["bars_path"]).exists():
+        if not Path(bars.bars_path).exists():
             bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
-        st.result = f"{progress.count(len(bars['event_partitions']), 'event day')} sampled"
+        st.result = f"{progress.count(len(bars.event_partitions), 'event day')} sampled"
     return slices_from_bars(symbol, bars, cfg, data_dir)
 
 
 def slices_from_bars(
-    symbol: str, bars: dict[str, Any], cfg: FeaturesConfig, data_dir: str
+    symbol: str, bars: bar_files.BuiltBars, cfg: FeaturesConfig, data_dir: str
 ) -> dict[str, Any]:
     """The flow after sampling: `bars` (what the build-bars task returns) -> staged
     slices -> every slice validated by its own task -> published slices, stats and
@@ -155,21 +150,21 @@ def slices_from_bars(
     tasks). Raises SliceValidationError listing every failed expectation of every
     failing slice; nothing is published then."""
     layout = DataLayout(Path(data_dir))
-    staging = str(publish.staging_dir_for(layout, cfg, bars["bars_sha256"]))
+    staging = str(publish.staging_dir_for(layout, cfg, bars.bars_sha256))
     with progress.step("features") as st:
-        plan = stage_slices(bars["bars_path"], cfg, staging, bars["origin_ns"])
+        plan = stage_slices(bars.bars_path, cfg, staging, bars.origin_ns)
         if not staged_files_exist(plan):
             plan = stage_slices.with_options(refresh_cache=True)(
-                bars["bars_path"], cfg, staging, bars["origin_ns"]
+                bars.bars_path, cfg, staging, bars.origin_ns
             )
-        st.result = f"{progress.count(len(plan['slices']), 'slice')} computed"
+        st.result = f"{progress.count(len(plan.slices), 'slice')} computed"
     docs = str(layout.gx) if cfg.expectations.data_docs else None
-    validations: dict[str, Any] = {}
+    validations: dict[str, slices.SliceValidation] = {}
     failed: list[str] = []
     bad: list[str] = []
-    with progress.step("validation", len(plan["slices"]), "slices") as st:
-        for item in plan["slices"]:
-            sid = item["slice_id"]
+    with progress.step("validation", len(plan.slices), "slices") as st:
+        for item in plan.slices:
+            sid = item.slice_id
             state = validate_slice(plan, sid, cfg, docs, return_state=True)
             st.advance()
             if state.is_completed():
@@ -187,28 +182,26 @@ def slices_from_bars(
             plan,
             validations,
             data_dir,
-            bars["event_partitions"],
+            bars.event_partitions,
             cfg.spec.lookback_ns,
-            bars.get("instrument"),
+            bars.instrument,
         )
         remove_staging(plan)
-        st.result = progress.count(len(plan["slices"]), "slice")
+        st.result = progress.count(len(plan.slices), "slice")
     create_table_artifact(
         key="feature-slices",
         table=[
             {
-                "slice": s["slice_id"],
-                "kind": s["kind"],
-                "fold": s["fold"],
-                "rows": s["rows"],
-                "sha256": s["sha256"][:16],
-                "stats_id": s["stats_id"],
-                "expectations": validations[s["slice_id"]]["statistics"].get(
-                    "evaluated_expectations"
-                ),
+                "slice": s.slice_id,
+                "kind": s.kind,
+                "fold": s.fold,
+                "rows": s.rows,
+                "sha256": s.sha256[:16],
+                "stats_id": s.stats_id,
+                "expectations": validations[s.slice_id].statistics.get("evaluated_expectations"),
             }
-            for s in plan["slices"]
+            for s in plan.slices
         ],
         description=f"validated slices of {symbol}, spec {cfg.spec.spec_hash[:12]}",
     )
-    return index
+    return index.model_dump(mode="json")

@@ -38,6 +38,7 @@ from core.config.storage import StorageConfig
 from core.config.training import SweepConfig
 from core.lifetime import init_pool_worker
 from core.paths import DataLayout
+from features.slices import SliceManifest
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
@@ -106,7 +107,7 @@ def _log_task(
     cfg: ExperimentConfig,
     t: TrainTask,
     res: TrainResult,
-    manifest: dict[str, Any],
+    manifest: SliceManifest,
 ) -> str:
     from registry import tracking
 
@@ -146,7 +147,7 @@ def _log_task(
         history,
         finals,
         artifacts,
-        [manifest],
+        [manifest.to_json()],  # the manifest's JSON, as on disk
         duration_s=res.wall_s or None,
     )
 
@@ -223,7 +224,7 @@ def _run_sweep(
     tasks: list[TrainTask],
     parent: str,
     experiment: str,
-    manifests: dict[str, dict[str, Any]],
+    manifests: dict[str, SliceManifest],
     logger: Any,
 ) -> list[SweepRow]:
     """Submit, await in completion order (progress bar, child runs), report in task order."""
@@ -288,8 +289,8 @@ def _tasks_on_store(
         publish_stats,
     )
 
-    slices = {m["path"]: publish_slice(storage, m["path"]) for m in catalog.manifests.values()}
-    digests = {m["path"]: m["sha256"] for m in catalog.manifests.values()}
+    slices = {m.path: publish_slice(storage, m.path) for m in catalog.manifests.values()}
+    digests = {m.path: m.sha256 for m in catalog.manifests.values()}
     stats = {f.stats_dir: publish_stats(storage, f.stats_dir) for f in catalog.folds}
     publish_folds(storage, layout.slices(spec_hash) / FOLDS_FILE)
     logger.info("slices and stats of %s published to %s", spec_hash[:12], storage.url)

@@ -27,6 +27,7 @@ from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.instrument import InstrumentSpec
 from core.paths import DataLayout
 from core.slice_reference import SliceReference
+from features.slices import SliceManifest, load_fold_index, load_manifest, manifest_path
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import CandidateBacktest, ReferenceBacktest
 from training.evaluation_record import SliceLink
@@ -363,13 +364,13 @@ def model_key(model_sha256: Sequence[str]) -> str:
 
 
 class SliceCatalog(FrozenModel):
-    """The folds and stress slices of a spec, with every slice manifest (as dicts)."""
+    """The folds and stress slices of a spec, with every slice manifest by slice id."""
 
     spec_hash: str
     folds: tuple[FoldSlices, ...]
     stress_ids: tuple[str, ...]
     stress_paths: tuple[str, ...]
-    manifests: dict[str, dict[str, Any]]
+    manifests: dict[str, SliceManifest]
 
 
 def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
@@ -382,7 +383,7 @@ def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
     mine = instrument.contract()
     other: dict[str, list[str]] = {}
     for slice_id, m in sorted(catalog.manifests.items()):
-        theirs = m.get("instrument")
+        theirs = m.instrument
         if theirs is not None and theirs != mine:
             other.setdefault(json.dumps(theirs, sort_keys=True), []).append(slice_id)
     if other:
@@ -398,21 +399,21 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     """Read folds.json and every manifest it names. Raises FileNotFoundError when the
     features stage has not run, ValueError when a slice failed validation or a listed
     file is missing."""
-    from features.slices import load_fold_index, load_manifest, manifest_path
 
     index = load_fold_index(layout, spec_hash)
     folder = layout.slices(spec_hash)
-    manifests: dict[str, dict[str, Any]] = {}
+    manifests: dict[str, SliceManifest] = {}
 
-    def manifest(slice_id: str) -> dict[str, Any]:
+    def manifest(slice_id: str) -> SliceManifest:
         path = manifest_path(layout, spec_hash, slice_id)
-        m = load_manifest(path).model_dump(mode="json")
-        if not m["validation"].get("success", False):
-            raise ValueError(f"slice {slice_id} failed validation: {m['validation'].get('failed')}")
-        missing = [p["file"] for p in m["parts"] if not (folder / p["file"]).exists()]
+        m = load_manifest(path)
+        if not m.validation.success:
+            raise ValueError(f"slice {slice_id} failed validation: {m.validation.failed}")
+        missing = [p.file for p in m.parts if not (folder / p.file).exists()]
         if missing:
             raise ValueError(f"slice {slice_id}: segment file(s) missing: {missing}")
-        m["path"] = str(path.resolve())
+        # where the manifest is now (the data folder may have moved since it was written)
+        m = m.model_copy(update={"path": str(path.resolve())})
         manifests[slice_id] = m
         return m
 
@@ -426,9 +427,9 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
         folds.append(
             FoldSlices(
                 fold=f.fold,
-                train=SliceReference.of_manifest(tr, f.stats_id),
-                validation=SliceReference.of_manifest(va, f.stats_id) if va else None,
-                test=SliceReference.of_manifest(te, f.stats_id),
+                train=SliceReference.of_manifest(tr.to_json(), f.stats_id),
+                validation=SliceReference.of_manifest(va.to_json(), f.stats_id) if va else None,
+                test=SliceReference.of_manifest(te.to_json(), f.stats_id),
                 stats_dir=str(stats.resolve()),
             )
         )
@@ -436,7 +437,7 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     return SliceCatalog(
         spec_hash=spec_hash,
         folds=tuple(folds),
-        stress_ids=tuple(m["slice_id"] for m in stress),
-        stress_paths=tuple(m["path"] for m in stress),
+        stress_ids=tuple(m.slice_id for m in stress),
+        stress_paths=tuple(m.path for m in stress),
         manifests=manifests,
     )

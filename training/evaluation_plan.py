@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from core.config.training import EvaluationConfig
 from core.hashing import sha256_file
+from features.slices import DriftReport
 from training.candidates import CandidatePlan, SliceCatalog
 from training.evaluation import failed_candidate
 from training.evaluation_record import (
@@ -102,10 +102,9 @@ def plan_evaluation(
     return EvaluationPlan(plans, run_ids, fold_runs, failed, len(by_cid))
 
 
-def drift_summary(manifest: dict[str, Any]) -> DriftSummary:
+def drift_summary(drift: DriftReport) -> DriftSummary:
     """The headline of a slice's drift report (its manifest keeps the per-feature table)."""
-    d = manifest["validation"]["drift"]
-    return DriftSummary.model_validate({k: d.get(k) for k in DriftSummary.model_fields})
+    return DriftSummary.model_validate(drift.model_dump(include=set(DriftSummary.model_fields)))
 
 
 def run_metrics(

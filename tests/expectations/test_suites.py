@@ -107,26 +107,28 @@ def test_values_far_outside_the_frozen_stats_are_drift_reported_not_refused(slic
     shifted = slice_frame.with_columns(pl.col("ofi_60s") + 50 * float(sigma[j]))
     res = validate_slice(shifted, SPEC, CFG, mean=mean, sigma=sigma)
     assert res.success and res.drift is not None
-    assert res.drift["flagged"] == ["ofi_60s"] and res.drift["max_beyond_clip_feature"] == "ofi_60s"
-    ofi = res.drift["features"]["ofi_60s"]
-    assert ofi["beyond_clip_share"] > 0.9 and ofi["z_mean"] == pytest.approx(50.0, abs=0.5)
-    assert res.to_json()["drift"] == res.drift  # it travels into the slice manifest
+    assert res.drift.flagged == ["ofi_60s"] and res.drift.max_beyond_clip_feature == "ofi_60s"
+    ofi = res.drift.features["ofi_60s"]
+    assert ofi.beyond_clip_share > 0.9 and ofi.z_mean == pytest.approx(50.0, abs=0.5)
+    # it travels into the slice manifest
+    assert res.to_json()["drift"] == res.drift.model_dump(mode="json")
     # the same slice against its own stats: nothing flagged, z ~ (0, 1)
     own = validate_slice(slice_frame, SPEC, CFG, mean=mean, sigma=sigma).drift
-    assert own is not None and own["flagged"] == []
-    assert abs(own["features"]["ofi_60s"]["z_mean"]) < 1e-6
+    assert own is not None and own.flagged == []
+    assert own.features["ofi_60s"].z_mean is not None
+    assert abs(own.features["ofi_60s"].z_mean) < 1e-6
 
 
 def test_drift_report_hand_computed():
     from expectations.suites import drift_report
 
     frame = pl.DataFrame({S.TS: [1, 2, 3, 4], **{n: [0.0, 1.0, 2.0, 30.0] for n in SPEC.names}})
-    d = drift_report(frame, SPEC, np.zeros(len(SPEC.names)), np.ones(len(SPEC.names)), CFG)[
-        "features"
-    ]["ofi_10s"]
+    d = drift_report(
+        frame, SPEC, np.zeros(len(SPEC.names)), np.ones(len(SPEC.names)), CFG
+    ).features["ofi_10s"]
     # z = x; beyond +-10: one row of four; mean 33/4; std (ddof 1) of (0, 1, 2, 30)
-    assert d["beyond_clip_share"] == 0.25 and d["z_mean"] == 8.25
-    assert d["z_std"] == pytest.approx(float(np.std([0.0, 1.0, 2.0, 30.0], ddof=1)))
+    assert d.beyond_clip_share == 0.25 and d.z_mean == 8.25
+    assert d.z_std == pytest.approx(float(np.std([0.0, 1.0, 2.0, 30.0], ddof=1)))
 
 
 def test_suites_are_plain_data_naming_every_feature():

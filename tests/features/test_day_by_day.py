@@ -141,18 +141,18 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
 
     monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", counting)
     ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[4:]))), data)
-    day_dir = Path(first["bars_path"]).parent / "days"
+    day_dir = Path(first.bars_path).parent / "days"
     before = {p.name: p.stat().st_mtime_ns for p in day_dir.iterdir()}
     second = build_bars(cfg, str(data.root), "XBTUSD")
     assert len(fed) == 1  # the new day only
     assert {p.name: p.stat().st_mtime_ns for p in day_dir.iterdir() if p.name in before} == before
     book, trades = read_events(data, "XBTUSD")
-    assert read_bars(second["bars_path"]).equals(sample_bars(book, trades, cfg.spec))
-    assert read_bars(first["bars_path"]).height < read_bars(second["bars_path"]).height
-    assert len(list(iter_bars(second["bars_path"]))) >= 3
+    assert read_bars(second.bars_path).equals(sample_bars(book, trades, cfg.spec))
+    assert read_bars(first.bars_path).height < read_bars(second.bars_path).height
+    assert len(list(iter_bars(second.bars_path))) >= 3
     # a fresh store gives the same index bytes
     fresh = DataLayout(tmp_path / "fresh")
     ingest(IngestConfig(source="tardis", paths=tuple(map(str, files))), fresh)
     monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", feed)
     again = build_bars(cfg, str(fresh.root), "XBTUSD")
-    assert read_bars(again["bars_path"]).equals(read_bars(second["bars_path"]))
+    assert read_bars(again.bars_path).equals(read_bars(second.bars_path))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from core.atomic import json_bytes
 from core.config.features import ExpectationsConfig, FeaturesConfig, WalkForwardConfig
 from core.hashing import sha256_file
 from core.instrument import XBTUSD
@@ -42,9 +43,9 @@ def test_build_features_flow_publishes_in_prefect_and_reports_drift(
     out = build_features_flow(SYMBOL, CFG, str(layout.root))
     assert out == load_fold_index(layout, CFG.spec.spec_hash).model_dump(mode="json")
     m = load_manifest(layout.slices(CFG.spec.spec_hash) / "fold01-test.manifest.json")
-    assert m.validation["success"] and verify_slice(m.path) == []
+    assert m.validation.success and verify_slice(m.path) == []
     assert (
-        m.validation["data_docs"] == str(layout.gx / "index.html")
+        m.validation.data_docs == str(layout.gx / "index.html")
         and (layout.gx / "index.html").exists()
     )
     # lineage: sha256 of the event partitions' manifests each slice came from
@@ -57,12 +58,17 @@ def test_build_features_flow_publishes_in_prefect_and_reports_drift(
     assert (
         load_manifest(layout.slices(CFG.spec.spec_hash) / "fold00-train.manifest.json").instrument
         == XBTUSD.contract()
-    )  # type: ignore[attr-defined]
+    )
+    for path in layout.slices(CFG.spec.spec_hash).glob("*.manifest.json"):
+        # the file is its model's dump, instrument and drift included
+        assert json_bytes(load_manifest(path).to_json()) == path.read_bytes()
     s = load_manifest(layout.slices(CFG.spec.spec_hash) / "stress00.manifest.json")
     # its first rows look back across midnight into day 1; no normalised check on stress
     assert s.event_partitions == {"2024-01-01": day1, "2024-01-02": day2}
     assert s.stats_id == out["stress_stats_id"] and "z__" not in str(s.validation)
-    assert s.validation["drift"]["features"]  # measured against the last fold's stats
+    assert (
+        s.validation.drift is not None and s.validation.drift.features
+    )  # measured against the last fold's stats
 
     assert not any((layout.root / "staging" / "features").iterdir())
     again = build_features_flow(SYMBOL, CFG, str(layout.root))  # cached stage rebuilt
@@ -82,10 +88,10 @@ def test_build_features_flow_publishes_in_prefect_and_reports_drift(
     drift_layout = _copy_events(events_dir, tmp_path / "drift")
     build_features_flow(SYMBOL, strict, str(drift_layout.root))
     test = load_manifest(drift_layout.slices(strict.spec.spec_hash) / "fold00-test.manifest.json")
-    drift = test.validation["drift"]
-    assert test.validation["success"] and drift["clip"] == 0.01
-    assert drift["max_beyond_clip_share"] > 0.5 and drift["flagged"]
-    assert set(drift["features"]) == set(strict.spec.names)
+    drift = test.validation.drift
+    assert test.validation.success and drift is not None and drift.clip == 0.01
+    assert drift.max_beyond_clip_share > 0.5 and drift.flagged
+    assert set(drift.features) == set(strict.spec.names)
 
 
 def _set_instrument(layout: DataLayout, day: str, **changes: object) -> None:

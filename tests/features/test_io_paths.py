@@ -22,7 +22,7 @@ from core.hashing import sha256_file
 from features import compute
 from features.bars import write_bars
 from features.publish import publish_slices, stage_slices
-from features.slices import SliceBuildError
+from features.slices import SliceBuildError, SliceValidation
 from features.stats import FrozenStats, StatsError
 from features.store import read_slice, write_arrow_atomic, write_segment
 from tests.features.strategies import make_bars
@@ -196,7 +196,7 @@ def test_fit_columns_is_bit_identical_to_fit_on_the_polars_matrix(frame):
         [x[n].to_numpy() for n in SPEC.names], SPEC.names, "h" * 64, 1e-8, train
     )
     assert a.mean.tobytes() == b.mean.tobytes() and a.sigma.tobytes() == b.sigma.tobytes()
-    assert a.to_json() == b.to_json()
+    assert a.meta() == b.meta()
     with pytest.raises(StatsError, match="non-finite"):
         FrozenStats.fit_columns([np.array([1.0, np.inf])], ["a"], "h", 1e-8, train)
     with pytest.raises(StatsError, match="zero rows"):
@@ -264,7 +264,7 @@ def staged(tmp_path):
 
 
 def _ok(plan):
-    return {s.slice_id: {"success": True, "failed": [], "statistics": {}} for s in plan.slices}
+    return {s.slice_id: SliceValidation(success=True, suite="test") for s in plan.slices}
 
 
 def test_publish_refuses_a_staged_segment_rewritten_after_staging(staged, tmp_path):
@@ -298,14 +298,20 @@ def test_publish_copies_segments_when_staging_is_on_another_file_system(
 
 
 def test_a_cached_plan_from_an_earlier_version_is_restaged(staged):
-    from flows.features import _staged_files_exist
+    from pydantic import ValidationError
 
+    from features.slices import SlicePlan
+    from flows.features import _staged_files_exist
+    from flows.results import decode_object
+
+    record = {"__class__": f"{SlicePlan.__module__}.SlicePlan"}
     plan = staged.model_dump(mode="json")
-    assert _staged_files_exist(plan)
+    assert decode_object(record | {"data": plan}) == staged and _staged_files_exist(staged)
     del plan["stats"]  # plans before stats were carried in the plan
-    assert not _staged_files_exist(plan)
+    with pytest.raises(ValidationError):  # Prefect's cache lookup: a miss, staged again
+        decode_object(record | {"data": plan})
     os.unlink(staged.segment_path(staged.slices[0].parts[0]))
-    assert not _staged_files_exist(staged.model_dump(mode="json"))
+    assert not _staged_files_exist(staged)
 
 
 def test_publish_accepts_a_staged_segment_rewritten_with_the_same_bytes(staged, tmp_path):

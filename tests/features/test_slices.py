@@ -18,7 +18,7 @@ from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec
 from core.hashing import sha256_file
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError
-from features.bars import write_bars
+from features.bars import BuiltBars, write_bars
 from features.publish import staging_dir_for
 from features.slices import FoldIndex, SliceBuildError, load_fold_index, load_manifest
 from features.slicing import slice_columns
@@ -43,17 +43,17 @@ CFG = FeaturesConfig(
 N_BARS = 3600  # one hour of 1 s bars
 
 
-def bars_written(bars: pl.DataFrame, path: Path) -> dict[str, Any]:
+def bars_written(bars: pl.DataFrame, path: Path) -> BuiltBars:
     """`bars` written to `path`, described as the features flow's build-bars task
     describes the bars it sampled (no event partitions, no instrument)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return {
-        "bars_path": str(path),
-        "bars_sha256": write_bars(path, bars),
-        "event_partitions": {},
-        "origin_ns": int(bars[S.TS][0]) // NS_PER_DAY * NS_PER_DAY,
-        "instrument": None,
-    }
+    return BuiltBars(
+        bars_path=str(path),
+        bars_sha256=write_bars(path, bars),
+        event_partitions={},
+        origin_ns=int(bars[S.TS][0]) // NS_PER_DAY * NS_PER_DAY,
+        instrument=None,
+    )
 
 
 def build_slices_from_bars(
@@ -68,17 +68,16 @@ def build_slices_from_bars(
     remove the staging folder. The first failing slice raises its SliceValidationError
     (the flow's report of every failing slice: test_failing_slices_...)."""
     b = bars_written(bars, layout.root / "bars.arrow")
-    staging = str(staging_dir_for(layout, cfg, b["bars_sha256"]))
-    plan = flow_tasks.stage_slices.fn(b["bars_path"], cfg, staging, b["origin_ns"])
+    staging = str(staging_dir_for(layout, cfg, b.bars_sha256))
+    plan = flow_tasks.stage_slices.fn(b.bars_path, cfg, staging, b.origin_ns)
     validations = {
-        s["slice_id"]: flow_tasks.validate_slice.fn(plan, s["slice_id"], cfg, None)
-        for s in plan["slices"]
+        s.slice_id: flow_tasks.validate_slice.fn(plan, s.slice_id, cfg, None) for s in plan.slices
     }
     index = flow_tasks.publish_slices.fn(
         plan, validations, str(layout.root), event_partitions or {}, cfg.spec.lookback_ns, None
     )
     flow_tasks.remove_staging.fn(plan)
-    return FoldIndex.model_validate(index)
+    return index
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +107,7 @@ def test_build_slices_publishes_slices_manifests_stats_and_folds(built):
             assert sha256_file(folder / part.file) == part.sha256 == part.file[9:-6]
         assert frame.columns == slice_columns(SPEC) and frame.height == m.rows
         assert m.t_start_ns == frame[S.TS][0] and m.t_end_ns == frame[S.TS][-1]
-        assert m.validation["success"] and m.validation["failed"] == []
+        assert m.validation.success and m.validation.failed == []
         assert m.event_partitions == {"2024-01-01": "ab" * 32}
         assert m.spec_hash == SPEC.spec_hash and m.stats_id is not None
         assert frame.select(SPEC.names).to_numpy().dtype == np.float64
@@ -174,7 +173,7 @@ def test_changing_test_slice_data_leaves_stats_unchanged(bars, built, tmp_path):
     m2 = load_manifest(layout2.slices(SPEC.spec_hash) / "fold00-test.manifest.json")
     assert m2.sha256 != test0.sha256
     # the bad bar and the look-back after it are warm-up: dropped, the slice still valid
-    assert m2.rows == test0.rows - SPEC.lookback_bars and m2.validation["success"]
+    assert m2.rows == test0.rows - SPEC.lookback_bars and m2.validation.success
     # same train inputs in a fresh folder -> byte-identical train slice (deterministic)
     train_a = load_manifest(layout.slices(SPEC.spec_hash) / "fold00-train.manifest.json")
     train_b = load_manifest(layout2.slices(SPEC.spec_hash) / "fold00-train.manifest.json")

@@ -39,20 +39,20 @@ def test_save_load_round_trip_without_pickles(tmp_path):
     t = FrozenStats.load(tmp_path / s.stats_id)
     np.testing.assert_array_equal(s.mean, t.mean)
     np.testing.assert_array_equal(s.sigma, t.sigma)
-    assert t.to_json() == s.to_json()
+    assert t.meta() == s.meta()
     assert np.load(tmp_path / s.stats_id / "mean.npy", allow_pickle=False).dtype == np.float64
 
 
 def test_record_round_trip_through_json_is_exact():
     """Staging plans carry stats as JSON (`to_record`); published files must hold the
     very float64 values that were fitted."""
-    import json
+    from features.stats import StatsRecord
 
     x = np.random.default_rng(1).normal(size=(500, 3)) * [1e-9, 1.0, 1e9]
     s = FrozenStats.fit(x, NAMES, "h" * 64, 1e-8, TRAIN)
-    t = FrozenStats.from_record(json.loads(json.dumps(s.to_record())))
+    t = FrozenStats.from_record(StatsRecord.model_validate_json(s.to_record().model_dump_json()))
     assert t.mean.tobytes() == s.mean.tobytes() and t.sigma.tobytes() == s.sigma.tobytes()
-    assert t.to_json() == s.to_json()
+    assert t.meta() == s.meta()
 
 
 def test_fit_rejects_non_finite_and_empty_input():

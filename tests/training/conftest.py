@@ -17,6 +17,8 @@ from core.config.experiment import ExperimentConfig, load_config
 from core.config.features import FeatureSpec
 from core.paths import DataLayout
 from core.schema import EXEC_COLUMNS, MID_TICKS, TS
+from core.slice_reference import SliceKind
+from features.slices import SliceManifest, SlicePart, SliceValidation
 from features.stats import FrozenStats
 from features.store import (
     MANIFEST_SUFFIX,
@@ -75,7 +77,7 @@ def write_slice(
     layout: DataLayout,
     spec: FeatureSpec,
     slice_id: str,
-    kind: str,
+    kind: SliceKind,
     fold: int | None,
     n: int,
     seed: int,
@@ -83,30 +85,30 @@ def write_slice(
     stats_id: str | None = None,
     vol: int = 2,
     leak: str | None = None,
-) -> dict:
+) -> SliceManifest:
     """Slice segment + manifest in the contract format; returns the manifest."""
     folder = layout.slices(spec.spec_hash)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
     cols = market_columns(spec, n, seed, t0, vol, leak)
     digest, rows = write_segment(folder, pl.from_arrow(pa.table(cols)))
-    manifest = {
-        "slice_id": slice_id,
-        "kind": kind,
-        "fold": fold,
-        "spec_hash": spec.spec_hash,
-        "t_start_ns": int(cols[TS][0]),
-        "t_end_ns": int(cols[TS][-1]),
-        "rows": n,
-        "sha256": slice_digest([(digest, rows)]),
-        "path": str(path.resolve()),
-        "format": SLICE_FORMAT,
-        "parts": [{"file": segment_file(digest), "sha256": digest, "rows": rows}],
-        "event_partitions": {},
-        "validation": {"success": True, "suite": "test", "failed": [], "statistics": {}},
-        "stats_id": stats_id,
-    }
-    write_json_atomic(path, manifest)
+    manifest = SliceManifest(
+        slice_id=slice_id,
+        kind=kind,
+        fold=fold,
+        spec_hash=spec.spec_hash,
+        t_start_ns=int(cols[TS][0]),
+        t_end_ns=int(cols[TS][-1]),
+        rows=n,
+        sha256=slice_digest([(digest, rows)]),
+        path=str(path.resolve()),
+        format=SLICE_FORMAT,
+        parts=[SlicePart(file=segment_file(digest), sha256=digest, rows=rows)],
+        event_partitions={},
+        validation=SliceValidation(success=True, suite="test"),
+        stats_id=stats_id,
+    )
+    write_json_atomic(path, manifest.to_json())
     return manifest
 
 
@@ -141,13 +143,13 @@ def build_data_dir(
         train = write_slice(
             layout, spec, f"fold{k:02d}-train", "train", k, rows, 100 + k, t0, vol=vol, leak=leak
         )
-        x = read_slice(train["path"], columns=list(spec.names)).to_numpy()
+        x = read_slice(train.path, columns=list(spec.names)).to_numpy()
         stats = FrozenStats.fit(
             x,
             spec.names,
             spec.spec_hash,
             spec.sigma_floor,
-            [{"slice_id": train["slice_id"], "sha256": train["sha256"]}],
+            [{"slice_id": train.slice_id, "sha256": train.sha256}],
         )
         stats.save(layout.stats(stats.stats_id))
         stats_id = stats.stats_id

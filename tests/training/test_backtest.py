@@ -248,7 +248,7 @@ def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(t
     sid = sorted(catalog.manifests)[0]
 
     def recorded(contract: dict) -> object:
-        m = {**catalog.manifests[sid], "instrument": contract}
+        m = catalog.manifests[sid].model_copy(update={"instrument": contract})
         return catalog.model_copy(update={"manifests": {**catalog.manifests, sid: m}})
 
     check_instrument(recorded(XBTUSD.contract()), XBTUSD.model_copy(update={"maker_fee": 0.0}))
