@@ -12,7 +12,8 @@ by field through numba's Python typeof (about 2 us for nine arrays, most of an e
 and a structured array through a slower type lookup (about 0.2 us); one plain 2-D array
 costs about 0.05 us.
 
-The rules (the kernels below, on one account in the packed state of `envs.kernels`):
+The rules (the kernels below, on one account in the packed state of `envs.kernels`, under
+its `Terms`: stake, exposure cap, instrument and switches):
 - `act`: the action at the close of the decision bar. Action mode "toggle" (the env's
   `EnvConfig.action_mode`, `core.schema.ACTION_NAMES`): 1 toggles a resting buy at the
   bar's best bid (cancel it if one rests, else place it if the exposure cap allows:
@@ -50,24 +51,15 @@ from core.schema import ACTION_NAMES
 from envs.kernels import (
     A_MFEE,
     A_MVOL,
-    F_CAP,
     F_FILLS,
-    F_MULT,
     F_PAID,
-    F_STAKE,
-    F_TICK,
     H_ASK,
     H_BID,
     H_FILLS,
     H_FLAT,
-    H_FUNDING,
-    H_INVERSE,
     H_LOTCAP,
     H_N,
     H_NFILLS,
-    H_ROLL,
-    H_TARGET,
-    H_TOUCH,
     H_TRCAP,
     L_C,
     L_SIDE,
@@ -124,6 +116,23 @@ class Bar(NamedTuple):
     maker: float
     taker: float
     funding_rate: float
+
+
+class Terms(NamedTuple):
+    """An account's terms, as the order kernels read them: the stake of every order (a
+    fraction of the balance) and the exposure cap; the instrument (tick size, multiplier,
+    inverse); the switches: the `touch` fill model (else trade_through), orders roll,
+    funding settles, action mode "target" (else "toggle")."""
+
+    stake: float
+    max_exposure: float
+    tick: float
+    multiplier: float
+    inverse: bool
+    touch: bool
+    roll: bool
+    funding: bool
+    target: bool
 
 
 def _bitcast_int64_to_float64(typingctx: Any, bits: Any) -> Any:
@@ -189,20 +198,20 @@ def funding_due(ts: np.ndarray, instrument: InstrumentSpec) -> np.ndarray:
 
 # ------------------------------------------------------------------ the order rules
 @njit(cache=True, nogil=True)
-def can_place(I: np.ndarray, F: np.ndarray, side: int) -> bool:  # noqa: E741
+def can_place(I: np.ndarray, F: np.ndarray, terms: Terms, side: int) -> bool:  # noqa: E741
     """True when a new order of `side` may rest: it would reduce the open stack, or one
     more stake stays within the exposure cap."""
     lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
-    return can_fill(acct_i, lot_i, lot_f, side, F[F_STAKE], F[F_CAP])
+    return can_fill(acct_i, lot_i, lot_f, side, terms.stake, terms.max_exposure)
 
 
 @njit(cache=True, nogil=True)
-def toggle(I: np.ndarray, F: np.ndarray, side: int, best: int) -> None:  # noqa: E741
+def toggle(I: np.ndarray, F: np.ndarray, terms: Terms, side: int, best: int) -> None:  # noqa: E741
     """Action mode "toggle": cancel the resting order of `side`, or place one at `best`."""
     o = H_BID if side == BUY else H_ASK
     if I[o] != 0:
         I[o] = 0
-    elif can_place(I, F, side):
+    elif can_place(I, F, terms, side):
         I[o] = best
 
 
@@ -210,6 +219,7 @@ def toggle(I: np.ndarray, F: np.ndarray, side: int, best: int) -> None:  # noqa:
 def target(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
+    terms: Terms,
     want_bid: bool,
     want_ask: bool,
     best_bid: int,
@@ -219,26 +229,33 @@ def target(
     price when none rests; a wanted order that rests keeps its price."""
     if not want_bid:
         I[H_BID] = 0
-    elif I[H_BID] == 0 and can_place(I, F, BUY):
+    elif I[H_BID] == 0 and can_place(I, F, terms, BUY):
         I[H_BID] = best_bid
     if not want_ask:
         I[H_ASK] = 0
-    elif I[H_ASK] == 0 and can_place(I, F, SELL):
+    elif I[H_ASK] == 0 and can_place(I, F, terms, SELL):
         I[H_ASK] = best_ask
 
 
 @njit(cache=True, nogil=True)
-def act(I: np.ndarray, F: np.ndarray, a: int, best_bid: int, best_ask: int) -> bool:  # noqa: E741
+def act(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    terms: Terms,
+    a: int,
+    best_bid: int,
+    best_ask: int,
+) -> bool:
     """The action `a` at the close of the decision bar (its best prices given), read in
     the account's action mode. False: `a` is not an action of that mode (nothing done)."""
-    if I[H_TARGET] != 0:
+    if terms.target:
         if a < 0 or a > 3:
             return False
-        target(I, F, a & 1 != 0, a & 2 != 0, best_bid, best_ask)
+        target(I, F, terms, a & 1 != 0, a & 2 != 0, best_bid, best_ask)
     elif a == 1:
-        toggle(I, F, BUY, best_bid)
+        toggle(I, F, terms, BUY, best_bid)
     elif a == 2:
-        toggle(I, F, SELL, best_ask)
+        toggle(I, F, terms, SELL, best_ask)
     elif a != 0:
         return False
     return True
@@ -259,6 +276,7 @@ def crossed(side: int, price: int, bar: Bar, touch: bool) -> bool:
 def fill_resting(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
+    terms: Terms,
     bar: Bar,
     side: int,
     ntr: int,
@@ -269,20 +287,20 @@ def fill_resting(
     contracts opened or closed, notional, fee). Returns (ntr, filled)."""
     o = H_BID if side == BUY else H_ASK
     price = I[o]
-    if price == 0 or not crossed(side, price, bar, I[H_TOUCH] != 0):
+    if price == 0 or not crossed(side, price, bar, terms.touch):
         return ntr, False
     I[o] = 0
     lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
-    stake = F[F_STAKE]
-    if not can_fill(acct_i, lot_i, lot_f, side, stake, F[F_CAP]):
+    stake = terms.stake
+    if not can_fill(acct_i, lot_i, lot_f, side, stake, terms.max_exposure):
         return ntr, False
     before = side_of(acct_i, lot_i)
     c0 = _contracts(acct_i, lot_f)
     vol0 = acct_f[A_MVOL]
     fee0 = acct_f[A_MFEE]
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, stake, bar.maker, MAKER, F[F_TICK],
-        I[H_INVERSE] != 0, F[F_MULT], tr_i, tr_f, ntr,
+        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, stake, bar.maker, MAKER, terms.tick,
+        terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
     )  # fmt: skip
     j = I[H_NFILLS]
     I[H_NFILLS] = j + 1
@@ -305,24 +323,24 @@ def _contracts(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
 
 
 @njit(cache=True, nogil=True)
-def settle_funding(I: np.ndarray, F: np.ndarray, bar: Bar) -> bool:  # noqa: E741
+def settle_funding(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar) -> bool:  # noqa: E741
     """Funding due at the bar's close (its `funding_rate`, 0 = none), when the account
     settles funding, on an open position marked at the bar's mid; the amount paid goes to
     F[F_PAID]. Returns whether it settled."""
     rate = bar.funding_rate
-    if I[H_FUNDING] == 0 or rate == 0.0 or I[H_N] == 0:
+    if not terms.funding or rate == 0.0 or I[H_N] == 0:
         return False
     lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
     F[F_PAID] = pay_funding(
-        acct_f, acct_i, lot_i, lot_f, rate, bar.mid, F[F_TICK], I[H_INVERSE] != 0, F[F_MULT]
+        acct_f, acct_i, lot_i, lot_f, rate, bar.mid, terms.tick, terms.inverse, terms.multiplier
     )
     return True
 
 
 @njit(cache=True, nogil=True)
-def roll(I: np.ndarray, bar: Bar) -> None:  # noqa: E741
+def roll(I: np.ndarray, terms: Terms, bar: Bar) -> None:  # noqa: E741
     """With rolling on, unfilled orders move to the bar's best price of their side."""
-    if I[H_ROLL] != 0:
+    if terms.roll:
         if I[H_BID] != 0:
             I[H_BID] = bar.bid
         if I[H_ASK] != 0:
@@ -330,22 +348,28 @@ def roll(I: np.ndarray, bar: Bar) -> None:  # noqa: E741
 
 
 @njit(cache=True, nogil=True)
-def on_bar(I: np.ndarray, F: np.ndarray, bar: Bar, ntr: int) -> tuple[int, bool]:  # noqa: E741
+def on_bar(
+    I: np.ndarray,  # noqa: E741
+    F: np.ndarray,
+    terms: Terms,
+    bar: Bar,
+    ntr: int,
+) -> tuple[int, bool]:
     """One bar after the decision bar: the resting buy, then the resting sell, may fill;
     funding settles if due; unfilled orders roll. What it filled and paid is in the
     header until the next bar (H_NFILLS, H_FILLS, F_FILLS, F_PAID). Returns (ntr, whether
     the account changed)."""
     I[H_NFILLS] = 0
     F[F_PAID] = 0.0
-    ntr, bought = fill_resting(I, F, bar, BUY, ntr)
-    ntr, sold = fill_resting(I, F, bar, SELL, ntr)
-    paid = settle_funding(I, F, bar)
-    roll(I, bar)
+    ntr, bought = fill_resting(I, F, terms, bar, BUY, ntr)
+    ntr, sold = fill_resting(I, F, terms, bar, SELL, ntr)
+    paid = settle_funding(I, F, terms, bar)
+    roll(I, terms, bar)
     return ntr, bought or sold or paid
 
 
 @njit(cache=True, nogil=True)
-def flatten(I: np.ndarray, F: np.ndarray, bar: Bar, ntr: int) -> int:  # noqa: E741
+def flatten(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar, ntr: int) -> int:  # noqa: E741
     """Close the open lots (the caller checked there are some) at the bar's touch, a taker
     fill at the bar's taker rate, and cancel the orders. Returns ntr."""
     lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
@@ -353,7 +377,7 @@ def flatten(I: np.ndarray, F: np.ndarray, bar: Bar, ntr: int) -> int:  # noqa: E
     price = bar.bid if side == SELL else bar.ask
     ntr = fill(
         acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, exposure_of(acct_i, lot_f),
-        bar.taker, TAKER, F[F_TICK], I[H_INVERSE] != 0, F[F_MULT], tr_i, tr_f, ntr,
+        bar.taker, TAKER, terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
     )  # fmt: skip
     I[H_BID] = 0
     I[H_ASK] = 0
@@ -455,8 +479,8 @@ class BrokerAccount:
         self.bar_ts: int | None = None  # close of the last bar seen (funding's previous close)
 
     def _load(self, position: Position, bid_px: int, ask_px: int) -> None:
-        """Lay the rules, `position` and the resting orders into fresh packed arrays, with
-        room for the lots the rules allow (or `position` holds) and the trades of a bar."""
+        """The rules' terms, and `position` and the resting orders in fresh packed arrays,
+        with room for the lots the rules allow (or `position` holds) and a bar's trades."""
         r, inst = self._rules, self.instrument
         lots = position.lots
         lot_cap = max(int((r.max_exposure + 1e-9) / r.stake_fraction), len(lots)) + 2
@@ -466,17 +490,8 @@ class BrokerAccount:
         F = np.zeros(nf, np.float64)
         I[H_LOTCAP] = lot_cap
         I[H_TRCAP] = trade_cap
-        I[H_TARGET] = r.action_mode == "target"
-        I[H_TOUCH] = r.fill_model == "touch"
-        I[H_ROLL] = r.roll_orders
-        I[H_FUNDING] = r.funding
-        I[H_INVERSE] = inst.is_inverse
         I[H_BID] = bid_px
         I[H_ASK] = ask_px
-        F[F_STAKE] = r.stake_fraction
-        F[F_CAP] = r.max_exposure
-        F[F_TICK] = inst.tick_size
-        F[F_MULT] = inst.multiplier
         p = position
         F[:N_ACCT] = (
             p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
@@ -489,6 +504,11 @@ class BrokerAccount:
             lot_i[i] = (lot.side, lot.price_ticks, lot.ts_ns)
             lot_f[i] = (lot.stake, lot.contracts, lot.entry_fee)
         self._I, self._F = I, F
+        self._terms = Terms(
+            float(r.stake_fraction), float(r.max_exposure), float(inst.tick_size),
+            float(inst.multiplier), bool(inst.is_inverse), r.fill_model == "touch",
+            bool(r.roll_orders), bool(r.funding), r.action_mode == "target",
+        )  # fmt: skip
 
     @property
     def rules(self) -> BrokerRules:
@@ -558,7 +578,7 @@ class BrokerAccount:
         action the mode does not have."""
         if action is None:
             return
-        if not act(self._I, self._F, int(action), int(best_bid), int(best_ask)):
+        if not act(self._I, self._F, self._terms, int(action), int(best_bid), int(best_ask)):
             n = len(ACTION_NAMES[self._rules.action_mode])
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
 
@@ -585,7 +605,7 @@ class BrokerAccount:
             float(maker), float(taker), float(r.funding_rate) if due else 0.0,
         )  # fmt: skip
         I, F = self._I, self._F  # noqa: E741
-        on_bar(I, F, bar, 0)
+        on_bar(I, F, self._terms, bar, 0)
         self.last_funding = float(F[F_PAID])
         self.last_fills = [
             BrokerFill(

@@ -370,9 +370,11 @@ def reward_terms(
 
 
 # ------------------------------------------------------------------ the packed state
-# One account at the broker (its rules, resting orders, account, lots and the trades a
-# step closed: `envs.broker`) and the env's episode around it (`envs.step`), in two flat
-# arrays I (int64) and F (float64); `_views` cuts the account's arrays out of them.
+# One account at the broker (its resting orders, account, lots, the trades a step closed
+# and what the last bar filled: `envs.broker`) and the env's episode around it
+# (`envs.step`: cursor, budget, the terms the broker runs under as `envs.step.terms_of`
+# reads them, the position summary, reward parameters), in two flat arrays I (int64) and
+# F (float64); `_views` cuts the account's arrays out of them.
 # I (int64) header
 H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
 H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from envs.broker import act, bar_at, flatten, on_bar
+from envs.broker import Terms, act, bar_at, flatten, on_bar
 from envs.kernels import (
     A_BAL,
     A_FEES,
@@ -38,6 +38,7 @@ from envs.kernels import (
     F_SEXP,
     F_SK,
     F_SMEAN,
+    F_STAKE,
     F_TICK,
     F_UPNL0,
     G_BAL,
@@ -72,11 +73,14 @@ from envs.kernels import (
     H_LAST,
     H_N,
     H_NF,
+    H_ROLL,
     H_SKIP,
     H_SLAST,
     H_SSIDE,
     H_STEPS,
     H_T,
+    H_TARGET,
+    H_TOUCH,
     H_W,
     N_REWARD_PARAMS,
     _views,
@@ -85,6 +89,15 @@ from envs.kernels import (
     summarize,
     unrealized,
 )
+
+
+@njit(cache=True, nogil=True)
+def terms_of(I: np.ndarray, F: np.ndarray) -> Terms:  # noqa: E741
+    """The env account's terms (`envs.broker.Terms`), from the header."""
+    return Terms(
+        F[F_STAKE], F[F_CAP], F[F_TICK], F[F_MULT], I[H_INVERSE] != 0, I[H_TOUCH] != 0,
+        I[H_ROLL] != 0, I[H_FUNDING] != 0, I[H_TARGET] != 0,
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
@@ -209,7 +222,8 @@ def env_step(
     the trades closed, in the account's trade buffer)."""
     t = I[H_T]
     bar = bar_at(bars, t)
-    if not act(I, F, a, bar.bid, bar.ask):
+    terms = terms_of(I, F)
+    if not act(I, F, terms, a, bar.bid, bar.ask):
         return 0.0, BAD_ACTION
     last = I[H_LAST]
     end = t + I[H_SKIP]
@@ -222,9 +236,9 @@ def env_step(
     fund0 = F[A_FUND]
     changed = False
     ntr = 0
-    if I[H_BID] != 0 or I[H_ASK] != 0 or I[H_FUNDING] != 0:
+    if I[H_BID] != 0 or I[H_ASK] != 0 or terms.funding:
         for k in range(t + 1, end + 1):
-            ntr, moved = on_bar(I, F, bar_at(bars, k), ntr)
+            ntr, moved = on_bar(I, F, terms, bar_at(bars, k), ntr)
             changed = changed or moved
     I[H_T] = end
     steps = I[H_STEPS] + 1
@@ -233,7 +247,7 @@ def env_step(
     budget = I[H_BUDGET]
     truncated = (not terminated) and budget >= 0 and steps >= budget
     if terminated and I[H_FLATTEN] != 0 and I[H_N] > 0:
-        ntr = flatten(I, F, bar_at(bars, end), ntr)
+        ntr = flatten(I, F, terms, bar_at(bars, end), ntr)
         changed = True
     if changed:
         env_summarize(I, F)
