@@ -143,3 +143,16 @@ def test_two_concurrent_ingest_runs_on_same_partitions_leave_them_intact(tmp_pat
     assert b.equals(pl.concat([x[1] for x in expect])) and t.equals(
         pl.concat([x[2] for x in expect])
     )
+
+
+def test_code_version_covers_the_book_replay_and_every_named_file_exists() -> None:
+    from ingest.events import code_files, code_version
+
+    files = code_files()
+    assert all(f.is_file() for f in files), [str(f) for f in files if not f.is_file()]
+    assert {f.relative_to(f.parents[1]).as_posix() for f in files} >= {
+        "book/order_book.py",
+        "core/schema.py",
+        "ingest/events.py",
+    }
+    assert len(code_version()) == 16
