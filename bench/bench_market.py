@@ -29,7 +29,12 @@ from core.config.ingest import IngestConfig  # noqa: E402
 from core.config.market import SyntheticMarketConfig  # noqa: E402
 from core.paths import DataLayout  # noqa: E402
 from features.audit import load_events  # noqa: E402
-from features.market_audit import edge_correlation, markdown_table, market_report  # noqa: E402
+from features.market_audit import (  # noqa: E402
+    MarketReport,
+    edge_correlation,
+    markdown_table,
+    market_report,
+)
 from ingest.synthetic import generate_market, market_metadata  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +66,7 @@ def _strength(meta: dict[str, Any]) -> str:
     return "n/a: no zero" if s is None else f"{s:g}"
 
 
-def real_capture() -> dict[str, Any]:
+def real_capture() -> MarketReport:
     from ingest.run import ingest
 
     root = Path(tempfile.mkdtemp(prefix="bench-market-"))
@@ -78,7 +83,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f}", flush=True)
-    reports: dict[str, dict[str, Any]] = {"real capture 2021-07-22": real_capture()}
+    reports: dict[str, MarketReport] = {"real capture 2021-07-22": real_capture()}
     rates: list[str] = []
     corr_rows: list[str] = []
     for name, path in CONFIGS.items():
@@ -102,11 +107,11 @@ def main() -> None:
         reports[name] = market_report(book, trades, edge_feature=feature, metadata=meta)
         cells = []
         for f in EDGE_FEATURES:
-            hz = edge_correlation(book, trades, f, (10, 30, 60))["horizons"]
-            cells.append(" / ".join(f"{hz[h]['corr']:+.3f}" for h in ("10s", "30s", "60s")))
-        se = " / ".join(
-            f"{reports[name]['edge']['horizons'][h]['se']:.3f}" for h in ("10s", "30s", "60s")
-        )
+            hz = edge_correlation(book, trades, f, (10, 30, 60)).horizons
+            cells.append(" / ".join(f"{hz[h].corr:+.3f}" for h in ("10s", "30s", "60s")))
+        edge = reports[name].edge
+        assert edge is not None  # asked for: edge_feature=feature
+        se = " / ".join(f"{edge.horizons[h].se:.3f}" for h in ("10s", "30s", "60s"))
         corr_rows.append(
             f"| {name} | {feature} ({_strength(meta)}) | " + " | ".join(cells) + f" | {se} |"
         )

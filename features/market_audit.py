@@ -1,6 +1,7 @@
 """Market audit: the statistics that matter to a maker strategy, on any canonical events.
 
-Pure: frames in, a JSON-able dict out (`market_report`); the CLI adapter
+Pure: frames in, one typed record out (`market_report` -> `MarketReport`, whose
+`to_json` is `chappie audit market --json`); the CLI adapter
 (`flows/cli_audit_market.py`) reads partitions and prints. Every book statistic comes
 from replaying the deltas through the ONE order-book state machine
 (`book.order_book.apply_message_kernel`), message by message, recording the touch after
@@ -36,16 +37,18 @@ Definitions (units in the keys):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import polars as pl
 from numba import njit
+from pydantic import BaseModel, ConfigDict
 
 from book.order_book import ST_DESYNC, ST_NA, ST_NB, ST_SIZE, apply_message_kernel
 from core import schema as S
 from core.clock import NS_PER_DAY, NS_PER_S
 from core.config.features import FeatureSpec
+from core.jsontypes import JsonObject
 
 VOL_INTERVALS_S: tuple[int, ...] = (1, 60, 3600)
 MARKOUT_HORIZONS_S: tuple[int, ...] = (1, 10, 60)
@@ -204,7 +207,146 @@ def _nan_none(x: float) -> float | None:
     return None if not np.isfinite(x) else float(x)
 
 
-def queue_at_touch(ts: TouchSeries) -> dict[str, Any]:
+class _Figures(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TouchQueue(_Figures):
+    """Time-weighted touch queue (bid and ask pooled), contracts; None: no state."""
+
+    p10: float | None
+    median: float | None
+    p90: float | None
+    mean: float | None
+    heavy_side_median: float | None
+    light_side_median: float | None
+
+
+class SpreadFigures(_Figures):
+    """Time-weighted spread, ticks, and the share of time at one tick."""
+
+    median: float | None
+    mean: float | None
+    p90: float | None
+    share_1_tick: float | None
+
+
+class MessageMix(_Figures):
+    """Non-snapshot deltas by kind: counts, shares (None: no delta) and their total."""
+
+    insert: int
+    update: int
+    delete: int
+    insert_share: float | None
+    update_share: float | None
+    delete_share: float | None
+    deltas: int
+
+
+class Quantiles(_Figures):
+    """Count, mean and quantiles of a sample (None: empty)."""
+
+    n: int
+    mean: float | None
+    p10: float | None
+    median: float | None
+    p90: float | None
+    p99: float | None
+
+
+class TradeSizes(_Figures):
+    """Trade sizes, contracts: per print and per market order."""
+
+    per_print: Quantiles
+    per_market_order: Quantiles
+
+
+class LevelsSwept(_Figures):
+    """Levels swept per market order; `counts` of 1, 2, 3 and 4+ levels."""
+
+    n: int
+    mean: float | None
+    max: int | None
+    share_multi: float | None
+    counts: dict[str, int]
+
+
+class MidVolatility(_Figures):
+    """Std of mid changes on one grid: `bps` (of ln mid) and `ticks`; `n` grid steps."""
+
+    n: int
+    bps: float | None
+    ticks: float | None
+
+
+class Markout(_Figures):
+    """Passive-fill markouts at one horizon: ticks (mean, standard error), bps of the
+    pre-trade mid, and against the fill price (ticks)."""
+
+    n: int
+    mean_ticks: float | None
+    se_ticks: float | None
+    mean_bps: float | None
+    vs_fill_ticks: float | None
+
+
+class EdgeAtHorizon(_Figures):
+    """Correlation with the forward mid move at one horizon, and its standard error
+    over non-overlapping moves."""
+
+    n: int
+    corr: float | None
+    se: float | None
+
+
+class EdgeCorrelation(_Figures):
+    """`edge_correlation`: a feature on `bar_s`-second bars, by horizon ("10s", ...)."""
+
+    feature: str
+    bar_s: float
+    horizons: dict[str, EdgeAtHorizon]
+
+
+class EventRates(_Figures):
+    """Events per second of covered time (None: no covered time)."""
+
+    book_deltas: float | None
+    messages: float | None
+    trades: float | None
+    market_orders: float | None
+
+
+class MarketReport(_Figures):
+    """Every statistic of the module doc on one event set. `market`: what is known of
+    the events (source, symbol, days; a synthetic market's generator metadata and
+    planted edge), passed through as given; `edge` only when asked for. `to_json` is
+    the `chappie audit market --json` object."""
+
+    check: Literal["market"] = "market"
+    seconds: float
+    mid_ticks_median: float | None
+    tick_bps: float | None
+    rates_per_s: EventRates
+    queue_at_touch: TouchQueue
+    spread_ticks: SpreadFigures
+    message_mix: MessageMix
+    trade_size: TradeSizes
+    levels_swept: LevelsSwept
+    mid_volatility: dict[str, MidVolatility]  # by grid ("1s", "60s", ...)
+    markout: dict[str, Markout]  # by horizon ("1s", "10s", ...)
+    market: JsonObject | None
+    edge: EdgeCorrelation | None = None
+
+    def to_json(self) -> JsonObject:
+        return self.model_dump(mode="json", exclude={"edge"} if self.edge is None else set())
+
+    def planted_edge(self) -> JsonObject | None:
+        """The planted edge `market` records (a synthetic market's), or None."""
+        planted = (self.market or {}).get("edge")
+        return planted if isinstance(planted, dict) else None
+
+
+def queue_at_touch(ts: TouchSeries) -> TouchQueue:
     """Time-weighted distribution of the touch queue (bid and ask pooled), contracts,
     and the medians of the heavier and the lighter of the two sides."""
     x = np.concatenate([ts.bid_sz, ts.ask_sz])
@@ -213,36 +355,36 @@ def queue_at_touch(ts: TouchSeries) -> dict[str, Any]:
     mean = float((x * w).sum() / w.sum()) if w.sum() > 0 else None
     (heavy,) = weighted_quantiles(np.maximum(ts.bid_sz, ts.ask_sz), ts.hold, (0.5,))
     (light,) = weighted_quantiles(np.minimum(ts.bid_sz, ts.ask_sz), ts.hold, (0.5,))
-    return {
-        "p10": p10,
-        "median": p50,
-        "p90": p90,
-        "mean": mean,
-        "heavy_side_median": heavy,
-        "light_side_median": light,
-    }
+    return TouchQueue(
+        p10=p10,
+        median=p50,
+        p90=p90,
+        mean=mean,
+        heavy_side_median=heavy,
+        light_side_median=light,
+    )
 
 
-def spread_ticks(ts: TouchSeries) -> dict[str, Any]:
+def spread_ticks(ts: TouchSeries) -> SpreadFigures:
     """Time-weighted spread distribution, ticks, and the share of time at one tick."""
     x = ts.ask_px - ts.bid_px
     w = ts.hold
     if w.sum() <= 0:
-        return {"median": None, "mean": None, "p90": None, "share_1_tick": None}
+        return SpreadFigures(median=None, mean=None, p90=None, share_1_tick=None)
     p50, p90 = weighted_quantiles(x, w, (0.5, 0.9))
-    return {
-        "median": p50,
-        "mean": float((x * w).sum() / w.sum()),
-        "p90": p90,
-        "share_1_tick": float(w[x == 1].sum() / w.sum()),
-    }
+    return SpreadFigures(
+        median=p50,
+        mean=float((x * w).sum() / w.sum()),
+        p90=p90,
+        share_1_tick=float(w[x == 1].sum() / w.sum()),
+    )
 
 
-def message_mix(ts: TouchSeries) -> dict[str, Any]:
+def message_mix(ts: TouchSeries) -> MessageMix:
     """Counts and shares of insert / update / delete among non-snapshot deltas."""
     total = sum(ts.mix.values())
     shares = {f"{k}_share": (v / total if total else None) for k, v in ts.mix.items()}
-    return {**ts.mix, **shares, "deltas": total}
+    return MessageMix.model_validate({**ts.mix, **shares, "deltas": total})
 
 
 def market_orders(trades: pl.DataFrame) -> pl.DataFrame:
@@ -284,46 +426,46 @@ def market_orders(trades: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _quantiles(x: np.ndarray) -> dict[str, Any]:
+def _quantiles(x: np.ndarray) -> Quantiles:
     if x.shape[0] == 0:
-        return {"n": 0, "mean": None, "p10": None, "median": None, "p90": None, "p99": None}
+        return Quantiles(n=0, mean=None, p10=None, median=None, p90=None, p99=None)
     q = np.quantile(x, (0.1, 0.5, 0.9, 0.99))
-    return {
-        "n": int(x.shape[0]),
-        "mean": float(x.mean()),
-        "p10": float(q[0]),
-        "median": float(q[1]),
-        "p90": float(q[2]),
-        "p99": float(q[3]),
-    }
+    return Quantiles(
+        n=int(x.shape[0]),
+        mean=float(x.mean()),
+        p10=float(q[0]),
+        median=float(q[1]),
+        p90=float(q[2]),
+        p99=float(q[3]),
+    )
 
 
-def trade_sizes(trades: pl.DataFrame, orders: pl.DataFrame) -> dict[str, Any]:
+def trade_sizes(trades: pl.DataFrame, orders: pl.DataFrame) -> TradeSizes:
     """Size distribution (contracts) per print and per market order."""
-    return {
-        "per_print": _quantiles(trades[S.SIZE].to_numpy().astype(np.float64)),
-        "per_market_order": _quantiles(orders["size"].to_numpy().astype(np.float64)),
-    }
+    return TradeSizes(
+        per_print=_quantiles(trades[S.SIZE].to_numpy().astype(np.float64)),
+        per_market_order=_quantiles(orders["size"].to_numpy().astype(np.float64)),
+    )
 
 
-def levels_swept(orders: pl.DataFrame) -> dict[str, Any]:
+def levels_swept(orders: pl.DataFrame) -> LevelsSwept:
     """Levels swept per market order: mean, max, share sweeping more than one level,
     and counts of 1, 2, 3 and 4+ levels."""
     lv = orders["levels"].to_numpy()
     if lv.shape[0] == 0:
-        return {"n": 0, "mean": None, "max": None, "share_multi": None, "counts": {}}
-    return {
-        "n": int(lv.shape[0]),
-        "mean": float(lv.mean()),
-        "max": int(lv.max()),
-        "share_multi": float((lv > 1).mean()),
-        "counts": {
+        return LevelsSwept(n=0, mean=None, max=None, share_multi=None, counts={})
+    return LevelsSwept(
+        n=int(lv.shape[0]),
+        mean=float(lv.mean()),
+        max=int(lv.max()),
+        share_multi=float((lv > 1).mean()),
+        counts={
             "1": int((lv == 1).sum()),
             "2": int((lv == 2).sum()),
             "3": int((lv == 3).sum()),
             "4+": int((lv >= 4).sum()),
         },
-    }
+    )
 
 
 def _state_at(ts: TouchSeries, t: np.ndarray, strict: bool) -> np.ndarray:
@@ -333,10 +475,11 @@ def _state_at(ts: TouchSeries, t: np.ndarray, strict: bool) -> np.ndarray:
 
 def mid_volatility(
     ts: TouchSeries, intervals_s: Sequence[int] = VOL_INTERVALS_S
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, MidVolatility]:
     """Std of mid changes on an h-second grid inside each segment: `bps` (of ln mid
-    differences, x 1e4) and `ticks`; `n` grid steps (None below 2)."""
-    out: dict[str, dict[str, Any]] = {}
+    differences, x 1e4) and `ticks` (None below 2 grid steps); `n` grid steps. By grid:
+    "1s", "60s", ..."""
+    out: dict[str, MidVolatility] = {}
     mid2 = ts.mid2.astype(np.float64)
     for h in intervals_s:
         step = int(h * NS_PER_S)
@@ -352,23 +495,23 @@ def mid_volatility(
         dl = np.concatenate(d_log) if d_log else np.zeros(0)
         dt = np.concatenate(d_ticks) if d_ticks else np.zeros(0)
         ok = dl.shape[0] >= 2
-        out[f"{h}s"] = {
-            "n": int(dl.shape[0]),
-            "bps": float(dl.std(ddof=1) * 1e4) if ok else None,
-            "ticks": float(dt.std(ddof=1)) if ok else None,
-        }
+        out[f"{h}s"] = MidVolatility(
+            n=int(dl.shape[0]),
+            bps=float(dl.std(ddof=1) * 1e4) if ok else None,
+            ticks=float(dt.std(ddof=1)) if ok else None,
+        )
     return out
 
 
 def passive_markouts(
     ts: TouchSeries, orders: pl.DataFrame, horizons_s: Sequence[int] = MARKOUT_HORIZONS_S
-) -> dict[str, dict[str, Any]]:
-    """Markouts of passive fills at the touch (see module doc), per horizon: `n`, mean
-    and standard error in ticks, mean in bps of the pre-trade mid, and the mean against
-    the fill price (ticks)."""
-    empty = {"n": 0, "mean_ticks": None, "se_ticks": None, "mean_bps": None, "vs_fill_ticks": None}
+) -> dict[str, Markout]:
+    """Markouts of passive fills at the touch (see module doc), per horizon ("1s", ...):
+    `n`, mean and standard error in ticks, mean in bps of the pre-trade mid, and the mean
+    against the fill price (ticks)."""
     if ts.ts.shape[0] == 0 or orders.height == 0:
-        return {f"{h}s": dict(empty) for h in horizons_s}
+        empty = Markout(n=0, mean_ticks=None, se_ticks=None, mean_bps=None, vs_fill_ticks=None)
+        return {f"{h}s": empty for h in horizons_s}
     t = orders[S.TS_RECV].to_numpy().astype(np.int64)
     s_rest = -orders[S.SIDE].to_numpy().astype(np.int64)
     px = orders["touch_ticks"].to_numpy().astype(np.int64)
@@ -378,7 +521,7 @@ def passive_markouts(
     keep = (pre >= 0) & (t - ts.ts[safe] <= ts.max_gap_ns)
     end = ts.ts[[b for _, b in ts.segments()]][ts.segment[safe]]
     mid_pre2 = ts.mid2[safe]
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Markout] = {}
     for h in horizons_s:
         th = t + int(h * NS_PER_S)
         ok = keep & (th <= end)
@@ -388,13 +531,13 @@ def passive_markouts(
         vs_fill = s_rest[ok] * (mid_post2[ok] / 2.0 - px[ok])
         bps = mo / (mid_pre2[ok] / 2.0) * 1e4
         n = int(mo.shape[0])
-        out[f"{h}s"] = {
-            "n": n,
-            "mean_ticks": float(mo.mean()) if n else None,
-            "se_ticks": float(mo.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
-            "mean_bps": float(bps.mean()) if n else None,
-            "vs_fill_ticks": float(vs_fill.mean()) if n else None,
-        }
+        out[f"{h}s"] = Markout(
+            n=n,
+            mean_ticks=float(mo.mean()) if n else None,
+            se_ticks=float(mo.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+            mean_bps=float(bps.mean()) if n else None,
+            vs_fill_ticks=float(vs_fill.mean()) if n else None,
+        )
     return out
 
 
@@ -405,7 +548,7 @@ def edge_correlation(
     feature: str,
     horizons_s: Sequence[int] = EDGE_HORIZONS_S,
     spec: FeatureSpec | None = None,
-) -> dict[str, Any]:
+) -> EdgeCorrelation:
     """Correlation of `feature` at each bar close with the mid move over the next h
     seconds (ticks), per day partition (ts_recv // day), warm-up rows out, pooled.
     Raises ValueError for a feature the spec does not make."""
@@ -435,7 +578,7 @@ def edge_correlation(
             ok = ~warm[:-k] & np.isfinite(xx) & np.isfinite(fwd)
             xs[h].append(xx[ok])
             ys[h].append(fwd[ok])
-    out: dict[str, Any] = {"feature": feature, "bar_s": spec.interval_ms / 1000, "horizons": {}}
+    horizons: dict[str, EdgeAtHorizon] = {}
     for h in horizons_s:
         x = np.concatenate(xs[h]) if xs[h] else np.zeros(0)
         y = np.concatenate(ys[h]) if ys[h] else np.zeros(0)
@@ -445,12 +588,12 @@ def edge_correlation(
         # rows overlap (h-second moves every bar): the naive 1/sqrt(n) error is too
         # small by about sqrt(h / bar); this one counts non-overlapping moves
         n_eff = x.shape[0] / max(1.0, h * NS_PER_S / spec.interval_ns)
-        out["horizons"][f"{h}s"] = {
-            "n": int(x.shape[0]),
-            "corr": corr,
-            "se": float(1.0 / np.sqrt(n_eff)) if n_eff > 1 else None,
-        }
-    return out
+        horizons[f"{h}s"] = EdgeAtHorizon(
+            n=int(x.shape[0]),
+            corr=corr,
+            se=float(1.0 / np.sqrt(n_eff)) if n_eff > 1 else None,
+        )
+    return EdgeCorrelation(feature=feature, bar_s=spec.interval_ms / 1000, horizons=horizons)
 
 
 # ---------------------------------------------------------------- report
@@ -459,9 +602,9 @@ def market_report(
     trades: pl.DataFrame,
     *,
     edge_feature: str | None = None,
-    metadata: dict[str, Any] | None = None,
+    metadata: JsonObject | None = None,
     max_gap_s: float = DEFAULT_MAX_GAP_S,
-) -> dict[str, Any]:
+) -> MarketReport:
     """Every statistic of the module doc on one event set (book deltas and trades,
     canonical, sorted by ts_recv). `edge_feature` adds `edge_correlation`; `metadata`
     (e.g. a synthetic market's planted edge) is passed through as `market`."""
@@ -469,32 +612,31 @@ def market_report(
     orders = market_orders(trades)
     secs = ts.seconds()
     mid_ticks = float(np.median(ts.mid2) / 2.0) if ts.ts.shape[0] else None
-    rep: dict[str, Any] = {
-        "check": "market",
-        "seconds": secs,
-        "mid_ticks_median": mid_ticks,
-        "tick_bps": (1e4 / mid_ticks) if mid_ticks else None,
-        "rates_per_s": {
-            "book_deltas": (sum(ts.mix.values()) / secs) if secs else None,
-            "messages": (ts.n_messages / secs) if secs else None,
-            "trades": (trades.height / secs) if secs else None,
-            "market_orders": (orders.height / secs) if secs else None,
-        },
-        "queue_at_touch": queue_at_touch(ts),
-        "spread_ticks": spread_ticks(ts),
-        "message_mix": message_mix(ts),
-        "trade_size": trade_sizes(trades, orders),
-        "levels_swept": levels_swept(orders),
-        "mid_volatility": mid_volatility(ts),
-        "markout": passive_markouts(ts, orders),
-        "market": metadata,
-    }
+    rep = MarketReport(
+        seconds=secs,
+        mid_ticks_median=mid_ticks,
+        tick_bps=(1e4 / mid_ticks) if mid_ticks else None,
+        rates_per_s=EventRates(
+            book_deltas=(sum(ts.mix.values()) / secs) if secs else None,
+            messages=(ts.n_messages / secs) if secs else None,
+            trades=(trades.height / secs) if secs else None,
+            market_orders=(orders.height / secs) if secs else None,
+        ),
+        queue_at_touch=queue_at_touch(ts),
+        spread_ticks=spread_ticks(ts),
+        message_mix=message_mix(ts),
+        trade_size=trade_sizes(trades, orders),
+        levels_swept=levels_swept(orders),
+        mid_volatility=mid_volatility(ts),
+        markout=passive_markouts(ts, orders),
+        market=metadata,
+    )
     if edge_feature:
-        rep["edge"] = edge_correlation(book, trades, edge_feature)
+        rep = rep.model_copy(update={"edge": edge_correlation(book, trades, edge_feature)})
     return rep
 
 
-def _fmt(x: Any, nd: int = 2) -> str:
+def _fmt(x: float | None, nd: int = 2) -> str:
     if x is None:
         return "n/a"
     if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 100):
@@ -502,83 +644,81 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return f"{x:.{nd}f}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str]]:
+def summary_rows(rep: MarketReport) -> list[tuple[str, str]]:
     """(statistic, value) rows of a report, in display order (text and Markdown)."""
-    q, sp, mm = rep["queue_at_touch"], rep["spread_ticks"], rep["message_mix"]
-    ts_, lv, r = rep["trade_size"]["per_print"], rep["levels_swept"], rep["rates_per_s"]
+    q, sp, mm = rep.queue_at_touch, rep.spread_ticks, rep.message_mix
+    ts_, lv, r = rep.trade_size.per_print, rep.levels_swept, rep.rates_per_s
     rows = [
-        ("covered time (s)", _fmt(rep["seconds"], 1)),
-        ("tick (bps of mid)", _fmt(rep["tick_bps"], 3)),
-        ("book deltas / s", _fmt(r["book_deltas"])),
-        ("market orders / s", _fmt(r["market_orders"], 3)),
+        ("covered time (s)", _fmt(rep.seconds, 1)),
+        ("tick (bps of mid)", _fmt(rep.tick_bps, 3)),
+        ("book deltas / s", _fmt(r.book_deltas)),
+        ("market orders / s", _fmt(r.market_orders, 3)),
         (
             "queue at touch p10 / median / p90",
-            f"{_fmt(q['p10'])} / {_fmt(q['median'])} / {_fmt(q['p90'])}",
+            f"{_fmt(q.p10)} / {_fmt(q.median)} / {_fmt(q.p90)}",
         ),
         (
             "queue median heavy / light side",
-            f"{_fmt(q['heavy_side_median'])} / {_fmt(q['light_side_median'])}",
+            f"{_fmt(q.heavy_side_median)} / {_fmt(q.light_side_median)}",
         ),
         ("spread ticks median / mean / share 1 tick", _spread(sp)),
         (
             "mix insert / update / delete",
-            " / ".join(_fmt(mm[f"{k}_share"], 3) for k in ("insert", "update", "delete")),
+            " / ".join(_fmt(s, 3) for s in (mm.insert_share, mm.update_share, mm.delete_share)),
         ),
         (
             "trade size p10 / median / p90 / p99",
-            " / ".join(_fmt(ts_[k]) for k in ("p10", "median", "p90", "p99")),
+            " / ".join(_fmt(x) for x in (ts_.p10, ts_.median, ts_.p90, ts_.p99)),
         ),
         (
             "levels per market order mean / max / share >1",
-            f"{_fmt(lv['mean'])} / {_fmt(lv['max'])} / {_fmt(lv['share_multi'], 3)}",
+            f"{_fmt(lv.mean)} / {_fmt(lv.max)} / {_fmt(lv.share_multi, 3)}",
         ),
     ]
-    for h, v in rep["mid_volatility"].items():
-        rows.append((f"mid vol {h} (bps / ticks)", f"{_fmt(v['bps'])} / {_fmt(v['ticks'])}"))
-    for h, v in rep["markout"].items():
-        se = f" +- {_fmt(v['se_ticks'], 3)}" if v["se_ticks"] is not None else ""
+    for h, v in rep.mid_volatility.items():
+        rows.append((f"mid vol {h} (bps / ticks)", f"{_fmt(v.bps)} / {_fmt(v.ticks)}"))
+    for h, m in rep.markout.items():
+        se = f" +- {_fmt(m.se_ticks, 3)}" if m.se_ticks is not None else ""
         rows.append(
             (
                 f"markout {h} ticks (bps) [n]",
-                f"{_fmt(v['mean_ticks'], 3)}{se} ({_fmt(v['mean_bps'], 3)}) [{v['n']}]",
+                f"{_fmt(m.mean_ticks, 3)}{se} ({_fmt(m.mean_bps, 3)}) [{m.n}]",
             )
         )
     rows.append(
         (
-            "markout vs fill price " + " / ".join(rep["markout"]) + " (ticks)",
-            " / ".join(_fmt(v["vs_fill_ticks"], 3) for v in rep["markout"].values()),
+            "markout vs fill price " + " / ".join(rep.markout) + " (ticks)",
+            " / ".join(_fmt(m.vs_fill_ticks, 3) for m in rep.markout.values()),
         )
     )
-    m = rep.get("market") or {}
-    planted = m.get("edge")
+    planted = rep.planted_edge()
     if planted:
         strength = "n/a" if planted["strength"] is None else f"{planted['strength']:g}"
         rows.append(("planted edge: feature (strength)", f"{planted['feature']} ({strength})"))
-    edge = rep.get("edge")
-    if edge:
-        rows.append(("edge feature measured", edge["feature"]))
-        for h, v in edge["horizons"].items():
-            se = f" +- {_fmt(v['se'], 3)}" if v["se"] is not None else ""
-            rows.append((f"corr(edge feature, fwd mid {h})", f"{_fmt(v['corr'], 3)}{se}"))
+    if rep.edge is not None:
+        rows.append(("edge feature measured", rep.edge.feature))
+        for h, e in rep.edge.horizons.items():
+            se = f" +- {_fmt(e.se, 3)}" if e.se is not None else ""
+            rows.append((f"corr(edge feature, fwd mid {h})", f"{_fmt(e.corr, 3)}{se}"))
     return rows
 
 
-def _spread(sp: dict[str, Any]) -> str:
-    return f"{_fmt(sp['median'])} / {_fmt(sp['mean'])} / {_fmt(sp['share_1_tick'], 3)}"
+def _spread(sp: SpreadFigures) -> str:
+    return f"{_fmt(sp.median)} / {_fmt(sp.mean)} / {_fmt(sp.share_1_tick, 3)}"
 
 
-def format_report(rep: dict[str, Any], title: str = "market") -> str:
+def format_report(rep: MarketReport, title: str = "market") -> str:
     """The report as aligned text lines."""
     rows = summary_rows(rep)
     width = max(len(k) for k, _ in rows)
     lines = [title] + [f"  {k:<{width}}  {v}" for k, v in rows]
-    m = rep.get("market")
-    if m and m.get("edge"):
-        lines.append(f"  edge: {m['edge'].get('description', '')}")
+    planted = rep.planted_edge()
+    if planted:
+        lines.append(f"  edge: {planted.get('description', '')}")
     return "\n".join(lines)
 
 
-def markdown_table(reports: dict[str, dict[str, Any]]) -> str:
+def markdown_table(reports: dict[str, MarketReport]) -> str:
     """Reports side by side: one column per named report."""
     names = list(reports)
     rows = {name: dict(summary_rows(rep)) for name, rep in reports.items()}

@@ -113,7 +113,7 @@ def _cmd_market(args: argparse.Namespace) -> int:
     except (AuditInputError, OSError, ValueError) as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps(rep, sort_keys=True))
+        print(json.dumps(rep.to_json(), sort_keys=True))
     else:
         print(format_report(rep, title))
     return 0

@@ -11,6 +11,8 @@ import pytest
 
 from core.clock import NS_PER_S
 from features.market_audit import (
+    MarketReport,
+    MidVolatility,
     levels_swept,
     markdown_table,
     market_orders,
@@ -75,8 +77,8 @@ TRADES = _trades([(5, 1, 101, 2), (5, 1, 101, 3), (8, -1, 102, 1), (8, -1, 101, 
 
 def test_message_mix_classifies_against_the_book_and_skips_snapshots() -> None:
     mix = message_mix(touch_series(BOOK))
-    assert (mix["insert"], mix["update"], mix["delete"]) == (3, 3, 2)
-    assert mix["deltas"] == 8 and mix["update_share"] == pytest.approx(3 / 8)
+    assert (mix.insert, mix.update, mix.delete) == (3, 3, 2)
+    assert mix.deltas == 8 and mix.update_share == pytest.approx(3 / 8)
 
 
 def test_queue_and_spread_are_time_weighted_by_how_long_each_touch_held() -> None:
@@ -86,14 +88,14 @@ def test_queue_and_spread_are_time_weighted_by_how_long_each_touch_held() -> Non
     # t5 bid 100 x12 / ask 103 x6, spread 3 (1) | t6 bid 102 x7 / ask 103 x6 (4) | t10 (0)
     assert ts.hold.tolist() == [S] * 6 + [4 * S, 0]
     sp = spread_ticks(ts)
-    assert sp["share_1_tick"] == pytest.approx(9 / 10) and sp["median"] == 1.0
-    assert sp["mean"] == pytest.approx((9 * 1 + 1 * 3) / 10)
+    assert sp.share_1_tick == pytest.approx(9 / 10) and sp.median == 1.0
+    assert sp.mean == pytest.approx((9 * 1 + 1 * 3) / 10)
     q = queue_at_touch(ts)
     # pooled seconds per size: 5:5, 6:5, 7:4, 10:1, 12:5 (20 in all; cumulative 5, 10,
     # 14, 15, 20): p10 = 5, median = 6 (cumulative 10 reaches half), p90 = 12
-    assert q["p10"] == 5.0 and q["median"] == 6.0 and q["p90"] == 12.0
+    assert q.p10 == 5.0 and q.median == 6.0 and q.p90 == 12.0
     # heavy side 7:4, 10:1, 12:5 -> median 10; light side 5:5, 6:5 -> median 5
-    assert q["heavy_side_median"] == 10.0 and q["light_side_median"] == 5.0
+    assert q.heavy_side_median == 10.0 and q.light_side_median == 5.0
 
 
 def test_weighted_quantiles_hand_computed_and_empty() -> None:
@@ -109,11 +111,11 @@ def test_market_orders_group_prints_by_receive_time_and_side() -> None:
         (-1, 2, 2, 102, 2),  # a sell: its touch is the highest price it printed at
     ]
     lv = levels_swept(mo)
-    assert lv["mean"] == 1.5 and lv["max"] == 2 and lv["share_multi"] == 0.5
-    assert lv["counts"] == {"1": 1, "2": 1, "3": 0, "4+": 0}
+    assert lv.mean == 1.5 and lv.max == 2 and lv.share_multi == 0.5
+    assert lv.counts == {"1": 1, "2": 1, "3": 0, "4+": 0}
     ts = trade_sizes(TRADES, mo)
-    assert ts["per_print"]["n"] == 4 and ts["per_print"]["median"] == 1.5
-    assert ts["per_market_order"]["mean"] == 3.5
+    assert ts.per_print.n == 4 and ts.per_print.median == 1.5
+    assert ts.per_market_order.mean == 3.5
 
 
 def test_passive_markouts_sign_horizon_and_data_end() -> None:
@@ -123,21 +125,21 @@ def test_passive_markouts_sign_horizon_and_data_end() -> None:
     # the buy at t=5 fills the resting ask; mid before it 100.5 (t4 state), at t=6
     # 102.5 (bid 102 / ask 103): the ask's markout is -(102.5 - 100.5) = -2 ticks;
     # the sell at t=8 fills the resting bid at 102: mid stays 102.5 until t=10: 0
-    assert out["1s"]["n"] == 2 and out["1s"]["mean_ticks"] == pytest.approx(-1.0)
-    assert out["1s"]["vs_fill_ticks"] == pytest.approx((-(102.5 - 101) + (102.5 - 102)) / 2)
-    assert out["1s"]["mean_bps"] == pytest.approx((-2 / 100.5 * 1e4 + 0.0) / 2)
+    assert out["1s"].n == 2 and out["1s"].mean_ticks == pytest.approx(-1.0)
+    assert out["1s"].vs_fill_ticks == pytest.approx((-(102.5 - 101) + (102.5 - 102)) / 2)
+    assert out["1s"].mean_bps == pytest.approx((-2 / 100.5 * 1e4 + 0.0) / 2)
     # at 3 s the sell's horizon (t=11) is past the data's end: only the buy counts
-    assert out["3s"]["n"] == 1 and out["3s"]["mean_ticks"] == pytest.approx(-2.0)
+    assert out["3s"].n == 1 and out["3s"].mean_ticks == pytest.approx(-2.0)
 
 
 def test_mid_volatility_on_a_one_second_grid() -> None:
     ts = touch_series(BOOK)
     vol = mid_volatility(ts, (1, 4, 60))
     mids = np.array([100.5] * 5 + [101.5, 102.5, 102.5, 102.5, 102.5, 102.5])
-    assert vol["1s"]["n"] == 10
-    assert vol["1s"]["ticks"] == pytest.approx(np.diff(mids).std(ddof=1))
-    assert vol["1s"]["bps"] == pytest.approx(np.diff(np.log(mids)).std(ddof=1) * 1e4)
-    assert vol["4s"]["n"] == 2 and vol["60s"] == {"n": 0, "bps": None, "ticks": None}
+    assert vol["1s"].n == 10
+    assert vol["1s"].ticks == pytest.approx(np.diff(mids).std(ddof=1))
+    assert vol["1s"].bps == pytest.approx(np.diff(np.log(mids)).std(ddof=1) * 1e4)
+    assert vol["4s"].n == 2 and vol["60s"] == MidVolatility(n=0, bps=None, ticks=None)
 
 
 def test_a_gap_ends_a_segment_no_statistic_crosses_it() -> None:
@@ -147,13 +149,14 @@ def test_a_gap_ends_a_segment_no_statistic_crosses_it() -> None:
     ts = touch_series(book, max_gap_s=300)
     assert ts.hold[-2] == 0  # the t=10 state does not hold across the gap
     assert len(ts.segments()) == 2 and ts.seconds() == pytest.approx(10.0)
-    assert passive_markouts(ts, market_orders(trades))["1s"]["n"] == 0
-    assert mid_volatility(ts, (1,))["1s"]["n"] == 10
+    assert passive_markouts(ts, market_orders(trades))["1s"].n == 0
+    assert mid_volatility(ts, (1,))["1s"].n == 10
 
 
 def test_market_report_on_empty_trades_and_a_markdown_table() -> None:
     rep = market_report(BOOK, _trades([]))
-    assert rep["markout"]["1s"]["n"] == 0 and rep["levels_swept"]["n"] == 0
+    assert rep.markout["1s"].n == 0 and rep.levels_swept.n == 0
+    assert "edge" not in rep.to_json()  # only when asked for
     table = markdown_table({"a": rep, "b": rep})
     assert table.splitlines()[0] == "| statistic | a | b |"
     assert "queue at touch p10 / median / p90" in table
@@ -170,14 +173,15 @@ def test_the_real_capture_figures_are_pinned(capture_events_dir) -> None:
 
     book, trades, _ = load_events([capture_events_dir])
     rep = market_report(book, trades)
-    assert rep["message_mix"]["insert"] == 222 and rep["message_mix"]["update"] == 1274
-    assert rep["message_mix"]["delete"] == 216
-    q = rep["queue_at_touch"]
-    assert (q["p10"], q["median"], q["p90"]) == (100.0, 161_000.0, 1_507_700.0)
-    assert q["heavy_side_median"] == 1_372_800.0 and q["light_side_median"] == 200.0
-    assert rep["spread_ticks"]["share_1_tick"] > 0.99
-    assert rep["levels_swept"]["max"] == 6 and rep["levels_swept"]["n"] == 5
-    assert rep["markout"]["1s"]["mean_ticks"] < 0  # adverse selection, as in real markets
+    assert rep.message_mix.insert == 222 and rep.message_mix.update == 1274
+    assert rep.message_mix.delete == 216
+    q = rep.queue_at_touch
+    assert (q.p10, q.median, q.p90) == (100.0, 161_000.0, 1_507_700.0)
+    assert q.heavy_side_median == 1_372_800.0 and q.light_side_median == 200.0
+    assert rep.spread_ticks.share_1_tick is not None and rep.spread_ticks.share_1_tick > 0.99
+    assert rep.levels_swept.max == 6 and rep.levels_swept.n == 5
+    mean_ticks = rep.markout["1s"].mean_ticks
+    assert mean_ticks is not None and mean_ticks < 0  # adverse selection, as in real markets
 
 
 def test_cli_audit_market_json_text_and_errors(capture_events_dir, capsys, tmp_path) -> None:
@@ -185,6 +189,8 @@ def test_cli_audit_market_json_text_and_errors(capture_events_dir, capsys, tmp_p
     rep = json.loads(capsys.readouterr().out)
     assert rep["check"] == "market" and rep["market"]["source"] == "ws-recording"
     assert rep["edge"]["feature"] == "imbalance_l1"
+    # the JSON is the typed report's dump, and reads back to it
+    assert MarketReport.model_validate(rep).to_json() == rep
     assert main(["audit", "market", str(capture_events_dir), "--feature", "spread_ticks"]) == 0
     out = capsys.readouterr().out
     assert "markout 1s ticks" in out and "edge feature measured" in out and "spread_ticks" in out

@@ -18,6 +18,7 @@ from core.clock import NS_PER_S, parse_day
 from core.config.experiment import load_config
 from core.config.market import PlantedEdgeConfig, RegimeConfig, SyntheticMarketConfig
 from features.market_audit import (
+    MarketReport,
     edge_correlation,
     market_orders,
     market_report,
@@ -58,7 +59,7 @@ def market() -> list[tuple[str, pl.DataFrame, pl.DataFrame]]:
 
 
 @pytest.fixture(scope="module")
-def report(market: list[tuple[str, pl.DataFrame, pl.DataFrame]]) -> dict:
+def report(market: list[tuple[str, pl.DataFrame, pl.DataFrame]]) -> MarketReport:
     book = pl.concat([b for _, b, _ in market])
     trades = pl.concat([t for _, _, t in market])
     return market_report(book, trades)
@@ -102,28 +103,36 @@ def test_realistic_market_is_deterministic_per_seed() -> None:
     assert _digest(cfg) != _digest(cfg.model_copy(update={"seed": 12}))
 
 
-def test_realistic_market_has_the_real_captures_order_where_a_maker_cares(report: dict) -> None:
+def test_realistic_market_has_the_real_captures_order_where_a_maker_cares(
+    report: MarketReport,
+) -> None:
     """Bands around the 2021-07-22 capture (tests/features/test_market_audit.py pins it):
     touch queues of ~1.4 M on the heavy side, one-tick spread, ~13/74/13 % mix."""
-    q = report["queue_at_touch"]
-    assert 300_000 <= q["heavy_side_median"] <= 3_000_000
-    assert q["light_side_median"] <= 20_000 and q["median"] >= 10_000
-    assert report["spread_ticks"]["share_1_tick"] > 0.98
-    mix = report["message_mix"]
-    assert 0.65 <= mix["update_share"] <= 0.85
-    assert 0.08 <= mix["insert_share"] <= 0.2 and 0.08 <= mix["delete_share"] <= 0.2
-    sizes = report["trade_size"]["per_print"]
-    assert sizes["median"] <= 1_000 and sizes["p99"] >= 10_000  # the capture's heavy tail
+    q = report.queue_at_touch
+    assert q.heavy_side_median is not None and q.light_side_median is not None
+    assert 300_000 <= q.heavy_side_median <= 3_000_000
+    assert q.light_side_median <= 20_000 and q.median is not None and q.median >= 10_000
+    share_1_tick = report.spread_ticks.share_1_tick
+    assert share_1_tick is not None and share_1_tick > 0.98
+    mix = report.message_mix
+    assert mix.update_share is not None and 0.65 <= mix.update_share <= 0.85
+    assert mix.insert_share is not None and 0.08 <= mix.insert_share <= 0.2
+    assert mix.delete_share is not None and 0.08 <= mix.delete_share <= 0.2
+    sizes = report.trade_size.per_print
+    assert sizes.median is not None and sizes.median <= 1_000
+    assert sizes.p99 is not None and sizes.p99 >= 10_000  # the capture's heavy tail
 
 
 def test_passive_fills_are_adversely_selected_and_sweeps_move_the_price(
-    market: list[tuple[str, pl.DataFrame, pl.DataFrame]], report: dict
+    market: list[tuple[str, pl.DataFrame, pl.DataFrame]], report: MarketReport
 ) -> None:
     for h in ("1s", "10s"):
-        m = report["markout"][h]
-        assert m["mean_ticks"] + 3 * m["se_ticks"] < 0, (h, m)
-    lv = report["levels_swept"]
-    assert lv["max"] >= 3 and lv["share_multi"] > 0.03
+        m = report.markout[h]
+        assert m.mean_ticks is not None and m.se_ticks is not None
+        assert m.mean_ticks + 3 * m.se_ticks < 0, (h, m)
+    lv = report.levels_swept
+    assert lv.max is not None and lv.max >= 3
+    assert lv.share_multi is not None and lv.share_multi > 0.03
     # an order that sweeps k levels is the price jumping through stale quotes: the
     # maker it filled at the touch is at least k - 1/2 ticks behind a second later
     book = pl.concat([b for _, b, _ in market])
@@ -131,7 +140,7 @@ def test_passive_fills_are_adversely_selected_and_sweeps_move_the_price(
     orders = market_orders(trades)
     sweeps = orders.filter(pl.col("levels") >= 2)
     out = passive_markouts(touch_series(book), sweeps, horizons_s=(1,))["1s"]
-    assert out["n"] > 20 and out["mean_ticks"] <= -1.5
+    assert out.n > 20 and out.mean_ticks is not None and out.mean_ticks <= -1.5
 
 
 def test_stress_regime_scales_moves_and_orders() -> None:
@@ -145,8 +154,9 @@ def test_stress_regime_scales_moves_and_orders() -> None:
     busy = calm.model_copy(update={"regimes": (regime,)})
     rows = {name: _concat(c) for name, c in (("calm", calm), ("busy", busy))}
     assert 2.6 < rows["busy"][1].height / rows["calm"][1].height < 3.4
-    vol = {n: mid_volatility(touch_series(r[0]), (60,))["60s"]["ticks"] for n, r in rows.items()}
-    assert 1.4 < vol["busy"] / vol["calm"] < 2.1
+    vol = {n: mid_volatility(touch_series(r[0]), (60,))["60s"].ticks for n, r in rows.items()}
+    busy_vol, calm_vol = vol["busy"], vol["calm"]
+    assert busy_vol is not None and calm_vol is not None and 1.4 < busy_vol / calm_vol < 2.1
 
 
 @pytest.mark.parametrize("feature", ["imbalance_l1", "trade_imbalance_60s", "log_return_60s"])
@@ -164,12 +174,14 @@ def test_planted_edge_zero_means_no_edge_and_the_dial_plants_one(feature: str) -
             day_hours=3.0,
             edge=PlantedEdgeConfig(feature=feature, strength=strength),
         )
-        rep[strength] = edge_correlation(*_concat(cfg), feature, horizons_s=(10, 30))["horizons"]
+        rep[strength] = edge_correlation(*_concat(cfg), feature, horizons_s=(10, 30)).horizons
     for h in ("10s", "30s"):
         null, planted = rep[0.0][h], rep[0.5][h]
-        assert abs(null["corr"]) < 3 * null["se"], (h, null)
+        assert null.corr is not None and null.se is not None
+        assert abs(null.corr) < 3 * null.se, (h, null)
         # 3 h hold 360 non-overlapping 30 s moves: the 30 s figure gets 2 errors
-        assert planted["corr"] > max(0.1, (3 if h == "10s" else 2) * planted["se"]), (h, planted)
+        assert planted.corr is not None and planted.se is not None
+        assert planted.corr > max(0.1, (3 if h == "10s" else 2) * planted.se), (h, planted)
 
 
 def test_market_metadata_names_the_edge_per_day() -> None:
