@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
 from core.config.features import FeatureSpec
@@ -130,13 +131,53 @@ def batch_features(
     return compute(sample_bars(book, trades, spec).lazy(), spec).collect()
 
 
+class _Report(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ColumnDiff(_Report):
+    """Two columns compared: max absolute and relative difference, and how many
+    elements are not bit-identical."""
+
+    max_abs: float
+    max_rel: float
+    not_bit_equal: int
+
+
+class ParityReport(_Report):
+    """`chappie audit parity`: batch vs streaming features on the same events, per
+    feature; `ok` is False when `problems` lists anything. Its dump is the `--json`."""
+
+    check: Literal["parity"] = "parity"
+    spec_hash: str
+    bars: int
+    bound: float
+    worst_rel: float
+    bit_equal: bool
+    features: dict[str, ColumnDiff]
+    problems: list[str]
+    ok: bool
+
+
+class LookaheadReport(_Report):
+    """`chappie audit lookahead`: rows that differ when the events are cut at each of
+    `cuts` bar closes, per feature; `sees_future` the features with any. Its dump is
+    the `--json`."""
+
+    check: Literal["lookahead"] = "lookahead"
+    spec_hash: str
+    bars: int
+    cuts: list[int]
+    features: dict[str, int]
+    sees_future: list[str]
+    ok: bool
+
+
 # ---------------------------------------------------------------- comparisons (pure)
-def compare_columns(
-    a: np.ndarray, b: np.ndarray, names: Sequence[str]
-) -> dict[str, dict[str, float | int]]:
+def compare_columns(a: np.ndarray, b: np.ndarray, names: Sequence[str]) -> dict[str, ColumnDiff]:
     """Per column: max absolute and relative difference and the count of elements that
     are not bit-identical (NaN equals NaN; NaN against a number is an infinite diff)."""
-    out: dict[str, dict[str, float | int]] = {}
+    out: dict[str, ColumnDiff] = {}
     for j, name in enumerate(names):
         x, y = a[:, j], b[:, j]
         both_nan = np.isnan(x) & np.isnan(y)
@@ -148,17 +189,17 @@ def compare_columns(
         diff = np.where(one_nan, np.inf, np.nan_to_num(diff, nan=np.inf))
         rel = np.where(one_nan, np.inf, np.nan_to_num(rel, nan=np.inf))
         same = (x.view(np.int64) == y.view(np.int64)) | both_nan
-        out[name] = {
-            "max_abs": float(diff.max()) if len(diff) else 0.0,
-            "max_rel": float(rel.max()) if len(rel) else 0.0,
-            "not_bit_equal": int((~same).sum()),
-        }
+        out[name] = ColumnDiff(
+            max_abs=float(diff.max()) if len(diff) else 0.0,
+            max_rel=float(rel.max()) if len(rel) else 0.0,
+            not_bit_equal=int((~same).sum()),
+        )
     return out
 
 
 def parity_report(
     book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec, bound: float = DEFAULT_BOUND
-) -> dict[str, Any]:
+) -> ParityReport:
     """Batch vs streaming on the same events (see module doc). `ok` is False when a
     relative difference exceeds `bound`, bar times differ, or warm-up flags differ."""
     batch = batch_features(book, trades, spec)
@@ -175,21 +216,20 @@ def parity_report(
     )
     if warm_diff:
         problems.append(f"warm-up flags differ on {warm_diff} bars")
-    worst = max((f["max_rel"] for f in features.values()), default=0.0)
-    beyond = [k for k, f in features.items() if f["max_rel"] > bound]
+    worst = max((f.max_rel for f in features.values()), default=0.0)
+    beyond = [k for k, f in features.items() if f.max_rel > bound]
     if beyond:
         problems.append(f"beyond the bound {bound:g}: {beyond}")
-    return {
-        "check": "parity",
-        "spec_hash": spec.spec_hash,
-        "bars": int(n),
-        "bound": bound,
-        "worst_rel": worst,
-        "bit_equal": all(f["not_bit_equal"] == 0 for f in features.values()),
-        "features": features,
-        "problems": problems,
-        "ok": not problems,
-    }
+    return ParityReport(
+        spec_hash=spec.spec_hash,
+        bars=int(n),
+        bound=bound,
+        worst_rel=worst,
+        bit_equal=all(f.not_bit_equal == 0 for f in features.values()),
+        features=features,
+        problems=problems,
+        ok=not problems,
+    )
 
 
 def cut_points(n_bars: int, cuts: int) -> list[int]:
@@ -205,7 +245,7 @@ def lookahead_report(
     spec: FeatureSpec,
     cuts: int = 12,
     compute: Compute = compute_features,
-) -> dict[str, Any]:
+) -> LookaheadReport:
     """Truncate the *events* at bar closes and recompute: every row the truncated
     events give (bars closing at or before the cut) must be identical to the same row
     computed on all events. `features` counts differing rows per feature over all
@@ -232,12 +272,11 @@ def lookahead_report(
             counts[name] += int((~same[:, j]).sum())
         checked.append(k)
     bad = sorted(n for n, c in counts.items() if c)
-    return {
-        "check": "lookahead",
-        "spec_hash": spec.spec_hash,
-        "bars": len(ts),
-        "cuts": checked,
-        "features": counts,
-        "sees_future": bad,
-        "ok": not bad,
-    }
+    return LookaheadReport(
+        spec_hash=spec.spec_hash,
+        bars=len(ts),
+        cuts=checked,
+        features=counts,
+        sees_future=bad,
+        ok=not bad,
+    )

@@ -48,6 +48,7 @@ from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from core.atomic import atomic_path, write_all
 from core.leftovers import remove_stale_temps
@@ -428,18 +429,35 @@ def verify_slice(manifest_path: str | Path) -> list[str]:
     return _check_manifest(m, files, _sha_or_none)
 
 
-def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> dict[str, Any]:
+class StoreAudit(BaseModel):
+    """`audit_store` of one spec's slices folder (`chappie audit slices --json` lists
+    their dumps): problems by slice and by stats id, how many segments were hashed, the
+    orphan segments, a crashed writer's temp files, the stats ids not found locally."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    folder: str
+    slices: dict[str, list[str]]
+    stats: dict[str, list[str]]
+    segments: int
+    orphans: list[str]
+    leftovers: list[str]
+    stats_absent: list[str]
+    ok: bool
+
+
+def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> StoreAudit:
     """Check every slice manifest in one spec's slices folder against its segments,
     hashing each segment once however many slices share it, and the frozen stats each
     manifest names (`stats_root`, default `<data>/stats` beside `<data>/slices/<spec12>`)
     against their checksums.
 
-    Returns {"folder", "slices": {slice_id: [problems]} (a slice's stats problems
-    included, prefixed "stats <id>:"), "stats": {stats_id: [problems]}, "segments",
-    "orphans" (segment files no manifest lists: left by a failed run, safe to delete),
-    "leftovers" (temp files of a crashed writer), "stats_absent" (stats ids whose folder
+    Returns a StoreAudit: `slices` {slice_id: [problems]} (a slice's stats problems
+    included, prefixed "stats <id>:"), `stats` {stats_id: [problems]}, `segments`,
+    `orphans` (segment files no manifest lists: left by a failed run, safe to delete),
+    `leftovers` (temp files of a crashed writer), `stats_absent` (stats ids whose folder
     is not under `stats_root`: not checked, not a failure, so a copied slices folder can
-    be audited alone), "ok"}. A part path outside the segment store is a problem of
+    be audited alone), `ok`. A part path outside the segment store is a problem of
     its slice."""
     from features.stats import verify_stats_dir
 
@@ -480,13 +498,13 @@ def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> dic
         p.name for p in (root / SEGMENTS_DIR).glob(f"*{SEGMENT_SUFFIX}") if p.name not in listed
     )
     leftovers = sorted(str(p.relative_to(root)) for p in root.rglob(".*.tmp") if p.is_file())
-    return {
-        "folder": str(root),
-        "slices": slices,
-        "stats": stats,
-        "segments": len(hashed),
-        "orphans": orphans,
-        "leftovers": leftovers,
-        "stats_absent": sorted(absent),
-        "ok": bool(slices) and not any(slices.values()),
-    }
+    return StoreAudit(
+        folder=str(root),
+        slices=slices,
+        stats=stats,
+        segments=len(hashed),
+        orphans=orphans,
+        leftovers=leftovers,
+        stats_absent=sorted(absent),
+        ok=bool(slices) and not any(slices.values()),
+    )

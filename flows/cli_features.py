@@ -154,25 +154,21 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     spec, book, trades = loaded
     rep = parity_report(book, trades, spec, args.bound)
     if args.json:
-        print(json.dumps(rep, sort_keys=True))
+        print(json.dumps(rep.model_dump(mode="json"), sort_keys=True))
     else:
         print(
-            f"parity batch vs streaming: spec {rep['spec_hash'][:12]}, {rep['bars']} bars, "
-            f"bound {rep['bound']:g} (relative)"
+            f"parity batch vs streaming: spec {rep.spec_hash[:12]}, {rep.bars} bars, "
+            f"bound {rep.bound:g} (relative)"
         )
-        width = max(len(n) for n in rep["features"])
-        for name, f in rep["features"].items():
+        width = max(len(n) for n in rep.features)
+        for name, f in rep.features.items():
             print(
-                f"  {name:<{width}}  max_abs {f['max_abs']:.3g}  max_rel {f['max_rel']:.3g}  not bit-equal {f['not_bit_equal']}"
+                f"  {name:<{width}}  max_abs {f.max_abs:.3g}  max_rel {f.max_rel:.3g}  not bit-equal {f.not_bit_equal}"
             )
-        for p in rep["problems"]:
+        for p in rep.problems:
             print(f"  PROBLEM: {p}")
-        print(
-            "OK: bit for bit"
-            if rep["bit_equal"] and rep["ok"]
-            else ("OK" if rep["ok"] else "FAILED")
-        )
-    return 0 if rep["ok"] else 1
+        print("OK: bit for bit" if rep.bit_equal and rep.ok else ("OK" if rep.ok else "FAILED"))
+    return 0 if rep.ok else 1
 
 
 def _cmd_lookahead(args: argparse.Namespace) -> int:
@@ -188,16 +184,16 @@ def _cmd_lookahead(args: argparse.Namespace) -> int:
         return _fail("audit lookahead", "--cuts must be at least 1")
     rep = lookahead_report(book, trades, spec, args.cuts)
     if args.json:
-        print(json.dumps(rep, sort_keys=True))
+        print(json.dumps(rep.model_dump(mode="json"), sort_keys=True))
     else:
         print(
-            f"look-ahead: spec {rep['spec_hash'][:12]}, {rep['bars']} bars, events truncated "
-            f"at {len(rep['cuts'])} bar closes"
+            f"look-ahead: spec {rep.spec_hash[:12]}, {rep.bars} bars, events truncated "
+            f"at {len(rep.cuts)} bar closes"
         )
-        for name, n in rep["features"].items():
+        for name, n in rep.features.items():
             print(f"  {name}: {'SEES THE FUTURE on ' + str(n) + ' rows' if n else 'ok'}")
-        print("OK: no feature sees the future" if rep["ok"] else f"FAILED: {rep['sees_future']}")
-    return 0 if rep["ok"] else 1
+        print("OK: no feature sees the future" if rep.ok else f"FAILED: {rep.sees_future}")
+    return 0 if rep.ok else 1
 
 
 def _cmd_audit_slices(args: argparse.Namespace) -> int:
@@ -211,17 +207,18 @@ def _cmd_audit_slices(args: argparse.Namespace) -> int:
     if not folders:
         return _fail("audit slices", f"no published slices under {root}")
     reports = [audit_store(f) for f in folders]
-    ok = all(r["ok"] for r in reports)
+    ok = all(r.ok for r in reports)
     if args.json:
-        print(json.dumps({"ok": ok, "folders": reports}, sort_keys=True))
+        folders_json = [r.model_dump(mode="json") for r in reports]
+        print(json.dumps({"ok": ok, "folders": folders_json}, sort_keys=True))
         return 0 if ok else 1
     for r in reports:
-        bad = {k: v for k, v in r["slices"].items() if v}
-        print(f"{r['folder']}: {len(r['slices'])} slices, {r['segments']} segments hashed")
+        bad = {k: v for k, v in r.slices.items() if v}
+        print(f"{r.folder}: {len(r.slices)} slices, {r.segments} segments hashed")
         for sid, problems in bad.items():
             for p in problems:
                 print(f"  {sid}: {p}")
-        if r["orphans"]:
-            print(f"  {len(r['orphans'])} segment(s) no slice uses (safe to delete)")
+        if r.orphans:
+            print(f"  {len(r.orphans)} segment(s) no slice uses (safe to delete)")
     print("OK: every slice holds the bytes its manifest names" if ok else "FAILED")
     return 0 if ok else 1

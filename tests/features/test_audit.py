@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from core.config.features import FeatureSpec
 from features.audit import (
     AuditInputError,
+    ColumnDiff,
+    ParityReport,
     compare_columns,
     cut_points,
     load_events,
@@ -34,9 +36,9 @@ def test_compare_columns_hand_computed():
     a = np.array([[1.0, np.nan, 0.0], [2.0, 1.0, np.nan]])
     b = np.array([[1.0, np.nan, 0.0], [2.0 + 2e-12, 1.0, 3.0]])
     out = compare_columns(a, b, ["x", "y", "z"])
-    assert out["x"]["not_bit_equal"] == 1 and out["x"]["max_rel"] == pytest.approx(1e-12, rel=1e-3)
-    assert out["y"] == {"max_abs": 0.0, "max_rel": 0.0, "not_bit_equal": 0}
-    assert out["z"]["max_rel"] == np.inf and out["z"]["not_bit_equal"] == 1
+    assert out["x"].not_bit_equal == 1 and out["x"].max_rel == pytest.approx(1e-12, rel=1e-3)
+    assert out["y"] == ColumnDiff(max_abs=0.0, max_rel=0.0, not_bit_equal=0)
+    assert out["z"].max_rel == np.inf and out["z"].not_bit_equal == 1
 
 
 def test_cut_points_spread_and_include_one():
@@ -58,22 +60,22 @@ def test_resolve_partitions_accepts_data_events_and_day_folders(events_dir):
 def test_parity_on_synthetic_events_is_bit_for_bit(events_dir):
     book, trades, _ = load_events([events_dir / "events" / "XBTUSD" / "2024-01-01"])
     rep = parity_report(book, trades, SPEC)
-    assert rep["ok"] and rep["bit_equal"] and rep["worst_rel"] == 0.0 and rep["bars"] > 600
+    assert rep.ok and rep.bit_equal and rep.worst_rel == 0.0 and rep.bars > 600
 
 
 def test_parity_on_the_real_bitmex_capture_is_bit_for_bit(capture_events_dir):
     book, trades, _ = load_events([capture_events_dir])
     for spec in (SPEC, SMALL):
         rep = parity_report(book, trades, spec)
-        assert rep["ok"] and rep["bit_equal"], rep["problems"]
-        assert rep["bars"] >= 20
+        assert rep.ok and rep.bit_equal, rep.problems
+        assert rep.bars >= 20
 
 
 def test_lookahead_on_real_and_synthetic_events_finds_nothing(events_dir, capture_events_dir):
     for folder in (capture_events_dir, events_dir / "events" / "XBTUSD" / "2024-01-01"):
         book, trades, _ = load_events([folder])
         rep = lookahead_report(book, trades, SMALL, cuts=6)
-        assert rep["ok"] and rep["sees_future"] == [] and len(rep["cuts"]) >= 4
+        assert rep.ok and rep.sees_future == [] and len(rep.cuts) >= 4
 
 
 def _leaky(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
@@ -87,7 +89,7 @@ def _leaky(bars: pl.LazyFrame, spec: FeatureSpec) -> pl.LazyFrame:
 def test_lookahead_audit_catches_a_feature_that_sees_the_future(events_dir):
     book, trades, _ = load_events([events_dir / "events" / "XBTUSD" / "2024-01-01"])
     rep = lookahead_report(book, trades, SMALL, cuts=5, compute=_leaky)
-    assert not rep["ok"] and rep["sees_future"] == ["ofi_2s"]
+    assert not rep.ok and rep.sees_future == ["ofi_2s"]
 
 
 def test_cli_audit_parity_and_lookahead_json_and_exit_codes(capture_events_dir, capsys, tmp_path):
@@ -95,6 +97,7 @@ def test_cli_audit_parity_and_lookahead_json_and_exit_codes(capture_events_dir, 
     rep = json.loads(capsys.readouterr().out)
     assert rep["ok"] and set(rep["features"]) == set(SPEC.names)
     assert rep["spec_hash"] == FeatureSpec().spec_hash  # the spec audited, by default
+    assert ParityReport.model_validate(rep).model_dump(mode="json") == rep  # its dump
     assert main(["audit", "lookahead", str(capture_events_dir), "--cuts", "3"]) == 0
     out = capsys.readouterr().out
     assert "OK: no feature sees the future" in out and FeatureSpec().spec_hash[:12] in out
@@ -132,4 +135,4 @@ def test_parity_on_hypothesis_generated_events_is_bit_for_bit(seed, n, p_cross, 
     including desynced books (crossing deltas) and empty bars."""
     book, trades = make_events(seed, n, p_cross=p_cross, trade_rate=trade_rate)
     rep = parity_report(book, trades, SMALL)
-    assert rep["ok"] and rep["bit_equal"], rep["problems"]
+    assert rep.ok and rep.bit_equal, rep.problems

@@ -87,11 +87,11 @@ def test_audit_slices_flags_a_flipped_byte_in_frozen_stats(tmp_path: Path, capsy
     from flows.cli import main
 
     manifest, d = _publish(tmp_path)
-    assert audit_store(manifest.parent)["ok"]
+    assert audit_store(manifest.parent).ok
     assert main(["audit", "slices", "--data-dir", str(tmp_path)]) == 0
     _flip_byte(d / "sigma.npy")
     rep = audit_store(manifest.parent)
-    assert not rep["ok"] and "sigma.npy does not match" in rep["stats"][d.name][0]
+    assert not rep.ok and "sigma.npy does not match" in rep.stats[d.name][0]
     assert main(["audit", "slices", "--data-dir", str(tmp_path)]) == 1
     assert "sigma.npy does not match" in capsys.readouterr().out
 
@@ -119,7 +119,7 @@ def test_part_paths_outside_the_segment_store_are_refused_and_audited(
     with pytest.raises(SliceReadError, match="segment store"):
         verify_slice(manifest)
     rep = audit_store(manifest.parent)
-    assert not rep["ok"] and "segment store" in rep["slices"]["fold00-train"][0]
+    assert not rep.ok and "segment store" in rep.slices["fold00-train"][0]
 
 
 def test_a_symlinked_segment_pointing_out_of_the_store_is_refused(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_stale_segment_temp_files_are_removed_on_the_next_write(
     old.write_bytes(b"x")
     fresh.write_bytes(b"y")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    assert audit_store(tmp_path)["leftovers"] == [
+    assert audit_store(tmp_path).leftovers == [
         "segments/.segment.dead.tmp",
         "segments/.segment.live.tmp",
     ]
@@ -155,4 +155,4 @@ def test_stale_segment_temp_files_are_removed_on_the_next_write(
 def test_slices_audited_apart_from_their_stats_list_the_stats_as_absent(tmp_path: Path) -> None:
     manifest, d = _publish(tmp_path)
     rep = audit_store(manifest.parent, stats_root=tmp_path / "elsewhere")
-    assert rep["ok"] and rep["stats_absent"] == [d.name]
+    assert rep.ok and rep.stats_absent == [d.name]

@@ -70,7 +70,7 @@ def snapshot(data: Path) -> dict[str, Any]:
     return {
         "rows": rows,
         "slices": slices,
-        "audit_ok": all(a["ok"] for a in audits) and bool(audits),
+        "audit_ok": all(a.ok for a in audits) and bool(audits),
         "leftovers": leftovers,
         "runs": _runs_by_status(data),
     }
