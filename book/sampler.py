@@ -18,7 +18,7 @@ kernel fed in chunks, and both give identical rows.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -212,7 +212,7 @@ def _bar_buffer(
 def _to_frame(rows: np.ndarray, depth: int) -> pl.DataFrame:
     """`rows` is column-major: (n_bar_cols, n) — one contiguous array per column."""
     cols = schema.bar_columns(depth)
-    data: dict[str, Any] = {}
+    data: dict[str, np.ndarray] = {}
     for c, name in enumerate(cols):
         col = rows[c]
         data[name] = col.astype(np.bool_) if name == schema.BOOK_OK else col
@@ -318,7 +318,7 @@ class BarSampler:
     Feed events in ts_recv order with `on_book` / `on_message` / `on_trade`, then call
     `advance(now_ns)`: it promises that every event with ``ts_recv <= now_ns`` has been
     delivered, applies them and returns the bars with close time ``<= now_ns`` as dicts
-    keyed by ``core.schema.bar_columns(depth)``. Events with ``ts_recv > now_ns`` stay
+    keyed by ``core.schema.bar_columns(depth)`` (ints; ``book_ok`` a bool). Events with ``ts_recv > now_ns`` stay
     buffered. Raises ValueError on an event older than one already applied.
     """
 
@@ -382,7 +382,7 @@ class BarSampler:
         message) and stays so until the next snapshot."""
         return bool(self._st[ST_DESYNC])
 
-    def advance(self, now_ns: int) -> list[dict[str, Any]]:
+    def advance(self, now_ns: int) -> list[dict[str, int | bool]]:
         now_ns = int(now_ns)
         b_now = [e for e in self._b if e[0] <= now_ns]
         t_now = [e for e in self._t if e[0] <= now_ns]

@@ -12,7 +12,6 @@ import math
 import operator
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -67,7 +66,7 @@ class FeatureStream:
         self.warmup = True
         self.mid_ticks = NAN
 
-    def update(self, bar: Mapping[str, Any]) -> np.ndarray:
+    def update(self, bar: Mapping[str, int | bool]) -> np.ndarray:
         """Advance by one bar; return the float64 feature vector (spec.names order)."""
         d = self._depth
         book = list(map(int, self._book(bar)))  # bid px, bid sz, ask px, ask sz; d each
