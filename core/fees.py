@@ -8,7 +8,7 @@ synthetic or test market dated before the instrument existed is charged its laun
 
 `FeeConfig` is the ONE place the fee is configured: `fees:` at the top of the experiment
 config (`core.config.experiment`), copied into every trial's `EnvConfig.fees`, which the
-env, the backtest and the live paper account (`live.paper.PaperRules.fees`) all charge.
+env, the backtest and the live paper account (`envs.broker.BrokerRules.fees`) all charge.
 The default is the dated BitMEX XBTUSD base-tier schedule below; `maker` / `taker` override
 one side at every date (your own tier); `schedule` may also be your own dated list.
 

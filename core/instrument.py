@@ -94,7 +94,7 @@ def funding_settles(
     """True where a funding time of `spec` lies in (prev_ns, ts_ns]: the bar closing at
     `ts_ns` after one closing at `prev_ns` settles funding (once, even in the unrealistic
     case of a bar spanning two funding times). Elementwise on int64 arrays. Pure: the ONE
-    due-time rule of the env (`envs.management`) and the paper account (`live.paper`)."""
+    due-time rule of the env (`envs.management`) and the paper account (`envs.broker`)."""
     due = funding_index(ts_ns, spec) != funding_index(prev_ns, spec)
     return due if isinstance(due, np.ndarray) else bool(due)
 

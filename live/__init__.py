@@ -4,8 +4,9 @@ Observe-only and testnet by default; never imports prefect, great_expectations o
 stable_baselines3, and never unpickles anything.
 
 Modules, by ring:
-- pure: `risk` (model-independent limits), `snapshot` (when inference may run),
-  `paper` (the env's order/fill/roll rules for the observe-only position);
+- pure: `risk` (model-independent limits), `snapshot` (when inference may run); the
+  observe-only position is `envs.broker.BrokerAccount` (the env's own order/fill/roll
+  kernels, bar by bar);
 - adapters: `feed` (BitMEX websocket client: heartbeat, reconnect, partials, resubscribe,
   recording), `exchange` (signed BitMEX REST: post-only orders, lookups on unknown outcomes,
   rate budget, dead man's switch), `journal` (fsynced intents and outcomes), `recording`
