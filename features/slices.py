@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from core.jsontypes import JsonObject
 from core.paths import DataLayout
 from features.stats import FrozenStats, StatsRecord
-from features.store import MANIFEST_SUFFIX, as_frame, manifest_for, read_parts
+from features.store import MANIFEST_SUFFIX, SlicePart, as_frame, manifest_for, read_parts
 
 FOLDS_FILE = "folds.json"
 
@@ -52,14 +52,6 @@ class FoldIndex(_Model):
     folds: list[FoldEntry]
     stress: list[str] = []
     stress_stats_id: str | None = None
-
-
-class SlicePart(_Model):
-    """One segment of a slice: `file` relative to the spec's slices folder."""
-
-    file: str
-    sha256: str
-    rows: int
 
 
 class DriftFeature(_Model):

@@ -27,7 +27,7 @@ that list them).
   left (`write_segment` removes those older than an hour when it next writes there).
 
 Polars users can also read a slice's segments directly:
-`pl.scan_ipc([folder / p["file"] for p in manifest["parts"]])`.
+`pl.scan_ipc([folder / p.file for p in load_manifest(path).parts])`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.atomic import atomic_path, write_all
 from core.leftovers import remove_stale_temps
@@ -73,7 +73,34 @@ SEGMENT_TEMP_GLOB = ".segment.*.tmp"
 _swept: set[Path] = set()  # segment folders this process already swept of leftovers
 
 
-def part_path(folder: Path, file: Any) -> Path:
+class SlicePart(BaseModel):
+    """One segment of a slice: `file` relative to the spec's slices folder
+    (`segments/<sha256>.arrow`), the sha256 of its bytes and its rows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str
+    rows: int
+
+
+class SliceParts(BaseModel):
+    """What the segment store reads of a slice manifest: its segments in row order
+    and what they must add up to (`sha256`: `slice_digest` of the parts; `rows`), its id
+    and its stats id. The manifest's whole contract is `features.slices.SliceManifest`;
+    the keys read here are checked, the others are not this reader's (the audit reads
+    any manifest it finds)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    parts: list[SlicePart]
+    sha256: str | None = None
+    rows: int | None = None
+    slice_id: str | None = None
+    stats_id: str | None = None
+
+
+def part_path(folder: Path, file: object) -> Path:
     """The absolute path of a manifest part `file` in the slices `folder`. Raises
     SliceReadError unless it is `segments/<sha256>.arrow` inside `folder/segments`."""
     if not isinstance(file, str) or not _PART_FILE.fullmatch(file):
@@ -349,19 +376,23 @@ def as_frame(table: pa.Table) -> pl.DataFrame:
     return out
 
 
-def slice_parts(manifest_path: str | Path) -> tuple[dict[str, Any], list[Path]]:
-    """(manifest dict, absolute part paths in order) of a slice manifest."""
+def slice_parts(manifest_path: str | Path) -> tuple[SliceParts, list[Path]]:
+    """(what the store reads of the manifest, absolute part paths in order) of a slice
+    manifest. Raises SliceReadError for a file that is not a segment slice manifest, a
+    malformed part entry, or a part path outside the segment store."""
     p = Path(manifest_path)
     try:
-        m = json.loads(p.read_text())
+        raw = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise SliceReadError(f"cannot read slice manifest {p}: {e}") from e
-    if not isinstance(m, dict) or not isinstance(m.get("parts"), list):
+    if not isinstance(raw, dict) or not isinstance(raw.get("parts"), list):
         raise SliceReadError(f"{p} is not a segment slice manifest (no 'parts')")
     try:
-        files = [part_path(p.parent, part["file"]) for part in m["parts"]]
-    except (KeyError, TypeError) as e:
-        raise SliceReadError(f"{p}: malformed part entry: {e}") from e
+        m = SliceParts.model_validate(raw)
+    except ValidationError as e:
+        raise SliceReadError(f"{p}: malformed manifest: {e}") from e
+    try:
+        files = [part_path(p.parent, part.file) for part in m.parts]
     except SliceReadError as e:
         raise SliceReadError(f"{p.name}: {e}") from e
     return m, files
@@ -397,21 +428,21 @@ def read_slice(path: str | Path, columns: Sequence[str] | None = None) -> pl.Dat
 
 
 def _check_manifest(
-    m: dict[str, Any], files: Sequence[Path], sha_of: Callable[[Path], str | None]
+    m: SliceParts, files: Sequence[Path], sha_of: Callable[[Path], str | None]
 ) -> list[str]:
     """Problems of one slice manifest against its segment files; `sha_of(file)` is the
     file's sha256, None when it is missing."""
     problems = []
-    for part, f in zip(m["parts"], files, strict=True):
+    for part, f in zip(m.parts, files, strict=True):
         got = sha_of(f)
         if got is None:
-            problems.append(f"missing segment {part['file']}")
-        elif got != part["sha256"]:
-            problems.append(f"segment {part['file']}: sha256 {got}, manifest says {part['sha256']}")
-    digest = slice_digest((p["sha256"], p["rows"]) for p in m["parts"])
-    if digest != m.get("sha256"):
-        problems.append(f"slice digest {digest}, manifest says {m.get('sha256')}")
-    if sum(int(p["rows"]) for p in m["parts"]) != m.get("rows"):
+            problems.append(f"missing segment {part.file}")
+        elif got != part.sha256:
+            problems.append(f"segment {part.file}: sha256 {got}, manifest says {part.sha256}")
+    digest = slice_digest((p.sha256, p.rows) for p in m.parts)
+    if digest != m.sha256:
+        problems.append(f"slice digest {digest}, manifest says {m.sha256}")
+    if sum(p.rows for p in m.parts) != m.rows:
         problems.append("part rows do not add up to the manifest's rows")
     return problems
 
@@ -480,8 +511,8 @@ def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> Sto
             slices[mpath.name.removesuffix(MANIFEST_SUFFIX)] = [str(e)]
             continue
         problems = _check_manifest(m, files, sha_once)
-        sid = m.get("stats_id")
-        if isinstance(sid, str) and sid:
+        sid = m.stats_id
+        if sid:
             if sid not in stats:
                 bad_id = not re.fullmatch(r"[0-9a-f]{8,64}", sid)
                 if bad_id:
@@ -492,7 +523,7 @@ def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> Sto
                     absent.add(sid)
                     stats[sid] = []
             problems += [f"stats {sid}: {p}" for p in stats[sid]]
-        slices[str(m.get("slice_id", mpath.name))] = problems
+        slices[m.slice_id if m.slice_id is not None else mpath.name] = problems
     listed = {f.name for f in hashed}
     orphans = sorted(
         p.name for p in (root / SEGMENTS_DIR).glob(f"*{SEGMENT_SUFFIX}") if p.name not in listed

@@ -72,17 +72,15 @@ def publish_slice(storage: StorageConfig, manifest_path: str | Path) -> tuple[st
         m, files = slice_parts(p)
     except SliceReadError as exc:
         raise ObjectStoreError(f"refusing to publish {p}: {exc}") from exc
-    digest = slice_digest((part["sha256"], part["rows"]) for part in m["parts"])
-    if digest != m.get("sha256"):
+    digest = slice_digest((part.sha256, part.rows) for part in m.parts)
+    if digest != m.sha256:
         raise ObjectStoreError(
-            f"refusing to publish {p}: its parts hash to {digest}, the manifest says "
-            f"{m.get('sha256')}"
+            f"refusing to publish {p}: its parts hash to {digest}, the manifest says {m.sha256}"
         )
     url = slice_url(storage, p)
     folder = url.rsplit("/", 1)[0]
     entries: list[tuple[str | Path, str, str | None]] = [
-        (f, join(folder, part["file"]), part["sha256"])
-        for part, f in zip(m["parts"], files, strict=True)
+        (f, join(folder, part.file), part.sha256) for part, f in zip(m.parts, files, strict=True)
     ]
     entries.append((p, url, None))  # last: a reader never finds a manifest without parts
     return url, publish_all(entries, storage)[url]
