@@ -199,8 +199,12 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
     spec = cfg.spec
     parts = event_partition_hashes(layout, symbol, days)
     instrument = partition_instrument(layout, symbol, days)
-    spans = {d: (read_manifest(layout, symbol, d) or {}).get("time_span", {}) for d in days}
-    with_events = [d for d in days if spans[d].get("ts_recv_max") is not None]
+    last_event: dict[str, int] = {}  # day -> its last event's ts_recv (days with events)
+    for d in days:
+        span = (read_manifest(layout, symbol, d) or {}).get("time_span")
+        if span is not None and span["ts_recv_max"] is not None:
+            last_event[d] = span["ts_recv_max"]
+    with_events = [d for d in days if d in last_event]
     if not with_events:
         raise SliceBuildError(f"the event partitions of {symbol} hold no events")
     used = days[: days.index(with_events[-1]) + 1]  # trailing empty days add no bar
@@ -208,7 +212,9 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
     folder = layout.root / "bars" / symbol / layout.spec12(spec.spec_hash)
     path = folder / f"bars-{keys[used[-1]]}.json"
     if not path.exists():
-        _write_bars_index(path, folder, spec, layout, symbol, used, keys, spans, ResumableSampler)
+        _write_bars_index(
+            path, folder, spec, layout, symbol, used, keys, last_event[used[-1]], ResumableSampler
+        )
     return BuiltBars(
         bars_path=str(path),
         bars_sha256=sha256_file(path),
@@ -226,7 +232,7 @@ def _write_bars_index(
     symbol: str,
     days: list[str],
     keys: dict[str, str],
-    spans: Mapping[str, Mapping[str, Any]],
+    last_ts: int,
     sampler_cls: Any,
 ) -> None:
     day_dir = folder / "days"
@@ -263,8 +269,7 @@ def _write_bars_index(
         write_json_atomic(day_dir / f"{name(day)}.json", record)
     records = [json.loads((day_dir / f"{name(d)}.json").read_text()) for d in days]
     # the last day: its part holds the bars up to midnight; one pass over these days
-    # stops at the bar of the last event, closed after it (the tail)
-    last_ts = int(spans[days[-1]]["ts_recv_max"])
+    # stops at the bar of the last event (`last_ts`), closed after it (the tail)
     dt = spec.interval_ns
     close = -(-last_ts // dt) * dt
     last = records[-1]

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a type only: this module imports nothing heavy (chappie --help)
+    from core.instrument import InstrumentSpec
 
 SOURCES = ("synthetic", "tardis", "bitmex-dump", "ws-recording", "funding")
 
@@ -68,7 +71,7 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _symbol_instrument(args: argparse.Namespace) -> tuple[str, Any]:
+def _symbol_instrument(args: argparse.Namespace) -> tuple[str, InstrumentSpec]:
     """(symbol, InstrumentSpec) from --symbol / --instrument / --config's `ingest:`.
     Raises ValueError (also when no spec of the symbol is known)."""
     from core.config.ingest import IngestConfig

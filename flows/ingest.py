@@ -23,10 +23,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
+from core.jsontypes import JsonObject
 from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
+from ingest.staged import StagedIndex
 
 
 def _stage(
@@ -36,8 +38,10 @@ def _stage(
     source_fp: str,
     progress: bool = False,
     staging_format: int = ingest_run.STAGING_FORMAT,
-) -> dict[str, Any]:
-    """`source_fp` and `staging_format` are part of the cache key only."""
+) -> StagedIndex:
+    """`source_fp` and `staging_format` are part of the cache key only. (A staging result
+    an earlier version persisted as a plain dict is under another key: this source is
+    part of it.)"""
     return ingest_run.stage_source(cfg, data_dir, staging_dir, progress=progress)
 
 
@@ -65,8 +69,9 @@ def ingest_flow(
     data_dir: str,
     progress: bool = False,
     download: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Ingest `cfg.source` into `<data_dir>/events`; returns the ingest report as a dict.
+) -> JsonObject:
+    """Ingest `cfg.source` into `<data_dir>/events`; returns the ingest report's JSON
+    (`IngestReport`) with ``leftovers_removed`` and, when it downloaded, ``download``.
 
     `download` (bitmex-dump only): ``{"url", "start", "end", "kinds"}``: the dumps are
     first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
@@ -80,7 +85,7 @@ def ingest_flow(
 
 def _ingest(
     cfg: IngestConfig, data_dir: str, progress: bool, download: dict[str, Any] | None
-) -> dict[str, Any]:
+) -> JsonObject:
     downloaded = None
     if download is not None:
         dest = str(Path(data_dir) / "raw" / "bitmex-dump")
@@ -105,13 +110,12 @@ def _ingest(
                 cfg, data_dir, staging, fp, progress
             )
         st.description = f"ingest {cfg.source}"
-        n_files, n_days = len(index.get("files", [])), len(index["days"])
+        n_files, n_days = len(index.files), len(index.days)
         st.result = f"{display.count(n_files, 'file')} read, {display.count(n_days, 'day')} staged"
         if cfg.source == "synthetic":
             st.result = f"{display.count(n_days, 'day')} generated"
     futures = [
-        publish_day.submit(cfg, data_dir, day, staged)
-        for day, staged in sorted(index["days"].items())
+        publish_day.submit(cfg, data_dir, day, staged) for day, staged in sorted(index.days.items())
     ]
     published = []
     with display.step("publish events", len(futures), "days") as st:
@@ -122,11 +126,11 @@ def _ingest(
     prune_staging(data_dir, fp[:16])
     create_table_artifact(
         key="ingest-report",
-        table=ingest_run.report_table(report),
+        table=[dict(row) for row in ingest_run.report_table(report)],  # Prefect's row type
         description=f"ingest {cfg.source} {cfg.symbol}: files, rows in/out/rejected, quarantine reasons",
     )
-    out = report.model_dump(mode="json")
-    out["leftovers_removed"] = list(index.get("leftovers", []))
+    out: JsonObject = report.model_dump(mode="json")
+    out["leftovers_removed"] = list(index.leftovers)
     if downloaded is not None:
         out["download"] = downloaded
     return out

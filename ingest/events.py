@@ -39,9 +39,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+
+# typing_extensions': pydantic reads RawInput (in ingest.staged), and on Python 3.11 it
+# refuses typing.TypedDict
+from typing_extensions import TypedDict
 
 from core import schema
 from core.atomic import write_files_atomic, write_json_atomic
@@ -51,6 +55,9 @@ from core.instrument import InstrumentSpec
 from core.jsontypes import JsonObject
 from core.leftovers import remove_stale_temps
 from core.paths import DataLayout
+
+if TYPE_CHECKING:  # ingest.synthetic imports numba: not at import time for a type
+    from ingest.synthetic import MarketMetadata
 
 BOOK_FILE = "book.parquet"  # format 1 names
 TRADES_FILE = "trades.parquet"
@@ -94,6 +101,28 @@ class ColumnNames(TypedDict):
     trades: list[str]
 
 
+class BookCheck(TypedDict):
+    """A day's book replayed through the one order book (`book.order_book.check_book`):
+    messages, snapshots, the three desync counts and the first desynced row (-1: none).
+    Every manifest that has a book check has all six keys (since format 1)."""
+
+    messages: int
+    snapshots: int
+    unknown_level: int
+    crossed: int
+    bad_size: int
+    first_desync_row: int
+
+
+class PartitionExtra(TypedDict, total=False):
+    """A manifest's ``extra``: what the publisher recorded beside the data. Ingest
+    writes `book_check` for every day it publishes and `market` for a synthetic day;
+    a manifest published without them (`publish_partition` with no `extra`) has ``{}``."""
+
+    book_check: BookCheck
+    market: MarketMetadata  # `ingest.synthetic.market_metadata` (synthetic days only)
+
+
 class PartitionManifest(TypedDict, total=False):
     """``manifest.json`` of a published day: what it holds and came from, and its files.
 
@@ -115,9 +144,7 @@ class PartitionManifest(TypedDict, total=False):
     book_kind: str | None  # format 2
     columns: ColumnNames
     code_version: str
-    # what the publisher records (the book check, the synthetic market: JSON); Any while
-    # ingest.run reads it key by key untyped
-    extra: dict[str, Any]
+    extra: PartitionExtra
     files: dict[str, str]  # format 2: kind -> file name
     outputs: dict[str, str]  # file name -> sha256
 
@@ -366,7 +393,7 @@ def _manifest_body(
     inputs: list[RawInput],
     fp: str,
     book_kind: str | None,
-    extra: JsonObject | None,
+    extra: PartitionExtra | None,
 ) -> PartitionManifest:
     ts_all = [
         int(x)  # type: ignore[arg-type]
@@ -403,7 +430,7 @@ def publish_partition(
     instrument: InstrumentSpec,
     source: str,
     inputs: Sequence[Mapping[str, object]],
-    extra: JsonObject | None = None,
+    extra: PartitionExtra | None = None,
     *,
     trade_ids: pl.Series | None = None,
     book_kind: str | None = None,
@@ -484,7 +511,7 @@ def publish_merged(
     instrument: InstrumentSpec,
     source: str,
     book_kind: str | None,
-    extra_of: Callable[[pl.DataFrame], JsonObject] | None = None,
+    extra_of: Callable[[pl.DataFrame], PartitionExtra] | None = None,
 ) -> MergeResult:
     """Publish one day of a run into its partition, keeping what other runs published.
 

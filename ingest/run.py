@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import polars as pl
 
@@ -41,6 +41,9 @@ from ingest.events import (
     BOUNDARY_INPUT,
     INPUT,
     TRADE_ID,
+    BookCheck,
+    PartitionExtra,
+    RawInput,
     book_schema,
     empty_book,
     empty_trades,
@@ -52,6 +55,7 @@ from ingest.events import (
 )
 from ingest.rawfile import BLOCK_BYTES
 from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
+from ingest.staged import PublishedDay, StagedDay, StagedFile, StagedIndex
 
 STAGED_INDEX = "staged.json"
 #: the staged files' layout (INPUT and TRADE_ID columns, per-file counts): part of the
@@ -62,12 +66,12 @@ STAGING_FORMAT = 2
 # ------------------------------------------------------------------ reading
 def _synthetic_reads(
     cfg: IngestConfig, layout: DataLayout
-) -> tuple[list[FileRead], dict[str, list[dict[str, Any]]], list[str]]:
+) -> tuple[list[FileRead], dict[str, list[RawInput]], list[str]]:
     """Generate the synthetic market unless every day is already published from it."""
     from ingest.synthetic import generate_market
 
     syn = cfg.synthetic
-    inputs = [{"path": "synthetic", "sha256": fingerprint(syn)}]
+    inputs: list[RawInput] = [{"path": "synthetic", "sha256": fingerprint(syn)}]
     days = [iso_day(parse_day(syn.start_day) + d * NS_PER_DAY) for d in range(syn.days)]
     fp = inputs_fingerprint_of(
         inputs,
@@ -281,16 +285,15 @@ def stage_source(
     data_dir: str,
     staging_dir: str | None = None,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> StagedIndex:
     """Read the source, quarantine bad input, write staged per-day Parquet.
 
     `progress` shows a tqdm bar over the raw files (stderr; TQDM_DISABLE turns it off).
 
-    Returns a JSON-able index: ``{"days": {day: {"book", "trades", "inputs",
-    "book_kind"}}, "current": [days already published from these inputs], "files":
-    [{path, sha256, ok, rows_in, rows_out, rows_rejected, rows_filtered, filtered,
-    is_file}], "quarantine": [...], "leftovers": [...]}``. Staged frames carry INPUT
-    (index into the day's ``inputs``) and the trades TRADE_ID.
+    Returns the `StagedIndex` (its dump is ``<stage>/staged.json``): the staged days,
+    the days already published from these inputs, every file read, the quarantine and
+    the leftovers removed. Staged frames carry INPUT (index into the day's ``inputs``)
+    and the trades TRADE_ID.
     """
     layout = DataLayout(Path(data_dir))
     leftovers = remove_leftovers(layout)
@@ -316,7 +319,7 @@ def stage_source(
             fr = _read_file(cfg, p, spill)
             reads.append(fr)
         day_inputs = {}
-    quarantine: list[dict[str, Any]] = []
+    quarantine: list[QuarantineEntry] = []
     books: dict[str, list[tuple[str, int]]] = {}
     trades: dict[str, list[tuple[str, int]]] = {}
     kinds: dict[str, str] = {}
@@ -324,11 +327,11 @@ def stage_source(
     set_aside_poorer_books(reads)
     set_aside_other_published_books(reads, layout, cfg.symbol)
     for fr in reads:
-        quarantine += [q.model_dump() for q in quarantine_file_read(layout, cfg.source, fr)]
+        quarantine += quarantine_file_read(layout, cfg.source, fr)
         if not fr.ok:
             spill.drop(fr)
             continue
-        entry = {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
+        entry: RawInput = {"path": str(Path(fr.path).resolve()), "sha256": fr.sha256}
         for kind, into in (("book", books), ("trades", trades)):
             for k, day, path, _ in fr.spill:
                 if k != kind:
@@ -343,7 +346,7 @@ def stage_source(
                 into.setdefault(day, []).append((path, idx))
                 if kind == "book" and fr.book_kind:
                     kinds[day] = fr.book_kind
-    days: dict[str, dict[str, Any]] = {}
+    days: dict[str, StagedDay] = {}
     running = OrderBook()  # the book across day boundaries of this run's input
     staged_book = pl.Schema({**book_schema(), INPUT: pl.Int32()})
     staged_trades = pl.Schema({**trade_schema(), INPUT: pl.Int32(), TRADE_ID: pl.String()})
@@ -359,38 +362,38 @@ def stage_source(
         del t
         for path, _ in [*books.get(day, []), *trades.get(day, [])]:
             Path(path).unlink(missing_ok=True)
-        days[day] = {
-            "book": str(bp),
-            "trades": str(tp),
-            "inputs": list(day_inputs.get(day, [])),
-            "book_kind": kinds.get(day),
-        }
+        days[day] = StagedDay(
+            book=str(bp),
+            trades=str(tp),
+            inputs=list(day_inputs.get(day, [])),
+            book_kind=kinds.get(day),
+        )
     shutil.rmtree(spill.folder, ignore_errors=True)
     file_rows = [
-        {
-            "path": fr.path,
-            "sha256": fr.sha256,
-            "ok": fr.ok,
-            "rows_in": fr.rows_in,
-            "rows_out": fr.rows_out,
-            "rows_rejected": fr.rows_rejected,
-            "rows_filtered": fr.rows_filtered,
-            "filtered": dict(sorted(fr.filtered_reasons.items())),
-            "is_file": not fr.path.startswith("synthetic:"),
-        }
+        StagedFile(
+            path=fr.path,
+            sha256=fr.sha256,
+            ok=fr.ok,
+            rows_in=fr.rows_in,
+            rows_out=fr.rows_out,
+            rows_rejected=fr.rows_rejected,
+            rows_filtered=fr.rows_filtered,
+            filtered=dict(sorted(fr.filtered_reasons.items())),
+            is_file=not fr.path.startswith("synthetic:"),
+        )
         for fr in reads
     ]
-    index = {
-        "staging_dir": str(stage),
-        "source": cfg.source,
-        "symbol": cfg.symbol,
-        "days": days,
-        "current": current,
-        "files": file_rows,
-        "quarantine": quarantine,
-        "leftovers": leftovers,
-    }
-    write_json_atomic(stage / STAGED_INDEX, index)
+    index = StagedIndex(
+        staging_dir=str(stage),
+        source=cfg.source,
+        symbol=cfg.symbol,
+        days=days,
+        current=current,
+        files=file_rows,
+        quarantine=quarantine,
+        leftovers=leftovers,
+    )
+    write_json_atomic(stage / STAGED_INDEX, index.to_json())
     return index
 
 
@@ -457,28 +460,33 @@ def with_boundary_snapshot(
     return pl.concat([snap, day_book.select(snap.columns)])
 
 
-def book_check_extra(book: pl.DataFrame) -> dict[str, Any]:
-    """The manifest's ``extra``: a day's book replayed through the one order book."""
+def book_check(book: pl.DataFrame) -> BookCheck:
+    """A day's book replayed through the one order book (the manifest's
+    ``extra["book_check"]``)."""
     chk = check_book(*(book[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
     return {
-        "book_check": {
-            "messages": chk.n_messages,
-            "snapshots": chk.n_snapshots,
-            "unknown_level": chk.n_unknown_level,
-            "crossed": chk.n_crossed,
-            "bad_size": chk.n_bad_size,
-            "first_desync_row": chk.first_desync_row,
-        }
+        "messages": chk.n_messages,
+        "snapshots": chk.n_snapshots,
+        "unknown_level": chk.n_unknown_level,
+        "crossed": chk.n_crossed,
+        "bad_size": chk.n_bad_size,
+        "first_desync_row": chk.first_desync_row,
     }
 
 
+def desyncs_of(chk: BookCheck | None) -> int:
+    """Book desyncs a book check counted (unknown level + crossed + bad size); 0 for a
+    manifest without one. Pure."""
+    return 0 if chk is None else chk["unknown_level"] + chk["crossed"] + chk["bad_size"]
+
+
 def publish_staged_day(
-    cfg: IngestConfig, data_dir: str, day: str, staged: dict[str, Any]
-) -> dict[str, Any]:
+    cfg: IngestConfig, data_dir: str, day: str, staged: StagedDay
+) -> PublishedDay:
     """Check one staged day through the order book and publish (merge) it into its
-    partition (`ingest.events.publish_merged`). Returns a JSON-able summary:
-    ``{day, written, mode, path, book_rows, trades_rows, desyncs, duplicate_trades:
-    {sha256: rows}}`` (rows of the published day). A synthetic day's manifest also
+    partition (`ingest.events.publish_merged`). Returns what it did (`PublishedDay`:
+    mode, rows of the published day, desyncs, duplicate trades). The manifest's
+    ``extra["book_check"]`` is `book_check` of the day's book; a synthetic day's also
     carries ``extra["market"]`` (`ingest.synthetic.market_metadata`: model, seed,
     fingerprint, the planted edge), which `chappie audit market EVENTS` prints."""
     with _PUBLISH_ONE_DAY:
@@ -492,8 +500,8 @@ _PUBLISH_ONE_DAY = threading.Lock()
 
 
 def _publish_staged_day(
-    cfg: IngestConfig, data_dir: str, day: str, staged: dict[str, Any]
-) -> dict[str, Any]:
+    cfg: IngestConfig, data_dir: str, day: str, staged: StagedDay
+) -> PublishedDay:
     layout = DataLayout(Path(data_dir))
     market = None
     if cfg.source == "synthetic":
@@ -501,68 +509,68 @@ def _publish_staged_day(
 
         market = market_metadata(cfg.synthetic)
 
-    def extra_of(book: pl.DataFrame) -> dict[str, Any]:
-        extra = book_check_extra(book)
-        return extra if market is None else {**extra, "market": market}
+    def extra_of(book: pl.DataFrame) -> PartitionExtra:
+        extra: PartitionExtra = {"book_check": book_check(book)}
+        if market is not None:
+            extra["market"] = market
+        return extra
 
     res = publish_merged(
         layout,
         cfg.symbol,
         day,
-        pl.read_parquet(staged["book"]),
-        pl.read_parquet(staged["trades"]),
-        staged["inputs"],
+        pl.read_parquet(staged.book),
+        pl.read_parquet(staged.trades),
+        staged.inputs,
         cfg.instrument,
         cfg.source,
-        staged.get("book_kind"),
+        staged.book_kind,
         extra_of,
     )
-    chk = res.result.manifest.get("extra", {}).get("book_check", {})
-    desyncs = sum(int(chk.get(k, 0)) for k in ("unknown_level", "crossed", "bad_size"))
-    return {
-        "day": day,
-        "written": res.result.written,
-        "mode": res.mode,
-        "path": res.result.path,
-        "book_rows": res.book,
-        "trades_rows": res.trades,
-        "desyncs": desyncs,
-        "duplicate_trades": res.duplicate_trades,
-    }
+    # the day's manifest after the publish: an unchanged day's is an earlier run's
+    chk = res.result.manifest.get("extra", {}).get("book_check")
+    return PublishedDay(
+        day=day,
+        written=res.result.written,
+        mode=res.mode,
+        path=res.result.path,
+        book_rows=res.book,
+        trades_rows=res.trades,
+        desyncs=desyncs_of(chk),
+        duplicate_trades=res.duplicate_trades,
+    )
 
 
 def build_report(
-    cfg: IngestConfig, index: dict[str, Any], published: list[dict[str, Any]]
+    cfg: IngestConfig, index: StagedIndex, published: list[PublishedDay]
 ) -> IngestReport:
     """The run report. Trades a publish dropped as duplicates (trade id already in the
     day) move from a file's out to its filtered rows. Raises ValueError when a file's or
     the run's ``rows_in = rows_out + rows_rejected + rows_filtered`` does not hold."""
-    files = [f for f in index["files"] if f["is_file"]]
-    quarantine = [QuarantineEntry(**q) for q in index["quarantine"]]
+    files = [f for f in index.files if f.is_file]
+    quarantine = index.quarantine
     reasons: Counter[str] = Counter()
     for q in quarantine:
         reasons[q.reason] += q.rows if q.level == "row" else 1
     dups: Counter[str] = Counter()
     for p in published:
-        dups.update(p.get("duplicate_trades", {}))
+        dups.update(p.duplicate_trades)
     filtered: Counter[str] = Counter()
     rows_in = rows_out = rows_rejected = rows_filtered = 0
-    for f in index["files"]:
-        out = int(f.get("rows_out", f["rows_in"] - f["rows_rejected"]))
-        filt = int(f.get("rows_filtered", 0))
-        freasons = Counter(f.get("filtered", {}))
-        d = dups.pop(f["sha256"], 0) if f["ok"] and f["sha256"] else 0
+    for f in index.files:
+        out, filt, freasons = f.rows_out, f.rows_filtered, Counter(f.filtered)
+        d = dups.pop(f.sha256, 0) if f.ok and f.sha256 else 0
         if d:
             out, filt = out - d, filt + d
             freasons["duplicate trade id (already in the day)"] += d
-        if f["rows_in"] != out + f["rows_rejected"] + filt or sum(freasons.values()) != filt:
+        if f.rows_in != out + f.rows_rejected + filt or sum(freasons.values()) != filt:
             raise ValueError(
-                f"{f['path']}: rows_in {f['rows_in']} != out {out} + rejected "
-                f"{f['rows_rejected']} + filtered {filt}"
+                f"{f.path}: rows_in {f.rows_in} != out {out} + rejected "
+                f"{f.rows_rejected} + filtered {filt}"
             )
-        rows_in += f["rows_in"]
+        rows_in += f.rows_in
         rows_out += out
-        rows_rejected += f["rows_rejected"]
+        rows_rejected += f.rows_rejected
         rows_filtered += filt
         filtered.update(freasons)
     if sum(v for k, v in dups.items() if k != "existing"):
@@ -571,22 +579,22 @@ def build_report(
         source=cfg.source,
         symbol=cfg.symbol,
         files_in=len(files),
-        files_ok=sum(1 for f in files if f["ok"]),
-        files_quarantined=sum(1 for f in files if not f["ok"]),
+        files_ok=sum(1 for f in files if f.ok),
+        files_quarantined=sum(1 for f in files if not f.ok),
         rows_in=rows_in,
         rows_out=rows_out,
         rows_rejected=rows_rejected,
         rows_filtered=rows_filtered,
         filtered=dict(sorted(filtered.items())),
         events_out={
-            "book": sum(p["book_rows"] for p in published),
-            "trades": sum(p["trades_rows"] for p in published),
+            "book": sum(p.book_rows for p in published),
+            "trades": sum(p.trades_rows for p in published),
         },
-        partitions_written=sorted(p["day"] for p in published if p["written"]),
+        partitions_written=sorted(p.day for p in published if p.written),
         partitions_unchanged=sorted(
-            [p["day"] for p in published if not p["written"]] + list(index["current"])
+            [p.day for p in published if not p.written] + list(index.current)
         ),
-        desyncs={p["day"]: p["desyncs"] for p in published if p["desyncs"]},
+        desyncs={p.day: p.desyncs for p in published if p.desyncs},
         quarantine=quarantine,
         reasons=dict(sorted(reasons.items())),
     )
@@ -601,10 +609,10 @@ def ingest(cfg: IngestConfig, layout: DataLayout, progress: bool = False) -> Ing
     index = stage_source(cfg, str(layout.root), progress=progress)
     published = [
         publish_staged_day(cfg, str(layout.root), day, staged)
-        for day, staged in sorted(index["days"].items())
+        for day, staged in sorted(index.days.items())
     ]
     report = build_report(cfg, index, published)
-    shutil.rmtree(index["staging_dir"], ignore_errors=True)
+    shutil.rmtree(index.staging_dir, ignore_errors=True)
     return report
 
 
@@ -621,14 +629,20 @@ def source_fingerprint(cfg: IngestConfig) -> str:
     return fingerprint({"cfg": cfg.model_dump(mode="json"), "files": files})
 
 
-def staged_files_exist(index: dict[str, Any]) -> bool:
+def staged_files_exist(index: StagedIndex) -> bool:
     """True when every staged Parquet file of `index` is still on disk."""
-    return all(Path(s[k]).exists() for s in index["days"].values() for k in ("book", "trades"))
+    return all(Path(p).exists() for s in index.days.values() for p in (s.book, s.trades))
 
 
-def report_table(report: IngestReport) -> list[dict[str, Any]]:
+#: a row of the run-summary table (its columns: "in" is a keyword, hence this form)
+ReportRow = TypedDict(
+    "ReportRow", {"item": str, "in": int, "ok": int, "quarantined": int, "detail": str}
+)
+
+
+def report_table(report: IngestReport) -> list[ReportRow]:
     """Rows of the run-summary table (Prefect artifact, CLI)."""
-    rows: list[dict[str, Any]] = [
+    rows: list[ReportRow] = [
         {
             "item": "files",
             "in": report.files_in,

@@ -99,3 +99,57 @@ def test_a_claimed_staging_folder_survives_a_concurrent_prune(tmp_path: Path) ->
     claim_staging(str(root / "gone"))  # pruned already: nothing to claim, no error
     assert prune_staging(str(tmp_path), "mine") == ["old"]
     assert sorted(p.name for p in root.iterdir()) == ["mine", "reused"]
+
+
+def test_staged_index_is_staged_json_and_decodes_from_a_persisted_result(tmp_path: Path) -> None:
+    """The staging task's result: `<stage>/staged.json` is its dump, and the flow's
+    persisted record decodes back to the same value; a record of another layout (an
+    earlier version's) does not decode (Prefect counts a miss and stages again)."""
+    from pydantic import ValidationError
+
+    from core.atomic import json_bytes
+    from flows.results import decode_object
+    from ingest.run import STAGED_INDEX, stage_source, staged_files_exist
+    from ingest.staged import StagedIndex
+
+    index = stage_source(CFG, str(tmp_path), str(tmp_path / "stage"))
+    assert (tmp_path / "stage" / STAGED_INDEX).read_bytes() == json_bytes(index.to_json())
+    assert sorted(index.days) == ["2024-01-01", "2024-01-02"]
+    assert [(f.path, f.is_file) for f in index.files] == [
+        ("synthetic:2024-01-01", False),
+        ("synthetic:2024-01-02", False),
+    ]
+    day = index.days["2024-01-01"]
+    assert day.inputs == [{"path": "synthetic", "sha256": day.inputs[0]["sha256"]}]
+    record = {"__class__": f"{StagedIndex.__module__}.StagedIndex"}
+    assert decode_object(record | {"data": index.to_json()}) == index
+    old = index.to_json()
+    del old["leftovers"]
+    with pytest.raises(ValidationError):
+        decode_object(record | {"data": old})
+    assert staged_files_exist(index)
+    Path(day.trades).unlink()
+    assert not staged_files_exist(index)
+
+
+def test_published_day_counts_the_desyncs_of_its_book_check(tmp_path: Path) -> None:
+    from ingest.events import BookCheck
+    from ingest.run import desyncs_of, publish_staged_day, stage_source
+
+    chk: BookCheck = {
+        "messages": 9,
+        "snapshots": 1,
+        "unknown_level": 2,
+        "crossed": 1,
+        "bad_size": 4,
+        "first_desync_row": 3,
+    }
+    assert desyncs_of(chk) == 7 and desyncs_of(None) == 0  # None: a manifest without one
+    index = stage_source(CFG, str(tmp_path), str(tmp_path / "stage"))
+    pub = publish_staged_day(CFG, str(tmp_path), "2024-01-01", index.days["2024-01-01"])
+    m = read_manifest(DataLayout(tmp_path), "XBTUSD", "2024-01-01")
+    assert m is not None and pub.written and pub.mode == "new" and pub.desyncs == 0
+    assert pub.book_rows == m["rows"]["book"] and pub.trades_rows == m["rows"]["trades"]
+    assert m["extra"]["book_check"]["snapshots"] == 1
+    assert m["extra"]["book_check"]["first_desync_row"] == -1  # never desynced
+    assert m["extra"]["market"]["fingerprint"] == index.days["2024-01-01"].inputs[0]["sha256"]
