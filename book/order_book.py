@@ -30,7 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from core.numba_cache import njit
 
 # ------------------------------------------------------------------ state layout
 # Scalar state shared by the book and the sampler kernels: one int64 array.

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from numba import njit
 
 from book.order_book import (
     ST_BUYHI,
@@ -45,6 +44,7 @@ from book.order_book import (
     new_state,
 )
 from core import schema
+from core.numba_cache import njit
 
 if TYPE_CHECKING:  # pragma: no cover
     from core.config.features import FeatureSpec

@@ -41,12 +41,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
 from core.config.env import EnvConfig
 from core.fees import FeeConfig, merge_override, split_instrument_fees
 from core.instrument import InstrumentSpec, funding_settles
+from core.numba_cache import njit
 from core.schema import ACTION_NAMES
 from envs.kernels import (
     A_MFEE,

@@ -26,9 +26,9 @@ Kernels check their buffer capacities and raise instead of writing out of bounds
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from core.clock import NS_PER_HOUR
+from core.numba_cache import njit
 
 EPS = 1e-12
 CAP_TOL = 1e-9

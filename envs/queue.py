@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
-from numba import njit
 
 from book.order_book import (
     ST_IN_SNAP,
@@ -62,6 +61,7 @@ from book.order_book import (
     new_state,
 )
 from core import schema
+from core.numba_cache import njit
 
 TOUCH = 0
 TRADE_THROUGH = 1

@@ -10,8 +10,8 @@ terms (`envs.kernels.reward_terms`) and the info log row (G_* columns).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from core.numba_cache import njit
 from envs.broker import Terms, act, bar_at, flatten, on_bar
 from envs.kernels import (
     A_BAL,

@@ -41,7 +41,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from numba import njit
 from pydantic import BaseModel, ConfigDict
 
 from book.order_book import ST_DESYNC, ST_NA, ST_NB, ST_SIZE, apply_message_kernel
@@ -49,6 +48,7 @@ from core import schema as S
 from core.clock import NS_PER_DAY, NS_PER_S
 from core.config.features import FeatureSpec
 from core.jsontypes import JsonObject
+from core.numba_cache import njit
 
 VOL_INTERVALS_S: tuple[int, ...] = (1, 60, 3600)
 MARKOUT_HORIZONS_S: tuple[int, ...] = (1, 10, 60)

@@ -9,7 +9,8 @@ new or changed levels -> their size. Rows equal to the previous one give no delt
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from core.numba_cache import njit
 
 
 @njit(cache=True)

@@ -67,13 +67,13 @@ from typing import Literal, TypedDict
 
 import numpy as np
 import polars as pl
-from numba import njit
 
 from core import schema
 from core.clock import NS_PER_DAY, NS_PER_S, iso_day, parse_day
 from core.config.market import RegimeConfig, SyntheticMarketConfig
 from core.hashing import fingerprint
 from core.instrument import InstrumentSpec
+from core.numba_cache import njit
 
 LOT = 100  # XBTUSD lot (contracts)
 _HALF_LIFE_S = 1200.0
