@@ -17,6 +17,10 @@ up at once, and raises `UnknownOutcomeError` when even that cannot tell. Every r
 signed with an `api-expires` deadline that BitMEX enforces: a request still queued after it
 is dropped by the exchange, so an order not found after its `last_expires` has passed was
 never created.
+
+Answers are BitMEX's JSON as it came (`JsonObject` rows: the order manager reads the keys it
+needs and tolerates garbled values); an answer of the wrong shape (not a list of objects
+where rows are expected) raises ValueError, which `classify_error` calls "unknown".
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from pydantic import SecretStr
+
+from core.jsontypes import JsonObject, JsonValue
 
 # Every order Chappie sends carries this clOrdID prefix: a restarted loop (a new session)
 # still recognises the orders of the session before it as its own.
@@ -166,11 +172,11 @@ class BitmexRest:
         self,
         verb: str,
         endpoint: str,
-        params: dict[str, Any] | None = None,
-        body: dict[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        body: JsonObject | None = None,
         *,
         urgent: bool = False,
-    ) -> Any:
+    ) -> JsonValue:
         """One signed request; returns the decoded JSON. Raises ExchangeError, RateLimitedError,
         httpx.TimeoutException / httpx.TransportError (outcome unknown).
 
@@ -220,9 +226,9 @@ class BitmexRest:
             )
 
     # ------------------------------------------------------------------ orders
-    def get_order(self, symbol: str, cl_ord_id_: str) -> dict[str, Any] | None:
+    def get_order(self, symbol: str, cl_ord_id_: str) -> JsonObject | None:
         """The order with this clOrdID (any status), or None."""
-        rows = self.request(
+        answer = self.request(
             "GET",
             "/order",
             {
@@ -232,32 +238,32 @@ class BitmexRest:
                 "reverse": "true",
             },
         )
-        for r in rows:
+        for r in _rows(answer, "GET /order"):
             if r.get("clOrdID") == cl_ord_id_:
-                return dict(r)
+                return r
         return None
 
-    def open_orders(self, symbol: str) -> list[dict[str, Any]]:
-        rows = self.request(
+    def open_orders(self, symbol: str) -> list[JsonObject]:
+        answer = self.request(
             "GET", "/order", {"symbol": symbol, "filter": json.dumps({"open": True}), "count": 500}
         )
-        return [dict(r) for r in rows]
+        return _rows(answer, "GET /order")
 
-    def position(self, symbol: str) -> dict[str, Any]:
+    def position(self, symbol: str) -> JsonObject:
         """The position row of `symbol` (currentQty 0 when none)."""
-        rows = self.request("GET", "/position", {"filter": json.dumps({"symbol": symbol})})
-        for r in rows:
+        answer = self.request("GET", "/position", {"filter": json.dumps({"symbol": symbol})})
+        for r in _rows(answer, "GET /position"):
             if r.get("symbol") == symbol:
-                return dict(r)
+                return r
         return {"symbol": symbol, "currentQty": 0, "avgEntryPrice": None}
 
     def create_post_only(
         self, symbol: str, side: int, qty: int, price: float, cl_ord_id_: str
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """ONE POST of a post-only limit order (`execInst=ParticipateDoNotInitiate`): it only
         ever adds liquidity; the exchange cancels it instead of crossing. Raises whatever
         `request` raises; `classify_error` says whether the order may exist ("unknown")."""
-        body = {
+        body: JsonObject = {
             "symbol": symbol,
             "side": "Buy" if side > 0 else "Sell",
             "orderQty": int(qty),
@@ -266,11 +272,11 @@ class BitmexRest:
             "execInst": "ParticipateDoNotInitiate",
             "clOrdID": cl_ord_id_,
         }
-        return dict(self.request("POST", "/order", body=body))
+        return _object(self.request("POST", "/order", body=body), "POST /order")
 
     def place_post_only(
         self, symbol: str, side: int, qty: int, price: float, cl_ord_id_: str
-    ) -> dict[str, Any]:
+    ) -> JsonObject:
         """`create_post_only`, resolved at once: on an unknown outcome the order is looked up
         by its clOrdID; found -> that is the order; not found -> sent once more with the same
         clOrdID (BitMEX refuses a duplicate clOrdID, so even that cannot create two). Raises
@@ -298,29 +304,44 @@ class BitmexRest:
             cl_ord_id_, f"order {cl_ord_id_}: not found after two unknown outcomes"
         )
 
-    def amend_price(self, order_id: str, price: float) -> dict[str, Any]:
-        return dict(self.request("PUT", "/order", body={"orderID": order_id, "price": price}))
+    def amend_price(self, order_id: str, price: float) -> JsonObject:
+        answer = self.request("PUT", "/order", body={"orderID": order_id, "price": price})
+        return _object(answer, "PUT /order")
 
-    def cancel(self, cl_ord_ids: list[str]) -> list[dict[str, Any]]:
+    def cancel(self, cl_ord_ids: list[str]) -> list[JsonObject]:
         """Cancel orders by clOrdID (idempotent: cancelling a closed order is not an error)."""
         if not cl_ord_ids:
             return []
-        rows = self.request("DELETE", "/order", body={"clOrdID": cl_ord_ids}, urgent=True)
-        return [dict(r) for r in rows]
+        ids: list[JsonValue] = list(cl_ord_ids)
+        answer = self.request("DELETE", "/order", body={"clOrdID": ids}, urgent=True)
+        return _rows(answer, "DELETE /order")
 
-    def cancel_all(self, symbol: str) -> list[dict[str, Any]]:
-        return [
-            dict(r)
-            for r in self.request("DELETE", "/order/all", body={"symbol": symbol}, urgent=True)
-        ]
+    def cancel_all(self, symbol: str) -> list[JsonObject]:
+        answer = self.request("DELETE", "/order/all", body={"symbol": symbol}, urgent=True)
+        return _rows(answer, "DELETE /order/all")
 
-    def cancel_all_after(self, timeout_ms: int) -> dict[str, Any]:
+    def cancel_all_after(self, timeout_ms: int) -> JsonObject:
         """Dead man's switch: cancel everything if not refreshed within `timeout_ms` (0 disarms)."""
-        return dict(
-            self.request(
-                "POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, urgent=True
-            )
+        answer = self.request(
+            "POST", "/order/cancelAllAfter", body={"timeout": int(timeout_ms)}, urgent=True
         )
+        return _object(answer, "POST /order/cancelAllAfter")
+
+
+def _object(answer: JsonValue, what: str) -> JsonObject:
+    """An answer that must be one JSON object (an order, the switch's state). Raises
+    ValueError otherwise (an undecodable answer: the outcome is unknown)."""
+    if not isinstance(answer, dict):
+        raise ValueError(f"{what}: expected a JSON object, got {type(answer).__name__}")
+    return answer
+
+
+def _rows(answer: JsonValue, what: str) -> list[JsonObject]:
+    """An answer that must be a list of JSON objects (orders, positions). Raises
+    ValueError otherwise (an undecodable answer: the outcome is unknown)."""
+    if not isinstance(answer, list):
+        raise ValueError(f"{what}: expected a JSON list, got {type(answer).__name__}")
+    return [_object(row, what) for row in answer]
 
 
 def _error_text(resp: httpx.Response) -> str:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from core.clock import Clock, SystemClock
+from core.jsontypes import JsonObject
 from live.recording import RecordingWriter
 
 DEFAULT_TABLES: tuple[str, ...] = ("orderBookL2", "trade", "instrument")
@@ -42,7 +43,7 @@ DEFAULT_TABLES: tuple[str, ...] = ("orderBookL2", "trade", "instrument")
 @dataclass(frozen=True)
 class FeedMessage:
     ts_recv: int
-    msg: dict[str, Any]
+    msg: JsonObject  # the exchange's message as received
 
 
 @dataclass(frozen=True)

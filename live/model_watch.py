@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from core.config.features import FeatureSpec
+from core.jsontypes import JsonObject
 from live.predictor import Normalizer, Predictor
 
 
@@ -31,7 +32,7 @@ class LoadedChampion:
     predictor: Predictor
     spec: FeatureSpec
     stats: Normalizer
-    env_config: dict[str, Any] = field(default_factory=dict)  # its env_spec.json (EnvConfig)
+    env_config: JsonObject = field(default_factory=dict)  # its env_spec.json (EnvConfig)
     version: str | None = None
 
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from core.jsontypes import JsonObject
 from ingest.bitmex_ws import RecordingFormatError, parse_recording_line
 from live.jsonl import JsonLinesAppender
 
 RecordingError = RecordingFormatError  # one parser: ingest.bitmex_ws.parse_recording_line
 
 
-def iter_recording(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_recording(path: str | Path) -> Iterator[tuple[int, JsonObject]]:
     """Yield (ts_recv_ns, message) for every received message of a recording, in file order.
 
     Raises RecordingError (with file and line number) on a malformed line.
@@ -43,7 +43,7 @@ def iter_recording(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield parsed
 
 
-def load_recording(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+def load_recording(path: str | Path) -> list[tuple[int, JsonObject]]:
     """All messages of a recording (see `iter_recording`)."""
     return list(iter_recording(path))
 
@@ -64,7 +64,7 @@ class RecordingWriter:
     def lines(self) -> int:
         return self._out.lines
 
-    def write(self, ts_recv_ns: int, msg: dict[str, Any]) -> None:
+    def write(self, ts_recv_ns: int, msg: JsonObject) -> None:
         self._out.append({"ts_recv": int(ts_recv_ns), "msg": msg})
 
     def close(self) -> None:

@@ -150,3 +150,60 @@ def test_keys_never_appear_in_logs_errors_or_reprs(
     text = caplog.text + str(exc.value) + repr(exc.value) + repr(c) + repr(bad)
     for secret in (KEY, SECRET, "wrong-secret-value-123"):
         assert secret not in text
+
+
+def test_an_answer_of_the_wrong_shape_is_an_unknown_outcome() -> None:
+    """Rows where a list of objects is due, or a list where one order is: ValueError,
+    which the order manager counts as an unknown outcome (looked up, never re-sent)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from live.exchange import classify_error
+
+    class Garbled(BaseHTTPRequestHandler):
+        def _answer(self, body: object) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # an object where rows are due
+            self._answer({"orderID": "x", "clOrdID": "chappie-z"})
+
+        def do_POST(self) -> None:  # rows where one order is due
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self._answer([{"orderID": "x"}])
+
+        def do_DELETE(self) -> None:  # a list holding something that is not an order
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self._answer([{"orderID": "x"}, "garbled"])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Garbled)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    c = BitmexRest(
+        f"http://127.0.0.1:{srv.server_address[1]}/api/v1", SecretStr(KEY), SecretStr(SECRET)
+    )
+    try:
+        calls = [
+            lambda: c.open_orders("XBTUSD"),
+            lambda: c.get_order("XBTUSD", "chappie-z"),
+            lambda: c.position("XBTUSD"),
+            lambda: c.create_post_only("XBTUSD", 1, 100, 32000.0, "chappie-z"),
+            lambda: c.cancel_all_after(60_000),
+            lambda: c.cancel(["chappie-z"]),
+        ]
+        for call in calls:
+            with pytest.raises(ValueError, match="expected a JSON") as err:
+                call()
+            assert classify_error(err.value) == "unknown"
+        assert c.requests == len(calls)
+    finally:
+        c.close()
+        srv.shutdown()
+        srv.server_close()
