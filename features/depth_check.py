@@ -14,18 +14,24 @@ book may lack a deep level now and then; a top-of-book source never has one). Pu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
 from core import schema as S
 from core.config.features import FeatureSpec
+from core.paths import DataLayout
+from features.slices import SliceBuildError
+from ingest.events import list_event_days, read_manifest
+from ingest.report import BOOK_KIND_LEVELS
 
 MIN_SHARE = 0.5  # a level is held when both sides have it in at least half the bars
 
 
-class DepthError(ValueError):
+class DepthError(SliceBuildError):
     """The spec needs more book levels than the data holds (one line for the user)."""
 
 
@@ -39,25 +45,26 @@ def levels_needed(spec: FeatureSpec) -> dict[str, int]:
             out[name] = 5
         elif name == "imbalance_l10":
             out[name] = 10
-        elif name.startswith("depth_bid_") or name.startswith("depth_ask_"):
+        elif name.startswith(("depth_bid_", "depth_ask_")):
             out[name] = spec.depth
     return out
+
+
+def priced_share(bars: pl.DataFrame, level: int) -> float:
+    """Share of `bars` with a price on both sides at `level` (0-based; 0 for no bars)."""
+    if bars.height == 0:
+        return 0.0
+    both = (pl.col(S.bid_px(level)) > 0) & (pl.col(S.ask_px(level)) > 0)
+    share = bars.select(both.mean()).item()
+    return 0.0 if share is None else float(share)
 
 
 def levels_held(bars: pl.DataFrame, depth: int, min_share: float = MIN_SHARE) -> int:
     """How many levels per side `bars` hold: the largest k <= depth such that each of
     levels 1..k has a price on both sides in at least `min_share` of the bars (0 for no
     bars)."""
-    if bars.height == 0:
-        return 0
-    shares = bars.select(
-        ((pl.col(S.bid_px(i)) > 0) & (pl.col(S.ask_px(i)) > 0)).mean().alias(str(i))
-        for i in range(depth)
-    ).row(0)
     held = 0
-    for share in shares:
-        if share is None or share < min_share:
-            break
+    while bars.height and held < depth and priced_share(bars, held) >= min_share:
         held += 1
     return held
 
@@ -92,6 +99,22 @@ def check_depth(spec: FeatureSpec, days: list[DayDepth]) -> None:
     )
 
 
+def check_declared_depth(data_dir: str | Path, symbol: str, spec: FeatureSpec) -> list[DayDepth]:
+    """`check_depth` on what the event partitions of `symbol` declare: the levels their
+    book stream carries where its format fixes them (`ingest.report.BOOK_KIND_LEVELS`;
+    the BitMEX dumps and quote tables hold the touch only). Reads the manifests only, so
+    the CLI refuses such a spec before any flow starts; the features flow measures the
+    bars themselves (`check_bars_index`) for streams whose depth is their own."""
+    layout = DataLayout(Path(data_dir))
+    days = []
+    for day in list_event_days(layout, symbol):
+        kind = (read_manifest(layout, symbol, day) or {}).get("book_kind")
+        if kind in BOOK_KIND_LEVELS:
+            days.append(DayDepth(day, min(BOOK_KIND_LEVELS[kind], spec.depth), kind))
+    check_depth(spec, days)
+    return days
+
+
 def check_depth_of(
     spec: FeatureSpec,
     bars_by_day: Mapping[str, pl.DataFrame],
@@ -102,5 +125,31 @@ def check_depth_of(
         DayDepth(day, levels_held(bars, spec.depth), source_by_day.get(day))
         for day, bars in sorted(bars_by_day.items())
     ]
+    check_depth(spec, days)
+    return days
+
+
+def check_bars_index(
+    index_path: str | Path, spec: FeatureSpec, source_by_day: Mapping[str, str | None]
+) -> list[DayDepth]:
+    """`check_depth` over the day parts of a bars index (`features.bars.build_bars`).
+    Reads only the price columns of the deepest level the spec needs (memory-mapped); a
+    day that lacks it is measured level by level for the message."""
+    need = max(levels_needed(spec).values(), default=0)
+    if need == 0:
+        return []
+    index = Path(index_path)
+    deepest = [S.bid_px(need - 1), S.ask_px(need - 1)]
+    days = []
+    for entry in json.loads(index.read_text())["parts"]:
+        day, rows = entry.get("day"), int(entry["rows"])
+        if day is None or rows == 0:
+            continue
+        part = pl.scan_ipc(index.parent / entry["file"]).head(rows)
+        if priced_share(part.select(deepest).collect(), need - 1) >= MIN_SHARE:
+            held = need  # the deepest level needed is there (so are those above it)
+        else:
+            held = levels_held(part.collect(), spec.depth)
+        days.append(DayDepth(day, held, source_by_day.get(day)))
     check_depth(spec, days)
     return days

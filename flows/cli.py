@@ -199,6 +199,8 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
         return USAGE_EXIT, str(exc)
     if _is(exc, "flows.serve", "PrefectServerUnavailable"):
         return USAGE_EXIT, str(exc)
+    if _is(exc, "features.depth_check", "DepthError"):  # names features, days, source
+        return USAGE_EXIT, str(exc)
     if _is(exc, "registry.promotion", "PromotionError"):  # e.g. nothing to roll back
         return USAGE_EXIT, str(exc)
     if _is(exc, "core.objectstore", "ObjectStoreError"):  # names the object (and sha256s)

@@ -104,9 +104,14 @@ def _cmd_features(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail("features", str(exc))
     from expectations.runner import SliceValidationError
+    from features.depth_check import DepthError, check_declared_depth
     from flows.common import command_session
 
     rt = resolve_runtime(args.data_dir)
+    try:  # before Prefect starts: a spec the events' book streams cannot feed
+        check_declared_depth(rt.data_dir, cfg.ingest.symbol, cfg.features.spec)
+    except DepthError as exc:
+        return _fail("features", str(exc))
     try:
         with command_session(rt.data_dir, "features"):
             from flows.features import build_features_flow

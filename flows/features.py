@@ -34,9 +34,11 @@ from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
 from features import bars as bar_files
 from features import publish, slices
+from features.depth_check import check_bars_index
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
+from ingest.events import read_manifest
 
 
 def _build_bars(
@@ -115,7 +117,8 @@ def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict
 
     Returns the folds.json content. Raises SliceValidationError (listing every failed
     expectation) when any slice fails its suites, SliceBuildError / WalkForwardError
-    when the events cannot make the configured slices; FolderBusy when another run holds
+    when the events cannot make the configured slices (DepthError: the spec reads
+    deeper into the book than the data holds); FolderBusy when another run holds
     the data folder.
     """
     with data_folder_lock(data_dir, "features"):
@@ -138,6 +141,11 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
         if not Path(bars.bars_path).exists():
             bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
         st.result = f"{progress.count(len(bars.event_partitions), 'event day')} sampled"
+    # a spec the data's book depth cannot feed is refused before any feature is computed
+    sources = {
+        d: (read_manifest(layout, symbol, d) or {}).get("book_kind") for d in bars.event_partitions
+    }
+    check_bars_index(bars.bars_path, cfg.spec, sources)
     return slices_from_bars(symbol, bars, cfg, data_dir)
 
 

@@ -140,6 +140,15 @@ BOOK_KIND_RANK: tuple[str, ...] = (
     "ws:quote",
     "bitmex-dump:quote",
 )
+# Book levels per side a stream carries where its format fixes them (the others carry the
+# whole book, or as many levels as the file has: `tardis:book_snapshot_N`).
+BOOK_KIND_LEVELS: dict[str, int] = {
+    "ws:orderBookL2_25": 25,
+    "ws:orderBook10": 10,
+    "tardis:quotes": 1,
+    "ws:quote": 1,
+    "bitmex-dump:quote": 1,
+}
 
 
 def set_aside_poorer_books(reads: list[FileRead]) -> None:

@@ -164,3 +164,46 @@ def test_download_file_does_not_retry_a_4xx_or_a_host_that_never_answered(
         with pytest.raises(DownloadRefused, match="cannot connect"):
             download_file(url, tmp_path / "b", report=report, sleep=lambda s: None)
     assert report.attempts == 1
+
+
+def _bitmex_dump_day(folder: Path, minutes: int = 10) -> list[Path]:
+    """A BitMEX public dump day (quote + trade, gzip CSV): top of the book only."""
+    import gzip
+
+    t0 = "2019-01-01D00:{m:02d}:{s:02d}.000000000"
+    quotes, trades = [], []
+    for i in range(minutes * 60):
+        m, s = divmod(i, 60)
+        bid = 3700.0 + 0.5 * ((i // 7) % 5)
+        quotes.append(f"{t0.format(m=m, s=s)},XBTUSD,{100 + i},{bid},{bid + 0.5},{200 + i}")
+        if i % 3 == 0:
+            side = "Buy" if i % 2 else "Sell"
+            price = bid + 0.5 if side == "Buy" else bid
+            trades.append(f"{t0.format(m=m, s=s)},XBTUSD,{side},10,{price},PlusTick,t{i},1,0.1,10")
+    qf, tf = folder / "quote" / "20190101.csv.gz", folder / "trade" / "20190101.csv.gz"
+    for f, head, rows in (
+        (qf, "timestamp,symbol,bidSize,bidPrice,askPrice,askSize", quotes),
+        (
+            tf,
+            "timestamp,symbol,side,size,price,tickDirection,trdMatchID,grossValue,homeNotional,foreignNotional",
+            trades,
+        ),
+    ):
+        f.parent.mkdir(parents=True)
+        f.write_bytes(gzip.compress(("\n".join([head, *rows]) + "\n").encode()))
+    return [qf, tf]
+
+
+def test_features_on_a_top_of_book_source_are_refused_in_one_line(tmp_path: Path) -> None:
+    """BitMEX's public dumps hold the touch only: FeatureSpec v1 reads 10 levels (#19)."""
+    files = _bitmex_dump_day(tmp_path / "raw")
+    code, err, _ = chappie(tmp_path, "ingest", "bitmex-dump", *map(str, files))
+    assert code == 0, err
+    tiny = REPO / "conf" / "tiny.yaml"
+    code, err, _ = chappie(tmp_path, "features", "--config", str(tiny))
+    assert code == 2, err
+    lines = [line for line in err if line.strip()]
+    assert len(lines) <= 2 and "Traceback" not in "\n".join(err), err
+    assert "needs 10 book levels per side" in lines[0], err
+    assert "imbalance_l10" in lines[0] and "bitmex-dump:quote" in lines[0], err
+    assert "2019-01-01 holds 1" in lines[0], err

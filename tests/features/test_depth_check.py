@@ -62,3 +62,24 @@ def test_full_depth_days_pass() -> None:
     got = check_depth_of(FeatureSpec(), {"2024-01-01": _bars(10)}, {})
     assert got == [DayDepth("2024-01-01", 10, None)]
     check_depth(FeatureSpec(), [])  # nothing to check
+
+
+def test_a_bars_index_is_measured_day_by_day(tmp_path) -> None:
+    """The features flow's check: day parts of a bars index, read by the deepest level."""
+    import json
+
+    from features.depth_check import check_bars_index
+
+    parts = []
+    for day, levels in (("2024-01-01", 10), ("2024-01-02", 5)):
+        f = tmp_path / "days" / f"{day}.arrow"
+        f.parent.mkdir(exist_ok=True)
+        _bars(levels).write_ipc(f)
+        parts.append({"day": day, "file": f"days/{day}.arrow", "rows": 10})
+    index = tmp_path / "bars-x.json"
+    index.write_text(json.dumps({"parts": parts}))
+    with pytest.raises(DepthError, match=r"2024-01-02 holds 5 \(source tardis:book_snapshot\)"):
+        check_bars_index(index, FeatureSpec(), {"2024-01-02": "tardis:book_snapshot"})
+    parts[1]["rows"] = 0  # an empty part is not a day to judge
+    index.write_text(json.dumps({"parts": parts}))
+    assert check_bars_index(index, FeatureSpec(), {}) == [DayDepth("2024-01-01", 10, None)]
