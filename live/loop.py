@@ -50,9 +50,7 @@ from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
 from core.schema import (
-    ACTION_NAMES,
     BUY_HI_TICKS,
-    MANAGEMENT_STATE,
     SELL_LO_TICKS,
     ask_px,
     bid_px,
@@ -64,6 +62,7 @@ from envs.position import (
     equity,
     open_account,
 )
+from live.decision import Decision, LiveMode
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
 from live.feed import BitmexFeed, FeedMessage, FeedStatus
 from live.jsonl import JsonLinesAppender
@@ -133,42 +132,6 @@ class LiveSummary:
         return asdict(self)
 
 
-def decision_record(
-    ts_ns: int,
-    action: int | None,
-    state: np.ndarray,
-    model_version: str | None,
-    mode: str,
-    mid_ticks: float,
-    latency_us: float,
-    action_mode: str = "toggle",
-) -> dict[str, Any]:
-    """One decision as a JSON-able dict (the line written to stdout and --decisions-out). Pure.
-    The action is named in the model's action mode (`core.schema.ACTION_NAMES`)."""
-    return {
-        "ts": int(ts_ns),
-        "time": iso_ms(int(ts_ns)),
-        "action": action,
-        "action_name": None if action is None else ACTION_NAMES[action_mode][action],
-        "action_mode": action_mode,
-        "state": {name: float(v) for name, v in zip(MANAGEMENT_STATE, state.tolist(), strict=True)},
-        "model_version": model_version,
-        "mode": mode,
-        "mid_ticks": mid_ticks,
-        "latency_us": round(latency_us, 1),
-    }
-
-
-def format_decision(rec: dict[str, Any]) -> str:
-    """Human line for stdout."""
-    st = rec["state"]
-    return (
-        f"{rec['time']} action={rec['action_name'] or 'none'} pos={st['position_size']:+.3f} "
-        f"long_order={int(st['long_state'])} short_order={int(st['short_state'])} "
-        f"model={rec['model_version'] or 'none'} mode={rec['mode']}"
-    )
-
-
 class LiveSession:
     """Synchronous core of the loop: messages and ticks in, decision records out."""
 
@@ -183,10 +146,10 @@ class LiveSession:
         stale_after_s: float = 10.0,
         max_skew_s: float | None = 30.0,
         rules: BrokerRules | None = None,
-        mode: str = "observe",
+        mode: LiveMode = "observe",
         book_table: str = "orderBookL2",
         orders: OrderManager | None = None,
-        on_decision: Callable[[dict[str, Any], np.ndarray | None], None] | None = None,
+        on_decision: Callable[[Decision, np.ndarray | None], None] | None = None,
         on_status: Callable[[str], None] | None = None,
         paper_log: PaperLog | None = None,
     ) -> None:
@@ -213,7 +176,7 @@ class LiveSession:
         self._next_close = 0
         self.desyncs = 0
         self.pending_resubscribe = False
-        self.decisions: list[dict[str, Any]] = []
+        self.decisions: list[Decision] = []
         self.observations: list[np.ndarray] = []
         self.keep_history = False
         self.actions: Counter[str] = Counter()
@@ -284,7 +247,7 @@ class LiveSession:
         self.last_event_ns = -1
         self._next_close = 0
 
-    def on_message(self, ts_recv: int, msg: Any) -> list[dict[str, Any]]:
+    def on_message(self, ts_recv: int, msg: Any) -> list[Decision]:
         """Apply one received message; returns the decisions of the bars it closed.
 
         Never raises but `FatalTradingError` (from the order manager): a message that cannot
@@ -295,7 +258,7 @@ class LiveSession:
         resubscribes.
         """
         self.messages += 1
-        out: list[dict[str, Any]] = []
+        out: list[Decision] = []
         table: Any = None
         try:
             if not isinstance(msg, dict):
@@ -390,7 +353,7 @@ class LiveSession:
             return f"no model: {self.predictor.reason}"
         return ""
 
-    def on_timer(self, now_ns: int) -> list[dict[str, Any]]:
+    def on_timer(self, now_ns: int) -> list[Decision]:
         """The clock's tick: close bars; with orders, take quotes down when unhealthy, do the
         order manager's due work, and refresh the dead man's switch ONLY while healthy.
         Raises only FatalTradingError."""
@@ -427,7 +390,7 @@ class LiveSession:
         if n <= 5 or n % 1000 == 0:
             log.error("decision #%d failed: %s", n, self.strategy_fault)
 
-    def on_tick(self, now_ns: int) -> list[dict[str, Any]]:
+    def on_tick(self, now_ns: int) -> list[Decision]:
         """Close bars up to now_ns and decide on every bar that is ready."""
         if self.last_event_ns < 0:
             return []
@@ -452,7 +415,7 @@ class LiveSession:
             self._desync("crossed or inconsistent book", self.book_table)
         return out
 
-    def _on_bar(self, upd: BarUpdate) -> dict[str, Any] | None:
+    def _on_bar(self, upd: BarUpdate) -> Decision | None:
         ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
         self._warm_bars = self._warm_bars + 1 if upd.warmup else 0
         if not ready.ok:
@@ -502,7 +465,7 @@ class LiveSession:
         if self.on_status is not None:
             self.on_status(text)
 
-    def _decide(self, upd: BarUpdate) -> dict[str, Any]:
+    def _decide(self, upd: BarUpdate) -> Decision:
         t0 = time.perf_counter_ns()
         if self.paper is None:
             self.paper = BrokerAccount(
@@ -525,22 +488,13 @@ class LiveSession:
         obs = self.builder.observation(state) if self.builder.stats is not None else None
         action = self.predictor.act(obs)
         latency_us = (time.perf_counter_ns() - t0) / 1000.0
-        rec = decision_record(
-            upd.ts,
-            action,
-            state,
-            self.predictor.version,
-            self.mode,
-            upd.mid_ticks,
-            latency_us,
-            self.predictor.action_mode,
-        )
+        order: str | None = None  # trading: what the order manager did
         if self.orders is not None and self.instrument_state not in (None, "Open"):
             # the exchange is not trading this instrument: no new order; the resting ones are
             # the exchange's to handle (it cancels them on settlement/closing)
-            rec["order"] = f"refused: instrument state {self.instrument_state}"
+            order = f"refused: instrument state {self.instrument_state}"
         elif self.orders is not None:
-            rec["order"] = self.orders.on_decision(
+            order = self.orders.on_decision(
                 action,
                 upd.ts,
                 int(upd.bar[bid_px(0)]),
@@ -553,9 +507,20 @@ class LiveSession:
             self._order_flags()
         else:
             self.paper.act(action, int(upd.bar[bid_px(0)]), int(upd.bar[ask_px(0)]))
-            if self.paper_log is not None:
-                self.paper_log.decision(self.paper, rec)
-        self.actions[rec["action_name"] or "none"] += 1
+        rec = Decision.of(
+            upd.ts,
+            action,
+            state,
+            self.predictor.version,
+            self.mode,
+            upd.mid_ticks,
+            latency_us,
+            self.predictor.action_mode,
+            order,
+        )
+        if self.orders is None and self.paper_log is not None:
+            self.paper_log.decision(self.paper, rec)
+        self.actions[rec.action_name or "none"] += 1
         if self.keep_history:
             self.decisions.append(rec)
             if obs is not None:
@@ -664,12 +629,12 @@ class DecisionSink:
         self._file = JsonLinesAppender(path) if path else None
         self.count = 0
 
-    def __call__(self, rec: dict[str, Any], obs: np.ndarray | None) -> None:
+    def __call__(self, rec: Decision, obs: np.ndarray | None) -> None:
         self.count += 1
         if self.out is not None:
-            print(format_decision(rec), file=self.out, flush=True)
+            print(rec.line(), file=self.out, flush=True)
         if self._file is not None:
-            self._file.append(rec)
+            self._file.append(rec.to_json())
 
     def close(self) -> None:
         if self._file is not None:
@@ -743,7 +708,7 @@ def run_live(
         )
     if cfg.allow_trade and run.paper_out is not None:
         raise ValueError("the paper record is observe-only: trading follows the exchange")
-    mode = "trade" if cfg.allow_trade else "observe"
+    mode: LiveMode = "trade" if cfg.allow_trade else "observe"
     summary = LiveSummary(
         mode=mode,
         model_version=predictor.version,

@@ -34,6 +34,7 @@ from core.fees import FeeConfig
 from core.instrument import InstrumentSpec
 from envs.broker import BrokerAccount, BrokerFill, BrokerRules
 from envs.position import Lot, Position, equity
+from live.decision import Decision
 from live.jsonl import JsonLinesAppender
 
 RECORD_VERSION = 1
@@ -244,15 +245,15 @@ class PaperLog:
             rec["lots"] = lots_list(pos)  # lots change only by fills
         self._write(rec)
 
-    def decision(self, paper: BrokerAccount, rec: dict[str, Any]) -> None:
-        """The action the paper orders followed at the decision bar `rec['ts']`."""
+    def decision(self, paper: BrokerAccount, rec: Decision) -> None:
+        """The action the paper orders followed at the decision bar `rec.ts`."""
         self.stats.decisions += 1
         self._write(
             {
                 "kind": "decision",
-                "ts": rec["ts"],
-                "action": rec["action"],
-                "action_name": rec["action_name"],
+                "ts": rec.ts,
+                "action": rec.action,
+                "action_name": rec.action_name,
                 "orders": [int(paper.bid_px), int(paper.ask_px)],
             }
         )

@@ -135,3 +135,18 @@ def replay_cli(source: str | Path, *extra: str, speed: int = 20) -> list[str]:
         "60",
         *extra,
     ]
+
+
+def redumped_decisions(path: Path) -> list[str]:
+    """Each line of a --decisions-out file read back as a `live.decision.Decision` and
+    written again as the sink writes it (equal to the file's lines when the record
+    round-trips byte for byte)."""
+    import json
+
+    from live.decision import Decision
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [
+        json.dumps(Decision.from_json(json.loads(s)).to_json(), separators=(",", ":"))
+        for s in lines
+    ]

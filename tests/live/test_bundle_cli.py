@@ -19,7 +19,7 @@ from core.config.env import EnvConfig
 from core.instrument import XBTUSD
 from envs.observation import observation_size
 from flows.cli import main
-from tests.live.support import SMALL_SPEC, replay_cli
+from tests.live.support import SMALL_SPEC, redumped_decisions, replay_cli
 
 ENV = EnvConfig(window=SMALL_SPEC.window)
 
@@ -216,6 +216,7 @@ def test_cli_trades_on_the_fake_exchange_and_never_shows_the_keys(
     recs = [json.loads(s) for s in out.read_text().splitlines()]
     assert recs and all(r["mode"] == "trade" and "order" in r for r in recs)
     assert len(creates) >= 1, {r["order"] for r in recs}
+    assert redumped_decisions(out) == out.read_text().splitlines()  # the record round-trips
     assert auth_failures == 0 and open_after == []  # own orders cancelled on the way out
     journals = list((tmp_path / "data" / "live").glob("journal-*.jsonl"))
     assert len(journals) == 1

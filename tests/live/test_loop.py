@@ -15,7 +15,7 @@ from live.loop import LiveRun, LiveSession, run_live
 from live.predictor import Predictor
 from live.recording import load_recording
 from sim.replay_server import ReplayServerThread
-from tests.live.support import after_lines, replay_cli
+from tests.live.support import after_lines, redumped_decisions, replay_cli
 
 SMALL_YAML = """
 features:
@@ -62,6 +62,7 @@ def test_cli_replay_without_model_writes_one_decision_line_per_bar(
     for d in lines:
         assert d["action"] is None and d["model_version"] is None and d["mode"] == "observe"
         assert list(d["state"]) == list(MANAGEMENT_STATE)
+    assert redumped_decisions(out) == out.read_text().splitlines()  # the record round-trips
     # stdout carries the same decisions as human lines
     assert sum(1 for s in stdout.splitlines() if " action=none " in s) == len(lines)
     # the recording holds every received message in the format ingest reads
@@ -125,7 +126,7 @@ def test_session_without_stats_gives_no_observation_and_no_action(ws_capture: Pa
     s.keep_history = True
     for ts, m in load_recording(ws_capture):
         s.on_message(ts, m)
-    assert s.decisions and all(d["action"] is None for d in s.decisions)
+    assert s.decisions and all(d.action is None for d in s.decisions)
     assert s.observations == []
 
 
@@ -192,6 +193,6 @@ def test_session_says_what_it_waits_for_and_when_it_will_decide(ws_capture: Path
     waits = [x for x in said if "waiting: feature warm-up" in x]
     assert waits and "bars left, first decision near" in waits[0] and "no model" in waits[0]
     promised = waits[0].split("first decision near ")[1].split(" ")[0]
-    assert s.decisions and s.decisions[0]["time"] == promised
+    assert s.decisions and s.decisions[0].time == promised
     assert any("deciding from this bar on" in x for x in said)
     assert len(said) < 20  # announced when the wait changes, not on every bar

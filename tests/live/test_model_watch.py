@@ -116,12 +116,12 @@ def test_swaps_keep_the_market_flowing(ws_capture: Path) -> None:
     for ts, m in msgs[:half]:
         s.on_message(ts, m)
     n_before = len(s.decisions)
-    assert n_before > 0 and s.decisions[-1]["model_version"] == "v1"
+    assert n_before > 0 and s.decisions[-1].model_version == "v1"
     s.swap_model(None, "alias removed")
     for ts, m in msgs[half:]:
         s.on_message(ts, m)
     after = s.decisions[n_before:]
-    assert after and all(d["action"] is None and d["model_version"] is None for d in after)
+    assert after and all(d.action is None and d.model_version is None for d in after)
     assert not s.pending_resubscribe
     other = FeatureSpec(windows_s=(3, 5), return_horizons_s=(1, 2), window=4)
     s.swap_model(VersionedSource("v7", {"v7": other}).load("v7"), "swapped in v7")
@@ -188,7 +188,7 @@ def _bars_to_first_decision_after_swap(stats_after: FrozenStats, ws_capture: Pat
     half = len(msgs) // 2
     for ts, m in msgs[:half]:
         s.on_message(ts, m)
-    assert s.decisions and s.decisions[-1]["model_version"] == "chappie-xbtusd@v1"
+    assert s.decisions and s.decisions[-1].model_version == "chappie-xbtusd@v1"
     src.stats, src.alias = stats_after, "2"
     out = poll_model(src, "1")
     assert out.action == "swap" and out.champion is not None
@@ -196,7 +196,7 @@ def _bars_to_first_decision_after_swap(stats_after: FrozenStats, ws_capture: Pat
     s.swap_model(out.champion, out.reason)
     for ts, m in msgs[half:]:
         s.on_message(ts, m)
-        if s.decisions[-1]["model_version"] == "chappie-xbtusd@v2":
+        if s.decisions[-1].model_version == "chappie-xbtusd@v2":
             return s.bars - bars
     raise AssertionError("the new model never decided")
 

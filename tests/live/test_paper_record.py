@@ -15,6 +15,7 @@ from core.instrument import XBTUSD
 from envs.broker import BrokerAccount, BrokerRules
 from envs.position import open_account
 from flows.cli import main
+from live.decision import Decision
 from live.paper_log import PaperLog
 from live.paper_replay import PaperRecordError, replay_paper_record
 from tests.envs.conftest import random_market
@@ -45,7 +46,8 @@ def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[
         if t % 4 != 3:  # some bars without a decision (a gap in readiness)
             a = int(rng.integers(0, 3 if mode == "toggle" else 4))
             paper.act(a, int(bid[t]), int(ask[t]))
-            log.decision(paper, {"ts": int(ts[t]), "action": a, "action_name": str(a)})
+            rec = Decision.of(int(ts[t]), a, np.zeros(7), "v", "observe", mid[t], 0.0, mode)
+            log.decision(paper, rec)  # the paper record keeps its ts, action and name
     summary = log.close()
     assert summary is not None and summary["fills"] == paper.fills
     return out.getvalue(), summary

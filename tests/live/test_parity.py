@@ -87,7 +87,7 @@ def _live(
     for ts, msg in messages:
         s.on_message(ts, msg)
     s.on_tick(messages[-1][0])
-    return [d["ts"] for d in s.decisions], s.observations, [d["action"] for d in s.decisions]
+    return [d.ts for d in s.decisions], s.observations, [d.action for d in s.decisions]
 
 
 def _stats(book: pl.DataFrame, trades: pl.DataFrame) -> FrozenStats:

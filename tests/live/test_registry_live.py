@@ -144,7 +144,7 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     half = len(msgs) // 2
     for ts, m in msgs[:half]:
         s.on_message(ts, m)
-    assert s.decisions[-1]["model_version"] == f"{CFG.model_name}@v1"
+    assert s.decisions[-1].model_version == f"{CFG.model_name}@v1"
 
     ev2 = dict(ev, sweep_run_id="sweep-live-2", best="base-s1-t64")
     ev2["candidates"] = [dict(ev["candidates"][0], candidate_id="base-s1-t64", seed=1)]
@@ -157,6 +157,6 @@ def test_alias_poll_on_a_real_registry_keeps_the_champion_and_a_same_stats_swap_
     s.swap_model(moved.champion, moved.reason)
     for ts, m in msgs[half:]:
         s.on_message(ts, m)
-        if s.decisions[-1]["model_version"] == f"{CFG.model_name}@v2":
+        if s.decisions[-1].model_version == f"{CFG.model_name}@v2":
             break
     assert s.bars - bars == 1  # the window was kept: the next bar decided

@@ -271,9 +271,7 @@ def test_instrument_not_open_blocks_new_orders(
     )
     for ts, msg in load_recording(ws_capture):
         s.on_message(ts, msg)
-    assert s.decisions and all(
-        d["order"] == "refused: instrument state Closed" for d in s.decisions
-    )
+    assert s.decisions and all(d.order == "refused: instrument state Closed" for d in s.decisions)
     assert fake.creates_committed == 0
     s.on_message(
         0,
