@@ -49,6 +49,7 @@ from core.clock import NS_PER_S, Clock, SystemClock, iso_ms
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
 from core.instrument import XBTUSD, InstrumentSpec
+from core.jsontypes import JsonObject
 from core.schema import (
     BUY_HI_TICKS,
     SELL_LO_TICKS,
@@ -69,6 +70,7 @@ from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
 from live.orders import FatalTradingError, OrderManager
 from live.paper_log import PaperLog
+from live.paper_record import PaperTotals
 from live.predictor import (
     BarUpdate,
     Normalizer,
@@ -126,10 +128,13 @@ class LiveSummary:
     quotes_pulled: int = 0  # episodes of bad data or an unhealthy strategy with own orders
     rest_errors: dict[str, int] = field(default_factory=dict)  # "poll: unknown" -> count
     order_transitions: dict[str, int] = field(default_factory=dict)  # "live->done" -> count
-    paper: dict[str, Any] | None = None  # observe-only: the paper account's totals
+    paper: PaperTotals | None = None  # observe-only: the paper account's totals
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> JsonObject:
+        """The summary as JSON (the stop line)."""
+        out: JsonObject = asdict(self)
+        out["paper"] = None if self.paper is None else self.paper.to_json()
+        return out
 
 
 class LiveSession:

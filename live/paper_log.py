@@ -5,8 +5,8 @@ Orchestration-side adapter (stdout and one file); the encoders are pure. The liv
 (observe-only) calls `start` when the paper account opens (the first decision bar),
 `bar` after every later bar's fills, funding and roll, `decision` after the paper orders
 followed a decision, `rules` when a new champion brings other env rules, and `close` at
-the end. Per bar that is a few dicts and one `json.dumps`: microseconds, outside the
-decision's latency.
+the end. Per bar that is a few small rows (`live.paper_record`, each line a row's dump)
+and one `json.dumps`: microseconds, outside the decision's latency.
 
 The record, one JSON object a line (`kind`), `RECORD_VERSION` 1:
 - `start`: the rules (`BrokerRules`, fee schedule included), the instrument, the decision
@@ -25,43 +25,56 @@ the numbers computed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from core.clock import iso_ms
 from core.fees import FeeConfig
 from core.instrument import InstrumentSpec
+from core.jsontypes import JsonObject
 from envs.broker import BrokerAccount, BrokerFill, BrokerRules
 from envs.position import Lot, Position, equity
 from live.decision import Decision
 from live.jsonl import JsonLinesAppender
+from live.paper_record import (
+    Account,
+    BarInputs,
+    LotRow,
+    PaperBar,
+    PaperDecision,
+    PaperEnd,
+    PaperFill,
+    PaperRules,
+    PaperStart,
+    PaperTotals,
+)
 
-RECORD_VERSION = 1
 _ACCOUNT = tuple(f.name for f in fields(Position) if f.name not in ("longs", "shorts"))
 
 
 # ---------------------------------------------------------------- pure encoders
-def rules_dict(rules: BrokerRules) -> dict[str, Any]:
+def rules_json(rules: BrokerRules) -> JsonObject:
     """The rules as JSON (the fee schedule as its pydantic dump)."""
-    d = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "fees"}
+    d: JsonObject = {f.name: getattr(rules, f.name) for f in fields(rules) if f.name != "fees"}
     d["fees"] = rules.fees.model_dump(mode="json")
     return d
 
 
-def rules_from_dict(d: dict[str, Any]) -> BrokerRules:
-    """`rules_dict`'s inverse. Raises ValueError (pydantic's, or an unknown field)."""
-    kw = dict(d)
+def rules_from_json(d: JsonObject) -> BrokerRules:
+    """`rules_json`'s inverse. Raises ValueError (pydantic's, or an unknown field) or
+    TypeError (a field of the wrong kind)."""
+    kw: dict[str, object] = dict(d)
     kw["fees"] = FeeConfig.model_validate(kw.get("fees", {}))
-    return BrokerRules(**kw)
+    return BrokerRules(**kw)  # type: ignore[arg-type]  # BrokerRules.__post_init__ checks
 
 
-def account_dict(position: Position) -> dict[str, Any]:
+def account_json(position: Position) -> Account:
     """Every field of the account but the lots (`lots_list`)."""
     return {name: getattr(position, name) for name in _ACCOUNT}
 
 
-def lots_list(position: Position) -> list[list[float | int]]:
+def lots_list(position: Position) -> list[LotRow]:
     """The open lots, oldest first: [side, price_ticks, ts_ns, stake, contracts, entry_fee]."""
     return [
         [lot.side, lot.price_ticks, lot.ts_ns, lot.stake, lot.contracts, lot.entry_fee]
@@ -69,16 +82,29 @@ def lots_list(position: Position) -> list[list[float | int]]:
     ]
 
 
-def position_from_record(account: dict[str, Any], lots: list[list[Any]]) -> Position:
-    """The Position an `account` dict and a `lots_list` describe (the replay's expectation)."""
+def position_from_record(account: Account, lots: list[LotRow]) -> Position:
+    """The Position an `account` and a `lots_list` describe (the replay's expectation).
+    Raises KeyError (a missing field), TypeError or ValueError."""
     built = tuple(
         Lot(int(s), int(px), int(ts), float(st), float(c), float(f)) for s, px, ts, st, c, f in lots
     )
-    kw = {name: account[name] for name in _ACCOUNT}
-    kw["flat_since_ns"] = int(kw["flat_since_ns"])
-    longs = tuple(lot for lot in built if lot.side > 0)
-    shorts = tuple(lot for lot in built if lot.side < 0)
-    return Position(longs=longs, shorts=shorts, **kw)
+
+    def num(name: str) -> float:
+        return float(account[name])
+
+    return Position(
+        balance=num("balance"),
+        flat_since_ns=int(account["flat_since_ns"]),
+        longs=tuple(lot for lot in built if lot.side > 0),
+        shorts=tuple(lot for lot in built if lot.side < 0),
+        realized_pnl=num("realized_pnl"),
+        fees=num("fees"),
+        funding=num("funding"),
+        maker_volume=num("maker_volume"),
+        taker_volume=num("taker_volume"),
+        maker_fees=num("maker_fees"),
+        taker_fees=num("taker_fees"),
+    )
 
 
 def quote_currency(instrument: InstrumentSpec) -> str:
@@ -133,8 +159,23 @@ class PaperStats:
         """Equity less the initial equity (settle currency)."""
         return self.equity - self.initial_equity
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "pnl": self.pnl}
+    def totals(self) -> PaperTotals:
+        """The totals now, as one value (the record's `end` line, `LiveSummary.paper`)."""
+        return PaperTotals(
+            initial_equity=self.initial_equity,
+            fills=self.fills,
+            buys=self.buys,
+            sells=self.sells,
+            bars=self.bars,
+            decisions=self.decisions,
+            fees=self.fees,
+            funding=self.funding,
+            equity=self.equity,
+            peak=self.peak,
+            max_drawdown=self.max_drawdown,
+            position=self.position,
+            pnl=self.pnl,
+        )
 
 
 def format_summary(s: PaperStats, unit: str) -> str:
@@ -160,9 +201,12 @@ class PaperLog:
         self.started = False
         self._unit = "XBT"
 
-    def _write(self, obj: dict[str, Any]) -> None:
+    def _write(
+        self, line: PaperStart | PaperFill | PaperBar | PaperDecision | PaperRules | PaperEnd
+    ) -> None:
+        """Append one row's line to the record (when there is one)."""
         if self._file is not None:
-            self._file.append(obj)
+            self._file.append(line.to_json())
 
     def start(
         self,
@@ -182,17 +226,22 @@ class PaperLog:
         self.stats = PaperStats(initial_equity=paper.rules.initial_equity_xbt, peak=eq)
         self.stats.mark(paper.position, eq)
         self._write(
-            {
-                "kind": "start",
-                "version": RECORD_VERSION,
-                "ts": int(ts),
-                "time": iso_ms(int(ts)),
-                "rules": rules_dict(paper.rules),
-                "instrument": inst.model_dump(mode="json"),
-                "bar": _bar_inputs(ts, bid, ask, buy_hi, sell_lo, mid),
-                "account": account_dict(paper.position),
-                "equity": eq,
-            }
+            PaperStart(
+                ts=int(ts),
+                time=iso_ms(int(ts)),
+                rules=rules_json(paper.rules),
+                instrument=inst.model_dump(mode="json"),
+                bar=BarInputs(
+                    ts=int(ts),
+                    bid=int(bid),
+                    ask=int(ask),
+                    buy_hi=int(buy_hi),
+                    sell_lo=int(sell_lo),
+                    mid=float(mid),
+                ),
+                account=account_json(paper.position),
+                equity=eq,
+            )
         )
 
     def bar(
@@ -214,59 +263,65 @@ class PaperLog:
             s.fills += 1
             s.buys += fill.side > 0
             s.sells += fill.side < 0
-            self._write(
-                {
-                    "kind": "fill",
-                    "ts": fill.ts_ns,
-                    "side": "buy" if fill.side > 0 else "sell",
-                    "price_ticks": fill.price_ticks,
-                    "stake": fill.stake,
-                    "contracts": fill.contracts,
-                    "notional": fill.notional,
-                    "fee": fill.fee,
-                    "fee_rate": fill.fee_rate,
-                    "liquidity": "maker",
-                }
-            )
             if self.out is not None:
                 line = format_fill(fill, pos, eq, s.initial_equity, inst)
                 print(line, file=self.out, flush=True)
         s.mark(pos, eq)
-        rec = _bar_inputs(ts, bid, ask, buy_hi, sell_lo, mid)
-        rec.update(
-            kind="bar",
-            fills=len(paper.last_fills),
-            funding=paper.last_funding,
-            orders=[int(paper.bid_px), int(paper.ask_px)],
-            account=account_dict(pos),
-            equity=eq,
+        if self._file is None:
+            return  # not recorded: no rows to build (a few µs each)
+        for fill in paper.last_fills:
+            self._write(
+                PaperFill(
+                    ts=fill.ts_ns,
+                    side="buy" if fill.side > 0 else "sell",
+                    price_ticks=fill.price_ticks,
+                    stake=fill.stake,
+                    contracts=fill.contracts,
+                    notional=fill.notional,
+                    fee=fill.fee,
+                    fee_rate=fill.fee_rate,
+                )
+            )
+        self._write(
+            PaperBar(
+                ts=int(ts),
+                bid=int(bid),
+                ask=int(ask),
+                buy_hi=int(buy_hi),
+                sell_lo=int(sell_lo),
+                mid=float(mid),
+                fills=len(paper.last_fills),
+                funding=paper.last_funding,
+                orders=[int(paper.bid_px), int(paper.ask_px)],
+                account=account_json(pos),
+                equity=eq,
+                lots=lots_list(pos) if paper.last_fills else None,  # lots change only by fills
+            )
         )
-        if paper.last_fills:
-            rec["lots"] = lots_list(pos)  # lots change only by fills
-        self._write(rec)
 
     def decision(self, paper: BrokerAccount, rec: Decision) -> None:
         """The action the paper orders followed at the decision bar `rec.ts`."""
         self.stats.decisions += 1
+        if self._file is None:
+            return
         self._write(
-            {
-                "kind": "decision",
-                "ts": rec.ts,
-                "action": rec.action,
-                "action_name": rec.action_name,
-                "orders": [int(paper.bid_px), int(paper.ask_px)],
-            }
+            PaperDecision(
+                ts=rec.ts,
+                action=rec.action,
+                action_name=rec.action_name,
+                orders=[int(paper.bid_px), int(paper.ask_px)],
+            )
         )
 
     def rules(self, paper: BrokerAccount, ts: int) -> None:
         """New env rules (a model swap) from bar `ts` on."""
-        self._write({"kind": "rules", "ts": int(ts), "rules": rules_dict(paper.rules)})
+        self._write(PaperRules(ts=int(ts), rules=rules_json(paper.rules)))
 
-    def close(self) -> dict[str, Any] | None:
+    def close(self) -> PaperTotals | None:
         """Print and write the summary (when the account opened); close the record."""
-        summary = self.stats.as_dict() if self.started else None
+        summary = self.stats.totals() if self.started else None
         if summary is not None:
-            self._write({"kind": "end", **summary})
+            self._write(PaperEnd(**summary.model_dump()))
             if self.out is not None:
                 where = f" (record: {self.path})" if self.path else ""
                 print(
@@ -278,16 +333,3 @@ class PaperLog:
             self._file.close()
             self._file = None
         return summary
-
-
-def _bar_inputs(
-    ts: int, bid: int, ask: int, buy_hi: int, sell_lo: int, mid: float
-) -> dict[str, Any]:
-    return {
-        "ts": int(ts),
-        "bid": int(bid),
-        "ask": int(ask),
-        "buy_hi": int(buy_hi),
-        "sell_lo": int(sell_lo),
-        "mid": float(mid),
-    }

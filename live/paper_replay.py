@@ -25,9 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from core.clock import iso_ms
-from live.paper_log import RECORD_VERSION, position_from_record, rules_from_dict
+from core.jsontypes import JsonObject
+from live.paper_log import position_from_record, rules_from_json
+from live.paper_record import (
+    RECORD_VERSION,
+    BarInputs,
+    LotRow,
+    PaperBar,
+    PaperDecision,
+    PaperFill,
+    PaperLine,
+    PaperRules,
+    PaperStart,
+    parse_line,
+)
 
 _FEATURE = "paper_replay_constant"
 _MAX_REPORTED = 20
@@ -60,7 +74,7 @@ class PaperReplay:
         if len(self.mismatches) < _MAX_REPORTED:
             self.mismatches.append(msg)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> JsonObject:
         return {
             "agree": self.agree,
             "sessions": self.sessions,
@@ -71,15 +85,15 @@ class PaperReplay:
             "equity_record": self.equity_record,
             "equity_env": self.equity_env,
             "mismatch_count": self.mismatch_count,
-            "mismatches": self.mismatches,
+            "mismatches": [*self.mismatches],
         }
 
 
-def read_paper_record(path: str | Path) -> list[dict[str, Any]]:
-    """The record's lines as dicts. Raises PaperRecordError naming the line of a malformed
-    one, or when the file holds no `start` line; OSError when it cannot be read."""
+def read_paper_record(path: str | Path) -> list[PaperLine]:
+    """The record's lines (`live.paper_record`). Raises PaperRecordError naming the line of
+    a malformed one, or when the file holds no `start` line; OSError when it cannot be read."""
     p = Path(path)
-    out: list[dict[str, Any]] = []
+    out: list[PaperLine] = []
     with p.open("r", encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
@@ -90,8 +104,15 @@ def read_paper_record(path: str | Path) -> list[dict[str, Any]]:
                 raise PaperRecordError(f"{p}:{n}: not JSON ({exc.msg})") from exc
             if not isinstance(obj, dict) or "kind" not in obj:
                 raise PaperRecordError(f"{p}:{n}: not a paper record line (no 'kind')")
-            out.append(obj)
-    if not any(o["kind"] == "start" for o in out):
+            try:
+                out.append(parse_line(obj))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(x) for x in err["loc"])
+                raise PaperRecordError(
+                    f"{p}:{n}: not a paper record line ({where}: {err['msg']})"
+                ) from None
+    if not any(isinstance(o, PaperStart) for o in out):
         raise PaperRecordError(
             f"{p}: no 'start' line: not a paper record (chappie live --paper-out)"
         )
@@ -103,12 +124,12 @@ def replay_paper_record(path: str | Path) -> PaperReplay:
     docstring). Raises PaperRecordError / OSError as `read_paper_record`."""
     lines = read_paper_record(path)
     rep = PaperReplay()
-    session: list[dict[str, Any]] = []
+    session: list[PaperLine] = []
     for obj in lines:
-        if obj["kind"] == "start" and session:
+        if isinstance(obj, PaperStart) and session:
             _replay_session(session, rep)
             session = []
-        if session or obj["kind"] == "start":
+        if session or isinstance(obj, PaperStart):
             session.append(obj)
     if session:
         _replay_session(session, rep)
@@ -117,41 +138,52 @@ def replay_paper_record(path: str | Path) -> PaperReplay:
 
 @dataclass
 class _Row:
-    bar: dict[str, Any]  # the inputs (and, but for the first row, the results) of one bar
-    fills: list[dict[str, Any]] = field(default_factory=list)
+    """One bar of a session: the start's bar (inputs only, no orders resting) or a bar line
+    (inputs and results), the fill lines written before it, and its decision."""
+
+    bar: BarInputs | PaperBar
+    fills: list[PaperFill] = field(default_factory=list)
     action: int | None = None  # the decision's, None: no decision at this bar
+    orders_after_decision: list[int] | None = None  # the decision's resting orders
+
+    @property
+    def orders(self) -> list[int]:
+        """The resting orders the next bar starts from (the decision's, or the bar's)."""
+        if self.orders_after_decision is not None:
+            return self.orders_after_decision
+        return self.bar.orders if isinstance(self.bar, PaperBar) else [0, 0]
 
 
-def _rows(session: list[dict[str, Any]]) -> list[_Row]:
+def _rows(session: list[PaperLine]) -> list[_Row]:
     start = session[0]
-    if start.get("version") != RECORD_VERSION:
+    assert isinstance(start, PaperStart)  # replay_paper_record splits sessions at starts
+    if start.version != RECORD_VERSION:
         raise PaperRecordError(
-            f"record version {start.get('version')!r}: this replay reads {RECORD_VERSION}"
+            f"record version {start.version!r}: this replay reads {RECORD_VERSION}"
         )
-    rows = [_Row({**start["bar"], "orders": [0, 0]})]
-    pending: list[dict[str, Any]] = []
+    rows = [_Row(start.bar)]
+    pending: list[PaperFill] = []
     for obj in session[1:]:
-        kind = obj["kind"]
-        if kind == "fill":
+        if isinstance(obj, PaperFill):
             pending.append(obj)
-        elif kind == "bar":
+        elif isinstance(obj, PaperBar):
             rows.append(_Row(obj, pending))
             pending = []
-        elif kind == "decision":
+        elif isinstance(obj, PaperDecision):
             row = rows[-1]
-            if obj["ts"] != row.bar["ts"] or row.action is not None:
+            if obj.ts != row.bar.ts or row.action is not None:
                 raise PaperRecordError(
-                    f"decision at {iso_ms(int(obj['ts']))} is not at the last bar's close"
+                    f"decision at {iso_ms(obj.ts)} is not at the last bar's close"
                 )
-            row.action = obj["action"]
-            row.bar = {**row.bar, "orders_after_decision": obj["orders"]}
-        elif kind == "rules":
+            row.action = obj.action
+            row.orders_after_decision = obj.orders
+        elif isinstance(obj, PaperRules):
             raise PaperRecordError(
-                f"the rules changed at {iso_ms(int(obj['ts']))} (a model swap): "
+                f"the rules changed at {iso_ms(obj.ts)} (a model swap): "
                 "a session under two rule sets is not replayable"
             )
-        elif kind not in ("end",):
-            raise PaperRecordError(f"unknown record line kind {kind!r}")
+        elif isinstance(obj, PaperStart):
+            raise PaperRecordError("a start line inside a session")  # split before: a bug
     if pending:
         raise PaperRecordError("fills after the last bar line (a truncated record?)")
     return rows
@@ -164,7 +196,7 @@ def _no_op(action_mode: str, orders: list[int]) -> int:
     return 0
 
 
-def _replay_session(session: list[dict[str, Any]], rep: PaperReplay) -> None:
+def _replay_session(session: list[PaperLine], rep: PaperReplay) -> None:
     from core.config.env import EnvConfig
     from core.instrument import InstrumentSpec
 
@@ -174,9 +206,10 @@ def _replay_session(session: list[dict[str, Any]], rep: PaperReplay) -> None:
     rep.decisions += sum(r.action is not None for r in rows)
     rep.fills_record += sum(len(r.fills) for r in rows)
     start = session[0]
-    rules = rules_from_dict(start["rules"])
-    instrument = InstrumentSpec.model_validate(start["instrument"])
-    where = f"session {rep.sessions} ({start.get('time', '')})"
+    assert isinstance(start, PaperStart)
+    rules = rules_from_json(start.rules)
+    instrument = InstrumentSpec.model_validate(start.instrument)
+    where = f"session {rep.sessions} ({start.time})"
     if len(rows) < 2:
         return  # the account opened on its last bar: nothing to step
     cfg = EnvConfig(
@@ -213,17 +246,18 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
 
     n = len(rows)
 
-    def col(key: str) -> np.ndarray:
-        return np.array([r.bar[key] for r in rows], dtype=np.int64)
+    def col(values: list[int]) -> np.ndarray:
+        return np.array(values, dtype=np.int64)
 
+    bars = [r.bar for r in rows]
     table = {
-        S.TS: col("ts"),
-        S.MID_TICKS: np.array([r.bar["mid"] for r in rows], dtype=np.float64),
+        S.TS: col([b.ts for b in bars]),
+        S.MID_TICKS: np.array([b.mid for b in bars], dtype=np.float64),
         _FEATURE: np.zeros(n, np.float64),
-        S.BEST_BID_TICKS: col("bid"),
-        S.BEST_ASK_TICKS: col("ask"),
-        S.BUY_HI_TICKS: col("buy_hi"),
-        S.SELL_LO_TICKS: col("sell_lo"),
+        S.BEST_BID_TICKS: col([b.bid for b in bars]),
+        S.BEST_ASK_TICKS: col([b.ask for b in bars]),
+        S.BUY_HI_TICKS: col([b.buy_hi for b in bars]),
+        S.SELL_LO_TICKS: col([b.sell_lo for b in bars]),
         S.BUY_VOL: np.zeros(n, np.int64),
         S.SELL_VOL: np.zeros(n, np.int64),
     }
@@ -243,21 +277,21 @@ def _step_and_compare(
     from envs.position import Position, equity
 
     env.reset(options={"full": True, "flatten_at_end": False})
-    lots: list[list[Any]] = []
+    lots: list[LotRow] = []
     for k in range(len(rows) - 1):
         row, nxt = rows[k], rows[k + 1]
-        orders = row.bar.get("orders_after_decision", row.bar["orders"])
-        action = row.action if row.action is not None else _no_op(action_mode, orders)
+        action = row.action if row.action is not None else _no_op(action_mode, row.orders)
         before: Position = env.position
         info = env.step(int(action))[4]
         pos: Position = env.position
         b = nxt.bar
-        at = f"{where} bar {iso_ms(int(b['ts']))}"
+        assert isinstance(b, PaperBar)  # every row after the start's is a bar line
+        at = f"{where} bar {iso_ms(b.ts)}"
         # fills: what the env's maker volume and fees gained, summed in the record's order
         vol, fee = before.maker_volume, before.maker_fees
         for f in nxt.fills:
-            vol += f["notional"]
-            fee += f["fee"]
+            vol += f.notional
+            fee += f.fee
         env_filled = pos.maker_volume != before.maker_volume
         if nxt.fills:
             rep.fills_env += len(nxt.fills) if env_filled else 0
@@ -271,15 +305,15 @@ def _step_and_compare(
             rep.add(
                 f"{at}: the env filled (volume +{pos.maker_volume - before.maker_volume!r}), the record did not"
             )
-        if len(nxt.fills) != b.get("fills"):
-            rep.add(f"{at}: bar says {b.get('fills')} fills, {len(nxt.fills)} fill lines")
+        if len(nxt.fills) != b.fills:
+            rep.add(f"{at}: bar says {b.fills} fills, {len(nxt.fills)} fill lines")
         env_orders = list(env.resting_orders)
-        if env_orders != list(b["orders"]):
-            rep.add(f"{at}: resting orders record {b['orders']}, env {env_orders}")
-        if "lots" in b:
-            lots = b["lots"]
+        if env_orders != b.orders:
+            rep.add(f"{at}: resting orders record {b.orders}, env {env_orders}")
+        if b.lots is not None:
+            lots = b.lots
         try:
-            expected = position_from_record(b["account"], lots)
+            expected = position_from_record(b.account, lots)
         except (KeyError, TypeError, ValueError) as exc:
             raise PaperRecordError(f"{at}: unreadable account ({exc})") from exc
         if expected != pos:
@@ -290,8 +324,8 @@ def _step_and_compare(
             ]
             rep.add(f"{at}: account differs: {'; '.join(diff)}")
         eq = float(info["equity"])  # the env's own mark (its kernel, at the bar's mid)
-        if eq != equity(pos, float(b["mid"]), instrument):
+        if eq != equity(pos, b.mid, instrument):
             rep.add(f"{at}: the env's equity {eq!r} is not its account at the mid")
-        if b.get("equity") != eq:
-            rep.add(f"{at}: equity record {b.get('equity')!r}, env {eq!r}")
-        rep.equity_record, rep.equity_env = b.get("equity"), eq
+        if b.equity != eq:
+            rep.add(f"{at}: equity record {b.equity!r}, env {eq!r}")
+        rep.equity_record, rep.equity_env = b.equity, eq

@@ -17,6 +17,7 @@ from envs.position import open_account
 from flows.cli import main
 from live.decision import Decision
 from live.paper_log import PaperLog
+from live.paper_record import PaperTotals, parse_line
 from live.paper_replay import PaperRecordError, replay_paper_record
 from tests.envs.conftest import random_market
 from tests.live.support import SMALL_SPEC, replay_cli
@@ -26,7 +27,7 @@ S = 1_000_000_000
 T_0350 = 1_626_925_800 * S  # 2021-07-22T03:50:00Z: 10 minutes before a funding time
 
 
-def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[str, dict]:
+def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[str, PaperTotals]:
     """The loop's order of calls (open at the decision bar, act; each later bar: on_bar,
     then maybe a decision) over a random market across 04:00 UTC, with funding on."""
     m = random_market(n, seed=seed)
@@ -49,7 +50,7 @@ def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[
             rec = Decision.of(int(ts[t]), a, np.zeros(7), "v", "observe", mid[t], 0.0, mode)
             log.decision(paper, rec)  # the paper record keeps its ts, action and name
     summary = log.close()
-    assert summary is not None and summary["fills"] == paper.fills
+    assert summary is not None and summary.fills == paper.fills
     return out.getvalue(), summary
 
 
@@ -59,13 +60,20 @@ def test_a_paper_record_replays_through_the_env_to_the_same_fills_and_equity(
 ) -> None:
     rec = tmp_path / "paper.jsonl"
     printed, summary = _paper_session(rec, mode)
-    assert summary["fills"] > 20 and summary["funding"] != 0.0  # fills, and 04:00 settled
-    assert printed.count(" paper fill: ") == summary["fills"]
+    assert summary.fills > 20 and summary.funding != 0.0  # fills, and 04:00 settled
+    assert printed.count(" paper fill: ") == summary.fills
     rep = replay_paper_record(rec)
     assert rep.agree, rep.mismatches
-    assert rep.fills_env == rep.fills_record == summary["fills"]
-    assert rep.equity_env == rep.equity_record == summary["equity"]
+    assert rep.fills_env == rep.fills_record == summary.fills
+    assert rep.equity_env == rep.equity_record == summary.equity
     assert rep.bars == 899
+    raw = rec.read_text().splitlines()  # every line reads back to a row of the same bytes
+    assert [_redump(s) for s in raw] == raw
+
+
+def _redump(line: str) -> str:
+    """A record line read back as its typed row and dumped as PaperLog writes it."""
+    return json.dumps(parse_line(json.loads(line)).to_json(), separators=(",", ":"))
 
 
 def _tamper(rec: Path, out: Path, kind: str, edit: dict) -> None:
@@ -183,6 +191,7 @@ def test_live_dry_run_prints_fills_and_its_record_replays_to_the_same_numbers(
     stdout = capsys.readouterr().out
     lines = [json.loads(s) for s in rec.read_text().splitlines()]
     fills = [o for o in lines if o["kind"] == "fill"]
+    assert [_redump(s) for s in rec.read_text().splitlines()] == rec.read_text().splitlines()
     assert len(fills) >= 2, stdout  # the model trades
     assert stdout.count(" paper fill: ") == len(fills)
     end = lines[-1]
