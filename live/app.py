@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
+from core.jsontypes import JsonObject
 from envs.broker import BrokerRules
 from live.model_watch import (
     BundleSource,
@@ -82,7 +83,7 @@ def build_order_manager(cfg: LiveConfig, settings: Any) -> Any:
     )
 
 
-def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[int, dict[str, Any]]]:
+def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[int, JsonObject]]:
     """Messages to replay: a recording file, or `synthetic` (the first day of the configured
     synthetic market, at most its first hour unless the config says fewer, as BitMEX
     orderBookL2 + trade messages)."""
@@ -118,7 +119,8 @@ def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
         synthetic_cfg = exp.ingest.synthetic
         if exp.sweep.trials:
             rules = BrokerRules.from_env_config(exp.sweep.trials[0].env.model_dump(mode="json"))
-    updates: dict[str, Any] = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
+    # the command line's overrides of the live config, validated with it
+    updates: JsonObject = {"feed": args.feed, "symbol": args.symbol, "alias": args.alias}
     if args.mainnet:
         updates.update(ws_url=MAINNET_WS, rest_url=MAINNET_REST, mainnet=True)
     if args.ws_url:

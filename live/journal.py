@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.jsontypes import JsonObject
 from live.jsonl import JsonLinesAppender
 
 
@@ -30,21 +31,24 @@ class Journal:
         self._out.close()
 
 
-def read_journal(path: str | Path) -> list[dict[str, Any]]:
+def read_journal(path: str | Path) -> list[JsonObject]:
     """Every entry; a torn last line (crash mid-write) is ignored, any other bad line raises."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    out = []
+    out: list[JsonObject] = []
     for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break
             raise ValueError(f"{path}:{i + 1}: corrupt journal line") from None
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}:{i + 1}: a journal line is a JSON object")
+        out.append(entry)
     return out
 
 
-def unresolved_intents(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def unresolved_intents(entries: list[JsonObject]) -> list[JsonObject]:
     """Intents with no outcome for the same clOrdID (to be looked up on restart). Pure."""
     done = {e.get("cl_ord_id") for e in entries if e.get("kind") == "outcome"}
     return [e for e in entries if e.get("kind") == "intent" and e.get("cl_ord_id") not in done]

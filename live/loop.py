@@ -534,9 +534,10 @@ class LiveSession:
             self.on_decision(rec, obs)
         return rec
 
-    def _on_instrument(self, msg: dict[str, Any]) -> None:
+    def _on_instrument(self, msg: JsonObject) -> None:
         """Track the instrument's trading state (`Open`, `Closed`, `Settled`, ...)."""
-        for row in msg.get("data") or []:
+        data = msg.get("data")
+        for row in data if isinstance(data, list) else []:
             if isinstance(row, dict) and row.get("symbol") == self.symbol and "state" in row:
                 self.instrument_state = str(row["state"])
 
@@ -603,7 +604,7 @@ def _desynced(sampler: Any) -> bool:
     return bool(sampler._st[ST_DESYNC] != 0)
 
 
-def _exchange_time(msg: dict[str, Any]) -> int | None:
+def _exchange_time(msg: JsonObject) -> int | None:
     """Exchange time of a message's last timestamped row (trade, quote, instrument); None
     when it has none or it cannot be read."""
     data = msg.get("data")

@@ -62,6 +62,7 @@ from typing import Any
 
 from core.config.live import RiskConfig
 from core.instrument import InstrumentSpec
+from core.jsontypes import JsonObject
 from live.exchange import OWN_PREFIX, BitmexRest, ErrorKind, cl_ord_id, classify_error
 from live.journal import Journal
 from live.risk import OrderIntent, RiskState, check_new_order, update_equity
@@ -125,6 +126,20 @@ class Fill:
     price_ticks: int
     qty: int
     cl_ord_id: str
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What `OrderManager.reconcile` found: on success the exchange's position (contracts),
+    how many own orders are tracked and foreign ones rest, and the own strays it cancelled
+    (clOrdIDs); on failure why (it is retried from `service`)."""
+
+    ok: bool
+    error: str = ""
+    position: int = 0
+    own: int = 0
+    foreign: int = 0
+    cancelled_extra: tuple[str, ...] = ()
 
 
 @dataclass
@@ -313,7 +328,7 @@ class OrderManager:
         self._to(o, S.UNKNOWN, now_ns, why)
         o.doubt = doubt
 
-    def _apply_row(self, o: TrackedOrder, row: dict[str, Any], now_ns: int, why: str) -> None:
+    def _apply_row(self, o: TrackedOrder, row: JsonObject, now_ns: int, why: str) -> None:
         """The exchange's view of `o` (an answer, a lookup, a poll row) decides its state."""
         o.order_id = str(row.get("orderID") or o.order_id)
         o.status = str(row.get("ordStatus") or "")
@@ -328,7 +343,7 @@ class OrderManager:
         else:
             self._to(o, S.DONE, now_ns, f"{why}: {o.status or 'closed'}")
 
-    def _fills_from(self, o: TrackedOrder, row: dict[str, Any], price: int | None) -> None:
+    def _fills_from(self, o: TrackedOrder, row: JsonObject, price: int | None) -> None:
         cum = _int(row.get("cumQty"), 0)
         if cum <= o.filled:
             return
@@ -384,7 +399,7 @@ class OrderManager:
             self._cancel(o, now_ns, "cancel asked while the order was unknown")
 
     # ------------------------------------------------------------------ truth from the exchange
-    def reconcile(self, now_ns: int) -> dict[str, Any]:
+    def reconcile(self, now_ns: int) -> Reconciliation:
         """Merge the exchange's open orders and position into the tracked state (start, every
         reconnect, after a lapse of the dead man's switch). Own orders the manager does not
         track are adopted (side free) or cancelled (side taken); tracked orders no longer open
@@ -402,7 +417,7 @@ class OrderManager:
             self.journal.record(
                 now_ns, "event", what="reconcile_failed", error=pos.error or orders.error
             )
-            return {"ok": False, "error": pos.error or orders.error}
+            return Reconciliation(ok=False, error=pos.error or orders.error)
         self.needs_reconcile = False
         self._reconcile_failures = 0
         self.position = _int(pos.value.get("currentQty"), 0)
@@ -416,19 +431,28 @@ class OrderManager:
             # corrects that once nothing of ours is in flight.
             if o.state is S.LIVE:
                 o.in_position = False
-        summary = {
-            "ok": True,
-            "position": self.position,
-            "own": len(self.slots),
-            "foreign": len(self.foreign),
-            "cancelled_extra": extra,
-        }
-        self.journal.record(now_ns, "event", what="reconcile", **summary)
+        summary = Reconciliation(
+            ok=True,
+            position=self.position,
+            own=len(self.slots),
+            foreign=len(self.foreign),
+            cancelled_extra=tuple(extra),
+        )
+        self.journal.record(
+            now_ns,
+            "event",
+            what="reconcile",
+            ok=True,
+            position=summary.position,
+            own=summary.own,
+            foreign=summary.foreign,
+            cancelled_extra=extra,
+        )
         return summary
 
-    def _merge_open(self, rows: list[dict[str, Any]], now_ns: int, why: str) -> list[str]:
+    def _merge_open(self, rows: list[JsonObject], now_ns: int, why: str) -> list[str]:
         """Apply a list of open orders; returns the clOrdIDs of own strays cancelled."""
-        own: dict[str, dict[str, Any]] = {}
+        own: dict[str, JsonObject] = {}
         foreign: list[tuple[int, int]] = []
         for r in rows:
             if not isinstance(r, dict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class BarUpdate:
     """One closed bar: its raw features, and the normalised row when stats are loaded."""
 
     ts: int
-    bar: dict[str, Any]
+    bar: dict[str, int | bool]  # the closed bar: column -> int, book_ok a bool
     features: np.ndarray
     warmup: bool
     book_ok: bool

@@ -213,7 +213,7 @@ def test_transient_errors_in_poll_reconcile_and_dead_man_are_retried_never_fatal
     clock = SimClock()
     m = _manager(fake, tmp_path, clock)
     fake.faults = FaultPlan(lookup_fail=1.0, dead_man_fail=1.0)
-    assert m.reconcile(0)["ok"] is False and m.needs_reconcile
+    assert m.reconcile(0).ok is False and m.needs_reconcile
     assert _buy(m, 1).startswith("refused: not reconciled")
     assert m.refresh_dead_man() is False
     for _ in range(5):

@@ -76,8 +76,8 @@ def test_order_manager_adopts_a_previous_sessions_orders_and_leaves_foreign_ones
     rest.place_post_only("XBTUSD", -1, 100, 32010.0, "someone-else")
     fake.position_qty["XBTUSD"] = 200
     summary = m.reconcile(0)
-    assert summary["position"] == 200 and summary["own"] == 1 and summary["foreign"] == 1
-    assert len(summary["cancelled_extra"]) == 1
+    assert summary.position == 200 and summary.own == 1 and summary.foreign == 1
+    assert len(summary.cancelled_extra) == 1
     assert m.long_order and not m.short_order
     assert sorted(o["clOrdID"] for o in fake.open_orders()) == sorted([own, "someone-else"])
     m.shutdown(1)
