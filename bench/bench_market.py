@@ -27,7 +27,6 @@ import polars as pl  # noqa: E402
 from core.config.experiment import load_config  # noqa: E402
 from core.config.ingest import IngestConfig  # noqa: E402
 from core.config.market import SyntheticMarketConfig  # noqa: E402
-from core.paths import DataLayout  # noqa: E402
 from features.audit import load_events  # noqa: E402
 from features.market_audit import (  # noqa: E402
     MarketReport,
@@ -67,10 +66,16 @@ def _strength(meta: dict[str, Any]) -> str:
 
 
 def real_capture() -> MarketReport:
-    from ingest.run import ingest
-
     root = Path(tempfile.mkdtemp(prefix="bench-market-"))
-    ingest(IngestConfig(source="ws-recording", paths=(str(CAPTURE),)), DataLayout(root))
+    # the production ingest flow, run as `chappie ingest` runs it (a Prefect API that
+    # ends with the step), its Prefect state in a temporary home set before prefect loads
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="bench-market-prefect-")
+    from flows.common import command_session
+
+    with command_session(root, "ingest"):
+        from flows.ingest import ingest_flow
+
+        ingest_flow(IngestConfig(source="ws-recording", paths=(str(CAPTURE),)), str(root))
     book, trades, symbol = load_events([root])
     meta = {"source": "ws-recording", "symbol": symbol}
     return market_report(book, trades, edge_feature="imbalance_l1", metadata=meta)

@@ -1,9 +1,8 @@
-"""Ingest orchestration without Prefect: read a source, stage per day, publish, report.
+"""Ingest steps: read a source, stage per day, publish, report.
 
-The steps are separate functions so the Prefect flow (`flows/ingest.py`) can wrap each
-one as a task: `stage_source` (read every raw file, quarantine the bad ones, write
-one staged Parquet pair per day) then `publish_staged_day` per day, then
-`build_report`. `ingest` runs the three in sequence.
+The Prefect flow (`flows/ingest.py`, the only orchestration) wraps each one as a task:
+`stage_source` (read every raw file, quarantine the bad ones, write one staged Parquet
+pair per day) then `publish_staged_day` per day, then `build_report`.
 
 Idempotent and additive: a file whose sha256 an earlier file of the run had is
 counted as filtered (same content); each day is published with `publish_merged`, which
@@ -598,22 +597,6 @@ def build_report(
         quarantine=quarantine,
         reasons=dict(sorted(reasons.items())),
     )
-
-
-def ingest(cfg: IngestConfig, layout: DataLayout, progress: bool = False) -> IngestReport:
-    """Read `cfg.source`, quarantine bad input, publish every day; return the report.
-
-    Never raises for bad input (it is quarantined and counted); raises only when the
-    run itself cannot proceed (unknown source, unwritable data folder).
-    """
-    index = stage_source(cfg, str(layout.root), progress=progress)
-    published = [
-        publish_staged_day(cfg, str(layout.root), day, staged)
-        for day, staged in sorted(index.days.items())
-    ]
-    report = build_report(cfg, index, published)
-    shutil.rmtree(index.staging_dir, ignore_errors=True)
-    return report
 
 
 def source_fingerprint(cfg: IngestConfig) -> str:

@@ -40,9 +40,11 @@ def test_a_symlink_named_like_a_temp_file_is_not_followed(tmp_path: Path) -> Non
     assert target.exists()
 
 
-def test_ingest_start_removes_a_crashed_runs_temp_files(tmp_path: Path) -> None:
+def test_ingest_start_removes_a_crashed_runs_temp_files(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     from core.config.ingest import IngestConfig
-    from ingest.run import ingest
+    from tests.ingest_runs import run_ingest
 
     layout = DataLayout(tmp_path)
     q = _aged(tmp_path / "quarantine" / "tardis" / "ab12" / ".reason.json.x1.tmp", 7200)
@@ -55,6 +57,6 @@ def test_ingest_start_removes_a_crashed_runs_temp_files(tmp_path: Path) -> None:
         "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
         "bitmex,XBTUSD,1577836800000000,1577836800000001,a,buy,7000.5,10\n"
     )
-    rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), layout)
+    rep = run_ingest(IngestConfig(source="tardis", paths=(str(raw),)), tmp_path)
     assert rep.partitions_written == ["2020-01-01"]
     assert not q.exists() and not e.exists() and live.exists() and not locked.exists()

@@ -8,27 +8,20 @@ import pytest
 
 from core.config.ingest import IngestConfig
 from core.config.market import SyntheticMarketConfig
-from core.paths import DataLayout
+from tests.ingest_runs import run_ingest
 
 
 @pytest.fixture(scope="session")
-def events_dir(tmp_path_factory) -> Path:
+def events_dir(tmp_path_factory, prefect_harness) -> Path:
     """Two short synthetic days ingested into a data folder (events only)."""
-    from ingest.run import ingest
-
     root = tmp_path_factory.mktemp("events")
-    ingest(
-        IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2)),
-        DataLayout(root),
-    )
+    run_ingest(IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2)), root)
     return root
 
 
 @pytest.fixture(scope="session")
-def capture_events_dir(ws_capture, tmp_path_factory) -> Path:
+def capture_events_dir(ws_capture, tmp_path_factory, prefect_harness) -> Path:
     """The real BitMEX websocket capture ingested into a data folder (skips without it)."""
-    from ingest.run import ingest
-
     root = tmp_path_factory.mktemp("capture")
-    ingest(IngestConfig(source="ws-recording", paths=(str(ws_capture),)), DataLayout(root))
+    run_ingest(IngestConfig(source="ws-recording", paths=(str(ws_capture),)), root)
     return root

@@ -23,9 +23,9 @@ from core.paths import DataLayout
 from features.bars import build_bars, iter_bars, read_bars, write_bars
 from features.publish import stage_slices
 from ingest.events import read_events
-from ingest.run import ingest
 from tests.features.strategies import make_bars
 from tests.features.test_slices import CFG, SPEC
+from tests.ingest_runs import run_ingest
 
 
 def _index(folder: Path, bars: pl.DataFrame, sizes: list[int]) -> Path:
@@ -122,7 +122,7 @@ def test_resumable_sampler_equals_one_pass_across_days_and_a_gap() -> None:
 
 
 def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_harness: None
 ) -> None:
     raw = tmp_path / "raw"
     files = write_days(raw, 3, "2021-07-20", seed=2, book_rows=15_000, trades=600)
@@ -130,7 +130,7 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
         walk_forward=WalkForwardConfig(train_hours=12, test_hours=3, step_hours=3, n_folds=3)
     )
     data = DataLayout(tmp_path / "data")
-    ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[:4]))), data)
+    run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[:4]))), data.root)
     first = build_bars(cfg, str(data.root), "XBTUSD")
     fed: list[int] = []
     feed = ResumableSampler.feed
@@ -140,7 +140,7 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
         return feed(self, book, trades, close_until)
 
     monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", counting)
-    ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[4:]))), data)
+    run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[4:]))), data.root)
     day_dir = Path(first.bars_path).parent / "days"
     before = {p.name: p.stat().st_mtime_ns for p in day_dir.iterdir()}
     second = build_bars(cfg, str(data.root), "XBTUSD")
@@ -152,7 +152,7 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
     assert len(list(iter_bars(second.bars_path))) >= 3
     # a fresh store gives the same index bytes
     fresh = DataLayout(tmp_path / "fresh")
-    ingest(IngestConfig(source="tardis", paths=tuple(map(str, files))), fresh)
+    run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, files))), fresh.root)
     monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", feed)
     again = build_bars(cfg, str(fresh.root), "XBTUSD")
     assert read_bars(again.bars_path).equals(read_bars(second.bars_path))

@@ -208,14 +208,13 @@ def test_cli_audit_market_json_text_and_errors(capture_events_dir, capsys, tmp_p
 
 
 def test_cli_audit_market_shows_the_planted_edge_of_ingested_synthetic_partitions(
-    tmp_path, capsys
+    tmp_path, capsys, prefect_harness
 ) -> None:
     """The partitions record their market's fingerprint; `--config` names the YAML they
     came from and the report shows its planted edge (refused for another market)."""
     from core.config.ingest import IngestConfig
     from core.config.market import PlantedEdgeConfig, SyntheticMarketConfig
-    from core.paths import DataLayout
-    from ingest.run import ingest
+    from tests.ingest_runs import run_ingest
 
     syn = SyntheticMarketConfig(
         model="realistic",
@@ -223,7 +222,7 @@ def test_cli_audit_market_shows_the_planted_edge_of_ingested_synthetic_partition
         day_hours=0.3,
         edge=PlantedEdgeConfig(feature="log_return_60s", strength=0.4),
     )
-    ingest(IngestConfig(synthetic=syn), DataLayout(tmp_path / "data"))
+    run_ingest(IngestConfig(synthetic=syn), tmp_path / "data")
     cfg = tmp_path / "m.yaml"
     cfg.write_text(f"ingest:\n  synthetic: {syn.model_dump_json()}\n")
     args = ["audit", "market", str(tmp_path / "data"), "--config", str(cfg), "--json"]

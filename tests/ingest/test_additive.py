@@ -21,7 +21,9 @@ from core.config.ingest import IngestConfig
 from core.paths import DataLayout
 from ingest import events
 from ingest.events import read_events, read_manifest, read_trade_ids
-from ingest.run import ingest
+from tests.ingest_runs import run_ingest
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")  # ingest runs the production flow
 
 DAY = "2021-07-22"
 T = 1_626_912_000_000_000  # DAY 00:00 UTC in us
@@ -49,7 +51,7 @@ def _book_csv(n: int) -> str:
 
 
 def _run(paths: list[Path], data: Path) -> dict:
-    rep = ingest(IngestConfig(source="tardis", paths=tuple(map(str, paths))), DataLayout(data))
+    rep = run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, paths))), data)
     assert rep.rows_in == rep.rows_out + rep.rows_rejected + rep.rows_filtered
     return rep.model_dump()
 
@@ -136,7 +138,7 @@ def test_a_ws_recording_book_is_not_mixed_into_a_day_holding_a_tardis_book(
     lines = ws_capture.read_text().splitlines()[:400]
     rec = tmp_path / "rec.txt"
     rec.write_text("\n".join(lines) + "\n")
-    rep = ingest(IngestConfig(source="ws-recording", paths=(str(rec),)), DataLayout(data))
+    rep = run_ingest(IngestConfig(source="ws-recording", paths=(str(rec),)), data)
     (q,) = [q for q in rep.quarantine if q.level == "file"]
     assert "holds tardis:quotes" in q.reason and rep.partitions_written == []
     assert read_events(DataLayout(data), "XBTUSD")[0].height == 2
@@ -188,7 +190,7 @@ def test_dump_lines_are_counted_while_streaming(tmp_path: Path, chunk: int) -> N
         "malformed row: 1 fields, expected 10": 1,
         "malformed row: 3 fields, expected 10": 1,
     }
-    rep = ingest(IngestConfig(source="bitmex-dump", paths=(str(p),)), DataLayout(tmp_path / "data"))
+    rep = run_ingest(IngestConfig(source="bitmex-dump", paths=(str(p),)), tmp_path / "data")
     assert rep.rows_in == 7 and rep.rows_out == 2 and rep.rows_rejected == 3
     assert rep.rows_filtered == 2
 
@@ -212,7 +214,7 @@ def test_a_reingest_that_dies_before_its_manifest_leaves_the_day_readable(
 
     monkeypatch.setattr(events, "write_json_atomic", disk_full)
     with pytest.raises(OSError, match="No space"):
-        ingest(IngestConfig(source="tardis", paths=(str(b),)), layout)
+        run_ingest(IngestConfig(source="tardis", paths=(str(b),)), data)
     monkeypatch.undo()
     assert (folder / "manifest.json").read_bytes() == manifest
     now = read_events(layout, "XBTUSD")  # verifies every sha256
@@ -257,13 +259,15 @@ def test_format_1_partitions_stay_readable(tmp_path: Path) -> None:
     assert rt.equals(t) and read_trade_ids(layout, "XBTUSD", DAY).null_count() == 1
 
 
+# the publishing layer itself (what the flow's stage and publish tasks run), so that the
+# kills land in staging and publishing rather than in a Prefect server's start-up
 _KILLED_RUN = """
 import sys
-from pathlib import Path
 from core.config.ingest import IngestConfig
-from core.paths import DataLayout
-from ingest.run import ingest
-ingest(IngestConfig(source="tardis", paths=(sys.argv[2],)), DataLayout(Path(sys.argv[1])))
+from ingest.run import publish_staged_day, stage_source
+cfg = IngestConfig(source="tardis", paths=(sys.argv[2],))
+for day, staged in sorted(stage_source(cfg, sys.argv[1]).days.items()):
+    publish_staged_day(cfg, sys.argv[1], day, staged)
 """
 
 

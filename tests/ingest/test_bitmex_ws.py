@@ -218,21 +218,21 @@ def test_real_capture_quote_table_gives_a_depth_one_book(ws_capture: Path) -> No
 
 
 def test_ingest_real_capture_publishes_one_day_and_rerun_is_a_no_op(
-    ws_capture: Path, tmp_path: Path
+    ws_capture: Path, tmp_path: Path, prefect_harness: None
 ) -> None:
     from core.config.ingest import IngestConfig
     from core.paths import DataLayout
     from ingest.events import read_manifest
-    from ingest.run import ingest
+    from tests.ingest_runs import run_ingest
 
     cfg = IngestConfig(source="ws-recording", paths=(str(ws_capture),))
     layout = DataLayout(tmp_path)
-    rep = ingest(cfg, layout)
+    rep = run_ingest(cfg, tmp_path)
     assert rep.files_in == rep.files_ok == 1 and rep.partitions_written == ["2021-07-22"]
     assert rep.events_out == {"book": 11058, "trades": 15} and rep.desyncs == {}
     m = read_manifest(layout, "XBTUSD", "2021-07-22")
     assert m is not None and m["inputs"][0]["sha256"] and m["source"] == "ws-recording"
-    again = ingest(cfg, layout)
+    again = run_ingest(cfg, tmp_path)
     assert again.partitions_written == [] and again.partitions_unchanged == ["2021-07-22"]
 
 
@@ -271,12 +271,14 @@ def test_live_path_decoder_plus_bar_sampler_equals_batch_on_real_capture(ws_capt
     assert pl.DataFrame(rows, schema=batch.schema).equals(batch)
 
 
-def test_recording_across_midnight_gives_self_contained_day_partitions(tmp_path: Path) -> None:
+def test_recording_across_midnight_gives_self_contained_day_partitions(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     from core.clock import parse_day
     from core.config.ingest import IngestConfig
     from core.paths import DataLayout
     from ingest.events import read_events, read_manifest
-    from ingest.run import ingest
+    from tests.ingest_runs import run_ingest
 
     t0 = parse_day("2021-07-23") - 2_000_000_000  # 2 s before midnight
     msgs = [
@@ -295,7 +297,7 @@ def test_recording_across_midnight_gives_self_contained_day_partitions(tmp_path:
     rec = tmp_path / "rec.jsonl"
     rec.write_text("".join(json.dumps({"ts_recv": ts, "msg": m}) + "\n" for ts, m in msgs))
     layout = DataLayout(tmp_path / "data")
-    rep = ingest(IngestConfig(source="ws-recording", paths=(str(rec),)), layout)
+    rep = run_ingest(IngestConfig(source="ws-recording", paths=(str(rec),)), tmp_path / "data")
     assert rep.partitions_written == ["2021-07-22", "2021-07-23"] and rep.desyncs == {}
     day2, _ = read_events(layout, "XBTUSD", ["2021-07-23"])
     head = day2.filter(pl.col("is_snapshot"))

@@ -27,8 +27,8 @@ from ingest.bitmex_ws import (
     parse_recording_line,
 )
 from ingest.events import read_events
-from ingest.run import ingest
 from ingest.ws_recording import read_ws_recording
+from tests.ingest_runs import run_ingest
 
 XBT = InstrumentSpec()
 TS = "2021-07-22T22:36:11.685Z"
@@ -216,7 +216,7 @@ def test_fuzzed_recording_lines_parse_or_raise_only_the_format_error(line: str) 
 
 
 def test_recording_with_garbage_lines_quarantines_them_and_ingests_the_rest(
-    tmp_path: Path, ws_capture: Path
+    tmp_path: Path, ws_capture: Path, prefect_harness: None
 ) -> None:
     lines = ws_capture.read_text().splitlines()[:1500]  # partials, book and trades
     src = tmp_path / "capture.txt"
@@ -244,7 +244,7 @@ def test_recording_with_garbage_lines_quarantines_them_and_ingests_the_rest(
     assert dirty.rows_rejected - clean.rows_rejected == 9  # the blank line is filtered
     assert dirty.rows_filtered - clean.rows_filtered == 1
     layout = DataLayout(tmp_path / "data")
-    rep = ingest(IngestConfig(source="ws-recording", paths=(str(bad),)), layout)
+    rep = run_ingest(IngestConfig(source="ws-recording", paths=(str(bad),)), layout.root)
     assert rep.files_ok == 1 and rep.partitions_written == ["2021-07-22"]
     assert rep.rows_in == rep.rows_out + rep.rows_rejected + rep.rows_filtered
     assert rep.rows_in == len(mixed) - len(lines) + clean.rows_in

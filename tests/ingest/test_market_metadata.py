@@ -14,8 +14,8 @@ from core.config.market import PlantedEdgeConfig, SyntheticMarketConfig
 from core.paths import DataLayout
 from flows.cli import main
 from ingest.events import read_manifest
-from ingest.run import ingest
 from ingest.synthetic import market_metadata
+from tests.ingest_runs import run_ingest
 
 SYN = SyntheticMarketConfig(
     model="realistic",
@@ -25,9 +25,11 @@ SYN = SyntheticMarketConfig(
 )
 
 
-def test_ingest_synthetic_writes_the_planted_edge_into_every_manifest(tmp_path: Path) -> None:
+def test_ingest_synthetic_writes_the_planted_edge_into_every_manifest(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     layout = DataLayout(tmp_path)
-    ingest(IngestConfig(synthetic=SYN), layout)
+    run_ingest(IngestConfig(synthetic=SYN), tmp_path)
     for day in ("2024-01-01", "2024-01-02"):
         m = read_manifest(layout, "XBTUSD", day)
         assert m is not None
@@ -37,9 +39,9 @@ def test_ingest_synthetic_writes_the_planted_edge_into_every_manifest(tmp_path: 
 
 
 def test_cli_audit_market_shows_the_recorded_edge_without_a_config(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_harness: None
 ) -> None:
-    ingest(IngestConfig(synthetic=SYN.model_copy(update={"days": 1})), DataLayout(tmp_path))
+    run_ingest(IngestConfig(synthetic=SYN.model_copy(update={"days": 1})), tmp_path)
     assert main(["audit", "market", str(tmp_path), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["market"]["edge"]["feature"] == "trade_imbalance_60s"
@@ -47,9 +49,11 @@ def test_cli_audit_market_shows_the_recorded_edge_without_a_config(
     assert rep["market"]["model"] == "realistic" and rep["edge"]["feature"] == "trade_imbalance_60s"
 
 
-def test_ingest_synthetic_with_no_edge_records_strength_zero(tmp_path: Path) -> None:
+def test_ingest_synthetic_with_no_edge_records_strength_zero(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     syn = SYN.model_copy(update={"days": 1, "edge": PlantedEdgeConfig(strength=0.0)})
     layout = DataLayout(tmp_path)
-    ingest(IngestConfig(synthetic=syn), layout)
+    run_ingest(IngestConfig(synthetic=syn), tmp_path)
     m = read_manifest(layout, "XBTUSD", "2024-01-01")
     assert m is not None and m["extra"]["market"]["edge"]["strength"] == 0.0

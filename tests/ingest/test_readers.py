@@ -16,8 +16,8 @@ from core.paths import DataLayout
 from ingest.bitmex_dump import read_bitmex_dump
 from ingest.events import list_event_days, read_events
 from ingest.instruments import load_instrument
-from ingest.run import ingest
 from ingest.tardis import read_tardis
+from tests.ingest_runs import run_ingest
 
 XBT = InstrumentSpec()
 INC_HEAD = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
@@ -173,13 +173,15 @@ def _corpus(folder: Path) -> dict[str, str]:
     return {n: r for n, (_, r) in files.items() if r}
 
 
-def test_corrupt_corpus_is_quarantined_with_reasons_and_balances(tmp_path: Path) -> None:
+def test_corrupt_corpus_is_quarantined_with_reasons_and_balances(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     expected = _corpus(raw)
     before = {p.name: p.read_bytes() for p in raw.iterdir()}
     layout = DataLayout(tmp_path / "data")
-    rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), layout)
+    rep = run_ingest(IngestConfig(source="tardis", paths=(str(raw),)), layout.root)
     assert rep.files_in == 8 and rep.files_ok == 1 and rep.files_quarantined == 7
     assert rep.rows_in == rep.rows_out + rep.rows_rejected + rep.rows_filtered
     by_file = {Path(q.path).name: q.reason for q in rep.quarantine if q.level == "file"}
@@ -196,7 +198,9 @@ def test_corrupt_corpus_is_quarantined_with_reasons_and_balances(tmp_path: Path)
     assert book.height == 4
 
 
-def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(tmp_path: Path) -> None:
+def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     p = tmp_path / "rows.csv"
     p.write_text(
         INC_HEAD
@@ -207,7 +211,7 @@ def test_malformed_rows_are_rejected_with_row_reasons_and_the_rest_kept(tmp_path
         + f"bitmex,XBTUSD,{T + 30},{T + 31},false,ask,101.0,1.5\n"  # fractional size
         + f"bitmex,XBTUSD,never,{T + 31},false,ask,101.0,1\n"  # bad timestamp
     )
-    rep = ingest(IngestConfig(source="tardis", paths=(str(p),)), DataLayout(tmp_path / "d"))
+    rep = run_ingest(IngestConfig(source="tardis", paths=(str(p),)), tmp_path / "d")
     assert rep.files_ok == 1 and rep.rows_in == 11 and rep.rows_rejected == 6 and rep.rows_out == 4
     assert rep.rows_filtered == 1 and rep.filtered == {"row of another symbol": 1}
     assert {q.level for q in rep.quarantine} == {"row"}
@@ -298,7 +302,9 @@ def test_read_symbol_lines_streams_and_keeps_only_the_symbol(
             read_symbol_lines(p, "XBTUSD", chunk=chunk)
 
 
-def test_one_book_per_run_poorer_book_files_are_set_aside(tmp_path: Path) -> None:
+def test_one_book_per_run_poorer_book_files_are_set_aside(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "inc.csv").write_text(INC_HEAD + _inc_rows())
@@ -309,7 +315,7 @@ def test_one_book_per_run_poorer_book_files_are_set_aside(tmp_path: Path) -> Non
     (raw / "trades.csv").write_text(
         TRADES_HEAD + f"bitmex,XBTUSD,{T + 12},{T + 13},a,buy,100.5,100\n"
     )
-    rep = ingest(IngestConfig(source="tardis", paths=(str(raw),)), DataLayout(tmp_path / "d"))
+    rep = run_ingest(IngestConfig(source="tardis", paths=(str(raw),)), tmp_path / "d")
     assert rep.files_ok == 2 and rep.files_quarantined == 1
     (q,) = [q for q in rep.quarantine if q.level == "file"]
     assert q.path.endswith("quotes.csv") and "tardis:incremental_book_L2" in q.reason

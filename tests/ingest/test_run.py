@@ -1,4 +1,4 @@
-"""ingest(): synthetic end to end, report balances, idempotent re-run."""
+"""The ingest flow on a synthetic market: end to end, report balances, idempotent re-run."""
 
 from __future__ import annotations
 
@@ -11,28 +11,30 @@ from core.config.market import SyntheticMarketConfig
 from core.paths import DataLayout
 from ingest.events import read_manifest
 from ingest.report import IngestReport
-from ingest.run import ingest
+from tests.ingest_runs import run_ingest
 
 CFG = IngestConfig(synthetic=SyntheticMarketConfig(seed=2, days=2, day_hours=0.25))
 
 
-def test_ingest_synthetic_publishes_every_day_with_balanced_report(tmp_path: Path) -> None:
+def test_ingest_synthetic_publishes_every_day_with_balanced_report(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     layout = DataLayout(tmp_path)
-    rep = ingest(CFG, layout)
+    rep = run_ingest(CFG, tmp_path)
     assert rep.partitions_written == ["2024-01-01", "2024-01-02"]
     assert rep.rows_in == rep.rows_out == rep.events_out["book"] + rep.events_out["trades"] > 0
     assert rep.rows_rejected == 0 and rep.desyncs == {} and rep.files_in == 0
     m = read_manifest(layout, "XBTUSD", "2024-01-02")
     assert m is not None and m["extra"]["book_check"]["snapshots"] == 1
-    assert not any((tmp_path / "staging").iterdir())
+    # the run's staging is kept for a cached re-run, and only that
+    assert len(list((tmp_path / "staging" / "ingest").iterdir())) == 1
 
 
-def test_ingest_synthetic_rerun_does_no_work(tmp_path: Path) -> None:
-    layout = DataLayout(tmp_path)
-    ingest(CFG, layout)
-    rep = ingest(CFG, layout)
+def test_ingest_synthetic_rerun_does_no_work(tmp_path: Path, prefect_harness: None) -> None:
+    first = run_ingest(CFG, tmp_path)
+    rep = run_ingest(CFG, tmp_path)
     assert rep.partitions_written == [] and rep.partitions_unchanged == ["2024-01-01", "2024-01-02"]
-    assert rep.rows_in == 0
+    assert rep.rows_in == first.rows_in  # the report of the cached staging, not re-read
 
 
 def test_ingest_report_rejects_unbalanced_counts() -> None:

@@ -16,8 +16,8 @@ from core.instrument import InstrumentSpec
 from core.paths import DataLayout
 from ingest import run as ingest_run
 from ingest.events import list_event_days, read_day, read_manifest
-from ingest.run import ingest
 from ingest.tardis import read_tardis
+from tests.ingest_runs import run_ingest
 
 XBT = InstrumentSpec()
 INC_HEAD = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
@@ -84,7 +84,9 @@ def test_blocks_give_the_rows_counts_and_reasons_of_one_pass(
     assert book.filtered_reasons == {"row of another symbol": 1, "blank line": 1}
 
 
-def test_a_short_row_is_counted_and_rejected_before_the_symbol_filter(tmp_path: Path) -> None:
+def test_a_short_row_is_counted_and_rejected_before_the_symbol_filter(
+    tmp_path: Path, prefect_harness: None
+) -> None:
     p = tmp_path / "bitmex_incremental_book_L2_2021-07-22_XBTUSD.csv"
     p.write_text(
         INC_HEAD + f"bitmex,XBTUSD,{T + 10},{T + 11},true,bid,100.0,500\n"
@@ -95,8 +97,7 @@ def test_a_short_row_is_counted_and_rejected_before_the_symbol_filter(tmp_path: 
     fr = read_tardis(p, "XBTUSD", XBT)
     assert fr.rows_in == 4 and fr.rows_out == 3 and fr.rows_filtered == 0
     assert fr.row_reasons == {"malformed row: 3 fields, expected 8": 1}
-    layout = DataLayout(tmp_path / "data")
-    report = ingest(IngestConfig(source="tardis", paths=(str(p),)), layout)
+    report = run_ingest(IngestConfig(source="tardis", paths=(str(p),)), tmp_path / "data")
     assert report.rows_in == 4 and report.rows_rejected == 1 and report.rows_filtered == 0
     assert [(q.level, q.reason, q.rows) for q in report.quarantine] == [
         ("row", "malformed row: 3 fields, expected 8", 1)
@@ -105,7 +106,10 @@ def test_a_short_row_is_counted_and_rejected_before_the_symbol_filter(tmp_path: 
 
 
 def test_staged_run_publishes_what_whole_files_would(
-    tmp_path: Path, day_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    day_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
 ) -> None:
     """Blocks of 4 KiB spilled by day give byte-identical partitions and the same
     report as reading each file in one block."""
@@ -115,7 +119,7 @@ def test_staged_run_publishes_what_whole_files_would(
     for block in (1 << 30, 4096):
         monkeypatch.setattr(ingest_run, "READ_BLOCK_BYTES", block)
         layout = DataLayout(tmp_path / f"data-{block}")
-        report = ingest(cfg, layout)
+        report = run_ingest(cfg, layout.root)
         days = list_event_days(layout, "XBTUSD")
         frames = [read_day(layout, "XBTUSD", d) for d in days]
         manifests = [read_manifest(layout, "XBTUSD", d) for d in days]
