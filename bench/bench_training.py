@@ -1,7 +1,7 @@
 """Training-area speed targets, each side by side with its baseline in one run:
 
-1. seed sweep on 2 worker processes vs 1 (target >= 1.7x), `training.sweep.run_tasks`
-   with the spawn process pool, the same PPO tasks;
+1. seed sweep on 2 worker processes vs 1 (target >= 1.7x), through the code production
+   runs: `flows.train.train_flow` (Prefect's process-pool task runner), the same PPO tasks;
 2. PPO training throughput on the ManagementEnv vs SB3's on CartPole-v1 with the same
    PPO settings (target >= 90 %), one process, one torch thread;
 3. vectorised backtest (every slice of a model in lockstep, one batched forward pass per
@@ -70,35 +70,76 @@ def _task(data: Any, seed: int, timesteps: int, fold: int = 0) -> Any:
 
 
 # ---------------------------------------------------------------- 1. seed sweep scaling
-def bench_sweep(n_tasks: int, timesteps: int) -> str:
+def _sweep_config(cfg: Any, executor: str, workers: int, n_seeds: int, timesteps: int) -> Any:
+    sweep = cfg.sweep.model_copy(
+        update={
+            "executor": executor,
+            "n_workers": workers,
+            "retries": 0,
+            "seeds": tuple(range(n_seeds)),
+            "timesteps": (timesteps,),
+        }
+    )
+    return cfg.model_copy(update={"sweep": sweep})
+
+
+def bench_sweep(n_seeds: int, timesteps: int) -> str:
+    """The seed sweep as production runs it: `flows.train.train_flow` (the train-policies
+    flow on Prefect's process-pool task runner, MLflow child runs, sweep.json), with 1 and
+    with 2 workers, each on a fresh copy of the same data folder (nothing cached)."""
     import resource
 
-    from core.config.training import SweepConfig
-    from training.sweep import run_tasks
+    from core.config.experiment import load_config
+    from tests.training.conftest import TINY, build_data_dir
 
-    data = _data(rows=4000)
-    walls, cpus, loads = {}, {}, {}
-    for workers in (1, 2):
-        tasks = [_task(data, seed, timesteps) for seed in range(n_tasks)]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        l0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        res = run_tasks(tasks, SweepConfig(executor="process", n_workers=workers, retries=0))
-        walls[workers] = time.perf_counter() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus[workers] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        loads[workers] = (l0, os.getloadavg()[0])
-        assert all(r.ok for r in res), [r.error for r in res]
+    base = Path(tempfile.mkdtemp(prefix="bench-training-sweep-"))
+    # a Prefect home of its own, set before prefect is imported (as `chappie` would find it)
+    os.environ["PREFECT_HOME"] = str(base / "prefect")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry writes
+    from flows.api_server import prefect_api
+
+    cfg = load_config(TINY)
+    uri = f"sqlite:///{base}/mlflow.db"
+    walls, cpus, loads, n_tasks = {}, {}, {}, 0
+    with prefect_api():  # one temporary Prefect server for every run, as a command starts
+        from flows.train import train_flow
+        from registry import tracking
+
+        tracking.configure(uri)  # MLflow's schema is made before any clock starts
+        # untimed warm-up (in-process, shortest run): Prefect's first flow and task
+        # registration and the flow's first imports are paid by neither measured run
+        warm = build_data_dir(base / "warm-up", cfg, rows=300)
+        train_flow(_sweep_config(cfg, "sequential", 1, 1, 256), str(warm.root), uri)
+        for workers in (1, 2):
+            data = build_data_dir(base / f"workers-{workers}", cfg, rows=4000)
+            run_cfg = _sweep_config(cfg, "process", workers, n_seeds, timesteps)
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            l0 = os.getloadavg()[0]
+            t0 = time.perf_counter()
+            out = train_flow(run_cfg, str(data.root), uri)
+            walls[workers] = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[workers] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+            loads[workers] = (l0, os.getloadavg()[0])
+            assert not out.failed, [(t.run_name, t.error) for t in out.tasks if not t.ok]
+            n_tasks = len(out.tasks)
     speedup = walls[1] / walls[2]
+    n_folds = n_tasks // n_seeds
     return "\n".join(
         [
             "### Seed sweep: 2 worker processes vs 1",
             "",
-            f"{n_tasks} PPO tasks (seeds 0..{n_tasks - 1}) x {timesteps} timesteps on the tiny trial "
-            "(n_steps 256, batch 64, 2 epochs, MLP 64x64), spawn process pool, one torch thread per "
-            "process, wall clock including worker start-up. Worker CPU seconds (all workers together) show "
-            "the work itself does not grow with the pool; the wall-clock speed-up needs 2 idle cores, so "
-            "the 1-minute load average of the machine is recorded before and after each run.",
+            f"The train flow as production runs it (`flows.train.train_flow`: the train-policies "
+            f"Prefect flow on its process-pool task runner, MLflow parent and child runs, sweep.json), "
+            f"{n_tasks} PPO tasks ({n_seeds} seeds x {n_folds} folds) x {timesteps} timesteps on the "
+            "tiny trial (n_steps 256, batch 64, 2 epochs, MLP 64x64), one torch thread per worker, "
+            "each run on a fresh copy of the same data folder (nothing reused or cached), one "
+            "temporary Prefect server for all runs, after one untimed warm-up flow run. Wall clock of "
+            "the whole flow call, including worker start-up and MLflow logging. Worker CPU seconds "
+            "(all workers together) show the work itself does not grow with the pool; the wall-clock "
+            "speed-up needs 2 idle cores, so the 1-minute load average of the machine is recorded "
+            "before and after each run.",
             "",
             "| workers | wall s | speed-up | worker CPU s | cores obtained (CPU s / wall s) | load avg before -> after |",
             "|---:|---:|---:|---:|---:|---|",
@@ -111,7 +152,7 @@ def bench_sweep(n_tasks: int, timesteps: int) -> str:
             "",
             f"Target (>= 1.7x on 2 workers): {'met' if speedup >= 1.7 else 'NOT met'} ({speedup:.2f}x).",
             "",
-            f"Command: `.venv/bin/python -m bench.bench_training --only sweep --tasks {n_tasks} --timesteps {timesteps}`",
+            f"Command: `.venv/bin/python -m bench.bench_training --only sweep --seeds {n_seeds} --timesteps {timesteps}`",
         ]
     )
 
@@ -254,7 +295,7 @@ def bench_backtest(rows: int, n_slices: int, repeats: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["sweep", "ppo", "backtest"], default=None)
-    ap.add_argument("--tasks", type=int, default=4)
+    ap.add_argument("--seeds", type=int, default=2, help="sweep: seeds (tasks = seeds x folds)")
     ap.add_argument("--timesteps", type=int, default=8192)
     ap.add_argument("--rows", type=int, default=8000)
     ap.add_argument("--slices", type=int, default=8)
@@ -269,7 +310,7 @@ def main() -> None:
         sections.append(bench_ppo(args.timesteps, args.repeats))
         print(sections[-1], flush=True)
     if args.only in (None, "sweep"):
-        sections.append(bench_sweep(args.tasks, args.timesteps))
+        sections.append(bench_sweep(args.seeds, args.timesteps))
         print(sections[-1], flush=True)
     out = Path(args.out)
     header = "## training: sweep scaling, PPO throughput, vectorised backtest\n\n"

@@ -1,5 +1,6 @@
-"""The PPO seed sweep: one training task per (trial, seed, timesteps, fold), each in its
-own process with one torch thread, on a process pool (default), Dask, or in-process.
+"""The PPO seed sweep's task: one training run per (trial, seed, timesteps, fold), on
+one torch thread. The flow `flows/train.py` plans the tasks and runs them on its Prefect
+task runner (process pool, Dask or in-process), with the retries `SweepConfig.retries`.
 
 Adapter ring: `train_one` reads one train slice and its frozen stats, trains SB3 PPO on
 the ManagementEnv and writes `model.zip`, `metrics.csv` (SB3's logged values, long form:
@@ -10,9 +11,6 @@ A curriculum callback drives the env's punishment scale: training is cut into
 `punishment_suppression_cycles + 1` equal phases and phase k sets curriculum cycle k
 (`envs.rewards.punishment_scale`), so penalties start suppressed and reach full strength
 in the last phase.
-
-`run_tasks` retries a failed task `SweepConfig.retries` times and reports every task,
-failed or not: nothing is silently dropped.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ import json
 import math
 import os
 import time
-import traceback
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,7 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 
 from core.atomic import write_json_atomic, write_with_atomic
 from core.config.base import FrozenModel
-from core.config.training import SweepConfig, TrialConfig
+from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
 from training.store_inputs import StoreInputs
@@ -387,136 +383,3 @@ def finished_result(task: TrainTask) -> TrainResult | None:
     if recorded != task.model_dump(mode="json"):
         return None
     return res
-
-
-# ---------------------------------------------------------------- executors
-def _failed(task: TrainTask, exc: BaseException, attempts: int) -> TrainResult:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return TrainResult(
-        run_name=task.run_name,
-        candidate_id=task.candidate_id,
-        fold=task.fold,
-        ok=False,
-        attempts=attempts,
-        error=text,
-    )
-
-
-def _worker_init() -> None:
-    ensure_single_thread_math()
-
-
-def run_tasks(
-    tasks: Sequence[TrainTask],
-    cfg: SweepConfig,
-    fn: Callable[[TrainTask], TrainResult] = train_one,
-    on_done: Callable[[TrainResult], None] | None = None,
-) -> list[TrainResult]:
-    """Run every task on `cfg.executor` with `cfg.n_workers` workers; a failed task is
-    retried up to `cfg.retries` times, then reported with ok=False and its error.
-    Results come back in task order. `on_done` sees each final result (progress bars)."""
-    if cfg.executor == "sequential":
-        return [_run_with_retries(t, fn, cfg.retries, on_done) for t in tasks]
-    if cfg.executor == "process":
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(
-            max_workers=cfg.n_workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
-        ) as pool:
-            return _drive(tasks, pool.submit, fn, cfg.retries, on_done)
-    if cfg.executor == "dask":
-        with dask_client(cfg) as client:
-            return _drive(
-                tasks, lambda f, t: client.submit(f, t, pure=False), fn, cfg.retries, on_done
-            )
-    raise ValueError(f"unknown executor {cfg.executor!r}")
-
-
-def _run_with_retries(
-    task: TrainTask,
-    fn: Callable[[TrainTask], TrainResult],
-    retries: int,
-    on_done: Callable[[TrainResult], None] | None,
-) -> TrainResult:
-    for attempt in range(1, retries + 2):
-        try:
-            res = fn(task).model_copy(update={"attempts": attempt})
-            break
-        except Exception as exc:  # reported, never dropped
-            res = _failed(task, exc, attempt)
-    if on_done:
-        on_done(res)
-    return res
-
-
-def _drive(
-    tasks: Sequence[TrainTask],
-    submit: Callable[..., Any],
-    fn: Callable[[TrainTask], TrainResult],
-    retries: int,
-    on_done: Callable[[TrainResult], None] | None,
-) -> list[TrainResult]:
-    """Submit everything, resubmit failures until their retries are spent."""
-    results: list[TrainResult | None] = [None] * len(tasks)
-    live: dict[Any, tuple[int, int]] = {}  # future -> (task index, attempt)
-    for i, t in enumerate(tasks):
-        live[submit(fn, t)] = (i, 1)
-    while live:
-        done = _wait_any(list(live))
-        for fut in done:
-            i, attempt = live.pop(fut)
-            try:
-                res = fut.result().model_copy(update={"attempts": attempt})
-            except Exception as exc:
-                if attempt <= retries:
-                    live[submit(fn, tasks[i])] = (i, attempt + 1)
-                    continue
-                res = _failed(tasks[i], exc, attempt)
-            results[i] = res
-            if on_done:
-                on_done(res)
-    return [r for r in results if r is not None]
-
-
-def _wait_any(futures: list[Any]) -> list[Any]:
-    """The finished futures, blocking until at least one is (concurrent or Dask futures)."""
-    if futures and isinstance(futures[0], Future):
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        return list(wait(futures, return_when=FIRST_COMPLETED).done)
-    from distributed import wait as dwait
-
-    return list(dwait(futures, return_when="FIRST_COMPLETED").done)
-
-
-class dask_client:  # noqa: N801 - a context manager used like a function
-    """A distributed.Client on `cfg.dask_address`, or on a local cluster of
-    `cfg.n_workers` single-threaded worker processes bound to 127.0.0.1."""
-
-    def __init__(self, cfg: SweepConfig) -> None:
-        self.cfg = cfg
-        self.cluster: Any = None
-        self.client: Any = None
-
-    def __enter__(self) -> Any:
-        from distributed import Client, LocalCluster
-
-        if self.cfg.dask_address:
-            self.client = Client(self.cfg.dask_address)
-        else:
-            self.cluster = LocalCluster(
-                n_workers=self.cfg.n_workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-                env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
-            )
-            self.client = Client(self.cluster)
-        return self.client
-
-    def __exit__(self, *exc: object) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()

@@ -1,12 +1,11 @@
 """Training inputs on an object store (moto's S3 server on 127.0.0.1): slices and frozen
 stats published from the local store, fetched by workers with every byte verified, and
-a sweep on a local Dask cluster that trains from them."""
+the train flow on a local Dask cluster training from them."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from core.config.experiment import ExperimentConfig
 from core.config.storage import StorageConfig
-from core.config.training import PPOConfig, SweepConfig
+from core.config.training import PPOConfig
 from core.objectstore import ObjectStoreError, S3Url, client, join
 from features.stats import FrozenStats
 from features.store import read_slice, verify_slice
@@ -23,7 +22,7 @@ from tests.s3_store import s3_store
 from tests.training.conftest import DataDir, build_data_dir
 from tests.training.test_sweep import make_task
 from training.store_inputs import fetch_slice, fetch_stats, publish_slice, publish_stats
-from training.sweep import TrainTask, local_inputs, run_tasks, train_one
+from training.sweep import TrainTask, local_inputs, train_one
 
 
 @pytest.fixture(scope="module")
@@ -140,42 +139,15 @@ def _store_tasks(
     return tasks
 
 
-def test_a_dask_sweep_trains_on_slices_it_fetches_from_the_store(
-    tmp_path: Path,
-    tiny_cfg: ExperimentConfig,
-    store: StorageConfig,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    worker_cache = tmp_path / "worker-cache"
-    monkeypatch.setenv("CHAPPIE_STORE_CACHE", str(worker_cache))  # the workers inherit it
-    data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
-    prefix = store.model_copy(update={"url": f"{store.url}/sweep"})
-    tasks = _store_tasks(data, prefix, tmp_path / "runs", [0, 1])
-    # the workers cannot read the local store: only the object store has the data
-    shutil.rmtree(data.root / "slices")
-    shutil.rmtree(data.root / "stats")
-    res = run_tasks(tasks, SweepConfig(executor="dask", n_workers=1, retries=0), fn=train_one)
-    assert [r.error for r in res] == [None, None]
-    assert all(r.ok and r.timesteps_done >= 64 for r in res)
-    recorded = json.loads((Path(tasks[0].out_dir) / "task.json").read_text())
-    assert recorded["train_slice"] == tasks[0].train_slice and recorded["store"]
-    # what the workers fetched: the slice (manifest and segments) and the stats
-    (view,) = worker_cache.glob("slices/*/fold00-train.manifest.json")
-    assert verify_slice(view) == []
-    assert len(list(worker_cache.glob("stats/*/checksums.json"))) == 1
-    assert local_inputs(tasks[0]).train_slice == str(view)
-
-
-def test_a_task_whose_store_object_was_replaced_fails_with_the_reason(
+def test_a_task_whose_store_object_was_replaced_raises_the_reason(
     tmp_path: Path, tiny_cfg: ExperimentConfig, store: StorageConfig
 ) -> None:
     data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
     prefix = store.model_copy(update={"url": f"{store.url}/sweep-damaged"})
     (task,) = _store_tasks(data, prefix, tmp_path / "runs", [0])
     _replace_object(prefix, join(task.stats_dir, "checksums.json"), b"{}")
-    (res,) = run_tasks([task], SweepConfig(executor="sequential", retries=1), fn=train_one)
-    assert not res.ok and res.attempts == 2
-    assert "ObjectStoreError" in (res.error or "") and "checksums.json" in (res.error or "")
+    with pytest.raises(ObjectStoreError, match="checksums.json"):
+        train_one(task)  # the flow's task runner retries it and reports the error
     assert not (Path(task.out_dir) / "model.zip").exists()
 
 
@@ -213,6 +185,12 @@ def test_train_flow_on_dask_reads_its_slices_from_the_store(
     for row in out.tasks:
         assert row.task.train_slice.startswith(f"{prefix.url}/slices/")
         assert row.task.stats_dir.startswith(f"{prefix.url}/stats/")
+        recorded = json.loads((Path(row.out_dir) / "task.json").read_text())
+        assert recorded["train_slice"] == row.task.train_slice and recorded["store"]
     views = sorted(p.name for p in worker_cache.glob("slices/*/*.manifest.json"))
     assert views == ["fold00-train.manifest.json", "fold01-train.manifest.json"]
     assert all(verify_slice(v) == [] for v in worker_cache.glob("slices/*/*.manifest.json"))
+    assert len(list(worker_cache.glob("stats/*/checksums.json"))) == 2
+    # what a worker trained on is the view it fetched (the cache), not the local store's
+    (view,) = worker_cache.glob("slices/*/fold00-train.manifest.json")
+    assert local_inputs(out.tasks[0].task).train_slice == str(view)

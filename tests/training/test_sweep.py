@@ -1,4 +1,4 @@
-"""The sweep: PPO training task, curriculum, metric capture, executors and retries."""
+"""The sweep: PPO training task, curriculum, metric capture, and retries through the\ntrain flow."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from core.config.experiment import ExperimentConfig
 from core.config.training import PPOConfig, SweepConfig, TrialConfig
 from features.slices import load_fold_index
-from tests.training.conftest import DataDir
+from tests.training.conftest import DataDir, build_data_dir
 from training.sweep import (
-    TrainResult,
     TrainTask,
     curriculum_cycle,
     load_result,
     read_metrics_csv,
-    run_tasks,
     train_one,
 )
 
@@ -106,60 +105,55 @@ def test_train_one_with_missing_slice_raises(tiny_data: DataDir, tmp_path: Path)
         train_one(task)
 
 
-# ---- executors, with a cheap picklable task function --------------------------------
-def fake_train(task: TrainTask) -> TrainResult:
-    """Fails on the first attempt when the seed is odd, always when it is negative."""
-    out = Path(task.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / "attempted"
-    if task.seed < 0:
-        raise RuntimeError(f"seed {task.seed} always fails")
-    if task.seed % 2 and not marker.exists():
-        marker.write_text("1")
-        raise RuntimeError("transient failure")
-    return TrainResult(
-        run_name=task.run_name, candidate_id=task.candidate_id, fold=task.fold, ok=True
+# ---- retries: through the train flow, on the task runner production uses ------------
+def _prefect_run_counts_of_latest_sweep() -> list[int]:
+    """How many times Prefect ran each task of the latest `train-policies` flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
     )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["train-policies"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=1,
+        )
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+    return sorted(t.run_count for t in tasks)
 
 
-def _tasks(data: DataDir, tmp_path: Path, seeds: list[int]) -> list[TrainTask]:
-    return [make_task(data, tmp_path / f"s{s}", seed=s) for s in seeds]
-
-
-@pytest.mark.parametrize("executor", ["sequential", "process"])
-def test_run_tasks_retries_once_and_reports_failures(
-    tiny_data: DataDir, tmp_path: Path, executor: str
+@pytest.mark.parametrize(("executor", "retries"), [("sequential", 0), ("process", 2)])
+def test_train_flow_retries_a_failing_task_its_configured_times_and_reports_it(
+    prefect_harness: None,
+    tmp_path: Path,
+    tiny_cfg: ExperimentConfig,
+    executor: str,
+    retries: int,
 ) -> None:
-    cfg = SweepConfig(executor=executor, n_workers=2, retries=1)
-    seen: list[str] = []
-    res = run_tasks(
-        _tasks(tiny_data, tmp_path, [0, 1, -2]),
-        cfg,
-        fn=fake_train,
-        on_done=lambda r: seen.append(r.run_name),
+    from flows.train import train_flow
+
+    data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
+    folder = data.layout.slices(tiny_cfg.features.spec.spec_hash)
+    manifest = json.loads((folder / "fold01-train.manifest.json").read_text())
+    (folder / manifest["parts"][0]["file"]).write_bytes(b"not an arrow file")
+    sweep = tiny_cfg.sweep.model_copy(
+        update={"executor": executor, "retries": retries, "seeds": (0,), "timesteps": (256,)}
     )
-    assert [r.ok for r in res] == [True, True, False]
-    assert [r.attempts for r in res] == [1, 2, 2]
-    assert "always fails" in (res[2].error or "")
-    assert sorted(seen) == sorted(r.run_name for r in res)  # every task reported once
-
-
-def test_run_tasks_without_retries_reports_the_transient_failure(
-    tiny_data: DataDir, tmp_path: Path
-) -> None:
-    res = run_tasks(
-        _tasks(tiny_data, tmp_path, [1]),
-        SweepConfig(executor="sequential", retries=0),
-        fn=fake_train,
-    )
-    assert not res[0].ok and "transient" in (res[0].error or "")
-
-
-def test_run_tasks_on_a_local_dask_cluster(tiny_data: DataDir, tmp_path: Path) -> None:
-    cfg = SweepConfig(executor="dask", n_workers=2, retries=1)
-    res = run_tasks(_tasks(tiny_data, tmp_path, [0, 1, -2]), cfg, fn=fake_train)
-    assert [r.ok for r in res] == [True, True, False]
-    assert [r.attempts for r in res] == [1, 2, 2]
+    cfg = tiny_cfg.model_copy(update={"sweep": sweep})
+    out = train_flow(cfg, str(data.root), f"sqlite:///{data.root}/mlflow.db")
+    assert [t.fold for t in out.tasks] == [0, 1]  # every task reported, in task order
+    assert [t.ok for t in out.tasks] == [True, False]
+    failed = out.tasks[1]
+    assert failed.attempts == retries + 1 and out.failed == [failed.run_name]
+    assert failed.error and failed.model_zip is None
+    assert _prefect_run_counts_of_latest_sweep() == [1, retries + 1]  # Prefect's own record
 
 
 def test_plan_tasks_covers_the_grid_with_unique_stable_out_dirs(tmp_path: Path) -> None:
