@@ -31,6 +31,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.client.orchestration import get_client
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from core.config.experiment import ExperimentConfig
@@ -152,11 +153,20 @@ def _log_task(
     )
 
 
+def _run_count(fut: Any) -> int:
+    """How many times Prefect ran the future's task (retries included; 0 when its result
+    came from the cache)."""
+    with get_client(sync_client=True) as client:
+        return int(client.read_task_run(fut.task_run_id).run_count)
+
+
 def _await(fut: Any, t: TrainTask, retries: int) -> TrainResult:
     """The task's TrainResult, or a failed one carrying the task's own exception."""
     fut.wait()
     if fut.state.is_completed():
-        return TrainResult.model_validate(fut.result())
+        res = TrainResult.model_validate(fut.result())
+        runs = _run_count(fut)  # a task that succeeded on a retry ran more than once
+        return res.model_copy(update={"attempts": runs}) if runs > res.attempts else res
     exc = fut.result(raise_on_failure=False)
     err = (
         f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(fut.state.message)

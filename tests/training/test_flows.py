@@ -294,3 +294,31 @@ def test_cli_evaluate_defaults_to_the_latest_sweep(
         assert c["candidate_id"] in out
     with pytest.raises(FileNotFoundError, match="chappie train"):
         latest_sweep(tmp_path / "nothing")
+
+
+def test_a_task_that_succeeds_on_its_retry_reports_both_attempts(
+    prefect_harness: None,
+    tmp_path: Path,
+    tiny_cfg: ExperimentConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transient failure (here: the first call of fold 0 raises) is retried by Prefect;
+    the sweep reports the task ok with 2 attempts (Prefect's run count), not 1."""
+    import flows.train as ft
+
+    real = ft.train_one
+    failed: list[int] = []
+
+    def flaky(task):  # type: ignore[no-untyped-def]
+        if task.fold == 0 and not failed:
+            failed.append(task.fold)
+            raise RuntimeError("transient: worker lost")
+        return real(task)
+
+    monkeypatch.setattr(ft, "train_one", flaky)
+    data: DataDir = build_data_dir(tmp_path / "d", tiny_cfg)
+    cfg = small(tiny_cfg, seeds=(0,))
+    cfg = cfg.model_copy(update={"sweep": cfg.sweep.model_copy(update={"retries": 1})})
+    sweep = ft.train_flow(cfg, str(data.root), f"sqlite:///{data.root}/mlflow.db")
+    assert failed == [0] and sweep.failed == []
+    assert [(t.fold, t.ok, t.attempts) for t in sweep.tasks] == [(0, True, 2), (1, True, 1)]
