@@ -45,9 +45,9 @@ from live.paper_record import (
     PaperDecision,
     PaperEnd,
     PaperFill,
-    PaperRules,
     PaperStart,
     PaperTotals,
+    RulesChange,
 )
 
 _ACCOUNT = tuple(f.name for f in fields(Position) if f.name not in ("longs", "shorts"))
@@ -202,7 +202,7 @@ class PaperLog:
         self._unit = "XBT"
 
     def _write(
-        self, line: PaperStart | PaperFill | PaperBar | PaperDecision | PaperRules | PaperEnd
+        self, line: PaperStart | PaperFill | PaperBar | PaperDecision | RulesChange | PaperEnd
     ) -> None:
         """Append one row's line to the record (when there is one)."""
         if self._file is not None:
@@ -315,7 +315,7 @@ class PaperLog:
 
     def rules(self, paper: BrokerAccount, ts: int) -> None:
         """New env rules (a model swap) from bar `ts` on."""
-        self._write(PaperRules(ts=int(ts), rules=rules_json(paper.rules)))
+        self._write(RulesChange(ts=int(ts), rules=rules_json(paper.rules)))
 
     def close(self) -> PaperTotals | None:
         """Print and write the summary (when the account opened); close the record."""

@@ -120,7 +120,7 @@ class PaperDecision(_Line):
     orders: list[int]
 
 
-class PaperRules(_Line):
+class RulesChange(_Line):
     """New env rules (a model swap) from bar `ts` on."""
 
     kind: Literal["rules"] = "rules"
@@ -157,7 +157,7 @@ class PaperEnd(PaperTotals):
 
 
 PaperLine = Annotated[
-    PaperStart | PaperFill | PaperBar | PaperDecision | PaperRules | PaperEnd,
+    PaperStart | PaperFill | PaperBar | PaperDecision | RulesChange | PaperEnd,
     Field(discriminator="kind"),
 ]
 _LINE: TypeAdapter[PaperLine] = TypeAdapter(PaperLine)

@@ -38,8 +38,8 @@ from live.paper_record import (
     PaperDecision,
     PaperFill,
     PaperLine,
-    PaperRules,
     PaperStart,
+    RulesChange,
     parse_line,
 )
 
@@ -177,7 +177,7 @@ def _rows(session: list[PaperLine]) -> list[_Row]:
                 )
             row.action = obj.action
             row.orders_after_decision = obj.orders
-        elif isinstance(obj, PaperRules):
+        elif isinstance(obj, RulesChange):
             raise PaperRecordError(
                 f"the rules changed at {iso_ms(obj.ts)} (a model swap): "
                 "a session under two rule sets is not replayable"
