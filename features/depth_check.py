@@ -115,20 +115,6 @@ def check_declared_depth(data_dir: str | Path, symbol: str, spec: FeatureSpec) -
     return days
 
 
-def check_depth_of(
-    spec: FeatureSpec,
-    bars_by_day: Mapping[str, pl.DataFrame],
-    source_by_day: Mapping[str, str | None],
-) -> list[DayDepth]:
-    """Measure each day's bars and `check_depth` them; returns the measurements."""
-    days = [
-        DayDepth(day, levels_held(bars, spec.depth), source_by_day.get(day))
-        for day, bars in sorted(bars_by_day.items())
-    ]
-    check_depth(spec, days)
-    return days
-
-
 def check_bars_index(
     index_path: str | Path, spec: FeatureSpec, source_by_day: Mapping[str, str | None]
 ) -> list[DayDepth]:
@@ -149,7 +135,8 @@ def check_bars_index(
         if priced_share(part.select(deepest).collect(), need - 1) >= MIN_SHARE:
             held = need  # the deepest level needed is there (so are those above it)
         else:
-            held = levels_held(part.collect(), spec.depth)
+            prices = [c for i in range(spec.depth) for c in (S.bid_px(i), S.ask_px(i))]
+            held = levels_held(part.select(prices).collect(), spec.depth)
         days.append(DayDepth(day, held, source_by_day.get(day)))
     check_depth(spec, days)
     return days

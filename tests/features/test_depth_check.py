@@ -11,7 +11,6 @@ from features.depth_check import (
     DayDepth,
     DepthError,
     check_depth,
-    check_depth_of,
     levels_held,
     levels_needed,
 )
@@ -51,7 +50,7 @@ def test_a_top_of_book_source_is_refused_with_features_days_and_source() -> None
     days = {"2019-01-01": _bars(10), "2019-01-02": _bars(1), "2019-01-03": _bars(1)}
     sources = {d: "bitmex-dump:quote" for d in days}
     with pytest.raises(DepthError) as e:
-        check_depth_of(spec, days, sources)
+        check_depth(spec, [DayDepth(d, levels_held(b, 10), sources[d]) for d, b in days.items()])
     msg = str(e.value)
     assert "needs 10 book levels" in msg and "2 day(s) hold fewer: 2019-01-02 holds 1" in msg
     assert "imbalance_l5" in msg and "imbalance_l10" in msg and "depth_bid_10bps" in msg
@@ -59,8 +58,7 @@ def test_a_top_of_book_source_is_refused_with_features_days_and_source() -> None
 
 
 def test_full_depth_days_pass() -> None:
-    got = check_depth_of(FeatureSpec(), {"2024-01-01": _bars(10)}, {})
-    assert got == [DayDepth("2024-01-01", 10, None)]
+    check_depth(FeatureSpec(), [DayDepth("2024-01-01", levels_held(_bars(10), 10), None)])
     check_depth(FeatureSpec(), [])  # nothing to check
 
 
