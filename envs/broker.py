@@ -386,6 +386,23 @@ def flatten(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar, ntr: int) -> i
 
 
 # ------------------------------------------------------------------ the account
+# the fill models the kernels implement (EnvConfig.fill_model names)
+FILL_MODELS = ("touch", "trade_through")
+
+
+def check_execution(fill_model: str, entry_latency_ms: float, cancel_latency_ms: float) -> None:
+    """Raise ValueError when the broker cannot run `fill_model` with these latencies
+    (a model or latency the kernels do not implement yet is refused, never run as
+    another)."""
+    if fill_model not in FILL_MODELS:
+        raise ValueError(
+            f"fill_model {fill_model!r} is not implemented by the broker yet (#17): "
+            f"use one of {', '.join(FILL_MODELS)}"
+        )
+    if entry_latency_ms != 0 or cancel_latency_ms != 0:
+        raise ValueError("order latency is not implemented by the broker yet (#17): use 0 ms")
+
+
 _ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
 
 
@@ -399,7 +416,10 @@ class BrokerRules:
     action_mode: str = _ENV.action_mode  # "toggle" or "target" (core.schema.ACTION_NAMES)
     stake_fraction: float = _ENV.stake_fraction
     max_exposure: float = _ENV.max_exposure
-    fill_model: str = _ENV.fill_model
+    fill_model: str = _ENV.fill_model  # core.config.env.EnvConfig.fill_model
+    power_prob_n: float = _ENV.power_prob_n
+    entry_latency_ms: float = _ENV.entry_latency_ms
+    cancel_latency_ms: float = _ENV.cancel_latency_ms
     roll_orders: bool = _ENV.roll_orders
     hours_clip: float = _ENV.hours_clip
     pct_clip: float = _ENV.pct_clip
@@ -433,6 +453,7 @@ class BrokerRules:
             raise ValueError(
                 f"action_mode {self.action_mode!r}: expected one of {sorted(ACTION_NAMES)}"
             )
+        check_execution(self.fill_model, self.entry_latency_ms, self.cancel_latency_ms)
 
     @property
     def limits(self) -> StateLimits:

@@ -54,7 +54,18 @@ class EnvConfig(FrozenModel):
     # toggle: Discrete(3), 0 hold, 1/2 place or cancel the bid/ask (envs.management);
     # target: Discrete(4), the resting orders wanted: 0 none, 1 bid, 2 ask, 3 both
     action_mode: Literal["toggle", "target"] = "toggle"
-    fill_model: Literal["trade_through", "touch"] = "trade_through"
+    # how a resting maker order fills (envs.broker, the bar-level rules of envs.queue's
+    # models): touch (front of the queue), trade_through (only a trade through its price
+    # or the opposite best reaching it), risk_averse (joins the back of the queue, which
+    # only trades at its price advance), power_prob (as risk_averse, and cancellations
+    # ahead advance it with Rigtorp's power-law probability, exponent power_prob_n)
+    fill_model: Literal["touch", "trade_through", "risk_averse", "power_prob"] = "trade_through"
+    power_prob_n: float = Field(default=2.0, gt=0)  # PowerProbQueueFunc n (power_prob only)
+    # an order sent at a bar's close reaches the exchange this much later (ms); a cancel
+    # (toggle off, a side not wanted, the cancel half of a re-price) lands after
+    # cancel_latency_ms, the order still able to fill until then
+    entry_latency_ms: float = Field(default=0.0, ge=0)
+    cancel_latency_ms: float = Field(default=0.0, ge=0)
     roll_orders: bool = True  # a resting order follows the best price of its side every bar
     step_skip: int = Field(default=1, ge=1)  # bars per env step
     mean_steps_per_episode: int = Field(default=2048, ge=1)

@@ -186,3 +186,12 @@ def test_an_action_the_mode_lacks_is_refused() -> None:
         _acct().act(3, 64000, 64001)
     with pytest.raises(ValueError, match="action must be one of 0..3, got 4"):
         _acct(action_mode="target").act(4, 64000, 64001)
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [{"fill_model": "risk_averse"}, {"fill_model": "power_prob"}, {"entry_latency_ms": 5.0}],
+)
+def test_a_model_the_broker_lacks_is_refused_not_run_as_another(rules: dict) -> None:
+    with pytest.raises(ValueError, match="not implemented"):
+        BrokerRules(**rules)
