@@ -56,9 +56,8 @@ terminated at the end of the slice, truncated at the budget. Evaluation (the bac
 slice closes any open lots at the touch as a taker (`options["flatten_at_end"]`, default
 True) so that every trade is reported.
 
-`info` (a `StepInfo` dict, filled from the env's info log on first use; see
-`_LazyInfo`) on reset and every step, amounts in the settle currency
-(XBT for XBTUSD), cumulative since reset unless said otherwise:
+`info` (a `StepInfo` dict, built from the step's info log row) on reset and every step,
+amounts in the settle currency (XBT for XBTUSD), cumulative since reset unless said otherwise:
   ts (bar close, ns), bar (row index), equity (balance + unrealised), balance, pnl (equity
   - initial), realized_pnl and unrealized_pnl (before fees), pnl_without_fees (realised +
   unrealised), fees (paid; negative = net rebates), funding (paid), maker_volume /
@@ -81,7 +80,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -121,8 +119,6 @@ from features.store import manifest_for, slice_table
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2  # action_mode "toggle"
 NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
-_LOG_ROWS = 4096  # info log rows per chunk
-_LOG_LAST = _LOG_ROWS - 1
 _env_step = S.env_step
 _empty = np.empty  # the step allocates a fresh observation with these: a prebuilt dtype
 _F32 = np.dtype(np.float32)  # and a module-level name save ~0.1 us a step over np.float32
@@ -202,188 +198,57 @@ assert TERM_NAMES == (
 )  # fmt: skip
 
 
-def _build_info(src: tuple[np.ndarray, np.ndarray, int, Any]) -> dict[str, Any]:
-    """The info dict of one log row (see `envs.kernels` G_*), keys in INFO order."""
-    log, logf, row, trades = src
-    ts, bar, side, long_order, short_order = log[row, :5].tolist()
+def _build_info(log: np.ndarray, logf: np.ndarray, trades: Any) -> StepInfo:
+    """The info of the step just logged (`log`, the env's one-row info log, see
+    `envs.kernels` G_*; `trades`, the step's closed trades as int and float rows, or None),
+    keys in INFO order."""
+    ts, bar, side, long_order, short_order = log[0, :5].tolist()
     (
         eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
         unreal, realized, fee, fund, open_pen, close_pen, terminal, total,
         mvol, tvol, mfee, tfee,
-    ) = logf[row, 5:].tolist()  # fmt: skip
+    ) = logf[0, 5:].tolist()  # fmt: skip
     closed = []
     if trades is not None:
         for ints, floats in zip(trades[0], trades[1], strict=True):
             d = dict(zip(_TRADE_KEYS, (*ints, *floats), strict=True))
             d["pnl_plus_fees"] = d["pnl"] - d["fees"]
             closed.append(d)
-    return {
-        "ts": ts,
-        "bar": bar,
-        "equity": eq,
-        "balance": bal,
-        "pnl": pnl,
-        "realized_pnl": real,
-        "unrealized_pnl": upnl,
-        "pnl_without_fees": pwf,
-        "fees": fees,
-        "funding": funding,
-        "maker_volume": mvol,
-        "taker_volume": tvol,
-        "maker_fees": mfee,
-        "taker_fees": tfee,
-        "position_size": psize,
-        "exposure": exposure,
-        "side": side,
-        "long_order": long_order,
-        "short_order": short_order,
-        "trades": closed,
-        "reward_terms": {
-            "unrealized": unreal,
-            "realized": realized,
-            "fees": fee,
-            "funding": fund,
-            "open_penalty": open_pen,
-            "close_penalty": close_pen,
-            "terminal_penalty": terminal,
-            "total": total,
-        },
-        "punishment_scale": pscale,
-    }
-
-
-def _loading(name: str) -> Callable[..., Any]:
-    method = getattr(dict, name)
-
-    def wrapper(self: _LazyInfo, *args: Any, **kwargs: Any) -> Any:
-        if self._src is not None:
-            self._load()
-        return method(self, *args, **kwargs)
-
-    wrapper.__name__ = name
-    wrapper.__doc__ = method.__doc__
-    return wrapper
-
-
-class _LazyInfo(StepInfo):
-    """A StepInfo whose INFO_KEYS entries are built from the env's info log on first use.
-
-    The step only records where its values are (a row of a log chunk that is never
-    overwritten). Keys set before that (SB3's "TimeLimit.truncated",
-    "terminal_observation", Monitor's "episode") are kept aside and applied after the
-    built entries, so the final dict, its key order and every read equal the eager
-    StepInfo's. Reading, writing, comparing, copying or pickling fills it, except the
-    cheap cases that cannot tell: setting a key, and looking up or testing a key outside
-    INFO_KEYS (answered from the keys set aside). A deep copy of an unfilled info shares
-    the immutable log row and deep-copies the keys set aside; a pickle carries a plain
-    StepInfo.
-    """
-
-    __slots__ = ("_src", "_extra")
-    _src: tuple[np.ndarray, np.ndarray, int, Any] | None
-    _extra: dict[Any, Any] | None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # an eager (already filled) instance, e.g. built by a library as type(info)(...);
-        # the env creates its instances with _new_info, bypassing this
-        self._src = None
-        self._extra = None
-        dict.__init__(self, *args, **kwargs)
-
-    def _load(self) -> None:
-        src = self._src
-        assert src is not None
-        self._src = None
-        dict.update(self, _build_info(src))
-        extra = self._extra
-        if extra:
-            self._extra = None
-            dict.update(self, extra)
-
-    for _name in (
-        "__iter__", "__len__", "__repr__", "__or__", "__ror__", "__ior__", "__reversed__",
-        "__delitem__", "keys", "values", "items", "copy", "pop", "popitem", "setdefault",
-        "update", "clear", "__sizeof__",
-    ):  # fmt: skip
-        locals()[_name] = _loading(_name)
-    del _name
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        if self._src is None:
-            dict.__setitem__(self, key, value)
-        elif self._extra is None:
-            self._extra = {key: value}
-        else:
-            self._extra[key] = value
-
-    def __getitem__(self, key: Any) -> Any:
-        if self._src is not None:
-            if key in INFO_KEYS:
-                self._load()
-            elif self._extra is not None and key in self._extra:
-                return self._extra[key]
-            else:
-                raise KeyError(key)
-        return dict.__getitem__(self, key)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        if self._src is not None:
-            if key in INFO_KEYS:
-                self._load()
-            else:
-                return default if self._extra is None else self._extra.get(key, default)
-        return dict.get(self, key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if self._src is not None:
-            return key in INFO_KEYS or (self._extra is not None and key in self._extra)
-        return dict.__contains__(self, key)
-
-    def __eq__(self, other: object) -> bool:
-        if self._src is not None:
-            self._load()
-        if isinstance(other, _LazyInfo) and other._src is not None:
-            other._load()
-        return dict.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
-        out = _new_info(_LazyInfo)
-        out._src = self._src
-        out._extra = None
-        if self._src is None:
-            dict.update(out, self)
-            return self._deep_fill(out, memo)
-        if self._extra:
-            out._extra = {
-                k: v if type(v) in _IMMUTABLE else copy.deepcopy(v, memo)
-                for k, v in self._extra.items()
-            }
-        return out
-
-    def __copy__(self) -> StepInfo:
-        out = _new_info(_LazyInfo)
-        out._src = self._src
-        out._extra = None if self._extra is None else dict(self._extra)
-        if self._src is None:
-            dict.update(out, self)
-        return out
-
-    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
-        if self._src is not None:
-            self._load()
-        return StepInfo, (dict(self),)
-
-    def __reduce_ex__(self, protocol: Any) -> tuple[type, tuple[dict[str, Any]]]:
-        return self.__reduce__()
-
-
-_new_info = dict.__new__  # an empty _LazyInfo without __init__ (the caller sets both slots)
+    return StepInfo(
+        {
+            "ts": ts,
+            "bar": bar,
+            "equity": eq,
+            "balance": bal,
+            "pnl": pnl,
+            "realized_pnl": real,
+            "unrealized_pnl": upnl,
+            "pnl_without_fees": pwf,
+            "fees": fees,
+            "funding": funding,
+            "maker_volume": mvol,
+            "taker_volume": tvol,
+            "maker_fees": mfee,
+            "taker_fees": tfee,
+            "position_size": psize,
+            "exposure": exposure,
+            "side": side,
+            "long_order": long_order,
+            "short_order": short_order,
+            "trades": closed,
+            "reward_terms": {
+                "unrealized": unreal,
+                "realized": realized,
+                "fees": fee,
+                "funding": fund,
+                "open_penalty": open_pen,
+                "close_penalty": close_pen,
+                "terminal_penalty": terminal,
+                "total": total,
+            },
+            "punishment_scale": pscale,
+        }
+    )
 
 
 class SliceDataError(ValueError):
@@ -457,8 +322,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES[cfg.action_mode]))
         self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
-        self._row: int = 0
-        self._new_log()
+        # the info log: the kernels write the step's info values here (one row, `envs.kernels`
+        # G_* columns, the floats seen through `_logf`); `_build_info` reads them back
+        self._log = np.empty((1, K.G_WIDTH), np.int64)
+        self._logf = self._log.view(np.float64)
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
@@ -685,12 +552,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             self._random_position(int(self.ts[t]))
             S.env_summarize(self._I, self._F)
         obs = _empty(self._obs_size, _F32)
-        row = self._row
         S.env_observe(
-            self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, row,
+            self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, 0,
             False, False, 0.0, 0.0, 0.0,
         )  # fmt: skip
-        return obs, self._next_info(row, None)
+        return obs, _build_info(self._log, self._logf, None)
 
     def _start(self, t: int, budget: int | None, flatten: bool) -> None:
         """A flat account at bar t with no resting orders."""
@@ -711,26 +577,16 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         """Apply `action` at the close of the current bar, advance `step_skip` bars (the
         arithmetic is `envs.step.env_step`, the order rules `envs.broker`)."""
         obs = _empty(self._obs_size, _F32)
-        row = self._row
-        log = self._log
         reward, code = _env_step(
-            int(action), self._I, self._F, self._bar_rows, self._norm_flat, obs, log,
-            row,
-        )  # fmt: skip
+            int(action), self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, 0
+        )
         if code < 0:
             self._refuse(code, action)
-        info = _new_info(_LazyInfo)
-        info._extra = None
-        if code > 3:
+        trades = None
+        if code > 3:  # code >> 2 trades closed in this step
             n = code >> 2
             trades = (self._tr_i[:n].tolist(), self._tr_f[:n].tolist())
-            info._src = (log, self._logf, row, trades)
-        else:
-            info._src = (log, self._logf, row, None)
-        if row == _LOG_LAST:  # the chunk is full: later steps write a fresh one
-            self._new_log()
-        else:
-            self._row = row + 1
+        info = _build_info(self._log, self._logf, trades)
         return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals
@@ -740,22 +596,6 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
         balance = float(self._F[K.F_BAL0])
         raise ValueError(f"balance must be > 0, got {balance}")
-
-    def _new_log(self) -> None:
-        """A fresh info log chunk (infos handed out keep their chunk alive)."""
-        self._log = np.empty((_LOG_ROWS, K.G_WIDTH), np.int64)
-        self._logf = self._log.view(np.float64)
-        self._row = 0
-
-    def _next_info(self, row: int, trades: Any) -> _LazyInfo:
-        info = _new_info(_LazyInfo)
-        info._extra = None
-        info._src = (self._log, self._logf, row, trades)
-        if row == _LOG_LAST:
-            self._new_log()
-        else:
-            self._row = row + 1
-        return info
 
     def _random_position(self, now: int) -> None:
         """1..cap lots on a random side at the current touch, aged uniformly up to
