@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import time
 from typing import Protocol
 
@@ -40,6 +41,4 @@ def iso_ms(ts_ns: int) -> str:
 
 def parse_day(day: str) -> int:
     """ns at 00:00 UTC of `YYYY-MM-DD`."""
-    import calendar
-
     return calendar.timegm(time.strptime(day, "%Y-%m-%d")) * NS_PER_S

@@ -144,6 +144,7 @@ def init_pool_worker(parent_pid: int) -> None:
     """Initializer of a process-pool worker (training): one math thread, and the worker
     ends when the command that started the pool dies (watch thread only: pool workers
     are started from short-lived threads, so no parent-death signal)."""
+    # slow: pydantic-settings (~0.3 s); the Prefect API server process imports this module
     from core.settings import ensure_single_thread_math
 
     ensure_single_thread_math()

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from core.clock import NS_PER_MS, NS_PER_S
 from core.config.base import FrozenModel
 from core.hashing import fingerprint
+from core.schema import feature_names
 
 
 class FeatureSpec(FrozenModel):
@@ -46,8 +47,6 @@ class FeatureSpec(FrozenModel):
     @property
     def names(self) -> tuple[str, ...]:
         """Ordered feature columns (core.schema.feature_names)."""
-        from core.schema import feature_names
-
         return tuple(feature_names(self))
 
     @property
