@@ -12,7 +12,9 @@ trial ledger (`registry.ledger`: every candidate evaluated before on the same sp
 test slices; failed trainings count as trials), reports are written under
 reports/<sweep_run_id>/<candidate_id>/, evaluation.json under reports/<sweep_run_id>/,
 and metrics, reports, decisions, ledger tags and the baseline runs (tagged
-`baseline=true`) go to MLflow.
+`baseline=true`) go to MLflow. Every report and run states the execution it was judged
+under (fill model, latency, fee, funding) and the candidate's touch bound (its test slices
+re-run under touch without latency: optimistic, never gated).
 
 The backtests run in this process one candidate at a time: a few seconds each, less than
 starting a pool of workers.
@@ -41,11 +43,19 @@ from training.candidates import (
     check_instrument,
     load_catalog,
     load_results,
+    load_touch_bound,
     plan_references,
     reference_backtest,
 )
 from training.evaluation import CHAMPION, data_key, evaluate_sweep
-from training.evaluation_plan import drift_summary, plan_evaluation, run_metrics, slice_metrics
+from training.evaluation_plan import (
+    drift_summary,
+    execution_tags,
+    plan_evaluation,
+    run_metrics,
+    slice_metrics,
+    touch_bound_metrics,
+)
 from training.evaluation_record import (
     Evaluation,
     LedgerEntry,
@@ -58,7 +68,8 @@ EVALUATION_JSON = "evaluation.json"
 
 @task(name="backtest-candidate", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def backtest_candidate_task(plan: CandidatePlan) -> str:
-    """training.candidates.backtest_candidate: returns the folder holding the results."""
+    """training.candidates.backtest_candidate (its test slices also under touch without
+    latency, the touch bound): returns the folder holding the results."""
     return backtest_candidate(plan)
 
 
@@ -80,17 +91,27 @@ def _summary_markdown(evaluation: Evaluation) -> str:
     lines = [
         "# Evaluation",
         "",
-        "| candidate | decision | pnl+fees | trades | max dd | failed gates |",
-        "|---|---|---|---|---|---|",
+        "| candidate | decision | pnl+fees | trades | max dd | failed gates "
+        "| touch bound pnl+fees |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in evaluation.candidates:
         failed = ", ".join(c.failed_gates()) or "-"
         t = c.test_totals
         if t is None:
             continue
+        bound = c.touch_bound
         lines.append(
-            f"| {c.candidate_id} | {c.decision} | {t.pnl_plus_fees:.6f} | {t.trades} | {t.max_drawdown:.4f} | {failed} |"
+            f"| {c.candidate_id} | {c.decision} | {t.pnl_plus_fees:.6f} | {t.trades} "
+            f"| {t.max_drawdown:.4f} | {failed} "
+            f"| {f'{bound.test_totals.pnl_plus_fees:.6f}' if bound else 'n/a'} |"
         )
+    executions = {c.execution.describe() for c in evaluation.candidates if c.execution}
+    lines += ["", *(f"Judged under: {e}." for e in sorted(executions))]
+    lines.append(
+        "Touch bound: the same models on the same test slices under fill model touch without "
+        "latency, the optimistic bound on fills; the gates never read it."
+    )
     o = evaluation.overfitting
     pbo, dsr, n = (o.pbo, o.dsr, o.n_trials) if o is not None else (None, None, None)
     lines += [
@@ -157,9 +178,10 @@ def _evaluate_policies(
     results_by_cid = {}
     with progress.step("evaluate: candidates", len(plans), "backtests") as st:
         for plan, fut in zip(plans, futures, strict=True):
-            results = load_results(fut.result())
+            out_dir = fut.result()
+            results = load_results(out_dir)
             results_by_cid[plan.candidate_id] = results
-            c = candidate_backtest(plan, results)
+            c = candidate_backtest(plan, results, load_touch_bound(out_dir))
             c.run_id = planned.run_ids[plan.candidate_id]
             c.train_end_ns = last_train.t_end_ns
             cands.append(c)
@@ -214,16 +236,17 @@ def _evaluate_policies(
             # same keys on every run (MLflow Compare lines them up; the fold is a param)
             totals = run_metrics(
                 entry.test_totals, entry.stress_slices, entry.fee_sensitivity, entry.dsr
-            )
+            ) | touch_bound_metrics(entry.touch_bound)
+            tags = {"decision": entry.decision, **execution_tags(entry.execution)}
             by_fold = {s.fold: s for s in entry.slices}
             val_by_fold = {s.fold: s for s in entry.validation_slices}
             for fold, run in planned.fold_runs.get(cid, {}).items():
                 own = slice_metrics("test", by_fold.get(fold))
                 own |= slice_metrics("validation", val_by_fold.get(fold))
                 tracking.log_metrics(run, totals | own)
-                tracking.set_tags(run, {"decision": entry.decision})
+                tracking.set_tags(run, tags)
             tracking.log_artifacts(entry.run_id, list(paths.values()), artifact_path="backtest")
-            tracking.set_tags(entry.run_id, {"decision": entry.decision})
+            tracking.set_tags(entry.run_id, tags)
             judged_on = entry.slices + entry.stress_slices  # test and stress slices
             tracking.log_slice_datasets_by_kind(  # the manifests' JSON, as on disk
                 entry.run_id, [catalog.manifests[s.slice_id].to_json() for s in judged_on]
@@ -240,13 +263,15 @@ def _evaluate_policies(
                 ),
             )
         st.advance()
+    # the baselines shown are the first candidate's env's (evaluate_sweep), run as it was
+    first = verdict.candidates[0].execution if verdict.candidates else None
     for name, b in verdict.baselines.items():
         tracking.log_child_run(
             sweep_run_id,
             cfg.registry.experiment,
             f"baseline-{name}",
             {"baseline": name, "seeds": b.seeds if b.seeds is not None else [0]},
-            {"baseline": "true", "sweep_run_id": sweep_run_id},
+            {"baseline": "true", "sweep_run_id": sweep_run_id, **execution_tags(first)},
             [],
             run_metrics(b.as_totals(), b.stress_slices, b.fee_sensitivity, None),
             [],
@@ -300,8 +325,11 @@ def _evaluate_policies(
         },
     )
     tracking.log_artifacts(sweep_run_id, [str(path)])
-    tracking.set_tags(
-        sweep_run_id, {"best": str(evaluation.best), "challenger": str(evaluation.challenger)}
+    executions = {e.describe(): e for c in verdict.candidates if (e := c.execution)}
+    tracking.set_tags(  # the execution when every candidate was judged under the same
+        sweep_run_id,
+        {"best": str(evaluation.best), "challenger": str(evaluation.challenger)}
+        | (execution_tags(next(iter(executions.values()))) if len(executions) == 1 else {}),
     )
     _post_artifact(evaluation)
     return evaluation

@@ -26,6 +26,7 @@ from flows.common import (
     post_markdown_artifact,
     resolve_runtime,
 )
+from training.evaluation_record import Execution
 
 STEPS = ("ingest", "features", "train", "evaluate", "promote")
 
@@ -61,6 +62,39 @@ def _sens(rows: list[dict[str, Any]] | None) -> str:
     if not rows:
         return "n/a"
     return " / ".join(f"{r['pnl_plus_fees']:+.4f}" for r in rows)
+
+
+def _execution_lines(candidates: list[dict[str, Any]]) -> list[str]:
+    """What the figures were judged under (once per distinct execution) and every
+    candidate's touch bound; nothing for an evaluation written before #17."""
+    judged = {
+        e.describe(): e
+        for c in candidates
+        if c.get("execution") and (e := Execution.model_validate(c["execution"]))
+    }
+    if not judged:
+        return []
+    lines = [f"Judged under (candidates and baselines): {d}." for d in judged]
+    lines += [
+        "",
+        "Touch bound, pnl+fees of the same models on the same test slices under fill model "
+        "touch without latency: the most fills any model allows (never gated; with a maker "
+        "fee or adverse fills, more fills can also mean less pnl):",
+        "",
+    ]
+    for c in candidates:
+        b = c.get("touch_bound")
+        judged_pnl = f"{c['test_totals'].get('pnl_plus_fees', 0):+.4f}"
+        lines.append(
+            f"- {c['candidate_id']} touch bound: "
+            + (
+                f"{b['test_totals']['pnl_plus_fees']:+.4f}, trades {b['test_totals']['trades']} "
+                f"(judged {judged_pnl})"
+                if b
+                else "not computed"
+            )
+        )
+    return [*lines, ""]
 
 
 def _ui_hint(tracking_uri: str) -> str:
@@ -138,6 +172,7 @@ def summary_markdown(outcome: dict[str, Any]) -> str:
                 "that rebate and fills come as the fill model assumes."
             )
         lines.append("")
+        lines += _execution_lines(candidates)
         makers = (evaluation.get("evaluation_config") or {}).get("fee_sensitivity") or []
         if makers:
             head = " / ".join(f"{m * 1e4:+.1f} bp" for m in makers)

@@ -124,3 +124,41 @@ def test_summary_reports_drift_of_the_judged_slices():
     text = summary_markdown(_outcome(evaluation=ev))
     assert "never a refusal" in text
     assert "fold02-test 1.39 % beyond ±10 σ (spread_bps), mean shift +0.80 σ" in text
+
+
+def test_summary_states_the_execution_and_every_candidates_touch_bound():
+    from training.evaluation_record import Execution, ExecutionBound, FeeRates, TestTotals
+
+    judged = Execution(
+        fill_model="risk_averse",
+        entry_latency_ms=40.0,
+        cancel_latency_ms=25.0,
+        fees="the dated bitmex-xbtusd schedule (core.fees)",
+        fee_rates=[FeeRates(maker=0.0002, taker=0.00075, from_ns=0)],
+        funding=False,
+    )
+    bound = ExecutionBound(
+        fill_model="touch",
+        entry_latency_ms=0.0,
+        cancel_latency_ms=0.0,
+        test_totals=TestTotals(
+            pnl=0.05, fees=-0.01, pnl_plus_fees=0.04, trades=90, max_drawdown=0.02
+        ),
+    )
+    ev = _outcome()["evaluation"]
+    a, b = ev["candidates"]
+    ev["candidates"] = [
+        {**a, "execution": judged.to_json(), "touch_bound": bound.to_json()},
+        {**b, "execution": judged.to_json()},  # its backtest was saved before the bound
+    ]
+    text = summary_markdown(_outcome(evaluation=ev))
+    assert (
+        "Judged under (candidates and baselines): fill model risk_averse, entry latency 40 ms, "
+        "cancel latency 25 ms; fees the dated bitmex-xbtusd schedule (core.fees): maker "
+        "+0.0200% / taker +0.0750% over the test slices; funding off." in text
+    )
+    assert "- base-s0-t100 touch bound: +0.0400, trades 90 (judged +0.0340)" in text
+    assert "- base-s1-t100 touch bound: not computed" in text
+    # an evaluation written before #17 (no execution): no such lines
+    assert "touch bound" not in summary_markdown(_outcome())
+    assert "Judged under" not in summary_markdown(_outcome())

@@ -6,7 +6,9 @@
 - `backtest_candidate` (adapter): one candidate's fold models on their own fold's test
   (and validation) slices, the last-fold model also on the stress slices, each model's
   slices in one lockstep pass; results saved as `backtest.npz` + `backtest.json` so a
-  Prefect task can return a path and the evaluation can reload them.
+  Prefect task can return a path and the evaluation can reload them. The same models on
+  the same test slices under `training.evaluation.touch_bound_env` (touch, no latency)
+  give the touch bound, saved the same way under `touch_bound/` (`load_touch_bound`).
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from core.paths import DataLayout
 from core.slice_reference import SliceReference
 from features.slices import SliceManifest, load_fold_index, load_manifest, manifest_path
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
-from training.evaluation import CandidateBacktest, ReferenceBacktest
+from training.evaluation import CandidateBacktest, ReferenceBacktest, touch_bound_env
 from training.evaluation_record import SliceLink
 from training.metrics import SliceMetrics
 from training.sweep import TrainTask, candidate_id
 
 BACKTEST_NPZ = "backtest.npz"
 BACKTEST_JSON = "backtest.json"
+TOUCH_BOUND_DIR = "touch_bound"  # under a candidate's out dir: its touch bound's results
 
 
 class FoldSlices(FrozenModel):
@@ -160,19 +163,39 @@ def backtest_folds(
 
 
 def backtest_candidate(plan: CandidatePlan) -> str:
-    """Backtest every fold model of `plan` (`backtest_folds`); write
-    backtest.npz/backtest.json into `plan.out_dir`; return the out dir. Raises on a
-    missing model or bad slice."""
+    """Backtest every fold model of `plan` (`backtest_folds`), then its touch bound: the
+    same models on their test slices under `touch_bound_env` (the judged results reused
+    when the env is already touch without latency). Write backtest.npz/backtest.json into
+    `plan.out_dir` and the bound's under `<out_dir>/touch_bound/`; return the out dir.
+    Raises on a missing model or bad slice."""
+    policies: dict[int, BatchPolicy] = {}
+
+    def policy_for_fold(k: int) -> BatchPolicy:  # each fold's model loaded once
+        if k not in policies:
+            policies[k] = _load_policy(plan.model_zips[k])
+        return policies[k]
+
+    env = plan.trial.env
     results = backtest_folds(
-        lambda k: _load_policy(plan.model_zips[k]),
-        plan.folds,
-        plan.stress_paths,
-        plan.stress_ids,
-        plan.trial.env,
-        plan.evaluation,
+        policy_for_fold, plan.folds, plan.stress_paths, plan.stress_ids, env, plan.evaluation
     )
-    save_results(Path(plan.out_dir), results)
+    bound_env = touch_bound_env(env)
+    if bound_env == env:
+        bound = [r for r in results if r.slice.kind == "test"]
+    else:
+        test_only = [f.model_copy(update={"validation": None}) for f in plan.folds]
+        bound = backtest_folds(policy_for_fold, test_only, (), (), bound_env, plan.evaluation)
+    out = Path(plan.out_dir)
+    save_results(out / TOUCH_BOUND_DIR, bound)
+    save_results(out, results)
     return plan.out_dir
+
+
+def load_touch_bound(out_dir: str | Path) -> list[SliceResult] | None:
+    """The touch bound's results saved by `backtest_candidate` in `out_dir`, or None when
+    there are none (a backtest folder written before the bound existed)."""
+    d = Path(out_dir) / TOUCH_BOUND_DIR
+    return load_results(d) if (d / BACKTEST_JSON).exists() else None
 
 
 class ReferencePlan(FrozenModel):
@@ -333,9 +356,13 @@ def load_results(out_dir: str | Path) -> list[SliceResult]:
         ]
 
 
-def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> CandidateBacktest:
+def candidate_backtest(
+    plan: CandidatePlan,
+    results: Sequence[SliceResult],
+    touch_bound: Sequence[SliceResult] | None = None,
+) -> CandidateBacktest:
     """The evaluation view of a candidate: test slices gated; stress and validation
-    slices reported, never gated."""
+    slices and the touch bound (`load_touch_bound`) reported, never gated."""
     test, stress, validation = by_kind(results)
     return CandidateBacktest(
         candidate_id=plan.candidate_id,
@@ -352,6 +379,7 @@ def candidate_backtest(plan: CandidatePlan, results: Sequence[SliceResult]) -> C
         ],
         test_slices=[SliceLink(slice_id=f.test.slice_id, sha256=f.test.sha256) for f in plan.folds],
         model_key=model_key(plan.model_sha256),
+        touch_bound=list(touch_bound) if touch_bound is not None else None,
     )
 
 

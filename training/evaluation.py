@@ -16,7 +16,13 @@ of those returns is measured and reported beside the statistics that assume it i
 
 References. Every candidate is judged beside the baseline panel (`training.baselines`)
 and, when one exists, the current champion, all run by the same backtest on the same
-slices under the candidate's own env config (fees, fill model, stake).
+slices under the candidate's own env config (fees, fill model, latency, stake).
+
+Execution. Each candidate's record states how its fills were simulated (`execution_of`:
+fill model, latency, the fee rates in force over its test slices, funding), and carries
+its touch bound when the backtest made one: the same policies on the same test slices
+under `touch_bound_env` (fill model touch, no latency), an optimistic upper bound that is
+reported and never gated.
 
 The trial ledger. `LedgerTrial`s are every candidate evaluated before on the same
 FeatureSpec and test slices (`registry.ledger` reads them from MLflow); with this sweep's
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.config.env import EnvConfig
 from core.config.training import EvaluationConfig, TrialConfig
 from core.hashing import fingerprint
 from training.backtest import SliceResult
@@ -40,6 +47,9 @@ from training.evaluation_record import (
     BaselineSpread,
     CandidateEvaluation,
     ChampionRecord,
+    Execution,
+    ExecutionBound,
+    FeeRates,
     FeeScenario,
     Gate,
     JsonObject,
@@ -83,6 +93,66 @@ def data_key(test_sha256: Sequence[str], return_period_s: float) -> str:
     return fingerprint({"test": list(test_sha256), "period_s": return_period_s})[:16]
 
 
+def touch_bound_env(env: EnvConfig) -> EnvConfig:
+    """`env` with the optimistic execution of the touch bound: fill model touch (an order
+    at the best price fills as soon as the price trades there) and no order latency;
+    everything else (fees, funding, stake) unchanged. Pure."""
+    return env.model_copy(
+        update={"fill_model": "touch", "entry_latency_ms": 0.0, "cancel_latency_ms": 0.0}
+    )
+
+
+def fee_rates_in_force(env: EnvConfig, results: Sequence[SliceResult]) -> list[FeeRates]:
+    """The maker / taker rates `env.fees` charged at the bars of `results`, one entry per
+    change in time order (one entry when the fee was the same throughout). Pure."""
+    parts = [r.ts_ns for r in results if r.ts_ns.size]
+    if not parts:
+        return []
+    ts = np.sort(np.concatenate(parts))
+    maker, taker = env.fees.resolve(ts)
+    changed = np.flatnonzero((np.diff(maker) != 0) | (np.diff(taker) != 0)) + 1
+    return [
+        FeeRates(maker=float(maker[i]), taker=float(taker[i]), from_ns=int(ts[i]))
+        for i in np.concatenate(([0], changed))
+    ]
+
+
+def execution_of(env: EnvConfig, test: Sequence[SliceResult]) -> Execution:
+    """How `test` (one policy's test slices) was backtested under `env`: fill model,
+    latency, fee and funding (`Execution`), with the fee rates in force over the slices and
+    the mean funding rate they settled at. Pure."""
+    times = [(m.funding_rate_mean, m.funding_times) for r in test if (m := r.metrics)]
+    settled = [(rate, n) for rate, n in times if rate is not None and n > 0 and env.funding]
+    n_settled = sum(n for _, n in settled)
+    return Execution(
+        fill_model=env.fill_model,
+        power_prob_n=env.power_prob_n if env.fill_model == "power_prob" else None,
+        entry_latency_ms=env.entry_latency_ms,
+        cancel_latency_ms=env.cancel_latency_ms,
+        fees=env.fees.describe(),
+        fee_rates=fee_rates_in_force(env, test),
+        funding=env.funding,
+        funding_rates_path=env.funding_rates_path if env.funding else None,
+        funding_rate=env.funding_rate if env.funding else None,
+        funding_rate_mean=(sum(rate * n for rate, n in settled) / n_settled if n_settled else None),
+    )
+
+
+def touch_bound_of(c: CandidateBacktest) -> ExecutionBound | None:
+    """The candidate's touch bound (totals over its bound's test slices), or None when its
+    backtest made none."""
+    if c.touch_bound is None:
+        return None
+    env = touch_bound_env(c.trial.env)
+    metrics = [r.metrics for r in c.touch_bound if r.metrics is not None]
+    return ExecutionBound(
+        fill_model=env.fill_model,
+        entry_latency_ms=env.entry_latency_ms,
+        cancel_latency_ms=env.cancel_latency_ms,
+        test_totals=TestTotals.model_validate(aggregate_totals(metrics)),
+    )
+
+
 def _concat_returns(results: Sequence[SliceResult], period_s: float) -> np.ndarray:
     parts = [r.returns(period_s) for r in results]
     return np.concatenate(parts) if parts else np.zeros(0)
@@ -108,6 +178,8 @@ class CandidateBacktest:
     model_key: str = ""  # identity of the fold models' bytes (a re-run of them is one trial)
     config_key: str = ""  # identity of the trial config without the seed (default: computed)
     train_end_ns: int | None = None  # last bar of the last fold's training slice (None: unset)
+    # the test slices again under `touch_bound_env(trial.env)`, fold order (None: not run)
+    touch_bound: list[SliceResult] | None = None
 
     def __post_init__(self) -> None:
         if not self.config_key:
@@ -498,6 +570,8 @@ def evaluate_sweep(
                 test_slices=c.test_slices,
                 notes=cand_notes,
                 **({"train_end_ns": c.train_end_ns} if c.train_end_ns is not None else {}),
+                execution=execution_of(c.trial.env, c.test),
+                **({"touch_bound": bound} if (bound := touch_bound_of(c)) is not None else {}),
             )
         )
     first_env = cands[0].env_key if cands else next(iter(panels), None)

@@ -6,7 +6,8 @@ spec or on slices that changed since, and turns every candidate (trial, seed,
 timesteps) whose folds all trained into a `CandidatePlan` (its model per fold); a
 candidate with a failed fold becomes a `retest` entry (`failed_candidate`).
 
-`run_metrics` / `slice_metrics` name the figures every evaluated MLflow run carries, and
+`run_metrics` / `slice_metrics` / `touch_bound_metrics` name the figures every evaluated
+MLflow run carries, `execution_tags` the execution it was judged under, and
 `drift_summary` the headline of a slice's drift report. No I/O beyond hashing the models
 named in the plans.
 """
@@ -25,6 +26,8 @@ from training.evaluation import failed_candidate
 from training.evaluation_record import (
     CandidateEvaluation,
     DriftSummary,
+    Execution,
+    ExecutionBound,
     FeeScenario,
     SliceFigures,
     TestTotals,
@@ -135,3 +138,46 @@ def slice_metrics(prefix: str, s: SliceFigures | None) -> dict[str, float]:
         return {}
     keys = ("pnl", "fees", "pnl_plus_fees", "max_drawdown", "sharpe", "trades")
     return {f"{prefix}_{k}": float(getattr(s, k)) for k in keys}
+
+
+def touch_bound_metrics(bound: ExecutionBound | None) -> dict[str, float]:
+    """The touch bound's totals over the test slices, `touch_bound_total_test_<name>`
+    (none when the candidate has no bound)."""
+    if bound is None:
+        return {}
+    return {
+        f"touch_bound_total_test_{k}": float(v) for k, v in bound.test_totals.model_dump().items()
+    }
+
+
+def execution_tags(execution: Execution | None) -> dict[str, str]:
+    """The MLflow tags of the execution a run was judged under: `execution` (the report's
+    line) and its parts, `execution_fill_model`, `execution_entry_latency_ms`,
+    `execution_cancel_latency_ms`, `execution_fees` (the schedule and the maker / taker
+    rates in force, fractions) and `execution_funding` (off, constant <rate> or table
+    <path>). None: no tags."""
+    if execution is None:
+        return {}
+    e = execution
+    rates = "; ".join(f"maker {r.maker:g}, taker {r.taker:g}" for r in e.fee_rates)
+    funding = (
+        "off"
+        if not e.funding
+        else (
+            f"table {e.funding_rates_path}"
+            if e.funding_rates_path
+            else f"constant {e.funding_rate:g}"
+        )
+    )
+    return {
+        "execution": e.describe(),
+        "execution_fill_model": e.fill_model,
+        "execution_entry_latency_ms": "n/a"
+        if e.entry_latency_ms is None
+        else f"{e.entry_latency_ms:g}",
+        "execution_cancel_latency_ms": "n/a"
+        if e.cancel_latency_ms is None
+        else f"{e.cancel_latency_ms:g}",
+        "execution_fees": f"{e.fees}: {rates}" if rates else e.fees,
+        "execution_funding": funding,
+    }

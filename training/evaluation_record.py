@@ -100,6 +100,89 @@ class FeeScenario(Record):
     pnl_plus_fees: float
 
 
+class FeeRates(Record):
+    """The maker and taker rates (fractions of notional, < 0 a rebate) in force from
+    `from_ns`, the first test bar they were charged at."""
+
+    maker: float
+    taker: float
+    from_ns: int
+
+
+class Execution(Record):
+    """How a candidate's fills were simulated on its test slices (`training.evaluation.
+    execution_of`): the env's fill model and order latency, the fee (`FeeConfig.describe`
+    and the rates in force over the test slices) and funding. Every report states it
+    beside the figures it qualifies. The latencies are None in a record of an env that had
+    none (before #17)."""
+
+    fill_model: str
+    power_prob_n: float | None = None  # power_prob only
+    entry_latency_ms: float | None = None
+    cancel_latency_ms: float | None = None
+    fees: str  # FeeConfig.describe()
+    fee_rates: list[FeeRates] = []  # in force over the test slices, time order
+    funding: bool = False
+    funding_rates_path: str | None = None  # the funding table; None: the constant below
+    funding_rate: float | None = None  # constant rate per interval (a table's fallback)
+    funding_rate_mean: float | None = None  # mean rate settled on the test slices
+
+    def describe(self) -> str:
+        """One line for reports: fill model, latency, fee and funding."""
+        fill = self.fill_model
+        if self.power_prob_n is not None:
+            fill += f" (n {self.power_prob_n:g})"
+        if self.entry_latency_ms is None or self.cancel_latency_ms is None:
+            latency = "latency not modelled"
+        else:
+            latency = (
+                f"entry latency {self.entry_latency_ms:g} ms, "
+                f"cancel latency {self.cancel_latency_ms:g} ms"
+            )
+        rates = ", then ".join(
+            f"maker {r.maker:+.4%} / taker {r.taker:+.4%}" for r in self.fee_rates
+        )
+        fee = f"fees {self.fees}" + (f": {rates} over the test slices" if rates else "")
+        if not self.funding:
+            funding = "funding off"
+        else:
+            src = (
+                f"table {self.funding_rates_path} (constant {self.funding_rate:+.4%} where it "
+                "lacks a time)"
+                if self.funding_rates_path
+                else f"constant {self.funding_rate:+.4%} per interval"
+            )
+            mean = (
+                f", mean rate settled {self.funding_rate_mean:+.4%}"
+                if self.funding_rate_mean is not None
+                else ""
+            )
+            funding = f"funding on: {src}{mean}"
+        return f"fill model {fill}, {latency}; {fee}; {funding}"
+
+
+class ExecutionBound(Record):
+    """The candidate re-scored on the same test slices by the same backtest under an
+    optimistic execution (fill model touch, no latency; `training.candidates.
+    touch_bound_env`): an upper bound on what its policy could make, reported beside the
+    judged figures and never read by a gate."""
+
+    fill_model: str
+    entry_latency_ms: float
+    cancel_latency_ms: float
+    test_totals: TestTotals
+
+    def describe(self) -> str:
+        """One line for reports: the bound's totals and what it assumed."""
+        t = self.test_totals
+        return (
+            f"touch bound: pnl+fees {t.pnl_plus_fees:+.4f}, pnl w/o fees {t.pnl:+.4f}, fees "
+            f"{t.fees:+.4f}, trades {t.trades}, max dd {t.max_drawdown:.4f} (fill model "
+            f"{self.fill_model}, entry / cancel latency {self.entry_latency_ms:g} / "
+            f"{self.cancel_latency_ms:g} ms: optimistic, not gated)"
+        )
+
+
 class SliceLink(Record):
     """A slice a candidate was trained or tested on."""
 
@@ -140,6 +223,8 @@ class CandidateEvaluation(Record):
     notes: list[str] = []
     train_end_ns: int | None = None  # last bar of the last fold's training slice
     report: dict[str, str] | None = None  # report file name -> path
+    execution: Execution | None = None  # how the test slices' fills were simulated
+    touch_bound: ExecutionBound | None = None  # re-scored under touch, no latency; not gated
 
     def failed_gates(self) -> list[str]:
         return [name for name, g in self.gates.items() if not g.passed]

@@ -1,6 +1,7 @@
 """Backtest report of one candidate: equity and drawdown PNGs, trades CSV, the report
-(model, env, reward spec, train slices, test slices, gates, decision, notes) as markdown
-and JSON, and a self-contained HTML tear sheet (equity and drawdown against the best
+(model, the execution it was judged under, env, reward spec, train slices, test slices,
+gates, decision, the touch bound, notes) as markdown and JSON, and a self-contained HTML
+tear sheet (equity and drawdown against the best
 baseline, monthly returns, per-slice figures, the trade list; images inline as base64
 PNG, no script, no CDN). Adapter: writes files atomically, renders with matplotlib's Agg
 backend (no display)."""
@@ -16,6 +17,7 @@ import numpy as np
 
 from core.atomic import write_bytes_atomic, write_json_atomic, write_with_atomic
 from training.backtest import SliceResult, trade_fields, trade_rows, write_trades_csv
+from training.evaluation_record import Execution, ExecutionBound
 from training.metrics import drawdown_curve
 
 EQUITY_PNG = "equity.png"
@@ -97,11 +99,30 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else str(v)
 
 
+def execution_lines(report: Mapping[str, Any]) -> list[str]:
+    """What a report says about how its figures were simulated: "Judged under: ..." (the
+    candidate's `execution`) and "touch bound: ..." (its `touch_bound`, or that there is
+    none); nothing for a report without an execution (written before #17). Pure."""
+    if not report.get("execution"):
+        return []
+    judged = Execution.model_validate(report["execution"]).describe()
+    bound = report.get("touch_bound")
+    return [
+        f"Judged under: {judged}.",
+        ExecutionBound.model_validate(bound).describe()
+        if bound
+        else "touch bound: not computed (a backtest saved before it existed)",
+    ]
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The report as markdown (pure)."""
     lines = [f"# Backtest report: {report['candidate_id']}", ""]
     lines += [f"**Decision: {report['decision']}**", ""]
     lines += [f"- {r}" for r in report.get("reasons", [])] + [""]
+    execution = execution_lines(report)
+    if execution:
+        lines += ["## Execution", "", *(f"- {x}" for x in execution), ""]
     lines += ["## Model", ""]
     for k, v in report.get("model", {}).items():
         lines.append(f"- {k}: `{_fmt(v)}`")
@@ -315,7 +336,9 @@ def render_tearsheet(
         f"<h1>Tear sheet: {escape(cid)}</h1>",
         f"<p><b>Decision: {escape(str(report.get('decision')))}</b></p><ul>",
         *(f"<li>{escape(str(r))}</li>" for r in report.get("reasons", [])),
-        "</ul><table><tr><th class='l'>gate</th><th class='l'>passed</th><th>value</th>"
+        "</ul>",
+        *(f"<p class='muted'>{escape(x)}</p>" for x in execution_lines(report)),
+        "<table><tr><th class='l'>gate</th><th class='l'>passed</th><th>value</th>"
         "<th>threshold</th></tr>",
     ]
     for name, g in (report.get("gates") or {}).items():

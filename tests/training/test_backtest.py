@@ -186,7 +186,9 @@ def test_backtest_candidate_judges_each_fold_model_and_round_trips(
         candidate_backtest,
         load_catalog,
         load_results,
+        load_touch_bound,
     )
+    from training.evaluation import touch_bound_env
     from training.sweep import ppo_kwargs
 
     torch.set_num_threads(1)
@@ -226,14 +228,46 @@ def test_backtest_candidate_judges_each_fold_model_and_round_trips(
     assert [r.slice.slice_id for r in c.test] == ["fold00-test", "fold01-test"]
     assert [r.slice.slice_id for r in c.validation] == ["fold00-validation", "fold01-validation"]
     assert c.model_zip == zips[-1] and c.stats_dir == catalog.folds[-1].stats_dir
+    policies = [sb3_batch_policy(PPO.load(z, device="cpu")) for z in zips]
     again = backtest(
-        sb3_batch_policy(PPO.load(zips[0], device="cpu")),
+        policies[0],
         [results[1].slice],
         catalog.folds[0].stats_dir,
         trial.env,
     )
     np.testing.assert_array_equal(again[0].equity, results[1].equity)  # saved == recomputed
     assert again[0].metrics == results[1].metrics
+    # the touch bound (#17): the same fold models on the test slices only, under touch
+    # without latency, saved beside the results and equal to that backtest run anew
+    bound = load_touch_bound(plan.out_dir)
+    assert bound is not None and trial.env.fill_model != "touch"
+    assert [(r.slice.slice_id, r.slice.kind) for r in bound] == [
+        ("fold00-test", "test"),
+        ("fold01-test", "test"),
+    ]
+    for k, (b, judged) in enumerate(zip(bound, c.test, strict=True)):
+        anew = backtest(
+            policies[k],
+            [b.slice],
+            catalog.folds[k].stats_dir,
+            touch_bound_env(trial.env),
+        )[0]
+        np.testing.assert_array_equal(anew.equity, b.equity)
+        assert anew.metrics == b.metrics
+        # another execution, not a copy: on these slices touch fills more (a bid fills on
+        # any sell at its price, where trade_through needs one below it)
+        assert b.metrics is not None and judged.metrics is not None
+        assert b.metrics.maker_volume > judged.metrics.maker_volume
+    assert candidate_backtest(plan, results, bound).touch_bound == bound
+    # a candidate judged under touch without latency is its own bound: no second backtest
+    touch = trial.model_copy(update={"env": touch_bound_env(trial.env)})
+    plan = plan.model_copy(update={"trial": touch, "out_dir": str(tmp_path / "bt-touch")})
+    results = load_results(backtest_candidate(plan))
+    bound = load_touch_bound(plan.out_dir)
+    assert bound is not None
+    for b, judged in zip(bound, [r for r in results if r.slice.kind == "test"], strict=True):
+        np.testing.assert_array_equal(b.equity, judged.equity)
+    assert load_touch_bound(tmp_path) is None  # a folder without one: None, not an error
 
 
 def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(tiny_data):

@@ -144,6 +144,15 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
         assert set(c["gates"]) >= set(DEFINITIONS) - {"beats_champion"}  # no champion yet
         for name in ("equity.png", "drawdown.png", "trades.csv", "report.md", "report.json"):
             assert Path(c["report"][name]).is_file()
+        # the execution it was judged under and its touch bound, in the record and report
+        env = cfg.sweep.trials[0].env
+        assert c["execution"]["fill_model"] == env.fill_model
+        assert c["execution"]["entry_latency_ms"] == env.entry_latency_ms
+        assert c["execution"]["fees"] == env.fees.describe() and c["execution"]["fee_rates"]
+        assert c["touch_bound"]["fill_model"] == "touch"
+        assert c["touch_bound"]["test_totals"]["trades"] > 0
+        md = Path(c["report"]["report.md"]).read_text()
+        assert "- Judged under: fill model " in md and "- touch bound: pnl+fees " in md
     from mlflow import MlflowClient
 
     run = MlflowClient(tracking_uri=uri).get_run(ev["candidates"][0]["run_id"])
@@ -156,6 +165,10 @@ def test_evaluate_flow_writes_the_evaluation_contract_and_reports(swept) -> None
         "reject",
         "retest",
     }
+    assert run.data.tags["execution_fill_model"] == ev["candidates"][0]["execution"]["fill_model"]
+    assert run.data.tags["execution"].startswith("fill model ")
+    bound = ev["candidates"][0]["touch_bound"]["test_totals"]["pnl_plus_fees"]
+    assert run.data.metrics["touch_bound_total_test_pnl_plus_fees"] == bound
     promoted = [c for c in ev["candidates"] if c["decision"] == "promote"]
     if promoted:
         best = max(promoted, key=lambda c: c["test_totals"]["pnl_plus_fees"])
