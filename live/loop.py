@@ -66,11 +66,12 @@ from envs.position import (
 from live.decision import Decision, LiveMode
 from live.decode import UnknownLevelError, make_decoder, parse_timestamp_ns
 from live.feed import BitmexFeed, FeedMessage, FeedStatus
+from live.funding import FundingAnnouncements, paper_on_bar
 from live.jsonl import JsonLinesAppender
 from live.model_watch import LoadedChampion, ModelSource, poll_model, same_stats
 from live.orders import FatalTradingError, OrderManager
 from live.paper_log import PaperLog
-from live.paper_record import PaperTotals
+from live.paper_record import BarInputs, PaperTotals
 from live.predictor import (
     BarUpdate,
     Normalizer,
@@ -169,6 +170,7 @@ class LiveSession:
         self.mode = mode
         self.book_table = book_table
         self.instrument_state: str | None = None  # from the instrument table; None = not seen
+        self.funding = FundingAnnouncements(symbol, instrument)  # the instrument table's rates
         self.orders = orders
         self.rules = _rules_for(predictor, rules)
         self.decoder = make_decoder(symbol, instrument, book_table)
@@ -408,11 +410,11 @@ class LiveSession:
             self.bars += 1
             if self.paper is not None and self.orders is None:
                 # observe-only: the paper orders rest, fill and roll on every bar, as in the env
-                b = upd.bar
-                inputs = (b[bid_px(0)], b[ask_px(0)], b[BUY_HI_TICKS], b[SELL_LO_TICKS])
-                self.paper.on_bar(upd.ts, *inputs)
+                # funding at the rate BitMEX announced for the funding time, else the constant
+                bar = bar_inputs(upd)
+                due = paper_on_bar(self.paper, bar, self.funding)
                 if self.paper_log is not None:
-                    self.paper_log.bar(self.paper, upd.ts, *inputs, upd.mid_ticks)
+                    self.paper_log.bar(self.paper, bar, due)
             rec = self._on_bar(upd)
             if rec is not None:
                 out.append(rec)
@@ -477,16 +479,7 @@ class LiveSession:
                 self.rules, self.instrument, open_account(self.rules.initial_equity_xbt, upd.ts)
             )
             if self.paper_log is not None and self.orders is None:
-                b = upd.bar
-                self.paper_log.start(
-                    self.paper,
-                    upd.ts,
-                    b[bid_px(0)],
-                    b[ask_px(0)],
-                    b[BUY_HI_TICKS],
-                    b[SELL_LO_TICKS],
-                    upd.mid_ticks,
-                )
+                self.paper_log.start(self.paper, bar_inputs(upd))
         if self.orders is not None:
             self._sync_orders(upd)
         state = self.paper.state(upd.ts, upd.mid_ticks)
@@ -535,11 +528,13 @@ class LiveSession:
         return rec
 
     def _on_instrument(self, msg: JsonObject) -> None:
-        """Track the instrument's trading state (`Open`, `Closed`, `Settled`, ...)."""
+        """Track the instrument's trading state (`Open`, `Closed`, `Settled`, ...) and the
+        funding rates it announces (`live.funding`: what the paper account settles at)."""
         data = msg.get("data")
         for row in data if isinstance(data, list) else []:
             if isinstance(row, dict) and row.get("symbol") == self.symbol and "state" in row:
                 self.instrument_state = str(row["state"])
+        self.funding.on_rows(data)
 
     def _sync_orders(self, upd: BarUpdate) -> None:
         """Trading: fills move the position, resting orders roll to the best price, the
@@ -572,6 +567,19 @@ class LiveSession:
         own = self.orders.resting
         self.paper.bid_px = own[1].price_ticks if 1 in own else 0
         self.paper.ask_px = own[-1].price_ticks if -1 in own else 0
+
+
+def bar_inputs(upd: BarUpdate) -> BarInputs:
+    """What the paper account uses of a closed bar (`live.paper_record.BarInputs`)."""
+    b = upd.bar
+    return BarInputs(
+        ts=int(upd.ts),
+        bid=int(b[bid_px(0)]),
+        ask=int(b[ask_px(0)]),
+        buy_hi=int(b[BUY_HI_TICKS]),
+        sell_lo=int(b[SELL_LO_TICKS]),
+        mid=float(upd.mid_ticks),
+    )
 
 
 def _rules_for(predictor: Predictor, rules: BrokerRules | None) -> BrokerRules:

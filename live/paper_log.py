@@ -3,16 +3,19 @@ a JSON-lines record that `live.paper_replay` replays through the env to the same
 
 Orchestration-side adapter (stdout and one file); the encoders are pure. The live loop
 (observe-only) calls `start` when the paper account opens (the first decision bar),
-`bar` after every later bar's fills, funding and roll, `decision` after the paper orders
+`bar` after every later bar's fills, funding and roll (each with the bar's `BarInputs`), `decision` after the paper orders
 followed a decision, `rules` when a new champion brings other env rules, and `close` at
 the end. Per bar that is a few small rows (`live.paper_record`, each line a row's dump)
 and one `json.dumps`: microseconds, outside the decision's latency.
 
-The record, one JSON object a line (`kind`), `RECORD_VERSION` 1:
+The record, one JSON object a line (`kind`), `RECORD_VERSION` 2:
 - `start`: the rules (`BrokerRules`, fee schedule included), the instrument, the decision
   bar that opened the account (`bar`: ts, bid, ask, buy_hi, sell_lo, mid) and its account;
 - `fill`: one simulated fill (ts, side, price_ticks, stake, contracts, notional, fee,
   fee_rate), written before its bar;
+- `funding`: a funding time the bar settled (with funding on; also when flat), its rate
+  and its source ("exchange": announced on BitMEX's instrument table; "config": the
+  rules' constant), written before its bar (`live.funding`);
 - `bar`: the inputs the paper account used (ts, bid, ask, buy_hi, sell_lo in ticks, mid),
   what it did (fills, funding) and the result: resting orders after the roll, the account
   (every `Position` field but the lots; `lots` too when the bar filled) and the equity
@@ -36,6 +39,7 @@ from core.jsontypes import JsonObject
 from envs.broker import BrokerAccount, BrokerFill, BrokerRules
 from envs.position import Lot, Position, equity
 from live.decision import Decision
+from live.funding import FundingDue
 from live.jsonl import JsonLinesAppender
 from live.paper_record import (
     Account,
@@ -45,6 +49,7 @@ from live.paper_record import (
     PaperDecision,
     PaperEnd,
     PaperFill,
+    PaperFunding,
     PaperStart,
     PaperTotals,
     RulesChange,
@@ -202,61 +207,45 @@ class PaperLog:
         self._unit = "XBT"
 
     def _write(
-        self, line: PaperStart | PaperFill | PaperBar | PaperDecision | RulesChange | PaperEnd
+        self,
+        line: PaperStart
+        | PaperFill
+        | PaperFunding
+        | PaperBar
+        | PaperDecision
+        | RulesChange
+        | PaperEnd,
     ) -> None:
         """Append one row's line to the record (when there is one)."""
         if self._file is not None:
             self._file.append(line.to_json())
 
-    def start(
-        self,
-        paper: BrokerAccount,
-        ts: int,
-        bid: int,
-        ask: int,
-        buy_hi: int,
-        sell_lo: int,
-        mid: float,
-    ) -> None:
-        """The paper account opened at the decision bar `ts` (before its first action)."""
+    def start(self, paper: BrokerAccount, bar: BarInputs) -> None:
+        """The paper account opened at the decision bar `bar` (before its first action)."""
         inst = paper.instrument
         self.started = True
         self._unit = inst.settle_currency
-        eq = equity(paper.position, mid, inst)
+        eq = equity(paper.position, bar.mid, inst)
         self.stats = PaperStats(initial_equity=paper.rules.initial_equity_xbt, peak=eq)
         self.stats.mark(paper.position, eq)
         self._write(
             PaperStart(
-                ts=int(ts),
-                time=iso_ms(int(ts)),
+                ts=bar.ts,
+                time=iso_ms(bar.ts),
                 rules=rules_json(paper.rules),
                 instrument=inst.model_dump(mode="json"),
-                bar=BarInputs(
-                    ts=int(ts),
-                    bid=int(bid),
-                    ask=int(ask),
-                    buy_hi=int(buy_hi),
-                    sell_lo=int(sell_lo),
-                    mid=float(mid),
-                ),
+                bar=bar,
                 account=account_json(paper.position),
                 equity=eq,
             )
         )
 
-    def bar(
-        self,
-        paper: BrokerAccount,
-        ts: int,
-        bid: int,
-        ask: int,
-        buy_hi: int,
-        sell_lo: int,
-        mid: float,
-    ) -> None:
-        """One bar after the decision bar: its fills (printed and written), then the bar."""
+    def bar(self, paper: BrokerAccount, bar: BarInputs, funding: FundingDue | None = None) -> None:
+        """One bar after the decision bar, after `paper.on_bar` (`live.funding.paper_on_bar`,
+        whose answer `funding` is: the funding the bar settled, None when none): its fills
+        (printed and written), its funding's rate and source, then the bar."""
         pos, inst = paper.position, paper.instrument
-        eq = equity(pos, mid, inst)
+        eq = equity(pos, bar.mid, inst)
         s = self.stats
         s.bars += 1
         for fill in paper.last_fills:
@@ -282,14 +271,18 @@ class PaperLog:
                     fee_rate=fill.fee_rate,
                 )
             )
+        if funding is not None:
+            self._write(
+                PaperFunding(
+                    ts=bar.ts,
+                    funding_time=funding.funding_time,
+                    rate=funding.rate,
+                    source=funding.source,
+                )
+            )
         self._write(
             PaperBar(
-                ts=int(ts),
-                bid=int(bid),
-                ask=int(ask),
-                buy_hi=int(buy_hi),
-                sell_lo=int(sell_lo),
-                mid=float(mid),
+                **bar.model_dump(),
                 fills=len(paper.last_fills),
                 funding=paper.last_funding,
                 orders=[int(paper.bid_px), int(paper.ask_px)],

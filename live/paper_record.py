@@ -1,9 +1,10 @@
 """The paper record's lines as typed values: what `live.paper_log.PaperLog` writes (each
 line a row's `to_json()`) and what `live.paper_replay` reads back (`parse_line`).
 
-The JSON lines are the contract (`RECORD_VERSION` 1; keys, order and number kinds
-unchanged since the rows were dicts): `parse_line(json.loads(s)).to_json()` dumps to the
-line `s`. The rules and the instrument stay the JSON of their own types (`BrokerRules`
+The JSON lines are the contract (keys, order and number kinds unchanged since the rows
+were dicts): `parse_line(json.loads(s)).to_json()` dumps to the line `s`. `RECORD_VERSION`
+2 adds the `funding` line (the rate and source of each settlement, #17); a version 1
+record has none: its funding times settled at the rules' constant `funding_rate`. The rules and the instrument stay the JSON of their own types (`BrokerRules`
 via `rules_json`, `InstrumentSpec`); the account is every `Position` field but the lots,
 by name (`live.paper_log.account_json`).
 
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from core.jsontypes import JsonObject
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what live.paper_replay replays
 
 Account = dict[str, float | int]  # every Position field but the lots, by name
 LotRow = list[float | int]  # [side, price_ticks, ts_ns, stake, contracts, entry_fee]
@@ -36,7 +38,8 @@ class _Line(BaseModel):
 
 
 class BarInputs(_Line):
-    """What the paper account used at a bar's close (ns; prices in ticks, mid a float)."""
+    """What the paper account used at a bar's close (ns; prices in ticks, mid a float): the
+    one value the live loop hands the paper account and its record per bar."""
 
     ts: int
     bid: int
@@ -73,6 +76,18 @@ class PaperFill(_Line):
     fee: float
     fee_rate: float
     liquidity: Literal["maker"] = "maker"
+
+
+class PaperFunding(_Line):
+    """A funding time settled at the bar `ts` (written before its bar line, whose `funding`
+    is the amount paid): the rate, and where it came from: "exchange" (BitMEX announced it
+    on the instrument table) or "config" (the rules' constant `funding_rate`)."""
+
+    kind: Literal["funding"] = "funding"
+    ts: int
+    funding_time: int
+    rate: float
+    source: Literal["exchange", "config"]
 
 
 class PaperBar(_Line):
@@ -157,7 +172,7 @@ class PaperEnd(PaperTotals):
 
 
 PaperLine = Annotated[
-    PaperStart | PaperFill | PaperBar | PaperDecision | RulesChange | PaperEnd,
+    PaperStart | PaperFill | PaperFunding | PaperBar | PaperDecision | RulesChange | PaperEnd,
     Field(discriminator="kind"),
 ]
 _LINE: TypeAdapter[PaperLine] = TypeAdapter(PaperLine)

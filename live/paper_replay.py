@@ -11,6 +11,14 @@ summed in the record's order) and its equity at the mid must equal the record's
 exactly: the paper account runs the env's broker (`envs.broker`), so any difference is
 a bug or a tampered record.
 
+Funding: each `funding` line (record version 2) names the rate a bar settled and its
+source. The rates BitMEX announced ("exchange") become the env's funding table
+(`EnvConfig.funding_rates_path`, a table written to the temporary folder), so the env
+settles each funding time at the record's rate, or at the rules' constant where the
+record says "config"; the env's settlements (`ManagementEnv.funding_schedule`: bar, rate,
+from the table or not) must be the record's, one for one. A version 1 record has no
+funding lines: its funding times settled at the constant, as the env's do.
+
 A file holding several sessions (a restarted `chappie live` appends) replays each from
 its `start`. A session whose rules change mid-way (a model swap) is not replayable:
 `PaperRecordError`.
@@ -31,12 +39,13 @@ from core.clock import iso_ms
 from core.jsontypes import JsonObject
 from live.paper_log import position_from_record, rules_from_json
 from live.paper_record import (
-    RECORD_VERSION,
+    READABLE_VERSIONS,
     BarInputs,
     LotRow,
     PaperBar,
     PaperDecision,
     PaperFill,
+    PaperFunding,
     PaperLine,
     PaperStart,
     RulesChange,
@@ -60,6 +69,8 @@ class PaperReplay:
     decisions: int = 0
     fills_record: int = 0
     fills_env: int = 0
+    settlements: int = 0  # funding lines (record version 2)
+    settlements_exchange: int = 0  # of which at a rate BitMEX announced
     equity_record: float | None = None
     equity_env: float | None = None
     mismatches: list[str] = field(default_factory=list)
@@ -82,6 +93,8 @@ class PaperReplay:
             "decisions": self.decisions,
             "fills_record": self.fills_record,
             "fills_env": self.fills_env,
+            "settlements": self.settlements,
+            "settlements_exchange": self.settlements_exchange,
             "equity_record": self.equity_record,
             "equity_env": self.equity_env,
             "mismatch_count": self.mismatch_count,
@@ -139,10 +152,11 @@ def replay_paper_record(path: str | Path) -> PaperReplay:
 @dataclass
 class _Row:
     """One bar of a session: the start's bar (inputs only, no orders resting) or a bar line
-    (inputs and results), the fill lines written before it, and its decision."""
+    (inputs and results), the fill and funding lines written before it, and its decision."""
 
     bar: BarInputs | PaperBar
     fills: list[PaperFill] = field(default_factory=list)
+    funding: PaperFunding | None = None
     action: int | None = None  # the decision's, None: no decision at this bar
     orders_after_decision: list[int] | None = None  # the decision's resting orders
 
@@ -157,18 +171,28 @@ class _Row:
 def _rows(session: list[PaperLine]) -> list[_Row]:
     start = session[0]
     assert isinstance(start, PaperStart)  # replay_paper_record splits sessions at starts
-    if start.version != RECORD_VERSION:
+    if start.version not in READABLE_VERSIONS:
         raise PaperRecordError(
-            f"record version {start.version!r}: this replay reads {RECORD_VERSION}"
+            f"record version {start.version!r}: this replay reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     rows = [_Row(start.bar)]
     pending: list[PaperFill] = []
+    funding: PaperFunding | None = None
     for obj in session[1:]:
         if isinstance(obj, PaperFill):
             pending.append(obj)
+        elif isinstance(obj, PaperFunding):
+            if funding is not None:
+                raise PaperRecordError(f"two funding lines before the bar {iso_ms(obj.ts)}")
+            funding = obj
         elif isinstance(obj, PaperBar):
-            rows.append(_Row(obj, pending))
-            pending = []
+            if funding is not None and funding.ts != obj.ts:
+                raise PaperRecordError(
+                    f"funding line at {iso_ms(funding.ts)} before the bar {iso_ms(obj.ts)}"
+                )
+            rows.append(_Row(obj, pending, funding))
+            pending, funding = [], None
         elif isinstance(obj, PaperDecision):
             row = rows[-1]
             if obj.ts != row.bar.ts or row.action is not None:
@@ -184,8 +208,8 @@ def _rows(session: list[PaperLine]) -> list[_Row]:
             )
         elif isinstance(obj, PaperStart):
             raise PaperRecordError("a start line inside a session")  # split before: a bug
-    if pending:
-        raise PaperRecordError("fills after the last bar line (a truncated record?)")
+    if pending or funding is not None:
+        raise PaperRecordError("fills or funding after the last bar line (a truncated record?)")
     return rows
 
 
@@ -205,6 +229,9 @@ def _replay_session(session: list[PaperLine], rep: PaperReplay) -> None:
     rep.bars += len(rows) - 1
     rep.decisions += sum(r.action is not None for r in rows)
     rep.fills_record += sum(len(r.fills) for r in rows)
+    settled = [r.funding for r in rows if r.funding is not None]
+    rep.settlements += len(settled)
+    rep.settlements_exchange += sum(f.source == "exchange" for f in settled)
     start = session[0]
     assert isinstance(start, PaperStart)
     rules = rules_from_json(start.rules)
@@ -231,8 +258,54 @@ def _replay_session(session: list[PaperLine], rep: PaperReplay) -> None:
         instrument=instrument,
     )
     with tempfile.TemporaryDirectory(prefix="paper-replay-") as tmp:
+        announced = [f for f in settled if f.source == "exchange"]
+        if announced and rules.funding:
+            table = _funding_table(announced, instrument.symbol, Path(tmp))
+            cfg = cfg.model_copy(update={"funding_rates_path": str(table)})
         env = _env_for(rows, cfg, Path(tmp))
+        if start.version >= 2:
+            _compare_funding(env, rows, rep, where)
         _step_and_compare(env, rows, rules.action_mode, rep, where, instrument)
+
+
+def _funding_table(announced: list[PaperFunding], symbol: str, tmp: Path) -> Path:
+    """The rates the record says BitMEX announced, as a funding table (`ingest.funding`'s
+    layout: ts, funding_rate, symbol, source) in `tmp`. Raises PaperRecordError on two
+    rates for one funding time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rates: dict[int, float] = {}
+    for f in announced:
+        if rates.setdefault(f.funding_time, f.rate) != f.rate:
+            raise PaperRecordError(f"two funding rates for {iso_ms(f.funding_time)}")
+    times = sorted(rates)
+    path = tmp / "funding.parquet"
+    table = {
+        "ts": pa.array(times, pa.int64()),
+        "funding_rate": pa.array([rates[t] for t in times], pa.float64()),
+        "symbol": pa.array([symbol] * len(times), pa.string()),
+        "source": pa.array(["paper record"] * len(times), pa.string()),
+    }
+    pq.write_table(pa.table(table), path)
+    return path
+
+
+def _compare_funding(env: Any, rows: list[_Row], rep: PaperReplay, where: str) -> None:
+    """The env's settlements (bar, rate, from the table) against the record's funding
+    lines (bar, rate, "exchange"), one for one."""
+    sched = env.funding_schedule
+    env_at = {
+        int(t): (float(r), "exchange" if h else "config")
+        for t, r, h in zip(sched.bar_ts, sched.rate, sched.from_history, strict=True)
+    }
+    rec_at = {r.bar.ts: (r.funding.rate, r.funding.source) for r in rows if r.funding}
+    for ts in sorted(env_at.keys() | rec_at.keys()):
+        e, f = env_at.get(ts), rec_at.get(ts)
+        if e != f:
+            said = "none" if f is None else f"{f[0]!r} ({f[1]})"
+            did = "none" if e is None else f"{e[0]!r} ({e[1]})"
+            rep.add(f"{where} bar {iso_ms(ts)}: funding record {said}, env {did}")
 
 
 def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
@@ -250,18 +323,22 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
         return np.array(values, dtype=np.int64)
 
     bars = [r.bar for r in rows]
+    recorded = {  # the execution columns the record holds, by the bar field holding them
+        S.BEST_BID_TICKS: "bid",
+        S.BEST_ASK_TICKS: "ask",
+        S.BUY_HI_TICKS: "buy_hi",
+        S.SELL_LO_TICKS: "sell_lo",
+    }
     table = {
         S.TS: col([b.ts for b in bars]),
         S.MID_TICKS: np.array([b.mid for b in bars], dtype=np.float64),
         _FEATURE: np.zeros(n, np.float64),
-        S.BEST_BID_TICKS: col([b.bid for b in bars]),
-        S.BEST_ASK_TICKS: col([b.ask for b in bars]),
-        S.BUY_HI_TICKS: col([b.buy_hi for b in bars]),
-        S.SELL_LO_TICKS: col([b.sell_lo for b in bars]),
-        S.BUY_VOL: np.zeros(n, np.int64),
-        S.SELL_VOL: np.zeros(n, np.int64),
     }
-    assert tuple(table)[3:] == S.EXEC_COLUMNS
+    for name in S.EXEC_COLUMNS:
+        if name in recorded:
+            table[name] = col([getattr(b, recorded[name]) for b in bars])
+        else:  # not in the record, not read by its fill model: no volume, no time (-1)
+            table[name] = np.full(n, -1 if name.endswith("_ts") else 0, np.int64)
     pq.write_table(pa.table(table), tmp / "record.parquet")
     stats = FrozenStats.fit(np.zeros((2, 1)), [_FEATURE], "", 1e-8, [])
     stats.save(tmp / "stats")

@@ -16,8 +16,9 @@ from envs.broker import BrokerAccount, BrokerRules
 from envs.position import open_account
 from flows.cli import main
 from live.decision import Decision
+from live.funding import FundingAnnouncements, paper_on_bar
 from live.paper_log import PaperLog
-from live.paper_record import PaperTotals, parse_line
+from live.paper_record import BarInputs, PaperTotals, parse_line
 from live.paper_replay import PaperRecordError, replay_paper_record
 from tests.envs.conftest import random_market
 from tests.live.support import SMALL_SPEC, replay_cli
@@ -27,23 +28,41 @@ S = 1_000_000_000
 T_0350 = 1_626_925_800 * S  # 2021-07-22T03:50:00Z: 10 minutes before a funding time
 
 
-def _paper_session(path: Path, mode: str, n: int = 900, seed: int = 9) -> tuple[str, PaperTotals]:
-    """The loop's order of calls (open at the decision bar, act; each later bar: on_bar,
-    then maybe a decision) over a random market across 04:00 UTC, with funding on."""
+def _paper_session(
+    path: Path,
+    mode: str,
+    n: int = 900,
+    seed: int = 9,
+    t0: int = T_0350,
+    announced: FundingAnnouncements | None = None,
+) -> tuple[str, PaperTotals]:
+    """The loop's order of calls (open at the decision bar, act; each later bar: on_bar at
+    the funding rate due, then maybe a decision) over a random market from `t0` (across
+    04:00 UTC), with funding on at the constant 0.0005 unless `announced` has a rate."""
     m = random_market(n, seed=seed)
     bid, ask, hi, lo = m["bid"], m["ask"], m["buy_hi"], m["sell_lo"]
-    ts = T_0350 + np.arange(n, dtype=np.int64) * S
+    ts = t0 + np.arange(n, dtype=np.int64) * S
     rules = BrokerRules(action_mode=mode, funding=True, funding_rate=0.0005, stake_fraction=0.25)
     out = io.StringIO()
     log = PaperLog(out, path)
     paper = BrokerAccount(rules, XBTUSD, open_account(1.0, int(ts[0])))
     mid = (bid + ask) / 2.0
-    log.start(paper, int(ts[0]), int(bid[0]), int(ask[0]), int(hi[0]), int(lo[0]), float(mid[0]))
+    bars = [
+        BarInputs(
+            ts=int(ts[t]),
+            bid=int(bid[t]),
+            ask=int(ask[t]),
+            buy_hi=int(hi[t]),
+            sell_lo=int(lo[t]),
+            mid=float(mid[t]),
+        )
+        for t in range(n)
+    ]
+    log.start(paper, bars[0])
     rng = np.random.default_rng(seed)
     for t in range(n):
         if t:
-            paper.on_bar(int(ts[t]), int(bid[t]), int(ask[t]), int(hi[t]), int(lo[t]))
-            log.bar(paper, int(ts[t]), int(bid[t]), int(ask[t]), int(hi[t]), int(lo[t]), mid[t])
+            log.bar(paper, bars[t], paper_on_bar(paper, bars[t], announced))
         if t % 4 != 3:  # some bars without a decision (a gap in readiness)
             a = int(rng.integers(0, 3 if mode == "toggle" else 4))
             paper.act(a, int(bid[t]), int(ask[t]))
