@@ -1,5 +1,6 @@
-"""The paper account's dry-run output: one line per simulated fill, a final summary, and
-a JSON-lines record that `live.paper_replay` replays through the env to the same numbers.
+"""The paper account's dry-run output: one line per simulated fill and per funding
+settlement, a final summary, and a JSON-lines record that `live.paper_replay` replays
+through the env to the same numbers.
 
 Orchestration-side adapter (stdout and one file); the encoders are pure. The live loop
 (observe-only) calls `start` when the paper account opens (the first decision bar),
@@ -134,6 +135,18 @@ def format_fill(
     )
 
 
+def format_funding(
+    due: FundingDue, paid: float, position: Position, eq: float, instrument: InstrumentSpec
+) -> str:
+    """The dry-run line of one funding settlement (`paid` positive = paid). Pure."""
+    source = "announced by the exchange" if due.source == "exchange" else "configured constant"
+    return (
+        f"{iso_ms(due.funding_time)} paper funding: rate {due.rate * 1e4:+.2f} bp ({source}), "
+        f"paid {paid:+.8f} {instrument.settle_currency} pos={position.signed_exposure:+.3f} "
+        f"equity={eq:.8f} {instrument.settle_currency}"
+    )
+
+
 @dataclass
 class PaperStats:
     """Running totals of a paper session (settle currency; drawdown a fraction of the peak)."""
@@ -243,7 +256,7 @@ class PaperLog:
     def bar(self, paper: BrokerAccount, bar: BarInputs, funding: FundingDue | None = None) -> None:
         """One bar after the decision bar, after `paper.on_bar` (`live.funding.paper_on_bar`,
         whose answer `funding` is: the funding the bar settled, None when none): its fills
-        (printed and written), its funding's rate and source, then the bar."""
+        and its funding's rate and source (printed and written), then the bar."""
         pos, inst = paper.position, paper.instrument
         eq = equity(pos, bar.mid, inst)
         s = self.stats
@@ -255,6 +268,9 @@ class PaperLog:
             if self.out is not None:
                 line = format_fill(fill, pos, eq, s.initial_equity, inst)
                 print(line, file=self.out, flush=True)
+        if funding is not None and self.out is not None:
+            line = format_funding(funding, paper.last_funding, pos, eq, inst)
+            print(line, file=self.out, flush=True)
         s.mark(pos, eq)
         if self._file is None:
             return  # not recorded: no rows to build (a few µs each)

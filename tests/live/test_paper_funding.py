@@ -101,8 +101,11 @@ def test_the_paper_account_settles_at_the_announced_rate_and_the_replay_agrees(
     fa.on_rows([_xbtusd_row()])
     t0 = T_0400 - 600 * NS_PER_S
     announced, constant = tmp_path / "announced.jsonl", tmp_path / "constant.jsonl"
-    _, with_rate = _paper_session(announced, "target", t0=t0, announced=fa)
-    _, without = _paper_session(constant, "target", t0=t0)
+    printed, with_rate = _paper_session(announced, "target", t0=t0, announced=fa)
+    printed_c, without = _paper_session(constant, "target", t0=t0)
+    said = [s for s in printed.splitlines() if " paper funding: " in s]
+    assert said == [s for s in said if "+1.00 bp (announced by the exchange)" in s] != []
+    assert "paper funding: rate +5.00 bp (configured constant)" in printed_c
     (a,), (c,) = _funding_lines(announced), _funding_lines(constant)
     assert (a["funding_time"], a["rate"], a["source"]) == (T_0400, 0.0001, "exchange")
     assert (c["funding_time"], c["rate"], c["source"]) == (T_0400, CONSTANT, "config")
