@@ -2,7 +2,8 @@
 
 The record's bars become a slice (ts, mid, best bid/ask, buy_hi, sell_lo; one constant
 dummy feature with its frozen stats, in a temporary folder), the record's rules an
-`EnvConfig` (window 1, one bar a step, the whole slice, no flattening at the end), and
+`EnvConfig` (every rule by its name; window 1, one bar a step, the whole slice, no
+flattening at the end), and
 `envs.management.ManagementEnv` steps it with the recorded actions: the decision's at a
 decision bar, "leave the orders as they are" at a bar without one (toggle 0; target:
 the sides resting). After every bar the env's account (every `Position` field, the open
@@ -239,23 +240,16 @@ def _replay_session(session: list[PaperLine], rep: PaperReplay) -> None:
     where = f"session {rep.sessions} ({start.time})"
     if len(rows) < 2:
         return  # the account opened on its last bar: nothing to step
-    cfg = EnvConfig(
-        window=1,
-        step_skip=1,
-        random_start=False,
-        action_mode=rules.action_mode,  # type: ignore[arg-type]
-        stake_fraction=rules.stake_fraction,
-        max_exposure=rules.max_exposure,
-        fill_model=rules.fill_model,  # type: ignore[arg-type]
-        roll_orders=rules.roll_orders,
-        hours_clip=rules.hours_clip,
-        pct_clip=rules.pct_clip,
-        initial_equity_xbt=rules.initial_equity_xbt,
-        obs_clip=rules.obs_clip,
-        fees=rules.fees,
-        funding=rules.funding,
-        funding_rate=rules.funding_rate,
-        instrument=instrument,
+    # every rule of the paper account is an EnvConfig field of the same name (fill model,
+    # queue exponent and latencies included); the env steps one bar at a time, all of them
+    cfg = EnvConfig.model_validate(
+        {
+            **{f.name: getattr(rules, f.name) for f in fields(rules)},
+            "window": 1,
+            "step_skip": 1,
+            "random_start": False,
+            "instrument": instrument,
+        }
     )
     with tempfile.TemporaryDirectory(prefix="paper-replay-") as tmp:
         announced = [f for f in settled if f.source == "exchange"]
