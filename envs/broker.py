@@ -12,24 +12,75 @@ by field through numba's Python typeof (about 2 us for nine arrays, most of an e
 and a structured array through a slower type lookup (about 0.2 us); one plain 2-D array
 costs about 0.05 us.
 
-The rules (the kernels below, on one account in the packed state of `envs.kernels`, under
-its `Terms`: stake, exposure cap, instrument and switches):
-- `act`: the action at the close of the decision bar. Action mode "toggle" (the env's
-  `EnvConfig.action_mode`, `core.schema.ACTION_NAMES`): 1 toggles a resting buy at the
-  bar's best bid (cancel it if one rests, else place it if the exposure cap allows:
-  `can_place`), 2 mirrors it at the best ask. "target": the action names the orders
-  wanted (0 none, 1 bid only, 2 ask only, 3 both): a side not wanted is cancelled, a side
-  wanted with none resting gets one at its best price if the cap allows, a side wanted
-  that rests keeps its order (its price, and in the queue models its place).
-- `on_bar`, each later bar: the resting buy at p fills (a maker fill of the stake at p,
-  at the bar's maker rate) when a taker sell printed below p (`0 < sell_lo < p`; `<=`
-  under the `touch` fill model) or the best ask came down to p; the sell mirrors it with
-  `buy_hi` and the best bid; the buy first when both fill; a fill the exposure cap
-  refuses removes the order (`fill_resting`). Then funding settles if the bar is due, on
-  the open position marked at the bar's mid (`settle_funding`), then unfilled orders roll
-  to the bar's best price of their side (`roll`).
+The order rules (the kernels below, on one account in the packed state of `envs.kernels`,
+its orders in the slots `envs.kernels.orders` views, under its `Terms`: stake, exposure
+cap, instrument, fill model, latency and switches). They are `envs.queue`'s event-level
+rules (hftbacktest's queue models, latency and PartialFillExchange) aggregated to bars:
+what a bar does not say (when in the bar a print came, the volume at a price that was
+not the best at the previous close) is taken the conservative way.
+
+- Size. An order carries a stake (a fraction of the balance); its size is the stake's
+  contracts at its price on the balance now, rounded DOWN to the instrument's lot
+  (`order_contracts`). An order of 0 contracts is not placed.
+- `act`: the action at the close t of the decision bar. Action mode "toggle"
+  (`core.schema.ACTION_NAMES`): 1 toggles a buy at the bar's best bid (cancel the live
+  one, else place one if the exposure cap allows: `can_place`), 2 mirrors it at the best
+  ask. "target": the action names the orders wanted (0 none, 1 bid only, 2 ask only,
+  3 both): a side not wanted is cancelled, a side wanted with none live gets one at its
+  best price if the cap allows, a side wanted that rests keeps its order (its price and
+  its place in the queue).
+- Latency. An order sent at close t arrives at t + entry latency; a cancel (toggle off,
+  a side not wanted, the cancel half of a re-price) lands at t + cancel latency, and until
+  then the old order stays in the book (a slot of its own) and can still fill. A second
+  cancel of the same side while one is in flight drops the older order (rare: it needs a
+  cancel latency longer than a bar). In bar (t0, t1] an order is live from
+  max(t0, arrival) to min(t1, its cancel's landing): it sees the bar's at-price volume
+  times the live fraction of the bar (prints uniform in time), a trade through its price
+  only if the bar's through prints span its live window (last through ts >= start, first
+  <= end), and the opposite best at the close only if it is live at the close. An order
+  arriving after the close waits; until it arrives its queue place is the size at its
+  price at the last close. With zero latency every order is live the whole bar and the
+  timestamps are not read.
+- Post-only. An order that arrives inside a bar (latency > 0) and finds the opposite best
+  at or through its price at that bar's close, with no fill after its arrival (no trade
+  through it, no at-price volume reaching it), is rejected, not filled: the book may have
+  crossed it before it arrived, and a post-only order that would cross is refused.
+- Queue (`ahead`, contracts in front of the order at its price p). At placement ahead =
+  the size at the best of its side at the placing close (risk_averse and power_prob join
+  the back; touch: 0; trade_through never reads it). In a bar where p was the previous
+  close's best of its side (the price the bar's `*_at_vol` counts at): ahead -= at-price
+  volume x live fraction; then, at the close, if the close's best of its side is p:
+  risk_averse ahead = min(ahead, size at the close); power_prob: chg = size at the
+  previous close - size at this close - the bar's at-price volume; if chg > 0 the order
+  advances by the share of chg that was ahead (Rigtorp's power law, exponent n:
+  `envs.queue.queue_on_depth`), else min(ahead, size). If the close's best moved past p
+  (a bid above the best bid): ahead = min(ahead, 0). When p was not the previous close's
+  best (an order kept off the best, rolling off, or waiting) the volume at p is not known:
+  only through fills count, and at a close where p is the best again ahead = min(ahead,
+  size) (conservative: the volume it may have traded at p is not credited).
+- Fills. A trade through p in the live window (a taker sell below a bid: `sell_lo < p`)
+  or the opposite best at p at the close fills the whole remainder (the whole level was
+  taken). `touch` also fills the whole remainder on a print at p (`sell_lo <= p`, or with
+  latency any at-price volume in the live window): the optimistic bound, as before #17.
+  `trade_through`: at-price volume never fills. risk_averse / power_prob: once ahead < 0
+  the order fills floor(min(-ahead, at-price volume x live fraction, size) / lot) x lot
+  contracts (PartialFillExchange's rule, the volume of this bar), a partial fill: its
+  stake pro rata (stake x filled / size) fills and the leaves keep resting, merged into
+  the lot its earlier fills opened. A fill is maker, at p, at the bar's maker rate; one
+  the exposure cap refuses (or for which the lot buffer has no room) removes the order.
+  Each side's order whose cancel is in flight fills first, then the live one; the buy
+  side first. A re-priced order's fills in flight shrink the stake of its replacement.
+- `on_bar`, each later bar: the fills; then funding settles if the bar is due, on the
+  open position marked at the bar's mid (`settle_funding`); then the close (`at_close`):
+  cancels that landed remove their orders, queue places update, and with rolling on a
+  live order whose price is not the bar's best of its side is re-priced: cancel + a new
+  order at the best (arrival after the entry latency) for the stake it still carries,
+  joining the back of the new price's queue; an order already at the best keeps its
+  place.
 - `flatten`: at the end of an evaluation slice, the open lots close at the touch as a
   taker fill at the bar's taker rate, and the orders go.
+With touch / trade_through and zero latency these are the rules before #17 but for the
+lot rounding (lot 0 in the packed state turns it off: what the tests compare).
 Fills and funding are the stacked-position accounting of `envs.kernels` (FIFO reduce,
 fees by liquidity, funding on the open contracts).
 """
@@ -50,6 +101,7 @@ from core.instrument import InstrumentSpec, funding_settles
 from core.numba_cache import njit
 from core.schema import ACTION_NAMES
 from envs.kernels import (
+    A_BAL,
     A_MFEE,
     A_MVOL,
     F_FILLS,
@@ -63,26 +115,51 @@ from envs.kernels import (
     H_NFILLS,
     H_TRCAP,
     L_C,
+    L_PX,
     L_SIDE,
+    L_TS,
     MAKER,
+    MAX_FILLS,
     N_ACCT,
+    O_AHEAD,
+    O_ARRIVE,
+    O_CANCEL,
+    O_LEVEL,
+    O_LINK,
+    O_LOT,
+    O_PX,
+    O_SINCE,
+    O_STAKE,
     TAKER,
     _views,
     can_fill,
+    contracts_for,
     exposure_of,
     fill,
+    orders,
     packed_sizes,
     pay_funding,
     side_of,
 )
 from envs.position import Position, StateLimits, management_state, position_from_arrays
+from envs.queue import (
+    QUEUE_MODELS,
+    RISK_AVERSE,
+    TOUCH,
+    queue_on_depth,
+    queue_on_join,
+)
 
 BUY, SELL = 1, -1
 
 # one bar, at its close: ts (ns); the best bid and ask (ticks); the highest taker buy and
 # lowest taker sell printed in the bar (ticks, 0 = none); the mid (ticks, the funding and
 # marking price); the maker and taker fee rates in force (core.fees); the funding rate
-# settled at this close (0 = none due: core.instrument.funding_settles)
+# settled at this close (0 = none due: core.instrument.funding_settles); the sizes at the
+# best bid and ask at the close (contracts, 0 = unknown); the contracts sold by takers at
+# exactly the previous close's best bid and the ts of the first and last taker sell below
+# it (-1 = none or unknown); the mirror for taker buys at / above the previous best ask
+# (#17's bar contract: book.sampler's BAR_EVENT_COLUMNS)
 BAR_DTYPE = np.dtype(
     [
         ("ts", np.int64),
@@ -94,15 +171,40 @@ BAR_DTYPE = np.dtype(
         ("maker", np.float64),
         ("taker", np.float64),
         ("funding_rate", np.float64),
+        ("bid_size", np.int64),
+        ("ask_size", np.int64),
+        ("sell_at_vol", np.int64),
+        ("sell_thru_first", np.int64),
+        ("sell_thru_last", np.int64),
+        ("buy_at_vol", np.int64),
+        ("buy_thru_first", np.int64),
+        ("buy_thru_last", np.int64),
     ]
 )
-
-
-# the columns of a bar row (BAR_DTYPE's field order)
-_TS, _BID, _ASK, _BUY_HI, _SELL_LO, _MID, _MAKER, _TAKER, _FUNDING_RATE = range(9)
-assert BAR_DTYPE.names == (
-    "ts", "bid", "ask", "buy_hi", "sell_lo", "mid", "maker", "taker", "funding_rate",
-) and all(BAR_DTYPE[i].itemsize == 8 for i in range(9))  # fmt: skip
+# the fields a fill model with queue position or latency reads, and their "unknown"
+_EVENT_FIELDS = {
+    "bid_size": 0,
+    "ask_size": 0,
+    "sell_at_vol": 0,
+    "sell_thru_first": -1,
+    "sell_thru_last": -1,
+    "buy_at_vol": 0,
+    "buy_thru_first": -1,
+    "buy_thru_last": -1,
+}
+# the slice column (core.schema, contract17.md) each of them is read from
+SLICE_COLUMNS = {
+    "bid_size": "bid_sz_0",
+    "ask_size": "ask_sz_0",
+    "sell_at_vol": "sell_at_bid_vol",
+    "sell_thru_first": "sell_thru_bid_first_ts",
+    "sell_thru_last": "sell_thru_bid_last_ts",
+    "buy_at_vol": "buy_at_ask_vol",
+    "buy_thru_first": "buy_thru_ask_first_ts",
+    "buy_thru_last": "buy_thru_ask_last_ts",
+}
+_NB = BAR_DTYPE.itemsize // 8  # fields, each 8 bytes (checked below)
+assert all(BAR_DTYPE[i].itemsize == 8 for i in range(_NB))
 
 
 class Bar(NamedTuple):
@@ -117,12 +219,24 @@ class Bar(NamedTuple):
     maker: float
     taker: float
     funding_rate: float
+    bid_size: int = 0
+    ask_size: int = 0
+    sell_at_vol: int = 0
+    sell_thru_first: int = -1
+    sell_thru_last: int = -1
+    buy_at_vol: int = 0
+    buy_thru_first: int = -1
+    buy_thru_last: int = -1
+
+
+assert Bar._fields == BAR_DTYPE.names
 
 
 class Terms(NamedTuple):
     """An account's terms, as the order kernels read them: the stake of every order (a
     fraction of the balance) and the exposure cap; the instrument (tick size, multiplier,
-    inverse); the switches: the `touch` fill model (else trade_through), orders roll,
+    inverse, lot in contracts: 0 = no rounding); the fill model (`envs.queue` code) and
+    power_prob's exponent; entry and cancel latency (ns); the switches: orders roll,
     funding settles, action mode "target" (else "toggle")."""
 
     stake: float
@@ -130,7 +244,11 @@ class Terms(NamedTuple):
     tick: float
     multiplier: float
     inverse: bool
-    touch: bool
+    lot: float
+    model: int
+    power: float
+    entry_ns: int
+    cancel_ns: int
     roll: bool
     funding: bool
     target: bool
@@ -150,18 +268,19 @@ _float_of_bits: Any = intrinsic(_bitcast_int64_to_float64)
 @njit(cache=True, nogil=True)
 def bar_at(rows: np.ndarray, k: int) -> Bar:
     """Bar k of the int64 rows `bar_rows` returns."""
+    r = rows[k]
     return Bar(
-        rows[k, _TS], rows[k, _BID], rows[k, _ASK], rows[k, _BUY_HI], rows[k, _SELL_LO],
-        _float_of_bits(rows[k, _MID]), _float_of_bits(rows[k, _MAKER]),
-        _float_of_bits(rows[k, _TAKER]), _float_of_bits(rows[k, _FUNDING_RATE]),
+        r[0], r[1], r[2], r[3], r[4], _float_of_bits(r[5]), _float_of_bits(r[6]),
+        _float_of_bits(r[7]), _float_of_bits(r[8]), r[9], r[10], r[11], r[12], r[13], r[14],
+        r[15], r[16],
     )  # fmt: skip
 
 
 def bar_rows(bars: np.ndarray) -> np.ndarray:
-    """A BAR_DTYPE array's memory as int64 rows (n, 9), what the kernels take (`bar_at`)."""
+    """A BAR_DTYPE array's memory as int64 rows (n, fields), what the kernels take."""
     if bars.dtype != BAR_DTYPE or not bars.flags.c_contiguous:
         raise ValueError("bars must be a C-contiguous BAR_DTYPE array")
-    return bars.view(np.int64).reshape(len(bars), 9)
+    return bars.view(np.int64).reshape(len(bars), _NB)
 
 
 def bar_array(
@@ -174,8 +293,14 @@ def bar_array(
     maker: np.ndarray,
     taker: np.ndarray,
     funding_rate: np.ndarray,
+    **events: np.ndarray,
 ) -> np.ndarray:
-    """The bars of equal-length columns as one BAR_DTYPE array (a copy)."""
+    """The bars of equal-length columns as one BAR_DTYPE array (a copy). `events`: the
+    queue and latency fields by BAR_DTYPE name (bid_size, ..., buy_thru_last); one not
+    given is "unknown" (sizes and volumes 0, timestamps -1)."""
+    unknown = sorted(set(events) - set(_EVENT_FIELDS))
+    if unknown:
+        raise TypeError(f"bar_array: unknown bar fields {unknown}")
     bars = np.zeros(len(ts), BAR_DTYPE)
     bars["ts"] = ts
     bars["bid"] = bid
@@ -186,6 +311,8 @@ def bar_array(
     bars["maker"] = maker
     bars["taker"] = taker
     bars["funding_rate"] = funding_rate
+    for name, none in _EVENT_FIELDS.items():
+        bars[name] = events.get(name, none)
     return bars
 
 
@@ -199,6 +326,23 @@ def funding_due(ts: np.ndarray, instrument: InstrumentSpec) -> np.ndarray:
 
 # ------------------------------------------------------------------ the order rules
 @njit(cache=True, nogil=True)
+def order_contracts(F: np.ndarray, terms: Terms, stake: float, price: int) -> float:
+    """The contracts `stake` buys at `price` (ticks) on the balance now (F's account),
+    rounded down to the lot (`terms.lot`; 0: not rounded)."""
+    c = contracts_for(stake, F[A_BAL], price * terms.tick, terms.inverse, terms.multiplier)
+    if terms.lot > 0.0:
+        return np.floor(c / terms.lot + 1e-9) * terms.lot
+    return c
+
+
+@njit(cache=True, nogil=True)
+def resting(I: np.ndarray) -> bool:  # noqa: E741
+    """True when the account has an order in any slot (live, or its cancel in flight)."""
+    o = H_ASK - H_BID  # one slot's width
+    return I[H_BID] != 0 or I[H_ASK] != 0 or I[H_BID + 2 * o] != 0 or I[H_ASK + 2 * o] != 0
+
+
+@njit(cache=True, nogil=True)
 def can_place(I: np.ndarray, F: np.ndarray, terms: Terms, side: int) -> bool:  # noqa: E741
     """True when a new order of `side` may rest: it would reduce the open stack, or one
     more stake stays within the exposure cap."""
@@ -207,70 +351,83 @@ def can_place(I: np.ndarray, F: np.ndarray, terms: Terms, side: int) -> bool:  #
 
 
 @njit(cache=True, nogil=True)
-def toggle(I: np.ndarray, F: np.ndarray, terms: Terms, side: int, best: int) -> None:  # noqa: E741
-    """Action mode "toggle": cancel the resting order of `side`, or place one at `best`."""
-    o = H_BID if side == BUY else H_ASK
-    if I[o] != 0:
-        I[o] = 0
-    elif can_place(I, F, terms, side):
-        I[o] = best
-
-
-@njit(cache=True, nogil=True)
-def target(
+def new_order(
     I: np.ndarray,  # noqa: E741
     F: np.ndarray,
     terms: Terms,
-    want_bid: bool,
-    want_ask: bool,
-    best_bid: int,
-    best_ask: int,
+    s: int,
+    price: int,
+    size: int,
+    ts: int,
+    stake: float,
 ) -> None:
-    """Action mode "target": cancel a side not wanted; place a wanted side at its best
-    price when none rests; a wanted order that rests keeps its price."""
-    if not want_bid:
-        I[H_BID] = 0
-    elif I[H_BID] == 0 and can_place(I, F, terms, BUY):
-        I[H_BID] = best_bid
-    if not want_ask:
-        I[H_ASK] = 0
-    elif I[H_ASK] == 0 and can_place(I, F, terms, SELL):
-        I[H_ASK] = best_ask
+    """An order for `stake` sent at close `ts` into live slot `s` (0 buy, 1 sell) at
+    `price`, the best of its side holding `size` contracts: it arrives after the entry
+    latency at the back of the queue (touch: the front). Not placed (the slot empty) when
+    it would be 0 contracts."""
+    oi, of = orders(I, F)
+    if order_contracts(F, terms, stake, price) <= 0.0:
+        oi[s, O_PX] = 0
+        return
+    oi[s, O_PX] = price
+    oi[s, O_ARRIVE] = ts + terms.entry_ns
+    oi[s, O_CANCEL] = 0
+    oi[s, O_SINCE] = ts
+    oi[s, O_LINK] = 0
+    oi[s, O_LOT] = 0
+    of[s, O_STAKE] = stake
+    of[s, O_AHEAD] = queue_on_join(terms.model, float(size))
+    of[s, O_LEVEL] = float(size)
 
 
 @njit(cache=True, nogil=True)
-def act(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    terms: Terms,
-    a: int,
-    best_bid: int,
-    best_ask: int,
-) -> bool:
-    """The action `a` at the close of the decision bar (its best prices given), read in
-    the account's action mode. False: `a` is not an action of that mode (nothing done)."""
+def cancel(I: np.ndarray, F: np.ndarray, terms: Terms, s: int, ts: int, link: int) -> None:  # noqa: E741
+    """Cancel the live order of slot `s`, sent at `ts`: with a cancel latency it moves to
+    its side's in-flight slot (s + 2) until the cancel lands (link 1: a re-price, whose
+    replacement its fills shrink), dropping an older order there; else it goes now."""
+    oi, of = orders(I, F)
+    if terms.cancel_ns > 0:
+        c = s + 2
+        oi[c] = oi[s]
+        of[c] = of[s]
+        oi[c, O_CANCEL] = ts + terms.cancel_ns
+        oi[c, O_LINK] = link
+    oi[s, O_PX] = 0
+
+
+@njit(cache=True, nogil=True)
+def _want(I: np.ndarray, F: np.ndarray, terms: Terms, s: int, on: bool, bar: Bar) -> None:  # noqa: E741
+    """Cancel the live order of slot `s` when not `on`; place one at the best of its side
+    when `on` and none is live and the cap allows; a live order wanted stays."""
+    live = I[H_BID if s == 0 else H_ASK] != 0
+    if not on:
+        if live:
+            cancel(I, F, terms, s, bar.ts, 0)
+    elif not live and can_place(I, F, terms, BUY if s == 0 else SELL):
+        if s == 0:
+            new_order(I, F, terms, 0, bar.bid, bar.bid_size, bar.ts, terms.stake)
+        else:
+            new_order(I, F, terms, 1, bar.ask, bar.ask_size, bar.ts, terms.stake)
+
+
+@njit(cache=True, nogil=True)
+def act(I: np.ndarray, F: np.ndarray, terms: Terms, a: int, bar: Bar) -> bool:  # noqa: E741
+    """The action `a` at the close of the decision bar `bar`, read in the account's action
+    mode: "toggle" (1 / 2: cancel the live buy / sell, else place one) or "target" (the
+    live orders wanted, a bit per side). False: `a` is not an action of that mode (nothing
+    done)."""
     if terms.target:
         if a < 0 or a > 3:
             return False
-        target(I, F, terms, a & 1 != 0, a & 2 != 0, best_bid, best_ask)
+        _want(I, F, terms, 0, a & 1 != 0, bar)
+        _want(I, F, terms, 1, a & 2 != 0, bar)
     elif a == 1:
-        toggle(I, F, terms, BUY, best_bid)
+        _want(I, F, terms, 0, I[H_BID] == 0, bar)
     elif a == 2:
-        toggle(I, F, terms, SELL, best_ask)
+        _want(I, F, terms, 1, I[H_ASK] == 0, bar)
     elif a != 0:
         return False
     return True
-
-
-@njit(cache=True, nogil=True)
-def crossed(side: int, price: int, bar: Bar, touch: bool) -> bool:
-    """True when bar `bar` fills a resting order of `side` at `price`: the fill model
-    (`touch` or trade_through) on the bar's prints, or the opposite best reaching it."""
-    if side == BUY:
-        lo = bar.sell_lo
-        return (lo > 0 and (lo <= price if touch else lo < price)) or bar.ask <= price
-    hi = bar.buy_hi
-    return (hi > 0 and (hi >= price if touch else hi > price)) or bar.bid >= price
 
 
 @njit(cache=True, nogil=True)
@@ -279,37 +436,108 @@ def fill_resting(
     F: np.ndarray,
     terms: Terms,
     bar: Bar,
-    side: int,
+    s: int,
     ntr: int,
 ) -> tuple[int, bool]:
-    """The resting order of `side` on bar `bar`: when crossed it leaves the book, and
-    fills (the stake, maker, at its price and the bar's maker rate) unless the exposure
-    cap refuses it. A fill is recorded in the header (H_FILLS, F_FILLS: side, price,
-    contracts opened or closed, notional, fee). Returns (ntr, filled)."""
-    o = H_BID if side == BUY else H_ASK
-    price = I[o]
-    if price == 0 or not crossed(side, price, bar, terms.touch):
+    """The order of slot `s` over bar `bar` (the rules of the module docstring): what it
+    fills, whole or in part, if anything; a post-only rejection. A fill is recorded in the
+    header (H_FILLS, F_FILLS: side, price, contracts opened or closed, notional, fee).
+    Returns (ntr, filled)."""
+    oi, of = orders(I, F)
+    p = oi[s, O_PX]
+    if p == 0:
         return ntr, False
-    I[o] = 0
+    buy = s % 2 == 0
+    side = BUY if buy else SELL
+    t0, t1 = oi[s, O_SINCE], bar.ts
+    arrive, landing = oi[s, O_ARRIVE], oi[s, O_CANCEL]
+    start = arrive if arrive > t0 else t0
+    end = landing if 0 < landing < t1 else t1
+    if start > end or (start == end and end < t1):
+        return ntr, False  # not live in this bar
+    if buy:
+        px, first, last, at_vol = (
+            bar.sell_lo,
+            bar.sell_thru_first,
+            bar.sell_thru_last,
+            bar.sell_at_vol,
+        )
+        beyond = 0 < px < p
+        crossed = bar.ask <= p
+    else:
+        px, first, last, at_vol = bar.buy_hi, bar.buy_thru_first, bar.buy_thru_last, bar.buy_at_vol
+        beyond = px > p
+        crossed = bar.bid >= p
+    cut = start > t0 or end < t1  # latency hides part of the bar: read the timestamps
+    frac = 1.0
+    if cut:
+        frac = (end - start) / (t1 - t0) if t1 > t0 else 0.0
+        beyond = beyond and first >= 0 and last >= start and first <= end
+    vol = at_vol * frac if of[s, O_LEVEL] >= 0.0 else 0.0
+    model = terms.model
+    whole = beyond
+    if model == TOUCH:
+        whole = whole or (vol > 0.0 if cut else px == p)
+    stake = of[s, O_STAKE]
+    size = order_contracts(F, terms, stake, p)
+    q = 0.0
+    if not whole and vol > 0.0 and model >= RISK_AVERSE:
+        ahead = of[s, O_AHEAD] - vol
+        of[s, O_AHEAD] = ahead
+        if ahead < 0.0:
+            q = min(-ahead, vol, size)
+            if terms.lot > 0.0:
+                q = np.floor(q / terms.lot + 1e-9) * terms.lot
+    if crossed and end == t1:
+        if arrive > t0 and not whole and q <= 0.0:
+            oi[s, O_PX] = 0  # post-only: crossed in its arrival bar before any fill
+            return ntr, False
+        whole = True
+    if whole:
+        q = size
+    if q <= 0.0:
+        if size <= 0.0:
+            oi[s, O_PX] = 0  # nothing left to fill
+        return ntr, False
+    part = stake
+    if q < size:
+        part = stake * (q / size)
+        of[s, O_STAKE] = stake - part
+    else:
+        oi[s, O_PX] = 0
     lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
-    stake = terms.stake
-    if not can_fill(acct_i, lot_i, lot_f, side, stake, terms.max_exposure):
-        return ntr, False
     before = side_of(acct_i, lot_i)
+    opened = before == 0 or before == side
+    n = acct_i[1]
+    merge = (
+        opened and n > 0 and oi[s, O_LOT] != 0 and lot_i[n - 1, L_TS] == oi[s, O_LOT]
+        and lot_i[n - 1, L_SIDE] == side and lot_i[n - 1, L_PX] == p
+    )  # fmt: skip
+    if not can_fill(acct_i, lot_i, lot_f, side, part, terms.max_exposure) or (
+        opened and not merge and n >= lot_i.shape[0]
+    ):
+        oi[s, O_PX] = 0
+        return ntr, False
     c0 = _contracts(acct_i, lot_f)
     vol0 = acct_f[A_MVOL]
     fee0 = acct_f[A_MFEE]
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, stake, bar.maker, MAKER, terms.tick,
-        terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
+        acct_f, acct_i, lot_i, lot_f, side, p, bar.ts, part, q, merge, bar.maker, MAKER,
+        terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
     )  # fmt: skip
+    if opened and not merge:
+        oi[s, O_LOT] = bar.ts
+    if s >= 2 and oi[s, O_LINK] != 0 and oi[s - 2, O_PX] != 0:
+        # a re-priced order filled in flight: its replacement carries only the rest
+        left = of[s - 2, O_STAKE] - part
+        of[s - 2, O_STAKE] = left
+        if left <= 0.0 or order_contracts(F, terms, left, oi[s - 2, O_PX]) <= 0.0:
+            oi[s - 2, O_PX] = 0
     j = I[H_NFILLS]
     I[H_NFILLS] = j + 1
     I[H_FILLS + 2 * j] = side
-    I[H_FILLS + 2 * j + 1] = price
-    # an opening fill adds one lot; a reducing one closes part of the stack
-    opened = before == 0 or before == side
-    F[F_FILLS + 3 * j] = lot_f[acct_i[1] - 1, L_C] if opened else c0 - _contracts(acct_i, lot_f)
+    I[H_FILLS + 2 * j + 1] = p
+    F[F_FILLS + 3 * j] = q if opened else c0 - _contracts(acct_i, lot_f)
     F[F_FILLS + 3 * j + 1] = acct_f[A_MVOL] - vol0
     F[F_FILLS + 3 * j + 2] = acct_f[A_MFEE] - fee0
     return ntr, True
@@ -339,13 +567,44 @@ def settle_funding(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar) -> bool
 
 
 @njit(cache=True, nogil=True)
-def roll(I: np.ndarray, terms: Terms, bar: Bar) -> None:  # noqa: E741
-    """With rolling on, unfilled orders move to the bar's best price of their side."""
-    if terms.roll:
-        if I[H_BID] != 0:
-            I[H_BID] = bar.bid
-        if I[H_ASK] != 0:
-            I[H_ASK] = bar.ask
+def at_close(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar) -> None:  # noqa: E741
+    """The orders at the bar's close: a cancel that landed removes its order; queue places
+    update (the module docstring's rules); with rolling on, a live order off the best of
+    its side is re-priced there (cancel + a new order for the stake it still carries)."""
+    oi, of = orders(I, F)
+    t1 = bar.ts
+    queue = terms.model >= RISK_AVERSE  # risk_averse, power_prob
+    for s in (2, 3, 0, 1):
+        p = oi[s, O_PX]
+        if p == 0:
+            continue
+        if oi[s, O_CANCEL] != 0 and oi[s, O_CANCEL] <= t1:
+            oi[s, O_PX] = 0
+            continue
+        buy = s % 2 == 0
+        best = bar.bid if buy else bar.ask
+        size = float(bar.bid_size if buy else bar.ask_size)
+        if queue:
+            ahead = of[s, O_AHEAD]
+            if best == p:
+                if oi[s, O_ARRIVE] > t1:
+                    ahead = size  # not arrived: joins the book as it stands
+                elif of[s, O_LEVEL] >= 0.0:
+                    at_vol = bar.sell_at_vol if buy else bar.buy_at_vol
+                    ahead, _ = queue_on_depth(
+                        terms.model, ahead, float(at_vol), of[s, O_LEVEL], size, terms.power
+                    )
+                else:
+                    ahead = min(ahead, size)
+            elif (best < p) == buy:  # the best moved past p: the level at p was taken
+                ahead = min(ahead, 0.0)
+            of[s, O_AHEAD] = ahead
+        of[s, O_LEVEL] = size if best == p else -1.0
+        oi[s, O_SINCE] = t1
+        if s < 2 and terms.roll and best != p:
+            stake = of[s, O_STAKE]
+            cancel(I, F, terms, s, t1, 1)
+            new_order(I, F, terms, s, best, bar.bid_size if buy else bar.ask_size, t1, stake)
 
 
 @njit(cache=True, nogil=True)
@@ -356,17 +615,19 @@ def on_bar(
     bar: Bar,
     ntr: int,
 ) -> tuple[int, bool]:
-    """One bar after the decision bar: the resting buy, then the resting sell, may fill;
-    funding settles if due; unfilled orders roll. What it filled and paid is in the
-    header until the next bar (H_NFILLS, H_FILLS, F_FILLS, F_PAID). Returns (ntr, whether
-    the account changed)."""
+    """One bar after the decision bar: each side's orders may fill (the buy side first,
+    an order whose cancel is in flight before the live one); funding settles if due; the
+    close (`at_close`). What it filled and paid is in the header until the next bar
+    (H_NFILLS, H_FILLS, F_FILLS, F_PAID). Returns (ntr, whether the account changed)."""
     I[H_NFILLS] = 0
     F[F_PAID] = 0.0
-    ntr, bought = fill_resting(I, F, terms, bar, BUY, ntr)
-    ntr, sold = fill_resting(I, F, terms, bar, SELL, ntr)
+    filled = False
+    for s in (2, 0, 3, 1):
+        ntr, f = fill_resting(I, F, terms, bar, s, ntr)
+        filled = filled or f
     paid = settle_funding(I, F, terms, bar)
-    roll(I, terms, bar)
-    return ntr, bought or sold or paid
+    at_close(I, F, terms, bar)
+    return ntr, filled or paid
 
 
 @njit(cache=True, nogil=True)
@@ -377,30 +638,59 @@ def flatten(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar, ntr: int) -> i
     side = -lot_i[0, L_SIDE]
     price = bar.bid if side == SELL else bar.ask
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, exposure_of(acct_i, lot_f),
-        bar.taker, TAKER, terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
+        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, exposure_of(acct_i, lot_f), 0.0,
+        False, bar.taker, TAKER, terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
     )  # fmt: skip
-    I[H_BID] = 0
-    I[H_ASK] = 0
+    oi, _ = orders(I, F)
+    oi[:, O_PX] = 0
     return ntr
 
 
 # ------------------------------------------------------------------ the account
-# the fill models the kernels implement (EnvConfig.fill_model names)
-FILL_MODELS = ("touch", "trade_through")
+# the bar fields each fill model reads beyond a bar's prices and prints (a slice without
+# them cannot run it); latency also reads the through timestamps
+QUEUE_FIELDS = ("bid_size", "ask_size", "sell_at_vol", "buy_at_vol")
+LATENCY_FIELDS = ("sell_thru_first", "sell_thru_last", "buy_thru_first", "buy_thru_last")
 
 
-def check_execution(fill_model: str, entry_latency_ms: float, cancel_latency_ms: float) -> None:
-    """Raise ValueError when the broker cannot run `fill_model` with these latencies
-    (a model or latency the kernels do not implement yet is refused, never run as
-    another)."""
-    if fill_model not in FILL_MODELS:
-        raise ValueError(
-            f"fill_model {fill_model!r} is not implemented by the broker yet (#17): "
-            f"use one of {', '.join(FILL_MODELS)}"
-        )
-    if entry_latency_ms != 0 or cancel_latency_ms != 0:
-        raise ValueError("order latency is not implemented by the broker yet (#17): use 0 ms")
+def fields_needed(
+    fill_model: str, entry_latency_ms: float, cancel_latency_ms: float
+) -> tuple[str, ...]:
+    """The BAR_DTYPE fields beyond today's that the fill model and latency read (touch
+    and trade_through with zero latency: none, so they run on slices without them).
+    Raises ValueError on an unknown model or a negative latency."""
+    if fill_model not in QUEUE_MODELS:
+        raise ValueError(f"fill_model {fill_model!r}: expected one of {', '.join(QUEUE_MODELS)}")
+    if entry_latency_ms < 0 or cancel_latency_ms < 0:
+        raise ValueError("entry_latency_ms and cancel_latency_ms must be >= 0")
+    queue = QUEUE_FIELDS if QUEUE_MODELS[fill_model] >= RISK_AVERSE else ()
+    latency = entry_latency_ms > 0 or cancel_latency_ms > 0
+    # touch with latency reads the at-price volume of the live part of a bar
+    touch = ("sell_at_vol", "buy_at_vol") if latency and fill_model == "touch" else ()
+    lat = LATENCY_FIELDS if latency else ()
+    return tuple(dict.fromkeys((*queue, *touch, *lat)))
+
+
+def terms_for(
+    fill_model: str,
+    power_prob_n: float,
+    entry_latency_ms: float,
+    cancel_latency_ms: float,
+    stake: float,
+    max_exposure: float,
+    instrument: InstrumentSpec,
+    roll: bool,
+    funding: bool,
+    target: bool,
+) -> Terms:
+    """The `Terms` of these rules on `instrument` (its lot rounds every order)."""
+    fields_needed(fill_model, entry_latency_ms, cancel_latency_ms)
+    return Terms(
+        float(stake), float(max_exposure), float(instrument.tick_size),
+        float(instrument.multiplier), bool(instrument.is_inverse), float(instrument.lot_size),
+        QUEUE_MODELS[fill_model], float(power_prob_n), round(entry_latency_ms * 1_000_000),
+        round(cancel_latency_ms * 1_000_000), bool(roll), bool(funding), bool(target),
+    )  # fmt: skip
 
 
 _ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
@@ -453,7 +743,7 @@ class BrokerRules:
             raise ValueError(
                 f"action_mode {self.action_mode!r}: expected one of {sorted(ACTION_NAMES)}"
             )
-        check_execution(self.fill_model, self.entry_latency_ms, self.cancel_latency_ms)
+        fields_needed(self.fill_model, self.entry_latency_ms, self.cancel_latency_ms)
 
     @property
     def limits(self) -> StateLimits:
@@ -494,26 +784,27 @@ class BrokerAccount:
         self._rules = rules
         self._I = np.zeros(0, np.int64)
         self._F = np.zeros(0, np.float64)
-        self._load(position, 0, 0)
+        self._load(position, None)
         self.fills = 0
         self.last_fills: list[BrokerFill] = []  # the fills of the last `on_bar`
         self.last_funding = 0.0  # funding paid on the last `on_bar` (settle currency)
         self.bar_ts: int | None = None  # close of the last bar seen (funding's previous close)
 
-    def _load(self, position: Position, bid_px: int, ask_px: int) -> None:
-        """The rules' terms, and `position` and the resting orders in fresh packed arrays,
-        with room for the lots the rules allow (or `position` holds) and a bar's trades."""
+    def _load(self, position: Position, order_slots: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """The rules' terms, and `position` and the orders (`order_slots`, copies of the
+        `envs.kernels.orders` tables; None: none) in fresh packed arrays, with room for
+        the lots the rules allow (or `position` holds; partial fills open smaller lots)
+        and a bar's trades."""
         r, inst = self._rules, self.instrument
         lots = position.lots
-        lot_cap = max(int((r.max_exposure + 1e-9) / r.stake_fraction), len(lots)) + 2
-        trade_cap = 2 * lot_cap  # a bar's two fills close at most every lot, twice
+        full = int((r.max_exposure + 1e-9) / r.stake_fraction)
+        lot_cap = max(2 * full + 4, len(lots) + 2)
+        trade_cap = MAX_FILLS * lot_cap  # a bar's fills close at most every lot, each
         ni, nf = packed_sizes(lot_cap, trade_cap)
         I = np.zeros(ni, np.int64)  # noqa: E741
         F = np.zeros(nf, np.float64)
         I[H_LOTCAP] = lot_cap
         I[H_TRCAP] = trade_cap
-        I[H_BID] = bid_px
-        I[H_ASK] = ask_px
         p = position
         F[:N_ACCT] = (
             p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
@@ -525,12 +816,19 @@ class BrokerAccount:
         for i, lot in enumerate(lots):
             lot_i[i] = (lot.side, lot.price_ticks, lot.ts_ns)
             lot_f[i] = (lot.stake, lot.contracts, lot.entry_fee)
+        if order_slots is not None:
+            oi, of = orders(I, F)
+            oi[:], of[:] = order_slots
         self._I, self._F = I, F
-        self._terms = Terms(
-            float(r.stake_fraction), float(r.max_exposure), float(inst.tick_size),
-            float(inst.multiplier), bool(inst.is_inverse), r.fill_model == "touch",
-            bool(r.roll_orders), bool(r.funding), r.action_mode == "target",
+        self._terms = terms_for(
+            r.fill_model, r.power_prob_n, r.entry_latency_ms, r.cancel_latency_ms,
+            r.stake_fraction, r.max_exposure, inst, r.roll_orders, r.funding,
+            r.action_mode == "target",
         )  # fmt: skip
+
+    def _orders(self) -> tuple[np.ndarray, np.ndarray]:
+        oi, of = orders(self._I, self._F)
+        return oi.copy(), of.copy()
 
     @property
     def rules(self) -> BrokerRules:
@@ -539,9 +837,9 @@ class BrokerAccount:
     @rules.setter
     def rules(self, rules: BrokerRules) -> None:
         """New rules (a new model) keep the position and the resting orders."""
-        position, bid, ask = self.position, self.bid_px, self.ask_px
+        position, slots = self.position, self._orders()
         self._rules = rules
-        self._load(position, bid, ask)
+        self._load(position, slots)
 
     @property
     def position(self) -> Position:
@@ -552,25 +850,37 @@ class BrokerAccount:
     @position.setter
     def position(self, position: Position) -> None:
         """Live trade mode: the position the exchange's executions made."""
-        self._load(position, self.bid_px, self.ask_px)
+        self._load(position, self._orders())
+
+    def _set_order(self, s: int, price: int) -> None:
+        """Live trade mode: the exchange's own order of slot `s` (0 buy, 1 sell) at
+        `price` (0: none), for one stake, arrived and at the front of its queue (its
+        place there is the exchange's, not modelled)."""
+        oi, of = orders(self._I, self._F)
+        if price == 0:
+            oi[s, O_PX] = 0
+            return
+        t = self.bar_ts or 0
+        oi[s] = (price, t, 0, t, 0, 0)
+        of[s] = (self._rules.stake_fraction, 0.0, -1.0)
 
     @property
     def bid_px(self) -> int:
-        """The resting buy's price (ticks, 0 = none)."""
+        """The live buy's price (ticks, 0 = none)."""
         return int(self._I[H_BID])
 
     @bid_px.setter
     def bid_px(self, price: int) -> None:
-        self._I[H_BID] = price
+        self._set_order(0, int(price))
 
     @property
     def ask_px(self) -> int:
-        """The resting sell's price (ticks, 0 = none)."""
+        """The live sell's price (ticks, 0 = none)."""
         return int(self._I[H_ASK])
 
     @ask_px.setter
     def ask_px(self, price: int) -> None:
-        self._I[H_ASK] = price
+        self._set_order(1, int(price))
 
     @property
     def long_order(self) -> bool:
@@ -594,13 +904,26 @@ class BrokerAccount:
             self._rules.limits,
         )
 
-    def act(self, action: int | None, best_bid: int, best_ask: int) -> None:
-        """The action at the close of the decision bar (whose best prices are given), read
-        in the rules' action mode (`act`; None: no decision). Raises ValueError on an
-        action the mode does not have."""
+    def act(
+        self,
+        action: int | None,
+        best_bid: int,
+        best_ask: int,
+        *,
+        ts_ns: int | None = None,
+        bid_size: int = 0,
+        ask_size: int = 0,
+    ) -> None:
+        """The action at the close of the decision bar (whose best prices, and sizes
+        there, are given; `ts_ns` its close, by default the last bar seen), read in the
+        rules' action mode (`act`; None: no decision). Raises ValueError on an action the
+        mode does not have."""
         if action is None:
             return
-        if not act(self._I, self._F, self._terms, int(action), int(best_bid), int(best_ask)):
+        ts = int(ts_ns) if ts_ns is not None else (self.bar_ts or 0)
+        bar = Bar(ts, int(best_bid), int(best_ask), 0, 0, 0.0, 0.0, 0.0, 0.0,
+                  int(bid_size), int(ask_size))  # fmt: skip
+        if not act(self._I, self._F, self._terms, int(action), bar):
             n = len(ACTION_NAMES[self._rules.action_mode])
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
 
@@ -612,10 +935,21 @@ class BrokerAccount:
         buy_hi: int,
         sell_lo: int,
         mid_ticks: float | None = None,
+        *,
+        bid_size: int = 0,
+        ask_size: int = 0,
+        sell_at_vol: int = 0,
+        sell_thru_first: int = -1,
+        sell_thru_last: int = -1,
+        buy_at_vol: int = 0,
+        buy_thru_first: int = -1,
+        buy_thru_last: int = -1,
     ) -> None:
-        """Fills, funding and rolling over one bar after the decision bar (`on_bar`);
+        """Fills, funding and the close over one bar after the decision bar (`on_bar`);
         `mid_ticks`, the funding mark: the bar's mid, by default (best_bid + best_ask) / 2.
-        The fee is the rules' in force at the bar's close."""
+        The keyword fields are #17's bar fields (BAR_DTYPE's), by default unknown (no
+        at-price volume, no through timestamps, sizes 0). The fee is the rules' in force at
+        the bar's close."""
         r = self._rules
         ts = int(ts_ns)
         prev, self.bar_ts = self.bar_ts, ts
@@ -624,7 +958,9 @@ class BrokerAccount:
         mid = (best_bid + best_ask) / 2.0 if mid_ticks is None else mid_ticks
         bar = Bar(
             ts, int(best_bid), int(best_ask), int(buy_hi), int(sell_lo), float(mid),
-            float(maker), float(taker), float(r.funding_rate) if due else 0.0,
+            float(maker), float(taker), float(r.funding_rate) if due else 0.0, int(bid_size),
+            int(ask_size), int(sell_at_vol), int(sell_thru_first), int(sell_thru_last),
+            int(buy_at_vol), int(buy_thru_first), int(buy_thru_last),
         )  # fmt: skip
         I, F = self._I, self._F  # noqa: E741
         on_bar(I, F, self._terms, bar, 0)

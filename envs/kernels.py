@@ -110,6 +110,8 @@ def fill(
     price_ticks: int,
     ts_ns: int,
     stake: float,
+    contracts: float,
+    merge: bool,
     rate: float,
     liq: int,
     tick: float,
@@ -120,9 +122,10 @@ def fill(
     ntr: int,
 ) -> int:
     """Apply one fill in place (the caller has checked `can_fill`): reduce the opposite
-    stack FIFO (closed trades appended at `ntr`) or open a lot, charging `rate` (the fee
-    rate of this fill's liquidity `liq`, MAKER or TAKER) on its notional. Returns the new
-    ntr."""
+    stack FIFO by `stake` (closed trades appended at `ntr`) or open a lot of `stake` and
+    `contracts` (merge: add them to the newest lot instead, the rest of a partly filled
+    order), charging `rate` (the fee rate of this fill's liquidity `liq`, MAKER or TAKER)
+    on its notional. Returns the new ntr."""
     price = price_ticks * tick
     n = acct_i[A_N]
     if n > 0 and lot_i[0, L_SIDE] == -side:
@@ -130,18 +133,23 @@ def fill(
             acct_f, acct_i, lot_i, lot_f, price_ticks, price, ts_ns, stake, rate, liq, tick,
             inverse, mult, tr_i, tr_f, ntr,
         )  # fmt: skip
-    if n >= lot_i.shape[0]:
-        raise ValueError("lot buffer full")
-    c = contracts_for(stake, acct_f[A_BAL], price, inverse, mult)
+    c = contracts
     vol = notional(c, price, inverse, mult)
     fee = rate * vol  # = fee_for(rate, c, price, ...), the same arithmetic
-    lot_i[n, L_SIDE] = side
-    lot_i[n, L_PX] = price_ticks
-    lot_i[n, L_TS] = ts_ns
-    lot_f[n, L_STAKE] = stake
-    lot_f[n, L_C] = c
-    lot_f[n, L_FEE] = fee
-    acct_i[A_N] = n + 1
+    if merge and n > 0:
+        lot_f[n - 1, L_STAKE] = lot_f[n - 1, L_STAKE] + stake
+        lot_f[n - 1, L_C] = lot_f[n - 1, L_C] + c
+        lot_f[n - 1, L_FEE] = lot_f[n - 1, L_FEE] + fee
+    else:
+        if n >= lot_i.shape[0]:
+            raise ValueError("lot buffer full")
+        lot_i[n, L_SIDE] = side
+        lot_i[n, L_PX] = price_ticks
+        lot_i[n, L_TS] = ts_ns
+        lot_f[n, L_STAKE] = stake
+        lot_f[n, L_C] = c
+        lot_f[n, L_FEE] = fee
+        acct_i[A_N] = n + 1
     acct_f[A_BAL] = acct_f[A_BAL] - fee
     acct_f[A_FEES] = acct_f[A_FEES] + fee
     acct_f[A_MVOL + liq] = acct_f[A_MVOL + liq] + vol
@@ -376,15 +384,35 @@ def reward_terms(
 # reads them, the position summary, reward parameters), in two flat arrays I (int64) and
 # F (float64); `_views` cuts the account's arrays out of them.
 # I (int64) header
-H_T, H_BID, H_ASK, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(9)
-H_TOUCH, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
+H_T, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(7)
+# H_MODEL: the fill model, envs.queue.QUEUE_MODELS' code of EnvConfig.fill_model
+H_MODEL, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
 H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
 H_SSIDE, H_SLAST, H_LOTCAP, H_TRCAP = 16, 17, 18, 19
 H_TARGET = 20  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
-# what the last bar the broker ran (envs.broker.on_bar) filled: the number of fills (0..2,
-# the buy first) and for fill j its side and price, I[H_FILLS + 2j], I[H_FILLS + 2j + 1]
-H_NFILLS, H_FILLS = 21, 22
-H_SIZE = H_FILLS + 4
+H_ENTRY, H_CANCEL = 21, 22  # order entry and cancel latency (ns)
+# what the last bar the broker ran (envs.broker.on_bar) filled: the number of fills (0..4:
+# each side's cancelling order, then its live one, the buy first) and for fill j its side
+# and price, I[H_FILLS + 2j], I[H_FILLS + 2j + 1]
+H_NFILLS, H_FILLS = 23, 24
+MAX_FILLS = 4
+# the account's orders (envs.broker): N_ORDERS slots, each O_INTS int64 values from
+# I[H_ORD + O_INTS * slot] and O_FLOATS float64 values from F[F_ORD + O_FLOATS * slot]
+# (`orders` views them as two small tables); slot 0 / 1: the live buy / sell, 2 / 3: a
+# buy / sell whose cancel is in flight. Per order: its price (ticks, 0 = none), when it
+# reaches the exchange, when its cancel lands (0 = none sent), the close it was last
+# brought up to, 1 when it was cancelled by a re-price (the live order of its side
+# replaced it), the ts of the lot its fills open (0 = none yet); the stake it still
+# carries, the contracts ahead of it in the queue, and the size at its price at the last
+# close (-1: its price was not the best of its side there)
+N_ORDERS = 4
+O_PX, O_ARRIVE, O_CANCEL, O_SINCE, O_LINK, O_LOT = range(6)
+O_INTS = 6
+O_STAKE, O_AHEAD, O_LEVEL = range(3)
+O_FLOATS = 3
+H_ORD = H_FILLS + 2 * MAX_FILLS
+H_BID, H_ASK = H_ORD + O_PX, H_ORD + O_INTS + O_PX  # the live buy's and sell's prices
+H_SIZE = H_ORD + O_INTS * N_ORDERS
 # F (float64) header; acct_f = F[0:N_ACCT]
 # F_FRATE: the config's constant funding rate (the step reads the bar's funding_rate)
 F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
@@ -397,7 +425,10 @@ F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 # or closed, its notional and its fee (F[F_FILLS + 3j], + 1, + 2)
 F_PAID = F_RW + N_REWARD_PARAMS
 F_FILLS = F_PAID + 1
-F_SIZE = F_FILLS + 6
+F_LOT = F_FILLS + 3 * MAX_FILLS  # the instrument's lot (contracts; 0: no rounding)
+F_POWER = F_LOT + 1  # power_prob's exponent n
+F_ORD = F_POWER + 1
+F_SIZE = F_ORD + O_FLOATS * N_ORDERS
 # the slice's bars are not in the packed state: the kernels read bar k by name
 # (`envs.broker.bar_at`) from the bars' own arrays
 # info log row (int64; float columns through a float64 view of the same row)
@@ -426,6 +457,15 @@ def _views(
     lot_f = F[o : o + 3 * lc].reshape((lc, 3))
     tr_f = F[o + 3 * lc : o + 3 * lc + 4 * tc].reshape((tc, 4))
     return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:N_ACCT]
+
+
+@njit(cache=True, nogil=True)
+def orders(I: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: E741
+    """The order slots as two views (N_ORDERS, O_INTS) int64 and (N_ORDERS, O_FLOATS)
+    float64 of the packed arrays (columns O_*)."""
+    oi = I[H_ORD : H_ORD + O_INTS * N_ORDERS].reshape((N_ORDERS, O_INTS))
+    of = F[F_ORD : F_ORD + O_FLOATS * N_ORDERS].reshape((N_ORDERS, O_FLOATS))
+    return oi, of
 
 
 def packed_sizes(lot_cap: int, trade_cap: int) -> tuple[int, int]:

@@ -31,10 +31,17 @@ Actions, by `EnvConfig.action_mode`:
 A buy fill on a short stack reduces it first (FIFO, see `envs.position`), and likewise.
 Both sides may rest at once (quoting); in a bar where both fill, the buy is applied first.
 
-Fill models (bar k, resting buy at price p; the sell side mirrors it):
+Fill models (`EnvConfig.fill_model`, `entry_latency_ms`, `cancel_latency_ms`): the
+broker's rules (`envs.broker`'s docstring: queue position, latency, partial fills, lot
+rounding). In short, for a resting buy at p (the sell mirrors it):
   trade_through (default): a taker sell printed below p (`sell_lo_ticks` in (0, p)) or the
-    best ask crossed down to p (`best_ask_ticks <= p`);
-  touch: a taker sell printed at or below p, or the best ask reached p.
+    best ask crossed down to p (`best_ask_ticks <= p`) fills the whole order;
+  touch: a taker sell printed at or below p, or the best ask reached p;
+  risk_averse / power_prob: as trade_through, and the volume sold at p
+    (`sell_at_bid_vol`) fills it in part once the queue ahead of it is consumed.
+These two, and any latency, read #17's bar columns (`bid_sz_0`, ..., `buy_thru_ask_last_ts`):
+a slice without them is refused for them; touch / trade_through with zero latency run
+on older slices. Orders are rounded down to the instrument's lot.
 A fill is a maker fill at p, charged the maker rate in force at bar k's close (the env's
 `EnvConfig.fees`, core.fees: by default BitMEX XBTUSD's rates by date; negative = rebate);
 the flatten at the end of an evaluation slice is a taker fill at that bar's taker rate.
@@ -102,7 +109,7 @@ from core.schema import (
 )
 from envs import kernels as K
 from envs import step as S
-from envs.broker import bar_array, bar_rows, funding_due
+from envs.broker import SLICE_COLUMNS, bar_array, bar_rows, fields_needed, funding_due, terms_for
 from envs.observation import observation_bounds, observation_size
 from envs.position import (
     LONG,
@@ -113,6 +120,7 @@ from envs.position import (
     contracts_for,
     position_from_arrays,
 )
+from envs.queue import TOUCH, TRADE_THROUGH
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
 from features.store import manifest_for, slice_table
@@ -313,6 +321,12 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.slice_path = Path(slice_path)
         self.stats_dir = Path(stats_dir)
         self.instrument = cfg.instrument
+        # the broker's terms (envs.broker); the packed header carries them to the step
+        self._terms = terms_for(
+            cfg.fill_model, cfg.power_prob_n, cfg.entry_latency_ms, cfg.cancel_latency_ms,
+            cfg.stake_fraction, cfg.max_exposure, cfg.instrument, cfg.roll_orders, cfg.funding,
+            cfg.action_mode == "target",
+        )  # fmt: skip
         self.limits = StateLimits(
             max_exposure=cfg.max_exposure, hours_clip=cfg.hours_clip, pct_clip=cfg.pct_clip
         )
@@ -335,8 +349,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         cfg = self.config
         inst = self.instrument
         n = self.n_rows
-        lot_cap = int((cfg.max_exposure + 1e-9) / cfg.stake_fraction) + 2
-        trade_cap = lot_cap * (2 * cfg.step_skip + 1)
+        full = int((cfg.max_exposure + 1e-9) / cfg.stake_fraction)
+        # partial fills (the queue models) open lots smaller than a stake
+        lot_cap = full + 2 if self._terms.model in (TOUCH, TRADE_THROUGH) else 2 * full + 4
+        # a bar's fills (MAX_FILLS) close at most every lot each, and the flatten
+        trade_cap = lot_cap * (K.MAX_FILLS * cfg.step_skip + 1)
         ni, nf = K.packed_sizes(lot_cap, trade_cap)
         I = np.zeros(ni, np.int64)  # noqa: E741
         F = np.zeros(nf, np.float64)
@@ -346,7 +363,12 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_W] = cfg.window
         I[K.H_NF] = self.n_features
         I[K.H_TARGET] = cfg.action_mode == "target"
-        I[K.H_TOUCH] = cfg.fill_model == "touch"
+        t = self._terms
+        I[K.H_MODEL] = t.model
+        I[K.H_ENTRY] = t.entry_ns
+        I[K.H_CANCEL] = t.cancel_ns
+        F[K.F_LOT] = t.lot
+        F[K.F_POWER] = t.power
         I[K.H_ROLL] = cfg.roll_orders
         I[K.H_FUNDING] = cfg.funding
         I[K.H_INVERSE] = inst.is_inverse
@@ -372,6 +394,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             ts, cols[BEST_BID_TICKS], cols[BEST_ASK_TICKS], cols[BUY_HI_TICKS],
             cols[SELL_LO_TICKS], mid, maker, taker,
             self._funding_rates(ts, funding_due(ts, inst)),
+            **{f: cols[SLICE_COLUMNS[f]] for f in SLICE_COLUMNS if SLICE_COLUMNS[f] in cols},
         )  # fmt: skip
         self._bar_rows = bar_rows(self._bars)
         self._I, self._F = I, F
@@ -428,10 +451,27 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         except (ValueError, OSError) as exc:  # SliceReadError and pyarrow's are ValueErrors
             raise SliceDataError(f"cannot read slice {slice_path}: {exc}") from exc
         cols = table.column_names
-        fixed = {TS, MID_TICKS, *EXEC_COLUMNS}
-        missing = [c for c in (TS, MID_TICKS, *EXEC_COLUMNS) if c not in cols]
+        cfg = self.config
+        events = set(SLICE_COLUMNS.values())
+        fixed = {TS, MID_TICKS, *EXEC_COLUMNS, *events}
+        # the bar fields the fill model and latency read: older slices lack them, and run
+        # touch / trade_through with zero latency without them
+        needed = [
+            SLICE_COLUMNS[f]
+            for f in fields_needed(cfg.fill_model, cfg.entry_latency_ms, cfg.cancel_latency_ms)
+        ]
+        base = [c for c in (TS, MID_TICKS, *EXEC_COLUMNS) if c not in events]
+        missing = [c for c in base if c not in cols]
         if missing:
             raise SliceDataError(f"slice {slice_path} lacks columns {missing}")
+        lacking = [c for c in needed if c not in cols]
+        if lacking:
+            raise SliceDataError(
+                f"slice {slice_path} lacks columns {lacking}, which fill_model "
+                f"{cfg.fill_model!r} with entry/cancel latency {cfg.entry_latency_ms}/"
+                f"{cfg.cancel_latency_ms} ms reads (slices built before #17: rebuild them, "
+                "or use touch / trade_through with zero latency)"
+            )
         slice_features = [c for c in cols if c not in fixed]
         if slice_features != names:
             raise SliceDataError(
@@ -472,6 +512,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         cols = {TS: ts, BEST_BID_TICKS: bid, BEST_ASK_TICKS: ask}
         cols[BUY_HI_TICKS] = col(BUY_HI_TICKS, np.int64)
         cols[SELL_LO_TICKS] = col(SELL_LO_TICKS, np.int64)
+        for c in needed:
+            cols[c] = col(c, np.int64)
         self._pack(cols, mid)
 
     @property
@@ -565,8 +607,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         I[K.H_BUDGET] = -1 if budget is None else budget
         I[K.H_FLATTEN] = flatten
         I[K.H_STEPS] = 0
-        I[K.H_BID] = 0
-        I[K.H_ASK] = 0
+        K.orders(I, self._F)[0][:, K.O_PX] = 0
         I[K.H_FLAT] = self.ts[t]
         I[K.H_N] = 0
         self._acct_f[:] = 0.0  # no pnl, fees, funding or fill volume yet

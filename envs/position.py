@@ -292,9 +292,13 @@ def apply_fill(
     tr_f = np.zeros((n, 4), np.float64)
     maker, taker = fees.rates_at(int(ts_ns))
     liq = K.MAKER if liquidity == "maker" else K.TAKER
+    tick, mult = float(instrument.tick_size), float(instrument.multiplier)
+    contracts = K.contracts_for(
+        float(stake), acct_f[K.A_BAL], int(price_ticks) * tick, instrument.is_inverse, mult
+    )
     ntr = K.fill(
         acct_f, acct_i, lot_i, lot_f, int(side), int(price_ticks), int(ts_ns), float(stake),
-        maker if liq == K.MAKER else taker, liq, float(instrument.tick_size),
+        contracts, False, maker if liq == K.MAKER else taker, liq, float(instrument.tick_size),
         instrument.is_inverse, float(instrument.multiplier), tr_i, tr_f, 0,
     )  # fmt: skip
     return _after_fill(position, acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)

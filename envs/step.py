@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.numba_cache import njit
-from envs.broker import Terms, act, bar_at, flatten, on_bar
+from envs.broker import Terms, act, bar_at, flatten, on_bar, resting
 from envs.kernels import (
     A_BAL,
     A_FEES,
@@ -30,8 +30,10 @@ from envs.kernels import (
     F_DSTEP,
     F_EQ0,
     F_HC,
+    F_LOT,
     F_MULT,
     F_PC,
+    F_POWER,
     F_PSCALE,
     F_RW,
     F_SC,
@@ -66,11 +68,14 @@ from envs.kernels import (
     H_ASK,
     H_BID,
     H_BUDGET,
+    H_CANCEL,
+    H_ENTRY,
     H_FLAT,
     H_FLATTEN,
     H_FUNDING,
     H_INVERSE,
     H_LAST,
+    H_MODEL,
     H_N,
     H_NF,
     H_ROLL,
@@ -80,7 +85,6 @@ from envs.kernels import (
     H_STEPS,
     H_T,
     H_TARGET,
-    H_TOUCH,
     H_W,
     N_REWARD_PARAMS,
     _views,
@@ -95,8 +99,9 @@ from envs.kernels import (
 def terms_of(I: np.ndarray, F: np.ndarray) -> Terms:  # noqa: E741
     """The env account's terms (`envs.broker.Terms`), from the header."""
     return Terms(
-        F[F_STAKE], F[F_CAP], F[F_TICK], F[F_MULT], I[H_INVERSE] != 0, I[H_TOUCH] != 0,
-        I[H_ROLL] != 0, I[H_FUNDING] != 0, I[H_TARGET] != 0,
+        F[F_STAKE], F[F_CAP], F[F_TICK], F[F_MULT], I[H_INVERSE] != 0, F[F_LOT], I[H_MODEL],
+        F[F_POWER], I[H_ENTRY], I[H_CANCEL], I[H_ROLL] != 0, I[H_FUNDING] != 0,
+        I[H_TARGET] != 0,
     )  # fmt: skip
 
 
@@ -223,7 +228,7 @@ def env_step(
     t = I[H_T]
     bar = bar_at(bars, t)
     terms = terms_of(I, F)
-    if not act(I, F, terms, a, bar.bid, bar.ask):
+    if not act(I, F, terms, a, bar):
         return 0.0, BAD_ACTION
     last = I[H_LAST]
     end = t + I[H_SKIP]
@@ -236,7 +241,7 @@ def env_step(
     fund0 = F[A_FUND]
     changed = False
     ntr = 0
-    if I[H_BID] != 0 or I[H_ASK] != 0 or terms.funding:
+    if terms.funding or resting(I):
         for k in range(t + 1, end + 1):
             ntr, moved = on_bar(I, F, terms, bar_at(bars, k), ntr)
             changed = changed or moved

@@ -59,8 +59,11 @@ def write_slice(
     names: list[str] | None = None,
     t0: int = T0,
     bar_ns: int = BAR_NS,
+    events: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """A slice parquet: ts, mid_ticks, features (raw), EXEC_COLUMNS, in that order."""
+    """A slice parquet: ts, mid_ticks, features (raw), EXEC_COLUMNS, in that order.
+    Without `events` (#17's queue and latency columns by slice name, as
+    `random_events` makes them) it is a slice built before them."""
     names = NAMES if names is None else names
     n = len(bid)
     bid = np.asarray(bid, dtype=np.int64)
@@ -82,9 +85,40 @@ def write_slice(
     cols[EXEC_COLUMNS[3]] = sell_lo
     cols[EXEC_COLUMNS[4]] = np.where(buy_hi > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
     cols[EXEC_COLUMNS[5]] = np.where(sell_lo > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
+    for name, values in (events or {}).items():
+        cols[name] = np.asarray(values, dtype=np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(cols), path)
     return path
+
+
+def random_events(
+    m: dict[str, np.ndarray], bar_ns: int = BAR_NS, t0: int = T0, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """#17's bar columns for a `random_market` book, consistent with it: sizes at the best
+    at each close; the volume sold at the previous close's best bid when a sell printed
+    at or below it, through-timestamps inside the bar when one printed below it (and the
+    mirror for buys); the first bar has none."""
+    rng = np.random.default_rng(seed)
+    bid, ask, buy_hi, sell_lo = m["bid"], m["ask"], m["buy_hi"], m["sell_lo"]
+    n = len(bid)
+    close = t0 + bar_ns * np.arange(1, n + 1, dtype=np.int64)
+    out: dict[str, np.ndarray] = {
+        "bid_sz_0": rng.integers(200, 6_000, n),
+        "ask_sz_0": rng.integers(200, 6_000, n),
+    }
+    for side, px, ref, below in (("sell", sell_lo, bid, True), ("buy", buy_hi, ask, False)):
+        prev = np.concatenate([[0], ref[:-1]])
+        printed = (px > 0) & (prev > 0)
+        at = printed & ((px <= prev) if below else (px >= prev))
+        thru = printed & ((px < prev) if below else (px > prev))
+        first = close - bar_ns + rng.integers(1, bar_ns // 2, n)
+        last = first + rng.integers(0, bar_ns // 2, n)
+        ref_name = "bid" if below else "ask"
+        out[f"{side}_at_{ref_name}_vol"] = np.where(at, rng.integers(100, 8_000, n), 0)
+        out[f"{side}_thru_{ref_name}_first_ts"] = np.where(thru, first, -1)
+        out[f"{side}_thru_{ref_name}_last_ts"] = np.where(thru, last, -1)
+    return out
 
 
 def random_market(n: int, seed: int = 0) -> dict[str, np.ndarray]:

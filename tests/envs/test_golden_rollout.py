@@ -6,7 +6,9 @@ optimised; any change to the accounting, fills, rewards, observation or info sho
 here as the first step that differs. The slice is dated 2021-07-22, so the default dated
 fee (core.fees) charges BitMEX's maker -0.025 % / taker 0.075 % of then. Re-recorded once
 when the info gained maker/taker volume and fees: every value recorded before was checked
-bit-identical first. Re-record only for an intended behaviour change:
+bit-identical first. Re-recorded for #17's lot rounding: with the lot off every step
+record of every scenario was first checked identical to the recording before it (kept
+as `digests_no_lot`). Re-record only for an intended behaviour change:
 
     .venv/bin/python -m tests.envs.test_golden_rollout --record
 """
@@ -24,12 +26,16 @@ import numpy as np
 import pytest
 
 from core.instrument import InstrumentSpec
+from envs import kernels as K
 from envs.management import ManagementEnv
 from tests.envs.conftest import NAMES, SPEC, SliceFiles, random_market, write_slice, write_stats
 
 GOLDEN = Path(__file__).with_name("golden_rollouts.json")
 BAR_NS = 120_000_000_000  # 2-minute bars: 400 bars span 13 h (hour penalties, funding)
-LINEAR = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, settle_currency="USDt")
+# BitMEX's XBTUSDT: a contract is 1e-6 XBT, orders in lots of 1000 (#17 rounds to them)
+LINEAR = InstrumentSpec(
+    symbol="XBTUSDT", is_inverse=False, settle_currency="USDt", multiplier=1e-6, lot_size=1000
+)
 
 # name -> env config, reset options, action probabilities (default 50 % hold)
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -115,10 +121,14 @@ def _step_record(obs: np.ndarray, reward: Any, term: Any, trunc: Any, info: dict
     return body
 
 
-def record_rollout(files: SliceFiles, name: str) -> list[str]:
-    """Per step (reset records included), the canonical JSON of what the env returned."""
+def record_rollout(files: SliceFiles, name: str, lot: bool = True) -> list[str]:
+    """Per step (reset records included), the canonical JSON of what the env returned.
+    lot=False: orders not rounded to the instrument's lot (the broker's lot 0; no config
+    can ask for it), the rules before #17 added the rounding."""
     spec = SCENARIOS[name]
     env = ManagementEnv(files.slice_path, files.stats_dir, spec["cfg"])
+    if not lot:
+        env._F[K.F_LOT] = 0.0
     rng = np.random.default_rng(17)
     actions = rng.choice(3, size=STEPS, p=spec.get("p", [0.5, 0.25, 0.25]))
     obs, info = env.reset(seed=11, options=spec["options"])
@@ -153,6 +163,7 @@ def record_all() -> dict[str, Any]:
             recs = record_rollout(files, name)
             golden[name] = {
                 "digests": [_digest(r) for r in recs],
+                "digests_no_lot": [_digest(r) for r in record_rollout(files, name, lot=False)],
                 "last": json.loads(recs[-1]),
                 "n_trades": sum(len(json.loads(r)["info"]["trades"]) for r in recs),
                 "terms_fired": _terms_fired(recs),
@@ -169,6 +180,18 @@ def test_rollout_matches_recording(tmp_path: Path, name: str) -> None:
         assert g == want, f"{name}: step record {k} differs from the recording: {recs[k]}"
     assert len(got) == len(golden["digests"])
     assert json.loads(recs[-1]) == golden["last"]
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_without_lot_rounding_the_rules_are_those_before_17(tmp_path: Path, name: str) -> None:
+    """touch / trade_through with zero latency are the broker's rules before #17 but for
+    the lot rounding: with it off, every step record is the one recorded before #17 (the
+    digests of golden_rollouts.json as it was then, checked identical when #17 re-recorded
+    it; linear_no_roll's instrument changed then to XBTUSDT's real contract, its
+    recording was made with the lot off)."""
+    golden = json.loads(GOLDEN.read_text())[name]["digests_no_lot"]
+    got = [_digest(r) for r in record_rollout(_files(tmp_path), name, lot=False)]
+    assert got == golden
 
 
 def test_recording_exercises_fills_and_penalties() -> None:

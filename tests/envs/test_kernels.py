@@ -48,8 +48,10 @@ def test_apply_fill_equals_a_full_rebuild_from_the_kernel_arrays(seq: list, line
         arrays = _arrays(pos, spare=1)
         rate = fees.rates_at(k + 1)[0]
         tr_i, tr_f = np.zeros((len(arrays[2]), 5), np.int64), np.zeros((len(arrays[2]), 4))
-        K.fill(*arrays, side, px, k + 1, stake, rate, K.MAKER, inst.tick_size, inst.is_inverse,
-               inst.multiplier, tr_i, tr_f, 0)  # fmt: skip
+        c = K.contracts_for(stake, arrays[0][K.A_BAL], px * inst.tick_size, inst.is_inverse,
+                            inst.multiplier)  # fmt: skip
+        K.fill(*arrays, side, px, k + 1, stake, c, False, rate, K.MAKER, inst.tick_size,
+               inst.is_inverse, inst.multiplier, tr_i, tr_f, 0)  # fmt: skip
         assert new == position_from_arrays(*arrays)
         pos = new
 
@@ -59,8 +61,44 @@ def test_kernels_refuse_to_write_past_their_buffers() -> None:
     acct_f, acct_i, lot_i, lot_f = _arrays(pos)  # no spare lot row
     tr = np.zeros((0, 5), np.int64), np.zeros((0, 4))
     with pytest.raises(ValueError, match="lot buffer full"):
-        K.fill(acct_f, acct_i, lot_i, lot_f, LONG, 80_000, 1, 0.1, 0.0, 0, 0.5, True, 1.0, *tr, 0)
+        K.fill(
+            acct_f,
+            acct_i,
+            lot_i,
+            lot_f,
+            LONG,
+            80_000,
+            1,
+            0.1,
+            8000.0,
+            False,
+            0.0,
+            0,
+            0.5,
+            True,
+            1.0,
+            *tr,
+            0,
+        )
     pos, _ = apply_fill(pos, LONG, 80_000, 1, XBT, 0.1, 1.0)
     acct_f, acct_i, lot_i, lot_f = _arrays(pos)
     with pytest.raises(ValueError, match="trade buffer full"):
-        K.fill(acct_f, acct_i, lot_i, lot_f, SHORT, 80_001, 2, 0.1, 0.0, 0, 0.5, True, 1.0, *tr, 0)
+        K.fill(
+            acct_f,
+            acct_i,
+            lot_i,
+            lot_f,
+            SHORT,
+            80_001,
+            2,
+            0.1,
+            0.0,
+            False,
+            0.0,
+            0,
+            0.5,
+            True,
+            1.0,
+            *tr,
+            0,
+        )

@@ -429,7 +429,8 @@ def test_linear_instrument_accounts_in_quote_currency(tmp_path: Path, flat_stats
     from core.instrument import InstrumentSpec
 
     path = write_slice(tmp_path / "s.parquet", **round_trip_market())
-    inst = InstrumentSpec(symbol="XBTUSDT", is_inverse=False)
+    # BitMEX's XBTUSDT: a contract is 1e-6 XBT, orders in lots of 1000
+    inst = InstrumentSpec(symbol="XBTUSDT", is_inverse=False, multiplier=1e-6, lot_size=1000)
     fees = {"maker": 0.0, "taker": 0.0005}
     env = ManagementEnv(
         path,
@@ -438,6 +439,7 @@ def test_linear_instrument_accounts_in_quote_currency(tmp_path: Path, flat_stats
     )
     infos = run(env, [TOGGLE_LONG, HOLD, HOLD, HOLD, TOGGLE_SHORT, HOLD, HOLD])
     (trade,) = [t for i in infos for t in i["trades"]]
-    contracts = 1000.0 / 40_000  # 10 % of 10,000 USDT in XBT
-    assert trade["pnl"] == pytest.approx(contracts * (40_400.5 - 40_000))
+    xbt = 1000.0 / 40_000  # 10 % of 10,000 USDT in XBT: 25,000 contracts, whole lots
+    assert trade["contracts"] == 25_000
+    assert trade["pnl"] == pytest.approx(xbt * (40_400.5 - 40_000))
     assert infos[-1]["equity"] == pytest.approx(10_000 + trade["pnl"])
