@@ -21,8 +21,9 @@ slices under the candidate's own env config (fees, fill model, latency, stake).
 Execution. Each candidate's record states how its fills were simulated (`execution_of`:
 fill model, latency, the fee rates in force over its test slices, funding), and carries
 its touch bound when the backtest made one: the same policies on the same test slices
-under `touch_bound_env` (fill model touch, no latency), an optimistic upper bound that is
-reported and never gated.
+under `touch_bound_env` (fill model touch, no latency): the most fills the fill models
+allow, reported and never gated (more fills are not always more pnl: a maker fee, fills
+the price then runs through).
 
 The trial ledger. `LedgerTrial`s are every candidate evaluated before on the same
 FeatureSpec and test slices (`registry.ledger` reads them from MLflow); with this sweep's

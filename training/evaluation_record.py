@@ -164,8 +164,9 @@ class Execution(Record):
 class ExecutionBound(Record):
     """The candidate re-scored on the same test slices by the same backtest under an
     optimistic execution (fill model touch, no latency; `training.candidates.
-    touch_bound_env`): an upper bound on what its policy could make, reported beside the
-    judged figures and never read by a gate."""
+    touch_bound_env`): the most fills the fill models allow its policy, reported beside
+    the judged figures and never read by a gate. Optimistic on fills, not necessarily on
+    pnl (with a maker fee or fills the price runs through, more fills can lose more)."""
 
     fill_model: str
     entry_latency_ms: float
