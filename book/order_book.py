@@ -56,7 +56,18 @@ ST_N_MSG = 17  # messages applied
 ST_LAST_TS = 18  # last ts_recv fed (order check), -1 before any
 ST_N_BADSIZE = 19  # desyncs: negative size
 ST_N_SNAP = 20  # snapshots started
-ST_SIZE = 24
+# sampler, execution columns (#17): the best bid / ask emitted at the previous bar's
+# close (0: none, or no bar emitted yet) and the open bar's taker volume at them and the
+# first / last ts_recv of taker trades through them (-1 before any)
+ST_PREV_BID = 21
+ST_PREV_ASK = 22
+ST_SELL_AT = 23
+ST_SELL_THRU_FIRST = 24
+ST_SELL_THRU_LAST = 25
+ST_BUY_AT = 26
+ST_BUY_THRU_FIRST = 27
+ST_BUY_THRU_LAST = 28
+ST_SIZE = 32
 
 DESYNC_NONE = 0
 DESYNC_UNKNOWN_LEVEL = 1
@@ -78,6 +89,8 @@ def new_state() -> np.ndarray:
     st = np.zeros(ST_SIZE, dtype=np.int64)
     st[ST_LASTTR] = -1
     st[ST_LAST_TS] = -1
+    for i in (ST_SELL_THRU_FIRST, ST_SELL_THRU_LAST, ST_BUY_THRU_FIRST, ST_BUY_THRU_LAST):
+        st[i] = -1
     return st
 
 

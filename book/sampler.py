@@ -10,6 +10,13 @@ Contract (lead's cross-area contracts, DESIGN.md):
   emitted with ``book_ok = False``.
 - ``ofi_l1`` = sum over the bar's messages of the Cont-Kukanov-Stoikov level-1 e_n
   (see `book.order_book`). ``n_book_events`` counts deltas (rows), not messages.
+- Execution columns (#17, what the broker's queue models read): with the previous
+  emitted bar's ``bid_px_0`` / ``ask_px_0`` as the reference (the price a maker order
+  placed or rolled at that close rests at), ``sell_at_bid_vol`` sums the bar's taker
+  sells at exactly the reference bid and ``sell_thru_bid_first_ts`` / ``_last_ts`` are
+  the ts_recv of the first / last taker sell strictly below it (-1: none); the ``buy_``
+  columns mirror them at / above the reference ask. The first emitted bar and a bar
+  whose previous close had no bid (ask) have 0 and -1.
 
 ONE kernel (`_sample_kernel`) does the work for the batch `sample_bars` and the
 streaming `BarSampler`; it is resumable (state in arrays), so streaming is the batch
@@ -24,6 +31,9 @@ import numpy as np
 import polars as pl
 
 from book.order_book import (
+    ST_BUY_AT,
+    ST_BUY_THRU_FIRST,
+    ST_BUY_THRU_LAST,
     ST_BUYHI,
     ST_BUYV,
     ST_DESYNC,
@@ -35,6 +45,11 @@ from book.order_book import (
     ST_NEV,
     ST_NTR,
     ST_OFI,
+    ST_PREV_ASK,
+    ST_PREV_BID,
+    ST_SELL_AT,
+    ST_SELL_THRU_FIRST,
+    ST_SELL_THRU_LAST,
     ST_SELLLO,
     ST_SELLV,
     ST_STARTED,
@@ -99,7 +114,22 @@ def _close_bar(
         out[c + 6, k] = st[ST_LASTTR]
         out[c + 7, k] = st[ST_BUYHI]
         out[c + 8, k] = st[ST_SELLLO]
+        out[c + 9, k] = st[ST_SELL_AT]
+        out[c + 10, k] = st[ST_SELL_THRU_FIRST]
+        out[c + 11, k] = st[ST_SELL_THRU_LAST]
+        out[c + 12, k] = st[ST_BUY_AT]
+        out[c + 13, k] = st[ST_BUY_THRU_FIRST]
+        out[c + 14, k] = st[ST_BUY_THRU_LAST]
         k += 1
+        # the next bar's references: this close's emitted best bid / ask (0 when none)
+        st[ST_PREV_BID] = book[0, nb - 1] if nb > 0 else 0
+        st[ST_PREV_ASK] = -book[2, na - 1] if na > 0 else 0
+    st[ST_SELL_AT] = 0
+    st[ST_SELL_THRU_FIRST] = -1
+    st[ST_SELL_THRU_LAST] = -1
+    st[ST_BUY_AT] = 0
+    st[ST_BUY_THRU_FIRST] = -1
+    st[ST_BUY_THRU_LAST] = -1
     st[ST_NEV] = 0
     st[ST_OFI] = 0
     st[ST_BUYV] = 0
@@ -176,10 +206,26 @@ def _sample_kernel(
                 st[ST_BUYV] += q
                 if p > st[ST_BUYHI]:
                     st[ST_BUYHI] = p
+                ref = st[ST_PREV_ASK]
+                if ref > 0:
+                    if p == ref:
+                        st[ST_BUY_AT] += q
+                    elif p > ref:
+                        if st[ST_BUY_THRU_FIRST] < 0:
+                            st[ST_BUY_THRU_FIRST] = e
+                        st[ST_BUY_THRU_LAST] = e
             else:
                 st[ST_SELLV] += q
                 if st[ST_SELLLO] == 0 or p < st[ST_SELLLO]:
                     st[ST_SELLLO] = p
+                ref = st[ST_PREV_BID]
+                if ref > 0:
+                    if p == ref:
+                        st[ST_SELL_AT] += q
+                    elif p < ref:
+                        if st[ST_SELL_THRU_FIRST] < 0:
+                            st[ST_SELL_THRU_FIRST] = e
+                        st[ST_SELL_THRU_LAST] = e
             st[ST_NTR] += 1
             if e > st[ST_LASTTR]:
                 st[ST_LASTTR] = e
@@ -453,14 +499,19 @@ class ResumableSampler:
     @classmethod
     def from_state(cls, spec: FeatureSpec, state: dict[str, np.ndarray]) -> ResumableSampler:
         s = cls(spec)
+        if state["st"].shape != s._st.shape:
+            raise ValueError(
+                f"sampler state of {state['st'].shape[0]} slots, this sampler keeps "
+                f"{s._st.shape[0]}: a state saved by another version; sample from the start"
+            )
         s._book = np.ascontiguousarray(state["book"], dtype=np.int64)
         s._st = np.ascontiguousarray(state["st"], dtype=np.int64)
         s._last = int(state["last"][0])
         return s
 
     def feed(self, book: pl.DataFrame, trades: pl.DataFrame, close_until: int) -> pl.DataFrame:
-        """Raises ValueError on unsorted input, a bad side, or an event older than one
-        already fed."""
+        """Raises ValueError on unsorted input, a bad side, an event older than one
+        already fed, or an event after `close_until`."""
         bts, bside, bpx, bsz, bsnap = _book_arrays(book)
         tts, tside, tpx, tsz = _trade_arrays(trades)
         return self._run(bts, bside, bpx, bsz, bsnap, tts, tside, tpx, tsz, close_until)
@@ -501,6 +552,9 @@ class ResumableSampler:
         firsts = [int(a[0]) for a in (bts, tts) if a.shape[0]]
         if firsts and min(firsts) < self._last:
             raise ValueError(f"event at {min(firsts)} is older than one already fed ({self._last})")
+        lasts = [int(a[-1]) for a in (bts, tts) if a.shape[0]]
+        if lasts and max(lasts) > close_until:
+            raise ValueError(f"event at {max(lasts)} is after close_until {close_until}")
         out = _bar_buffer(self._st, firsts, close_until, self.dt, self.depth)
         self._book, k = _sample_kernel(
             self._book,
@@ -519,7 +573,6 @@ class ResumableSampler:
             self.depth,
             out,
         )
-        lasts = [int(a[-1]) for a in (bts, tts) if a.shape[0]]
         if lasts:
             self._last = max(self._last, *lasts)
         return _to_frame(np.ascontiguousarray(out[:, :k]) if k < out.shape[1] else out, self.depth)

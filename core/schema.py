@@ -46,6 +46,25 @@ N_TRADES = "n_trades"  # int64 trades in the bar
 LAST_TRADE_TS = "last_trade_ts"  # int64 ns of the last trade at or before ts; -1 before any
 BUY_HI_TICKS = "buy_hi_ticks"  # int64 highest taker-buy price in the bar; 0 when none
 SELL_LO_TICKS = "sell_lo_ticks"  # int64 lowest taker-sell price in the bar; 0 when none
+# Execution columns for the queue models (#17). "The reference" is the previous bar's
+# close best bid (sells) / best ask (buys), i.e. its bid_px_0 / ask_px_0: the price a
+# maker order placed or rolled at that close rests at. The first bar and a bar whose
+# previous close had no bid (ask) have at-volume 0 and through-times -1.
+SELL_AT_BID_VOL = "sell_at_bid_vol"  # int64 contracts sold by takers at exactly the reference bid
+SELL_THRU_BID_FIRST_TS = "sell_thru_bid_first_ts"  # int64 ns of the first taker sell below it; -1
+SELL_THRU_BID_LAST_TS = "sell_thru_bid_last_ts"  # int64 ns of the last taker sell below it; -1
+BUY_AT_ASK_VOL = "buy_at_ask_vol"  # int64 contracts bought by takers at exactly the reference ask
+BUY_THRU_ASK_FIRST_TS = "buy_thru_ask_first_ts"  # int64 ns of the first taker buy above it; -1
+BUY_THRU_ASK_LAST_TS = "buy_thru_ask_last_ts"  # int64 ns of the last taker buy above it; -1
+#: the six, in bar and slice column order
+QUEUE_COLUMNS: tuple[str, ...] = (
+    SELL_AT_BID_VOL,
+    SELL_THRU_BID_FIRST_TS,
+    SELL_THRU_BID_LAST_TS,
+    BUY_AT_ASK_VOL,
+    BUY_THRU_ASK_FIRST_TS,
+    BUY_THRU_ASK_LAST_TS,
+)
 
 
 def bid_px(i: int) -> str:
@@ -82,6 +101,14 @@ BAR_EVENT_COLUMNS: tuple[str, ...] = (
     LAST_TRADE_TS,
     BUY_HI_TICKS,
     SELL_LO_TICKS,
+    *QUEUE_COLUMNS,
+)
+#: the through-time columns: ts_recv within the bar (ts - interval, ts], or -1
+THRU_TS_COLUMNS: tuple[str, ...] = (
+    SELL_THRU_BID_FIRST_TS,
+    SELL_THRU_BID_LAST_TS,
+    BUY_THRU_ASK_FIRST_TS,
+    BUY_THRU_ASK_LAST_TS,
 )
 
 
@@ -93,7 +120,8 @@ def bar_columns(depth: int) -> list[str]:
 # ---------------------------------------------------------------- slices
 WARMUP = "warmup"  # bool: look-back not yet filled; such rows never enter a slice
 MID_TICKS = "mid_ticks"  # float64 (bid0 + ask0) / 2 in ticks
-# raw execution columns carried into every slice for the env's fill model and accounting
+# raw execution columns carried into every slice for the env's fill model and accounting:
+# the bar's best bid / ask (bid_px_0 / ask_px_0 renamed), then bar columns as they are
 EXEC_COLUMNS: tuple[str, ...] = (
     "best_bid_ticks",
     "best_ask_ticks",
@@ -101,6 +129,9 @@ EXEC_COLUMNS: tuple[str, ...] = (
     SELL_LO_TICKS,
     BUY_VOL,
     SELL_VOL,
+    bid_sz(0),
+    ask_sz(0),
+    *QUEUE_COLUMNS,
 )
 BEST_BID_TICKS, BEST_ASK_TICKS = EXEC_COLUMNS[0], EXEC_COLUMNS[1]
 

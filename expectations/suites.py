@@ -9,7 +9,10 @@ book suite    (on `book_view(bars)` of a slice's bars): no nulls, strictly incre
               and prices, every level either empty (price 0, size 0) or with size > 0.
 feature suite (on `feature_view(slice)`): no NaN, null or infinity in any
               feature (one finite-range check per feature: the view maps NaN to inf),
-              imbalances within [-1, 1], spreads >= 0, strictly increasing time.
+              imbalances within [-1, 1], spreads >= 0, strictly increasing time; and
+              the execution columns (#17): sizes at the best >= 1, volumes >= 0, the
+              volume at the reference price within the side's volume, every
+              through-time -1 or within its bar with first <= last (`bad_thru_ts`).
 
 Both suites check integrity and refuse a slice. Distribution drift against the frozen
 stats (a test day calmer or wilder than the train days) is what walk-forward evaluation
@@ -34,6 +37,7 @@ BOOK_SUITE = "chappie-book"
 FEATURE_SUITE = "chappie-features"
 SPREAD_COL = "spread_ticks"
 BAD_LEVELS_COL = "bad_levels"  # per row: levels that are half empty or have size <= 0
+BAD_THRU_COL = "bad_thru_ts"  # per row: through-times out of their contract (`thru_problems`)
 Z_PREFIX = "z__"
 FINITE_MAX = 1.7e308  # a between() with finite bounds rejects +-inf
 
@@ -117,6 +121,27 @@ def _is_imbalance(name: str) -> bool:
     return name.startswith(("imbalance_", "trade_imbalance_"))
 
 
+def thru_problems(interval_ns: int) -> pl.Expr:
+    """Per row, the through-time breaches of the execution columns: a time neither -1 nor
+    within the bar (ts - interval, ts], a side with one of first / last -1 but not the
+    other or first after last, or a time with no volume on that side beyond the volume
+    at the reference price (a trade through it traded some)."""
+    bad = pl.lit(0, pl.Int64)
+    ts = pl.col(S.TS)
+    for c in S.THRU_TS_COLUMNS:
+        t = pl.col(c)
+        inside = (t > ts - interval_ns) & (t <= ts)
+        bad = bad + (~((t == -1) | inside)).cast(pl.Int64)
+    for first, last, vol, at in (
+        (S.SELL_THRU_BID_FIRST_TS, S.SELL_THRU_BID_LAST_TS, S.SELL_VOL, S.SELL_AT_BID_VOL),
+        (S.BUY_THRU_ASK_FIRST_TS, S.BUY_THRU_ASK_LAST_TS, S.BUY_VOL, S.BUY_AT_ASK_VOL),
+    ):
+        f, la = pl.col(first), pl.col(last)
+        bad = bad + ((f == -1) != (la == -1)).cast(pl.Int64) + (f > la).cast(pl.Int64)
+        bad = bad + ((f != -1) & (pl.col(vol) <= pl.col(at))).cast(pl.Int64)
+    return bad
+
+
 def feature_view(
     slice_frame: pl.DataFrame,
     spec: FeatureSpec,
@@ -131,6 +156,8 @@ def feature_view(
     cols: list[pl.Expr] = [
         pl.col(S.TS),
         *(pl.col(n).fill_nan(inf).fill_null(inf) for n in spec.names),
+        *(pl.col(c) for c in _EXEC_CHECKED),
+        thru_problems(spec.interval_ns).alias(BAD_THRU_COL),
     ]
     if mean is not None and sigma is not None:
         cols += [
@@ -138,6 +165,34 @@ def feature_view(
             for n, m, s in zip(spec.names, mean, sigma, strict=True)
         ]
     return slice_frame.select(cols)
+
+
+#: the execution columns the feature suite checks as they are
+_EXEC_CHECKED = (
+    S.bid_sz(0),
+    S.ask_sz(0),
+    S.BUY_VOL,
+    S.SELL_VOL,
+    S.SELL_AT_BID_VOL,
+    S.BUY_AT_ASK_VOL,
+)
+
+
+def _exec_expectations() -> list[Expectation]:
+    exps = [_not_null(c) for c in (*_EXEC_CHECKED, BAD_THRU_COL)]
+    exps += [_between(c, 1, None) for c in (S.bid_sz(0), S.ask_sz(0))]
+    exps += [_between(c, 0, None) for c in _EXEC_CHECKED[2:]]
+    exps += [
+        Expectation(
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {"column_A": vol, "column_B": at, "or_equal": True},
+        )
+        for vol, at in ((S.SELL_VOL, S.SELL_AT_BID_VOL), (S.BUY_VOL, S.BUY_AT_ASK_VOL))
+    ]
+    exps.append(
+        Expectation("ExpectColumnValuesToBeInSet", {"column": BAD_THRU_COL, "value_set": [0]})
+    )
+    return exps
 
 
 def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool = False) -> Suite:
@@ -152,6 +207,7 @@ def feature_suite(spec: FeatureSpec, cfg: ExpectationsConfig, with_stats: bool =
             exps.append(_between(n, 0.0, FINITE_MAX))
         else:
             exps.append(_between(n, -FINITE_MAX, FINITE_MAX))
+    exps += _exec_expectations()
     return Suite(f"{FEATURE_SUITE}-{spec.version}", tuple(exps))
 
 

@@ -10,6 +10,7 @@ event partitions the bars came from.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -104,12 +105,24 @@ def _cut(frame: pl.LazyFrame, start_ns: int, end_ns: int) -> pl.LazyFrame:
 BARS_FORMAT = "chappie-bars/2 (day parts)"
 
 
+@functools.lru_cache(maxsize=1)
+def bars_code_version() -> str:
+    """sha256 over the code that decides a bar's content (the book and the sampler
+    sources) and the bar columns: part of every day key, so bars (and the sampler
+    states saved beside them) sampled by other code are never reused."""
+    root = Path(__file__).resolve().parents[1]
+    files = {f: sha256_file(root / f) for f in ("book/order_book.py", "book/sampler.py")}
+    return fingerprint({"files": files, "columns": S.bar_columns(1)})[:16]
+
+
 def bar_day_keys(spec_hash: str, partitions: Mapping[str, str]) -> dict[str, str]:
     """day -> key of its bars part: a chain over the days in order (the spec, the
-    day's event manifest hash, the previous day's key), since a day's bars depend on
-    the book carried from every day before it. Appending a day keeps every earlier key."""
+    sampler's code (`bars_code_version`), the day's event manifest hash, the previous
+    day's key), since a day's bars depend on the book carried from every day before
+    it. Appending a day keeps every earlier key."""
     keys: dict[str, str] = {}
-    prev = fingerprint({"format": BARS_FORMAT, "spec": spec_hash})[:16]
+    seed = {"format": BARS_FORMAT, "spec": spec_hash, "code": bars_code_version()}
+    prev = fingerprint(seed)[:16]
     for day, sha in sorted(partitions.items()):
         prev = keys[day] = fingerprint({"prev": prev, "events": sha})[:16]
     return keys

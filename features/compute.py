@@ -329,10 +329,7 @@ def _plan(spec: FeatureSpec) -> tuple[tuple[pl.Expr, ...], ...]:
     exec_cols = [
         pl.col(S.bid_px(0)).alias(S.BEST_BID_TICKS),
         pl.col(S.ask_px(0)).alias(S.BEST_ASK_TICKS),
-        pl.col(S.BUY_HI_TICKS),
-        pl.col(S.SELL_LO_TICKS),
-        pl.col(S.BUY_VOL),
-        pl.col(S.SELL_VOL),
+        *(pl.col(c) for c in S.EXEC_COLUMNS[2:]),  # bar columns carried as they are
     ]
     exprs = feature_exprs(spec)
     # Features that read no earlier row are computed before the shifted `_LAG` columns

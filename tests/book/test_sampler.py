@@ -1,13 +1,15 @@
-"""Sampler: hand-computed bars, the contract on messages/snapshots, batch == streaming."""
+"""Sampler: hand-computed bars, the contract on messages/snapshots, the execution columns
+of #17, batch == streaming == resumable."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from book.sampler import BarSampler, sample_bars
+from book.sampler import BarSampler, ResumableSampler, sample_bars
 from core import schema
 from core.config.features import FeatureSpec
 
@@ -128,6 +130,142 @@ def test_sample_bars_empty_input_gives_empty_frame_with_columns() -> None:
     assert bars.height == 0 and bars.columns == schema.bar_columns(10)
 
 
+def _ms(x: float) -> int:
+    return int(round(x * 1000)) * (S // 1000)
+
+
+EXEC_BOOK = [
+    *SNAP,  # 0.5 s: bids 100 x 5, 99 x 6; asks 101 x 7, 102 x 8
+    (_ms(1.5), 1, 100, 0, False),  # best bid 100 -> 99 inside bar 2
+    (_ms(2.3), -1, 101, 0, False),  # best ask 101 -> 102 inside bar 3
+    (_ms(3.5), 1, 98, 2, False),  # bar 4: a book change, no trade
+    (_ms(5.2), 1, 99, 0, False),  # bar 6: no bid left ...
+    (_ms(5.3), 1, 98, 0, False),  # ... (book not ok at its close)
+    (_ms(6.8), 1, 97, 1, False),  # bar 7: a bid again
+]
+EXEC_TRADES = [
+    (_ms(0.7), -1, 100, 2),  # bar 1 (the first): at the best bid, but no previous close
+    (_ms(0.8), 1, 102, 1),  # ... and through the ask: still 0 / -1
+    (_ms(1.1), -1, 100, 3),  # bar 2, reference bid 100 / ask 101: sell at
+    (_ms(1.2), 1, 101, 5),  # buy at
+    (_ms(1.3), -1, 99, 4),  # sell through (first)
+    (_ms(1.4), 1, 102, 1),  # buy through (first and last)
+    (_ms(1.6), -1, 100, 1),  # sell at (the book's best is 99 now: the reference stays 100)
+    (_ms(1.8), -1, 99, 2),  # sell through (last): at the book's best, below the reference
+    (2 * S, 1, 101, 2),  # at exactly the close: bar 2's, buy at
+    (_ms(2.2), -1, 99, 6),  # bar 3, reference bid 99 (the best moved) / ask 101: sell at
+    (_ms(2.5), -1, 100, 3),  # above the reference bid: neither at nor through
+    (_ms(2.6), 1, 103, 4),  # buy through (ask 102 now, the reference is still 101)
+    (_ms(4.5), 1, 102, 3),  # bar 5 (bar 4 had no trade), reference bid 99 / ask 102: at
+    (_ms(4.6), 1, 101, 1),  # below the reference ask: neither
+    (_ms(4.7), -1, 97, 1),  # sell through
+    (_ms(6.5), -1, 90, 9),  # bar 7: bar 6 closed with no bid: 0 / -1
+    (_ms(6.6), 1, 102, 2),  # buy at (bar 6's ask 102)
+]
+EXEC_COLS = list(schema.QUEUE_COLUMNS)
+
+
+def test_execution_columns_hand_computed() -> None:
+    bars = sample_bars(_book(EXEC_BOOK), _trades(EXEC_TRADES), SPEC)
+    assert bars["ts"].to_list() == [k * S for k in range(1, 8)]
+    assert bars["bid_px_0"].to_list() == [100, 99, 99, 99, 99, 0, 97]
+    assert bars["ask_px_0"].to_list() == [101, 101, 102, 102, 102, 102, 102]
+    assert bars["book_ok"].to_list() == [True] * 5 + [False, True]
+    assert (
+        schema.bar_columns(10)[-6:]
+        == EXEC_COLS
+        == list(schema.EXEC_COLUMNS[-6:])
+        == [
+            "sell_at_bid_vol",
+            "sell_thru_bid_first_ts",
+            "sell_thru_bid_last_ts",
+            "buy_at_ask_vol",
+            "buy_thru_ask_first_ts",
+            "buy_thru_ask_last_ts",
+        ]
+    )
+    want = [  # per bar: the six columns, in EXEC_COLS order
+        (0, -1, -1, 0, -1, -1),
+        (4, _ms(1.3), _ms(1.8), 7, _ms(1.4), _ms(1.4)),
+        (6, -1, -1, 0, _ms(2.6), _ms(2.6)),
+        (0, -1, -1, 0, -1, -1),
+        (0, _ms(4.7), _ms(4.7), 3, -1, -1),
+        (0, -1, -1, 0, -1, -1),
+        (0, -1, -1, 2, -1, -1),
+    ]
+    assert bars.select(EXEC_COLS).rows() == want
+    for c in EXEC_COLS:
+        assert bars.schema[c] == pl.Int64
+
+
+def _streamed(
+    book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec, cuts: list[int]
+) -> pl.DataFrame:
+    """`BarSampler` fed event by event, `advance` at each cut before the next event."""
+    sampler = BarSampler(spec)
+    events = [(r[1], 0, r) for r in book.iter_rows()] + [(r[1], 1, r) for r in trades.iter_rows()]
+    events.sort(key=lambda e: (e[0], e[1]))  # stable: book rows keep their order
+    rows: list[dict] = []
+    ci = 0
+    for ts, kind, r in events:
+        while ci < len(cuts) and cuts[ci] < ts:
+            rows += sampler.advance(cuts[ci])
+            ci += 1
+        if kind == 0:
+            sampler.on_book(r[1], r[2], r[3], r[4], r[5])
+        else:
+            sampler.on_trade(r[1], r[2], r[3], r[4])
+    last = max(book["ts_recv"].max() or 0, trades["ts_recv"].max() if trades.height else 0)
+    rows += sampler.advance(-(-int(last) // spec.interval_ns) * spec.interval_ns)
+    schema_ = {
+        c: (pl.Boolean if c == "book_ok" else pl.Int64) for c in schema.bar_columns(spec.depth)
+    }
+    return pl.DataFrame(rows, schema=schema_) if rows else pl.DataFrame(schema=schema_)
+
+
+def _resumed(
+    book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec, cuts: list[int]
+) -> pl.DataFrame:
+    """`ResumableSampler` fed the events in chunks ending at each cut (closing the bars up
+    to it), its state saved and restored between chunks, then finished."""
+    last = max(book["ts_recv"].max() or 0, trades["ts_recv"].max() if trades.height else 0)
+    s = ResumableSampler(spec)
+    parts = []
+    lo = None
+    for c in [*(c for c in cuts if c < last), None]:
+
+        def chunk(df: pl.DataFrame, c: int | None = c, lo: int | None = lo) -> pl.DataFrame:
+            keep = pl.lit(True)
+            if lo is not None:
+                keep = keep & (pl.col("ts_recv") > lo)
+            if c is not None:
+                keep = keep & (pl.col("ts_recv") <= c)
+            return df.filter(keep)
+
+        s = ResumableSampler.from_state(spec, s.state())  # as across processes
+        parts.append(s.feed(chunk(book), chunk(trades), int(last) if c is None else c))
+        lo = c
+    parts.append(s.finish(int(last)))
+    return pl.concat(parts)
+
+
+@pytest.mark.parametrize(
+    "cuts",
+    [
+        [],
+        [_ms(1.35)],
+        [_ms(0.6), _ms(1.45), _ms(1.45), _ms(2.4), _ms(4.55), _ms(6.55)],
+        [2 * S, 4 * S],
+    ],
+    ids=["none", "mid-bar", "many", "at-closes"],
+)
+def test_execution_columns_batch_equals_streaming_equals_resumable(cuts: list[int]) -> None:
+    book, trades = _book(EXEC_BOOK), _trades(EXEC_TRADES)
+    batch = sample_bars(book, trades, SPEC)
+    assert _streamed(book, trades, SPEC, cuts).equals(batch)
+    assert _resumed(book, trades, SPEC, cuts).equals(batch)
+
+
 @st.composite
 def event_streams(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, list[int]]:
     t = draw(st.integers(0, 3 * S))
@@ -167,29 +305,19 @@ def event_streams(draw: st.DrawFn) -> tuple[pl.DataFrame, pl.DataFrame, list[int
 
 @settings(max_examples=40, deadline=None)
 @given(data=event_streams(), interval_ms=st.sampled_from([1, 250, 1000, 3000]))
-def test_streaming_bars_equal_batch(
+def test_streaming_and_resumable_bars_equal_batch(
     data: tuple[pl.DataFrame, pl.DataFrame, list[int]], interval_ms: int
 ) -> None:
     book, trades, cuts = data
     spec = FeatureSpec(interval_ms=interval_ms, depth=10)
     batch = sample_bars(book, trades, spec)
-    sampler = BarSampler(spec)
-    events = [(r[1], 0, r) for r in book.iter_rows()] + [(r[1], 1, r) for r in trades.iter_rows()]
-    events.sort(key=lambda e: (e[0], e[1]))  # stable: book rows keep their order
-    rows: list[dict] = []
-    ci = 0
-    for ts, kind, r in events:
-        while ci < len(cuts) and cuts[ci] < ts:
-            rows += sampler.advance(cuts[ci])
-            ci += 1
-        if kind == 0:
-            sampler.on_book(r[1], r[2], r[3], r[4], r[5])
-        else:
-            sampler.on_trade(r[1], r[2], r[3], r[4])
-    last = max(book["ts_recv"].max() or 0, trades["ts_recv"].max() if trades.height else 0)
-    rows += sampler.advance(-(-int(last) // spec.interval_ns) * spec.interval_ns)
-    stream = pl.DataFrame(rows, schema=batch.schema) if rows else batch.clear()
-    assert stream.equals(batch)
+    assert _streamed(book, trades, spec, cuts).equals(batch)
+    assert _resumed(book, trades, spec, cuts).equals(batch)
+    assert (batch["sell_at_bid_vol"] <= batch["sell_vol"]).all()
+    assert (batch["buy_at_ask_vol"] <= batch["buy_vol"]).all()
+    for c in schema.THRU_TS_COLUMNS:
+        t = batch[c]
+        assert ((t == -1) | ((t > batch["ts"] - spec.interval_ns) & (t <= batch["ts"]))).all(), c
     ok = batch.filter(pl.col("book_ok"))
     assert (ok["bid_px_0"] < ok["ask_px_0"]).all()
     assert np.all(np.diff(batch["ts"].to_numpy()) == spec.interval_ns)
@@ -205,3 +333,13 @@ def test_bar_sampler_rejects_event_older_than_applied_time() -> None:
         pass
     else:  # pragma: no cover
         raise AssertionError
+
+
+def test_resumable_sampler_refuses_events_after_close_until_and_a_foreign_state() -> None:
+    s = ResumableSampler(SPEC)
+    with pytest.raises(ValueError, match="after close_until"):
+        s.feed(_book(SNAP), _trades([]), S // 4)  # would close bars past its buffer
+    state = s.state()
+    state["st"] = state["st"][:24]  # a state saved before the execution slots (#17)
+    with pytest.raises(ValueError, match="another version"):
+        ResumableSampler.from_state(SPEC, state)

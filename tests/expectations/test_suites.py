@@ -11,7 +11,13 @@ import pytest
 from core import schema as S
 from core.config.features import ExpectationsConfig, FeatureSpec
 from expectations.runner import SliceValidationError, run_suite, validate_slice
-from expectations.suites import book_suite, book_view, feature_suite, feature_view
+from expectations.suites import (
+    BAD_THRU_COL,
+    book_suite,
+    book_view,
+    feature_suite,
+    feature_view,
+)
 from features.compute import compute_features
 from tests.features.strategies import make_bars
 
@@ -100,6 +106,48 @@ def test_feature_suite_rejects_crafted_bad_values(slice_frame, col, value, expec
     assert "crafted" in str(err.value)
 
 
+DT = SPEC.interval_ns
+
+
+@pytest.mark.parametrize(
+    ("col", "value", "expected"),
+    [
+        (S.SELL_AT_BID_VOL, -1, "ExpectColumnValuesToBeBetween(sell_at_bid_vol)"),
+        (
+            S.BUY_AT_ASK_VOL,
+            10**9,
+            "ExpectColumnPairValuesAToBeGreaterThanB(buy_vol,buy_at_ask_vol)",
+        ),
+        (S.ask_sz(0), 0, "ExpectColumnValuesToBeBetween(ask_sz_0)"),
+        (S.SELL_THRU_BID_FIRST_TS, lambda ts: ts - DT, "ExpectColumnValuesToBeInSet(bad_thru_ts)"),
+        (S.BUY_THRU_ASK_LAST_TS, lambda ts: ts + 1, "ExpectColumnValuesToBeInSet(bad_thru_ts)"),
+        (S.BUY_THRU_ASK_FIRST_TS, lambda ts: ts, "ExpectColumnValuesToBeInSet(bad_thru_ts)"),
+    ],
+    ids=[
+        "negative-at-vol",
+        "at-vol-over-side-vol",
+        "no-ask-size",
+        "thru-before-bar",
+        "thru-after-bar",
+        "first-without-last",
+    ],
+)
+def test_feature_suite_rejects_crafted_bad_execution_columns(slice_frame, col, value, expected):
+    # a row with no through-trade on either side, so each crafted value alone breaks it
+    quiet = (pl.col(S.BUY_THRU_ASK_FIRST_TS) == -1) & (pl.col(S.SELL_THRU_BID_FIRST_TS) == -1)
+    row = int(slice_frame.with_row_index().filter(quiet)["index"][0])
+    v = value(int(slice_frame[S.TS][row])) if callable(value) else value
+    bad = _set(slice_frame, col, row, v)
+    with pytest.raises(SliceValidationError) as err:
+        validate_slice(bad, SPEC, CFG, slice_id="crafted")
+    assert any(f.startswith(expected) for f in err.value.failed), err.value.failed
+
+
+def test_slice_rows_with_through_trades_pass(slice_frame):
+    for c in S.THRU_TS_COLUMNS:  # the fixture's slice has through-trades on both sides
+        assert (slice_frame[c] != -1).sum() > 5, c
+
+
 def test_values_far_outside_the_frozen_stats_are_drift_reported_not_refused(slice_frame):
     x = slice_frame.select(SPEC.names).to_numpy()
     mean, sigma = x.mean(0), np.maximum(x.std(0), 1e-8)
@@ -134,9 +182,12 @@ def test_drift_report_hand_computed():
 def test_suites_are_plain_data_naming_every_feature():
     suite = feature_suite(SPEC, CFG)
     cols = {e.kwargs.get("column") for e in suite.expectations}
-    assert set(SPEC.names) <= cols and len(suite.expectations) == 2 + len(SPEC.names)
+    assert set(SPEC.names) <= cols and len(suite.expectations) == 2 + len(SPEC.names) + 16
+    assert {S.SELL_AT_BID_VOL, S.BUY_AT_ASK_VOL, S.bid_sz(0), BAD_THRU_COL} <= cols
     view = feature_view(
-        pl.DataFrame({S.TS: [1], **{n: [1.0] for n in SPEC.names}}),
+        pl.DataFrame(
+            {S.TS: [1], **{n: [1.0] for n in SPEC.names}, **{c: [0] for c in S.EXEC_COLUMNS}}
+        ),
         SPEC,
         np.zeros(len(SPEC.names)),
         np.full(len(SPEC.names), 2.0),

@@ -72,6 +72,15 @@ def make_bars(
     cols[S.LAST_TRADE_TS] = last.astype(np.int64)
     cols[S.BUY_HI_TICKS] = np.where(buy > 0, cols[S.ask_px(0)], 0).astype(np.int64)
     cols[S.SELL_LO_TICKS] = np.where(sell > 0, cols[S.bid_px(0)], 0).astype(np.int64)
+    for vol, at, first, last in (
+        (sell, S.SELL_AT_BID_VOL, S.SELL_THRU_BID_FIRST_TS, S.SELL_THRU_BID_LAST_TS),
+        (buy, S.BUY_AT_ASK_VOL, S.BUY_THRU_ASK_FIRST_TS, S.BUY_THRU_ASK_LAST_TS),
+    ):  # part of a side's volume at the reference; through it in some bars, within the bar
+        cols[at] = (vol * rng.random(n)).astype(np.int64)
+        thru = (vol > cols[at]) & (rng.random(n) < 0.5)
+        a, b = ts - rng.integers(0, spec.interval_ns, n), ts - rng.integers(0, spec.interval_ns, n)
+        cols[first] = np.where(thru, np.minimum(a, b), -1).astype(np.int64)
+        cols[last] = np.where(thru, np.maximum(a, b), -1).astype(np.int64)
     frame = pl.DataFrame(cols)
     return frame.select(S.bar_columns(depth))
 

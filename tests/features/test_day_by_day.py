@@ -20,7 +20,8 @@ from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, WalkForwardConfig
 from core.config.ingest import IngestConfig
 from core.paths import DataLayout
-from features.bars import build_bars, iter_bars, read_bars, write_bars
+from features import bars as bars_mod
+from features.bars import bar_day_keys, build_bars, iter_bars, read_bars, write_bars
 from features.publish import stage_slices
 from ingest.events import read_events
 from tests.features.strategies import make_bars
@@ -156,3 +157,14 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
     monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", feed)
     again = build_bars(cfg, str(fresh.root), "XBTUSD")
     assert read_bars(again.bars_path).equals(read_bars(second.bars_path))
+
+
+def test_bar_day_keys_follow_the_sampler_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bars sampled by other book or sampler code (e.g. before #17's execution columns)
+    are never reused: the code is part of every day key."""
+    parts = {"2024-01-01": "a" * 64, "2024-01-02": "b" * 64}
+    keys = bar_day_keys(SPEC.spec_hash, parts)
+    assert bars_mod.bars_code_version() == bars_mod.bars_code_version()
+    monkeypatch.setattr(bars_mod, "bars_code_version", lambda: "another-sampler")
+    other = bar_day_keys(SPEC.spec_hash, parts)
+    assert all(other[d] != keys[d] for d in parts)
