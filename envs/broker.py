@@ -441,7 +441,8 @@ def fill_resting(
 ) -> tuple[int, bool]:
     """The order of slot `s` over bar `bar` (the rules of the module docstring): what it
     fills, whole or in part, if anything; a post-only rejection. A fill is recorded in the
-    header (H_FILLS, F_FILLS: side, price, contracts opened or closed, notional, fee).
+    header (H_FILLS, F_FILLS: side, price, contracts opened or closed, notional, fee,
+    the stake filled).
     Returns (ntr, filled)."""
     oi, of = orders(I, F)
     p = oi[s, O_PX]
@@ -537,9 +538,10 @@ def fill_resting(
     I[H_NFILLS] = j + 1
     I[H_FILLS + 2 * j] = side
     I[H_FILLS + 2 * j + 1] = p
-    F[F_FILLS + 3 * j] = q if opened else c0 - _contracts(acct_i, lot_f)
-    F[F_FILLS + 3 * j + 1] = acct_f[A_MVOL] - vol0
-    F[F_FILLS + 3 * j + 2] = acct_f[A_MFEE] - fee0
+    F[F_FILLS + 4 * j] = q if opened else c0 - _contracts(acct_i, lot_f)
+    F[F_FILLS + 4 * j + 1] = acct_f[A_MVOL] - vol0
+    F[F_FILLS + 4 * j + 2] = acct_f[A_MFEE] - fee0
+    F[F_FILLS + 4 * j + 3] = part
     return ntr, True
 
 
@@ -755,7 +757,8 @@ class BrokerRules:
 @dataclass(frozen=True, slots=True)
 class BrokerFill:
     """One fill of a resting order: when (the bar's close, ns), side (+1 buy / -1 sell),
-    the price it filled at (ticks), the stake, and what it moved: the contracts it opened
+    the price it filled at (ticks), the stake it filled (the order's, or its share in a
+    partial fill), and what it moved: the contracts it opened
     or closed, notional and fee (settle currency, fee negative = rebate) and the maker
     rate charged."""
 
@@ -970,10 +973,10 @@ class BrokerAccount:
                 ts_ns=ts,
                 side=int(I[H_FILLS + 2 * j]),
                 price_ticks=int(I[H_FILLS + 2 * j + 1]),
-                stake=r.stake_fraction,
-                contracts=float(F[F_FILLS + 3 * j]),
-                notional=float(F[F_FILLS + 3 * j + 1]),
-                fee=float(F[F_FILLS + 3 * j + 2]),
+                stake=float(F[F_FILLS + 4 * j + 3]),
+                contracts=float(F[F_FILLS + 4 * j]),
+                notional=float(F[F_FILLS + 4 * j + 1]),
+                fee=float(F[F_FILLS + 4 * j + 2]),
                 fee_rate=float(maker),
             )
             for j in range(int(I[H_NFILLS]))

@@ -422,10 +422,10 @@ F_DRIFT = N_ACCT + 15  # the slice's average log return per bar (RewardConfig.de
 F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
 F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
 # the last bar the broker ran: the funding it paid, and for fill j the contracts it opened
-# or closed, its notional and its fee (F[F_FILLS + 3j], + 1, + 2)
+# or closed, its notional, its fee and the stake it filled (F[F_FILLS + 4j], + 1, + 2, + 3)
 F_PAID = F_RW + N_REWARD_PARAMS
 F_FILLS = F_PAID + 1
-F_LOT = F_FILLS + 3 * MAX_FILLS  # the instrument's lot (contracts; 0: no rounding)
+F_LOT = F_FILLS + 4 * MAX_FILLS  # the instrument's lot (contracts; 0: no rounding)
 F_POWER = F_LOT + 1  # power_prob's exponent n
 F_ORD = F_POWER + 1
 F_SIZE = F_ORD + O_FLOATS * N_ORDERS

@@ -43,6 +43,7 @@ def test_risk_averse_consumes_the_queue_across_bars_then_fills_in_part() -> None
     assert a.fills == 0
     _bar(a, 2, bid_size=6_000, sell_at_vol=2_500)  # ahead -1,500: 1,500 of 3,200 fill
     assert [f.contracts for f in a.last_fills] == [1_500] and a.bid_px == P
+    assert a.last_fills[0].stake == pytest.approx(0.1 * 1_500 / 3_200)  # the stake's share
     _bar(a, 3, bid_size=6_000, sell_at_vol=1_000)  # the bar's 1,000 at p: 1,000 more
     assert [f.contracts for f in a.last_fills] == [1_000] and _contracts(a) == 2_500
     _bar(a, 4, sell_lo=P - 1)  # a trade through p: the remaining 700
