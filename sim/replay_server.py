@@ -36,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from websockets.asyncio.server import serve
+
 from core.clock import NS_PER_S, iso_ms
 
 BOOK_TABLES = ("orderBookL2", "orderBookL2_25")
@@ -324,8 +326,6 @@ class ReplayServer:
         return self.timeline[k].ts_ns
 
     async def start(self) -> str:
-        from websockets.asyncio.server import serve
-
         self._server = await serve(
             self._handle,
             self.host,
