@@ -61,6 +61,7 @@ def paired_one_sided_test(candidate: np.ndarray, reference: np.ndarray) -> Paire
     period by period (module docstring). Both 1-D, same length, finite; raises
     ValueError otherwise. With zero variance of the differences, p is 0 for a positive
     mean difference and 1 otherwise."""
+    # slow: scipy.stats (~1 s); flows.train and its pool workers import this, never test
     from scipy.stats import t as student_t
 
     a = np.asarray(candidate, dtype=np.float64)

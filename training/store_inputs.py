@@ -35,9 +35,14 @@ from core.objectstore import (
     publish,
     publish_all,
 )
-
-# features (polars, pyarrow) is imported inside the functions: training.sweep imports
-# this module for StoreInputs, and a task on local paths never needs the rest.
+from features.stats import CHECKSUMS_FILE, MEAN_FILE, SIGMA_FILE, STATS_FILE
+from features.store import (
+    MANIFEST_SUFFIX,
+    SliceReadError,
+    part_path,
+    slice_digest,
+    slice_parts,
+)
 
 
 class StoreInputs(FrozenModel):
@@ -65,8 +70,6 @@ def publish_slice(storage: StorageConfig, manifest_path: str | Path) -> tuple[st
     """Publish a local slice: its segments (each checked against the sha256 its manifest
     gives), then the manifest. Returns (manifest URL, sha256 of the manifest's bytes).
     Raises ObjectStoreError for a slice whose digest or segments do not check out."""
-    from features.store import SliceReadError, slice_digest, slice_parts
-
     p = Path(manifest_path)
     try:
         m, files = slice_parts(p)
@@ -91,8 +94,6 @@ def publish_stats(storage: StorageConfig, stats_dir: str | Path) -> tuple[str, s
     then checksums.json. Returns (folder URL, sha256 of checksums.json). Raises
     ObjectStoreError when the folder has no checksums (written before they existed:
     re-run features) or a file does not match them."""
-    from features.stats import CHECKSUMS_FILE
-
     d = Path(stats_dir)
     sums_path = d / CHECKSUMS_FILE
     try:
@@ -120,14 +121,10 @@ def publish_folds(storage: StorageConfig, folds_json: str | Path) -> str:
 
 def _stats_files() -> tuple[str, ...]:
     """The stats files checksums.json covers (features.stats), in publishing order."""
-    from features.stats import MEAN_FILE, SIGMA_FILE, STATS_FILE
-
     return (MEAN_FILE, SIGMA_FILE, STATS_FILE)
 
 
 def _sum(sums: Any, name: str, where: str | Path) -> str:
-    from features.stats import CHECKSUMS_FILE
-
     want = sums.get(name) if isinstance(sums, dict) else None
     if not isinstance(want, str):
         raise ObjectStoreError(f"{where}: {CHECKSUMS_FILE} records no sha256 for {name}")
@@ -144,8 +141,6 @@ def fetch_slice(
     """A local slice manifest (with its segments beside it) holding exactly the slice
     published at `url`: the manifest's bytes hash to `manifest_sha256`, its parts to
     `digest`, every segment to its sha256. Raises ObjectStoreError otherwise."""
-    from features.store import MANIFEST_SUFFIX, SliceReadError, part_path, slice_digest
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     manifest_file = fetch_verified(url, manifest_sha256, storage, root)
     try:
@@ -180,8 +175,6 @@ def fetch_stats(
     """A local frozen-stats folder holding exactly the stats published at `url`: its
     checksums.json hashes to `checksums_sha256` and every file to the sha256 that
     records. Raises ObjectStoreError otherwise."""
-    from features.stats import CHECKSUMS_FILE
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     sums_file = fetch_verified(join(url, CHECKSUMS_FILE), checksums_sha256, storage, root)
     try:

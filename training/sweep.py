@@ -31,7 +31,7 @@ from core.config.base import FrozenModel
 from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
-from training.store_inputs import StoreInputs
+from training.store_inputs import StoreInputs, fetch_slice, fetch_stats
 
 MODEL_ZIP = "model.zip"
 METRICS_CSV = "metrics.csv"
@@ -108,7 +108,7 @@ class TrainResult(FrozenModel):
 
 # ---------------------------------------------------------------- SB3 glue (lazy imports)
 def _activation(name: str) -> Any:
-    import torch.nn as nn
+    import torch.nn as nn  # slow: torch (~2 s); the flow's process plans tasks, never trains
 
     return {"tanh": nn.Tanh, "relu": nn.ReLU}[name]
 
@@ -158,6 +158,7 @@ def read_progress(out_dir: str | Path) -> tuple[int, int] | None:
 
 
 def _make_callbacks(total: int, n_cycles: int, progress_path: Path | None = None) -> Any:
+    # slow: stable_baselines3 + torch (~3 s); the flow's process plans tasks, never trains
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
     class CurriculumCallback(BaseCallback):
@@ -203,6 +204,7 @@ def _training_env(task: TrainTask) -> Any:
     """The task's ManagementEnv, its `info` reduced to an empty dict: PPO reads none of
     it (SB3's Monitor adds the episode totals itself) and the VecEnv would deep-copy the
     ~20 accounting entries on every step. Evaluation uses the raw env and its info."""
+    # slow: gymnasium (~0.5 s) and envs (numba kernels, ~1 s); planning tasks needs neither
     import gymnasium as gym
 
     from envs.management import ManagementEnv
@@ -220,6 +222,7 @@ def _training_env(task: TrainTask) -> Any:
 
 
 def _record_writer() -> Any:
+    # slow: stable_baselines3 + torch (~3 s); the flow's process plans tasks, never trains
     from stable_baselines3.common.logger import KVWriter
 
     class RecordWriter(KVWriter):
@@ -283,9 +286,10 @@ def train_one(task: TrainTask) -> TrainResult:
     on one thread. Raises on bad input (missing slice/stats, config mismatch): the caller
     decides about retries."""
     ensure_single_thread_math()
-    import torch
+    import torch  # slow: torch (~2 s); the flow's process plans tasks, never trains
 
     torch.set_num_threads(1)
+    # slow: stable_baselines3 (~1 s on top of torch); the flow's process never trains
     from stable_baselines3 import PPO
     from stable_baselines3.common.logger import Logger
 
@@ -336,8 +340,6 @@ def local_inputs(task: TrainTask) -> TrainTask:
     core.objectstore.ObjectStoreError on a mismatch or an unreachable store."""
     if task.store is None:
         return task
-    from training.store_inputs import fetch_slice, fetch_stats
-
     st = task.store
     return task.model_copy(
         update={
