@@ -128,12 +128,13 @@ def read_typed(
     Returns None when any line does not parse (a ragged line, a value of the wrong
     type): the caller then takes the line-by-line path that gives each bad row its
     reason. Missing trailing fields parse as nulls, which the readers reject. Also None
-    when the body has a blank line (the typed parse would make it a row of nulls) or the
-    parse does not give one row per line.
+    when the body has a blank line or the parse does not give one row per line.
+
+    A blank or short line parses with a null last field (every header here has more
+    than one field), so the lines are only looked at when the last column has a null:
+    a clean file is parsed once and never scanned line by line.
     """
     body = body_of(data)
-    if has_blank_line(body):
-        return None
     try:
         df = pl.read_csv(
             io.BytesIO(data),
@@ -146,8 +147,14 @@ def read_typed(
         return None
     if df.height != count_lines(body):
         return None
-    if df.height and df[header[-1]].null_count() and _has_ragged_line(body, len(header)):
-        return None  # a short line parsed with null trailing fields: the line path says so
+    # a blank line parses as a row of nulls, a short one with null trailing fields: the
+    # line path counts or rejects them (a null value in a whole line stays here)
+    if (
+        df.height
+        and df[header[-1]].null_count()
+        and (has_blank_line(body) or _has_ragged_line(body, len(header)))
+    ):
+        return None
     return df.with_row_index(ROWNO, offset=first_row).with_columns(
         pl.lit(None, dtype=pl.String).alias(LINE), pl.lit(None, dtype=pl.String).alias(REASON)
     )

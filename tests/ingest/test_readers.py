@@ -234,6 +234,27 @@ def test_typed_fast_path_and_line_path_agree_on_good_rows(tmp_path: Path) -> Non
     assert b.rejected_rows[-1]["row"]["line_no"] == 8
 
 
+@pytest.mark.parametrize("blank", ["", "   ", "\t\r", "\r"])
+def test_a_blank_line_in_a_clean_file_is_counted_as_filtered(tmp_path: Path, blank: str) -> None:
+    """The typed path looks for blank lines only when its parse left a last field null:
+    a blank or white-space line (first, middle or last) still leaves the fast path and
+    is counted, and the other rows are the clean file's."""
+    from ingest.csvtable import read_typed
+
+    clean = tmp_path / "clean.csv"
+    clean.write_text(INC_HEAD + _inc_rows())
+    lines = _inc_rows().splitlines(keepends=True)
+    for at in (0, 3, len(lines)):
+        p = tmp_path / f"blank{at}.csv"
+        p.write_text(INC_HEAD + "".join([*lines[:at], blank + "\n", *lines[at:]]))
+        data = p.read_bytes()
+        assert read_typed(data, INC_HEAD.strip().split(","), {}) is None
+        a, b = read_tardis(clean, "XBTUSD", XBT), read_tardis(p, "XBTUSD", XBT)
+        assert b.filtered_reasons == {**a.filtered_reasons, "blank line": 1}
+        assert b.rows_in == a.rows_in + 1 and b.book.equals(a.book)
+    assert read_typed(clean.read_bytes(), INC_HEAD.strip().split(","), {}) is not None
+
+
 def test_ws_and_dump_corrupt_files_are_quarantined_with_reasons(
     tmp_path: Path, ws_capture: Path
 ) -> None:
