@@ -64,9 +64,12 @@ not the best at the previous close) is taken the conservative way.
   latency any at-price volume in the live window): the optimistic bound, as before #17.
   `trade_through`: at-price volume never fills. risk_averse / power_prob: once ahead < 0
   the order fills floor(min(-ahead, at-price volume x live fraction, size) / lot) x lot
-  contracts (PartialFillExchange's rule, the volume of this bar), a partial fill: its
-  stake pro rata (stake x filled / size) fills and the leaves keep resting, merged into
-  the lot its earlier fills opened. A fill is maker, at p, at the bar's maker rate; one
+  contracts (PartialFillExchange's rule, the volume of this bar), a partial fill: the
+  order's stake pro rata (stake x filled / size) fills and the leaves keep resting; an
+  opening one adds a lot of the filled contracts (merged into the lot the order's earlier
+  fills opened), a reducing one closes that many contracts of the oldest lots (a whole
+  fill closes the stake the order still carries, as before #17). A fill is maker, at p,
+  at the bar's maker rate; one
   the exposure cap refuses (or for which the lot buffer has no room) removes the order.
   Each side's order whose cancel is in flight fills first, then the live one; the buy
   side first. A re-priced order's fills in flight shrink the stake of its replacement.
@@ -117,6 +120,7 @@ from envs.kernels import (
     L_C,
     L_PX,
     L_SIDE,
+    L_STAKE,
     L_TS,
     MAKER,
     MAX_FILLS,
@@ -509,6 +513,8 @@ def fill_resting(
     lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
     before = side_of(acct_i, lot_i)
     opened = before == 0 or before == side
+    if not opened and q < size:
+        part = _stake_of(acct_i, lot_f, q)  # a partial close: its contracts, oldest first
     n = acct_i[1]
     merge = (
         opened and n > 0 and oi[s, O_LOT] != 0 and lot_i[n - 1, L_TS] == oi[s, O_LOT]
@@ -543,6 +549,22 @@ def fill_resting(
     F[F_FILLS + 4 * j + 2] = acct_f[A_MFEE] - fee0
     F[F_FILLS + 4 * j + 3] = part
     return ntr, True
+
+
+@njit(cache=True, nogil=True)
+def _stake_of(acct_i: np.ndarray, lot_f: np.ndarray, contracts: float) -> float:
+    """The stake the oldest open lots carry for `contracts` of them (all of them at most):
+    what a partial fill closing that many contracts reduces the stack by."""
+    stake = 0.0
+    left = contracts
+    for i in range(acct_i[1]):
+        if left <= 0.0:
+            break
+        c = lot_f[i, L_C]
+        take = c if c < left else left
+        stake += lot_f[i, L_STAKE] * (take / c)
+        left -= take
+    return stake
 
 
 @njit(cache=True, nogil=True)

@@ -57,27 +57,54 @@ def test_toggle_cancels_and_cap_refuses_new_orders() -> None:
 
 
 bars = st.tuples(st.integers(-3, 3), st.integers(1, 3), st.integers(0, 5), st.integers(0, 5))
+# #17's fields of a bar: sizes at the best, volume at the previous best, through times (ms
+# into the 1 s bar, 0 = none)
+events = st.tuples(
+    st.integers(0, 20_000), st.integers(0, 20_000), st.integers(0, 8_000), st.integers(0, 8_000),
+    st.integers(0, 999), st.integers(0, 999),
+)  # fmt: skip
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from([0, 1, 2]), bars), max_size=120),
-    st.sampled_from(["trade_through", "touch"]),
+    st.lists(st.tuples(st.sampled_from([0, 1, 2, 3]), bars, events), max_size=120),
+    st.sampled_from(["trade_through", "touch", "risk_averse", "power_prob"]),
+    st.sampled_from([(0.0, 0.0), (300.0, 200.0), (1500.0, 1200.0)]),
+    st.sampled_from(["toggle", "target"]),
 )
-def test_any_sequence_keeps_exposure_capped_and_state_finite(steps: list, model: str) -> None:
-    a = _acct(stake_fraction=0.25, max_exposure=0.5, fill_model=model)
+def test_any_sequence_keeps_exposure_capped_and_state_finite(
+    steps: list, model: str, latency: tuple[float, float], mode: str
+) -> None:
+    """Any actions and bars, under every fill model, latency (one longer than a bar) and
+    action mode: the cap holds, no buffer overflows, the state stays finite."""
+    a = _acct(
+        stake_fraction=0.25, max_exposure=0.5, fill_model=model, entry_latency_ms=latency[0],
+        cancel_latency_ms=latency[1], action_mode=mode,
+    )  # fmt: skip
     mid = 64000
-    for k, (action, (drift, spread, hi_off, lo_off)) in enumerate(steps, start=1):
+    for k, (action, (drift, spread, hi_off, lo_off), ev) in enumerate(steps, start=1):
+        bid_sz, ask_sz, sell_at, buy_at, sell_ms, buy_ms = ev
         bid, ask = mid - 1, mid - 1 + spread
-        a.act(action, bid, ask)
+        if mode == "toggle":
+            action %= 3
+        a.act(action, bid, ask, ts_ns=(k - 1) * S, bid_size=bid_sz, ask_size=ask_sz)
         mid += drift
         bid, ask = mid - 1, mid - 1 + spread
+        t0 = (k - 1) * S
         a.on_bar(
             k * S,
             bid,
             ask,
             buy_hi=(ask + hi_off - 2) if hi_off else 0,
             sell_lo=(bid - lo_off + 2) if lo_off else 0,
+            bid_size=bid_sz,
+            ask_size=ask_sz,
+            sell_at_vol=sell_at,
+            buy_at_vol=buy_at,
+            sell_thru_first=t0 + sell_ms * 1_000_000 if sell_ms else -1,
+            sell_thru_last=t0 + 999_000_000 if sell_ms else -1,
+            buy_thru_first=t0 + buy_ms * 1_000_000 if buy_ms else -1,
+            buy_thru_last=t0 + 999_000_000 if buy_ms else -1,
         )
         assert a.position.exposure <= 0.5 + 1e-9
         assert not (a.position.longs and a.position.shorts)
@@ -85,6 +112,9 @@ def test_any_sequence_keeps_exposure_capped_and_state_finite(steps: list, model:
         assert st_.shape == (7,) and all(abs(v) < 1e6 for v in st_)
         assert -1.0 <= st_[2] <= 1.0
         assert equity(a.position, float(mid), XBTUSD) > 0
+        assert all(
+            abs(x.contracts / 100 - round(x.contracts / 100)) < 1e-6 for x in a.position.lots
+        )
 
 
 def test_target_mode_places_wanted_sides_keeps_resting_ones_and_cancels_the_rest() -> None:
