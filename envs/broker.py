@@ -39,7 +39,7 @@ not the best at the previous close) is taken the conservative way.
   only if the bar's through prints span its live window (last through ts >= start, first
   <= end), and the opposite best at the close only if it is live at the close. An order
   arriving after the close waits; until it arrives its queue place is the size at its
-  price at the last close. With zero latency every order is live the whole bar and the
+  price at the last close where that was the best of its side. With zero latency every order is live the whole bar and the
   timestamps are not read.
 - Post-only. An order that arrives inside a bar (latency > 0) and finds the opposite best
   at or through its price at that bar's close, with no fill after its arrival (no trade
