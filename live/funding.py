@@ -101,11 +101,16 @@ def _usable_rate(value: JsonValue) -> bool:
     )
 
 
+def _on_bar(paper: BrokerAccount, bar: BarInputs) -> None:
+    paper.on_bar(bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid, **bar.events())
+
+
 def paper_on_bar(
     paper: BrokerAccount, bar: BarInputs, announced: FundingAnnouncements | None
 ) -> FundingDue | None:
     """One bar after the decision bar of the paper account (`BrokerAccount.on_bar`: fills,
-    funding, roll; the funding marked at `bar.mid`), funding at the rate due
+    funding, roll; the funding marked at `bar.mid`; the bar's queue and latency fields
+    `BarInputs.events`), funding at the rate due
     (`FundingAnnouncements.due`; without announcements the constant). Returns the funding
     the bar settled (rate and source; also when the account was flat and paid nothing),
     None when no funding time fell in the bar or the rules settle no funding."""
@@ -113,7 +118,7 @@ def paper_on_bar(
     prev = paper.bar_ts
     settles = rules.funding and prev is not None and bool(funding_settles(prev, bar.ts, inst))
     if not settles:
-        paper.on_bar(bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid)
+        _on_bar(paper, bar)
         return None
     t = int(funding_time(bar.ts, inst))
     if announced is None:
@@ -121,13 +126,13 @@ def paper_on_bar(
     else:
         due = announced.due(t, rules.funding_rate)
     if due.rate == rules.funding_rate:
-        paper.on_bar(bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid)
+        _on_bar(paper, bar)
         return due
     # BrokerAccount.on_bar settles at its rules' funding_rate: for this one bar the rules
     # carry the announced rate (the account keeps its position and resting orders)
     paper.rules = replace(rules, funding_rate=due.rate)
     try:
-        paper.on_bar(bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid)
+        _on_bar(paper, bar)
     finally:
         paper.rules = rules
     return due

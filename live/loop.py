@@ -56,7 +56,7 @@ from core.schema import (
     ask_px,
     bid_px,
 )
-from envs.broker import BrokerAccount, BrokerRules
+from envs.broker import SLICE_COLUMNS, BrokerAccount, BrokerRules
 from envs.position import (
     ExposureError,
     apply_fill,
@@ -408,21 +408,21 @@ class LiveSession:
         out = []
         for upd in self.builder.advance(t):
             self.bars += 1
+            bar = bar_inputs(upd)
             if self.paper is not None and self.orders is None:
                 # observe-only: the paper orders rest, fill and roll on every bar, as in the env
                 # funding at the rate BitMEX announced for the funding time, else the constant
-                bar = bar_inputs(upd)
                 due = paper_on_bar(self.paper, bar, self.funding)
                 if self.paper_log is not None:
                     self.paper_log.bar(self.paper, bar, due)
-            rec = self._on_bar(upd)
+            rec = self._on_bar(upd, bar)
             if rec is not None:
                 out.append(rec)
         if _desynced(self.builder.sampler):
             self._desync("crossed or inconsistent book", self.book_table)
         return out
 
-    def _on_bar(self, upd: BarUpdate) -> Decision | None:
+    def _on_bar(self, upd: BarUpdate, bar: BarInputs) -> Decision | None:
         ready = self.gate.on_bar(upd.ts, upd.book_ok, upd.warmup, upd.finite)
         self._warm_bars = self._warm_bars + 1 if upd.warmup else 0
         if not ready.ok:
@@ -433,7 +433,7 @@ class LiveSession:
         if not self._clock_suspect:
             self.data_fault = ""  # a full window of valid bars since the last fault
         try:
-            rec = self._decide(upd)
+            rec = self._decide(upd, bar)
         except FatalTradingError:
             raise
         except Exception as exc:  # noqa: BLE001 - counted; the strategy is unhealthy until it decides again
@@ -472,14 +472,14 @@ class LiveSession:
         if self.on_status is not None:
             self.on_status(text)
 
-    def _decide(self, upd: BarUpdate) -> Decision:
+    def _decide(self, upd: BarUpdate, bar: BarInputs) -> Decision:
         t0 = time.perf_counter_ns()
         if self.paper is None:
             self.paper = BrokerAccount(
                 self.rules, self.instrument, open_account(self.rules.initial_equity_xbt, upd.ts)
             )
             if self.paper_log is not None and self.orders is None:
-                self.paper_log.start(self.paper, bar_inputs(upd))
+                self.paper_log.start(self.paper, bar)
         if self.orders is not None:
             self._sync_orders(upd)
         state = self.paper.state(upd.ts, upd.mid_ticks)
@@ -504,7 +504,15 @@ class LiveSession:
             )
             self._order_flags()
         else:
-            self.paper.act(action, int(upd.bar[bid_px(0)]), int(upd.bar[ask_px(0)]))
+            # placed at the close: a queue model's place is behind the size at the best there
+            self.paper.act(
+                action,
+                bar.bid,
+                bar.ask,
+                ts_ns=bar.ts,
+                bid_size=bar.bid_size or 0,
+                ask_size=bar.ask_size or 0,
+            )
         rec = Decision.of(
             upd.ts,
             action,
@@ -570,7 +578,8 @@ class LiveSession:
 
 
 def bar_inputs(upd: BarUpdate) -> BarInputs:
-    """What the paper account uses of a closed bar (`live.paper_record.BarInputs`)."""
+    """What the paper account uses of a closed bar (`live.paper_record.BarInputs`): the
+    sampler's columns, the #17 event fields by the broker's names (`SLICE_COLUMNS`)."""
     b = upd.bar
     return BarInputs(
         ts=int(upd.ts),
@@ -579,6 +588,7 @@ def bar_inputs(upd: BarUpdate) -> BarInputs:
         buy_hi=int(b[BUY_HI_TICKS]),
         sell_lo=int(b[SELL_LO_TICKS]),
         mid=float(upd.mid_ticks),
+        **{name: int(b[column]) for name, column in SLICE_COLUMNS.items()},
     )
 
 

@@ -17,7 +17,9 @@ The record, one JSON object a line (`kind`), `RECORD_VERSION` 2:
 - `funding`: a funding time the bar settled (with funding on; also when flat), its rate
   and its source ("exchange": announced on BitMEX's instrument table; "config": the
   rules' constant), written before its bar (`live.funding`);
-- `bar`: the inputs the paper account used (ts, bid, ask, buy_hi, sell_lo in ticks, mid),
+- `bar`: the inputs the paper account used (`BarInputs`: ts, bid, ask, buy_hi, sell_lo in
+  ticks, mid, and #17's queue and latency fields: sizes at the best, volume at and times
+  through the previous best),
   what it did (fills, funding) and the result: resting orders after the roll, the account
   (every `Position` field but the lots; `lots` too when the bar filled) and the equity
   marked at the mid;

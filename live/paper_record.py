@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from core.jsontypes import JsonObject
 
@@ -37,9 +44,26 @@ class _Line(BaseModel):
         return out
 
 
+# #17's bar fields (envs.broker.BAR_DTYPE's names, BrokerAccount.on_bar's keywords): the
+# sizes at the best bid / ask at the close, the taker volume at the previous close's best
+# and the first / last ts of the prints through it, per side
+BAR_EVENTS = (
+    "bid_size",
+    "ask_size",
+    "sell_at_vol",
+    "sell_thru_first",
+    "sell_thru_last",
+    "buy_at_vol",
+    "buy_thru_first",
+    "buy_thru_last",
+)
+
+
 class BarInputs(_Line):
-    """What the paper account used at a bar's close (ns; prices in ticks, mid a float): the
-    one value the live loop hands the paper account and its record per bar."""
+    """What the paper account used at a bar's close (ns; prices in ticks, mid a float; the
+    `BAR_EVENTS` in contracts and ns): the one value the live loop hands the paper account
+    and its record per bar. An event field is None (and absent from the line) in records
+    written before the sampler had it: the broker took it as unknown."""
 
     ts: int
     bid: int
@@ -47,6 +71,26 @@ class BarInputs(_Line):
     buy_hi: int
     sell_lo: int
     mid: float
+    bid_size: int | None = None
+    ask_size: int | None = None
+    sell_at_vol: int | None = None
+    sell_thru_first: int | None = None
+    sell_thru_last: int | None = None
+    buy_at_vol: int | None = None
+    buy_thru_first: int | None = None
+    buy_thru_last: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _known_events_only(self, dump: SerializerFunctionWrapHandler) -> JsonObject:
+        out: JsonObject = dump(self)
+        for name in BAR_EVENTS:
+            if out.get(name, 0) is None:
+                del out[name]
+        return out
+
+    def events(self) -> dict[str, int]:
+        """The event fields known, by name (BrokerAccount.on_bar's keywords)."""
+        return {n: v for n in BAR_EVENTS if (v := getattr(self, n)) is not None}
 
 
 class PaperStart(_Line):
@@ -90,16 +134,10 @@ class PaperFunding(_Line):
     source: Literal["exchange", "config"]
 
 
-class PaperBar(_Line):
-    """A bar after the decision bar: its inputs, what it did and the account after it
-    (`lots` only when the bar filled: lots change only by fills)."""
+class PaperBar(BarInputs):
+    """A bar after the decision bar: its inputs (`BarInputs`' fields), what it did and the
+    account after it (`lots` only when the bar filled: lots change only by fills)."""
 
-    ts: int
-    bid: int
-    ask: int
-    buy_hi: int
-    sell_lo: int
-    mid: float
     kind: Literal["bar"] = "bar"
     fills: int
     funding: float
@@ -107,17 +145,6 @@ class PaperBar(_Line):
     account: Account
     equity: float
     lots: list[LotRow] | None = None
-
-    @property
-    def inputs(self) -> BarInputs:
-        return BarInputs(
-            ts=self.ts,
-            bid=self.bid,
-            ask=self.ask,
-            buy_hi=self.buy_hi,
-            sell_lo=self.sell_lo,
-            mid=self.mid,
-        )
 
     def to_json(self) -> JsonObject:
         out: JsonObject = self.model_dump(exclude={"lots"} if self.lots is None else None)

@@ -1,6 +1,7 @@
 """Replay a paper record (`live.paper_log`) through the env and say whether it agrees.
 
-The record's bars become a slice (ts, mid, best bid/ask, buy_hi, sell_lo; one constant
+The record's bars become a slice (ts, mid, best bid/ask, buy_hi, sell_lo and #17's event
+columns, `envs.broker.SLICE_COLUMNS`, as the broker took them; one constant
 dummy feature with its frozen stats, in a temporary folder), the record's rules an
 `EnvConfig` (every rule by its name; window 1, one bar a step, the whole slice, no
 flattening at the end), and
@@ -308,6 +309,7 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
     import pyarrow.parquet as pq
 
     from core import schema as S
+    from envs.broker import SLICE_COLUMNS, Bar
     from envs.management import ManagementEnv
     from features.stats import FrozenStats
 
@@ -328,11 +330,15 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
         S.MID_TICKS: np.array([b.mid for b in bars], dtype=np.float64),
         _FEATURE: np.zeros(n, np.float64),
     }
-    for name in S.EXEC_COLUMNS:
-        if name in recorded:
-            table[name] = col([getattr(b, recorded[name]) for b in bars])
-        else:  # not in the record, not read by its fill model: no volume, no time (-1)
-            table[name] = np.full(n, -1 if name.endswith("_ts") else 0, np.int64)
+    recorded.update({column: name for name, column in SLICE_COLUMNS.items()})
+    unknown = Bar._field_defaults  # an event field a bar lacks: what the broker took
+    for column in S.EXEC_COLUMNS:
+        name = recorded.get(column)
+        if name is None:  # not in the record and not read by the broker (buy/sell volume)
+            table[column] = np.zeros(n, np.int64)
+            continue
+        values = [getattr(b, name) for b in bars]
+        table[column] = col([unknown[name] if v is None else v for v in values])
     pq.write_table(pa.table(table), tmp / "record.parquet")
     stats = FrozenStats.fit(np.zeros((2, 1)), [_FEATURE], "", 1e-8, [])
     stats.save(tmp / "stats")

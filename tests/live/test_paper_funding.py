@@ -148,15 +148,21 @@ def test_a_tampered_funding_line_is_detected(
     assert main(["audit", "paper", str(bad)]) == 1
 
 
-def _observe_across_0400(rec: Path, instrument_msgs: list[dict[str, Any]]) -> LiveSession:
-    """An observe-mode session on a stand-in market from 03:59:00 to 04:01:00, whose
-    policy always wants a bid (target mode: longs build up), recording the paper account;
+def observe_across_0400(
+    rec: Path,
+    instrument_msgs: list[dict[str, Any]],
+    rules: BrokerRules | None = None,
+    actions: tuple[int, ...] = (1,),
+) -> LiveSession:
+    """An observe-mode session on a stand-in market from 03:59:00 to 04:01:00 under `rules`
+    (target mode, funding on at the constant), whose policy cycles through `actions` (by
+    default it always wants a bid: longs build up), recording the paper account;
     `instrument_msgs` arrive before the market's partials."""
-    rules = BrokerRules(action_mode="target", funding=True, funding_rate=CONSTANT)
+    rules = rules or BrokerRules(action_mode="target", funding=True, funding_rate=CONSTANT)
     s = LiveSession(
         SMALL_SPEC,
         ClipStats(),
-        Predictor(CyclePolicy([1]), "t@v1", action_mode="target"),  # type: ignore[arg-type]
+        Predictor(CyclePolicy([*actions]), "t@v1", action_mode="target"),  # type: ignore[arg-type]
         rules=rules,
         max_skew_s=None,
         stale_after_s=600,
@@ -179,8 +185,8 @@ def test_the_live_loop_settles_paper_funding_at_the_rate_the_instrument_table_an
     tmp_path: Path,
 ) -> None:
     rec, plain = tmp_path / "paper.jsonl", tmp_path / "plain.jsonl"
-    s = _observe_across_0400(rec, [_partial(_xbtusd_row())])
-    _observe_across_0400(plain, [])  # no instrument message: the constant, said so
+    s = observe_across_0400(rec, [_partial(_xbtusd_row())])
+    observe_across_0400(plain, [])  # no instrument message: the constant, said so
     (a,), (c,) = _funding_lines(rec), _funding_lines(plain)
     assert (a["rate"], a["source"], c["rate"], c["source"]) == (
         0.0001,
