@@ -6,6 +6,15 @@ Adapter: one I/O concern, objects in and out, every byte checked against its sha
   alone, so publishing again costs one HEAD request per file. A PUT replaces an object
   whole (readers see the old bytes or the new, never half), and callers publish the
   files a manifest names before the manifest.
+- `fetch_root(url, storage)`: the same for an object a reader has no earlier sha256 for
+  (an event partition's manifest, a bars index or day record, a sampler state): checked
+  against the sha256 the object's own metadata records (damage in the store or on the
+  way is caught; what it names is then checked against it).
+- `pull(files, folder_url, folder, storage)` / `push(folder, folder_url, files, storage)`:
+  a folder of files named by a manifest, in and out (each file against its sha256; the
+  manifest pushed last: a partial upload is never seen as done).
+- `view_root(storage)`: where a store's objects are laid out like the local data folder
+  (hard links into the cache), so readers of local paths read them unchanged.
 - `fetch_verified(url, sha256, storage)` returns a local file holding exactly those
   bytes: from the content-addressed cache (`<cache>/sha256/<ab>/<sha256>`, re-hashed on
   every read) or downloaded into a temp file beside it, hashed while it streams and
@@ -18,15 +27,18 @@ a task planned from the local store), never from the object's own metadata.
 boto3 is imported inside the functions (importing this module costs nothing);
 credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
 a profile), never from the config. The cache folder is CHAPPIE_STORE_CACHE, default
-`$XDG_CACHE_HOME/chappie/store` (`~/.cache/chappie/store`).
+`$XDG_CACHE_HOME/chappie/store` (`~/.cache/chappie/store`); `trim_cache` bounds its
+content-addressed part (CHAPPIE_STORE_CACHE_BYTES, default 20 GiB, least recently used
+first).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,14 +100,35 @@ def default_cache_dir() -> Path:
 
 def client(storage: StorageConfig) -> Any:
     """A boto3 S3 client for `storage` (endpoint and region from the config, credentials
-    from the environment)."""
+    from the environment), one per process, store and credentials (boto3 clients are
+    thread-safe; making one costs tens of milliseconds)."""
+    creds = tuple(os.environ.get(k) for k in _CREDENTIAL_VARS)
+    return _client(os.getpid(), storage.endpoint_url, storage.region, creds)
+
+
+#: what boto3 reads from the environment to choose credentials (part of the client key)
+_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _client(
+    pid: int, endpoint_url: str | None, region: str | None, creds: tuple[str | None, ...]
+) -> Any:
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=storage.endpoint_url,
-        region_name=storage.region,
+        endpoint_url=endpoint_url,
+        region_name=region,
         config=Config(
             retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
         ),
@@ -106,9 +139,9 @@ def _error(action: str, url: str, exc: Exception) -> ObjectStoreError:
     return ObjectStoreError(f"cannot {action} {url}: {type(exc).__name__}: {exc}")
 
 
-def stored_sha256(url: str, storage: StorageConfig, s3: Any = None) -> str | None:
-    """The sha256 an object's metadata records, None when there is no such object (or it
-    records none). Raises ObjectStoreError on any other failure (no bucket, no access)."""
+def _head(url: str, storage: StorageConfig, s3: Any = None) -> dict[str, str] | None:
+    """An object's metadata, None when there is no such object. Raises ObjectStoreError
+    on any other failure (no bucket, no access, endpoint down)."""
     from botocore.exceptions import ClientError
 
     loc = S3Url.parse(url)
@@ -122,8 +155,14 @@ def stored_sha256(url: str, storage: StorageConfig, s3: Any = None) -> str | Non
         raise _error("read", url, exc) from exc
     except Exception as exc:  # endpoint down, bad credentials: one clear line
         raise _error("read", url, exc) from exc
-    meta = head.get("Metadata") or {}
-    return meta.get(SHA256_META)
+    return dict(head.get("Metadata") or {})
+
+
+def stored_sha256(url: str, storage: StorageConfig, s3: Any = None) -> str | None:
+    """The sha256 an object's metadata records, None when there is no such object (or it
+    records none). Raises ObjectStoreError on any other failure (no bucket, no access)."""
+    meta = _head(url, storage, s3)
+    return None if meta is None else meta.get(SHA256_META)
 
 
 def publish(
@@ -191,6 +230,7 @@ def fetch_verified(
     target = cache_path(sha256, cache_dir)
     if target.exists():
         if _hash_file(target) == sha256:
+            os.utime(target)  # recently used: `trim_cache` keeps it
             return target
         target.unlink(missing_ok=True)  # a damaged cache entry: fetch it again
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -245,3 +285,111 @@ def link_into(source: Path, target: Path) -> Path:
         shutil.copyfile(source, tmp)
     os.replace(tmp, target)
     return target
+
+
+def fetch_root(
+    url: str, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> Path | None:
+    """A local file holding the object at `url`, checked against the sha256 its own
+    metadata records; None when there is no such object. For the roots of a chain of
+    trust (a manifest, an index) that a reader has no earlier sha256 for: damaged bytes
+    are caught, and what the root names is checked against it. Raises ObjectStoreError
+    for an object without a recorded sha256 or whose bytes do not match it."""
+    s3 = client(storage)
+    meta = _head(url, storage, s3)
+    if meta is None:
+        return None
+    sha = meta.get(SHA256_META)
+    if sha is None:
+        raise ObjectStoreError(f"{url}: the object records no sha256 (not published by chappie)")
+    return fetch_verified(url, sha, storage, cache_dir, s3)
+
+
+def list_names(url: str, storage: StorageConfig) -> list[str]:
+    """The names one level below the prefix `url` (objects and sub-prefixes), sorted."""
+    loc = S3Url.parse(url)
+    prefix = f"{loc.key}/" if loc.key else ""
+    names: set[str] = set()
+    try:
+        pages = client(storage).get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=loc.bucket, Prefix=prefix, Delimiter="/"):
+            names.update(
+                c["Prefix"][len(prefix) :].rstrip("/") for c in page.get("CommonPrefixes", [])
+            )
+            names.update(o["Key"][len(prefix) :] for o in page.get("Contents", []))
+    except Exception as exc:
+        raise _error("list", url, exc) from exc
+    return sorted(n for n in names if n)
+
+
+def pull(
+    files: Mapping[str, str],
+    folder_url: str,
+    folder: Path,
+    storage: StorageConfig,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """Lay the objects `<folder_url>/<name>` of `files` (name -> sha256) out in `folder`,
+    each fetched and checked against its sha256 (`fetch_verified`) and linked in. A
+    `cache_dir` the caller removes after use keeps big files out of the shared cache."""
+    s3 = client(storage)
+    for name, sha in files.items():
+        if _hash_file(folder / name) == sha:  # already laid out (an earlier pull)
+            continue
+        link_into(
+            fetch_verified(join(folder_url, name), sha, storage, cache_dir, s3), folder / name
+        )
+
+
+def push(
+    folder: Path,
+    folder_url: str,
+    files: Mapping[str, str | None],
+    storage: StorageConfig,
+    last: str | None = None,
+) -> dict[str, str]:
+    """Publish `folder/<name>` to `<folder_url>/<name>` for `files` (name -> the sha256
+    the file must hash to, or None), then `last` (the manifest naming them: a reader never
+    finds it before its files). Returns {name: sha256}."""
+    names = [*files, *([last] if last else [])]
+    shas = publish_all(((folder / n, join(folder_url, n), files.get(n)) for n in names), storage)
+    return {n: shas[join(folder_url, n)] for n in names}
+
+
+def view_root(storage: StorageConfig, cache_dir: str | Path | None = None) -> Path:
+    """The folder where the objects of `storage` are laid out like the local data folder
+    (`events/...`, `bars/...`: hard links into the cache), one per store URL and
+    endpoint."""
+    from core.hashing import fingerprint
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "view" / fingerprint([storage.url, storage.endpoint_url])[:16]
+
+
+def cache_bytes_limit() -> int:
+    """CHAPPIE_STORE_CACHE_BYTES, default 20 GiB: the bound `trim_cache` keeps."""
+    return int(os.environ.get("CHAPPIE_STORE_CACHE_BYTES") or 20 << 30)
+
+
+def trim_cache(max_bytes: int | None = None, cache_dir: str | Path | None = None) -> list[Path]:
+    """Delete the least recently used files of the content-addressed cache until it
+    holds at most `max_bytes` (`cache_bytes_limit()`). A file a view links to keeps its
+    bytes there (the view is the working set of one run). Returns the files removed."""
+    limit = cache_bytes_limit() if max_bytes is None else max_bytes
+    root = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "sha256"
+    entries = []
+    for p in root.glob("*/*"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, p in sorted(entries):
+        if total <= limit:
+            break
+        p.unlink(missing_ok=True)
+        total -= size
+        removed.append(p)
+    return removed

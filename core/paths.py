@@ -42,6 +42,15 @@ class DataLayout:
     def bars_day(self, symbol: str, spec_hash: str, day: str) -> Path:
         return self.root / "bars" / symbol / self.spec12(spec_hash) / f"{day}.parquet"
 
+    def bars_spec(self, symbol: str, spec_hash: str) -> Path:
+        """The bars of one FeatureSpec (`build_bars`: an index per day range, `days/`)."""
+        return self.root / "bars" / symbol / self.spec12(spec_hash)
+
+    def key(self, path: Path) -> str:
+        """`path` relative to the root, '/'-separated: its key under an object store's
+        URL (the store holds the data folder's layout)."""
+        return path.relative_to(self.root).as_posix()
+
     def features_day(self, symbol: str, spec_hash: str, day: str) -> Path:
         return self.root / "features" / symbol / self.spec12(spec_hash) / f"{day}.parquet"
 

@@ -25,6 +25,7 @@ from core import schema as S
 from core.atomic import atomic_path, write_json_atomic
 from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, FeatureSpec
+from core.config.storage import StorageConfig
 from core.hashing import fingerprint, sha256_file
 from core.jsontypes import JsonObject
 from core.paths import DataLayout
@@ -159,23 +160,24 @@ def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> Js
 
 
 def _read_day_events(
-    layout: DataLayout, symbol: str, day: str
+    layout: DataLayout, symbol: str, day: str, storage: StorageConfig | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One event day's book and trades, the columns the sampler reads only: each file
     checked against its manifest sha256 (streamed), then parsed from its path (not
-    from a copy of its bytes in memory)."""
+    from a copy of its bytes in memory). `storage`: the day's files are pulled from the
+    object store (checked against the manifest of `layout`, the store's view) into a
+    temporary folder removed after reading; ObjectStoreError names a damaged one."""
     from ingest.events import PartitionError, partition_files, read_manifest
 
+    if storage is not None:
+        return _read_store_day_events(layout, symbol, day, storage)
     m = read_manifest(layout, symbol, day)
     if m is None:
         raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
     folder = layout.events_day(symbol, day)
     files = partition_files(m)
     out = []
-    for kind, cols in (
-        ("book", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE, S.IS_SNAPSHOT]),
-        ("trades", [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]),
-    ):
+    for kind, cols in (("book", _BOOK_COLUMNS), ("trades", _TRADE_COLUMNS)):
         path = folder / files[kind]
         if sha256_file(path) != m["outputs"][files[kind]]:
             raise PartitionError(
@@ -185,7 +187,107 @@ def _read_day_events(
     return out[0], out[1]
 
 
-def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
+def _read_store_day_events(
+    view: DataLayout, symbol: str, day: str, storage: StorageConfig
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    import shutil
+    import tempfile
+
+    from core.objectstore import pull
+    from ingest.events import partition_files, read_manifest
+    from ingest.run import events_url
+
+    m = read_manifest(view, symbol, day)
+    if m is None:
+        raise FileNotFoundError(f"no published partition {events_url(storage, symbol, day)}")
+    files = partition_files(m)
+    tmp = Path(tempfile.mkdtemp(prefix=f".events-{day}.", dir=view.root))
+    try:
+        names = {files[k]: str(m["outputs"][files[k]]) for k in ("book", "trades")}
+        pull(names, events_url(storage, symbol, day), tmp, storage, tmp / ".fetch")
+        book = pl.read_parquet(tmp / files["book"], columns=_BOOK_COLUMNS)
+        trades = pl.read_parquet(tmp / files["trades"], columns=_TRADE_COLUMNS)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return book, trades
+
+
+#: the event columns the sampler reads
+_BOOK_COLUMNS = [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE, S.IS_SNAPSHOT]
+_TRADE_COLUMNS = [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]
+
+
+def _store_url(storage: StorageConfig, layout: DataLayout, path: Path) -> str:
+    from core.objectstore import join
+
+    return join(storage.url, layout.key(path))
+
+
+def _pull_bars(storage: StorageConfig, view: DataLayout, path: Path, names: list[str]) -> None:
+    """Lay out in the view what the store holds of the bars index `path`: the index and
+    every part it names when it is there; else the day parts the store has of `names`
+    (a day's record is its commit point) and the sampler state the next day resumes
+    from. Each file checked against its sha256 (the index's or record's, else the one
+    its object records)."""
+    from core.objectstore import ObjectStoreError, fetch_root, join, link_into, list_names, pull
+
+    def root(p: Path) -> bytes | None:
+        got = fetch_root(_store_url(storage, view, p), storage)
+        return None if got is None else link_into(got, p).read_bytes()
+
+    index = root(path)
+    if index is not None:
+        parts = json.loads(index)["parts"]
+        pull(
+            {e["file"]: e["sha256"] for e in parts},
+            _store_url(storage, view, path.parent),
+            path.parent,
+            storage,
+        )
+        return
+    day_dir = path.parent / "days"
+    day_url = _store_url(storage, view, day_dir)
+    on_store = set(list_names(day_url, storage))
+    done = 0
+    for name in names:
+        if not (day_dir / f"{name}.json").exists():
+            record = root(day_dir / f"{name}.json") if f"{name}.json" in on_store else None
+            if record is None:
+                break
+            r = json.loads(record)
+            pull({Path(r["file"]).name: r["sha256"]}, day_url, day_dir, storage)
+        done += 1
+    state = day_dir / f"{names[done - 1]}.state.npz" if done else None
+    if state is not None and not state.exists() and root(state) is None:
+        raise ObjectStoreError(f"{join(day_url, names[done - 1])}.state.npz is missing")
+
+
+def _push_bars(storage: StorageConfig, view: DataLayout, path: Path, names: list[str]) -> None:
+    """Publish the bars index `path` of the view: each day part of `names` the view
+    holds and the store lacks (its bars, its sampler state, then its record), then,
+    when the index was written, the tail and the index (last: a reader never finds an
+    index whose parts are not all there)."""
+    from core.objectstore import list_names, push
+
+    day_dir = path.parent / "days"
+    day_url = _store_url(storage, view, day_dir)
+    on_store = set(list_names(day_url, storage))
+    for name in names:
+        if f"{name}.json" in on_store or not (day_dir / f"{name}.json").exists():
+            continue
+        r = json.loads((day_dir / f"{name}.json").read_text())
+        files = {Path(r["file"]).name: r["sha256"], f"{name}.state.npz": None}
+        push(day_dir, day_url, files, storage, f"{name}.json")
+    if not path.exists():
+        return
+    parts = json.loads(path.read_text())["parts"]
+    tails = {e["file"]: e["sha256"] for e in parts if not e["file"].startswith("days/")}
+    push(path.parent, _store_url(storage, view, path.parent), tails, storage, path.name)
+
+
+def build_bars(
+    cfg: FeaturesConfig, data_dir: str, symbol: str, storage: StorageConfig | None = None
+) -> BuiltBars:
     """Events of `symbol` -> bars (book.sampler), one event day at a time, as a
     bars index `bars/<symbol>/<spec12>/bars-<key>.json` naming one Arrow IPC part per
     day (`days/<day>-<daykey>.arrow`, the bars closed while that day's events were
@@ -199,16 +301,25 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
     day only). Returns the index and its lineage (`BuiltBars`; its instrument is
     `partition_instrument`'s); raises
     SliceBuildError when there are no events or the partitions disagree on the
-    instrument. Idempotent."""
+    instrument. Idempotent.
+
+    `storage`: the events are the object store's (`ingest.run.events_view`, read day by
+    day) and the bars are published there (`_push_bars`); `bars_path` is then the index
+    in the store's view folder (`core.objectstore.view_root`), laid out as locally, which
+    every reader of a bars index reads unchanged. Nothing is written to `data_dir`."""
     from book.sampler import ResumableSampler
     from ingest.events import list_event_days, read_manifest
 
-    layout = DataLayout(Path(data_dir))
+    if storage is None:
+        layout = DataLayout(Path(data_dir))
+        where = str(layout.events_symbol(symbol))
+    else:
+        from ingest.run import events_url, events_view
+
+        layout, where = events_view(storage, symbol), events_url(storage, symbol)
     days = list_event_days(layout, symbol)
     if not days:
-        raise SliceBuildError(
-            f"no event partitions for {symbol} under {layout.events_symbol(symbol)}"
-        )
+        raise SliceBuildError(f"no event partitions for {symbol} under {where}")
     spec = cfg.spec
     parts = event_partition_hashes(layout, symbol, days)
     instrument = partition_instrument(layout, symbol, days)
@@ -222,12 +333,28 @@ def build_bars(cfg: FeaturesConfig, data_dir: str, symbol: str) -> BuiltBars:
         raise SliceBuildError(f"the event partitions of {symbol} hold no events")
     used = days[: days.index(with_events[-1]) + 1]  # trailing empty days add no bar
     keys = bar_day_keys(spec.spec_hash, {d: parts[d] for d in used})
-    folder = layout.root / "bars" / symbol / layout.spec12(spec.spec_hash)
+    folder = layout.bars_spec(symbol, spec.spec_hash)
     path = folder / f"bars-{keys[used[-1]]}.json"
-    if not path.exists():
-        _write_bars_index(
-            path, folder, spec, layout, symbol, used, keys, last_event[used[-1]], ResumableSampler
-        )
+    names = [f"{d}-{keys[d]}" for d in used]
+    if storage is not None:
+        _pull_bars(storage, layout, path, names)
+    try:
+        if not path.exists():
+            _write_bars_index(
+                path,
+                folder,
+                spec,
+                layout,
+                symbol,
+                used,
+                keys,
+                last_event[used[-1]],
+                ResumableSampler,
+                storage,
+            )
+    finally:  # the days sampled before a failure are kept (a re-run resumes from them)
+        if storage is not None:
+            _push_bars(storage, layout, path, names)
     return BuiltBars(
         bars_path=str(path),
         bars_sha256=sha256_file(path),
@@ -247,6 +374,7 @@ def _write_bars_index(
     keys: dict[str, str],
     last_ts: int,
     sampler_cls: Any,
+    storage: StorageConfig | None = None,
 ) -> None:
     day_dir = folder / "days"
     day_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +390,7 @@ def _write_bars_index(
         with np.load(day_dir / f"{name(days[first - 1])}.state.npz") as z:
             sampler = sampler_cls.from_state(spec, {k: z[k] for k in z.files})
     for day in days[first:]:
-        book, trades = _read_day_events(layout, symbol, day)
+        book, trades = _read_day_events(layout, symbol, day, storage)
         bars = sampler.feed(book, trades, parse_day(day) + NS_PER_DAY - 1)
         del book, trades
         if bars.height:  # (the parts continue each other: `stage_slices` checks)

@@ -17,6 +17,13 @@ The flow holds the data folder's lock (`flows.common.data_folder_lock`): two run
 share a staging folder, and the temp files a crashed run left in the slices, bars, stats
 and staging folders are removed when the next run starts (any age: no writer can be
 running). Persisted results are JSON (`flows.results`).
+
+With `storage` (the experiment config's `storage:`) the event partitions are read from
+the object store and the bars published there (`features.bars.build_bars`); the bars
+the slices are cut from are the store's view (a cache folder, bounded with the fetch
+cache by `core.objectstore.trim_cache` at the end of the run). Slices, stats and
+folds.json are published to `<data_dir>` as before (the train flow publishes them to
+the store).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.features import FeaturesConfig
+from core.config.storage import StorageConfig
 from core.jsontypes import JsonObject
+from core.objectstore import view_root
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
 from features import bars as bar_files
@@ -42,12 +51,16 @@ from ingest.events import read_manifest
 
 
 def _build_bars(
-    cfg: FeaturesConfig, data_dir: str, symbol: str, events_fp: str
+    cfg: FeaturesConfig,
+    data_dir: str,
+    symbol: str,
+    events_fp: str,
+    storage: StorageConfig | None = None,
 ) -> bar_files.BuiltBars:
     """`events_fp` (the event manifests' hashes) is part of the cache key only. The
     result carries the partitions' instrument contract (recorded in every slice
     manifest)."""
-    return bar_files.build_bars(cfg, data_dir, symbol)
+    return bar_files.build_bars(cfg, data_dir, symbol, storage)
 
 
 def _stage(
@@ -86,11 +99,21 @@ def _staged_files_exist(plan: slices.SlicePlan) -> bool:
     return all(plan.segment_path(part).exists() for s in plan.slices for part in s.parts)
 
 
-def _events_fingerprint(data_dir: str, symbol: str) -> str:
+def _events_layout(data_dir: str, symbol: str, storage: StorageConfig | None) -> DataLayout:
+    """Where the event partitions' manifests are: the data folder, or the store's view
+    (`ingest.run.events_view`, refreshed from the store)."""
+    if storage is None:
+        return DataLayout(Path(data_dir))
+    from ingest.run import events_view
+
+    return events_view(storage, symbol)
+
+
+def _events_fingerprint(data_dir: str, symbol: str, storage: StorageConfig | None = None) -> str:
     from core.hashing import fingerprint
     from ingest.events import list_event_days
 
-    layout = DataLayout(Path(data_dir))
+    layout = _events_layout(data_dir, symbol, storage)
     return fingerprint(
         bar_files.event_partition_hashes(layout, symbol, list_event_days(layout, symbol))
     )
@@ -112,23 +135,34 @@ remove_staging = task(name="remove-staging")(_remove_staging)
 
 
 @flow(name="build-features")
-def build_features_flow(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
-    """Build validated walk-forward slices for `symbol` under `<data_dir>/slices`.
+def build_features_flow(
+    symbol: str, cfg: FeaturesConfig, data_dir: str, storage: StorageConfig | None = None
+) -> dict[str, Any]:
+    """Build validated walk-forward slices for `symbol` under `<data_dir>/slices`
+    (`storage`: from the object store's events, its bars published there).
 
     Returns the folds.json content. Raises SliceValidationError (listing every failed
     expectation) when any slice fails its suites, SliceBuildError / WalkForwardError
     when the events cannot make the configured slices (DepthError: the spec reads
     deeper into the book than the data holds); FolderBusy when another run holds
-    the data folder.
+    the data folder; ObjectStoreError naming a damaged or unreadable object on the store.
     """
     with data_folder_lock(data_dir, "features"):
         ensure_result_storage()
-        return _build_features(symbol, cfg, data_dir)
+        try:
+            return _build_features(symbol, cfg, data_dir, storage)
+        finally:
+            if storage is not None:
+                from core.objectstore import trim_cache
+
+                trim_cache()
 
 
-def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str, Any]:
+def _build_features(
+    symbol: str, cfg: FeaturesConfig, data_dir: str, storage: StorageConfig | None = None
+) -> dict[str, Any]:
     layout = DataLayout(Path(data_dir))
-    if not layout.events_symbol(symbol).exists():
+    if storage is None and not layout.events_symbol(symbol).exists():
         raise slices.SliceBuildError(f"no events for {symbol} under {layout.events_symbol(symbol)}")
     leftovers = remove_leftovers(data_dir, cfg.spec.spec_hash, symbol)
     if leftovers:
@@ -136,14 +170,15 @@ def _build_features(symbol: str, cfg: FeaturesConfig, data_dir: str) -> dict[str
             "removed %d leftovers of a crashed run: %s", len(leftovers), leftovers
         )
     with progress.step(f"bars {symbol}") as st:
-        fp = events_fingerprint(data_dir, symbol)
-        bars = build_bars(cfg, data_dir, symbol, fp)
+        fp = events_fingerprint(data_dir, symbol, storage)
+        bars = build_bars(cfg, data_dir, symbol, fp, storage)
         if not Path(bars.bars_path).exists():
-            bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp)
+            bars = build_bars.with_options(refresh_cache=True)(cfg, data_dir, symbol, fp, storage)
         st.result = f"{progress.count(len(bars.event_partitions), 'event day')} sampled"
     # a spec the data's book depth cannot feed is refused before any feature is computed
+    events = layout if storage is None else DataLayout(view_root(storage))  # synced above
     sources = {
-        d: (read_manifest(layout, symbol, d) or {}).get("book_kind") for d in bars.event_partitions
+        d: (read_manifest(events, symbol, d) or {}).get("book_kind") for d in bars.event_partitions
     }
     check_bars_index(bars.bars_path, cfg.spec, sources)
     return slices_from_bars(symbol, bars, cfg, data_dir)

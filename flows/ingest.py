@@ -11,6 +11,10 @@ refused request is never retried), so the download task has no Prefect retries o
 own (they multiplied the attempts: 5 x 3 for a wrong URL). The staging index is persisted as
 JSON (`flows.results`). The flow holds the data folder's lock (`flows.common.
 data_folder_lock`), so two runs never stage or publish at once.
+
+With `storage` (the experiment config's `storage:`) the partitions are published to the
+object store instead of `<data_dir>/events` (`ingest.run`'s store functions); a day
+whose partition on the store is damaged fails alone, after every other day is published.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
+from core.config.storage import StorageConfig
 from core.jsontypes import JsonObject
+from core.objectstore import ObjectStoreError
 from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
@@ -38,11 +44,12 @@ def _stage(
     source_fp: str,
     progress: bool = False,
     staging_format: int = ingest_run.STAGING_FORMAT,
+    storage: StorageConfig | None = None,
 ) -> StagedIndex:
     """`source_fp` and `staging_format` are part of the cache key only. (A staging result
     an earlier version persisted as a plain dict is under another key: this source is
     part of it.)"""
-    return ingest_run.stage_source(cfg, data_dir, staging_dir, progress=progress)
+    return ingest_run.stage_source(cfg, data_dir, staging_dir, progress=progress, storage=storage)
 
 
 def _download(url: str, start: str, end: str, dest_dir: str, kinds: list[str]) -> dict[str, Any]:
@@ -69,22 +76,29 @@ def ingest_flow(
     data_dir: str,
     progress: bool = False,
     download: dict[str, Any] | None = None,
+    storage: StorageConfig | None = None,
 ) -> JsonObject:
-    """Ingest `cfg.source` into `<data_dir>/events`; returns the ingest report's JSON
+    """Ingest `cfg.source` into `<data_dir>/events` (`storage`: the object store's
+    `events/`); returns the ingest report's JSON
     (`IngestReport`) with ``leftovers_removed`` and, when it downloaded, ``download``.
 
     `download` (bitmex-dump only): ``{"url", "start", "end", "kinds"}``: the dumps are
     first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
     from there. Bad input is quarantined and counted, never fatal; raises only when the
-    run itself cannot proceed; FolderBusy when another run holds the data folder.
+    run itself cannot proceed; FolderBusy when another run holds the data folder;
+    ObjectStoreError naming every day whose partition on the store is damaged.
     """
     with data_folder_lock(data_dir, "ingest"):
         ensure_result_storage()
-        return _ingest(cfg, data_dir, progress, download)
+        return _ingest(cfg, data_dir, progress, download, storage)
 
 
 def _ingest(
-    cfg: IngestConfig, data_dir: str, progress: bool, download: dict[str, Any] | None
+    cfg: IngestConfig,
+    data_dir: str,
+    progress: bool,
+    download: dict[str, Any] | None,
+    storage: StorageConfig | None = None,
 ) -> JsonObject:
     downloaded = None
     if download is not None:
@@ -101,13 +115,15 @@ def _ingest(
     if cfg.source != "synthetic" and display.active():  # how many files the user waits for
         what += f": reading {display.count(len(ingest_run.expand_paths(cfg.paths)), 'file')}"
     with display.step(what) as st:
-        index = stage_source(cfg, data_dir, staging, fp, progress)
+        index = stage_source(
+            cfg, data_dir, staging, fp, progress, ingest_run.STAGING_FORMAT, storage
+        )
         # a cache hit may reuse a folder staged long ago: claim it first, so that a
         # concurrent run's pruning spares it, then check that its files are still there
         claim_staging(staging)
         if not staged_files_exist(index):
             index = stage_source.with_options(refresh_cache=True)(
-                cfg, data_dir, staging, fp, progress
+                cfg, data_dir, staging, fp, progress, ingest_run.STAGING_FORMAT, storage
             )
         st.description = f"ingest {cfg.source}"
         n_files, n_days = len(index.files), len(index.days)
@@ -115,13 +131,20 @@ def _ingest(
         if cfg.source == "synthetic":
             st.result = f"{display.count(n_days, 'day')} generated"
     futures = [
-        publish_day.submit(cfg, data_dir, day, staged) for day, staged in sorted(index.days.items())
+        publish_day.submit(cfg, data_dir, day, staged, storage)
+        for day, staged in sorted(index.days.items())
     ]
     published = []
+    damaged: list[str] = []
     with display.step("publish events", len(futures), "days") as st:
         for f in futures:
-            published.append(f.result())
+            try:
+                published.append(f.result())
+            except ObjectStoreError as exc:  # that day only: the others are published
+                damaged.append(str(exc))
             st.advance()
+    if damaged:
+        raise ObjectStoreError("; ".join(damaged))
     report = build_report(cfg, index, published)
     prune_staging(data_dir, fp[:16])
     create_table_artifact(

@@ -11,11 +11,20 @@ runs keep every trade) and drops trades whose exchange id the day already holds.
 `build_report` checks ``rows_in = rows_out + rows_rejected + rows_filtered`` per file
 and in total (`ingest.report`). Leftover temp files of a crashed run are removed when
 the stage starts again (`remove_leftovers`).
+
+On an object store (`storage`, the config's `storage:`): the partitions live under
+`<storage.url>/events/<symbol>/<day>/` in the local layout. Staging reads their
+manifests from a verified view (`events_view`); each day is published into a scratch
+partition under the run's staging folder (the day's partition pulled from the store
+first, every file checked against its sha256), pushed (data files, then the manifest:
+a partial upload is never seen as published) and removed, so the data folder holds none
+of it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -33,21 +42,25 @@ from core import schema
 from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_DAY, iso_day, parse_day
 from core.config.ingest import IngestConfig
+from core.config.storage import StorageConfig
 from core.hashing import fingerprint, sha256_bytes
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
 from ingest.events import (
     BOUNDARY_INPUT,
     INPUT,
+    MANIFEST_FILE,
     TRADE_ID,
     BookCheck,
     PartitionExtra,
+    PartitionManifest,
     RawInput,
     book_schema,
     empty_book,
     empty_trades,
     inputs_fingerprint_of,
     is_current,
+    partition_files,
     publish_merged,
     read_manifest,
     trade_schema,
@@ -64,9 +77,10 @@ STAGING_FORMAT = 2
 
 # ------------------------------------------------------------------ reading
 def _synthetic_reads(
-    cfg: IngestConfig, layout: DataLayout
+    cfg: IngestConfig, layout: DataLayout, verify: bool = True
 ) -> tuple[list[FileRead], dict[str, list[RawInput]], list[str]]:
-    """Generate the synthetic market unless every day is already published from it."""
+    """Generate the synthetic market unless every day is already published from it
+    (`verify`: its files checked too; a store's view holds manifests only)."""
     from ingest.synthetic import generate_market
 
     syn = cfg.synthetic
@@ -80,7 +94,7 @@ def _synthetic_reads(
             "instrument": cfg.instrument.model_dump(mode="json"),
         },
     )
-    if all(is_current(layout, cfg.symbol, d, fp) for d in days):
+    if all(is_current(layout, cfg.symbol, d, fp, verify) for d in days):
         return [], {d: inputs for d in days}, days
     reads = []
     for day, book, trades in generate_market(syn, cfg.instrument):
@@ -284,10 +298,12 @@ def stage_source(
     data_dir: str,
     staging_dir: str | None = None,
     progress: bool = False,
+    storage: StorageConfig | None = None,
 ) -> StagedIndex:
     """Read the source, quarantine bad input, write staged per-day Parquet.
 
     `progress` shows a tqdm bar over the raw files (stderr; TQDM_DISABLE turns it off).
+    `storage`: the published days are the store's (`events_view`), not the data folder's.
 
     Returns the `StagedIndex` (its dump is ``<stage>/staged.json``): the staged days,
     the days already published from these inputs, every file read, the quarantine and
@@ -295,6 +311,7 @@ def stage_source(
     and the trades TRADE_ID.
     """
     layout = DataLayout(Path(data_dir))
+    published = layout if storage is None else events_view(storage, cfg.symbol, strict=False)
     leftovers = remove_leftovers(layout)
     if staging_dir:
         stage = Path(staging_dir)
@@ -304,7 +321,7 @@ def stage_source(
         stage = Path(tempfile.mkdtemp(prefix="ingest-", dir=layout.root / "staging"))
     spill = _Spill(stage / "spill")
     if cfg.source == "synthetic":
-        reads, day_inputs, current = _synthetic_reads(cfg, layout)
+        reads, day_inputs, current = _synthetic_reads(cfg, published, storage is None)
         for fr in reads:
             spill.frames(fr)
     else:
@@ -324,7 +341,7 @@ def stage_source(
     kinds: dict[str, str] = {}
     filter_duplicate_files(reads)
     set_aside_poorer_books(reads)
-    set_aside_other_published_books(reads, layout, cfg.symbol)
+    set_aside_other_published_books(reads, published, cfg.symbol)
     for fr in reads:
         quarantine += quarantine_file_read(layout, cfg.source, fr)
         if not fr.ok:
@@ -480,16 +497,26 @@ def desyncs_of(chk: BookCheck | None) -> int:
 
 
 def publish_staged_day(
-    cfg: IngestConfig, data_dir: str, day: str, staged: StagedDay
+    cfg: IngestConfig,
+    data_dir: str,
+    day: str,
+    staged: StagedDay,
+    storage: StorageConfig | None = None,
 ) -> PublishedDay:
     """Check one staged day through the order book and publish (merge) it into its
     partition (`ingest.events.publish_merged`). Returns what it did (`PublishedDay`:
     mode, rows of the published day, desyncs, duplicate trades). The manifest's
     ``extra["book_check"]`` is `book_check` of the day's book; a synthetic day's also
     carries ``extra["market"]`` (`ingest.synthetic.market_metadata`: model, seed,
-    fingerprint, the planted edge), which `chappie audit market EVENTS` prints."""
+    fingerprint, the planted edge), which `chappie audit market EVENTS` prints.
+
+    `storage`: the day is published to the object store (see the module docstring);
+    raises ObjectStoreError naming the object when the day's partition there does not
+    match its sha256 (nothing of the day is published then)."""
     with _PUBLISH_ONE_DAY:
-        return _publish_staged_day(cfg, data_dir, day, staged)
+        if storage is None:
+            return _publish_staged_day(cfg, DataLayout(Path(data_dir)), day, staged)
+        return _publish_day_to_store(cfg, day, staged, storage)
 
 
 #: one day published at a time per process: the flow submits every day's publish to a
@@ -499,9 +526,8 @@ _PUBLISH_ONE_DAY = threading.Lock()
 
 
 def _publish_staged_day(
-    cfg: IngestConfig, data_dir: str, day: str, staged: StagedDay
+    cfg: IngestConfig, layout: DataLayout, day: str, staged: StagedDay
 ) -> PublishedDay:
-    layout = DataLayout(Path(data_dir))
     market = None
     if cfg.source == "synthetic":
         from ingest.synthetic import market_metadata
@@ -538,6 +564,123 @@ def _publish_staged_day(
         desyncs=desyncs_of(chk),
         duplicate_trades=res.duplicate_trades,
     )
+
+
+# ------------------------------------------------------------------ object store
+def events_url(storage: StorageConfig, symbol: str, day: str | None = None) -> str:
+    """`<storage.url>/events/<symbol>[/<day>]`: the local layout's keys."""
+    from core.objectstore import join
+
+    return join(storage.url, "events", symbol, *([day] if day else []))
+
+
+def events_view(storage: StorageConfig, symbol: str, strict: bool = True) -> DataLayout:
+    """The published days of `symbol` on the store as a local layout holding their
+    manifests only (each checked against the sha256 its object records; a day whose
+    manifest is not there yet is not published), in the store's view folder
+    (`core.objectstore.view_root`): `list_event_days`, `read_manifest`,
+    `is_current(verify=False)`, `event_partition_hashes` read it unchanged. Data files
+    are pulled day by day (`pull_partition`). Raises ObjectStoreError naming a damaged
+    manifest; not `strict`: that day is left out (ingest: its publish then fails alone,
+    naming it)."""
+    from core.objectstore import (
+        ObjectStoreError,
+        fetch_root,
+        join,
+        link_into,
+        list_names,
+        view_root,
+    )
+
+    layout = DataLayout(view_root(storage))
+    days = set()
+    for day in list_names(events_url(storage, symbol), storage):
+        try:
+            manifest = fetch_root(join(events_url(storage, symbol, day), MANIFEST_FILE), storage)
+        except ObjectStoreError:
+            if strict:
+                raise
+            continue
+        if manifest is not None:
+            link_into(manifest, layout.events_day(symbol, day) / MANIFEST_FILE)
+            days.add(day)
+    for gone in layout.events_symbol(symbol).glob(f"*/{MANIFEST_FILE}"):
+        if gone.parent.name not in days:  # removed from the store since
+            gone.unlink(missing_ok=True)
+    return layout
+
+
+def pull_partition(
+    storage: StorageConfig,
+    symbol: str,
+    day: str,
+    folder: Path,
+    fetch_dir: Path,
+    kinds: Iterable[str] | None = None,
+) -> PartitionManifest | None:
+    """Lay the store's partition of `day` out in `folder`: its manifest (checked against
+    the sha256 its object records) and the data files of `kinds` (default: all), each
+    checked against the manifest's sha256. `fetch_dir` is where the bytes land first
+    (the caller removes it: event files stay out of the shared cache). None when the
+    store holds no such day. Raises ObjectStoreError naming a damaged object."""
+    from core.objectstore import ObjectStoreError, fetch_root, join, link_into, pull
+
+    url = events_url(storage, symbol, day)
+    manifest = fetch_root(join(url, MANIFEST_FILE), storage)
+    if manifest is None:
+        return None
+    link_into(manifest, folder / MANIFEST_FILE)
+    try:
+        m = PartitionManifest(**json.loads(manifest.read_bytes()))
+        names = partition_files(m)
+        wanted = names.values() if kinds is None else [names[k] for k in kinds]
+        files = {name: str(m["outputs"][name]) for name in wanted}
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ObjectStoreError(f"{url}/{MANIFEST_FILE}: not a partition manifest: {exc}") from exc
+    pull(files, url, folder, storage, fetch_dir)
+    return m
+
+
+def push_partition(storage: StorageConfig, layout: DataLayout, symbol: str, day: str) -> None:
+    """Publish the partition of `day` in `layout` to the store: the data files its
+    manifest names (each checked against its sha256), then the manifest. Data files
+    are named by their content, so a reader of the manifest before this one still finds
+    its files."""
+    from core.objectstore import push
+
+    m = read_manifest(layout, symbol, day)
+    if m is None:
+        raise FileNotFoundError(f"no partition events/{symbol}/{day} in {layout.root}")
+    outputs: dict[str, str | None] = {str(k): str(v) for k, v in m["outputs"].items()}
+    push(
+        layout.events_day(symbol, day),
+        events_url(storage, symbol, day),
+        outputs,
+        storage,
+        MANIFEST_FILE,
+    )
+
+
+def _publish_day_to_store(
+    cfg: IngestConfig, day: str, staged: StagedDay, storage: StorageConfig
+) -> PublishedDay:
+    """Publish a staged day into a scratch partition beside the staged files holding what
+    the store has of the day (merged like a local one), push it when it changed, remove
+    the scratch."""
+    scratch = DataLayout(Path(staged.book).parent / "publish")
+    folder = scratch.events_day(cfg.symbol, day)
+    fetch_dir = scratch.root / ".fetch" / day
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        pull_partition(storage, cfg.symbol, day, folder, fetch_dir)
+        shutil.rmtree(fetch_dir, ignore_errors=True)
+        out = _publish_staged_day(cfg, scratch, day, staged)
+        if out.written:
+            push_partition(storage, scratch, cfg.symbol, day)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(fetch_dir, ignore_errors=True)
+    return out.model_copy(update={"path": events_url(storage, cfg.symbol, day)})
 
 
 def build_report(

@@ -1,0 +1,190 @@
+"""Events and bars on an S3 API server (moto on 127.0.0.1): the nightly's ingest ->
+features -> train through the flows with `storage:` set, every event partition and
+bars part on the store and none in the data folder; a damaged object named in one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config.experiment import load_config
+from core.config.ingest import IngestConfig
+from core.config.market import SyntheticMarketConfig
+from core.config.storage import StorageConfig
+from core.config.training import PPOConfig
+from core.hashing import sha256_file
+from core.objectstore import ObjectStoreError, S3Url, client, fetch_root, join
+from core.paths import DataLayout
+from features.slices import load_manifest
+from tests.features.test_flow import CFG, SYMBOL
+from tests.s3_store import s3_store
+
+INGEST = IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2))
+DAYS = ["2024-01-01", "2024-01-02"]
+TINY = Path(__file__).resolve().parents[2] / "conf" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageConfig]:
+    with s3_store(tmp_path_factory.mktemp("s3"), prefix="nightly") as st:
+        yield st
+
+
+def _objects(storage: StorageConfig, under: str) -> dict[str, str]:
+    """key below `storage.url` -> the sha256 its metadata records, for every object
+    under `under`."""
+    loc = S3Url.parse(join(storage.url, under))
+    s3 = client(storage)
+    base = S3Url.parse(storage.url).key + "/"
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.key):
+        for o in page.get("Contents", []):
+            meta = s3.head_object(Bucket=loc.bucket, Key=o["Key"])["Metadata"]
+            out[o["Key"].removeprefix(base)] = meta["sha256"]
+    return out
+
+
+def _replace(storage: StorageConfig, key: str, data: bytes) -> None:
+    """Overwrite an object's bytes, keeping the sha256 its metadata records."""
+    loc = S3Url.parse(join(storage.url, key))
+    s3 = client(storage)
+    meta = s3.head_object(Bucket=loc.bucket, Key=loc.key)["Metadata"]
+    s3.put_object(Bucket=loc.bucket, Key=loc.key, Body=data, Metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def nightly(
+    store: StorageConfig, tmp_path_factory: pytest.TempPathFactory, prefect_harness: None
+) -> dict[str, Any]:
+    """Ingest then features through the flows, as the nightly runs them, on the store."""
+    from flows.features import build_features_flow
+    from flows.ingest import ingest_flow
+
+    data = tmp_path_factory.mktemp("data")
+    report = ingest_flow(INGEST, str(data), storage=store)
+    folds = build_features_flow(SYMBOL, CFG, str(data), storage=store)
+    return {"data": data, "report": report, "folds": folds}
+
+
+def test_events_and_bars_live_on_the_store_and_not_in_the_data_folder(
+    nightly: dict[str, Any], store: StorageConfig, events_dir: Path
+) -> None:
+    data, report = nightly["data"], nightly["report"]
+    assert report["partitions_written"] == DAYS
+    events = _objects(store, f"events/{SYMBOL}")
+    spec12 = CFG.spec.spec_hash[:12]
+    bars = _objects(store, f"bars/{SYMBOL}/{spec12}")
+    for day in DAYS:
+        m = json.loads(
+            fetch_root(join(store.url, f"events/{SYMBOL}/{day}/manifest.json"), store).read_bytes()
+        )  # type: ignore[union-attr]
+        assert {
+            f"events/{SYMBOL}/{day}/{n}": s for n, s in m["outputs"].items()
+        }.items() <= events.items()
+        # the same partition a local ingest of the same market publishes, byte for byte
+        local = DataLayout(events_dir).events_day(SYMBOL, day)
+        assert m["outputs"] == json.loads((local / "manifest.json").read_text())["outputs"]
+    (index_key,) = [k for k in bars if k.endswith(".json") and "/days/" not in k]
+    index = json.loads(fetch_root(join(store.url, index_key), store).read_bytes())  # type: ignore[union-attr]
+    assert all(bars[f"bars/{SYMBOL}/{spec12}/{p['file']}"] == p["sha256"] for p in index["parts"])
+    assert sum(k.endswith(".state.npz") for k in bars) == len(DAYS)
+    # nothing of it in the data folder (staging and the slices are the flows' own)
+    assert not (data / "events").exists() and not (data / "bars").exists()
+    held = {sha256_file(p) for p in data.rglob("*") if p.is_file()}
+    assert not held & (set(events.values()) | set(bars.values()))
+    # the slices were cut from the store's events: lineage names the store's manifests
+    m0 = load_manifest(DataLayout(data).slices(CFG.spec.spec_hash) / "fold00-train.manifest.json")
+    assert m0.event_partitions == {DAYS[0]: events[f"events/{SYMBOL}/{DAYS[0]}/manifest.json"]}
+
+
+def test_a_damaged_event_object_is_named_and_the_days_before_it_are_kept(
+    nightly: dict[str, Any], store: StorageConfig
+) -> None:
+    from flows.features import build_features_flow
+
+    key = next(
+        k
+        for k in _objects(store, f"events/{SYMBOL}/{DAYS[1]}")
+        if k.split("/")[-1].startswith("book-")
+    )
+    _replace(store, key, b"not the day's book")
+    other = CFG.model_copy(update={"spec": CFG.spec.model_copy(update={"interval_ms": 2000})})
+    with pytest.raises(ObjectStoreError) as err:
+        build_features_flow(SYMBOL, other, str(nightly["data"]), storage=store)
+    msg = str(err.value)
+    assert "\n" not in msg and join(store.url, key) in msg and "sha256" in msg
+    # the day before the damaged one was sampled and published; the damaged one was not
+    days = _objects(store, f"bars/{SYMBOL}/{other.spec.spec_hash[:12]}/days")
+    assert [k.rsplit("/", 1)[1][:10] for k in days if k.endswith(".json")] == [DAYS[0]]
+
+
+def test_ingest_names_a_damaged_partition_on_the_store_and_publishes_the_other_days(
+    store: StorageConfig, tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.ingest import ingest_flow
+
+    storage = store.model_copy(update={"url": f"{store.url}/damaged"})
+    ingest_flow(INGEST, str(tmp_path / "a"), storage=storage)
+    before = _objects(storage, "events")
+    # day 2 gone from the store (to be published again), day 1's manifest damaged
+    loc = S3Url.parse(storage.url)
+    for k in _objects(storage, f"events/{SYMBOL}/{DAYS[1]}"):
+        client(storage).delete_object(Bucket=loc.bucket, Key=f"{loc.key}/{k}")
+    key = f"events/{SYMBOL}/{DAYS[0]}/manifest.json"
+    _replace(storage, key, b'{"not": "the manifest"}')
+    # a machine whose cache never held these bytes (a cached copy of the sha256 the
+    # object records would be used, and is the right bytes)
+    monkeypatch.setenv("CHAPPIE_STORE_CACHE", str(tmp_path / "fresh-cache"))
+    with pytest.raises(ObjectStoreError) as err:
+        ingest_flow(INGEST, str(tmp_path / "b"), storage=storage)
+    msg = str(err.value)
+    assert "\n" not in msg and join(storage.url, key) in msg and "sha256" in msg
+    assert DAYS[1] not in msg
+    # the other day was published again, the same bytes; the damaged one left as it was
+    assert _objects(storage, "events") == before
+
+
+@pytest.mark.slow
+def test_the_nightly_chain_trains_on_the_store_with_no_event_or_bar_in_the_data_folder(
+    store: StorageConfig, tmp_path: Path, prefect_harness: None
+) -> None:
+    """conf/tiny.yaml with `storage:` set, its stages run as the nightly runs them
+    (ingest -> features -> train): the sweep trains on slices fetched from the store,
+    and the data folder never held an event partition or a bars part."""
+    from flows.features import build_features_flow
+    from flows.ingest import ingest_flow
+    from flows.train import train_flow
+
+    tiny = load_config(TINY)
+    trial = tiny.sweep.trials[0].model_copy(
+        update={"ppo": PPOConfig(n_steps=64, batch_size=64, n_epochs=1, net_arch=(16,))}
+    )
+    sweep = tiny.sweep.model_copy(
+        update={"executor": "sequential", "seeds": (0,), "timesteps": (64,), "trials": (trial,)}
+    )
+    wf = tiny.features.walk_forward.model_copy(update={"n_folds": 1})
+    storage = store.model_copy(update={"url": f"{store.url}/tiny"})
+    cfg = tiny.model_copy(
+        update={
+            "sweep": sweep,
+            "storage": storage,
+            "features": tiny.features.model_copy(update={"walk_forward": wf}),
+        }
+    )
+    data = tmp_path / "data"
+    ingest_flow(cfg.ingest, str(data), storage=cfg.storage)
+    build_features_flow(cfg.ingest.symbol, cfg.features, str(data), storage=cfg.storage)
+    out = train_flow(cfg, str(data), f"sqlite:///{data}/mlflow.db")
+    assert [t.ok for t in out.tasks] == [True] and out.failed == []
+    assert out.tasks[0].task.train_slice.startswith(f"{storage.url}/slices/")
+    on_store = {**_objects(storage, "events"), **_objects(storage, "bars")}
+    assert any(k.endswith("manifest.json") for k in on_store) and any(
+        "/days/" in k for k in on_store
+    )
+    assert not (data / "events").exists() and not (data / "bars").exists()
+    held = {sha256_file(p) for p in data.rglob("*") if p.is_file()}
+    assert not held & set(on_store.values())
