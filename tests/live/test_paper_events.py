@@ -14,7 +14,7 @@ import pytest
 from envs.broker import BrokerRules
 from live.paper_record import BAR_EVENTS
 from live.paper_replay import replay_paper_record
-from tests.live.test_paper_funding import observe_across_0400
+from tests.live.test_paper_funding import _partial, _xbtusd_row, observe_across_0400
 
 
 def _lines(rec: Path) -> list[dict[str, Any]]:
@@ -54,3 +54,27 @@ def test_the_paper_record_carries_the_live_bars_queue_fields_and_replays_with_th
         o.pop("buy_at_vol")
     stripped.write_text("".join(json.dumps(o) + "\n" for o in lines))
     assert not replay_paper_record(stripped).agree
+
+
+def test_an_announced_funding_rate_under_a_queue_model_and_latency_replays_exactly(
+    tmp_path: Path,
+) -> None:
+    """Settling at the announced rate keeps the orders' queue places and latencies (the
+    paper account's rules carry the rate for that one bar): the env, which settles it from
+    its funding table, agrees on every bar."""
+    rules = BrokerRules(
+        action_mode="target",
+        fill_model="power_prob",
+        entry_latency_ms=400.0,
+        cancel_latency_ms=400.0,
+        stake_fraction=0.25,
+        funding=True,
+        funding_rate=0.0005,
+    )
+    rec = tmp_path / "paper.jsonl"
+    observe_across_0400(rec, [_partial(_xbtusd_row())], rules, actions=(3, 3, 3, 0, 1, 2, 1, 1))
+    (due,) = [o for o in _lines(rec) if o["kind"] == "funding"]
+    paid = next(o["funding"] for o in _lines(rec) if o["kind"] == "bar" and o["ts"] == due["ts"])
+    assert (due["rate"], due["source"]) == (0.0001, "exchange") and paid != 0.0
+    rep = replay_paper_record(rec)
+    assert rep.agree and rep.fills_record > 0 and rep.settlements_exchange == 1, rep.mismatches
