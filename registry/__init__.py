@@ -14,6 +14,7 @@ __all__ = ["LoadedModel", "load_bundle", "load_champion", "resolve_alias_version
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
+        # slow: registry.champion pulls numpy and pydantic (~0.3 s); `import registry` is free
         from registry import champion
 
         return getattr(champion, name)

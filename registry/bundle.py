@@ -25,14 +25,18 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.atomic import write_json_atomic
+from core.config.features import FeatureSpec
 from core.hashing import sha256_bytes, sha256_file
 from core.schema import ACTION_NAMES, MANAGEMENT_STATE
+from features.stats import FrozenStats
+from registry.export import export_sb3_zip
 
 BUNDLE_JSON = "bundle.json"
 BUNDLE_FORMAT = "chappie-bundle"
@@ -115,9 +119,7 @@ def code_version(repo: Path = REPO_ROOT) -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     try:
-        from importlib.metadata import version
-
-        return f"pkg:{version('chappie')}"
+        return f"pkg:{package_version('chappie')}"
     except Exception:  # noqa: BLE001 - no metadata: say so
         return "unknown"
 
@@ -207,10 +209,6 @@ def build_bundle(
 
     Raises BundleError on any inconsistency; nothing is left at `out_dir` on failure.
     """
-    from core.config.features import FeatureSpec
-    from features.stats import FrozenStats
-    from registry.export import export_sb3_zip
-
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise BundleError(f"bundle folder {out} is not empty")

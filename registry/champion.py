@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
 from pydantic import ValidationError
 
+from core.config.features import FeatureSpec
 from core.jsontypes import JsonObject
+from features.stats import FrozenStats
 from registry.bundle import (
     POLICY_DIR,
     STATS_DIR,
@@ -42,10 +44,6 @@ from registry.bundle import (
 )
 from registry.policy import NumpyPolicy
 from training.evaluation_record import Gate
-
-if TYPE_CHECKING:
-    from core.config.features import FeatureSpec
-    from features.stats import FrozenStats
 
 _T = TypeVar("_T")
 DEFAULT_TIMEOUT_S = 30.0
@@ -138,6 +136,7 @@ def _probe(uri: str, deadline: float) -> None:
 
 def _use_uri(tracking_uri: str | None) -> str:
     """Configure `tracking_uri` once (again only when it changes); return the URI in use."""
+    # slow: mlflow (~3 s); chappie live --bundle or --no-model never needs it
     from registry import tracking
 
     if tracking_uri is not None and tracking_uri != tracking.configured_uri():
@@ -156,6 +155,7 @@ def resolve_alias_version(
     server within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     uri = _use_uri_with_deadline(tracking_uri, deadline)
+    # slow: mlflow (~3 s); chappie live --bundle or --no-model never needs it
     from registry import store
 
     return _run_with_deadline(
@@ -164,6 +164,7 @@ def resolve_alias_version(
 
 
 def _use_uri_with_deadline(tracking_uri: str | None, deadline: float) -> str:
+    # slow: mlflow (~3 s); chappie live --bundle or --no-model never needs it
     from registry.tracking import sqlite_path
 
     target = tracking_uri or _current_uri()
@@ -175,6 +176,7 @@ def _use_uri_with_deadline(tracking_uri: str | None, deadline: float) -> str:
 
 
 def _current_uri() -> str:
+    # slow: mlflow (~3 s); chappie live --bundle or --no-model never needs it
     from registry import tracking
 
     return tracking.tracking_uri()
@@ -200,7 +202,8 @@ def load_champion(
       BundleMismatchError: the bundle's FeatureSpec hash or stats id differs from
         `expected_spec_hash` / `expected_stats_id` (both values named).
     """
-    from registry import store
+    # slow: mlflow (~3 s); chappie live --bundle or --no-model never needs it
+    from registry import store, tracking
 
     deadline = time.monotonic() + timeout_s
     uri = _use_uri_with_deadline(tracking_uri, deadline)
@@ -209,8 +212,6 @@ def load_champion(
         version = store.get_alias_version(name, alias)
         if version is None:
             raise ChampionLoadError(f"model {name!r} has no alias {alias!r} at {uri}")
-        from registry import tracking
-
         mv = tracking.client().get_model_version(name, version)
         return version, mv.run_id, dict(mv.tags or {})
 
@@ -293,9 +294,6 @@ def _load_verified(
     expected_spec_hash: str | None,
     expected_stats_id: str | None,
 ) -> LoadedModel:
-    from core.config.features import FeatureSpec
-    from features.stats import FrozenStats
-
     check_expected(info, expected_spec_hash, expected_stats_id)
     spec_doc = json.loads((folder / "feature_spec.json").read_text())
     spec = FeatureSpec.model_validate(spec_doc["spec"])

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from core.atomic import write_bytes_atomic
 from registry.policy import POLICY_ONNX, NumpyPolicy, PolicyArchitecture, to_onnx_bytes
 
 
@@ -24,6 +25,7 @@ class UnsupportedPolicyError(ValueError):
 
 
 def _activation_name(module: Any) -> str:
+    # slow: torch (~2 s); registry.bundle imports this module, the live loop never exports
     import torch.nn as nn
 
     if isinstance(module, nn.Tanh):
@@ -40,6 +42,7 @@ def numpy_policy_from_sb3(policy: Any) -> NumpyPolicy:
     space, a feature extractor other than FlattenExtractor, or a non-Linear/activation
     layer in the policy net.
     """
+    # slow: torch, SB3 (~3 s); registry.bundle imports this module, the live loop never exports
     import torch.nn as nn
     from gymnasium import spaces
     from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -91,9 +94,11 @@ def load_sb3_ppo(zip_path: str | Path) -> Any:
     zip_path = Path(zip_path)
     if not zip_path.exists():
         raise FileNotFoundError(f"SB3 model not found: {zip_path}")
+    # slow: pydantic-settings (~0.3 s); registry.bundle imports this module, the live loop too
     from core.settings import ensure_single_thread_math
 
     ensure_single_thread_math()
+    # slow: torch, SB3 (~3 s), imported after the thread settings above as they must be
     import torch
     from stable_baselines3 import PPO
 
@@ -109,7 +114,5 @@ def export_sb3_zip(zip_path: str | Path, out_dir: str | Path, onnx: bool = True)
     out_dir = Path(out_dir)
     written = policy.save(out_dir)
     if onnx:
-        from core.atomic import write_bytes_atomic
-
         written.append(write_bytes_atomic(out_dir / POLICY_ONNX, to_onnx_bytes(policy)))
     return written

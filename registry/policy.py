@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.atomic import write_json_atomic, write_with_atomic
+
 if TYPE_CHECKING:  # a type only: at run time this module needs numpy and the stdlib
     from core.jsontypes import JsonObject, JsonValue
 
@@ -197,8 +199,6 @@ class NumpyPolicy:
 
     def save(self, folder: str | Path) -> list[Path]:
         """Write policy.json and policy.npz into `folder`; return the two paths."""
-        from core.atomic import write_json_atomic, write_with_atomic
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = self.arrays()
@@ -233,6 +233,7 @@ def to_onnx_bytes(policy: NumpyPolicy, opset: int = 17) -> bytes:
     """The same actor as an ONNX graph: `obs` float32 (N, obs_dim) -> `logits` (N, A) and
     `action` int64 (N,) = ArgMax(logits). Built from the arrays with onnx.helper (no torch,
     no pickle); onnxruntime runs it."""
+    # slow: onnx (~0.5 s); the live loop loads policies with numpy alone
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 

@@ -32,7 +32,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.config.features import FeatureSpec
 from core.config.registry import RegistryConfig
+from core.hashing import fingerprint
 from core.jsontypes import JsonObject
 from training.evaluation_record import CandidateEvaluation, Evaluation
 
@@ -108,6 +110,7 @@ def registry_lock(tracking_uri: str) -> Iterator[None]:
     """Serialise promotions and rollbacks on one SQLite store (a lock file beside the
     database), so two concurrent runs cannot interleave alias moves. Other stores: no-op
     (a server serialises single alias writes; run one promotion at a time there)."""
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry.tracking import file_lock, sqlite_path
 
     db = sqlite_path(tracking_uri)
@@ -224,6 +227,7 @@ def plan_promotion(
 def version_tags_for(evaluation: Evaluation, cand: CandidateEvaluation) -> JsonObject:
     """Tags of a newly registered version, as JSON values (registry.store writes each as
     a string; gates flattened by registry.store.gate_tags). Pure."""
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry.store import gate_tags
 
     totals = cand.test_totals.to_json() if cand.test_totals is not None else {}
@@ -258,8 +262,6 @@ def candidate_key(evaluation: Evaluation, cand: CandidateEvaluation) -> str:
     gate results. The same models with the same verdict reuse their version, whichever
     sweep evaluated them; a re-evaluation that changed the verdict registers a new version
     (whose bundle carries the new gates). Pure."""
-    from core.hashing import fingerprint
-
     verdict = fingerprint({"decision": cand.decision, "gates": _gates_json(cand)})
     who_ = cand.model_key or f"{evaluation.sweep_run_id}/{cand.candidate_id}"
     return f"{who_}/{verdict[:12]}"
@@ -273,6 +275,7 @@ def _register_candidate(
 ) -> tuple[str, bool]:
     """Build, log and register the candidate's bundle, or find the version that already
     holds the same models with the same verdict. Returns (version, newly registered)."""
+    # slow: mlflow (~3 s), numpy (~0.25 s); rollback plans from SQLite without them
     from features.stats import FrozenStats
     from registry import store, tracking
     from registry.bundle import build_bundle, verify_bundle
@@ -364,8 +367,6 @@ def _feature_spec(
     """The FeatureSpec the candidate was trained on: `given` (the experiment config's), else
     `feature_spec` in the candidate or evaluation.json, else the default spec with the env
     window. It must hash to the stats' spec hash. Raises PromotionError."""
-    from core.config.features import FeatureSpec
-
     raw = given if given is not None else cand.feature_spec or evaluation.feature_spec
     if raw is not None:
         spec = raw if isinstance(raw, FeatureSpec) else FeatureSpec.model_validate(raw)
@@ -396,6 +397,7 @@ def promote(
     alias); `version` is the existing version of that candidate or None.
     Raises PromotionError on an inconsistent evaluation.json or missing model files.
     """
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry import tracking
 
     evaluation = read_evaluation(evaluation_path)
@@ -407,6 +409,7 @@ def promote(
 def _promote(
     evaluation: Evaluation, cfg: RegistryConfig, dry_run: bool, feature_spec: Any
 ) -> PromotionResult:
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry import store
 
     current = store.aliases(cfg.model_name)
@@ -487,6 +490,7 @@ def rollback(
     back version is tagged `rolled_back_by/at/reason`. Returns the RollbackResult. Raises
     PromotionError when there is no previous champion.
     """
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry import tracking
 
     tracking.configure(tracking_uri)
@@ -519,6 +523,7 @@ def rollback_plan(
 
 
 def _rollback(cfg: RegistryConfig, dry_run: bool, reason: str) -> RollbackResult:
+    # slow: mlflow (~3 s); rollback plans from SQLite without it (registry.sqlite_aliases)
     from registry import store
 
     current = store.aliases(cfg.model_name)

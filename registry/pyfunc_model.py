@@ -18,6 +18,9 @@ import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
 
+from registry.bundle import verify_bundle
+from registry.policy import NumpyPolicy
+
 
 class ChappiePolicyModel(PythonModel):
     """pyfunc wrapper around registry.policy.NumpyPolicy (no torch, no SB3, no pickle)."""
@@ -28,9 +31,6 @@ class ChappiePolicyModel(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):  # noqa: ANN001, ANN201 - MLflow's signature
-        from registry.bundle import verify_bundle
-        from registry.policy import NumpyPolicy
-
         bundle = Path(context.artifacts["bundle"])
         self.bundle_info = verify_bundle(bundle)
         self.policy = NumpyPolicy.load(bundle / "policy")

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.bundle import STATS_DIR
-from registry.champion import load_bundle
+from registry.bundle import STATS_DIR, BundleMismatchError
+from registry.champion import ChampionLoadError, load_bundle, load_champion
 from registry.promotion import MODEL_KEY_TAG, TRAIN_END_TAG
 from training.backtest import BatchPolicy
 from training.candidates import ReferencePlan, backtest_folds, save_results
@@ -61,9 +61,6 @@ def resolve_champion(
     """The model under `alias`, if any, and a note when there is none to compare with.
     A champion of another FeatureSpec cannot be re-run on these slices: (None, note).
     Raises BundleError on a tampered bundle (never silently skipped)."""
-    from registry.bundle import BundleMismatchError
-    from registry.champion import ChampionLoadError, load_champion
-
     try:
         loaded = load_champion(model_name, alias, tracking_uri, expected_spec_hash=spec_hash)
     except ChampionLoadError:

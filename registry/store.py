@@ -11,7 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from registry import tracking
 from registry.bundle import BUNDLE_JSON, verify_bundle
@@ -55,10 +59,6 @@ def log_bundle_model(
     `sb3_model_zip`. Signature: float32 tensor (-1, obs_dim) -> int64 (-1,); the input
     example is a zero observation. Returns MLflow's ModelInfo.
     """
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
     info = verify_bundle(bundle_dir)
     obs_dim = info.manifest.obs_dim
     signature = ModelSignature(
@@ -113,8 +113,6 @@ def register_version(model_uri: str, name: str, run_id: str, tags: Mapping[str, 
 
 def get_alias_version(name: str, alias: str) -> str | None:
     """The version `alias` points at, or None when the alias (or the model) does not exist."""
-    from mlflow.exceptions import MlflowException
-
     c = tracking.client()
     try:
         return str(c.get_model_version_by_alias(name, alias).version)
@@ -126,8 +124,6 @@ def get_alias_version(name: str, alias: str) -> str | None:
 
 def aliases(name: str) -> dict[str, str]:
     """alias -> version of registered model `name` ({} when it does not exist)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         rm = tracking.client().get_registered_model(name)
     except MlflowException as exc:
@@ -158,8 +154,6 @@ def version_tags(name: str, version: str) -> dict[str, str]:
 
 def find_version_by_tag(name: str, key: str, value: str) -> str | None:
     """Newest version of `name` whose tag `key` equals `value`, or None."""
-    from mlflow.exceptions import MlflowException
-
     try:
         found = tracking.client().search_model_versions(
             f"name = '{name}' and tags.`{key}` = '{value}'"
@@ -176,8 +170,6 @@ def download_bundle(name: str, version: str, dst_dir: str | Path) -> Path:
     Only the `bundle/` artifact is fetched (never the SB3 zip). Nothing is verified here:
     the caller verifies (registry.champion).
     """
-    import mlflow
-
     c = tracking.client()
     base = c.get_model_version_download_uri(name, str(version)).rstrip("/")
     dst = Path(dst_dir)
