@@ -3,10 +3,12 @@ line a row's `to_json()`) and what `live.paper_replay` reads back (`parse_line`)
 
 The JSON lines are the contract (keys, order and number kinds unchanged since the rows
 were dicts): `parse_line(json.loads(s)).to_json()` dumps to the line `s`. `RECORD_VERSION`
-2 adds the `funding` line (the rate and source of each settlement, #17); a version 1
-record has none: its funding times settled at the rules' constant `funding_rate`. The rules and the instrument stay the JSON of their own types (`BrokerRules`
-via `rules_json`, `InstrumentSpec`); the account is every `Position` field but the lots,
-by name (`live.paper_log.account_json`).
+2 (#17) adds the `funding` line (the rate and source of each settlement) and the bars'
+`BAR_EVENTS` (queue and latency fields); a version 1 record has neither: its funding
+times settled at the rules' constant `funding_rate`, its bars' events were unknown. The
+rules and the instrument stay the JSON of their own types (`BrokerRules` via
+`rules_json`, `InstrumentSpec`); the account is every `Position` field but the lots, by
+name (`live.paper_log.account_json`).
 
 Pure: pydantic models and their serialisers.
 """
