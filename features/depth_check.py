@@ -118,25 +118,31 @@ def check_declared_depth(data_dir: str | Path, symbol: str, spec: FeatureSpec) -
 def check_bars_index(
     index_path: str | Path, spec: FeatureSpec, source_by_day: Mapping[str, str | None]
 ) -> list[DayDepth]:
-    """`check_depth` over the day parts of a bars index (`features.bars.build_bars`).
-    Reads only the price columns of the deepest level the spec needs (memory-mapped); a
-    day that lacks it is measured level by level for the message."""
+    """`check_depth` over the days of a bars index (`features.bars.build_bars`), each day
+    measured over all its parts (a day can end in a short tail part: the last bar alone
+    says nothing about the day). Reads only the price columns of the deepest level the
+    spec needs (memory-mapped); a day that lacks it is measured level by level for the
+    message."""
     need = max(levels_needed(spec).values(), default=0)
     if need == 0:
         return []
     index = Path(index_path)
-    deepest = [S.bid_px(need - 1), S.ask_px(need - 1)]
-    days = []
+    parts_by_day: dict[str, list[pl.LazyFrame]] = {}
     for entry in json.loads(index.read_text())["parts"]:
         day, rows = entry.get("day"), int(entry["rows"])
         if day is None or rows == 0:
             continue
         part = pl.scan_ipc(index.parent / entry["file"]).head(rows)
-        if priced_share(part.select(deepest).collect(), need - 1) >= MIN_SHARE:
+        parts_by_day.setdefault(day, []).append(part)
+    deepest = [S.bid_px(need - 1), S.ask_px(need - 1)]
+    prices = [c for i in range(spec.depth) for c in (S.bid_px(i), S.ask_px(i))]
+    days = []
+    for day, parts in parts_by_day.items():
+        bars = pl.concat(parts)
+        if priced_share(bars.select(deepest).collect(), need - 1) >= MIN_SHARE:
             held = need  # the deepest level needed is there (so are those above it)
         else:
-            prices = [c for i in range(spec.depth) for c in (S.bid_px(i), S.ask_px(i))]
-            held = levels_held(part.select(prices).collect(), spec.depth)
+            held = levels_held(bars.select(prices).collect(), spec.depth)
         days.append(DayDepth(day, held, source_by_day.get(day)))
     check_depth(spec, days)
     return days

@@ -81,3 +81,26 @@ def test_a_bars_index_is_measured_day_by_day(tmp_path) -> None:
     parts[1]["rows"] = 0  # an empty part is not a day to judge
     index.write_text(json.dumps({"parts": parts}))
     assert check_bars_index(index, FeatureSpec(), {}) == [DayDepth("2024-01-01", 10, None)]
+
+
+def test_a_day_ending_in_a_short_tail_part_is_measured_as_one_day(tmp_path) -> None:
+    """The last day of a bars index ends in a tail part (the bar at the next midnight);
+    one bar of 9 levels there is not a day of 9 levels (found on the planted-edge market,
+    seed 7: its stress day was refused for its last bar)."""
+    import json
+
+    from features.depth_check import check_bars_index
+
+    _bars(10).write_ipc(tmp_path / "day.arrow")
+    _bars(9, n=1).write_ipc(tmp_path / "tail.arrow")
+    parts = [
+        {"day": "2024-01-05", "file": "day.arrow", "rows": 10},
+        {"day": "2024-01-05", "file": "tail.arrow", "rows": 1},
+    ]
+    index = tmp_path / "bars-x.json"
+    index.write_text(json.dumps({"parts": parts}))
+    assert check_bars_index(index, FeatureSpec(), {}) == [DayDepth("2024-01-05", 10, None)]
+    parts[0]["rows"] = 0  # the tail alone is all the day holds: 9 levels
+    index.write_text(json.dumps({"parts": parts}))
+    with pytest.raises(DepthError, match="2024-01-05 holds 9"):
+        check_bars_index(index, FeatureSpec(), {})
