@@ -640,7 +640,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
 
     def _random_position(self, now: int) -> None:
         """1..cap lots on a random side at the current touch, aged uniformly up to
-        `initial_position_max_hours`, fee-free (the agent inherits risk, not a fee bill)."""
+        `initial_position_max_hours`, fee-free (the agent inherits risk, not a fee bill),
+        each the stake's contracts rounded down to the lot (none when that is 0)."""
         cfg = self.config
         cap = int(cfg.max_exposure / cfg.stake_fraction + 1e-9)
         if cap < 1:
@@ -653,6 +654,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         span = cfg.initial_position_max_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
         c = contracts_for(cfg.stake_fraction, float(self._acct_f[K.A_BAL]), px, self.instrument)
+        lot = float(self._F[K.F_LOT])  # whole lots, as the broker's orders (envs.broker)
+        if lot > 0.0:
+            c = float(np.floor(c / lot + 1e-9) * lot)
+            if c <= 0.0:
+                return
         for i, age in enumerate(ages):
             self._lot_i[i] = (side, price, now - int(age))
             self._lot_f[i] = (cfg.stake_fraction, c, 0.0)

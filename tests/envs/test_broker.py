@@ -112,9 +112,8 @@ def test_any_sequence_keeps_exposure_capped_and_state_finite(
         assert st_.shape == (7,) and all(abs(v) < 1e6 for v in st_)
         assert -1.0 <= st_[2] <= 1.0
         assert equity(a.position, float(mid), XBTUSD) > 0
-        assert all(
-            abs(x.contracts / 100 - round(x.contracts / 100)) < 1e-6 for x in a.position.lots
-        )
+        side = a.position.side  # an opening fill is of the side held after it: whole lots
+        assert all(f.contracts % 100 == 0 for f in a.last_fills if f.side == side)
 
 
 def test_target_mode_places_wanted_sides_keeps_resting_ones_and_cancels_the_rest() -> None:

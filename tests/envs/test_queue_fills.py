@@ -224,3 +224,14 @@ def test_env_and_paper_account_agree_bar_for_bar_under_risk_averse_with_latency(
         assert paper.position == env.position, t
         assert (paper.bid_px, paper.ask_px) == env.resting_orders, t
     assert paper.fills > 10 and partial > 0
+
+
+def test_a_partial_fill_that_reduces_closes_its_contracts_of_the_oldest_lot() -> None:
+    a = _acct(fill_model="risk_averse")
+    a.act(1, P, P + 1, ts_ns=0, bid_size=1_000)
+    _bar(a, 1, sell_lo=P - 1)  # through: long 3,200
+    a.act(2, P, P + 1, ts_ns=1 * S, ask_size=1_000)  # a sell joins behind 1,000 at P + 1
+    _bar(a, 2, ask_size=1_000, buy_at_vol=2_500)  # ahead -1,500: 1,500 of the lot close
+    (lot,) = a.position.lots
+    assert a.last_fills[0].contracts == pytest.approx(1_500)
+    assert lot.contracts == pytest.approx(1_700) and lot.stake == pytest.approx(0.1 * 17 / 32)
