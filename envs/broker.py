@@ -39,8 +39,8 @@ not the best at the previous close) is taken the conservative way.
   only if the bar's through prints span its live window (last through ts >= start, first
   <= end), and the opposite best at the close only if it is live at the close. An order
   arriving after the close waits; until it arrives its queue place is the size at its
-  price at the last close where that was the best of its side. With zero latency every order is live the whole bar and the
-  timestamps are not read.
+  price at the last close where that was the best of its side. With zero latency every
+  order is live the whole bar and the timestamps are not read.
 - Post-only. An order that arrives inside a bar (latency > 0) and finds the opposite best
   at or through its price at that bar's close, with no fill after its arrival (no trade
   through it, no at-price volume reaching it), is rejected, not filled: the book may have
@@ -68,9 +68,10 @@ not the best at the previous close) is taken the conservative way.
   order's stake pro rata (stake x filled / size) fills and the leaves keep resting; an
   opening one adds a lot of the filled contracts (merged into the lot the order's earlier
   fills opened), a reducing one closes that many contracts of the oldest lots (a whole
-  fill closes the stake the order still carries, as before #17). A fill is maker, at p,
-  at the bar's maker rate; one
-  the exposure cap refuses (or for which the lot buffer has no room) removes the order.
+  fill closes the stake the order still carries, as before #17: across lots of different
+  contracts per stake that can leave a lot holding part of a lot). A fill is maker, at
+  p, at the bar's maker rate; one the exposure cap refuses (or for which the lot buffer
+  has no room) removes the order.
   Each side's order whose cancel is in flight fills first, then the live one; the buy
   side first. A re-priced order's fills in flight shrink the stake of its replacement.
 - `on_bar`, each later bar: the fills; then funding settles if the bar is due, on the
