@@ -285,6 +285,22 @@ def _push_bars(storage: StorageConfig, view: DataLayout, path: Path, names: list
     push(path.parent, _store_url(storage, view, path.parent), tails, storage, path.name)
 
 
+def _prune_view(path: Path, names: list[str]) -> list[Path]:
+    """Keep in the store's view of a spec's bars only the index `path` (what the slices
+    are cut from), its parts and the day parts of `names` with their sampler states (a
+    nightly resumes from the last): the view stays one copy of the current bars, not
+    every index ever built (the rest is on the store). Returns the files removed."""
+    folder = path.parent
+    keep = {path.name, *(str(e["file"]) for e in json.loads(path.read_text())["parts"])}
+    keep |= {f"days/{n}{sfx}" for n in names for sfx in (".arrow", ".state.npz", ".json")}
+    removed = [
+        f for f in folder.rglob("*") if f.is_file() and f.relative_to(folder).as_posix() not in keep
+    ]
+    for f in removed:
+        f.unlink(missing_ok=True)
+    return removed
+
+
 def build_bars(
     cfg: FeaturesConfig, data_dir: str, symbol: str, storage: StorageConfig | None = None
 ) -> BuiltBars:
@@ -355,6 +371,8 @@ def build_bars(
     finally:  # the days sampled before a failure are kept (a re-run resumes from them)
         if storage is not None:
             _push_bars(storage, layout, path, names)
+    if storage is not None:
+        _prune_view(path, names)
     return BuiltBars(
         bars_path=str(path),
         bars_sha256=sha256_file(path),

@@ -26,6 +26,12 @@ from tests.s3_store import s3_store
 INGEST = IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2))
 DAYS = ["2024-01-01", "2024-01-02"]
 TINY = Path(__file__).resolve().parents[2] / "conf" / "tiny.yaml"
+#: test_flow's features with one fold and no stress window: every stage, fewer slices
+CFG = CFG.model_copy(
+    update={
+        "walk_forward": CFG.walk_forward.model_copy(update={"n_folds": 1, "stress_windows": ()})
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +194,59 @@ def test_the_nightly_chain_trains_on_the_store_with_no_event_or_bar_in_the_data_
     assert not (data / "events").exists() and not (data / "bars").exists()
     held = {sha256_file(p) for p in data.rglob("*") if p.is_file()}
     assert not held & set(on_store.values())
+
+
+def test_a_root_object_is_checked_against_its_recorded_sha256(
+    store: StorageConfig, tmp_path: Path
+) -> None:
+    """A manifest or index is trusted only as the sha256 its object records: absent is
+    None, no record or other bytes are refused naming the object."""
+    from core.objectstore import publish
+
+    url = join(store.url, "roots/manifest.json")
+    assert fetch_root(url, store, tmp_path / "c") is None
+    (tmp_path / "m.json").write_text('{"day": 1}')
+    publish(tmp_path / "m.json", url, store)
+    got = fetch_root(url, store, tmp_path / "c")
+    assert got is not None and got.read_text() == '{"day": 1}'
+    _replace(store, "roots/manifest.json", b'{"day": 2}')
+    with pytest.raises(ObjectStoreError, match=r"roots/manifest.json: sha256 .* expected"):
+        fetch_root(url, store, tmp_path / "other-cache")
+    loc = S3Url.parse(url)
+    client(store).put_object(Bucket=loc.bucket, Key=loc.key, Body=b"{}")
+    with pytest.raises(ObjectStoreError, match="records no sha256"):
+        fetch_root(url, store, tmp_path / "c")
+
+
+def test_the_cache_is_trimmed_to_its_bound_least_recently_used_first(tmp_path: Path) -> None:
+    import os
+
+    from core.objectstore import cache_path, trim_cache
+
+    files = []
+    for i in range(4):
+        p = cache_path(f"{i:02x}" * 32, tmp_path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * 100)
+        os.utime(p, (1000 + i, 1000 + i))
+        files.append(p)
+    assert trim_cache(250, tmp_path) == files[:2]
+    assert [p.exists() for p in files] == [False, False, True, True]
+
+
+def test_the_store_view_keeps_the_current_bars_only(tmp_path: Path) -> None:
+    from features.bars import _prune_view
+
+    folder = tmp_path / "bars"
+    (folder / "days").mkdir(parents=True)
+    names = ["2024-01-01-aaaa", "2024-01-02-bbbb"]
+    keep = ["bars-bbbb.json", "bars-bbbb-tail.arrow"]
+    keep += [f"days/{n}{s}" for n in names for s in (".arrow", ".state.npz", ".json")]
+    old = ["bars-aaaa.json", "bars-aaaa-tail.arrow"]
+    for f in keep + old:
+        (folder / f).write_text("{}")
+    parts = [{"file": "days/2024-01-01-aaaa.arrow"}, {"file": "bars-bbbb-tail.arrow"}]
+    (folder / "bars-bbbb.json").write_text(json.dumps({"parts": parts}))
+    removed = _prune_view(folder / "bars-bbbb.json", names)
+    assert sorted(p.name for p in removed) == sorted(old)
+    assert all((folder / f).exists() for f in keep)
