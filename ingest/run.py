@@ -363,13 +363,13 @@ def stage_source(
                 if kind == "book" and fr.book_kind:
                     kinds[day] = fr.book_kind
     days: dict[str, StagedDay] = {}
-    running = OrderBook()  # the book across day boundaries of this run's input
+    before: Path | None = None  # the staged book of the day before (its end opens a day)
     staged_book = pl.Schema({**book_schema(), INPUT: pl.Int32()})
     staged_trades = pl.Schema({**trade_schema(), INPUT: pl.Int32(), TRADE_ID: pl.String()})
     for day in sorted(set(books) | set(trades)):
         b = _day_frame(books.get(day, []), staged_book)
-        b = with_boundary_snapshot(running, b, parse_day(day))
-        running.replay(*(b[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
+        if before is not None and not _opens_with_snapshot(b):  # replayed only then
+            b = with_boundary_snapshot(book_at_end(before), b, parse_day(day))
         bp, tp = stage / f"{day}.book.parquet", stage / f"{day}.trades.parquet"
         write_with_atomic(bp, partial(b.write_parquet, compression="lz4"))
         del b
@@ -378,6 +378,7 @@ def stage_source(
         del t
         for path, _ in [*books.get(day, []), *trades.get(day, [])]:
             Path(path).unlink(missing_ok=True)
+        before = bp
         days[day] = StagedDay(
             book=str(bp),
             trades=str(tp),
@@ -455,17 +456,35 @@ BOOK_REPLAY_COLUMNS = (
 )
 
 
+def _opens_with_snapshot(day_book: pl.DataFrame) -> bool:
+    return bool(day_book.height and day_book[schema.IS_SNAPSHOT][0])
+
+
+def book_at_end(staged_book: Path) -> OrderBook | None:
+    """The book at the end of a staged day (its file replayed alone, the day's book
+    check replays it again when it is published); None when the day holds no snapshot
+    row: the book it started from is not known (a staged day that had one to start from
+    opens with it, `with_boundary_snapshot`)."""
+    day = pl.read_parquet(staged_book, columns=list(BOOK_REPLAY_COLUMNS))
+    if not day[schema.IS_SNAPSHOT].any():
+        return None
+    book = OrderBook()
+    book.replay(*(day[c].to_numpy() for c in BOOK_REPLAY_COLUMNS))
+    return book
+
+
 def with_boundary_snapshot(
-    running: OrderBook, day_book: pl.DataFrame, day_start_ns: int
+    running: OrderBook | None, day_book: pl.DataFrame, day_start_ns: int
 ) -> pl.DataFrame:
     """Make a day partition self-contained: when the day does not open with a snapshot
-    but the same input carried a good book across midnight, prepend that book as
-    snapshot rows at 00:00 (ts_event = ts_recv = day start). Replaying the days in a row
-    gives the same book; replaying the day alone no longer starts from nothing. Pure
-    apart from reading `running`."""
-    if day_book.height and bool(day_book[schema.IS_SNAPSHOT][0]):
+    but the same input carried a good book across midnight (`running`, the book at the
+    end of the day before: `book_at_end`), prepend that book as snapshot rows at 00:00
+    (ts_event = ts_recv = day start). Replaying the days in a row gives the same book;
+    replaying the day alone no longer starts from nothing. Pure apart from reading
+    `running`."""
+    if _opens_with_snapshot(day_book):
         return day_book
-    if not running.is_ok:
+    if running is None or not running.is_ok:
         return day_book
     rows = [
         (day_start_ns, day_start_ns, s, p, q, True) for s in (1, -1) for p, q in running.levels(s)
