@@ -129,16 +129,24 @@ def read_typed(
     type): the caller then takes the line-by-line path that gives each bad row its
     reason. Missing trailing fields parse as nulls, which the readers reject. Also None
     when the body has a blank line or the parse does not give one row per line.
+    """
+    return read_typed_body(body_of(data), header, dtypes, first_row)
+
+
+def read_typed_body(
+    body: bytes, header: Sequence[str], dtypes: dict[str, pl.DataType], first_row: int = 2
+) -> pl.DataFrame | None:
+    """`read_typed` of the lines after the header line (a block of a streamed file is
+    parsed as it is, not copied behind its header).
 
     A blank or short line parses with a null last field (every header here has more
     than one field), so the lines are only looked at when the last column has a null:
     a clean file is parsed once and never scanned line by line.
     """
-    body = body_of(data)
     try:
         df = pl.read_csv(
-            io.BytesIO(data),
-            has_header=True,
+            io.BytesIO(body),
+            has_header=False,
             schema=pl.Schema({h: dtypes.get(h, pl.String()) for h in header}),
             truncate_ragged_lines=False,
             quote_char=None,

@@ -230,7 +230,9 @@ def iter_raw_blocks(
         return RawFileError(msg, stream.sha256)
 
     with fh:
-        read = min(block_bytes, 1 << 24)
+        # small reads: a block is cut at the last line end of the last piece of text, so
+        # the cut copies one piece, not the block (which is joined once)
+        read = min(block_bytes, 1 << 20)
         first = fh.read(read)
         h.update(first)
         if not first:
@@ -241,7 +243,7 @@ def iter_raw_blocks(
             raise fail("file named .gz is not gzip data")
         dec = zlib.decompressobj(wbits=31) if is_gz else None
         header: bytes | None = None
-        pending: list[bytes] = []
+        pending: list[bytes] = []  # text after the last block (and the header line)
         size = 0
         total = 0
         raw = first
@@ -258,19 +260,22 @@ def iter_raw_blocks(
             else:
                 text = raw
             total += len(text)
+            if header is None:  # until the header line has ended (the first read, normally)
+                text = b"".join([*pending, text])
+                nl = text.find(b"\n")
+                if nl >= 0:
+                    header, text, pending, size = text[: nl + 1], text[nl + 1 :], [], 0
             pending.append(text)
             size += len(text)
-            if size >= block_bytes:
-                buf = b"".join(pending)
-                cut = buf.rfind(b"\n")
+            if header is None:
+                pending, size = [text], 0
+            elif size >= block_bytes:
+                cut = text.rfind(b"\n")
                 if cut >= 0:
-                    if header is None:
-                        nl = buf.find(b"\n")
-                        header, buf, cut = buf[: nl + 1], buf[nl + 1 :], cut - nl - 1
-                    if cut >= 0:
-                        yield header, buf[: cut + 1]
-                        buf = buf[cut + 1 :]
-                pending, size = [buf], len(buf)
+                    pending[-1] = text[: cut + 1]
+                    yield header, b"".join(pending)
+                    pending = [text[cut + 1 :]]
+                    size = len(pending[0])
             raw = fh.read(read)
             h.update(raw)
         if dec is not None and not dec.eof:
@@ -281,7 +286,6 @@ def iter_raw_blocks(
         if total == 0:
             raise RawFileError("empty file (after gzip)", stream.sha256)
         buf = b"".join(pending)
-        if header is None:
-            nl = buf.find(b"\n")
-            header, buf = (buf, b"") if nl < 0 else (buf[: nl + 1], buf[nl + 1 :])
+        if header is None:  # no line end at all: the text is the header line
+            header, buf = buf, b""
         yield header, buf

@@ -42,6 +42,7 @@ from ingest.csvtable import (
     read_header,
     read_lines,
     read_typed,
+    read_typed_body,
     split_fields,
     ticks_expr,
 )
@@ -224,12 +225,12 @@ def _read_block(
     """Parse, count and check one block of whole lines (see `read_tardis`)."""
     n = count_lines(body)
     fr.rows_in += n
-    data = head + body
     first = st.first_row
     st.first_row += n
-    df = read_typed(data, header, _dtypes(header), first_row=first)
+    df = read_typed_body(body, header, _dtypes(header), first_row=first)
     if df is None:
-        df = split_fields(drop_blank(fr, read_lines(data, first_row=first)[1]), header)
+        lines = read_lines(head + body, first_row=first)[1]
+        df = split_fields(drop_blank(fr, lines), header)
     df = filter_symbol(fr, df, symbol)
     if df.height == 0:
         fr.check_balance(st.kept)

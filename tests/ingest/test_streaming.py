@@ -5,6 +5,7 @@ partitions; a short row is counted in and rejected before any symbol filter (#20
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import polars as pl
@@ -84,6 +85,34 @@ def test_blocks_give_the_rows_counts_and_reasons_of_one_pass(
     assert book.filtered_reasons == {"row of another symbol": 1, "blank line": 1}
 
 
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("block", [7, 64, 1 << 20])
+def test_raw_blocks_are_whole_lines_that_join_to_the_file(
+    tmp_path: Path, gz: bool, block: int
+) -> None:
+    """Blocks end at a line end and join back to the text after the header line, for
+    reads shorter than the header line, than a line, and longer than the file; a file
+    without any line end is all header."""
+    from ingest.rawfile import RawStream, iter_raw_blocks
+
+    lines = [f"r{i},{'x' * (i % 23)}" for i in range(300)]
+    for text in (INC_HEAD + "\n".join(lines) + "\n", INC_HEAD + "\n".join(lines), "no,newline"):
+        p = tmp_path / ("f.csv.gz" if gz else "f.csv")
+        p.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+        stream = RawStream(str(p))
+        blocks = list(iter_raw_blocks(p, stream, block))
+        heads = {h for h, _ in blocks}
+        body = b"".join(b for _, b in blocks)
+        if "\n" in text:
+            assert heads == {INC_HEAD.encode()}
+            assert body == text.encode()[len(INC_HEAD) :]
+            assert all(b.endswith(b"\n") for _, b in blocks[:-1])
+            assert len(blocks) > 1 or block >= len(text)
+        else:
+            assert blocks == [(text.encode(), b"")]
+        assert stream.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
 def test_a_short_row_is_counted_and_rejected_before_the_symbol_filter(
     tmp_path: Path, prefect_harness: None
 ) -> None:
@@ -138,3 +167,49 @@ def test_staged_run_publishes_what_whole_files_would(
         len(gzip.decompress(p.read_bytes()).splitlines()) - 1 for p in day_files
     )
     assert isinstance(f1[0][0], pl.DataFrame) and f1[0][0].height > 7_000
+
+
+def test_a_day_opens_with_the_book_of_the_day_before_only_when_that_book_is_known(
+    tmp_path: Path,
+) -> None:
+    """Staging replays the day before only for a day that does not open with a snapshot
+    (`book_at_end`); its book is carried only when that day holds a snapshot row (its own
+    or one carried into it), and is good."""
+    from core.clock import parse_day
+    from ingest.events import BOUNDARY_INPUT, INPUT, book_schema
+
+    t0 = parse_day("2021-07-22")
+    t1 = parse_day("2021-07-23")
+    staged = pl.Schema({**book_schema(), INPUT: pl.Int32()})
+
+    def frame(rows: list[tuple[int, int, int, int, bool]]) -> pl.DataFrame:
+        data = [(ts, ts, s, p, q, snap, 0) for ts, s, p, q, snap in rows]
+        return pl.DataFrame(data, schema=staged, orient="row")
+
+    known = frame(
+        [(t0 + 5, 1, 200, 5, True), (t0 + 5, -1, 201, 3, True), (t0 + 9, 1, 199, 7, False)]
+    )
+    unknown = frame([(t0 + 9, 1, 199, 7, False), (t0 + 9, -1, 202, 2, False)])
+    desynced = frame(
+        [(t0 + 5, 1, 200, 5, True), (t0 + 5, -1, 201, 3, True), (t0 + 9, -1, 300, 0, False)]
+    )
+    next_day = frame([(t1 + 7, 1, 200, 6, False)])
+    next_snap = frame([(t1 + 7, 1, 100, 1, True), (t1 + 7, -1, 101, 1, True)])
+    for name, df in (("known", known), ("unknown", unknown), ("desynced", desynced)):
+        df.write_parquet(tmp_path / f"{name}.parquet")
+    book = ingest_run.book_at_end(tmp_path / "known.parquet")
+    assert book is not None and book.levels(1) == [(200, 5), (199, 7)]
+    out = ingest_run.with_boundary_snapshot(book, next_day, t1)
+    head = out.head(3)
+    assert head.select("side", "price_ticks", "size").rows() == [
+        (1, 200, 5),
+        (1, 199, 7),
+        (-1, 201, 3),
+    ]
+    assert head["is_snapshot"].all() and (head["ts_recv"] == t1).all()
+    assert (head[INPUT] == BOUNDARY_INPUT).all() and out.tail(1).equals(next_day)
+    assert ingest_run.with_boundary_snapshot(book, next_snap, t1).equals(next_snap)
+    assert ingest_run.book_at_end(tmp_path / "unknown.parquet") is None
+    assert ingest_run.with_boundary_snapshot(None, next_day, t1).equals(next_day)
+    bad = ingest_run.book_at_end(tmp_path / "desynced.parquet")  # delete of an unknown level
+    assert bad is not None and ingest_run.with_boundary_snapshot(bad, next_day, t1).equals(next_day)
