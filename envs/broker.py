@@ -795,12 +795,21 @@ class BrokerFill:
     fee_rate: float
 
 
+def _due_rate(due: bool, rate: float | None, rules: BrokerRules) -> float:
+    """The funding rate a bar settles: 0 when no funding time falls in it, else `rate`
+    (announced), else the rules' constant."""
+    if not due:
+        return 0.0
+    return float(rules.funding_rate if rate is None else rate)
+
+
 class BrokerAccount:
     """One account at the broker, run bar by bar: the paper account of the live loop's
     observe mode. The same kernels as the env's step (`act`, `on_bar`) on the same packed
     state, fed one live bar at a time; the funding due at a bar is the instrument's rule
     between the previous bar seen and this one (`core.instrument.funding_settles`), at
-    the rules' constant `funding_rate`.
+    the rate the exchange announced for it when the caller passes one (`on_bar`'s
+    `funding_rate`; `live.funding`), else the rules' constant `funding_rate`.
 
     What one bar did is kept until the next `on_bar` (`last_fills`, `last_funding`), so
     the live loop can print and record it (`live.paper_log`)."""
@@ -970,12 +979,14 @@ class BrokerAccount:
         buy_at_vol: int = 0,
         buy_thru_first: int = -1,
         buy_thru_last: int = -1,
+        funding_rate: float | None = None,
     ) -> None:
         """Fills, funding and the close over one bar after the decision bar (`on_bar`);
         `mid_ticks`, the funding mark: the bar's mid, by default (best_bid + best_ask) / 2.
         The keyword fields are #17's bar fields (BAR_DTYPE's), by default unknown (no
         at-price volume, no through timestamps, sizes 0). The fee is the rules' in force at
-        the bar's close."""
+        the bar's close; a funding time in the bar settles at `funding_rate` (the rate
+        the exchange announced for it), by default the rules' constant."""
         r = self._rules
         ts = int(ts_ns)
         prev, self.bar_ts = self.bar_ts, ts
@@ -984,7 +995,7 @@ class BrokerAccount:
         mid = (best_bid + best_ask) / 2.0 if mid_ticks is None else mid_ticks
         bar = Bar(
             ts, int(best_bid), int(best_ask), int(buy_hi), int(sell_lo), float(mid),
-            float(maker), float(taker), float(r.funding_rate) if due else 0.0, int(bid_size),
+            float(maker), float(taker), _due_rate(due, funding_rate, r), int(bid_size),
             int(ask_size), int(sell_at_vol), int(sell_thru_first), int(sell_thru_last),
             int(buy_at_vol), int(buy_thru_first), int(buy_thru_last),
         )  # fmt: skip

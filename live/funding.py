@@ -19,7 +19,7 @@ within `ingest.funding.MAX_ABS_RATE`, is refused (counted), never settled.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from core.instrument import InstrumentSpec, funding_settles, funding_time
@@ -101,8 +101,11 @@ def _usable_rate(value: JsonValue) -> bool:
     )
 
 
-def _on_bar(paper: BrokerAccount, bar: BarInputs) -> None:
-    paper.on_bar(bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid, **bar.events())
+def _on_bar(paper: BrokerAccount, bar: BarInputs, funding_rate: float | None = None) -> None:
+    paper.on_bar(
+        bar.ts, bar.bid, bar.ask, bar.buy_hi, bar.sell_lo, bar.mid, **bar.events(),
+        funding_rate=funding_rate,
+    )  # fmt: skip
 
 
 def paper_on_bar(
@@ -125,14 +128,5 @@ def paper_on_bar(
         due = FundingDue(t, float(rules.funding_rate), "config")
     else:
         due = announced.due(t, rules.funding_rate)
-    if due.rate == rules.funding_rate:
-        _on_bar(paper, bar)
-        return due
-    # BrokerAccount.on_bar settles at its rules' funding_rate: for this one bar the rules
-    # carry the announced rate (the account keeps its position and resting orders)
-    paper.rules = replace(rules, funding_rate=due.rate)
-    try:
-        _on_bar(paper, bar)
-    finally:
-        paper.rules = rules
+    _on_bar(paper, bar, due.rate)
     return due

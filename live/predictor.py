@@ -136,17 +136,21 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
     for _ in b.advance(4 * dt):
         pass
     inst, limits = InstrumentSpec(), StateLimits()
+    # XBTUSD-like prices (80,000 ticks = 40,000 USD): a 10 % stake is thousands of
+    # contracts, whole lots, so every order is placed and filled (a price of 100 ticks
+    # would round the stake to 0 lots and compile nothing)
+    bid, ask = 80_000, 80_001
     pos = open_account(1.0, 0)
-    for side, px in ((LONG, 100), (SHORT, 101)):  # open a lot, then close it
+    for side, px in ((LONG, bid), (SHORT, ask)):  # open a lot, then close it
         if can_fill(pos, side, 0.1, 1.0):
             pos, _ = apply_fill(pos, side, px, dt, inst, 0.1, 1.0)
-        management_state(pos, 2 * dt, 100.5, inst, True, False, limits)
+        management_state(pos, 2 * dt, bid + 0.5, inst, True, False, limits)
     paper = BrokerAccount(BrokerRules(), inst, open_account(1.0, 0))
-    paper.state(dt, 100.5)
-    paper.act(1, 100, 101)  # a buy rests at 100
-    paper.on_bar(2 * dt, 99, 100, 0, 99)  # traded through: filled
-    paper.act(2, 100, 101)  # a sell rests at 101
-    paper.on_bar(3 * dt, 101, 102, 102, 0)  # traded through: the lot closes
+    paper.state(dt, bid + 0.5)
+    paper.act(1, bid, ask)  # a buy rests at the bid
+    paper.on_bar(2 * dt, bid - 1, bid, 0, bid - 1)  # traded through: filled
+    paper.act(2, bid, ask)  # a sell rests at the ask
+    paper.on_bar(3 * dt, ask, ask + 1, ask + 1, 0)  # traded through: the lot closes
 
 
 class Predictor:

@@ -26,11 +26,11 @@ def test_paper_account_compiles_nothing_after_warm_up():
     warm_up_kernels(FeatureSpec())
     before = _signatures()
     acct = BrokerAccount(BrokerRules(), InstrumentSpec(), open_account(1.0, 0))
-    acct.state(1_000_000_000, 100.5)
-    acct.act(1, 100, 101)  # rest a buy at 100
-    acct.on_bar(2_000_000_000, 99, 100, 0, 99)  # traded through: filled
-    acct.act(2, 100, 101)  # rest a sell at 101
-    acct.on_bar(3_000_000_000, 101, 102, 102, 0)  # traded through: the lot closes
-    acct.state(4_000_000_000, 101.5)
+    acct.state(1_000_000_000, 80_000.5)
+    acct.act(1, 80_000, 80_001)  # rest a buy at 80,000 ticks (40,000 USD: whole lots)
+    acct.on_bar(2_000_000_000, 79_999, 80_000, 0, 79_999)  # traded through: filled
+    acct.act(2, 80_000, 80_001)  # rest a sell at 80,001
+    acct.on_bar(3_000_000_000, 80_001, 80_002, 80_002, 0)  # traded through: the lot closes
+    acct.state(4_000_000_000, 80_001.5)
     assert acct.fills == 2
     assert _signatures() == before
