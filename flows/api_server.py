@@ -25,6 +25,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 
+from core.lifetime import die_with_parent
+
 #: what Prefect's own ephemeral server sets: no UI, services of an ephemeral server
 SERVER_ENV = {
     "PREFECT_UI_ENABLED": "0",
@@ -118,10 +120,12 @@ def _drain_prefect_clients() -> None:
     if "prefect" not in sys.modules:
         return
     with contextlib.suppress(Exception):
+        # slow: prefect (~2 s); drained only when the command already imported it
         from prefect.logging.handlers import APILogWorker
 
         APILogWorker.instance().drain()
     with contextlib.suppress(Exception):
+        # slow: prefect (~2 s); drained only when the command already imported it
         from prefect.events.worker import EventsWorker
 
         EventsWorker.drain_all()
@@ -132,6 +136,7 @@ def configured_api_url() -> str | None:
     settings context (a profile, a test harness); None when Prefect would go ephemeral."""
     url = os.environ.get("PREFECT_API_URL")
     if not url and "prefect" in sys.modules:
+        # slow: prefect (~2 s); read only when the command already imported it
         from prefect.settings import get_current_settings
 
         url = get_current_settings().api.url
@@ -161,6 +166,7 @@ def prefect_api() -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = url
         with contextlib.ExitStack() as stack:
             if "prefect" in sys.modules:
+                # slow: prefect (~2 s); updated only when the command already imported it
                 from prefect.settings import PREFECT_API_URL, temporary_settings
 
                 stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
@@ -180,10 +186,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--death-signal", action="store_true", help="PR_SET_PDEATHSIG too")
     args = parser.parse_args(argv)
-    from core.lifetime import die_with_parent
-
     die_with_parent(args.parent, death_signal=args.death_signal)
-    import uvicorn
+    import uvicorn  # slow: uvicorn (~0.2 s); only the server process serves, after the check
 
     uvicorn.run(
         "prefect.server.api.server:create_app",

@@ -1,8 +1,9 @@
 """The `chappie` command. Control flow only.
 
 `chappie --help` must return in well under 2 seconds: this module and the
-`flows/cli_*.py` modules it registers import only argparse and the standard library
-at import time; every handler imports what it needs when it runs.
+`flows/cli_*.py` modules it registers import only the standard library and the flows
+modules that import nothing else (common, progress, ui) at import time; every handler
+imports what it needs when it runs, each import with its reason (tests/test_layers.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows.common import DEFAULT_CONFIG
+from flows import (
+    cli_audit_fills,
+    cli_audit_market,
+    cli_audit_paper,
+    cli_features,
+    cli_ingest,
+    cli_live,
+    cli_ops,
+    cli_registry,
+    cli_training,
+)
+from flows.common import (
+    DEFAULT_CONFIG,
+    check_reachable,
+    command_session,
+    load_experiment,
+    resolve_runtime,
+)
 from flows.progress import QUIET_VAR, display  # standard library only at import
+from flows.ui import run_ui
 
 BUSY_EXIT = 75  # EX_TEMPFAIL: another run holds the data folder; try again later
 COMMAND_PID_VAR = "CHAPPIE_COMMAND_PID"
@@ -30,6 +49,7 @@ def _bind_spawned_child_to_command() -> None:
     pid = os.environ.get(COMMAND_PID_VAR, "")
     spawned = sys.orig_argv[-1:] == ["--multiprocessing-fork"]  # sys.argv is the parent's here
     if spawned and pid.isdigit() and os.getppid() == int(pid):
+        # slow: ctypes, socket (~20 ms); only the command's spawned pool workers need it
         from core.lifetime import watch_parent
 
         watch_parent(int(pid))
@@ -60,7 +80,7 @@ def _prepare_environment(args: argparse.Namespace) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", level)
     # no pickle in Prefect's result files, for any task (flows.results guards ours on read)
     os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", "json")
-    from core.settings import load_settings
+    from core.settings import load_settings  # slow: pydantic-settings (~0.3 s); not for --help
 
     # Prefect's own database lives with the data (the command's --data-dir, else
     # CHAPPIE_DATA_DIR or ./data) unless the user points PREFECT_HOME elsewhere.
@@ -76,34 +96,19 @@ def _prepare_environment(args: argparse.Namespace) -> None:
 
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.common import command_session, resolve_runtime
-
     # the config was validated by `main` before this (no Prefect yet)
     with command_session(resolve_runtime().data_dir, "nightly"):
+        # slow: prefect and every stage (~5 s); imported once the Prefect API is set
         from flows.nightly import run_nightly_cli
 
         return run_nightly_cli(args.config)
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from flows.ui import run_ui
-
     return run_ui(host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows import (
-        cli_audit_fills,
-        cli_audit_market,
-        cli_audit_paper,
-        cli_features,
-        cli_ingest,
-        cli_live,
-        cli_ops,
-        cli_registry,
-        cli_training,
-    )
-
     parser = argparse.ArgumentParser(
         prog="chappie",
         description="Chappie: raw BitMEX order-book data to a gated PPO policy and a live bot.",
@@ -244,8 +249,6 @@ def _validate_config(args: argparse.Namespace) -> None:
     Raises ConfigError (ConfigNotFound when missing)."""
     path = getattr(args, "config", None)
     if path is not None:
-        from flows.common import load_experiment
-
         load_experiment(path)
 
 
@@ -260,8 +263,6 @@ USES_MLFLOW = frozenset({"nightly", "train", "evaluate", "promote", "rollback", 
 def _check_servers(args: argparse.Namespace) -> None:
     """A configured server that does not answer stops the command before it starts.
     Raises flows.common.ServerUnreachable."""
-    from flows.common import check_reachable
-
     no_flow = getattr(args, "no_flow", False)
     prefect_url = os.environ.get("PREFECT_API_URL")
     if prefect_url and args.command in USES_PREFECT and not no_flow:

@@ -1,6 +1,7 @@
 """`chappie audit fills`: how often a quote at the best bid fills, under a queue model.
 
-Import only argparse at module level; the handler imports its packages when it runs.
+Only the standard library and flows.common at module level (`chappie --help` stays fast);
+the handler imports its packages when it runs, each import with its reason.
 
     chappie audit fills EVENTS... [--queue MODEL] [--power N] [--latency-ms N]
                                   [--size CONTRACTS] [--json]
@@ -14,6 +15,7 @@ reference policy quote-best (`envs.fill_audit`) through the queue model and late
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 HELP = "fills of the quote-best reference policy under a queue model and latency"
@@ -44,8 +46,7 @@ def _fail(msg: str) -> int:
 
 
 def _cmd_fills(args: argparse.Namespace) -> int:
-    import json
-
+    # slow: numba kernels, polars (~1.5 s); chappie --help imports the stdlib only
     from envs.fill_audit import audit_fills
     from envs.queue import Latency, QueueModel
     from features.audit import AuditInputError, resolve_partitions

@@ -1,6 +1,7 @@
 """`chappie audit paper`: replay a paper-trading record through the env.
 
-Import only argparse at module level; the handler imports the live package when it runs.
+Only the standard library and flows.common at module level (`chappie --help` stays fast);
+the handler imports the live package when it runs, each import with its reason.
 
     chappie audit paper RECORD.jsonl [--json]
 
@@ -15,6 +16,7 @@ cannot be read or replayed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 HELP = "replay a paper-trading record (chappie live --paper-out) through the env"
@@ -35,8 +37,7 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _cmd_paper(args: argparse.Namespace) -> int:
-    import json
-
+    # slow: the env and its numba kernels (~1.3 s); chappie --help imports the stdlib only
     from live.paper_replay import PaperRecordError, replay_paper_record
 
     try:

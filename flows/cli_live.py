@@ -1,6 +1,7 @@
 """`chappie live`: the live loop (observe-only and testnet by default).
 
-Import only argparse at module level; the handler imports the live package when it runs.
+Only the standard library and flows.common at module level (`chappie --help` stays fast);
+the handler imports the live package when it runs, each import with its reason.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def register_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
+    # slow: the live loop (~2 s); chappie --help imports the stdlib only
     from live.app import run_live_cli
 
     return run_live_cli(args, out=sys.stdout)

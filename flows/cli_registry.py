@@ -1,6 +1,7 @@
 """`chappie` subcommands of the registry area (registered by flows/cli.py).
 
-Import only argparse at module level; handlers import their packages when they run.
+Only the standard library and flows.common at module level (`chappie --help` stays fast);
+handlers import their packages when they run, each import with its reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from flows.common import DEFAULT_CONFIG
+from flows.common import DEFAULT_CONFIG, load_experiment, resolve_runtime
 
 if TYPE_CHECKING:
     from registry.promotion import PromotionResult, RollbackResult
@@ -47,22 +48,23 @@ def _no_registry_yet(tracking_uri: str) -> str | None:
 
 
 def _cmd_promote(args: argparse.Namespace) -> int:
-    from flows.common import load_experiment, resolve_runtime
-
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
     evaluation = Path(args.evaluation) if args.evaluation else latest_evaluation(rt.data_dir)
     spec = cfg.features.spec.model_dump(mode="json")
     if args.no_flow:
+        # slow: pydantic, config models (~0.4 s); chappie --help imports the stdlib only
         from registry.promotion import promote
 
         result = promote(
             evaluation, cfg.registry, rt.tracking_uri, dry_run=args.dry_run, feature_spec=spec
         )
     else:
+        # slow: subprocess, threads, urllib.request (~0.1 s); not for chappie --help
         from flows.api_server import prefect_api
 
         with prefect_api():
+            # slow: prefect, mlflow (~5 s); imported once the Prefect API is set
             from flows.promote import promote_flow
 
             result = promote_flow(
@@ -79,8 +81,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from flows.common import load_experiment, resolve_runtime
-    from registry.promotion import PromotionError
+    # slow: pydantic, config models (~0.4 s); chappie --help imports the stdlib only
+    from registry.promotion import PromotionError, rollback, rollback_plan
 
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
@@ -93,8 +95,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     # the plan first, without Prefect: "nothing to roll back" is known before a server
     # starts, and is never retried (the rollback task's retry is for the tracking server);
     # from a SQLite store it is read without importing mlflow (about 2 s)
-    from registry.promotion import rollback, rollback_plan
-    from registry.sqlite_aliases import read_aliases
+    from registry.sqlite_aliases import read_aliases  # slow: sqlite3 (~10 ms); not for --help
 
     current = read_aliases(rt.tracking_uri, cfg.registry.model_name)
     if current is None:
@@ -108,9 +109,11 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     if args.no_flow:
         result = rollback(cfg.registry, rt.tracking_uri, dry_run=args.dry_run, reason=args.reason)
     else:
+        # slow: subprocess, threads, urllib.request (~0.1 s); not for chappie --help
         from flows.api_server import prefect_api
 
         with prefect_api():
+            # slow: prefect, mlflow (~5 s); imported once the Prefect API is set
             from flows.promote import rollback_flow
 
             result = rollback_flow(

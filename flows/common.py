@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from core.config.experiment import ExperimentConfig
@@ -31,6 +32,7 @@ class Runtime:
 
     @property
     def layout(self) -> DataLayout:
+        # slow: not itself (~2 ms), but chappie's parser imports no core (test_default_config)
         from core.paths import DataLayout
 
         return DataLayout(Path(self.data_dir))
@@ -39,7 +41,7 @@ class Runtime:
 def resolve_runtime(data_dir: str | None = None, tracking_uri: str | None = None) -> Runtime:
     """Data folder from the argument or CHAPPIE_DATA_DIR (default ./data); tracking URI from
     the argument, MLFLOW_TRACKING_URI, or SQLite inside the data folder."""
-    from core.settings import load_settings
+    from core.settings import load_settings  # slow: pydantic-settings (~0.3 s); not for --help
 
     settings = load_settings()
     if data_dir:
@@ -77,6 +79,7 @@ def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
     beyond the file). Raises ConfigNotFound when the file is missing, ConfigError (one
     line naming the file, and the key when one is wrong) when it is not YAML or not a
     valid config."""
+    # slow: pydantic and the config models (~0.7 s); chappie --help imports the stdlib only
     import yaml
     from pydantic import ValidationError
 
@@ -109,8 +112,7 @@ def check_reachable(url: str, what: str, env_var: str, timeout_s: float = 3.0) -
     that a server nobody runs is one line now instead of a client's minutes of retries
     (MLflow's HTTP client backs off for minutes). Other schemes are not checked. Raises
     ServerUnreachable naming `what`, the URL and the `env_var` that set it."""
-    import socket
-    from urllib.parse import urlsplit
+    import socket  # slow: socket (~10 ms); only a command about to run checks its servers
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -129,6 +131,7 @@ def check_reachable(url: str, what: str, env_var: str, timeout_s: float = 3.0) -
 def post_markdown_artifact(key: str, markdown: str, description: str) -> None:
     """Post a Prefect markdown artifact; a report is never a reason to fail the run, so a
     failure to post is logged as a warning and swallowed."""
+    # slow: prefect (~2 s); only a flow run posts artifacts, chappie's parser never does
     from prefect import get_run_logger
     from prefect.artifacts import create_markdown_artifact
 
@@ -144,6 +147,7 @@ def data_folder_lock(data_dir: str | os.PathLike[str], stage: str) -> Iterator[d
     writing stage (ingest, features, train, evaluate, nightly) takes it, re-entrantly, so
     two runs never share a staging folder. Waits up to CHAPPIE_LOCK_WAIT_S (default 0)
     for another run, then raises `core.locks.FolderBusy` (one line naming the holder)."""
+    # slow: core.locks, pydantic-settings (~0.4 s); chappie --help imports the stdlib only
     from core.locks import hold_folder
     from core.settings import load_settings
 
@@ -159,6 +163,7 @@ def command_session(data_dir: str | os.PathLike[str], stage: str) -> Iterator[No
     temporary server that dies with this process even when it is SIGKILLed).
 
     Enter it before importing a flow module. Raises FolderBusy, ServerStartError."""
+    # slow: subprocess, threads, urllib.request (~0.1 s); not for chappie --help
     from flows.api_server import prefect_api
 
     with data_folder_lock(data_dir, stage), prefect_api():

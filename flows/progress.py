@@ -114,6 +114,7 @@ class _Display:
     """The rows of one command (see the module docstring)."""
 
     def __init__(self) -> None:
+        # slow: rich (~0.1 s); chappie --help imports the stdlib only
         from rich.console import Console
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -153,6 +154,7 @@ class _Display:
 
     # ---- the live region
     def _start(self) -> None:
+        # slow: rich (~0.1 s); chappie --help imports the stdlib only
         from rich.progress import (
             BarColumn,
             Progress,
@@ -235,7 +237,7 @@ class _PlainConsole:
         self._console = console
 
     def print(self, message: Any, *args: Any, **kwargs: Any) -> None:
-        from rich.text import Text
+        from rich.text import Text  # slow: rich (~0.1 s); chappie --help imports the stdlib only
 
         text = message if isinstance(message, Text) else Text(str(message))
         self._console.print(text, soft_wrap=kwargs.get("soft_wrap", True))
@@ -330,7 +332,7 @@ class WorkerOutput:
         self._lock = threading.Lock()
         d = _DISPLAY
         if d is not None and d.live:
-            import tempfile
+            import tempfile  # slow: tempfile (~3 ms, random); only a live display needs it
 
             fd, self.path = tempfile.mkstemp(prefix="chappie-workers-", suffix=".log")
             os.close(fd)

@@ -32,6 +32,7 @@ from typing import Any
 
 from prefect.filesystems import LocalFileSystem
 from prefect.serializers import JSONSerializer
+from prefect.settings import get_current_settings
 from pydantic import BaseModel, TypeAdapter
 
 from core.atomic import write_bytes_atomic
@@ -126,8 +127,6 @@ class JsonResultStorage(LocalFileSystem):
     def _resolve_path(self, path: str) -> Path:
         if self.basepath:
             return super()._resolve_path(path)
-        from prefect.settings import get_current_settings
-
         base = get_current_settings().results.local_storage_path
         return LocalFileSystem(basepath=str(base))._resolve_path(path)
 
@@ -169,8 +168,6 @@ _saved_on: set[str] = set()  # API URLs this process saved the block on
 def ensure_result_storage() -> None:
     """Save RESULT_STORAGE on the current Prefect server unless it is there (once per
     process and server). Call at the start of every flow that runs a PERSISTED task."""
-    from prefect.settings import get_current_settings
-
     url = str(get_current_settings().api.url or "ephemeral")
     if url in _saved_on:
         return

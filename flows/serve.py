@@ -11,8 +11,18 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+import httpx
+from prefect import Flow, serve
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import EntrypointType
+from prefect.schedules import Cron
+from pydantic import ValidationError
+
+from flows.common import resolve_runtime
 
 DEFAULT_CRON = "0 2 * * *"  # 02:00 every day
 DEFAULT_TIMEZONE = "UTC"
@@ -29,9 +39,6 @@ def validate_cron(cron: str) -> str:
     """`cron` unchanged when it is a valid 5-field cron expression.
 
     Raises ValueError naming the expression otherwise."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
-
     if len(cron.split()) != 5:
         raise ValueError(
             f"invalid cron expression {cron!r}: expected 5 fields, e.g. {DEFAULT_CRON!r}"
@@ -48,8 +55,6 @@ def load_flow(entrypoint: str = NIGHTLY_ENTRYPOINT) -> Any:
 
     Raises ValueError for a malformed entrypoint, ImportError/AttributeError when it
     does not exist, TypeError when the attribute is not a Prefect flow."""
-    from prefect import Flow
-
     module_name, sep, attr = entrypoint.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"entrypoint must look like 'package.module:flow', got {entrypoint!r}")
@@ -66,8 +71,6 @@ def nightly_parameters(
     working directory reads the same config and writes the same data folder.
 
     Raises FileNotFoundError when the config file does not exist."""
-    from flows.common import resolve_runtime
-
     cfg = Path(config_path).resolve()
     if not cfg.is_file():
         raise FileNotFoundError(f"config file not found: {cfg}")
@@ -85,9 +88,6 @@ def nightly_deployment(
 ) -> Any:
     """The nightly `RunnerDeployment`: one run per cron tick (UTC by default), never two
     at once (concurrency limit 1), parameters `config_path` and `data_dir`."""
-    from prefect.deployments.runner import EntrypointType
-    from prefect.schedules import Cron
-
     flow = load_flow(entrypoint)
     # A module-path entrypoint (flows.nightly.nightly_flow), never a file path: loading
     # flows/nightly.py as a script puts flows/ on sys.path, and then `import features`
@@ -107,8 +107,6 @@ def require_server(timeout_s: float = 5.0) -> str:
     """The API URL of a Prefect server that answers its health check.
 
     Raises PrefectServerUnavailable with the command that starts one."""
-    import httpx
-
     url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
     hint = "start one with `infra/local-stack.sh start` and export the PREFECT_API_URL it prints"
     if not url:
@@ -144,8 +142,6 @@ def serve_nightly(
         config_path, cron, data_dir=data_dir, name=name, entrypoint=entrypoint, timezone=timezone
     )
     url = require_server()
-    from prefect import serve
-
     print(
         f"serving {deployment.flow_name}/{name} on cron {cron!r} ({timezone}) against {url}; "
         "Ctrl-C stops",
@@ -156,8 +152,6 @@ def serve_nightly(
 
 def run_serve_cli(config_path: str, cron: str) -> int:
     """`chappie serve`: exit code 2 with a clear message when the server is missing."""
-    import sys
-
     try:
         serve_nightly(config_path, cron)
     except (PrefectServerUnavailable, ValueError, FileNotFoundError) as exc:

@@ -22,6 +22,7 @@ from typing import Any
 
 from core.config.registry import RegistryConfig
 from core.paths import DataLayout
+from flows.common import load_experiment, resolve_runtime
 from training.evaluation_record import CandidateEvaluation, Evaluation
 
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -177,7 +178,7 @@ def _tracking_available(tracking_uri: str) -> str | None:
             return f"no MLflow database at {db} (nothing trained yet)"
     elif tracking_uri.startswith(("http://", "https://")):
         # MLflow's client retries an unreachable server for minutes; ask once, briefly.
-        import httpx
+        import httpx  # slow: httpx (~0.2 s); only an http(s) tracking URI is checked
 
         try:
             httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=3.0).raise_for_status()
@@ -193,6 +194,7 @@ def registry_status(layout: DataLayout, tracking_uri: str, cfg: RegistryConfig) 
     out: dict[str, Any] = {"model_name": cfg.model_name, "tracking_uri": tracking_uri}
     if reason:
         return {**out, "available": False, "reason": reason}
+    # slow: mlflow (~3 s); status answers without it when no store exists yet
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -293,8 +295,6 @@ def collect_status(
 ) -> dict[str, Any]:
     """Everything `chappie status` shows, as a JSON-able dict with keys `data_dir`,
     `data`, `slices`, `models`, `last_nightly`."""
-    from flows.common import resolve_runtime
-
     rt = resolve_runtime(data_dir, tracking_uri)
     layout = rt.layout
     return {
@@ -392,8 +392,6 @@ def run_status_cli(as_json: bool = False, config_path: str | None = None) -> int
     when given (else the defaults of RegistryConfig)."""
     registry = None
     if config_path:
-        from flows.common import load_experiment
-
         registry = load_experiment(config_path).registry
     status = collect_status(registry=registry)
     if as_json:

@@ -32,6 +32,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.client.orchestration import get_client
+from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from core.config.experiment import ExperimentConfig
@@ -39,7 +40,7 @@ from core.config.storage import StorageConfig
 from core.config.training import SweepConfig
 from core.lifetime import init_pool_worker
 from core.paths import DataLayout
-from features.slices import SliceManifest
+from features.slices import FOLDS_FILE, SliceManifest
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
@@ -50,6 +51,7 @@ from training.candidates import (
     plan_tasks,
     training_root,
 )
+from training.store_inputs import StoreInputs, publish_folds, publish_slice, publish_stats
 from training.sweep import (
     TrainResult,
     TrainTask,
@@ -86,7 +88,7 @@ def task_runner(sweep: SweepConfig, stderr_path: str | None = None) -> TaskRunne
             initargs=(os.getpid(), stderr_path),
         )
     if sweep.executor == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # slow: prefect-dask (~0.3 s); dask sweeps only
 
         if sweep.dask_address:
             return DaskTaskRunner(address=sweep.dask_address)
@@ -110,6 +112,7 @@ def _log_task(
     res: TrainResult,
     manifest: SliceManifest,
 ) -> str:
+    # slow: mlflow (~3 s); pool workers import this module to train, never to log
     from registry import tracking
 
     params = {
@@ -238,8 +241,6 @@ def _run_sweep(
     logger: Any,
 ) -> list[SweepRow]:
     """Submit, await in completion order (progress bar, child runs), report in task order."""
-    from prefect.futures import as_completed
-
     # finished work (same task, model on disk) is reused without starting a worker;
     # everything else goes to the task runner, where Prefect's input cache is the second net
     done: dict[int, TrainResult] = {
@@ -291,14 +292,6 @@ def _tasks_on_store(
     """Publish the spec's slices, their frozen stats and folds.json to the object store
     (what is already there with the same sha256 is skipped) and point every task at the
     store: its workers fetch and verify their inputs (training.store_inputs)."""
-    from features.slices import FOLDS_FILE
-    from training.store_inputs import (
-        StoreInputs,
-        publish_folds,
-        publish_slice,
-        publish_stats,
-    )
-
     slices = {m.path: publish_slice(storage, m.path) for m in catalog.manifests.values()}
     digests = {m.path: m.sha256 for m in catalog.manifests.values()}
     stats = {f.stats_dir: publish_stats(storage, f.stats_dir) for f in catalog.folds}
@@ -335,6 +328,7 @@ def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str)
 
 
 def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
+    # slow: mlflow (~3 s); pool workers import this module to train, never to log
     from registry import tracking
 
     logger = get_run_logger()
