@@ -286,7 +286,7 @@ def train_one(task: TrainTask) -> TrainResult:
     on one thread. Raises on bad input (missing slice/stats, config mismatch): the caller
     decides about retries."""
     ensure_single_thread_math()
-    import torch  # slow: torch (~2 s); the flow's process plans tasks, never trains
+    import torch  # slow: torch (~2 s), imported after the thread settings above as it must be
 
     torch.set_num_threads(1)
     # slow: stable_baselines3 (~1 s on top of torch); the flow's process never trains
