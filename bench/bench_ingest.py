@@ -6,6 +6,19 @@ pure-Python baseline (csv module, per-row conversion) in the same run, same file
     POLARS_MAX_THREADS=1 .venv/bin/python bench/bench_ingest.py [--days 3]
 
 Target (#3): CSV and CSV.gz parsing >= 1 million rows per second.
+
+``--vs-hftbacktest`` (#19) instead times ``chappie ingest tardis`` through the CLI beside
+hftbacktest's ``tardis.convert`` on the same generated tardis day (`bench.tardis_days`:
+trades + incremental_book_L2 CSV.gz), each a child process, interleaved (the order
+alternates each repeat), after one untimed run of each (numba caches). CPU = user +
+system seconds of the child and every process it waited for (``RUSAGE_CHILDREN``:
+chappie's Prefect server included). hftbacktest 2.4.4 pins numpy < 2.3, so it is
+pip-installed into its own venv under ``--work`` (not the project's); Prefect and polars
+threads run as configured (no POLARS_MAX_THREADS). Target (#19): our CPU rate at least
+1.5x theirs, i.e. their CPU seconds / ours >= 1.5.
+
+    .venv/bin/python -m bench.bench_ingest --vs-hftbacktest [--repeats 3]
+        [--work /work/scratch/ingest-peer] [--book-rows 18000000] [--trades 1000000]
 """
 
 from __future__ import annotations
@@ -15,11 +28,17 @@ import csv
 import gzip
 import io
 import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
+_POLARS_THREADS = os.environ.get("POLARS_MAX_THREADS")  # the caller's, for the CLI runs
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
 import polars as pl  # noqa: E402
@@ -116,11 +135,136 @@ def timed(fn, *a):  # type: ignore[no-untyped-def]
     return res, time.perf_counter() - t0, time.process_time() - c0
 
 
+REPO = Path(__file__).resolve().parents[1]
+HFTBACKTEST = "hftbacktest==2.4.4"
+#: hftbacktest's converter as its docs call it: trades first, then the book
+CONVERT = (
+    "import sys\n"
+    "from hftbacktest.data.utils import tardis\n"
+    "tardis.convert(sys.argv[2:], output_filename=sys.argv[1])\n"
+)
+
+
+def peer_python(work: Path) -> Path:
+    """A python with hftbacktest: its own venv under `work`, made once (pip install)."""
+    venv = work / "hftbacktest-venv"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", HFTBACKTEST], check=True)
+    return py
+
+
+def child_cpu(
+    cmd: list[str], cwd: Path, log: Path, env_extra: dict[str, str]
+) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of `cmd` and every process it waited for. Raises
+    RuntimeError with the log's tail when it fails."""
+    env = {**os.environ, "TQDM_DISABLE": "1", **env_extra}
+    if _POLARS_THREADS is None:  # as a user runs them, not the parsing benchmark's one thread
+        env.pop("POLARS_MAX_THREADS", None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        rc = subprocess.call(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed ({rc}):\n{log.read_text()[-3000:]}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return cpu, wall
+
+
+def vs_hftbacktest(work: Path, repeats: int, book_rows: int, trades: int) -> str:
+    """Interleaved CPU of our CLI and hftbacktest's converter on one day; the RESULTS
+    block (markdown)."""
+    from bench.tardis_days import day_paths, generate_days, write_day
+
+    work.mkdir(parents=True, exist_ok=True)
+    raw = work / f"raw-7-{book_rows}-{trades}"
+    (day,) = generate_days(1, seed=7, book_rows=book_rows, trades=trades)
+    book, trades_file = day_paths(raw, day.day)
+    if not (book.exists() and trades_file.exists()):
+        write_day(day, raw)
+    rows_in = day.book.height + day.trades.height
+    del day
+    py = peer_python(work)
+    data = work / "data"
+    ours = [sys.executable, "-m", "flows.cli", "ingest", "tardis", str(book), str(trades_file)]
+    ours += ["--data-dir", str(data), "--json"]
+    theirs = [str(py), "-c", CONVERT, str(work / "hftbacktest.npz"), str(trades_file), str(book)]
+
+    def run(who: str, k: int) -> tuple[float, float]:
+        shutil.rmtree(data, ignore_errors=True)
+        cmd = ours if who == "chappie" else theirs
+        # a Prefect home of its own, as on a user's machine (the untimed run creates its
+        # database): the shared one's other users would be measured too
+        env = {"PREFECT_HOME": str(work / "prefect-home")} if who == "chappie" else {}
+        cpu, wall = child_cpu(cmd, REPO, work / f"{who}-{k}.log", env)
+        print(f"{who} #{k}: {cpu:.1f} s CPU, {wall:.1f} s wall", flush=True)
+        return cpu, wall
+
+    loads = [os.getloadavg()[0]]
+    run("chappie", -1), run("hftbacktest", -1)  # untimed: numba caches, venvs, page cache
+    got: dict[str, list[tuple[float, float]]] = {"chappie": [], "hftbacktest": []}
+    for k in range(repeats):
+        for who in ("chappie", "hftbacktest") if k % 2 == 0 else ("hftbacktest", "chappie"):
+            got[who].append(run(who, k))
+            loads.append(os.getloadavg()[0])
+    shutil.rmtree(data, ignore_errors=True)
+    med = {w: statistics.median(c for c, _ in v) for w, v in got.items()}
+    ratio = med["hftbacktest"] / med["chappie"]
+    pairs = [t[0] / o[0] for o, t in zip(got["chappie"], got["hftbacktest"], strict=True)]
+    table = [
+        "| | CPU s per repeat | median CPU s | M rows / CPU s | wall s per repeat |",
+        "|---|---|---:|---:|---|",
+    ]
+    for who, label in (
+        ("chappie", "`chappie ingest tardis` (CLI: Prefect server, flow, stored partition)"),
+        ("hftbacktest", f"hftbacktest `tardis.convert` ({HFTBACKTEST}, .npz written)"),
+    ):
+        cpus = ", ".join(f"{c:.1f}" for c, _ in got[who])
+        walls = ", ".join(f"{w:.0f}" for _, w in got[who])
+        table.append(
+            f"| {label} | {cpus} | {med[who]:.1f} | {rows_in / med[who] / 1e6:.2f} | {walls} |"
+        )
+    return "\n".join(
+        [
+            "### tardis day -> stored events: `chappie ingest tardis` (CLI) vs hftbacktest (#19)",
+            "",
+            f"{machine()} at the start; load {min(loads):.1f}-{max(loads):.1f} during the runs "
+            f"(other jobs share the 2 cores: the runs are interleaved). One day of "
+            f"`bench/tardis_days.py` (seed 7): {book.stat().st_size / 1e6:.0f} MB + "
+            f"{trades_file.stat().st_size / 1e6:.0f} MB of CSV.gz, {rows_in:,} rows. CPU = user + "
+            "system of the child and every process it waited for; one untimed run of each "
+            "first; the order alternates each repeat; chappie with a PREFECT_HOME of its own.",
+            "",
+            *table,
+            "",
+            f"Their CPU / ours: median {ratio:.2f}x (per repeat: "
+            f"{', '.join(f'{r:.2f}' for r in pairs)}). Target (>= 1.5x): "
+            f"{'met' if ratio >= 1.5 else 'NOT met'}.",
+            "",
+            f"Command: `.venv/bin/python -m bench.bench_ingest --vs-hftbacktest --repeats {repeats}`",
+        ]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=3)
     ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--vs-hftbacktest", action="store_true", help="the #19 CLI comparison")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path("/work/scratch/ingest-peer"))
+    ap.add_argument("--book-rows", type=int, default=18_000_000)
+    ap.add_argument("--trades", type=int, default=1_000_000)
     args = ap.parse_args()
+    if args.vs_hftbacktest:
+        body = vs_hftbacktest(args.work, args.repeats, args.book_rows, args.trades)
+        write_section("peer", body)
+        print(body)
+        return
     data = make_csv(args.days, args.hours)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     plain, gz = tmp / "inc.csv", tmp / "inc.csv.gz"
