@@ -198,19 +198,25 @@ def backtest(
     policy: BatchPolicy,
     slice_paths: Sequence[str | Path | SliceInput],
     stats_dir: str | Path,
-    env_cfg: EnvConfig,
+    env_cfg: EnvConfig | Sequence[EnvConfig],
     eval_cfg: EvaluationConfig | None = None,
     *,
     lockstep: bool = True,
 ) -> list[SliceResult]:
     """Run `policy` deterministically over every slice in full (see module docstring);
-    results in input order. Raises the env's SliceDataError on a bad slice or stats, and
-    ValueError when the policy returns the wrong number of actions."""
+    results in input order. `env_cfg`: one env config for every slice, or one per slice
+    (e.g. a slice under two fill models in one lockstep pass: one forward pass serves
+    both). Raises the env's SliceDataError on a bad slice or stats, and ValueError when
+    the policy returns the wrong number of actions or the env configs do not match the
+    slices in number."""
     from envs.management import ManagementEnv
 
     eval_cfg = eval_cfg or EvaluationConfig()
     inputs = _as_inputs(slice_paths)
-    envs = [ManagementEnv(s.path, stats_dir, env_cfg) for s in inputs]
+    cfgs = [env_cfg] * len(inputs) if isinstance(env_cfg, EnvConfig) else list(env_cfg)
+    if len(cfgs) != len(inputs):
+        raise ValueError(f"{len(cfgs)} env configs for {len(inputs)} slices")
+    envs = [ManagementEnv(s.path, stats_dir, c) for s, c in zip(inputs, cfgs, strict=True)]
     try:
         if lockstep:
             recs = _run_lockstep(policy, envs, inputs)

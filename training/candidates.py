@@ -7,8 +7,9 @@
   (and validation) slices, the last-fold model also on the stress slices, each model's
   slices in one lockstep pass; results saved as `backtest.npz` + `backtest.json` so a
   Prefect task can return a path and the evaluation can reload them. The same models on
-  the same test slices under `training.evaluation.touch_bound_env` (touch, no latency)
-  give the touch bound, saved the same way under `touch_bound/` (`load_touch_bound`).
+  the same test slices under `training.evaluation.touch_bound_env` (touch, no latency),
+  run in the same lockstep passes (`walk_forward`), give the touch bound, saved the same
+  way under `touch_bound/` (`load_touch_bound`).
 """
 
 from __future__ import annotations
@@ -143,7 +144,27 @@ def backtest_folds(
     fold's slices in one lockstep pass, normalised with the fold's frozen stats (or
     `stats_for_fold(k)`: the champion brings its own). The one walk-forward loop behind
     candidates, baselines and the champion. Raises on a bad slice or stats."""
+    return walk_forward(
+        policy_for_fold, folds, stress_paths, stress_ids, env, evaluation, stats_for_fold
+    )[0]
+
+
+def walk_forward(
+    policy_for_fold: Callable[[int], BatchPolicy],
+    folds: Sequence[FoldSlices],
+    stress_paths: Sequence[str],
+    stress_ids: Sequence[str],
+    env: EnvConfig,
+    evaluation: EvaluationConfig,
+    stats_for_fold: Callable[[int], str] | None = None,
+    bound_env: EnvConfig | None = None,
+) -> tuple[list[SliceResult], list[SliceResult]]:
+    """`backtest_folds`, and with `bound_env` each fold's test slice also under
+    `bound_env` in the same lockstep pass (the policy's forward pass serves both).
+    Returns (the results of `backtest_folds`, the test slices under `bound_env` in fold
+    order; empty without it)."""
     results: list[SliceResult] = []
+    bound: list[SliceResult] = []
     last = len(folds) - 1
     for k, f in enumerate(folds):
         inputs = []
@@ -151,40 +172,41 @@ def backtest_folds(
             inputs.append(
                 SliceInput(f.validation.location, f.validation.slice_id, "validation", f.fold)
             )
-        inputs.append(SliceInput(f.test.location, f.test.slice_id, "test", f.fold))
+        test = SliceInput(f.test.location, f.test.slice_id, "test", f.fold)
+        inputs.append(test)
         if k == last:
             inputs += [
                 SliceInput(p, sid, "stress", None)
                 for p, sid in zip(stress_paths, stress_ids, strict=True)
             ]
+        envs = [env] * len(inputs) + ([bound_env] if bound_env is not None else [])
+        extra = [test] if bound_env is not None else []
         stats_dir = stats_for_fold(k) if stats_for_fold is not None else f.stats_dir
-        results += backtest(policy_for_fold(k), inputs, stats_dir, env, evaluation)
-    return results
+        out = backtest(policy_for_fold(k), inputs + extra, stats_dir, envs, evaluation)
+        results += out[: len(inputs)]
+        bound += out[len(inputs) :]
+    return results, bound
 
 
 def backtest_candidate(plan: CandidatePlan) -> str:
-    """Backtest every fold model of `plan` (`backtest_folds`), then its touch bound: the
-    same models on their test slices under `touch_bound_env` (the judged results reused
-    when the env is already touch without latency). Write backtest.npz/backtest.json into
-    `plan.out_dir` and the bound's under `<out_dir>/touch_bound/`; return the out dir.
-    Raises on a missing model or bad slice."""
-    policies: dict[int, BatchPolicy] = {}
-
-    def policy_for_fold(k: int) -> BatchPolicy:  # each fold's model loaded once
-        if k not in policies:
-            policies[k] = _load_policy(plan.model_zips[k])
-        return policies[k]
-
+    """Backtest every fold model of `plan` (`backtest_folds`) and its touch bound: the
+    same models on their test slices under `touch_bound_env`, in the same lockstep passes
+    (`walk_forward`; the judged results themselves when the env is already touch without
+    latency). Write backtest.npz/backtest.json into `plan.out_dir` and the bound's under
+    `<out_dir>/touch_bound/`; return the out dir. Raises on a missing model or bad slice."""
     env = plan.trial.env
-    results = backtest_folds(
-        policy_for_fold, plan.folds, plan.stress_paths, plan.stress_ids, env, plan.evaluation
-    )
     bound_env = touch_bound_env(env)
+    results, bound = walk_forward(
+        lambda k: _load_policy(plan.model_zips[k]),
+        plan.folds,
+        plan.stress_paths,
+        plan.stress_ids,
+        env,
+        plan.evaluation,
+        bound_env=None if bound_env == env else bound_env,
+    )
     if bound_env == env:
         bound = [r for r in results if r.slice.kind == "test"]
-    else:
-        test_only = [f.model_copy(update={"validation": None}) for f in plan.folds]
-        bound = backtest_folds(policy_for_fold, test_only, (), (), bound_env, plan.evaluation)
     out = Path(plan.out_dir)
     save_results(out / TOUCH_BOUND_DIR, bound)
     save_results(out, results)

@@ -98,6 +98,24 @@ def test_policy_returning_the_wrong_number_of_actions_raises(tiny_data: DataDir)
         )
 
 
+def test_one_env_config_per_slice_runs_each_slice_under_its_own(tiny_data: DataDir) -> None:
+    """A slice under two fill models in one lockstep pass (the touch bound's way) gives
+    what each config gives alone; a config count that does not match the slices raises."""
+    from training.evaluation import touch_bound_env
+
+    inputs, stats = slice_inputs(tiny_data)
+    env = tiny_data.cfg.sweep.trials[0].env
+    pol = projection_policy(obs_dim(tiny_data))
+    both = backtest(pol, [inputs[0], inputs[0]], stats, [env, touch_bound_env(env)])
+    alone = [backtest(pol, [inputs[0]], stats, c)[0] for c in (env, touch_bound_env(env))]
+    for x, y in zip(both, alone, strict=True):
+        np.testing.assert_array_equal(x.equity, y.equity)
+        assert x.metrics == y.metrics
+    assert both[0].metrics != both[1].metrics  # two executions, not one twice
+    with pytest.raises(ValueError, match="1 env configs for 2 slices"):
+        backtest(pol, inputs[:2], stats, [env])
+
+
 def test_sb3_batch_policy_matches_sb3_predict(tiny_data: DataDir) -> None:
     import torch
     from stable_baselines3 import PPO
