@@ -78,7 +78,7 @@ def _execution_lines(candidates: list[dict[str, Any]]) -> list[str]:
     lines += [
         "",
         "Touch bound, pnl+fees of the same models on the same test slices under fill model "
-        "touch without latency: the most fills any model allows (never gated; with a maker "
+        "touch without latency: the most fills the fill models allow (never gated; with a maker "
         "fee or adverse fills, more fills can also mean less pnl):",
         "",
     ]
