@@ -134,32 +134,34 @@ _F32 = np.dtype(np.float32)  # and a module-level name save ~0.1 us a step over 
 
 _IMMUTABLE = (bool, int, float, str, type(None))
 # keys of every step's info (scalars, except the two containers)
-INFO_KEYS = frozenset(
-    (
-        "ts",
-        "bar",
-        "equity",
-        "balance",
-        "pnl",
-        "realized_pnl",
-        "unrealized_pnl",
-        "pnl_without_fees",
-        "fees",
-        "funding",
-        "maker_volume",
-        "taker_volume",
-        "maker_fees",
-        "taker_fees",
-        "position_size",
-        "exposure",
-        "side",
-        "long_order",
-        "short_order",
-        "trades",
-        "reward_terms",
-        "punishment_scale",
-    )
-)
+INFO_ORDER: list[str] = [
+    "ts",
+    "bar",
+    "equity",
+    "balance",
+    "pnl",
+    "realized_pnl",
+    "unrealized_pnl",
+    "pnl_without_fees",
+    "fees",
+    "funding",
+    "maker_volume",
+    "taker_volume",
+    "maker_fees",
+    "taker_fees",
+    "position_size",
+    "exposure",
+    "side",
+    "long_order",
+    "short_order",
+    "trades",
+    "reward_terms",
+    "punishment_scale",
+]
+INFO_KEYS = frozenset(INFO_ORDER)
+
+
+_N_INFO = len(INFO_ORDER)
 
 
 class StepInfo(dict):
@@ -176,17 +178,19 @@ class StepInfo(dict):
     __slots__ = ()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
-        return self._deep_fill(StepInfo(self), memo)
-
-    def _deep_fill(self, out: StepInfo, memo: dict[int, Any]) -> StepInfo:
-        """`out` (a one-level copy of self) made an exact deep copy."""
+        out = StepInfo(self)
         terms = self.get("reward_terms")
         if type(terms) is dict:
             out["reward_terms"] = dict(terms)
         trades = self.get("trades")
         if type(trades) is list:
             out["trades"] = [dict(t) for t in trades]
-        for key in self.keys() - INFO_KEYS:  # added by wrappers (SB3: TimeLimit.truncated, ...)
+        # the keys wrappers added (SB3: TimeLimit.truncated, terminal_observation, ...):
+        # those after the env's own, in the order the env built them (the common case,
+        # one list compare), else every key not the env's
+        keys = list(self)
+        extra = keys[_N_INFO:] if keys[:_N_INFO] == INFO_ORDER else self.keys() - INFO_KEYS
+        for key in extra:
             value = self[key]
             if type(value) not in _IMMUTABLE:
                 out[key] = copy.deepcopy(value, memo)
@@ -206,16 +210,16 @@ assert TERM_NAMES == (
 )  # fmt: skip
 
 
-def _build_info(log: np.ndarray, logf: np.ndarray, trades: Any) -> StepInfo:
-    """The info of the step just logged (`log`, the env's one-row info log, see
-    `envs.kernels` G_*; `trades`, the step's closed trades as int and float rows, or None),
-    keys in INFO order."""
-    ts, bar, side, long_order, short_order = log[0, :5].tolist()
+def _build_info(ints: np.ndarray, floats: np.ndarray, trades: Any) -> StepInfo:
+    """The info of the step just logged (`ints`, `floats`: the integer and float columns
+    of the env's one-row info log, see `envs.kernels` G_*; `trades`, the step's closed
+    trades as int and float rows, or None), keys in INFO_ORDER."""
+    ts, bar, side, long_order, short_order = ints.tolist()
     (
         eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
         unreal, realized, fee, fund, open_pen, close_pen, terminal, total,
         mvol, tvol, mfee, tfee,
-    ) = logf[0, 5:].tolist()  # fmt: skip
+    ) = floats.tolist()  # fmt: skip
     closed = []
     if trades is not None:
         for ints, floats in zip(trades[0], trades[1], strict=True):
@@ -337,9 +341,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
         # the info log: the kernels write the step's info values here (one row, `envs.kernels`
-        # G_* columns, the floats seen through `_logf`); `_build_info` reads them back
+        # G_* columns); `_build_info` reads them back
         self._log = np.empty((1, K.G_WIDTH), np.int64)
-        self._logf = self._log.view(np.float64)
+        self._log_ints = self._log[0, :5]  # views made once: slicing costs each step
+        self._log_floats = self._log.view(np.float64)[0, 5:]
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
@@ -598,7 +603,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, 0,
             False, False, 0.0, 0.0, 0.0,
         )  # fmt: skip
-        return obs, _build_info(self._log, self._logf, None)
+        return obs, _build_info(self._log_ints, self._log_floats, None)
 
     def _start(self, t: int, budget: int | None, flatten: bool) -> None:
         """A flat account at bar t with no resting orders."""
@@ -627,7 +632,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         if code > 3:  # code >> 2 trades closed in this step
             n = code >> 2
             trades = (self._tr_i[:n].tolist(), self._tr_f[:n].tolist())
-        info = _build_info(self._log, self._logf, trades)
+        info = _build_info(self._log_ints, self._log_floats, trades)
         return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals

@@ -134,3 +134,18 @@ def test_an_info_built_by_its_type_is_a_plain_filled_info(market_files: SliceFil
     info = env.step(1)[4]
     again = type(info)(info)  # what a library may do to copy a mapping
     assert again == info and list(again) == ORDER and again["bar"] == info["bar"]
+
+
+def test_a_deep_copy_is_exact_when_a_wrapper_reorders_the_keys(market_files: SliceFiles) -> None:
+    """The deep copy finds wrappers' keys after the env's own; an info whose env keys a
+    wrapper removed and re-added (so they are no longer first) still copies exactly."""
+    env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    env.reset(seed=1)
+    info = env.step(0)[4]
+    equity = info.pop("equity")
+    info["extra"] = [1.0]  # now at position N-1: the env's order no longer holds
+    info["equity"] = equity
+    dup = copy.deepcopy(info)
+    dup["extra"][0] = 2.0
+    assert info["extra"] == [1.0] and dup == {**info, "extra": [2.0]}
+    assert list(dup) == list(info)
