@@ -106,7 +106,13 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     rt = resolve_runtime(args.data_dir)
     try:  # before Prefect starts: a spec the events' book streams cannot feed
-        check_declared_depth(rt.data_dir, cfg.ingest.symbol, cfg.features.spec)
+        events_root = rt.data_dir
+        if cfg.storage is not None:  # the store's published days (their manifests)
+            # slow: ingest.run (polars, numba kernels, boto3); only with an object store
+            from ingest.run import events_view
+
+            events_root = str(events_view(cfg.storage, cfg.ingest.symbol).root)
+        check_declared_depth(events_root, cfg.ingest.symbol, cfg.features.spec)
     except DepthError as exc:
         return _fail("features", str(exc))
     try:
@@ -114,7 +120,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
             # slow: prefect (~2 s); imported once the Prefect API is set
             from flows.features import build_features_flow
 
-            index = build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+            index = build_features_flow(
+                cfg.ingest.symbol, cfg.features, rt.data_dir, storage=cfg.storage
+            )
     except SliceValidationError as exc:
         print(f"chappie features: {exc}", file=sys.stderr)
         return 1

@@ -289,9 +289,15 @@ def nightly_flow(
         return result
 
     with data_folder_lock(rt.data_dir, "nightly"):  # the whole run, not step by step
-        outcome["ingest"] = step("ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir))
+        # with `storage:` set, events and bars live on the object store (#19)
+        outcome["ingest"] = step(
+            "ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir, storage=cfg.storage)
+        )
         outcome["folds"] = step(
-            "features", lambda: build_features_flow(cfg.ingest.symbol, cfg.features, rt.data_dir)
+            "features",
+            lambda: build_features_flow(
+                cfg.ingest.symbol, cfg.features, rt.data_dir, storage=cfg.storage
+            ),
         )
         sweep = step("train", lambda: train_flow(cfg, rt.data_dir, rt.tracking_uri))
         outcome["sweep_run_id"] = sweep.sweep_run_id
