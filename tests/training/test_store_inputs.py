@@ -159,27 +159,26 @@ def test_a_local_task_is_serialised_exactly_as_before_the_store_existed(
     assert local_inputs(t) is t
 
 
-@pytest.mark.slow
-def test_train_flow_on_dask_reads_its_slices_from_the_store(
-    prefect_harness: None,
+def _dask_sweep_from_the_store(
     tmp_path: Path,
     tiny_cfg: ExperimentConfig,
     store: StorageConfig,
     monkeypatch: pytest.MonkeyPatch,
+    **sweep: object,
 ) -> None:
-    """`sweep.executor: dask` with `storage:` set, through the train flow (prefect-dask on
-    a local cluster): every task names its slice and stats by s3:// URL, and the workers
-    train on what they fetched into their cache."""
+    """The train flow with `sweep.executor: dask` (plus `sweep`) and `storage:` set: every
+    task names its slice and stats by s3:// URL, and the workers train on what they
+    fetched into their cache."""
     from flows.train import train_flow
 
     worker_cache = tmp_path / "worker-cache"
     monkeypatch.setenv("CHAPPIE_STORE_CACHE", str(worker_cache))
     data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
-    sweep = tiny_cfg.sweep.model_copy(
-        update={"executor": "dask", "n_workers": 2, "timesteps": (256,), "seeds": (0,)}
-    )
+    update = {"executor": "dask", "timesteps": (256,), "seeds": (0,), **sweep}
     prefix = store.model_copy(update={"url": f"{store.url}/flow"})
-    cfg = tiny_cfg.model_copy(update={"sweep": sweep, "storage": prefix})
+    cfg = tiny_cfg.model_copy(
+        update={"sweep": tiny_cfg.sweep.model_copy(update=update), "storage": prefix}
+    )
     out = train_flow(cfg, str(data.root), f"sqlite:///{data.root}/mlflow.db")
     assert [t.ok for t in out.tasks] == [True, True] and out.failed == []
     for row in out.tasks:
@@ -194,3 +193,36 @@ def test_train_flow_on_dask_reads_its_slices_from_the_store(
     # what a worker trained on is the view it fetched (the cache), not the local store's
     (view,) = worker_cache.glob("slices/*/fold00-train.manifest.json")
     assert local_inputs(out.tasks[0].task).train_slice == str(view)
+
+
+def test_train_flow_on_a_dask_cluster_reads_its_slices_from_the_store(
+    prefect_harness: None,
+    tmp_path: Path,
+    tiny_cfg: ExperimentConfig,
+    store: StorageConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the default suite (#19): a running Dask cluster the sweep connects to by
+    address (`sweep.dask_address`, as a shared cluster is), its one worker in this
+    process (no worker process to start and import torch: the slow test below runs
+    the flow's own cluster of worker processes)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        _dask_sweep_from_the_store(
+            tmp_path, tiny_cfg, store, monkeypatch, dask_address=cluster.scheduler_address
+        )
+
+
+@pytest.mark.slow
+def test_train_flow_on_dask_reads_its_slices_from_the_store(
+    prefect_harness: None,
+    tmp_path: Path,
+    tiny_cfg: ExperimentConfig,
+    store: StorageConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow's own local cluster (prefect-dask; two worker processes)."""
+    _dask_sweep_from_the_store(tmp_path, tiny_cfg, store, monkeypatch, n_workers=2)
