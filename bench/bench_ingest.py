@@ -101,7 +101,7 @@ def baseline(path: Path, tick: float = 0.5) -> int:
 
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS_ingest.md"
-TITLE = "## ingest: book replay + sampling, raw CSV parsing"
+TITLE = "## ingest: book replay + sampling, raw CSV parsing, tardis CLI vs hftbacktest (#19)"
 
 
 def write_section(key: str, body: str) -> None:
@@ -204,6 +204,7 @@ def vs_hftbacktest(work: Path, repeats: int, book_rows: int, trades: int) -> str
         print(f"{who} #{k}: {cpu:.1f} s CPU, {wall:.1f} s wall", flush=True)
         return cpu, wall
 
+    started = machine()
     loads = [os.getloadavg()[0]]
     run("chappie", -1), run("hftbacktest", -1)  # untimed: numba caches, venvs, page cache
     got: dict[str, list[tuple[float, float]]] = {"chappie": [], "hftbacktest": []}
@@ -232,7 +233,7 @@ def vs_hftbacktest(work: Path, repeats: int, book_rows: int, trades: int) -> str
         [
             "### tardis day -> stored events: `chappie ingest tardis` (CLI) vs hftbacktest (#19)",
             "",
-            f"{machine()} at the start; load {min(loads):.1f}-{max(loads):.1f} during the runs "
+            f"{started} at the start; load {min(loads):.1f}-{max(loads):.1f} during the runs "
             f"(other jobs share the 2 cores: the runs are interleaved). One day of "
             f"`bench/tardis_days.py` (seed 7): {book.stat().st_size / 1e6:.0f} MB + "
             f"{trades_file.stat().st_size / 1e6:.0f} MB of CSV.gz, {rows_in:,} rows. CPU = user + "
