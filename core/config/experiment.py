@@ -14,6 +14,7 @@ from pydantic import (
 )
 
 from core.config.base import FrozenModel
+from core.config.env import ExecutionConfig
 from core.config.features import FeaturesConfig
 from core.config.ingest import IngestConfig
 from core.config.live import LiveConfig
@@ -26,11 +27,14 @@ from core.hashing import fingerprint
 
 class ExperimentConfig(FrozenModel):
     """Every package's config. `fees` (core.fees.FeeConfig) is the one place the fee the
-    account pays is set: every trial's env charges it (copied into `env.fees`)."""
+    account pays is set, and `execution` (core.config.env.ExecutionConfig) the one place
+    its orders' fill model and latencies are: every trial's env takes both (copied into
+    `env.fees` and the env's fill_model, power_prob_n and latencies)."""
 
     name: str = "default"
     ingest: IngestConfig = IngestConfig()
     fees: FeeConfig = DEFAULT_FEES
+    execution: ExecutionConfig = ExecutionConfig()
     features: FeaturesConfig = FeaturesConfig()
     sweep: SweepConfig = SweepConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -64,6 +68,7 @@ class ExperimentConfig(FrozenModel):
         ingest = data.get("ingest")
         inst = ingest.get("instrument") if isinstance(ingest, dict) else None
         fees = data.get("fees")
+        execution = ExecutionConfig.model_validate(data.get("execution") or {}).model_dump()
         if isinstance(ingest, dict) and inst is not None:
             inst, override = split_instrument_fees(inst)
             if override:
@@ -85,6 +90,8 @@ class ExperimentConfig(FrozenModel):
                 env.setdefault("instrument", inst)
             if fees is not None:
                 env.setdefault("fees", fees)
+            for key, value in execution.items():
+                env.setdefault(key, value)
             new_trials.append({**t, "env": env})
         return {**data, "sweep": {**sweep, "trials": new_trials}}
 
@@ -103,6 +110,13 @@ class ExperimentConfig(FrozenModel):
                     f"fees ({self.fees.describe()}); the fee is the account's: set it once, "
                     "under the top-level `fees`"
                 )
+            for key, value in self.execution.model_dump().items():
+                if getattr(trial.env, key) != value:
+                    raise ValueError(
+                        f"trial {trial.name!r}: env.{key}={getattr(trial.env, key)!r} differs "
+                        f"from execution.{key}={value!r}; the gates judge every candidate "
+                        "under one execution: set it once, under the top-level `execution`"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from features.store import (
     slice_digest,
     write_segment,
 )
+from tests.envs.conftest import random_events
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "conf" / "tiny.yaml"
@@ -70,6 +71,10 @@ def market_columns(
     cols[EXEC_COLUMNS[3]] = sell_lo
     cols[EXEC_COLUMNS[4]] = np.where(buy_hi > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
     cols[EXEC_COLUMNS[5]] = np.where(sell_lo > 0, rng.integers(100, 5000, n), 0).astype(np.int64)
+    # #17's queue and latency columns, consistent with the book and prints above (an
+    # experiment's default execution, risk_averse with latency, reads them)
+    m = {"bid": bid, "ask": ask, "buy_hi": buy_hi, "sell_lo": sell_lo}
+    cols.update(random_events(m, bar_ns=spec.interval_ns, t0=t0, seed=seed))
     return cols
 
 
