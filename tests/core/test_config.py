@@ -149,3 +149,22 @@ def test_an_instruments_contract_leaves_out_fees_and_funding():
     }
     assert XBTUSD.model_copy(update={"maker_fee": 0.0}).contract() == c
     assert XBTUSD.model_copy(update={"tick_size": 0.1}).contract() != c
+
+
+def test_every_trial_runs_under_the_experiments_execution_conservative_by_default() -> None:
+    """#17: the gates judge under risk_averse with latency unless the experiment says
+    otherwise, in one place; a trial cannot quietly judge itself under another."""
+    from core.config.env import EnvConfig
+
+    cfg = ExperimentConfig.model_validate({"sweep": {"trials": [{"name": "a"}, {"name": "b"}]}})
+    for trial in cfg.sweep.trials:
+        assert (trial.env.fill_model, trial.env.entry_latency_ms) == ("risk_averse", 50.0)
+        assert trial.env.cancel_latency_ms == 50.0
+    assert EnvConfig().fill_model == "trade_through"  # the bare env's, outside experiments
+    touch = ExperimentConfig.model_validate(
+        {"execution": {"fill_model": "touch", "entry_latency_ms": 0, "cancel_latency_ms": 0}}
+    )
+    assert touch.sweep.trials[0].env.fill_model == "touch"
+    assert touch.fingerprint != cfg.fingerprint
+    with pytest.raises(ValueError, match=r"env.fill_model='touch' differs from execution"):
+        ExperimentConfig.model_validate({"sweep": {"trials": [{"env": {"fill_model": "touch"}}]}})
