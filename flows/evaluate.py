@@ -34,6 +34,7 @@ from core.schema import feature_names
 from flows import progress
 from flows.common import data_folder_lock, post_markdown_artifact
 from flows.results import PERSISTED, ensure_result_storage
+from ingest.funding import with_funding_history
 from training.candidates import (
     CandidatePlan,
     ReferencePlan,
@@ -342,5 +343,7 @@ def _post_artifact(evaluation: Evaluation) -> None:
 def evaluate_flow(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
 ) -> Evaluation:
-    """Entry point (nightly, CLI): the `evaluate-policies` flow."""
+    """Entry point (nightly, CLI): the `evaluate-policies` flow (funding on when the data
+    has its history, as the train flow has it: `ingest.funding.with_funding_history`)."""
+    cfg = with_funding_history(cfg, data_dir)
     return evaluate_policies_flow(cfg, data_dir, tracking_uri, sweep_run_id)

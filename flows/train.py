@@ -44,6 +44,7 @@ from features.slices import FOLDS_FILE, SliceManifest
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
+from ingest.funding import with_funding_history
 from training.candidates import (
     SliceCatalog,
     check_instrument,
@@ -385,6 +386,7 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
 def train_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
     """Entry point (nightly, CLI): the `train-policies` flow on the task runner that
     `cfg.sweep` asks for."""
+    cfg = with_funding_history(cfg, data_dir)  # on when the data has the funding history
     workers = progress.WorkerOutput()
     try:
         with progress.polling(workers.relay):

@@ -46,6 +46,7 @@ import polars as pl
 from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_HOUR
 from core.config.base import FrozenModel
+from core.config.experiment import ExperimentConfig
 from core.hashing import sha256_file
 from core.instrument import InstrumentSpec, funding_time
 from core.jsontypes import JsonObject
@@ -59,6 +60,15 @@ _EPOCH_2000 = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 def funding_table_path(data_dir: str | Path, symbol: str) -> Path:
     """Where the funding table of `symbol` lives under the data folder."""
     return Path(data_dir) / "funding" / f"{symbol}.parquet"
+
+
+def with_funding_history(cfg: ExperimentConfig, data_dir: str | Path) -> ExperimentConfig:
+    """`cfg` with funding settled from the data folder's funding table of its symbol when
+    there is one (`chappie ingest funding`), in every trial that does not set `funding`
+    itself (`ExperimentConfig.with_funding_table`); else `cfg` unchanged. The train and
+    evaluate flows both call it, so a model is judged under the funding it trained with."""
+    path = funding_table_path(data_dir, cfg.ingest.symbol)
+    return cfg.with_funding_table(str(path)) if path.is_file() else cfg
 
 
 def _iso_ns(text: Any) -> int:

@@ -129,6 +129,24 @@ class ExperimentConfig(FrozenModel):
                 )
         return self
 
+    def with_funding_table(self, path: str) -> ExperimentConfig:
+        """This config with funding on, settled from the funding table at `path`
+        (`ingest.funding`), in every trial whose env does not say `funding` itself: funding
+        is on by default when the data has its history (#17). The flows call it when the
+        data folder holds the symbol's table; a trial that set `funding: false` keeps it
+        off."""
+        trials = tuple(
+            t
+            if "funding" in t.env.model_fields_set
+            else t.model_copy(
+                update={
+                    "env": t.env.model_copy(update={"funding": True, "funding_rates_path": path})
+                }
+            )
+            for t in self.sweep.trials
+        )
+        return self.model_copy(update={"sweep": self.sweep.model_copy(update={"trials": trials})})
+
     @property
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of the research config; `storage` (where the data

@@ -183,3 +183,22 @@ def test_chappie_ingest_funding_writes_the_table_and_reports(
     args = build_parser().parse_args(["ingest", "funding", str(tmp_path / "missing.json")])
     assert args.func(args) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_funding_is_on_by_default_when_the_data_has_its_history(tmp_path: Path) -> None:
+    """#17: a data folder holding the symbol's funding table turns funding on, from it, in
+    every trial that did not say otherwise; without one nothing changes."""
+    from core.config.experiment import ExperimentConfig
+    from ingest.funding import with_funding_history
+
+    cfg = ExperimentConfig.model_validate(
+        {"sweep": {"trials": [{"name": "a"}, {"name": "off", "env": {"funding": False}}]}}
+    )
+    data = tmp_path / "data"
+    assert with_funding_history(cfg, data) == cfg  # no table: unchanged
+    ingest_funding([write_json(tmp_path / "f.json", GOOD)], data, "XBTUSD", XBTUSD)
+    on = with_funding_history(cfg, data)
+    a, off = on.sweep.trials
+    assert a.env.funding and a.env.funding_rates_path == str(funding_table_path(data, "XBTUSD"))
+    assert not off.env.funding and off.env.funding_rates_path is None
+    assert with_funding_history(on, data) == on
