@@ -124,6 +124,7 @@ from envs.queue import TOUCH, TRADE_THROUGH
 from envs.rewards import TERM_NAMES, check_version, punishment_scale, reward_params
 from features.stats import FrozenStats
 from features.store import manifest_for, slice_table
+from ingest.funding import FundingHistory
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2  # action_mode "toggle"
 NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
@@ -418,8 +419,6 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         bars = np.flatnonzero(due) if cfg.funding else np.zeros(0, np.int64)
         found = np.zeros(bars.size, dtype=bool)
         if cfg.funding_rates_path is not None and bars.size:
-            from ingest.funding import FundingHistory
-
             try:
                 history = FundingHistory.load(cfg.funding_rates_path, self.instrument.symbol)
             except (OSError, ValueError) as exc:
