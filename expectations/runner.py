@@ -10,6 +10,10 @@ is validated again (`publish_offline_docs`).
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +22,9 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from core import schema as S
+from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.features import ExpectationsConfig, FeaturesConfig, FeatureSpec
+from core.hashing import sha256_bytes
 from expectations.suites import (
     Suite,
     book_suite,
@@ -57,9 +63,8 @@ def _context() -> Any:
     log level."""
     global _CONTEXT
     if _CONTEXT is None:
-        import logging
-
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        # slow: great_expectations (~3 s), imported only when a slice is validated
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -79,14 +84,13 @@ _SUITES: dict[str, ExpectationSuite] = {}
 
 def _suite_key(suite: Suite) -> str:
     """Suite name plus a content hash: one name never means two different suites."""
-    from core.hashing import sha256_bytes
-
     return f"{suite.name}-{sha256_bytes(repr(suite).encode())[:8]}"
 
 
 def _gx_suite(suite: Suite) -> ExpectationSuite:
     """GX suite for `suite`, built once per process per content (building one
     expectation at a time is quadratic in GX)."""
+    # slow: great_expectations (~3 s), imported only when a slice is validated
     import great_expectations as gx
 
     key = _suite_key(suite)
@@ -121,8 +125,6 @@ def _batch_definition(ctx: Any, asset: str) -> Any:
 
 def _docs_site(ctx: Any, folder: Path) -> str:
     """Register a local Data Docs site writing HTML into `folder` (once)."""
-    from core.hashing import sha256_bytes
-
     name = f"chappie-{sha256_bytes(str(folder.resolve()).encode())[:8]}"
     if name not in ctx.get_site_names():
         folder.mkdir(parents=True, exist_ok=True)
@@ -144,6 +146,7 @@ def _run_with_docs(
     ctx: Any, bd: Any, pdf: Any, suite: Suite, asset: str, folder: Path, run_name: str
 ) -> Any:
     """Validate through a Checkpoint whose action renders Data Docs HTML into `folder`."""
+    # slow: great_expectations (~3 s), imported only when a slice is validated
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -224,8 +227,6 @@ def offline_html(html: str) -> str:
     loaded from an http(s) URL is dropped (Bootstrap, jQuery, bootstrap-table, vega,
     font-awesome, the GX logo), CSS `url(http...)` becomes `none`, links out point
     nowhere, and `OFFLINE_CSS` is inlined in the head. Idempotent. Pure."""
-    import re
-
     if _OFFLINE_MARK in html:
         return html
     remote = r"""["']https?://[^"']*["']"""
@@ -248,10 +249,6 @@ def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) 
     earlier versions of the suite are removed, so a rerun replaces the set instead of
     adding one - make every page render offline (`offline_html`), and replace GX's
     index (a table bootstrap-table fills from a CDN) with a static one."""
-    import shutil
-
-    from core.atomic import write_bytes_atomic, write_json_atomic
-
     folder = Path(folder)
     validations = folder / "validations"
     name = suite_key.rsplit("-", 1)[0]
@@ -298,8 +295,6 @@ def publish_offline_docs(folder: Path, suite_key: str, run_name: str, res: Any) 
 
 def _index_html(entries: dict[str, DocsEntry]) -> str:
     """A static index of the validation pages in `entries` (no scripts, no CDN)."""
-    from html import escape
-
     rows = []
     for e in sorted(entries.values(), key=lambda e: (e.slice, e.suite)):
         mark = "✔ passed" if e.success else "✖ failed"
