@@ -27,6 +27,7 @@ from core.config.features import FeatureSpec
 from core.paths import DataLayout
 from features.compute import compute_features
 from features.stream import FeatureStream
+from ingest.events import read_events
 
 DEFAULT_BOUND = 1e-12
 MANIFEST = "manifest.json"
@@ -70,8 +71,6 @@ def resolve_partitions(paths: Sequence[str | Path]) -> tuple[DataLayout, str, li
 
 def load_events(paths: Sequence[str | Path]) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     """(book, trades, symbol) of the partitions under `paths` (see resolve_partitions)."""
-    from ingest.events import read_events
-
     layout, symbol, days = resolve_partitions(paths)
     book, trades = read_events(layout, symbol, days)
     return book, trades, symbol
@@ -83,6 +82,7 @@ def stream_features(
 ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """The live loop's path: BarSampler fed message by message, advanced at every bar
     close, each bar into FeatureStream. Returns (bar ts, features (rows, F), warm-up)."""
+    # slow: book.sampler loads numba (~0.15 s), needed only when bars are sampled
     from book.sampler import BarSampler
 
     sampler = BarSampler(spec)
@@ -126,6 +126,7 @@ def batch_features(
     book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec, compute: Compute = compute_features
 ) -> pl.DataFrame:
     """events -> `sample_bars` -> `compute` (default `compute_features`), collected."""
+    # slow: book.sampler loads numba (~0.15 s), needed only when bars are sampled
     from book.sampler import sample_bars
 
     return compute(sample_bars(book, trades, spec).lazy(), spec).collect()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,14 @@ from core.clock import NS_PER_DAY, parse_day
 from core.config.features import FeaturesConfig, FeatureSpec
 from core.config.storage import StorageConfig
 from core.hashing import fingerprint, sha256_file
+from core.instrument import InstrumentSpec
 from core.jsontypes import JsonObject
+from core.objectstore import ObjectStoreError, fetch_root, join, link_into, list_names, pull, push
 from core.paths import DataLayout
 from features.slices import SliceBuildError
 from features.slicing import FEATURE_BLOCK_ROWS, check_grid
 from features.store import as_frame, read_arrow, write_arrow_atomic
+from ingest.events import PartitionError, list_event_days, partition_files, read_manifest
 
 
 class BuiltBars(BaseModel):
@@ -141,8 +146,6 @@ def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> Js
     SliceBuildError when days disagree: prices in ticks and sizes in lots mean
     different things under another contract. Fees may differ between days (they are
     the account's, not the data's) and are not recorded."""
-    from core.instrument import InstrumentSpec
-
     seen: dict[str, list[str]] = {}  # contract (canonical JSON) -> days
     for d in days:
         manifest = json.loads((layout.events_day(symbol, d) / "manifest.json").read_text())
@@ -167,8 +170,6 @@ def _read_day_events(
     from a copy of its bytes in memory). `storage`: the day's files are pulled from the
     object store (checked against the manifest of `layout`, the store's view) into a
     temporary folder removed after reading; ObjectStoreError names a damaged one."""
-    from ingest.events import PartitionError, partition_files, read_manifest
-
     if storage is not None:
         return _read_store_day_events(layout, symbol, day, storage)
     m = read_manifest(layout, symbol, day)
@@ -190,11 +191,7 @@ def _read_day_events(
 def _read_store_day_events(
     view: DataLayout, symbol: str, day: str, storage: StorageConfig
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    import shutil
-    import tempfile
-
-    from core.objectstore import pull
-    from ingest.events import partition_files, read_manifest
+    # slow: ingest.run loads numba (~0.15 s), needed only on the object-store path
     from ingest.run import events_url
 
     m = read_manifest(view, symbol, day)
@@ -218,8 +215,6 @@ _TRADE_COLUMNS = [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]
 
 
 def _store_url(storage: StorageConfig, layout: DataLayout, path: Path) -> str:
-    from core.objectstore import join
-
     return join(storage.url, layout.key(path))
 
 
@@ -229,7 +224,6 @@ def _pull_bars(storage: StorageConfig, view: DataLayout, path: Path, names: list
     (a day's record is its commit point) and the sampler state the next day resumes
     from. Each file checked against its sha256 (the index's or record's, else the one
     its object records)."""
-    from core.objectstore import ObjectStoreError, fetch_root, join, link_into, list_names, pull
 
     def root(p: Path) -> bytes | None:
         got = fetch_root(_store_url(storage, view, p), storage)
@@ -267,8 +261,6 @@ def _push_bars(storage: StorageConfig, view: DataLayout, path: Path, names: list
     holds and the store lacks (its bars, its sampler state, then its record), then,
     when the index was written, the tail and the index (last: a reader never finds an
     index whose parts are not all there)."""
-    from core.objectstore import list_names, push
-
     day_dir = path.parent / "days"
     day_url = _store_url(storage, view, day_dir)
     on_store = set(list_names(day_url, storage))
@@ -323,13 +315,14 @@ def build_bars(
     day) and the bars are published there (`_push_bars`); `bars_path` is then the index
     in the store's view folder (`core.objectstore.view_root`), laid out as locally, which
     every reader of a bars index reads unchanged. Nothing is written to `data_dir`."""
+    # slow: book.sampler loads numba (~0.15 s), needed only when bars are sampled
     from book.sampler import ResumableSampler
-    from ingest.events import list_event_days, read_manifest
 
     if storage is None:
         layout = DataLayout(Path(data_dir))
         where = str(layout.events_symbol(symbol))
     else:
+        # slow: ingest.run loads numba (~0.15 s), needed only on the object-store path
         from ingest.run import events_url, events_view
 
         layout, where = events_view(storage, symbol), events_url(storage, symbol)

@@ -44,11 +44,13 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from book.order_book import ST_DESYNC, ST_NA, ST_NB, ST_SIZE, apply_message_kernel
+from book.sampler import sample_bars
 from core import schema as S
 from core.clock import NS_PER_DAY, NS_PER_S
 from core.config.features import FeatureSpec
 from core.jsontypes import JsonObject
 from core.numba_cache import njit
+from features.compute import compute_features
 
 VOL_INTERVALS_S: tuple[int, ...] = (1, 60, 3600)
 MARKOUT_HORIZONS_S: tuple[int, ...] = (1, 10, 60)
@@ -552,9 +554,6 @@ def edge_correlation(
     """Correlation of `feature` at each bar close with the mid move over the next h
     seconds (ticks), per day partition (ts_recv // day), warm-up rows out, pooled.
     Raises ValueError for a feature the spec does not make."""
-    from book.sampler import sample_bars
-    from features.compute import compute_features
-
     spec = spec or FeatureSpec()
     if feature not in spec.names:
         raise ValueError(f"unknown feature {feature!r}; the spec makes {list(spec.names)}")

@@ -48,10 +48,13 @@ from typing import Any, cast
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.atomic import atomic_path, write_all
+from core.hashing import sha256_file
 from core.leftovers import remove_stale_temps
+from features.stats import verify_stats_dir
 
 SEGMENTS_DIR = "segments"
 SEGMENT_SUFFIX = ".arrow"
@@ -189,7 +192,7 @@ def _set_direct(fd: int, on: bool) -> bool:
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return False
-    import fcntl  # POSIX only, as is O_DIRECT
+    import fcntl  # optional: fcntl is POSIX only, as is O_DIRECT
 
     try:
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -414,8 +417,6 @@ def slice_table(path: str | Path, columns: Sequence[str] | None = None) -> pa.Ta
     elif p.suffix in (".arrow", ".feather", ".ipc"):
         table = read_arrow(p)
     elif p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         table = pq.read_table(p)
     else:
         raise SliceReadError(f"{p}: not a slice manifest, Parquet or Arrow file")
@@ -448,8 +449,6 @@ def _check_manifest(
 
 
 def _sha_or_none(f: Path) -> str | None:
-    from core.hashing import sha256_file
-
     return sha256_file(f) if f.exists() else None
 
 
@@ -490,8 +489,6 @@ def audit_store(folder: str | Path, stats_root: str | Path | None = None) -> Sto
     is not under `stats_root`: not checked, not a failure, so a copied slices folder can
     be audited alone), `ok`. A part path outside the segment store is a problem of
     its slice."""
-    from features.stats import verify_stats_dir
-
     root = Path(folder)
     stats_dir = Path(stats_root) if stats_root is not None else root.parent.parent / "stats"
     hashed: dict[Path, str | None] = {}
