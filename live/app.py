@@ -8,13 +8,24 @@ printed. Keys are never read here (only the order path reads `core.settings.Sett
 from __future__ import annotations
 
 import argparse
+import time
+import uuid
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from core.clock import Clock
+from core.config.experiment import load_config
 from core.config.features import FeatureSpec
 from core.config.live import MAINNET_REST, MAINNET_WS, LiveConfig
+from core.config.market import SyntheticMarketConfig
+from core.instrument import XBTUSD
 from core.jsontypes import JsonObject
+from core.settings import load_settings
 from envs.broker import BrokerRules
+from ingest.synthetic import generate_market
+from live.exchange import BitmexRest
+from live.journal import Journal
+from live.loop import LiveRun, ScaledClock, run_live
 from live.model_watch import (
     BundleSource,
     LoadedChampion,
@@ -22,6 +33,8 @@ from live.model_watch import (
     RegistrySource,
     poll_model,
 )
+from live.orders import OrderManager
+from live.recording import load_recording
 from sim.replay_server import ReplayServerThread, canonical_to_messages
 
 
@@ -53,21 +66,13 @@ def trade_refusal(cfg: LiveConfig) -> str:
 
 def build_order_manager(cfg: LiveConfig, settings: Any) -> Any:
     """REST client with keys from the environment only, journal under <data>/live/."""
-    import time as _time
-    import uuid
-
-    from core.instrument import XBTUSD
-    from live.exchange import BitmexRest
-    from live.journal import Journal
-    from live.orders import OrderManager
-
     key, secret = settings.bitmex_api_key, settings.bitmex_api_secret
     if key is None or secret is None:
         raise SystemExit(
             "chappie live: --allow-trade needs CHAPPIE_BITMEX_API_KEY and CHAPPIE_BITMEX_API_SECRET"
         )
     session = uuid.uuid4().hex[:8]
-    stamp = _time.strftime("%Y%m%dT%H%M%SZ", _time.gmtime())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     journal = Journal(settings.layout.live / f"journal-{stamp}-{session}.jsonl", session)
     rest = BitmexRest(cfg.rest_url, key, secret, timeout_s=cfg.rest_timeout_s)
     return OrderManager(
@@ -88,12 +93,7 @@ def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[in
     synthetic market, at most its first hour unless the config says fewer, as BitMEX
     orderBookL2 + trade messages)."""
     if what != "synthetic":
-        from live.recording import load_recording
-
         return load_recording(what)
-    from core.config.market import SyntheticMarketConfig
-    from core.instrument import XBTUSD
-    from ingest.synthetic import generate_market
 
     base = synthetic_cfg or SyntheticMarketConfig()
     cfg = base.model_copy(update={"days": 1, "day_hours": min(base.day_hours, 1.0)})
@@ -102,17 +102,11 @@ def replay_messages(what: str, synthetic_cfg: Any, symbol: str) -> list[tuple[in
 
 
 def run_live_cli(args: argparse.Namespace, out: IO[str]) -> int:
-    from core.clock import Clock
-    from core.settings import load_settings
-    from live.loop import LiveRun, ScaledClock, run_live
-
     spec = FeatureSpec()
     live_cfg = LiveConfig()
     rules = BrokerRules()
     synthetic_cfg = None
     if args.config:
-        from core.config.experiment import load_config
-
         exp = load_config(args.config)
         spec = exp.features.spec
         live_cfg = exp.live

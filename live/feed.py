@@ -33,6 +33,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from core.clock import Clock, SystemClock
 from core.jsontypes import JsonObject
 from live.recording import RecordingWriter
@@ -164,9 +167,6 @@ class BitmexFeed:
     # ------------------------------------------------------------------ the stream
     async def events(self) -> AsyncIterator[FeedMessage | FeedStatus]:
         """Messages and status changes until `close()`; reconnects forever on failure."""
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus
-
         attempt = 0
         while not self._closed:
             busy = False
@@ -233,8 +233,6 @@ class BitmexFeed:
 
     async def _read(self, ws: Any) -> AsyncIterator[FeedMessage | FeedStatus]:
         """Frames of one connection; returns normally on a heartbeat timeout."""
-        from websockets.exceptions import ConnectionClosed
-
         while not self._closed:
             try:
                 async with asyncio.timeout(self.heartbeat_s):  # no task per frame, unlike wait_for

@@ -45,6 +45,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from book.order_book import ST_DESYNC
 from core.clock import NS_PER_S, Clock, SystemClock, iso_ms
 from core.config.features import FeatureSpec
 from core.config.live import LiveConfig
@@ -617,8 +618,6 @@ def model_rules(champion: LoadedChampion, fallback: BrokerRules) -> BrokerRules:
 
 
 def _desynced(sampler: Any) -> bool:
-    from book.order_book import ST_DESYNC
-
     return bool(sampler._st[ST_DESYNC] != 0)
 
 

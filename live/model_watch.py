@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+import registry  # free: its load_champion and friends resolve on first use
 from core.config.features import FeatureSpec
 from core.jsontypes import JsonObject
 from live.predictor import Normalizer, Predictor
@@ -79,16 +80,12 @@ class RegistrySource:
         )
 
     def resolve(self) -> str | None:
-        from registry import resolve_alias_version
-
-        return resolve_alias_version(
+        return registry.resolve_alias_version(
             self.name, self.alias, self.tracking_uri, timeout_s=min(self.timeout_s, 10.0)
         )
 
     def load(self, version: str) -> LoadedChampion:
-        from registry import load_champion
-
-        model = load_champion(
+        model = registry.load_champion(
             self.name, alias=self.alias, tracking_uri=self.tracking_uri, timeout_s=self.timeout_s
         )
         version = str(model.version)  # the alias may have moved between resolve and load
@@ -105,10 +102,8 @@ class BundleSource:
         return "bundle:" + self.folder.name
 
     def load(self, version: str) -> LoadedChampion:
-        from registry import load_bundle
-
         label = f"bundle:{self.folder.name}"
-        return _champion(load_bundle(self.folder), label, label)
+        return _champion(registry.load_bundle(self.folder), label, label)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import ValidationError
 
+from core import schema as S
 from core.clock import iso_ms
+from core.config.env import EnvConfig
+from core.instrument import InstrumentSpec
 from core.jsontypes import JsonObject
+from envs.broker import SLICE_COLUMNS, Bar
+from envs.management import ManagementEnv
+from envs.position import Position, equity
+from features.stats import FrozenStats
 from live.paper_log import position_from_record, rules_from_json
 from live.paper_record import (
     READABLE_VERSIONS,
@@ -223,9 +232,6 @@ def _no_op(action_mode: str, orders: list[int]) -> int:
 
 
 def _replay_session(session: list[PaperLine], rep: PaperReplay) -> None:
-    from core.config.env import EnvConfig
-    from core.instrument import InstrumentSpec
-
     rows = _rows(session)
     rep.sessions += 1
     rep.bars += len(rows) - 1
@@ -267,9 +273,6 @@ def _funding_table(announced: list[PaperFunding], symbol: str, tmp: Path) -> Pat
     """The rates the record says BitMEX announced, as a funding table (`ingest.funding`'s
     layout: ts, funding_rate, symbol, source) in `tmp`. Raises PaperRecordError on two
     rates for one funding time."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rates: dict[int, float] = {}
     for f in announced:
         if rates.setdefault(f.funding_time, f.rate) != f.rate:
@@ -305,14 +308,6 @@ def _compare_funding(env: Any, rows: list[_Row], rep: PaperReplay, where: str) -
 
 def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
     """A ManagementEnv over the record's bars (a slice and frozen stats written to `tmp`)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from core import schema as S
-    from envs.broker import SLICE_COLUMNS, Bar
-    from envs.management import ManagementEnv
-    from features.stats import FrozenStats
-
     n = len(rows)
 
     def col(values: list[int]) -> np.ndarray:
@@ -351,8 +346,6 @@ def _env_for(rows: list[_Row], cfg: Any, tmp: Path) -> Any:
 def _step_and_compare(
     env: Any, rows: list[_Row], action_mode: str, rep: PaperReplay, where: str, instrument: Any
 ) -> None:
-    from envs.position import Position, equity
-
     env.reset(options={"full": True, "flatten_at_end": False})
     lots: list[LotRow] = []
     for k in range(len(rows) - 1):

@@ -18,7 +18,18 @@ import numpy as np
 from book.sampler import BarSampler
 from core import schema
 from core.config.features import FeatureSpec
+from core.instrument import InstrumentSpec
+from envs.broker import BrokerAccount, BrokerRules
 from envs.observation import encode_observation
+from envs.position import (
+    LONG,
+    SHORT,
+    StateLimits,
+    apply_fill,
+    can_fill,
+    management_state,
+    open_account,
+)
 from features.stream import FeatureStream
 from live.decode import Decoded
 
@@ -115,19 +126,6 @@ def warm_up_kernels(spec: FeatureSpec) -> None:
     builder (the sampler), then a maker fill opened and closed on a throwaway account
     (the position kernels trade mode calls and the state), and a resting buy and sell
     filled on a throwaway paper account (the broker's kernels, `envs.broker`)."""
-    from core.instrument import InstrumentSpec
-    from envs.broker import BrokerAccount, BrokerRules
-    from envs.position import (
-        LONG,
-        SHORT,
-        StateLimits,
-        apply_fill,
-        can_fill,
-        management_state,
-        open_account,
-    )
-    from live.decode import Decoded
-
     b = ObservationBuilder(spec, None, obs_clip=float("inf"))  # no stats: nothing is clipped
     dt = spec.interval_ns
     b.on_decoded(dt, Decoded(book=[(1, 100, 1), (-1, 101, 1)], is_snapshot=True))
