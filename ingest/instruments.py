@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from core.clock import NS_PER_S
 from core.fees import FeeConfig
 from core.instrument import InstrumentSpec, funding_offset_hours_of
@@ -93,8 +95,6 @@ def load_instrument(path: str | Path, symbol: str) -> InstrumentSpec:
     p = Path(path)
     text = p.read_text()
     if p.suffix in (".yaml", ".yml"):
-        import yaml
-
         data: Any = yaml.safe_load(text)
     else:
         data = json.loads(text)

@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import polars as pl
+from tqdm import tqdm
 
 from book.order_book import OrderBook, check_book
 from core import schema
@@ -45,6 +47,16 @@ from core.config.ingest import IngestConfig
 from core.config.storage import StorageConfig
 from core.hashing import fingerprint, sha256_bytes
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
+from core.objectstore import (
+    ObjectStoreError,
+    fetch_root,
+    join,
+    link_into,
+    list_names,
+    pull,
+    push,
+    view_root,
+)
 from core.paths import DataLayout
 from ingest.events import (
     BOUNDARY_INPUT,
@@ -67,7 +79,10 @@ from ingest.events import (
 )
 from ingest.rawfile import BLOCK_BYTES
 from ingest.report import FileRead, IngestReport, QuarantineEntry, set_aside_poorer_books
+from ingest.sources import read_source_file
 from ingest.staged import PublishedDay, StagedDay, StagedFile, StagedIndex
+from ingest.synthetic import generate_market, market_metadata
+from ingest.tardis import read_tardis
 
 STAGED_INDEX = "staged.json"
 #: the staged files' layout (INPUT and TRADE_ID columns, per-file counts): part of the
@@ -81,8 +96,6 @@ def _synthetic_reads(
 ) -> tuple[list[FileRead], dict[str, list[RawInput]], list[str]]:
     """Generate the synthetic market unless every day is already published from it
     (`verify`: its files checked too; a store's view holds manifests only)."""
-    from ingest.synthetic import generate_market
-
     syn = cfg.synthetic
     inputs: list[RawInput] = [{"path": "synthetic", "sha256": fingerprint(syn)}]
     days = [iso_day(parse_day(syn.start_day) + d * NS_PER_DAY) for d in range(syn.days)]
@@ -325,8 +338,6 @@ def stage_source(
         for fr in reads:
             spill.frames(fr)
     else:
-        from tqdm import tqdm
-
         files = expand_paths(cfg.paths)
         reads, current = [], []
         for p in tqdm(
@@ -417,11 +428,7 @@ def stage_source(
 def _read_file(cfg: IngestConfig, path: Path, spill: _Spill) -> FileRead:
     """Read one raw file, its kept rows spilled to disk by day (tardis as it streams,
     the other readers once the file is read)."""
-    from ingest.sources import read_source_file
-
     if cfg.source == "tardis":
-        from ingest.tardis import read_tardis
-
         holder = FileRead(path=str(path), sha256=None, book=empty_book(), trades=empty_trades())
         fr = read_tardis(
             path, cfg.symbol, cfg.instrument, sink=spill.sink(holder), block_bytes=READ_BLOCK_BYTES
@@ -549,8 +556,6 @@ def _publish_staged_day(
 ) -> PublishedDay:
     market = None
     if cfg.source == "synthetic":
-        from ingest.synthetic import market_metadata
-
         market = market_metadata(cfg.synthetic)
 
     def extra_of(book: pl.DataFrame) -> PartitionExtra:
@@ -588,8 +593,6 @@ def _publish_staged_day(
 # ------------------------------------------------------------------ object store
 def events_url(storage: StorageConfig, symbol: str, day: str | None = None) -> str:
     """`<storage.url>/events/<symbol>[/<day>]`: the local layout's keys."""
-    from core.objectstore import join
-
     return join(storage.url, "events", symbol, *([day] if day else []))
 
 
@@ -602,15 +605,6 @@ def events_view(storage: StorageConfig, symbol: str, strict: bool = True) -> Dat
     are pulled day by day (`pull_partition`). Raises ObjectStoreError naming a damaged
     manifest; not `strict`: that day is left out (ingest: its publish then fails alone,
     naming it)."""
-    from core.objectstore import (
-        ObjectStoreError,
-        fetch_root,
-        join,
-        link_into,
-        list_names,
-        view_root,
-    )
-
     layout = DataLayout(view_root(storage))
     days = set()
     for day in list_names(events_url(storage, symbol), storage):
@@ -642,8 +636,6 @@ def pull_partition(
     checked against the manifest's sha256. `fetch_dir` is where the bytes land first
     (the caller removes it: event files stay out of the shared cache). None when the
     store holds no such day. Raises ObjectStoreError naming a damaged object."""
-    from core.objectstore import ObjectStoreError, fetch_root, join, link_into, pull
-
     url = events_url(storage, symbol, day)
     manifest = fetch_root(join(url, MANIFEST_FILE), storage)
     if manifest is None:
@@ -665,8 +657,6 @@ def push_partition(storage: StorageConfig, layout: DataLayout, symbol: str, day:
     manifest names (each checked against its sha256), then the manifest. Data files
     are named by their content, so a reader of the manifest before this one still finds
     its files."""
-    from core.objectstore import push
-
     m = read_manifest(layout, symbol, day)
     if m is None:
         raise FileNotFoundError(f"no partition events/{symbol}/{day} in {layout.root}")
@@ -837,8 +827,6 @@ def prune_staging(data_dir: str, keep: str, min_age_s: float = 3600.0) -> list[s
 
     Staging exists so a cached re-run of the same input skips reading; older inputs'
     staging only costs disk (a cache hit on a pruned one re-stages, see the flow)."""
-    import time
-
     root = Path(data_dir) / "staging" / "ingest"
     removed = []
     if root.exists():

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.instrument import InstrumentSpec
+from ingest.bitmex_dump import read_bitmex_dump
 from ingest.report import FileRead
+from ingest.tardis import read_tardis
+from ingest.ws_recording import read_ws_recording
 
 SOURCES = ("tardis", "bitmex-dump", "ws-recording")
 
@@ -16,15 +19,9 @@ def read_source_file(
     """Read one raw file of `source` for `symbol`. Raises ValueError for an unknown source
     (the run cannot proceed); bad content is reported in the FileRead."""
     if source == "tardis":
-        from ingest.tardis import read_tardis
-
         return read_tardis(path, symbol, instrument)
     if source == "bitmex-dump":
-        from ingest.bitmex_dump import read_bitmex_dump
-
         return read_bitmex_dump(path, symbol, instrument)
     if source == "ws-recording":
-        from ingest.ws_recording import read_ws_recording
-
         return read_ws_recording(path, symbol, instrument)
     raise ValueError(f"unknown source {source!r} (one of {', '.join(SOURCES)}, synthetic)")
