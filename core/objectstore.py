@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config.storage import StorageConfig
-from core.hashing import sha256_file
+from core.hashing import fingerprint, sha256_file
 
 SHA256_META = "sha256"  # object metadata key (sent as x-amz-meta-sha256)
 _CHUNK = 1 << 20
@@ -122,6 +123,7 @@ _CREDENTIAL_VARS = (
 def _client(
     pid: int, endpoint_url: str | None, region: str | None, creds: tuple[str | None, ...]
 ) -> Any:
+    # slow: boto3 (~0.15 s), only an s3:// store needs it
     import boto3
     from botocore.config import Config
 
@@ -142,6 +144,7 @@ def _error(action: str, url: str, exc: Exception) -> ObjectStoreError:
 def _head(url: str, storage: StorageConfig, s3: Any = None) -> dict[str, str] | None:
     """An object's metadata, None when there is no such object. Raises ObjectStoreError
     on any other failure (no bucket, no access, endpoint down)."""
+    # slow: botocore, loaded only when an s3:// store is used
     from botocore.exceptions import ClientError
 
     loc = S3Url.parse(url)
@@ -280,8 +283,6 @@ def link_into(source: Path, target: Path) -> Path:
     try:
         os.link(source, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(source, tmp)
     os.replace(tmp, target)
     return target
@@ -360,8 +361,6 @@ def view_root(storage: StorageConfig, cache_dir: str | Path | None = None) -> Pa
     """The folder where the objects of `storage` are laid out like the local data folder
     (`events/...`, `bars/...`: hard links into the cache), one per store URL and
     endpoint."""
-    from core.hashing import fingerprint
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "view" / fingerprint([storage.url, storage.endpoint_url])[:16]
 
