@@ -27,6 +27,7 @@ into the metrics too (`SliceMetrics.funding`, `funding_rate_mean`, ...).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,11 +81,13 @@ class SliceInput:
     def from_path(cls, path: str | Path) -> SliceInput:
         """Kind and fold from the slice's manifest (the path itself, or the manifest
         beside a plain slice file) when it exists, else from its id."""
+        # slow: features.store pulls polars and pyarrow (~0.4 s); the backtest's users need not
         from features.store import manifest_for, slice_id_of
 
         p = Path(path)
         manifest = manifest_for(p)
         if manifest.exists():
+            # slow: features.slices pulls polars and pyarrow (~0.4 s), as above
             from features.slices import load_manifest
 
             m = load_manifest(manifest)
@@ -209,6 +212,7 @@ def backtest(
     both). Raises the env's SliceDataError on a bad slice or stats, and ValueError when
     the policy returns the wrong number of actions or the env configs do not match the
     slices in number."""
+    # slow: envs.management pulls gymnasium and numba (~0.5 s); only a run of the env needs it
     from envs.management import ManagementEnv
 
     eval_cfg = eval_cfg or EvaluationConfig()
@@ -268,6 +272,7 @@ def sb3_batch_policy(model: Any) -> BatchPolicy:
     the actor path (`mlp_extractor.policy_net` -> `action_net`) called directly, then
     SB3's Categorical mode (argmax of softmax(logits), first index on ties). Skipping
     SB3's per-call Distribution objects makes a batch forward several times cheaper."""
+    # slow: torch (~2.5 s), only for an SB3 policy
     import torch
 
     pol = model.policy
@@ -292,8 +297,6 @@ def sb3_batch_policy(model: Any) -> BatchPolicy:
 
 
 def _iso(ts_ns: int) -> str:
-    import datetime as dt
-
     t = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns % 1_000_000_000) // 1_000_000:03d}Z"
 

@@ -27,12 +27,21 @@ from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.base import FrozenModel
 from core.config.env import EnvConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
+from core.hashing import fingerprint
 from core.instrument import InstrumentSpec
 from core.paths import DataLayout
+from core.settings import ensure_single_thread_math
 from core.slice_reference import SliceReference
 from features.slices import SliceManifest, load_fold_index, load_manifest, manifest_path
+from features.stats import FrozenStats
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
-from training.evaluation import CandidateBacktest, ReferenceBacktest, touch_bound_env
+from training.evaluation import (
+    CHAMPION,
+    CandidateBacktest,
+    ReferenceBacktest,
+    env_key,
+    touch_bound_env,
+)
 from training.evaluation_record import SliceLink
 from training.metrics import SliceMetrics
 from training.sweep import TrainTask, candidate_id
@@ -117,12 +126,12 @@ def group_candidates(tasks: Sequence[TrainTask]) -> dict[str, list[TrainTask]]:
 
 
 def _load_policy(zip_path: str) -> Any:
-    from core.settings import ensure_single_thread_math
-
     ensure_single_thread_math()
+    # slow: torch (~2.5 s), only when a model is loaded
     import torch
 
     torch.set_num_threads(1)
+    # slow: stable_baselines3 (~1 s), imported once torch's threads are set
     from stable_baselines3 import PPO
 
     if not Path(zip_path).exists():
@@ -251,8 +260,8 @@ def plan_references(
     """Every baseline run (`training.baselines.baseline_runs`) and, when given as
     (bundle_dir, bundle_sha256), the champion, once per distinct env of `trials`; out dirs
     `<out_root>/<env_key>/<name>-s<seed>`. Pure."""
+    # slow: training.baselines pulls envs.management, gymnasium and numba (~0.3 s)
     from training.baselines import baseline_runs
-    from training.evaluation import CHAMPION, env_key
 
     plans: list[ReferencePlan] = []
     seen: set[str] = set()
@@ -308,7 +317,7 @@ def backtest_reference(plan: ReferencePlan) -> str:
     """Backtest one baseline walk-forward (`backtest_folds`) and save the results like a
     candidate's; returns the out dir. Raises ValueError for a champion plan (it needs the
     registry: `registry.reference.backtest_champion`)."""
-    from features.stats import FrozenStats
+    # slow: training.baselines pulls envs.management, gymnasium and numba (~0.3 s)
     from training.baselines import ObservationLayout, baseline_policy_for_fold
 
     if plan.bundle_dir is not None:
@@ -408,8 +417,6 @@ def candidate_backtest(
 def model_key(model_sha256: Sequence[str]) -> str:
     """Identity of a candidate's fold models (their bytes, fold order): evaluating the
     same models again is the same trial. Empty for no models. Pure."""
-    from core.hashing import fingerprint
-
     return fingerprint(list(model_sha256))[:32] if model_sha256 else ""
 
 
