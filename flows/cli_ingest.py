@@ -15,8 +15,12 @@ not proceed (bad arguments, unreadable instrument file, unwritable data folder).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from flows.common import command_session, data_folder_lock, load_experiment, resolve_runtime
 
 if TYPE_CHECKING:  # a type only: this module imports nothing heavy (chappie --help)
     from core.instrument import InstrumentSpec
@@ -74,15 +78,15 @@ def _fail(msg: str) -> int:
 def _symbol_instrument(args: argparse.Namespace) -> tuple[str, InstrumentSpec]:
     """(symbol, InstrumentSpec) from --symbol / --instrument / --config's `ingest:`.
     Raises ValueError (also when no spec of the symbol is known)."""
+    # slow: pydantic config models (~0.2 s), kept off chappie --help
     from core.config.ingest import IngestConfig
 
     base = IngestConfig()
     if args.config:
-        from flows.common import load_experiment
-
         base = load_experiment(args.config).ingest
     symbol = args.symbol or base.symbol
     if args.instrument:
+        # slow: ingest pulls polars and pydantic (~0.2 s), kept off chappie --help
         from ingest.instruments import load_instrument
 
         return symbol, load_instrument(args.instrument, symbol)
@@ -94,16 +98,16 @@ def _symbol_instrument(args: argparse.Namespace) -> tuple[str, InstrumentSpec]:
 def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | None]:
     """(IngestConfig, download spec or None) from the arguments. Raises ValueError (also
     for a PATH that does not exist)."""
+    # slow: pydantic config models (~0.2 s), kept off chappie --help
     from core.config.ingest import IngestConfig
 
     base = IngestConfig()
     if args.config:
-        from flows.common import load_experiment
-
         base = load_experiment(args.config).ingest
     symbol = args.symbol or base.symbol
     instrument = base.instrument
     if args.instrument:
+        # slow: ingest pulls polars and pydantic (~0.2 s), kept off chappie --help
         from ingest.instruments import load_instrument
 
         instrument = load_instrument(args.instrument, symbol)
@@ -121,8 +125,6 @@ def build_config(args: argparse.Namespace) -> tuple[object, dict[str, object] | 
         raise ValueError(f"source {args.source} needs at least one PATH")
     # a PATH that does not exist is a typo, not a bad file to quarantine: say so before a
     # Prefect server starts (files found inside a folder are still quarantined when bad)
-    from pathlib import Path
-
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         raise ValueError(f"no such file or folder: {', '.join(missing)} (check the PATH arguments)")
@@ -158,9 +160,6 @@ def _print_human(report: dict[str, object]) -> None:
 def _cmd_ingest_funding(args: argparse.Namespace) -> int:
     """`chappie ingest funding FILE...`: funding-rate history into the funding table
     (ingest.funding), under the data folder's lock; no Prefect server needed."""
-    import json
-    from pathlib import Path
-
     if not args.paths:
         return _fail("source funding needs at least one FILE")
     missing = [p for p in args.paths if not Path(p).is_file()]
@@ -170,7 +169,7 @@ def _cmd_ingest_funding(args: argparse.Namespace) -> int:
         symbol, instrument = _symbol_instrument(args)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
-    from flows.common import data_folder_lock, resolve_runtime
+    # slow: ingest pulls polars and pydantic (~0.2 s), kept off chappie --help
     from ingest.funding import ingest_funding
 
     rt = resolve_runtime(args.data_dir)
@@ -199,18 +198,17 @@ def _cmd_ingest_funding(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    import json
-
     if args.source == "funding":
         return _cmd_ingest_funding(args)
     try:
         cfg, download = build_config(args)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
+    # cycle: flows.cli imports this module
     from flows.cli import user_error
-    from flows.common import command_session, resolve_runtime
 
     if download is not None:  # a wrong URL fails here, before a Prefect server starts
+        # slow: ingest pulls polars and pydantic (~0.2 s), kept off chappie --help
         from ingest.download import preflight
 
         try:
@@ -220,6 +218,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     rt = resolve_runtime(args.data_dir)
     try:
         with command_session(rt.data_dir, "ingest"):
+            # slow: prefect (~2 s), imported once the command runs
             from flows.ingest import ingest_flow
 
             report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]

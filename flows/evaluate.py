@@ -35,6 +35,7 @@ from flows import progress
 from flows.common import data_folder_lock, post_markdown_artifact
 from flows.results import PERSISTED, ensure_result_storage
 from ingest.funding import with_funding_history
+from registry.reference import backtest_champion, resolve_champion
 from training.candidates import (
     CandidatePlan,
     ReferencePlan,
@@ -83,8 +84,6 @@ def backtest_reference_task(plan: ReferencePlan) -> str:
 @task(name="backtest-champion", cache_policy=INPUTS + TASK_SOURCE, **PERSISTED)
 def backtest_champion_task(plan: ReferencePlan) -> str:
     """registry.reference.backtest_champion: returns the results folder."""
-    from registry.reference import backtest_champion
-
     return backtest_champion(plan)
 
 
@@ -138,8 +137,8 @@ def _evaluate_policies(
     cfg: ExperimentConfig, data_dir: str, tracking_uri: str, sweep_run_id: str
 ) -> Evaluation:
     """The flow's body (runs inside the flow, so its tasks are Prefect task runs)."""
+    # slow: mlflow (~1.5 s), only when the flow runs
     from registry import ledger, tracking
-    from registry.reference import resolve_champion
 
     logger = get_run_logger()
     layout = DataLayout(Path(data_dir).resolve())

@@ -37,8 +37,9 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.features import FeaturesConfig
 from core.config.storage import StorageConfig
+from core.hashing import fingerprint
 from core.jsontypes import JsonObject
-from core.objectstore import view_root
+from core.objectstore import trim_cache, view_root
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
 from features import bars as bar_files
@@ -47,7 +48,7 @@ from features.depth_check import check_bars_index
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
-from ingest.events import read_manifest
+from ingest.events import list_event_days, read_manifest
 
 
 def _build_bars(
@@ -104,15 +105,13 @@ def _events_layout(data_dir: str, symbol: str, storage: StorageConfig | None) ->
     (`ingest.run.events_view`, refreshed from the store)."""
     if storage is None:
         return DataLayout(Path(data_dir))
+    # slow: ingest.run loads numba (~0.3 s), only with an object store
     from ingest.run import events_view
 
     return events_view(storage, symbol)
 
 
 def _events_fingerprint(data_dir: str, symbol: str, storage: StorageConfig | None = None) -> str:
-    from core.hashing import fingerprint
-    from ingest.events import list_event_days
-
     layout = _events_layout(data_dir, symbol, storage)
     return fingerprint(
         bar_files.event_partition_hashes(layout, symbol, list_event_days(layout, symbol))
@@ -153,8 +152,6 @@ def build_features_flow(
             return _build_features(symbol, cfg, data_dir, storage)
         finally:
             if storage is not None:
-                from core.objectstore import trim_cache
-
                 trim_cache()
 
 

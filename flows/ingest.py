@@ -34,6 +34,7 @@ from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
+from ingest.download import download_range
 from ingest.staged import StagedIndex
 
 
@@ -53,8 +54,6 @@ def _stage(
 
 
 def _download(url: str, start: str, end: str, dest_dir: str, kinds: list[str]) -> dict[str, Any]:
-    from ingest.download import download_range
-
     return download_range(url, start, end, dest_dir, tuple(kinds))
 
 

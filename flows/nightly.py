@@ -26,6 +26,7 @@ from flows.common import (
     post_markdown_artifact,
     resolve_runtime,
 )
+from flows.ui import served_ui
 from training.evaluation_record import Execution
 
 STEPS = ("ingest", "features", "train", "evaluate", "promote")
@@ -99,8 +100,6 @@ def _execution_lines(candidates: list[dict[str, Any]]) -> list[str]:
 
 def _ui_hint(tracking_uri: str) -> str:
     """Where to look at the runs: the server's own UI, or `chappie ui` over a local store."""
-    from flows.ui import served_ui
-
     url = served_ui(tracking_uri)
     return f"the MLflow UI at {url}" if url else "`chappie ui` (MLflow UI on http://127.0.0.1:5000)"
 
@@ -242,6 +241,7 @@ def nightly_flow(
 ) -> dict[str, Any]:
     """Run every stage once on the config at `config_path`; returns the outcome dict that is
     also written to `<data>/reports/last_nightly.json`."""
+    # slow: the stage flows pull numba, great_expectations, mlflow and torch (~4 s); loaded when the nightly runs
     from flows.evaluate import evaluate_flow
     from flows.features import build_features_flow
     from flows.ingest import ingest_flow
