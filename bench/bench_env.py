@@ -37,16 +37,17 @@ resting maker orders against the bar's prints and book, marks the stacked positi
 evaluates every reward term, all in one numba call (`envs.step.env_step`: the order rules
 of `envs.broker`, which the live paper account runs too, and the kernels `envs.position` /
 `envs.rewards` wrap for the live loop and the backtest). Its
-`info` (equity, pnl with and without fees, closed trades, each reward term) is recorded as
-one row of an info log and built into the dict on first read, with the same keys, order
-and values; the "info read every step" row charges that build to every step (through a
-gymnasium Wrapper that reads `info["equity"]`, so it also pays the wrapper's call), which
-is what the backtest does. "Via SB3 DummyVecEnv" is how PPO consumes an env: the
-observation is copied into the vec buffer, a key is added to every info and every info
-is deep-copied (an unread info copies as a reference to its log row).
+`info` (equity, pnl with and without fees, closed trades, each reward term, 22 keys) is
+built every step from one row of an info log (#17 removed the lazily filled dict that
+deferred it to the first read); the "info read every step" row adds a gymnasium Wrapper
+that reads `info["equity"]`, what the backtest does. "Via SB3 DummyVecEnv" is how PPO
+consumes an env: the observation is copied into the vec buffer, a key is added to every
+info and every info is deep-copied (`StepInfo.__deepcopy__` copies its two containers).
 
 History: the pure-Python step (stacked Position dataclasses, eager info; commit
 fe37b33) measured 159,447 steps/s, 0.40x gym-anytrading raw and 0.67x via DummyVecEnv.
+The numba step with the lazy info (cc24df9, before #17's queue, latency and lot rules and
+the eager info) measured 1.57x raw and 1.20x via DummyVecEnv.
 The numba step returns bit-identical observations, rewards and infos
 (tests/envs/test_golden_rollout.py, recorded from the Python step).
 """
