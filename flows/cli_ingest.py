@@ -221,7 +221,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             # slow: prefect (~2 s), imported once the command runs
             from flows.ingest import ingest_flow
 
-            report = ingest_flow(cfg, rt.data_dir, progress=not args.json, download=download)  # type: ignore[arg-type,call-overload]
+            report = ingest_flow(  # type: ignore[arg-type,call-overload]
+                cfg, rt.data_dir, progress=not args.json, download=download
+            ).to_json()
     except (OSError, ValueError, RuntimeError) as exc:
         if user_error(exc) is not None:
             raise  # a busy folder, a refused download...: one line, printed by `chappie`

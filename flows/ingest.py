@@ -28,13 +28,13 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
 from core.config.storage import StorageConfig
-from core.jsontypes import JsonObject
 from core.objectstore import ObjectStoreError
 from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
 from ingest.download import download_range
+from ingest.report import IngestOutcome
 from ingest.staged import StagedIndex
 
 
@@ -76,10 +76,10 @@ def ingest_flow(
     progress: bool = False,
     download: dict[str, Any] | None = None,
     storage: StorageConfig | None = None,
-) -> JsonObject:
+) -> IngestOutcome:
     """Ingest `cfg.source` into `<data_dir>/events` (`storage`: the object store's
-    `events/`); returns the ingest report's JSON
-    (`IngestReport`) with ``leftovers_removed`` and, when it downloaded, ``download``.
+    `events/`); returns the report (`IngestReport`) with the staging leftovers removed
+    and, when it downloaded, the download (`ingest.report.IngestOutcome`).
 
     `download` (bitmex-dump only): ``{"url", "start", "end", "kinds"}``: the dumps are
     first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
@@ -98,7 +98,7 @@ def _ingest(
     progress: bool,
     download: dict[str, Any] | None,
     storage: StorageConfig | None = None,
-) -> JsonObject:
+) -> IngestOutcome:
     downloaded = None
     if download is not None:
         dest = str(Path(data_dir) / "raw" / "bitmex-dump")
@@ -151,8 +151,6 @@ def _ingest(
         table=[dict(row) for row in ingest_run.report_table(report)],  # Prefect's row type
         description=f"ingest {cfg.source} {cfg.symbol}: files, rows in/out/rejected, quarantine reasons",
     )
-    out: JsonObject = report.model_dump(mode="json")
-    out["leftovers_removed"] = list(index.leftovers)
-    if downloaded is not None:
-        out["download"] = downloaded
-    return out
+    return IngestOutcome(
+        report=report, leftovers_removed=list(index.leftovers), download=downloaded
+    )

@@ -291,7 +291,8 @@ def nightly_flow(
     with data_folder_lock(rt.data_dir, "nightly"):  # the whole run, not step by step
         # with `storage:` set, events and bars live on the object store (#19)
         outcome["ingest"] = step(
-            "ingest", lambda: ingest_flow(cfg.ingest, rt.data_dir, storage=cfg.storage)
+            "ingest",
+            lambda: ingest_flow(cfg.ingest, rt.data_dir, storage=cfg.storage).to_json(),
         )
         outcome["folds"] = step(
             "features",

@@ -216,3 +216,24 @@ class IngestReport(BaseModel):
     @property
     def balanced(self) -> bool:
         return True  # guaranteed by the validator
+
+
+class IngestOutcome(BaseModel):
+    """What one ingest flow run returns: the report, the staging leftovers of earlier
+    runs it removed, and what it downloaded first (`chappie ingest bitmex-dump
+    --download`; None when nothing was). `to_json` is the JSON `chappie ingest --json`
+    prints and the nightly records: the report's keys plus ``leftovers_removed`` and,
+    after a download, ``download``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    report: IngestReport
+    leftovers_removed: list[str] = []
+    download: JsonObject | None = None
+
+    def to_json(self) -> JsonObject:
+        out: JsonObject = self.report.model_dump(mode="json")
+        out["leftovers_removed"] = list(self.leftovers_removed)
+        if self.download is not None:
+            out["download"] = self.download
+        return out

@@ -71,7 +71,7 @@ def nightly(
     from flows.ingest import ingest_flow
 
     data = tmp_path_factory.mktemp("data")
-    report = ingest_flow(INGEST, str(data), storage=store)
+    report = ingest_flow(INGEST, str(data), storage=store).to_json()
     folds = build_features_flow(SYMBOL, CFG, str(data), storage=store)
     return {"data": data, "report": report, "folds": folds}
 
