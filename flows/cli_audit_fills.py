@@ -55,7 +55,9 @@ def _cmd_fills(args: argparse.Namespace) -> int:
     try:
         layout, symbol, days = resolve_partitions(args.events)
         manifest = read_manifest(layout, symbol, days[0]) or {}
-        lot = int(manifest.get("instrument", {}).get("lot_size", 1))
+        inst = manifest.get("instrument")
+        size = inst.get("lot_size") if isinstance(inst, dict) else None
+        lot = size if isinstance(size, int) and size > 0 else 1
         book, trades = read_events(layout, symbol, days)
         model = QueueModel(args.queue, args.power)
         latency = Latency(args.latency_ms, args.latency_ms)

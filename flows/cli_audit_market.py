@@ -66,7 +66,7 @@ def _synthetic_events(path: str) -> tuple[Any, Any, dict[str, Any]]:
     days = list(generate_market(cfg.synthetic, cfg.instrument))
     book = pl.concat([empty_book(), *(b for _, b, _ in days)])
     trades = pl.concat([empty_trades(), *(t for _, _, t in days)])
-    return book, trades, market_metadata(cfg.synthetic)
+    return book, trades, dict(market_metadata(cfg.synthetic))
 
 
 def _partition_events(paths: list[str], config: str | None) -> tuple[Any, Any, dict[str, Any]]:

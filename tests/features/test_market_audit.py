@@ -239,3 +239,11 @@ def test_cli_audit_market_shows_the_planted_edge_of_ingested_synthetic_partition
     assert "not the one these partitions" in capsys.readouterr().err
     assert main(["audit", "market", "--synthetic", str(cfg)]) == 0
     assert "log_return_60s (0.4)" in capsys.readouterr().out
+
+
+def test_cli_audit_fills_sizes_the_quote_in_the_partitions_lot(capture_events_dir, capsys) -> None:
+    """`chappie audit fills` without --size quotes one lot of the instrument the events
+    were ingested under (XBTUSD: 100 contracts)."""
+    assert main(["audit", "fills", str(capture_events_dir), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["size"] == 100 and rep["fills"] >= 0
