@@ -186,17 +186,6 @@ BAR_DTYPE = np.dtype(
         ("buy_thru_last", np.int64),
     ]
 )
-# the fields a fill model with queue position or latency reads, and their "unknown"
-_EVENT_FIELDS = {
-    "bid_size": 0,
-    "ask_size": 0,
-    "sell_at_vol": 0,
-    "sell_thru_first": -1,
-    "sell_thru_last": -1,
-    "buy_at_vol": 0,
-    "buy_thru_first": -1,
-    "buy_thru_last": -1,
-}
 # the slice column (core.schema, contract17.md) each of them is read from
 SLICE_COLUMNS = {
     "bid_size": "bid_sz_0",
@@ -235,6 +224,10 @@ class Bar(NamedTuple):
 
 
 assert Bar._fields == BAR_DTYPE.names
+# the fields a fill model with queue position or latency reads, and their "unknown" (Bar's
+# defaults: sizes and volumes 0, timestamps -1)
+_EVENT_FIELDS: dict[str, int] = dict(Bar._field_defaults)
+assert tuple(_EVENT_FIELDS) == tuple(SLICE_COLUMNS)
 
 
 class Terms(NamedTuple):
@@ -962,6 +955,17 @@ class BrokerAccount:
             n = len(ACTION_NAMES[self._rules.action_mode])
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
 
+    def funding_due(self, ts_ns: int) -> bool:
+        """Whether the bar closing at `ts_ns` settles funding: the rules settle it and
+        one of the instrument's funding times lies between the last bar seen and it
+        (`core.instrument.funding_settles`)."""
+        prev = self.bar_ts
+        return bool(
+            self._rules.funding
+            and prev is not None
+            and funding_settles(prev, int(ts_ns), self.instrument)
+        )
+
     def on_bar(
         self,
         ts_ns: int,
@@ -989,8 +993,8 @@ class BrokerAccount:
         the exchange announced for it), by default the rules' constant."""
         r = self._rules
         ts = int(ts_ns)
-        prev, self.bar_ts = self.bar_ts, ts
-        due = r.funding and prev is not None and bool(funding_settles(prev, ts, self.instrument))
+        due = self.funding_due(ts)
+        self.bar_ts = ts
         maker, taker = r.fees.rates_at(ts)
         mid = (best_bid + best_ask) / 2.0 if mid_ticks is None else mid_ticks
         bar = Bar(

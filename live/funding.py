@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from core.instrument import InstrumentSpec, funding_settles, funding_time
+from core.instrument import InstrumentSpec, funding_time
 from core.jsontypes import JsonValue
 from envs.broker import BrokerAccount
 from ingest.funding import MAX_ABS_RATE
@@ -117,13 +117,11 @@ def paper_on_bar(
     (`FundingAnnouncements.due`; without announcements the constant). Returns the funding
     the bar settled (rate and source; also when the account was flat and paid nothing),
     None when no funding time fell in the bar or the rules settle no funding."""
-    rules, inst = paper.rules, paper.instrument
-    prev = paper.bar_ts
-    settles = rules.funding and prev is not None and bool(funding_settles(prev, bar.ts, inst))
-    if not settles:
+    rules = paper.rules
+    if not paper.funding_due(bar.ts):
         _on_bar(paper, bar)
         return None
-    t = int(funding_time(bar.ts, inst))
+    t = int(funding_time(bar.ts, paper.instrument))
     if announced is None:
         due = FundingDue(t, float(rules.funding_rate), "config")
     else:

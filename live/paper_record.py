@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from core.jsontypes import JsonObject
+from envs.broker import SLICE_COLUMNS
 
 RECORD_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # what live.paper_replay replays
@@ -49,16 +50,7 @@ class _Line(BaseModel):
 # #17's bar fields (envs.broker.BAR_DTYPE's names, BrokerAccount.on_bar's keywords): the
 # sizes at the best bid / ask at the close, the taker volume at the previous close's best
 # and the first / last ts of the prints through it, per side
-BAR_EVENTS = (
-    "bid_size",
-    "ask_size",
-    "sell_at_vol",
-    "sell_thru_first",
-    "sell_thru_last",
-    "buy_at_vol",
-    "buy_thru_first",
-    "buy_thru_last",
-)
+BAR_EVENTS = tuple(SLICE_COLUMNS)
 
 
 class BarInputs(_Line):
