@@ -1,6 +1,7 @@
 """`chappie live --bundle DIR` runs a real, verified, pickle-free model bundle end to end:
 an SB3 PPO zip exported by the registry, the frozen stats fitted on the capture, the
-capture replayed on 127.0.0.1. Nothing is unpickled while the loop runs."""
+capture replayed on 127.0.0.1. Nothing is unpickled while the loop runs. The bundles are
+tests/live/conftest.py's (`bundle_dir`, `target_bundle_dir`)."""
 
 from __future__ import annotations
 
@@ -10,109 +11,11 @@ import pickle
 import sys
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 import pytest
 
 from core import schema as S
-from core.config.env import EnvConfig
-from core.instrument import XBTUSD
-from envs.observation import observation_size
 from flows.cli import main
 from tests.live.support import SMALL_SPEC, redumped_decisions, replay_cli
-
-ENV = EnvConfig(window=SMALL_SPEC.window)
-
-
-def build_model_files(ws_capture: Path, tmp: Path, n_actions: int = 3) -> tuple[Path, Path]:
-    """An SB3 PPO zip (untrained MlpPolicy, 32x32 tanh, `n_actions` actions) for SMALL_SPEC's
-    observation and frozen stats fitted on the capture's features: what a training run
-    would hand over."""
-    import gymnasium as gym
-    import torch
-    from gymnasium import spaces
-    from stable_baselines3 import PPO
-
-    from book.sampler import sample_bars
-    from features.compute import compute_features
-    from features.stats import FrozenStats
-    from ingest.ws_recording import read_ws_recording
-
-    torch.set_num_threads(1)
-    fr = read_ws_recording(ws_capture, "XBTUSD", XBTUSD)
-    feats = compute_features(
-        sample_bars(fr.book, fr.trades, SMALL_SPEC).lazy(), SMALL_SPEC
-    ).collect()
-    x = feats.filter(~pl.col(S.WARMUP)).select(SMALL_SPEC.names).to_numpy()
-    x = x[np.isfinite(x).all(axis=1)]
-    stats = FrozenStats.fit(
-        x, SMALL_SPEC.names, SMALL_SPEC.spec_hash, SMALL_SPEC.sigma_floor, TRAIN
-    )
-    stats_dir = stats.save(tmp / stats.stats_id)
-    dim = observation_size(len(SMALL_SPEC.names), SMALL_SPEC.window)
-
-    class Box(gym.Env):
-        observation_space = spaces.Box(-10.0, 10.0, (dim,), np.float32)
-        action_space = spaces.Discrete(n_actions)
-
-        def reset(self, *, seed=None, options=None):  # type: ignore[no-untyped-def]
-            super().reset(seed=seed)
-            return np.zeros(dim, np.float32), {}
-
-        def step(self, action):  # type: ignore[no-untyped-def]
-            return np.zeros(dim, np.float32), 0.0, True, False, {}
-
-    model = PPO(
-        "MlpPolicy",
-        Box(),
-        n_steps=64,
-        batch_size=32,
-        seed=3,
-        device="cpu",
-        policy_kwargs={"net_arch": [32, 32], "activation_fn": torch.nn.Tanh},
-    )
-    zip_path = tmp / "model.zip"
-    model.save(zip_path)
-    return zip_path, stats_dir
-
-
-TRAIN = [{"slice_id": "capture", "sha256": "0" * 64}]
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from registry.bundle import build_bundle
-
-    zip_path, stats_dir = build_model_files(ws_capture, tmp_path_factory.mktemp("bundle-src"))
-    return build_bundle(
-        tmp_path_factory.mktemp("bundle") / "bundle",
-        model_zip=zip_path,
-        stats_dir=stats_dir,
-        feature_spec=SMALL_SPEC,
-        env_config=ENV,
-        config_fingerprint="f" * 64,
-        train_slices=TRAIN,
-        decision="promote",
-    )
-
-
-@pytest.fixture(scope="module")
-def target_bundle_dir(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle of a target-mode model (Discrete(4): the resting orders wanted)."""
-    from registry.bundle import build_bundle
-
-    src = tmp_path_factory.mktemp("target-src")
-    zip_path, stats_dir = build_model_files(ws_capture, src, n_actions=4)
-    return build_bundle(
-        tmp_path_factory.mktemp("target") / "bundle",
-        model_zip=zip_path,
-        stats_dir=stats_dir,
-        feature_spec=SMALL_SPEC,
-        env_config=ENV.model_copy(update={"action_mode": "target"}),
-        config_fingerprint="f" * 64,
-        train_slices=TRAIN,
-        decision="promote",
-    )
 
 
 def test_cli_replays_a_target_mode_bundle_in_its_own_action_mode(

@@ -21,8 +21,8 @@ from live.paper_log import PaperLog
 from live.paper_record import BarInputs, PaperTotals, parse_line
 from live.paper_replay import PaperRecordError, replay_paper_record
 from tests.envs.conftest import random_market
-from tests.live.support import SMALL_SPEC, replay_cli
-from tests.live.test_bundle_cli import ENV, TRAIN, build_model_files
+from tests.live.bundles import BundleFactory
+from tests.live.support import replay_cli
 
 S = 1_000_000_000
 T_0350 = 1_626_925_800 * S  # 2021-07-22T03:50:00Z: 10 minutes before a funding time
@@ -162,46 +162,19 @@ def test_two_sessions_appended_to_one_record_replay_each(tmp_path: Path) -> None
     assert rep.agree and rep.sessions == 2 and rep.bars == 2 * 119
 
 
-@pytest.fixture(scope="module")
-def target_bundle(ws_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A target-mode model bundle whose PPO always wants both sides quoted (action 3: its
-    action head's weights zeroed, the bias on 3), so the paper orders rest and fill."""
-    import torch
-    from stable_baselines3 import PPO
-
-    from registry.bundle import build_bundle
-
-    src = tmp_path_factory.mktemp("paper-src")
-    zip_path, stats_dir = build_model_files(ws_capture, src, n_actions=4)
-    model = PPO.load(zip_path, device="cpu")
-    head = dict(model.policy.action_net.named_parameters())
-    with torch.no_grad():
-        head["weight"].zero_()
-        head["bias"].copy_(torch.tensor([0.0, 0.0, 0.0, 20.0]))
-    model.save(zip_path)
-    return build_bundle(
-        tmp_path_factory.mktemp("paper-bundle") / "bundle",
-        model_zip=zip_path,
-        stats_dir=stats_dir,
-        feature_spec=SMALL_SPEC,
-        env_config=ENV.model_copy(update={"action_mode": "target"}),
-        config_fingerprint="f" * 64,
-        train_slices=TRAIN,
-        decision="promote",
-    )
-
-
 def test_live_dry_run_prints_fills_and_its_record_replays_to_the_same_numbers(
-    target_bundle: Path, ws_capture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    model_bundle: BundleFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`chappie live` on the replayed synthetic market (3 minutes at 50x) with a model that
-    trades: every simulated fill is printed, the record replays through the env to the
-    same fills and equity, and a record whose fill was altered fails the audit."""
+    trades (target mode, always quoting both sides: the paper orders rest and fill): every
+    simulated fill is printed, the record replays through the env to the same fills and
+    equity, and a record whose fill was altered fails the audit."""
     cfg = tmp_path / "small.yaml"
     cfg.write_text(
         "ingest:\n  synthetic: {seed: 5, day_hours: 0.05}\n"
         "live:\n  risk: {stale_after_s: 600}\n"  # the wiring is tested, not staleness
     )
+    target_bundle = model_bundle("target", fixed_action=3)
     rec = tmp_path / "paper.jsonl"
     decisions = tmp_path / "d.jsonl"
     args = ("--bundle", str(target_bundle), "--paper-out", str(rec), "--config", str(cfg))

@@ -13,8 +13,8 @@ from core.config.env import EnvConfig
 from core.config.live import LiveConfig
 from core.config.registry import RegistryConfig
 from flows.cli import main
+from tests.live.bundles import TRAIN, build_model_files
 from tests.live.support import SMALL_SPEC, replay_cli
-from tests.live.test_bundle_cli import TRAIN, build_model_files
 
 CFG = RegistryConfig(model_name="chappie-live-test")
 
