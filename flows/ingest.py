@@ -15,6 +15,11 @@ data_folder_lock`), so two runs never stage or publish at once.
 With `storage` (the experiment config's `storage:`) the partitions are published to the
 object store instead of `<data_dir>/events` (`ingest.run`'s store functions); a day
 whose partition on the store is damaged fails alone, after every other day is published.
+
+With an instrument history (`ingest.instrument_history`: given, or stored beside the
+events by an earlier run) each day is ingested under the contract in force that day:
+the files are split by the contract of the day they are named after and each group is
+ingested under its own (`ingest_configs`); one report adds them up.
 """
 
 from __future__ import annotations
@@ -29,11 +34,19 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from core.config.ingest import IngestConfig
 from core.config.storage import StorageConfig
 from core.objectstore import ObjectStoreError
+from core.paths import DataLayout
 from flows import progress as display
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
 from ingest import run as ingest_run
 from ingest.download import download_range
+from ingest.instrument_history import (
+    InstrumentHistory,
+    ingest_configs,
+    load_stored_history,
+    merge_reports,
+    store_history,
+)
 from ingest.report import IngestOutcome
 from ingest.staged import StagedIndex
 
@@ -76,6 +89,7 @@ def ingest_flow(
     progress: bool = False,
     download: dict[str, Any] | None = None,
     storage: StorageConfig | None = None,
+    history: InstrumentHistory | None = None,
 ) -> IngestOutcome:
     """Ingest `cfg.source` into `<data_dir>/events` (`storage`: the object store's
     `events/`); returns the report (`IngestReport`) with the staging leftovers removed
@@ -86,10 +100,21 @@ def ingest_flow(
     from there. Bad input is quarantined and counted, never fatal; raises only when the
     run itself cannot proceed; FolderBusy when another run holds the data folder;
     ObjectStoreError naming every day whose partition on the store is damaged.
+
+    `history`: the instrument history of `cfg.symbol` (`ingest.instrument_history`);
+    each day is ingested under its contract, and the history is stored beside the
+    events (`events/<symbol>/instrument_history.json`), where later runs (the nightly)
+    find it when none is given. ValueError when a file's day cannot be told under a
+    history that changes the contract.
     """
     with data_folder_lock(data_dir, "ingest"):
         ensure_result_storage()
-        return _ingest(cfg, data_dir, progress, download, storage)
+        layout = DataLayout(Path(data_dir))
+        if history is None:
+            history = load_stored_history(layout, cfg.symbol)
+        elif storage is None:
+            store_history(layout, history)
+        return _ingest(cfg, data_dir, progress, download, storage, history)
 
 
 def _ingest(
@@ -98,6 +123,7 @@ def _ingest(
     progress: bool,
     download: dict[str, Any] | None,
     storage: StorageConfig | None = None,
+    history: InstrumentHistory | None = None,
 ) -> IngestOutcome:
     downloaded = None
     if download is not None:
@@ -107,6 +133,19 @@ def _ingest(
         )
         files = [*downloaded["downloaded"], *downloaded["skipped"]]
         cfg = cfg.model_copy(update={"source": "bitmex-dump", "paths": (*cfg.paths, *files)})
+    configs = [cfg] if history is None else ingest_configs(cfg, history)
+    outcomes = [_ingest_one(c, data_dir, progress, storage) for c in configs]
+    return IngestOutcome(
+        report=merge_reports([o.report for o in outcomes]),
+        leftovers_removed=[x for o in outcomes for x in o.leftovers_removed],
+        download=downloaded,
+    )
+
+
+def _ingest_one(
+    cfg: IngestConfig, data_dir: str, progress: bool, storage: StorageConfig | None
+) -> IngestOutcome:
+    """Stage and publish `cfg` (one instrument)."""
     fp = fingerprint_source(cfg)
     staging = str(Path(data_dir) / "staging" / "ingest" / fp[:16])
     progress = progress and not display.active()  # the command's display shows it instead
@@ -151,6 +190,4 @@ def _ingest(
         table=[dict(row) for row in ingest_run.report_table(report)],  # Prefect's row type
         description=f"ingest {cfg.source} {cfg.symbol}: files, rows in/out/rejected, quarantine reasons",
     )
-    return IngestOutcome(
-        report=report, leftovers_removed=list(index.leftovers), download=downloaded
-    )
+    return IngestOutcome(report=report, leftovers_removed=list(index.leftovers))
