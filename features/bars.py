@@ -33,6 +33,7 @@ from core.instrument import InstrumentSpec
 from core.jsontypes import JsonObject
 from core.objectstore import ObjectStoreError, fetch_root, join, link_into, list_names, pull, push
 from core.paths import DataLayout
+from features.instrument_days import day_contracts, grid_contract, price_factors, scale_events
 from features.slices import SliceBuildError
 from features.slicing import FEATURE_BLOCK_ROWS, check_grid
 from features.store import as_frame, read_arrow, write_arrow_atomic
@@ -43,7 +44,10 @@ class BuiltBars(BaseModel):
     """What `build_bars` made: the bars index (`bars_path`) and the sha256 of its bytes,
     the event partitions it was sampled from (day -> sha256 of the day's manifest), the
     walk-forward origin (00:00 UTC of the first event day, ns) and the instrument
-    contract the events were ingested under (None: no manifest records one)."""
+    contract the events were ingested under (None: no manifest records one).
+    `day_instruments`: day -> contract, when the days were ingested under different
+    contracts (then the bars' prices are on the grid of `features.instrument_days` and
+    `instrument` is `grid_contract`'s); None when they share one."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,6 +56,7 @@ class BuiltBars(BaseModel):
     event_partitions: dict[str, str]
     origin_ns: int
     instrument: JsonObject | None
+    day_instruments: dict[str, JsonObject] | None = None
 
 
 def write_bars(target: str | Path, bars: pl.DataFrame) -> str:
@@ -121,13 +126,23 @@ def bars_code_version() -> str:
     return fingerprint({"files": files, "columns": S.bar_columns(1)})[:16]
 
 
-def bar_day_keys(spec_hash: str, partitions: Mapping[str, str]) -> dict[str, str]:
+def bar_day_keys(
+    spec_hash: str, partitions: Mapping[str, str], factors: Mapping[str, int] | None = None
+) -> dict[str, str]:
     """day -> key of its bars part: a chain over the days in order (the spec, the
     sampler's code (`bars_code_version`), the day's event manifest hash, the previous
     day's key), since a day's bars depend on the book carried from every day before
-    it. Appending a day keeps every earlier key."""
+    it. Appending a day keeps every earlier key. `factors` (across a tick change,
+    `features.instrument_days.price_factors`) are part of the seed: bars on another
+    price grid are never reused."""
     keys: dict[str, str] = {}
-    seed = {"format": BARS_FORMAT, "spec": spec_hash, "code": bars_code_version()}
+    seed: dict[str, object] = {
+        "format": BARS_FORMAT,
+        "spec": spec_hash,
+        "code": bars_code_version(),
+    }
+    if factors:
+        seed["price_factors"] = dict(sorted(factors.items()))
     prev = fingerprint(seed)[:16]
     for day, sha in sorted(partitions.items()):
         prev = keys[day] = fingerprint({"prev": prev, "events": sha})[:16]
@@ -331,7 +346,11 @@ def build_bars(
         raise SliceBuildError(f"no event partitions for {symbol} under {where}")
     spec = cfg.spec
     parts = event_partition_hashes(layout, symbol, days)
-    instrument = partition_instrument(layout, symbol, days)
+    # the contract of each day (ingest.instrument_history); across a tick change the
+    # events are sampled on one price grid (features.instrument_days)
+    contracts = day_contracts(layout, symbol, days)
+    instrument = grid_contract(contracts)
+    factors = price_factors(contracts)
     last_event: dict[str, int] = {}  # day -> its last event's ts_recv (days with events)
     for d in days:
         span = (read_manifest(layout, symbol, d) or {}).get("time_span")
@@ -341,7 +360,8 @@ def build_bars(
     if not with_events:
         raise SliceBuildError(f"the event partitions of {symbol} hold no events")
     used = days[: days.index(with_events[-1]) + 1]  # trailing empty days add no bar
-    keys = bar_day_keys(spec.spec_hash, {d: parts[d] for d in used})
+    factors = {d: f for d, f in factors.items() if d in used}
+    keys = bar_day_keys(spec.spec_hash, {d: parts[d] for d in used}, factors)
     folder = layout.bars_spec(symbol, spec.spec_hash)
     path = folder / f"bars-{keys[used[-1]]}.json"
     names = [f"{d}-{keys[d]}" for d in used]
@@ -360,6 +380,7 @@ def build_bars(
                 last_event[used[-1]],
                 ResumableSampler,
                 storage,
+                factors,
             )
     finally:  # the days sampled before a failure are kept (a re-run resumes from them)
         if storage is not None:
@@ -372,6 +393,7 @@ def build_bars(
         event_partitions=parts,
         origin_ns=parse_day(days[0]),
         instrument=instrument,
+        day_instruments=None if len({str(c) for c in contracts.values()}) < 2 else contracts,
     )
 
 
@@ -386,6 +408,7 @@ def _write_bars_index(
     last_ts: int,
     sampler_cls: Any,
     storage: StorageConfig | None = None,
+    factors: Mapping[str, int] | None = None,
 ) -> None:
     day_dir = folder / "days"
     day_dir.mkdir(parents=True, exist_ok=True)
@@ -402,6 +425,8 @@ def _write_bars_index(
             sampler = sampler_cls.from_state(spec, {k: z[k] for k in z.files})
     for day in days[first:]:
         book, trades = _read_day_events(layout, symbol, day, storage)
+        if factors:  # onto the price grid of a history across a tick change
+            book, trades = (scale_events(f, factors.get(day, 1)) for f in (book, trades))
         bars = sampler.feed(book, trades, parse_day(day) + NS_PER_DAY - 1)
         del book, trades
         if bars.height:  # (the parts continue each other: `stage_slices` checks)

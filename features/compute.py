@@ -17,6 +17,16 @@ cumulative sums are exact while they stay below 2**63 (e.g. 1e8 contracts per ba
 
 Input contract: bars with `core.schema.bar_columns(spec.depth)` on a complete grid (one
 row per `spec.interval_ns`, as `book.sampler.sample_bars` emits them).
+
+Tick size: prices are integer ticks, but every feature except `TICK_BOUND_FEATURES` is a
+ratio of prices (bps, log returns, realised volatility in bps of the mid, depth within
+bps of the mid) or a size: under another tick the same prices give the same values
+(bit for bit, realised volatility to within a rounding of its square root), so a tick
+change (XBTUSD 0.5 -> 0.1 USD) is not a regime change for them, provided every bar of
+a look-back is in one unit: across a change the bars are on one price grid
+(`features.instrument_days`). `spread_ticks` counts ticks: the same spread is 1 tick of
+0.5 and 5 ticks of 0.1; `features.instrument_days.check_windows` refuses it across a
+change.
 """
 
 from __future__ import annotations
@@ -53,6 +63,15 @@ _NOTOK_BEFORE = "__not_ok_before"  # the same count before this bar (uint)
 _CUM = "__cum_"  # prefix of the int64 cumulative sums behind every window
 _SUMMED = (S.OFI_L1, _SIGNED, _TOTAL, S.N_TRADES, _DS2SQ)
 _LAG = "__lag_"  # + n: struct of the helper columns as they were n rows back
+
+
+#: features whose value moves with the tick size at the same prices (in ticks)
+TICK_BOUND_FEATURES: tuple[str, ...] = ("spread_ticks",)
+
+
+def tick_bound_features(spec: FeatureSpec) -> list[str]:
+    """The spec's features in `TICK_BOUND_FEATURES`, in spec order."""
+    return [n for n in spec.names if n in TICK_BOUND_FEATURES]
 
 
 def bars_for(seconds: float, spec: FeatureSpec) -> int:
@@ -111,7 +130,8 @@ def mid_ticks() -> pl.Expr:
 
 
 def spread_ticks() -> pl.Expr:
-    """Quoted spread ask0 - bid0 in ticks. Look-back: none."""
+    """Quoted spread ask0 - bid0 in ticks. Look-back: none. Tick-bound (moves with the
+    tick size at the same prices: `TICK_BOUND_FEATURES`)."""
     return _f(pl.col(_SPREAD)).alias("spread_ticks")
 
 

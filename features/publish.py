@@ -36,6 +36,7 @@ from core.jsontypes import JsonObject
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
 from core.paths import DataLayout
 from features.bars import iter_bars
+from features.instrument_days import check_windows, price_factors, slice_contract, to_day_ticks
 from features.slices import (
     FOLDS_FILE,
     FoldEntry,
@@ -122,14 +123,23 @@ class _ReadyRows:
 
 
 def stage_slices(
-    bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int | None = None
+    bars_path: str,
+    cfg: FeaturesConfig,
+    staging_dir: str,
+    origin_ns: int | None = None,
+    day_instruments: Mapping[str, JsonObject] | None = None,
 ) -> SlicePlan:
     """Bars file -> features -> warm-up dropped -> walk-forward windows -> staged segments
     under `staging_dir` (each row written once, however many windows hold it) and
     per-fold frozen stats (fitted on the train slice only; kept in the plan).
 
     `origin_ns` is the walk-forward origin (default 00:00 UTC of the first bar's day).
-    Raises SliceBuildError (gaps, empty slices, all warm-up), WalkForwardError.
+    `day_instruments` (`BuiltBars.day_instruments`: the days' contracts when they
+    differ, the bars then on one price grid): no window may hold a contract change, nor
+    a fold a tick change with tick-bound features (`features.instrument_days.
+    check_windows`), and the slice rows are put back in the ticks of their day.
+    Raises SliceBuildError (gaps, empty slices, all warm-up, a contract change inside a
+    window), WalkForwardError.
     """
     spec = cfg.spec
     sh = spec.spec_hash
@@ -157,6 +167,11 @@ def stage_slices(
         w for f in folds for w in (f.train, f.validation, f.test) if w is not None
     ]
     windows += stress
+    contracts = day_instruments or {}
+    if contracts:
+        symbol = str(next(iter(contracts.values())).get("symbol", ""))
+        check_windows(spec, folds, stress, contracts, symbol)
+    factors = price_factors(contracts)
     spans = quiet_spans(
         bar_ts, np.concatenate(quiet), spec.interval_ns, round(wf.max_quiet_s * 1e9)
     )
@@ -180,7 +195,7 @@ def stage_slices(
         return any(w.start_ns <= last and first < w.end_ns for w in windows)
 
     for frame in ready_parts(iter_bars(bars_path), spec, spans, needed):
-        ready.append(frame)
+        ready.append(to_day_ticks(frame, factors))
     if ready.rows == 0:
         ready.remove()
         raise SliceBuildError("every bar is a warm-up row: not enough data for the look-back")
@@ -302,6 +317,7 @@ def publish_slices(
     event_partitions: Mapping[str, str],
     lookback_ns: int,
     instrument: JsonObject | None = None,
+    day_instruments: Mapping[str, JsonObject] | None = None,
 ) -> FoldIndex:
     """Publish every staged slice that passed validation, in three durable steps:
     segments and stats folders, then the manifests naming them, then folds.json. Raises
@@ -316,7 +332,8 @@ def publish_slices(
     `instrument`: the instrument contract the event partitions were ingested with
     (`partition_instrument`), recorded in every manifest so that training and
     evaluation can refuse to read these rows under another tick size, lot size or
-    contract type."""
+    contract type. `day_instruments` (the days' contracts when they differ): each
+    manifest records its own day's instead (a slice holds one, `stage_slices`)."""
     folder = layout.slices(plan.spec_hash)
     for item in plan.slices:
         v = validations.get(item.slice_id)
@@ -355,7 +372,9 @@ def publish_slices(
             event_partitions=partitions_for(window, lookback_ns, event_partitions),
             validation=validations[item.slice_id],
             stats_id=item.stats_id,
-            instrument=instrument,
+            instrument=slice_contract(item.t_start_ns, day_instruments)
+            if day_instruments
+            else instrument,
         )
         manifests.append((path, json_bytes(manifest.to_json())))
     publish_if_changed(manifests)

@@ -65,9 +65,13 @@ def _build_bars(
 
 
 def _stage(
-    bars_path: str, cfg: FeaturesConfig, staging_dir: str, origin_ns: int
+    bars_path: str,
+    cfg: FeaturesConfig,
+    staging_dir: str,
+    origin_ns: int,
+    day_instruments: dict[str, JsonObject] | None = None,
 ) -> slices.SlicePlan:
-    return publish.stage_slices(bars_path, cfg, staging_dir, origin_ns)
+    return publish.stage_slices(bars_path, cfg, staging_dir, origin_ns, day_instruments)
 
 
 def _validate(
@@ -83,9 +87,16 @@ def _publish(
     parts: dict[str, str],
     lookback_ns: int,
     instrument: JsonObject | None,
+    day_instruments: dict[str, JsonObject] | None = None,
 ) -> slices.FoldIndex:
     return publish.publish_slices(
-        plan, validations, DataLayout(Path(data_dir)), parts, lookback_ns, instrument
+        plan,
+        validations,
+        DataLayout(Path(data_dir)),
+        parts,
+        lookback_ns,
+        instrument,
+        day_instruments,
     )
 
 
@@ -192,10 +203,10 @@ def slices_from_bars(
     layout = DataLayout(Path(data_dir))
     staging = str(publish.staging_dir_for(layout, cfg, bars.bars_sha256))
     with progress.step("features") as st:
-        plan = stage_slices(bars.bars_path, cfg, staging, bars.origin_ns)
+        plan = stage_slices(bars.bars_path, cfg, staging, bars.origin_ns, bars.day_instruments)
         if not staged_files_exist(plan):
             plan = stage_slices.with_options(refresh_cache=True)(
-                bars.bars_path, cfg, staging, bars.origin_ns
+                bars.bars_path, cfg, staging, bars.origin_ns, bars.day_instruments
             )
         st.result = f"{progress.count(len(plan.slices), 'slice')} computed"
     docs = str(layout.gx) if cfg.expectations.data_docs else None
@@ -225,6 +236,7 @@ def slices_from_bars(
             bars.event_partitions,
             cfg.spec.lookback_ns,
             bars.instrument,
+            bars.day_instruments,
         )
         remove_staging(plan)
         st.result = progress.count(len(plan.slices), "slice")
