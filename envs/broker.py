@@ -12,9 +12,9 @@ by field through numba's Python typeof (about 2 us for nine arrays, most of an e
 and a structured array through a slower type lookup (about 0.2 us); one plain 2-D array
 costs about 0.05 us.
 
-The order rules (the kernels below, on one account in the packed state of `envs.kernels`,
-its orders in the slots `envs.kernels.orders` views, under its `Terms`: stake, exposure
-cap, instrument, fill model, latency and switches). They are `envs.queue`'s event-level
+The order rules (the kernels below, on one account: a BROKER_DTYPE record holding its
+terms (stake, exposure cap, instrument, fill model, latency and switches), its account,
+its order slots and what the last bar filled, beside its lot and trade tables). They are `envs.queue`'s event-level
 rules (hftbacktest's queue models, latency and PartialFillExchange) aggregated to bars:
 what a bar does not say (when in the bar a print came, the volume at a price that was
 not the best at the previous close) is taken the conservative way.
@@ -84,7 +84,7 @@ not the best at the previous close) is taken the conservative way.
 - `flatten`: at the end of an evaluation slice, the open lots close at the touch as a
   taker fill at the bar's taker rate, and the orders go.
 With touch / trade_through and zero latency these are the rules before #17 but for the
-lot rounding (lot 0 in the packed state turns it off: what the tests compare).
+lot rounding (lot 0 in the terms turns it off: what the tests compare).
 Fills and funding are the stacked-position accounting of `envs.kernels` (FIFO reduce,
 fees by liquidity, funding on the open contracts).
 """
@@ -105,48 +105,25 @@ from core.instrument import InstrumentSpec, funding_settles
 from core.numba_cache import njit
 from core.schema import ACTION_NAMES
 from envs.kernels import (
-    A_BAL,
-    A_MFEE,
-    A_MVOL,
-    F_FILLS,
-    F_PAID,
-    H_ASK,
-    H_BID,
-    H_FILLS,
-    H_FLAT,
-    H_LOTCAP,
-    H_N,
-    H_NFILLS,
-    H_TRCAP,
-    L_C,
-    L_PX,
-    L_SIDE,
-    L_STAKE,
-    L_TS,
+    ACCOUNT_DTYPE,
     MAKER,
-    MAX_FILLS,
-    N_ACCT,
-    O_AHEAD,
-    O_ARRIVE,
-    O_CANCEL,
-    O_LEVEL,
-    O_LINK,
-    O_LOT,
-    O_PX,
-    O_SINCE,
-    O_STAKE,
     TAKER,
-    _views,
+    TRADE_DTYPE,
     can_fill,
     contracts_for,
+    contracts_of,
     exposure_of,
     fill,
-    orders,
-    packed_sizes,
     pay_funding,
     side_of,
 )
-from envs.position import Position, StateLimits, management_state, position_from_arrays
+from envs.position import (
+    Position,
+    StateLimits,
+    _arrays,
+    management_state,
+    position_from_arrays,
+)
 from envs.queue import (
     QUEUE_MODELS,
     RISK_AVERSE,
@@ -230,28 +207,6 @@ _EVENT_FIELDS: dict[str, int] = dict(Bar._field_defaults)
 assert tuple(_EVENT_FIELDS) == tuple(SLICE_COLUMNS)
 
 
-class Terms(NamedTuple):
-    """An account's terms, as the order kernels read them: the stake of every order (a
-    fraction of the balance) and the exposure cap; the instrument (tick size, multiplier,
-    inverse, lot in contracts: 0 = no rounding); the fill model (`envs.queue` code) and
-    power_prob's exponent; entry and cancel latency (ns); the switches: orders roll,
-    funding settles, action mode "target" (else "toggle")."""
-
-    stake: float
-    max_exposure: float
-    tick: float
-    multiplier: float
-    inverse: bool
-    lot: float
-    model: int
-    power: float
-    entry_ns: int
-    cancel_ns: int
-    roll: bool
-    funding: bool
-    target: bool
-
-
 def _bitcast_int64_to_float64(typingctx: Any, bits: Any) -> Any:
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.DoubleType())
@@ -322,107 +277,177 @@ def funding_due(ts: np.ndarray, instrument: InstrumentSpec) -> np.ndarray:
     return due
 
 
+# ------------------------------------------------------------------ the account's state
+# One account at the broker is one record of BROKER_DTYPE (the env's state holds one, a
+# BrokerAccount another), beside its lot and trade tables (`envs.kernels`):
+#   terms: the rules it runs under (TERMS_DTYPE);
+#   account: balance and the cumulative sums (`envs.kernels.ACCOUNT_DTYPE`);
+#   orders: N_ORDERS order slots (ORDER_DTYPE): LIVE_BUY, LIVE_SELL, then CANCELLING_BUY,
+#     CANCELLING_SELL (the order of each side whose cancel is in flight: slot + 2);
+#   n_fills, fills: what the last bar filled (`on_bar`: each side's cancelling order,
+#     then its live one, the buy first) and paid: the funding it settled.
+# the terms: the stake of every order (a fraction of the balance) and the exposure cap;
+# the instrument (tick size, multiplier, lot in contracts: 0 = no rounding, inverse); the
+# fill model (`envs.queue` code) and power_prob's exponent; entry and cancel latency (ns);
+# the switches: orders roll, funding settles, action mode "target" (else "toggle")
+TERMS_DTYPE = np.dtype(
+    [
+        ("stake", np.float64),
+        ("max_exposure", np.float64),
+        ("tick", np.float64),
+        ("multiplier", np.float64),
+        ("lot", np.float64),
+        ("power", np.float64),
+        ("model", np.int64),
+        ("entry_ns", np.int64),
+        ("cancel_ns", np.int64),
+        ("inverse", np.bool_),
+        ("roll", np.bool_),
+        ("funding", np.bool_),
+        ("target", np.bool_),
+    ],
+    align=True,
+)
+# one order: its price (ticks, 0 = none), when it reaches the exchange, when its cancel
+# lands (0 = none sent), the close it was last brought up to, whether a re-price cancelled
+# it (the live order of its side replaced it), the ts of the lot its fills open (0 = none
+# yet); the stake it still carries, the contracts ahead of it in the queue, and the size
+# at its price at the last close (-1: its price was not the best of its side there)
+ORDER_DTYPE = np.dtype(
+    [
+        ("price", np.int64),
+        ("arrive_ns", np.int64),
+        ("cancel_ns", np.int64),
+        ("since_ns", np.int64),
+        ("lot_ts_ns", np.int64),
+        ("stake", np.float64),
+        ("ahead", np.float64),
+        ("level", np.float64),
+        ("repriced", np.bool_),
+    ],
+    align=True,
+)
+# one fill of the last bar: side, price (ticks), the contracts it opened or closed, its
+# notional and fee (settle currency) and the stake it filled
+FILL_DTYPE = np.dtype(
+    [
+        ("side", np.int64),
+        ("price_ticks", np.int64),
+        ("contracts", np.float64),
+        ("notional", np.float64),
+        ("fee", np.float64),
+        ("stake", np.float64),
+    ],
+    align=True,
+)
+N_ORDERS = 4
+LIVE_BUY, LIVE_SELL, CANCELLING_BUY, CANCELLING_SELL = range(N_ORDERS)
+MAX_FILLS = N_ORDERS  # a bar fills each order at most once
+BROKER_DTYPE = np.dtype(
+    [
+        ("terms", TERMS_DTYPE),
+        ("account", ACCOUNT_DTYPE),
+        ("orders", ORDER_DTYPE, (N_ORDERS,)),
+        ("n_fills", np.int64),
+        ("fills", FILL_DTYPE, (MAX_FILLS,)),
+        ("paid", np.float64),
+    ],
+    align=True,
+)
+
+
 # ------------------------------------------------------------------ the order rules
 @njit(cache=True, nogil=True)
-def order_contracts(F: np.ndarray, terms: Terms, stake: float, price: int) -> float:
-    """The contracts `stake` buys at `price` (ticks) on the balance now (F's account),
-    rounded down to the lot (`terms.lot`; 0: not rounded)."""
-    c = contracts_for(stake, F[A_BAL], price * terms.tick, terms.inverse, terms.multiplier)
+def order_contracts(b: np.record, stake: float, price: int) -> float:
+    """The contracts `stake` buys at `price` (ticks) on the balance now, rounded down to
+    the lot (`terms.lot`; 0: not rounded). `b`: the account's BROKER_DTYPE record."""
+    terms = b.terms
+    c = contracts_for(stake, b.account.balance, price * terms.tick, terms.inverse, terms.multiplier)
     if terms.lot > 0.0:
         return np.floor(c / terms.lot + 1e-9) * terms.lot
     return c
 
 
 @njit(cache=True, nogil=True)
-def resting(I: np.ndarray) -> bool:  # noqa: E741
+def resting(b: np.record) -> bool:
     """True when the account has an order in any slot (live, or its cancel in flight)."""
-    o = H_ASK - H_BID  # one slot's width
-    return I[H_BID] != 0 or I[H_ASK] != 0 or I[H_BID + 2 * o] != 0 or I[H_ASK + 2 * o] != 0
+    o = b.orders
+    return o[0].price != 0 or o[1].price != 0 or o[2].price != 0 or o[3].price != 0
 
 
 @njit(cache=True, nogil=True)
-def can_place(I: np.ndarray, F: np.ndarray, terms: Terms, side: int) -> bool:  # noqa: E741
+def can_place(b: np.record, lots: np.ndarray, side: int) -> bool:
     """True when a new order of `side` may rest: it would reduce the open stack, or one
     more stake stays within the exposure cap."""
-    lot_i, lot_f, _, _, acct_i, _ = _views(I, F)
-    return can_fill(acct_i, lot_i, lot_f, side, terms.stake, terms.max_exposure)
+    return can_fill(b.account, lots, side, b.terms.stake, b.terms.max_exposure)
 
 
 @njit(cache=True, nogil=True)
-def new_order(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    terms: Terms,
-    s: int,
-    price: int,
-    size: int,
-    ts: int,
-    stake: float,
-) -> None:
-    """An order for `stake` sent at close `ts` into live slot `s` (0 buy, 1 sell) at
+def new_order(b: np.record, s: int, price: int, size: int, ts: int, stake: float) -> None:
+    """An order for `stake` sent at close `ts` into live slot `s` (LIVE_BUY, LIVE_SELL) at
     `price`, the best of its side holding `size` contracts: it arrives after the entry
     latency at the back of the queue (touch: the front). Not placed (the slot empty) when
     it would be 0 contracts."""
-    oi, of = orders(I, F)
-    if order_contracts(F, terms, stake, price) <= 0.0:
-        oi[s, O_PX] = 0
+    o = b.orders[s]
+    if order_contracts(b, stake, price) <= 0.0:
+        o.price = 0
         return
-    oi[s, O_PX] = price
-    oi[s, O_ARRIVE] = ts + terms.entry_ns
-    oi[s, O_CANCEL] = 0
-    oi[s, O_SINCE] = ts
-    oi[s, O_LINK] = 0
-    oi[s, O_LOT] = 0
-    of[s, O_STAKE] = stake
-    of[s, O_AHEAD] = queue_on_join(terms.model, float(size))
-    of[s, O_LEVEL] = float(size)
+    o.price = price
+    o.arrive_ns = ts + b.terms.entry_ns
+    o.cancel_ns = 0
+    o.since_ns = ts
+    o.repriced = False
+    o.lot_ts_ns = 0
+    o.stake = stake
+    o.ahead = queue_on_join(b.terms.model, float(size))
+    o.level = float(size)
 
 
 @njit(cache=True, nogil=True)
-def cancel(I: np.ndarray, F: np.ndarray, terms: Terms, s: int, ts: int, link: int) -> None:  # noqa: E741
+def cancel(b: np.record, s: int, ts: int, repriced: bool) -> None:
     """Cancel the live order of slot `s`, sent at `ts`: with a cancel latency it moves to
-    its side's in-flight slot (s + 2) until the cancel lands (link 1: a re-price, whose
-    replacement its fills shrink), dropping an older order there; else it goes now."""
-    oi, of = orders(I, F)
-    if terms.cancel_ns > 0:
+    its side's cancelling slot (s + 2) until the cancel lands (`repriced`: a re-price,
+    whose replacement its fills shrink), dropping an older order there; else it goes now."""
+    orders = b.orders
+    if b.terms.cancel_ns > 0:
         c = s + 2
-        oi[c] = oi[s]
-        of[c] = of[s]
-        oi[c, O_CANCEL] = ts + terms.cancel_ns
-        oi[c, O_LINK] = link
-    oi[s, O_PX] = 0
+        orders[c] = orders[s]
+        orders[c].cancel_ns = ts + b.terms.cancel_ns
+        orders[c].repriced = repriced
+    orders[s].price = 0
 
 
 @njit(cache=True, nogil=True)
-def _want(I: np.ndarray, F: np.ndarray, terms: Terms, s: int, on: bool, bar: Bar) -> None:  # noqa: E741
+def _want(b: np.record, lots: np.ndarray, s: int, on: bool, bar: Bar) -> None:
     """Cancel the live order of slot `s` when not `on`; place one at the best of its side
     when `on` and none is live and the cap allows; a live order wanted stays."""
-    live = I[H_BID if s == 0 else H_ASK] != 0
+    live = b.orders[s].price != 0
     if not on:
         if live:
-            cancel(I, F, terms, s, bar.ts, 0)
-    elif not live and can_place(I, F, terms, BUY if s == 0 else SELL):
-        if s == 0:
-            new_order(I, F, terms, 0, bar.bid, bar.bid_size, bar.ts, terms.stake)
+            cancel(b, s, bar.ts, False)
+    elif not live and can_place(b, lots, BUY if s == LIVE_BUY else SELL):
+        if s == LIVE_BUY:
+            new_order(b, LIVE_BUY, bar.bid, bar.bid_size, bar.ts, b.terms.stake)
         else:
-            new_order(I, F, terms, 1, bar.ask, bar.ask_size, bar.ts, terms.stake)
+            new_order(b, LIVE_SELL, bar.ask, bar.ask_size, bar.ts, b.terms.stake)
 
 
 @njit(cache=True, nogil=True)
-def act(I: np.ndarray, F: np.ndarray, terms: Terms, a: int, bar: Bar) -> bool:  # noqa: E741
+def act(b: np.record, lots: np.ndarray, a: int, bar: Bar) -> bool:
     """The action `a` at the close of the decision bar `bar`, read in the account's action
     mode: "toggle" (1 / 2: cancel the live buy / sell, else place one) or "target" (the
     live orders wanted, a bit per side). False: `a` is not an action of that mode (nothing
     done)."""
-    if terms.target:
+    orders = b.orders
+    if b.terms.target:
         if a < 0 or a > 3:
             return False
-        _want(I, F, terms, 0, a & 1 != 0, bar)
-        _want(I, F, terms, 1, a & 2 != 0, bar)
+        _want(b, lots, LIVE_BUY, a & 1 != 0, bar)
+        _want(b, lots, LIVE_SELL, a & 2 != 0, bar)
     elif a == 1:
-        _want(I, F, terms, 0, I[H_BID] == 0, bar)
+        _want(b, lots, LIVE_BUY, orders[LIVE_BUY].price == 0, bar)
     elif a == 2:
-        _want(I, F, terms, 1, I[H_ASK] == 0, bar)
+        _want(b, lots, LIVE_SELL, orders[LIVE_SELL].price == 0, bar)
     elif a != 0:
         return False
     return True
@@ -430,26 +455,21 @@ def act(I: np.ndarray, F: np.ndarray, terms: Terms, a: int, bar: Bar) -> bool:  
 
 @njit(cache=True, nogil=True)
 def fill_resting(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    terms: Terms,
-    bar: Bar,
-    s: int,
-    ntr: int,
+    b: np.record, lots: np.ndarray, trades: np.ndarray, bar: Bar, s: int, ntr: int
 ) -> tuple[int, bool]:
     """The order of slot `s` over bar `bar` (the rules of the module docstring): what it
-    fills, whole or in part, if anything; a post-only rejection. A fill is recorded in the
-    header (H_FILLS, F_FILLS: side, price, contracts opened or closed, notional, fee,
-    the stake filled).
+    fills, whole or in part, if anything; a post-only rejection. A fill is recorded in
+    `b.fills` (side, price, contracts opened or closed, notional, fee, the stake filled).
     Returns (ntr, filled)."""
-    oi, of = orders(I, F)
-    p = oi[s, O_PX]
+    o = b.orders[s]
+    terms = b.terms
+    p = o.price
     if p == 0:
         return ntr, False
     buy = s % 2 == 0
     side = BUY if buy else SELL
-    t0, t1 = oi[s, O_SINCE], bar.ts
-    arrive, landing = oi[s, O_ARRIVE], oi[s, O_CANCEL]
+    t0, t1 = o.since_ns, bar.ts
+    arrive, landing = o.arrive_ns, o.cancel_ns
     start = arrive if arrive > t0 else t0
     end = landing if 0 < landing < t1 else t1
     if start > end or (start == end and end < t1):
@@ -472,195 +492,185 @@ def fill_resting(
     if cut:
         frac = (end - start) / (t1 - t0) if t1 > t0 else 0.0
         beyond = beyond and first >= 0 and last >= start and first <= end
-    vol = at_vol * frac if of[s, O_LEVEL] >= 0.0 else 0.0
+    vol = at_vol * frac if o.level >= 0.0 else 0.0
     model = terms.model
     whole = beyond
     if model == TOUCH:
         whole = whole or (vol > 0.0 if cut else px == p)
-    stake = of[s, O_STAKE]
-    size = order_contracts(F, terms, stake, p)
+    stake = o.stake
+    size = order_contracts(b, stake, p)
     q = 0.0
     if not whole and vol > 0.0 and model >= RISK_AVERSE:
-        ahead = of[s, O_AHEAD] - vol
-        of[s, O_AHEAD] = ahead
+        ahead = o.ahead - vol
+        o.ahead = ahead
         if ahead < 0.0:
             q = min(-ahead, vol, size)
             if terms.lot > 0.0:
                 q = np.floor(q / terms.lot + 1e-9) * terms.lot
     if crossed and end == t1:
         if arrive > t0 and not whole and q <= 0.0:
-            oi[s, O_PX] = 0  # post-only: crossed in its arrival bar before any fill
+            o.price = 0  # post-only: crossed in its arrival bar before any fill
             return ntr, False
         whole = True
     if whole:
         q = size
     if q <= 0.0:
         if size <= 0.0:
-            oi[s, O_PX] = 0  # nothing left to fill
+            o.price = 0  # nothing left to fill
         return ntr, False
     part = stake
     if q < size:
         part = stake * (q / size)
-        of[s, O_STAKE] = stake - part
+        o.stake = stake - part
     else:
-        oi[s, O_PX] = 0
-    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
-    before = side_of(acct_i, lot_i)
+        o.price = 0
+    acct = b.account
+    before = side_of(acct, lots)
     opened = before == 0 or before == side
     if not opened and q < size:
-        part = _stake_of(acct_i, lot_f, q)  # a partial close: its contracts, oldest first
-    n = acct_i[1]
+        part = _stake_of(acct, lots, q)  # a partial close: its contracts, oldest first
+    n = acct.n_lots
     merge = (
-        opened and n > 0 and oi[s, O_LOT] != 0 and lot_i[n - 1, L_TS] == oi[s, O_LOT]
-        and lot_i[n - 1, L_SIDE] == side and lot_i[n - 1, L_PX] == p
+        opened and n > 0 and o.lot_ts_ns != 0 and lots[n - 1].ts_ns == o.lot_ts_ns
+        and lots[n - 1].side == side and lots[n - 1].price_ticks == p
     )  # fmt: skip
-    if not can_fill(acct_i, lot_i, lot_f, side, part, terms.max_exposure) or (
-        opened and not merge and n >= lot_i.shape[0]
+    if not can_fill(acct, lots, side, part, terms.max_exposure) or (
+        opened and not merge and n >= lots.shape[0]
     ):
-        oi[s, O_PX] = 0
+        o.price = 0
         return ntr, False
-    c0 = _contracts(acct_i, lot_f)
-    vol0 = acct_f[A_MVOL]
-    fee0 = acct_f[A_MFEE]
+    c0 = contracts_of(acct, lots)
+    vol0 = acct.maker_volume
+    fee0 = acct.maker_fees
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, p, bar.ts, part, q, merge, bar.maker, MAKER,
-        terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
+        acct, lots, trades, ntr, side, p, bar.ts, part, q, merge, bar.maker, MAKER,
+        terms.tick, terms.inverse, terms.multiplier,
     )  # fmt: skip
     if opened and not merge:
-        oi[s, O_LOT] = bar.ts
-    if s >= 2 and oi[s, O_LINK] != 0 and oi[s - 2, O_PX] != 0:
+        o.lot_ts_ns = bar.ts
+    if s >= 2 and o.repriced and b.orders[s - 2].price != 0:
         # a re-priced order filled in flight: its replacement carries only the rest
-        left = of[s - 2, O_STAKE] - part
-        of[s - 2, O_STAKE] = left
-        if left <= 0.0 or order_contracts(F, terms, left, oi[s - 2, O_PX]) <= 0.0:
-            oi[s - 2, O_PX] = 0
-    j = I[H_NFILLS]
-    I[H_NFILLS] = j + 1
-    I[H_FILLS + 2 * j] = side
-    I[H_FILLS + 2 * j + 1] = p
-    F[F_FILLS + 4 * j] = q if opened else c0 - _contracts(acct_i, lot_f)
-    F[F_FILLS + 4 * j + 1] = acct_f[A_MVOL] - vol0
-    F[F_FILLS + 4 * j + 2] = acct_f[A_MFEE] - fee0
-    F[F_FILLS + 4 * j + 3] = part
+        live = b.orders[s - 2]
+        left = live.stake - part
+        live.stake = left
+        if left <= 0.0 or order_contracts(b, left, live.price) <= 0.0:
+            live.price = 0
+    f = b.fills[b.n_fills]
+    b.n_fills = b.n_fills + 1
+    f.side = side
+    f.price_ticks = p
+    f.contracts = q if opened else c0 - contracts_of(acct, lots)
+    f.notional = acct.maker_volume - vol0
+    f.fee = acct.maker_fees - fee0
+    f.stake = part
     return ntr, True
 
 
 @njit(cache=True, nogil=True)
-def _stake_of(acct_i: np.ndarray, lot_f: np.ndarray, contracts: float) -> float:
+def _stake_of(acct: np.record, lots: np.ndarray, contracts: float) -> float:
     """The stake the oldest open lots carry for `contracts` of them (all of them at most):
     what a partial fill closing that many contracts reduces the stack by."""
     stake = 0.0
     left = contracts
-    for i in range(acct_i[1]):
+    for i in range(acct.n_lots):
         if left <= 0.0:
             break
-        c = lot_f[i, L_C]
+        c = lots[i].contracts
         take = c if c < left else left
-        stake += lot_f[i, L_STAKE] * (take / c)
+        stake += lots[i].stake * (take / c)
         left -= take
     return stake
 
 
 @njit(cache=True, nogil=True)
-def _contracts(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
-    c = 0.0
-    for i in range(acct_i[1]):
-        c += lot_f[i, L_C]
-    return c
-
-
-@njit(cache=True, nogil=True)
-def settle_funding(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar) -> bool:  # noqa: E741
+def settle_funding(b: np.record, lots: np.ndarray, bar: Bar) -> bool:
     """Funding due at the bar's close (its `funding_rate`, 0 = none), when the account
     settles funding, on an open position marked at the bar's mid; the amount paid goes to
-    F[F_PAID]. Returns whether it settled."""
+    `b.paid`. Returns whether it settled."""
     rate = bar.funding_rate
-    if not terms.funding or rate == 0.0 or I[H_N] == 0:
+    terms = b.terms
+    if not terms.funding or rate == 0.0 or b.account.n_lots == 0:
         return False
-    lot_i, lot_f, _, _, acct_i, acct_f = _views(I, F)
-    F[F_PAID] = pay_funding(
-        acct_f, acct_i, lot_i, lot_f, rate, bar.mid, terms.tick, terms.inverse, terms.multiplier
+    b.paid = pay_funding(
+        b.account, lots, rate, bar.mid, terms.tick, terms.inverse, terms.multiplier
     )
     return True
 
 
 @njit(cache=True, nogil=True)
-def at_close(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar) -> None:  # noqa: E741
+def at_close(b: np.record, bar: Bar) -> None:
     """The orders at the bar's close: a cancel that landed removes its order; queue places
     update (the module docstring's rules); with rolling on, a live order off the best of
     its side is re-priced there (cancel + a new order for the stake it still carries)."""
-    oi, of = orders(I, F)
+    terms = b.terms
     t1 = bar.ts
     queue = terms.model >= RISK_AVERSE  # risk_averse, power_prob
-    for s in (2, 3, 0, 1):
-        p = oi[s, O_PX]
+    for s in (CANCELLING_BUY, CANCELLING_SELL, LIVE_BUY, LIVE_SELL):
+        o = b.orders[s]
+        p = o.price
         if p == 0:
             continue
-        if oi[s, O_CANCEL] != 0 and oi[s, O_CANCEL] <= t1:
-            oi[s, O_PX] = 0
+        if o.cancel_ns != 0 and o.cancel_ns <= t1:
+            o.price = 0
             continue
         buy = s % 2 == 0
         best = bar.bid if buy else bar.ask
         size = float(bar.bid_size if buy else bar.ask_size)
         if queue:
-            ahead = of[s, O_AHEAD]
+            ahead = o.ahead
             if best == p:
-                if oi[s, O_ARRIVE] > t1:
+                if o.arrive_ns > t1:
                     ahead = size  # not arrived: joins the book as it stands
-                elif of[s, O_LEVEL] >= 0.0:
+                elif o.level >= 0.0:
                     at_vol = bar.sell_at_vol if buy else bar.buy_at_vol
                     ahead, _ = queue_on_depth(
-                        terms.model, ahead, float(at_vol), of[s, O_LEVEL], size, terms.power
+                        terms.model, ahead, float(at_vol), o.level, size, terms.power
                     )
                 else:
                     ahead = min(ahead, size)
             elif (best < p) == buy:  # the best moved past p: the level at p was taken
                 ahead = min(ahead, 0.0)
-            of[s, O_AHEAD] = ahead
-        of[s, O_LEVEL] = size if best == p else -1.0
-        oi[s, O_SINCE] = t1
+            o.ahead = ahead
+        o.level = size if best == p else -1.0
+        o.since_ns = t1
         if s < 2 and terms.roll and best != p:
-            stake = of[s, O_STAKE]
-            cancel(I, F, terms, s, t1, 1)
-            new_order(I, F, terms, s, best, bar.bid_size if buy else bar.ask_size, t1, stake)
+            stake = o.stake
+            cancel(b, s, t1, True)
+            new_order(b, s, best, bar.bid_size if buy else bar.ask_size, t1, stake)
 
 
 @njit(cache=True, nogil=True)
 def on_bar(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-    terms: Terms,
-    bar: Bar,
-    ntr: int,
+    b: np.record, lots: np.ndarray, trades: np.ndarray, bar: Bar, ntr: int
 ) -> tuple[int, bool]:
     """One bar after the decision bar: each side's orders may fill (the buy side first,
     an order whose cancel is in flight before the live one); funding settles if due; the
-    close (`at_close`). What it filled and paid is in the header until the next bar
-    (H_NFILLS, H_FILLS, F_FILLS, F_PAID). Returns (ntr, whether the account changed)."""
-    I[H_NFILLS] = 0
-    F[F_PAID] = 0.0
+    close (`at_close`). What it filled and paid is in `b.fills` / `b.n_fills` / `b.paid`
+    until the next bar. Returns (ntr, whether the account changed)."""
+    b.n_fills = 0
+    b.paid = 0.0
     filled = False
-    for s in (2, 0, 3, 1):
-        ntr, f = fill_resting(I, F, terms, bar, s, ntr)
+    for s in (CANCELLING_BUY, LIVE_BUY, CANCELLING_SELL, LIVE_SELL):
+        ntr, f = fill_resting(b, lots, trades, bar, s, ntr)
         filled = filled or f
-    paid = settle_funding(I, F, terms, bar)
-    at_close(I, F, terms, bar)
+    paid = settle_funding(b, lots, bar)
+    at_close(b, bar)
     return ntr, filled or paid
 
 
 @njit(cache=True, nogil=True)
-def flatten(I: np.ndarray, F: np.ndarray, terms: Terms, bar: Bar, ntr: int) -> int:  # noqa: E741
+def flatten(b: np.record, lots: np.ndarray, trades: np.ndarray, bar: Bar, ntr: int) -> int:
     """Close the open lots (the caller checked there are some) at the bar's touch, a taker
     fill at the bar's taker rate, and cancel the orders. Returns ntr."""
-    lot_i, lot_f, tr_i, tr_f, acct_i, acct_f = _views(I, F)
-    side = -lot_i[0, L_SIDE]
+    acct, terms = b.account, b.terms
+    side = -lots[0].side
     price = bar.bid if side == SELL else bar.ask
     ntr = fill(
-        acct_f, acct_i, lot_i, lot_f, side, price, bar.ts, exposure_of(acct_i, lot_f), 0.0,
-        False, bar.taker, TAKER, terms.tick, terms.inverse, terms.multiplier, tr_i, tr_f, ntr,
+        acct, lots, trades, ntr, side, price, bar.ts, exposure_of(acct, lots), 0.0, False,
+        bar.taker, TAKER, terms.tick, terms.inverse, terms.multiplier,
     )  # fmt: skip
-    oi, _ = orders(I, F)
-    oi[:, O_PX] = 0
+    for s in range(N_ORDERS):
+        b.orders[s].price = 0
     return ntr
 
 
@@ -700,15 +710,25 @@ def terms_for(
     roll: bool,
     funding: bool,
     target: bool,
-) -> Terms:
-    """The `Terms` of these rules on `instrument` (its lot rounds every order)."""
+) -> np.ndarray:
+    """The terms of these rules on `instrument` (its lot rounds every order), a 1-row
+    TERMS_DTYPE array."""
     fields_needed(fill_model, entry_latency_ms, cancel_latency_ms)
-    return Terms(
-        float(stake), float(max_exposure), float(instrument.tick_size),
-        float(instrument.multiplier), bool(instrument.is_inverse), float(instrument.lot_size),
-        QUEUE_MODELS[fill_model], float(power_prob_n), round(entry_latency_ms * 1_000_000),
-        round(cancel_latency_ms * 1_000_000), bool(roll), bool(funding), bool(target),
-    )  # fmt: skip
+    terms = np.zeros(1, TERMS_DTYPE)
+    terms["stake"] = stake
+    terms["max_exposure"] = max_exposure
+    terms["tick"] = instrument.tick_size
+    terms["multiplier"] = instrument.multiplier
+    terms["lot"] = instrument.lot_size
+    terms["power"] = power_prob_n
+    terms["model"] = QUEUE_MODELS[fill_model]
+    terms["entry_ns"] = round(entry_latency_ms * 1_000_000)
+    terms["cancel_ns"] = round(cancel_latency_ms * 1_000_000)
+    terms["inverse"] = instrument.is_inverse
+    terms["roll"] = roll
+    terms["funding"] = funding
+    terms["target"] = target
+    return terms
 
 
 _ENV = EnvConfig()  # the env's defaults: a field a model's env config lacks takes its value
@@ -798,8 +818,8 @@ def _due_rate(due: bool, rate: float | None, rules: BrokerRules) -> float:
 
 class BrokerAccount:
     """One account at the broker, run bar by bar: the paper account of the live loop's
-    observe mode. The same kernels as the env's step (`act`, `on_bar`) on the same packed
-    state, fed one live bar at a time; the funding due at a bar is the instrument's rule
+    observe mode. The same kernels as the env's step (`act`, `on_bar`) on the same
+    BROKER_DTYPE record, fed one live bar at a time; the funding due at a bar is the instrument's rule
     between the previous bar seen and this one (`core.instrument.funding_settles`), at
     the rate the exchange announced for it when the caller passes one (`on_bar`'s
     `funding_rate`; `live.funding`), else the rules' constant `funding_rate`.
@@ -810,53 +830,38 @@ class BrokerAccount:
     def __init__(self, rules: BrokerRules, instrument: InstrumentSpec, position: Position) -> None:
         self.instrument = instrument
         self._rules = rules
-        self._I = np.zeros(0, np.int64)
-        self._F = np.zeros(0, np.float64)
         self._load(position, None)
         self.fills = 0
         self.last_fills: list[BrokerFill] = []  # the fills of the last `on_bar`
         self.last_funding = 0.0  # funding paid on the last `on_bar` (settle currency)
         self.bar_ts: int | None = None  # close of the last bar seen (funding's previous close)
 
-    def _load(self, position: Position, order_slots: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """The rules' terms, and `position` and the orders (`order_slots`, copies of the
-        `envs.kernels.orders` tables; None: none) in fresh packed arrays, with room for
-        the lots the rules allow (or `position` holds; partial fills open smaller lots)
-        and a bar's trades."""
+    def _load(self, position: Position, orders: np.ndarray | None) -> None:
+        """The rules' terms, `position` and the orders (`orders`, a copy of an account's
+        ORDER_DTYPE slots; None: none) in a fresh BROKER_DTYPE record, with lot room for
+        what the rules allow (or `position` holds; partial fills open smaller lots) and
+        trade room for a bar's fills."""
         r, inst = self._rules, self.instrument
-        lots = position.lots
         full = int((r.max_exposure + 1e-9) / r.stake_fraction)
-        lot_cap = max(2 * full + 4, len(lots) + 2)
-        trade_cap = MAX_FILLS * lot_cap  # a bar's fills close at most every lot, each
-        ni, nf = packed_sizes(lot_cap, trade_cap)
-        I = np.zeros(ni, np.int64)  # noqa: E741
-        F = np.zeros(nf, np.float64)
-        I[H_LOTCAP] = lot_cap
-        I[H_TRCAP] = trade_cap
-        p = position
-        F[:N_ACCT] = (
-            p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
-            p.maker_fees, p.taker_fees,
-        )  # fmt: skip
-        I[H_FLAT] = p.flat_since_ns
-        I[H_N] = len(lots)
-        lot_i, lot_f, _, _, _, _ = _views(I, F)
-        for i, lot in enumerate(lots):
-            lot_i[i] = (lot.side, lot.price_ticks, lot.ts_ns)
-            lot_f[i] = (lot.stake, lot.contracts, lot.entry_fee)
-        if order_slots is not None:
-            oi, of = orders(I, F)
-            oi[:], of[:] = order_slots
-        self._I, self._F = I, F
-        self._terms = terms_for(
+        lot_cap = max(2 * full + 4, len(position.lots) + 2)
+        account, lots = _arrays(position, spare=lot_cap - len(position.lots))
+        broker = np.zeros(1, BROKER_DTYPE)
+        broker["terms"] = terms_for(
             r.fill_model, r.power_prob_n, r.entry_latency_ms, r.cancel_latency_ms,
             r.stake_fraction, r.max_exposure, inst, r.roll_orders, r.funding,
             r.action_mode == "target",
         )  # fmt: skip
+        broker["account"] = account
+        if orders is not None:
+            broker["orders"] = orders
+        self._broker = broker
+        self._b = broker[0]  # the record the kernels take (a view: they write through it)
+        self._lots = lots
+        # a bar's fills close at most every lot, each
+        self._trades = np.zeros(MAX_FILLS * lot_cap, TRADE_DTYPE)
 
-    def _orders(self) -> tuple[np.ndarray, np.ndarray]:
-        oi, of = orders(self._I, self._F)
-        return oi.copy(), of.copy()
+    def _orders(self) -> np.ndarray:
+        return self._broker["orders"].copy()
 
     @property
     def rules(self) -> BrokerRules:
@@ -865,15 +870,14 @@ class BrokerAccount:
     @rules.setter
     def rules(self, rules: BrokerRules) -> None:
         """New rules (a new model) keep the position and the resting orders."""
-        position, slots = self.position, self._orders()
+        position, orders = self.position, self._orders()
         self._rules = rules
-        self._load(position, slots)
+        self._load(position, orders)
 
     @property
     def position(self) -> Position:
         """The account and open lots now (a fresh immutable value)."""
-        lot_i, lot_f, _, _, acct_i, acct_f = _views(self._I, self._F)
-        return position_from_arrays(acct_f, acct_i, lot_i, lot_f)
+        return position_from_arrays(self._broker["account"], self._lots)
 
     @position.setter
     def position(self, position: Position) -> None:
@@ -881,34 +885,38 @@ class BrokerAccount:
         self._load(position, self._orders())
 
     def _set_order(self, s: int, price: int) -> None:
-        """Live trade mode: the exchange's own order of slot `s` (0 buy, 1 sell) at
+        """Live trade mode: the exchange's own order of slot `s` (LIVE_BUY, LIVE_SELL) at
         `price` (0: none), for one stake, arrived and at the front of its queue (its
         place there is the exchange's, not modelled)."""
-        oi, of = orders(self._I, self._F)
+        o = self._broker["orders"][0, s : s + 1]
         if price == 0:
-            oi[s, O_PX] = 0
+            o["price"] = 0
             return
         t = self.bar_ts or 0
-        oi[s] = (price, t, 0, t, 0, 0)
-        of[s] = (self._rules.stake_fraction, 0.0, -1.0)
+        o[:] = np.zeros(1, ORDER_DTYPE)
+        o["price"] = price
+        o["arrive_ns"] = t
+        o["since_ns"] = t
+        o["stake"] = self._rules.stake_fraction
+        o["level"] = -1.0
 
     @property
     def bid_px(self) -> int:
         """The live buy's price (ticks, 0 = none)."""
-        return int(self._I[H_BID])
+        return int(self._broker["orders"]["price"][0, LIVE_BUY])
 
     @bid_px.setter
     def bid_px(self, price: int) -> None:
-        self._set_order(0, int(price))
+        self._set_order(LIVE_BUY, int(price))
 
     @property
     def ask_px(self) -> int:
         """The live sell's price (ticks, 0 = none)."""
-        return int(self._I[H_ASK])
+        return int(self._broker["orders"]["price"][0, LIVE_SELL])
 
     @ask_px.setter
     def ask_px(self, price: int) -> None:
-        self._set_order(1, int(price))
+        self._set_order(LIVE_SELL, int(price))
 
     @property
     def long_order(self) -> bool:
@@ -951,7 +959,7 @@ class BrokerAccount:
         ts = int(ts_ns) if ts_ns is not None else (self.bar_ts or 0)
         bar = Bar(ts, int(best_bid), int(best_ask), 0, 0, 0.0, 0.0, 0.0, 0.0,
                   int(bid_size), int(ask_size))  # fmt: skip
-        if not act(self._I, self._F, self._terms, int(action), bar):
+        if not act(self._b, self._lots, int(action), bar):
             n = len(ACTION_NAMES[self._rules.action_mode])
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
 
@@ -1003,20 +1011,11 @@ class BrokerAccount:
             int(ask_size), int(sell_at_vol), int(sell_thru_first), int(sell_thru_last),
             int(buy_at_vol), int(buy_thru_first), int(buy_thru_last),
         )  # fmt: skip
-        I, F = self._I, self._F  # noqa: E741
-        on_bar(I, F, self._terms, bar, 0)
-        self.last_funding = float(F[F_PAID])
+        on_bar(self._b, self._lots, self._trades, bar, 0)
+        b = self._b
+        self.last_funding = float(b["paid"])
         self.last_fills = [
-            BrokerFill(
-                ts_ns=ts,
-                side=int(I[H_FILLS + 2 * j]),
-                price_ticks=int(I[H_FILLS + 2 * j + 1]),
-                stake=float(F[F_FILLS + 4 * j + 3]),
-                contracts=float(F[F_FILLS + 4 * j]),
-                notional=float(F[F_FILLS + 4 * j + 1]),
-                fee=float(F[F_FILLS + 4 * j + 2]),
-                fee_rate=float(maker),
-            )
-            for j in range(int(I[H_NFILLS]))
+            BrokerFill(ts, side, price, stake, contracts, notional, fee, float(maker))
+            for side, price, contracts, notional, fee, stake in b["fills"][: b["n_fills"]].tolist()
         ]
         self.fills += len(self.last_fills)

@@ -1,26 +1,28 @@
 """Numba kernels: the ONE implementation of fills, accounting, marking, the management
-state and the reward terms (pure ring, plain arrays in, plain arrays out).
+state and the reward terms (pure ring, named records in, named records out).
 
 `envs.position` and `envs.rewards` (used by the live loop and the backtest) wrap these
 kernels for their dataclass API; the broker's order rules (`envs.broker`) and the env's
-step (`envs.step`) run the same kernels over the packed state laid out below. There is
-no second copy of the arithmetic anywhere: a change here changes the env, the backtest
-and the live loop alike.
+step (`envs.step`) run the same kernels on the account of their own state. There is no
+second copy of the arithmetic anywhere: a change here changes the env, the backtest and
+the live loop alike.
 
 Arithmetic is written in exactly the order of the original Python (IEEE double, no
 fastmath), so the results are bit-identical to it.
 
-Array layouts (all C-contiguous):
-  acct_f float64[8]: balance, realized_pnl, fees, funding, maker_volume, taker_volume,
+State. An account, its open lots and the trades a fill closed are numpy structured
+arrays, read and written by field name on both sides (`acct.balance` in a kernel,
+`account["balance"]` in Python); a kernel takes one record (`account[0]`, or the account
+inside a broker's record) and the lot and trade tables:
+  ACCOUNT_DTYPE: balance, realized_pnl, fees, funding, maker_volume, taker_volume,
     maker_fees, taker_fees (settle currency; volume = notional of the fills, what the fee
-    rate multiplies; fees = maker_fees + taker_fees, each summed in fill order)
-  acct_i int64[2]: flat_since_ns, number of open lots
-  lot_i int64[cap, 3]: side, price_ticks, ts_ns (oldest lot first)
-  lot_f float64[cap, 3]: stake, contracts, entry_fee
-  tr_i int64[cap, 5]: side, entry_ts_ns, exit_ts_ns, entry_price_ticks, exit_price_ticks
-  tr_f float64[cap, 4]: stake, contracts, pnl, fees (closed trades)
-  rw float64[9]: reward params (see R_* below)
-Kernels check their buffer capacities and raise instead of writing out of bounds.
+    rate multiplies; fees = maker_fees + taker_fees, each summed in fill order),
+    flat_since_ns, n_lots (the open lots: the first n_lots rows of the lot table)
+  LOT_DTYPE (oldest lot first): the fields of `envs.position.Lot`
+  TRADE_DTYPE (closed trades): the fields of `envs.position.ClosedTrade` but pnl_plus_fees
+  REWARD_DTYPE: the reward constants of a `RewardConfig` (`envs.rewards.reward_params`)
+Kernels check their tables' capacities and raise instead of writing out of bounds.
+A record passed from Python (`account[0]`) is a view: the kernel writes through to it.
 """
 
 from __future__ import annotations
@@ -32,20 +34,75 @@ from core.numba_cache import njit
 
 EPS = 1e-12
 CAP_TOL = 1e-9
+MAKER, TAKER = 0, 1  # liquidity of a fill: which volume and fee sum it adds to
 
-A_BAL, A_REAL, A_FEES, A_FUND, A_MVOL, A_TVOL, A_MFEE, A_TFEE = range(8)
-N_ACCT = 8
-MAKER, TAKER = 0, 1  # liquidity of a fill: acct_f[A_MVOL + liq], acct_f[A_MFEE + liq]
-A_FLAT, A_N = 0, 1
-L_SIDE, L_PX, L_TS = 0, 1, 2
-L_STAKE, L_C, L_FEE = 0, 1, 2
-T_SIDE, T_ENTRY_TS, T_EXIT_TS, T_ENTRY_PX, T_EXIT_PX = 0, 1, 2, 3, 4
-T_STAKE, T_C, T_PNL, T_FEES = 0, 1, 2, 3
-# reward params
-R_UNREAL, R_REAL, R_FEE, R_FUND, R_OPEN_H, R_OPEN_PEN, R_CLOSE_H, R_CLOSE_PEN, R_TERM = range(9)
-R_MARK = 9  # 1: reward spec r2 (the unrealized term is the step's change, marked to market)
-R_DETREND = 10  # 1: r2 less the slice's average drift earned by the position (RewardConfig.detrend)
-N_REWARD_PARAMS = 11
+ACCOUNT_DTYPE = np.dtype(
+    [
+        ("balance", np.float64),
+        ("realized_pnl", np.float64),
+        ("fees", np.float64),
+        ("funding", np.float64),
+        ("maker_volume", np.float64),
+        ("taker_volume", np.float64),
+        ("maker_fees", np.float64),
+        ("taker_fees", np.float64),
+        ("flat_since_ns", np.int64),
+        ("n_lots", np.int64),
+    ],
+    align=True,
+)
+LOT_DTYPE = np.dtype(
+    [
+        ("side", np.int64),
+        ("price_ticks", np.int64),
+        ("ts_ns", np.int64),
+        ("stake", np.float64),
+        ("contracts", np.float64),
+        ("entry_fee", np.float64),
+    ],
+    align=True,
+)
+TRADE_DTYPE = np.dtype(
+    [
+        ("side", np.int64),
+        ("entry_ts_ns", np.int64),
+        ("exit_ts_ns", np.int64),
+        ("entry_price_ticks", np.int64),
+        ("exit_price_ticks", np.int64),
+        ("stake", np.float64),
+        ("contracts", np.float64),
+        ("pnl", np.float64),
+        ("fees", np.float64),
+    ],
+    align=True,
+)
+# the reward constants (RewardConfig's names); mark_to_market: spec r2 (the unrealized
+# term is the step's change, marked to market); detrend 1.0 / 0.0: r2 less the slice's
+# average drift earned by the position (RewardConfig.detrend; a factor, not a switch)
+REWARD_DTYPE = np.dtype(
+    [
+        ("unrealized_scale", np.float64),
+        ("realized_scale", np.float64),
+        ("fee_scale", np.float64),
+        ("funding_scale", np.float64),
+        ("open_position_hours", np.float64),
+        ("open_position_penalty", np.float64),
+        ("close_position_hours", np.float64),
+        ("close_position_penalty", np.float64),
+        ("terminal_penalty", np.float64),
+        ("detrend", np.float64),
+        ("mark_to_market", np.bool_),
+    ],
+    align=True,
+)
+
+
+def new_account(balance: float, flat_since_ns: int) -> np.ndarray:
+    """One flat account (a 1-row ACCOUNT_DTYPE array) holding `balance`."""
+    account = np.zeros(1, ACCOUNT_DTYPE)
+    account["balance"] = balance
+    account["flat_since_ns"] = flat_since_ns
+    return account
 
 
 # ------------------------------------------------------------------ contract arithmetic
@@ -79,33 +136,50 @@ def fee_for(rate: float, contracts: float, price: float, inverse: bool, mult: fl
 
 # ------------------------------------------------------------------ position
 @njit(cache=True, nogil=True)
-def side_of(acct_i: np.ndarray, lot_i: np.ndarray) -> int:
-    return lot_i[0, L_SIDE] if acct_i[A_N] > 0 else 0
+def side_of(acct: np.record, lots: np.ndarray) -> int:
+    return lots[0].side if acct.n_lots > 0 else 0
 
 
 @njit(cache=True, nogil=True)
-def exposure_of(acct_i: np.ndarray, lot_f: np.ndarray) -> float:
+def exposure_of(acct: np.record, lots: np.ndarray) -> float:
     e = 0.0
-    for i in range(acct_i[A_N]):
-        e += lot_f[i, L_STAKE]
+    for i in range(acct.n_lots):
+        e += lots[i].stake
     return e
 
 
 @njit(cache=True, nogil=True)
-def can_fill(
-    acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, side: int, stake: float, cap: float
-) -> bool:
-    if side_of(acct_i, lot_i) == -side:
+def contracts_of(acct: np.record, lots: np.ndarray) -> float:
+    c = 0.0
+    for i in range(acct.n_lots):
+        c += lots[i].contracts
+    return c
+
+
+@njit(cache=True, nogil=True)
+def can_fill(acct: np.record, lots: np.ndarray, side: int, stake: float, cap: float) -> bool:
+    if side_of(acct, lots) == -side:
         return True
-    return exposure_of(acct_i, lot_f) + stake <= cap + CAP_TOL
+    return exposure_of(acct, lots) + stake <= cap + CAP_TOL
+
+
+@njit(cache=True, nogil=True)
+def _add_volume(acct: np.record, liq: int, vol: float, fee: float) -> None:
+    """Add a fill's notional and fee to the sums of its liquidity."""
+    if liq == MAKER:
+        acct.maker_volume = acct.maker_volume + vol
+        acct.maker_fees = acct.maker_fees + fee
+    else:
+        acct.taker_volume = acct.taker_volume + vol
+        acct.taker_fees = acct.taker_fees + fee
 
 
 @njit(cache=True, nogil=True)
 def fill(
-    acct_f: np.ndarray,
-    acct_i: np.ndarray,
-    lot_i: np.ndarray,
-    lot_f: np.ndarray,
+    acct: np.record,
+    lots: np.ndarray,
+    trades: np.ndarray,
+    ntr: int,
     side: int,
     price_ticks: int,
     ts_ns: int,
@@ -117,52 +191,50 @@ def fill(
     tick: float,
     inverse: bool,
     mult: float,
-    tr_i: np.ndarray,
-    tr_f: np.ndarray,
-    ntr: int,
 ) -> int:
     """Apply one fill in place (the caller has checked `can_fill`): reduce the opposite
-    stack FIFO by `stake` (closed trades appended at `ntr`) or open a lot of `stake` and
-    `contracts` (merge: add them to the newest lot instead, the rest of a partly filled
-    order), charging `rate` (the fee rate of this fill's liquidity `liq`, MAKER or TAKER)
-    on its notional. Returns the new ntr."""
+    stack FIFO by `stake` (closed trades written to `trades` from row `ntr`) or open a lot
+    of `stake` and `contracts` (merge: add them to the newest lot instead, the rest of a
+    partly filled order), charging `rate` (the fee rate of this fill's liquidity `liq`,
+    MAKER or TAKER) on its notional. Returns the new ntr."""
     price = price_ticks * tick
-    n = acct_i[A_N]
-    if n > 0 and lot_i[0, L_SIDE] == -side:
+    n = acct.n_lots
+    if n > 0 and lots[0].side == -side:
         return _reduce(
-            acct_f, acct_i, lot_i, lot_f, price_ticks, price, ts_ns, stake, rate, liq, tick,
-            inverse, mult, tr_i, tr_f, ntr,
+            acct, lots, trades, ntr, price_ticks, price, ts_ns, stake, rate, liq, tick,
+            inverse, mult,
         )  # fmt: skip
     c = contracts
     vol = notional(c, price, inverse, mult)
     fee = rate * vol  # = fee_for(rate, c, price, ...), the same arithmetic
     if merge and n > 0:
-        lot_f[n - 1, L_STAKE] = lot_f[n - 1, L_STAKE] + stake
-        lot_f[n - 1, L_C] = lot_f[n - 1, L_C] + c
-        lot_f[n - 1, L_FEE] = lot_f[n - 1, L_FEE] + fee
+        newest = lots[n - 1]
+        newest.stake = newest.stake + stake
+        newest.contracts = newest.contracts + c
+        newest.entry_fee = newest.entry_fee + fee
     else:
-        if n >= lot_i.shape[0]:
+        if n >= lots.shape[0]:
             raise ValueError("lot buffer full")
-        lot_i[n, L_SIDE] = side
-        lot_i[n, L_PX] = price_ticks
-        lot_i[n, L_TS] = ts_ns
-        lot_f[n, L_STAKE] = stake
-        lot_f[n, L_C] = c
-        lot_f[n, L_FEE] = fee
-        acct_i[A_N] = n + 1
-    acct_f[A_BAL] = acct_f[A_BAL] - fee
-    acct_f[A_FEES] = acct_f[A_FEES] + fee
-    acct_f[A_MVOL + liq] = acct_f[A_MVOL + liq] + vol
-    acct_f[A_MFEE + liq] = acct_f[A_MFEE + liq] + fee
+        lot = lots[n]
+        lot.side = side
+        lot.price_ticks = price_ticks
+        lot.ts_ns = ts_ns
+        lot.stake = stake
+        lot.contracts = c
+        lot.entry_fee = fee
+        acct.n_lots = n + 1
+    acct.balance = acct.balance - fee
+    acct.fees = acct.fees + fee
+    _add_volume(acct, liq, vol, fee)
     return ntr
 
 
 @njit(cache=True, nogil=True)
 def _reduce(
-    acct_f: np.ndarray,
-    acct_i: np.ndarray,
-    lot_i: np.ndarray,
-    lot_f: np.ndarray,
+    acct: np.record,
+    lots: np.ndarray,
+    trades: np.ndarray,
+    ntr: int,
     price_ticks: int,
     price: float,
     ts_ns: int,
@@ -172,48 +244,43 @@ def _reduce(
     tick: float,
     inverse: bool,
     mult: float,
-    tr_i: np.ndarray,
-    tr_f: np.ndarray,
-    ntr: int,
 ) -> int:
-    n = acct_i[A_N]
+    n = acct.n_lots
     head = 0
     remaining = stake
     pnl_sum = 0.0
     fee_sum = 0.0
     vol_sum = 0.0
     while head < n and remaining > EPS:
-        lstake = lot_f[head, L_STAKE]
-        lc = lot_f[head, L_C]
-        lfee = lot_f[head, L_FEE]
-        lside = lot_i[head, L_SIDE]
-        entry_ticks = lot_i[head, L_PX]
-        entry_ts = lot_i[head, L_TS]
+        lot = lots[head]
+        lstake = lot.stake
+        lc = lot.contracts
+        lfee = lot.entry_fee
         take = remaining if remaining < lstake else lstake  # min(lstake, remaining)
         frac = take / lstake
         if frac >= 1.0 - 1e-9:
             frac, take = 1.0, lstake
             head += 1
         else:
-            lot_f[head, L_STAKE] = lstake - take
-            lot_f[head, L_C] = lc * (1 - frac)
-            lot_f[head, L_FEE] = lfee * (1 - frac)
+            lot.stake = lstake - take
+            lot.contracts = lc * (1 - frac)
+            lot.entry_fee = lfee * (1 - frac)
         c = lc * frac
-        entry = entry_ticks * tick
-        pnl = lot_pnl(lside, c, entry, price, inverse, mult)
+        pnl = lot_pnl(lot.side, c, lot.price_ticks * tick, price, inverse, mult)
         vol = notional(c, price, inverse, mult)
         exit_fee = rate * vol  # = fee_for(rate, c, price, ...)
-        if ntr >= tr_i.shape[0]:
+        if ntr >= trades.shape[0]:
             raise ValueError("trade buffer full")
-        tr_i[ntr, T_SIDE] = lside
-        tr_i[ntr, T_ENTRY_TS] = entry_ts
-        tr_i[ntr, T_EXIT_TS] = ts_ns
-        tr_i[ntr, T_ENTRY_PX] = entry_ticks
-        tr_i[ntr, T_EXIT_PX] = price_ticks
-        tr_f[ntr, T_STAKE] = take
-        tr_f[ntr, T_C] = c
-        tr_f[ntr, T_PNL] = pnl
-        tr_f[ntr, T_FEES] = lfee * frac + exit_fee
+        tr = trades[ntr]
+        tr.side = lot.side
+        tr.entry_ts_ns = lot.ts_ns
+        tr.exit_ts_ns = ts_ns
+        tr.entry_price_ticks = lot.price_ticks
+        tr.exit_price_ticks = price_ticks
+        tr.stake = take
+        tr.contracts = c
+        tr.pnl = pnl
+        tr.fees = lfee * frac + exit_fee
         ntr += 1
         pnl_sum += pnl
         fee_sum += exit_fee
@@ -222,26 +289,21 @@ def _reduce(
     m = n - head
     if head:
         for i in range(m):
-            for j in range(3):
-                lot_i[i, j] = lot_i[i + head, j]
-                lot_f[i, j] = lot_f[i + head, j]
-    acct_i[A_N] = m
+            lots[i] = lots[i + head]
+    acct.n_lots = m
     if m == 0:
-        acct_i[A_FLAT] = ts_ns
-    acct_f[A_BAL] = acct_f[A_BAL] + pnl_sum - fee_sum
-    acct_f[A_REAL] = acct_f[A_REAL] + pnl_sum
-    acct_f[A_FEES] = acct_f[A_FEES] + fee_sum
-    acct_f[A_MVOL + liq] = acct_f[A_MVOL + liq] + vol_sum
-    acct_f[A_MFEE + liq] = acct_f[A_MFEE + liq] + fee_sum
+        acct.flat_since_ns = ts_ns
+    acct.balance = acct.balance + pnl_sum - fee_sum
+    acct.realized_pnl = acct.realized_pnl + pnl_sum
+    acct.fees = acct.fees + fee_sum
+    _add_volume(acct, liq, vol_sum, fee_sum)
     return ntr
 
 
 @njit(cache=True, nogil=True)
 def pay_funding(
-    acct_f: np.ndarray,
-    acct_i: np.ndarray,
-    lot_i: np.ndarray,
-    lot_f: np.ndarray,
+    acct: np.record,
+    lots: np.ndarray,
     rate: float,
     mark_ticks: float,
     tick: float,
@@ -250,35 +312,34 @@ def pay_funding(
 ) -> float:
     """Settle one funding payment in place on a non-flat position; returns the amount
     paid (positive = paid). The caller skips flat positions and a zero rate."""
-    c = 0.0
-    for i in range(acct_i[A_N]):
-        c += lot_f[i, L_C]
-    paid = lot_i[0, L_SIDE] * rate * notional(c, mark_ticks * tick, inverse, mult)
-    acct_f[A_BAL] = acct_f[A_BAL] - paid
-    acct_f[A_FUND] = acct_f[A_FUND] + paid
+    c = contracts_of(acct, lots)
+    paid = lots[0].side * rate * notional(c, mark_ticks * tick, inverse, mult)
+    acct.balance = acct.balance - paid
+    acct.funding = acct.funding + paid
     return paid
 
 
 # ------------------------------------------------------------------ marking and state
 @njit(cache=True, nogil=True)
 def summarize(
-    acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray, tick: float, inverse: bool
+    acct: np.record, lots: np.ndarray, tick: float, inverse: bool
 ) -> tuple[int, float, float, float, float, int]:
     """(side, exposure, contracts, k_sum, stake-weighted mean entry ts, newest entry ts)."""
-    n = acct_i[A_N]
+    n = acct.n_lots
     if n == 0:
         return 0, 0.0, 0.0, 0.0, 0.0, 0
-    ref = lot_i[0, L_TS]
+    ref = lots[0].ts_ns
     stake = c_sum = k_sum = age = 0.0
     for i in range(n):
-        price = lot_i[i, L_PX] * tick
-        s = lot_f[i, L_STAKE]
-        c = lot_f[i, L_C]
+        lot = lots[i]
+        price = lot.price_ticks * tick
+        s = lot.stake
+        c = lot.contracts
         stake += s
         c_sum += c
         k_sum += c / price if inverse else c * price
-        age += s * (lot_i[i, L_TS] - ref)
-    return lot_i[0, L_SIDE], stake, c_sum, k_sum, ref + age / stake, lot_i[n - 1, L_TS]
+        age += s * (lot.ts_ns - ref)
+    return lots[0].side, stake, c_sum, k_sum, ref + age / stake, lots[n - 1].ts_ns
 
 
 @njit(cache=True, nogil=True)
@@ -337,7 +398,7 @@ def management_values(
 # ------------------------------------------------------------------ reward
 @njit(cache=True, nogil=True)
 def reward_terms(
-    rw: np.ndarray,
+    rw: np.record,
     balance: float,
     exposure: float,
     unrealized_return: float,
@@ -353,122 +414,25 @@ def reward_terms(
 ) -> tuple[float, float, float, float, float, float, float, float]:
     """(unrealized, realized, fees, funding, open_penalty, close_penalty,
     terminal_penalty, total); see `envs.rewards`. balance > 0 is the caller's check.
-    unrealized_change: the unrealised pnl's change over the step (settle currency), read
-    instead of the unrealised return under spec r2 (rw[R_MARK] == 1); drift: what the
-    slice's average drift paid the position over the step (a fraction of the balance),
-    taken off it when rw[R_DETREND] == 1."""
+    rw: a REWARD_DTYPE record. unrealized_change: the unrealised pnl's change over the
+    step (settle currency), read instead of the unrealised return under spec r2
+    (rw.mark_to_market); drift: what the slice's average drift paid the position over the
+    step (a fraction of the balance), taken off it times rw.detrend."""
     holding = exposure > 0.0
-    if rw[R_MARK] != 0.0:
-        unreal = rw[R_UNREAL] * (unrealized_change / balance - rw[R_DETREND] * drift)
+    if rw.mark_to_market:
+        unreal = rw.unrealized_scale * (unrealized_change / balance - rw.detrend * drift)
     else:
-        unreal = rw[R_UNREAL] * unrealized_return * exposure
-    real = rw[R_REAL] * realized_pnl / balance
-    fee = -rw[R_FEE] * fees / balance
-    fund = -rw[R_FUND] * funding / balance
+        unreal = rw.unrealized_scale * unrealized_return * exposure
+    real = rw.realized_scale * realized_pnl / balance
+    fee = -rw.fee_scale * fees / balance
+    fund = -rw.funding_scale * funding / balance
     open_pen = close_pen = terminal = 0.0
     if holding:
-        if avg_open_hours > rw[R_OPEN_H]:
-            open_pen = -rw[R_OPEN_PEN] * scale
+        if avg_open_hours > rw.open_position_hours:
+            open_pen = -rw.open_position_penalty * scale
         if episode_end:
-            terminal = -rw[R_TERM] * scale * exposure
-    elif hours_since_close > rw[R_CLOSE_H]:
-        close_pen = -rw[R_CLOSE_PEN] * scale
+            terminal = -rw.terminal_penalty * scale * exposure
+    elif hours_since_close > rw.close_position_hours:
+        close_pen = -rw.close_position_penalty * scale
     total = unreal + real + fee + fund + open_pen + close_pen + terminal
     return unreal, real, fee, fund, open_pen, close_pen, terminal, total
-
-
-# ------------------------------------------------------------------ the packed state
-# One account at the broker (its resting orders, account, lots, the trades a step closed
-# and what the last bar filled: `envs.broker`) and the env's episode around it
-# (`envs.step`: cursor, budget, the terms the broker runs under as `envs.step.terms_of`
-# reads them, the position summary, reward parameters), in two flat arrays I (int64) and
-# F (float64); `_views` cuts the account's arrays out of them.
-# I (int64) header
-H_T, H_STEPS, H_BUDGET, H_LAST, H_SKIP, H_W, H_NF = range(7)
-# H_MODEL: the fill model, envs.queue.QUEUE_MODELS' code of EnvConfig.fill_model
-H_MODEL, H_ROLL, H_FUNDING, H_FLATTEN, H_INVERSE = 9, 10, 11, 12, 13
-H_FLAT, H_N = 14, 15  # acct_i = I[H_FLAT:H_FLAT + 2]
-H_SSIDE, H_SLAST, H_LOTCAP, H_TRCAP = 16, 17, 18, 19
-H_TARGET = 20  # 1: actions name the resting orders wanted (EnvConfig.action_mode "target")
-H_ENTRY, H_CANCEL = 21, 22  # order entry and cancel latency (ns)
-# what the last bar the broker ran (envs.broker.on_bar) filled: the number of fills (0..4:
-# each side's cancelling order, then its live one, the buy first) and for fill j its side
-# and price, I[H_FILLS + 2j], I[H_FILLS + 2j + 1]
-H_NFILLS, H_FILLS = 23, 24
-MAX_FILLS = 4
-# the account's orders (envs.broker): N_ORDERS slots, each O_INTS int64 values from
-# I[H_ORD + O_INTS * slot] and O_FLOATS float64 values from F[F_ORD + O_FLOATS * slot]
-# (`orders` views them as two small tables); slot 0 / 1: the live buy / sell, 2 / 3: a
-# buy / sell whose cancel is in flight. Per order: its price (ticks, 0 = none), when it
-# reaches the exchange, when its cancel lands (0 = none sent), the close it was last
-# brought up to, 1 when it was cancelled by a re-price (the live order of its side
-# replaced it), the ts of the lot its fills open (0 = none yet); the stake it still
-# carries, the contracts ahead of it in the queue, and the size at its price at the last
-# close (-1: its price was not the best of its side there)
-N_ORDERS = 4
-O_PX, O_ARRIVE, O_CANCEL, O_SINCE, O_LINK, O_LOT = range(6)
-O_INTS = 6
-O_STAKE, O_AHEAD, O_LEVEL = range(3)
-O_FLOATS = 3
-H_ORD = H_FILLS + 2 * MAX_FILLS
-H_BID, H_ASK = H_ORD + O_PX, H_ORD + O_INTS + O_PX  # the live buy's and sell's prices
-H_SIZE = H_ORD + O_INTS * N_ORDERS
-# F (float64) header; acct_f = F[0:N_ACCT]
-# F_FRATE: the config's constant funding rate (the step reads the bar's funding_rate)
-F_STAKE, F_CAP, F_TICK, F_MULT, F_FRATE = range(N_ACCT, N_ACCT + 5)
-F_HC, F_PC, F_EQ0, F_PSCALE, F_SEXP, F_SC, F_SK, F_SMEAN, F_BAL0 = range(N_ACCT + 5, N_ACCT + 14)
-F_UPNL0 = N_ACCT + 14  # the unrealised pnl at the last observation (reward spec r2)
-F_DRIFT = N_ACCT + 15  # the slice's average log return per bar (RewardConfig.detrend)
-F_DSTEP = N_ACCT + 16  # F_DRIFT x the bars of the current step
-F_RW = N_ACCT + 17  # reward params F[F_RW:F_RW + N_REWARD_PARAMS]
-# the last bar the broker ran: the funding it paid, and for fill j the contracts it opened
-# or closed, its notional, its fee and the stake it filled (F[F_FILLS + 4j], + 1, + 2, + 3)
-F_PAID = F_RW + N_REWARD_PARAMS
-F_FILLS = F_PAID + 1
-F_LOT = F_FILLS + 4 * MAX_FILLS  # the instrument's lot (contracts; 0: no rounding)
-F_POWER = F_LOT + 1  # power_prob's exponent n
-F_ORD = F_POWER + 1
-F_SIZE = F_ORD + O_FLOATS * N_ORDERS
-# the slice's bars are not in the packed state: the kernels read bar k by name
-# (`envs.broker.bar_at`) from the bars' own arrays
-# info log row (int64; float columns through a float64 view of the same row)
-G_TS, G_BAR, G_SIDE, G_LONG, G_SHORT = range(5)
-G_EQ, G_BAL, G_PNL, G_REAL, G_UPNL, G_PWF, G_FEES, G_FUND, G_PSIZE, G_EXP, G_PSCALE = range(5, 16)
-G_TERMS = 16  # 8 reward terms (total last)
-G_MVOL, G_TVOL, G_MFEE, G_TFEE = range(G_TERMS + 8, G_TERMS + 12)  # cumulative, as acct_f
-G_WIDTH = G_TERMS + 12
-# env_step status codes (>= 0: bit 0 terminated, bit 1 truncated, bits 2+: closed trades)
-BAD_ACTION, BAD_BALANCE = -1, -2
-
-
-@njit(cache=True, nogil=True)
-def _views(
-    I: np.ndarray,  # noqa: E741
-    F: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(lot_i, lot_f, tr_i, tr_f, acct_i, acct_f) as views of the packed arrays (these
-    views cost ~20 ns each: the step builds them only when it touches the lots)."""
-    lc = I[H_LOTCAP]
-    tc = I[H_TRCAP]
-    o = H_SIZE
-    lot_i = I[o : o + 3 * lc].reshape((lc, 3))
-    tr_i = I[o + 3 * lc : o + 3 * lc + 5 * tc].reshape((tc, 5))
-    o = F_SIZE
-    lot_f = F[o : o + 3 * lc].reshape((lc, 3))
-    tr_f = F[o + 3 * lc : o + 3 * lc + 4 * tc].reshape((tc, 4))
-    return lot_i, lot_f, tr_i, tr_f, I[H_FLAT : H_FLAT + 2], F[0:N_ACCT]
-
-
-@njit(cache=True, nogil=True)
-def orders(I: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: E741
-    """The order slots as two views (N_ORDERS, O_INTS) int64 and (N_ORDERS, O_FLOATS)
-    float64 of the packed arrays (columns O_*)."""
-    oi = I[H_ORD : H_ORD + O_INTS * N_ORDERS].reshape((N_ORDERS, O_INTS))
-    of = F[F_ORD : F_ORD + O_FLOATS * N_ORDERS].reshape((N_ORDERS, O_FLOATS))
-    return oi, of
-
-
-def packed_sizes(lot_cap: int, trade_cap: int) -> tuple[int, int]:
-    """Lengths of the env's packed int64 and float64 state arrays: the headers, the lots
-    (3 values each) and the closed trades (5 ints, 4 floats each)."""
-    return H_SIZE + 3 * lot_cap + 5 * trade_cap, F_SIZE + 3 * lot_cap + 4 * trade_cap

@@ -6,12 +6,14 @@ Data. One slice parquet (`ts`, `mid_ticks`, the FeatureSpec features raw, then
 `stats_dir` (`clip((x - mean) / sigma, -obs_clip, obs_clip)`). Everything `step` reads
 is a numpy array prepared in `__init__`: no polars or pandas in the step.
 
-Implementation. The step is one call of `envs.step.env_step` over two packed arrays
-(cursor, resting orders, account, lots, closed-trade buffer) and the slice's bars (one
-`envs.broker.BAR_DTYPE` array, read by field name): the order rules of the broker
-(`envs.broker`, which the live loop's paper account runs too) and the numba kernels that
-`envs.position` and `envs.rewards` wrap for the live loop and the backtest, so there is
-one implementation of orders, fills, accounting, state and reward.
+Implementation. The step is one call of `envs.step.env_step` over the env's named state
+(`envs.step.ENV_DTYPE`: the account at the broker with its terms and resting orders, the
+episode's cursor and budget, the reward constants and the step's info values), the
+account's lot and closed-trade tables and the slice's bars (one `envs.broker.BAR_DTYPE`
+array, read by field name): the order rules of the broker (`envs.broker`, which the live
+loop's paper account runs too) and the numba kernels that `envs.position` and
+`envs.rewards` wrap for the live loop and the backtest, so there is one implementation
+of orders, fills, accounting, state and reward.
 
 Time. The agent decides at the close of bar t (it has seen rows <= t). A step then
 advances `step_skip` bars; in each bar k the resting orders may fill against bar k's
@@ -63,7 +65,7 @@ terminated at the end of the slice, truncated at the budget. Evaluation (the bac
 slice closes any open lots at the touch as a taker (`options["flatten_at_end"]`, default
 True) so that every trade is reported.
 
-`info` (a `StepInfo` dict, built from the step's info log row) on reset and every step,
+`info` (a `StepInfo` dict, built from the state's info records) on reset and every step,
 amounts in the settle currency (XBT for XBTUSD), cumulative since reset unless said otherwise:
   ts (bar close, ns), bar (row index), equity (balance + unrealised), balance, pnl (equity
   - initial), realized_pnl and unrealized_pnl (before fees), pnl_without_fees (realised +
@@ -107,9 +109,19 @@ from core.schema import (
     SELL_LO_TICKS,
     TS,
 )
-from envs import kernels as K
 from envs import step as S
-from envs.broker import SLICE_COLUMNS, bar_array, bar_rows, fields_needed, funding_due, terms_for
+from envs.broker import (
+    LIVE_BUY,
+    LIVE_SELL,
+    MAX_FILLS,
+    SLICE_COLUMNS,
+    bar_array,
+    bar_rows,
+    fields_needed,
+    funding_due,
+    terms_for,
+)
+from envs.kernels import LOT_DTYPE, TRADE_DTYPE, new_account
 from envs.observation import observation_bounds, observation_size
 from envs.position import (
     LONG,
@@ -202,19 +214,23 @@ _TRADE_KEYS = tuple(f.name for f in fields(ClosedTrade))  # the kernels' trade c
 
 
 # _build_info unpacks a log row positionally; this pins the layout it assumes
-assert (K.G_TS, K.G_BAR, K.G_SIDE, K.G_LONG, K.G_SHORT, K.G_EQ, K.G_PSCALE, K.G_TERMS) == (
-    0, 1, 2, 3, 4, 5, 15, 16,
-) and (K.G_MVOL, K.G_TVOL, K.G_MFEE, K.G_TFEE, K.G_WIDTH) == (24, 25, 26, 27, 28)  # fmt: skip
+assert S.INFO_INTS_DTYPE.names == ("ts", "bar", "side", "long_order", "short_order")
+assert S.INFO_FLOATS_DTYPE.names == (
+    "equity", "balance", "pnl", "realized_pnl", "unrealized_pnl", "pnl_without_fees", "fees",
+    "funding", "position_size", "exposure", "punishment_scale", "reward_terms",
+    "maker_volume", "taker_volume", "maker_fees", "taker_fees",
+) and S.REWARD_TERMS_DTYPE.names == (*TERM_NAMES, "total")  # fmt: skip
 assert TERM_NAMES == (
     "unrealized", "realized", "fees", "funding", "open_penalty", "close_penalty",
     "terminal_penalty",
 )  # fmt: skip
 
 
-def _build_info(ints: np.ndarray, floats: np.ndarray, trades: Any) -> StepInfo:
-    """The info of the step just logged (`ints`, `floats`: the integer and float columns
-    of the env's one-row info log, see `envs.kernels` G_*; `trades`, the step's closed
-    trades as int and float rows, or None), keys in INFO_ORDER."""
+def _build_info(ints: np.ndarray, floats: np.ndarray, trades: list[tuple] | None) -> StepInfo:
+    """The info of the step just observed (`ints`, `floats`: the values of the state's
+    `info_ints` and `info` records, `envs.step.INFO_INTS_DTYPE` / `INFO_FLOATS_DTYPE`, in
+    their declared order; `trades`, the step's closed trades as `envs.kernels.TRADE_DTYPE`
+    rows, or None), keys in INFO_ORDER."""
     ts, bar, side, long_order, short_order = ints.tolist()
     (
         eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
@@ -223,8 +239,8 @@ def _build_info(ints: np.ndarray, floats: np.ndarray, trades: Any) -> StepInfo:
     ) = floats.tolist()  # fmt: skip
     closed = []
     if trades is not None:
-        for ints, floats in zip(trades[0], trades[1], strict=True):
-            d = dict(zip(_TRADE_KEYS, (*ints, *floats), strict=True))
+        for row in trades:
+            d = dict(zip(_TRADE_KEYS, row, strict=True))
             d["pnl_plus_fees"] = d["pnl"] - d["fees"]
             closed.append(d)
     return StepInfo(
@@ -326,7 +342,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.slice_path = Path(slice_path)
         self.stats_dir = Path(stats_dir)
         self.instrument = cfg.instrument
-        # the broker's terms (envs.broker); the packed header carries them to the step
+        # the broker's terms (envs.broker), copied into the state's broker record
         self._terms = terms_for(
             cfg.fill_model, cfg.power_prob_n, cfg.entry_latency_ms, cfg.cancel_latency_ms,
             cfg.stake_fraction, cfg.max_exposure, cfg.instrument, cfg.roll_orders, cfg.funding,
@@ -341,56 +357,43 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES[cfg.action_mode]))
         self._obs_size = observation_size(self.n_features, cfg.window)
         self.punishment_scale = punishment_scale(0, cfg.reward)
-        # the info log: the kernels write the step's info values here (one row, `envs.kernels`
-        # G_* columns); `_build_info` reads them back
-        self._log = np.empty((1, K.G_WIDTH), np.int64)
-        self._log_ints = self._log[0, :5]  # views made once: slicing costs each step
-        self._log_floats = self._log.view(np.float64)[0, 5:]
+        # the step writes its info values into the state's info records; `_build_info`
+        # reads them back through plain views of them (made once: slicing costs each step)
+        self._info_ints = S.record_values(self._state, "info_ints", np.int64)
+        self._info_floats = S.record_values(self._state, "info", np.float64)
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
-        """The step's state in two flat arrays for `envs.step.env_step` (the header:
-        cursor, orders, budget, config; the account and lots; a closed-trade buffer) and
+        """The step's state (`envs.step.ENV_DTYPE`: the account at the broker, the
+        episode, the reward constants), the account's lot and closed-trade tables, and
         the slice's bars as one `envs.broker.BAR_DTYPE` array."""
         cfg = self.config
         inst = self.instrument
         n = self.n_rows
         full = int((cfg.max_exposure + 1e-9) / cfg.stake_fraction)
         # partial fills (the queue models) open lots smaller than a stake
-        lot_cap = full + 2 if self._terms.model in (TOUCH, TRADE_THROUGH) else 2 * full + 4
+        queue = int(self._terms["model"][0]) not in (TOUCH, TRADE_THROUGH)
+        lot_cap = 2 * full + 4 if queue else full + 2
         # a bar's fills (MAX_FILLS) close at most every lot each, and the flatten
-        trade_cap = lot_cap * (K.MAX_FILLS * cfg.step_skip + 1)
-        ni, nf = K.packed_sizes(lot_cap, trade_cap)
-        I = np.zeros(ni, np.int64)  # noqa: E741
-        F = np.zeros(nf, np.float64)
-        I[K.H_BUDGET] = -1
-        I[K.H_LAST] = n - 1
-        I[K.H_SKIP] = cfg.step_skip
-        I[K.H_W] = cfg.window
-        I[K.H_NF] = self.n_features
-        I[K.H_TARGET] = cfg.action_mode == "target"
-        t = self._terms
-        I[K.H_MODEL] = t.model
-        I[K.H_ENTRY] = t.entry_ns
-        I[K.H_CANCEL] = t.cancel_ns
-        F[K.F_LOT] = t.lot
-        F[K.F_POWER] = t.power
-        I[K.H_ROLL] = cfg.roll_orders
-        I[K.H_FUNDING] = cfg.funding
-        I[K.H_INVERSE] = inst.is_inverse
-        I[K.H_LOTCAP] = lot_cap
-        I[K.H_TRCAP] = trade_cap
-        F[K.F_STAKE] = cfg.stake_fraction
-        F[K.F_CAP] = cfg.max_exposure
-        F[K.F_TICK] = inst.tick_size
-        F[K.F_MULT] = inst.multiplier
-        F[K.F_FRATE] = cfg.funding_rate
-        F[K.F_HC] = cfg.hours_clip
-        F[K.F_PC] = cfg.pct_clip
-        F[K.F_EQ0] = cfg.initial_equity_xbt
-        F[K.F_RW : K.F_RW + K.N_REWARD_PARAMS] = reward_params(cfg.reward)
+        trade_cap = lot_cap * (MAX_FILLS * cfg.step_skip + 1)
+        state = np.zeros(1, S.ENV_DTYPE)
+        state["broker"]["terms"] = self._terms
+        state["budget"] = -1
+        state["last"] = n - 1
+        state["step_skip"] = cfg.step_skip
+        state["window"] = cfg.window
+        state["n_features"] = self.n_features
+        state["hours_clip"] = cfg.hours_clip
+        state["pct_clip"] = cfg.pct_clip
+        state["initial_equity"] = cfg.initial_equity_xbt
+        state["reward"] = reward_params(cfg.reward)
         if n > 1 and mid[0] > 0 and mid[-1] > 0:  # the slice's mean log return per bar
-            F[K.F_DRIFT] = float(np.log(mid[-1] / mid[0])) / (n - 1)
+            state["drift"] = float(np.log(mid[-1] / mid[0])) / (n - 1)
+        self._state = state
+        self._broker = state["broker"]  # views of the state
+        self._account = self._broker["account"]
+        self._lots = np.zeros(lot_cap, LOT_DTYPE)
+        self._trades = np.zeros(trade_cap, TRADE_DTYPE)
         # bar k settles funding when one of the instrument's funding times lies in
         # (ts[k-1], ts[k]] (XBTUSD 04/12/20 UTC), at the rate resolved once here; the fee
         # in force at each bar's close is resolved once too (the step reads the bar)
@@ -403,10 +406,6 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
             **{f: cols[SLICE_COLUMNS[f]] for f in SLICE_COLUMNS if SLICE_COLUMNS[f] in cols},
         )  # fmt: skip
         self._bar_rows = bar_rows(self._bars)
-        self._I, self._F = I, F
-        self._lot_i, self._lot_f, self._tr_i, self._tr_f, self._acct_i, self._acct_f = K._views(
-            I, F
-        )
 
     def _funding_rates(self, ts: np.ndarray, due: np.ndarray) -> np.ndarray:
         """The funding rate each bar settles at (0 where none is due), resolved once: with
@@ -529,11 +528,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     @property
     def punishment_scale(self) -> float:
         """The penalty multiplier of the reward (>= 0)."""
-        return float(self._F[K.F_PSCALE])
+        return float(self._state["punishment_scale"][0])
 
     @punishment_scale.setter
     def punishment_scale(self, scale: float) -> None:
-        self._F[K.F_PSCALE] = scale
+        self._state["punishment_scale"] = scale
 
     def set_punishment_scale(self, scale: float) -> None:
         """Set the penalty multiplier (>= 0); a training callback drives it via env_method."""
@@ -550,16 +549,17 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     @property
     def position(self) -> Position:
         """The account and open lots now (a fresh immutable value)."""
-        return position_from_arrays(self._acct_f, self._acct_i, self._lot_i, self._lot_f)
+        return position_from_arrays(self._account, self._lots)
 
     @property
     def resting_orders(self) -> tuple[int, int]:
         """The prices of the resting buy and sell (ticks, 0 = none)."""
-        return int(self._I[K.H_BID]), int(self._I[K.H_ASK])
+        price = self._broker["orders"]["price"][0]
+        return int(price[LIVE_BUY]), int(price[LIVE_SELL])
 
     @property
     def _t(self) -> int:
-        return int(self._I[K.H_T])
+        return int(self._state["t"][0])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -596,50 +596,48 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self._start(t, budget, flatten)
         if cfg.random_initial_position and not full:
             self._random_position(int(self.ts[t]))
-            S.env_summarize(self._I, self._F)
+            S.env_summarize(self._state, self._lots)
         obs = _empty(self._obs_size, _F32)
         S.env_observe(
-            self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, 0,
-            False, False, 0.0, 0.0, 0.0,
-        )  # fmt: skip
-        return obs, _build_info(self._log_ints, self._log_floats, None)
+            self._state, self._bar_rows, self._norm_flat, obs, False, False, 0.0, 0.0, 0.0
+        )
+        return obs, _build_info(self._info_ints, self._info_floats, None)
 
     def _start(self, t: int, budget: int | None, flatten: bool) -> None:
         """A flat account at bar t with no resting orders."""
-        I = self._I  # noqa: E741
-        I[K.H_T] = t
-        I[K.H_BUDGET] = -1 if budget is None else budget
-        I[K.H_FLATTEN] = flatten
-        I[K.H_STEPS] = 0
-        K.orders(I, self._F)[0][:, K.O_PX] = 0
-        I[K.H_FLAT] = self.ts[t]
-        I[K.H_N] = 0
-        self._acct_f[:] = 0.0  # no pnl, fees, funding or fill volume yet
-        self._acct_f[K.A_BAL] = float(self.config.initial_equity_xbt)
-        S.env_summarize(I, self._F)
+        state = self._state
+        state["t"] = t
+        state["budget"] = -1 if budget is None else budget
+        state["flatten"] = flatten
+        state["steps"] = 0
+        self._broker["orders"]["price"] = 0
+        # no lots, pnl, fees, funding or fill volume yet
+        self._account[:] = new_account(float(self.config.initial_equity_xbt), int(self.ts[t]))
+        S.env_summarize(state, self._lots)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply `action` at the close of the current bar, advance `step_skip` bars (the
         arithmetic is `envs.step.env_step`, the order rules `envs.broker`)."""
         obs = _empty(self._obs_size, _F32)
         reward, code = _env_step(
-            int(action), self._I, self._F, self._bar_rows, self._norm_flat, obs, self._log, 0
-        )
+            int(action), self._state, self._lots, self._trades, self._bar_rows, self._norm_flat,
+            obs,
+        )  # fmt: skip
         if code < 0:
             self._refuse(code, action)
         trades = None
         if code > 3:  # code >> 2 trades closed in this step
             n = code >> 2
-            trades = (self._tr_i[:n].tolist(), self._tr_f[:n].tolist())
-        info = _build_info(self._log_ints, self._log_floats, trades)
+            trades = self._trades[:n].tolist()
+        info = _build_info(self._info_ints, self._info_floats, trades)
         return obs, reward, code & 1 == 1, code & 2 == 2, info
 
     # ------------------------------------------------------------------ internals
     def _refuse(self, code: int, action: Any) -> NoReturn:
-        if code == K.BAD_ACTION:
+        if code == S.BAD_ACTION:
             n = len(ACTION_NAMES[self.config.action_mode])
             raise ValueError(f"action must be one of 0..{n - 1}, got {action!r}")
-        balance = float(self._F[K.F_BAL0])
+        balance = float(self._state["balance0"][0])
         raise ValueError(f"balance must be > 0, got {balance}")
 
     def _random_position(self, now: int) -> None:
@@ -657,13 +655,13 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         px = price * self.instrument.tick_size
         span = cfg.initial_position_max_hours * NS_PER_HOUR
         ages = np.sort(self.np_random.uniform(0.0, span, size=n))[::-1]
-        c = contracts_for(cfg.stake_fraction, float(self._acct_f[K.A_BAL]), px, self.instrument)
-        lot = float(self._F[K.F_LOT])  # whole lots, as the broker's orders (envs.broker)
+        balance = float(self._account["balance"][0])
+        c = contracts_for(cfg.stake_fraction, balance, px, self.instrument)
+        lot = float(self._broker["terms"]["lot"][0])  # whole lots, as the broker's orders
         if lot > 0.0:
             c = float(np.floor(c / lot + 1e-9) * lot)
             if c <= 0.0:
                 return
         for i, age in enumerate(ages):
-            self._lot_i[i] = (side, price, now - int(age))
-            self._lot_f[i] = (cfg.stake_fraction, c, 0.0)
-        self._acct_i[K.A_N] = n
+            self._lots[i] = (side, price, now - int(age), cfg.stake_fraction, c, 0.0)
+        self._account["n_lots"] = n

@@ -188,58 +188,47 @@ def fee_for(contracts: float, price: float, instrument: InstrumentSpec, rate: fl
 
 
 # ------------------------------------------------------------------ array form
-def _arrays(
-    position: Position, spare: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(acct_f, acct_i, lot_i, lot_f) of `position` in the kernels' layout, with room for
-    `spare` more lots."""
+def _arrays(position: Position, spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(account, lots) of `position` as the kernels hold them: a 1-row
+    `envs.kernels.ACCOUNT_DTYPE` array and a `LOT_DTYPE` table with room for `spare`
+    more lots."""
     lots = position.lots
     p = position
-    acct_f = np.array(
-        (p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
-         p.maker_fees, p.taker_fees),
-        np.float64,
+    account = np.array(
+        [(p.balance, p.realized_pnl, p.fees, p.funding, p.maker_volume, p.taker_volume,
+          p.maker_fees, p.taker_fees, p.flat_since_ns, len(lots))],
+        K.ACCOUNT_DTYPE,
     )  # fmt: skip
-    acct_i = np.array((position.flat_since_ns, len(lots)), np.int64)
-    lot_i = np.zeros((len(lots) + spare, 3), np.int64)
-    lot_f = np.zeros((len(lots) + spare, 3), np.float64)
+    table = np.zeros(len(lots) + spare, K.LOT_DTYPE)
     if lots:
-        lot_i[: len(lots)] = [(x.side, x.price_ticks, x.ts_ns) for x in lots]
-        lot_f[: len(lots)] = [(x.stake, x.contracts, x.entry_fee) for x in lots]
-    return acct_f, acct_i, lot_i, lot_f
+        table[: len(lots)] = [
+            (x.side, x.price_ticks, x.ts_ns, x.stake, x.contracts, x.entry_fee) for x in lots
+        ]
+    return account, table
 
 
-def lots_from_arrays(n: int, lot_i: np.ndarray, lot_f: np.ndarray) -> tuple[Lot, ...]:
-    """The first `n` lots of the kernels' lot arrays, as Lot values (Python scalars)."""
-    li = lot_i[:n].tolist()
-    lf = lot_f[:n].tolist()
-    return tuple(Lot(a[0], a[1], a[2], b[0], b[1], b[2]) for a, b in zip(li, lf, strict=True))
+def lots_from_arrays(n: int, lots: np.ndarray) -> tuple[Lot, ...]:
+    """The first `n` lots of a kernels' lot table, as Lot values (Python scalars)."""
+    return tuple(Lot(*row) for row in lots[:n].tolist())
 
 
-def position_from_arrays(
-    acct_f: np.ndarray, acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray
-) -> Position:
-    """The Position held in the kernels' arrays."""
-    return _position(acct_f, acct_i, lots_from_arrays(int(acct_i[1]), lot_i, lot_f))
+def position_from_arrays(account: np.ndarray, lots: np.ndarray) -> Position:
+    """The Position held in a kernels' account (a 1-row ACCOUNT_DTYPE array) and lots."""
+    return _position(account, lots_from_arrays(int(account["n_lots"][0]), lots))
 
 
-def _position(acct_f: np.ndarray, acct_i: np.ndarray, lots: tuple[Lot, ...]) -> Position:
-    """A Position from the kernels' account arrays and its lots (all on one side)."""
-    bal, real, fees, funding, mvol, tvol, mfee, tfee = acct_f[: K.N_ACCT].tolist()
+def _position(account: np.ndarray, lots: tuple[Lot, ...]) -> Position:
+    """A Position from a kernels' account (1-row array) and its lots (all on one side)."""
+    (bal, real, fees, funding, mvol, tvol, mfee, tfee, flat, _) = account.tolist()[0]
     side = lots[0].side if lots else FLAT
     longs = lots if side == LONG else ()
     shorts = lots if side == SHORT else ()
-    return Position(bal, int(acct_i[0]), longs, shorts, real, fees, funding, mvol, tvol, mfee, tfee)
+    return Position(bal, flat, longs, shorts, real, fees, funding, mvol, tvol, mfee, tfee)
 
 
-def trades_from_arrays(ntr: int, tr_i: np.ndarray, tr_f: np.ndarray) -> tuple[ClosedTrade, ...]:
-    """The first `ntr` closed trades of the kernels' trade arrays."""
-    ti = tr_i[:ntr].tolist()
-    tf = tr_f[:ntr].tolist()
-    return tuple(
-        ClosedTrade(a[0], a[1], a[2], a[3], a[4], b[0], b[1], b[2], b[3])
-        for a, b in zip(ti, tf, strict=True)
-    )
+def trades_from_arrays(ntr: int, trades: np.ndarray) -> tuple[ClosedTrade, ...]:
+    """The first `ntr` closed trades of a kernels' trade table."""
+    return tuple(ClosedTrade(*row) for row in trades[:ntr].tolist())
 
 
 # ------------------------------------------------------------------ fills
@@ -252,8 +241,8 @@ def can_fill(position: Position, side: int, stake: float, max_exposure: float) -
     """True when a fill of `stake` on `side` is allowed: it reduces an opposite stack,
     or the new exposure stays within `max_exposure`."""
     _check_side(side)
-    _, acct_i, lot_i, lot_f = _arrays(position)
-    return bool(K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)))
+    account, lots = _arrays(position)
+    return bool(K.can_fill(account[0], lots, int(side), float(stake), float(max_exposure)))
 
 
 def apply_fill(
@@ -282,43 +271,44 @@ def apply_fill(
     if price_ticks <= 0:
         raise ValueError(f"price_ticks must be > 0, got {price_ticks}")
     _check_side(side)
-    acct_f, acct_i, lot_i, lot_f = _arrays(position, spare=1)
-    if not K.can_fill(acct_i, lot_i, lot_f, int(side), float(stake), float(max_exposure)):
+    account, lots = _arrays(position, spare=1)
+    acct = account[0]  # a view: the kernels write through it
+    if not K.can_fill(acct, lots, int(side), float(stake), float(max_exposure)):
         raise ExposureError(
             f"fill of {stake} on side {side} would raise exposure {position.exposure} above {max_exposure}"
         )
-    n = len(lot_i)
-    tr_i = np.zeros((n, 5), np.int64)
-    tr_f = np.zeros((n, 4), np.float64)
+    trades = np.zeros(len(lots), K.TRADE_DTYPE)
     maker, taker = fees.rates_at(int(ts_ns))
     liq = K.MAKER if liquidity == "maker" else K.TAKER
     tick, mult = float(instrument.tick_size), float(instrument.multiplier)
     contracts = K.contracts_for(
-        float(stake), acct_f[K.A_BAL], int(price_ticks) * tick, instrument.is_inverse, mult
+        float(stake), float(acct["balance"]), int(price_ticks) * tick, instrument.is_inverse, mult
     )
     ntr = K.fill(
-        acct_f, acct_i, lot_i, lot_f, int(side), int(price_ticks), int(ts_ns), float(stake),
-        contracts, False, maker if liq == K.MAKER else taker, liq, float(instrument.tick_size),
-        instrument.is_inverse, float(instrument.multiplier), tr_i, tr_f, 0,
+        acct, lots, trades, 0, int(side), int(price_ticks), int(ts_ns), float(stake), contracts,
+        False, maker if liq == K.MAKER else taker, liq, tick, instrument.is_inverse, mult,
     )  # fmt: skip
-    return _after_fill(position, acct_f, acct_i, lot_i, lot_f), trades_from_arrays(ntr, tr_i, tr_f)
+    return _after_fill(position, account, lots), trades_from_arrays(ntr, trades)
 
 
-def _after_fill(
-    before: Position, acct_f: np.ndarray, acct_i: np.ndarray, lot_i: np.ndarray, lot_f: np.ndarray
-) -> Position:
+def _after_fill(before: Position, account: np.ndarray, lots: np.ndarray) -> Position:
     """`position_from_arrays` after one fill of `before`, reusing the (immutable) Lot
     values the fill left unchanged: a fill appends one lot, or removes lots from the
     front and may shrink the new front lot."""
     old = before.lots
-    n = int(acct_i[1])
+    n = int(account["n_lots"][0])
     if n == len(old) + 1:
-        lots = (*old, *lots_from_arrays(1, lot_i[n - 1 :], lot_f[n - 1 :]))
+        kept = (*old, *lots_from_arrays(1, lots[n - 1 :]))
     else:
-        lots = old[len(old) - n :] if n else ()
-        if lots and lot_f[0].tolist() != [lots[0].stake, lots[0].contracts, lots[0].entry_fee]:
-            lots = (*lots_from_arrays(1, lot_i, lot_f), *lots[1:])
-    return _position(acct_f, acct_i, lots)
+        kept = old[len(old) - n :] if n else ()
+        front = lots[0]
+        if kept and (front["stake"], front["contracts"], front["entry_fee"]) != (
+            kept[0].stake,
+            kept[0].contracts,
+            kept[0].entry_fee,
+        ):
+            kept = (*lots_from_arrays(1, lots), *kept[1:])
+    return _position(account, kept)
 
 
 def apply_funding(
@@ -329,12 +319,13 @@ def apply_funding(
     (settle currency, positive = paid)."""
     if position.side == FLAT or rate == 0.0:
         return position, 0.0
-    acct_f, acct_i, lot_i, lot_f = _arrays(position)
+    account, lots = _arrays(position)
+    acct = account[0]
     paid = K.pay_funding(
-        acct_f, acct_i, lot_i, lot_f, float(rate), float(mark_ticks),
-        float(instrument.tick_size), instrument.is_inverse, float(instrument.multiplier),
+        acct, lots, float(rate), float(mark_ticks), float(instrument.tick_size),
+        instrument.is_inverse, float(instrument.multiplier),
     )  # fmt: skip
-    return replace(position, balance=float(acct_f[0]), funding=float(acct_f[3])), paid
+    return replace(position, balance=float(acct["balance"]), funding=float(acct["funding"])), paid
 
 
 # ------------------------------------------------------------------ marking
@@ -371,9 +362,9 @@ class PositionSummary(NamedTuple):
 
 def summarize(position: Position, instrument: InstrumentSpec) -> PositionSummary:
     """O(lots) aggregates of `position` for O(1) marking and management state."""
-    _, acct_i, lot_i, lot_f = _arrays(position)
+    account, lots = _arrays(position)
     side, exposure, contracts, k_sum, mean_ts, last_ts = K.summarize(
-        acct_i, lot_i, lot_f, float(instrument.tick_size), instrument.is_inverse
+        account[0], lots, float(instrument.tick_size), instrument.is_inverse
     )
     return PositionSummary(
         side,

@@ -101,7 +101,7 @@ def reward_terms(
     if not balance > 0:
         raise ValueError(f"balance must be > 0, got {balance}")
     terms = K.reward_terms(
-        reward_params(cfg), float(balance), float(exposure), float(unrealized_return),
+        reward_params(cfg)[0], float(balance), float(exposure), float(unrealized_return),
         float(realized_pnl), float(fees), float(funding), float(avg_open_hours),
         float(hours_since_close), bool(episode_end), float(scale), float(unrealized_change),
         float(drift),
@@ -110,17 +110,18 @@ def reward_terms(
 
 
 def reward_params(cfg: RewardConfig) -> np.ndarray:
-    """The reward constants of `cfg` in the kernels' order (`envs.kernels.R_*`)."""
-    out = np.empty(K.N_REWARD_PARAMS, np.float64)
-    out[K.R_UNREAL] = cfg.unrealized_scale
-    out[K.R_REAL] = cfg.realized_scale
-    out[K.R_FEE] = cfg.fee_scale
-    out[K.R_FUND] = cfg.funding_scale
-    out[K.R_OPEN_H] = cfg.open_position_hours
-    out[K.R_OPEN_PEN] = cfg.open_position_penalty
-    out[K.R_CLOSE_H] = cfg.close_position_hours
-    out[K.R_CLOSE_PEN] = cfg.close_position_penalty
-    out[K.R_TERM] = cfg.terminal_penalty
-    out[K.R_MARK] = 1.0 if cfg.version == "r2" else 0.0
-    out[K.R_DETREND] = 1.0 if cfg.detrend else 0.0
+    """The reward constants of `cfg` as the kernels read them: a 1-row
+    `envs.kernels.REWARD_DTYPE` array."""
+    out = np.zeros(1, K.REWARD_DTYPE)
+    out["unrealized_scale"] = cfg.unrealized_scale
+    out["realized_scale"] = cfg.realized_scale
+    out["fee_scale"] = cfg.fee_scale
+    out["funding_scale"] = cfg.funding_scale
+    out["open_position_hours"] = cfg.open_position_hours
+    out["open_position_penalty"] = cfg.open_position_penalty
+    out["close_position_hours"] = cfg.close_position_hours
+    out["close_position_penalty"] = cfg.close_position_penalty
+    out["terminal_penalty"] = cfg.terminal_penalty
+    out["mark_to_market"] = cfg.version == "r2"
+    out["detrend"] = 1.0 if cfg.detrend else 0.0
     return out

@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 
 from core.instrument import InstrumentSpec
-from envs import kernels as K
 from envs.management import ManagementEnv
 from tests.envs.conftest import NAMES, SPEC, SliceFiles, random_market, write_slice, write_stats
 
@@ -128,7 +127,7 @@ def record_rollout(files: SliceFiles, name: str, lot: bool = True) -> list[str]:
     spec = SCENARIOS[name]
     env = ManagementEnv(files.slice_path, files.stats_dir, spec["cfg"])
     if not lot:
-        env._F[K.F_LOT] = 0.0
+        env._broker["terms"]["lot"] = 0.0
     rng = np.random.default_rng(17)
     actions = rng.choice(3, size=STEPS, p=spec.get("p", [0.5, 0.25, 0.25]))
     obs, info = env.reset(seed=11, options=spec["options"])

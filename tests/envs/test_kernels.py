@@ -45,60 +45,30 @@ def test_apply_fill_equals_a_full_rebuild_from_the_kernel_arrays(seq: list, line
         if not can_fill(pos, side, stake, 1.0):
             continue
         new, _ = apply_fill(pos, side, px, k + 1, inst, stake, 1.0, fees=fees)
-        arrays = _arrays(pos, spare=1)
+        account, lots = _arrays(pos, spare=1)
         rate = fees.rates_at(k + 1)[0]
-        tr_i, tr_f = np.zeros((len(arrays[2]), 5), np.int64), np.zeros((len(arrays[2]), 4))
-        c = K.contracts_for(stake, arrays[0][K.A_BAL], px * inst.tick_size, inst.is_inverse,
-                            inst.multiplier)  # fmt: skip
-        K.fill(*arrays, side, px, k + 1, stake, c, False, rate, K.MAKER, inst.tick_size,
-               inst.is_inverse, inst.multiplier, tr_i, tr_f, 0)  # fmt: skip
-        assert new == position_from_arrays(*arrays)
+        trades = np.zeros(len(lots), K.TRADE_DTYPE)
+        c = K.contracts_for(stake, float(account["balance"][0]), px * inst.tick_size,
+                            inst.is_inverse, inst.multiplier)  # fmt: skip
+        K.fill(account[0], lots, trades, 0, side, px, k + 1, stake, c, False, rate, K.MAKER,
+               inst.tick_size, inst.is_inverse, inst.multiplier)  # fmt: skip
+        assert new == position_from_arrays(account, lots)
         pos = new
 
 
 def test_kernels_refuse_to_write_past_their_buffers() -> None:
     pos = open_account(1.0, 0)
-    acct_f, acct_i, lot_i, lot_f = _arrays(pos)  # no spare lot row
-    tr = np.zeros((0, 5), np.int64), np.zeros((0, 4))
+    account, lots = _arrays(pos)  # no spare lot row
+    trades = np.zeros(0, K.TRADE_DTYPE)
     with pytest.raises(ValueError, match="lot buffer full"):
         K.fill(
-            acct_f,
-            acct_i,
-            lot_i,
-            lot_f,
-            LONG,
-            80_000,
-            1,
-            0.1,
-            8000.0,
-            False,
-            0.0,
-            0,
-            0.5,
-            True,
-            1.0,
-            *tr,
-            0,
-        )
+            account[0], lots, trades, 0, LONG, 80_000, 1, 0.1, 8000.0, False, 0.0, K.MAKER,
+            0.5, True, 1.0,
+        )  # fmt: skip
     pos, _ = apply_fill(pos, LONG, 80_000, 1, XBT, 0.1, 1.0)
-    acct_f, acct_i, lot_i, lot_f = _arrays(pos)
+    account, lots = _arrays(pos)
     with pytest.raises(ValueError, match="trade buffer full"):
         K.fill(
-            acct_f,
-            acct_i,
-            lot_i,
-            lot_f,
-            SHORT,
-            80_001,
-            2,
-            0.1,
-            0.0,
-            False,
-            0.0,
-            0,
-            0.5,
-            True,
-            1.0,
-            *tr,
-            0,
-        )
+            account[0], lots, trades, 0, SHORT, 80_001, 2, 0.1, 0.0, False, 0.0, K.MAKER, 0.5,
+            True, 1.0,
+        )  # fmt: skip
