@@ -216,3 +216,19 @@ def test_ingest_records_each_days_contract_from_the_history(history, tmp_path: P
     # without the history, the same 0.1 prices under the configured 0.5 are off-tick
     bare = ingest_flow(cfg, str(tmp_path / "bare")).report
     assert bare.rows_rejected == 2
+
+
+def test_timestamped_rest_objects_and_the_stored_history_read_back(history, tmp_path) -> None:
+    """A list of BitMEX instrument objects taken over time (`GET /api/v1/instrument`)
+    gives the same history as the messages; the stored JSON reads back as itself."""
+    first_line = _instrument_lines().splitlines()[0]
+    xbt = json.loads(first_line.split(" ", 1)[1])["data"][0]
+    objs = [xbt, {**xbt, "timestamp": CHANGE, "tickSize": 0.1}]
+    path = tmp_path / "rest.json"
+    path.write_text(json.dumps(objs))
+    assert read_instrument_history(path, "XBTUSD") == history
+    stored = tmp_path / "history.json"
+    stored.write_text(history.model_dump_json())
+    assert read_instrument_history(stored, "XBTUSD") == history
+    with pytest.raises(ValueError, match="no instrument record of 'ETHUSD'"):
+        read_instrument_history(path, "ETHUSD")
