@@ -34,11 +34,13 @@ first).
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +306,93 @@ def fetch_root(
     if sha is None:
         raise ObjectStoreError(f"{url}: the object records no sha256 (not published by chappie)")
     return fetch_verified(url, sha, storage, cache_dir, s3)
+
+
+# ---------------------------------------------------------------- conditional writes
+# For small coordination objects (a lease, `core.locks.hold_store_lock`): S3's conditional
+# PUT (`If-None-Match: *`: create only; `If-Match: <etag>`: replace only what was read)
+# makes "take it unless someone has" one atomic request on the server, whichever machine
+# asks. AWS S3, MinIO and moto's server implement both.
+
+#: what the server answers when a condition does not hold (412), or when another
+#: conditional write of the same key is in flight (409, AWS)
+_CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A small object read whole: its bytes, its ETag (the token a conditional write
+    names) and its age by the server's own clock (its `Date` header minus the object's
+    `Last-Modified`; the reader's clock is used only when the server sends no date)."""
+
+    body: bytes
+    etag: str
+    age_s: float
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def put_conditional(
+    url: str, body: bytes, storage: StorageConfig, etag: str | None = None
+) -> str | None:
+    """Write `body` to `url` only if no object is there (`etag` None: `If-None-Match: *`)
+    or only if the object there still has ETag `etag` (`If-Match`). Returns the new
+    object's ETag, None when the condition did not hold (someone else wrote first).
+    Raises ObjectStoreError on any other failure."""
+    loc = S3Url.parse(url)
+    cond = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+    try:
+        out = client(storage).put_object(Bucket=loc.bucket, Key=loc.key, Body=body, **cond)
+    except Exception as exc:
+        if _code(exc) in _CONDITION_FAILED or (etag is not None and _code(exc) == "NoSuchKey"):
+            return None
+        raise _error("write", url, exc) from exc
+    return str(out["ETag"])
+
+
+def read_object(url: str, storage: StorageConfig) -> StoredObject | None:
+    """The object at `url` read whole (`StoredObject`), None when there is none. Raises
+    ObjectStoreError on any other failure."""
+    loc = S3Url.parse(url)
+    try:
+        got = client(storage).get_object(Bucket=loc.bucket, Key=loc.key)
+        body = got["Body"].read()
+    except Exception as exc:
+        if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise _error("read", url, exc) from exc
+    date = got.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    now = email.utils.parsedate_to_datetime(date).timestamp() if date else time.time()
+    return StoredObject(body, str(got["ETag"]), max(0.0, now - got["LastModified"].timestamp()))
+
+
+def delete_if_match(url: str, etag: str, storage: StorageConfig) -> bool:
+    """Delete the object at `url` only if its ETag is still `etag` (`If-Match`): True when
+    deleted, False when another writer replaced or removed it. A server without
+    conditional deletes gets a read, a comparison and a plain delete (a narrow race,
+    acceptable for releasing a lease). Raises ObjectStoreError on any other failure."""
+    loc = S3Url.parse(url)
+    s3 = client(storage)
+    try:
+        s3.delete_object(Bucket=loc.bucket, Key=loc.key, IfMatch=etag)
+        return True
+    except Exception as exc:
+        code = _code(exc)
+        if code in _CONDITION_FAILED or code in ("NoSuchKey", "404"):
+            return False
+        if code not in ("NotImplemented", "501", "InvalidArgument"):
+            raise _error("delete", url, exc) from exc
+    now = read_object(url, storage)
+    if now is None or now.etag != etag:
+        return False
+    try:
+        s3.delete_object(Bucket=loc.bucket, Key=loc.key)
+    except Exception as exc:
+        raise _error("delete", url, exc) from exc
+    return True
 
 
 def list_names(url: str, storage: StorageConfig) -> list[str]:
