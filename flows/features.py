@@ -22,8 +22,10 @@ With `storage` (the experiment config's `storage:`) the event partitions are rea
 the object store and the bars published there (`features.bars.build_bars`); the bars
 the slices are cut from are the store's view (a cache folder, bounded with the fetch
 cache by `core.objectstore.trim_cache` at the end of the run). Slices, stats and
-folds.json are published to `<data_dir>` as before (the train flow publishes them to
-the store).
+folds.json are published to `<data_dir>`, then to the store (`features.store_publish`:
+every file checked against its sha256, folds.json last, under the store lock of the
+spec: another machine publishing it is refused in one line), where the train flow's
+workers fetch them, every byte checked again.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from core.objectstore import trim_cache, view_root
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
 from features import bars as bar_files
-from features import publish, slices
+from features import publish, slices, store_publish
 from features.depth_check import check_bars_index
 from flows import progress
 from flows.common import data_folder_lock
@@ -104,6 +106,11 @@ def _remove_staging(plan: slices.SlicePlan) -> None:
     publish.remove_staging(plan)
 
 
+def _publish_to_store(storage: StorageConfig, data_dir: str, spec_hash: str) -> str:
+    """The spec's local slices, stats and folds.json onto the store; its folds.json URL."""
+    return store_publish.publish_spec(storage, DataLayout(Path(data_dir)), spec_hash, "features")
+
+
 def _staged_files_exist(plan: slices.SlicePlan) -> bool:
     """True when a (cached) plan is usable: every staged segment it names is still there.
     (A plan an earlier version persisted with other fields does not decode: Prefect
@@ -142,6 +149,7 @@ staged_files_exist = task(name="staged-files-exist")(_staged_files_exist)
 validate_slice = task(name="validate-slice", task_run_name="validate-{slice_id}")(_validate)
 publish_slices = task(name="publish-slices")(_publish)
 remove_staging = task(name="remove-staging")(_remove_staging)
+publish_to_store = task(name="publish-to-store")(_publish_to_store)
 
 
 @flow(name="build-features")
@@ -189,7 +197,11 @@ def _build_features(
         d: (read_manifest(events, symbol, d) or {}).get("book_kind") for d in bars.event_partitions
     }
     check_bars_index(bars.bars_path, cfg.spec, sources)
-    return slices_from_bars(symbol, bars, cfg, data_dir)
+    folds = slices_from_bars(symbol, bars, cfg, data_dir)
+    if storage is not None:  # the slices, stats and folds.json just published, to the store
+        with progress.step("publish to store") as st:
+            st.result = publish_to_store(storage, data_dir, cfg.spec.spec_hash)
+    return folds
 
 
 def slices_from_bars(

@@ -40,7 +40,8 @@ from core.config.storage import StorageConfig
 from core.config.training import SweepConfig
 from core.lifetime import init_pool_worker
 from core.paths import DataLayout
-from features.slices import FOLDS_FILE, SliceManifest
+from features.slices import SliceManifest
+from features.store_publish import published_slice, published_stats
 from flows import progress
 from flows.common import data_folder_lock
 from flows.results import PERSISTED, ensure_result_storage
@@ -52,7 +53,7 @@ from training.candidates import (
     plan_tasks,
     training_root,
 )
-from training.store_inputs import StoreInputs, publish_folds, publish_slice, publish_stats
+from training.store_inputs import StoreInputs
 from training.sweep import (
     TrainResult,
     TrainTask,
@@ -290,15 +291,16 @@ def _tasks_on_store(
     tasks: list[TrainTask],
     logger: Any,
 ) -> list[TrainTask]:
-    """Publish the spec's slices, their frozen stats and folds.json to the object store
-    (what is already there with the same sha256 is skipped) and point every task at the
-    store: its workers fetch and verify their inputs (training.store_inputs)."""
-    slices = {m.path: publish_slice(storage, m.path) for m in catalog.manifests.values()}
+    """Point every task at the object store, where the features flow published the
+    spec's slices and frozen stats (`features.store_publish`): each train slice and stats
+    folder must be there with the sha256 of the local copy the tasks were planned from
+    (ObjectStoreError, one line naming it, when not). Its workers fetch and verify their
+    inputs (training.store_inputs)."""
+    slices = {t.train_slice: published_slice(storage, t.train_slice) for t in tasks}
+    stats = {t.stats_dir: published_stats(storage, t.stats_dir) for t in tasks}
     digests = {m.path: m.sha256 for m in catalog.manifests.values()}
-    stats = {f.stats_dir: publish_stats(storage, f.stats_dir) for f in catalog.folds}
-    publish_folds(storage, layout.slices(spec_hash) / FOLDS_FILE)
-    logger.info("slices and stats of %s published to %s", spec_hash[:12], storage.url)
-    progress.note(f"train: {len(slices)} slices and their stats on {storage.url}")
+    logger.info("slices and stats of %s found on %s", layout.spec12(spec_hash), storage.url)
+    progress.note(f"train: {len(slices)} train slices and their stats on {storage.url}")
     out = []
     for t in tasks:
         (slice_url, manifest_sha), (stats_url, sums_sha) = slices[t.train_slice], stats[t.stats_dir]

@@ -17,9 +17,11 @@ from core.config.market import SyntheticMarketConfig
 from core.config.storage import StorageConfig
 from core.config.training import PPOConfig
 from core.hashing import sha256_file
+from core.locks import StoreBusy, hold_store_lock
 from core.objectstore import ObjectStoreError, S3Url, client, fetch_root, join
 from core.paths import DataLayout
-from features.slices import load_manifest
+from features.slices import load_fold_index, load_manifest
+from features.store_publish import publish_spec
 from tests.features.test_flow import CFG, SYMBOL
 from tests.s3_store import s3_store
 
@@ -105,6 +107,40 @@ def test_events_and_bars_live_on_the_store_and_not_in_the_data_folder(
     # the slices were cut from the store's events: lineage names the store's manifests
     m0 = load_manifest(DataLayout(data).slices(CFG.spec.spec_hash) / "fold00-train.manifest.json")
     assert m0.event_partitions == {DAYS[0]: events[f"events/{SYMBOL}/{DAYS[0]}/manifest.json"]}
+
+
+def test_the_features_flow_publishes_slices_stats_and_folds_to_the_store(
+    nightly: dict[str, Any], store: StorageConfig
+) -> None:
+    """#19: whoever trains finds the spec's slices, their stats and folds.json on the store,
+    each object recording the sha256 of the local file the features flow wrote (the train
+    flow only checks them: features.store_publish.published_slice)."""
+    layout = DataLayout(nightly["data"])
+    spec_hash = CFG.spec.spec_hash
+    spec12 = layout.spec12(spec_hash)
+    local = layout.slices(spec_hash)
+    on_store = _objects(store, f"slices/{spec12}")
+    index = load_fold_index(layout, spec_hash)
+    assert index.model_dump(mode="json") == nightly["folds"]
+    assert on_store[f"slices/{spec12}/folds.json"] == sha256_file(local / "folds.json")
+    ids = [s for f in index.folds for s in (f.train, f.validation, f.test) if s] + index.stress
+    for sid in ids:
+        manifest = local / f"{sid}.manifest.json"
+        assert on_store[f"slices/{spec12}/{manifest.name}"] == sha256_file(manifest)
+        for part in load_manifest(manifest).parts:
+            assert on_store[f"slices/{spec12}/{part.file}"] == part.sha256
+    for f in index.folds:
+        stats = _objects(store, f"stats/{f.stats_id}")
+        assert {k.rsplit("/", 1)[1]: v for k, v in stats.items()} == {
+            p.name: sha256_file(p) for p in layout.stats(f.stats_id).iterdir()
+        }
+    # the publication's store lock was released; another holder refuses a second publisher
+    assert not _objects(store, "locks")
+    with (
+        hold_store_lock(store, f"slices/{spec12}", "features on another machine"),
+        pytest.raises(StoreBusy, match=f"locks/slices/{spec12}.lock is held by"),
+    ):
+        publish_spec(store, layout, spec_hash, "features")
 
 
 def test_a_damaged_event_object_is_named_and_the_days_before_it_are_kept(

@@ -1,6 +1,6 @@
 """Training inputs on an object store (moto's S3 server on 127.0.0.1): slices and frozen
-stats published from the local store, fetched by workers with every byte verified, and
-the train flow on a local Dask cluster training from them."""
+stats published from the local store (as the features flow does), fetched by workers with
+every byte verified, and the train flow on a local Dask cluster training from them."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from core.config.experiment import ExperimentConfig
 from core.config.storage import StorageConfig
 from core.config.training import PPOConfig
-from core.objectstore import ObjectStoreError, S3Url, client, join
+from core.objectstore import ObjectStoreError, S3Url, client, join, publish
 from features.stats import FrozenStats
 from features.store import read_slice, verify_slice
+from features.store_publish import publish_spec
 from tests.s3_store import s3_store
 from tests.training.conftest import DataDir, build_data_dir
 from tests.training.test_sweep import make_task
@@ -118,11 +119,13 @@ def test_publish_refuses_a_slice_whose_segment_is_damaged_locally(
 def _store_tasks(
     data: DataDir, storage: StorageConfig, out: Path, seeds: list[int]
 ) -> list[TrainTask]:
-    """The sweep's tasks for fold 0, pointed at the store by the train flow's own step."""
+    """The sweep's tasks for fold 0, published as the features flow does and pointed at
+    the store by the train flow's own step."""
     from flows.train import _tasks_on_store
     from training.candidates import load_catalog
 
     spec_hash = data.cfg.features.spec.spec_hash
+    publish_spec(storage, data.layout, spec_hash, "test")
     catalog = load_catalog(data.layout, spec_hash)
     trial = data.cfg.sweep.trials[0].model_copy(
         update={"ppo": PPOConfig(n_steps=64, batch_size=64, n_epochs=1, net_arch=(16,))}
@@ -151,6 +154,33 @@ def test_a_task_whose_store_object_was_replaced_raises_the_reason(
     assert not (Path(task.out_dir) / "model.zip").exists()
 
 
+def test_training_from_a_store_the_slices_were_not_published_to_is_refused_in_one_line(
+    tmp_path: Path, tiny_cfg: ExperimentConfig, store: StorageConfig
+) -> None:
+    """The train flow only reads the store: a slice the features flow did not publish
+    there (or another version of it) is named, with what to run."""
+    from flows.train import _tasks_on_store
+    from training.candidates import load_catalog
+
+    data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
+    spec_hash = data.cfg.features.spec.spec_hash
+    catalog = load_catalog(data.layout, spec_hash)
+    tasks = [make_task(data, tmp_path / "run")]
+    prefix = store.model_copy(update={"url": f"{store.url}/never-published"})
+    with pytest.raises(ObjectStoreError) as err:
+        _tasks_on_store(prefix, data.layout, spec_hash, catalog, tasks, logging.getLogger("t"))
+    msg = str(err.value)
+    assert "\n" not in msg and "fold00-train.manifest.json holds nothing" in msg
+    assert "chappie features" in msg
+    publish_spec(prefix, data.layout, spec_hash, "test")
+    other = tmp_path / "checksums.json"
+    other.write_text("{}")  # another machine's stats of the same id, published over these
+    stats_id = Path(catalog.folds[0].stats_dir).name
+    publish(other, join(prefix.url, "stats", stats_id, "checksums.json"), prefix)
+    with pytest.raises(ObjectStoreError, match="checksums.json holds sha256"):
+        _tasks_on_store(prefix, data.layout, spec_hash, catalog, tasks, logging.getLogger("t"))
+
+
 def test_a_local_task_is_serialised_exactly_as_before_the_store_existed(
     tiny_data: DataDir, tmp_path: Path
 ) -> None:
@@ -176,6 +206,7 @@ def _dask_sweep_from_the_store(
     data = build_data_dir(tmp_path / "d", tiny_cfg, rows=300)
     update = {"executor": "dask", "timesteps": (256,), "seeds": (0,), **sweep}
     prefix = store.model_copy(update={"url": f"{store.url}/flow"})
+    publish_spec(prefix, data.layout, tiny_cfg.features.spec.spec_hash, "features")
     cfg = tiny_cfg.model_copy(
         update={"sweep": tiny_cfg.sweep.model_copy(update=update), "storage": prefix}
     )
