@@ -50,9 +50,12 @@ process the book follows, so what a maker sees is what it would see on BitMEX:
   appear and vanish (a lone small order or real size), giving the capture's
   insert / update / delete mix.
 - **The planted edge**: ``P(next move up) = (1 + strength * L) / 2``, ``L = tanh(lean
-  * Z)`` with Z an Ornstein-Uhlenbeck lean (half-life ``half_life_s``). L shows in the
-  named feature (touch queues, trade flow or only the price path) at every strength;
-  `market_metadata` records which and how strong.
+  * Z)`` with Z an Ornstein-Uhlenbeck lean (half-life ``half_life_s``; edge model
+  ``lean``) or the gap ``(F - mid) / J`` to a hidden fair value F that jumps by +-J
+  ticks at the rate giving it the no-edge mid's variance (model ``fair_value``: the mid
+  follows F, so the edge does not add volatility over hours). L shows in the named
+  feature (touch queues, the real size behind them, trade flow or only the price path)
+  at every strength; `market_metadata` records which and how strong.
 
 Each day starts with a snapshot of the whole book at 00:00:00 UTC; state (price,
 queues, activity) carries over between days. ``ts_recv = ts_event + latency`` (1 ms
@@ -313,17 +316,21 @@ def _simulate_day(
     P_DEEP_SMALL,
     P_CARRIER,
     P_FLOW_LEAN,
-) = range(24)
-N_PARAMS = 24
+    P_FV,
+    P_FV_JUMP,
+    P_K2,
+) = range(27)
+N_PARAMS = 27
 # Where the planted edge's lean shows (`PlantedEdgeConfig.feature`).
-CARRIERS = {"imbalance_l1": 0, "trade_imbalance_60s": 1, "log_return_60s": 2}
-_BOOK, _FLOW = 0, 1
+CARRIERS = {"imbalance_l1": 0, "trade_imbalance_60s": 1, "log_return_60s": 2, "imbalance_l10": 3}
+_BOOK, _FLOW, _DEEP = 0, 1, 3
 # Carried state (float64): activity h, last ts_recv, the edge's lean Z, the book's
 # lean (Z itself when the book carries the edge, else an independent twin: the book
 # leans the same amount either way), touch-target noise of the bid and ask, end of the
-# bid's and ask's filling burst (ns).
-S_H, S_RECV, S_Z, S_ZB, S_EPS_B, S_EPS_A, S_FRESH_B, S_FRESH_A = range(8)
-N_STATE = 8
+# bid's and ask's filling burst (ns), and (edge model "fair_value") the gap F - mid in
+# ticks between the hidden fair value and the mid.
+S_H, S_RECV, S_Z, S_ZB, S_EPS_B, S_EPS_A, S_FRESH_B, S_FRESH_A, S_GAP = range(9)
+N_STATE = 9
 _FRESH_MEDIAN = 200.0  # contracts: the first order at a new price (the capture: 100-400)
 _INFORMED_MULT = 4.0  # an informed order's touch take: noise median times this
 _DEEP_SIGMA = 1.2  # ln size of a real-size deep level (the capture: 5k to 300k)
@@ -352,16 +359,23 @@ def _touch_target(p: np.ndarray, stf: np.ndarray, side: int) -> float:
     """Target size of a touch queue: the book's lean tilts the two sides opposite ways."""
     eps = stf[S_EPS_B] if side > 0 else stf[S_EPS_A]
     z = stf[S_Z] if p[P_CARRIER] == _BOOK else stf[S_ZB]
-    lean = np.tanh(p[P_LEAN] * z)
+    # when the deep book carries the edge the touch queues do not lean at all (their
+    # lean, on the twin, would drown the deep book's in imbalance_l10)
+    lean = 0.0 if p[P_CARRIER] == _DEEP else np.tanh(p[P_LEAN] * z)
     return p[P_TQ_MED] * np.exp(side * p[P_TLEAN] * lean + p[P_TQ_SIG] * eps)
 
 
 @njit(cache=True)
-def _deep_size(rng: np.random.Generator, p: np.ndarray) -> np.int64:
-    """A new level behind the touch: a lone small order or a real-size level."""
+def _deep_size(rng: np.random.Generator, p: np.ndarray, stf: np.ndarray, side: int) -> np.int64:
+    """A new level behind the touch: a lone small order or a real-size level. When the
+    deep book carries the edge (feature imbalance_l10), real size leans toward L as the
+    touch queues would (median x exp(+-touch_lean_ln L), bid +, ask -)."""
     if rng.random() < p[P_DEEP_SMALL]:
         return _size(rng, _FRESH_MEDIAN, 0.7)
-    return _size(rng, p[P_DEEP_MED], _DEEP_SIGMA)
+    median = p[P_DEEP_MED]
+    if p[P_CARRIER] == _DEEP:
+        median *= np.exp(side * p[P_TLEAN] * np.tanh(p[P_LEAN] * stf[S_Z]))
+    return _size(rng, median, _DEEP_SIGMA)
 
 
 @njit(cache=True)
@@ -418,6 +432,16 @@ def _simulate_day_realistic(
             stf[S_H] = stf[S_H] * a_h + _H_STD * np.sqrt(1.0 - a_h * a_h) * z
             stf[S_Z] = stf[S_Z] * a_z + np.sqrt(1.0 - a_z * a_z) * rng_path.standard_normal()
             stf[S_ZB] = stf[S_ZB] * a_z + np.sqrt(1.0 - a_z * a_z) * rng_path.standard_normal()
+            if p[P_FV] > 0.0:
+                # the hidden fair value jumps at the rate that gives it the variance per
+                # second of the mid's own moves: rate x jump^2 = moves/s x E[k^2]
+                v_grid = np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
+                rate = p[P_MOVES] * p[P_VOL] * v_grid * p[P_K2] / (p[P_FV_JUMP] * p[P_FV_JUMP])
+                u_jump = rng_path.random()
+                sign = 1.0 if rng_path.random() < 0.5 else -1.0
+                if u_jump < rate * _PATH_STEP_S:
+                    stf[S_GAP] += sign * p[P_FV_JUMP]
+                stf[S_Z] = stf[S_GAP] / p[P_FV_JUMP]
         v = np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
         r_move = p[P_MOVES] * p[P_VOL] * v
         r_noise = p[P_NOISE] * p[P_TRADE_SCALE] * v
@@ -500,6 +524,9 @@ def _simulate_day_realistic(
                     nb += 1
             pb = touch_b if d > 0 else touch_a - k
             spread = 1
+            if p[P_FV] > 0.0:
+                stf[S_GAP] -= d * k  # the mid moved k ticks toward (or away from) F
+                stf[S_Z] = stf[S_GAP] / p[P_FV_JUMP]
             burst_end = t + rng.exponential(p[P_BURST_MS] * 1e6)
             if d > 0:
                 stf[S_FRESH_B] = burst_end
@@ -548,11 +575,11 @@ def _simulate_day_realistic(
             r = rng.random()
             old = q[k]
             if old == 0:
-                q[k] = _deep_size(rng, p)
+                q[k] = _deep_size(rng, p, stf, side)
             elif r < p[P_DEEP_CANCEL]:
                 q[k] = 0
             elif r < 0.5 * (1.0 + p[P_DEEP_CANCEL]):
-                q[k] = old + _deep_size(rng, p)
+                q[k] = old + _deep_size(rng, p, stf, side)
             else:
                 q[k] = max(np.int64(LOT), old - np.int64(np.floor(old / LOT * rng.random())) * LOT)
             if q[k] != old:
@@ -592,7 +619,19 @@ def realistic_params(cfg: SyntheticMarketConfig, regime: RegimeConfig) -> np.nda
     p[P_DEEP_SMALL] = r.deep_small_p
     p[P_CARRIER] = CARRIERS[cfg.edge.feature]
     p[P_FLOW_LEAN] = cfg.edge.flow_lean
+    p[P_FV] = 1.0 if cfg.edge.model == "fair_value" else 0.0
+    p[P_FV_JUMP] = cfg.edge.fair_value_jump_ticks
+    p[P_K2] = move_size_second_moment(r.jump_continue_p, cfg.depth_levels // 2)
     return p
+
+
+def move_size_second_moment(continue_p: float, k_max: int) -> float:
+    """E[k^2] of a move's size in ticks: geometric (P(k > j | k >= j) = continue_p),
+    capped at k_max (the simulator's `k < depth // 2`)."""
+    k = np.arange(1, max(1, k_max) + 1, dtype=np.float64)
+    prob = continue_p ** (k - 1) * (1.0 - continue_p)
+    prob[-1] = continue_p ** (k[-1] - 1)  # the cap takes the tail
+    return float(np.sum(prob * k * k))
 
 
 def _realistic_start(
@@ -604,6 +643,8 @@ def _realistic_start(
     depth = cfg.depth_levels
     stf = np.zeros(N_STATE)
     stf[S_Z] = rng_path.standard_normal()
+    if cfg.edge.model == "fair_value":
+        stf[S_Z] = 0.0  # the mid starts at the fair value (the draw keeps the paths aligned)
     stf[S_ZB] = rng_path.standard_normal()
     stf[S_EPS_B] = rng.standard_normal()
     stf[S_EPS_A] = rng.standard_normal()
@@ -615,7 +656,7 @@ def _realistic_start(
         q[0] = max(1, int(_touch_target(p, stf, side) // LOT)) * LOT
         for i in range(1, depth):
             if rng.random() < present:
-                q[i] = int(_deep_size(rng, p))
+                q[i] = int(_deep_size(rng, p, stf, side))
         sides.append(q)
     return stf, sides[0], sides[1]
 
@@ -765,14 +806,21 @@ def market_metadata(cfg: SyntheticMarketConfig) -> MarketMetadata:
             "imbalance_l1": f"the touch queues lean (log ratio +-{cfg.realistic.touch_lean_ln:g} L)",
             "trade_imbalance_60s": f"uninformed orders buy with probability (1 + {e.flow_lean:g} L) / 2",
             "log_return_60s": "only the price path (momentum)",
+            "imbalance_l10": f"real size behind the touch leans (log ratio +-{cfg.realistic.touch_lean_ln:g} L)",
         }[e.feature]
+        z = (
+            f"Z = (F - mid) / {e.fair_value_jump_ticks:g} ticks, F a hidden fair value jumping "
+            f"+-{e.fair_value_jump_ticks:g} ticks with the no-edge mid's variance,"
+            if e.model == "fair_value"
+            else f"Z an OU lean (half-life {e.half_life_s:g} s)"
+        )
         edge = {
             "feature": e.feature,
             "strength": e.strength,
             "strength_by_day": [min(1.0, e.strength * r.edge_scale) for r in days],
             "half_life_s": e.half_life_s,
             "description": f"P(next move up) = (1 + {e.strength:g} L) / 2, L = tanh({e.lean:g} Z), "
-            f"Z an OU lean (half-life {e.half_life_s:g} s) shown by {where}; strength 0 = no edge",
+            f"{z} shown by {where}; strength 0 = no edge",
         }
     return {
         "source": "synthetic",

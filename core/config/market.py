@@ -8,9 +8,9 @@ quotes, and a planted edge with a dial, `PlantedEdgeConfig`). See ingest/synthet
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from core.config.base import FrozenModel
 
@@ -40,18 +40,42 @@ class PlantedEdgeConfig(FrozenModel):
     - ``trade_imbalance_60s``: uninformed market orders buy with probability
       ``(1 + flow_lean * L) / 2`` (the book leans on an independent twin of Z);
     - ``log_return_60s``: nowhere but in the price path itself (momentum; the book
-      leans on the twin).
+      leans on the twin);
+    - ``imbalance_l10``: real size behind the touch leans as the touch queues would
+      (``median * exp(+-touch_lean_ln * L)``); the touch queues lean on the twin, so
+      level 1 tells nothing.
     strength 0: no feature carries information about any future move (the book and the
     flow look exactly as they do with an edge); 1: the price moves the way L points as
     often as |L| allows. With any strength > 0 past returns carry some of it too (the
     price drifts the way L points while L persists).
     """
 
-    feature: Literal["imbalance_l1", "trade_imbalance_60s", "log_return_60s"] = "imbalance_l1"
+    feature: Literal["imbalance_l1", "trade_imbalance_60s", "log_return_60s", "imbalance_l10"] = (
+        "imbalance_l1"
+    )
     strength: float = Field(0.0, ge=0, le=1)
     half_life_s: float = Field(60.0, gt=0)
     lean: float = Field(2.5, gt=0)
     flow_lean: float = Field(0.8, ge=0, le=1)
+    # "lean": Z is the OU lean above. It adds a drift that accumulates, so the edge also
+    # multiplies the market's volatility (7x over 1 h at strength 0.4, half-life 300 s).
+    # "fair_value": Z = (F - mid) / fair_value_jump_ticks, F a hidden fair value that
+    # jumps by +-fair_value_jump_ticks at the rate that gives it the variance per second
+    # of the mid's own moves (the no-edge mid's); the mid, pulled toward F by the edge,
+    # follows it, so over hours the market is as volatile as without the edge and only
+    # the way the gap closes is predictable. half_life_s is unused there.
+    model: Literal["lean", "fair_value"] = "lean"
+    fair_value_jump_ticks: float = Field(30.0, gt=0)
+
+    @model_serializer(mode="wrap")
+    def _lean_dumps_as_before(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A "lean" edge dumps exactly as before `model` existed: the same JSON and
+        fingerprint, so markets already generated are not generated again."""
+        data = handler(self)
+        if self.model == "lean" and isinstance(data, dict):
+            data.pop("model", None)
+            data.pop("fair_value_jump_ticks", None)
+        return data
 
 
 class RealisticMarketConfig(FrozenModel):
