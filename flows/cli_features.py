@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from flows.common import DEFAULT_CONFIG, command_session, load_experiment, resolve_runtime
@@ -100,9 +101,10 @@ def _cmd_features(args: argparse.Namespace) -> int:
         cfg = load_experiment(args.config)
     except (OSError, ValueError) as exc:
         return _fail("features", str(exc))
-    # slow: great_expectations, polars (~1.5 s); a bad config is reported before them
-    from expectations.runner import SliceValidationError
+    # slow: polars (~0.5 s); a bad config is reported before it
+    from core.paths import DataLayout
     from features.depth_check import DepthError, check_declared_depth
+    from ingest.events import list_event_days
 
     rt = resolve_runtime(args.data_dir)
     try:  # before Prefect starts: a spec the events' book streams cannot feed
@@ -112,9 +114,19 @@ def _cmd_features(args: argparse.Namespace) -> int:
             from ingest.run import events_view
 
             events_root = str(events_view(cfg.storage, cfg.ingest.symbol).root)
+        events = DataLayout(Path(events_root))
+        if not list_event_days(events, cfg.ingest.symbol):
+            return _fail(
+                "features",
+                f"no events for {cfg.ingest.symbol} under {events.events_symbol(cfg.ingest.symbol)}: "
+                "ingest them first (`chappie ingest SOURCE PATH...`)",
+            )
         check_declared_depth(events_root, cfg.ingest.symbol, cfg.features.spec)
     except DepthError as exc:
         return _fail("features", str(exc))
+    # slow: great_expectations (~1 s); only once there is something to validate
+    from expectations.runner import SliceValidationError
+
     try:
         with command_session(rt.data_dir, "features"):
             # slow: prefect (~2 s); imported once the Prefect API is set

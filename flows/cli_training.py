@@ -17,6 +17,17 @@ from flows.common import DEFAULT_CONFIG, command_session, load_experiment, resol
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
+    # slow: training.candidates pulls polars and numpy (~0.5 s); not for chappie --help
+    from training.candidates import check_instrument, load_catalog
+
+    spec_hash = cfg.features.spec.spec_hash
+    try:  # before Prefect starts: slices not built yet, or built under another contract
+        check_instrument(load_catalog(rt.layout, spec_hash), cfg.ingest.instrument)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"no slices of this config's features under {rt.layout.slices(spec_hash)}: "
+            f"build them first (`chappie features --config {args.config}`)"
+        ) from exc
     with command_session(rt.data_dir, "train"):
         # slow: prefect, torch's planning side (~5 s); imported once the Prefect API is set
         from flows.train import train_flow

@@ -207,3 +207,15 @@ def test_features_on_a_top_of_book_source_are_refused_in_one_line(tmp_path: Path
     assert "needs 10 book levels per side" in lines[0], err
     assert "imbalance_l10" in lines[0] and "bitmex-dump:quote" in lines[0], err
     assert "2019-01-01 holds 1" in lines[0], err
+
+
+def test_features_before_any_ingest_is_one_line_before_prefect(tmp_path: Path) -> None:
+    result = chappie(tmp_path, "features")
+    assert_user_error(result, 2, "no events for XBTUSD", "chappie ingest")
+    assert not (tmp_path / "prefect").exists()  # refused before a Prefect server started
+
+
+def test_train_before_features_is_one_line_before_prefect(tmp_path: Path) -> None:
+    result = chappie(tmp_path, "train")
+    assert_user_error(result, 2, "no slices of this config's features", "chappie features")
+    assert not (tmp_path / "prefect").exists()
