@@ -54,9 +54,11 @@ from book.order_book import (
     ST_SELLV,
     ST_STARTED,
     ST_TCUR,
-    apply_message_kernel,
+    apply_message,
+    has_room,
     new_book,
     new_state,
+    reserve,
 )
 from core import schema
 from core.numba_cache import njit
@@ -161,6 +163,93 @@ def _roll_to(
 
 
 @njit(cache=True)
+def _apply_trade(st: np.ndarray, e: np.int64, side: np.int64, p: np.int64, q: np.int64) -> None:
+    """Add one trade (ts_recv `e`) to the open bar's trade and execution columns."""
+    if side > 0:
+        st[ST_BUYV] += q
+        if p > st[ST_BUYHI]:
+            st[ST_BUYHI] = p
+        ref = st[ST_PREV_ASK]
+        if ref > 0:
+            if p == ref:
+                st[ST_BUY_AT] += q
+            elif p > ref:
+                if st[ST_BUY_THRU_FIRST] < 0:
+                    st[ST_BUY_THRU_FIRST] = e
+                st[ST_BUY_THRU_LAST] = e
+    else:
+        st[ST_SELLV] += q
+        if st[ST_SELLLO] == 0 or p < st[ST_SELLLO]:
+            st[ST_SELLLO] = p
+        ref = st[ST_PREV_BID]
+        if ref > 0:
+            if p == ref:
+                st[ST_SELL_AT] += q
+            elif p < ref:
+                if st[ST_SELL_THRU_FIRST] < 0:
+                    st[ST_SELL_THRU_FIRST] = e
+                st[ST_SELL_THRU_LAST] = e
+    st[ST_NTR] += 1
+    if e > st[ST_LASTTR]:
+        st[ST_LASTTR] = e
+
+
+@njit(cache=True)
+def _feed(
+    book: np.ndarray,
+    st: np.ndarray,
+    bts: np.ndarray,
+    bside: np.ndarray,
+    bpx: np.ndarray,
+    bsz: np.ndarray,
+    bsnap: np.ndarray,
+    tts: np.ndarray,
+    tside: np.ndarray,
+    tpx: np.ndarray,
+    tsz: np.ndarray,
+    dt: np.int64,
+    depth: int,
+    out: np.ndarray,
+    at: np.ndarray,
+) -> int:
+    """Merge book messages and trades in ts_recv order from positions `at` = [next
+    delta, next trade, rows written], closing bars on the way, until both are consumed
+    (returns 0) or the next message does not fit the book (returns its row count; `at`
+    points at it). The book is never replaced here: a loop that reassigns an array
+    reference-counts it at every use (atomic operations that were half of the replay)."""
+    nb = bts.shape[0]
+    nt = tts.shape[0]
+    i = at[0]
+    j = at[1]
+    k = at[2]
+    need = 0
+    while i < nb or j < nt:
+        if j >= nt or (i < nb and bts[i] <= tts[j]):
+            e = bts[i]
+            m = i + 1
+            while m < nb and bts[m] == e:
+                m += 1
+            if not has_room(book, st, m - i):
+                need = m - i
+                break
+            if e > st[ST_TCUR] or st[ST_HAVE_T] == 0:  # a bar to close (or the first event)
+                k = _roll_to(book, st, e, dt, depth, out, k)
+            apply_message(book, st, bside, bpx, bsz, bsnap, i, m)
+            st[ST_NEV] += m - i
+            i = m
+        else:
+            e = tts[j]
+            if e > st[ST_TCUR] or st[ST_HAVE_T] == 0:
+                k = _roll_to(book, st, e, dt, depth, out, k)
+            _apply_trade(st, e, tside[j], tpx[j], tsz[j])
+            j += 1
+    at[0] = i
+    at[1] = j
+    at[2] = k
+    return need
+
+
+@njit(cache=True)
 def _sample_kernel(
     book: np.ndarray,
     st: np.ndarray,
@@ -182,54 +271,15 @@ def _sample_kernel(
 
     Returns (book array, number of rows written to `out`).
     """
-    nb = bts.shape[0]
-    nt = tts.shape[0]
-    i = 0
-    j = 0
-    k = 0
-    while i < nb or j < nt:
-        if j >= nt or (i < nb and bts[i] <= tts[j]):
-            e = bts[i]
-            k = _roll_to(book, st, e, dt, depth, out, k)
-            m = i + 1
-            while m < nb and bts[m] == e:
-                m += 1
-            book = apply_message_kernel(book, st, bside, bpx, bsz, bsnap, i, m)
-            st[ST_NEV] += m - i
-            i = m
-        else:
-            e = tts[j]
-            k = _roll_to(book, st, e, dt, depth, out, k)
-            q = tsz[j]
-            p = tpx[j]
-            if tside[j] > 0:
-                st[ST_BUYV] += q
-                if p > st[ST_BUYHI]:
-                    st[ST_BUYHI] = p
-                ref = st[ST_PREV_ASK]
-                if ref > 0:
-                    if p == ref:
-                        st[ST_BUY_AT] += q
-                    elif p > ref:
-                        if st[ST_BUY_THRU_FIRST] < 0:
-                            st[ST_BUY_THRU_FIRST] = e
-                        st[ST_BUY_THRU_LAST] = e
-            else:
-                st[ST_SELLV] += q
-                if st[ST_SELLLO] == 0 or p < st[ST_SELLLO]:
-                    st[ST_SELLLO] = p
-                ref = st[ST_PREV_BID]
-                if ref > 0:
-                    if p == ref:
-                        st[ST_SELL_AT] += q
-                    elif p < ref:
-                        if st[ST_SELL_THRU_FIRST] < 0:
-                            st[ST_SELL_THRU_FIRST] = e
-                        st[ST_SELL_THRU_LAST] = e
-            st[ST_NTR] += 1
-            if e > st[ST_LASTTR]:
-                st[ST_LASTTR] = e
-            j += 1
+    at = np.zeros(3, dtype=np.int64)
+    while True:
+        need = _feed(
+            book, st, bts, bside, bpx, bsz, bsnap, tts, tside, tpx, tsz, dt, depth, out, at
+        )
+        if need == 0:
+            break
+        book = reserve(book, st, need)
+    k = at[2]
     if st[ST_HAVE_T] == 1:
         while st[ST_TCUR] <= close_until:
             k = _close_bar(book, st, dt, depth, out, k)

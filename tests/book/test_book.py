@@ -13,6 +13,7 @@ from book.order_book import (
     DESYNC_UNKNOWN_LEVEL,
     DesyncError,
     OrderBook,
+    _search,
     check_book,
 )
 
@@ -246,3 +247,39 @@ def test_book_replay_equals_message_by_message_and_counts_desyncs() -> None:
     assert a.levels(1) == b.levels(1) == [(11, 4), (10, 1), (9, 2)]
     assert a.levels(-1) == b.levels(-1) == [(13, 6)]
     assert a.ofi == b.ofi
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.integers(-50, 50), max_size=40, unique=True),
+    spare=st.integers(0, 5),
+    key=st.integers(-60, 60),
+)
+def test_search_from_the_best_end_equals_a_leftmost_binary_search(
+    keys: list[int], spare: int, key: int
+) -> None:
+    """`_search` gallops from the end (the best level); it must give the leftmost
+    insertion index of a binary search over the used part, whatever lies beyond it."""
+    n = len(keys)
+    book = np.full((4, n + spare + 1), 10**6, dtype=np.int64)
+    book[0, :n] = sorted(keys)
+    assert _search(book, 0, n, np.int64(key)) == int(np.searchsorted(book[0, :n], key, "left"))
+
+
+def test_book_deep_inserts_and_deletes_keep_levels_and_sizes_paired() -> None:
+    """Inserts and deletes far from the touch move keys and sizes together (memmove)."""
+    rng = np.random.default_rng(3)
+    book = OrderBook(capacity=4)
+    ref: dict[int, int] = {}
+    for _ in range(3000):
+        px = int(rng.integers(1, 400))
+        size = 0 if (px in ref and rng.random() < 0.5) else int(rng.integers(1, 9))
+        if size == 0 and px not in ref:
+            continue
+        book.apply(1, px, size)
+        if size:
+            ref[px] = size
+        else:
+            ref.pop(px)
+    assert book.levels(1) == sorted(ref.items(), reverse=True)
+    assert not book.desynced

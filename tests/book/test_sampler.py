@@ -343,3 +343,24 @@ def test_resumable_sampler_refuses_events_after_close_until_and_a_foreign_state(
     state["st"] = state["st"][:24]  # a state saved before the execution slots (#17)
     with pytest.raises(ValueError, match="another version"):
         ResumableSampler.from_state(SPEC, state)
+
+
+def test_sample_bars_snapshot_larger_than_the_book_array_grows_it_mid_feed() -> None:
+    """A 600-level snapshot (the kernel's book starts at 256 levels) after a first bar:
+    the feed stops, the book grows, the feed resumes; the bars are those of a feed with
+    the snapshot alone (batch == streaming)."""
+    first = [(S // 2, 1, 100, 1, True), (S // 2, -1, 101, 1, True), (S, 1, 100, 2, False)]
+    snap = [(3 * S // 2, 1, 1000 - i, 10 + i, True) for i in range(600)]
+    snap += [(3 * S // 2, -1, 1001 + i, 20 + i, True) for i in range(600)]
+    snap += [(5 * S // 2, 1, 1000, 7, False)]
+    bars = sample_bars(_book(first + snap), _trades([]), SPEC)
+    assert bars.height == 3  # closes at 1 s, 2 s (the snapshot) and 3 s
+    row = bars.row(1, named=True)
+    assert [row[f"bid_px_{i}"] for i in range(10)] == [1000 - i for i in range(10)]
+    assert [row[f"ask_sz_{i}"] for i in range(10)] == [20 + i for i in range(10)]
+    assert bars.row(2, named=True)["bid_sz_0"] == 7 and bars["book_ok"].all()
+    stream = BarSampler(SPEC)
+    for ts, side, px, sz, f in first + snap:
+        stream.on_book(ts, side, px, sz, f)
+    got = stream.advance(3 * S)
+    assert pl.DataFrame(got, schema=bars.schema).equals(bars)
