@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
@@ -190,11 +190,19 @@ class _TaskRows:
     """A display row per training task while it trains (timesteps done of its total),
     read from the `.progress` file its worker writes (`training.sweep.read_progress`)."""
 
-    def __init__(self, tasks: list[TrainTask], pending: list[int]) -> None:
+    def __init__(
+        self,
+        tasks: list[TrainTask],
+        pending: list[int],
+        before: dict[int, tuple[int, int] | None] | None = None,
+    ) -> None:
         self.tasks = tasks
         self.pending = set(pending)
         self.open: dict[int, progress.Step] = {}
-        self.before = {i: read_progress(tasks[i].out_dir) for i in pending}  # a killed run's
+        # what a killed run left: read before this run submitted its tasks (or now)
+        self.before = (
+            before if before is not None else {i: read_progress(tasks[i].out_dir) for i in pending}
+        )
         self.lock = threading.Lock()
 
     def poll(self) -> None:
@@ -225,8 +233,10 @@ class _TaskRows:
 
 
 @contextlib.contextmanager
-def _task_rows(tasks: list[TrainTask], futures: dict[Any, int]) -> Iterator[_TaskRows]:
-    rows = _TaskRows(tasks, list(futures.values()))
+def _task_rows(
+    tasks: list[TrainTask], before: dict[int, tuple[int, int] | None]
+) -> Iterator[_TaskRows]:
+    rows = _TaskRows(tasks, list(before), before)
     try:
         with progress.polling(rows.poll):
             yield rows
@@ -234,26 +244,44 @@ def _task_rows(tasks: list[TrainTask], futures: dict[Any, int]) -> Iterator[_Tas
         rows.close()
 
 
+class _Submitted(NamedTuple):
+    done: dict[int, TrainResult]  # finished before: reused
+    futures: dict[Any, int]  # future -> task index
+    before: dict[int, tuple[int, int] | None]  # each task's .progress before submission
+
+
+def _submit_sweep(cfg: ExperimentConfig, tasks: list[TrainTask]) -> _Submitted:
+    """Submit every task that has not finished before. Finished work (same task, model on disk) is reused without
+    starting a worker; everything else goes to the task runner, where Prefect's input
+    cache is the second net. Called before the sweep's MLflow parent run is made, so the
+    pool's workers start (a fresh interpreter each: prefect, torch, SB3, ~2 s CPU) and
+    train while this process sets MLflow up, not after it (should that setup fail, the
+    runner's exit waits for the tasks already running; their results are cached)."""
+    done: dict[int, TrainResult] = {
+        i: r for i, t in enumerate(tasks) if (r := finished_result(t)) is not None
+    }
+    before = {i: read_progress(t.out_dir) for i, t in enumerate(tasks) if i not in done}
+    submit = train_policy.with_options(retries=cfg.sweep.retries)
+    futures = {submit.submit(t): i for i, t in enumerate(tasks) if i not in done}
+    return _Submitted(done, futures, before)
+
+
 def _run_sweep(
     cfg: ExperimentConfig,
     tasks: list[TrainTask],
+    submitted: _Submitted,
     parent: str,
     experiment: str,
     manifests: dict[str, SliceManifest],
     logger: Any,
 ) -> list[SweepRow]:
-    """Submit, await in completion order (progress bar, child runs), report in task order."""
-    # finished work (same task, model on disk) is reused without starting a worker;
-    # everything else goes to the task runner, where Prefect's input cache is the second net
-    done: dict[int, TrainResult] = {
-        i: r for i, t in enumerate(tasks) if (r := finished_result(t)) is not None
-    }
-    submit = train_policy.with_options(retries=cfg.sweep.retries)
-    futures = {submit.submit(t): i for i, t in enumerate(tasks) if i not in done}
+    """Await the `submitted` tasks (`_submit_sweep`) in completion order (progress bar,
+    child runs), report in task order."""
+    done, futures, before = submitted
     logger.info("%d tasks already finished, %d to run", len(done), len(futures))
     if done:
         progress.note(f"train: {len(done)} of {len(tasks)} tasks already trained (reused)")
-    with progress.step("train", len(tasks), "tasks") as bar, _task_rows(tasks, futures) as rows_of:
+    with progress.step("train", len(tasks), "tasks") as bar, _task_rows(tasks, before) as rows_of:
         rows: dict[int, SweepRow] = {}
 
         def record(i: int, res: TrainResult) -> None:
@@ -342,7 +370,8 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
     if cfg.storage is not None:
         tasks = _tasks_on_store(cfg.storage, layout, spec_hash, catalog, tasks, logger)
-    tracking.configure(tracking_uri)
+    tracking.configure(tracking_uri)  # a bad tracking URI fails here, before any training
+    submitted = _submit_sweep(cfg, tasks)
     orphans = tracking.fail_orphaned_runs()
     if orphans:
         logger.warning("marked %d runs of killed processes FAILED: %s", len(orphans), orphans)
@@ -367,7 +396,7 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     )
 
     try:
-        out = _run_sweep(cfg, tasks, parent, experiment, catalog.manifests, logger)
+        out = _run_sweep(cfg, tasks, submitted, parent, experiment, catalog.manifests, logger)
     except BaseException:
         tracking.end_run(parent, "FAILED")
         raise

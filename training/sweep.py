@@ -101,6 +101,7 @@ class TrainResult(FrozenModel):
     timesteps_done: int = 0
     wall_s: float = 0.0
     steps_per_s: float = 0.0
+    cpu_s: float = 0.0  # CPU seconds of this process for the training (imports excluded)
     final_metrics: dict[str, float] = {}
     attempts: int = 1
     error: str | None = None
@@ -296,7 +297,7 @@ def train_one(task: TrainTask) -> TrainResult:
     out = Path(task.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     env = _training_env(local_inputs(task))
     model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
     writer = _record_writer()
@@ -308,7 +309,7 @@ def train_one(task: TrainTask) -> TrainResult:
     write_progress(out / PROGRESS_FILE, int(model.num_timesteps), task.timesteps)
     # SB3 dumps before each update, so the last update's train/* values are still pending
     model.logger.dump(step=model.num_timesteps)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     done = int(model.num_timesteps)
 
     zip_path = out / MODEL_ZIP
@@ -326,6 +327,7 @@ def train_one(task: TrainTask) -> TrainResult:
         timesteps_done=done,
         wall_s=wall,
         steps_per_s=done / wall if wall > 0 else 0.0,
+        cpu_s=cpu,
         final_metrics=final_values(rows),
     )
     write_json_atomic(out / RESULT_JSON, result.model_dump(mode="json"))
