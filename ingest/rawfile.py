@@ -18,7 +18,22 @@ import numpy as np
 
 from core.hashing import sha256_bytes
 
+try:  # ISA-L's zlib-compatible inflate: the same streams, ~3x faster (module doc)
+    from isal import igzip as _gzip
+    from isal import isal_zlib as _zlib
+except ImportError:  # pragma: no cover - a platform without an isal wheel
+    _gzip = gzip  # type: ignore[assignment,misc]
+    _zlib = zlib  # type: ignore[assignment,misc]
+
 GZIP_MAGIC = b"\x1f\x8b"
+#: what a corrupt gzip stream raises (zlib's error, or isal's)
+GZIP_ERRORS: tuple[type[Exception], ...] = (zlib.error, _zlib.error)  # type: ignore[assignment]
+_READ_ERRORS: tuple[type[Exception], ...] = (EOFError, OSError, *GZIP_ERRORS)
+
+
+def _inflater() -> zlib._Decompress:
+    """A decompressor of one gzip member (wbits 31), isal's when it is installed."""
+    return _zlib.decompressobj(wbits=31)  # type: ignore[return-value]
 
 
 class RawFileError(ValueError):
@@ -47,8 +62,8 @@ def read_raw(path: str | Path) -> tuple[bytes, str]:
         raise RawFileError("empty file", digest)
     if data[:2] == GZIP_MAGIC:
         try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
+            data = _gzip.decompress(data)
+        except _READ_ERRORS as exc:
             raise RawFileError(f"truncated or corrupt gzip: {exc}", digest) from exc
         if not data:
             raise RawFileError("empty file (after gzip)", digest)
@@ -143,7 +158,7 @@ def scan_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> Sy
         if not is_gz and p.suffix == ".gz" and first:
             h.update(first)
             raise RawFileError("file named .gz is not gzip data", h.hexdigest())
-        dec = zlib.decompressobj(wbits=31) if is_gz else None
+        dec = _inflater() if is_gz else None
         block = first
         while block:
             h.update(block)
@@ -151,9 +166,9 @@ def scan_symbol_lines(path: str | Path, symbol: str, chunk: int = 1 << 25) -> Sy
                 text = dec.decompress(block) if dec is not None else block
                 while dec is not None and dec.eof and dec.unused_data:  # concatenated members
                     rest = dec.unused_data
-                    dec = zlib.decompressobj(wbits=31)
+                    dec = _inflater()
                     text += dec.decompress(rest)
-            except zlib.error as exc:
+            except GZIP_ERRORS as exc:
                 raise RawFileError(f"truncated or corrupt gzip: {exc}", None) from exc
             total += len(text)
             buf = tail + text
@@ -241,7 +256,7 @@ def iter_raw_blocks(
         is_gz = first[:2] == GZIP_MAGIC
         if not is_gz and p.suffix == ".gz":
             raise fail("file named .gz is not gzip data")
-        dec = zlib.decompressobj(wbits=31) if is_gz else None
+        dec = _inflater() if is_gz else None
         header: bytes | None = None
         pending: list[bytes] = []  # text after the last block (and the header line)
         size = 0
@@ -253,9 +268,9 @@ def iter_raw_blocks(
                     text = dec.decompress(raw)
                     while dec.eof and dec.unused_data:  # concatenated gzip members
                         rest = dec.unused_data
-                        dec = zlib.decompressobj(wbits=31)
+                        dec = _inflater()
                         text += dec.decompress(rest)
-                except zlib.error as exc:
+                except GZIP_ERRORS as exc:
                     raise fail(f"truncated or corrupt gzip: {exc}") from exc
             else:
                 text = raw
