@@ -293,7 +293,19 @@ def test_shipped_no_edge_and_planted_edge_configs_load_with_known_answers() -> N
     assert no_edge.registry.model_name != planted.registry.model_name
     # the planted edge shows where the baseline panel's rule does not look: a model that
     # finds it must beat that rule, not be it
-    assert planted.ingest.synthetic.edge.feature != planted.evaluation.baselines.rule_feature
+    fair = load_config(ROOT / "conf" / "planted-fair-value.yaml")
+    for cfg in (planted, fair):
+        assert cfg.ingest.synthetic.edge.feature != cfg.evaluation.baselines.rule_feature
+    # the harder market: the same experiment but for its edge (one that keeps the volatility)
+    assert (
+        fair.ingest.synthetic.edge.model == "fair_value" and fair.ingest.synthetic.edge.strength > 0
+    )
+    assert (
+        fair.model_copy(
+            update={"name": planted.name, "registry": planted.registry, "ingest": planted.ingest}
+        )
+        == planted
+    )
 
 
 def test_realistic_generation_keeps_numpy_arrays_int64() -> None:
