@@ -319,6 +319,13 @@ def _arr(df: pl.DataFrame, name: str, dtype: type) -> np.ndarray:
     return np.ascontiguousarray(df.get_column(name).to_numpy(), dtype=dtype)
 
 
+def _side_arr(df: pl.DataFrame) -> np.ndarray:
+    """The side column as it is stored when it is Int8 (the events' type: no int64 copy
+    of every row; the kernels take either), else as int64."""
+    col = df.get_column(schema.SIDE)
+    return _arr(df, schema.SIDE, np.int8 if col.dtype == pl.Int8 else np.int64)
+
+
 def sample_bars(book: pl.DataFrame, trades: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     """Canonical book deltas and trades (each sorted by ts_recv) -> bars.
 
@@ -338,7 +345,7 @@ def _book_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         _arr(book, schema.TS_RECV, np.int64),
-        _arr(book, schema.SIDE, np.int64),
+        _side_arr(book),
         _arr(book, schema.PRICE_TICKS, np.int64),
         _arr(book, schema.SIZE, np.int64),
         _arr(book, schema.IS_SNAPSHOT, np.bool_),
@@ -348,19 +355,37 @@ def _book_arrays(
 def _trade_arrays(trades: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         _arr(trades, schema.TS_RECV, np.int64),
-        _arr(trades, schema.SIDE, np.int64),
+        _side_arr(trades),
         _arr(trades, schema.PRICE_TICKS, np.int64),
         _arr(trades, schema.SIZE, np.int64),
     )
 
 
+@njit(cache=True)
+def _is_sorted(ts: np.ndarray) -> bool:
+    n = ts.shape[0]
+    i = 1
+    while i < n and ts[i] >= ts[i - 1]:
+        i += 1
+    return i >= n
+
+
+@njit(cache=True)
+def _sides_ok(side: np.ndarray) -> bool:
+    n = side.shape[0]
+    i = 0
+    while i < n and (side[i] == 1 or side[i] == -1):
+        i += 1
+    return i == n
+
+
 def _check_sorted(ts: np.ndarray, what: str) -> None:
-    if ts.shape[0] > 1 and bool(np.any(ts[1:] < ts[:-1])):
+    if not _is_sorted(ts):  # one pass, no temporary arrays (18 M rows: ~30 ms less)
         raise ValueError(f"{what} must be sorted by ts_recv")
 
 
 def _check_sides(side: np.ndarray, what: str) -> None:
-    if side.shape[0] and bool(np.any((side != 1) & (side != -1))):
+    if not _sides_ok(side):
         raise ValueError(f"{what} side must be +1 or -1")
 
 
