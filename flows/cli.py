@@ -196,6 +196,10 @@ def user_error(exc: BaseException) -> tuple[int, str] | None:
     what to do."""
     if _is(exc, "core.locks", "FolderBusy"):
         return BUSY_EXIT, str(exc)
+    if _is(exc, "core.locks", "StoreBusy"):  # another machine publishing: names it
+        return BUSY_EXIT, str(exc)
+    if _is(exc, "core.locks", "StoreLeaseLost"):  # says what to check
+        return 1, str(exc)
     if _is(exc, "flows.common", "ConfigError"):  # missing, not YAML, bad or unknown key
         return USAGE_EXIT, str(exc)
     if _is(exc, "flows.common", "ServerUnreachable"):  # says what to do

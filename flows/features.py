@@ -25,11 +25,13 @@ cache by `core.objectstore.trim_cache` at the end of the run). Slices, stats and
 folds.json are published to `<data_dir>`, then to the store (`features.store_publish`:
 every file checked against its sha256, folds.json last, under the store lock of the
 spec: another machine publishing it is refused in one line), where the train flow's
-workers fetch them, every byte checked again.
+workers fetch them, every byte checked again. The whole run holds the store lease on the
+symbol's bars of the spec (`bars/<symbol>/<spec12>`, `core.locks.hold_store_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from core.config.features import FeaturesConfig
 from core.config.storage import StorageConfig
 from core.hashing import fingerprint
 from core.jsontypes import JsonObject
+from core.locks import hold_store_lock
 from core.objectstore import trim_cache, view_root
 from core.paths import DataLayout
 from expectations.runner import SliceValidationError, validate_staged_slice
@@ -163,15 +166,29 @@ def build_features_flow(
     expectation) when any slice fails its suites, SliceBuildError / WalkForwardError
     when the events cannot make the configured slices (DepthError: the spec reads
     deeper into the book than the data holds); FolderBusy when another run holds
-    the data folder; ObjectStoreError naming a damaged or unreadable object on the store.
+    the data folder; ObjectStoreError naming a damaged or unreadable object on the store;
+    StoreBusy when another machine holds the store lease of these bars (`_store_lock`).
     """
-    with data_folder_lock(data_dir, "features"):
+    with data_folder_lock(data_dir, "features"), _store_lock(storage, symbol, cfg):
         ensure_result_storage()
         try:
             return _build_features(symbol, cfg, data_dir, storage)
         finally:
             if storage is not None:
                 trim_cache()
+
+
+def _store_lock(
+    storage: StorageConfig | None, symbol: str, cfg: FeaturesConfig
+) -> contextlib.AbstractContextManager[object]:
+    """Across machines, the store lease on the bars of `symbol` under this spec (the days
+    this run samples and publishes, then the index): another machine's features run of
+    them is refused in one line (core.locks.StoreBusy), not interleaved. Nothing without
+    a store (the data folder's lock covers one machine)."""
+    if storage is None:
+        return contextlib.nullcontext()
+    name = f"bars/{symbol}/{DataLayout.spec12(cfg.spec.spec_hash)}"
+    return hold_store_lock(storage, name, "features")
 
 
 def _build_features(

@@ -125,10 +125,10 @@ def test_another_process_holding_the_day_blocks_until_it_releases(
 
 def test_a_live_lease_is_renewed_and_an_expired_one_taken_over(store: StorageConfig) -> None:
     name = "bars/XBTUSD/renewed"
-    with hold_store_lock(store, name, "features", lease_s=1.0):
-        time.sleep(2.0)  # twice the lease: renewed meanwhile, so still held
+    with hold_store_lock(store, name, "features", lease_s=3.0):
+        time.sleep(6.5)  # over twice the lease: renewed every second, so still held
         with pytest.raises(StoreBusy):
-            try_store_lock(store, name, "features", lease_s=1.0)
+            try_store_lock(store, name, "features", lease_s=3.0)
     dead = store_lock_url(store, "bars/XBTUSD/dead")
     _put_raw(store, dead, {**OTHER, "lease_s": 1.0})  # a holder that stopped renewing
     with pytest.raises(StoreBusy, match="other-machine"):
@@ -172,5 +172,5 @@ def test_a_lease_taken_over_while_held_is_reported(store: StorageConfig) -> None
         hold_store_lock(store, name, "ingest", lease_s=0.6),
     ):
         _put_raw(store, url, {**OTHER, "lease_s": 600})  # another machine's takeover
-        time.sleep(0.6)  # the renewal finds another ETag
+        time.sleep(2.0)  # a renewal (every 0.2 s) finds another ETag
     assert json.loads(read_object(url, store).body)["host"] == "other-machine"  # type: ignore[union-attr]

@@ -143,6 +143,26 @@ def test_the_features_flow_publishes_slices_stats_and_folds_to_the_store(
         publish_spec(store, layout, spec_hash, "features")
 
 
+def test_a_features_run_whose_bars_another_machine_holds_is_refused_in_one_line(
+    nightly: dict[str, Any], store: StorageConfig, tmp_path: Path
+) -> None:
+    from flows.cli import BUSY_EXIT, user_error
+    from flows.features import build_features_flow
+
+    name = f"bars/{SYMBOL}/{DataLayout.spec12(CFG.spec.spec_hash)}"
+    before = _objects(store, f"bars/{SYMBOL}")
+    with (
+        hold_store_lock(store, name, "features on another machine"),
+        pytest.raises(StoreBusy) as err,
+    ):
+        build_features_flow(SYMBOL, CFG, str(tmp_path / "data"), storage=store)
+    known = user_error(err.value)
+    assert known is not None
+    code, line = known
+    assert code == BUSY_EXIT and "\n" not in line and f"locks/{name}.lock is held by" in line
+    assert _objects(store, f"bars/{SYMBOL}") == before  # nothing published meanwhile
+
+
 def test_a_damaged_event_object_is_named_and_the_days_before_it_are_kept(
     nightly: dict[str, Any], store: StorageConfig
 ) -> None:
