@@ -2,7 +2,8 @@
 
 Import only argparse at module level; handlers import their packages when they run.
 
-    chappie ingest SOURCE [PATH ...] [--symbol XBTUSD] [--instrument FILE] [--json]
+    chappie ingest SOURCE [PATH ...] [--symbol XBTUSD] [--instrument FILE]
+        [--instrument-history FILE] [--json]
     chappie ingest synthetic [--config conf/default.yaml]
     chappie ingest bitmex-dump --url BASE --start YYYY-MM-DD --end YYYY-MM-DD [--kinds trade,quote]
     chappie ingest funding FILE... [--symbol XBTUSD] [--instrument FILE] [--json]
@@ -53,6 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default=None,
         metavar="PATH",
         help="experiment YAML whose `ingest:` section is used",
+    )
+    p.add_argument(
+        "--instrument-history",
+        default=None,
+        metavar="FILE",
+        help="the contract over time (tardis `instrument` channel, BitMEX instrument objects "
+        "or tardis metadata): each day is ingested under the contract in force then, and the "
+        "history is kept beside the events for later runs",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument(
@@ -204,6 +213,16 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         cfg, download = build_config(args)
     except (ValueError, OSError) as exc:
         return _fail(str(exc))
+    history = None
+    if args.instrument_history:
+        # slow: ingest pulls polars and pydantic (~0.2 s), kept off chappie --help
+        from ingest.instrument_history import read_instrument_history
+
+        try:
+            symbol, instrument = cfg.symbol, cfg.instrument  # type: ignore[attr-defined]
+            history = read_instrument_history(args.instrument_history, symbol, base=instrument)
+        except (ValueError, OSError) as exc:
+            return _fail(f"--instrument-history: {exc}")
     # cycle: flows.cli imports this module
     from flows.cli import user_error
 
@@ -222,7 +241,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             from flows.ingest import ingest_flow
 
             report = ingest_flow(  # type: ignore[arg-type,call-overload]
-                cfg, rt.data_dir, progress=not args.json, download=download
+                cfg, rt.data_dir, progress=not args.json, download=download, history=history
             ).to_json()
     except (OSError, ValueError, RuntimeError) as exc:
         if user_error(exc) is not None:

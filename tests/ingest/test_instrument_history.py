@@ -6,6 +6,9 @@ recording each day under its own contract (XBTUSD's tick 0.5 -> 0.1 USD on 2024-
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +235,55 @@ def test_timestamped_rest_objects_and_the_stored_history_read_back(history, tmp_
     assert read_instrument_history(stored, "XBTUSD") == history
     with pytest.raises(ValueError, match="no instrument record of 'ETHUSD'"):
         read_instrument_history(path, "ETHUSD")
+
+
+def _cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`chappie ARGV` as a user runs it, on a data folder of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHAPPIE_"))}
+    env.update(
+        CHAPPIE_DATA_DIR=str(tmp_path / "data"),
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+    )
+    chappie = Path(sys.executable).with_name("chappie")
+    return subprocess.run(
+        [str(chappie), *argv], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_chappie_ingest_takes_the_instrument_history_file(tmp_path: Path) -> None:
+    """`chappie ingest tardis FILES --instrument-history FILE`: the two days across the
+    tick change are read with their own ticks and recorded under their contracts."""
+    hist = tmp_path / "bitmex_instrument_XBTUSD.json"
+    hist.write_text(_instrument_lines())
+    d30, d31 = 1_722_297_600_000_000, 1_722_384_000_000_000
+    a = tmp_path / "bitmex_trades_2024-07-30_XBTUSD.csv"
+    b = tmp_path / "bitmex_trades_2024-07-31_XBTUSD.csv"
+    a.write_text(_trades(d30, [66000.5, 66001.0], "a"))
+    b.write_text(_trades(d31 + 5 * 3600 * 10**6, [66000.3, 66000.1], "b"))
+    out = _cli(
+        tmp_path, "ingest", "tardis", str(a), str(b), "--instrument-history", str(hist), "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["rows_out"] == 4 and report["rows_rejected"] == 0
+    layout = DataLayout(tmp_path / "data")
+    ticks = [
+        read_manifest(layout, "XBTUSD", d)["instrument"]["tick_size"]
+        for d in ("2024-07-30", "2024-07-31")
+    ]  # type: ignore[index]
+    assert ticks == [0.5, 0.1]
+    assert history_path(layout, "XBTUSD").exists()
+
+
+def test_a_history_without_the_symbol_is_one_line_before_prefect(tmp_path: Path) -> None:
+    hist = tmp_path / "other.json"
+    hist.write_text(json.dumps([{"symbol": "ETHUSD", "timestamp": "2024-07-30T00:00:00Z"}]))
+    day = tmp_path / "bitmex_trades_2024-07-30_XBTUSD.csv"
+    day.write_text(_trades(1_722_297_600_000_000, [66000.5], "a"))
+    out = _cli(tmp_path, "ingest", "tardis", str(day), "--instrument-history", str(hist))
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "--instrument-history" in err[0] and "XBTUSD" in err[0], err
+    assert not any((tmp_path / "prefect").iterdir())  # no Prefect server started
