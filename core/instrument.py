@@ -6,6 +6,7 @@ Inverse contracts (XBTUSD) settle in XBT: pnl = contracts * multiplier * (1/entr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Literal, overload
 
@@ -126,6 +127,22 @@ def funding_offset_hours_of(next_funding_ns: int, interval_hours: float) -> floa
 CONTRACT_FIELDS = frozenset(
     {"symbol", "tick_size", "lot_size", "is_inverse", "multiplier", "settle_currency"}
 )
+#: the contract fields that make it the same instrument over time; the others (tick and
+#: lot size) may change (XBTUSD's tick 0.5 -> 0.1 USD on 2024-07-31), each slice being
+#: priced in the contract its manifest records
+FAMILY_FIELDS = ("symbol", "settle_currency", "is_inverse", "multiplier")
+
+
+def family_mismatch(recorded: Mapping[str, object], spec: InstrumentSpec) -> str | None:
+    """How a recorded `contract()` is another instrument than `spec` (`FAMILY_FIELDS`
+    differing: "symbol ETHUSD, not XBTUSD"), None when it is the same one. Pure."""
+    mine = spec.contract()
+    diff = [
+        f"{k} {recorded[k]}, not {mine[k]}"
+        for k in FAMILY_FIELDS
+        if k in recorded and recorded[k] != mine[k]
+    ]
+    return "; ".join(diff) or None
 
 
 XBTUSD = InstrumentSpec()

@@ -5,6 +5,10 @@ Data. One slice parquet (`ts`, `mid_ticks`, the FeatureSpec features raw, then
 `core.schema.EXEC_COLUMNS`), normalised once at construction with the frozen stats of
 `stats_dir` (`clip((x - mean) / sigma, -obs_clip, obs_clip)`). Everything `step` reads
 is a numpy array prepared in `__init__`: no polars or pandas in the step.
+Contract: the slice's prices are ticks of the contract its manifest records (`instrument`,
+its day's: XBTUSD's tick went 0.5 -> 0.1 USD on 2024-07-31), so the env prices, rounds
+lots and reports in that tick and lot size (`slice_instrument`; `self.instrument`), with
+the fees and funding of `EnvConfig`; a slice recording none uses `EnvConfig.instrument`.
 
 Implementation. The step is one call of `envs.step.env_step` over the env's named state
 (`envs.step.ENV_DTYPE`: the account at the broker with its terms and resting orders, the
@@ -98,7 +102,7 @@ import numpy as np
 
 from core.clock import NS_PER_HOUR
 from core.config.env import EnvConfig
-from core.instrument import funding_time
+from core.instrument import InstrumentSpec, family_mismatch, funding_time
 from core.schema import (
     ACTION_NAMES,
     BEST_ASK_TICKS,
@@ -303,13 +307,32 @@ def _load_stats(stats_dir: Path) -> FrozenStats:
         raise SliceDataError(f"cannot load frozen stats from {stats_dir}: {exc}") from exc
 
 
-def _slice_spec_hash(slice_path: Path) -> str | None:
-    """The spec hash of a slice: from its manifest (the path itself, or the
-    `<stem>.manifest.json` beside a plain slice file), None when it has none."""
+def _slice_manifest(slice_path: Path) -> dict[str, Any]:
+    """A slice's manifest (the path itself, or the `<stem>.manifest.json` beside a plain
+    slice file), {} when it has none."""
     manifest = manifest_for(slice_path)
-    if manifest.exists():
-        return json.loads(manifest.read_text()).get("spec_hash")
-    return None
+    return json.loads(manifest.read_text()) if manifest.exists() else {}
+
+
+def slice_instrument(manifest: dict[str, Any], default: InstrumentSpec) -> InstrumentSpec:
+    """The contract a slice is priced in: `default` (the experiment's `EnvConfig.
+    instrument`: its fees and funding times) with the tick and lot size its manifest
+    records (`instrument`: the contract of its day; XBTUSD's tick went 0.5 -> 0.1 USD on
+    2024-07-31), `default` itself when it records none. Raises SliceDataError when the
+    recorded contract is another instrument (`core.instrument.FAMILY_FIELDS`)."""
+    recorded = manifest.get("instrument")
+    if not recorded:
+        return default
+    other = family_mismatch(recorded, default)
+    if other:
+        raise SliceDataError(
+            f"slice {manifest.get('slice_id')} was recorded under another instrument "
+            f"({other}) than the env's"
+        )
+    update = {k: recorded[k] for k in ("tick_size", "lot_size") if k in recorded}
+    if all(getattr(default, k) == v for k, v in update.items()):
+        return default
+    return InstrumentSpec.model_validate({**default.model_dump(), **update})
 
 
 @dataclass(frozen=True)
@@ -351,17 +374,19 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         self.config = cfg
         self.slice_path = Path(slice_path)
         self.stats_dir = Path(stats_dir)
-        self.instrument = cfg.instrument
+        manifest = _slice_manifest(self.slice_path)
+        # the contract of the slice's own day (tick and lot), the experiment's fees/funding
+        self.instrument = slice_instrument(manifest, cfg.instrument)
         # the broker's terms (envs.broker), copied into the state's broker record
         self._terms = terms_for(
             cfg.fill_model, cfg.power_prob_n, cfg.entry_latency_ms, cfg.cancel_latency_ms,
-            cfg.stake_fraction, cfg.max_exposure, cfg.instrument, cfg.roll_orders, cfg.funding,
+            cfg.stake_fraction, cfg.max_exposure, self.instrument, cfg.roll_orders, cfg.funding,
             cfg.action_mode == "target",
         )  # fmt: skip
         self.limits = StateLimits(
             max_exposure=cfg.max_exposure, hours_clip=cfg.hours_clip, pct_clip=cfg.pct_clip
         )
-        self._load(self.slice_path, self.stats_dir)
+        self._load(self.slice_path, self.stats_dir, manifest.get("spec_hash"))
         low, high = observation_bounds(self.n_features, cfg.window, cfg.obs_clip, self.limits)
         self.observation_space = gym.spaces.Box(low=low, high=high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(ACTION_NAMES[cfg.action_mode]))
@@ -449,12 +474,11 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         return rates
 
     # ------------------------------------------------------------------ data
-    def _load(self, slice_path: Path, stats_dir: Path) -> None:
+    def _load(self, slice_path: Path, stats_dir: Path, slice_hash: str | None) -> None:
         if not slice_path.exists():
             raise SliceDataError(f"slice not found: {slice_path}")
         stats = _load_stats(stats_dir)
         names, stats_hash = list(stats.feature_names), stats.spec_hash
-        slice_hash = _slice_spec_hash(slice_path)
         if stats_hash and slice_hash and stats_hash != slice_hash:
             raise SliceDataError(
                 f"spec_hash mismatch: slice {slice_path.name} has {slice_hash}, stats {stats_dir} has {stats_hash}"

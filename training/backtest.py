@@ -22,6 +22,9 @@ state the fee charged and re-score the same fills at another (`training.metrics.
 With the env's `funding` on, the funding paid and the rates of the funding times the
 slice crossed (the env's `funding_schedule`: the funding table's or the constant) go
 into the metrics too (`SliceMetrics.funding`, `funding_rate_mean`, ...).
+Each slice is priced in its own contract (the env's `instrument`: the tick and lot its
+manifest records, so one run may hold slices on both sides of XBTUSD's 0.5 -> 0.1 tick
+change); `SliceResult.tick_size` carries its tick to the trade rows.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class SliceResult:
     trades: list[dict[str, Any]] = field(default_factory=list)
     fees_paid: float = 0.0  # positive = paid
     metrics: SliceMetrics | None = None
+    # USD per tick of the contract the slice was priced in (its manifest's; None: unknown,
+    # results saved before it was recorded: the report's default applies)
+    tick_size: float | None = None
 
     def returns(self, period_s: float) -> np.ndarray:
         """Simple equity returns over `period_s` seconds (the grid starts at the first point)."""
@@ -135,6 +141,7 @@ class _Recorder:
         self.funding_end = self.funding_start
         self.funding_rates = np.zeros(0)  # rates of the funding times crossed (set at the end)
         self.funding_missing = 0
+        self.tick_size: float | None = None  # the slice's contract's (set at the end)
 
     def add(self, action: int, info: dict[str, Any]) -> None:
         self.ts.append(int(info["ts"]))
@@ -183,6 +190,7 @@ class _Recorder:
             trades=self.trades,
             fees_paid=fees_paid,
             metrics=metrics,
+            tick_size=self.tick_size,
         )
 
 
@@ -237,6 +245,7 @@ def backtest(
         rec.funding_missing = (
             int((~crossed.from_history).sum()) if env.config.funding_rates_path else 0
         )
+        rec.tick_size = float(env.instrument.tick_size)
     return [r.result(eval_cfg) for r in recs]
 
 
@@ -304,12 +313,16 @@ def _iso(ts_ns: int) -> str:
 def trade_rows(
     results: Sequence[SliceResult], tick_size: float, settle: str
 ) -> list[dict[str, Any]]:
-    """Every closed trade as a trades.csv row (`trade_fields`). Fees are a cash flow, as
-    in every report: negative = paid, positive = rebate received, and pnl_plus_fees = pnl
-    + fees (the env's trade records count fees paid as positive). Pure."""
+    """Every closed trade as a trades.csv row (`trade_fields`). Prices in USD are each
+    slice's ticks times its own contract's tick (`SliceResult.tick_size`; `tick_size`
+    for a result that records none): slices on both sides of a tick change (XBTUSD 0.5
+    -> 0.1) report the same USD. Fees are a cash flow, as in every report: negative =
+    paid, positive = rebate received, and pnl_plus_fees = pnl + fees (the env's trade
+    records count fees paid as positive). Pure."""
     c = settle.lower()
     rows = []
     for r in results:
+        tick = tick_size if r.tick_size is None else r.tick_size
         for t in r.trades:
             fees = -float(t["fees"])
             pnl = float(t["pnl"])
@@ -319,8 +332,8 @@ def trade_rows(
                     "side": "long" if int(t["side"]) > 0 else "short",
                     "entry_time_utc": _iso(int(t["entry_ts_ns"])),
                     "exit_time_utc": _iso(int(t["exit_ts_ns"])),
-                    "entry_price_usd": float(t["entry_price_ticks"]) * tick_size,
-                    "exit_price_usd": float(t["exit_price_ticks"]) * tick_size,
+                    "entry_price_usd": float(t["entry_price_ticks"]) * tick,
+                    "exit_price_usd": float(t["exit_price_ticks"]) * tick,
                     "contracts": t["contracts"],
                     "stake_fraction": t["stake"],
                     f"pnl_{c}": pnl,
@@ -341,7 +354,8 @@ def write_trades_csv(
     tick_size: float = 0.5,
     settle: str = "XBT",
 ) -> Path:
-    """Every closed trade of every slice as CSV (`trade_rows`), atomically."""
+    """Every closed trade of every slice as CSV (`trade_rows`; `tick_size` for results
+    that record no tick of their own), atomically."""
 
     def _write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:

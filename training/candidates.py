@@ -28,7 +28,7 @@ from core.config.base import FrozenModel
 from core.config.env import EnvConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.hashing import fingerprint
-from core.instrument import InstrumentSpec
+from core.instrument import InstrumentSpec, family_mismatch
 from core.paths import DataLayout
 from core.settings import ensure_single_thread_math
 from core.slice_reference import SliceReference
@@ -358,6 +358,7 @@ def save_results(out_dir: Path, results: Sequence[SliceResult]) -> None:
                 "metrics": r.metrics.as_dict() if r.metrics else None,
                 "fees_paid": r.fees_paid,
                 "trades": r.trades,
+                "tick_size": r.tick_size,
             }
         )
     buf = io.BytesIO()
@@ -382,6 +383,7 @@ def load_results(out_dir: str | Path) -> list[SliceResult]:
                 trades=m["trades"],
                 fees_paid=float(m["fees_paid"]),
                 metrics=SliceMetrics(**m["metrics"]) if m["metrics"] else None,
+                tick_size=m.get("tick_size"),  # absent in results saved before it
             )
             for i, m in enumerate(meta)
         ]
@@ -431,24 +433,26 @@ class SliceCatalog(FrozenModel):
 
 
 def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
-    """Refuse (ValueError) to train or backtest on slices whose events were ingested
-    under another instrument contract (`InstrumentSpec.contract`: tick size, lot
-    size, inverse or linear, ...) than the experiment's: prices in ticks and sizes in
-    lots would be read as something they are not, and every backtest figure would be
-    wrong without a sign. Fees may differ (they are the account's assumption). Slices
-    that record no contract (published before manifests carried one) are not checked."""
-    mine = instrument.contract()
+    """Refuse (ValueError, one line) to train or backtest on slices whose events were
+    ingested as another instrument than the experiment's (`core.instrument.
+    FAMILY_FIELDS`: symbol, settle currency, inverse or linear, multiplier): their
+    prices and sizes would be read as something they are not, and every backtest figure
+    would be wrong without a sign. Compared slice by slice: a slice's tick and lot size
+    may differ (XBTUSD's tick 0.5 -> 0.1 USD on 2024-07-31), the env prices and rounds
+    each slice in the contract its manifest records (`envs.management.slice_instrument`);
+    fees may differ (the account's assumption). Slices that record no contract
+    (published before manifests carried one) are not checked."""
     other: dict[str, list[str]] = {}
     for slice_id, m in sorted(catalog.manifests.items()):
-        theirs = m.instrument
-        if theirs is not None and theirs != mine:
-            other.setdefault(json.dumps(theirs, sort_keys=True), []).append(slice_id)
+        why = family_mismatch(m.instrument, instrument) if m.instrument is not None else None
+        if why:
+            other.setdefault(why, []).append(slice_id)
     if other:
-        seen = "; ".join(f"{ids} from {spec}" for spec, ids in other.items())
+        seen = "; ".join(f"{', '.join(ids)}: {why}" for why, ids in other.items())
         raise ValueError(
-            f"the slices were built from events ingested under another instrument "
-            f"contract: {seen}; the experiment's is {json.dumps(mine, sort_keys=True)}. "
-            "Set ingest.instrument to the one the events were ingested with, or re-ingest."
+            f"slices of another instrument than the experiment's {instrument.symbol} "
+            f"({seen}): set ingest.instrument to the one the events were ingested with, "
+            "or re-ingest"
         )
 
 

@@ -326,7 +326,8 @@ def render_tearsheet(
     """The candidate's tear sheet as one self-contained HTML page: decision and gates,
     equity and drawdown of the chained test slices against the best baseline (an inline
     base64 PNG), monthly returns of both, the per-slice figures and every trade (up to
-    TEARSHEET_MAX_TRADES rows; all of them are in trades.csv)."""
+    TEARSHEET_MAX_TRADES rows; all of them are in trades.csv), priced in each slice's own
+    tick (`trade_rows`; `tick_size` for results that record none)."""
     cid = str(report["candidate_id"])
     base = reference_name or "best baseline"
     png = base64.b64encode(_tearsheet_png(results, reference, base)).decode("ascii")
@@ -412,6 +413,8 @@ def write_report(
     if reference_name:
         title += f" (dotted: {reference_name}, the best baseline)"
     written = {p.name: p for p in plot_curves(results, out, title, reference, reference_name)}
+    # the env's contract: the tick of results that record none of their own (each slice
+    # records the tick of the contract it was priced in, `SliceResult.tick_size`)
     inst = (report.get("env_config") or {}).get("instrument") or {}
     written[TRADES_CSV] = write_trades_csv(
         out / TRADES_CSV,

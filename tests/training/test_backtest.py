@@ -290,8 +290,9 @@ def test_backtest_candidate_judges_each_fold_model_and_round_trips(
 
 def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(tiny_data):
     """Slices record the instrument contract their events were ingested under: train
-    and evaluate refuse another tick size (prices would be misread), accept other fees
-    (the account's assumption), and skip slices that record none."""
+    and evaluate refuse another instrument (prices would be misread), accept another
+    tick size (each slice is priced in its own: tests/training/test_tick_change.py) and
+    other fees (the account's assumption), and skip slices that record none."""
     from core.instrument import XBTUSD
     from training.candidates import check_instrument, load_catalog
 
@@ -304,8 +305,9 @@ def test_training_refuses_slices_of_another_instrument_contract_not_other_fees(t
         return catalog.model_copy(update={"manifests": {**catalog.manifests, sid: m}})
 
     check_instrument(recorded(XBTUSD.contract()), XBTUSD.model_copy(update={"maker_fee": 0.0}))
-    other = XBTUSD.model_copy(update={"tick_size": 0.1}).contract()
-    with pytest.raises(ValueError, match=rf"another instrument contract: \['{sid}'\]"):
+    check_instrument(recorded(XBTUSD.model_copy(update={"tick_size": 0.1}).contract()), XBTUSD)
+    other = XBTUSD.model_copy(update={"symbol": "XBTUSDT"}).contract()
+    with pytest.raises(ValueError, match=rf"another instrument .*\({sid}: symbol XBTUSDT"):
         check_instrument(recorded(other), XBTUSD)
 
 
