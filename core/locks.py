@@ -197,6 +197,15 @@ def store_day_lock(kind: str, symbol: str, day: str) -> str:
     return f"{kind}/{symbol}/{day}"
 
 
+def lock_wait_seconds() -> float:
+    """CHAPPIE_LOCK_WAIT_S (`core.settings.Settings.lock_wait_s`): how long a lock held
+    elsewhere is waited for before the one-line refusal."""
+    # slow: pydantic-settings (~0.3 s); only a store lock's user reads it
+    from core.settings import load_settings
+
+    return load_settings().lock_wait_s
+
+
 def lease_seconds() -> float:
     """CHAPPIE_STORE_LEASE_S, default `LEASE_S`."""
     return float(os.environ.get("CHAPPIE_STORE_LEASE_S") or LEASE_S)
@@ -298,17 +307,19 @@ def hold_store_lock(
     storage: StorageConfig,
     name: str,
     stage: str,
-    wait_s: float = 0.0,
+    wait_s: float | None = None,
     lease_s: float | None = None,
     poll_s: float = POLL_S,
 ) -> Iterator[JsonObject]:
     """Hold the store lock `name` (`store_day_lock` for a day) for the `with` block, across
     machines (see above); yields the holder record. When another holder's lease is live,
-    retries every `poll_s` for up to `wait_s` seconds, then raises StoreBusy (one line
-    naming the holder). Raises StoreLeaseLost at the end of the block when the lease was
-    taken over while held (it could not be renewed for a whole lease)."""
+    retries every `poll_s` for up to `wait_s` seconds (None: CHAPPIE_LOCK_WAIT_S, as the
+    data folder's lock, default 0), then raises StoreBusy (one line naming the holder).
+    Raises StoreLeaseLost at the end of the block when the lease was taken over while held
+    (it could not be renewed for a whole lease)."""
     lease = lease_seconds() if lease_s is None else lease_s
-    deadline = time.monotonic() + max(wait_s, 0.0)
+    wait = lock_wait_seconds() if wait_s is None else wait_s
+    deadline = time.monotonic() + max(wait, 0.0)
     while True:
         try:
             etag, holder = try_store_lock(storage, name, stage, lease)

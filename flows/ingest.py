@@ -33,6 +33,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from core.config.ingest import IngestConfig
 from core.config.storage import StorageConfig
+from core.locks import StoreBusy
 from core.objectstore import ObjectStoreError
 from core.paths import DataLayout
 from flows import progress as display
@@ -99,7 +100,8 @@ def ingest_flow(
     first downloaded (retries, resume) into ``<data_dir>/raw/bitmex-dump`` and ingested
     from there. Bad input is quarantined and counted, never fatal; raises only when the
     run itself cannot proceed; FolderBusy when another run holds the data folder;
-    ObjectStoreError naming every day whose partition on the store is damaged.
+    ObjectStoreError naming every day whose partition on the store is damaged or held by
+    another machine publishing it (its store lock, `core.locks.StoreBusy`).
 
     `history`: the instrument history of `cfg.symbol` (`ingest.instrument_history`);
     each day is ingested under its contract, and the history is stored beside the
@@ -178,7 +180,7 @@ def _ingest_one(
         for f in futures:
             try:
                 published.append(f.result())
-            except ObjectStoreError as exc:  # that day only: the others are published
+            except (ObjectStoreError, StoreBusy) as exc:  # that day only: the others publish
                 damaged.append(str(exc))
             st.advance()
     if damaged:

@@ -47,6 +47,7 @@ from core.config.ingest import IngestConfig
 from core.config.storage import StorageConfig
 from core.hashing import fingerprint, sha256_bytes
 from core.leftovers import STALE_AFTER_S, remove_stale_temps
+from core.locks import hold_store_lock, lock_wait_seconds, store_day_lock
 from core.objectstore import (
     ObjectStoreError,
     fetch_root,
@@ -549,6 +550,9 @@ def publish_staged_day(
 #: thread pool (6 threads), and a day of 20 M book rows takes ~2 GB to check and write,
 #: so concurrent days multiplied the peak memory by the days of the run (#19)
 _PUBLISH_ONE_DAY = threading.Lock()
+#: how long a day's publish to the object store waits for another machine publishing the
+#: same day (its pull-merge-push of one day takes seconds) before refusing in one line
+STORE_DAY_WAIT_S = 120.0
 
 
 def _publish_staged_day(
@@ -675,17 +679,23 @@ def _publish_day_to_store(
 ) -> PublishedDay:
     """Publish a staged day into a scratch partition beside the staged files holding what
     the store has of the day (merged like a local one), push it when it changed, remove
-    the scratch."""
+    the scratch. The pull, merge and push hold the day's store lock (`events/<symbol>/
+    <day>`, `core.locks.hold_store_lock`): a second machine publishing the same day waits
+    up to `STORE_DAY_WAIT_S` (or CHAPPIE_LOCK_WAIT_S when longer), then gets StoreBusy
+    naming the holder, instead of one merge overwriting the other's rows."""
     scratch = DataLayout(Path(staged.book).parent / "publish")
     folder = scratch.events_day(cfg.symbol, day)
     fetch_dir = scratch.root / ".fetch" / day
     shutil.rmtree(folder, ignore_errors=True)
+    lock = store_day_lock("events", cfg.symbol, day)
     try:
-        pull_partition(storage, cfg.symbol, day, folder, fetch_dir)
-        shutil.rmtree(fetch_dir, ignore_errors=True)
-        out = _publish_staged_day(cfg, scratch, day, staged)
-        if out.written:
-            push_partition(storage, scratch, cfg.symbol, day)
+        wait = max(STORE_DAY_WAIT_S, lock_wait_seconds())
+        with hold_store_lock(storage, lock, "ingest", wait_s=wait):
+            pull_partition(storage, cfg.symbol, day, folder, fetch_dir)
+            shutil.rmtree(fetch_dir, ignore_errors=True)
+            out = _publish_staged_day(cfg, scratch, day, staged)
+            if out.written:
+                push_partition(storage, scratch, cfg.symbol, day)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(fetch_dir, ignore_errors=True)

@@ -17,7 +17,7 @@ from core.config.market import SyntheticMarketConfig
 from core.config.storage import StorageConfig
 from core.config.training import PPOConfig
 from core.hashing import sha256_file
-from core.locks import StoreBusy, hold_store_lock
+from core.locks import StoreBusy, hold_store_lock, store_day_lock
 from core.objectstore import ObjectStoreError, S3Url, client, fetch_root, join
 from core.paths import DataLayout
 from features.slices import load_fold_index, load_manifest
@@ -208,6 +208,31 @@ def test_ingest_names_a_damaged_partition_on_the_store_and_publishes_the_other_d
     assert DAYS[1] not in msg
     # the other day was published again, the same bytes; the damaged one left as it was
     assert _objects(storage, "events") == before
+
+
+def test_a_day_another_machine_is_publishing_is_refused_and_the_other_days_publish(
+    store: StorageConfig, tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day's pull-merge-push holds its store lock (`events/<symbol>/<day>`): while
+    another holder has day 1, its publish waits (here 0.3 s), then the run names it in
+    one line; day 2 is published, and nothing of day 1 is written."""
+    import ingest.run
+    from flows.ingest import ingest_flow
+
+    monkeypatch.setattr(ingest.run, "STORE_DAY_WAIT_S", 0.3)
+    storage = store.model_copy(update={"url": f"{store.url}/busy"})
+    with hold_store_lock(storage, store_day_lock("events", SYMBOL, DAYS[0]), "ingest"):
+        with pytest.raises(ObjectStoreError) as err:
+            ingest_flow(INGEST, str(tmp_path / "a"), storage=storage)
+        msg = str(err.value)
+        assert "\n" not in msg and f"events/{SYMBOL}/{DAYS[0]}" in msg
+        assert "another machine is publishing it" in msg and DAYS[1] not in msg
+        published = _objects(storage, "events")
+        assert any(k.startswith(f"events/{SYMBOL}/{DAYS[1]}/") for k in published), published
+        assert not any(k.startswith(f"events/{SYMBOL}/{DAYS[0]}/") for k in published)
+    # released: the same run publishes day 1 now, day 2 is unchanged
+    ingest_flow(INGEST, str(tmp_path / "a"), storage=storage)
+    assert any(k.startswith(f"events/{SYMBOL}/{DAYS[0]}/") for k in _objects(storage, "events"))
 
 
 @pytest.mark.slow
