@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows.common import DEFAULT_CONFIG, command_session, load_experiment, resolve_runtime
+from flows.common import (
+    DEFAULT_CONFIG,
+    command_session,
+    data_folder_lock,
+    load_experiment,
+    resolve_runtime,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,19 +102,17 @@ def _spec(path: str | None) -> Any:
     return load_experiment(path).features.spec
 
 
-def _cmd_features(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_experiment(args.config)
-    except (OSError, ValueError) as exc:
-        return _fail("features", str(exc))
+def _refuse_events(cfg: Any, data_dir: str) -> int | None:
+    """Exit status and one line when the events cannot make this spec's slices (none
+    ingested, or a book stream shallower than the spec reads), checked before Prefect
+    starts; None when they can."""
     # slow: polars (~0.5 s); a bad config is reported before it
     from core.paths import DataLayout
     from features.depth_check import DepthError, check_declared_depth
     from ingest.events import list_event_days
 
-    rt = resolve_runtime(args.data_dir)
-    try:  # before Prefect starts: a spec the events' book streams cannot feed
-        events_root = rt.data_dir
+    try:
+        events_root = data_dir
         if cfg.storage is not None:  # the store's published days (their manifests)
             # slow: ingest.run (polars, numba kernels, boto3); only with an object store
             from ingest.run import events_view
@@ -124,22 +128,36 @@ def _cmd_features(args: argparse.Namespace) -> int:
         check_declared_depth(events_root, cfg.ingest.symbol, cfg.features.spec)
     except DepthError as exc:
         return _fail("features", str(exc))
-    # slow: great_expectations (~1 s); only once there is something to validate
-    from expectations.runner import SliceValidationError
+    return None
 
+
+def _cmd_features(args: argparse.Namespace) -> int:
     try:
-        with command_session(rt.data_dir, "features"):
-            # slow: prefect (~2 s); imported once the Prefect API is set
-            from flows.features import build_features_flow
-
-            index = build_features_flow(
-                cfg.ingest.symbol, cfg.features, rt.data_dir, storage=cfg.storage
-            )
-    except SliceValidationError as exc:
-        print(f"chappie features: {exc}", file=sys.stderr)
-        return 1
+        cfg = load_experiment(args.config)
     except (OSError, ValueError) as exc:
-        return _fail("features", f"{type(exc).__name__}: {exc}")
+        return _fail("features", str(exc))
+    rt = resolve_runtime(args.data_dir)
+    # the folder's lock first: a run busy ingesting is named, not its events half-written
+    with data_folder_lock(rt.data_dir, "features"):
+        refused = _refuse_events(cfg, rt.data_dir)
+        if refused is not None:
+            return refused
+        # slow: great_expectations (~1 s); only once there is something to validate
+        from expectations.runner import SliceValidationError
+
+        try:
+            with command_session(rt.data_dir, "features"):
+                # slow: prefect (~2 s); imported once the Prefect API is set
+                from flows.features import build_features_flow
+
+                index = build_features_flow(
+                    cfg.ingest.symbol, cfg.features, rt.data_dir, storage=cfg.storage
+                )
+        except SliceValidationError as exc:
+            print(f"chappie features: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as exc:
+            return _fail("features", f"{type(exc).__name__}: {exc}")
     if args.json:
         print(json.dumps(index, sort_keys=True))
         return 0

@@ -11,7 +11,13 @@ import json
 import sys
 from pathlib import Path
 
-from flows.common import DEFAULT_CONFIG, command_session, load_experiment, resolve_runtime
+from flows.common import (
+    DEFAULT_CONFIG,
+    command_session,
+    data_folder_lock,
+    load_experiment,
+    resolve_runtime,
+)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,18 +27,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.candidates import check_instrument, load_catalog
 
     spec_hash = cfg.features.spec.spec_hash
-    try:  # before Prefect starts: slices not built yet, or built under another contract
-        check_instrument(load_catalog(rt.layout, spec_hash), cfg.ingest.instrument)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"no slices of this config's features under {rt.layout.slices(spec_hash)}: "
-            f"build them first (`chappie features --config {args.config}`)"
-        ) from exc
-    with command_session(rt.data_dir, "train"):
-        # slow: prefect, torch's planning side (~5 s); imported once the Prefect API is set
-        from flows.train import train_flow
+    # the folder's lock first (a features run may be building the slices), then, before
+    # Prefect starts: slices not built yet, or built under another contract
+    with data_folder_lock(rt.data_dir, "train"):
+        try:
+            check_instrument(load_catalog(rt.layout, spec_hash), cfg.ingest.instrument)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"no slices of this config's features under {rt.layout.slices(spec_hash)}: "
+                f"build them first (`chappie features --config {args.config}`)"
+            ) from exc
+        with command_session(rt.data_dir, "train"):
+            # slow: prefect, torch's planning side (~5 s); imported once the Prefect API is set
+            from flows.train import train_flow
 
-        out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
+            out = train_flow(cfg, rt.data_dir, rt.tracking_uri)
     print(f"sweep {out.sweep_run_id}: {out.n_ok}/{len(out.tasks)} tasks finished")
     for name in out.failed:
         print(f"FAILED: {name}", file=sys.stderr)
