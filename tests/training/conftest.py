@@ -92,10 +92,26 @@ def write_slice(
     leak: str | None = None,
 ) -> SliceManifest:
     """Slice segment + manifest in the contract format; returns the manifest."""
-    folder = layout.slices(spec.spec_hash)
+    cols = market_columns(spec, n, seed, t0, vol, leak)
+    return publish_columns(
+        layout.slices(spec.spec_hash), spec, cols, slice_id, kind, fold, stats_id
+    )
+
+
+def publish_columns(
+    folder: Path,
+    spec: FeatureSpec,
+    cols: dict[str, np.ndarray],
+    slice_id: str,
+    kind: SliceKind,
+    fold: int | None,
+    stats_id: str | None = None,
+    instrument: dict[str, object] | None = None,
+) -> SliceManifest:
+    """`cols` as a slice in `folder`: one segment and its manifest (recording
+    `instrument` when given, as the features flow does); returns the manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{slice_id}{MANIFEST_SUFFIX}"
-    cols = market_columns(spec, n, seed, t0, vol, leak)
     digest, rows = write_segment(folder, pl.from_arrow(pa.table(cols)))
     manifest = SliceManifest(
         slice_id=slice_id,
@@ -104,7 +120,7 @@ def write_slice(
         spec_hash=spec.spec_hash,
         t_start_ns=int(cols[TS][0]),
         t_end_ns=int(cols[TS][-1]),
-        rows=n,
+        rows=rows,
         sha256=slice_digest([(digest, rows)]),
         path=str(path.resolve()),
         format=SLICE_FORMAT,
@@ -112,6 +128,7 @@ def write_slice(
         event_partitions={},
         validation=SliceValidation(success=True, suite="test"),
         stats_id=stats_id,
+        instrument=instrument,
     )
     write_json_atomic(path, manifest.to_json())
     return manifest

@@ -14,48 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pytest
 
-from core.atomic import write_json_atomic
 from core.config.experiment import ExperimentConfig
 from core.config.features import FeatureSpec
 from core.instrument import XBTUSD
-from core.schema import TS
 from features.compute import TICK_BOUND_FEATURES
 from features.instrument_days import TICK_COLUMNS
-from features.slices import SliceManifest, SlicePart, SliceValidation
 from features.stats import FrozenStats
-from features.store import MANIFEST_SUFFIX, SLICE_FORMAT, segment_file, slice_digest, write_segment
-from tests.training.conftest import T0, DataDir, market_columns
+from features.store import MANIFEST_SUFFIX
+from tests.training.conftest import T0, DataDir, market_columns, publish_columns
 
 AT_01 = XBTUSD.model_copy(update={"tick_size": 0.1})
 
 
 def _publish(folder: Path, spec: FeatureSpec, cols: dict[str, np.ndarray], contract: dict) -> str:
     """A test slice (segment + manifest recording `contract`) in `folder`; its manifest path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"fold00-test{MANIFEST_SUFFIX}"
-    digest, rows = write_segment(folder, pl.from_arrow(pa.table(cols)))
-    manifest = SliceManifest(
-        slice_id="fold00-test",
-        kind="test",
-        fold=0,
-        spec_hash=spec.spec_hash,
-        t_start_ns=int(cols[TS][0]),
-        t_end_ns=int(cols[TS][-1]),
-        rows=rows,
-        sha256=slice_digest([(digest, rows)]),
-        path=str(path.resolve()),
-        format=SLICE_FORMAT,
-        parts=[SlicePart(file=segment_file(digest), sha256=digest, rows=rows)],
-        event_partitions={},
-        validation=SliceValidation(success=True, suite="test"),
-        stats_id=None,
-        instrument=contract,
-    )
-    write_json_atomic(path, manifest.to_json())
-    return str(path)
+    return publish_columns(folder, spec, cols, "fold00-test", "test", 0, instrument=contract).path
 
 
 @pytest.fixture(scope="module")
