@@ -148,10 +148,9 @@ def data_folder_lock(data_dir: str | os.PathLike[str], stage: str) -> Iterator[d
     two runs never share a staging folder. Waits up to CHAPPIE_LOCK_WAIT_S (default 0)
     for another run, then raises `core.locks.FolderBusy` (one line naming the holder)."""
     # slow: core.locks, pydantic-settings (~0.4 s); chappie --help imports the stdlib only
-    from core.locks import hold_folder
-    from core.settings import load_settings
+    from core.locks import hold_folder, lock_wait_seconds
 
-    with hold_folder(data_dir, stage, wait_s=load_settings().lock_wait_s) as holder:
+    with hold_folder(data_dir, stage, wait_s=lock_wait_seconds()) as holder:
         yield holder
 
 

@@ -339,6 +339,13 @@ _PATH_STEP_S = 1.0  # grid of the activity and lean paths (half-lives of 60 s an
 
 
 @njit(cache=True)
+def _activity(stf: np.ndarray) -> float:
+    """The activity multiplier of the rates now: exp(h) with mean 1 (h the carried
+    log activity, stationary std `_H_STD`)."""
+    return np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
+
+
+@njit(cache=True)
 def _size(rng: np.random.Generator, median: float, sigma: float) -> np.int64:
     """Lognormal size in whole lots (at least one lot), contracts."""
     x = median * np.exp(sigma * rng.standard_normal()) / LOT
@@ -435,14 +442,14 @@ def _simulate_day_realistic(
             if p[P_FV] > 0.0:
                 # the hidden fair value jumps at the rate that gives it the variance per
                 # second of the mid's own moves: rate x jump^2 = moves/s x E[k^2]
-                v_grid = np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
-                rate = p[P_MOVES] * p[P_VOL] * v_grid * p[P_K2] / (p[P_FV_JUMP] * p[P_FV_JUMP])
+                jump2 = p[P_FV_JUMP] * p[P_FV_JUMP]
+                rate = p[P_MOVES] * p[P_VOL] * _activity(stf) * p[P_K2] / jump2
                 u_jump = rng_path.random()
                 sign = 1.0 if rng_path.random() < 0.5 else -1.0
                 if u_jump < rate * _PATH_STEP_S:
                     stf[S_GAP] += sign * p[P_FV_JUMP]
                 stf[S_Z] = stf[S_GAP] / p[P_FV_JUMP]
-        v = np.exp(stf[S_H] - 0.5 * _H_STD * _H_STD)
+        v = _activity(stf)
         r_move = p[P_MOVES] * p[P_VOL] * v
         r_noise = p[P_NOISE] * p[P_TRADE_SCALE] * v
         r_burst_b = p[P_BURST] if t < stf[S_FRESH_B] else 0.0
