@@ -24,19 +24,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.config)
     rt = resolve_runtime()
     # slow: training.candidates pulls polars and numpy (~0.5 s); not for chappie --help
-    from training.candidates import check_instrument, load_catalog
+    from training.candidates import check_instrument, open_catalog
 
     spec_hash = cfg.features.spec.spec_hash
     # the folder's lock first (a features run may be building the slices), then, before
-    # Prefect starts: slices not built yet, or built under another contract
+    # Prefect starts: slices not built yet (here, or on the store when `storage:` is set
+    # and this folder has none), or built under another contract
     with data_folder_lock(rt.data_dir, "train"):
         try:
-            check_instrument(load_catalog(rt.layout, spec_hash), cfg.ingest.instrument)
+            catalog = open_catalog(rt.layout, spec_hash, cfg.storage)
         except FileNotFoundError as exc:
+            where = f"under {rt.layout.slices(spec_hash)}"
+            if cfg.storage is not None and exc.filename is None:  # the store had none either
+                where += f" nor on the store ({exc})"
             raise FileNotFoundError(
-                f"no slices of this config's features under {rt.layout.slices(spec_hash)}: "
+                f"no slices of this config's features {where}: "
                 f"build them first (`chappie features --config {args.config}`)"
             ) from exc
+        check_instrument(catalog, cfg.ingest.instrument)
         with command_session(rt.data_dir, "train"):
             # slow: prefect, torch's planning side (~5 s); imported once the Prefect API is set
             from flows.train import train_flow

@@ -16,6 +16,10 @@ and metrics, reports, decisions, ledger tags and the baseline runs (tagged
 under (fill model, latency, fee, funding) and the candidate's touch bound (its test slices
 re-run under touch without latency: optimistic, never gated).
 
+With `storage:` set and no slices of the spec in the data folder, the catalogue is the
+store's (`training.candidates.open_catalog`) and the slices a backtest reads are fetched,
+every byte checked, into this machine's cache first (`fetch_catalog`).
+
 The backtests run in this process one candidate at a time: a few seconds each, less than
 starting a pool of workers.
 """
@@ -43,9 +47,10 @@ from training.candidates import (
     backtest_reference,
     candidate_backtest,
     check_instrument,
-    load_catalog,
+    fetch_catalog,
     load_results,
     load_touch_bound,
+    open_catalog,
     plan_references,
     reference_backtest,
 )
@@ -150,8 +155,11 @@ def _evaluate_policies(
         )
     sweep = SweepResult.read(sweep_path)
     spec_hash = cfg.features.spec.spec_hash
-    catalog = load_catalog(layout, spec_hash)
+    catalog = open_catalog(layout, spec_hash, cfg.storage)  # the store's when none here
     check_instrument(catalog, cfg.ingest.instrument)
+    if cfg.storage is not None and catalog.store_sha256:
+        # the test, validation and stress slices and the stats, checked, into the cache
+        catalog = fetch_catalog(catalog, cfg.storage)
     planned = plan_evaluation(sweep, catalog, spec_hash, cfg.evaluation, reports)
     plans, failed_entries = planned.plans, planned.failed
     logger.info("evaluating %d candidates (%d failed in training)", len(plans), len(failed_entries))

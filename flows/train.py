@@ -16,6 +16,11 @@ Nothing outlives the command: pool workers end when the process that started the
 (`core.lifetime.init_pool_worker`) and use its Prefect API (PREFECT_API_URL, inherited)
 instead of booting servers of their own. The flow holds the data folder's lock; task
 results are persisted as JSON (`flows.results`).
+
+With `storage:` set, tasks read their slices and stats from the object store: planned
+from the data folder's slices (checked to be the store's) when it has them, else from
+the store's own folds.json and manifests (`training.candidates.open_catalog`), so a
+machine that did not run features can plan and train.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from ingest.funding import with_funding_history
 from training.candidates import (
     SliceCatalog,
     check_instrument,
-    load_catalog,
+    open_catalog,
     plan_tasks,
     training_root,
 )
@@ -348,6 +353,27 @@ def _tasks_on_store(
     return out
 
 
+def _tasks_from_store(
+    storage: StorageConfig, catalog: SliceCatalog, tasks: list[TrainTask]
+) -> list[TrainTask]:
+    """Tasks planned from the store's own catalog (`training.candidates.
+    load_store_catalog`: their slices and stats are s3:// URLs already) with the sha256s
+    their workers check what they fetch against (`StoreInputs`)."""
+    sha = catalog.store_sha256
+    return [
+        t.model_copy(
+            update={
+                "store": StoreInputs(
+                    storage=storage,
+                    manifest_sha256=sha[t.train_slice],
+                    stats_checksums_sha256=sha[t.stats_dir],
+                )
+            }
+        )
+        for t in tasks
+    ]
+
+
 @flow(name="train-policies")
 def train_policies_flow(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> SweepResult:
     """Run the sweep (module docstring); returns the sweep's result and writes it to
@@ -365,10 +391,18 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     logger = get_run_logger()
     layout = DataLayout(Path(data_dir).resolve())
     spec_hash = cfg.features.spec.spec_hash
-    catalog = load_catalog(layout, spec_hash)
+    # the data folder's slices when it has them, else the store's (training.candidates.
+    # open_catalog): a planning machine need not have run features itself
+    catalog = open_catalog(layout, spec_hash, cfg.storage)
     check_instrument(catalog, cfg.ingest.instrument)
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
-    if cfg.storage is not None:
+    if cfg.storage is not None and catalog.store_sha256:
+        logger.info(
+            "planned from %s: no local slices of %s", cfg.storage.url, layout.spec12(spec_hash)
+        )
+        progress.note(f"train: planned from the slices on {cfg.storage.url}")
+        tasks = _tasks_from_store(cfg.storage, catalog, tasks)
+    elif cfg.storage is not None:
         tasks = _tasks_on_store(cfg.storage, layout, spec_hash, catalog, tasks, logger)
     tracking.configure(tracking_uri)  # a bad tracking URI fails here, before any training
     submitted = _submit_sweep(cfg, tasks)

@@ -26,13 +26,21 @@ from pydantic import Field
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.base import FrozenModel
 from core.config.env import EnvConfig
+from core.config.storage import StorageConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.hashing import fingerprint
 from core.instrument import InstrumentSpec, family_mismatch
 from core.paths import DataLayout
 from core.settings import ensure_single_thread_math
 from core.slice_reference import SliceReference
-from features.slices import SliceManifest, load_fold_index, load_manifest, manifest_path
+from features.slices import (
+    FOLDS_FILE,
+    FoldIndex,
+    SliceManifest,
+    load_fold_index,
+    load_manifest,
+    manifest_path,
+)
 from features.stats import FrozenStats
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import (
@@ -44,6 +52,15 @@ from training.evaluation import (
 )
 from training.evaluation_record import SliceLink
 from training.metrics import SliceMetrics
+from training.store_inputs import (
+    fetch_fold_index,
+    fetch_manifest,
+    fetch_slice,
+    fetch_stats,
+    slice_url,
+    stats_checksums,
+    stats_url,
+)
 from training.sweep import TrainTask, candidate_id
 
 BACKTEST_NPZ = "backtest.npz"
@@ -430,6 +447,9 @@ class SliceCatalog(FrozenModel):
     stress_ids: tuple[str, ...]
     stress_paths: tuple[str, ...]
     manifests: dict[str, SliceManifest]
+    #: from a store (`load_store_catalog`): the sha256 of each manifest's bytes and of
+    #: each stats folder's checksums.json, by URL; empty for the data folder's catalog
+    store_sha256: dict[str, str] = Field(default_factory=dict)
 
 
 def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
@@ -460,21 +480,138 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     """Read folds.json and every manifest it names. Raises FileNotFoundError when the
     features stage has not run, ValueError when a slice failed validation or a listed
     file is missing."""
-
-    index = load_fold_index(layout, spec_hash)
     folder = layout.slices(spec_hash)
-    manifests: dict[str, SliceManifest] = {}
 
-    def manifest(slice_id: str) -> SliceManifest:
-        path = manifest_path(layout, spec_hash, slice_id)
-        m = load_manifest(path)
-        if not m.validation.success:
-            raise ValueError(f"slice {slice_id} failed validation: {m.validation.failed}")
+    def locate(slice_id: str, m: SliceManifest) -> str:
         missing = [p.file for p in m.parts if not (folder / p.file).exists()]
         if missing:
             raise ValueError(f"slice {slice_id}: segment file(s) missing: {missing}")
         # where the manifest is now (the data folder may have moved since it was written)
-        m = m.model_copy(update={"path": str(path.resolve())})
+        return str(manifest_path(layout, spec_hash, slice_id).resolve())
+
+    def stats_dir(fold: int, stats_id: str) -> str:
+        stats = layout.stats(stats_id)
+        if not (stats / "stats.json").exists():
+            raise ValueError(f"fold {fold}: stats {stats_id} missing at {stats}")
+        return str(stats.resolve())
+
+    return _catalog(
+        load_fold_index(layout, spec_hash),
+        lambda slice_id: load_manifest(manifest_path(layout, spec_hash, slice_id)),
+        locate,
+        stats_dir,
+    )
+
+
+def load_store_catalog(storage: StorageConfig, layout: DataLayout, spec_hash: str) -> SliceCatalog:
+    """`load_catalog` from the object store, for a machine whose data folder holds no
+    slices of the spec: folds.json and every manifest it names as the features flow
+    published them (`features.store_publish.publish_spec`), each checked against the
+    sha256 the store records for it (`training.store_inputs.fetch_fold_index`,
+    `fetch_manifest`). Every location is an s3:// URL (a manifest's `path`, a fold's
+    `stats_dir`), and `store_sha256` holds the sha256 of each manifest's bytes and of
+    each stats folder's checksums.json by URL: what the train flow's `StoreInputs` carry
+    and workers check their fetches against. Segments are not read here (a worker checks
+    each one it fetches). `layout` only names the objects (the store's layout is the data
+    folder's). Raises FileNotFoundError when the store holds no folds.json for the spec,
+    ValueError like load_catalog (a slice that failed validation, stats missing),
+    core.objectstore.ObjectStoreError for an unreachable store or bytes that do not
+    check out."""
+    index = fetch_fold_index(storage, layout, spec_hash)
+    shas: dict[str, str] = {}
+
+    def load(slice_id: str) -> SliceManifest:
+        m, sha = fetch_manifest(
+            slice_url(storage, manifest_path(layout, spec_hash, slice_id)), storage
+        )
+        shas[m.path] = sha
+        return m
+
+    def stats_dir(fold: int, stats_id: str) -> str:
+        url = stats_url(storage, layout.stats(stats_id))
+        sha = shas.get(url) or stats_checksums(url, storage)
+        if sha is None:
+            raise ValueError(f"fold {fold}: stats {stats_id} missing at {url}")
+        shas[url] = sha
+        return url
+
+    catalog = _catalog(index, load, lambda _, m: m.path, stats_dir)
+    return catalog.model_copy(update={"store_sha256": shas})
+
+
+def open_catalog(layout: DataLayout, spec_hash: str, storage: StorageConfig | None) -> SliceCatalog:
+    """The spec's catalog to plan from: the data folder's (`load_catalog`) when it holds
+    the spec's folds.json or no store is configured, else the store's
+    (`load_store_catalog`: a machine that did not run features itself). Raises as those
+    two: FileNotFoundError when the one it reads has no folds.json for the spec (from
+    the store: no filename, the message names the object)."""
+    if storage is None or (layout.slices(spec_hash) / FOLDS_FILE).exists():
+        return load_catalog(layout, spec_hash)
+    return load_store_catalog(storage, layout, spec_hash)
+
+
+def fetch_catalog(
+    catalog: SliceCatalog, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> SliceCatalog:
+    """A store catalog (`load_store_catalog`) with the slices a backtest reads (each
+    fold's validation and test slices, the stress slices) and every fold's stats fetched
+    into this machine's cache, every byte checked (`training.store_inputs.fetch_slice`,
+    `fetch_stats`; into `cache_dir`, default CHAPPIE_STORE_CACHE), their locations local
+    paths laid out like the data folder. Train slices stay on the store (a backtest never
+    reads them). A local catalog is returned as it is. Raises core.objectstore.ObjectStoreError on a mismatch."""
+    if not catalog.store_sha256:
+        return catalog
+    sha = catalog.store_sha256
+    local: dict[str, str] = {}
+
+    def fetched(m: SliceManifest) -> SliceManifest:
+        if m.path not in local:
+            local[m.path] = str(fetch_slice(m.path, sha[m.path], m.sha256, storage, cache_dir))
+        return m.model_copy(update={"path": local[m.path]})
+
+    def ref(r: SliceReference) -> SliceReference:
+        return r.model_copy(update={"location": fetched(catalog.manifests[r.slice_id]).path})
+
+    folds = tuple(
+        f.model_copy(
+            update={
+                "validation": ref(f.validation) if f.validation is not None else None,
+                "test": ref(f.test),
+                "stats_dir": str(fetch_stats(f.stats_dir, sha[f.stats_dir], storage, cache_dir)),
+            }
+        )
+        for f in catalog.folds
+    )
+    stress = [fetched(catalog.manifests[s]) for s in catalog.stress_ids]
+    manifests = {
+        sid: m.model_copy(update={"path": local[m.path]}) if m.path in local else m
+        for sid, m in catalog.manifests.items()
+    }
+    return catalog.model_copy(
+        update={
+            "folds": folds,
+            "stress_paths": tuple(m.path for m in stress),
+            "manifests": manifests,
+        }
+    )
+
+
+def _catalog(
+    index: FoldIndex,
+    load: Callable[[str], SliceManifest],
+    locate: Callable[[str, SliceManifest], str],
+    stats_dir: Callable[[int, str], str],
+) -> SliceCatalog:
+    """The catalog of `index`: each slice's manifest (`load`), refused when it failed
+    validation, at `locate(slice_id, manifest)`; each fold's stats at `stats_dir(fold,
+    stats_id)`. Raises what those raise, ValueError for a slice that failed validation."""
+    manifests: dict[str, SliceManifest] = {}
+
+    def manifest(slice_id: str) -> SliceManifest:
+        m = load(slice_id)
+        if not m.validation.success:
+            raise ValueError(f"slice {slice_id} failed validation: {m.validation.failed}")
+        m = m.model_copy(update={"path": locate(slice_id, m)})
         manifests[slice_id] = m
         return m
 
@@ -482,21 +619,19 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     for f in index.folds:
         tr, te = manifest(f.train), manifest(f.test)
         va = manifest(f.validation) if f.validation else None
-        stats = layout.stats(f.stats_id)
-        if not (stats / "stats.json").exists():
-            raise ValueError(f"fold {f.fold}: stats {f.stats_id} missing at {stats}")
+        stats = stats_dir(f.fold, f.stats_id)
         folds.append(
             FoldSlices(
                 fold=f.fold,
                 train=SliceReference.of_manifest(tr.to_json(), f.stats_id),
                 validation=SliceReference.of_manifest(va.to_json(), f.stats_id) if va else None,
                 test=SliceReference.of_manifest(te.to_json(), f.stats_id),
-                stats_dir=str(stats.resolve()),
+                stats_dir=stats,
             )
         )
     stress = [manifest(s) for s in index.stress]
     return SliceCatalog(
-        spec_hash=spec_hash,
+        spec_hash=index.spec_hash,
         folds=tuple(folds),
         stress_ids=tuple(m.slice_id for m in stress),
         stress_paths=tuple(m.path for m in stress),

@@ -2,15 +2,18 @@
 worker with every byte verified. Adapter. The features flow publishes them
 (`features.store_publish`, which holds the object layout).
 
-The chain of trust: the driver plans each task from its local, checked store and
-records the sha256 of the train slice's manifest file and of the stats folder's
-`checksums.json` (`StoreInputs`), plus the slice digest it already carries
-(`TrainTask.train_sha256`). A worker fetches the manifest and checks its bytes, checks
-that its parts hash to the digest, fetches every segment checked against the sha256 the
-manifest gives it; likewise checksums.json, then each stats file against it
-(core.objectstore.fetch_verified). What it trains on is a folder of hard links into
-its content-addressed cache laid out like the local store, so `ManagementEnv`,
-`read_slice` and `FrozenStats.load` read it unchanged.
+The chain of trust: the driver plans each task from its local, checked store, or, on a
+machine whose data folder holds no slices of the spec, from the store itself
+(`fetch_fold_index`, `fetch_manifest`, `stats_checksums`: folds.json, each manifest
+and each stats folder's checksums.json checked against the sha256 the store records
+for it, `core.objectstore.fetch_root`), and records the sha256 of the train slice's
+manifest file and of the stats folder's `checksums.json` (`StoreInputs`), plus the
+slice digest it already carries (`TrainTask.train_sha256`). A worker fetches the
+manifest and checks its bytes, checks that its parts hash to the digest, fetches every
+segment checked against the sha256 the manifest gives it; likewise checksums.json,
+then each stats file against it (core.objectstore.fetch_verified). What it trains on
+is a folder of hard links into its content-addressed cache laid out like the local
+store, so `ManagementEnv`, `read_slice` and `FrozenStats.load` read it unchanged.
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from pathlib import Path
 
 from core.config.base import FrozenModel
 from core.config.storage import StorageConfig
+from core.hashing import sha256_file
 from core.objectstore import (
     ObjectStoreError,
     default_cache_dir,
+    fetch_root,
     fetch_verified,
     join,
     link_into,
 )
+from core.paths import DataLayout
+from features.slices import FOLDS_FILE, FoldIndex, SliceManifest
 from features.stats import CHECKSUMS_FILE
 from features.store import MANIFEST_SUFFIX, SliceReadError, part_path, slice_digest
 from features.store_publish import (  # the publishing side, re-exported for its callers
     STATS_FILES,
+    folds_url,
     publish_folds,
     publish_slice,
     publish_stats,
@@ -41,12 +49,15 @@ from features.store_publish import (  # the publishing side, re-exported for its
 
 __all__ = [
     "StoreInputs",
+    "fetch_fold_index",
+    "fetch_manifest",
     "fetch_slice",
     "fetch_stats",
     "publish_folds",
     "publish_slice",
     "publish_stats",
     "slice_url",
+    "stats_checksums",
     "stats_url",
 ]
 
@@ -118,3 +129,59 @@ def fetch_stats(
         link_into(local, view / name)
     link_into(sums_file, view / CHECKSUMS_FILE)
     return view
+
+
+def store_folds_url(storage: StorageConfig, layout: DataLayout, spec_hash: str) -> str:
+    """Where the store keeps the spec's folds.json (`features.store_publish.folds_url`
+    of the local one's place in `layout`)."""
+    return folds_url(storage, layout.slices(spec_hash) / FOLDS_FILE)
+
+
+def fetch_fold_index(
+    storage: StorageConfig, layout: DataLayout, spec_hash: str, cache_dir: str | Path | None = None
+) -> FoldIndex:
+    """The spec's folds.json as the store holds it, its bytes checked against the sha256
+    the store records for it (the root of the chain: the features flow publishes it
+    last, after everything it names). Raises FileNotFoundError when the store holds
+    none (the features flow has not published this spec there), ValueError when it is
+    another spec's, ObjectStoreError when it cannot be read or does not check out."""
+    url = store_folds_url(storage, layout, spec_hash)
+    local = fetch_root(url, storage, cache_dir)
+    if local is None:
+        raise FileNotFoundError(f"no {url}")
+    try:
+        index = FoldIndex.model_validate_json(local.read_bytes())
+    except ValueError as exc:
+        raise ObjectStoreError(f"{url}: not a folds.json: {exc}") from exc
+    if index.spec_hash != spec_hash:
+        raise ValueError(f"{url} is for spec {index.spec_hash}, not {spec_hash}")
+    return index
+
+
+def fetch_manifest(
+    url: str, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> tuple[SliceManifest, str]:
+    """(the slice manifest at `url`, the sha256 of its bytes), checked against the sha256
+    the store records for it; its `path` is `url` (where a worker fetches the slice:
+    `fetch_slice`). Raises ObjectStoreError when the store holds none (publish it: run
+    `chappie features` with this `storage:`) or its bytes do not check out."""
+    local = fetch_root(url, storage, cache_dir)
+    if local is None:
+        raise ObjectStoreError(
+            f"{url} holds nothing, though the store's folds.json names it: publish the "
+            "slices with `chappie features` (its storage: set to this store)"
+        )
+    try:
+        m = SliceManifest.model_validate_json(local.read_bytes())
+    except ValueError as exc:
+        raise ObjectStoreError(f"{url}: not a slice manifest: {exc}") from exc
+    return m.model_copy(update={"path": url}), sha256_file(local)
+
+
+def stats_checksums(
+    url: str, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> str | None:
+    """The sha256 of the checksums.json of the stats folder at `url` (fetched and checked
+    against the sha256 the store records for it), None when the store holds none."""
+    local = fetch_root(join(url, CHECKSUMS_FILE), storage, cache_dir)
+    return None if local is None else sha256_file(local)
