@@ -546,9 +546,10 @@ def publish_staged_day(
         return _publish_day_to_store(cfg, day, staged, storage)
 
 
-#: one day published at a time per process: the flow submits every day's publish to a
-#: thread pool (6 threads), and a day of 20 M book rows takes ~2 GB to check and write,
-#: so concurrent days multiplied the peak memory by the days of the run (#19)
+#: one day published at a time per process: a day of 20 M book rows takes ~2 GB to check
+#: and write, so concurrent days multiplied the peak memory by the days of the run (#19).
+#: The ingest flow publishes its days one after another on its own thread; this also
+#: holds for two flows run by threads of one process
 _PUBLISH_ONE_DAY = threading.Lock()
 #: how long a day's publish to the object store waits for another machine publishing the
 #: same day (its pull-merge-push of one day takes seconds) before refusing in one line

@@ -14,8 +14,10 @@ import pytest
 from core.config.ingest import IngestConfig
 from core.config.market import SyntheticMarketConfig
 from core.paths import DataLayout
+from ingest import run as ingest_run
 from ingest.events import list_event_days, read_events
 from ingest.run import report_table
+from ingest.staged import PublishedDay, StagedDay
 
 CFG = IngestConfig(synthetic=SyntheticMarketConfig(seed=9, days=2, day_hours=0.2))
 TRADE_DUMP = (
@@ -40,14 +42,30 @@ def _serve(root: Path) -> ThreadingHTTPServer:
 
 
 def test_ingest_flow_cache_cli_and_download_in_prefect(
-    tmp_path: Path, prefect_harness: None, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    prefect_harness: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from flows.cli import main
     from flows.ingest import ingest_flow
 
+    # which thread publishes each day (the publish itself runs unchanged): the caller's.
+    # A thread per day gave each day a malloc arena of its own, and the peak RSS grew
+    # with the days of a run (#19)
+    publishers: dict[str, int] = {}
+    publish = ingest_run._publish_staged_day
+
+    def spy(cfg: IngestConfig, layout: DataLayout, day: str, staged: StagedDay) -> PublishedDay:
+        publishers[day] = threading.get_ident()
+        return publish(cfg, layout, day, staged)
+
+    monkeypatch.setattr(ingest_run, "_publish_staged_day", spy)
     data = tmp_path / "data"
     first = ingest_flow(CFG, str(data)).to_json()
     assert first["partitions_written"] == ["2024-01-01", "2024-01-02"]
+    assert publishers == dict.fromkeys(["2024-01-01", "2024-01-02"], threading.get_ident())
+    monkeypatch.undo()
     assert first["rows_in"] == first["rows_out"] + first["rows_rejected"]
     second = ingest_flow(CFG, str(data)).to_json()
     assert second["partitions_written"] == [] and second["partitions_unchanged"] == [
