@@ -6,7 +6,9 @@ through the CLI, on 1, 4 and 8 realistic-density tardis days (`bench.tardis_days
 
 Each step runs in a child process under ``/usr/bin/time -v`` (CPU = user + system
 seconds of the command and every process it waited for; peak RSS = the largest
-resident set of any of them, the Prefect server included). Every day count starts from
+resident set of any of them, the Prefect server included). Each process of the tree is
+also sampled every 0.5 s (`/proc/<pid>/status` VmHWM, its own peak), so the tables give
+the command's own peak and the temporary Prefect server's apart. Every day count starts from
 a fresh data folder. The days are generated once (seed 7, 2019-03-01 on) and reused;
 generated data and data folders live under ``--work`` and are deleted at the end
 unless ``--keep``.
@@ -29,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,15 +55,79 @@ features:
 """
 
 
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+    except OSError:  # gone meanwhile
+        pass
+    return out
+
+
+def _hwm_kb(pid: int) -> tuple[int, str] | None:
+    """(VmHWM in kB, command line) of a live process; None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]), cmd
+    except OSError:
+        pass
+    return None
+
+
+class TreePeaks:
+    """Samples the VmHWM (peak resident set) of every process under `pid` every
+    `period_s` until stopped; `peaks` maps pid -> (kB, command line). A process's peak
+    after its last sample is missed: 0.5 s at the end of a command that frees its
+    memory as it ends."""
+
+    def __init__(self, pid: int, period_s: float = 0.5) -> None:
+        self.pid, self.period_s = pid, period_s
+        self.peaks: dict[int, tuple[int, str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            todo = [self.pid]
+            while todo:
+                pid = todo.pop()
+                todo += _children(pid)
+                got = _hwm_kb(pid)
+                if got is not None and got[1]:
+                    self.peaks[pid] = (max(got[0], self.peaks.get(pid, (0, ""))[0]), got[1])
+            self._stop.wait(self.period_s)
+
+    def stop(self) -> tuple[float, float]:
+        """(peak GB of the `chappie` process, peak GB of the Prefect server; 0.0 when it
+        was not seen)."""
+        self._stop.set()
+        self._thread.join()
+        cli = [kb for kb, cmd in self.peaks.values() if "bin/chappie" in cmd]
+        server = [kb for kb, cmd in self.peaks.values() if "flows.api_server" in cmd]
+        return max(cli, default=0) / 1024**2, max(server, default=0) / 1024**2
+
+
 def timed_cli(args: list[str], log: Path) -> dict[str, float]:
-    """Run `args` under /usr/bin/time -v; return cpu_s, peak_rss_gb, wall_s. Raises
-    RuntimeError (with the log's tail) when the command fails."""
+    """Run `args` under /usr/bin/time -v; return cpu_s, peak_rss_gb, wall_s and the
+    peaks of the command's own process (cli_rss_gb) and of the Prefect server
+    (server_rss_gb, `TreePeaks`). Raises RuntimeError (with the log's tail) when the
+    command fails."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        rc = subprocess.call(
+        proc = subprocess.Popen(
             ["/usr/bin/time", "-v", *args], stdout=fh, stderr=subprocess.STDOUT, env=env
         )
+        peaks = TreePeaks(proc.pid)
+        rc = proc.wait()
+        cli_gb, server_gb = peaks.stop()
     wall = time.perf_counter() - t0
     text = log.read_text()
     if rc != 0:
@@ -76,6 +143,8 @@ def timed_cli(args: list[str], log: Path) -> dict[str, float]:
         "cpu_s": field("User time (seconds)") + field("System time (seconds)"),
         "peak_rss_gb": field("Maximum resident set size (kbytes)") / 1024**2,
         "wall_s": wall,
+        "cli_rss_gb": cli_gb,
+        "server_rss_gb": server_gb,
     }
 
 
@@ -153,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((n, ing, feat, night))
             print(
                 f"{n} day(s): ingest {ing['cpu_s']:.1f} s CPU / {ing['peak_rss_gb']:.2f} GB; "
-                f"features {feat['cpu_s']:.1f} s CPU / {feat['peak_rss_gb']:.2f} GB"
+                f"features {feat['cpu_s']:.1f} s CPU / {feat['peak_rss_gb']:.2f} GB "
+                f"(command / server: ingest {_apart(ing)}, features {_apart(feat)})"
                 + (
                     f"; +1 day: ingest {night[0]['cpu_s']:.1f} s, features "
                     f"{night[1]['cpu_s']:.1f} s CPU"
@@ -177,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
         "",
         "| days | `chappie ingest tardis` CPU / peak RSS | `chappie features` CPU / peak RSS "
+        "| peak RSS of the command / of its Prefect server: ingest; features "
         "| nightly: day N+1 into that store, ingest / features CPU (peak RSS) |",
-        "|---:|---|---|---|",
+        "|---:|---|---|---|---|",
     ]
     for n, ing, feat, night in rows:
         nightly = (
@@ -189,11 +260,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         lines.append(
             f"| {n} | {ing['cpu_s']:.1f} s / {ing['peak_rss_gb']:.2f} GB | "
-            f"{feat['cpu_s']:.1f} s / {feat['peak_rss_gb']:.2f} GB | {nightly} |"
+            f"{feat['cpu_s']:.1f} s / {feat['peak_rss_gb']:.2f} GB | "
+            f"{_apart(ing)}; {_apart(feat)} | {nightly} |"
         )
     write_block(a.label, "\n".join(lines))
     print("\n".join(lines))
     return 0
+
+
+def _apart(m: dict[str, float]) -> str:
+    return f"{m['cli_rss_gb']:.2f} / {m['server_rss_gb']:.2f} GB"
 
 
 def _git_head() -> str:
