@@ -144,7 +144,6 @@ from ingest.funding import FundingHistory
 
 HOLD, TOGGLE_LONG, TOGGLE_SHORT = 0, 1, 2  # action_mode "toggle"
 NO_ORDERS, BID_ONLY, ASK_ONLY, BOTH_SIDES = 0, 1, 2, 3  # action_mode "target"
-_env_step = S.env_step
 _empty = np.empty  # the step allocates a fresh observation with these: a prebuilt dtype
 _F32 = np.dtype(np.float32)  # and a module-level name save ~0.1 us a step over np.float32
 
@@ -396,6 +395,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         # reads them back through plain views of them (made once: slicing costs each step)
         self._info_ints = S.record_values(self._state, "info_ints", np.int64)
         self._info_floats = S.record_values(self._state, "info", np.float64)
+        # env_step's compiled code for these arrays, called without numba's dispatcher
+        self._step_kernel = S.step_kernel(
+            self._state, self._lots, self._trades, self._bar_rows, self._norm_flat
+        )
         self._start(cfg.window - 1, None, False)
 
     def _pack(self, cols: dict[str, np.ndarray], mid: np.ndarray) -> None:
@@ -652,8 +655,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Apply `action` at the close of the current bar, advance `step_skip` bars (the
         arithmetic is `envs.step.env_step`, the order rules `envs.broker`)."""
-        obs = _empty(self._obs_size, _F32)
-        reward, code = _env_step(
+        obs = _empty(self._obs_size, _F32)  # fresh each step: the caller may keep it
+        reward, code = self._step_kernel(
             int(action), self._state, self._lots, self._trades, self._bar_rows, self._norm_flat,
             obs,
         )  # fmt: skip

@@ -12,11 +12,15 @@ management values), the reward terms (`envs.kernels.reward_terms`) and the info 
 
 The three entry points Python calls (`env_step`, `env_observe`, `env_summarize`) hold the
 GIL: releasing and retaking it costs ~0.08 us a call, a tenth of the step's kernel, and
-no env is stepped from two threads.
+no env is stepped from two threads. The env calls `env_step` through `step_kernel`, its
+compiled code for the env's own argument types, not through numba's dispatcher.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numba
 import numpy as np
 
 from core.numba_cache import njit
@@ -349,3 +353,21 @@ def env_step(
         return 0.0, BAD_BALANCE
     total = _observe(st, bars, norm, obs, True, terminated or truncated, realized, fees, fund)
     return total, (1 if terminated else 0) | (2 if truncated else 0) | (ntr << 2)
+
+
+def step_kernel(
+    state: np.ndarray, lots: np.ndarray, trades: np.ndarray, bars: np.ndarray, norm: np.ndarray
+) -> Callable[..., tuple[float, int]]:
+    """`env_step` compiled for an env's own arrays (its state, lot and trade tables, bar
+    rows and normalised features, fixed when the env is built), an int action and a
+    float32 observation: numba's compiled entry point for that one signature
+    (`Dispatcher.get_overload`). Calling it skips the dispatcher's resolution of the seven
+    argument types on every call (~0.3 us of a ~1 us kernel call; three of the arguments
+    are structured arrays, the slowest to type), about 5 % of a DummyVecEnv step.
+    Without the dispatcher nothing checks the types: the caller passes exactly these
+    arrays, an int and a 1-D C-contiguous float32 array on every call."""
+    obs = np.empty(1, np.float32)
+    sig = (numba.int64, *(numba.typeof(a) for a in (state, lots, trades, bars, norm, obs)))
+    env_step.compile(sig)  # loads the cached code, or compiles it, once per signature
+    kernel: Callable[..., tuple[float, int]] = env_step.get_overload(sig)
+    return kernel
