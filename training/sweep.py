@@ -219,7 +219,17 @@ def _training_env(task: TrainTask) -> Any:
             obs, _ = self.env.reset(**kwargs)
             return obs, {}
 
-    return DropInfo(ManagementEnv(task.train_slice, task.stats_dir, task.trial.env))
+    def make() -> Any:
+        return DropInfo(ManagementEnv(task.train_slice, task.stats_dir, task.trial.env))
+
+    n_envs = task.trial.ppo.n_envs
+    if n_envs == 1:
+        return make()  # PPO wraps it in Monitor + DummyVecEnv itself
+    # slow: stable_baselines3 (~1 s on top of torch), as above
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    return DummyVecEnv([lambda: Monitor(make()) for _ in range(n_envs)])
 
 
 def _record_writer() -> Any:

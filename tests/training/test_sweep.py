@@ -97,6 +97,46 @@ def test_train_one_is_reproducible_from_its_seed(tiny_data: DataDir, tmp_path: P
     assert va == vb
 
 
+def test_n_envs_one_is_not_written_so_existing_fingerprints_stay() -> None:
+    one = TrialConfig(ppo=PPOConfig(n_envs=1))
+    assert "n_envs" not in one.model_dump(mode="json")["ppo"]
+    assert one.model_dump(mode="json") == TrialConfig().model_dump(mode="json")
+    eight = TrialConfig(ppo=PPOConfig(n_envs=8))
+    assert eight.model_dump(mode="json")["ppo"]["n_envs"] == 8
+    assert TrialConfig.model_validate(eight.model_dump(mode="json")) == eight
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        PPOConfig(n_envs=0)
+
+
+def test_train_one_with_several_envs_steps_them_together_reproducibly(
+    tiny_data: DataDir, tmp_path: Path
+) -> None:
+    """n_envs copies stepped together: a rollout holds n_steps x n_envs steps (SB3's
+    meaning), the episodes of the copies differ (each seeded seed + i) and the run is
+    reproducible from its seed."""
+    base = make_task(tiny_data, tmp_path / "x", timesteps=512)
+    ppo = base.trial.ppo.model_copy(update={"n_envs": 4, "n_steps": 32, "batch_size": 64})
+    trial = base.trial.model_copy(update={"ppo": ppo})
+
+    def run(out: str) -> list[tuple[str, float, int]]:
+        task = base.model_copy(update={"trial": trial, "out_dir": str(tmp_path / out)})
+        res = train_one(task)
+        assert res.ok and res.timesteps_done == 512
+        return read_metrics_csv(res.metrics_csv)
+
+    a, b = run("a"), run("b")
+    assert [r for r in a if not r[0].startswith("time/")] == [
+        r for r in b if not r[0].startswith("time/")
+    ]
+    # 512 steps in rollouts of 4 x 32 = 128 each: an update after each rollout
+    steps = sorted({s for k, _, s in a if k == "train/value_loss"})
+    assert steps == [256, 384, 512]  # SB3 logs train/* from the second rollout on
+    single = train_one(base.model_copy(update={"out_dir": str(tmp_path / "one")}))
+    one = {k: v for k, v, _ in read_metrics_csv(single.metrics_csv) if k.startswith("train/")}
+    four = {k: v for k, v, _ in a if k.startswith("train/")}
+    assert one != four  # not the one-env run under another name
+
+
 def test_train_one_with_missing_slice_raises(tiny_data: DataDir, tmp_path: Path) -> None:
     task = make_task(tiny_data, tmp_path).model_copy(
         update={"train_slice": str(tmp_path / "nope.parquet")}
