@@ -4,11 +4,18 @@ features flow right after it publishes them locally, checked by whoever trains. 
 Object layout: the local data folder's, under `storage.url`:
 `slices/<spec12>/<slice_id>.manifest.json`, `slices/<spec12>/segments/<sha256>.arrow`,
 `slices/<spec12>/folds.json`, `stats/<stats_id>/{mean.npy,sigma.npy,stats.json,
-checksums.json}`. Segments and stats files are published before the manifest or
-checksums.json that names them, every slice and its stats before folds.json (a reader
-of folds.json finds everything it names), each file checked against the sha256 its
+checksums.json}`, `funding/<symbol>.parquet` (the symbol's funding table,
+`ingest.funding`, when the data folder holds one). Segments and stats files are
+published before the manifest or checksums.json that names them, every slice, its stats
+and the funding table before folds.json (a reader of folds.json finds everything it
+names, and the funding the slices train with), each file checked against the sha256 its
 manifest or checksums.json records (a file damaged locally is refused, never
 published); what the store already holds with the same sha256 is not sent again.
+
+The funding table is one object per symbol, shared by every spec (as the data folder's
+is): publishing replaces it whole with the data folder's current table. A task planned
+from it records its sha256 (`training.store_inputs.StoreInputs`), so a table replaced
+since is refused by the worker, never silently used.
 
 Publishing holds the store lock `slices/<spec12>` (`core.locks.hold_store_lock`): two
 machines publishing one spec at once are refused in one line, not interleaved.
@@ -29,6 +36,7 @@ from core.paths import DataLayout
 from features.slices import FOLDS_FILE, load_fold_index, manifest_path
 from features.stats import CHECKSUMS_FILE, MEAN_FILE, SIGMA_FILE, STATS_FILE
 from features.store import SliceReadError, slice_digest, slice_parts
+from ingest.funding import funding_table_path
 
 #: the stats files checksums.json covers (features.stats), in publishing order
 STATS_FILES = (MEAN_FILE, SIGMA_FILE, STATS_FILE)
@@ -49,6 +57,17 @@ def folds_url(storage: StorageConfig, folds_json: str | Path) -> str:
     """The store URL of a spec's local `<data>/slices/<spec12>/folds.json`."""
     p = Path(folds_json)
     return join(storage.url, "slices", p.parent.name, p.name)
+
+
+def funding_url(storage: StorageConfig, table: str | Path) -> str:
+    """The store URL of a local funding table `<data>/funding/<symbol>.parquet`."""
+    return join(storage.url, "funding", Path(table).name)
+
+
+def store_funding_url(storage: StorageConfig, layout: DataLayout, symbol: str) -> str:
+    """Where the store keeps the funding table of `symbol` (the data folder's place of it,
+    `ingest.funding.funding_table_path`, under the store's URL)."""
+    return funding_url(storage, funding_table_path(layout.root, symbol))
 
 
 def publish_slice(storage: StorageConfig, manifest: str | Path) -> tuple[str, str]:
@@ -96,6 +115,13 @@ def publish_stats(storage: StorageConfig, stats_dir: str | Path) -> tuple[str, s
     return url, publish_all(entries, storage)[join(url, CHECKSUMS_FILE)]
 
 
+def publish_funding(storage: StorageConfig, table: str | Path) -> tuple[str, str]:
+    """Publish a local funding table (`ingest.funding`), replacing the store's when its
+    bytes differ. Returns (URL, sha256 of its bytes)."""
+    url = funding_url(storage, table)
+    return url, publish(Path(table), url, storage)[0]
+
+
 def publish_folds(storage: StorageConfig, folds_json: str | Path) -> str:
     """Publish a spec's folds.json (after its slices and stats). Returns its URL."""
     url = folds_url(storage, folds_json)
@@ -126,17 +152,27 @@ def _spec_files(layout: DataLayout, spec_hash: str) -> tuple[list[Path], list[Pa
     )
 
 
-def publish_spec(storage: StorageConfig, layout: DataLayout, spec_hash: str, stage: str) -> str:
-    """Publish the spec's local slices, their frozen stats, then folds.json to the store,
+def publish_spec(
+    storage: StorageConfig,
+    layout: DataLayout,
+    spec_hash: str,
+    stage: str,
+    symbol: str | None = None,
+) -> str:
+    """Publish the spec's local slices, their frozen stats, the funding table of `symbol`
+    when the data folder holds one (`publish_funding`), then folds.json to the store,
     holding the store lock `slices/<spec12>` (StoreBusy, one line, when another machine
     holds it). Returns the folds.json URL. Raises ObjectStoreError naming a file that
     does not check out or an unreachable store."""
     manifests, stats, folds = _spec_files(layout, spec_hash)
+    table = funding_table_path(layout.root, symbol) if symbol else None
     with hold_store_lock(storage, f"slices/{layout.spec12(spec_hash)}", stage):
         for m in manifests:
             publish_slice(storage, m)
         for d in stats:
             publish_stats(storage, d)
+        if table is not None and table.is_file():
+            publish_funding(storage, table)
         return publish_folds(storage, folds)
 
 
@@ -154,6 +190,13 @@ def published_stats(storage: StorageConfig, stats_dir: str | Path) -> tuple[str,
     url = stats_url(storage, stats_dir)
     _published(join(url, CHECKSUMS_FILE), Path(stats_dir) / CHECKSUMS_FILE, storage)
     return url, sha256_file(Path(stats_dir) / CHECKSUMS_FILE)
+
+
+def published_funding(storage: StorageConfig, table: str | Path) -> tuple[str, str]:
+    """(URL, sha256) of the local funding table `table` as the store holds it; raises like
+    `published_slice` when the store holds another table or none (a table ingested since
+    the features flow last published: run it again)."""
+    return _published(funding_url(storage, table), Path(table), storage)
 
 
 def _published(url: str, local: Path, storage: StorageConfig) -> tuple[str, str]:

@@ -18,7 +18,10 @@ re-run under touch without latency: optimistic, never gated).
 
 With `storage:` set and no slices of the spec in the data folder, the catalogue is the
 store's (`training.candidates.open_catalog`) and the slices a backtest reads are fetched,
-every byte checked, into this machine's cache first (`fetch_catalog`).
+every byte checked, into this machine's cache first (`fetch_catalog`). A sweep that
+trained with the store's funding table is backtested with the same bytes: fetched into
+the cache against the sha256 its tasks recorded (`training.candidates.
+fetch_trained_funding`; replaced on the store since: refused, naming it).
 
 The backtests run in this process one candidate at a time: a few seconds each, less than
 starting a pool of workers.
@@ -48,11 +51,14 @@ from training.candidates import (
     candidate_backtest,
     check_instrument,
     fetch_catalog,
+    fetch_trained_funding,
+    funding_on_store,
     load_results,
     load_touch_bound,
     open_catalog,
     plan_references,
     reference_backtest,
+    with_local_funding,
 )
 from training.evaluation import CHAMPION, data_key, evaluate_sweep
 from training.evaluation_plan import (
@@ -155,13 +161,19 @@ def _evaluate_policies(
         )
     sweep = SweepResult.read(sweep_path)
     spec_hash = cfg.features.spec.spec_hash
-    catalog = open_catalog(layout, spec_hash, cfg.storage)  # the store's when none here
+    # the store's when none here
+    catalog = open_catalog(layout, spec_hash, cfg.storage, cfg.ingest.symbol)
     check_instrument(catalog, cfg.ingest.instrument)
+    if cfg.storage is not None:  # the config as the train flow planned it (its funding)
+        cfg = funding_on_store(cfg, layout, catalog)[0]
     if cfg.storage is not None and catalog.store_sha256:
         # the test, validation and stress slices and the stats, checked, into the cache
         catalog = fetch_catalog(catalog, cfg.storage)
     planned = plan_evaluation(sweep, catalog, spec_hash, cfg.evaluation, reports)
     plans, failed_entries = planned.plans, planned.failed
+    # the funding tables the models trained with (store URL -> checked local copy): the
+    # backtests read those; the plans keep the URLs (keys and reports name the store's)
+    tables = fetch_trained_funding(r.task for r in sweep.tasks)
     logger.info("evaluating %d candidates (%d failed in training)", len(plans), len(failed_entries))
     tracking.configure(tracking_uri)
     champ, champ_note = resolve_champion(
@@ -176,9 +188,22 @@ def _evaluate_policies(
         reports / "references",
         (champ.bundle_dir, champ.bundle_sha256) if champ is not None else None,
     )
-    futures = [backtest_candidate_task.submit(p) for p in plans]
+    futures = [
+        backtest_candidate_task.submit(
+            p.model_copy(
+                update={
+                    "trial": p.trial.model_copy(
+                        update={"env": with_local_funding(p.trial.env, tables)}
+                    )
+                }
+            )
+        )
+        for p in plans
+    ]
     ref_futures = [
-        (backtest_champion_task if p.name == CHAMPION else backtest_reference_task).submit(p)
+        (backtest_champion_task if p.name == CHAMPION else backtest_reference_task).submit(
+            p.model_copy(update={"env": with_local_funding(p.env, tables)})
+        )
         for p in ref_plans
     ]
     last_train = catalog.manifests[catalog.folds[-1].train.slice_id]

@@ -109,9 +109,11 @@ def _remove_staging(plan: slices.SlicePlan) -> None:
     publish.remove_staging(plan)
 
 
-def _publish_to_store(storage: StorageConfig, data_dir: str, spec_hash: str) -> str:
-    """The spec's local slices, stats and folds.json onto the store; its folds.json URL."""
-    return store_publish.publish_spec(storage, DataLayout(Path(data_dir)), spec_hash, "features")
+def _publish_to_store(storage: StorageConfig, data_dir: str, spec_hash: str, symbol: str) -> str:
+    """The spec's local slices, stats, the symbol's funding table (when the data folder
+    has one) and folds.json onto the store; its folds.json URL."""
+    layout = DataLayout(Path(data_dir))
+    return store_publish.publish_spec(storage, layout, spec_hash, "features", symbol)
 
 
 def _staged_files_exist(plan: slices.SlicePlan) -> bool:
@@ -217,7 +219,7 @@ def _build_features(
     folds = slices_from_bars(symbol, bars, cfg, data_dir)
     if storage is not None:  # the slices, stats and folds.json just published, to the store
         with progress.step("publish to store") as st:
-            st.result = publish_to_store(storage, data_dir, cfg.spec.spec_hash)
+            st.result = publish_to_store(storage, data_dir, cfg.spec.spec_hash, symbol)
     return folds
 
 

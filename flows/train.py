@@ -20,7 +20,10 @@ results are persisted as JSON (`flows.results`).
 With `storage:` set, tasks read their slices and stats from the object store: planned
 from the data folder's slices (checked to be the store's) when it has them, else from
 the store's own folds.json and manifests (`training.candidates.open_catalog`), so a
-machine that did not run features can plan and train.
+machine that did not run features can plan and train. Their funding table too: the
+trials settle funding from the store's copy of the symbol's table, the same bytes
+whichever machine plans (`training.candidates.funding_on_store`), each task carries its
+sha256 and its worker trains with a checked copy (`training.store_inputs.StoreInputs`).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ from flows.results import PERSISTED, ensure_result_storage
 from ingest.funding import with_funding_history
 from training.candidates import (
     SliceCatalog,
+    StoreFunding,
     check_instrument,
+    funding_on_store,
     open_catalog,
     plan_tasks,
     training_root,
@@ -316,6 +321,14 @@ def _run_sweep(
     return [rows[i] for i in range(len(tasks))]
 
 
+def _funding_inputs(t: TrainTask, funding: StoreFunding | None) -> dict[str, str]:
+    """The StoreInputs fields of the store's funding table for a task whose trial reads
+    it (`training.candidates.funding_on_store`); none for one that does not."""
+    if funding is None or t.trial.env.funding_rates_path != funding.url:
+        return {}
+    return {"funding_url": funding.url, "funding_sha256": funding.sha256}
+
+
 def _tasks_on_store(
     storage: StorageConfig,
     layout: DataLayout,
@@ -323,12 +336,13 @@ def _tasks_on_store(
     catalog: SliceCatalog,
     tasks: list[TrainTask],
     logger: Any,
+    funding: StoreFunding | None = None,
 ) -> list[TrainTask]:
     """Point every task at the object store, where the features flow published the
     spec's slices and frozen stats (`features.store_publish`): each train slice and stats
     folder must be there with the sha256 of the local copy the tasks were planned from
     (ObjectStoreError, one line naming it, when not). Its workers fetch and verify their
-    inputs (training.store_inputs)."""
+    inputs (training.store_inputs), the funding table `funding` among them."""
     slices = {t.train_slice: published_slice(storage, t.train_slice) for t in tasks}
     stats = {t.stats_dir: published_stats(storage, t.stats_dir) for t in tasks}
     digests = {m.path: m.sha256 for m in catalog.manifests.values()}
@@ -338,7 +352,10 @@ def _tasks_on_store(
     for t in tasks:
         (slice_url, manifest_sha), (stats_url, sums_sha) = slices[t.train_slice], stats[t.stats_dir]
         store = StoreInputs(
-            storage=storage, manifest_sha256=manifest_sha, stats_checksums_sha256=sums_sha
+            storage=storage,
+            manifest_sha256=manifest_sha,
+            stats_checksums_sha256=sums_sha,
+            **_funding_inputs(t, funding),
         )
         out.append(
             t.model_copy(
@@ -354,11 +371,15 @@ def _tasks_on_store(
 
 
 def _tasks_from_store(
-    storage: StorageConfig, catalog: SliceCatalog, tasks: list[TrainTask]
+    storage: StorageConfig,
+    catalog: SliceCatalog,
+    tasks: list[TrainTask],
+    funding: StoreFunding | None = None,
 ) -> list[TrainTask]:
     """Tasks planned from the store's own catalog (`training.candidates.
     load_store_catalog`: their slices and stats are s3:// URLs already) with the sha256s
-    their workers check what they fetch against (`StoreInputs`)."""
+    their workers check what they fetch against (`StoreInputs`), the funding table
+    `funding`'s among them."""
     sha = catalog.store_sha256
     return [
         t.model_copy(
@@ -367,6 +388,7 @@ def _tasks_from_store(
                     storage=storage,
                     manifest_sha256=sha[t.train_slice],
                     stats_checksums_sha256=sha[t.stats_dir],
+                    **_funding_inputs(t, funding),
                 )
             }
         )
@@ -393,17 +415,22 @@ def _train_policies(cfg: ExperimentConfig, data_dir: str, tracking_uri: str) -> 
     spec_hash = cfg.features.spec.spec_hash
     # the data folder's slices when it has them, else the store's (training.candidates.
     # open_catalog): a planning machine need not have run features itself
-    catalog = open_catalog(layout, spec_hash, cfg.storage)
+    catalog = open_catalog(layout, spec_hash, cfg.storage, cfg.ingest.symbol)
     check_instrument(catalog, cfg.ingest.instrument)
+    funding = None
+    if cfg.storage is not None:  # the funding table the workers fetch: the store's
+        cfg, funding = funding_on_store(cfg, layout, catalog)
     tasks = plan_tasks(cfg.sweep, catalog.folds, training_root(layout, spec_hash))
     if cfg.storage is not None and catalog.store_sha256:
         logger.info(
             "planned from %s: no local slices of %s", cfg.storage.url, layout.spec12(spec_hash)
         )
         progress.note(f"train: planned from the slices on {cfg.storage.url}")
-        tasks = _tasks_from_store(cfg.storage, catalog, tasks)
+        tasks = _tasks_from_store(cfg.storage, catalog, tasks, funding)
     elif cfg.storage is not None:
-        tasks = _tasks_on_store(cfg.storage, layout, spec_hash, catalog, tasks, logger)
+        tasks = _tasks_on_store(cfg.storage, layout, spec_hash, catalog, tasks, logger, funding)
+    if funding is not None:
+        progress.note(f"train: funding from {funding.url} (sha256 {funding.sha256[:12]})")
     tracking.configure(tracking_uri)  # a bad tracking URI fails here, before any training
     submitted = _submit_sweep(cfg, tasks)
     orphans = tracking.fail_orphaned_runs()

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import Field
@@ -26,10 +26,12 @@ from pydantic import Field
 from core.atomic import write_bytes_atomic, write_json_atomic
 from core.config.base import FrozenModel
 from core.config.env import EnvConfig
+from core.config.experiment import ExperimentConfig
 from core.config.storage import StorageConfig
 from core.config.training import EvaluationConfig, SweepConfig, TrialConfig
 from core.hashing import fingerprint
 from core.instrument import InstrumentSpec, family_mismatch
+from core.objectstore import is_store_url
 from core.paths import DataLayout
 from core.settings import ensure_single_thread_math
 from core.slice_reference import SliceReference
@@ -42,6 +44,7 @@ from features.slices import (
     manifest_path,
 )
 from features.stats import FrozenStats
+from ingest.funding import funding_table_path
 from training.backtest import BatchPolicy, SliceInput, SliceResult, backtest, sb3_batch_policy
 from training.evaluation import (
     CHAMPION,
@@ -54,12 +57,16 @@ from training.evaluation_record import SliceLink
 from training.metrics import SliceMetrics
 from training.store_inputs import (
     fetch_fold_index,
+    fetch_funding,
     fetch_manifest,
     fetch_slice,
     fetch_stats,
+    funding_checksum,
+    published_funding,
     slice_url,
     stats_checksums,
     stats_url,
+    store_funding_url,
 )
 from training.sweep import TrainTask, candidate_id
 
@@ -450,6 +457,10 @@ class SliceCatalog(FrozenModel):
     #: from a store (`load_store_catalog`): the sha256 of each manifest's bytes and of
     #: each stats folder's checksums.json, by URL; empty for the data folder's catalog
     store_sha256: dict[str, str] = Field(default_factory=dict)
+    #: from a store: the URL of the store's funding table of the symbol when it holds
+    #: one (its sha256 in `store_sha256`); None otherwise (the data folder's table, if
+    #: any, is `ingest.funding.with_funding_history`'s)
+    funding_table: str | None = None
 
 
 def check_instrument(catalog: SliceCatalog, instrument: InstrumentSpec) -> None:
@@ -503,7 +514,9 @@ def load_catalog(layout: DataLayout, spec_hash: str) -> SliceCatalog:
     )
 
 
-def load_store_catalog(storage: StorageConfig, layout: DataLayout, spec_hash: str) -> SliceCatalog:
+def load_store_catalog(
+    storage: StorageConfig, layout: DataLayout, spec_hash: str, symbol: str | None = None
+) -> SliceCatalog:
     """`load_catalog` from the object store, for a machine whose data folder holds no
     slices of the spec: folds.json and every manifest it names as the features flow
     published them (`features.store_publish.publish_spec`), each checked against the
@@ -513,10 +526,12 @@ def load_store_catalog(storage: StorageConfig, layout: DataLayout, spec_hash: st
     each stats folder's checksums.json by URL: what the train flow's `StoreInputs` carry
     and workers check their fetches against. Segments are not read here (a worker checks
     each one it fetches). `layout` only names the objects (the store's layout is the data
-    folder's). Raises FileNotFoundError when the store holds no folds.json for the spec,
-    ValueError like load_catalog (a slice that failed validation, stats missing),
-    core.objectstore.ObjectStoreError for an unreachable store or bytes that do not
-    check out."""
+    folder's). With `symbol`, the store's funding table of it (`features.store_publish.
+    publish_spec` publishes the data folder's before folds.json), checked like the rest,
+    is `funding_table` (None when the store holds none). Raises FileNotFoundError when
+    the store holds no folds.json for the spec, ValueError like load_catalog (a slice
+    that failed validation, stats missing), core.objectstore.ObjectStoreError for an
+    unreachable store or bytes that do not check out."""
     index = fetch_fold_index(storage, layout, spec_hash)
     shas: dict[str, str] = {}
 
@@ -536,18 +551,121 @@ def load_store_catalog(storage: StorageConfig, layout: DataLayout, spec_hash: st
         return url
 
     catalog = _catalog(index, load, lambda _, m: m.path, stats_dir)
-    return catalog.model_copy(update={"store_sha256": shas})
+    funding = None
+    if symbol is not None:
+        url = store_funding_url(storage, layout, symbol)
+        sha = funding_checksum(url, storage)
+        if sha is not None:
+            funding, shas[url] = url, sha
+    return catalog.model_copy(update={"store_sha256": shas, "funding_table": funding})
 
 
-def open_catalog(layout: DataLayout, spec_hash: str, storage: StorageConfig | None) -> SliceCatalog:
+def open_catalog(
+    layout: DataLayout,
+    spec_hash: str,
+    storage: StorageConfig | None,
+    symbol: str | None = None,
+) -> SliceCatalog:
     """The spec's catalog to plan from: the data folder's (`load_catalog`) when it holds
     the spec's folds.json or no store is configured, else the store's
-    (`load_store_catalog`: a machine that did not run features itself). Raises as those
-    two: FileNotFoundError when the one it reads has no folds.json for the spec (from
-    the store: no filename, the message names the object)."""
+    (`load_store_catalog`, with the store's funding table of `symbol`: a machine that did
+    not run features itself). Raises as those two: FileNotFoundError when the one it
+    reads has no folds.json for the spec (from the store: no filename, the message names
+    the object)."""
     if storage is None or (layout.slices(spec_hash) / FOLDS_FILE).exists():
         return load_catalog(layout, spec_hash)
-    return load_store_catalog(storage, layout, spec_hash)
+    return load_store_catalog(storage, layout, spec_hash, symbol)
+
+
+class StoreFunding(NamedTuple):
+    """The store's funding table a config's trials settle funding from: its URL (their
+    `env.funding_rates_path`) and the sha256 of its bytes (what workers check)."""
+
+    url: str
+    sha256: str
+
+
+def funding_on_store(
+    cfg: ExperimentConfig, layout: DataLayout, catalog: SliceCatalog
+) -> tuple[ExperimentConfig, StoreFunding | None]:
+    """`cfg` (with `storage:`) with its funding table on the store, so every machine
+    that plans from it, and every worker, trains with the same bytes: trials that read
+    the data folder's table (`ingest.funding.with_funding_history`) read the store's copy
+    of it instead, which must hold exactly those bytes (`features.store_publish.
+    published_funding`: ObjectStoreError, one line, when the features flow has not
+    published it since it was ingested); without a local table, funding is turned on
+    from the store's table (a store catalog's `funding_table`, else looked up) exactly as
+    `with_funding_history` turns it on from a local one. Returns (the config, the table;
+    None when no trial reads one: no funding from history, as without a table locally).
+    Raises ValueError without `cfg.storage`, ObjectStoreError for a table whose bytes do
+    not match the sha256 the store records."""
+    storage = cfg.storage
+    if storage is None:
+        raise ValueError("funding_on_store needs a config with storage:")
+    local = funding_table_path(layout.root, cfg.ingest.symbol)
+
+    def reads_local(env: EnvConfig) -> bool:
+        p = env.funding_rates_path
+        return p is not None and not is_store_url(p) and Path(p).resolve() == local.resolve()
+
+    if any(reads_local(t.env) for t in cfg.sweep.trials):
+        url, sha = published_funding(storage, local)
+        trials = tuple(
+            t.model_copy(update={"env": t.env.model_copy(update={"funding_rates_path": url})})
+            if reads_local(t.env)
+            else t
+            for t in cfg.sweep.trials
+        )
+        sweep = cfg.sweep.model_copy(update={"trials": trials})
+        return cfg.model_copy(update={"sweep": sweep}), StoreFunding(url, sha)
+    table: str | None
+    if catalog.store_sha256:  # the store's catalog: its table, checked when it was read
+        table = catalog.funding_table
+        table_sha = catalog.store_sha256.get(table) if table is not None else None
+    else:  # no table here: the store's, as a machine planning from the store sees it
+        table = store_funding_url(storage, layout, cfg.ingest.symbol)
+        table_sha = funding_checksum(table, storage)
+    if table is not None and table_sha is not None:
+        on = cfg.with_funding_table(table)
+        if on != cfg:
+            return on, StoreFunding(table, table_sha)
+    return cfg, None
+
+
+def fetch_trained_funding(
+    tasks: Iterable[TrainTask], cache_dir: str | Path | None = None
+) -> dict[str, str]:
+    """{store URL: local path} of every funding table `tasks` trained with (their
+    `StoreInputs`), each fetched into this machine's cache and checked against the sha256
+    the task recorded (`training.store_inputs.fetch_funding`): a backtest settles the
+    funding its model trained with. Raises core.objectstore.ObjectStoreError when the
+    store's bytes are not those (replaced since), ValueError when two tasks recorded
+    different bytes for one URL."""
+    wanted: dict[str, tuple[str, StorageConfig]] = {}
+    for t in tasks:
+        st = t.store
+        if st is None or st.funding_url is None or st.funding_sha256 is None:
+            continue
+        seen = wanted.setdefault(st.funding_url, (st.funding_sha256, st.storage))
+        if seen[0] != st.funding_sha256:
+            raise ValueError(
+                f"{st.funding_url}: the sweep's tasks trained with two versions of it "
+                f"(sha256 {seen[0]} and {st.funding_sha256})"
+            )
+    return {
+        url: str(fetch_funding(url, sha, storage, cache_dir))
+        for url, (sha, storage) in wanted.items()
+    }
+
+
+def with_local_funding(env: EnvConfig, tables: Mapping[str, str]) -> EnvConfig:
+    """`env` settling funding from the local copy (`tables`: URL -> path,
+    `fetch_trained_funding`) of the store's table it names; `env` itself otherwise.
+    Pure."""
+    p = env.funding_rates_path
+    if p is None or p not in tables:
+        return env
+    return env.model_copy(update={"funding_rates_path": tables[p]})
 
 
 def fetch_catalog(

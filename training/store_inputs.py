@@ -14,15 +14,25 @@ segment checked against the sha256 the manifest gives it; likewise checksums.jso
 then each stats file against it (core.objectstore.fetch_verified). What it trains on
 is a folder of hard links into its content-addressed cache laid out like the local
 store, so `ManagementEnv`, `read_slice` and `FrozenStats.load` read it unchanged.
+
+The funding table its trial settles funding from travels the same way: a task whose
+`trial.env.funding_rates_path` is the store's table (`features.store_publish.
+funding_url`) carries its sha256 (`StoreInputs.funding_sha256`, checked when planned:
+`funding_checksum`, or the local table's, `published_funding`), and the worker trains
+with a checked copy in its cache (`fetch_funding`, `with_fetched_funding`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+from pydantic import SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 from core.config.base import FrozenModel
 from core.config.storage import StorageConfig
+from core.config.training import TrialConfig
 from core.hashing import sha256_file
 from core.objectstore import (
     ObjectStoreError,
@@ -39,37 +49,65 @@ from features.store import MANIFEST_SUFFIX, SliceReadError, part_path, slice_dig
 from features.store_publish import (  # the publishing side, re-exported for its callers
     STATS_FILES,
     folds_url,
+    funding_url,
     publish_folds,
+    publish_funding,
     publish_slice,
     publish_stats,
+    published_funding,
     recorded_sha256,
     slice_url,
     stats_url,
+    store_funding_url,
 )
 
 __all__ = [
     "StoreInputs",
     "fetch_fold_index",
+    "fetch_funding",
     "fetch_manifest",
     "fetch_slice",
     "fetch_stats",
+    "funding_checksum",
+    "funding_url",
     "publish_folds",
+    "publish_funding",
     "publish_slice",
     "publish_stats",
+    "published_funding",
     "slice_url",
     "stats_checksums",
     "stats_url",
+    "store_funding_url",
+    "with_fetched_funding",
 ]
 
 
 class StoreInputs(FrozenModel):
     """Where a task's train slice and stats are verifiable on the store: the sha256 of the
     slice manifest's bytes and of the stats folder's checksums.json (the task's
-    `train_slice` and `stats_dir` are then their s3:// URLs)."""
+    `train_slice` and `stats_dir` are then their s3:// URLs); and when its trial settles
+    funding from the store's funding table (`trial.env.funding_rates_path` is then
+    `funding_url`), that table's URL and the sha256 of its bytes."""
 
     storage: StorageConfig
     manifest_sha256: str
     stats_checksums_sha256: str
+    funding_url: str | None = None
+    funding_sha256: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_funding(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        # a task without a funding table serialises exactly as before the fields existed
+        # (task.json and Prefect's input cache key of its earlier runs stay valid)
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("funding_url", "funding_sha256"):
+                if data.get(key) is None:
+                    data.pop(key, None)
+        return data
 
 
 def fetch_slice(
@@ -185,3 +223,41 @@ def stats_checksums(
     against the sha256 the store records for it), None when the store holds none."""
     local = fetch_root(join(url, CHECKSUMS_FILE), storage, cache_dir)
     return None if local is None else sha256_file(local)
+
+
+def funding_checksum(
+    url: str, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> str | None:
+    """The sha256 of the funding table at `url` (fetched and checked against the sha256
+    the store records for it), None when the store holds none (no funding from history,
+    as a data folder without the table)."""
+    local = fetch_root(url, storage, cache_dir)
+    return None if local is None else sha256_file(local)
+
+
+def fetch_funding(
+    url: str, sha256: str, storage: StorageConfig, cache_dir: str | Path | None = None
+) -> Path:
+    """A local funding table holding exactly the bytes of sha256 `sha256` published at
+    `url` (`<cache>/funding/<sha16>/<symbol>.parquet`, a link into the content-addressed
+    cache). Raises ObjectStoreError naming the object when its bytes do not match."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    local = fetch_verified(url, sha256, storage, root)
+    return link_into(local, root / "funding" / sha256[:16] / url.rsplit("/", 1)[1])
+
+
+def with_fetched_funding(
+    trial: TrialConfig, store: StoreInputs, cache_dir: str | Path | None = None
+) -> TrialConfig:
+    """`trial` with the store's funding table it settles funding from (`store.
+    funding_url`) replaced by a checked copy in this machine's cache (`fetch_funding`);
+    `trial` itself when it reads none. Raises ObjectStoreError on a mismatch."""
+    env = trial.env
+    if store.funding_url is None or env.funding_rates_path != store.funding_url:
+        return trial
+    if store.funding_sha256 is None:
+        raise ObjectStoreError(f"{store.funding_url}: the task records no sha256 for it")
+    local = fetch_funding(store.funding_url, store.funding_sha256, store.storage, cache_dir)
+    return trial.model_copy(
+        update={"env": env.model_copy(update={"funding_rates_path": str(local)})}
+    )
