@@ -31,7 +31,7 @@ from core.config.base import FrozenModel
 from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
-from training.store_inputs import StoreInputs, fetch_slice, fetch_stats
+from training.store_inputs import StoreInputs, fetch_slice, fetch_stats, with_fetched_funding
 
 MODEL_ZIP = "model.zip"
 METRICS_CSV = "metrics.csv"
@@ -346,9 +346,9 @@ def train_one(task: TrainTask) -> TrainResult:
 
 
 def local_inputs(task: TrainTask) -> TrainTask:
-    """`task` with its train slice and stats as local paths: itself when they are local,
-    else fetched from the object store into this machine's cache, every byte checked
-    against the sha256 the task carries (training.store_inputs). Raises
+    """`task` with its train slice, stats and funding table as local paths: itself when
+    they are local, else fetched from the object store into this machine's cache, every
+    byte checked against the sha256 the task carries (training.store_inputs). Raises
     core.objectstore.ObjectStoreError on a mismatch or an unreachable store."""
     if task.store is None:
         return task
@@ -359,6 +359,7 @@ def local_inputs(task: TrainTask) -> TrainTask:
                 fetch_slice(task.train_slice, st.manifest_sha256, task.train_sha256, st.storage)
             ),
             "stats_dir": str(fetch_stats(task.stats_dir, st.stats_checksums_sha256, st.storage)),
+            "trial": with_fetched_funding(task.trial, st),
         }
     )
 
