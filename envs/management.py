@@ -79,14 +79,23 @@ amounts in the settle currency (XBT for XBTUSD), cumulative since reset unless s
   fees = maker_fees + taker_fees), position_size (signed
   exposure / max_exposure, in [-1, 1]), exposure, side (+1/0/-1), long_order / short_order
   (resting price in ticks, 0 = none), trades (closed in this step: side, entry/exit ts and
-  price ticks, stake, contracts, pnl, fees, pnl_plus_fees), reward_terms (this step's
-  terms and total, see `envs.rewards`), punishment_scale.
+  price ticks, stake, contracts, pnl, fees, pnl_plus_fees), punishment_scale (INFO_ORDER).
+The reward's breakdown (this step's terms and their total, see `envs.rewards`) is
+`last_reward_terms()`; `ManagementEnv(..., reward_terms_in_info=True)` also puts it in
+every info as `reward_terms` (before punishment_scale, INFO_ORDER_WITH_TERMS). It is
+opt-in because it cost ~10 % of a DummyVecEnv step (#17) and nothing but tests and
+debugging reads it.
 Invariants: equity = initial + pnl_without_fees - fees - funding; under a constant fee
 (m, t), fees = maker_volume * m + taker_volume * t (re-scoring the same fills at another
 fee needs only the volumes).
 
 Curriculum: `set_punishment_scale(x)` / `set_curriculum_cycle(k)`, callable through
 `VecEnv.env_method`; the attribute `punishment_scale` starts at cycle 0's value.
+
+Copies: an env cannot be pickled or copied (`copy.copy` / `copy.deepcopy` / `pickle`
+raise TypeError): its step is numba code compiled for, and bound to, its own arrays.
+Build another from the same slice (`ManagementEnv(env.slice_path, env.stats_dir,
+env.config)`); SB3's SubprocVecEnv pickles env factories, not envs, and works.
 """
 
 from __future__ import annotations
@@ -149,7 +158,7 @@ _F32 = np.dtype(np.float32)  # and a module-level name save ~0.1 us a step over 
 
 
 _IMMUTABLE = (bool, int, float, str, type(None))
-# keys of every step's info (scalars, except the two containers)
+# keys of every step's info (scalars, except the list "trades"), in order
 INFO_ORDER: list[str] = [
     "ts",
     "bar",
@@ -171,55 +180,72 @@ INFO_ORDER: list[str] = [
     "long_order",
     "short_order",
     "trades",
-    "reward_terms",
     "punishment_scale",
 ]
 INFO_KEYS = frozenset(INFO_ORDER)
-
-
-_N_INFO = len(INFO_ORDER)
+# with reward_terms_in_info=True: the dict of the step's reward terms before the last key
+INFO_ORDER_WITH_TERMS: list[str] = [*INFO_ORDER[:-1], "reward_terms", INFO_ORDER[-1]]
+INFO_KEYS_WITH_TERMS = frozenset(INFO_ORDER_WITH_TERMS)
 _LAST_KEY = INFO_ORDER[-1]
 
 
+def _copy_rest(info: dict, out: dict, memo: dict[int, Any], keys: frozenset[str]) -> None:
+    """Into `out` (a shallow copy of `info`, whose env keys are `keys`): a copy of the
+    closed trades and a deep copy of every mutable value under a key a wrapper added."""
+    trades = info.get("trades")
+    if type(trades) is list:
+        out["trades"] = [t.copy() for t in trades] if trades else []
+    # the keys wrappers added (SB3: TimeLimit.truncated, terminal_observation, ...): in the
+    # common case those after the env's own, read from the end up to the env's last key (a
+    # dict keeps insertion order); when that key is not the env's last or the count shows
+    # the env's keys were removed or re-added, every key not the env's
+    extra: Any = []
+    for key in reversed(info):
+        if key in keys:
+            if key != _LAST_KEY or len(info) - len(extra) != len(keys):
+                extra = info.keys() - keys
+            break
+        extra.append(key)
+    for key in extra:
+        value = info[key]
+        if type(value) not in _IMMUTABLE:
+            out[key] = copy.deepcopy(value, memo)
+
+
 class StepInfo(dict):
-    """The env's `info` dict, with a cheap exact `__deepcopy__`.
+    """The env's `info` dict (keys INFO_ORDER), with a cheap exact `__deepcopy__`.
 
     SB3's VecEnvs deep-copy every info on every step; a generic deepcopy of ~20 float
     entries costs more than the env step itself. Every value the env puts under
-    INFO_KEYS is an immutable scalar, a dict of scalars ("reward_terms") or a list of
-    dicts of scalars ("trades"), so copying those two containers one level is an exact
-    deep copy; any key a wrapper adds (e.g. "terminal_observation") goes through
-    `copy.deepcopy`. (The wrappers' keys are found from the end of the dict, up to the
-    env's last key; a wrapper that removed one of the env's keys, added its own and then
-    re-set the env's last key would pass for the env's order, and its key be copied by
-    reference as the env's own values are.)
+    INFO_KEYS is an immutable scalar or a list of dicts of scalars ("trades"), so copying
+    that list one level is an exact deep copy; any key a wrapper adds (e.g.
+    "terminal_observation") goes through `copy.deepcopy`. (The wrappers' keys are found
+    from the end of the dict, up to the env's last key; a wrapper that removed one of the
+    env's keys, added its own and then re-set the env's last key would pass for the env's
+    order, and its key be copied by reference as the env's own values are.)
     """
 
     __slots__ = ()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StepInfo:
         out = StepInfo(self)
+        _copy_rest(self, out, memo, INFO_KEYS)
+        return out
+
+
+class TermsStepInfo(StepInfo):
+    """The info of an env built with `reward_terms_in_info=True` (keys
+    INFO_ORDER_WITH_TERMS): a StepInfo whose deep copy also copies the dict of scalars
+    "reward_terms"."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TermsStepInfo:
+        out = TermsStepInfo(self)
         terms = self.get("reward_terms")
         if type(terms) is dict:
             out["reward_terms"] = terms.copy()
-        trades = self.get("trades")
-        if type(trades) is list:
-            out["trades"] = [t.copy() for t in trades] if trades else []
-        # the keys wrappers added (SB3: TimeLimit.truncated, terminal_observation, ...):
-        # in the common case those after the env's own, read from the end up to the env's
-        # last key (a dict keeps insertion order); when that key is not the env's last or
-        # the count shows the env's keys were removed or re-added, every key not the env's
-        extra: Any = []
-        for key in reversed(self):
-            if key in INFO_KEYS:
-                if key != _LAST_KEY or len(self) - len(extra) != _N_INFO:
-                    extra = self.keys() - INFO_KEYS
-                break
-            extra.append(key)
-        for key in extra:
-            value = self[key]
-            if type(value) not in _IMMUTABLE:
-                out[key] = copy.deepcopy(value, memo)
+        _copy_rest(self, out, memo, INFO_KEYS_WITH_TERMS)
         return out
 
 
@@ -239,6 +265,12 @@ assert TERM_NAMES == (
 )  # fmt: skip
 
 
+_TERM_KEYS = (*TERM_NAMES, "total")  # the reward breakdown's keys, in order
+# where they sit in the info floats' values (after the scalars before reward_terms)
+_TERMS_FROM = S.INFO_FLOATS_DTYPE.names.index("reward_terms")
+_TERMS_AT = slice(_TERMS_FROM, _TERMS_FROM + len(_TERM_KEYS))
+
+
 def _build_info(ints: np.ndarray, floats: np.ndarray, trades: list[tuple] | None) -> StepInfo:
     """The info of the step just observed (`ints`, `floats`: the values of the state's
     `info_ints` and `info` records, `envs.step.INFO_INTS_DTYPE` / `INFO_FLOATS_DTYPE`, in
@@ -247,7 +279,7 @@ def _build_info(ints: np.ndarray, floats: np.ndarray, trades: list[tuple] | None
     ts, bar, side, long_order, short_order = ints.tolist()
     (
         eq, bal, pnl, real, upnl, pwf, fees, funding, psize, exposure, pscale,
-        unreal, realized, fee, fund, open_pen, close_pen, terminal, total,
+        _, _, _, _, _, _, _, _,  # the reward terms: `_terms`
         mvol, tvol, mfee, tfee,
     ) = floats.tolist()  # fmt: skip
     closed = []
@@ -279,18 +311,24 @@ def _build_info(ints: np.ndarray, floats: np.ndarray, trades: list[tuple] | None
         long_order=long_order,
         short_order=short_order,
         trades=closed,
-        reward_terms={
-            "unrealized": unreal,
-            "realized": realized,
-            "fees": fee,
-            "funding": fund,
-            "open_penalty": open_pen,
-            "close_penalty": close_pen,
-            "terminal_penalty": terminal,
-            "total": total,
-        },
         punishment_scale=pscale,
     )
+
+
+def _terms(floats: np.ndarray) -> dict[str, float]:
+    """The step's reward terms and their total (a fresh dict, keys TERM_NAMES + total)
+    from the values of the state's `info` record."""
+    return dict(zip(_TERM_KEYS, floats[_TERMS_AT].tolist(), strict=True))
+
+
+def _build_info_with_terms(
+    ints: np.ndarray, floats: np.ndarray, trades: list[tuple] | None
+) -> TermsStepInfo:
+    """`_build_info` with the step's reward terms under "reward_terms", keys in
+    INFO_ORDER_WITH_TERMS (reward_terms_in_info=True)."""
+    info = _build_info(ints, floats, trades)
+    pscale = info.pop(_LAST_KEY)  # re-added after the terms, as the info's last key
+    return TermsStepInfo(info, reward_terms=_terms(floats), punishment_scale=pscale)
 
 
 class SliceDataError(ValueError):
@@ -361,6 +399,8 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         slice_path: str | Path,
         stats_dir: str | Path,
         config: EnvConfig | dict[str, Any] | None = None,
+        *,
+        reward_terms_in_info: bool = False,
     ) -> None:
         super().__init__()
         if config is None:
@@ -395,6 +435,10 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         # reads them back through plain views of them (made once: slicing costs each step)
         self._info_ints = S.record_values(self._state, "info_ints", np.int64)
         self._info_floats = S.record_values(self._state, "info", np.float64)
+        # not an EnvConfig field: how the info is reported, not what the env does (the
+        # config's fingerprint, run names and caches do not depend on it)
+        self.reward_terms_in_info = bool(reward_terms_in_info)
+        self._info = _build_info_with_terms if reward_terms_in_info else _build_info
         # env_step's compiled code for these arrays, called without numba's dispatcher
         self._step_kernel = S.step_kernel(
             self._state, self._lots, self._trades, self._bar_rows, self._norm_flat
@@ -638,7 +682,7 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         S.env_observe(
             self._state, self._bar_rows, self._norm_flat, obs, False, False, 0.0, 0.0, 0.0
         )
-        return obs, _build_info(self._info_ints, self._info_floats, None)
+        return obs, self._info(self._info_ints, self._info_floats, None)
 
     def _start(self, t: int, budget: int | None, flatten: bool) -> None:
         """A flat account at bar t with no resting orders."""
@@ -666,8 +710,28 @@ class ManagementEnv(gym.Env[np.ndarray, np.int64]):
         if code > 3:  # code >> 2 trades closed in this step
             n = code >> 2
             trades = self._trades[:n].tolist()
-        info = _build_info(self._info_ints, self._info_floats, trades)
+        info = self._info(self._info_ints, self._info_floats, trades)
         return obs, reward, code & 1 == 1, code & 2 == 2, info
+
+    def last_reward_terms(self) -> dict[str, float]:
+        """The reward of the last step (or reset: all 0.0) term by term (`envs.rewards.
+        TERM_NAMES`, penalties already scaled by punishment_scale) and their "total" (the
+        reward `step` returned): a fresh dict, what `info["reward_terms"]` holds with
+        reward_terms_in_info=True."""
+        return _terms(self._info_floats)
+
+    # ------------------------------------------------------------------ copies
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        # pickle, copy.copy and copy.deepcopy all come here (no __copy__/__deepcopy__):
+        # a copy of the arrays would come apart from the compiled step bound to them
+        raise TypeError(
+            f"a {type(self).__name__} cannot be pickled or copied (its compiled step is bound "
+            "to its own arrays): build a new one from its slice, ManagementEnv(env.slice_path, "
+            "env.stats_dir, env.config)"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        self.__reduce_ex__(None)
 
     # ------------------------------------------------------------------ internals
     def _refuse(self, code: int, action: Any) -> NoReturn:

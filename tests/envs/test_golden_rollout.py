@@ -8,7 +8,12 @@ fee (core.fees) charges BitMEX's maker -0.025 % / taker 0.075 % of then. Re-reco
 when the info gained maker/taker volume and fees: every value recorded before was checked
 bit-identical first. Re-recorded for #17's lot rounding: with the lot off every step
 record of every scenario was first checked identical to the recording before it (kept
-as `digests_no_lot`). Re-record only for an intended behaviour change:
+as `digests_no_lot`). Re-recorded when the reward breakdown left the default info
+(`reward_terms_in_info`, #17): every step record of every scenario, with and without
+the lot, was first checked equal to the one before with its `reward_terms` key removed,
+and identical with reward_terms_in_info=True; `digests_reward_terms` (the terms in the
+info) are the `digests` recorded before, `digests_no_lot` stay recorded with the terms.
+Re-record only for an intended behaviour change:
 
     .venv/bin/python -m tests.envs.test_golden_rollout --record
 """
@@ -27,6 +32,7 @@ import pytest
 
 from core.instrument import InstrumentSpec
 from envs.management import ManagementEnv
+from envs.rewards import TERM_NAMES
 from tests.envs.conftest import NAMES, SPEC, SliceFiles, random_market, write_slice, write_stats
 
 GOLDEN = Path(__file__).with_name("golden_rollouts.json")
@@ -120,12 +126,15 @@ def _step_record(obs: np.ndarray, reward: Any, term: Any, trunc: Any, info: dict
     return body
 
 
-def record_rollout(files: SliceFiles, name: str, lot: bool = True) -> list[str]:
+def record_rollout(
+    files: SliceFiles, name: str, lot: bool = True, terms: bool = False
+) -> list[str]:
     """Per step (reset records included), the canonical JSON of what the env returned.
     lot=False: orders not rounded to the instrument's lot (the broker's lot 0; no config
-    can ask for it), the rules before #17 added the rounding."""
+    can ask for it), the rules before #17 added the rounding. terms: the env built with
+    reward_terms_in_info (the info as it was before the breakdown became opt-in)."""
     spec = SCENARIOS[name]
-    env = ManagementEnv(files.slice_path, files.stats_dir, spec["cfg"])
+    env = ManagementEnv(files.slice_path, files.stats_dir, spec["cfg"], reward_terms_in_info=terms)
     if not lot:
         env._broker["terms"]["lot"] = 0.0
     rng = np.random.default_rng(17)
@@ -160,12 +169,15 @@ def record_all() -> dict[str, Any]:
         golden: dict[str, Any] = {}
         for name in SCENARIOS:
             recs = record_rollout(files, name)
+            with_terms = record_rollout(files, name, terms=True)
+            no_lot = record_rollout(files, name, lot=False, terms=True)
             golden[name] = {
                 "digests": [_digest(r) for r in recs],
-                "digests_no_lot": [_digest(r) for r in record_rollout(files, name, lot=False)],
+                "digests_reward_terms": [_digest(r) for r in with_terms],
+                "digests_no_lot": [_digest(r) for r in no_lot],
                 "last": json.loads(recs[-1]),
                 "n_trades": sum(len(json.loads(r)["info"]["trades"]) for r in recs),
-                "terms_fired": _terms_fired(recs),
+                "terms_fired": _terms_fired(with_terms),
             }
     return golden
 
@@ -182,14 +194,34 @@ def test_rollout_matches_recording(tmp_path: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
+def test_with_reward_terms_in_info_every_record_is_the_one_before(
+    tmp_path: Path, name: str
+) -> None:
+    """reward_terms_in_info=True gives the info as it was when the reward breakdown was in
+    every info: each step record is the one recorded then, reward_terms included; and
+    every record of the default env is that record without its reward_terms."""
+    golden = json.loads(GOLDEN.read_text())[name]
+    files = _files(tmp_path)
+    with_terms = record_rollout(files, name, terms=True)
+    assert [_digest(r) for r in with_terms] == golden["digests_reward_terms"]
+    default = record_rollout(files, name)
+    assert len(default) == len(with_terms)
+    for k, (off, on) in enumerate(zip(default, with_terms, strict=True)):
+        full = json.loads(on)
+        assert set(full["info"].pop("reward_terms")) == {*TERM_NAMES, "total"}
+        assert json.loads(off) == full, f"{name}: step record {k}"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_without_lot_rounding_the_rules_are_those_before_17(tmp_path: Path, name: str) -> None:
     """touch / trade_through with zero latency are the broker's rules before #17 but for
     the lot rounding: with it off, every step record is the one recorded before #17 (the
     digests of golden_rollouts.json as it was then, checked identical when #17 re-recorded
     it; linear_no_roll's instrument changed then to XBTUSDT's real contract, its
-    recording was made with the lot off)."""
+    recording was made with the lot off). Recorded with the reward terms in the info,
+    as they were then."""
     golden = json.loads(GOLDEN.read_text())[name]["digests_no_lot"]
-    got = [_digest(r) for r in record_rollout(_files(tmp_path), name, lot=False)]
+    got = [_digest(r) for r in record_rollout(_files(tmp_path), name, lot=False, terms=True)]
     assert got == golden
 
 

@@ -27,13 +27,14 @@ SCENARIO = {"window": 2, "random_start": False, "mean_steps_per_episode": 1000}
 
 
 def scenario_env(
-    tmp_path: Path, flat_stats: Path, n: int = 12, **cols: np.ndarray
+    tmp_path: Path, flat_stats: Path, n: int = 12, *, terms: bool = False, **cols: np.ndarray
 ) -> ManagementEnv:
-    """A constant 80,000/80,001 book unless overridden; fills only where a test says."""
+    """A constant 80,000/80,001 book unless overridden; fills only where a test says.
+    terms: the reward terms in every info (reward_terms_in_info)."""
     bid = cols.pop("bid", np.full(n, 80_000))
     ask = cols.pop("ask", np.full(n, 80_001))
     path = write_slice(tmp_path / "s.parquet", bid, ask, **cols)
-    return ManagementEnv(path, flat_stats, SCENARIO)
+    return ManagementEnv(path, flat_stats, SCENARIO, reward_terms_in_info=terms)
 
 
 def run(env: ManagementEnv, actions: list[int]) -> list[dict]:
@@ -184,7 +185,9 @@ def test_round_trip_reports_inverse_pnl_and_rebates(tmp_path: Path, flat_stats: 
     sell_lo[2] = 79_999  # fills the long at 80,000
     buy_hi = np.zeros(n, np.int64)
     buy_hi[7] = 80_900  # fills the sell rolled to 80,801
-    env = scenario_env(tmp_path, flat_stats, bid=bid, ask=ask, sell_lo=sell_lo, buy_hi=buy_hi)
+    env = scenario_env(
+        tmp_path, flat_stats, bid=bid, ask=ask, sell_lo=sell_lo, buy_hi=buy_hi, terms=True
+    )
     infos = run(env, [TOGGLE_LONG, HOLD, HOLD, HOLD, TOGGLE_SHORT, HOLD, HOLD])
     trades = [t for i in infos for t in i["trades"]]
     assert len(trades) == 1
@@ -329,7 +332,9 @@ def test_step_info_deepcopy_is_exact_and_independent(tmp_path: Path, flat_stats:
     sell_lo[2] = 79_999
     buy_hi = np.zeros(n, np.int64)
     buy_hi[4] = 80_005
-    env = scenario_env(tmp_path, flat_stats, bid=bid, ask=bid + 1, sell_lo=sell_lo, buy_hi=buy_hi)
+    env = scenario_env(
+        tmp_path, flat_stats, bid=bid, ask=bid + 1, sell_lo=sell_lo, buy_hi=buy_hi, terms=True
+    )
     infos = run(env, [TOGGLE_LONG, TOGGLE_SHORT, HOLD])
     info = next(i for i in infos if i["trades"])
     info["terminal_observation"] = np.arange(3.0)  # what SB3's DummyVecEnv adds

@@ -1,4 +1,5 @@
-"""Hand-computed reward terms, funding and random initial positions through the env."""
+"""Hand-computed reward terms, funding and random initial positions through the env (built
+with reward_terms_in_info: the terms read from every step's info)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def half_hour_env(
     if sell_lo_at is not None:
         sell_lo[sell_lo_at] = 79_990
     path = write_slice(tmp_path / "s.parquet", bid, ask, sell_lo=sell_lo, bar_ns=HALF_HOUR)
-    env = ManagementEnv(path, stats, {**BASE, **cfg})
+    env = ManagementEnv(path, stats, {**BASE, **cfg}, reward_terms_in_info=True)
     env.set_punishment_scale(1.0)
     return env
 
@@ -97,7 +98,7 @@ def test_unrealized_term_follows_the_mid(tmp_path: Path, flat_stats: Path) -> No
     sell_lo = np.zeros(n, np.int64)
     sell_lo[2] = 79_990
     path = write_slice(tmp_path / "u.parquet", bid, bid + 1, sell_lo=sell_lo)
-    env = ManagementEnv(path, flat_stats, BASE)
+    env = ManagementEnv(path, flat_stats, BASE, reward_terms_in_info=True)
     out = steps(env, [TOGGLE_LONG, HOLD, HOLD])
     mark = 80_400.5 * 0.5
     ret = 1 - 40_000 / mark  # inverse long

@@ -101,7 +101,7 @@ def test_fees_never_raise_equity_at_zero_rebate(
     for a in seq:
         _, _, term, _, info = env.step(a)
         assert info["fees"] >= prev - 1e-18  # fees only accumulate
-        assert info["reward_terms"]["fees"] <= 0.0
+        assert env.last_reward_terms()["fees"] <= 0.0
         # equity = start + pnl before fees - fees: fees can only take equity away
         assert info["equity"] == pytest.approx(
             1.0 + info["pnl_without_fees"] - info["fees"], abs=1e-12

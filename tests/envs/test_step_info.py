@@ -8,8 +8,18 @@ import json
 import pickle
 
 import numpy as np
+import pytest
 
-from envs.management import INFO_KEYS, ManagementEnv, StepInfo
+from envs.management import (
+    INFO_KEYS,
+    INFO_KEYS_WITH_TERMS,
+    INFO_ORDER,
+    INFO_ORDER_WITH_TERMS,
+    ManagementEnv,
+    StepInfo,
+    TermsStepInfo,
+)
+from envs.rewards import TERM_NAMES
 from tests.envs.conftest import SliceFiles
 
 CFG = {"mean_steps_per_episode": 300, "window": 4}
@@ -34,9 +44,11 @@ ORDER = [
     "long_order",
     "short_order",
     "trades",
-    "reward_terms",
     "punishment_scale",
 ]
+# reward_terms_in_info=True: the step's reward terms too
+ORDER_WITH_TERMS = [*ORDER[:-1], "reward_terms", "punishment_scale"]
+TERM_KEYS = [*TERM_NAMES, "total"]
 
 
 def _rollout(files: SliceFiles, steps: int, read_now: bool) -> list[dict]:
@@ -61,7 +73,10 @@ def test_infos_read_late_equal_infos_read_at_once(market_files: SliceFiles) -> N
     assert sum(len(i["trades"]) for i in now) > 30
     assert [dict(i) for i in late] == now
     assert all(list(i) == ORDER for i in now)
-    assert set(ORDER) == INFO_KEYS
+    assert set(ORDER) == INFO_KEYS and ORDER == INFO_ORDER
+    assert (
+        ORDER_WITH_TERMS == INFO_ORDER_WITH_TERMS and set(ORDER_WITH_TERMS) == INFO_KEYS_WITH_TERMS
+    )
 
 
 def test_keys_set_before_reading_keep_their_order_and_value(market_files: SliceFiles) -> None:
@@ -124,7 +139,8 @@ def test_reset_info_is_exact(market_files: SliceFiles) -> None:
     env = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
     _, a = env.reset(seed=9)
     _, b = env.reset(seed=9)
-    assert a == b and a["trades"] == [] and set(a["reward_terms"].values()) == {0.0}
+    assert a == b and a["trades"] == [] and "reward_terms" not in a
+    assert env.last_reward_terms() == dict.fromkeys(TERM_KEYS, 0.0)
     assert a["equity"] == a["balance"] == 1.0 and a["pnl"] == 0.0
 
 
@@ -149,3 +165,53 @@ def test_a_deep_copy_is_exact_when_a_wrapper_reorders_the_keys(market_files: Sli
     dup["extra"][0] = 2.0
     assert info["extra"] == [1.0] and dup == {**info, "extra": [2.0]}
     assert list(dup) == list(info)
+
+
+def test_reward_terms_in_info_adds_the_terms_the_method_reports(market_files: SliceFiles) -> None:
+    """The default info has no reward breakdown; reward_terms_in_info=True puts it, before
+    punishment_scale, in every info, equal to `last_reward_terms()` (a fresh dict each
+    call) and summing to the reward; the other keys are the same in both."""
+    plain = ManagementEnv(market_files.slice_path, market_files.stats_dir, CFG)
+    terms = ManagementEnv(
+        market_files.slice_path, market_files.stats_dir, CFG, reward_terms_in_info=True
+    )
+    assert (plain.reward_terms_in_info, terms.reward_terms_in_info) == (False, True)
+    _, a = plain.reset(seed=6)
+    _, b = terms.reset(seed=6)
+    assert list(a) == ORDER and list(b) == ORDER_WITH_TERMS and type(b) is TermsStepInfo
+    assert b["reward_terms"] == dict.fromkeys(TERM_KEYS, 0.0)
+    fired = set()
+    for act in np.random.default_rng(6).choice(3, size=400, p=[0.5, 0.25, 0.25]):
+        _, ra, *_, a = plain.step(act)
+        _, rb, *_, b = terms.step(act)
+        got = plain.last_reward_terms()
+        assert got is not plain.last_reward_terms() and list(got) == TERM_KEYS
+        assert list(a) == ORDER and list(b) == ORDER_WITH_TERMS
+        assert b["reward_terms"] == got == terms.last_reward_terms()
+        assert {**b, "reward_terms": None} == {**a, "reward_terms": None}
+        assert ra == rb == got["total"]
+        assert got["total"] == pytest.approx(sum(got[k] for k in TERM_NAMES), abs=1e-15)
+        fired |= {k for k in TERM_NAMES if got[k] != 0.0}
+        got["total"] = 99.0  # a fresh dict: the env's next answer is not changed
+        assert plain.last_reward_terms()["total"] == ra
+    assert {"unrealized", "realized", "fees"} <= fired
+
+
+def test_a_deep_copy_with_reward_terms_copies_them(market_files: SliceFiles) -> None:
+    env = ManagementEnv(
+        market_files.slice_path, market_files.stats_dir, CFG, reward_terms_in_info=True
+    )
+    env.reset(seed=3)
+    env.action_space.seed(3)
+    info = next(
+        i for i in (env.step(env.action_space.sample())[4] for _ in range(300)) if i["trades"]
+    )
+    info["terminal_observation"] = np.arange(3.0)  # what SB3's DummyVecEnv adds
+    dup = copy.deepcopy(info)
+    assert type(dup) is TermsStepInfo and list(dup) == list(info)
+    assert {**dup, "terminal_observation": None} == {**info, "terminal_observation": None}
+    assert dup["reward_terms"] is not info["reward_terms"]
+    assert dup["trades"][0] is not info["trades"][0]
+    assert dup["terminal_observation"] is not info["terminal_observation"]
+    back = pickle.loads(pickle.dumps(dup))
+    assert type(back) is TermsStepInfo and list(back) == list(dup)

@@ -116,7 +116,7 @@ def test_r1_unrealized_term_is_a_level_not_a_change(market_files: SliceFiles) ->
     prev_eq, prev_bal = info["equity"], info["balance"]
     for _ in range(300):
         _, _, term, trunc, info = env.step(int(rng.integers(0, 4)))
-        terms = info["reward_terms"]
+        terms = env.last_reward_terms()
         diffs.append(terms["unrealized"] - (info["equity"] - prev_eq) / prev_bal)
         prev_eq, prev_bal = info["equity"], info["balance"]
         if term or trunc:
