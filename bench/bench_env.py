@@ -36,6 +36,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WINDOW = 16
+ENV_KW: dict[str, Any] = {}  # extra ManagementEnv keywords (--reward-terms-in-info)
 NOTE = """Reading the figures. gym-anytrading's step returns a view into its precomputed
 (window, 2) array, does no order or fee accounting and keeps three info keys: it is close
 to the floor of a Python env. ManagementEnv per step returns a fresh observation
@@ -44,12 +45,13 @@ resting maker orders against the bar's prints and book, marks the stacked positi
 evaluates every reward term, all in one numba call (`envs.step.env_step`: the order rules
 of `envs.broker`, which the live paper account runs too, and the kernels `envs.position` /
 `envs.rewards` wrap for the live loop and the backtest). Its
-`info` (equity, pnl with and without fees, closed trades, each reward term, 22 keys) is
-built every step from the info records of the env's named state (#17 removed the lazily
-filled dict that deferred it to the first read); the "info read every step" row adds a gymnasium Wrapper
+`info` (equity, pnl with and without fees, closed trades, 21 keys; the reward terms only
+with `reward_terms_in_info=True`, else `env.last_reward_terms()`) is built every step
+from the info records of the env's named state (#17 removed the lazily filled dict that
+deferred it to the first read); the "info read every step" row adds a gymnasium Wrapper
 that reads `info["equity"]`, what the backtest does. "Via SB3 DummyVecEnv" is how PPO
 consumes an env: the observation is copied into the vec buffer, a key is added to every
-info and every info is deep-copied (`StepInfo.__deepcopy__` copies its two containers).
+info and every info is deep-copied (`StepInfo.__deepcopy__` copies its trades list).
 The env calls the step kernel's compiled code for its own argument types
 (`envs.step.step_kernel`), not numba's dispatcher, which typed the seven arguments on
 every call.
@@ -60,7 +62,7 @@ vec steps; perf: the numba kernel's own code is 2.3 % of the samples, the dispat
 1.4 %, the rest CPython): an empty info instead of the real one gives 1.40-1.49x
 gym-anytrading where the env gives 1.01-1.06x, so the info is about 30 % of the vec
 step; of it, building it (~2 us at load 5 in isolation: two `tolist`, a 22-key dict and
-the 8-key reward terms) is worth ~13 % (the same info without the build: 1.13-1.21x)
+the 8-key reward terms, as it then was) is worth ~13 % (the same info without the build: 1.13-1.21x)
 and its deep copy beyond a one-key dict's ~6 %. The build is at CPython's per-key cost:
 the 22 keywords, a template dict copied and set key by key (-8 % of the build, not
 measurable through DummyVecEnv), `dict(zip(...))` (+60 %) or a tuple returned by the
@@ -68,8 +70,11 @@ kernel instead of `tolist` (-0.1 us) do not change the vec rate beyond the noise
 a leaner `__deepcopy__`, the build inlined into `step` and the kernel's arguments bound
 once (all together 1.01-1.03x against 1.01-1.03x). What would: fewer keys. Without the
 nested reward terms the vec rate is 1.12-1.15x gym-anytrading, with an 11-key info
-1.21x (measured, not adopted: the info's keys are the env's contract, pinned by the
-golden rollouts; no production code reads `reward_terms`, the tests do).
+1.21x (those variants, 20:00-20:20 UTC). No production code read `reward_terms`: since
+82d6915 the breakdown is opt-in (`ManagementEnv(..., reward_terms_in_info=True)`, or
+`env.last_reward_terms()`), the golden rollouts re-recorded without it (every record the
+one before minus that key). Measured after it (20:48-21:05 UTC, load 5.2-7.3) the gain
+is smaller than that variant promised: 2-5 % over the env before, in direct A/B.
 
 History: the pure-Python step (stacked Position dataclasses, eager info; commit
 fe37b33) measured 159,447 steps/s, 0.40x gym-anytrading raw and 0.67x via DummyVecEnv.
@@ -80,6 +85,7 @@ the eager info) measured 1.57x raw and 1.20x via DummyVecEnv.
 two packed arrays, ~0.15 us more to unbox) measured 0.78x and 0.95x in one run.
 Calling the kernel's compiled entry point (7cf9a4a) instead of the dispatcher: +3 to
 +10 % through DummyVecEnv in A/B rounds against the dispatcher at load 3.
+The reward terms out of the default info (82d6915): see the run summary above.
 The numba step returns bit-identical observations, rewards and infos
 (tests/envs/test_golden_rollout.py, recorded from the Python step).
 """
@@ -224,7 +230,7 @@ def bench_management(data: dict[str, str], repeats: int) -> dict[str, Any]:
 
     return _measure(
         f"chappie ManagementEnv (stacked maker fills, fees, 7-value state, {_n_features()} features)",
-        lambda: ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}),
+        lambda: ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}, **ENV_KW),
         3,
         repeats,
         {"full": True},
@@ -245,7 +251,7 @@ def bench_management_info_read(data: dict[str, str], repeats: int) -> dict[str, 
 
     return _measure(
         "chappie ManagementEnv, info read every step (via a Wrapper)",
-        lambda: ReadInfo(ManagementEnv(data["slice"], data["stats"], {"window": WINDOW})),
+        lambda: ReadInfo(ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}, **ENV_KW)),
         3,
         repeats,
         {"full": True},
@@ -312,12 +318,19 @@ def main() -> int:
     parser.add_argument(
         "--no-write", action="store_true", help="print only, do not write RESULTS_envs.md"
     )
+    parser.add_argument(
+        "--reward-terms-in-info",
+        action="store_true",
+        help="ManagementEnv built with reward_terms_in_info=True (the info before 82d6915)",
+    )
     args = parser.parse_args()
     if args.peer == "gym_trading_env":
         print(json.dumps(bench_trading_env(json.loads(args.data), args.repeats)))
         return 0
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.reward_terms_in_info:
+        ENV_KW["reward_terms_in_info"] = True
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="chappie-bench-env-") as tmp:
         data = write_data(Path(tmp), args.rows)
@@ -351,7 +364,9 @@ def main() -> int:
             df = pd.DataFrame({"Close": np.load(Path(data["root"]) / "mid_usd.npy")})
             side = interleaved_vec(
                 {
-                    "ours": lambda: ManagementEnv(data["slice"], data["stats"], {"window": WINDOW}),
+                    "ours": lambda: ManagementEnv(
+                        data["slice"], data["stats"], {"window": WINDOW}, **ENV_KW
+                    ),
                     "anytrading": lambda: StocksEnv(
                         df=df, window_size=WINDOW, frame_bound=(WINDOW, len(df))
                     ),
@@ -416,7 +431,9 @@ def main() -> int:
     lines += [
         "",
         f"Command: `.venv/bin/python -m bench.bench_env --rows {args.rows} --repeats {args.repeats}"
-        f" --pairs {args.pairs} --block {args.block}`",
+        f" --pairs {args.pairs} --block {args.block}"
+        + (" --reward-terms-in-info" if args.reward_terms_in_info else "")
+        + "`",
         "",
         NOTE,
     ]
