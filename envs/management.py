@@ -83,8 +83,8 @@ amounts in the settle currency (XBT for XBTUSD), cumulative since reset unless s
 The reward's breakdown (this step's terms and their total, see `envs.rewards`) is
 `last_reward_terms()`; `ManagementEnv(..., reward_terms_in_info=True)` also puts it in
 every info as `reward_terms` (before punishment_scale, INFO_ORDER_WITH_TERMS). It is
-opt-in because it cost ~10 % of a DummyVecEnv step (#17) and nothing but tests and
-debugging reads it.
+opt-in (#17): nothing but tests and debugging read it, and every info key costs each
+DummyVecEnv step (this one 2-5 %, bench/RESULTS_envs.md).
 Invariants: equity = initial + pnl_without_fees - fees - funding; under a constant fee
 (m, t), fees = maker_volume * m + taker_volume * t (re-scoring the same fills at another
 fee needs only the volumes).
