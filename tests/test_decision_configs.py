@@ -32,9 +32,27 @@ def test_no_edge_and_planted_edge_differ_only_in_the_edge_strength() -> None:
     assert no_edge.registry.model_name != planted.registry.model_name
 
 
+def test_the_fair_value_market_differs_from_no_edge_only_in_its_edge() -> None:
+    """The harder planted market (conf/planted-fair-value.yaml) is judged by the same
+    pipeline as conf/no-edge.yaml: only the synthetic market's edge (and the names)
+    differ."""
+    no_edge = load_config(ROOT / "conf" / "no-edge.yaml")
+    planted = load_config(ROOT / "conf" / "planted-fair-value.yaml")
+    assert planted.ingest.synthetic.edge.strength > 0.0
+    assert planted.ingest.synthetic.edge.model == "fair_value"
+    market = no_edge.ingest.synthetic.model_copy(update={"edge": planted.ingest.synthetic.edge})
+    unify = {"name": planted.name, "registry": planted.registry}
+    assert (
+        no_edge.model_copy(
+            update={**unify, "ingest": no_edge.ingest.model_copy(update={"synthetic": market})}
+        )
+        == planted
+    )
+
+
 def test_decision_configs_keep_the_default_gates_and_enough_trial_configs() -> None:
     default = load_config(ROOT / "conf" / "default.yaml")
-    for name in ("no-edge", "planted-edge"):
+    for name in ("no-edge", "planted-edge", "planted-fair-value"):
         cfg = load_config(ROOT / "conf" / f"{name}.yaml")
         assert cfg.evaluation == default.evaluation
         # PBO is judged only over >= min_pbo_configs distinct trial configs (else retest)
