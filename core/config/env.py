@@ -15,7 +15,8 @@ class RewardConfig(FrozenModel):
     """Shaped reward (envs/rewards.py). `version` is logged with every model.
 
     Every term is a fraction of the balance per env step (so terms add up), reported
-    separately in the env's `info["reward_terms"]`. Penalties are multiplied by the
+    separately by the env's `last_reward_terms()` (and in `info["reward_terms"]` when the
+    env is built with `reward_terms_in_info=True`). Penalties are multiplied by the
     curriculum's punishment scale (see `envs.rewards.punishment_scale`).
     """
 
