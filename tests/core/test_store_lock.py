@@ -130,10 +130,13 @@ def test_a_live_lease_is_renewed_and_an_expired_one_taken_over(store: StorageCon
         with pytest.raises(StoreBusy):
             try_store_lock(store, name, "features", lease_s=3.0)
     dead = store_lock_url(store, "bars/XBTUSD/dead")
-    _put_raw(store, dead, {**OTHER, "lease_s": 1.0})  # a holder that stopped renewing
+    # a holder that stopped renewing. The server's clock (Date, Last-Modified) counts whole
+    # seconds, so an age is known to +-1 s: a 2 s lease is live when read at once and
+    # certainly over 3 s later (a 1 s lease read at once could already look 1 s old)
+    _put_raw(store, dead, {**OTHER, "lease_s": 2.0})
     with pytest.raises(StoreBusy, match="other-machine"):
         try_store_lock(store, "bars/XBTUSD/dead", "features")
-    time.sleep(1.5)
+    time.sleep(3.1)
     etag, me = try_store_lock(store, "bars/XBTUSD/dead", "features")
     assert me["host"] != "other-machine"
     got = read_object(dead, store)
