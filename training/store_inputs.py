@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from pydantic import SerializationInfo, SerializerFunctionWrapHandler, model_serializer
-
-from core.config.base import FrozenModel
+from core.config.base import FrozenModel, omit_when
 from core.config.storage import StorageConfig
 from core.config.training import TrialConfig
 from core.hashing import sha256_file
@@ -96,18 +93,9 @@ class StoreInputs(FrozenModel):
     funding_url: str | None = None
     funding_sha256: str | None = None
 
-    @model_serializer(mode="wrap")
-    def _without_absent_funding(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> Any:
-        # a task without a funding table serialises exactly as before the fields existed
-        # (task.json and Prefect's input cache key of its earlier runs stay valid)
-        data = handler(self)
-        if isinstance(data, dict):
-            for key in ("funding_url", "funding_sha256"):
-                if data.get(key) is None:
-                    data.pop(key, None)
-        return data
+    # a task without a funding table serialises exactly as before the fields existed
+    # (task.json and Prefect's input cache key of its earlier runs stay valid)
+    _omit = omit_when(funding_url=None, funding_sha256=None)
 
 
 def fetch_slice(

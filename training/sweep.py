@@ -24,10 +24,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from core.atomic import write_json_atomic, write_with_atomic
-from core.config.base import FrozenModel
+from core.config.base import FrozenModel, omit_when
 from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
@@ -59,14 +59,7 @@ class TrainTask(FrozenModel):
     # even written (task.json and the cache key stay what they were without it)
     store: StoreInputs | None = None
 
-    @model_serializer(mode="wrap")
-    def _without_absent_store(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> Any:
-        data = handler(self)
-        if self.store is None and isinstance(data, dict):
-            data.pop("store", None)
-        return data
+    _omit = omit_when(store=None)
 
     @property
     def trial_fingerprint(self) -> str:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import (
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-    model_validator,
-)
+from pydantic import Field, model_validator
 
-from core.config.base import FrozenModel
+from core.config.base import FrozenModel, omit_when
 from core.config.env import EnvConfig
 
 
@@ -37,17 +31,7 @@ class PPOConfig(FrozenModel):
     net_arch: tuple[int, ...] = (64, 64)
     activation: Literal["tanh", "relu"] = "tanh"
 
-    @model_serializer(mode="wrap")
-    def _without_one_env(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> Any:
-        """`n_envs` 1 (one env, as before the field existed) is not written, so the
-        fingerprints, run names and caches of configs that do not set it stay what they
-        were."""
-        data = handler(self)
-        if self.n_envs == 1 and isinstance(data, dict):
-            data.pop("n_envs", None)
-        return data
+    _omit = omit_when(n_envs=1)  # one env, as before the field existed: not written
 
 
 class TrialConfig(FrozenModel):
