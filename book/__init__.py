@@ -5,6 +5,7 @@ sampler"), below both `ingest` (desync checks while reading raw formats) and `fe
 Modules
 - order_book.py  the order-book state machine: numba kernels on an int64 array, and the
                  `OrderBook` class over them; `check_book` replays a partition
+                 (`check_book_pieces`: the same, a piece of whole messages at a time)
 - sampler.py     bars at multiples of `spec.interval_ns`: `sample_bars` (batch),
                  `BarSampler` (streaming) and `ResumableSampler` (day by day), one kernel
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.hashing import sha256_file
+
 
 def fsync_dir(folder: Path) -> None:
     """Make the names in `folder` (new files, renames, links) durable."""
@@ -127,6 +129,36 @@ def json_bytes(obj: Any) -> bytes:
 def write_json_atomic(target: str | Path, obj: Any) -> Path:
     """Publish `json_bytes(obj)` at `target` atomically."""
     return write_bytes_atomic(target, json_bytes(obj))
+
+
+def write_content_named(
+    folder: Path, name_of: Callable[[str], str], writer: Callable[[Path], object]
+) -> tuple[str, str]:
+    """Publish whatever `writer(tmp_path)` writes into `folder` under the name its bytes
+    give (`name_of(sha256 hex)`): temp file, fsync, hash read back, rename. A file of
+    that name already holding these bytes is kept as it is (same mtime). Returns (name,
+    sha256). The folder is not fsynced: the caller does it once before anything names
+    the file. For files too large to hold as bytes (a day of events)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".content.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        sha = sha256_file(tmp)
+        name = name_of(sha)
+        target = folder / name
+        if not (
+            target.exists()
+            and target.stat().st_size == tmp.stat().st_size
+            and sha256_file(target) == sha
+        ):
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return name, sha
 
 
 def write_with_atomic(target: str | Path, writer: Callable[[Path], object]) -> Path:

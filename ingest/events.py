@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ import polars as pl
 from typing_extensions import TypedDict
 
 from core import schema
-from core.atomic import write_files_atomic, write_json_atomic
+from core.atomic import fsync_dir, write_content_named, write_json_atomic
 from core.clock import NS_PER_DAY, parse_day
 from core.hashing import fingerprint, sha256_bytes, sha256_file
 from core.instrument import InstrumentSpec
@@ -207,10 +207,8 @@ def _check_frame(df: pl.DataFrame, cols: Sequence[str], what: str, day: str) -> 
         raise PartitionError(f"{what}: side must be +1 or -1")
 
 
-def _parquet_bytes(df: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", compression_level=3, statistics=True)
-    return buf.getvalue()
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    df.write_parquet(path, compression="zstd", compression_level=3, statistics=True)
 
 
 @contextlib.contextmanager
@@ -308,16 +306,8 @@ def _fp_extra(source: str, symbol: str, instrument: InstrumentSpec) -> JsonObjec
     return {"source": source, "symbol": symbol, "instrument": instrument.model_dump(mode="json")}
 
 
-def _data_name(kind: str, data: bytes) -> tuple[str, str]:
-    sha = sha256_bytes(data)
-    return f"{kind}-{sha[:16]}.parquet", sha
-
-
-def _holds(path: Path, size: int, sha: str) -> bool:
-    try:
-        return path.stat().st_size == size and sha256_file(path) == sha
-    except OSError:
-        return False
+def _data_name(kind: str, sha: str) -> str:
+    return f"{kind}-{sha[:16]}.parquet"
 
 
 def _trade_ids_frame(ids: pl.Series | None, n: int) -> pl.DataFrame:
@@ -338,21 +328,22 @@ def _write_partition(
 ) -> PartitionManifest:
     """Write the data files (content-named; one already holding the bytes is kept), then
     the manifest (the commit point), then mark the superseded files (their mtime: the
-    grace period starts now). Caller holds the partition lock."""
-    blobs = {
-        "book": _parquet_bytes(book),
-        "trades": _parquet_bytes(trades),
-        "trade_ids": _parquet_bytes(_trade_ids_frame(trade_ids, trades.height)),
+    grace period starts now). Caller holds the partition lock. Each file is written
+    straight to disk (a day's book held as Parquet bytes too took ~0.35 GB more, #19);
+    until the manifest names it, a data file is nobody's (`_prune` removes it)."""
+    frames = {
+        "book": book,
+        "trades": trades,
+        "trade_ids": _trade_ids_frame(trade_ids, trades.height),
     }
     files: dict[str, str] = {}
     outputs: dict[str, str] = {}
-    todo: list[tuple[Path, bytes]] = []
-    for kind, data in blobs.items():
-        name, sha = _data_name(kind, data)
+    for kind, df in frames.items():
+        name, sha = write_content_named(
+            folder, partial(_data_name, kind), partial(_write_parquet, df)
+        )
         files[kind], outputs[name] = name, sha
-        if not _holds(folder / name, len(data), sha):
-            todo.append((folder / name, data))
-    write_files_atomic(todo)  # fsynced before the manifest names them
+    fsync_dir(folder)  # the data files' names are durable before the manifest names them
     manifest: PartitionManifest = {**body, "files": files, "outputs": outputs}
     write_json_atomic(folder / MANIFEST_FILE, manifest)
     if old is not None:
@@ -582,8 +573,9 @@ def publish_merged(
         old_tag = pl.lit(-2, dtype=pl.Int32).alias(INPUT)
         if b_old.height == 0 and b_new[schema.TS_RECV].is_sorted():
             # nothing to merge into (staged rows are in ts_recv order): the same rows the
-            # concat and stable sort below give, without two more copies of the day
-            merged_book = b_new.select(schema.BOOK_COLUMNS).rechunk()
+            # concat and stable sort below give, without a copy of the day (the Parquet
+            # bytes do not depend on the chunks; the book check reads it piece by piece)
+            merged_book = b_new.select(schema.BOOK_COLUMNS)
         else:
             merged_book = (
                 pl.concat([b_old.with_columns(old_tag), b_new.select(*schema.BOOK_COLUMNS, INPUT)])

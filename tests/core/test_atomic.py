@@ -1,10 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from core.atomic import write_files_atomic, write_json_atomic, write_with_atomic
+from core.atomic import (
+    write_content_named,
+    write_files_atomic,
+    write_json_atomic,
+    write_with_atomic,
+)
 from core.hashing import sha256_file
 
 
@@ -46,3 +52,27 @@ def test_write_files_atomic_publishes_every_file_or_none(tmp_path):
     leftovers = [f.name for f in tmp_path.rglob("*") if f.name.endswith(".tmp")]
     assert leftovers == []
     write_files_atomic([])  # nothing to do
+
+
+def test_write_content_named_names_by_sha_and_keeps_an_identical_file(tmp_path):
+    def name_of(sha):
+        return f"x-{sha[:8]}.bin"
+
+    name, sha = write_content_named(tmp_path, name_of, lambda t: t.write_bytes(b"abc"))
+    assert (tmp_path / name).read_bytes() == b"abc" and name == name_of(sha)
+    assert sha == sha256_file(tmp_path / name)
+    os.utime(tmp_path / name, (1, 1))
+    again = write_content_named(tmp_path, name_of, lambda t: t.write_bytes(b"abc"))
+    assert again == (name, sha) and (tmp_path / name).stat().st_mtime == 1  # not rewritten
+    other, _ = write_content_named(tmp_path, name_of, lambda t: t.write_bytes(b"abd"))
+    assert other != name and sorted(p.name for p in tmp_path.iterdir()) == sorted([name, other])
+
+
+def test_write_content_named_on_error_leaves_no_file(tmp_path):
+    def boom(tmp):
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_content_named(tmp_path, str, boom)
+    assert list(tmp_path.iterdir()) == []

@@ -249,9 +249,8 @@ def test_format_1_partitions_stay_readable(tmp_path: Path) -> None:
     ).cast(events.trade_schema())  # type: ignore[arg-type]
     outputs = {}
     for name, df in (("book.parquet", b), ("trades.parquet", t)):
-        data = events._parquet_bytes(df)
-        (folder / name).write_bytes(data)
-        outputs[name] = events.sha256_bytes(data)
+        events._write_parquet(df, folder / name)
+        outputs[name] = events.sha256_file(folder / name)
     (folder / "manifest.json").write_text(
         json.dumps({"outputs": outputs, "rows": {"book": 0, "trades": 1}, "inputs": []})
     )
