@@ -31,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from book.order_book import (
+    PIECE_ROWS,
     ST_BUY_AT,
     ST_BUY_THRU_FIRST,
     ST_BUY_THRU_LAST,
@@ -56,6 +57,7 @@ from book.order_book import (
     ST_TCUR,
     apply_message,
     has_room,
+    message_bounds,
     new_book,
     new_state,
     reserve,
@@ -584,12 +586,33 @@ class ResumableSampler:
         s._last = int(state["last"][0])
         return s
 
-    def feed(self, book: pl.DataFrame, trades: pl.DataFrame, close_until: int) -> pl.DataFrame:
+    def feed(
+        self,
+        book: pl.DataFrame,
+        trades: pl.DataFrame,
+        close_until: int,
+        piece_rows: int = PIECE_ROWS,
+    ) -> pl.DataFrame:
         """Raises ValueError on unsorted input, a bad side, an event older than one
-        already fed, or an event after `close_until`."""
-        bts, bside, bpx, bsz, bsnap = _book_arrays(book)
-        tts, tside, tpx, tsz = _trade_arrays(trades)
-        return self._run(bts, bside, bpx, bsz, bsnap, tts, tside, tpx, tsz, close_until)
+        already fed, or an event after `close_until`.
+
+        The book goes to the kernel about `piece_rows` rows at a time (whole messages,
+        `book.order_book.message_bounds`), each piece with the trades before the next
+        one's first event and its bars closed up to just before it: the bars of one feed
+        (a cut between feeds is one too), without numpy copies of a whole day (#19)."""
+        bounds = list(message_bounds(book[schema.TS_RECV], piece_rows)) or [(0, 0)]
+        trade_ts = trades[schema.TS_RECV]
+        parts = []
+        t0 = 0
+        for start, end in bounds:
+            last = end >= book.height
+            until = close_until if last else int(book[schema.TS_RECV][end]) - 1
+            t1 = trades.height if last else int(trade_ts.search_sorted(until, side="right"))
+            t1 = max(t1, t0)  # unsorted trades: the checks below refuse them
+            b, t = book.slice(start, end - start), trades.slice(t0, t1 - t0)
+            parts.append(self._run(*_book_arrays(b), *_trade_arrays(t), until))
+            t0 = t1
+        return parts[0] if len(parts) == 1 else pl.concat(parts)
 
     def finish(self, last_ts: int) -> pl.DataFrame:
         """The bars `sample_bars` closes after the last event at `last_ts`."""

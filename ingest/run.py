@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from book.order_book import OrderBook, check_book_pieces
+from book.order_book import PIECE_ROWS, OrderBook, check_book_pieces, message_bounds
 from core import schema
 from core.atomic import write_json_atomic, write_with_atomic
 from core.clock import NS_PER_DAY, iso_day, parse_day
@@ -483,27 +483,13 @@ def book_at_end(staged_book: Path) -> OrderBook | None:
     return book
 
 
-#: rows of a day's book handed to the order book at a time (`message_pieces`): a piece's
-#: replay columns as numpy take ~30 MB, where the whole day's took ~0.6 GB more (#19)
-PIECE_ROWS = 1 << 20
-
-
 def message_pieces(book: pl.DataFrame, rows: int = PIECE_ROWS) -> Iterator[tuple[np.ndarray, ...]]:
-    """The BOOK_REPLAY_COLUMNS of `book` (sorted by ts_recv) as numpy, about `rows` rows
-    at a time, each piece ending at a message boundary (a message: the rows of one
-    ts_recv), for `book.order_book.check_book_pieces` and `OrderBook.replay`."""
-    ts = book[schema.TS_RECV]
-    start, n = 0, book.height
-    while start < n:
-        end = min(start + rows, n)
-        if end < n:  # back to where the message at the cut starts (or on to its end)
-            cut = int(ts.search_sorted(ts[end], side="left"))
-            if cut <= start:
-                cut = int(ts.search_sorted(ts[end], side="right"))
-            end = cut if start < cut <= n else end  # unsorted: the check refuses it
+    """The BOOK_REPLAY_COLUMNS of `book` (sorted by ts_recv) as numpy, a piece of whole
+    messages at a time (`book.order_book.message_bounds`), for `check_book_pieces` and
+    `OrderBook.replay`."""
+    for start, end in message_bounds(book[schema.TS_RECV], rows):
         piece = book.slice(start, end - start)
         yield tuple(piece[c].to_numpy() for c in BOOK_REPLAY_COLUMNS)
-        start = end
 
 
 def with_boundary_snapshot(
