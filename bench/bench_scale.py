@@ -9,7 +9,8 @@ seconds of the command and every process it waited for; peak RSS = the largest
 resident set of any of them, the Prefect server included). Each process of the tree is
 also sampled every 0.5 s (`/proc/<pid>/status` VmHWM, its own peak), so the tables give
 the command's own peak and the temporary Prefect server's apart. Every day count starts from
-a fresh data folder. The days are generated once (seed 7, 2019-03-01 on) and reused;
+a fresh data folder. The days are generated once (seed 7, 2019-03-01 on) and reused
+(with ``--keep``, or written beforehand by `bench.tardis_days` into the same folder);
 generated data and data folders live under ``--work`` and are deleted at the end
 unless ``--keep``.
 
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS_scale.md"
 TITLE = "## scale: ingest and features over 1, 4 and 8 realistic tardis days (#19)"
 CHAPPIE = REPO / ".venv" / "bin" / "chappie"
+START = "2019-03-01"  # the first generated day
 
 CONFIG = """\
 name: bench-scale
@@ -181,14 +183,22 @@ def main(argv: list[str] | None = None) -> int:
     raw = a.work / f"raw-{a.seed}-{a.book_rows}-{a.trades}"
     a.work.mkdir(parents=True, exist_ok=True)
     from bench.tardis_days import day_paths, generate_days, write_day
+    from core.clock import NS_PER_DAY, iso_day, parse_day
 
-    days: list[str] = []
     t_gen = time.perf_counter()
     n_gen = max(counts) + (0 if a.no_nightly else 1)
-    for d in generate_days(n_gen, seed=a.seed, book_rows=a.book_rows, trades=a.trades):
-        days.append(d.day)
-        if not all(p.exists() for p in day_paths(raw, d.day)):
-            write_day(d, raw)
+    t0 = parse_day(START)
+    days = [iso_day(t0 + k * NS_PER_DAY) for k in range(n_gen)]
+    # the generator carries its book and random state from day to day: a day cannot be
+    # made alone, so every day is generated unless all were written before (files are
+    # written whole, under a folder named by the generator's arguments)
+    generated = not all(p.exists() for d in days for p in day_paths(raw, d))
+    if generated:
+        for d in generate_days(
+            n_gen, start=START, seed=a.seed, book_rows=a.book_rows, trades=a.trades
+        ):
+            if not all(p.exists() for p in day_paths(raw, d.day)):
+                write_day(d, raw)
     t_gen = time.perf_counter() - t_gen
     (a.work / "scale.yaml").write_text(CONFIG)
     rows = []
@@ -242,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`{' '.join(['.venv/bin/python -m bench.bench_scale', *sys.argv[1:]] if argv is None else argv)}`"
         f" (code {_git_head()}); {a.book_rows:,} book rows and {a.trades:,} trades per day "
-        f"(`bench/tardis_days.py`, seed {a.seed}, generated in {t_gen:.0f} s wall); "
+        f"(`bench/tardis_days.py`, seed {a.seed}, "
+        f"{'generated' if generated else 'written before, found'} in {t_gen:.0f} s wall); "
         f"machine `{platform.node()}`, {os.cpu_count()} cores shared, load "
         f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.",
         "",
