@@ -585,17 +585,16 @@ def check_book_pieces(pieces: Iterable[Sequence[np.ndarray]]) -> BookCheck:
     )
 
 
-#: rows of a day's book handed to a kernel at a time (`message_bounds`): a piece's
-#: columns as numpy take ~30 MB, where a whole day's took ~0.5 GB beside its frame (#19)
+#: rows of a day's book handed to a kernel at a time (`message_bounds`, the sampler's
+#: `feed`): a piece's columns as numpy take ~30 MB, a whole day's ~0.5 GB (#19)
 PIECE_ROWS = 1 << 20
 
 
 def message_bounds(ts_recv: pl.Series, rows: int = PIECE_ROWS) -> Iterator[tuple[int, int]]:
     """Row ranges ``[start, end)`` covering `ts_recv` (sorted) in order, about `rows` rows
     each, every one ending at a message boundary (a message: the rows of one ts_recv; one
-    longer than `rows` is a range of its own): the pieces `check_book_pieces` and
-    `book.sampler.ResumableSampler.feed` take a day in. Unsorted input still gets
-    ranges covering it (the callers' sortedness checks refuse it)."""
+    longer than `rows` is a range of its own): the pieces `check_book_pieces` takes a
+    day in. Unsorted input still gets ranges covering it (the check refuses it)."""
     start, n = 0, ts_recv.len()
     while start < n:
         end = min(start + rows, n)

@@ -25,6 +25,7 @@ kernel fed in chunks, and both give identical rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -57,7 +58,6 @@ from book.order_book import (
     ST_TCUR,
     apply_message,
     has_room,
-    message_bounds,
     new_book,
     new_state,
     reserve,
@@ -354,6 +354,11 @@ def _book_arrays(
     )
 
 
+def _no_book() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    e = np.zeros(0, dtype=np.int64)
+    return e, e, e, e, np.zeros(0, dtype=np.bool_)
+
+
 def _trade_arrays(trades: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return (
         _arr(trades, schema.TS_RECV, np.int64),
@@ -594,41 +599,49 @@ class ResumableSampler:
         piece_rows: int = PIECE_ROWS,
     ) -> pl.DataFrame:
         """Raises ValueError on unsorted input, a bad side, an event older than one
-        already fed, or an event after `close_until`.
+        already fed, or an event after `close_until`. The book goes to the kernel about
+        `piece_rows` rows at a time (`feed_stream`)."""
+        return self.feed_stream(book.iter_slices(piece_rows), trades, close_until)
 
-        The book goes to the kernel about `piece_rows` rows at a time (whole messages,
-        `book.order_book.message_bounds`), each piece with the trades before the next
-        one's first event and its bars closed up to just before it: the bars of one feed
-        (a cut between feeds is one too), without numpy copies of a whole day (#19)."""
-        bounds = list(message_bounds(book[schema.TS_RECV], piece_rows)) or [(0, 0)]
+    def feed_stream(
+        self, book_pieces: Iterable[pl.DataFrame], trades: pl.DataFrame, close_until: int
+    ) -> pl.DataFrame:
+        """`feed` of a book given as consecutive frames in ts_recv order (a day's file
+        read a batch of row groups at a time): each frame's last message is held back
+        and joined to the next (a message may be cut between frames), the rest goes to
+        the kernel with the trades before that message and its bars closed just before
+        it. The bars of one feed (tested), without the day's book in memory or a numpy
+        copy of its columns (#19: ~0.5 GB for 18 M rows)."""
         trade_ts = trades[schema.TS_RECV]
         parts = []
         t0 = 0
-        for start, end in bounds:
-            last = end >= book.height
-            until = close_until if last else int(book[schema.TS_RECV][end]) - 1
-            t1 = trades.height if last else int(trade_ts.search_sorted(until, side="right"))
-            t1 = max(t1, t0)  # unsorted trades: the checks below refuse them
-            b, t = book.slice(start, end - start), trades.slice(t0, t1 - t0)
+        held: pl.DataFrame | None = None
+        for piece in book_pieces:
+            if held is not None:
+                piece = pl.concat([held, piece])
+            if piece.height == 0:
+                continue
+            ts = piece[schema.TS_RECV]
+            last = int(ts[-1])
+            cut = int(ts.search_sorted(last, side="left"))  # where the last message starts
+            held = piece.slice(cut)
+            if cut == 0:
+                continue
+            until = last - 1
+            t1 = max(
+                t0, int(trade_ts.search_sorted(until, side="right"))
+            )  # unsorted: refused below
+            b, t = piece.slice(0, cut), trades.slice(t0, t1 - t0)
             parts.append(self._run(*_book_arrays(b), *_trade_arrays(t), until))
             t0 = t1
+        rest = _book_arrays(held) if held is not None else _no_book()
+        parts.append(self._run(*rest, *_trade_arrays(trades.slice(t0)), close_until))
         return parts[0] if len(parts) == 1 else pl.concat(parts)
 
     def finish(self, last_ts: int) -> pl.DataFrame:
         """The bars `sample_bars` closes after the last event at `last_ts`."""
         e = np.zeros(0, dtype=np.int64)
-        return self._run(
-            e,
-            e,
-            e,
-            e,
-            np.zeros(0, dtype=np.bool_),
-            e,
-            e,
-            e,
-            e,
-            -(-int(last_ts) // self.dt) * self.dt,
-        )
+        return self._run(*_no_book(), e, e, e, e, -(-int(last_ts) // self.dt) * self.dt)
 
     def _run(
         self,

@@ -10,6 +10,7 @@ event partitions the bars came from.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from core import schema as S
@@ -177,53 +179,57 @@ def partition_instrument(layout: DataLayout, symbol: str, days: list[str]) -> Js
     return json.loads(next(iter(seen))) if seen else None
 
 
-def _read_day_events(
+@contextlib.contextmanager
+def _day_event_files(
     layout: DataLayout, symbol: str, day: str, storage: StorageConfig | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One event day's book and trades, the columns the sampler reads only: each file
-    checked against its manifest sha256 (streamed), then parsed from its path (not
-    from a copy of its bytes in memory). `storage`: the day's files are pulled from the
-    object store (checked against the manifest of `layout`, the store's view) into a
-    temporary folder removed after reading; ObjectStoreError names a damaged one."""
-    if storage is not None:
-        return _read_store_day_events(layout, symbol, day, storage)
+) -> Iterator[tuple[Path, Path]]:
+    """The book and trades files of one event day, each checked against its manifest
+    sha256 (streamed). `storage`: pulled from the object store (checked against the
+    manifest of `layout`, the store's view) into a temporary folder removed on exit;
+    ObjectStoreError names a damaged one."""
     m = read_manifest(layout, symbol, day)
-    if m is None:
-        raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
-    folder = layout.events_day(symbol, day)
-    files = partition_files(m)
-    out = []
-    for kind, cols in (("book", _BOOK_COLUMNS), ("trades", _TRADE_COLUMNS)):
-        path = folder / files[kind]
-        if sha256_file(path) != m["outputs"][files[kind]]:
-            raise PartitionError(
-                f"events/{symbol}/{day}/{files[kind]} does not match its manifest sha256"
-            )
-        out.append(pl.read_parquet(path, columns=cols))
-    return out[0], out[1]
-
-
-def _read_store_day_events(
-    view: DataLayout, symbol: str, day: str, storage: StorageConfig
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if storage is None:
+        if m is None:
+            raise FileNotFoundError(f"no published partition events/{symbol}/{day}")
+        folder, files = layout.events_day(symbol, day), partition_files(m)
+        for kind in ("book", "trades"):
+            if sha256_file(folder / files[kind]) != m["outputs"][files[kind]]:
+                raise PartitionError(
+                    f"events/{symbol}/{day}/{files[kind]} does not match its manifest sha256"
+                )
+        yield folder / files["book"], folder / files["trades"]
+        return
     # slow: ingest.run loads numba (~0.15 s), needed only on the object-store path
     from ingest.run import events_url
 
-    m = read_manifest(view, symbol, day)
     if m is None:
         raise FileNotFoundError(f"no published partition {events_url(storage, symbol, day)}")
     files = partition_files(m)
-    tmp = Path(tempfile.mkdtemp(prefix=f".events-{day}.", dir=view.root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".events-{day}.", dir=layout.root))
     try:
         names = {files[k]: str(m["outputs"][files[k]]) for k in ("book", "trades")}
         pull(names, events_url(storage, symbol, day), tmp, storage, tmp / ".fetch")
-        book = pl.read_parquet(tmp / files["book"], columns=_BOOK_COLUMNS)
-        trades = pl.read_parquet(tmp / files["trades"], columns=_TRADE_COLUMNS)
+        yield tmp / files["book"], tmp / files["trades"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return book, trades
 
 
+def _sample_day(
+    sampler: Any, book_path: Path, trades_path: Path, factor: int, close_until: int
+) -> pl.DataFrame:
+    """One event day through the sampler (`ResumableSampler.feed_stream`), its book read
+    a batch of row groups at a time (the whole day's book took ~0.5 GB, #19), prices
+    onto the grid by `factor` (`scale_events`); the bars closed up to `close_until`."""
+    trades = scale_events(pl.read_parquet(trades_path, columns=_TRADE_COLUMNS), factor)
+    batches = pq.ParquetFile(book_path).iter_batches(
+        batch_size=_BOOK_BATCH_ROWS, columns=_BOOK_COLUMNS
+    )
+    pieces = (scale_events(pl.DataFrame(pl.from_arrow(b)), factor) for b in batches)
+    return sampler.feed_stream(pieces, trades, close_until)  # type: ignore[no-any-return]
+
+
+#: rows of a day's book file read at a time (`_sample_day`): ~26 MB of the sampler's columns
+_BOOK_BATCH_ROWS = 1 << 20
 #: the event columns the sampler reads
 _BOOK_COLUMNS = [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE, S.IS_SNAPSHOT]
 _TRADE_COLUMNS = [S.TS_RECV, S.SIDE, S.PRICE_TICKS, S.SIZE]
@@ -424,11 +430,11 @@ def _write_bars_index(
         with np.load(day_dir / f"{name(days[first - 1])}.state.npz") as z:
             sampler = sampler_cls.from_state(spec, {k: z[k] for k in z.files})
     for day in days[first:]:
-        book, trades = _read_day_events(layout, symbol, day, storage)
-        if factors:  # onto the price grid of a history across a tick change
-            book, trades = (scale_events(f, factors.get(day, 1)) for f in (book, trades))
-        bars = sampler.feed(book, trades, parse_day(day) + NS_PER_DAY - 1)
-        del book, trades
+        with _day_event_files(layout, symbol, day, storage) as (book_path, trades_path):
+            factor = factors.get(day, 1) if factors else 1  # onto the grid of a tick change
+            bars = _sample_day(
+                sampler, book_path, trades_path, factor, parse_day(day) + NS_PER_DAY - 1
+            )
         if bars.height:  # (the parts continue each other: `stage_slices` checks)
             check_grid(bars, spec)
         _, digest, _ = write_arrow_atomic(day_dir / f"{name(day)}.arrow", bars)

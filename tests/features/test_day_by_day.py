@@ -133,14 +133,14 @@ def test_build_bars_day_by_day_and_a_new_day_samples_that_day_only(
     data = DataLayout(tmp_path / "data")
     run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[:4]))), data.root)
     first = build_bars(cfg, str(data.root), "XBTUSD")
-    fed: list[int] = []
-    feed = ResumableSampler.feed
+    fed: list[int] = []  # the trades of each day fed
+    feed = ResumableSampler.feed_stream
 
-    def counting(self, book, trades, close_until):  # type: ignore[no-untyped-def]
-        fed.append(book.height)
-        return feed(self, book, trades, close_until)
+    def counting(self, pieces, trades, close_until):  # type: ignore[no-untyped-def]
+        fed.append(trades.height)
+        return feed(self, pieces, trades, close_until)
 
-    monkeypatch.setattr(sampler_mod.ResumableSampler, "feed", counting)
+    monkeypatch.setattr(sampler_mod.ResumableSampler, "feed_stream", counting)
     run_ingest(IngestConfig(source="tardis", paths=tuple(map(str, files[4:]))), data.root)
     day_dir = Path(first.bars_path).parent / "days"
     before = {p.name: p.stat().st_mtime_ns for p in day_dir.iterdir()}
