@@ -165,6 +165,39 @@ def feature_names(spec: FeatureSpec) -> list[str]:
     return names
 
 
+# How each v1 feature reads in the mirror image of the market: buyers and sellers
+# swapped, the log price negated (a rise becomes an equal fall, bids become asks). A
+# feature either keeps its value (spreads, intensity, volatility, time), changes sign
+# (imbalances, order flow, signed volume, returns, the microprice's offset) or takes its
+# twin's value (the depth on one side is the other side's). `training.mirror` builds the
+# mirror-averaged policy from it: the policy then treats a market and its mirror image
+# alike, so a directional habit learnt from one trending day cannot survive, only what
+# the features say about direction.
+_ODD_PREFIXES = (
+    "microprice_offset_bps",
+    "imbalance_l",
+    "ofi_",
+    "signed_volume_",
+    "trade_imbalance_",
+    "log_return_",
+)
+_EVEN_PREFIXES = ("spread_", "trade_intensity_", "realized_vol_", "time_since_trade_s")
+
+
+def mirror_of(feature: str) -> tuple[str, float]:
+    """(source, sign): in the mirror image of the market `feature` takes the value
+    sign x (source's value here). Raises ValueError for a feature it does not know (a new
+    feature must say how it mirrors before a mirror-averaged policy can read it)."""
+    if feature.startswith(_ODD_PREFIXES):
+        return feature, -1.0
+    if feature.startswith(_EVEN_PREFIXES):
+        return feature, 1.0
+    for side, other in (("depth_bid_", "depth_ask_"), ("depth_ask_", "depth_bid_")):
+        if feature.startswith(side):
+            return other + feature[len(side) :], 1.0
+    raise ValueError(f"feature {feature!r} has no mirror rule (core.schema.mirror_of)")
+
+
 # management state appended after the feature window (DESIGN.md "Observation")
 MANAGEMENT_STATE: tuple[str, ...] = (
     "long_state",
@@ -181,4 +214,23 @@ MANAGEMENT_STATE: tuple[str, ...] = (
 ACTION_NAMES: dict[str, tuple[str, ...]] = {
     "toggle": ("hold", "toggle_long", "toggle_short"),
     "target": ("no_orders", "bid", "ask", "both"),
+}
+
+# the mirror image of each management value, as for the features: the resting buy and
+# sell flags swap, the signed position changes sign, the rest keep their value (a lot's
+# unrealised return keeps its sign: a winning long mirrors to a winning short)
+STATE_MIRROR: dict[str, tuple[str, float]] = {
+    "long_state": ("short_state", 1.0),
+    "short_state": ("long_state", 1.0),
+    "position_size": ("position_size", -1.0),
+    "unrealized_pct": ("unrealized_pct", 1.0),
+    "avg_open_position_hours": ("avg_open_position_hours", 1.0),
+    "last_open_position_hours": ("last_open_position_hours", 1.0),
+    "hours_since_close": ("hours_since_close", 1.0),
+}
+
+# the mirror image of each action: the buy-side action and the sell-side one swap
+ACTION_MIRROR: dict[str, tuple[int, ...]] = {
+    "toggle": (0, 2, 1),
+    "target": (0, 2, 1, 3),
 }

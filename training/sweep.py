@@ -31,6 +31,8 @@ from core.config.base import FrozenModel, omit_when
 from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
+from features.stats import FrozenStats
+from training.mirror import action_permutation, mirror_average, mirror_map
 from training.store_inputs import StoreInputs, fetch_slice, fetch_stats, with_fetched_funding
 
 MODEL_ZIP = "model.zip"
@@ -301,7 +303,8 @@ def train_one(task: TrainTask) -> TrainResult:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
     t0, c0 = time.perf_counter(), time.process_time()
-    env = _training_env(local_inputs(task))
+    local = local_inputs(task)
+    env = _training_env(local)
     model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
     writer = _record_writer()
     model.set_logger(Logger(folder=None, output_formats=[writer]))
@@ -315,6 +318,8 @@ def train_one(task: TrainTask) -> TrainResult:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     done = int(model.num_timesteps)
 
+    if task.trial.mirror:
+        _mirror_average(model, local)
     zip_path = out / MODEL_ZIP
     _save_zip(model, zip_path)
     rows = writer.rows
@@ -355,6 +360,14 @@ def local_inputs(task: TrainTask) -> TrainTask:
             "trial": with_fetched_funding(task.trial, st),
         }
     )
+
+
+def _mirror_average(model: Any, task: TrainTask) -> None:
+    """Replace `model`'s policy by its mirror average, mapped with the fold's frozen stats."""
+    st = FrozenStats.load(task.stats_dir)
+    env = task.trial.env
+    a, c = mirror_map(st.feature_names, env.window, st.mean, st.sigma, st.sigma_floor)
+    mirror_average(model, a, c, action_permutation(env.action_mode))
 
 
 def _save_zip(model: Any, target: Path) -> None:

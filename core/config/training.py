@@ -35,11 +35,16 @@ class PPOConfig(FrozenModel):
 
 
 class TrialConfig(FrozenModel):
-    """One point of the experiment grid: env + reward + PPO parameters."""
+    """One point of the experiment grid: env + reward + PPO parameters, and `mirror`:
+    replace the trained policy by its mirror average, which treats the market and its
+    mirror image (buyers and sellers swapped) alike (`training.mirror`)."""
 
     name: str = "base"
     env: EnvConfig = EnvConfig()
     ppo: PPOConfig = PPOConfig()
+    mirror: bool = False
+
+    _omit = omit_when(mirror=False)  # as before the field existed: not written
 
 
 class SweepConfig(FrozenModel):
