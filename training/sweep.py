@@ -32,7 +32,7 @@ from core.config.training import TrialConfig
 from core.hashing import fingerprint
 from core.settings import ensure_single_thread_math
 from features.stats import FrozenStats
-from training.mirror import action_permutation, mirror_average, mirror_map
+from training.averaging import action_permutation, average_policies, mirror_map
 from training.store_inputs import StoreInputs, fetch_slice, fetch_stats, with_fetched_funding
 
 MODEL_ZIP = "model.zip"
@@ -153,7 +153,15 @@ def read_progress(out_dir: str | Path) -> tuple[int, int] | None:
         return None
 
 
-def _make_callbacks(total: int, n_cycles: int, progress_path: Path | None = None) -> Any:
+def _make_callbacks(
+    total: int,
+    n_cycles: int,
+    progress_path: Path | None = None,
+    done_before: int = 0,
+    grand_total: int | None = None,
+) -> Any:
+    """The curriculum (over this training's `total` steps) and the progress file, which
+    counts `done_before` steps of earlier ensemble members out of `grand_total`."""
     # slow: stable_baselines3 + torch (~3 s); the flow's process plans tasks, never trains
     from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
@@ -180,7 +188,9 @@ def _make_callbacks(total: int, n_cycles: int, progress_path: Path | None = None
 
         def _write(self) -> None:
             if progress_path is not None:
-                write_progress(progress_path, int(self.num_timesteps), total)
+                write_progress(
+                    progress_path, done_before + int(self.num_timesteps), grand_total or total
+                )
 
         def _on_training_start(self) -> None:
             self._write()
@@ -304,25 +314,39 @@ def train_one(task: TrainTask) -> TrainResult:
     write_json_atomic(out / TASK_JSON, {**task.model_dump(mode="json"), "run_name": task.run_name})
     t0, c0 = time.perf_counter(), time.process_time()
     local = local_inputs(task)
-    env = _training_env(local)
-    model = PPO("MlpPolicy", env, seed=task.seed, device="cpu", verbose=0, **ppo_kwargs(task.trial))
-    writer = _record_writer()
-    model.set_logger(Logger(folder=None, output_formats=[writer]))
-    callback = _make_callbacks(
-        task.timesteps, task.trial.env.reward.punishment_suppression_cycles, out / PROGRESS_FILE
-    )
-    model.learn(total_timesteps=task.timesteps, callback=callback, progress_bar=False)
-    write_progress(out / PROGRESS_FILE, int(model.num_timesteps), task.timesteps)
-    # SB3 dumps before each update, so the last update's train/* values are still pending
-    model.logger.dump(step=model.num_timesteps)
+    models, rows, done = [], [], 0
+    members = task.trial.ensemble
+    for k in range(members):
+        env = _training_env(local)
+        model = PPO(
+            "MlpPolicy", env, seed=member_seed(task.seed, k), device="cpu", verbose=0,
+            **ppo_kwargs(task.trial),
+        )  # fmt: skip
+        writer = _record_writer()
+        model.set_logger(Logger(folder=None, output_formats=[writer]))
+        callback = _make_callbacks(
+            task.timesteps,
+            task.trial.env.reward.punishment_suppression_cycles,
+            out / PROGRESS_FILE,
+            done_before=done,
+            grand_total=task.timesteps * members,
+        )
+        model.learn(total_timesteps=task.timesteps, callback=callback, progress_bar=False)
+        # SB3 dumps before each update, so the last update's train/* values are still pending
+        model.logger.dump(step=model.num_timesteps)
+        done += int(model.num_timesteps)
+        write_progress(out / PROGRESS_FILE, done, task.timesteps * members)
+        # member 0's curves under SB3's own names (as without an ensemble), the others'
+        # under member<k>/
+        rows += [(key if k == 0 else f"member{k}/{key}", v, step) for key, v, step in writer.rows]
+        models.append(model)
+        env.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    done = int(model.num_timesteps)
-
-    if task.trial.mirror:
-        _mirror_average(model, local)
+    model = models[0]
+    if members > 1 or task.trial.mirror:
+        _average(models, local)
     zip_path = out / MODEL_ZIP
     _save_zip(model, zip_path)
-    rows = writer.rows
     metrics_path = write_metrics_csv(out / METRICS_CSV, rows)
     result = TrainResult(
         run_name=task.run_name,
@@ -339,7 +363,6 @@ def train_one(task: TrainTask) -> TrainResult:
         final_metrics=final_values(rows),
     )
     write_json_atomic(out / RESULT_JSON, result.model_dump(mode="json"))
-    env.close()
     return result
 
 
@@ -362,12 +385,21 @@ def local_inputs(task: TrainTask) -> TrainTask:
     )
 
 
-def _mirror_average(model: Any, task: TrainTask) -> None:
-    """Replace `model`'s policy by its mirror average, mapped with the fold's frozen stats."""
-    st = FrozenStats.load(task.stats_dir)
-    env = task.trial.env
-    a, c = mirror_map(st.feature_names, env.window, st.mean, st.sigma, st.sigma_floor)
-    mirror_average(model, a, c, action_permutation(env.action_mode))
+def member_seed(seed: int, k: int) -> int:
+    """The seed of ensemble member k of a task seeded `seed` (member 0: the seed itself)."""
+    return seed + 1000 * k
+
+
+def _average(models: list[Any], task: TrainTask) -> None:
+    """Replace models[0]'s policy by the average of the members' (and, with the trial's
+    `mirror`, of their mirror images, mapped with the fold's frozen stats)."""
+    mirror = None
+    if task.trial.mirror:
+        st = FrozenStats.load(task.stats_dir)
+        env = task.trial.env
+        a, c = mirror_map(st.feature_names, env.window, st.mean, st.sigma, st.sigma_floor)
+        mirror = (a, c, action_permutation(env.action_mode))
+    average_policies(models, mirror)
 
 
 def _save_zip(model: Any, target: Path) -> None:

@@ -35,16 +35,19 @@ class PPOConfig(FrozenModel):
 
 
 class TrialConfig(FrozenModel):
-    """One point of the experiment grid: env + reward + PPO parameters, and `mirror`:
-    replace the trained policy by its mirror average, which treats the market and its
-    mirror image (buyers and sellers swapped) alike (`training.mirror`)."""
+    """One point of the experiment grid: env + reward + PPO parameters, and how the
+    trained policy is averaged (`training.averaging`): `ensemble` PPO members trained
+    from the task's seed and the next ones (seed + 1000 k), their logits averaged; with
+    `mirror`, each also averaged with its mirror image (buyers and sellers swapped), so
+    the policy treats a market and its mirror image alike. Each member costs a training."""
 
     name: str = "base"
     env: EnvConfig = EnvConfig()
     ppo: PPOConfig = PPOConfig()
+    ensemble: int = Field(1, ge=1)
     mirror: bool = False
 
-    _omit = omit_when(mirror=False)  # as before the field existed: not written
+    _omit = omit_when(ensemble=1, mirror=False)  # as before the fields existed: not written
 
 
 class SweepConfig(FrozenModel):

@@ -1,6 +1,6 @@
-"""The mirror-averaged policy (training/mirror.py): the mirror image of an observation, the
-twice-as-wide network that averages a policy with its mirror image, and train_one with
-`TrialConfig.mirror`."""
+"""Averaged policies (training/averaging.py): the mirror image of an observation, the one
+wider network that averages members and their mirror images, and train_one with
+`TrialConfig.ensemble` and `TrialConfig.mirror`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from core.schema import ACTION_MIRROR, MANAGEMENT_STATE, feature_names, mirror_o
 from registry.export import load_sb3_ppo, numpy_policy_from_sb3
 from tests.training.conftest import DataDir
 from tests.training.test_sweep import make_task
+from training.averaging import action_permutation, average_policies, mirror_map
 from training.backtest import sb3_batch_policy
-from training.mirror import action_permutation, mirror_average, mirror_map
-from training.sweep import train_one
+from training.sweep import read_metrics_csv, read_progress, train_one
 
 FLOOR = 1e-8
 
@@ -127,7 +127,7 @@ def test_mirror_average_is_the_mean_of_the_policy_and_its_mirror_image(
     l0, v0 = _logits_value(model, x)
     l0m, v0m = _logits_value(model, xm)
 
-    mirror_average(model, a, c, perm)
+    average_policies([model], (a, c, perm))
     model.save(tmp_path / "m.zip")
     loaded = load_sb3_ppo(tmp_path / "m.zip")
     assert loaded.policy_kwargs["net_arch"] == [32, 16]
@@ -148,14 +148,54 @@ def test_mirror_average_refuses_a_map_or_permutation_of_the_wrong_size() -> None
 
     model = PPO("MlpPolicy", _Spaces(5, 3), device="cpu", policy_kwargs={"net_arch": [4]})
     with pytest.raises(ValueError, match="observation of 5"):
-        mirror_average(model, np.eye(4), np.zeros(4), np.array([0, 2, 1]))
+        average_policies([model], (np.eye(4), np.zeros(4), np.array([0, 2, 1])))
     with pytest.raises(ValueError, match="permutation"):
-        mirror_average(model, np.eye(5), np.zeros(5), np.array([0, 1, 1]))
+        average_policies([model], (np.eye(5), np.zeros(5), np.array([0, 1, 1])))
+    other = PPO("MlpPolicy", _Spaces(5, 3), device="cpu", policy_kwargs={"net_arch": [8]})
+    with pytest.raises(ValueError, match="differ in shape"):
+        average_policies([model, other])
 
 
-def test_mirror_false_is_not_written_so_existing_fingerprints_stay() -> None:
-    assert "mirror" not in TrialConfig().model_dump(mode="json")
+def test_members_and_their_mirror_images_average_into_one_network(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    names = feature_names(FeatureSpec(windows_s=[60]))
+    rng = np.random.default_rng(2)
+    a, c = mirror_map(names, 1, rng.normal(size=len(names)), rng.uniform(0.5, 2, len(names)), FLOOR)
+    perm = action_permutation("target")
+    kw = {"net_arch": [8, 8], "activation_fn": torch.nn.Tanh}
+    models = [
+        PPO("MlpPolicy", _Spaces(len(c), 4), seed=s, device="cpu", policy_kwargs=kw)
+        for s in (0, 1, 2)
+    ]
+    x = rng.normal(size=(300, len(c))).astype(np.float32)
+    xm = (x @ a.T + c).astype(np.float32)
+    parts = [_logits_value(m, x) for m in models] + [_logits_value(m, xm) for m in models]
+    want_l = np.mean([lv[0] for lv in parts[:3]] + [lv[0][:, perm] for lv in parts[3:]], axis=0)
+    want_v = np.mean([lv[1] for lv in parts], axis=0)
+    plain_l = np.mean([lv[0] for lv in parts[:3]], axis=0)
+
+    avg = average_policies(models, (a, c, perm))
+    assert avg is models[0] and avg.policy_kwargs["net_arch"] == [48, 48]
+    avg.save(tmp_path / "avg.zip")
+    got_l, got_v = _logits_value(load_sb3_ppo(tmp_path / "avg.zip"), x)
+    np.testing.assert_allclose(got_l, want_l, atol=2e-5)
+    np.testing.assert_allclose(got_v, want_v, atol=2e-5)
+    assert not np.allclose(got_l, plain_l, atol=1e-3)  # the mirror terms count
+
+    again = [
+        PPO("MlpPolicy", _Spaces(len(c), 4), seed=s, device="cpu", policy_kwargs=kw)
+        for s in (0, 1, 2)
+    ]
+    np.testing.assert_allclose(_logits_value(average_policies(again), x)[0], plain_l, atol=2e-5)
+
+
+def test_defaults_are_not_written_so_existing_fingerprints_stay() -> None:
+    assert TrialConfig().model_dump(mode="json").keys().isdisjoint({"mirror", "ensemble"})
     assert TrialConfig(mirror=True).model_dump(mode="json")["mirror"] is True
+    assert TrialConfig(ensemble=3).model_dump(mode="json")["ensemble"] == 3
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        TrialConfig(ensemble=0)
 
 
 def test_train_one_with_mirror_trains_the_same_policy_and_saves_its_mirror_average(
@@ -174,3 +214,27 @@ def test_train_one_with_mirror_trains_the_same_policy_and_saves_its_mirror_avera
     w_mirror = mirrored.policy.mlp_extractor.policy_net[0].weight.detach()
     torch.testing.assert_close(w_mirror[:width], w_plain)
     assert not torch.equal(w_mirror[width:], w_plain)
+
+
+def test_train_one_with_an_ensemble_trains_each_member_from_its_own_seed(
+    tiny_data: DataDir, tmp_path: Path
+) -> None:
+    plain_task = make_task(tiny_data, tmp_path / "plain", timesteps=256)
+    trial = plain_task.trial.model_copy(update={"ensemble": 2})
+    task = plain_task.model_copy(update={"trial": trial, "out_dir": str(tmp_path / "two")})
+    res = train_one(task)
+    assert res.timesteps_done == 512
+    assert read_progress(res.model_zip.rsplit("/", 1)[0]) == (512, 512)
+    keys = {k for k, _, _ in read_metrics_csv(res.metrics_csv)}
+    assert "train/value_loss" in keys and "member1/train/value_loss" in keys
+    both = load_sb3_ppo(res.model_zip)
+    plain = load_sb3_ppo(train_one(plain_task).model_zip)
+    seed_1000 = load_sb3_ppo(
+        train_one(
+            plain_task.model_copy(update={"seed": 1000, "out_dir": str(tmp_path / "s1000")})
+        ).model_zip
+    )
+    width = plain.policy_kwargs["net_arch"][0]
+    w_both = both.policy.mlp_extractor.policy_net[0].weight.detach()
+    torch.testing.assert_close(w_both[:width], plain.policy.mlp_extractor.policy_net[0].weight)
+    torch.testing.assert_close(w_both[width:], seed_1000.policy.mlp_extractor.policy_net[0].weight)
