@@ -1,7 +1,8 @@
 """Benchmark: decision accuracy of the whole pipeline on markets whose truth is known (#16).
 
     OMP_NUM_THREADS=1 .venv/bin/python -m bench.bench_decisions [--seeds 7 8 9]
-        [--configs conf/planted-edge.yaml conf/no-edge.yaml] [--out bench/RESULTS_decisions.md]
+        [--configs conf/planted-fair-value.yaml conf/planted-edge.yaml conf/no-edge.yaml]
+        [--out bench/RESULTS_decisions.md]
 
 For every config and market seed (`ingest.synthetic.seed`), the real nightly runs as a user
 runs it: `chappie nightly --config <the config with that seed>` in a subprocess, in a fresh
@@ -33,7 +34,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("RESULTS_decisions.md")
-CONFIGS = ("conf/planted-edge.yaml", "conf/no-edge.yaml")
+CONFIGS = ("conf/planted-fair-value.yaml", "conf/planted-edge.yaml", "conf/no-edge.yaml")
 SEEDS = (7, 8, 9)
 KEEP_MARKER = "## What was tried"  # the hand-written part of RESULTS_decisions.md
 BUDGET_S = 600.0  # #16: one nightly within 10 minutes on 2 cores
