@@ -23,6 +23,7 @@ from core.config.storage import StorageConfig
 from core.config.training import EvaluationConfig, SweepConfig
 from core.fees import DEFAULT_FEES, FeeConfig, merge_override, split_instrument_fees
 from core.hashing import fingerprint
+from core.schema import feature_names, mirror_of
 
 
 class ExperimentConfig(FrozenModel):
@@ -127,6 +128,20 @@ class ExperimentConfig(FrozenModel):
                     f"trial {trial.name!r}: env.window={trial.env.window} differs from "
                     f"features.spec.window={self.features.spec.window}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _mirror_knows_every_feature(self) -> ExperimentConfig:
+        mirrored = [t.name for t in self.sweep.trials if t.mirror]
+        if mirrored:
+            for name in feature_names(self.features.spec):
+                try:
+                    mirror_of(name)
+                except ValueError:
+                    raise ValueError(
+                        f"trial {mirrored[0]!r}: mirror needs every feature's mirror image, "
+                        f"and {name!r} has none (core.schema.mirror_of)"
+                    ) from None
         return self
 
     def with_funding_table(self, path: str) -> ExperimentConfig:
