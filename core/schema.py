@@ -169,7 +169,7 @@ def feature_names(spec: FeatureSpec) -> list[str]:
 # swapped, the log price negated (a rise becomes an equal fall, bids become asks). A
 # feature either keeps its value (spreads, intensity, volatility, time), changes sign
 # (imbalances, order flow, signed volume, returns, the microprice's offset) or takes its
-# twin's value (the depth on one side is the other side's). `training.mirror` builds the
+# twin's value (the depth on one side is the other side's). `training.averaging` builds the
 # mirror-averaged policy from it: the policy then treats a market and its mirror image
 # alike, so a directional habit learnt from one trending day cannot survive, only what
 # the features say about direction.

@@ -86,7 +86,7 @@ def action_permutation(action_mode: str) -> np.ndarray:
 
 
 def _linears(seq: Any) -> list[Any]:
-    import torch.nn as nn  # slow: torch; only the training process mirrors a policy
+    import torch.nn as nn  # slow: torch; only the training process averages policies
 
     return [m for m in seq if isinstance(m, nn.Linear)]
 
